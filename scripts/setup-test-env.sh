@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine; fast and
+# quiet when everything is already there. Run by scripts/test.sh.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# util-linux: unshare, nsenter, setpriv, script (PID-1 tests, tty tests)
+for tool in unshare nsenter setpriv script; do have "$tool" || need_apt+=(util-linux); done
+have ps || need_apt+=(procps)
+# Debian's own Python (not a pyenv one under /root, which the tests hide)
+# runs the salt virtual environment.
+[ -x /usr/bin/python3 ] || need_apt+=(python3)
+/usr/bin/python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# The SSH tests log in for real: sshd, ssh, ssh-keygen.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+have ssh || need_apt+=(openssh-client)
+have ssh-keygen || need_apt+=(openssh-client)
+
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')
+    echo "installing: $pkgs"
+    export DEBIAN_FRONTEND=noninteractive
+    # Packages must not start daemons here (openssh-server would start sshd
+    # on the host): a policy-rc.d that refuses, for the install only.
+    policy=/usr/sbin/policy-rc.d
+    had_policy=no
+    [ -e "$policy" ] && had_policy=yes
+    if [ "$had_policy" = no ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy"
+        chmod 755 "$policy"
+    fi
+    trap '[ "$had_policy" = no ] && rm -f "$policy"' EXIT
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+
+# A Python virtual environment with salt, for the reconfigure tests that run
+# a real salt-call. Kept outside the clone (and outside /root, which the tests
+# hide) so that later runs reuse it.
+venv="${MC_TEST_VENV:-/var/cache/mc-launcher-test/salt-venv}"
+salt_version="3008.4"
+if ! "$venv/bin/salt-call" --version 2>/dev/null | grep -q "$salt_version" \
+    || [ "$(readlink -f "$venv/bin/python3")" != "$(readlink -f /usr/bin/python3)" ]; then
+    echo "creating $venv with salt $salt_version (takes a minute or two)"
+    rm -rf "$venv"
+    mkdir -p "$(dirname "$venv")"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "salt==$salt_version"
+fi
+"$venv/bin/salt-call" --version
+echo "test environment ready"

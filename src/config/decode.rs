@@ -1,0 +1,969 @@
+//! From the spanned YAML tree to the validated model, collecting every
+//! error with its position instead of stopping at the first.
+
+use super::model::*;
+use crate::error::{Diag, Pos};
+use crate::yaml::{Node, Scalar, Value};
+use nix::sys::resource::Resource;
+use nix::sys::signal::Signal;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct Decoder<'a> {
+    pub file: &'a Path,
+    pub errors: Vec<Diag>,
+}
+
+type Entries<'n> = Vec<(&'n str, &'n Node)>;
+
+impl<'a> Decoder<'a> {
+    pub fn new(file: &'a Path) -> Decoder<'a> {
+        Decoder {
+            file,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn err(&mut self, pos: Pos, msg: impl Into<String>) {
+        self.errors.push(Diag::new(self.file, pos, msg));
+    }
+
+    /// A mapping whose keys must be in `allowed`; unknown and duplicate keys
+    /// are reported, and the known entries returned in order.
+    pub fn map<'n>(&mut self, n: &'n Node, what: &str, allowed: &[&str]) -> Option<Entries<'n>> {
+        if n.is_null() {
+            return Some(Vec::new());
+        }
+        let Some(entries) = n.as_map() else {
+            self.err(
+                n.pos,
+                format!("{what}: expected a mapping, found {}", n.kind()),
+            );
+            return None;
+        };
+        let mut out: Entries<'n> = Vec::new();
+        for (k, v) in entries {
+            let Some(key) = k.text().filter(|_| k.as_map().is_none()) else {
+                self.err(k.pos, format!("{what}: keys must be strings"));
+                continue;
+            };
+            if out.iter().any(|(seen, _)| *seen == key) {
+                self.err(k.pos, format!("{what}: duplicate key `{key}`"));
+                continue;
+            }
+            if !allowed.is_empty() && !allowed.contains(&key) {
+                self.err(
+                    k.pos,
+                    format!(
+                        "{what}: unknown key `{key}` (expected one of: {})",
+                        allowed.join(", ")
+                    ),
+                );
+                continue;
+            }
+            out.push((key, v));
+        }
+        Some(out)
+    }
+
+    /// Any scalar as text (`port: 8080` is fine where a string is wanted).
+    pub fn string(&mut self, n: &Node, what: &str) -> Option<String> {
+        match n.scalar() {
+            Some(Scalar::Null) | None => {
+                self.err(
+                    n.pos,
+                    format!("{what}: expected a string, found {}", n.kind()),
+                );
+                None
+            }
+            Some(_) => n.text().map(str::to_string),
+        }
+    }
+
+    pub fn path(&mut self, n: &Node, what: &str) -> Option<PathBuf> {
+        let s = self.string(n, what)?;
+        if s.is_empty() {
+            self.err(n.pos, format!("{what}: empty path"));
+            return None;
+        }
+        Some(PathBuf::from(s))
+    }
+
+    pub fn bool(&mut self, n: &Node, what: &str) -> Option<bool> {
+        match n.scalar() {
+            Some(Scalar::Bool(b)) => Some(b),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what}: expected true or false, found {}", n.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, n: &Node, what: &str, min: i64) -> Option<i64> {
+        match n.scalar() {
+            Some(Scalar::Int(i)) if i >= min => Some(i),
+            Some(Scalar::Int(i)) => {
+                self.err(n.pos, format!("{what}: {i} is below the minimum, {min}"));
+                None
+            }
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what}: expected an integer, found {}", n.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    /// `500ms`, `30s`, `2m`, `1h 30m`; a bare number is seconds.
+    pub fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        match n.scalar() {
+            Some(Scalar::Int(i)) if i >= 0 => Some(Duration::from_secs(i as u64)),
+            Some(Scalar::Float(f)) if f >= 0.0 && f.is_finite() => Some(Duration::from_secs_f64(f)),
+            Some(Scalar::Str(s)) => match humantime::parse_duration(s.trim()) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    self.err(
+                        n.pos,
+                        format!("{what}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 2m"),
+                    );
+                    None
+                }
+            },
+            _ => {
+                self.err(
+                    n.pos,
+                    format!(
+                        "{what}: expected a duration such as 30s, found {}",
+                        n.kind()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// Sizes: `10MB`, `512k`, `1G`; K/M/G are powers of 1024, like the
+    /// rotation sizes of logrotate; a bare number is bytes.
+    pub fn size(&mut self, n: &Node, what: &str) -> Option<u64> {
+        if let Some(Scalar::Int(i)) = n.scalar() {
+            if i >= 0 {
+                return Some(i as u64);
+            }
+        }
+        let text = n.text().unwrap_or_default().trim().to_ascii_uppercase();
+        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
+        let unit = text.get(digits.len()..).unwrap_or("").trim();
+        let mult: Option<u64> = match unit {
+            "" | "B" => Some(1),
+            "K" | "KB" | "KIB" => Some(1 << 10),
+            "M" | "MB" | "MIB" => Some(1 << 20),
+            "G" | "GB" | "GIB" => Some(1 << 30),
+            _ => None,
+        };
+        match (digits.parse::<u64>(), mult) {
+            (Ok(v), Some(m)) => Some(v.saturating_mul(m)),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!(
+                        "{what}: bad size `{}`; write e.g. 10MB, 512K, 1G",
+                        n.text().unwrap_or("")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    pub fn signal(&mut self, n: &Node, what: &str) -> Option<Signal> {
+        let text = n.text().unwrap_or_default();
+        match crate::signals::parse_signal(text) {
+            Some(s) if n.as_map().is_none() && n.as_seq().is_none() => Some(s),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!("{what}: unknown signal `{text}`; write e.g. TERM, SIGINT or 15"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A file mode: `"0640"` or 0640 (YAML 1.1 reads that as octal).
+    pub fn mode(&mut self, n: &Node, what: &str) -> Option<u32> {
+        let parsed = match (n.scalar(), n.text()) {
+            (Some(Scalar::Int(i)), Some(t)) if !t.starts_with('0') => {
+                // Written 640: the operator meant octal digits.
+                u32::from_str_radix(&i.to_string(), 8).ok()
+            }
+            (Some(Scalar::Int(i)), _) => u32::try_from(i).ok(),
+            (Some(Scalar::Str(s)), _) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(m) if m <= 0o7777 => Some(m),
+            _ => {
+                self.err(
+                    n.pos,
+                    format!(
+                        "{what}: bad file mode `{}`; write e.g. \"0640\"",
+                        n.text().unwrap_or("")
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    /// A list of strings; a single string is a list of one.
+    pub fn strings(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
+        match &n.value {
+            Value::Seq(items) => {
+                let mut out = Vec::new();
+                for item in items {
+                    out.push(self.string(item, what)?);
+                }
+                Some(out)
+            }
+            _ if n.is_null() => Some(Vec::new()),
+            _ => self.string(n, what).map(|s| vec![s]),
+        }
+    }
+
+    /// A command: a list is the exact argv; a string is split like a shell
+    /// would, without running one.
+    pub fn argv(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
+        let argv = match &n.value {
+            Value::Seq(_) => self.strings(n, what)?,
+            _ => {
+                let s = self.string(n, what)?;
+                match shell_words::split(&s) {
+                    Ok(words) => words,
+                    Err(e) => {
+                        self.err(n.pos, format!("{what}: cannot split `{s}`: {e}"));
+                        return None;
+                    }
+                }
+            }
+        };
+        if argv.first().is_none_or(|a| a.is_empty()) {
+            self.err(n.pos, format!("{what}: empty command"));
+            return None;
+        }
+        Some(argv)
+    }
+
+    /// `user:group` or `user`; both must exist (names or numbers).
+    pub fn owner(&mut self, n: &Node, what: &str) -> Option<Owner> {
+        let s = self.string(n, what)?;
+        let (user, group) = match s.split_once(':') {
+            Some((u, g)) => (u.to_string(), Some(g.to_string())),
+            None => (s.clone(), None),
+        };
+        let mut ok = user_exists(&user);
+        if !ok {
+            self.err(n.pos, format!("{what}: no such user `{user}`"));
+        }
+        if let Some(g) = &group {
+            if !group_exists(g) {
+                self.err(n.pos, format!("{what}: no such group `{g}`"));
+                ok = false;
+            }
+        }
+        ok.then_some(Owner { user, group })
+    }
+}
+
+/// Where `key` is written in mapping `n`.
+fn key_pos(n: &Node, key: &str) -> Pos {
+    n.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.text() == Some(key)))
+        .map(|(k, _)| k.pos)
+        .unwrap_or(n.pos)
+}
+
+pub fn user_exists(name: &str) -> bool {
+    name.parse::<u32>().is_ok() || matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+}
+
+pub fn group_exists(name: &str) -> bool {
+    name.parse::<u32>().is_ok() || matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+}
+
+pub const TOP: &[&str] = &[
+    "project",
+    "root",
+    "paths",
+    "pillar",
+    "ssh",
+    "reconfigure",
+    "prepopulate",
+    "circus",
+    "services",
+    "shutdown",
+    "control",
+];
+pub const PATHS: &[&str] = &["salt", "project", "pillar", "volume", "state"];
+pub const PILLAR: &[&str] = &["source", "target", "on_invalid"];
+pub const SSH: &[&str] = &["keys_dirs", "user", "watch", "sshd", "host_keys_dir"];
+pub const RECONFIGURE: &[&str] = &["on_error", "skip_unchanged", "steps"];
+pub const STEP: &[&str] = &["salt", "template", "command", "timeout", "config_dir"];
+pub const TEMPLATE: &[&str] = &["src", "dest", "mode", "owner"];
+pub const PREPOPULATE: &[&str] = &["src", "dest", "owner"];
+pub const CIRCUS: &[&str] = &["config", "include"];
+pub const SERVICE: &[&str] = &[
+    "cmd",
+    "shell",
+    "numprocesses",
+    "working_dir",
+    "user",
+    "uid",
+    "gid",
+    "env",
+    "copy_env",
+    "after",
+    "priority",
+    "ready",
+    "respawn",
+    "max_retry",
+    "backoff",
+    "min_uptime",
+    "critical",
+    "stop_signal",
+    "graceful_timeout",
+    "stdout",
+    "stderr",
+    "rlimits",
+    "autostart",
+    "warmup_delay",
+    "max_age",
+    "max_age_variance",
+];
+pub const BACKOFF: &[&str] = &["initial", "max"];
+pub const READY: &[&str] = &["tcp", "cmd", "file", "timeout", "interval"];
+pub const STREAM: &[&str] = &[
+    "file",
+    "max_bytes",
+    "backup_count",
+    "time_format",
+    "watched",
+];
+pub const SHUTDOWN: &[&str] = &["timeout"];
+pub const CONTROL: &[&str] = &["socket"];
+
+/// Every option the config accepts, by section: the source of truth that
+/// README.rst's reference is checked against.
+pub const REFERENCE: &[(&str, &[&str])] = &[
+    ("", TOP),
+    ("paths", PATHS),
+    ("pillar", PILLAR),
+    ("ssh", SSH),
+    ("reconfigure", RECONFIGURE),
+    ("reconfigure.steps[]", STEP),
+    ("reconfigure.steps[].template", TEMPLATE),
+    ("prepopulate[]", PREPOPULATE),
+    ("circus", CIRCUS),
+    ("services.NAME", SERVICE),
+    ("services.NAME.backoff", BACKOFF),
+    ("services.NAME.ready", READY),
+    ("services.NAME.stdout", STREAM),
+    ("shutdown", SHUTDOWN),
+    ("control", CONTROL),
+];
+
+/// The `paths:` section over the defaults for `root` and `project`.
+pub fn paths(d: &mut Decoder, n: Option<&Node>, root: &Path, project: &str) -> Paths {
+    let mut p = Paths::defaults(root, project);
+    let Some(n) = n else { return p };
+    for (k, v) in d.map(n, "paths", PATHS).unwrap_or_default() {
+        let Some(path) = d.path(v, &format!("paths.{k}")) else {
+            continue;
+        };
+        match k {
+            "salt" => p.salt = path,
+            "project" => p.project = path,
+            "pillar" => p.pillar = path,
+            "volume" => p.volume = path,
+            _ => p.state = path,
+        }
+    }
+    p
+}
+
+/// Decode the whole document over `base` (the defaults for its root,
+/// project and paths).
+pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
+    let Some(top) = d.map(doc, "config", TOP) else {
+        return cfg;
+    };
+    for (k, v) in top {
+        match k {
+            "project" | "root" | "paths" => {} // read before rendering the defaults
+            "pillar" => pillar(d, v, &mut cfg.pillar),
+            "ssh" => ssh(d, v, &mut cfg.ssh),
+            "reconfigure" => reconfigure(d, v, &mut cfg.reconfigure),
+            "prepopulate" => cfg.prepopulate = prepopulate(d, v),
+            "circus" => circus(d, v, &mut cfg.circus),
+            "services" => cfg.services = services(d, v),
+            "shutdown" => {
+                for (k, v) in d.map(v, "shutdown", SHUTDOWN).unwrap_or_default() {
+                    if let (Some(t), "timeout") = (d.duration(v, "shutdown.timeout"), k) {
+                        cfg.shutdown.timeout = t;
+                    }
+                }
+            }
+            _ => {
+                for (_, v) in d.map(v, "control", CONTROL).unwrap_or_default() {
+                    if let Some(p) = d.path(v, "control.socket") {
+                        cfg.control.socket = p;
+                    }
+                }
+            }
+        }
+    }
+    validate_services(d, &cfg.services);
+    cfg
+}
+
+fn pillar(d: &mut Decoder, n: &Node, p: &mut PillarCfg) {
+    for (k, v) in d.map(n, "pillar", PILLAR).unwrap_or_default() {
+        match k {
+            "source" => {
+                p.source = d
+                    .path(v, "pillar.source")
+                    .unwrap_or_else(|| p.source.clone())
+            }
+            "target" => {
+                p.target = d
+                    .path(v, "pillar.target")
+                    .unwrap_or_else(|| p.target.clone())
+            }
+            _ => match v.text() {
+                Some("abort") => p.on_invalid = OnInvalid::Abort,
+                Some("keep-default") => p.on_invalid = OnInvalid::KeepDefault,
+                _ => d.err(v.pos, "pillar.on_invalid: expected abort or keep-default"),
+            },
+        }
+    }
+}
+
+fn ssh(d: &mut Decoder, n: &Node, s: &mut SshCfg) {
+    for (k, v) in d.map(n, "ssh", SSH).unwrap_or_default() {
+        match k {
+            "keys_dirs" => {
+                if let Some(dirs) = d.strings(v, "ssh.keys_dirs") {
+                    s.keys_dirs = dirs.into_iter().map(PathBuf::from).collect();
+                }
+            }
+            "user" => {
+                if let Some(u) = d.string(v, "ssh.user") {
+                    if user_exists(&u) {
+                        s.user = u;
+                    } else {
+                        d.err(v.pos, format!("ssh.user: no such user `{u}`"));
+                    }
+                }
+            }
+            "watch" => s.watch = d.bool(v, "ssh.watch").unwrap_or(s.watch),
+            "sshd" => match v.scalar() {
+                Some(Scalar::Str("auto")) => s.sshd = SshdMode::Auto,
+                Some(Scalar::Str("never")) | Some(Scalar::Bool(false)) => s.sshd = SshdMode::Never,
+                Some(Scalar::Str("always")) | Some(Scalar::Bool(true)) => s.sshd = SshdMode::Always,
+                _ => d.err(v.pos, "ssh.sshd: expected auto, never or always"),
+            },
+            _ => {
+                s.host_keys_dir = d
+                    .path(v, "ssh.host_keys_dir")
+                    .unwrap_or_else(|| s.host_keys_dir.clone())
+            }
+        }
+    }
+}
+
+fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
+    for (k, v) in d.map(n, "reconfigure", RECONFIGURE).unwrap_or_default() {
+        match k {
+            "on_error" => match v.text() {
+                Some("abort") => r.on_error = OnError::Abort,
+                Some("continue") => r.on_error = OnError::Continue,
+                _ => d.err(v.pos, "reconfigure.on_error: expected abort or continue"),
+            },
+            "skip_unchanged" => {
+                r.skip_unchanged = d.bool(v, "reconfigure.skip_unchanged").unwrap_or(true)
+            }
+            _ => {
+                let Some(items) = v.as_seq() else {
+                    if !v.is_null() {
+                        d.err(
+                            v.pos,
+                            format!("reconfigure.steps: expected a list, found {}", v.kind()),
+                        );
+                    }
+                    continue;
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if let Some(step) = step(d, item, i + 1) {
+                        r.steps.push(step);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn step(d: &mut Decoder, n: &Node, index: usize) -> Option<Step> {
+    let entries = d.map(n, "reconfigure step", STEP)?;
+    let get = |key: &str| entries.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    let kinds: Vec<&str> = ["salt", "template", "command"]
+        .into_iter()
+        .filter(|k| get(k).is_some())
+        .collect();
+    if kinds.len() != 1 {
+        d.err(
+            n.pos,
+            "reconfigure step: needs exactly one of salt, template, command",
+        );
+        return None;
+    }
+    let timeout = get("timeout").and_then(|v| d.duration(v, "timeout"));
+    let config_dir = get("config_dir").and_then(|v| d.path(v, "config_dir"));
+    let kind_name = kinds.first().copied().unwrap_or("command");
+    if config_dir.is_some() && kind_name != "salt" {
+        d.err(
+            n.pos,
+            "reconfigure step: config_dir goes with salt steps only",
+        );
+    }
+    let body = get(kind_name)?;
+    let kind = match kind_name {
+        "salt" => {
+            let states = d.strings(body, "salt")?;
+            if states.is_empty() {
+                d.err(body.pos, "salt: name at least one state");
+                return None;
+            }
+            StepKind::Salt { states, config_dir }
+        }
+        "template" => {
+            let t = d.map(body, "template", TEMPLATE)?;
+            let tget = |key: &str| t.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+            let (Some(src), Some(dest)) = (tget("src"), tget("dest")) else {
+                d.err(body.pos, "template: src and dest are required");
+                return None;
+            };
+            StepKind::Template {
+                src: d.path(src, "template.src")?,
+                dest: d.path(dest, "template.dest")?,
+                mode: tget("mode").and_then(|m| d.mode(m, "template.mode")),
+                owner: tget("owner").and_then(|o| d.owner(o, "template.owner")),
+            }
+        }
+        _ => StepKind::Command {
+            argv: d.argv(body, "command")?,
+        },
+    };
+    Some(Step {
+        name: format!("{kind_name}-{index}"),
+        kind,
+        timeout,
+        origin: Origin {
+            file: d.file.to_path_buf(),
+            pos: n.pos,
+        },
+    })
+}
+
+fn prepopulate(d: &mut Decoder, n: &Node) -> Vec<Prepopulate> {
+    let mut out = Vec::new();
+    let Some(items) = n.as_seq() else {
+        if !n.is_null() {
+            d.err(
+                n.pos,
+                format!("prepopulate: expected a list, found {}", n.kind()),
+            );
+        }
+        return out;
+    };
+    for item in items {
+        let Some(e) = d.map(item, "prepopulate", PREPOPULATE) else {
+            continue;
+        };
+        let get = |key: &str| e.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+        let (Some(src), Some(dest)) = (get("src"), get("dest")) else {
+            d.err(item.pos, "prepopulate: src and dest are required");
+            continue;
+        };
+        let (src, dest) = (
+            d.path(src, "prepopulate.src"),
+            d.path(dest, "prepopulate.dest"),
+        );
+        let owner = get("owner").and_then(|o| d.owner(o, "prepopulate.owner"));
+        if let (Some(src), Some(dest)) = (src, dest) {
+            out.push(Prepopulate {
+                src,
+                dest,
+                owner,
+                origin: Origin {
+                    file: d.file.to_path_buf(),
+                    pos: item.pos,
+                },
+            });
+        }
+    }
+    out
+}
+
+fn circus(d: &mut Decoder, n: &Node, c: &mut CircusCfg) {
+    for (k, v) in d.map(n, "circus", CIRCUS).unwrap_or_default() {
+        if k == "config" {
+            c.config = d.path(v, "circus.config");
+        } else if let Some(globs) = d.strings(v, "circus.include") {
+            c.include = globs;
+        }
+    }
+}
+
+fn services(d: &mut Decoder, n: &Node) -> Vec<Service> {
+    let mut out = Vec::new();
+    for (name, v) in d.map(n, "services", &[]).unwrap_or_default() {
+        // Messages about a whole service point at its name.
+        let key_pos = key_pos(n, name);
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.@-".contains(&b));
+        if !valid {
+            d.err(
+                key_pos,
+                format!("service name `{name}`: use letters, digits, and _ . @ -"),
+            );
+        }
+        if name == "main" {
+            d.err(
+                key_pos,
+                "service name `main` is reserved for the command given on the command line",
+            );
+        }
+        if let Some(s) = service(d, name, key_pos, v) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Service> {
+    let entries = d.map(n, &format!("service {name}"), SERVICE)?;
+    let what = |k: &str| format!("{name}.{k}");
+    let mut s = Service::new(name, Vec::new());
+    s.origin = Origin {
+        file: d.file.to_path_buf(),
+        pos: key_pos,
+    };
+    let mut shell = false;
+    let mut cmd_node: Option<&Node> = None;
+    let mut variance = Duration::ZERO;
+    for (k, v) in &entries {
+        let w = what(k);
+        match *k {
+            "cmd" => cmd_node = Some(v),
+            "shell" => shell = d.bool(v, &w).unwrap_or(false),
+            "numprocesses" => {
+                s.numprocesses = d.int(v, &w, 1).map(|i| i.min(10_000) as u32).unwrap_or(1)
+            }
+            "working_dir" => {
+                s.working_dir = d.path(v, &w);
+                if s.working_dir.as_ref().is_some_and(|p| !p.is_absolute()) {
+                    d.err(v.pos, format!("{w}: must be an absolute path"));
+                }
+            }
+            "user" => {
+                if let Some(u) = d.string(v, &w) {
+                    if !user_exists(&u) {
+                        d.err(v.pos, format!("{w}: no such user `{u}`"));
+                    }
+                    s.user = Some(u);
+                }
+            }
+            "uid" => s.uid = d.int(v, &w, 0).map(|i| i as u32),
+            "gid" => s.gid = d.int(v, &w, 0).map(|i| i as u32),
+            "env" => {
+                for (ek, ev) in d.map(v, &w, &[]).unwrap_or_default() {
+                    if let Some(val) = d.string(ev, &format!("{w}.{ek}")) {
+                        s.env.insert(ek.to_string(), val);
+                    }
+                }
+            }
+            "copy_env" => s.copy_env = d.bool(v, &w).unwrap_or(true),
+            "after" => s.after = d.strings(v, &w).unwrap_or_default(),
+            "priority" => s.priority = d.int(v, &w, i64::MIN).unwrap_or(0),
+            "ready" => s.ready = ready(d, v, &w),
+            "respawn" => s.respawn = d.bool(v, &w).unwrap_or(true),
+            "max_retry" => {
+                s.max_retry = d
+                    .int(v, &w, -1)
+                    .map(|i| u32::try_from(i).ok())
+                    .unwrap_or(Some(5))
+            }
+            "backoff" => {
+                for (bk, bv) in d.map(v, &w, BACKOFF).unwrap_or_default() {
+                    let val = d.duration(bv, &format!("{w}.{bk}"));
+                    match (bk, val) {
+                        ("initial", Some(t)) => s.backoff.initial = t,
+                        (_, Some(t)) => s.backoff.max = t,
+                        _ => {}
+                    }
+                }
+                if s.backoff.max < s.backoff.initial {
+                    d.err(v.pos, format!("{w}: max is smaller than initial"));
+                }
+            }
+            "min_uptime" => s.min_uptime = d.duration(v, &w).unwrap_or(s.min_uptime),
+            "critical" => s.critical = d.bool(v, &w).unwrap_or(false),
+            "stop_signal" => s.stop_signal = d.signal(v, &w).unwrap_or(Signal::SIGTERM),
+            "graceful_timeout" => {
+                s.graceful_timeout = d.duration(v, &w).unwrap_or(s.graceful_timeout)
+            }
+            "stdout" => s.stdout = stream(d, v, &w).unwrap_or(Stream::Inherit),
+            "stderr" => s.stderr = stream(d, v, &w).unwrap_or(Stream::Inherit),
+            "rlimits" => s.rlimits = rlimits(d, v, &w),
+            "autostart" => s.autostart = d.bool(v, &w).unwrap_or(true),
+            "warmup_delay" => s.warmup_delay = d.duration(v, &w).unwrap_or_default(),
+            "max_age" => s.max_age = d.duration(v, &w).map(|a| (a, Duration::ZERO)),
+            _ => variance = d.duration(v, &w).unwrap_or_default(),
+        }
+    }
+    if let Some((age, _)) = s.max_age {
+        s.max_age = Some((age, variance));
+    }
+    match cmd_node {
+        None => {
+            d.err(s.origin.pos, format!("service {name}: `cmd` is required"));
+            None
+        }
+        Some(c) if shell => {
+            let text = match &c.value {
+                Value::Seq(_) => d.strings(c, &what("cmd"))?.join(" "),
+                _ => d.string(c, &what("cmd"))?,
+            };
+            s.argv = vec!["/bin/sh".into(), "-c".into(), text];
+            Some(s)
+        }
+        Some(c) => {
+            s.argv = d.argv(c, &what("cmd"))?;
+            Some(s)
+        }
+    }
+}
+
+fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
+    let e = d.map(n, w, READY)?;
+    let mut r = Ready {
+        check: ReadyCheck::File(PathBuf::new()),
+        timeout: Duration::from_secs(30),
+        interval: Duration::from_millis(250),
+    };
+    let mut checks = 0;
+    for (k, v) in e {
+        let kw = format!("{w}.{k}");
+        match k {
+            "tcp" => {
+                checks += 1;
+                let addr = d.string(v, &kw)?;
+                let port_ok = addr
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    d.err(v.pos, format!("{kw}: expected host:port, found `{addr}`"));
+                }
+                r.check = ReadyCheck::Tcp(addr);
+            }
+            "cmd" => {
+                checks += 1;
+                r.check = ReadyCheck::Cmd(d.argv(v, &kw)?);
+            }
+            "file" => {
+                checks += 1;
+                r.check = ReadyCheck::File(d.path(v, &kw)?);
+            }
+            "timeout" => r.timeout = d.duration(v, &kw).unwrap_or(r.timeout),
+            _ => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
+        }
+    }
+    if checks != 1 {
+        d.err(n.pos, format!("{w}: needs exactly one of tcp, cmd, file"));
+        return None;
+    }
+    Some(r)
+}
+
+fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
+    if n.is_null() {
+        return Some(Stream::Null);
+    }
+    match n.scalar() {
+        Some(Scalar::Str("inherit")) => return Some(Stream::Inherit),
+        Some(Scalar::Str("prefix")) => return Some(Stream::Prefix),
+        Some(Scalar::Str("null")) => return Some(Stream::Null),
+        Some(_) => {
+            d.err(
+                n.pos,
+                format!("{w}: expected inherit, prefix, null or {{file: …}}"),
+            );
+            return None;
+        }
+        None => {}
+    }
+    let e = d.map(n, w, STREAM)?;
+    let mut fs = FileStream {
+        path: PathBuf::new(),
+        max_bytes: 0,
+        backup_count: 5,
+        time_format: None,
+        watched: false,
+    };
+    let mut has_file = false;
+    for (k, v) in e {
+        let kw = format!("{w}.{k}");
+        match k {
+            "file" => {
+                has_file = true;
+                fs.path = d.path(v, &kw)?;
+            }
+            "max_bytes" => fs.max_bytes = d.size(v, &kw).unwrap_or(0),
+            "backup_count" => {
+                fs.backup_count = d.int(v, &kw, 0).map(|i| i.min(1000) as u32).unwrap_or(5)
+            }
+            "time_format" => fs.time_format = d.string(v, &kw),
+            _ => fs.watched = d.bool(v, &kw).unwrap_or(false),
+        }
+    }
+    if !has_file {
+        d.err(n.pos, format!("{w}: `file` is required"));
+        return None;
+    }
+    Some(Stream::File(fs))
+}
+
+/// `nofile`, `nproc`… and their `RLIMIT_*` resource.
+pub fn rlimit_resource(name: &str) -> Option<Resource> {
+    Some(match name {
+        "nofile" => Resource::RLIMIT_NOFILE,
+        "nproc" => Resource::RLIMIT_NPROC,
+        "core" => Resource::RLIMIT_CORE,
+        "memlock" => Resource::RLIMIT_MEMLOCK,
+        "stack" => Resource::RLIMIT_STACK,
+        "as" => Resource::RLIMIT_AS,
+        "fsize" => Resource::RLIMIT_FSIZE,
+        "cpu" => Resource::RLIMIT_CPU,
+        "data" => Resource::RLIMIT_DATA,
+        "rss" => Resource::RLIMIT_RSS,
+        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+        "nice" => Resource::RLIMIT_NICE,
+        "rtprio" => Resource::RLIMIT_RTPRIO,
+        "sigpending" => Resource::RLIMIT_SIGPENDING,
+        "locks" => Resource::RLIMIT_LOCKS,
+        _ => return None,
+    })
+}
+
+fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
+    let mut out = Vec::new();
+    for (k, v) in d.map(n, w, &[]).unwrap_or_default() {
+        let Some(resource) = rlimit_resource(k) else {
+            d.err(key_pos(n, k), format!("{w}: unknown limit `{k}` (nofile, nproc, core, memlock, stack, as, fsize, cpu, data, rss, msgqueue, nice, rtprio, sigpending, locks)"));
+            continue;
+        };
+        let value = match v.scalar() {
+            Some(Scalar::Str("unlimited" | "infinity")) => nix::libc::RLIM_INFINITY,
+            _ => match d.int(v, &format!("{w}.{k}"), 0) {
+                Some(i) => i as u64,
+                None => continue,
+            },
+        };
+        out.push(Rlimit { resource, value });
+    }
+    out
+}
+
+/// `after` names services that exist, and no cycle.
+pub fn validate_services(d: &mut Decoder, services: &[Service]) {
+    let index: HashMap<&str, usize> = services
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    for s in services {
+        for dep in &s.after {
+            if !index.contains_key(dep.as_str()) {
+                d.err(
+                    s.origin.pos,
+                    format!(
+                        "service {}: `after` names an unknown service `{dep}`",
+                        s.name
+                    ),
+                );
+            } else if dep == &s.name {
+                d.err(
+                    s.origin.pos,
+                    format!("service {}: cannot start after itself", s.name),
+                );
+            }
+        }
+    }
+    // Depth-first search; a back edge is a cycle, reported once.
+    let mut state: BTreeMap<usize, u8> = BTreeMap::new(); // 1 = on stack, 2 = done
+    let mut reported = false;
+    for start in 0..services.len() {
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        let mut path: Vec<usize> = Vec::new();
+        while let Some((node, next)) = stack.pop() {
+            if next == 0 {
+                if state.get(&node) == Some(&2) {
+                    continue;
+                }
+                state.insert(node, 1);
+                path.push(node);
+            }
+            let deps: Vec<usize> = services
+                .get(node)
+                .map(|s| {
+                    s.after
+                        .iter()
+                        .filter_map(|a| index.get(a.as_str()).copied())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(&dep) = deps.get(next) {
+                stack.push((node, next + 1));
+                match state.get(&dep) {
+                    Some(1) if !reported && dep != node => {
+                        reported = true;
+                        let from = path.iter().position(|&p| p == dep).unwrap_or(0);
+                        let mut names: Vec<&str> = path
+                            .iter()
+                            .skip(from)
+                            .filter_map(|&p| services.get(p).map(|s| s.name.as_str()))
+                            .collect();
+                        names.push(services.get(dep).map(|s| s.name.as_str()).unwrap_or("?"));
+                        let pos = services.get(dep).map(|s| s.origin.pos).unwrap_or_default();
+                        d.err(
+                            pos,
+                            format!("dependency cycle in `after`: {}", names.join(" -> ")),
+                        );
+                    }
+                    Some(_) => {}
+                    None => stack.push((dep, 0)),
+                }
+            } else {
+                state.insert(node, 2);
+                path.pop();
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Loading mc-launcher.yml (DESIGN §3): find the file, render it with
+//! minijinja, parse it with positions, decode and validate it, and report
+//! every error as `file:line:col` at once.
+
+pub mod decode;
+pub mod model;
+
+pub use model::*;
+
+use crate::error::Diag;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What the command line and environment say about the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// `-c FILE` or `MC_LAUNCHER_CONFIG`: must exist.
+    pub config: Option<PathBuf>,
+    /// `--root` or `MC_ROOT`; default `/srv`.
+    pub root: Option<PathBuf>,
+    /// `--project`, `MC_PROJECT` or `name=`.
+    pub project: Option<String>,
+}
+
+/// A loaded configuration, with the rendered text (for `render`) and warnings.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    /// The file after templating; `None` when no file was found.
+    pub rendered: Option<String>,
+    pub warnings: Vec<Diag>,
+}
+
+pub const DEFAULT_ROOT: &str = "/srv";
+pub const SYSTEM_CONFIG: &str = "/etc/mc-launcher.yml";
+/// The main circus config of makina images, read when there is no config file.
+pub const CIRCUS_MAIN: &str = "/etc/circus/circusd.ini";
+
+/// The project when none is named: the single directory under `{root}/projects`.
+pub fn discover_project(root: &Path) -> Option<String> {
+    let dirs: Vec<String> = std::fs::read_dir(root.join("projects"))
+        .ok()?
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    match dirs.as_slice() {
+        [one] => Some(one.clone()),
+        _ => None,
+    }
+}
+
+/// Find, render, parse and validate the configuration. With no file found
+/// (and none named), the plain-init configuration is returned.
+pub fn load(opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
+    let root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let project = opts.project.clone().or_else(|| discover_project(&root));
+    if let Some(file) = &opts.config {
+        return load_file(file, opts);
+    }
+    let mut candidates = Vec::new();
+    if let Some(p) = &project {
+        candidates.push(
+            Paths::defaults(&root, p)
+                .project
+                .join(".salt/mc-launcher.yml"),
+        );
+    }
+    candidates.push(PathBuf::from(SYSTEM_CONFIG));
+    match candidates.into_iter().find(|c| c.is_file()) {
+        Some(file) => load_file(&file, opts),
+        None => {
+            // No config: a plain init, which still runs an image's circus
+            // watchers when it has them (drop-in for circusd).
+            let mut config = Config::plain(root, project);
+            if Path::new(CIRCUS_MAIN).is_file() {
+                config.circus.config = Some(PathBuf::from(CIRCUS_MAIN));
+            }
+            with_circus(config, None)
+        }
+    }
+}
+
+/// Load one file. The command line's root and project win over the file's;
+/// the file's own `root:` / `project:` are used when the command line is
+/// silent (the text is then rendered again with them).
+pub fn load_file(file: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| vec![Diag::file(file, format!("cannot read config: {e}"))])?;
+    let mut root = opts
+        .root
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_ROOT));
+    let mut project = opts.project.clone().or_else(|| discover_project(&root));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (rendered, doc, paths) = render_and_parse(file, &text, &root, project.as_deref())?;
+        // The file may name its own project and root.
+        let mut d = decode::Decoder::new(file);
+        let file_root = doc.get("root").and_then(|n| d.path(n, "root"));
+        let file_project = doc.get("project").and_then(|n| d.string(n, "project"));
+        let new_root = opts
+            .root
+            .clone()
+            .or(file_root)
+            .unwrap_or_else(|| root.clone());
+        let new_project = opts
+            .project
+            .clone()
+            .or(file_project)
+            .or_else(|| project.clone());
+        if attempt == 1 && (new_root != root || new_project != project) {
+            root = new_root;
+            project = new_project.or_else(|| discover_project(&root));
+            continue;
+        }
+        let mut base = Config::plain(root.clone(), project.clone());
+        base.paths = paths;
+        base.pillar.source = base.paths.volume.join("configuration/pillar.sls");
+        base.pillar.target = base.paths.pillar.join("init.sls");
+        base.ssh.keys_dirs = vec![
+            base.paths.volume.join("ssh"),
+            base.paths.volume.join("ms_ssh"),
+        ];
+        base.ssh.host_keys_dir = base.paths.volume.join("configuration/ssh_host_keys");
+        base.file = Some(file.to_path_buf());
+        let config = decode::config(&mut d, &doc, base);
+        if !d.errors.is_empty() {
+            return Err(d.errors);
+        }
+        return with_circus(config, Some(rendered));
+    }
+}
+
+/// Add the services of the circus files the config names. A circus watcher
+/// may not reuse the name of a configured service.
+fn with_circus(mut config: Config, rendered: Option<String>) -> Result<Loaded, Vec<Diag>> {
+    if config.circus.config.is_none() && config.circus.include.is_empty() {
+        return Ok(Loaded {
+            config,
+            rendered,
+            warnings: Vec::new(),
+        });
+    }
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let mut c = crate::circus::load(&config.circus, &env);
+    for s in &c.services {
+        if config.services.iter().any(|o| o.name == s.name) {
+            c.errors.push(Diag::new(
+                &s.origin.file,
+                s.origin.pos,
+                format!(
+                    "[watcher:{}] has the name of a service of the config",
+                    s.name
+                ),
+            ));
+        }
+    }
+    let mut d = decode::Decoder::new(config.file.as_deref().unwrap_or(Path::new("circus")));
+    config.services.extend(c.services);
+    decode::validate_services(&mut d, &config.services);
+    c.errors.extend(d.errors);
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Loaded {
+        config,
+        rendered,
+        warnings: c.unsupported,
+    })
+}
+
+/// Render the text with the context for `root`/`project`, parse it, and
+/// decode its `paths:` (which the rest of the defaults derive from).
+fn render_and_parse(
+    file: &Path,
+    text: &str,
+    root: &Path,
+    project: Option<&str>,
+) -> Result<(String, crate::yaml::Node, Paths), Vec<Diag>> {
+    let name = project.unwrap_or_default();
+    let defaults = Paths::defaults(root, name);
+    let rendered = render(file, text, root, name, &defaults).map_err(|d| vec![d])?;
+    let doc = crate::yaml::parse(&rendered, file).map_err(|d| vec![d])?;
+    if !doc.is_null() && doc.as_map().is_none() {
+        return Err(vec![Diag::new(
+            file,
+            doc.pos,
+            format!(
+                "config: expected a mapping at the top level, found {}",
+                doc.kind()
+            ),
+        )]);
+    }
+    let mut d = decode::Decoder::new(file);
+    let paths = decode::paths(&mut d, doc.get("paths"), root, name);
+    if !d.errors.is_empty() {
+        return Err(d.errors);
+    }
+    Ok((rendered, doc, paths))
+}
+
+/// The template context every config sees.
+pub fn context(root: &Path, project: &str, paths: &Paths) -> minijinja::Value {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    minijinja::context! {
+        env => env,
+        project => project,
+        root => s(root),
+        paths => minijinja::context! {
+            salt => s(&paths.salt),
+            project => s(&paths.project),
+            pillar => s(&paths.pillar),
+            volume => s(&paths.volume),
+            state => s(&paths.state),
+        },
+    }
+}
+
+/// Render with strict undefined variables; line numbers stay the source's.
+fn render(
+    file: &Path,
+    text: &str,
+    root: &Path,
+    project: &str,
+    paths: &Paths,
+) -> Result<String, Diag> {
+    crate::template::render(file, text, context(root, project, paths), true)
+}
+
+#[cfg(test)]
+mod tests;

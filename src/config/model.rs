@@ -1,0 +1,337 @@
+//! The validated configuration: what the rest of the launcher works from.
+//! Built by `config::decode` (from mc-launcher.yml) and `circus` (from INI
+//! files); nothing here is raw user text that still needs checking.
+
+use crate::error::Pos;
+use nix::sys::signal::Signal;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where a definition came from, for messages (`file:line:col`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file read, `None` for the built-in default (plain init).
+    pub file: Option<PathBuf>,
+    pub project: Option<String>,
+    pub root: PathBuf,
+    pub paths: Paths,
+    pub pillar: PillarCfg,
+    pub ssh: SshCfg,
+    pub reconfigure: ReconfigureCfg,
+    pub prepopulate: Vec<Prepopulate>,
+    pub circus: CircusCfg,
+    /// In the order they were written.
+    pub services: Vec<Service>,
+    pub shutdown: ShutdownCfg,
+    pub control: ControlCfg,
+}
+
+/// DESIGN §1: every path derives from `root` and the project name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub salt: PathBuf,
+    pub project: PathBuf,
+    pub pillar: PathBuf,
+    pub volume: PathBuf,
+    pub state: PathBuf,
+}
+
+impl Paths {
+    /// The makina defaults for `root` and `project`.
+    pub fn defaults(root: &std::path::Path, project: &str) -> Paths {
+        let p = root.join("projects").join(project);
+        Paths {
+            salt: root.join("salt"),
+            project: p.join("project"),
+            pillar: p.join("pillar"),
+            volume: p.join("data"),
+            state: PathBuf::from("/var/lib/mc-launcher"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInvalid {
+    Abort,
+    KeepDefault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PillarCfg {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub on_invalid: OnInvalid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SshdMode {
+    Auto,
+    Never,
+    Always,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshCfg {
+    pub keys_dirs: Vec<PathBuf>,
+    pub user: String,
+    pub watch: bool,
+    pub sshd: SshdMode,
+    pub host_keys_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Abort,
+    Continue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReconfigureCfg {
+    pub on_error: OnError,
+    pub skip_unchanged: bool,
+    pub steps: Vec<Step>,
+}
+
+/// `user:group`, or a user alone (its primary group), by name or number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    Salt {
+        states: Vec<String>,
+        config_dir: Option<PathBuf>,
+    },
+    Template {
+        src: PathBuf,
+        dest: PathBuf,
+        mode: Option<u32>,
+        owner: Option<Owner>,
+    },
+    Command {
+        argv: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// `salt`, `template`, `command`, numbered from 1 (`salt-1`), for prefixes.
+    pub name: String,
+    pub kind: StepKind,
+    pub timeout: Option<Duration>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepopulate {
+    pub src: PathBuf,
+    pub dest: PathBuf,
+    pub owner: Option<Owner>,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CircusCfg {
+    /// A main circusd.ini, if any.
+    pub config: Option<PathBuf>,
+    /// Glob patterns of INI files to read.
+    pub include: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadyCheck {
+    /// `host:port` to connect to.
+    Tcp(String),
+    Cmd(Vec<String>),
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ready {
+    pub check: ReadyCheck,
+    pub timeout: Duration,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stream {
+    /// The child writes to the launcher's own fd, no copy.
+    Inherit,
+    /// Piped; whole lines written as `name | line`.
+    Prefix,
+    File(FileStream),
+    /// /dev/null.
+    Null,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileStream {
+    pub path: PathBuf,
+    /// Rotate when the file would grow past this; 0 = never.
+    pub max_bytes: u64,
+    pub backup_count: u32,
+    /// strftime-like prefix per line (circus `time_format`).
+    pub time_format: Option<String>,
+    /// Reopen the file when it was moved away (circus WatchedFileStream).
+    pub watched: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// A resource limit: the `RLIMIT_*` resource and its (soft = hard) value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rlimit {
+    pub resource: nix::sys::resource::Resource,
+    pub value: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: String,
+    /// The exact argv (a `shell: true` service is already `/bin/sh -c STRING`).
+    pub argv: Vec<String>,
+    pub numprocesses: u32,
+    pub working_dir: Option<PathBuf>,
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub env: BTreeMap<String, String>,
+    pub copy_env: bool,
+    pub after: Vec<String>,
+    /// Higher starts first among peers and stops last.
+    pub priority: i64,
+    pub ready: Option<Ready>,
+    pub respawn: bool,
+    /// Consecutive failed starts before FAILED; `None` = forever (-1).
+    pub max_retry: Option<u32>,
+    pub backoff: Backoff,
+    pub min_uptime: Duration,
+    pub critical: bool,
+    pub stop_signal: Signal,
+    pub graceful_timeout: Duration,
+    pub stdout: Stream,
+    pub stderr: Stream,
+    pub rlimits: Vec<Rlimit>,
+    pub autostart: bool,
+    /// Delay after spawning before the next service starts (circus).
+    pub warmup_delay: Duration,
+    /// Restart a process after this long (circus `max_age`), plus a random
+    /// part up to the variance.
+    pub max_age: Option<(Duration, Duration)>,
+    /// The `-- CMD` service: its exit status becomes the launcher's.
+    pub main: bool,
+    pub origin: Origin,
+}
+
+impl Service {
+    /// A service with the documented defaults (DESIGN §3).
+    pub fn new(name: &str, argv: Vec<String>) -> Service {
+        Service {
+            name: name.to_string(),
+            argv,
+            numprocesses: 1,
+            working_dir: None,
+            user: None,
+            uid: None,
+            gid: None,
+            env: BTreeMap::new(),
+            copy_env: true,
+            after: Vec::new(),
+            priority: 0,
+            ready: None,
+            respawn: true,
+            max_retry: Some(5),
+            backoff: Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+            },
+            min_uptime: Duration::from_secs(1),
+            critical: false,
+            stop_signal: Signal::SIGTERM,
+            graceful_timeout: Duration::from_secs(30),
+            stdout: Stream::Inherit,
+            stderr: Stream::Inherit,
+            rlimits: Vec::new(),
+            autostart: true,
+            warmup_delay: Duration::ZERO,
+            max_age: None,
+            main: false,
+            origin: Origin::default(),
+        }
+    }
+
+    /// The `-- CMD` main service: critical, never respawned, like tini's child.
+    pub fn main(argv: Vec<String>) -> Service {
+        Service {
+            respawn: false,
+            critical: true,
+            main: true,
+            ..Service::new("main", argv)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownCfg {
+    /// One deadline for the whole stop.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlCfg {
+    pub socket: PathBuf,
+}
+
+impl Config {
+    /// The configuration used when no file exists: a plain init.
+    pub fn plain(root: PathBuf, project: Option<String>) -> Config {
+        let name = project.clone().unwrap_or_default();
+        let paths = Paths::defaults(&root, &name);
+        Config {
+            file: None,
+            pillar: PillarCfg {
+                source: paths.volume.join("configuration/pillar.sls"),
+                target: paths.pillar.join("init.sls"),
+                on_invalid: OnInvalid::Abort,
+            },
+            ssh: SshCfg {
+                keys_dirs: vec![paths.volume.join("ssh"), paths.volume.join("ms_ssh")],
+                user: "root".to_string(),
+                watch: true,
+                sshd: SshdMode::Auto,
+                host_keys_dir: paths.volume.join("configuration/ssh_host_keys"),
+            },
+            reconfigure: ReconfigureCfg {
+                on_error: OnError::Abort,
+                skip_unchanged: true,
+                steps: Vec::new(),
+            },
+            prepopulate: Vec::new(),
+            circus: CircusCfg::default(),
+            services: Vec::new(),
+            shutdown: ShutdownCfg {
+                timeout: Duration::from_secs(9),
+            },
+            control: ControlCfg {
+                socket: PathBuf::from("/run/mc-launcher.sock"),
+            },
+            project,
+            root,
+            paths,
+        }
+    }
+}

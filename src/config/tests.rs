@@ -1,0 +1,463 @@
+use super::*;
+use std::time::Duration;
+
+struct Tmp(PathBuf);
+impl Tmp {
+    fn new(tag: &str) -> Tmp {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("mcl-cfg-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("tmp");
+        Tmp(p)
+    }
+}
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn load_text(text: &str) -> Result<Loaded, Vec<Diag>> {
+    let t = Tmp::new("load");
+    let file = t.0.join("c.yml");
+    std::fs::write(&file, text).expect("write");
+    let opts = LoadOptions {
+        config: Some(file),
+        root: Some(t.0.clone()),
+        project: Some("p".into()),
+    };
+    load(&opts)
+}
+
+fn errors(text: &str) -> Vec<(usize, usize, String)> {
+    match load_text(text) {
+        Ok(_) => Vec::new(),
+        Err(ds) => ds
+            .into_iter()
+            .map(|d| (d.pos.line, d.pos.col, d.msg))
+            .collect(),
+    }
+}
+
+#[test]
+fn each_bad_input_names_its_line_and_column() {
+    // (config, line, col, part of the message)
+    let rows: &[(&str, usize, usize, &str)] = &[
+        ("bogus: 1\n", 1, 1, "unknown key `bogus`"),
+        (
+            "services:\n  a:\n    cmd: x\n    colour: red\n",
+            4,
+            5,
+            "unknown key `colour`",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    numprocesses: two\n",
+            4,
+            19,
+            "expected an integer",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    numprocesses: 0\n",
+            4,
+            19,
+            "below the minimum",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    graceful_timeout: 3 parsecs\n",
+            4,
+            23,
+            "bad duration",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    stop_signal: SIGNOPE\n",
+            4,
+            18,
+            "unknown signal",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    user: no-such-user-xyz\n",
+            4,
+            11,
+            "no such user",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    after: [ghost]\n",
+            2,
+            3,
+            "unknown service `ghost`",
+        ),
+        (
+            "services:\n  a:\n    respawn: true\n",
+            2,
+            3,
+            "`cmd` is required",
+        ),
+        ("services:\n  a:\n    cmd: []\n", 3, 10, "empty command"),
+        (
+            "services:\n  a:\n    cmd: \"unbalanced 'quote\"\n",
+            3,
+            10,
+            "cannot split",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    respawn: maybe\n",
+            4,
+            14,
+            "expected true or false",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {tcp: localhost}\n",
+            4,
+            18,
+            "expected host:port",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {tcp: 'h:1', file: /x}\n",
+            4,
+            12,
+            "exactly one of tcp, cmd, file",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    stdout: loud\n",
+            4,
+            13,
+            "expected inherit, prefix",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    stdout: {file: /x, max_bytes: lots}\n",
+            4,
+            35,
+            "bad size",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    rlimits: {files: 10}\n",
+            4,
+            15,
+            "unknown limit `files`",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    working_dir: relative/dir\n",
+            4,
+            18,
+            "absolute path",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    cmd: y\n",
+            4,
+            5,
+            "duplicate key `cmd`",
+        ),
+        ("services:\n  bad name:\n    cmd: x\n", 2, 3, "service name"),
+        (
+            "pillar:\n  on_invalid: explode\n",
+            2,
+            15,
+            "abort or keep-default",
+        ),
+        ("ssh:\n  sshd: sometimes\n", 2, 9, "auto, never or always"),
+        (
+            "reconfigure:\n  steps:\n    - salt: [a]\n      command: [b]\n",
+            3,
+            7,
+            "exactly one of salt, template, command",
+        ),
+        (
+            "reconfigure:\n  steps:\n    - template: {src: /a}\n",
+            3,
+            17,
+            "src and dest are required",
+        ),
+        (
+            "reconfigure:\n  steps:\n    - template: {src: /a, dest: /b, mode: '9999'}\n",
+            3,
+            43,
+            "bad file mode",
+        ),
+        (
+            "reconfigure:\n  steps:\n    - command: [x]\n      config_dir: /etc/salt\n",
+            3,
+            7,
+            "config_dir goes with salt",
+        ),
+        (
+            "prepopulate:\n  - src: /a\n    dest: /b\n    owner: 'root:no-such-group-xyz'\n",
+            4,
+            12,
+            "no such group",
+        ),
+        ("shutdown:\n  timeout: soon\n", 2, 12, "bad duration"),
+        (
+            "- just\n- a list\n",
+            1,
+            1,
+            "expected a mapping at the top level",
+        ),
+        ("services: [1, 2\n", 2, 1, "YAML syntax error"),
+        (
+            "services:\n  a:\n    cmd: {{ nope }}\n",
+            3,
+            0,
+            "undefined variable",
+        ),
+        ("{% if %}\n", 1, 0, "template error"),
+    ];
+    for (text, line, col, part) in rows {
+        let errs = errors(text);
+        assert!(
+            errs.iter()
+                .any(|(l, c, m)| l == line && c == col && m.contains(part)),
+            "{text:?}: want {line}:{col} `{part}`, got {errs:?}"
+        );
+    }
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let errs = errors(
+        "services:\n  a:\n    cmd: x\n    numprocesses: many\n  b:\n    cmd: y\n    stop_signal: NOPE\n    after: [zz]\nshutdown:\n  timeout: never\nextra: 1\n",
+    );
+    let lines: Vec<usize> = errs.iter().map(|e| e.0).collect();
+    for want in [4, 7, 5, 10, 11] {
+        assert!(lines.contains(&want), "line {want} missing from {errs:?}");
+    }
+}
+
+#[test]
+fn dependency_cycles_are_named() {
+    let errs = errors("services:\n  a: {cmd: x, after: [c]}\n  b: {cmd: x, after: [a]}\n  c: {cmd: x, after: [b]}\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.2.contains("dependency cycle") && e.2.contains("a -> c -> b -> a")),
+        "{errs:?}"
+    );
+    let errs = errors("services:\n  a: {cmd: x, after: [a]}\n");
+    assert!(
+        errs.iter()
+            .any(|e| e.2.contains("cannot start after itself")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn a_full_config_decodes() {
+    let loaded = load_text(
+        r#"
+project: myapp
+shutdown: {timeout: 5s}
+pillar:
+  on_invalid: keep-default
+ssh:
+  user: root
+  watch: false
+  sshd: never
+reconfigure:
+  on_error: continue
+  skip_unchanged: false
+  steps:
+    - salt: ["{{ project }}.200_reconfigure"]
+      config_dir: /etc/salt
+      timeout: 10m
+    - template: {src: "{{ paths.project }}/.salt/files/app.conf.j2", dest: /etc/app.conf, mode: "0640", owner: "root:root"}
+    - command: "bin/migrate --noinput"
+      timeout: 5m
+prepopulate:
+  - src: "{{ paths.project }}/.salt/files/default-data"
+    dest: "{{ paths.volume }}/data"
+    owner: "nobody"
+services:
+  db:
+    cmd: ["sleep", "100"]
+    ready: {tcp: "127.0.0.1:5432", timeout: 10s, interval: 100ms}
+  web:
+    cmd: nginx -g 'daemon off;'
+    numprocesses: 2
+    working_dir: /tmp
+    user: nobody
+    env: {KEY: value, PORT: 8080}
+    copy_env: false
+    after: [db]
+    priority: 3
+    respawn: true
+    max_retry: -1
+    backoff: {initial: 200ms, max: 1m}
+    min_uptime: 2s
+    critical: true
+    stop_signal: QUIT
+    graceful_timeout: 20s
+    stdout: prefix
+    stderr: {file: /var/log/web.err, max_bytes: 10MB, backup_count: 3}
+    rlimits: {nofile: 65536, core: unlimited}
+    autostart: true
+  sh:
+    cmd: "echo $HOME && sleep 1"
+    shell: true
+    stdout: null
+"#,
+    )
+    .expect("valid config");
+    let c = &loaded.config;
+    assert_eq!(
+        c.project.as_deref(),
+        Some("p"),
+        "the command line's project wins over the file's"
+    );
+    assert_eq!(c.shutdown.timeout, Duration::from_secs(5));
+    assert_eq!(c.pillar.on_invalid, OnInvalid::KeepDefault);
+    assert_eq!(c.ssh.sshd, SshdMode::Never);
+    assert!(!c.ssh.watch);
+    assert_eq!(c.reconfigure.on_error, OnError::Continue);
+    assert_eq!(c.reconfigure.steps.len(), 3);
+    let names: Vec<&str> = c
+        .reconfigure
+        .steps
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["salt-1", "template-2", "command-3"]);
+    match &c.reconfigure.steps[0].kind {
+        StepKind::Salt { states, config_dir } => {
+            assert_eq!(states, &["p.200_reconfigure".to_string()]);
+            assert_eq!(config_dir.as_deref(), Some(Path::new("/etc/salt")));
+        }
+        other => panic!("{other:?}"),
+    }
+    match &c.reconfigure.steps[1].kind {
+        StepKind::Template {
+            src, mode, owner, ..
+        } => {
+            assert!(
+                src.ends_with("projects/p/project/.salt/files/app.conf.j2"),
+                "{src:?}"
+            );
+            assert_eq!(*mode, Some(0o640));
+            assert_eq!(
+                owner
+                    .as_ref()
+                    .map(|o| (o.user.as_str(), o.group.as_deref())),
+                Some(("root", Some("root")))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.reconfigure.steps[2].timeout,
+        Some(Duration::from_secs(300))
+    );
+    assert!(c.prepopulate[0].dest.ends_with("projects/p/data/data"));
+    let web = c.services.iter().find(|s| s.name == "web").expect("web");
+    assert_eq!(web.argv, ["nginx", "-g", "daemon off;"]);
+    assert_eq!(web.numprocesses, 2);
+    assert_eq!(web.env.get("PORT").map(String::as_str), Some("8080"));
+    assert!(!web.copy_env && web.critical);
+    assert_eq!(web.max_retry, None);
+    assert_eq!(web.backoff.max, Duration::from_secs(60));
+    assert_eq!(web.stop_signal, nix::sys::signal::Signal::SIGQUIT);
+    assert_eq!(web.stdout, Stream::Prefix);
+    match &web.stderr {
+        Stream::File(f) => assert_eq!((f.max_bytes, f.backup_count), (10 << 20, 3)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(web.rlimits.len(), 2);
+    assert_eq!(web.origin.pos.line, 28);
+    let db = c.services.iter().find(|s| s.name == "db").expect("db");
+    assert_eq!(
+        db.ready.as_ref().map(|r| r.interval),
+        Some(Duration::from_millis(100))
+    );
+    let sh = c.services.iter().find(|s| s.name == "sh").expect("sh");
+    assert_eq!(sh.argv, ["/bin/sh", "-c", "echo $HOME && sleep 1"]);
+    assert_eq!(sh.stdout, Stream::Null);
+    let order: Vec<&str> = c.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(order, ["db", "web", "sh"], "file order");
+}
+
+#[test]
+fn templating_sees_env_project_root_and_paths() {
+    std::env::set_var("MCL_TEST_VALUE", "from-env");
+    let loaded = load_text(
+        "services:\n  a:\n    cmd: [\"echo\", \"{{ project }}\", \"{{ paths.volume }}\", \"{{ env.MCL_TEST_VALUE }}\"]\n{% if project == 'p' %}\n  b:\n    cmd: [\"true\"]\n{% endif %}\n",
+    )
+    .expect("valid");
+    let a = &loaded.config.services[0];
+    assert_eq!(a.argv[1], "p");
+    assert!(a.argv[2].ends_with("/projects/p/data"), "{}", a.argv[2]);
+    assert_eq!(a.argv[3], "from-env");
+    assert_eq!(loaded.config.services.len(), 2);
+    assert!(loaded
+        .rendered
+        .as_deref()
+        .is_some_and(|r| r.contains("\"p\"")));
+}
+
+#[test]
+fn paths_override_the_defaults_that_derive_from_them() {
+    let loaded = load_text("paths:\n  volume: /data/vol\n  state: /tmp/st\n").expect("valid");
+    let c = &loaded.config;
+    assert_eq!(c.paths.volume, Path::new("/data/vol"));
+    assert_eq!(
+        c.pillar.source,
+        Path::new("/data/vol/configuration/pillar.sls")
+    );
+    assert_eq!(c.ssh.keys_dirs[0], Path::new("/data/vol/ssh"));
+    assert_eq!(c.paths.state, Path::new("/tmp/st"));
+}
+
+#[test]
+fn project_discovery_and_search_order() {
+    let t = Tmp::new("disc");
+    std::fs::create_dir_all(t.0.join("projects/only/project/.salt")).expect("mkdir");
+    assert_eq!(discover_project(&t.0).as_deref(), Some("only"));
+    std::fs::write(
+        t.0.join("projects/only/project/.salt/mc-launcher.yml"),
+        "services:\n  s:\n    cmd: [x]\n",
+    )
+    .expect("write");
+    let loaded = load(&LoadOptions {
+        config: None,
+        root: Some(t.0.clone()),
+        project: None,
+    })
+    .expect("found");
+    assert_eq!(loaded.config.project.as_deref(), Some("only"));
+    assert_eq!(
+        loaded.config.file.as_deref(),
+        Some(
+            t.0.join("projects/only/project/.salt/mc-launcher.yml")
+                .as_path()
+        )
+    );
+    std::fs::create_dir_all(t.0.join("projects/second")).expect("mkdir");
+    assert_eq!(discover_project(&t.0), None, "two projects: none is chosen");
+    let missing = load(&LoadOptions {
+        config: Some(t.0.join("nope.yml")),
+        root: Some(t.0.clone()),
+        project: None,
+    });
+    let errs = missing.expect_err("a named config must exist");
+    assert!(
+        errs[0].to_string().contains("nope.yml: cannot read config"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn the_files_own_project_is_used_when_the_command_line_is_silent() {
+    let t = Tmp::new("own");
+    let file = t.0.join("c.yml");
+    std::fs::write(
+        &file,
+        "project: mine\nservices:\n  s:\n    cmd: [\"{{ project }}\"]\n",
+    )
+    .expect("write");
+    let l = load(&LoadOptions {
+        config: Some(file),
+        root: Some(t.0.clone()),
+        project: None,
+    })
+    .expect("valid");
+    assert_eq!(l.config.project.as_deref(), Some("mine"));
+    assert_eq!(l.config.services[0].argv, ["mine"]);
+    assert!(l.config.paths.volume.ends_with("projects/mine/data"));
+}

@@ -1,0 +1,8 @@
+//! Thin entry point: everything lives in the library so tests can reach it.
+fn main() {
+    // Signals are blocked before anything else runs, so that a stop request
+    // arriving while we parse arguments is queued, not lost (PID 1 ignores
+    // unblocked signals that have no handler).
+    mc_launcher::signals::block_all();
+    std::process::exit(mc_launcher::cli::main());
+}

@@ -1,0 +1,8 @@
+//! The prepare phase (DESIGN §4): each step computes what to do from the
+//! volume and the config, and writes through `fsutil`.
+
+pub mod phase;
+pub mod pillar;
+pub mod prepopulate;
+pub mod reconfigure;
+pub mod ssh;

@@ -1,0 +1,160 @@
+//! The prepare phase (DESIGN §4), in order: pillar, SSH keys, reconfigure,
+//! prepopulate. A stop signal is looked for between steps and honoured
+//! inside the reconfigure steps: the launcher then exits 128+N.
+
+use crate::cli::Step as SkipStep;
+use crate::config::{Config, OnInvalid, Service};
+use crate::error::{self, Diag};
+use crate::signals::SignalSource;
+use nix::sys::signal::Signal;
+
+/// Run the phase. `Ok` holds services the phase adds (sshd); `Err` the exit
+/// status the launcher must end with.
+pub fn run(
+    cfg: &Config,
+    skip: &[SkipStep],
+    signals: &mut SignalSource,
+) -> Result<Vec<Service>, i32> {
+    let mut extra = Vec::new();
+    if cfg.file.is_none() {
+        return Ok(extra); // plain init: nothing to prepare
+    }
+    if !skip.contains(&SkipStep::Pillar) {
+        pillar(cfg)?;
+    }
+    stop_requested(signals)?;
+    if !skip.contains(&SkipStep::Ssh) {
+        if let Some(sshd) = ssh(cfg)? {
+            extra.push(sshd);
+        }
+    }
+    stop_requested(signals)?;
+    if !skip.contains(&SkipStep::Reconfigure) {
+        super::reconfigure::run(cfg, signals).map_err(|s| s.exit_status())?;
+    }
+    stop_requested(signals)?;
+    if !skip.contains(&SkipStep::Prepopulate) {
+        match super::prepopulate::apply(&cfg.prepopulate) {
+            Ok(outcomes) => {
+                for o in outcomes {
+                    log::info!("prepopulate: {o}");
+                }
+            }
+            Err(e) => {
+                log::error!("prepopulate: {e}");
+                return Err(error::EXIT_FAILURE);
+            }
+        }
+    }
+    stop_requested(signals)?;
+    Ok(extra)
+}
+
+/// A stop signal that arrived while a step ran ends the phase (128+N).
+/// Child exits are reaped here too; other signals have nobody to go to yet.
+fn stop_requested(signals: &mut SignalSource) -> Result<(), i32> {
+    for r in signals.drain() {
+        match r.signal {
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                log::warn!(
+                    "{} received during the prepare phase: exiting",
+                    crate::signals::short_name(r.signal)
+                );
+                return Err(error::signal_exit(r.signal as i32));
+            }
+            Signal::SIGCHLD => {
+                use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+                while let Ok(st) = waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
+                    if st == WaitStatus::StillAlive {
+                        break;
+                    }
+                }
+            }
+            other => log::debug!(
+                "ignoring {} during the prepare phase",
+                crate::signals::short_name(other)
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn pillar(cfg: &Config) -> Result<(), i32> {
+    use super::pillar::{apply, PillarError};
+    match apply(cfg) {
+        Ok(outcome) => {
+            log::info!("pillar: {outcome}");
+            Ok(())
+        }
+        Err(PillarError::Invalid(d)) => match cfg.pillar.on_invalid {
+            OnInvalid::Abort => {
+                error::report(&[d]);
+                log::error!("pillar: invalid override, the image default is kept; stopping (on_invalid: abort)");
+                Err(error::EXIT_CONFIG)
+            }
+            OnInvalid::KeepDefault => {
+                log::warn!("pillar: {d}; keeping the image default (on_invalid: keep-default)");
+                Ok(())
+            }
+        },
+        Err(e) => {
+            log::error!("pillar: {e}");
+            Err(error::EXIT_FAILURE)
+        }
+    }
+}
+
+fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
+    let set = super::ssh::collect(&cfg.ssh);
+    for d in &set.problems {
+        log::warn!("ssh: {d} (line skipped)");
+    }
+    for d in &set.refused {
+        log::error!("ssh: {d}");
+    }
+    match super::ssh::sync(&cfg.ssh.user, &set.keys) {
+        Ok(outcome) => log::info!("ssh: {outcome}"),
+        Err(e) if !nix::unistd::Uid::effective().is_root() => {
+            log::warn!("ssh: skipped, not running as root: {e}");
+            return Ok(None);
+        }
+        Err(e) => {
+            log::error!("ssh: {e}");
+            return Err(error::EXIT_FAILURE);
+        }
+    }
+    match super::ssh::sshd_service(cfg, !set.keys.is_empty()) {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            log::error!("sshd: {e}");
+            Err(error::EXIT_FAILURE)
+        }
+    }
+}
+
+/// Apply the key directories again while running (`ssh.watch`): only the
+/// managed block changes; nothing is restarted.
+pub fn resync_keys(cfg: &Config) {
+    let set = super::ssh::collect(&cfg.ssh);
+    for d in &set.problems {
+        log::warn!("ssh: {d} (line skipped)");
+    }
+    for d in &set.refused {
+        log::error!("ssh: {d}");
+    }
+    match super::ssh::sync(&cfg.ssh.user, &set.keys) {
+        Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
+        Ok(_) => {}
+        Err(e) => log::error!("ssh: {e}"),
+    }
+}
+
+/// Everything `check` validates of the prepare inputs, writing nothing.
+pub fn check(cfg: &Config) -> Vec<Diag> {
+    let mut out = Vec::new();
+    out.extend(super::pillar::check(cfg));
+    out.extend(super::ssh::check(&cfg.ssh));
+    out.extend(super::prepopulate::check(&cfg.prepopulate));
+    out.extend(super::reconfigure::check(cfg));
+    out
+}

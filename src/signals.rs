@@ -1,0 +1,137 @@
+//! The signal source.
+//!
+//! Every asynchronous signal is blocked at the first instruction of `main` and
+//! read through a signalfd by the event loop. A blocked signal stays pending
+//! even for PID 1 (which the kernel otherwise spares from signals it has no
+//! handler for), so a `docker stop` that lands while we are still parsing
+//! arguments is not lost: it is read as soon as the loop starts. Children get
+//! an empty mask and default dispositions back before they exec.
+
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use std::os::fd::{AsFd, BorrowedFd};
+
+/// Signals that report a fault in the launcher itself: never blocked, so a
+/// bug crashes loudly instead of looping.
+const SYNCHRONOUS: [Signal; 5] = [
+    Signal::SIGSEGV,
+    Signal::SIGBUS,
+    Signal::SIGFPE,
+    Signal::SIGILL,
+    Signal::SIGTRAP,
+];
+
+fn blocked_set() -> SigSet {
+    let mut set = SigSet::all();
+    for s in SYNCHRONOUS {
+        set.remove(s);
+    }
+    set
+}
+
+/// Block every asynchronous signal in the calling thread (and so in every
+/// thread created later). Also ignore SIGTTIN/SIGTTOU so that handing the
+/// terminal to a foreground child cannot stop the launcher.
+pub fn block_all() {
+    // Neither call can fail with valid arguments; if one did, there is no
+    // better place to report it than the loop that will not see signals.
+    let _ = signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked_set()), None);
+    for s in [Signal::SIGTTIN, Signal::SIGTTOU] {
+        // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+        let _ = unsafe { signal::signal(s, SigHandler::SigIgn) };
+    }
+}
+
+/// Undo `block_all` in a forked child, before exec. Async-signal-safe: only
+/// raw system calls, no allocation.
+pub fn reset_for_child() -> std::io::Result<()> {
+    for s in [Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGPIPE] {
+        // SAFETY: restoring the default disposition runs no code of ours.
+        unsafe { signal::signal(s, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;
+    }
+    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+        .map_err(std::io::Error::from)
+}
+
+/// A signal read from the signalfd, with who sent it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub signal: Signal,
+    pub sender_pid: i32,
+}
+
+pub struct SignalSource {
+    fd: SignalFd,
+}
+
+impl SignalSource {
+    pub fn new() -> std::io::Result<SignalSource> {
+        let fd = SignalFd::with_flags(
+            &blocked_set(),
+            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+        )?;
+        Ok(SignalSource { fd })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Every pending signal, in the order the kernel gives them.
+    pub fn drain(&mut self) -> Vec<Received> {
+        let mut out = Vec::new();
+        while let Ok(Some(info)) = self.fd.read_signal() {
+            if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                out.push(Received {
+                    signal,
+                    sender_pid: info.ssi_pid as i32,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Parse `TERM`, `SIGTERM`, `term` or `15`.
+pub fn parse_signal(text: &str) -> Option<Signal> {
+    let t = text.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = t.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().ok()
+}
+
+/// `TERM` for SIGTERM: the short name operators write.
+pub fn short_name(s: Signal) -> &'static str {
+    let full = s.as_str();
+    full.strip_prefix("SIG").unwrap_or(full)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_signal_forms() {
+        let cases = [
+            ("TERM", Some(Signal::SIGTERM)),
+            ("SIGINT", Some(Signal::SIGINT)),
+            ("hup", Some(Signal::SIGHUP)),
+            ("9", Some(Signal::SIGKILL)),
+            (" usr1 ", Some(Signal::SIGUSR1)),
+            ("NOPE", None),
+            ("0", None),
+            ("999", None),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_signal(text), want, "{text}");
+        }
+        assert_eq!(short_name(Signal::SIGQUIT), "QUIT");
+    }
+}

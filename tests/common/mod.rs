@@ -1,0 +1,448 @@
+//! Harness for the integration tests: runs the real binary, as PID 1 of a new
+//! pid namespace (`unshare --fork --pid --mount-proc`) or as a plain process,
+//! always under a time limit, and kills what it started when done.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mc-launcher"))
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let p = std::env::temp_dir().join(format!("mcl-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.0.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Output {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Output {
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// How to run the launcher.
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub pid1: bool,
+    pub timeout: Duration,
+    pub root: Option<PathBuf>,
+    /// Directories hidden behind a fresh tmpfs in the launcher's mount
+    /// namespace (`/run` always; `/root`, `/etc/ssh` for SSH tests).
+    pub tmpfs: Vec<String>,
+    /// A shell command run after the launcher exits, in its mount
+    /// namespace (to look at a private filesystem it wrote to).
+    pub after: Option<String>,
+    /// A shell command run in the private mount namespace before the
+    /// launcher starts (to put files in a private /etc, say).
+    pub before: Option<String>,
+    /// Other mount commands run in the namespace before the launcher.
+    pub mounts: Vec<String>,
+}
+
+impl Launch {
+    pub fn new(args: &[&str]) -> Launch {
+        Launch {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
+            pid1: true,
+            timeout: Duration::from_secs(20),
+            root: None,
+            // /run for the control socket, /root so that no test ever reads
+            // or writes the host's SSH keys.
+            tmpfs: vec!["/run".to_string(), "/root".to_string()],
+            after: None,
+            before: None,
+            mounts: Vec::new(),
+        }
+    }
+    pub fn not_pid1(mut self) -> Launch {
+        self.pid1 = false;
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Launch {
+        self.env.push((k.to_string(), v.to_string()));
+        self
+    }
+    /// A private root so that no test reads the host's /srv.
+    pub fn root(mut self, root: &Path) -> Launch {
+        self.root = Some(root.to_path_buf());
+        self
+    }
+    /// Hide `dir` behind a private tmpfs (the host's stays untouched).
+    pub fn tmpfs(mut self, dir: &str) -> Launch {
+        self.tmpfs.push(dir.to_string());
+        self
+    }
+    /// A private, writable view of `dir` (e.g. `/etc`): an overlay whose
+    /// writes land in `scratch`, never in the host's directory.
+    pub fn overlay(mut self, dir: &str, scratch: &Path) -> Launch {
+        let (u, w) = (scratch.join("upper"), scratch.join("work"));
+        let _ = std::fs::create_dir_all(&u);
+        let _ = std::fs::create_dir_all(&w);
+        self.mounts.push(format!(
+            "mount -t overlay overlay -o lowerdir={dir},upperdir={},workdir={} {dir}",
+            u.display(),
+            w.display()
+        ));
+        self
+    }
+    /// A tmpfs of `size` (e.g. `1m`) over `dir`.
+    pub fn tmpfs_sized(mut self, dir: &Path, size: &str) -> Launch {
+        self.tmpfs.push(format!("-o size={size} {}", dir.display()));
+        self
+    }
+    pub fn before(mut self, shell: &str) -> Launch {
+        self.before = Some(shell.to_string());
+        self
+    }
+    pub fn after(mut self, shell: &str) -> Launch {
+        self.after = Some(shell.to_string());
+        self
+    }
+    pub fn timeout(mut self, d: Duration) -> Launch {
+        self.timeout = d;
+        self
+    }
+
+    pub fn command(&self) -> Command {
+        // A private mount namespace, with tmpfs over /run (and whatever else
+        // the test asks for), then exec: the pid we spawn becomes the
+        // launcher itself, or the `unshare --fork` parent of PID 1.
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
+        let mounts: String = self
+            .tmpfs
+            .iter()
+            .map(|d| format!("mount -t tmpfs -o mode=0755 tmpfs {d} && "))
+            .collect();
+        let mounts: String = mounts
+            + &self
+                .mounts
+                .iter()
+                .map(|m| format!("{m} && "))
+                .collect::<String>();
+        let mounts = match &self.before {
+            Some(before) => format!("{mounts}{{ {before}; }} && "),
+            None => mounts,
+        };
+        match &self.after {
+            None => c.arg(format!("{mounts}exec \"$@\"")),
+            Some(after) => c.arg(format!("{mounts}\"$@\"; rc=$?; {after}; exit $rc")),
+        };
+        c.arg("sh");
+        if self.pid1 {
+            c.args(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"]);
+        }
+        c.arg(bin());
+        c.args(&self.args);
+        c.env_remove("MC_LAUNCHER_CONFIG")
+            .env_remove("MC_PROJECT")
+            .env_remove("MC_SKIP")
+            .env_remove("MC_LOG");
+        let fallback;
+        let root = match &self.root {
+            Some(r) => r.as_path(),
+            None => {
+                fallback = std::env::temp_dir().join("mcl-test-empty-root");
+                let _ = std::fs::create_dir_all(&fallback);
+                fallback.as_path()
+            }
+        };
+        c.env("MC_ROOT", root);
+        for (k, v) in &self.env {
+            c.env(k, v);
+        }
+        c.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    pub fn spawn(&self) -> Running {
+        let child = self.command().spawn().expect("spawn launcher");
+        Running {
+            child,
+            pid1: self.pid1,
+            started: Instant::now(),
+            timeout: self.timeout,
+        }
+    }
+
+    /// Run to completion (or the time limit, then kill and fail).
+    pub fn run(&self) -> Output {
+        self.spawn().wait()
+    }
+}
+
+pub struct Running {
+    pub child: Child,
+    pub pid1: bool,
+    pub started: Instant,
+    pub timeout: Duration,
+}
+
+impl Running {
+    /// The launcher's pid as seen from here (the namespace's PID 1 when pid1).
+    pub fn launcher_pid(&self) -> i32 {
+        let outer = self.child.id() as i32;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let is_launcher =
+                |pid: i32| std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == bin());
+            // The launcher is the outer process itself, or a child or
+            // grandchild of it (behind `sh` and `unshare --fork`).
+            let mut near = vec![outer];
+            for c in children_of(outer) {
+                near.push(c);
+                near.extend(children_of(c));
+            }
+            if let Some(pid) = near.into_iter().find(|&p| is_launcher(p)) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "the launcher never started");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Wait until the launcher has blocked SIGTERM (it is running our code).
+    pub fn wait_signals_blocked(&self) -> i32 {
+        let pid = self.launcher_pid();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let exe_ok = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .map(|p| p == bin())
+                .unwrap_or(false);
+            if exe_ok && sig_blocked(pid, 15) {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "launcher never blocked signals");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let pid = self.launcher_pid();
+        // SAFETY: kill(2) on a pid we started.
+        unsafe {
+            libc_kill(pid, sig);
+        }
+    }
+
+    /// Wait for the exit; on timeout kill the whole namespace and fail.
+    pub fn wait(mut self) -> Output {
+        let mut out = self.child.stdout.take().expect("stdout");
+        let mut err = self.child.stderr.take().expect("stderr");
+        let t_out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = out.read_to_string(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = err.read_to_string(&mut s);
+            s
+        });
+        let deadline = self.started + self.timeout;
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break Some(st);
+            }
+            if Instant::now() > deadline {
+                self.kill_all();
+                let _ = self.child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let elapsed = self.started.elapsed();
+        let stdout = t_out.join().unwrap_or_default();
+        let stderr = t_err.join().unwrap_or_default();
+        let Some(status) = status else {
+            panic!(
+                "launcher did not exit within {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
+                self.timeout
+            );
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let code = status.code().or(status.signal().map(|s| 128 + s));
+        Output {
+            code,
+            stdout,
+            stderr,
+            elapsed,
+        }
+    }
+
+    /// SIGKILL the launcher (as PID 1 that ends its whole namespace).
+    pub fn kill_all(&mut self) {
+        if self.pid1 {
+            if let Some(pid) = children_of(self.child.id() as i32).first() {
+                unsafe { libc_kill(*pid, 9) };
+            }
+        }
+        let _ = self.child.kill();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.kill_all();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Direct children of `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if proc_ppid(child) == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+pub fn proc_ppid(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn sig_blocked(pid: i32, sig: u32) -> bool {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+        .is_some_and(|mask| mask & (1u64 << (sig - 1)) != 0)
+}
+
+/// Pids whose command line contains `needle` (to prove nothing is left).
+pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if text.contains(needle) && !text.contains("mc-launcher") {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// Wait until `f` holds or the limit passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+pub fn write(path: &Path, text: &str) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::fs::write(path, text).expect("write");
+}
+
+/// Run `mc-launcher ctl ARGS` inside the launcher's mount namespace (where
+/// its private /run holds the socket), optionally as another user.
+pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
+    let pid = run.launcher_pid();
+    let mut c = Command::new("nsenter");
+    c.args(["--mount", "--target", &pid.to_string(), "--"]);
+    if let Some(uid) = user {
+        c.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            "--",
+        ]);
+    }
+    c.arg(bin()).arg("ctl").args(args);
+    c.env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"));
+    c.env_remove("MC_LAUNCHER_CONFIG");
+    let started = Instant::now();
+    let out = c.output().expect("run ctl");
+    Output {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: started.elapsed(),
+    }
+}
+
+pub fn ctl(run: &Running, args: &[&str]) -> Output {
+    ctl_as(run, None, args)
+}
+
+/// The launcher's control socket, reached through its mount namespace.
+pub fn socket_path(run: &Running) -> PathBuf {
+    PathBuf::from(format!(
+        "/proc/{}/root/run/mc-launcher.sock",
+        run.launcher_pid()
+    ))
+}

@@ -1,0 +1,322 @@
+//! The control socket and `mc-launcher ctl`, against a launcher running as
+//! PID 1; hot reload.
+
+mod common;
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+fn config(d: &TempDir, body: &str) -> String {
+    let p = d.join("mc-launcher.yml");
+    write(&p, body);
+    p.to_string_lossy().into_owned()
+}
+
+fn status_json(run: &Running) -> serde_json::Value {
+    let out = ctl(run, &["--json", "status"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    serde_json::from_str(out.stdout.trim()).expect("json status")
+}
+
+fn service<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    v["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("{name} in {v}"))
+}
+
+fn pids(v: &serde_json::Value, name: &str) -> Vec<i64> {
+    service(v, name)["pids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_i64()).collect())
+        .unwrap_or_default()
+}
+
+fn wait_state(run: &Running, name: &str, state: &str) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(5), || {
+        // The socket may not be bound yet right after start.
+        let out = ctl(run, &["--json", "status"]);
+        if out.code != Some(0) {
+            return false;
+        }
+        last = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
+        last["services"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|s| s["name"] == name && s["state"] == state))
+    });
+    assert!(ok, "{name} never became {state}: {last}");
+    last
+}
+
+/// Two services; `web` appends a line to `DIR/usr1` on SIGUSR1.
+fn two(d: &TempDir) -> String {
+    format!(
+        r#"
+services:
+  web:
+    cmd: ["sh", "-c", "trap 'echo usr1 >> {}' USR1; while :; do sleep 0.05; done"]
+  worker:
+    cmd: ["sleep", "1000"]
+"#,
+        d.join("usr1").display()
+    )
+}
+
+#[test]
+fn ctl_round_trips() {
+    let d = TempDir::new("ctl");
+    let cfg = config(&d, &two(&d));
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "web", "running");
+    wait_state(&run, "worker", "running");
+
+    let out = ctl(&run, &["status"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("SERVICE")
+            && out.stdout.contains("web")
+            && out.stdout.contains("running"),
+        "{}",
+        out.stdout
+    );
+
+    assert_eq!(ctl(&run, &["health"]).code, Some(0));
+
+    let before = pids(&status_json(&run), "worker");
+    let out = ctl(&run, &["restart", "worker"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let after = pids(&wait_state(&run, "worker", "running"), "worker");
+    assert!(
+        !after.is_empty() && after != before,
+        "restart gives a new pid: {before:?} -> {after:?}"
+    );
+
+    assert_eq!(ctl(&run, &["stop", "worker"]).code, Some(0));
+    wait_state(&run, "worker", "stopped");
+    let out = ctl(&run, &["health"]);
+    assert_eq!(
+        out.code,
+        Some(1),
+        "a stopped autostart service is unhealthy\n{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("worker"), "{}", out.all());
+    assert_eq!(ctl(&run, &["start", "worker"]).code, Some(0));
+    wait_state(&run, "worker", "running");
+
+    assert_eq!(ctl(&run, &["incr", "worker"]).code, Some(0));
+    assert!(wait_until(Duration::from_secs(5), || pids(
+        &status_json(&run),
+        "worker"
+    )
+    .len()
+        == 2));
+    assert_eq!(ctl(&run, &["decr", "worker"]).code, Some(0));
+    assert!(wait_until(Duration::from_secs(5), || pids(
+        &status_json(&run),
+        "worker"
+    )
+    .len()
+        == 1));
+
+    let out = ctl(&run, &["signal", "web", "USR1"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(
+            d.join("usr1")
+        )
+        .is_ok_and(|t| t == "usr1\n")),
+        "USR1 reached web once"
+    );
+
+    let out = ctl(&run, &["stop", "nosuch"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("no such service: nosuch"),
+        "{}",
+        out.all()
+    );
+    let out = ctl(&run, &["signal", "web", "BOGUS"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+
+    let out = ctl(&run, &["quit"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
+
+#[test]
+fn socket_is_private_to_its_owner() {
+    let d = TempDir::new("perm");
+    let cfg = config(&d, &two(&d));
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "web", "running");
+    let md = std::fs::metadata(socket_path(&run)).expect("socket exists");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(md.permissions().mode() & 0o777, 0o600);
+    let out = ctl_as(&run, Some(65534), &["status"]);
+    assert_eq!(out.code, Some(3), "nobody cannot connect\n{}", out.all());
+    assert_eq!(
+        ctl(&run, &["health"]).code,
+        Some(0),
+        "the launcher is unaffected"
+    );
+}
+
+#[test]
+fn bad_requests_get_errors_and_change_nothing() {
+    let d = TempDir::new("bad");
+    let cfg = config(&d, &two(&d));
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "web", "running");
+    let before = status_json(&run);
+    let mut a = UnixStream::connect(socket_path(&run)).expect("connect");
+    // A second client is served while the first stays connected.
+    let mut b = UnixStream::connect(socket_path(&run)).expect("connect second");
+    a.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    b.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut ra = BufReader::new(a.try_clone().expect("clone"));
+    let mut rb = BufReader::new(b.try_clone().expect("clone"));
+    for (req, want) in [
+        ("{not json\n", "bad request"),
+        ("{\"cmd\":\"explode\"}\n", "unknown command"),
+        ("{\"cmd\":\"stop\",\"name\":\"ghost\"}\n", "no such service"),
+        ("{\"cmd\":\"stop\"}\n", "needs a service name"),
+    ] {
+        a.write_all(req.as_bytes()).expect("write");
+        let mut line = String::new();
+        ra.read_line(&mut line).expect("reply");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json reply");
+        assert_eq!(v["ok"], false, "{req} -> {line}");
+        assert!(
+            v["error"].as_str().unwrap_or("").contains(want),
+            "{req} -> {line}"
+        );
+    }
+    b.write_all(b"{\"cmd\":\"health\"}\n").expect("write");
+    let mut line = String::new();
+    rb.read_line(&mut line).expect("reply");
+    assert!(line.contains("\"ok\":true"), "{line}");
+    // A huge line: an error, then the connection is closed.
+    let huge = vec![b'x'; 200 * 1024];
+    let _ = a.write_all(&huge);
+    let mut line = String::new();
+    let _ = ra.read_line(&mut line);
+    assert!(line.contains("too long"), "{line}");
+    let mut rest = String::new();
+    assert_eq!(
+        ra.read_line(&mut rest).unwrap_or(0),
+        0,
+        "closed after a huge line"
+    );
+    let after = status_json(&run);
+    assert_eq!(pids(&before, "web"), pids(&after, "web"), "nothing changed");
+    assert_eq!(pids(&before, "worker"), pids(&after, "worker"));
+}
+
+#[test]
+fn ctl_without_launcher_exits_3() {
+    let d = TempDir::new("none");
+    let out = Launch::new(&["ctl", "status"])
+        .root(d.path())
+        .not_pid1()
+        .run();
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    assert!(
+        out.stderr.contains("no launcher is listening"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn reload_adds_removes_changes_and_keeps_the_rest() {
+    let d = TempDir::new("reload");
+    let cfg = config(
+        &d,
+        r#"
+services:
+  keep:
+    cmd: ["sleep", "1001"]
+  change:
+    cmd: ["sleep", "1002"]
+  drop:
+    cmd: ["sleep", "1003"]
+"#,
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "drop", "running");
+    let before = status_json(&run);
+    config(
+        &d,
+        r#"
+services:
+  keep:
+    cmd: ["sleep", "1001"]
+  change:
+    cmd: ["sleep", "1012"]
+  new:
+    cmd: ["sleep", "1004"]
+"#,
+    );
+    let out = ctl(&run, &["reload"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("new added") || out.stdout.contains("reloaded: new"),
+        "{}",
+        out.stdout
+    );
+    let after = wait_state(&run, "new", "running");
+    let after = if service(&after, "change")["state"] == "running" {
+        after
+    } else {
+        wait_state(&run, "change", "running")
+    };
+    assert_eq!(
+        pids(&before, "keep"),
+        pids(&after, "keep"),
+        "unchanged service keeps its pid"
+    );
+    assert_ne!(
+        pids(&before, "change"),
+        pids(&after, "change"),
+        "changed service restarted"
+    );
+    assert!(
+        after["services"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .all(|s| s["name"] != "drop"),
+        "{after}"
+    );
+
+    // An invalid config changes nothing and says where the error is.
+    let cfg_path = config(
+        &d,
+        "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n    bogus_key: 1\n",
+    );
+    let out = ctl(&run, &["reload"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!("{cfg_path}:4:5")),
+        "{}",
+        out.all()
+    );
+    let still = status_json(&run);
+    assert_eq!(pids(&still, "new"), pids(&after, "new"));
+    // SIGHUP reloads too.
+    config(&d, "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n");
+    run.signal(1);
+    assert!(wait_until(Duration::from_secs(5), || {
+        let v = status_json(&run);
+        v["services"].as_array().map(|a| a.len()) == Some(1)
+    }));
+    assert_eq!(pids(&status_json(&run), "keep"), pids(&before, "keep"));
+}

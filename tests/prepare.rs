@@ -1,0 +1,527 @@
+//! The prepare phase from the data volume (DESIGN §4): pillar override, SSH
+//! keys, prepopulate. The launcher runs as PID 1 in a temp root; SSH tests
+//! hide /root behind a tmpfs so the host's keys are never touched.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A makina tree in a temp root: project `demo` with an image pillar.
+struct Tree {
+    d: TempDir,
+}
+
+impl Tree {
+    fn new(tag: &str, config: &str) -> Tree {
+        let d = TempDir::new(tag);
+        let t = Tree { d };
+        write(
+            &t.pillar(),
+            "makina-projects.demo:\n  data:\n    site: image-default\n",
+        );
+        std::fs::create_dir_all(t.volume()).expect("volume");
+        let cfg = format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}");
+        write(
+            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
+            &cfg,
+        );
+        t
+    }
+    fn root(&self) -> &Path {
+        self.d.path()
+    }
+    fn pillar(&self) -> PathBuf {
+        self.d.join("projects/demo/pillar/init.sls")
+    }
+    fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.root())
+    }
+}
+
+const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
+
+#[test]
+fn pillar_override_is_installed_then_restored() {
+    let t = Tree::new("pillar", "");
+    let over = "makina-projects.demo:\n  data:\n    site: from-volume\n";
+    write(&t.volume().join("configuration/pillar.sls"), over);
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(std::fs::read_to_string(t.pillar()).expect("pillar"), over);
+    assert_eq!(
+        std::fs::read_to_string(t.root().join("state/image-pillar.sls")).expect("saved"),
+        IMAGE_PILLAR
+    );
+    assert!(
+        out.stderr.contains("pillar: installed the override"),
+        "{}",
+        out.all()
+    );
+    // The override goes away: the image default comes back.
+    std::fs::remove_file(t.volume().join("configuration/pillar.sls")).expect("rm");
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).expect("pillar"),
+        IMAGE_PILLAR
+    );
+    assert!(
+        out.stderr.contains("image default is back"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn salt_jinja_pillar_is_accepted() {
+    let t = Tree::new("saltjinja", "");
+    let over = "#!jinja|yaml\n{% set pw = salt['mc_utils.generate_password']() %}\nmakina-projects.demo:\n  data:\n    password: {{ pw }}\n{% if grains['os'] == 'Debian' %}\n    os: debian\n{% endif %}\n";
+    write(&t.volume().join("configuration/pillar.sls"), over);
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).expect("pillar"),
+        over,
+        "installed as written: salt renders it"
+    );
+}
+
+#[test]
+fn invalid_pillar_keeps_the_default_and_names_the_line() {
+    let t = Tree::new("badpillar", "");
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo:\n  data: [1, 2\n",
+    );
+    let before = std::fs::read(t.pillar()).expect("pillar");
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("configuration/pillar.sls:3:1: YAML syntax error"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read(t.pillar()).expect("pillar"),
+        before,
+        "the image default is untouched"
+    );
+    // keep-default: a warning, and the container starts.
+    let t2 = Tree::new("keepdefault", "pillar:\n  on_invalid: keep-default\n");
+    write(
+        &t2.volume().join("configuration/pillar.sls"),
+        "- not\n- a mapping\n",
+    );
+    let out = t2.launch(&["--", "sh", "-c", "exit 5"]).run();
+    assert_eq!(out.code, Some(5), "{}", out.all());
+    assert!(
+        out.stderr.contains("must be a mapping") && out.stderr.contains("keep-default"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(t2.pillar()).expect("pillar"),
+        IMAGE_PILLAR
+    );
+    // check reports it too, and writes nothing.
+    let out = t.launch(&["check"]).not_pid1().run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert!(out.stderr.contains("pillar.sls:3:1"), "{}", out.all());
+}
+
+#[test]
+fn kubernetes_configmap_links_are_followed_escapes_refused() {
+    let t = Tree::new("k8s", "");
+    let conf = t.volume().join("configuration");
+    std::fs::create_dir_all(conf.join("..2024_01_01_00_00_00.1")).expect("mkdir");
+    write(
+        &conf.join("..2024_01_01_00_00_00.1/pillar.sls"),
+        "makina-projects.demo: {data: {site: configmap}}\n",
+    );
+    std::os::unix::fs::symlink("..2024_01_01_00_00_00.1", conf.join("..data")).expect("link");
+    std::os::unix::fs::symlink("..data/pillar.sls", conf.join("pillar.sls")).expect("link");
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(std::fs::read_to_string(t.pillar())
+        .expect("pillar")
+        .contains("configmap"));
+
+    let t = Tree::new("escape", "");
+    let secret = t.root().join("outside-secret.sls");
+    write(&secret, "stolen: true\n");
+    std::fs::create_dir_all(t.volume().join("configuration")).expect("mkdir");
+    std::os::unix::fs::symlink(&secret, t.volume().join("configuration/pillar.sls")).expect("link");
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert!(out.stderr.contains("outside the volume"), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).expect("pillar"),
+        IMAGE_PILLAR
+    );
+}
+
+/// A real key pair made with ssh-keygen: (private key path, public line).
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    (key, public.trim().to_string())
+}
+
+#[test]
+fn ssh_keys_go_into_a_managed_block() {
+    let t = Tree::new("keys", "ssh:\n  sshd: never\n");
+    let keys = t.d.join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    let (_, alice) = keypair(&keys, "alice");
+    let (_, bob) = keypair(&keys, "bob");
+    let (bad_private, _) = keypair(&keys, "mallory");
+    let ssh = t.volume().join("ssh");
+    write(&ssh.join("alice.pub"), &format!("{alice}\n"));
+    write(
+        &ssh.join("bob.pub"),
+        &format!("# team key\n{bob}\nthis is not a key\n"),
+    );
+    std::fs::copy(&bad_private, ssh.join("id_ed25519")).expect("copy private");
+    // The operator's own line, outside the managed block, must survive.
+    let seed = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOperatorsOwnKeyOperatorsOwnKey0000 operator\n";
+    let show = format!(
+        "mkdir -p /root/.ssh && printf '%s' '{seed}' > /root/.ssh/authorized_keys && {} -c {} prepare; echo rc=$?; cat /root/.ssh/authorized_keys; stat -c '%a %U' /root/.ssh /root/.ssh/authorized_keys",
+        bin().display(),
+        t.d.join("projects/demo/project/.salt/mc-launcher.yml").display()
+    );
+    let out = Launch::new(&["--", "sh", "-c", &show]).root(t.root()).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let text = &out.stdout;
+    assert!(text.contains("rc=0"), "{}", out.all());
+    assert!(
+        text.contains(&alice) && text.contains(&bob),
+        "{}",
+        out.all()
+    );
+    assert!(
+        text.starts_with(&format!("rc=0\n{seed}")),
+        "the operator's line is kept first\n{}",
+        out.all()
+    );
+    assert!(text.contains("700 root\n600 root"), "{}", out.all());
+    assert!(!text.contains("PRIVATE"), "{}", out.all());
+    assert!(
+        out.stderr.contains("bob.pub:3:1"),
+        "the bad line is named\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr
+            .contains("id_ed25519: refused: this is a PRIVATE key"),
+        "{}",
+        out.all()
+    );
+    // A key removed from the volume disappears from the block.
+    std::fs::remove_file(ssh.join("bob.pub")).expect("rm");
+    let show2 = format!(
+        "mkdir -p /root/.ssh && {} -q -c {} prepare; cat /root/.ssh/authorized_keys",
+        bin().display(),
+        t.d.join("projects/demo/project/.salt/mc-launcher.yml")
+            .display()
+    );
+    let out = Launch::new(&["--", "sh", "-c", &show2])
+        .root(t.root())
+        .run();
+    assert!(
+        out.stdout.contains(&alice) && !out.stdout.contains(&bob),
+        "{}",
+        out.all()
+    );
+}
+
+/// Compare two trees: same entries, types, modes, contents, link targets.
+fn same_tree(a: &Path, b: &Path) -> Result<usize, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut n = 0;
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let (pa, pb) = (a.join(&rel), b.join(&rel));
+        let (ma, mb) = (
+            std::fs::symlink_metadata(&pa).map_err(|e| format!("{}: {e}", pa.display()))?,
+            std::fs::symlink_metadata(&pb).map_err(|e| format!("{}: {e}", pb.display()))?,
+        );
+        if ma.file_type() != mb.file_type()
+            || (!ma.file_type().is_symlink() && ma.mode() != mb.mode())
+        {
+            return Err(format!("{}: type or mode differs", rel.display()));
+        }
+        n += 1;
+        if ma.is_dir() {
+            let mut names: Vec<_> = std::fs::read_dir(&pa)
+                .map_err(|e| e.to_string())?
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            let count_b = std::fs::read_dir(&pb).map_err(|e| e.to_string())?.count();
+            if names.len() != count_b {
+                return Err(format!(
+                    "{}: {} entries vs {count_b}",
+                    rel.display(),
+                    names.len()
+                ));
+            }
+            names.sort();
+            stack.extend(names.into_iter().map(|nm| rel.join(nm)));
+        } else if ma.file_type().is_symlink() {
+            if std::fs::read_link(&pa).ok() != std::fs::read_link(&pb).ok() {
+                return Err(format!("{}: link target differs", rel.display()));
+            }
+        } else if std::fs::read(&pa).ok() != std::fs::read(&pb).ok() {
+            return Err(format!("{}: content differs", rel.display()));
+        }
+    }
+    Ok(n)
+}
+
+fn source_tree(root: &Path, files: usize, size: usize) -> PathBuf {
+    let src = root.join("projects/demo/project/.salt/files/default-data");
+    for i in 0..files {
+        let p = src.join(format!("d{}/f{i}.dat", i % 17));
+        let body: Vec<u8> = (0..size).map(|j| ((i * 31 + j) % 251) as u8).collect();
+        if let Some(dir) = p.parent() {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        std::fs::write(&p, body).expect("write");
+    }
+    std::os::unix::fs::symlink("d1/f1.dat", src.join("link")).expect("link");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(src.join("d2"), std::fs::Permissions::from_mode(0o750))
+        .expect("chmod");
+    src
+}
+
+const PREPOP: &str = "prepopulate:\n  - src: \"{{ paths.project }}/.salt/files/default-data\"\n    dest: \"{{ paths.volume }}/data\"\n";
+
+#[test]
+fn prepopulate_fills_only_empty_destinations() {
+    let t = Tree::new("prepop", PREPOP);
+    let src = source_tree(t.root(), 50, 100);
+    let dest = t.volume().join("data");
+    // lost+found alone counts as empty.
+    std::fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    std::fs::remove_dir(dest.join("lost+found")).expect("rm");
+    same_tree(&src, &dest).expect("exact copy");
+    // With data in it, the destination is left byte for byte.
+    std::fs::write(dest.join("d1/f1.dat"), "the operator's data").expect("write");
+    std::fs::remove_file(dest.join("d3/f3.dat")).expect("rm");
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains("holds data: left as it is"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("d1/f1.dat")).expect("read"),
+        "the operator's data"
+    );
+    assert!(!dest.join("d3/f3.dat").exists());
+}
+
+#[test]
+fn prepopulate_survives_kill_9_mid_copy() {
+    let t = Tree::new("kill9", PREPOP);
+    let src = source_tree(t.root(), 3000, 4096);
+    let dest = t.volume().join("data");
+    let mut interrupted = 0;
+    for delay_ms in [3u64, 8, 15, 30, 60] {
+        let _ = std::fs::remove_dir_all(&dest);
+        let mut run = t.launch(&["prepare"]).spawn();
+        let pid = run.launcher_pid();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        unsafe_kill(pid, 9);
+        run.kill_all();
+        let _ = run.child.wait();
+        if dest.join(".mc-launcher-prepopulate-incomplete").exists() {
+            interrupted += 1;
+        } else if dest.exists() && std::fs::read_dir(&dest).map(|r| r.count()).unwrap_or(0) > 0 {
+            same_tree(&src, &dest).expect("no marker: the copy must be complete");
+        }
+        // The next start finishes the job: a complete, exact copy.
+        let out = t.launch(&["prepare"]).run();
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        same_tree(&src, &dest)
+            .unwrap_or_else(|e| panic!("after kill at {delay_ms}ms: {e}\n{}", out.all()));
+    }
+    assert!(
+        interrupted > 0,
+        "no kill landed during a copy: the test proved nothing"
+    );
+}
+
+fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = std::process::Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+#[test]
+fn prepopulate_on_a_full_filesystem_fails_cleanly() {
+    let t = Tree::new("full", PREPOP);
+    source_tree(t.root(), 40, 64 * 1024);
+    let dest = t.volume().join("data");
+    std::fs::create_dir_all(&dest).expect("mkdir");
+    let out = t
+        .launch(&["prepare"])
+        .tmpfs_sized(&dest, "1m")
+        .after(&format!("echo entries=$(ls -A {} | wc -l)", dest.display()))
+        .run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("the filesystem is full"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains(&dest.display().to_string()),
+        "the path is named\n{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("entries=0"),
+        "nothing half-copied is left\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn skip_steps_and_original_arguments() {
+    let t = Tree::new("skip", PREPOP);
+    source_tree(t.root(), 3, 10);
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo: {data: {site: v}}\n",
+    );
+    let out = t.launch(&["--skip", "pillar,prepopulate", "prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).expect("pillar"),
+        IMAGE_PILLAR
+    );
+    assert!(!t.volume().join("data").exists());
+    let out = t.launch(&["prepare"]).env("MC_SKIP", "prepopulate").run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(std::fs::read_to_string(t.pillar())
+        .expect("pillar")
+        .contains("site: v"));
+    assert!(!t.volume().join("data").exists());
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port")
+}
+
+#[test]
+fn real_ssh_login_with_a_volume_key_and_live_key_changes() {
+    let t = Tree::new("sshd", "ssh:\n  sshd: always\n");
+    let keys = t.d.join("keys");
+    std::fs::create_dir_all(&keys).expect("mkdir");
+    let (good, good_pub) = keypair(&keys, "good");
+    let (late, late_pub) = keypair(&keys, "late");
+    let (stranger, _) = keypair(&keys, "stranger");
+    write(&t.volume().join("ssh/good.pub"), &format!("{good_pub}\n"));
+    let port = free_port();
+    // The image's sshd_config, in a private /etc/ssh.
+    let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
+    let ssh = |key: &Path| {
+        format!(
+            "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1 echo logged-in-as-$(id -un)",
+            key.display()
+        )
+    };
+    let script = format!(
+        r#"i=0; until {ok} >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+echo good=$({ok} 2>/dev/null)
+echo stranger=$({bad} 2>/dev/null; echo rc=$?)
+echo late-before=$({late} 2>/dev/null; echo rc=$?)
+cp {late_pub_file} {vol}/ssh/late.pub
+i=0; until grep -q late /root/.ssh/authorized_keys || [ $i -ge 50 ]; do sleep 0.1; i=$((i+1)); done
+echo late-after=$({late} 2>/dev/null)
+rm {vol}/ssh/good.pub
+i=0; while grep -q ' good$' /root/.ssh/authorized_keys && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+echo good-removed=$({ok} 2>/dev/null; echo rc=$?)
+cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
+        ok = ssh(&good),
+        bad = ssh(&stranger),
+        late = ssh(&late),
+        late_pub_file = late.with_extension("pub").display(),
+        vol = t.volume().display(),
+    );
+    let _ = late_pub;
+    let launch = |script: &str| {
+        t.launch(&["--", "sh", "-c", script])
+            .tmpfs("/etc/ssh")
+            .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
+            .timeout(Duration::from_secs(60))
+    };
+    let out = launch(&script).run();
+    assert!(
+        out.stderr
+            .contains(&format!("Server listening on 127.0.0.1 port {port}")),
+        "{}",
+        out.all()
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("good=logged-in-as-root"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("stranger=rc=255"),
+        "an unknown key is refused\n{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("late-before=rc=255"), "{}", out.all());
+    assert!(
+        out.stdout.contains("late-after=logged-in-as-root"),
+        "a key added while running works\n{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("good-removed=rc=255"),
+        "a removed key stops working\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("summary: sshd: stopped in"),
+        "{}",
+        out.all()
+    );
+    // Host keys persist in the volume: the same key after a restart.
+    let host_key = std::fs::read_to_string(
+        t.volume()
+            .join("configuration/ssh_host_keys/ssh_host_ed25519_key.pub"),
+    )
+    .expect("host key");
+    let out = launch(&format!(
+        "cat {}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub",
+        t.volume().display()
+    ))
+    .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(out.stdout, host_key, "host keys are reused");
+}

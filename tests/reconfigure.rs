@@ -1,0 +1,394 @@
+//! Reconfigure steps (DESIGN §4.3): templates, commands and real salt-call,
+//! with timeouts, stop signals and skip_unchanged.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+struct Tree {
+    d: TempDir,
+}
+
+impl Tree {
+    fn new(tag: &str, config: &str) -> Tree {
+        let t = Tree {
+            d: TempDir::new(tag),
+        };
+        write(&t.project().join(".salt/PILLAR.sample"), "makina-projects.demo:\n  data:\n    site: sample-site\n    port: 8080\n    greeting: hello\n");
+        write(
+            &t.d.join("projects/demo/pillar/init.sls"),
+            "makina-projects.demo:\n  data:\n    port: 9090\n",
+        );
+        std::fs::create_dir_all(t.volume()).expect("volume");
+        let cfg = format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}");
+        write(&t.project().join(".salt/mc-launcher.yml"), &cfg);
+        t
+    }
+    fn root(&self) -> &Path {
+        self.d.path()
+    }
+    fn project(&self) -> PathBuf {
+        self.d.join("projects/demo/project")
+    }
+    fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.root())
+    }
+}
+
+const TEMPLATE_CFG: &str = r#"reconfigure:
+  steps:
+    - template:
+        src: "{{ paths.project }}/.salt/files/app.conf.j2"
+        dest: "{{ root }}/etc/app.conf"
+        mode: "0640"
+"#;
+
+#[test]
+fn template_sees_pillar_sample_and_override() {
+    let t = Tree::new("tmpl", TEMPLATE_CFG);
+    std::fs::create_dir_all(t.root().join("etc")).expect("mkdir");
+    write(
+        &t.project().join(".salt/files/app.conf.j2"),
+        "{% set d = pillar['makina-projects.demo'].data %}site={{ d.site }}\nport={{ d.port }}\ngreeting={{ d.greeting }}\nproject={{ project }}\n",
+    );
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo:\n  data:\n    site: operator-site\n",
+    );
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let conf = t.root().join("etc/app.conf");
+    // PILLAR.sample gives greeting, the volume's override gives site; the
+    // image's own port (9090) was replaced with the override as a whole.
+    assert_eq!(
+        std::fs::read_to_string(&conf).expect("rendered"),
+        "site=operator-site\nport=8080\ngreeting=hello\nproject=demo\n"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&conf).expect("md").permissions().mode() & 0o777,
+        0o640
+    );
+    assert!(
+        out.stderr.contains("reconfigure: template-1 done"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn template_errors_name_the_file_and_line() {
+    let t = Tree::new("tmplerr", TEMPLATE_CFG);
+    std::fs::create_dir_all(t.root().join("etc")).expect("mkdir");
+    let src = t.project().join(".salt/files/app.conf.j2");
+    write(&src, "line one\nvalue={{ nope.missing }}\n");
+    write(&t.root().join("etc/app.conf"), "previous content\n");
+    let out = t.launch(&["--", "echo", "must-not-start"]).run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:2: template error: undefined variable",
+            src.display()
+        )),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !out.stdout.contains("must-not-start"),
+        "no service started\n{}",
+        out.all()
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.root().join("etc/app.conf")).expect("old"),
+        "previous content\n",
+        "the output is untouched"
+    );
+    // A syntax error is found by check, before anything runs.
+    write(&src, "ok\n{% if %}\n");
+    let out = t.launch(&["check"]).not_pid1().run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains(&format!("{}:2: template error", src.display())),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn check_reports_missing_commands_and_salt_call() {
+    let t = Tree::new("checkcmd", "reconfigure:\n  steps:\n    - command: [\"/nonexistent/migrate\"]\n    - salt: [demo.200_reconfigure]\n");
+    let out = t
+        .launch(&["check"])
+        .not_pid1()
+        .env("PATH", "/usr/bin:/bin")
+        .run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let cfg = t.project().join(".salt/mc-launcher.yml");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:7:7: command-1: /nonexistent/migrate",
+            cfg.display()
+        )),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr
+            .contains(&format!("{}:8:7: salt-2: salt-call", cfg.display())),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_failing_step_stops_before_any_service() {
+    let t = Tree::new("fail", "reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"echo migrating; exit 3\"]\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo web-started; sleep 10\"]\n");
+    let out = t.launch(&[]).run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stdout.contains("command-1 | migrating"),
+        "output prefixed by the step name\n{}",
+        out.all()
+    );
+    assert!(!out.stdout.contains("web-started"), "{}", out.all());
+    assert!(
+        out.stderr.contains("command-1: sh failed (exit 3)"),
+        "{}",
+        out.all()
+    );
+    // on_error: continue goes on.
+    let t = Tree::new(
+        "continue",
+        "reconfigure:\n  on_error: continue\n  steps:\n    - command: [\"false\"]\n",
+    );
+    let out = t.launch(&["--", "echo", "main-ran"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains("main-ran"), "{}", out.all());
+}
+
+#[test]
+fn a_hanging_step_is_stopped_by_its_timeout() {
+    let marker = 600_000 + std::process::id() % 100_000;
+    let t = Tree::new("timeout", &format!("reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"sleep {marker} & sleep {marker}\"]\n      timeout: 500ms\n"));
+    let started = Instant::now();
+    let out = t.launch(&["--", "echo", "must-not-start"]).not_pid1().run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        out.stderr.contains("command-1: timed out after 500ms"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
+        "the step's whole group is gone"
+    );
+}
+
+#[test]
+fn term_during_a_step_exits_143_promptly() {
+    let marker = 500_000 + std::process::id() % 100_000;
+    let t = Tree::new("termstep", &format!("reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"sleep {marker} & sleep {marker}\"]\n"));
+    let run = t
+        .launch(&["--", "echo", "must-not-start"])
+        .not_pid1()
+        .spawn();
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
+        &format!("sleep {marker}")
+    )
+    .is_empty()));
+    let t0 = Instant::now();
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(143), "{}", out.all());
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(!out.stdout.contains("must-not-start"));
+    assert!(
+        pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
+        "nothing left behind"
+    );
+}
+
+#[test]
+fn unchanged_inputs_skip_the_phase() {
+    let t = Tree::new(
+        "skip",
+        "reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"echo ran >> $MC_ROOT/runs\"]\n",
+    );
+    let runs = || {
+        std::fs::read_to_string(t.root().join("runs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert_eq!(t.launch(&["prepare"]).run().code, Some(0));
+    assert_eq!(runs(), 1);
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(
+        runs(),
+        1,
+        "second start with nothing changed: skipped\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr
+            .contains("inputs unchanged since the last successful run, skipping"),
+        "{}",
+        out.all()
+    );
+    // A new pillar override changes the inputs.
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo: {data: {port: 1}}\n",
+    );
+    assert_eq!(t.launch(&["prepare"]).run().code, Some(0));
+    assert_eq!(runs(), 2);
+    // --skip reconfigure skips it whatever changed.
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo: {data: {port: 2}}\n",
+    );
+    assert_eq!(
+        t.launch(&["--skip", "reconfigure", "prepare"]).run().code,
+        Some(0)
+    );
+    assert_eq!(runs(), 2);
+}
+
+// ----- real salt ------------------------------------------------------------
+
+/// The salt-call of the test venv (scripts/setup-test-env.sh makes it).
+fn salt_call() -> PathBuf {
+    // Outside /root, which every test hides behind a tmpfs.
+    let venv = std::env::var("MC_TEST_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("/var/cache/mc-launcher-test/salt-venv"));
+    let p = venv.join("bin/salt-call");
+    assert!(
+        p.exists(),
+        "{} missing: run scripts/setup-test-env.sh",
+        p.display()
+    );
+    p
+}
+
+/// A masterless minion config inside the tree: file_roots hold a link
+/// `demo` -> the project's .salt, pillar_roots the makina layering.
+fn salt_tree(t: &Tree) -> PathBuf {
+    let r = t.root();
+    let etc = r.join("etc/salt");
+    std::fs::create_dir_all(&etc).expect("mkdir");
+    std::fs::create_dir_all(r.join("salt-roots")).expect("mkdir");
+    std::os::unix::fs::symlink(t.project().join(".salt"), r.join("salt-roots/demo")).expect("link");
+    std::fs::create_dir_all(r.join("pillar-roots/makina-projects")).expect("mkdir");
+    std::os::unix::fs::symlink(
+        r.join("projects/demo/pillar"),
+        r.join("pillar-roots/makina-projects/demo"),
+    )
+    .expect("link");
+    write(
+        &r.join("pillar-roots/top.sls"),
+        "base:\n  '*':\n    - makina-projects.demo\n",
+    );
+    write(
+        &etc.join("minion"),
+        &format!(
+            "id: test-minion\nfile_client: local\nroot_dir: {r}\nfile_roots:\n  base:\n    - {r}/salt-roots\npillar_roots:\n  base:\n    - {r}/pillar-roots\ncachedir: {r}/var/cache/salt\npki_dir: {r}/etc/salt/pki\nsock_dir: {r}/var/run/salt\nlog_file: {r}/var/log/salt/minion\nextension_modules: {r}/var/cache/salt/extmods\nuser: root\n",
+            r = r.display()
+        ),
+    );
+    etc
+}
+
+fn salt_config(etc: &Path, extra: &str) -> String {
+    format!("reconfigure:\n  steps:\n    - salt: [demo.200_reconfigure]\n      config_dir: {}\n      timeout: 2m\n{extra}", etc.display())
+}
+
+#[test]
+fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
+    let salt = salt_call();
+    let t = Tree::new("salt", "");
+    let etc = salt_tree(&t);
+    write(&t.project().join(".salt/mc-launcher.yml"), &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{}", salt_config(&etc, "")));
+    let out_file = t.root().join("site.txt");
+    write(
+        &t.project().join(".salt/200_reconfigure.sls"),
+        &format!("site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n", out_file.display()),
+    );
+    write(
+        &t.volume().join("configuration/pillar.sls"),
+        "makina-projects.demo:\n  data:\n    site: from-the-volume\n",
+    );
+    let path = format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        salt.parent().expect("bin").display()
+    );
+    let out = t
+        .launch(&["prepare"])
+        .env("PATH", &path)
+        .timeout(Duration::from_secs(180))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(&out_file)
+            .expect("salt wrote it")
+            .trim(),
+        "site=from-the-volume"
+    );
+    assert!(
+        out.stdout.contains("salt-1 | "),
+        "salt's output is prefixed\n{}",
+        out.all()
+    );
+    // Nothing changed: no salt-call at all the second time.
+    std::fs::remove_file(&out_file).expect("rm");
+    let t0 = Instant::now();
+    let out = t.launch(&["prepare"]).env("PATH", &path).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(!out_file.exists(), "salt did not run");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_failing_salt_state_fails_the_phase() {
+    let salt = salt_call();
+    let t = Tree::new("saltfail", "");
+    let etc = salt_tree(&t);
+    write(
+        &t.project().join(".salt/mc-launcher.yml"),
+        &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{}services:\n  web:\n    cmd: [\"echo\", \"web-started\"]\n", salt_config(&etc, "")),
+    );
+    write(
+        &t.project().join(".salt/200_reconfigure.sls"),
+        "broken:\n  cmd.run:\n    - name: exit 7\n",
+    );
+    let path = format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        salt.parent().expect("bin").display()
+    );
+    let out = t
+        .launch(&[])
+        .env("PATH", &path)
+        .timeout(Duration::from_secs(180))
+        .run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("salt-1: salt-call failed"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !out.stdout.contains("web-started"),
+        "no service started\n{}",
+        out.all()
+    );
+}

@@ -1,0 +1,550 @@
+//! Circus-style supervision of configured services (DESIGN §5), with the
+//! real binary as PID 1.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// A config file in `d` with `body`; returns the args to use it.
+fn config(d: &TempDir, body: &str) -> String {
+    let p = d.join("mc-launcher.yml");
+    write(&p, body);
+    p.to_string_lossy().into_owned()
+}
+
+fn lines(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A service script that logs its start, and its stop when TERM arrives.
+fn logged(name: &str, log: &std::path::Path) -> String {
+    format!(
+        "trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    )
+}
+
+#[test]
+fn start_in_dependency_and_priority_order_stop_in_reverse() {
+    let d = TempDir::new("order");
+    let log = d.join("log");
+    let cfg = config(
+        &d,
+        &format!(
+            r#"
+services:
+  a:
+    cmd: ["sh", "-c", "{a}"]
+  b:
+    cmd: ["sh", "-c", "{b}"]
+    after: [a]
+  c:
+    cmd: ["sh", "-c", "{c}"]
+    priority: 10
+"#,
+            a = logged("a", &log),
+            b = logged("b", &log),
+            c = logged("c", &log)
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg])
+        .env("MC_LOG", "debug")
+        .root(d.path())
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(5), || lines(&log).len() == 3),
+        "{:?}",
+        lines(&log)
+    );
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    // Spawn order, from the launcher's own log: c (priority 10) and a
+    // (level 0), then b (after a). Without a `ready` check, `after` orders
+    // spawns; the services' own first lines may still race.
+    let spawned: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("mc-launcher: debug: "))
+        .filter_map(|l| l.split_once(": started, pid").map(|(name, _)| name))
+        .collect();
+    assert_eq!(spawned, ["c", "a", "b"], "{}", out.all());
+    // Stops are sequential (a level waits until the one above is down), so
+    // the services' own log shows their order.
+    let got = lines(&log);
+    assert_eq!(
+        &got[3..],
+        ["stop b", "stop a", "stop c"],
+        "reverse order, higher priority last\n{}",
+        out.all()
+    );
+    for name in ["a", "b", "c"] {
+        assert!(
+            out.stderr.contains(&format!("summary: {name}: stopped in")),
+            "{}",
+            out.all()
+        );
+    }
+}
+
+#[test]
+fn after_waits_for_readiness() {
+    let d = TempDir::new("ready");
+    let log = d.join("log");
+    let flag = d.join("flag");
+    let cfg = config(
+        &d,
+        &format!(
+            r#"
+services:
+  slow:
+    cmd: ["sh", "-c", "sleep 0.6; echo slow-ready >> {log}; touch {flag}; exec sleep 100"]
+    ready: {{file: "{flag}", interval: 50ms, timeout: 5s}}
+  tcp:
+    cmd: ["python3", "-c", "import socket,time; time.sleep(0.4); s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 0)); s.listen(); open('{port}','w').write(str(s.getsockname()[1])); time.sleep(100)"]
+  dependent:
+    cmd: ["sh", "-c", "echo dependent-start >> {log}; exec sleep 100"]
+    after: [slow]
+"#,
+            log = log.display(),
+            flag = flag.display(),
+            port = d.join("port").display()
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    assert!(
+        wait_until(Duration::from_secs(5), || lines(&log).len() == 2),
+        "{:?}",
+        lines(&log)
+    );
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(
+        lines(&log),
+        ["slow-ready", "dependent-start"],
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("slow: ready"), "{}", out.all());
+}
+
+#[test]
+fn readiness_timeout_fails_a_critical_service() {
+    let d = TempDir::new("readyfail");
+    let cfg = config(
+        &d,
+        r#"
+services:
+  never:
+    cmd: ["sleep", "100"]
+    critical: true
+    ready: {tcp: "127.0.0.1:1", timeout: 300ms, interval: 50ms}
+  other:
+    cmd: ["sleep", "100"]
+"#,
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("never: FAILED: not ready after 300ms"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("summary: other: stopped in"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn term_ignoring_service_is_killed_with_its_group_after_grace() {
+    let d = TempDir::new("grace");
+    let marker = format!("{}", 700_000 + std::process::id() % 100_000);
+    let cfg = config(
+        &d,
+        &format!(
+            r#"
+services:
+  stubborn:
+    cmd: "sh -c 'trap \"\" TERM; (trap \"\" TERM; exec sleep {marker}) & while :; do sleep 0.05; done'"
+    graceful_timeout: 400ms
+"#
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).not_pid1().spawn();
+    assert!(wait_until(Duration::from_secs(5), || !pids_with_cmdline(
+        &format!("sleep {marker}")
+    )
+    .is_empty()));
+    let t = Instant::now();
+    run.signal(15);
+    let out = run.wait();
+    let took = t.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        took >= Duration::from_millis(380) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert!(
+        out.stderr.contains("stubborn: stopped in") && out.stderr.contains("SIGKILL after grace"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
+        "the whole group is gone"
+    );
+}
+
+#[test]
+fn one_global_deadline_for_several_slow_services() {
+    let d = TempDir::new("deadline");
+    let mut body = String::from("shutdown:\n  timeout: 800ms\nservices:\n");
+    for i in 0..4 {
+        body.push_str(&format!(
+            "  slow{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n    graceful_timeout: 30s\n"
+        ));
+        if i > 0 {
+            body.push_str(&format!("    after: [slow{}]\n", i - 1));
+        }
+    }
+    let cfg = config(&d, &body);
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    let t = Instant::now();
+    run.signal(15);
+    let out = run.wait();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "the 800ms deadline held for 4 levels: took {took:?}\n{}",
+        out.all()
+    );
+    assert_eq!(
+        out.stderr.matches("SIGKILL after grace").count(),
+        4,
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn crash_loop_backs_off_and_ends_failed() {
+    let d = TempDir::new("crash");
+    let log = d.join("starts");
+    let cfg = config(
+        &d,
+        &format!(
+            r#"
+services:
+  crashy:
+    cmd: ["sh", "-c", "date +%s.%N >> {log}; exit 3"]
+    max_retry: 4
+    backoff: {{initial: 100ms, max: 10s}}
+    min_uptime: 1s
+"#,
+            log = log.display()
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(
+        out.code,
+        Some(1),
+        "nothing left to supervise, one service failed\n{}",
+        out.all()
+    );
+    let times: Vec<f64> = lines(&log).iter().filter_map(|l| l.parse().ok()).collect();
+    assert_eq!(times.len(), 5, "first start + 4 retries\n{}", out.all());
+    let delays: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    for (i, d) in delays.iter().enumerate() {
+        let base = 0.1 * f64::from(1u32 << i);
+        assert!(
+            *d >= base * 0.5 - 0.01 && *d <= base + 0.25,
+            "delay {i} = {d:.3}s, base {base}s: {delays:?}"
+        );
+    }
+    assert!(delays[3] > delays[0], "delays grow: {delays:?}");
+    assert!(
+        out.stderr
+            .contains("crashy: FAILED: 5 consecutive failed starts"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn critical_service_decides_the_exit() {
+    let d = TempDir::new("critical");
+    let cfg = config(
+        &d,
+        r#"
+services:
+  job:
+    cmd: ["sh", "-c", "sleep 0.3; exit 7"]
+    critical: true
+    respawn: false
+  web:
+    cmd: ["sleep", "100"]
+"#,
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(out.code, Some(7), "{}", out.all());
+    assert!(
+        out.stderr.contains("summary: web: stopped in"),
+        "{}",
+        out.all()
+    );
+
+    let cfg = config(
+        &d,
+        r#"
+services:
+  flaky:
+    cmd: ["false"]
+    critical: true
+    max_retry: 1
+    backoff: {initial: 10ms, max: 10ms}
+  web:
+    cmd: ["sleep", "100"]
+"#,
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(
+        out.code,
+        Some(1),
+        "critical service exhausted its retries\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn numprocesses_runs_that_many() {
+    let d = TempDir::new("nproc");
+    let log = d.join("pids");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  w:\n    cmd: [\"sh\", \"-c\", \"echo $$ >> {}; exec sleep 100\"]\n    numprocesses: 3\n",
+            log.display()
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    assert!(wait_until(Duration::from_secs(5), || lines(&log).len() == 3));
+    std::thread::sleep(Duration::from_millis(200));
+    run.signal(15);
+    let out = run.wait();
+    let mut pids = lines(&log);
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
+
+#[test]
+fn user_drops_privileges() {
+    let d = TempDir::new("user");
+    let out_file = d.join("id");
+    std::fs::create_dir_all(d.path()).expect("dir");
+    // Let nobody write into the test directory.
+    std::process::Command::new("chmod")
+        .args(["777", d.path().to_str().expect("utf8")])
+        .status()
+        .expect("chmod");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  u:\n    cmd: [\"sh\", \"-c\", \"echo $(id -u) $(id -g) $HOME $USER > {}\"]\n    user: nobody\n    respawn: false\n",
+            out_file.display()
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let text = std::fs::read_to_string(&out_file).expect("service wrote its ids");
+    let nobody = nix_user("nobody");
+    assert_eq!(
+        text.trim(),
+        format!("{} {} {} nobody", nobody.0, nobody.1, nobody.2),
+        "{}",
+        out.all()
+    );
+}
+
+fn nix_user(name: &str) -> (u32, u32, String) {
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .expect("user exists");
+    let f: Vec<&str> = line.split(':').collect();
+    (
+        f[2].parse().expect("uid"),
+        f[3].parse().expect("gid"),
+        f[5].to_string(),
+    )
+}
+
+#[test]
+fn prefix_output_is_complete_and_unmixed() {
+    let d = TempDir::new("prefix");
+    let mut body = String::from("services:\n");
+    for i in 0..4 {
+        body.push_str(&format!(
+            "  s{i}:\n    cmd: [\"sh\", \"-c\", \"seq -f 's{i} line %g of a reasonably long log line' 1 20000\"]\n    stdout: prefix\n    respawn: false\n"
+        ));
+    }
+    let cfg = config(&d, &body);
+    let out = Launch::new(&["-c", &cfg, "-q"])
+        .root(d.path())
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", &out.stderr);
+    let mut next = [1u32; 4];
+    for line in out.stdout.lines() {
+        let (name, rest) = line
+            .split_once(" | ")
+            .unwrap_or_else(|| panic!("torn line: {line:?}"));
+        let i: usize = name
+            .trim_start_matches('s')
+            .parse()
+            .unwrap_or_else(|_| panic!("bad prefix: {line:?}"));
+        let want = format!("s{i} line {} of a reasonably long log line", next[i]);
+        assert_eq!(rest, want, "line out of order or mixed");
+        next[i] += 1;
+    }
+    assert_eq!(next, [20001; 4], "every line of every service arrived");
+}
+
+#[test]
+fn stderr_prefix_and_partial_last_line() {
+    let d = TempDir::new("stderr");
+    let cfg = config(
+        &d,
+        "services:\n  e:\n    cmd: [\"sh\", \"-c\", \"echo out; echo err >&2; printf partial\"]\n    stdout: prefix\n    stderr: prefix\n    respawn: false\n",
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert!(
+        out.stdout.contains("e | out\ne | partial\n"),
+        "{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("e ! err\n"), "{}", out.all());
+}
+
+#[test]
+fn file_output_rotates() {
+    let d = TempDir::new("rotate");
+    let logf = d.join("logs/w.log");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  w:\n    cmd: [\"sh\", \"-c\", \"seq -f 'line %05g' 1 1000\"]\n    stdout: {{file: \"{}\", max_bytes: 1000, backup_count: 3}}\n    respawn: false\n",
+            logf.display()
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    for suffix in ["", ".1", ".2", ".3"] {
+        let p = d.join(&format!("logs/w.log{suffix}"));
+        let len = std::fs::metadata(&p)
+            .map(|m| m.len())
+            .unwrap_or_else(|_| panic!("{} missing", p.display()));
+        assert!(len > 0 && len <= 1000, "{} has {len} bytes", p.display());
+    }
+    assert!(!d.join("logs/w.log.4").exists(), "backup_count holds");
+    let last = std::fs::read_to_string(&logf).expect("log");
+    assert!(last.ends_with("line 01000\n"), "{last}");
+}
+
+#[test]
+fn idle_launcher_does_not_wake_up() {
+    let d = TempDir::new("idle");
+    let mut body = String::from("services:\n");
+    for i in 0..5 {
+        body.push_str(&format!("  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n"));
+    }
+    let cfg = config(&d, &body);
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let pid = run.launcher_pid();
+    std::thread::sleep(Duration::from_millis(800));
+    let switches = |pid: i32| {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        s.lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .expect("switch count")
+    };
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let after = switches(pid);
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(
+        after,
+        before,
+        "the launcher woke up {} times while idle",
+        after - before
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
+
+#[test]
+fn missing_command_fails_without_spinning() {
+    let d = TempDir::new("missing");
+    let cfg = config(&d, "services:\n  ghost:\n    cmd: [\"/nonexistent/ghost\"]\n  web:\n    cmd: [\"sleep\", \"100\"]\n");
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    std::thread::sleep(Duration::from_millis(500));
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(
+        out.stderr.matches("cannot run /nonexistent/ghost").count(),
+        2,
+        "one FAILED line and one summary\n{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("ghost: FAILED"), "{}", out.all());
+    let out = Launch::new(&["-c", &cfg, "check"])
+        .root(d.path())
+        .not_pid1()
+        .run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert!(
+        out.stderr.contains("ghost") && out.stderr.contains("/nonexistent/ghost"),
+        "{}",
+        out.all()
+    );
+}
+
+#[test]
+fn main_command_runs_alongside_services() {
+    let d = TempDir::new("main");
+    let log = d.join("log");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  bg:\n    cmd: [\"sh\", \"-c\", \"{}\"]\n",
+            logged("bg", &log)
+        ),
+    );
+    let out = Launch::new(&[
+        "-c",
+        &cfg,
+        "--",
+        "sh",
+        "-c",
+        &format!("sleep 0.3; cat {}; exit 4", log.display()),
+    ])
+    .root(d.path())
+    .run();
+    assert_eq!(out.code, Some(4), "{}", out.all());
+    assert!(
+        out.stdout.contains("start bg"),
+        "the service started before the main command\n{}",
+        out.all()
+    );
+    assert_eq!(lines(&log), ["start bg", "stop bg"]);
+}
