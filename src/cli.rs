@@ -511,7 +511,7 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
 }
 
-fn run(cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
+fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
     for w in warnings {
         log::warn!("{w}");
     }
@@ -520,6 +520,10 @@ fn run(cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
         Err(code) => return code,
     };
     let mut services = services_with_main(&cfg, &args.cmd);
+    if cfg.file.is_some() {
+        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    }
+    let state_dir = cfg.paths.state.clone();
     if services.is_empty() && cfg.file.is_none() {
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
         return error::EXIT_USAGE;
@@ -538,7 +542,8 @@ fn run(cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
         let mut opts = opts;
         opts.config = Some(file);
         Box::new(move || {
-            config::load(&opts).map(|l| {
+            config::load(&opts).map(|mut l| {
+                l.config.paths.state = state_dir.clone();
                 let services = l.config.services.clone();
                 (l.config, services)
             })

@@ -68,7 +68,13 @@ pub fn candidate_paths(cfg: &Config) -> Vec<PathBuf> {
         out.push(PathBuf::from(xdg).join("mc-launcher.sock"));
     }
     out.push(cfg.paths.state.join("mc-launcher.sock"));
-    out.dedup();
+    // Where a launcher whose state dir fell back put it (a client reads the
+    // configured state dir, not the fallback the launcher picked).
+    for d in crate::fsutil::state_fallbacks() {
+        out.push(d.join("mc-launcher.sock"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
     out
 }
 

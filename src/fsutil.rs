@@ -148,6 +148,42 @@ pub fn ensure_dir(dir: &Path, mode: u32, owner: Option<(Uid, Gid)>) -> Result<()
     Ok(())
 }
 
+/// Where the state dir goes when the configured one is not writable, in order.
+pub fn state_fallbacks() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("/run/mc-launcher")];
+    if let Some(x) = std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        out.push(PathBuf::from(x).join("mc-launcher"));
+    }
+    out.push(std::env::temp_dir().join(format!("mc-launcher-{}", Uid::effective())));
+    out
+}
+
+/// The state directory the launcher can really write to: `preferred`, or,
+/// when it cannot be created or written (a `--read-only` root, a non-root
+/// `--user`), `/run/mc-launcher`, `$XDG_RUNTIME_DIR/mc-launcher`, then
+/// `$TMPDIR/mc-launcher-UID`. A fallback is logged: what it holds (digests,
+/// the saved image pillar) then lasts only as long as that directory.
+pub fn usable_state_dir(preferred: &Path) -> PathBuf {
+    let writable = |d: &Path| {
+        std::fs::create_dir_all(d).is_ok()
+            && nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok()
+    };
+    if writable(preferred) {
+        return preferred.to_path_buf();
+    }
+    for c in state_fallbacks() {
+        if c != preferred && writable(&c) {
+            log::warn!(
+                "state dir {} is not writable: using {} (digests and the saved image pillar last only as long as it)",
+                preferred.display(),
+                c.display()
+            );
+            return c;
+        }
+    }
+    preferred.to_path_buf()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -311,7 +311,14 @@ pub const TOP: &[&str] = &[
 ];
 pub const PATHS: &[&str] = &["salt", "project", "pillar", "volume", "state"];
 pub const PILLAR: &[&str] = &["source", "target", "on_invalid"];
-pub const SSH: &[&str] = &["keys_dirs", "user", "watch", "sshd", "host_keys_dir"];
+pub const SSH: &[&str] = &[
+    "keys_dirs",
+    "user",
+    "home",
+    "watch",
+    "sshd",
+    "host_keys_dir",
+];
 pub const RECONFIGURE: &[&str] = &["on_error", "skip_unchanged", "steps"];
 pub const STEP: &[&str] = &["salt", "template", "command", "timeout", "config_dir"];
 pub const TEMPLATE: &[&str] = &["src", "dest", "mode", "owner"];
@@ -470,6 +477,7 @@ fn ssh(d: &mut Decoder, n: &Node, s: &mut SshCfg) {
                     }
                 }
             }
+            "home" => s.home = d.path(v, "ssh.home").or_else(|| s.home.clone()),
             "watch" => s.watch = d.bool(v, "ssh.watch").unwrap_or(s.watch),
             "sshd" => match v.scalar() {
                 Some(Scalar::Str("auto")) => s.sshd = SshdMode::Auto,

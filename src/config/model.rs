@@ -81,6 +81,9 @@ pub enum SshdMode {
 pub struct SshCfg {
     pub keys_dirs: Vec<PathBuf>,
     pub user: String,
+    /// The user's home, when not the one of the password database (the
+    /// demo writes keys into a temporary home).
+    pub home: Option<PathBuf>,
     pub watch: bool,
     pub sshd: SshdMode,
     pub host_keys_dir: PathBuf,
@@ -311,6 +314,7 @@ impl Config {
             ssh: SshCfg {
                 keys_dirs: vec![paths.volume.join("ssh"), paths.volume.join("ms_ssh")],
                 user: "root".to_string(),
+                home: None,
                 watch: true,
                 sshd: SshdMode::Auto,
                 host_keys_dir: paths.volume.join("configuration/ssh_host_keys"),

@@ -112,7 +112,7 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
     for d in &set.refused {
         log::error!("ssh: {d}");
     }
-    match super::ssh::sync(&cfg.ssh.user, &set.keys) {
+    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
             log::warn!("ssh: skipped, not running as root: {e}");
@@ -122,6 +122,12 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
             log::error!("ssh: {e}");
             return Err(error::EXIT_FAILURE);
         }
+    }
+    if !nix::unistd::Uid::effective().is_root() && cfg.ssh.sshd != crate::config::SshdMode::Never {
+        log::warn!(
+            "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
+        );
+        return Ok(None);
     }
     match super::ssh::sshd_service(cfg, !set.keys.is_empty()) {
         Ok(s) => Ok(s),
@@ -142,7 +148,7 @@ pub fn resync_keys(cfg: &Config) {
     for d in &set.refused {
         log::error!("ssh: {d}");
     }
-    match super::ssh::sync(&cfg.ssh.user, &set.keys) {
+    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
         Ok(_) => {}
         Err(e) => log::error!("ssh: {e}"),

@@ -277,7 +277,7 @@ impl fmt::Display for SyncOutcome {
 }
 
 /// Write the keys for `user` (home and ids from the password database).
-pub fn sync(user: &str, keys: &[String]) -> Result<SyncOutcome, FsError> {
+pub fn sync(user: &str, home: Option<&Path>, keys: &[String]) -> Result<SyncOutcome, FsError> {
     let u = nix::unistd::User::from_name(user)
         .ok()
         .flatten()
@@ -285,7 +285,7 @@ pub fn sync(user: &str, keys: &[String]) -> Result<SyncOutcome, FsError> {
             path: PathBuf::from(user),
             err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such user"),
         })?;
-    sync_into(&u.dir, u.uid, u.gid, keys)
+    sync_into(home.unwrap_or(&u.dir), u.uid, u.gid, keys)
 }
 
 /// `~/.ssh` 0700 and `authorized_keys` 0600, both owned by the user; lines

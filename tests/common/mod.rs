@@ -69,6 +69,8 @@ pub struct Launch {
     pub before: Option<String>,
     /// Other mount commands run in the namespace before the launcher.
     pub mounts: Vec<String>,
+    /// What to run instead of the launcher (a script that execs it).
+    pub program: Option<PathBuf>,
 }
 
 impl Launch {
@@ -85,7 +87,13 @@ impl Launch {
             after: None,
             before: None,
             mounts: Vec::new(),
+            program: None,
         }
+    }
+    /// Run `program` (which execs the launcher) instead of the launcher.
+    pub fn program(mut self, program: &Path) -> Launch {
+        self.program = Some(program.to_path_buf());
+        self
     }
     pub fn not_pid1(mut self) -> Launch {
         self.pid1 = false;
@@ -165,7 +173,7 @@ impl Launch {
         if self.pid1 {
             c.args(["unshare", "--fork", "--pid", "--mount-proc", "--kill-child"]);
         }
-        c.arg(bin());
+        c.arg(self.program.clone().unwrap_or_else(bin));
         c.args(&self.args);
         c.env_remove("MC_LAUNCHER_CONFIG")
             .env_remove("MC_PROJECT")
@@ -445,4 +453,28 @@ pub fn socket_path(run: &Running) -> PathBuf {
         "/proc/{}/root/run/mc-launcher.sock",
         run.launcher_pid()
     ))
+}
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET path` over plain HTTP/1.0; the body, or `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }

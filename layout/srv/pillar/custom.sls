@@ -1,0 +1,2 @@
+# Image-wide pillar data, merged by salt before the project's pillar.
+custom: {}
