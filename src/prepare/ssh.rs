@@ -508,6 +508,7 @@ mod tests {
         let cfg = SshCfg {
             keys_dirs: vec![d.clone()],
             user: "root".into(),
+            home: None,
             watch: false,
             sshd: SshdMode::Never,
             host_keys_dir: d.join("hk"),
