@@ -82,6 +82,9 @@ pub struct Args {
     pub cmd: Vec<String>,
     /// The words after `ctl`.
     pub ctl: Vec<String>,
+    /// The original launcher's `key=value` arguments were given: the
+    /// prepare phase runs with the makina defaults even without a config.
+    pub original: bool,
 }
 
 /// What parsing the command line decided.
@@ -107,6 +110,7 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         verbosity: 0,
         cmd: Vec::new(),
         ctl: Vec::new(),
+        original: false,
     };
     let mut skip_args: Vec<String> = Vec::new();
     let mut subcommand_seen = false;
@@ -193,6 +197,7 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
     // is given, the other keeps the original's default (False); ssh keys were
     // installed when either was true.
     if ssh_config.is_some() || re_configure.is_some() {
+        args.original = true;
         let (ssh, reconf) = (ssh_config.unwrap_or(false), re_configure.unwrap_or(false));
         if !reconf && !args.skip.contains(&Step::Reconfigure) {
             args.skip.push(Step::Reconfigure);
@@ -494,6 +499,13 @@ fn signal_source() -> Result<crate::signals::SignalSource, i32> {
     })
 }
 
+/// Whether the prepare phase runs: with a config file, or with the original
+/// launcher's arguments for a known project (its makina defaults then apply:
+/// the volume's pillar override and keys, as `launch.sh` did).
+fn prepares(cfg: &Config, args: &Args) -> bool {
+    cfg.file.is_some() || (args.original && cfg.project.is_some())
+}
+
 fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     for w in warnings {
         log::warn!("{w}");
@@ -502,10 +514,14 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if cfg.file.is_none() {
-        log::warn!("no config file: nothing to prepare");
+    // Asked for explicitly: a known project gets its makina defaults.
+    let enabled = cfg.file.is_some() || cfg.project.is_some();
+    if !enabled {
+        log::warn!("no config file and no project: nothing to prepare");
     }
-    match crate::prepare::phase::run(cfg, &args.skip, &mut signals) {
+    let mut cfg = cfg.clone();
+    cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut signals) {
         Ok(_) => error::EXIT_OK,
         Err(code) => code,
     }
@@ -520,7 +536,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         Err(code) => return code,
     };
     let mut services = services_with_main(&cfg, &args.cmd);
-    if cfg.file.is_some() {
+    if prepares(&cfg, args) {
         cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
     }
     let state_dir = cfg.paths.state.clone();
@@ -528,7 +544,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
         return error::EXIT_USAGE;
     }
-    match crate::prepare::phase::run(&cfg, &args.skip, &mut signals) {
+    match crate::prepare::phase::run(&cfg, &args.skip, prepares(&cfg, args), &mut signals) {
         // sshd, when the phase asks for it, runs first among the services.
         Ok(extra) => {
             for s in extra.into_iter().rev() {
@@ -549,7 +565,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
             })
         }) as crate::supervisor::Reloader
     });
-    let watch_keys = cfg.file.is_some() && cfg.ssh.watch && !args.skip.contains(&Step::Ssh);
+    let watch_keys = prepares(&cfg, args) && cfg.ssh.watch && !args.skip.contains(&Step::Ssh);
     crate::supervisor::run(
         cfg,
         services,

@@ -13,11 +13,15 @@ use nix::sys::signal::Signal;
 pub fn run(
     cfg: &Config,
     skip: &[SkipStep],
+    enabled: bool,
     signals: &mut SignalSource,
 ) -> Result<Vec<Service>, i32> {
     let mut extra = Vec::new();
-    if cfg.file.is_none() {
+    if !enabled {
         return Ok(extra); // plain init: nothing to prepare
+    }
+    if cfg.file.is_none() && !skip.contains(&SkipStep::Reconfigure) {
+        log::info!("reconfigure: no mc-launcher.yml, so no steps: salt states run only when listed in reconfigure.steps");
     }
     if !skip.contains(&SkipStep::Pillar) {
         pillar(cfg)?;
