@@ -5,7 +5,8 @@
 # example-project/Dockerfile over it.
 #
 #   scripts/docker-image.sh [BINARY] [TAG]
-# BINARY defaults to target/release/mc-launcher, TAG to mc-launcher/example:latest.
+# BINARY defaults to target/release/mc-launcher, TAG to mc-launcher/example:latest;
+# --base-only builds the base image only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/mc-launcher}
@@ -28,6 +29,8 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
 fi
+
+[ "$bin" = --base-only ] && exit 0
 
 echo "== building $tag" >&2
 ctx=$(mktemp -d)

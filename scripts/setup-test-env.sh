@@ -17,6 +17,10 @@ have ps || need_apt+=(procps)
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 have ssh || need_apt+=(openssh-client)
 have ssh-keygen || need_apt+=(openssh-client)
+# The Docker tests build their base image with debootstrap (Docker Engine
+# itself comes with the machine: there is no registry to pull from).
+have debootstrap || need_apt+=(debootstrap)
+have docker || { echo "Docker Engine is needed for tests/docker.rs" >&2; exit 1; }
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
     pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')
@@ -51,4 +55,11 @@ if ! "$venv/bin/salt-call" --version 2>/dev/null | grep -q "$salt_version" \
     "$venv/bin/pip" install -q --disable-pip-version-check "salt==$salt_version"
 fi
 "$venv/bin/salt-call" --version
+
+# The base image of the Docker tests (debootstrap, once; cached by tag). The
+# example image itself is built by the tests, from the binary under test.
+if ! docker image inspect mc-launcher/base:bookworm >/dev/null 2>&1; then
+    echo "building the Docker base image (a minute, once)"
+    bash scripts/docker-image.sh --base-only
+fi
 echo "test environment ready"

@@ -120,6 +120,9 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
             log::warn!("ssh: skipped, not running as root: {e}");
+            if cfg.ssh.sshd != crate::config::SshdMode::Never {
+                log::warn!("sshd: skipped, not running as root");
+            }
             return Ok(None);
         }
         Err(e) => {
