@@ -1,0 +1,51 @@
+//! README.rst stays true to the code: every config option the decoder
+//! accepts is documented, and the two set-up commands are the ones CI and a
+//! newcomer run.
+
+use mc_launcher::config::decode::REFERENCE;
+
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.rst")).expect("README.rst")
+}
+
+#[test]
+fn every_config_option_is_in_the_reference() {
+    let text = readme();
+    let reference = &text[text
+        .find("Configuration reference")
+        .expect("reference section")..];
+    let mut missing = Vec::new();
+    for (section, keys) in REFERENCE {
+        for key in *keys {
+            let name = if section.is_empty() {
+                format!("``{key}``")
+            } else {
+                format!("``{section}.{key}``")
+            };
+            if !reference.contains(&name) {
+                missing.push(name);
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "options missing from README.rst's reference: {missing:?}"
+    );
+}
+
+#[test]
+fn the_two_commands_are_documented_and_ci_runs_the_test_command() {
+    let text = readme();
+    assert!(text.contains("\n    scripts/demo.sh\n"), "demo command");
+    assert!(
+        text.contains("\n    bash scripts/test.sh\n"),
+        "test command"
+    );
+    let ci =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/run")).expect(".ci/run");
+    assert!(
+        ci.lines()
+            .any(|l| l.trim().trim_start_matches("exec ") == "bash scripts/test.sh"),
+        "{ci}"
+    );
+}
