@@ -1484,8 +1484,16 @@ fn tcp_ready(addr: &str) -> bool {
         .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
 }
 
-/// Direct children of `pid`, from /proc (used when we are not PID 1).
+/// Direct children of `pid`, from /proc (used when we are not PID 1): the
+/// kernel's list when it has one (CONFIG_PROC_CHILDREN), else a scan of
+/// every process's parent.
 fn children_of(pid: i32) -> Vec<i32> {
+    if let Ok(list) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        return list
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+    }
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;

@@ -1,0 +1,567 @@
+#!/usr/bin/env python3
+"""mc-launcher vs tini, dumb-init, catatonit, supervisord and circusd.
+
+Run through bench/run (it installs the peers). Every metric is bounded in
+time; results go to bench/results/REPORT.md, results.json and PNG plots.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join(HERE, "results")
+
+
+def median_spread(xs):
+    xs = sorted(xs)
+    return {
+        "median": statistics.median(xs),
+        "p10": xs[len(xs) // 10],
+        "p90": xs[(len(xs) * 9) // 10],
+        "n": len(xs),
+    }
+
+
+def proc_mem(pid):
+    """RSS and PSS in KiB from smaps_rollup."""
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("Rss", "Pss"):
+                out[k.lower()] = int(v.split()[0])
+    return out
+
+
+def proc_cpu(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    ctx = {}
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                k, v = line.split(":")
+                ctx[k] = int(v)
+    return cpu, ctx["voluntary_ctxt_switches"] + ctx["nonvoluntary_ctxt_switches"]
+
+
+def wait_for(pred, limit=10.0, step=0.01):
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def children(pid):
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+class Bench:
+    def __init__(self, binary, venv):
+        self.bin = os.path.abspath(binary)
+        self.venv = venv
+        self.results = {}
+        self.tmp = tempfile.mkdtemp(prefix="mcl-bench-")
+
+    # ----- helpers ---------------------------------------------------------
+
+    def mc_config(self, services, extra=""):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        lines = ["control:", "  socket: %s/ctl.sock" % d, "paths:", "  state: %s/state" % d]
+        lines += ["shutdown:", "  timeout: 9s", "services:"]
+        for name, spec in services.items():
+            lines.append("  %s:" % name)
+            for k, v in spec.items():
+                lines.append("    %s: %s" % (k, json.dumps(v)))
+        path = os.path.join(d, "mc.yml")
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n" + extra)
+        return path, d
+
+    def start_mc(self, services, stdout=subprocess.DEVNULL):
+        cfg, d = self.mc_config(services)
+        env = dict(os.environ, MC_LOG="warn")
+        p = subprocess.Popen([self.bin, "-c", cfg, "--root", d], stdout=stdout, stderr=subprocess.DEVNULL, env=env)
+        return p, d
+
+    def start_supervisord(self, services):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = ["[supervisord]", "nodaemon=true", "logfile=%s/s.log" % d, "pidfile=%s/s.pid" % d,
+                "[unix_http_server]", "file=%s/s.sock" % d,
+                "[rpcinterface:supervisor]",
+                "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface"]
+        for name, argv in services.items():
+            conf += ["[program:%s]" % name, "command=%s" % " ".join(argv), "autorestart=true",
+                     "stdout_logfile=%s/%s.out" % (d, name), "stderr_logfile=%s/%s.err" % (d, name)]
+        path = os.path.join(d, "s.conf")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        p = subprocess.Popen([os.path.join(self.venv, "bin/supervisord"), "-c", path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return p
+
+    def start_circusd(self, services):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        conf = ["[circus]", "endpoint = ipc://%s/c.sock" % d, "pubsub_endpoint = ipc://%s/p.sock" % d,
+                "statsd = False", "check_delay = 5"]
+        for name, argv in services.items():
+            conf += ["[watcher:%s]" % name, "cmd = %s" % argv[0], "args = %s" % " ".join(argv[1:]),
+                     "warmup_delay = 0"]
+        path = os.path.join(d, "c.ini")
+        with open(path, "w") as f:
+            f.write("\n".join(conf) + "\n")
+        p = subprocess.Popen([os.path.join(self.venv, "bin/circusd"), path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, limit=15):
+        if p.poll() is None:
+            p.send_signal(sig)
+        try:
+            p.wait(limit)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def descendants_up(self, pid, n):
+        def count(p):
+            c = children(p)
+            return len(c) + sum(count(x) for x in c)
+        return wait_for(lambda: count(pid) >= n, 20)
+
+    # ----- metrics ---------------------------------------------------------
+
+    def exec_overhead(self, runs=60):
+        inits = {
+            "none": [],
+            "tini": ["tini", "--"],
+            "dumb-init": ["dumb-init"],
+            "catatonit": ["catatonit", "--"],
+            "mc-launcher": [self.bin, "--"],
+        }
+        res = {}
+        for name, pre in inits.items():
+            if pre and not shutil.which(pre[0]):
+                continue
+            argv = ["unshare", "--fork", "--pid", "--mount-proc"] + pre + ["/bin/true"]
+            env = dict(os.environ, MC_ROOT=self.tmp)
+            times = []
+            for _ in range(runs):
+                t = time.perf_counter()
+                subprocess.run(argv, env=env, check=True)
+                times.append((time.perf_counter() - t) * 1000)
+            res[name] = median_spread(times)
+        self.results["exec_overhead_ms"] = res
+
+    def memory(self):
+        res = {}
+        for n in (1, 5, 50):
+            svcs = {"s%d" % i: ["sleep", "3600"] for i in range(n)}
+            p, _ = self.start_mc({k: {"cmd": v} for k, v in svcs.items()})
+            self.descendants_up(p.pid, n)
+            time.sleep(0.3)
+            res.setdefault("mc-launcher", {})[n] = proc_mem(p.pid)
+            self.stop(p)
+            s = self.start_supervisord(svcs)
+            self.descendants_up(s.pid, n)
+            time.sleep(0.5)
+            res.setdefault("supervisord", {})[n] = proc_mem(s.pid)
+            self.stop(s)
+            c = self.start_circusd(svcs)
+            self.descendants_up(c.pid, n)
+            time.sleep(0.5)
+            res.setdefault("circusd", {})[n] = proc_mem(c.pid)
+            self.stop(c)
+        for init, pre in (("tini", ["tini", "--"]), ("catatonit", ["catatonit", "--"]), ("dumb-init", ["dumb-init"])):
+            if shutil.which(pre[0]):
+                p = subprocess.Popen(pre + ["sleep", "3600"])
+                self.descendants_up(p.pid, 1)
+                time.sleep(0.2)
+                res.setdefault(init, {})[1] = proc_mem(p.pid)
+                self.stop(p, signal.SIGKILL)
+                subprocess.run(["pkill", "-f", "^sleep 3600$"])
+        self.results["memory_kib"] = res
+
+    def idle(self, seconds=10):
+        svcs = {"s%d" % i: ["sleep", "3600"] for i in range(10)}
+        res = {}
+        for name, start in (("mc-launcher", lambda: self.start_mc({k: {"cmd": v} for k, v in svcs.items()})[0]),
+                            ("supervisord", lambda: self.start_supervisord(svcs)),
+                            ("circusd", lambda: self.start_circusd(svcs))):
+            p = start()
+            self.descendants_up(p.pid, 10)
+            time.sleep(1)
+            cpu0, ctx0 = proc_cpu(p.pid)
+            time.sleep(seconds)
+            cpu1, ctx1 = proc_cpu(p.pid)
+            res[name] = {"cpu_ms": round((cpu1 - cpu0) * 1000, 1), "ctx_switches": ctx1 - ctx0,
+                         "wakeups_per_s": round((ctx1 - ctx0) / seconds, 2)}
+            self.stop(p)
+        self.results["idle_10_services"] = res
+
+    def stop_time(self):
+        trap = "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 1 & wait $!; done"
+        res = {}
+        svcs = {"t%d" % i: {"cmd": ["sh", "-c", trap]} for i in range(10)}
+        times = []
+        for _ in range(5):
+            p, _ = self.start_mc(svcs)
+            self.descendants_up(p.pid, 10)
+            time.sleep(0.3)
+            t = time.perf_counter()
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+            times.append((time.perf_counter() - t) * 1000)
+        res["10 services trapping TERM (exit 200 ms later)"] = median_spread(times)
+        ign = {"ign": {"cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], "graceful_timeout": "1s"}}
+        times = []
+        for _ in range(3):
+            p, _ = self.start_mc(ign)
+            self.descendants_up(p.pid, 1)
+            time.sleep(0.3)
+            t = time.perf_counter()
+            p.send_signal(signal.SIGTERM)
+            p.wait(15)
+            times.append((time.perf_counter() - t) * 1000)
+        res["1 service ignoring TERM (graceful_timeout 1s)"] = median_spread(times)
+        self.results["stop_ms"] = res
+
+    def reaping(self, n=2000):
+        # The main command leaves n orphans that exit at once: time until
+        # the init has reaped them all and exited.
+        script = "i=0; while [ $i -lt %d ]; do (sleep 0.01 &) ; i=$((i+1)); done; sleep 0.5" % n
+        res = {}
+        for name, pre in (("tini", ["tini", "-s", "--"]), ("mc-launcher", [self.bin, "--"])):
+            times, zombies = [], []
+            for _ in range(3):
+                t = time.perf_counter()
+                out = subprocess.run(["unshare", "--fork", "--pid", "--mount-proc"] + pre +
+                                     ["sh", "-c", script + "; ps -eo stat= | grep -c '^Z' || true"],
+                                     capture_output=True, text=True, env=dict(os.environ, MC_ROOT=self.tmp))
+                times.append((time.perf_counter() - t) * 1000)
+                zombies.append(int((out.stdout.strip() or "0").splitlines()[-1]))
+            res[name] = {"ms": median_spread(times), "zombies_left_max": max(zombies)}
+        self.results["reaping_2000_orphans"] = res
+
+    def logs(self, mib_per_service=50, services=4):
+        line = "x" * 99
+        gen = "yes %s | head -c %d" % (line, mib_per_service << 20)
+        res = {}
+        # Direct: each writer to its own file.
+        d = tempfile.mkdtemp(dir=self.tmp)
+        t = time.perf_counter()
+        ps = [subprocess.Popen(["sh", "-c", gen + " > %s/direct%d" % (d, i)]) for i in range(services)]
+        for p in ps:
+            p.wait()
+        direct = time.perf_counter() - t
+        # Through mc-launcher's prefix, into one file.
+        flags = tempfile.mkdtemp(dir=self.tmp)
+        svcs = {"w%d" % i: {"cmd": ["sh", "-c", gen + "; touch %s/done%d" % (flags, i)], "stdout": "prefix",
+                            "respawn": False} for i in range(services)}
+        cfg, d2 = self.mc_config(svcs)
+        # The main command ends the run once every writer is done.
+        until = "until [ $(ls %s | wc -l) -ge %d ]; do sleep 0.01; done" % (flags, services)
+        with open(os.path.join(d2, "out"), "wb") as out:
+            t = time.perf_counter()
+            p = subprocess.Popen([self.bin, "-c", cfg, "--root", d2, "--", "sh", "-c", until],
+                                 stdout=out, stderr=subprocess.DEVNULL, env=dict(os.environ, MC_LOG="warn"))
+            p.wait()
+            prefix = time.perf_counter() - t
+        size = os.path.getsize(os.path.join(d2, "out"))
+        total = services * (mib_per_service << 20)
+        with open(os.path.join(d2, "out"), "rb") as f:
+            bad = sum(1 for l in f if not (l.startswith(b"w") and l.endswith(line.encode() + b"\n")))
+        res["direct"] = {"s": round(direct, 3), "mib_per_s": round(total / direct / 2**20, 1)}
+        res["mc-launcher prefix"] = {"s": round(prefix, 3), "mib_per_s": round(total / prefix / 2**20, 1),
+                                     "bytes_out": size, "torn_or_foreign_lines": bad}
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(d2, ignore_errors=True)
+        self.results["logs_200mib"] = res
+
+    def restart(self):
+        d = tempfile.mkdtemp(dir=self.tmp)
+        starts = os.path.join(d, "starts")
+        svcs = {"crash": {"cmd": ["sh", "-c", "date +%%s.%%N >> %s; exit 1" % starts], "max_retry": -1}}
+        p, _ = self.start_mc(svcs)
+        time.sleep(10)
+        self.stop(p)
+        with open(starts) as f:
+            ts = [float(x) for x in f.read().split()]
+        delays = [round((b - a) * 1000) for a, b in zip(ts, ts[1:])]
+        # One crash of a healthy service: time to its replacement.
+        starts2 = os.path.join(d, "starts2")
+        svcs = {"once": {"cmd": ["sh", "-c", "date +%%s.%%N >> %s; exec sleep 3600" % starts2]}}
+        p, _ = self.start_mc(svcs)
+        wait_for(lambda: os.path.exists(starts2) and children(p.pid), 5)
+        time.sleep(1.2)  # past min_uptime
+        kid = children(p.pid)[0]
+        t = time.time()
+        os.kill(kid, signal.SIGKILL)
+        wait_for(lambda: len(open(starts2).read().split()) >= 2, 5, 0.001)
+        again = float(open(starts2).read().split()[1])
+        self.stop(p)
+        self.results["restart"] = {"crash_loop_restarts_in_10s": len(ts) - 1, "delays_ms": delays[:12],
+                                   "one_crash_restart_latency_ms": round((again - t) * 1000, 2)}
+
+    def prepare(self):
+        src = tempfile.mkdtemp(dir=self.tmp)
+        for i in range(5000):
+            sub = os.path.join(src, "d%02d" % (i % 50))
+            os.makedirs(sub, exist_ok=True)
+            with open(os.path.join(sub, "f%d.txt" % i), "w") as f:
+                f.write("small file %d\n" % i)
+        with open(os.path.join(src, "big.bin"), "wb") as f:
+            f.write(os.urandom(20 << 20))
+        cpa, mcl = [], []
+        for _ in range(5):
+            dst = os.path.join(self.tmp, "cpa")
+            shutil.rmtree(dst, ignore_errors=True)
+            subprocess.run(["sync"])
+            t = time.perf_counter()
+            subprocess.run(["cp", "-a", src, dst], check=True)
+            cpa.append((time.perf_counter() - t) * 1000)
+            shutil.rmtree(dst)
+            cfg, d = self.mc_config({})
+            with open(cfg, "a") as f:
+                f.write("prepopulate:\n  - src: %s\n    dest: %s/vol\n" % (src, d))
+            with open(cfg) as f:
+                text = f.read().replace("services:\n", "")
+            with open(cfg, "w") as f:
+                f.write(text)
+            subprocess.run(["sync"])
+            t = time.perf_counter()
+            subprocess.run([self.bin, "-c", cfg, "--root", d, "--skip", "ssh", "prepare"], check=True,
+                           env=dict(os.environ, MC_LOG="warn"))
+            mcl.append((time.perf_counter() - t) * 1000)
+            shutil.rmtree(d)
+        self.results["prepopulate_5000_files_20mib_ms"] = {"cp -a": median_spread(cpa), "mc-launcher": median_spread(mcl)}
+
+    def first_service(self):
+        """The example project (pillar override, a key, template, prepopulate)
+        until its first service runs, vs a launch.sh-style shell that copies
+        the pillar, appends keys and execs circusd."""
+        repo = os.path.dirname(HERE)
+        mark = os.path.join(self.tmp, "first")
+        res = {"mc-launcher": [], "launch.sh + circusd": []}
+        for _ in range(10):
+            root = tempfile.mkdtemp(dir=self.tmp)
+            subprocess.run([os.path.join(repo, "layout/install"), root + "/srv", "example",
+                            os.path.join(repo, "example-project")], check=True)
+            vol = root + "/srv/projects/example/data"
+            with open(vol + "/configuration/pillar.sls", "w") as f:
+                f.write("makina-projects.example:\n  data:\n    site_name: bench\n")
+            with open(vol + "/ssh/k.pub", "w") as f:
+                f.write("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl k\n")
+            cfg = root + "/srv/projects/example/project/.salt/mc-launcher.yml"
+            with open(cfg) as f:
+                text = f.read()
+            first = "services:\n  first:\n    cmd: [\"sh\", \"-c\", \"date +%%s.%%N > %s; exec sleep 60\"]\n    priority: 100\n" % mark
+            with open(cfg, "w") as f:
+                f.write(text.replace("services:\n", first, 1))
+            env = dict(os.environ, MC_EXAMPLE_STATE=root + "/state", MC_EXAMPLE_SSH_USER="root",
+                       MC_EXAMPLE_SSH_HOME=root + "/home", MC_EXAMPLE_SSHD="never", MC_LOG="warn")
+            if os.path.exists(mark):
+                os.unlink(mark)
+            t = time.time()
+            p = subprocess.Popen([self.bin, "--root", root + "/srv"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(lambda: os.path.exists(mark) and os.path.getsize(mark) > 0, 10, 0.001)
+            res["mc-launcher"].append((float(open(mark).read()) - t) * 1000)
+            self.stop(p)
+            # The original's way, without salt: a shell copies the pillar,
+            # appends the keys and execs circusd with one watcher.
+            os.unlink(mark)
+            d = tempfile.mkdtemp(dir=self.tmp)
+            ini = os.path.join(d, "c.ini")
+            with open(ini, "w") as f:
+                f.write("[circus]\nendpoint = ipc://%s/c.sock\npubsub_endpoint = ipc://%s/p.sock\n"
+                        "[watcher:first]\ncmd = sh\nargs = -c \"date +%%s.%%N > %s; exec sleep 60\"\n" % (d, d, mark))
+            sh = ("cp -f %s/configuration/pillar.sls %s/srv/projects/example/pillar/init.sls; "
+                  "mkdir -p %s/home/.ssh; cat %s/ssh/*.pub >> %s/home/.ssh/authorized_keys; "
+                  "exec %s/bin/circusd %s") % (vol, root, root, vol, root, self.venv, ini)
+            t = time.time()
+            p = subprocess.Popen(["bash", "-c", sh], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            wait_for(lambda: os.path.exists(mark) and os.path.getsize(mark) > 0, 20, 0.001)
+            res["launch.sh + circusd"].append((float(open(mark).read()) - t) * 1000)
+            self.stop(p)
+        self.results["start_to_first_service_ms"] = {k: median_spread(v) for k, v in res.items()}
+
+    # ----- report ----------------------------------------------------------
+
+    def report(self):
+        os.makedirs(OUT, exist_ok=True)
+        r = self.results
+        with open(os.path.join(OUT, "results.json"), "w") as f:
+            json.dump(r, f, indent=2)
+        L = []
+        L.append("# mc-launcher benchmark\n")
+        L.append("Run on %s, %s, %d CPUs, kernel %s; `bench/run`.\n" % (
+            datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), platform.machine(), os.cpu_count(), platform.release()))
+        size = os.path.getsize(self.bin)
+        L.append("Binary: %s, %.0f KiB (release, stripped).\n" % (self.bin, size / 1024))
+        targets = []
+        eo = r.get("exec_overhead_ms", {})
+        if eo:
+            L.append("## 1. Exec overhead: `unshare --fork --pid INIT -- /bin/true` (ms)\n")
+            L.append("| init | median | p10 | p90 | vs tini |\n|---|---|---|---|---|")
+            tini = eo.get("tini", {}).get("median")
+            for k, v in eo.items():
+                L.append("| %s | %.2f | %.2f | %.2f | %s |" % (k, v["median"], v["p10"], v["p90"],
+                                                           "%.2f×" % (v["median"] / tini) if tini else "-"))
+            if tini:
+                ratio = eo["mc-launcher"]["median"] / tini
+                targets.append(("exec overhead ≤ 1.1× tini", "%.2f×" % ratio, ratio <= 1.1))
+            L.append("")
+        mem = r.get("memory_kib", {})
+        if mem:
+            L.append("## 2. Memory of the supervisor process (KiB)\n")
+            L.append("| supervisor | services | RSS | PSS |\n|---|---|---|---|")
+            for k, per in mem.items():
+                for n, m in sorted(per.items()):
+                    L.append("| %s | %s | %d | %d |" % (k, n, m["rss"], m["pss"]))
+            rss5 = mem["mc-launcher"][5]["rss"]
+            targets.append(("RSS ≤ 2 MiB with 5 services", "%d KiB" % rss5, rss5 <= 2048))
+            L.append("")
+        idle = r.get("idle_10_services")
+        if idle:
+            L.append("## 3. Idle cost over 10 s with 10 services\n")
+            L.append("| supervisor | CPU ms | context switches | wake-ups/s |\n|---|---|---|---|")
+            for k, v in idle.items():
+                L.append("| %s | %s | %d | %s |" % (k, v["cpu_ms"], v["ctx_switches"], v["wakeups_per_s"]))
+            w = idle["mc-launcher"]["ctx_switches"]
+            targets.append(("0 idle wake-ups", "%d context switches in 10 s" % w, w == 0))
+            L.append("")
+        st = r.get("stop_ms")
+        if st:
+            L.append("## 4. Stop: SIGTERM to exit (ms)\n")
+            L.append("| case | median | p10 | p90 |\n|---|---|---|---|")
+            for k, v in st.items():
+                L.append("| %s | %.1f | %.1f | %.1f |" % (k, v["median"], v["p10"], v["p90"]))
+            m = list(st.values())[0]["median"]
+            targets.append(("stop within a few ms of the slowest child (200 ms)", "%.1f ms" % m, m < 200 + 20))
+            L.append("")
+        rp = r.get("reaping_2000_orphans")
+        if rp:
+            L.append("## 5. Reaping 2,000 orphans (whole run, ms)\n")
+            L.append("| init | median | zombies left |\n|---|---|---|")
+            for k, v in rp.items():
+                L.append("| %s | %.0f | %d |" % (k, v["ms"]["median"], v["zombies_left_max"]))
+            ratio = rp["mc-launcher"]["ms"]["median"] / rp["tini"]["ms"]["median"]
+            targets.append(("zero zombies, reaping as fast as tini", "%d left, %.2f× tini's time" % (
+                rp["mc-launcher"]["zombies_left_max"], ratio), rp["mc-launcher"]["zombies_left_max"] == 0 and ratio <= 1.05))
+            L.append("")
+        lg = r.get("logs_200mib")
+        if lg:
+            L.append("## 6. Logs: 200 MiB of 100-byte lines from 4 writers\n")
+            L.append("| path | seconds | MiB/s |\n|---|---|---|")
+            for k, v in lg.items():
+                L.append("| %s | %s | %s |" % (k, v["s"], v["mib_per_s"]))
+            pre = lg["mc-launcher prefix"]
+            L.append("\nPrefixed output: %d bytes, %d torn or foreign lines.\n" % (pre["bytes_out"], pre["torn_or_foreign_lines"]))
+            ratio = pre["mib_per_s"] / lg["direct"]["mib_per_s"]
+            targets.append(("prefix ≥ 0.8× direct, no torn line", "%.2f×, %d torn" % (ratio, pre["torn_or_foreign_lines"]),
+                            ratio >= 0.8 and pre["torn_or_foreign_lines"] == 0))
+        rs = r.get("restart")
+        if rs:
+            L.append("## 7. Restart\n")
+            L.append("- crash loop (`exit 1`, max_retry -1): %d restarts in 10 s; delays (ms): %s" % (
+                rs["crash_loop_restarts_in_10s"], ", ".join(str(x) for x in rs["delays_ms"])))
+            L.append("- one crash of a service that ran past min_uptime: replaced in %.2f ms\n" % rs["one_crash_restart_latency_ms"])
+        pp = r.get("prepopulate_5000_files_20mib_ms")
+        if pp:
+            L.append("## 8a. Prepopulate 5,000 small files + 20 MiB (ms)\n")
+            L.append("| tool | median | p10 | p90 |\n|---|---|---|---|")
+            for k, v in pp.items():
+                L.append("| %s | %.0f | %.0f | %.0f |" % (k, v["median"], v["p10"], v["p90"]))
+            ratio = pp["mc-launcher"]["median"] / pp["cp -a"]["median"]
+            targets.append(("prepopulate ≤ 1.2× cp -a", "%.2f×" % ratio, ratio <= 1.2))
+            L.append("")
+        fs = r.get("start_to_first_service_ms")
+        if fs:
+            L.append("## 8b. Start to first service, example project (pillar override, key, template, prepopulate) (ms)\n")
+            L.append("| launcher | median | p10 | p90 |\n|---|---|---|---|")
+            for k, v in fs.items():
+                L.append("| %s | %.1f | %.1f | %.1f |" % (k, v["median"], v["p10"], v["p90"]))
+            m = fs["mc-launcher"]["median"]
+            targets.append(("start to first service < 20 ms", "%.1f ms" % m, m < 20))
+            L.append("")
+        L.append("## Targets (DESIGN §8)\n")
+        L.append("| target | measured | met |\n|---|---|---|")
+        for name, val, ok in targets:
+            L.append("| %s | %s | %s |" % (name, val, "yes" if ok else "**no**"))
+        with open(os.path.join(OUT, "REPORT.md"), "w") as f:
+            f.write("\n".join(L) + "\n")
+        self.plots()
+        print("\n".join(L))
+
+    def plots(self):
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return
+        r = self.results
+        if "memory_kib" in r:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            for k, per in r["memory_kib"].items():
+                ns = sorted(per)
+                ax.plot(ns, [per[n]["rss"] / 1024 for n in ns], marker="o", label=k)
+            ax.set_xlabel("services")
+            ax.set_ylabel("RSS (MiB)")
+            ax.set_xscale("log")
+            ax.set_title("Supervisor memory")
+            ax.legend()
+            fig.tight_layout()
+            fig.savefig(os.path.join(OUT, "memory.png"))
+        if "exec_overhead_ms" in r:
+            fig, ax = plt.subplots(figsize=(7, 4))
+            eo = r["exec_overhead_ms"]
+            ax.bar(list(eo), [v["median"] for v in eo.values()],
+                   yerr=[[v["median"] - v["p10"] for v in eo.values()], [v["p90"] - v["median"] for v in eo.values()]])
+            ax.set_ylabel("ms (median, p10-p90)")
+            ax.set_title("INIT -- /bin/true in a new pid namespace")
+            fig.tight_layout()
+            fig.savefig(os.path.join(OUT, "exec.png"))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--venv", required=True)
+    ap.add_argument("--only", nargs="*")
+    a = ap.parse_args()
+    b = Bench(a.bin, a.venv)
+    steps = ["exec_overhead", "memory", "idle", "stop_time", "reaping", "logs", "restart", "prepare", "first_service"]
+    try:
+        for s in steps:
+            if a.only and s not in a.only:
+                continue
+            t = time.time()
+            print("== %s" % s, file=sys.stderr, flush=True)
+            getattr(b, s)()
+            print("   %.1f s" % (time.time() - t), file=sys.stderr, flush=True)
+        b.report()
+    finally:
+        shutil.rmtree(b.tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
