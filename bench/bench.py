@@ -165,7 +165,7 @@ class Bench:
             times = []
             for _ in range(runs):
                 t = time.perf_counter()
-                subprocess.run(argv, env=env, check=True)
+                subprocess.run(argv, env=env, check=True, stderr=subprocess.DEVNULL)
                 times.append((time.perf_counter() - t) * 1000)
             res[name] = median_spread(times)
         self.results["exec_overhead_ms"] = res
@@ -217,19 +217,26 @@ class Bench:
         self.results["idle_10_services"] = res
 
     def stop_time(self):
-        trap = "trap 'sleep 0.2; exit 0' TERM; while :; do sleep 1 & wait $!; done"
         res = {}
-        svcs = {"t%d" % i: {"cmd": ["sh", "-c", trap]} for i in range(10)}
-        times = []
+        times, after = [], []
         for _ in range(5):
+            stamps = tempfile.mkdtemp(dir=self.tmp)
+            # Each service notes the moment it exits, 200 ms after TERM.
+            trap = ("trap 'sleep 0.2; date +%%s.%%N >> %s/$MC_SERVICE; exit 0' TERM; "
+                    "while :; do sleep 1 & wait $!; done") % stamps
+            svcs = {"t%d" % i: {"cmd": ["sh", "-c", trap]} for i in range(10)}
             p, _ = self.start_mc(svcs)
             self.descendants_up(p.pid, 10)
             time.sleep(0.3)
             t = time.perf_counter()
             p.send_signal(signal.SIGTERM)
-            p.wait(15)
+            p.wait()  # with a timeout, Popen.wait polls (up to 50 ms late)
+            end = time.time()
             times.append((time.perf_counter() - t) * 1000)
-        res["10 services trapping TERM (exit 200 ms later)"] = median_spread(times)
+            last = max(float(open(os.path.join(stamps, f)).read()) for f in os.listdir(stamps))
+            after.append((end - last) * 1000)
+        res["10 services trapping TERM (exit 200 ms later): SIGTERM to exit"] = median_spread(times)
+        res["same: slowest service's own exit to the launcher's exit"] = median_spread(after)
         ign = {"ign": {"cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], "graceful_timeout": "1s"}}
         times = []
         for _ in range(3):
@@ -238,7 +245,7 @@ class Bench:
             time.sleep(0.3)
             t = time.perf_counter()
             p.send_signal(signal.SIGTERM)
-            p.wait(15)
+            p.wait()  # with a timeout, Popen.wait polls (up to 50 ms late)
             times.append((time.perf_counter() - t) * 1000)
         res["1 service ignoring TERM (graceful_timeout 1s)"] = median_spread(times)
         self.results["stop_ms"] = res
@@ -454,8 +461,8 @@ class Bench:
             L.append("| case | median | p10 | p90 |\n|---|---|---|---|")
             for k, v in st.items():
                 L.append("| %s | %.1f | %.1f | %.1f |" % (k, v["median"], v["p10"], v["p90"]))
-            m = list(st.values())[0]["median"]
-            targets.append(("stop within a few ms of the slowest child (200 ms)", "%.1f ms" % m, m < 200 + 20))
+            m = list(st.values())[1]["median"]
+            targets.append(("stop within a few ms of the slowest child's exit", "%.1f ms after it" % m, m < 5))
             L.append("")
         rp = r.get("reaping_2000_orphans")
         if rp:

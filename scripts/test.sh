@@ -11,9 +11,9 @@ echo "== cargo fmt --check"
 cargo fmt --check
 
 echo "== cargo clippy"
-cargo clippy --all-targets -- -D warnings
+cargo clippy --all-targets --features fault-injection -- -D warnings
 
 echo "== cargo test"
 # Integration tests run the real binary as PID 1 of new pid namespaces;
 # two at a time keeps timing-sensitive ones honest on a 2-core machine.
-cargo test -- --test-threads="${MC_TEST_THREADS:-2}"
+cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"

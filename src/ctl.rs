@@ -311,13 +311,7 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
         return crate::error::EXIT_USAGE;
     }
-    let mut req = json!({"cmd": cmd});
-    if let Some(name) = rest.first() {
-        req["name"] = json!(name);
-    }
-    if let Some(sig) = rest.get(1) {
-        req["signal"] = json!(sig);
-    }
+    let req = json!({"cmd": cmd, "name": rest.first(), "signal": rest.get(1)});
     let answer = match call(&candidate_paths(cfg), &req) {
         Ok(a) => a,
         Err(e) => {

@@ -15,6 +15,8 @@ pub const EXIT_CONFIG: i32 = 78;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// CMD not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// The launcher itself failed (a panic: a bug), after stopping everything.
+pub const EXIT_INTERNAL: i32 = 70;
 
 /// Status for a process killed by signal `n`, as shells report it.
 pub fn signal_exit(n: i32) -> i32 {

@@ -4,5 +4,6 @@ fn main() {
     // arriving while we parse arguments is queued, not lost (PID 1 ignores
     // unblocked signals that have no handler).
     mc_launcher::signals::block_all();
+    mc_launcher::crash::install();
     std::process::exit(mc_launcher::cli::main());
 }

@@ -38,7 +38,7 @@ pub fn run(
     }
     stop_requested(signals)?;
     if !skip.contains(&SkipStep::Prepopulate) {
-        match super::prepopulate::apply(&cfg.prepopulate) {
+        match super::prepopulate::apply(&cfg.prepopulate, &cfg.paths.volume) {
             Ok(outcomes) => {
                 for o in outcomes {
                     log::info!("prepopulate: {o}");

@@ -103,13 +103,39 @@ fn wipe(dest: &Path) -> Result<(), FsError> {
     Ok(())
 }
 
-/// Fill every empty destination.
-pub fn apply(items: &[Prepopulate]) -> Result<Vec<Outcome>, FsError> {
+/// Fill every empty destination. `volume` is the operator's data volume:
+/// links planted in it are never followed.
+pub fn apply(items: &[Prepopulate], volume: &Path) -> Result<Vec<Outcome>, FsError> {
     let mut out = Vec::new();
     for item in items {
+        refuse_links(&item.dest, volume)?;
         out.push(apply_one(item)?);
     }
     Ok(out)
+}
+
+/// A destination that is a symbolic link, or that lies in the volume
+/// behind one, is refused: a link planted in the volume (`data ->
+/// /root/.ssh`) must not make us write outside it.
+fn refuse_links(dest: &Path, volume: &Path) -> Result<(), FsError> {
+    let refused = |p: &Path| FsError {
+        path: p.to_path_buf(),
+        err: std::io::Error::other("is a symbolic link: prepopulate does not write through links"),
+    };
+    let is_link = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link(dest) {
+        return Err(refused(dest));
+    }
+    if let Ok(below) = dest.strip_prefix(volume) {
+        let mut p = volume.to_path_buf();
+        for c in below.components() {
+            p.push(c);
+            if is_link(&p) {
+                return Err(refused(&p));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn apply_one(item: &Prepopulate) -> Result<Outcome, FsError> {
@@ -370,7 +396,7 @@ mod tests {
             if prepare == 2 {
                 fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
             }
-            let out = apply(&[item(&src, &dest)]).expect("copy");
+            let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
             assert!(
                 matches!(out[0], Outcome::Copied { files: 2, .. }),
                 "{name}: {:?}",
@@ -409,7 +435,7 @@ mod tests {
         let dest = t.0.join("dest");
         fs::create_dir_all(&dest).expect("mkdir");
         fs::write(dest.join("mine.db"), "precious").expect("w");
-        let out = apply(&[item(&src, &dest)]).expect("ok");
+        let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("ok");
         assert_eq!(out[0], Outcome::Kept(dest.clone()));
         assert_eq!(fs::read_dir(&dest).expect("ls").count(), 1);
         assert_eq!(
@@ -427,7 +453,7 @@ mod tests {
         fs::write(dest.join(MARKER), "").expect("w");
         fs::write(dest.join("sub/half-written"), "xx").expect("w");
         assert_eq!(dest_state(&dest).expect("state"), DestState::Interrupted);
-        apply(&[item(&src, &dest)]).expect("copy");
+        apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
         assert!(!dest.join("sub/half-written").exists());
         assert_eq!(fs::read_to_string(dest.join("a.txt")).expect("r"), "alpha");
         assert_eq!(dest_state(&dest).expect("state"), DestState::HasData);
@@ -437,9 +463,39 @@ mod tests {
     fn a_missing_source_is_an_error_that_leaves_nothing() {
         let t = tmp("nosrc");
         let dest = t.0.join("dest");
-        let err = apply(&[item(&t.0.join("nope"), &dest)]).expect_err("missing source");
+        let err = apply(
+            &[item(&t.0.join("nope"), &dest)],
+            Path::new("/nonexistent-volume"),
+        )
+        .expect_err("missing source");
         assert!(err.to_string().contains("nope"), "{err}");
         assert!(!dest.exists(), "nothing created");
         assert_eq!(check(&[item(&t.0.join("nope"), &dest)]).len(), 1);
+    }
+
+    #[test]
+    fn links_in_the_volume_are_refused() {
+        let t = tmp("links");
+        let vol = t.0.join("vol");
+        fs::create_dir_all(vol.join("real")).expect("mkdir");
+        fs::create_dir_all(t.0.join("outside")).expect("mkdir");
+        std::os::unix::fs::symlink(t.0.join("outside"), vol.join("data")).expect("link");
+        // (dest, refused?)
+        let rows = [
+            (vol.join("data"), true),
+            (vol.join("data/www"), true),
+            (vol.join("real/www"), false),
+            (vol.join("new"), false),
+        ];
+        for (dest, refused) in rows {
+            assert_eq!(
+                refuse_links(&dest, &vol).is_err(),
+                refused,
+                "{}",
+                dest.display()
+            );
+        }
+        // A link outside the volume (the image's own layout) is not ours to judge.
+        assert!(refuse_links(&t.0.join("outside/x"), &vol).is_ok());
     }
 }

@@ -343,7 +343,14 @@ impl Proc {
                 );
             }
         }
-        let until = ctx.now + pol.backoff(self.failures.max(1), ctx.jitter);
+        // After a run that lasted, the replacement starts at once (as circus
+        // does); only a streak of failed starts backs off.
+        let delay = if self.failures == 0 {
+            Duration::ZERO
+        } else {
+            pol.backoff(self.failures, ctx.jitter)
+        };
+        let until = ctx.now + delay;
         (State::Backoff { until }, vec![Action::BackoffTimer(until)])
     }
 }
@@ -444,10 +451,9 @@ mod tests {
                 State::Running { pid: 7, since: t0 },
                 Event::Exited(Exit::Code(0)),
                 t10,
-                State::Backoff {
-                    until: t10 + Duration::from_millis(100),
-                },
-                vec![Action::BackoffTimer(t10 + Duration::from_millis(100))],
+                // It ran past min_uptime: replaced at once.
+                State::Backoff { until: t10 },
+                vec![Action::BackoffTimer(t10)],
             ),
             (
                 State::Backoff { until: t1 },

@@ -357,6 +357,14 @@ impl Supervisor {
             }
             if sig_ready {
                 for r in self.signals.drain() {
+                    // Tests of the panic hook only (cargo feature
+                    // fault-injection, never in a release build).
+                    #[cfg(feature = "fault-injection")]
+                    if r.signal == Signal::SIGUSR2
+                        && std::env::var_os("MC_FAULT").is_some_and(|v| v == "panic-on-usr2")
+                    {
+                        panic!("fault injection: MC_FAULT=panic-on-usr2");
+                    }
                     self.on_signal(r);
                 }
             }
@@ -1319,6 +1327,14 @@ impl Supervisor {
             forced: false,
         });
         self.add_timer(deadline, Timer::Deadline);
+        // Closing an inotify instance waits for an RCU grace period (~10 ms):
+        // let a thread do it now, while the services stop, rather than at
+        // exit, where it would delay the launcher's own end.
+        if let Some(keys) = self.keys.take() {
+            let _ = std::thread::Builder::new()
+                .name("close-watch".into())
+                .spawn(move || drop(keys));
+        }
         // Nothing waiting for a restart comes back.
         for s in 0..self.svcs.len() {
             let n = self.svcs.get(s).map(|x| x.procs.len()).unwrap_or(0);
@@ -1392,8 +1408,23 @@ impl Supervisor {
             // As PID 1, whatever is left in the container dies with us.
             let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
         } else {
-            for pid in children_of(std::process::id() as i32) {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            // As a subreaper: kill what is left; killing a child re-parents
+            // its own children to us, so repeat until none is left.
+            let me = std::process::id() as i32;
+            for _ in 0..100 {
+                let left = children_of(me);
+                if left.is_empty() {
+                    break;
+                }
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                while let Ok(st) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+                    if st == WaitStatus::StillAlive {
+                        std::thread::sleep(Duration::from_millis(1));
+                        break;
+                    }
+                }
             }
         }
         while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<Pid>, None) {}

@@ -71,6 +71,9 @@ pub struct FileOut {
     file: Option<File>,
     size: u64,
     ino: u64,
+    /// A write failed (full disk…): said once, until writes work again,
+    /// rather than once per line.
+    failing: bool,
 }
 
 impl FileOut {
@@ -80,6 +83,7 @@ impl FileOut {
             file: None,
             size: 0,
             ino: 0,
+            failing: false,
         }
     }
 
@@ -297,8 +301,20 @@ fn emit(sink: &Sink, lines: &[u8], files: &mut [FileOut]) {
         }
         Sink::File(i) => {
             if let Some(f) = files.get_mut(*i) {
-                if let Err(e) = f.write(lines) {
-                    log::error!("{}: cannot write log: {e}", f.path().display());
+                match f.write(lines) {
+                    Err(e) if !f.failing => {
+                        f.failing = true;
+                        log::error!(
+                            "{}: cannot write log: {e} (output is dropped until writes work again)",
+                            f.path().display()
+                        );
+                    }
+                    Err(_) => {}
+                    Ok(()) if f.failing => {
+                        f.failing = false;
+                        log::info!("{}: writing again", f.path().display());
+                    }
+                    Ok(()) => {}
                 }
             }
         }

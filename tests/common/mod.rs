@@ -199,8 +199,21 @@ impl Launch {
     }
 
     pub fn spawn(&self) -> Running {
-        let child = self.command().spawn().expect("spawn launcher");
+        let mut child = self.command().spawn().expect("spawn launcher");
+        // Drain the output while the launcher runs: a full pipe would block
+        // its writes (and its whole event loop) long before `wait`.
+        let collect = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut s = String::new();
+                let _ = r.read_to_string(&mut s);
+                s
+            })
+        };
+        let out = child.stdout.take().map(|o| collect(Box::new(o)));
+        let err = child.stderr.take().map(|e| collect(Box::new(e)));
         Running {
+            out,
+            err,
             child,
             pid1: self.pid1,
             started: Instant::now(),
@@ -216,6 +229,8 @@ impl Launch {
 
 pub struct Running {
     pub child: Child,
+    out: Option<std::thread::JoinHandle<String>>,
+    err: Option<std::thread::JoinHandle<String>>,
     pub pid1: bool,
     pub started: Instant,
     pub timeout: Duration,
@@ -270,18 +285,6 @@ impl Running {
 
     /// Wait for the exit; on timeout kill the whole namespace and fail.
     pub fn wait(mut self) -> Output {
-        let mut out = self.child.stdout.take().expect("stdout");
-        let mut err = self.child.stderr.take().expect("stderr");
-        let t_out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = out.read_to_string(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
         let deadline = self.started + self.timeout;
         let status = loop {
             if let Some(st) = self.child.try_wait().expect("try_wait") {
@@ -295,8 +298,16 @@ impl Running {
             std::thread::sleep(Duration::from_millis(2));
         };
         let elapsed = self.started.elapsed();
-        let stdout = t_out.join().unwrap_or_default();
-        let stderr = t_err.join().unwrap_or_default();
+        let stdout = self
+            .out
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        let stderr = self
+            .err
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
         let Some(status) = status else {
             panic!(
                 "launcher did not exit within {:?}\n--- stdout\n{stdout}--- stderr\n{stderr}",
