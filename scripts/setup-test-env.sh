@@ -56,6 +56,9 @@ if ! "$venv/bin/salt-call" --version 2>/dev/null | grep -q "$salt_version" \
 fi
 "$venv/bin/salt-call" --version
 
+# cargo fuzz, for the short fuzz run of the test command (fuzz/run.sh).
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
+
 # The base image of the Docker tests (debootstrap, once; cached by tag). The
 # example image itself is built by the tests, from the binary under test.
 if ! docker image inspect mc-launcher/base:bookworm >/dev/null 2>&1; then

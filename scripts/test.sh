@@ -17,3 +17,6 @@ echo "== cargo test"
 # Integration tests run the real binary as PID 1 of new pid namespaces;
 # two at a time keeps timing-sensitive ones honest on a 2-core machine.
 cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
+
+echo "== fuzz (${MC_FUZZ_SECONDS:-20} s per target)"
+bash fuzz/run.sh "${MC_FUZZ_SECONDS:-20}"

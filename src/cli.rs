@@ -520,7 +520,9 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         log::warn!("no config file and no project: nothing to prepare");
     }
     let mut cfg = cfg.clone();
-    cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    if enabled {
+        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    }
     match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut signals) {
         Ok(_) => error::EXIT_OK,
         Err(code) => code,
@@ -536,15 +538,16 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         Err(code) => return code,
     };
     let mut services = services_with_main(&cfg, &args.cmd);
-    if prepares(&cfg, args) {
-        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
-    }
-    let state_dir = cfg.paths.state.clone();
     if services.is_empty() && cfg.file.is_none() {
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
         return error::EXIT_USAGE;
     }
-    match crate::prepare::phase::run(&cfg, &args.skip, prepares(&cfg, args), &mut signals) {
+    let prepare = prepares(&cfg, args);
+    if prepare {
+        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    }
+    let state_dir = cfg.paths.state.clone();
+    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut signals) {
         // sshd, when the phase asks for it, runs first among the services.
         Ok(extra) => {
             for s in extra.into_iter().rev() {
@@ -565,7 +568,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
             })
         }) as crate::supervisor::Reloader
     });
-    let watch_keys = prepares(&cfg, args) && cfg.ssh.watch && !args.skip.contains(&Step::Ssh);
+    let watch_keys = prepare && cfg.ssh.watch && !args.skip.contains(&Step::Ssh);
     crate::supervisor::run(
         cfg,
         services,

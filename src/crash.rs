@@ -51,13 +51,7 @@ fn signal_all(pid1: bool, sig: Signal) {
         return;
     }
     // Each service leads its own process group: signal the groups.
-    let me = std::process::id();
-    let list =
-        std::fs::read_to_string(format!("/proc/{me}/task/{me}/children")).unwrap_or_default();
-    for child in list
-        .split_whitespace()
-        .filter_map(|p| p.parse::<i32>().ok())
-    {
+    for child in crate::supervisor::children_of(std::process::id() as i32) {
         let _ = kill(Pid::from_raw(-child), sig);
         let _ = kill(Pid::from_raw(child), sig);
     }

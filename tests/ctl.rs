@@ -108,20 +108,15 @@ fn ctl_round_trips() {
     assert_eq!(ctl(&run, &["start", "worker"]).code, Some(0));
     wait_state(&run, "worker", "running");
 
+    let workers_become = |n: usize| {
+        wait_until(Duration::from_secs(5), || {
+            pids(&status_json(&run), "worker").len() == n
+        })
+    };
     assert_eq!(ctl(&run, &["incr", "worker"]).code, Some(0));
-    assert!(wait_until(Duration::from_secs(5), || pids(
-        &status_json(&run),
-        "worker"
-    )
-    .len()
-        == 2));
+    assert!(workers_become(2));
     assert_eq!(ctl(&run, &["decr", "worker"]).code, Some(0));
-    assert!(wait_until(Duration::from_secs(5), || pids(
-        &status_json(&run),
-        "worker"
-    )
-    .len()
-        == 1));
+    assert!(workers_become(1));
 
     let out = ctl(&run, &["signal", "web", "USR1"]);
     assert_eq!(out.code, Some(0), "{}", out.all());

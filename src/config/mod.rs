@@ -91,6 +91,11 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
 pub fn load_file(file: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| vec![Diag::file(file, format!("cannot read config: {e}"))])?;
+    load_text(file, &text, opts)
+}
+
+/// Load the config `text` as if read from `file` (the fuzzer's entry).
+pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
     let mut root = opts
         .root
         .clone()
@@ -99,7 +104,7 @@ pub fn load_file(file: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (rendered, doc, paths) = render_and_parse(file, &text, &root, project.as_deref())?;
+        let (rendered, doc, paths) = render_and_parse(file, text, &root, project.as_deref())?;
         // The file may name its own project and root.
         let mut d = decode::Decoder::new(file);
         let file_root = doc.get("root").and_then(|n| d.path(n, "root"));

@@ -108,7 +108,8 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
     }
 }
 
-fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
+/// Read the key directories, logging every skipped line and refused file.
+fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
     let set = super::ssh::collect(&cfg.ssh);
     for d in &set.problems {
         log::warn!("ssh: {d} (line skipped)");
@@ -116,6 +117,11 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
     for d in &set.refused {
         log::error!("ssh: {d}");
     }
+    set
+}
+
+fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
+    let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
@@ -148,13 +154,7 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
 /// Apply the key directories again while running (`ssh.watch`): only the
 /// managed block changes; nothing is restarted.
 pub fn resync_keys(cfg: &Config) {
-    let set = super::ssh::collect(&cfg.ssh);
-    for d in &set.problems {
-        log::warn!("ssh: {d} (line skipped)");
-    }
-    for d in &set.refused {
-        log::error!("ssh: {d}");
-    }
+    let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
         Ok(_) => {}

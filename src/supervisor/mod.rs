@@ -1518,7 +1518,7 @@ fn tcp_ready(addr: &str) -> bool {
 /// Direct children of `pid`, from /proc (used when we are not PID 1): the
 /// kernel's list when it has one (CONFIG_PROC_CHILDREN), else a scan of
 /// every process's parent.
-fn children_of(pid: i32) -> Vec<i32> {
+pub(crate) fn children_of(pid: i32) -> Vec<i32> {
     if let Ok(list) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         return list
             .split_whitespace()

@@ -1,0 +1,7 @@
+//! One line a client sends on the control socket.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = mc_launcher::ctl::parse_request(data);
+});
