@@ -357,9 +357,14 @@ fn watcher_service(
     }
     let secs = |e: &Entry, v: &str, bad: &mut dyn FnMut(&Entry, String)| -> Option<Duration> {
         match v.trim().parse::<f64>() {
-            Ok(f) if f >= 0.0 && f.is_finite() => Some(Duration::from_secs_f64(f)),
+            Ok(f) if crate::config::duration_from_secs(f).is_some() => {
+                crate::config::duration_from_secs(f)
+            }
             _ => {
-                bad(e, format!("`{v}` is not a number of seconds"));
+                bad(
+                    e,
+                    format!("`{v}` is not a number of seconds (0 to 10 years)"),
+                );
                 None
             }
         }

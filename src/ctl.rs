@@ -366,7 +366,11 @@ fn human(cmd: &str, answer: &Value) -> String {
             let uptime = s
                 .get("uptime_s")
                 .and_then(Value::as_f64)
-                .map(|u| crate::supervisor::fmt_duration(Duration::from_secs_f64(u.max(0.0))))
+                .map(|u| {
+                    crate::supervisor::fmt_duration(
+                        crate::config::duration_from_secs(u).unwrap_or_default(),
+                    )
+                })
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
                 "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",

@@ -270,3 +270,20 @@ fn include_loops_and_missing_files() {
         l.errors[0]
     );
 }
+
+/// Found by fuzzing (fuzz/artifacts/circus_ini): a number of seconds too
+/// large for a Duration panicked; it is now an error on its line.
+#[test]
+fn huge_durations_are_errors_not_panics() {
+    for key in ["graceful_timeout", "warmup_delay", "max_age"] {
+        let text = format!("[watcher:w]\ncmd = /bin/sh\n{key} = 388888888888888888888888888888888888888888888888\n");
+        let (l, f, _t) = load_one(&text);
+        assert!(
+            l.errors.iter().any(|d| d.file == f
+                && d.pos.line == 3
+                && d.msg.contains("not a number of seconds")),
+            "{key}: {:?}",
+            l.errors
+        );
+    }
+}

@@ -122,10 +122,24 @@ impl<'a> Decoder<'a> {
 
     /// `500ms`, `30s`, `2m`, `1h 30m`; a bare number is seconds.
     pub fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
+        let too_long = |d: Duration| d > MAX_DURATION;
         match n.scalar() {
-            Some(Scalar::Int(i)) if i >= 0 => Some(Duration::from_secs(i as u64)),
-            Some(Scalar::Float(f)) if f >= 0.0 && f.is_finite() => Some(Duration::from_secs_f64(f)),
+            Some(Scalar::Int(i)) if i >= 0 && !too_long(Duration::from_secs(i as u64)) => {
+                Some(Duration::from_secs(i as u64))
+            }
+            Some(Scalar::Float(f)) if duration_from_secs(f).is_some() => duration_from_secs(f),
+            Some(Scalar::Int(_) | Scalar::Float(_)) => {
+                self.err(
+                    n.pos,
+                    format!("{what}: a duration must be positive and at most 10 years"),
+                );
+                None
+            }
             Some(Scalar::Str(s)) => match humantime::parse_duration(s.trim()) {
+                Ok(d) if too_long(d) => {
+                    self.err(n.pos, format!("{what}: `{s}` is longer than 10 years"));
+                    None
+                }
                 Ok(d) => Some(d),
                 Err(e) => {
                     self.err(

@@ -15,6 +15,18 @@ pub struct Origin {
     pub pos: Pos,
 }
 
+/// The longest duration the config accepts (ten years): any longer would
+/// overflow a deadline computed from now.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// Seconds as a duration, refused (None) when negative, not finite or over
+/// `MAX_DURATION`.
+pub fn duration_from_secs(f: f64) -> Option<Duration> {
+    Duration::try_from_secs_f64(f)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The file read, `None` for the built-in default (plain init).

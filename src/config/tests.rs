@@ -69,6 +69,19 @@ fn each_bad_input_names_its_line_and_column() {
             23,
             "bad duration",
         ),
+        // Found by fuzzing: durations that would overflow a deadline.
+        (
+            "services:\n  a:\n    cmd: x\n    graceful_timeout: 1.0e30\n",
+            4,
+            23,
+            "at most 10 years",
+        ),
+        (
+            "shutdown:\n  timeout: 99999999999999h\n",
+            2,
+            12,
+            "longer than 10 years",
+        ),
         (
             "services:\n  a:\n    cmd: x\n    stop_signal: SIGNOPE\n",
             4,

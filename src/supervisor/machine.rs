@@ -152,7 +152,8 @@ impl Policy {
             .backoff_initial
             .saturating_mul(1u32 << exp)
             .min(self.backoff_max);
-        base.mul_f64(jitter.clamp(0.5, 1.0))
+        crate::config::duration_from_secs(base.as_secs_f64() * jitter.clamp(0.5, 1.0))
+            .unwrap_or(base)
     }
 }
 

@@ -700,7 +700,9 @@ impl Supervisor {
                 }
                 log::debug!("{label}: started, pid {pid}");
                 if let Some((age, variance)) = spec.max_age {
-                    let extra = variance.mul_f64((self.rng % 1000) as f64 / 1000.0);
+                    let share = (self.rng % 1000) as f64 / 1000.0;
+                    let extra = crate::config::duration_from_secs(variance.as_secs_f64() * share)
+                        .unwrap_or_default();
                     // The generation after `Spawned` is the current one + 1.
                     if let Some(gen) = self.proc_gen(s, i) {
                         self.add_timer(
