@@ -821,6 +821,11 @@ fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
         d.err(n.pos, format!("{w}: needs exactly one of tcp, cmd, file"));
         return None;
     }
+    if r.interval < Duration::from_millis(10) {
+        // A probe every few microseconds would be a busy loop.
+        d.err(n.pos, format!("{w}.interval: must be at least 10ms"));
+        return None;
+    }
     Some(r)
 }
 
