@@ -510,6 +510,23 @@ class Bench:
         res["mc-launcher restart, inputs unchanged (salt step skipped)"] = again
         with open(calls) as f:
             salt_calls = len(f.read().splitlines())
+        # What the original paid before circusd at every boot: a salt-call
+        # (here the cheapest one, test.true) from the test suite's venv.
+        venv = os.environ.get("MC_TEST_VENV", "/var/cache/mc-launcher-test/salt-venv")
+        salt = os.path.join(venv, "bin/salt-call")
+        if os.path.exists(salt):
+            sd = tempfile.mkdtemp(dir=self.tmp)
+            with open(os.path.join(sd, "minion"), "w") as f:
+                f.write("file_client: local\ncachedir: %s/cache\npki_dir: %s/pki\nsock_dir: %s/sock\n"
+                        "log_file: %s/log\nfile_roots: {base: [%s/states]}\npillar_roots: {base: [%s/pillar]}\n"
+                        % ((sd,) * 6))
+            times = []
+            for _ in range(3):
+                t = time.perf_counter()
+                subprocess.run([salt, "--local", "-c", sd, "test.true"], check=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                times.append((time.perf_counter() - t) * 1000)
+            res["salt-call --local test.true alone (the original, before circusd)"] = times
         self.results["start_to_first_service_ms"] = {k: median_spread(v) for k, v in res.items()}
         self.results["salt_calls_in_11_starts"] = salt_calls
 

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A makina tree for project `demo` with the state dir inside the temp
@@ -200,6 +200,53 @@ fn read_only_volume_is_a_clear_error() {
         "{}",
         out.all()
     );
+}
+
+/// A volume owned by another user, the launcher not root: prepopulate
+/// fails with a message naming the path and the cause; nothing is written.
+#[test]
+fn volume_owned_by_another_user_is_a_clear_error() {
+    let d = TempDir::new("hard-owner");
+    let src = d.join("seed");
+    write(&src.join("a.txt"), "seed\n");
+    let vol = d.join("projects/demo/data");
+    let cfg = tree(
+        &d,
+        &format!(
+            "prepopulate:\n  - src: \"{}\"\n    dest: \"{}/data\"\n",
+            src.display(),
+            vol.display()
+        ),
+    );
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // The state dir falls back to $TMPDIR: keep it in the test's tree.
+    let scratch = d.join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    let cfg = cfg.to_string_lossy().into_owned();
+    let bin = bin().to_string_lossy().into_owned();
+    let out = Launch::new(&[
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        &bin,
+        "-c",
+        &cfg,
+        "prepare",
+    ])
+    .program(Path::new("/usr/bin/setpriv"))
+    .env("TMPDIR", &scratch.to_string_lossy())
+    .root(d.path())
+    .not_pid1()
+    .run();
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("permission denied"), "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!("{}/data", vol.display())),
+        "{}",
+        out.all()
+    );
+    assert!(!vol.join("data").exists(), "something was written");
 }
 
 /// `/run` not writable: the control socket falls back to the state dir
