@@ -72,3 +72,59 @@ fn demo_runs_the_whole_life_of_a_container() {
     let tree = t.path().to_string_lossy().into_owned();
     assert!(pids_with_cmdline(&tree).is_empty(), "processes left behind");
 }
+
+/// The example's salt states are real: run through a real salt-call (the
+/// test venv) after the native template step, 200_reconfigure.sls renders
+/// the very same app.json from the same pillar layering (salt finds the
+/// file already in its state).
+#[test]
+fn example_salt_states_agree_with_the_native_template() {
+    let venv = std::env::var("MC_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|_| "/var/cache/mc-launcher-test/salt-venv".into());
+    assert!(
+        venv.join("bin/salt-call").exists(),
+        "run scripts/setup-test-env.sh"
+    );
+    let t = TempDir::new("example-salt");
+    let srv = t.join("srv");
+    let st = std::process::Command::new(repo().join("layout/install"))
+        .arg(&srv)
+        .arg("example")
+        .arg(repo().join("example-project"))
+        .status()
+        .expect("layout/install");
+    assert!(st.success());
+    let r = t.path().display().to_string();
+    write(
+        &t.join("etc/salt/minion"),
+        &format!(
+            "id: example-minion\nfile_client: local\nroot_dir: {r}\nfile_roots:\n  base:\n    - {r}/srv/salt\npillar_roots:\n  base:\n    - {r}/srv/pillar\ncachedir: {r}/var/cache/salt\npki_dir: {r}/etc/salt/pki\nsock_dir: {r}/var/run/salt\nlog_file: {r}/var/log/salt/minion\nuser: root\n"
+        ),
+    );
+    write(
+        &srv.join("projects/example/data/configuration/pillar.sls"),
+        "makina-projects.example:\n  data:\n    site_name: Salted site\n",
+    );
+    let path = format!("{}/bin:/usr/sbin:/usr/bin:/sbin:/bin", venv.display());
+    let out = Launch::new(&["--root", &srv.to_string_lossy(), "prepare"])
+        .not_pid1()
+        .env("PATH", &path)
+        .env("MC_EXAMPLE_SALT", &t.join("etc/salt").to_string_lossy())
+        .env("MC_EXAMPLE_STATE", &t.join("state").to_string_lossy())
+        .env("MC_EXAMPLE_SSH_HOME", &t.join("home").to_string_lossy())
+        .env("MC_EXAMPLE_SSHD", "never")
+        .timeout(Duration::from_secs(180))
+        .run();
+    let all = out.all();
+    assert_eq!(out.code, Some(0), "{all}");
+    assert!(all.contains("reconfigure: salt-2 done"), "{all}");
+    assert!(all.contains("Failed:    0"), "{all}");
+    let app = srv.join("projects/example/data/configuration/app.json");
+    assert!(
+        all.contains(&format!("File {} is in the correct state", app.display())),
+        "salt rendered something else than the native template:\n{all}"
+    );
+    let text = std::fs::read_to_string(&app).expect("app.json");
+    assert!(text.contains("\"site_name\": \"Salted site\""), "{text}");
+}
