@@ -523,6 +523,15 @@ class Bench:
 
     # ----- report ----------------------------------------------------------
 
+    @staticmethod
+    def spread_table(L, title, first, data, digits=1):
+        """A markdown table of median, p10 and p90 per row of `data`."""
+        L.append(title + "\n")
+        L.append("| %s | median | p10 | p90 |\n|---|---|---|---|" % first)
+        f = "%%.%df" % digits
+        for k, v in data.items():
+            L.append("| %s | %s | %s | %s |" % (k, f % v["median"], f % v["p10"], f % v["p90"]))
+
     def report(self):
         os.makedirs(OUT, exist_ok=True)
         r = self.results
@@ -568,10 +577,7 @@ class Bench:
             L.append("")
         st = r.get("stop_ms")
         if st:
-            L.append("## 4. Stop: SIGTERM to exit (ms)\n")
-            L.append("| case | median | p10 | p90 |\n|---|---|---|---|")
-            for k, v in st.items():
-                L.append("| %s | %.1f | %.1f | %.1f |" % (k, v["median"], v["p10"], v["p90"]))
+            self.spread_table(L, "## 4. Stop: SIGTERM to exit (ms)", "case", st)
             m = list(st.values())[1]["median"]
             targets.append(("stop within a few ms of the slowest child's exit", "%.1f ms after it" % m, m < 5))
             L.append("")
@@ -607,19 +613,14 @@ class Bench:
             L.append("- one crash of a service that ran past min_uptime: replaced in %.2f ms\n" % rs["one_crash_restart_latency_ms"])
         pp = r.get("prepopulate_5000_files_20mib_ms")
         if pp:
-            L.append("## 8a. Prepopulate 5,000 small files + 20 MiB (ms)\n")
-            L.append("| tool | median | p10 | p90 |\n|---|---|---|---|")
-            for k, v in pp.items():
-                L.append("| %s | %.0f | %.0f | %.0f |" % (k, v["median"], v["p10"], v["p90"]))
+            self.spread_table(L, "## 8a. Prepopulate 5,000 small files + 20 MiB (ms)", "tool", pp, 0)
             ratio = pp["mc-launcher"]["median"] / pp["cp -a + sync -f"]["median"]
             targets.append(("prepopulate ≤ 1.2× cp -a", "%.2f×" % ratio, ratio <= 1.2))
             L.append("")
         fs = r.get("start_to_first_service_ms")
         if fs:
-            L.append("## 8b. Start to first service, example project (pillar override, key, template, prepopulate) (ms)\n")
-            L.append("| launcher | median | p10 | p90 |\n|---|---|---|---|")
-            for k, v in fs.items():
-                L.append("| %s | %.1f | %.1f | %.1f |" % (k, v["median"], v["p10"], v["p90"]))
+            self.spread_table(L, "## 8b. Start to first service, example project (pillar override, key, "
+                              "template, prepopulate) (ms)", "launcher", fs)
             m = fs["mc-launcher"]["median"]
             targets.append(("start to first service < 20 ms", "%.1f ms" % m, m < 20))
             calls = r.get("salt_calls_in_11_starts")

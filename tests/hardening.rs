@@ -353,6 +353,22 @@ fn daemons_and_setsid_escapes_are_stopped() {
 
 // ----- stress ---------------------------------------------------------------
 
+/// A launcher over `n` services `s0`… that run `trap` then loop on
+/// `sleep 1`; `head` goes before the `services:` section.
+fn start_looping(d: &TempDir, head: &str, n: usize, trap: &str) -> Running {
+    let mut cfg = format!("{head}services:\n");
+    for i in 0..n {
+        cfg.push_str(&format!(
+            "  s{i}:\n    cmd: [\"sh\", \"-c\", \"{trap}; while :; do sleep 1 & wait; done\"]\n"
+        ));
+    }
+    let cfg = tree(d, &cfg);
+    Launch::new(&["-c", &cfg.to_string_lossy()])
+        .root(d.path())
+        .timeout(Duration::from_secs(60))
+        .spawn()
+}
+
 /// 10,000 orphans re-parented to PID 1 are all reaped.
 #[test]
 fn ten_thousand_orphans_leave_no_zombie() {
@@ -377,17 +393,7 @@ echo "zombies=$z""#;
 #[test]
 fn signal_storm_loses_nothing() {
     let d = TempDir::new("hard-storm");
-    let mut svcs = String::from("services:\n");
-    for i in 0..5 {
-        svcs.push_str(&format!(
-            "  s{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' USR1 USR2 HUP ALRM WINCH PIPE; while :; do sleep 1 & wait; done\"]\n"
-        ));
-    }
-    let cfg = tree(&d, &svcs);
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .timeout(Duration::from_secs(60))
-        .spawn();
+    let run = start_looping(&d, "", 5, "trap '' USR1 USR2 HUP ALRM WINCH PIPE");
     let pid = run.wait_signals_blocked();
     let storm = [
         nix::libc::SIGUSR1,
@@ -435,17 +441,7 @@ fn signal_storm_loses_nothing() {
 #[test]
 fn hundred_services_start_and_stop_within_the_deadline() {
     let d = TempDir::new("hard-hundred");
-    let mut svcs = String::from("shutdown:\n  timeout: 5s\nservices:\n");
-    for i in 0..100 {
-        svcs.push_str(&format!(
-            "  s{i}:\n    cmd: [\"sh\", \"-c\", \"trap 'exit 0' TERM; while :; do sleep 1 & wait; done\"]\n"
-        ));
-    }
-    let cfg = tree(&d, &svcs);
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .timeout(Duration::from_secs(60))
-        .spawn();
+    let run = start_looping(&d, "shutdown:\n  timeout: 5s\n", 100, "trap 'exit 0' TERM");
     let all_up = wait_until(Duration::from_secs(30), || {
         status_json(&run)["services"]
             .as_array()
