@@ -245,6 +245,16 @@ class Bench:
             self.stop(p)
         self.results["idle_10_services"] = res
 
+    def term_to_exit(self, svcs):
+        """Start mc-launcher over `svcs`; ms from SIGTERM to its exit."""
+        p, _ = self.start_mc(svcs)
+        self.descendants_up(p.pid, len(svcs))
+        time.sleep(0.3)
+        t = time.perf_counter()
+        p.send_signal(signal.SIGTERM)
+        p.wait()  # with a timeout, Popen.wait polls (up to 50 ms late)
+        return (time.perf_counter() - t) * 1000
+
     def stop_time(self):
         res = {}
         times, after = [], []
@@ -254,14 +264,9 @@ class Bench:
             trap = ("trap 'sleep 0.2; date +%%s.%%N >> %s/$MC_SERVICE; exit 0' TERM; "
                     "while :; do sleep 1 & wait $!; done") % stamps
             svcs = {"t%d" % i: {"cmd": ["sh", "-c", trap]} for i in range(10)}
-            p, _ = self.start_mc(svcs)
-            self.descendants_up(p.pid, 10)
-            time.sleep(0.3)
-            t = time.perf_counter()
-            p.send_signal(signal.SIGTERM)
-            p.wait()  # with a timeout, Popen.wait polls (up to 50 ms late)
+            took = self.term_to_exit(svcs)
             end = time.time()
-            times.append((time.perf_counter() - t) * 1000)
+            times.append(took)
             last = max(float(open(os.path.join(stamps, f)).read()) for f in os.listdir(stamps))
             after.append((end - last) * 1000)
         res["10 services trapping TERM (exit 200 ms later): SIGTERM to exit"] = median_spread(times)
@@ -269,13 +274,7 @@ class Bench:
         ign = {"ign": {"cmd": ["sh", "-c", "trap '' TERM; while :; do sleep 1; done"], "graceful_timeout": "1s"}}
         times = []
         for _ in range(3):
-            p, _ = self.start_mc(ign)
-            self.descendants_up(p.pid, 1)
-            time.sleep(0.3)
-            t = time.perf_counter()
-            p.send_signal(signal.SIGTERM)
-            p.wait()  # with a timeout, Popen.wait polls (up to 50 ms late)
-            times.append((time.perf_counter() - t) * 1000)
+            times.append(self.term_to_exit(ign))
         res["1 service ignoring TERM (graceful_timeout 1s)"] = median_spread(times)
         self.results["stop_ms"] = res
 

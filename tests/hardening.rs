@@ -174,21 +174,28 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     assert!(out.stderr.contains("summary: chatty"), "{}", out.all());
 }
 
-/// A read-only volume: prepopulate fails with a message naming the path.
-#[test]
-fn read_only_volume_is_a_clear_error() {
-    let d = TempDir::new("hard-ro");
+/// `tree` with one prepopulate copy of a small seed into `{volume}/data`;
+/// the config file and the volume.
+fn seeded_tree(d: &TempDir) -> (PathBuf, PathBuf) {
     let src = d.join("seed");
     write(&src.join("a.txt"), "seed\n");
     let vol = d.join("projects/demo/data");
     let cfg = tree(
-        &d,
+        d,
         &format!(
             "prepopulate:\n  - src: \"{}\"\n    dest: \"{}/data\"\n",
             src.display(),
             vol.display()
         ),
     );
+    (cfg, vol)
+}
+
+/// A read-only volume: prepopulate fails with a message naming the path.
+#[test]
+fn read_only_volume_is_a_clear_error() {
+    let d = TempDir::new("hard-ro");
+    let (cfg, vol) = seeded_tree(&d);
     let out = Launch::new(&["-c", &cfg.to_string_lossy(), "--skip", "ssh", "prepare"])
         .root(d.path())
         .before(&format!("mount --bind -o ro {v} {v}", v = vol.display()))
@@ -207,17 +214,7 @@ fn read_only_volume_is_a_clear_error() {
 #[test]
 fn volume_owned_by_another_user_is_a_clear_error() {
     let d = TempDir::new("hard-owner");
-    let src = d.join("seed");
-    write(&src.join("a.txt"), "seed\n");
-    let vol = d.join("projects/demo/data");
-    let cfg = tree(
-        &d,
-        &format!(
-            "prepopulate:\n  - src: \"{}\"\n    dest: \"{}/data\"\n",
-            src.display(),
-            vol.display()
-        ),
-    );
+    let (cfg, vol) = seeded_tree(&d);
     std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     // The state dir falls back to $TMPDIR: keep it in the test's tree.
     let scratch = d.join("scratch");
