@@ -1,12 +1,11 @@
-//! The command line (DESIGN §2) and the dispatch of subcommands.
+//! The command line (README "Command line"): argv and the environment in,
+//! `Args` out. Nothing else: the dispatch lives in `app`.
 
-use crate::config::{self, Config, LoadOptions, Service};
-use crate::error::{self, Diag};
+use crate::config::model::PrepareStep;
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
-const USAGE: &str = "\
+pub const USAGE: &str = "\
 usage: mc-launcher [OPTIONS] [run] [key=value...] [--] [CMD [ARGS...]]
        mc-launcher [OPTIONS] prepare
        mc-launcher [OPTIONS] check
@@ -49,34 +48,13 @@ pub enum Command {
     Ctl,
 }
 
-/// A prepare step that `--skip` can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
-    Pillar,
-    Ssh,
-    Reconfigure,
-    Prepopulate,
-}
-
-impl Step {
-    fn parse(s: &str) -> Option<Step> {
-        match s.trim() {
-            "pillar" => Some(Step::Pillar),
-            "ssh" => Some(Step::Ssh),
-            "reconfigure" => Some(Step::Reconfigure),
-            "prepopulate" => Some(Step::Prepopulate),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Args {
     pub command: Command,
     pub config: Option<PathBuf>,
     pub project: Option<String>,
     pub root: Option<PathBuf>,
-    pub skip: Vec<Step>,
+    pub skip: Vec<PrepareStep>,
     pub verbosity: i32,
     /// The main service's argv (`-- CMD` or the first plain positional).
     pub cmd: Vec<String>,
@@ -183,7 +161,7 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         .flat_map(|s| s.split(','))
         .filter(|s| !s.trim().is_empty())
     {
-        match Step::parse(item) {
+        match PrepareStep::parse(item) {
             Some(step) if !args.skip.contains(&step) => args.skip.push(step),
             Some(_) => {}
             None => {
@@ -199,11 +177,11 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
     if ssh_config.is_some() || re_configure.is_some() {
         args.original = true;
         let (ssh, reconf) = (ssh_config.unwrap_or(false), re_configure.unwrap_or(false));
-        if !reconf && !args.skip.contains(&Step::Reconfigure) {
-            args.skip.push(Step::Reconfigure);
+        if !reconf && !args.skip.contains(&PrepareStep::Reconfigure) {
+            args.skip.push(PrepareStep::Reconfigure);
         }
-        if !(ssh || reconf || args.skip.contains(&Step::Ssh)) {
-            args.skip.push(Step::Ssh);
+        if !(ssh || reconf || args.skip.contains(&PrepareStep::Ssh)) {
+            args.skip.push(PrepareStep::Ssh);
         }
     }
     Ok(Parsed::Args(args))
@@ -233,351 +211,8 @@ fn original_arg(text: &str) -> Option<(&str, &str)> {
 }
 
 fn yaml_bool(key: &str, v: &str) -> Result<bool, String> {
-    match v.to_ascii_lowercase().as_str() {
-        "true" | "yes" | "on" | "1" | "y" => Ok(true),
-        "false" | "no" | "off" | "0" | "n" | "" => Ok(false),
-        _ => Err(format!("{key}={v}: expected a boolean (True or False)")),
-    }
-}
-
-fn init_logging(verbosity: i32) {
-    let level = match verbosity {
-        i32::MIN..=-2 => "error",
-        -1 => "warn",
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
-    };
-    let mut b = env_logger::Builder::new();
-    b.parse_filters(level);
-    if let Ok(spec) = std::env::var("MC_LOG") {
-        b.parse_filters(&spec);
-    }
-    b.format(|f, rec| {
-        let tag = match rec.level() {
-            log::Level::Error => "error: ",
-            log::Level::Warn => "warning: ",
-            log::Level::Info => "",
-            log::Level::Debug => "debug: ",
-            log::Level::Trace => "trace: ",
-        };
-        writeln!(f, "mc-launcher: {tag}{}", rec.args())
-    });
-    b.target(env_logger::Target::Stderr);
-    let _ = b.try_init();
-}
-
-/// Entry point of the binary: returns the exit status.
-pub fn main() -> i32 {
-    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let args = match parse(argv, &|k| std::env::var(k).ok()) {
-        Ok(Parsed::Args(a)) => a,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
-            return error::EXIT_OK;
-        }
-        Ok(Parsed::Version) => {
-            println!("mc-launcher {}", env!("CARGO_PKG_VERSION"));
-            return error::EXIT_OK;
-        }
-        Err(msg) => {
-            eprintln!("mc-launcher: {msg}\n\n{USAGE}");
-            return error::EXIT_USAGE;
-        }
-    };
-    init_logging(args.verbosity);
-    let opts = LoadOptions {
-        config: args.config.clone(),
-        root: args.root.clone(),
-        project: args.project.clone(),
-    };
-    let loaded = match config::load(&opts) {
-        Ok(l) => l,
-        Err(diags) if args.command == Command::Ctl => {
-            // The client only needs the socket path: fall back to defaults.
-            log::debug!(
-                "config not loaded ({} error(s)); using default socket paths",
-                diags.len()
-            );
-            let root = opts.root.clone().unwrap_or_else(|| PathBuf::from("/srv"));
-            config::Loaded {
-                config: Config::plain(root, opts.project.clone()),
-                rendered: None,
-                warnings: Vec::new(),
-            }
-        }
-        Err(diags) => {
-            error::report(&diags);
-            return error::EXIT_CONFIG;
-        }
-    };
-    match args.command {
-        Command::Render => render(&loaded),
-        Command::Check => check(&loaded.config, &loaded.warnings, &args),
-        Command::Run => run(loaded.config, &loaded.warnings, &args, opts),
-        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
-        Command::Ctl => crate::ctl::client(&loaded.config, &args.ctl),
-    }
-}
-
-fn render(loaded: &config::Loaded) -> i32 {
-    match &loaded.rendered {
-        Some(text) => {
-            print!("{text}");
-            if !text.ends_with('\n') {
-                println!();
-            }
-        }
-        None => eprintln!("mc-launcher: no config file found: nothing to render"),
-    }
-    error::EXIT_OK
-}
-
-/// Commands of services that cannot be found on PATH or are not executable.
-fn command_problems(cfg: &Config) -> Vec<Diag> {
-    let mut out = Vec::new();
-    for s in &cfg.services {
-        let Some(prog) = s.argv.first() else { continue };
-        if let Err(e) = which::which(prog) {
-            let file = cfg.file.clone().unwrap_or_default();
-            out.push(Diag::new(
-                &file,
-                s.origin.pos,
-                format!("service {}: command {prog}: {e}", s.name),
-            ));
-        }
-    }
-    out
-}
-
-fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
-    let mut problems = command_problems(cfg);
-    problems.extend(crate::prepare::phase::check(cfg));
-    // What `run` would only warn about (unsupported circus options) fails
-    // `check`: nothing is dropped silently.
-    problems.extend(warnings.iter().cloned());
-    let mut out = String::new();
-    let file = cfg
-        .file
-        .as_ref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(none: plain init)".into());
-    out.push_str(&format!("config:   {file}\n"));
-    out.push_str(&format!(
-        "project:  {}\n",
-        cfg.project.as_deref().unwrap_or("(none)")
-    ));
-    out.push_str(&format!("root:     {}\n", cfg.root.display()));
-    out.push_str("paths:\n");
-    for (k, v) in [
-        ("salt", &cfg.paths.salt),
-        ("project", &cfg.paths.project),
-        ("pillar", &cfg.paths.pillar),
-        ("volume", &cfg.paths.volume),
-        ("state", &cfg.paths.state),
-    ] {
-        out.push_str(&format!("  {k:<8} {}\n", v.display()));
-    }
-    out.push_str("prepare:\n");
-    let skipped = |s: Step| {
-        if args.skip.contains(&s) {
-            " (skipped)"
-        } else {
-            ""
-        }
-    };
-    out.push_str(&format!(
-        "  pillar       {} -> {}{}\n",
-        cfg.pillar.source.display(),
-        cfg.pillar.target.display(),
-        skipped(Step::Pillar)
-    ));
-    let dirs: Vec<String> = cfg
-        .ssh
-        .keys_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    out.push_str(&format!(
-        "  ssh          keys of {} from {}{}\n",
-        cfg.ssh.user,
-        dirs.join(", "),
-        skipped(Step::Ssh)
-    ));
-    out.push_str(&format!(
-        "  reconfigure  {} step(s){}\n",
-        cfg.reconfigure.steps.len(),
-        skipped(Step::Reconfigure)
-    ));
-    for st in &cfg.reconfigure.steps {
-        out.push_str(&format!("    - {}\n", st.name));
-    }
-    out.push_str(&format!(
-        "  prepopulate  {} destination(s){}\n",
-        cfg.prepopulate.len(),
-        skipped(Step::Prepopulate)
-    ));
-    for p in &cfg.prepopulate {
-        out.push_str(&format!(
-            "    - {} -> {}\n",
-            p.src.display(),
-            p.dest.display()
-        ));
-    }
-    let services = services_with_main(cfg, &args.cmd);
-    out.push_str("services (start order):\n");
-    for name in start_order(&services) {
-        out.push_str(&format!("  - {name}\n"));
-    }
-    print!("{out}");
-    if problems.is_empty() {
-        error::EXIT_OK
-    } else {
-        error::report(&problems);
-        error::EXIT_CONFIG
-    }
-}
-
-/// The configured services plus the main one from the command line.
-fn services_with_main(cfg: &Config, cmd: &[String]) -> Vec<Service> {
-    let mut services = cfg.services.clone();
-    if !cmd.is_empty() {
-        services.push(Service::main(cmd.to_vec()));
-    }
-    services
-}
-
-/// Names in the order `run` starts them: dependency level, then priority
-/// (higher first), then file order; the main service last.
-pub fn start_order(services: &[Service]) -> Vec<String> {
-    let n = services.len();
-    let index = |name: &str| services.iter().position(|s| s.name == name);
-    let mut level = vec![0u32; n];
-    for _ in 0..n {
-        let mut changed = false;
-        for (i, s) in services.iter().enumerate() {
-            let want = s
-                .after
-                .iter()
-                .filter_map(|d| index(d).and_then(|j| level.get(j)).map(|l| l + 1))
-                .max()
-                .unwrap_or(0)
-                .min(n as u32);
-            if let Some(l) = level.get_mut(i) {
-                if *l != want {
-                    *l = want;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| {
-        let s = services.get(i);
-        (
-            s.is_some_and(|s| s.main),
-            level.get(i).copied().unwrap_or(0),
-            std::cmp::Reverse(s.map(|s| s.priority).unwrap_or(0)),
-            i,
-        )
-    });
-    order
-        .into_iter()
-        .filter_map(|i| services.get(i).map(|s| s.name.clone()))
-        .collect()
-}
-
-fn signal_source() -> Result<crate::signals::SignalSource, i32> {
-    // Signals have been blocked since the first instruction; from here on
-    // they are read, never lost.
-    crate::signals::SignalSource::new().map_err(|e| {
-        eprintln!("mc-launcher: cannot read signals: {e}");
-        error::EXIT_FAILURE
-    })
-}
-
-/// Whether the prepare phase runs: with a config file, or with the original
-/// launcher's arguments for a known project (its makina defaults then apply:
-/// the volume's pillar override and keys, as `launch.sh` did).
-fn prepares(cfg: &Config, args: &Args) -> bool {
-    cfg.file.is_some() || (args.original && cfg.project.is_some())
-}
-
-fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
-    for w in warnings {
-        log::warn!("{w}");
-    }
-    let mut signals = match signal_source() {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    // Asked for explicitly: a known project gets its makina defaults.
-    let enabled = cfg.file.is_some() || cfg.project.is_some();
-    if !enabled {
-        log::warn!("no config file and no project: nothing to prepare");
-    }
-    let mut cfg = cfg.clone();
-    if enabled {
-        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
-    }
-    match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut signals) {
-        Ok(_) => error::EXIT_OK,
-        Err(code) => code,
-    }
-}
-
-fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
-    for w in warnings {
-        log::warn!("{w}");
-    }
-    let mut signals = match signal_source() {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let mut services = services_with_main(&cfg, &args.cmd);
-    if services.is_empty() && cfg.file.is_none() {
-        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
-        return error::EXIT_USAGE;
-    }
-    let prepare = prepares(&cfg, args);
-    if prepare {
-        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
-    }
-    let state_dir = cfg.paths.state.clone();
-    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut signals) {
-        // sshd, when the phase asks for it, runs first among the services.
-        Ok(extra) => {
-            for s in extra.into_iter().rev() {
-                services.insert(0, s);
-            }
-        }
-        Err(code) => return code,
-    }
-    // SIGHUP / `ctl reload` re-read the same file the launcher started from.
-    let reloader: Option<crate::supervisor::Reloader> = cfg.file.clone().map(|file| {
-        let mut opts = opts;
-        opts.config = Some(file);
-        Box::new(move || {
-            config::load(&opts).map(|mut l| {
-                l.config.paths.state = state_dir.clone();
-                let services = l.config.services.clone();
-                (l.config, services)
-            })
-        }) as crate::supervisor::Reloader
-    });
-    let watch_keys = prepare && cfg.ssh.watch && !args.skip.contains(&Step::Ssh);
-    crate::supervisor::run(
-        cfg,
-        services,
-        signals,
-        crate::supervisor::RunOptions {
-            reloader,
-            watch_keys,
-        },
-    )
+    crate::units::parse_bool(v)
+        .ok_or_else(|| format!("{key}={v}: expected a boolean (True or False)"))
 }
 
 #[cfg(test)]
@@ -633,20 +268,31 @@ mod tests {
         assert_eq!(a.config, Some(PathBuf::from("/x.yml")));
         assert_eq!(a.command, Command::Render);
         let a = args(&["--skip", "ssh", "--skip=pillar,prepopulate"]);
-        assert_eq!(a.skip, vec![Step::Ssh, Step::Pillar, Step::Prepopulate]);
+        assert_eq!(
+            a.skip,
+            vec![
+                PrepareStep::Ssh,
+                PrepareStep::Pillar,
+                PrepareStep::Prepopulate
+            ]
+        );
     }
 
     #[test]
     fn original_launcher_arguments() {
         // (argv, expected skips, project)
-        let rows: &[(&[&str], &[Step], Option<&str>)] = &[
+        let rows: &[(&[&str], &[PrepareStep], Option<&str>)] = &[
             (&["ssh_config=True", "re_configure=True"], &[], None),
             (
                 &["ssh_config=True", "re_configure=False"],
-                &[Step::Reconfigure],
+                &[PrepareStep::Reconfigure],
                 None,
             ),
-            (&["ssh_config=false"], &[Step::Reconfigure, Step::Ssh], None),
+            (
+                &["ssh_config=false"],
+                &[PrepareStep::Reconfigure, PrepareStep::Ssh],
+                None,
+            ),
             (&["re_configure=yes"], &[], None),
             (
                 &["run", "name=registry", "ssh_config=TRUE", "re_configure=1"],
@@ -678,7 +324,7 @@ mod tests {
         assert_eq!(a.project.as_deref(), Some("p"));
         assert_eq!(a.root, Some(PathBuf::from("/r")));
         assert_eq!(a.config, Some(PathBuf::from("/c.yml")));
-        assert_eq!(a.skip, vec![Step::Ssh, Step::Reconfigure]);
+        assert_eq!(a.skip, vec![PrepareStep::Ssh, PrepareStep::Reconfigure]);
         let Ok(Parsed::Args(a)) = parse_args(&["--project", "q", "check"], &env) else {
             panic!("parse")
         };
@@ -706,21 +352,5 @@ mod tests {
         }
         assert_eq!(parse_args(&["--help"], &[]), Ok(Parsed::Help));
         assert_eq!(parse_args(&["-V"], &[]), Ok(Parsed::Version));
-    }
-
-    #[test]
-    fn start_order_follows_after_and_priority() {
-        let mut a = Service::new("a", vec!["x".into()]);
-        a.after = vec!["b".into()];
-        let mut b = Service::new("b", vec!["x".into()]);
-        b.priority = 1;
-        let c = Service::new("c", vec!["x".into()]);
-        let mut d = Service::new("d", vec!["x".into()]);
-        d.priority = 5;
-        let main = Service::main(vec!["sh".into()]);
-        assert_eq!(
-            start_order(&[main, a, b, c, d]),
-            vec!["d", "b", "c", "a", "main"]
-        );
     }
 }

@@ -51,7 +51,7 @@ fn signal_all(pid1: bool, sig: Signal) {
         return;
     }
     // Each service leads its own process group: signal the groups.
-    for child in crate::supervisor::children_of(std::process::id() as i32) {
+    for child in crate::proc::reap::children_of(std::process::id() as i32) {
         let _ = kill(Pid::from_raw(-child), sig);
         let _ = kill(Pid::from_raw(child), sig);
     }

@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN §2) and diagnostics, in one place.
+//! Exit codes (README "Exit status") and diagnostics, in one place. Layer 0.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +15,12 @@ pub const EXIT_CONFIG: i32 = 78;
 pub const EXIT_NOT_EXECUTABLE: i32 = 126;
 /// CMD not found.
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// `mc-launcher ctl`: the command was done.
+pub const CTL_OK: i32 = 0;
+/// `mc-launcher ctl`: the launcher refused or failed the command.
+pub const CTL_FAILED: i32 = 1;
+/// `mc-launcher ctl`: no launcher answered on any socket path.
+pub const CTL_NO_LAUNCHER: i32 = 3;
 /// The launcher itself failed (a panic: a bug), after stopping everything.
 pub const EXIT_INTERNAL: i32 = 70;
 

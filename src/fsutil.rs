@@ -3,7 +3,7 @@
 //! directory) with modes that are never wider than the final one, and errors
 //! that name the path.
 
-use crate::config::Owner;
+use crate::config::model::Owner;
 use nix::unistd::{Gid, Uid};
 use std::fmt;
 use std::fs::{File, OpenOptions};

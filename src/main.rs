@@ -5,5 +5,5 @@ fn main() {
     // unblocked signals that have no handler).
     mc_launcher::signals::block_all();
     mc_launcher::crash::install();
-    std::process::exit(mc_launcher::cli::main());
+    std::process::exit(mc_launcher::app::main());
 }

@@ -13,5 +13,5 @@ fuzz_target!(|data: &[u8]| {
         include: Vec::new(),
     };
     let env: BTreeMap<String, String> = [("HOME".to_string(), "/root".to_string())].into();
-    let _ = mc_launcher::circus::load(&cfg, &env);
+    let _ = mc_launcher::config::circus::load(&cfg, &env);
 });

@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = mc_launcher::ctl::parse_request(data);
+    let _ = mc_launcher::ctl::proto::parse_request(data);
 });

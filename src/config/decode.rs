@@ -3,6 +3,7 @@
 
 use super::model::*;
 use crate::error::{Diag, Pos};
+use crate::units::{duration_from_secs, MAX_DURATION};
 use crate::yaml::{Node, Scalar, Value};
 use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;

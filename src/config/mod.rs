@@ -2,6 +2,7 @@
 //! minijinja, parse it with positions, decode and validate it, and report
 //! every error as `file:line:col` at once.
 
+pub mod circus;
 pub mod decode;
 pub mod model;
 
@@ -153,7 +154,7 @@ fn with_circus(mut config: Config, rendered: Option<String>) -> Result<Loaded, V
         });
     }
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    let mut c = crate::circus::load(&config.circus, &env);
+    let mut c = circus::load(&config.circus, &env);
     for s in &c.services {
         if config.services.iter().any(|o| o.name == s.name) {
             c.errors.push(Diag::new(

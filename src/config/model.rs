@@ -15,16 +15,25 @@ pub struct Origin {
     pub pos: Pos,
 }
 
-/// The longest duration the config accepts (ten years): any longer would
-/// overflow a deadline computed from now.
-pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// A step of the prepare phase, as `--skip` and `MC_SKIP` name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrepareStep {
+    Pillar,
+    Ssh,
+    Reconfigure,
+    Prepopulate,
+}
 
-/// Seconds as a duration, refused (None) when negative, not finite or over
-/// `MAX_DURATION`.
-pub fn duration_from_secs(f: f64) -> Option<Duration> {
-    Duration::try_from_secs_f64(f)
-        .ok()
-        .filter(|d| *d <= MAX_DURATION)
+impl PrepareStep {
+    pub fn parse(s: &str) -> Option<PrepareStep> {
+        match s.trim() {
+            "pillar" => Some(PrepareStep::Pillar),
+            "ssh" => Some(PrepareStep::Ssh),
+            "reconfigure" => Some(PrepareStep::Reconfigure),
+            "prepopulate" => Some(PrepareStep::Prepopulate),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -2,8 +2,8 @@
 //! prepopulate. A stop signal is looked for between steps and honoured
 //! inside the reconfigure steps: the launcher then exits 128+N.
 
-use crate::cli::Step as SkipStep;
-use crate::config::{Config, OnInvalid, Service};
+use crate::config::model::PrepareStep as SkipStep;
+use crate::config::model::{Config, OnInvalid, Service};
 use crate::error::{self, Diag};
 use crate::signals::SignalSource;
 use nix::sys::signal::Signal;
@@ -126,7 +126,7 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
             log::warn!("ssh: skipped, not running as root: {e}");
-            if cfg.ssh.sshd != crate::config::SshdMode::Never {
+            if cfg.ssh.sshd != crate::config::model::SshdMode::Never {
                 log::warn!("sshd: skipped, not running as root");
             }
             return Ok(None);
@@ -136,7 +136,9 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
             return Err(error::EXIT_FAILURE);
         }
     }
-    if !nix::unistd::Uid::effective().is_root() && cfg.ssh.sshd != crate::config::SshdMode::Never {
+    if !nix::unistd::Uid::effective().is_root()
+        && cfg.ssh.sshd != crate::config::model::SshdMode::Never
+    {
         log::warn!(
             "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
         );

@@ -4,7 +4,7 @@
 //! from the volume replaces it atomically; when the override goes away the
 //! saved default comes back. An invalid override never touches the target.
 
-use crate::config::Config;
+use crate::config::model::Config;
 use crate::error::Diag;
 use crate::fsutil::{self, FsError};
 use minijinja::value::{Object, Value};

@@ -6,7 +6,7 @@
 //! loss is recognised on the next start, wiped and redone instead of being
 //! taken for the operator's data.
 
-use crate::config::Prepopulate;
+use crate::config::model::Prepopulate;
 use crate::error::Diag;
 use crate::fsutil::{self, at, FsError};
 use nix::sys::stat::{utimensat, UtimensatFlags};
@@ -339,7 +339,7 @@ pub fn check(items: &[Prepopulate]) -> Vec<Diag> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Origin;
+    use crate::config::model::Origin;
 
     struct Tmp(PathBuf);
     impl Drop for Tmp {

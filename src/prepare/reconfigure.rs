@@ -3,11 +3,11 @@
 //! the step's name, under a timeout, and stopped (TERM, then KILL) when a
 //! stop signal arrives.
 
-use crate::config::{Config, OnError, Step, StepKind};
+use crate::config::model::{Config, OnError, Step, StepKind};
 use crate::error::{Diag, EXIT_FAILURE};
+use crate::proc::exit::Exit;
+use crate::proc::{output, spawn};
 use crate::signals::SignalSource;
-use crate::supervisor::machine::Exit;
-use crate::supervisor::{output, spawn};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -84,7 +84,7 @@ pub fn run(cfg: &Config, signals: &mut SignalSource) -> Result<(), Stop> {
             Ok(()) => log::info!(
                 "reconfigure: {} done in {}",
                 step.name,
-                crate::supervisor::fmt_duration(started.elapsed())
+                crate::units::fmt_duration(started.elapsed())
             ),
             Err(msg) => {
                 all_ok = false;
@@ -144,7 +144,7 @@ fn run_argv(
         ))),
         Ok(ChildEnd::TimedOut) => Ok(Err(format!(
             "timed out after {}",
-            crate::supervisor::fmt_duration(step.timeout.unwrap_or_default())
+            crate::units::fmt_duration(step.timeout.unwrap_or_default())
         ))),
         Ok(ChildEnd::Interrupted(sig)) => Err(Stop::Signal(sig)),
         Err(e) => Ok(Err(format!(
@@ -378,7 +378,7 @@ pub fn render_template(
     src: &Path,
     dest: &Path,
     mode: Option<u32>,
-    owner: Option<&crate::config::Owner>,
+    owner: Option<&crate::config::model::Owner>,
 ) -> Result<(), Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env

@@ -1,7 +1,7 @@
 //! Step 2 of the prepare phase: SSH public keys from the volume into a
 //! managed block of `~user/.ssh/authorized_keys`, and optionally sshd.
 
-use crate::config::{Config, Service, SshCfg, SshdMode};
+use crate::config::model::{Config, Service, SshCfg, SshdMode};
 use crate::error::{Diag, Pos};
 use crate::fsutil::{self, FsError};
 use base64::Engine;

@@ -25,37 +25,9 @@
 //! Any other pair leaves the state as it is and does nothing (a late timer,
 //! a second stop request, a start of something already running).
 
+use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
-
-/// How a process ended, as `waitpid` reported it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Exit {
-    /// The shell convention: the code, or 128+N for signal N.
-    pub fn status(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(n) => crate::error::signal_exit(n),
-        }
-    }
-}
-
-impl std::fmt::Display for Exit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Exit::Code(c) => write!(f, "exit {c}"),
-            Exit::Signal(n) => match Signal::try_from(*n) {
-                Ok(s) => write!(f, "killed by {}", crate::signals::short_name(s)),
-                Err(_) => write!(f, "killed by signal {n}"),
-            },
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
@@ -131,7 +103,7 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn from_service(s: &crate::config::Service) -> Policy {
+    pub fn from_service(s: &crate::config::model::Service) -> Policy {
         Policy {
             respawn: s.respawn,
             max_retry: s.max_retry,
@@ -152,7 +124,7 @@ impl Policy {
             .backoff_initial
             .saturating_mul(1u32 << exp)
             .min(self.backoff_max);
-        crate::config::duration_from_secs(base.as_secs_f64() * jitter.clamp(0.5, 1.0))
+        crate::units::duration_from_secs(base.as_secs_f64() * jitter.clamp(0.5, 1.0))
             .unwrap_or(base)
     }
 }

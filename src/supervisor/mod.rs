@@ -7,13 +7,13 @@
 //! the reverse order, one level at a time, within one global deadline.
 
 pub mod machine;
-pub mod output;
-pub mod spawn;
-pub mod watch;
 
-use crate::config::{Config, ReadyCheck, Service, Stream};
+use crate::config::model::{Config, ReadyCheck, Service, Stream};
+use crate::proc::exit::Exit;
+use crate::proc::{output, reap::children_of, spawn, watch};
 use crate::signals::{Received, SignalSource};
-use machine::{Action, Ctx, Event, Exit, Policy, Proc, State};
+use crate::units::fmt_duration;
+use machine::{Action, Ctx, Event, Policy, Proc, State};
 use nix::errno::Errno;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::Signal;
@@ -146,29 +146,35 @@ pub struct Supervisor {
     stdin_tty: bool,
     rng: u64,
     signals: SignalSource,
-    ctl: Option<crate::ctl::Server>,
+    ctl: Option<crate::ctl::server::Server>,
     reloader: Option<Reloader>,
     keys: Option<watch::KeyWatch>,
     keys_resync_pending: bool,
+    on_keys_changed: Option<KeysChanged>,
 }
 
 /// What `run` needs beyond the services.
 pub struct RunOptions {
     /// SIGHUP / `ctl reload`.
     pub reloader: Option<Reloader>,
-    /// Apply changes in the SSH key directories while running.
-    pub watch_keys: bool,
+    /// Called (debounced) after a change in the SSH key directories; with
+    /// `None` they are not watched.
+    pub on_keys_changed: Option<KeysChanged>,
 }
+
+/// Applies the key directories again while running (`ssh.watch`).
+pub type KeysChanged = Box<dyn FnMut(&Config)>;
 
 /// Supervise `services` (already including the main service, if any) until
 /// everything has ended; return the launcher's exit status.
 pub fn run(cfg: Config, services: Vec<Service>, signals: SignalSource, opts: RunOptions) -> i32 {
     let mut sup = Supervisor::new(cfg, services, signals);
     sup.reloader = opts.reloader;
-    sup.ctl = crate::ctl::Server::bind(&sup.cfg);
-    if opts.watch_keys {
+    sup.ctl = crate::ctl::server::Server::bind(&sup.cfg);
+    if opts.on_keys_changed.is_some() {
         sup.keys = watch::KeyWatch::new(&sup.cfg.ssh.keys_dirs);
     }
+    sup.on_keys_changed = opts.on_keys_changed;
     sup.pump_starts();
     sup.check_all_done();
     sup.run_loop();
@@ -214,6 +220,7 @@ impl Supervisor {
             reloader: None,
             keys: None,
             keys_resync_pending: false,
+            on_keys_changed: None,
         };
         sup.replan();
         sup
@@ -507,7 +514,9 @@ impl Supervisor {
                     if let Some(k) = &mut self.keys {
                         k.rewatch();
                     }
-                    crate::prepare::phase::resync_keys(&self.cfg);
+                    if let Some(f) = &mut self.on_keys_changed {
+                        f(&self.cfg);
+                    }
                 }
                 Timer::Deadline => {
                     if self.stopping.is_some() {
@@ -701,7 +710,7 @@ impl Supervisor {
                 log::debug!("{label}: started, pid {pid}");
                 if let Some((age, variance)) = spec.max_age {
                     let share = (self.rng % 1000) as f64 / 1000.0;
-                    let extra = crate::config::duration_from_secs(variance.as_secs_f64() * share)
+                    let extra = crate::units::duration_from_secs(variance.as_secs_f64() * share)
                         .unwrap_or_default();
                     // The generation after `Spawned` is the current one + 1.
                     if let Some(gen) = self.proc_gen(s, i) {
@@ -1018,11 +1027,12 @@ impl Supervisor {
         };
         for msg in incoming {
             let (reply, close) = match msg {
-                crate::ctl::Incoming::Request(req) => (self.handle(&req), false),
-                crate::ctl::Incoming::Bad(e) => (crate::ctl::error_reply(&e), false),
-                crate::ctl::Incoming::TooLong => {
-                    (crate::ctl::error_reply("request line too long"), true)
-                }
+                crate::ctl::server::Incoming::Request(req) => (self.handle(&req), false),
+                crate::ctl::server::Incoming::Bad(e) => (crate::ctl::proto::error_reply(&e), false),
+                crate::ctl::server::Incoming::TooLong => (
+                    crate::ctl::proto::error_reply("request line too long"),
+                    true,
+                ),
             };
             if let Some(ctl) = &mut self.ctl {
                 ctl.reply(i, &reply);
@@ -1033,13 +1043,13 @@ impl Supervisor {
         }
     }
 
-    fn handle(&mut self, req: &crate::ctl::Request) -> serde_json::Value {
+    fn handle(&mut self, req: &crate::ctl::proto::Request) -> serde_json::Value {
         use serde_json::json;
         let name = req.name.as_deref().unwrap_or("");
         let target = if req.name.is_some() {
             match self.find(name) {
                 Some(s) => Some(s),
-                None => return crate::ctl::error_reply(&format!("no such service: {name}")),
+                None => return crate::ctl::proto::error_reply(&format!("no such service: {name}")),
             }
         } else {
             None
@@ -1057,9 +1067,9 @@ impl Supervisor {
                 if bad.is_empty() && !stopping {
                     json!({"ok": true, "message": "healthy"})
                 } else if stopping {
-                    crate::ctl::error_reply("stopping")
+                    crate::ctl::proto::error_reply("stopping")
                 } else {
-                    crate::ctl::error_reply(&format!(
+                    crate::ctl::proto::error_reply(&format!(
                         "not running or not ready: {}",
                         bad.join(", ")
                     ))
@@ -1071,13 +1081,13 @@ impl Supervisor {
                 json!({"ok": true, "message": "stopping"})
             }
             ("reload", _) if self.reloader.is_none() => {
-                crate::ctl::error_reply("no config file to reload")
+                crate::ctl::proto::error_reply("no config file to reload")
             }
             ("reload", _) => self.reload(),
-            (_, _) if stopping => crate::ctl::error_reply("the launcher is stopping"),
+            (_, _) if stopping => crate::ctl::proto::error_reply("the launcher is stopping"),
             ("start", Some(s)) => {
                 if self.svcs.get(s).is_some_and(Svc::live) {
-                    return crate::ctl::error_reply(&format!("{name} is already running"));
+                    return crate::ctl::proto::error_reply(&format!("{name} is already running"));
                 }
                 self.start_service(s);
                 json!({"ok": true, "message": format!("{name} started")})
@@ -1115,7 +1125,7 @@ impl Supervisor {
             }
             ("signal", Some(s)) => {
                 let Some(sig) = req.signal.as_deref().and_then(crate::signals::parse_signal) else {
-                    return crate::ctl::error_reply(&format!(
+                    return crate::ctl::proto::error_reply(&format!(
                         "unknown signal: {}",
                         req.signal.as_deref().unwrap_or("")
                     ));
@@ -1132,7 +1142,7 @@ impl Supervisor {
             }
             ("incr", Some(s)) => {
                 let Some(svc) = self.svcs.get_mut(s) else {
-                    return crate::ctl::error_reply("gone");
+                    return crate::ctl::proto::error_reply("gone");
                 };
                 let i = svc.spec.numprocesses as usize;
                 svc.spec.numprocesses += 1;
@@ -1151,17 +1161,19 @@ impl Supervisor {
             }
             ("decr", Some(s)) => {
                 let Some(svc) = self.svcs.get_mut(s) else {
-                    return crate::ctl::error_reply("gone");
+                    return crate::ctl::proto::error_reply("gone");
                 };
                 if svc.spec.numprocesses <= 1 {
-                    return crate::ctl::error_reply(&format!("{name} runs one process: use stop"));
+                    return crate::ctl::proto::error_reply(&format!(
+                        "{name} runs one process: use stop"
+                    ));
                 }
                 svc.spec.numprocesses -= 1;
                 let n = svc.spec.numprocesses;
                 self.proc_event(s, n as usize, Event::Stop);
                 json!({"ok": true, "numprocesses": n, "message": format!("{name}: {n} process(es)")})
             }
-            (cmd, _) => crate::ctl::error_reply(&format!("cannot {cmd} now")),
+            (cmd, _) => crate::ctl::proto::error_reply(&format!("cannot {cmd} now")),
         }
     }
 
@@ -1217,7 +1229,7 @@ impl Supervisor {
     fn reload(&mut self) -> serde_json::Value {
         use serde_json::json;
         let Some(reloader) = &mut self.reloader else {
-            return crate::ctl::error_reply("no config file to reload");
+            return crate::ctl::proto::error_reply("no config file to reload");
         };
         let (cfg, services) = match reloader() {
             Ok(x) => x,
@@ -1515,51 +1527,6 @@ fn tcp_ready(addr: &str) -> bool {
     addrs
         .into_iter()
         .any(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok())
-}
-
-/// Direct children of `pid`, from /proc (used when we are not PID 1): the
-/// kernel's list when it has one (CONFIG_PROC_CHILDREN), else a scan of
-/// every process's parent.
-pub(crate) fn children_of(pid: i32) -> Vec<i32> {
-    if let Ok(list) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
-        return list
-            .split_whitespace()
-            .filter_map(|p| p.parse().ok())
-            .collect();
-    }
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(child) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
-            continue;
-        };
-        // The command name may hold spaces and parentheses: parse after the last ')'.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<i32>().ok());
-        if ppid == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
-}
-
-pub fn fmt_duration(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
 }
 
 /// One line: how a service ended and how long its stop took.

@@ -25,7 +25,7 @@ fn watch_target(dir: &Path) -> Option<PathBuf> {
 
 impl KeyWatch {
     pub fn new(dirs: &[PathBuf]) -> Option<KeyWatch> {
-        let (r, w) = crate::supervisor::output::pipe().ok()?;
+        let (r, w) = crate::proc::output::pipe().ok()?;
         let mut w = File::from(w);
         let _ = nix::fcntl::fcntl(
             &w,

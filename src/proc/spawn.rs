@@ -4,7 +4,7 @@
 //! Everything a child needs is computed in the parent (`Prepared`), so the
 //! code that runs between fork and exec only makes raw system calls.
 
-use crate::config::{Config, Rlimit, Service};
+use crate::config::model::{Config, Rlimit, Service};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use std::collections::BTreeMap;

@@ -244,14 +244,6 @@ fn substitute(value: &str, env: &BTreeMap<String, String>) -> String {
     out
 }
 
-fn circus_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" | "y" => Some(true),
-        "false" | "0" | "no" | "off" | "n" | "" => Some(false),
-        _ => None,
-    }
-}
-
 /// Read the circus files named by `cfg` into services.
 pub fn load(cfg: &CircusCfg, env: &BTreeMap<String, String>) -> CircusLoad {
     let mut out = CircusLoad::default();
@@ -336,7 +328,7 @@ fn watcher_service(
     s.copy_env = false;
     let args = val("args").unwrap_or_default();
     let shell = get("shell")
-        .and_then(|e| circus_bool(&e.value))
+        .and_then(|e| crate::units::parse_bool(&e.value))
         .unwrap_or(false);
     if shell {
         s.argv = vec![
@@ -357,8 +349,8 @@ fn watcher_service(
     }
     let secs = |e: &Entry, v: &str, bad: &mut dyn FnMut(&Entry, String)| -> Option<Duration> {
         match v.trim().parse::<f64>() {
-            Ok(f) if crate::config::duration_from_secs(f).is_some() => {
-                crate::config::duration_from_secs(f)
+            Ok(f) if crate::units::duration_from_secs(f).is_some() => {
+                crate::units::duration_from_secs(f)
             }
             _ => {
                 bad(
@@ -380,7 +372,7 @@ fn watcher_service(
                 .ok()
         };
         let boolean = |bad: &mut dyn FnMut(&Entry, String)| -> Option<bool> {
-            circus_bool(&v).or_else(|| {
+            crate::units::parse_bool(&v).or_else(|| {
                 bad(e, format!("{k}: `{v}` is not a boolean"));
                 None
             })

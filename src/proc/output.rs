@@ -5,7 +5,7 @@
 //! from different services never interleave: each batch of complete lines is
 //! handed to one `write_all`.
 
-use crate::config::FileStream;
+use crate::config::model::FileStream;
 use nix::fcntl::OFlag;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};

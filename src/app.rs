@@ -1,0 +1,377 @@
+//! The application: logging, the dispatch of subcommands, `check` and
+//! `render`, and the wiring of the prepare phase into the supervisor (the
+//! reload function, the key-watch callback). Layer 4: the only place that
+//! sees every other module.
+
+use crate::cli::{parse, Args, Command, Parsed, USAGE};
+use crate::config::model::PrepareStep;
+use crate::config::{self, Config, LoadOptions, Service};
+use crate::error::{self, Diag};
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::PathBuf;
+
+fn init_logging(verbosity: i32) {
+    let level = match verbosity {
+        i32::MIN..=-2 => "error",
+        -1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let mut b = env_logger::Builder::new();
+    b.parse_filters(level);
+    if let Ok(spec) = std::env::var("MC_LOG") {
+        b.parse_filters(&spec);
+    }
+    b.format(|f, rec| {
+        let tag = match rec.level() {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
+        writeln!(f, "mc-launcher: {tag}{}", rec.args())
+    });
+    b.target(env_logger::Target::Stderr);
+    let _ = b.try_init();
+}
+
+/// Entry point of the binary: returns the exit status.
+pub fn main() -> i32 {
+    let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let args = match parse(argv, &|k| std::env::var(k).ok()) {
+        Ok(Parsed::Args(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return error::EXIT_OK;
+        }
+        Ok(Parsed::Version) => {
+            println!("mc-launcher {}", env!("CARGO_PKG_VERSION"));
+            return error::EXIT_OK;
+        }
+        Err(msg) => {
+            eprintln!("mc-launcher: {msg}\n\n{USAGE}");
+            return error::EXIT_USAGE;
+        }
+    };
+    init_logging(args.verbosity);
+    let opts = LoadOptions {
+        config: args.config.clone(),
+        root: args.root.clone(),
+        project: args.project.clone(),
+    };
+    let loaded = match config::load(&opts) {
+        Ok(l) => l,
+        Err(diags) if args.command == Command::Ctl => {
+            // The client only needs the socket path: fall back to defaults.
+            log::debug!(
+                "config not loaded ({} error(s)); using default socket paths",
+                diags.len()
+            );
+            let root = opts.root.clone().unwrap_or_else(|| PathBuf::from("/srv"));
+            config::Loaded {
+                config: Config::plain(root, opts.project.clone()),
+                rendered: None,
+                warnings: Vec::new(),
+            }
+        }
+        Err(diags) => {
+            error::report(&diags);
+            return error::EXIT_CONFIG;
+        }
+    };
+    match args.command {
+        Command::Render => render(&loaded),
+        Command::Check => check(&loaded.config, &loaded.warnings, &args),
+        Command::Run => run(loaded.config, &loaded.warnings, &args, opts),
+        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
+        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl),
+    }
+}
+
+fn render(loaded: &config::Loaded) -> i32 {
+    match &loaded.rendered {
+        Some(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+        None => eprintln!("mc-launcher: no config file found: nothing to render"),
+    }
+    error::EXIT_OK
+}
+
+/// Commands of services that cannot be found on PATH or are not executable.
+fn command_problems(cfg: &Config) -> Vec<Diag> {
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        let Some(prog) = s.argv.first() else { continue };
+        if let Err(e) = which::which(prog) {
+            let file = cfg.file.clone().unwrap_or_default();
+            out.push(Diag::new(
+                &file,
+                s.origin.pos,
+                format!("service {}: command {prog}: {e}", s.name),
+            ));
+        }
+    }
+    out
+}
+
+fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
+    let mut problems = command_problems(cfg);
+    problems.extend(crate::prepare::phase::check(cfg));
+    // What `run` would only warn about (unsupported circus options) fails
+    // `check`: nothing is dropped silently.
+    problems.extend(warnings.iter().cloned());
+    let mut out = String::new();
+    let file = cfg
+        .file
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(none: plain init)".into());
+    out.push_str(&format!("config:   {file}\n"));
+    out.push_str(&format!(
+        "project:  {}\n",
+        cfg.project.as_deref().unwrap_or("(none)")
+    ));
+    out.push_str(&format!("root:     {}\n", cfg.root.display()));
+    out.push_str("paths:\n");
+    for (k, v) in [
+        ("salt", &cfg.paths.salt),
+        ("project", &cfg.paths.project),
+        ("pillar", &cfg.paths.pillar),
+        ("volume", &cfg.paths.volume),
+        ("state", &cfg.paths.state),
+    ] {
+        out.push_str(&format!("  {k:<8} {}\n", v.display()));
+    }
+    out.push_str("prepare:\n");
+    let skipped = |s: PrepareStep| {
+        if args.skip.contains(&s) {
+            " (skipped)"
+        } else {
+            ""
+        }
+    };
+    out.push_str(&format!(
+        "  pillar       {} -> {}{}\n",
+        cfg.pillar.source.display(),
+        cfg.pillar.target.display(),
+        skipped(PrepareStep::Pillar)
+    ));
+    let dirs: Vec<String> = cfg
+        .ssh
+        .keys_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect();
+    out.push_str(&format!(
+        "  ssh          keys of {} from {}{}\n",
+        cfg.ssh.user,
+        dirs.join(", "),
+        skipped(PrepareStep::Ssh)
+    ));
+    out.push_str(&format!(
+        "  reconfigure  {} step(s){}\n",
+        cfg.reconfigure.steps.len(),
+        skipped(PrepareStep::Reconfigure)
+    ));
+    for st in &cfg.reconfigure.steps {
+        out.push_str(&format!("    - {}\n", st.name));
+    }
+    out.push_str(&format!(
+        "  prepopulate  {} destination(s){}\n",
+        cfg.prepopulate.len(),
+        skipped(PrepareStep::Prepopulate)
+    ));
+    for p in &cfg.prepopulate {
+        out.push_str(&format!(
+            "    - {} -> {}\n",
+            p.src.display(),
+            p.dest.display()
+        ));
+    }
+    let services = services_with_main(cfg, &args.cmd);
+    out.push_str("services (start order):\n");
+    for name in start_order(&services) {
+        out.push_str(&format!("  - {name}\n"));
+    }
+    print!("{out}");
+    if problems.is_empty() {
+        error::EXIT_OK
+    } else {
+        error::report(&problems);
+        error::EXIT_CONFIG
+    }
+}
+
+/// The configured services plus the main one from the command line.
+fn services_with_main(cfg: &Config, cmd: &[String]) -> Vec<Service> {
+    let mut services = cfg.services.clone();
+    if !cmd.is_empty() {
+        services.push(Service::main(cmd.to_vec()));
+    }
+    services
+}
+
+/// Names in the order `run` starts them: dependency level, then priority
+/// (higher first), then file order; the main service last.
+pub fn start_order(services: &[Service]) -> Vec<String> {
+    let n = services.len();
+    let index = |name: &str| services.iter().position(|s| s.name == name);
+    let mut level = vec![0u32; n];
+    for _ in 0..n {
+        let mut changed = false;
+        for (i, s) in services.iter().enumerate() {
+            let want = s
+                .after
+                .iter()
+                .filter_map(|d| index(d).and_then(|j| level.get(j)).map(|l| l + 1))
+                .max()
+                .unwrap_or(0)
+                .min(n as u32);
+            if let Some(l) = level.get_mut(i) {
+                if *l != want {
+                    *l = want;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| {
+        let s = services.get(i);
+        (
+            s.is_some_and(|s| s.main),
+            level.get(i).copied().unwrap_or(0),
+            std::cmp::Reverse(s.map(|s| s.priority).unwrap_or(0)),
+            i,
+        )
+    });
+    order
+        .into_iter()
+        .filter_map(|i| services.get(i).map(|s| s.name.clone()))
+        .collect()
+}
+
+fn signal_source() -> Result<crate::signals::SignalSource, i32> {
+    // Signals have been blocked since the first instruction; from here on
+    // they are read, never lost.
+    crate::signals::SignalSource::new().map_err(|e| {
+        eprintln!("mc-launcher: cannot read signals: {e}");
+        error::EXIT_FAILURE
+    })
+}
+
+/// Whether the prepare phase runs: with a config file, or with the original
+/// launcher's arguments for a known project (its makina defaults then apply:
+/// the volume's pillar override and keys, as `launch.sh` did).
+fn prepares(cfg: &Config, args: &Args) -> bool {
+    cfg.file.is_some() || (args.original && cfg.project.is_some())
+}
+
+fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let mut signals = match signal_source() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    // Asked for explicitly: a known project gets its makina defaults.
+    let enabled = cfg.file.is_some() || cfg.project.is_some();
+    if !enabled {
+        log::warn!("no config file and no project: nothing to prepare");
+    }
+    let mut cfg = cfg.clone();
+    if enabled {
+        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    }
+    match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut signals) {
+        Ok(_) => error::EXIT_OK,
+        Err(code) => code,
+    }
+}
+
+fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let mut signals = match signal_source() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut services = services_with_main(&cfg, &args.cmd);
+    if services.is_empty() && cfg.file.is_none() {
+        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
+        return error::EXIT_USAGE;
+    }
+    let prepare = prepares(&cfg, args);
+    if prepare {
+        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+    }
+    let state_dir = cfg.paths.state.clone();
+    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut signals) {
+        // sshd, when the phase asks for it, runs first among the services.
+        Ok(extra) => {
+            for s in extra.into_iter().rev() {
+                services.insert(0, s);
+            }
+        }
+        Err(code) => return code,
+    }
+    // SIGHUP / `ctl reload` re-read the same file the launcher started from.
+    let reloader: Option<crate::supervisor::Reloader> = cfg.file.clone().map(|file| {
+        let mut opts = opts;
+        opts.config = Some(file);
+        Box::new(move || {
+            config::load(&opts).map(|mut l| {
+                l.config.paths.state = state_dir.clone();
+                let services = l.config.services.clone();
+                (l.config, services)
+            })
+        }) as crate::supervisor::Reloader
+    });
+    let watch_keys = prepare && cfg.ssh.watch && !args.skip.contains(&PrepareStep::Ssh);
+    let on_keys_changed = watch_keys.then(|| {
+        Box::new(|cfg: &Config| crate::prepare::phase::resync_keys(cfg))
+            as crate::supervisor::KeysChanged
+    });
+    crate::supervisor::run(
+        cfg,
+        services,
+        signals,
+        crate::supervisor::RunOptions {
+            reloader,
+            on_keys_changed,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_order_follows_after_and_priority() {
+        let mut a = Service::new("a", vec!["x".into()]);
+        a.after = vec!["b".into()];
+        let mut b = Service::new("b", vec!["x".into()]);
+        b.priority = 1;
+        let c = Service::new("c", vec!["x".into()]);
+        let mut d = Service::new("d", vec!["x".into()]);
+        d.priority = 5;
+        let main = Service::main(vec!["sh".into()]);
+        assert_eq!(
+            start_order(&[main, a, b, c, d]),
+            vec!["d", "b", "c", "a", "main"]
+        );
+    }
+}

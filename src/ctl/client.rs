@@ -1,0 +1,145 @@
+//! `mc-launcher ctl`: the client of the control socket. Layer 4.
+
+use super::proto::{candidate_paths, COMMANDS};
+use crate::config::model::Config;
+use crate::error::{CTL_FAILED, CTL_NO_LAUNCHER, CTL_OK};
+use serde_json::{json, Value};
+use std::io::{self, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Send one request to the first launcher that answers; `Err` = none did.
+pub fn call(paths: &[PathBuf], req: &Value) -> Result<Value, String> {
+    let mut last = String::from("no control socket path");
+    for p in paths {
+        match UnixStream::connect(p) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let mut line = req.to_string();
+                line.push('\n');
+                s.write_all(line.as_bytes())
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                let mut reader = io::BufReader::new(s);
+                let mut answer = String::new();
+                io::BufRead::read_line(&mut reader, &mut answer)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                return serde_json::from_str(&answer)
+                    .map_err(|e| format!("{}: bad answer: {e}", p.display()));
+            }
+            Err(e) => last = format!("{}: {e}", p.display()),
+        }
+    }
+    Err(last)
+}
+
+/// `mc-launcher ctl [--json] COMMAND [NAME] [SIGNAL]`.
+pub fn client(cfg: &Config, args: &[String]) -> i32 {
+    let json_out = args.iter().any(|a| a == "--json");
+    let words: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--json")
+        .collect();
+    let Some((&cmd, rest)) = words.split_first() else {
+        eprintln!("mc-launcher ctl: a command is needed: {}", command_list());
+        return crate::error::EXIT_USAGE;
+    };
+    let Some(&(_, needs_name)) = COMMANDS.iter().find(|(c, _)| *c == cmd) else {
+        eprintln!("mc-launcher ctl: unknown command {cmd}: {}", command_list());
+        return crate::error::EXIT_USAGE;
+    };
+    let want = if cmd == "signal" {
+        2
+    } else {
+        usize::from(needs_name)
+    };
+    if rest.len() != want {
+        eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
+        return crate::error::EXIT_USAGE;
+    }
+    let req = json!({"cmd": cmd, "name": rest.first(), "signal": rest.get(1)});
+    let answer = match call(&candidate_paths(cfg), &req) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("mc-launcher ctl: no launcher is listening ({e})");
+            return CTL_NO_LAUNCHER;
+        }
+    };
+    let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
+    if json_out {
+        println!("{answer}");
+    } else if !ok {
+        eprintln!(
+            "mc-launcher ctl: {}",
+            answer
+                .get("error")
+                .and_then(Value::as_str)
+                .unwrap_or("failed")
+        );
+    } else {
+        print!("{}", human(cmd, &answer));
+    }
+    if ok {
+        CTL_OK
+    } else {
+        CTL_FAILED
+    }
+}
+
+fn command_list() -> String {
+    COMMANDS
+        .iter()
+        .map(|(c, _)| *c)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The readable form of an answer.
+fn human(cmd: &str, answer: &Value) -> String {
+    let mut out = String::new();
+    if let Some(services) = answer.get("services").and_then(Value::as_array) {
+        out.push_str(&format!(
+            "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",
+            "SERVICE", "STATE", "PIDS", "UPTIME", "RESTARTS", "LAST EXIT"
+        ));
+        for s in services {
+            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let pids: Vec<String> = s
+                .get("pids")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().map(|p| p.to_string()).collect())
+                .unwrap_or_default();
+            let uptime = s
+                .get("uptime_s")
+                .and_then(Value::as_f64)
+                .map(|u| {
+                    crate::units::fmt_duration(
+                        crate::units::duration_from_secs(u).unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",
+                text("name"),
+                text("state"),
+                if pids.is_empty() {
+                    "-".into()
+                } else {
+                    pids.join(",")
+                },
+                uptime,
+                s.get("restarts").and_then(Value::as_u64).unwrap_or(0),
+                s.get("last_exit").and_then(Value::as_str).unwrap_or("-"),
+            ));
+        }
+    }
+    if let Some(msg) = answer.get("message").and_then(Value::as_str) {
+        out.push_str(msg);
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str(&format!("{cmd}: ok\n"));
+    }
+    out
+}
