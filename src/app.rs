@@ -34,12 +34,26 @@ fn init_logging(verbosity: i32) {
         };
         writeln!(f, "mc-launcher: {tag}{}", rec.args())
     });
-    b.target(env_logger::Target::Stderr);
+    // Through the output writer: never blocking the loop, never
+    // interleaving with a service's lines (README "Output").
+    b.target(env_logger::Target::Pipe(Box::new(
+        crate::proc::output::QueueWriter(crate::proc::output::Dest::Stderr),
+    )));
     let _ = b.try_init();
 }
 
+/// What is queued for the launcher's output is written before it exits,
+/// unless whoever reads it has stalled (then it is given up after a while).
+const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Entry point of the binary: returns the exit status.
 pub fn main() -> i32 {
+    let code = dispatch();
+    crate::proc::output::writer().flush(FINAL_FLUSH);
+    code
+}
+
+fn dispatch() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args = match parse(argv, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Args(a)) => a,
@@ -197,7 +211,7 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
     let services = services_with_main(cfg, &args.cmd);
     out.push_str("services (start order):\n");
-    for name in start_order(&services) {
+    for name in crate::supervisor::plan::start_names(&services) {
         out.push_str(&format!("  - {name}\n"));
     }
     print!("{out}");
@@ -218,49 +232,6 @@ fn services_with_main(cfg: &Config, cmd: &[String]) -> Vec<Service> {
     services
 }
 
-/// Names in the order `run` starts them: dependency level, then priority
-/// (higher first), then file order; the main service last.
-pub fn start_order(services: &[Service]) -> Vec<String> {
-    let n = services.len();
-    let index = |name: &str| services.iter().position(|s| s.name == name);
-    let mut level = vec![0u32; n];
-    for _ in 0..n {
-        let mut changed = false;
-        for (i, s) in services.iter().enumerate() {
-            let want = s
-                .after
-                .iter()
-                .filter_map(|d| index(d).and_then(|j| level.get(j)).map(|l| l + 1))
-                .max()
-                .unwrap_or(0)
-                .min(n as u32);
-            if let Some(l) = level.get_mut(i) {
-                if *l != want {
-                    *l = want;
-                    changed = true;
-                }
-            }
-        }
-        if !changed {
-            break;
-        }
-    }
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by_key(|&i| {
-        let s = services.get(i);
-        (
-            s.is_some_and(|s| s.main),
-            level.get(i).copied().unwrap_or(0),
-            std::cmp::Reverse(s.map(|s| s.priority).unwrap_or(0)),
-            i,
-        )
-    });
-    order
-        .into_iter()
-        .filter_map(|i| services.get(i).map(|s| s.name.clone()))
-        .collect()
-}
-
 fn signal_source() -> Result<crate::signals::SignalSource, i32> {
     // Signals have been blocked since the first instruction; from here on
     // they are read, never lost.
@@ -275,6 +246,38 @@ fn signal_source() -> Result<crate::signals::SignalSource, i32> {
 /// the volume's pillar override and keys, as `launch.sh` did).
 fn prepares(cfg: &Config, args: &Args) -> bool {
     cfg.file.is_some() || (args.original && cfg.project.is_some())
+}
+
+/// The prepare phase's children run through the supervisor's loop; stop
+/// signals between steps are read here.
+struct LoopJobs<'a> {
+    signals: &'a mut crate::signals::SignalSource,
+}
+
+impl crate::prepare::phase::Jobs for LoopJobs<'_> {
+    fn run(&mut self, cfg: &Config, job: crate::proc::Job) -> crate::proc::JobEnd {
+        crate::supervisor::run_job(cfg, self.signals, job)
+    }
+
+    fn stop_requested(&mut self) -> Option<nix::sys::signal::Signal> {
+        use nix::sys::signal::Signal;
+        let mut stop = None;
+        for r in self.signals.drain() {
+            match r.signal {
+                Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
+                    stop.get_or_insert(r.signal);
+                }
+                Signal::SIGCHLD => {
+                    crate::proc::reap::reap_all(|_, _| {});
+                }
+                other => log::debug!(
+                    "ignoring {} during the prepare phase",
+                    crate::signals::short_name(other)
+                ),
+            }
+        }
+        stop
+    }
 }
 
 fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
@@ -294,13 +297,17 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     if enabled {
         cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
     }
-    match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut signals) {
+    let mut jobs = LoopJobs {
+        signals: &mut signals,
+    };
+    match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut jobs) {
         Ok(_) => error::EXIT_OK,
         Err(code) => code,
     }
 }
 
 fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
+    use crate::supervisor::{ReloadSet, Role};
     for w in warnings {
         log::warn!("{w}");
     }
@@ -308,7 +315,15 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         Ok(s) => s,
         Err(code) => return code,
     };
-    let mut services = services_with_main(&cfg, &args.cmd);
+    let mut services: Vec<(Service, Role)> = cfg
+        .services
+        .iter()
+        .cloned()
+        .map(|s| (s, Role::Config))
+        .collect();
+    if !args.cmd.is_empty() {
+        services.push((Service::main(args.cmd.clone()), Role::Main));
+    }
     if services.is_empty() && cfg.file.is_none() {
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
         return error::EXIT_USAGE;
@@ -318,60 +333,57 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
     }
     let state_dir = cfg.paths.state.clone();
-    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut signals) {
+    let mut jobs = LoopJobs {
+        signals: &mut signals,
+    };
+    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut jobs) {
         // sshd, when the phase asks for it, runs first among the services.
         Ok(extra) => {
             for s in extra.into_iter().rev() {
-                services.insert(0, s);
+                services.insert(0, (s, Role::Sshd));
             }
         }
         Err(code) => return code,
     }
-    // SIGHUP / `ctl reload` re-read the same file the launcher started from.
+    let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
+    // SIGHUP / `ctl reload` re-read the same file the launcher started
+    // from. sshd is the launcher's own: it changes only with `ssh:`.
     let reloader: Option<crate::supervisor::Reloader> = cfg.file.clone().map(|file| {
         let mut opts = opts;
         opts.config = Some(file);
+        let mut ssh = cfg.ssh.clone();
         Box::new(move || {
-            config::load(&opts).map(|mut l| {
-                l.config.paths.state = state_dir.clone();
-                let services = l.config.services.clone();
-                (l.config, services)
-            })
+            let mut l = config::load(&opts).map_err(|diags| {
+                diags
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?;
+            l.config.paths.state = state_dir.clone();
+            let sshd = if ssh_in_use && l.config.ssh != ssh {
+                ssh = l.config.ssh.clone();
+                Some(crate::prepare::phase::resync_keys(&l.config))
+            } else {
+                None
+            };
+            let set = ReloadSet {
+                services: l.config.services.clone(),
+                sshd,
+                shutdown_timeout: l.config.shutdown.timeout,
+            };
+            Ok((l.config, set))
         }) as crate::supervisor::Reloader
     });
-    let watch_keys = prepare && cfg.ssh.watch && !args.skip.contains(&PrepareStep::Ssh);
-    let on_keys_changed = watch_keys.then(|| {
-        Box::new(|cfg: &Config| crate::prepare::phase::resync_keys(cfg))
-            as crate::supervisor::KeysChanged
-    });
+    let on_keys_changed = (ssh_in_use && cfg.ssh.watch)
+        .then(|| Box::new(crate::prepare::phase::resync_keys) as crate::supervisor::KeysChanged);
     crate::supervisor::run(
         cfg,
         services,
-        signals,
+        &mut signals,
         crate::supervisor::RunOptions {
             reloader,
             on_keys_changed,
         },
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_order_follows_after_and_priority() {
-        let mut a = Service::new("a", vec!["x".into()]);
-        a.after = vec!["b".into()];
-        let mut b = Service::new("b", vec!["x".into()]);
-        b.priority = 1;
-        let c = Service::new("c", vec!["x".into()]);
-        let mut d = Service::new("d", vec!["x".into()]);
-        d.priority = 5;
-        let main = Service::main(vec!["sh".into()]);
-        assert_eq!(
-            start_order(&[main, a, b, c, d]),
-            vec!["d", "b", "c", "a", "main"]
-        );
-    }
 }

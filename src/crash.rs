@@ -5,7 +5,6 @@
 //! PID 1, its own children otherwise — and exits with `EXIT_INTERNAL`.
 
 use nix::sys::signal::{kill, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use std::time::{Duration, Instant};
 
@@ -31,18 +30,14 @@ fn stop_everything() {
     signal_all(pid1, Signal::SIGTERM);
     let deadline = Instant::now() + GRACE;
     while Instant::now() < deadline {
-        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
-            Ok(_) => {}
-            Err(_) => return, // ECHILD: nobody left
+        if !crate::proc::reap::reap_all(|_, _| {}) {
+            return; // nobody left
         }
+        // A panic is no time for an event loop: a short nap between reaps.
+        std::thread::sleep(Duration::from_millis(10));
     }
     signal_all(pid1, Signal::SIGKILL);
-    while let Ok(st) = waitpid(None::<Pid>, None) {
-        if st == WaitStatus::StillAlive {
-            break;
-        }
-    }
+    crate::proc::reap::wait_all();
 }
 
 fn signal_all(pid1: bool, sig: Signal) {

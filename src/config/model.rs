@@ -176,6 +176,8 @@ pub struct CircusCfg {
 pub enum ReadyCheck {
     /// `host:port` to connect to.
     Tcp(String),
+    /// `http://host[:port]/path`: a GET answered 2xx or 3xx.
+    Http(String),
     Cmd(Vec<String>),
     File(PathBuf),
 }

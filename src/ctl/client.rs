@@ -1,9 +1,9 @@
 //! `mc-launcher ctl`: the client of the control socket. Layer 4.
 
-use super::proto::{candidate_paths, COMMANDS};
+use super::proto::{candidate_paths, Reply, Request, COMMANDS};
 use crate::config::model::Config;
 use crate::error::{CTL_FAILED, CTL_NO_LAUNCHER, CTL_OK};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -58,7 +58,12 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
         return crate::error::EXIT_USAGE;
     }
-    let req = json!({"cmd": cmd, "name": rest.first(), "signal": rest.get(1)});
+    let request = Request {
+        cmd: cmd.to_string(),
+        name: rest.first().map(|s| s.to_string()),
+        signal: rest.get(1).map(|s| s.to_string()),
+    };
+    let req = serde_json::to_value(&request).unwrap_or_default();
     let answer = match call(&candidate_paths(cfg), &req) {
         Ok(a) => a,
         Err(e) => {
@@ -66,19 +71,18 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
             return CTL_NO_LAUNCHER;
         }
     };
-    let ok = answer.get("ok").and_then(Value::as_bool).unwrap_or(false);
+    let reply: Reply = serde_json::from_value(answer.clone())
+        .unwrap_or_else(|e| Reply::error(format!("the launcher's answer is not understood: {e}")));
+    let ok = reply.ok;
     if json_out {
         println!("{answer}");
     } else if !ok {
         eprintln!(
             "mc-launcher ctl: {}",
-            answer
-                .get("error")
-                .and_then(Value::as_str)
-                .unwrap_or("failed")
+            reply.error.as_deref().unwrap_or("failed")
         );
     } else {
-        print!("{}", human(cmd, &answer));
+        print!("{}", human(cmd, &reply));
     }
     if ok {
         CTL_OK
@@ -96,45 +100,36 @@ fn command_list() -> String {
 }
 
 /// The readable form of an answer.
-fn human(cmd: &str, answer: &Value) -> String {
+fn human(cmd: &str, answer: &Reply) -> String {
     let mut out = String::new();
-    if let Some(services) = answer.get("services").and_then(Value::as_array) {
+    if let Some(services) = &answer.services {
         out.push_str(&format!(
             "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",
             "SERVICE", "STATE", "PIDS", "UPTIME", "RESTARTS", "LAST EXIT"
         ));
         for s in services {
-            let text = |k: &str| s.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-            let pids: Vec<String> = s
-                .get("pids")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().map(|p| p.to_string()).collect())
-                .unwrap_or_default();
+            let pids: Vec<String> = s.pids.iter().map(|p| p.to_string()).collect();
             let uptime = s
-                .get("uptime_s")
-                .and_then(Value::as_f64)
-                .map(|u| {
-                    crate::units::fmt_duration(
-                        crate::units::duration_from_secs(u).unwrap_or_default(),
-                    )
-                })
+                .uptime_s
+                .and_then(crate::units::duration_from_secs)
+                .map(crate::units::fmt_duration)
                 .unwrap_or_else(|| "-".into());
             out.push_str(&format!(
                 "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",
-                text("name"),
-                text("state"),
+                s.name,
+                s.state.as_str(),
                 if pids.is_empty() {
                     "-".into()
                 } else {
                     pids.join(",")
                 },
                 uptime,
-                s.get("restarts").and_then(Value::as_u64).unwrap_or(0),
-                s.get("last_exit").and_then(Value::as_str).unwrap_or("-"),
+                s.restarts,
+                s.last_exit.as_deref().unwrap_or("-"),
             ));
         }
     }
-    if let Some(msg) = answer.get("message").and_then(Value::as_str) {
+    if let Some(msg) = &answer.message {
         out.push_str(msg);
         out.push('\n');
     }

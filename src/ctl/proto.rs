@@ -3,22 +3,38 @@
 //! socket may live. Layer 2.
 
 use crate::config::model::Config;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use nix::sys::signal::Signal;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Longest request line accepted; a longer one is refused and the
 /// connection closed.
 pub const MAX_LINE: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A request as it travels: `{"cmd": "signal", "name": "web", "signal": "HUP"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Request {
     pub cmd: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+}
+
+/// What a client may ask, checked: the supervisor only ever sees these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Health,
+    Start(String),
+    Stop(String),
+    Restart(String),
+    Signal(String, Signal),
+    Incr(String),
+    Decr(String),
+    Reload,
+    Quit,
 }
 
 /// The commands a request may name, and whether each takes a service name.
@@ -35,21 +51,158 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("quit", false),
 ];
 
-/// Parse and check one request line.
-pub fn parse_request(line: &[u8]) -> Result<Request, String> {
-    let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
-    match COMMANDS.iter().find(|(c, _)| *c == req.cmd) {
-        None => Err(format!("unknown command: {}", req.cmd)),
-        Some((_, true)) if req.name.is_none() => Err(format!("{} needs a service name", req.cmd)),
-        Some(_) if req.cmd == "signal" && req.signal.is_none() => {
-            Err("signal needs a signal name".into())
+impl Command {
+    /// Check a request: a known command, with the arguments it needs.
+    pub fn from_request(req: Request) -> Result<Command, String> {
+        let needs_name = match COMMANDS.iter().find(|(c, _)| *c == req.cmd) {
+            None => return Err(format!("unknown command: {}", req.cmd)),
+            Some((_, n)) => *n,
+        };
+        let name = match (needs_name, req.name) {
+            (true, None) => return Err(format!("{} needs a service name", req.cmd)),
+            (_, name) => name.unwrap_or_default(),
+        };
+        Ok(match req.cmd.as_str() {
+            "status" => Command::Status,
+            "health" => Command::Health,
+            "start" => Command::Start(name),
+            "stop" => Command::Stop(name),
+            "restart" => Command::Restart(name),
+            "signal" => {
+                let text = req.signal.ok_or("signal needs a signal name")?;
+                let sig = crate::signals::parse_signal(&text)
+                    .ok_or_else(|| format!("unknown signal: {text}"))?;
+                Command::Signal(name, sig)
+            }
+            "incr" => Command::Incr(name),
+            "decr" => Command::Decr(name),
+            "reload" => Command::Reload,
+            _ => Command::Quit,
+        })
+    }
+
+    /// The request that asks for this command.
+    pub fn to_request(&self) -> Request {
+        let named = |cmd: &str, name: &str| Request {
+            cmd: cmd.into(),
+            name: Some(name.into()),
+            signal: None,
+        };
+        let plain = |cmd: &str| Request {
+            cmd: cmd.into(),
+            ..Request::default()
+        };
+        match self {
+            Command::Status => plain("status"),
+            Command::Health => plain("health"),
+            Command::Start(n) => named("start", n),
+            Command::Stop(n) => named("stop", n),
+            Command::Restart(n) => named("restart", n),
+            Command::Signal(n, s) => Request {
+                signal: Some(crate::signals::short_name(*s).into()),
+                ..named("signal", n)
+            },
+            Command::Incr(n) => named("incr", n),
+            Command::Decr(n) => named("decr", n),
+            Command::Reload => plain("reload"),
+            Command::Quit => plain("quit"),
         }
-        Some(_) => Ok(req),
     }
 }
 
-pub fn error_reply(msg: &str) -> Value {
-    json!({"ok": false, "error": msg})
+/// Parse and check one request line.
+pub fn parse_request(line: &[u8]) -> Result<Command, String> {
+    let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+    Command::from_request(req)
+}
+
+/// The state of a service, as `ctl status` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateName {
+    Pending,
+    Starting,
+    Running,
+    Backoff,
+    Stopping,
+    Stopped,
+    Ended,
+    Failed,
+}
+
+impl StateName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateName::Pending => "pending",
+            StateName::Starting => "starting",
+            StateName::Running => "running",
+            StateName::Backoff => "backoff",
+            StateName::Stopping => "stopping",
+            StateName::Stopped => "stopped",
+            StateName::Ended => "ended",
+            StateName::Failed => "failed",
+        }
+    }
+}
+
+/// One row of `ctl status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub name: String,
+    pub state: StateName,
+    pub pids: Vec<i32>,
+    pub uptime_s: Option<f64>,
+    pub restarts: u32,
+    pub last_exit: Option<String>,
+    pub numprocesses: u32,
+    /// Why it FAILED.
+    pub reason: Option<String>,
+}
+
+/// The answer to a request, one JSON line.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<Vec<ServiceState>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numprocesses: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub added: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed: Option<Vec<String>>,
+}
+
+impl Reply {
+    pub fn ok(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: true,
+            message: Some(message.into()),
+            ..Reply::default()
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(message.into()),
+            ..Reply::default()
+        }
+    }
+
+    /// One line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"ok":false,"error":"cannot encode the reply"}"#.into());
+        line.push('\n');
+        line
+    }
 }
 
 /// Where the socket may live, in order: the configured path, then
@@ -75,20 +228,22 @@ pub fn candidate_paths(cfg: &Config) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
-    /// The command and service name a line parses to, or part of the error.
-    type Want = Result<(&'static str, Option<&'static str>), &'static str>;
-
     #[test]
     fn request_parsing() {
-        let rows: &[(&str, Want)] = &[
-            (r#"{"cmd":"status"}"#, Ok(("status", None))),
-            (r#"{"cmd":"stop","name":"web"}"#, Ok(("stop", Some("web")))),
+        let web = || "web".to_string();
+        let rows: &[(&str, Result<Command, &str>)] = &[
+            (r#"{"cmd":"status"}"#, Ok(Command::Status)),
+            (r#"{"cmd":"stop","name":"web"}"#, Ok(Command::Stop(web()))),
             (
                 r#"{"cmd":"signal","name":"web","signal":"HUP"}"#,
-                Ok(("signal", Some("web"))),
+                Ok(Command::Signal(web(), Signal::SIGHUP)),
             ),
             (r#"{"cmd":"stop"}"#, Err("needs a service name")),
             (r#"{"cmd":"signal","name":"web"}"#, Err("needs a signal")),
+            (
+                r#"{"cmd":"signal","name":"web","signal":"NOPE"}"#,
+                Err("unknown signal: NOPE"),
+            ),
             (r#"{"cmd":"explode"}"#, Err("unknown command")),
             (r#"{"cmd":"status","extra":1}"#, Err("unknown field")),
             (r#"{"cmd":"#, Err("bad request")),
@@ -97,13 +252,35 @@ mod tests {
         ];
         for (line, want) in rows {
             match (parse_request(line.as_bytes()), want) {
-                (Ok(r), Ok((cmd, name))) => {
-                    assert_eq!(r.cmd, *cmd, "{line}");
-                    assert_eq!(r.name.as_deref(), *name, "{line}");
-                }
+                (Ok(c), Ok(w)) => assert_eq!(&c, w, "{line}"),
                 (Err(e), Err(part)) => assert!(e.contains(part), "{line}: {e}"),
                 (got, want) => panic!("{line}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn commands_round_trip_through_the_wire() {
+        let all = [
+            Command::Status,
+            Command::Health,
+            Command::Start("a".into()),
+            Command::Stop("a".into()),
+            Command::Restart("a".into()),
+            Command::Signal("a".into(), Signal::SIGUSR1),
+            Command::Incr("a".into()),
+            Command::Decr("a".into()),
+            Command::Reload,
+            Command::Quit,
+        ];
+        for c in all {
+            let line = serde_json::to_string(&c.to_request()).expect("encode");
+            assert_eq!(parse_request(line.as_bytes()), Ok(c.clone()), "{line}");
+        }
+        let r = Reply::error("no such service: x");
+        assert_eq!(
+            r.to_line(),
+            "{\"ok\":false,\"error\":\"no such service: x\"}\n"
+        );
     }
 }

@@ -1,34 +1,43 @@
-//! The server side of the control socket: non-blocking, inside the
-//! supervisor's event loop (no thread). Layer 2.
+//! The server side of the control socket, inside the supervisor's event
+//! loop (no thread). Every connection is non-blocking both ways: requests
+//! are read into a per-connection buffer, replies queued and written when
+//! the socket takes them. A client that does not read its replies, sends
+//! an endless line or stays idle is dropped; when every slot is taken, the
+//! connection idle the longest makes room, so `ctl health` always gets in.
+//! Layer 2.
 
-use super::proto::{candidate_paths, parse_request, Request, MAX_LINE};
+use super::proto::{candidate_paths, parse_request, Command, Reply, MAX_LINE};
 use crate::config::model::Config;
-use serde_json::Value;
+use nix::poll::PollFlags;
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Connections served at once; more wait in the listen backlog.
+/// Connections served at once.
 const MAX_CONNS: usize = 32;
+/// A connection that sends nothing for this long is closed.
+pub const IDLE: Duration = Duration::from_secs(10);
+/// Replies a client has not read, at most; beyond, it is dropped.
+const MAX_UNREAD: usize = 1 << 20;
 
 pub struct Conn {
     stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl Conn {
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.stream.as_fd()
-    }
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    last: Instant,
+    /// Close once the queued replies are written.
+    closing: bool,
 }
 
 pub struct Server {
     listener: UnixListener,
     pub path: PathBuf,
-    pub conns: Vec<Option<Conn>>,
+    conns: HashMap<u64, Conn>,
+    next_id: u64,
 }
 
 impl Drop for Server {
@@ -39,7 +48,7 @@ impl Drop for Server {
 
 /// What reading a connection produced.
 pub enum Incoming {
-    Request(Request),
+    Request(Command),
     /// A bad request: reply with this error, keep the connection.
     Bad(String),
     /// A line too long: reply and close.
@@ -51,15 +60,17 @@ impl Server {
     /// replaced; one a live launcher answers on is left alone.
     pub fn bind(cfg: &Config) -> Option<Server> {
         for path in candidate_paths(cfg) {
-            if UnixStream::connect(&path).is_ok() {
-                log::warn!(
-                    "control socket {}: another launcher is listening there",
-                    path.display()
-                );
-                continue;
-            }
-            let _ = std::fs::remove_file(&path);
-            if let Some(dir) = path.parent() {
+            // Only an existing socket can have a launcher behind it.
+            if path.exists() {
+                if UnixStream::connect(&path).is_ok() {
+                    log::warn!(
+                        "control socket {}: another launcher is listening there",
+                        path.display()
+                    );
+                    continue;
+                }
+                let _ = std::fs::remove_file(&path);
+            } else if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
             // The socket is created 0600: no moment where others may connect.
@@ -76,7 +87,8 @@ impl Server {
                     return Some(Server {
                         listener,
                         path,
-                        conns: Vec::new(),
+                        conns: HashMap::new(),
+                        next_id: 0,
                     });
                 }
                 Err(e) => log::debug!("control socket {}: {e}", path.display()),
@@ -90,8 +102,35 @@ impl Server {
         self.listener.as_fd()
     }
 
+    /// The connections to poll, with what to wait for.
+    pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
+        self.conns
+            .iter()
+            .map(|(&id, c)| {
+                let mut ev = PollFlags::empty();
+                if !c.closing {
+                    ev |= PollFlags::POLLIN;
+                }
+                if !c.outbuf.is_empty() {
+                    ev |= PollFlags::POLLOUT;
+                }
+                (id, c.stream.as_fd(), ev)
+            })
+            .collect()
+    }
+
+    /// When the next idle connection is due to be closed.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().map(|c| c.last + IDLE).min()
+    }
+
+    /// Close connections idle past `IDLE`.
+    pub fn expire(&mut self, now: Instant) {
+        self.conns.retain(|_, c| c.last + IDLE > now);
+    }
+
     /// Accept pending connections from our own user (or root).
-    pub fn accept(&mut self) {
+    pub fn accept(&mut self, now: Instant) {
         while let Ok((stream, _)) = self.listener.accept() {
             let me = nix::unistd::Uid::effective().as_raw();
             let peer =
@@ -102,26 +141,40 @@ impl Server {
                 log::warn!("control socket: refused a connection from uid {peer}");
                 continue;
             }
-            let live = self.conns.iter().filter(|c| c.is_some()).count();
-            if live >= MAX_CONNS || stream.set_nonblocking(true).is_err() {
+            if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            let conn = Conn {
-                stream,
-                buf: Vec::new(),
-            };
-            match self.conns.iter_mut().find(|c| c.is_none()) {
-                Some(slot) => *slot = Some(conn),
-                None => self.conns.push(Some(conn)),
+            if self.conns.len() >= MAX_CONNS {
+                // Make room: the connection idle the longest goes.
+                if let Some(oldest) = self
+                    .conns
+                    .iter()
+                    .min_by_key(|(_, c)| c.last)
+                    .map(|(&id, _)| id)
+                {
+                    self.conns.remove(&oldest);
+                }
             }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.conns.insert(
+                id,
+                Conn {
+                    stream,
+                    inbuf: Vec::new(),
+                    outbuf: Vec::new(),
+                    last: now,
+                    closing: false,
+                },
+            );
         }
     }
 
-    /// Read what connection `i` sent: complete lines become requests. A
+    /// Read what connection `id` sent: complete lines become requests. A
     /// closed connection is dropped.
-    pub fn read(&mut self, i: usize) -> Vec<Incoming> {
+    pub fn read(&mut self, id: u64, now: Instant) -> Vec<Incoming> {
         let mut out = Vec::new();
-        let Some(Some(conn)) = self.conns.get_mut(i) else {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return out;
         };
         let mut chunk = [0u8; 4096];
@@ -132,9 +185,11 @@ impl Server {
                     closed = true;
                     break;
                 }
-                Ok(n) => conn
-                    .buf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    conn.last = now;
+                    conn.inbuf
+                        .extend_from_slice(chunk.get(..n).unwrap_or_default());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -142,51 +197,85 @@ impl Server {
                     break;
                 }
             }
-            if conn.buf.len() > MAX_LINE {
+            if conn.inbuf.len() > MAX_LINE {
                 break;
             }
         }
-        while let Some(nl) = conn.buf.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = conn.buf.drain(..=nl).collect();
-            let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let mut start = 0;
+        while let Some(nl) = memchr::memchr(b'\n', conn.inbuf.get(start..).unwrap_or_default()) {
+            let line = conn.inbuf.get(start..start + nl).unwrap_or_default();
+            start += nl + 1;
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
             out.push(match parse_request(line) {
-                Ok(r) => Incoming::Request(r),
+                Ok(c) => Incoming::Request(c),
                 Err(e) => Incoming::Bad(e),
             });
         }
-        if conn.buf.len() > MAX_LINE {
+        conn.inbuf.drain(..start);
+        if conn.inbuf.len() > MAX_LINE {
+            conn.inbuf.clear();
             out.push(Incoming::TooLong);
         }
-        if closed && out.is_empty() {
-            if let Some(slot) = self.conns.get_mut(i) {
-                *slot = None;
+        if closed {
+            if out.is_empty() && conn.outbuf.is_empty() {
+                self.conns.remove(&id);
+            } else {
+                conn.closing = true;
             }
         }
         out
     }
 
-    /// Send one reply line; a client that does not read is dropped.
-    pub fn reply(&mut self, i: usize, v: &Value) {
-        let Some(Some(conn)) = self.conns.get_mut(i) else {
+    /// Queue one reply line and write what the socket takes now.
+    pub fn reply(&mut self, id: u64, reply: &Reply) {
+        let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        let mut line = v.to_string();
-        line.push('\n');
-        let _ = conn.stream.set_nonblocking(false);
-        let _ = conn.stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let ok = conn.stream.write_all(line.as_bytes()).is_ok();
-        let _ = conn.stream.set_nonblocking(true);
-        if !ok {
-            self.close(i);
+        conn.outbuf.extend_from_slice(reply.to_line().as_bytes());
+        if conn.outbuf.len() > MAX_UNREAD {
+            log::debug!("control socket: a client that does not read its replies was dropped");
+            self.conns.remove(&id);
+            return;
+        }
+        self.write(id);
+    }
+
+    /// Write queued replies of `id` (the socket polled writable).
+    pub fn write(&mut self, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        while !conn.outbuf.is_empty() {
+            match conn.stream.write(&conn.outbuf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    conn.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.conns.remove(&id);
+                    return;
+                }
+            }
+        }
+        if conn.outbuf.is_empty() && conn.closing {
+            self.conns.remove(&id);
         }
     }
 
-    pub fn close(&mut self, i: usize) {
-        if let Some(slot) = self.conns.get_mut(i) {
-            *slot = None;
+    /// Close `id` once what is queued for it is written.
+    pub fn close_after_replies(&mut self, id: u64) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.closing = true;
         }
+        self.write(id);
+    }
+
+    /// A hang-up or error on `id`: drop it.
+    pub fn drop_conn(&mut self, id: u64) {
+        self.conns.remove(&id);
     }
 }

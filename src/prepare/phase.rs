@@ -1,12 +1,23 @@
-//! The prepare phase (DESIGN §4), in order: pillar, SSH keys, reconfigure,
+//! The prepare phase (README "Prepare phase"), in order: pillar, SSH keys, reconfigure,
 //! prepopulate. A stop signal is looked for between steps and honoured
 //! inside the reconfigure steps: the launcher then exits 128+N.
 
 use crate::config::model::PrepareStep as SkipStep;
 use crate::config::model::{Config, OnInvalid, Service};
 use crate::error::{self, Diag};
-use crate::signals::SignalSource;
+use crate::proc::{Job, JobEnd};
 use nix::sys::signal::Signal;
+
+/// How the phase runs its child processes (the `salt` and `command` steps)
+/// and hears of stop signals: through the launcher's one loop, which `app`
+/// wires in.
+pub trait Jobs {
+    /// Run a step's child to its end.
+    fn run(&mut self, cfg: &Config, job: Job) -> JobEnd;
+    /// A stop signal that arrived since the last look, if any (children
+    /// that ended meanwhile are reaped).
+    fn stop_requested(&mut self) -> Option<Signal>;
+}
 
 /// Run the phase. `Ok` holds services the phase adds (sshd); `Err` the exit
 /// status the launcher must end with.
@@ -14,7 +25,7 @@ pub fn run(
     cfg: &Config,
     skip: &[SkipStep],
     enabled: bool,
-    signals: &mut SignalSource,
+    jobs: &mut dyn Jobs,
 ) -> Result<Vec<Service>, i32> {
     let mut extra = Vec::new();
     if !enabled {
@@ -26,17 +37,17 @@ pub fn run(
     if !skip.contains(&SkipStep::Pillar) {
         pillar(cfg)?;
     }
-    stop_requested(signals)?;
+    stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Ssh) {
         if let Some(sshd) = ssh(cfg)? {
             extra.push(sshd);
         }
     }
-    stop_requested(signals)?;
+    stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Reconfigure) {
-        super::reconfigure::run(cfg, signals).map_err(|s| s.exit_status())?;
+        super::reconfigure::run(cfg, jobs).map_err(|s| s.exit_status())?;
     }
-    stop_requested(signals)?;
+    stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Prepopulate) {
         match super::prepopulate::apply(&cfg.prepopulate, &cfg.paths.volume) {
             Ok(outcomes) => {
@@ -50,37 +61,22 @@ pub fn run(
             }
         }
     }
-    stop_requested(signals)?;
+    stop_requested(jobs)?;
     Ok(extra)
 }
 
 /// A stop signal that arrived while a step ran ends the phase (128+N).
-/// Child exits are reaped here too; other signals have nobody to go to yet.
-fn stop_requested(signals: &mut SignalSource) -> Result<(), i32> {
-    for r in signals.drain() {
-        match r.signal {
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                log::warn!(
-                    "{} received during the prepare phase: exiting",
-                    crate::signals::short_name(r.signal)
-                );
-                return Err(error::signal_exit(r.signal as i32));
-            }
-            Signal::SIGCHLD => {
-                use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-                while let Ok(st) = waitpid(None::<nix::unistd::Pid>, Some(WaitPidFlag::WNOHANG)) {
-                    if st == WaitStatus::StillAlive {
-                        break;
-                    }
-                }
-            }
-            other => log::debug!(
-                "ignoring {} during the prepare phase",
-                crate::signals::short_name(other)
-            ),
+fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), i32> {
+    match jobs.stop_requested() {
+        Some(sig) => {
+            log::warn!(
+                "{} received during the prepare phase: exiting",
+                crate::signals::short_name(sig)
+            );
+            Err(error::signal_exit(sig as i32))
         }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn pillar(cfg: &Config) -> Result<(), i32> {
@@ -144,7 +140,17 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
         );
         return Ok(None);
     }
-    match super::ssh::sshd_service(cfg, !set.keys.is_empty()) {
+    let have_keys = !set.keys.is_empty();
+    if !have_keys && cfg.ssh.watch && cfg.ssh.sshd == crate::config::model::SshdMode::Auto {
+        // sshd starts with the first key dropped while running: have its
+        // host keys ready now, so that nothing slow runs in the loop then.
+        if super::ssh::sshd_available() {
+            if let Err(e) = super::ssh::host_keys(&cfg.ssh) {
+                log::warn!("sshd: cannot prepare host keys for later: {e}");
+            }
+        }
+    }
+    match super::ssh::sshd_service(cfg, have_keys) {
         Ok(s) => Ok(s),
         Err(e) => {
             log::error!("sshd: {e}");
@@ -154,14 +160,22 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
 }
 
 /// Apply the key directories again while running (`ssh.watch`): only the
-/// managed block changes; nothing is restarted.
-pub fn resync_keys(cfg: &Config) {
+/// managed block changes. Returns what sshd should now be: with `sshd:
+/// auto` it runs while there is a valid key (README "SSH keys").
+pub fn resync_keys(cfg: &Config) -> Option<Service> {
     let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
         Ok(_) => {}
         Err(e) => log::error!("ssh: {e}"),
     }
+    if !nix::unistd::Uid::effective().is_root() {
+        return None;
+    }
+    super::ssh::sshd_service(cfg, !set.keys.is_empty())
+        .map_err(|e| log::error!("sshd: {e}"))
+        .ok()
+        .flatten()
 }
 
 /// Everything `check` validates of the prepare inputs, writing nothing.

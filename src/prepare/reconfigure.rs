@@ -1,24 +1,17 @@
-//! Reconfigure steps (DESIGN §4.3): `salt`, `template` and `command`, run in
+//! Reconfigure steps (README "Reconfigure"): `salt`, `template` and `command`, run in
 //! order, each child in its own process group with its output prefixed by
 //! the step's name, under a timeout, and stopped (TERM, then KILL) when a
 //! stop signal arrives.
 
+use super::phase::Jobs;
 use crate::config::model::{Config, OnError, Step, StepKind};
 use crate::error::{Diag, EXIT_FAILURE};
 use crate::proc::exit::Exit;
-use crate::proc::{output, spawn};
-use crate::signals::SignalSource;
-use nix::errno::Errno;
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use crate::proc::{spawn, Job, JobEnd};
 use nix::sys::signal::Signal;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// How long a step's process group gets between TERM and KILL.
-const STEP_GRACE: Duration = Duration::from_secs(3);
+use std::time::Instant;
 
 /// How the phase ended when it did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +31,9 @@ impl Stop {
     }
 }
 
-/// How one child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildEnd {
-    Exited(Exit),
-    TimedOut,
-    Interrupted(Signal),
-}
-
 /// Run the steps, unless `skip_unchanged` finds nothing changed since the
 /// last successful run.
-pub fn run(cfg: &Config, signals: &mut SignalSource) -> Result<(), Stop> {
+pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
     let rc = &cfg.reconfigure;
     if rc.steps.is_empty() {
         return Ok(());
@@ -76,9 +61,9 @@ pub fn run(cfg: &Config, signals: &mut SignalSource) -> Result<(), Stop> {
             } => render_template(cfg, src, dest, *mode, owner.as_ref()).map_err(|d| d.to_string()),
             StepKind::Salt { states, config_dir } => {
                 let argv = salt_argv(states, config_dir.as_deref());
-                run_argv(cfg, step, &argv, signals)?
+                run_argv(cfg, step, &argv, jobs)?
             }
-            StepKind::Command { argv } => run_argv(cfg, step, argv, signals)?,
+            StepKind::Command { argv } => run_argv(cfg, step, argv, jobs)?,
         };
         match res {
             Ok(()) => log::info!(
@@ -133,194 +118,25 @@ fn run_argv(
     cfg: &Config,
     step: &Step,
     argv: &[String],
-    signals: &mut SignalSource,
+    jobs: &mut dyn Jobs,
 ) -> Result<Result<(), String>, Stop> {
-    let env = spawn::mc_env(cfg, &step.name);
-    match run_child(&step.name, argv, env, step.timeout, signals) {
-        Ok(ChildEnd::Exited(Exit::Code(0))) => Ok(Ok(())),
-        Ok(ChildEnd::Exited(e)) => Ok(Err(format!(
-            "{} failed ({e})",
-            argv.first().map(String::as_str).unwrap_or("")
-        ))),
-        Ok(ChildEnd::TimedOut) => Ok(Err(format!(
+    let job = Job {
+        name: step.name.clone(),
+        argv: argv.to_vec(),
+        env: spawn::mc_env(cfg, &step.name),
+        timeout: step.timeout,
+    };
+    let prog = argv.first().map(String::as_str).unwrap_or("");
+    match jobs.run(cfg, job) {
+        JobEnd::Exited(Exit::Code(0)) => Ok(Ok(())),
+        JobEnd::Exited(e) => Ok(Err(format!("{prog} failed ({e})"))),
+        JobEnd::TimedOut => Ok(Err(format!(
             "timed out after {}",
             crate::units::fmt_duration(step.timeout.unwrap_or_default())
         ))),
-        Ok(ChildEnd::Interrupted(sig)) => Err(Stop::Signal(sig)),
-        Err(e) => Ok(Err(format!(
-            "cannot run {}: {e}",
-            argv.first().map(String::as_str).unwrap_or("")
-        ))),
+        JobEnd::Interrupted(sig) => Err(Stop::Signal(sig)),
+        JobEnd::NotStarted(why) => Ok(Err(why)),
     }
-}
-
-/// Run `argv` in its own process group with prefixed output, until it ends,
-/// times out, or a stop signal arrives (then its group gets TERM, and KILL
-/// after a grace). Other children that end meanwhile (orphans) are reaped.
-pub fn run_child(
-    name: &str,
-    argv: &[String],
-    env: Vec<(String, String)>,
-    timeout: Option<Duration>,
-    signals: &mut SignalSource,
-) -> std::io::Result<ChildEnd> {
-    let (out_r, out_w) = output::pipe()?;
-    let (err_r, err_w) = output::pipe()?;
-    let mut readers = [
-        Some(output::reader(
-            out_r,
-            output::Sink::Prefixed {
-                prefix: format!("{name} | ").into_bytes(),
-                to_stderr: false,
-            },
-        )),
-        Some(output::reader(
-            err_r,
-            output::Sink::Prefixed {
-                prefix: format!("{name} ! ").into_bytes(),
-                to_stderr: true,
-            },
-        )),
-    ];
-    let pid = spawn::spawn(spawn::SpawnOpts {
-        argv,
-        env,
-        copy_env: true,
-        working_dir: None,
-        creds: None,
-        rlimits: &[],
-        stdout: spawn::Out::Pipe(out_w),
-        stderr: spawn::Out::Pipe(err_w),
-        foreground: false,
-        stdin_null: true,
-    })?;
-    let started = Instant::now();
-    let mut files: Vec<output::FileOut> = Vec::new();
-    let mut end: Option<ChildEnd> = None; // why we are stopping it, if we are
-    let mut kill_at: Option<Instant> = None;
-    let mut exit: Option<Exit> = None;
-    let mut exited_at: Option<Instant> = None;
-    loop {
-        let readers_open = readers.iter().any(Option::is_some);
-        // Done once the child has ended and its output is drained (or a
-        // descendant in another group keeps the pipe open past a short wait).
-        if let Some(t) = exited_at {
-            if !readers_open || t.elapsed() > Duration::from_millis(200) {
-                break;
-            }
-        }
-        let mut deadline: Option<Instant> = kill_at;
-        if end.is_none() {
-            if let Some(t) = timeout {
-                deadline = Some(started + t);
-            }
-        }
-        if let Some(t) = exited_at {
-            deadline = Some(t + Duration::from_millis(200));
-        }
-        let wait = match deadline {
-            Some(d) => {
-                let ms = d
-                    .saturating_duration_since(Instant::now())
-                    .as_millis()
-                    .saturating_add(1);
-                PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
-            }
-            None => PollTimeout::NONE,
-        };
-        let (sig_ready, ready): (bool, Vec<usize>) = {
-            let mut fds = vec![PollFd::new(signals.fd(), PollFlags::POLLIN)];
-            let mut slots = Vec::new();
-            for (i, r) in readers.iter().enumerate() {
-                if let Some(r) = r {
-                    fds.push(PollFd::new(r.fd(), PollFlags::POLLIN));
-                    slots.push(i);
-                }
-            }
-            if let Err(e) = poll(&mut fds, wait) {
-                if e != Errno::EINTR {
-                    log::error!("poll failed: {e}");
-                }
-            }
-            let hit = |f: &PollFd| f.revents().is_some_and(|r| !r.is_empty());
-            let sig = fds.first().is_some_and(hit);
-            let ready = fds
-                .iter()
-                .skip(1)
-                .zip(&slots)
-                .filter(|(f, _)| hit(f))
-                .map(|(_, &i)| i)
-                .collect();
-            (sig, ready)
-        };
-        for i in ready {
-            if let Some(slot) = readers.get_mut(i) {
-                if let Some(r) = slot {
-                    if matches!(output::drain(r, &mut files), output::Drained::Closed) {
-                        *slot = None;
-                    }
-                }
-            }
-        }
-        if sig_ready {
-            for r in signals.drain() {
-                match r.signal {
-                    Signal::SIGCHLD => {
-                        while let Ok(st) = waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                            let (p, e) = match st {
-                                WaitStatus::Exited(p, c) => (p, Exit::Code(c)),
-                                WaitStatus::Signaled(p, s, _) => (p, Exit::Signal(s as i32)),
-                                WaitStatus::StillAlive => break,
-                                _ => continue,
-                            };
-                            if p.as_raw() == pid {
-                                exit = Some(e);
-                                exited_at = Some(Instant::now());
-                                // Nothing the step started in its group outlives it.
-                                spawn::signal_group(pid, Signal::SIGKILL);
-                            }
-                        }
-                    }
-                    Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                        if exit.is_none() {
-                            if matches!(end, Some(ChildEnd::Interrupted(_))) {
-                                spawn::signal_group(pid, Signal::SIGKILL); // second signal: now
-                            } else {
-                                log::warn!(
-                                    "{name}: {} received: stopping the step",
-                                    crate::signals::short_name(r.signal)
-                                );
-                                end = Some(ChildEnd::Interrupted(r.signal));
-                                spawn::signal_group(pid, Signal::SIGTERM);
-                                kill_at = Some(Instant::now() + STEP_GRACE);
-                            }
-                        }
-                    }
-                    other => log::debug!(
-                        "{name}: ignoring {} during the prepare phase",
-                        crate::signals::short_name(other)
-                    ),
-                }
-            }
-        }
-        let now = Instant::now();
-        if exit.is_none() {
-            if end.is_none() && timeout.is_some_and(|t| now >= started + t) {
-                log::warn!("{name}: timed out: stopping the step");
-                end = Some(ChildEnd::TimedOut);
-                spawn::signal_group(pid, Signal::SIGTERM);
-                kill_at = Some(now + STEP_GRACE);
-            } else if kill_at.is_some_and(|k| now >= k) {
-                spawn::signal_group(pid, Signal::SIGKILL);
-                kill_at = None;
-            }
-        }
-    }
-    Ok(match (end, exit) {
-        (Some(e), _) => e,
-        (None, Some(e)) => ChildEnd::Exited(e),
-        (None, None) => ChildEnd::Exited(Exit::Code(EXIT_FAILURE)),
-    })
 }
 
 // ----- templates ------------------------------------------------------

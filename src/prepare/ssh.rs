@@ -328,8 +328,14 @@ pub fn host_keys(cfg: &SshCfg) -> Result<Vec<PathBuf>, String> {
     fsutil::ensure_dir(dir, 0o700, None).map_err(|e| e.to_string())?;
     let keygen = which::which("ssh-keygen").map_err(|e| format!("ssh-keygen: {e}"))?;
     let mut out = Vec::new();
+    // ed25519 and ECDSA are made in milliseconds and every client of the
+    // last ten years takes one; an RSA key (slow to make) is used when the
+    // volume already has one.
     for kind in ["ed25519", "ecdsa", "rsa"] {
         let path = dir.join(format!("ssh_host_{kind}_key"));
+        if kind == "rsa" && !path.exists() {
+            continue;
+        }
         if !path.exists() {
             let status = std::process::Command::new(&keygen)
                 .args(["-q", "-N", "", "-t", kind, "-f"])
@@ -347,12 +353,21 @@ pub fn host_keys(cfg: &SshCfg) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+fn sshd_path() -> Result<PathBuf, which::Error> {
+    which::which("sshd").or_else(|_| which::which("/usr/sbin/sshd"))
+}
+
+/// Whether this image has an sshd to run.
+pub fn sshd_available() -> bool {
+    sshd_path().is_ok()
+}
+
 /// The sshd service, when `ssh.sshd` asks for one: host keys persisted in
 /// the volume, a config in the state dir that names them and then includes
 /// the image's own `/etc/ssh/sshd_config` (sshd keeps the first value of a
 /// keyword, so ours win only for host keys and the pid file).
 pub fn sshd_service(cfg: &Config, have_keys: bool) -> Result<Option<Service>, String> {
-    let sshd = which::which("sshd").or_else(|_| which::which("/usr/sbin/sshd"));
+    let sshd = sshd_path();
     let sshd = match (cfg.ssh.sshd, sshd) {
         (SshdMode::Never, _) => return Ok(None),
         (SshdMode::Auto, Err(_)) => return Ok(None),

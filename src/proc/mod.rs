@@ -4,6 +4,48 @@
 
 pub mod exit;
 pub mod output;
+pub mod probe;
 pub mod reap;
 pub mod spawn;
 pub mod watch;
+
+use nix::poll::PollTimeout;
+use std::time::Instant;
+
+/// The poll timeout that wakes at `deadline` (never before it: rounded up
+/// to the next millisecond, so a wake-up never comes early and spins), or
+/// never for `None`.
+pub fn poll_timeout(deadline: Option<Instant>, now: Instant) -> PollTimeout {
+    match deadline {
+        None => PollTimeout::NONE,
+        Some(at) => {
+            let d = at.saturating_duration_since(now);
+            let ms = d
+                .as_millis()
+                .saturating_add(u128::from(d.subsec_nanos() % 1_000_000 != 0));
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
+        }
+    }
+}
+
+/// A one-shot child run to its end: a prepare step (`salt`, `command`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    /// For the output prefix and the log (`salt-1`).
+    pub name: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Stopped (TERM, then KILL after a grace) when it runs longer.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobEnd {
+    Exited(exit::Exit),
+    /// Could not be spawned, and why.
+    NotStarted(String),
+    TimedOut,
+    /// A stop signal arrived: the job was stopped.
+    Interrupted(nix::sys::signal::Signal),
+}

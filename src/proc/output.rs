@@ -1,17 +1,25 @@
-//! Output of services: `prefix` pipes written out as whole `name | line`
-//! lines, and `file` streams with size rotation.
+//! Output of services and of the launcher itself.
 //!
-//! There is one reader per pipe and a single writer (the event loop), so lines
-//! from different services never interleave: each batch of complete lines is
-//! handed to one `write_all`.
+//! The event loop only reads: each child's `prefix` or `file` pipe is
+//! drained into whole lines, which go, with their prefix, to one queue.
+//! A single writer thread empties the queue into the launcher's stdout,
+//! stderr and log files (with size rotation), in order, so lines never
+//! interleave or tear. The queue is bounded: when whoever reads the
+//! container's output stalls, lines beyond the bound are dropped and
+//! counted — the loop never blocks on a write — and the count is reported
+//! once writing works again. The launcher's own log lines take the same
+//! queue, so they never interleave with a service's. Layer 2.
 
 use crate::config::model::FileStream;
 use nix::fcntl::OFlag;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// Biggest line kept whole; a longer one is cut into pieces of this size.
 const MAX_LINE: usize = 64 * 1024;
@@ -21,21 +29,238 @@ const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 /// At most this much is read from one pipe per wake-up, so a service that
 /// writes without pause neither grows our buffer without bound nor starves
 /// the others (poll is level-triggered: the rest comes next round).
-const MAX_READ_PER_DRAIN: usize = 4 << 20;
+const MAX_READ_PER_DRAIN: usize = 1 << 20;
+/// Bytes waiting for the writer thread at most; beyond, lines are dropped.
+pub const QUEUE_BYTES: usize = 16 << 20;
+/// The writer's writes are at most this big (large writes are slower on
+/// some filesystems, and a reader sees lines sooner).
+const WRITE_CHUNK: usize = 64 * 1024;
+/// Buffers kept for reuse, and the largest one kept.
+const POOL: usize = 32;
+const POOL_MAX_CAP: usize = 2 << 20;
 
-/// Where the lines of one pipe end up.
-pub enum Sink {
-    /// The launcher's stdout or stderr, with `prefix` before each line.
-    Prefixed { prefix: Vec<u8>, to_stderr: bool },
-    /// A file (index into the file table).
-    File(usize),
+/// Where a batch of lines goes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dest {
+    Stdout,
+    Stderr,
+    /// A log file (circus `FileStream`), opened and rotated by the writer.
+    File(Arc<FileStream>),
+}
+
+struct Queue {
+    items: VecDeque<(Dest, Vec<u8>)>,
+    bytes: usize,
+    dropped_lines: u64,
+    dropped_bytes: u64,
+    /// The writer is writing a batch it took.
+    busy: bool,
+    pool: Vec<Vec<u8>>,
+    thread: bool,
+}
+
+/// The one writer of the process (`writer()`).
+pub struct Writer {
+    q: Mutex<Queue>,
+    more: Condvar,
+    idle: Condvar,
+}
+
+static WRITER: OnceLock<Writer> = OnceLock::new();
+
+/// The process's writer; its thread starts with the first batch.
+pub fn writer() -> &'static Writer {
+    WRITER.get_or_init(|| Writer {
+        q: Mutex::new(Queue {
+            items: VecDeque::new(),
+            bytes: 0,
+            dropped_lines: 0,
+            dropped_bytes: 0,
+            busy: false,
+            pool: Vec::new(),
+            thread: false,
+        }),
+        more: Condvar::new(),
+        idle: Condvar::new(),
+    })
+}
+
+impl Writer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A writer that panicked left consistent data (plain pushes/pops).
+        self.q.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty buffer, reused when one is free.
+    pub fn buffer(&self) -> Vec<u8> {
+        self.lock().pool.pop().unwrap_or_default()
+    }
+
+    /// Queue `data` for `dest`; never blocks. `false`: dropped (the queue
+    /// is full) and counted.
+    pub fn submit(&self, dest: Dest, data: Vec<u8>) -> bool {
+        if data.is_empty() {
+            return true;
+        }
+        let mut q = self.lock();
+        if q.bytes + data.len() > QUEUE_BYTES {
+            q.dropped_lines += memchr::memchr_iter(b'\n', &data).count().max(1) as u64;
+            q.dropped_bytes += data.len() as u64;
+            recycle(&mut q.pool, data);
+            return false;
+        }
+        q.bytes += data.len();
+        q.items.push_back((dest, data));
+        if !q.thread {
+            q.thread = true;
+            let spawned = std::thread::Builder::new()
+                .name("output".into())
+                .spawn(|| writer().run());
+            if spawned.is_err() {
+                // No thread (resource limits): write here, as a last resort.
+                q.thread = false;
+                let items: Vec<_> = q.items.drain(..).collect();
+                q.bytes = 0;
+                drop(q);
+                let mut files = HashMap::new();
+                for (dest, data) in items {
+                    write_out(&dest, &data, &mut files);
+                }
+                return true;
+            }
+        }
+        drop(q);
+        self.more.notify_one();
+        true
+    }
+
+    /// Wait until everything queued is written, at most `limit`.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let end = Instant::now() + limit;
+        let mut q = self.lock();
+        while !q.items.is_empty() || q.busy {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            q = match self.idle.wait_timeout(q, left) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+        }
+        true
+    }
+
+    /// Lines dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped_lines
+    }
+
+    fn run(&self) {
+        let mut files: HashMap<PathBuf, FileOut> = HashMap::new();
+        loop {
+            let mut q = self.lock();
+            let (dest, data) = loop {
+                if let Some(item) = q.items.pop_front() {
+                    break item;
+                }
+                q.busy = false;
+                self.idle.notify_all();
+                if q.dropped_lines > 0 {
+                    // Writing works again: say what was lost, once.
+                    let note = format!(
+                        "mc-launcher: warning: output could not keep up: {} line(s), {} bytes dropped\n",
+                        q.dropped_lines, q.dropped_bytes
+                    );
+                    q.dropped_lines = 0;
+                    q.dropped_bytes = 0;
+                    q.items.push_back((Dest::Stderr, note.into_bytes()));
+                    continue;
+                }
+                q = match self.more.wait(q) {
+                    Ok(g) => g,
+                    Err(e) => e.into_inner(),
+                };
+            };
+            q.busy = true;
+            q.bytes = q.bytes.saturating_sub(data.len());
+            drop(q);
+            write_out(&dest, &data, &mut files);
+            let mut q = self.lock();
+            recycle(&mut q.pool, data);
+        }
+    }
+}
+
+fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
+    if pool.len() < POOL && buf.capacity() <= POOL_MAX_CAP {
+        buf.clear();
+        pool.push(buf);
+    }
+}
+
+fn write_out(dest: &Dest, data: &[u8], files: &mut HashMap<PathBuf, FileOut>) {
+    let res = match dest {
+        Dest::Stdout => write_chunked(&mut io::stdout().lock(), data),
+        Dest::Stderr => write_chunked(&mut io::stderr().lock(), data),
+        Dest::File(spec) => {
+            let f = files
+                .entry(spec.path.clone())
+                .or_insert_with(|| FileOut::new(FileStream::clone(spec)));
+            match f.write(data) {
+                Err(e) if !f.failing => {
+                    f.failing = true;
+                    log::error!(
+                        "{}: cannot write log: {e} (output is dropped until writes work again)",
+                        f.path().display()
+                    );
+                }
+                Ok(()) if f.failing => {
+                    f.failing = false;
+                    log::info!("{}: writing again", f.path().display());
+                }
+                _ => {}
+            }
+            Ok(())
+        }
+    };
+    if let Err(e) = res {
+        // Nowhere left to say it but the debug log (which may be the same fd).
+        log::debug!("cannot write output: {e}");
+    }
+}
+
+fn write_chunked(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    for chunk in data.chunks(WRITE_CHUNK) {
+        w.write_all(chunk)?;
+    }
+    w.flush()
+}
+
+/// `Write` into the writer's queue, for the launcher's own log (env_logger
+/// formats a record, then writes it whole, once).
+pub struct QueueWriter(pub Dest);
+
+impl Write for QueueWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let w = writer();
+        let mut b = w.buffer();
+        b.extend_from_slice(buf);
+        w.submit(self.0.clone(), b);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The read end of one child's stdout or stderr pipe.
 pub struct Reader {
     fd: File,
     pending: Vec<u8>,
-    pub sink: Sink,
+    dest: Dest,
+    /// Put before each line (`web | `); empty for files.
+    prefix: Vec<u8>,
 }
 
 impl Reader {
@@ -57,11 +282,12 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-pub fn reader(read_end: OwnedFd, sink: Sink) -> Reader {
+pub fn reader(read_end: OwnedFd, dest: Dest, prefix: &str) -> Reader {
     Reader {
         fd: File::from(read_end),
         pending: Vec::new(),
-        sink,
+        dest,
+        prefix: prefix.as_bytes().to_vec(),
     }
 }
 
@@ -227,9 +453,9 @@ pub enum Drained {
     Closed,
 }
 
-/// Read what is available and write out every complete line. At EOF a last
-/// partial line is written with a newline added.
-pub fn drain(r: &mut Reader, files: &mut [FileOut]) -> Drained {
+/// Read what is available and queue every complete line. At EOF a last
+/// partial line is queued with a newline added.
+pub fn drain(r: &mut Reader) -> Drained {
     let mut buf = [0u8; READ_CHUNK];
     let mut state = Drained::Open;
     let mut taken = 0usize;
@@ -269,55 +495,32 @@ pub fn drain(r: &mut Reader, files: &mut [FileOut]) -> Drained {
         },
     };
     if cut > 0 {
-        let rest = r.pending.split_off(cut);
-        let lines = std::mem::replace(&mut r.pending, rest);
-        emit(&r.sink, &lines, files);
+        let w = writer();
+        let mut out = w.buffer();
+        let lines = r.pending.get(..cut).unwrap_or_default();
+        frame(&r.prefix, lines, &mut out);
+        r.pending.drain(..cut);
+        w.submit(r.dest.clone(), out);
     }
     state
 }
 
-fn emit(sink: &Sink, lines: &[u8], files: &mut [FileOut]) {
-    match sink {
-        Sink::Prefixed { prefix, to_stderr } => {
-            let mut out = Vec::with_capacity(lines.len() + lines.len() / 8 + prefix.len());
-            let mut start = 0;
-            for end in memchr::memchr_iter(b'\n', lines) {
-                out.extend_from_slice(prefix);
-                out.extend_from_slice(lines.get(start..=end).unwrap_or_default());
-                start = end + 1;
-            }
-            if let Some(rest) = lines.get(start..).filter(|r| !r.is_empty()) {
-                out.extend_from_slice(prefix);
-                out.extend_from_slice(rest);
-            }
-            let res = if *to_stderr {
-                io::stderr().lock().write_all(&out)
-            } else {
-                io::stdout().lock().write_all(&out)
-            };
-            if let Err(e) = res {
-                log::debug!("cannot write service output: {e}");
-            }
-        }
-        Sink::File(i) => {
-            if let Some(f) = files.get_mut(*i) {
-                match f.write(lines) {
-                    Err(e) if !f.failing => {
-                        f.failing = true;
-                        log::error!(
-                            "{}: cannot write log: {e} (output is dropped until writes work again)",
-                            f.path().display()
-                        );
-                    }
-                    Err(_) => {}
-                    Ok(()) if f.failing => {
-                        f.failing = false;
-                        log::info!("{}: writing again", f.path().display());
-                    }
-                    Ok(()) => {}
-                }
-            }
-        }
+/// Whole lines, each with `prefix` before it, appended to `out`.
+fn frame(prefix: &[u8], lines: &[u8], out: &mut Vec<u8>) {
+    if prefix.is_empty() {
+        out.extend_from_slice(lines);
+        return;
+    }
+    out.reserve(lines.len() + lines.len() / 8 + prefix.len());
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', lines) {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(lines.get(start..=end).unwrap_or_default());
+        start = end + 1;
+    }
+    if let Some(rest) = lines.get(start..).filter(|r| !r.is_empty()) {
+        out.extend_from_slice(prefix);
+        out.extend_from_slice(rest);
     }
 }
 
@@ -365,29 +568,45 @@ mod tests {
     }
 
     #[test]
-    fn drain_emits_whole_lines_and_flushes_partial_at_eof() {
+    fn drain_queues_whole_lines_and_flushes_partial_at_eof() {
         let d = tmpdir("drain");
         let path = d.join("o.log");
-        let mut files = vec![FileOut::new(FileStream {
+        let dest = Dest::File(Arc::new(FileStream {
             path: path.clone(),
             max_bytes: 0,
             backup_count: 0,
             time_format: None,
             watched: false,
-        })];
+        }));
         let (r, w) = pipe().expect("pipe");
-        let mut rd = reader(r, Sink::File(0));
+        let mut rd = reader(r, dest, "");
         let mut wf = File::from(w);
         wf.write_all(b"one\ntw").expect("write");
-        assert!(matches!(drain(&mut rd, &mut files), Drained::Open));
+        assert!(matches!(drain(&mut rd), Drained::Open));
+        assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\n");
         wf.write_all(b"o\nthree").expect("write");
         drop(wf);
-        assert!(matches!(drain(&mut rd, &mut files), Drained::Closed));
+        assert!(matches!(drain(&mut rd), Drained::Closed));
+        assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "one\ntwo\nthree\n"
         );
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn framing_puts_the_prefix_before_every_line() {
+        let rows: &[(&str, &str, &str)] = &[
+            ("web | ", "a\nb\n", "web | a\nweb | b\n"),
+            ("", "a\nb\n", "a\nb\n"),
+            ("w ! ", "x", "w ! x"),
+        ];
+        for (prefix, lines, want) in rows {
+            let mut out = Vec::new();
+            frame(prefix.as_bytes(), lines.as_bytes(), &mut out);
+            assert_eq!(String::from_utf8_lossy(&out), *want);
+        }
     }
 }

@@ -1,4 +1,37 @@
-//! Reaping and finding children. Layer 2.
+//! Reaping and finding children: the one reaper of the process, used by
+//! the prepare phase, the supervisor and the panic hook. Layer 2.
+
+use super::exit::{decode, Exit};
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+/// Collect every child that has ended (ours or re-parented orphans),
+/// without blocking; `f` hears of each. Returns false when no child is
+/// left at all.
+pub fn reap_all(mut f: impl FnMut(i32, Exit)) -> bool {
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return true,
+            Ok(st) => {
+                if let Some((pid, exit)) = decode(st) {
+                    f(pid, exit);
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECHILD) => return false,
+            Err(e) => {
+                log::error!("waitpid failed: {e}");
+                return false;
+            }
+        }
+    }
+}
+
+/// Wait for every child to end (after they were all killed).
+pub fn wait_all() {
+    while let Ok(_) | Err(Errno::EINTR) = waitpid(None::<Pid>, None) {}
+}
 
 /// Direct children of `pid`, from /proc (used when we are not PID 1): the
 /// kernel's list when it has one (CONFIG_PROC_CHILDREN), else a scan of

@@ -2,28 +2,29 @@
 //!
 //! `Proc::next` takes an event and the current time and returns the actions
 //! the caller must perform; it does no I/O, which is what lets the table
-//! below be tested row by row. The caller feeds back the outcome of a
-//! `Spawn` as `Spawned` or `SpawnFailed` immediately.
+//! below be tested row by row. Deadlines live in the states themselves
+//! (`Backoff.until`, `Stopping.kill_at`, `Running.max_age_at`): the caller
+//! asks `deadline()` when to come back and then sends `Tick`, so no timer
+//! can ever be stale.
 //!
-//! | state    | event        | next state                 | actions                     |
-//! |----------|--------------|----------------------------|-----------------------------|
-//! | Idle     | Start        | Starting                   | Spawn                       |
-//! | Backoff  | Start        | Starting                   | Spawn (manual start)        |
-//! | Ended    | Start        | Starting                   | Spawn                       |
-//! | Failed   | Start        | Starting (failures reset)  | Spawn                       |
-//! | Starting | Spawned      | Running                    | -                           |
-//! | Starting | SpawnFailed  | Failed                     | Failed                      |
-//! | Running  | Exited       | Backoff, Failed or Ended   | Timer / Failed / Ended      |
-//! | Running  | Stop         | Stopping                   | Signal, Timer(grace)        |
-//! | Running  | Kill         | Stopping (killed)          | Kill                        |
-//! | Backoff  | BackoffDone  | Starting                   | Spawn                       |
-//! | Backoff  | Stop         | Ended                      | Ended                       |
-//! | Stopping | Exited       | Ended                      | Ended                       |
-//! | Stopping | GraceOver    | Stopping (killed)          | Kill                        |
-//! | Stopping | Kill         | Stopping (killed)          | Kill                        |
+//! | state    | event        | next state                   | actions              |
+//! |----------|--------------|------------------------------|----------------------|
+//! | Idle, Backoff, Ended, Failed | Start | Starting            | Spawn                |
+//! | Starting | Spawned      | Running (or Stopping if a stop came meanwhile) | - / Signal |
+//! | Starting | SpawnFailed  | Failed                       | Failed               |
+//! | Starting | Stop         | Starting, stop on spawn      | -                    |
+//! | Running  | Exited       | Backoff, Failed or Ended     | Backoff / Failed / Ended |
+//! | Running  | Stop         | Stopping                     | Signal               |
+//! | Running  | Restart      | Stopping, then start again   | Signal               |
+//! | Running  | Tick (max_age due) | Stopping, then start again | Signal          |
+//! | Running  | Kill         | Stopping (killed)            | Kill                 |
+//! | Backoff  | Tick (due)   | Starting                     | Spawn                |
+//! | Backoff  | Stop         | Ended                        | Ended                |
+//! | Stopping | Exited       | Ended, or Starting (restart) | Ended / Spawn        |
+//! | Stopping | Tick (grace over), Kill | Stopping (killed) | Kill                |
 //!
-//! Any other pair leaves the state as it is and does nothing (a late timer,
-//! a second stop request, a start of something already running).
+//! Any other pair leaves the state as it is and does nothing (a second stop
+//! request, a start of something already running).
 
 use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
@@ -38,15 +39,16 @@ pub enum State {
     Running {
         pid: i32,
         since: Instant,
+        /// circus `max_age`: restart the process at this time.
+        max_age_at: Option<Instant>,
     },
     /// Waiting out the backoff before the next start.
-    Backoff {
-        until: Instant,
-    },
-    /// Asked to stop; `killed` once SIGKILL was sent.
+    Backoff { until: Instant },
+    /// Asked to stop: SIGKILL at `kill_at` unless it ends first.
     Stopping {
         pid: i32,
         since: Instant,
+        kill_at: Instant,
         killed: bool,
     },
     /// Ended and not to be restarted (stopped on request, or no respawn).
@@ -56,34 +58,39 @@ pub enum State {
         killed: bool,
     },
     /// Gave up: could not be spawned, or too many failed starts.
-    Failed {
-        reason: String,
-    },
+    Failed { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     Start,
-    Spawned { pid: i32 },
-    SpawnFailed { reason: String },
+    Spawned {
+        pid: i32,
+    },
+    SpawnFailed {
+        reason: String,
+    },
     Exited(Exit),
-    BackoffDone,
     Stop,
-    GraceOver,
+    /// Stop, then start again once ended (ctl restart, a reconfigure).
+    Restart,
     Kill,
+    /// Time has passed: act on a deadline that is due.
+    Tick,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     Spawn,
-    /// Send the stop signal to the process group.
+    /// Send this signal to the process group.
     Signal(i32, Signal),
     /// SIGKILL to the process group.
     Kill(i32),
-    /// Call back with `BackoffDone` at this time.
-    BackoffTimer(Instant),
-    /// Call back with `GraceOver` at this time.
-    GraceTimer(Instant),
+    /// The process ended and starts again at `at` (for the log).
+    Backoff {
+        at: Instant,
+        exit: Exit,
+    },
     /// The process ended for good (no restart): report it.
     Ended(Option<Exit>),
     /// The process is FAILED: report it.
@@ -100,6 +107,8 @@ pub struct Policy {
     pub min_uptime: Duration,
     pub stop_signal: Signal,
     pub graceful_timeout: Duration,
+    /// circus `max_age` and `max_age_variance`.
+    pub max_age: Option<(Duration, Duration)>,
 }
 
 impl Policy {
@@ -112,6 +121,7 @@ impl Policy {
             min_uptime: s.min_uptime,
             stop_signal: s.stop_signal,
             graceful_timeout: s.graceful_timeout,
+            max_age: s.max_age,
         }
     }
 
@@ -134,6 +144,7 @@ impl Policy {
 #[derive(Debug, Clone, Copy)]
 pub struct Ctx {
     pub now: Instant,
+    /// A draw in [0.5, 1.0].
     pub jitter: f64,
     pub shutting_down: bool,
     /// The most a stop may take from now (what is left of the global deadline).
@@ -148,8 +159,10 @@ pub struct Proc {
     /// Restarts done so far.
     pub restarts: u32,
     pub last_exit: Option<Exit>,
-    /// Bumped on every transition: timers carry it, so a stale one is ignored.
-    pub generation: u64,
+    /// Start again once the process has ended (restart, max_age).
+    pub restart_on_end: bool,
+    /// A stop arrived while the spawn was under way.
+    pub stop_on_spawn: bool,
 }
 
 impl Default for Proc {
@@ -165,7 +178,8 @@ impl Proc {
             failures: 0,
             restarts: 0,
             last_exit: None,
-            generation: 0,
+            restart_on_end: false,
+            stop_on_spawn: false,
         }
     }
 
@@ -184,61 +198,117 @@ impl Proc {
         )
     }
 
+    pub fn is_running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// When this process next needs a `Tick`.
+    pub fn deadline(&self) -> Option<Instant> {
+        match self.state {
+            State::Backoff { until } => Some(until),
+            State::Stopping {
+                kill_at,
+                killed: false,
+                ..
+            } => Some(kill_at),
+            State::Running { max_age_at, .. } => max_age_at,
+            _ => None,
+        }
+    }
+
     pub fn next(&mut self, ev: Event, pol: &Policy, ctx: Ctx) -> Vec<Action> {
         use State as S;
+        let now = ctx.now;
         let (state, actions) = match (&self.state, ev) {
-            (S::Idle | S::Backoff { .. } | S::Ended { .. }, Event::Start) => {
+            (S::Idle | S::Backoff { .. } | S::Ended { .. }, Event::Start | Event::Restart) => {
                 (S::Starting, vec![Action::Spawn])
             }
-            (S::Failed { .. }, Event::Start) => {
+            (S::Failed { .. }, Event::Start | Event::Restart) => {
                 self.failures = 0;
                 (S::Starting, vec![Action::Spawn])
             }
-            (S::Starting, Event::Spawned { pid }) => (
-                S::Running {
-                    pid,
-                    since: ctx.now,
-                },
-                vec![],
-            ),
-            (S::Starting, Event::SpawnFailed { reason }) => (
-                S::Failed {
-                    reason: reason.clone(),
-                },
-                vec![Action::Failed(reason)],
-            ),
+            (S::Starting, Event::Spawned { pid }) if self.stop_on_spawn => {
+                self.stop_on_spawn = false;
+                self.stopping(pid, now, pol, ctx)
+            }
+            (S::Starting, Event::Spawned { pid }) => {
+                let max_age_at = pol.max_age.map(|(age, variance)| {
+                    // jitter in [0.5, 1] picks a share of the variance.
+                    let share = ((ctx.jitter - 0.5) * 2.0).clamp(0.0, 1.0);
+                    let extra = crate::units::duration_from_secs(variance.as_secs_f64() * share)
+                        .unwrap_or_default();
+                    now + age + extra
+                });
+                (
+                    S::Running {
+                        pid,
+                        since: now,
+                        max_age_at,
+                    },
+                    vec![],
+                )
+            }
+            (S::Starting, Event::SpawnFailed { reason }) => {
+                self.stop_on_spawn = false;
+                self.restart_on_end = false;
+                (
+                    S::Failed {
+                        reason: reason.clone(),
+                    },
+                    vec![Action::Failed(reason)],
+                )
+            }
+            (S::Starting, Event::Stop | Event::Kill) => {
+                self.stop_on_spawn = true;
+                self.restart_on_end = false;
+                return vec![];
+            }
             (S::Running { since, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                let uptime = ctx.now.saturating_duration_since(*since);
-                self.after_exit(exit, uptime, pol, ctx)
+                let uptime = now.saturating_duration_since(*since);
+                if std::mem::take(&mut self.restart_on_end) && !ctx.shutting_down {
+                    self.restarts += 1;
+                    (S::Starting, vec![Action::Spawn])
+                } else {
+                    self.after_exit(exit, uptime, pol, ctx)
+                }
             }
             (S::Running { pid, .. }, Event::Stop) => {
-                let grace = pol.graceful_timeout.min(ctx.grace_cap);
-                (
-                    S::Stopping {
-                        pid: *pid,
-                        since: ctx.now,
-                        killed: false,
-                    },
-                    vec![
-                        Action::Signal(*pid, pol.stop_signal),
-                        Action::GraceTimer(ctx.now + grace),
-                    ],
-                )
+                self.restart_on_end = false;
+                let pid = *pid;
+                self.stopping(pid, now, pol, ctx)
+            }
+            (S::Running { pid, .. }, Event::Restart) => {
+                let pid = *pid;
+                self.restart_on_end = true;
+                self.stopping(pid, now, pol, ctx)
+            }
+            (
+                S::Running {
+                    pid,
+                    max_age_at: Some(at),
+                    ..
+                },
+                Event::Tick,
+            ) if *at <= now && !ctx.shutting_down => {
+                let pid = *pid;
+                self.restart_on_end = true;
+                self.stopping(pid, now, pol, ctx)
             }
             (S::Running { pid, .. }, Event::Kill) => (
                 S::Stopping {
                     pid: *pid,
-                    since: ctx.now,
+                    since: now,
+                    kill_at: now,
                     killed: true,
                 },
                 vec![Action::Kill(*pid)],
             ),
-            (S::Backoff { .. }, Event::BackoffDone) if !ctx.shutting_down => {
+            (S::Backoff { until }, Event::Tick) if *until <= now && !ctx.shutting_down => {
                 self.restarts += 1;
                 (S::Starting, vec![Action::Spawn])
             }
-            (S::Backoff { .. }, Event::Stop | Event::BackoffDone) => (
+            (S::Backoff { .. }, Event::Stop | Event::Kill) => (
                 S::Ended {
                     exit: self.last_exit,
                     stop_took: None,
@@ -248,36 +318,77 @@ impl Proc {
             ),
             (S::Stopping { since, killed, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                let took = ctx.now.saturating_duration_since(*since);
-                (
-                    S::Ended {
-                        exit: Some(exit),
-                        stop_took: Some(took),
-                        killed: *killed,
-                    },
-                    vec![Action::Ended(Some(exit))],
-                )
+                if std::mem::take(&mut self.restart_on_end) && !ctx.shutting_down {
+                    self.restarts += 1;
+                    (S::Starting, vec![Action::Spawn])
+                } else {
+                    let took = now.saturating_duration_since(*since);
+                    (
+                        S::Ended {
+                            exit: Some(exit),
+                            stop_took: Some(took),
+                            killed: *killed,
+                        },
+                        vec![Action::Ended(Some(exit))],
+                    )
+                }
             }
             (
                 S::Stopping {
                     pid,
                     since,
                     killed: false,
+                    kill_at,
                 },
-                Event::GraceOver | Event::Kill,
-            ) => (
+                Event::Tick,
+            ) if *kill_at <= now => (
                 S::Stopping {
                     pid: *pid,
                     since: *since,
+                    kill_at: *kill_at,
                     killed: true,
                 },
                 vec![Action::Kill(*pid)],
             ),
+            (
+                S::Stopping {
+                    pid,
+                    since,
+                    killed: false,
+                    ..
+                },
+                Event::Kill,
+            ) => (
+                S::Stopping {
+                    pid: *pid,
+                    since: *since,
+                    kill_at: now,
+                    killed: true,
+                },
+                vec![Action::Kill(*pid)],
+            ),
+            (S::Stopping { .. }, Event::Stop) => {
+                // A plain stop cancels a pending restart.
+                self.restart_on_end = false;
+                return vec![];
+            }
             _ => return vec![],
         };
         self.state = state;
-        self.generation += 1;
         actions
+    }
+
+    fn stopping(&self, pid: i32, now: Instant, pol: &Policy, ctx: Ctx) -> (State, Vec<Action>) {
+        let grace = pol.graceful_timeout.min(ctx.grace_cap);
+        (
+            State::Stopping {
+                pid,
+                since: now,
+                kill_at: now + grace,
+                killed: false,
+            },
+            vec![Action::Signal(pid, pol.stop_signal)],
+        )
     }
 
     fn after_exit(
@@ -305,8 +416,9 @@ impl Proc {
         if let Some(max) = pol.max_retry {
             if self.failures > max {
                 let reason = format!(
-                    "{} consecutive failed starts (each ran less than {:?}); last: {exit}",
-                    self.failures, pol.min_uptime
+                    "{} consecutive failed starts (each ran less than {}); last: {exit}",
+                    self.failures,
+                    crate::units::fmt_duration(pol.min_uptime)
                 );
                 return (
                     State::Failed {
@@ -324,7 +436,10 @@ impl Proc {
             pol.backoff(self.failures, ctx.jitter)
         };
         let until = ctx.now + delay;
-        (State::Backoff { until }, vec![Action::BackoffTimer(until)])
+        (
+            State::Backoff { until },
+            vec![Action::Backoff { at: until, exit }],
+        )
     }
 }
 
@@ -341,6 +456,7 @@ mod tests {
             min_uptime: Duration::from_secs(5),
             stop_signal: Signal::SIGTERM,
             graceful_timeout: Duration::from_secs(30),
+            max_age: None,
         }
     }
 
@@ -353,10 +469,11 @@ mod tests {
         }
     }
 
-    fn running(pid: i32, since: Instant) -> Proc {
-        Proc {
-            state: State::Running { pid, since },
-            ..Proc::new()
+    fn running(pid: i32, since: Instant) -> State {
+        State::Running {
+            pid,
+            since,
+            max_age_at: None,
         }
     }
 
@@ -365,9 +482,11 @@ mod tests {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(1);
         let t10 = t0 + Duration::from_secs(10);
+        let kill_at = t0 + Duration::from_secs(9);
         let stopping = |killed| State::Stopping {
             pid: 7,
             since: t0,
+            kill_at,
             killed,
         };
         // (start state, event, now, expected state, expected actions)
@@ -383,7 +502,7 @@ mod tests {
                 State::Starting,
                 Event::Spawned { pid: 7 },
                 t0,
-                State::Running { pid: 7, since: t0 },
+                running(7, t0),
                 vec![],
             ),
             (
@@ -398,42 +517,53 @@ mod tests {
                 vec![Action::Failed("nope".into())],
             ),
             (
-                State::Running { pid: 7, since: t0 },
+                running(7, t0),
                 Event::Stop,
                 t1,
                 State::Stopping {
                     pid: 7,
                     since: t1,
+                    kill_at: t1 + Duration::from_secs(9),
                     killed: false,
                 },
-                vec![
-                    Action::Signal(7, Signal::SIGTERM),
-                    Action::GraceTimer(t1 + Duration::from_secs(9)),
-                ],
+                vec![Action::Signal(7, Signal::SIGTERM)],
             ),
             (
-                State::Running { pid: 7, since: t0 },
+                running(7, t0),
                 Event::Exited(Exit::Code(3)),
                 t1,
                 State::Backoff {
                     until: t1 + Duration::from_millis(100),
                 },
-                vec![Action::BackoffTimer(t1 + Duration::from_millis(100))],
+                vec![Action::Backoff {
+                    at: t1 + Duration::from_millis(100),
+                    exit: Exit::Code(3),
+                }],
             ),
             (
-                State::Running { pid: 7, since: t0 },
+                running(7, t0),
                 Event::Exited(Exit::Code(0)),
                 t10,
                 // It ran past min_uptime: replaced at once.
                 State::Backoff { until: t10 },
-                vec![Action::BackoffTimer(t10)],
+                vec![Action::Backoff {
+                    at: t10,
+                    exit: Exit::Code(0),
+                }],
             ),
             (
                 State::Backoff { until: t1 },
-                Event::BackoffDone,
+                Event::Tick,
                 t1,
                 State::Starting,
                 vec![Action::Spawn],
+            ),
+            (
+                State::Backoff { until: t10 },
+                Event::Tick,
+                t1,
+                State::Backoff { until: t10 },
+                vec![],
             ),
             (
                 State::Backoff { until: t1 },
@@ -448,16 +578,22 @@ mod tests {
             ),
             (
                 stopping(false),
-                Event::GraceOver,
-                t1,
+                Event::Tick,
+                kill_at,
                 stopping(true),
                 vec![Action::Kill(7)],
             ),
+            (stopping(false), Event::Tick, t1, stopping(false), vec![]),
             (
                 stopping(false),
                 Event::Kill,
                 t1,
-                stopping(true),
+                State::Stopping {
+                    pid: 7,
+                    since: t0,
+                    kill_at: t1,
+                    killed: true,
+                },
                 vec![Action::Kill(7)],
             ),
             (
@@ -472,16 +608,10 @@ mod tests {
                 vec![Action::Ended(Some(Exit::Signal(9)))],
             ),
             // Ignored pairs: nothing changes.
-            (stopping(true), Event::GraceOver, t1, stopping(true), vec![]),
+            (stopping(true), Event::Tick, t10, stopping(true), vec![]),
             (stopping(false), Event::Stop, t1, stopping(false), vec![]),
-            (
-                State::Running { pid: 7, since: t0 },
-                Event::Start,
-                t1,
-                State::Running { pid: 7, since: t0 },
-                vec![],
-            ),
-            (State::Idle, Event::BackoffDone, t1, State::Idle, vec![]),
+            (running(7, t0), Event::Start, t1, running(7, t0), vec![]),
+            (State::Idle, Event::Tick, t1, State::Idle, vec![]),
             (State::Idle, Event::Stop, t1, State::Idle, vec![]),
         ];
         for (i, (from, ev, now, want_state, want_actions)) in rows.into_iter().enumerate() {
@@ -498,17 +628,21 @@ mod tests {
     #[test]
     fn crash_loop_backs_off_then_fails() {
         let t0 = Instant::now();
-        let mut p = running(1, t0);
+        let mut p = Proc {
+            state: running(1, t0),
+            ..Proc::new()
+        };
         let mut delays = Vec::new();
         let mut now = t0;
         for pid in 2..10 {
             now += Duration::from_millis(10);
             let actions = p.next(Event::Exited(Exit::Code(1)), &pol(), ctx(now));
             match actions.as_slice() {
-                [Action::BackoffTimer(at)] => {
+                [Action::Backoff { at, .. }] => {
                     delays.push(*at - now);
                     now = *at;
-                    p.next(Event::BackoffDone, &pol(), ctx(now));
+                    assert_eq!(p.deadline(), Some(now));
+                    p.next(Event::Tick, &pol(), ctx(now));
                     p.next(Event::Spawned { pid }, &pol(), ctx(now));
                 }
                 [Action::Failed(reason)] => {
@@ -531,17 +665,89 @@ mod tests {
         let t0 = Instant::now();
         let mut no_respawn = pol();
         no_respawn.respawn = false;
-        let mut p = running(1, t0);
+        let mut p = Proc {
+            state: running(1, t0),
+            ..Proc::new()
+        };
         assert_eq!(
             p.next(Event::Exited(Exit::Code(4)), &no_respawn, ctx(t0)),
             vec![Action::Ended(Some(Exit::Code(4)))]
         );
-        let mut p = running(1, t0);
+        let mut p = Proc {
+            state: running(1, t0),
+            ..Proc::new()
+        };
         let mut c = ctx(t0);
         c.shutting_down = true;
         assert_eq!(
             p.next(Event::Exited(Exit::Signal(15)), &pol(), c),
             vec![Action::Ended(Some(Exit::Signal(15)))]
+        );
+    }
+
+    #[test]
+    fn restart_stops_then_spawns_again() {
+        let t0 = Instant::now();
+        let mut p = Proc {
+            state: running(1, t0),
+            ..Proc::new()
+        };
+        assert_eq!(
+            p.next(Event::Restart, &pol(), ctx(t0)),
+            vec![Action::Signal(1, Signal::SIGTERM)]
+        );
+        assert_eq!(
+            p.next(Event::Exited(Exit::Code(0)), &pol(), ctx(t0)),
+            vec![Action::Spawn]
+        );
+        assert_eq!((p.state.clone(), p.restarts), (State::Starting, 1));
+        // A stop while restarting cancels the restart.
+        p.next(Event::Spawned { pid: 2 }, &pol(), ctx(t0));
+        p.next(Event::Restart, &pol(), ctx(t0));
+        p.next(Event::Stop, &pol(), ctx(t0));
+        assert!(matches!(
+            p.next(Event::Exited(Exit::Code(0)), &pol(), ctx(t0))
+                .as_slice(),
+            [Action::Ended(_)]
+        ));
+    }
+
+    #[test]
+    fn max_age_restarts_when_due() {
+        let t0 = Instant::now();
+        let mut pol = pol();
+        pol.max_age = Some((Duration::from_secs(60), Duration::from_secs(10)));
+        let mut p = Proc {
+            state: State::Starting,
+            ..Proc::new()
+        };
+        let mut c = ctx(t0);
+        c.jitter = 0.75; // half of the variance
+        p.next(Event::Spawned { pid: 3 }, &pol, c);
+        let due = t0 + Duration::from_secs(65);
+        assert_eq!(p.deadline(), Some(due));
+        assert_eq!(
+            p.next(Event::Tick, &pol, ctx(due - Duration::from_secs(1))),
+            vec![]
+        );
+        assert_eq!(
+            p.next(Event::Tick, &pol, ctx(due)),
+            vec![Action::Signal(3, Signal::SIGTERM)]
+        );
+        assert!(p.restart_on_end);
+    }
+
+    #[test]
+    fn stop_during_spawn_stops_once_spawned() {
+        let t0 = Instant::now();
+        let mut p = Proc {
+            state: State::Starting,
+            ..Proc::new()
+        };
+        assert_eq!(p.next(Event::Stop, &pol(), ctx(t0)), vec![]);
+        assert_eq!(
+            p.next(Event::Spawned { pid: 9 }, &pol(), ctx(t0)),
+            vec![Action::Signal(9, Signal::SIGTERM)]
         );
     }
 
@@ -562,13 +768,13 @@ mod tests {
     #[test]
     fn grace_capped_by_deadline() {
         let t0 = Instant::now();
-        let mut p = running(5, t0);
+        let mut p = Proc {
+            state: running(5, t0),
+            ..Proc::new()
+        };
         let mut c = ctx(t0);
         c.grace_cap = Duration::from_millis(300);
-        let actions = p.next(Event::Stop, &pol(), c);
-        assert_eq!(
-            actions[1],
-            Action::GraceTimer(t0 + Duration::from_millis(300))
-        );
+        p.next(Event::Stop, &pol(), c);
+        assert_eq!(p.deadline(), Some(t0 + Duration::from_millis(300)));
     }
 }

@@ -1,0 +1,595 @@
+//! Probes that never block the event loop: TCP connects and HTTP GETs on
+//! non-blocking sockets in the poll set, host names resolved on a helper
+//! thread, command probes as children (spawned and reaped by the loop),
+//! files checked with one `stat`. Each probe has a deadline; past it, it
+//! fails (a command probe's group is killed). Layer 2.
+
+use nix::errno::Errno;
+use nix::poll::PollFlags;
+use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// How much of an HTTP answer is read: the status line is all we need.
+const HTTP_HEAD: usize = 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    Fail(String),
+}
+
+/// What to probe, in a form the runner understands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `host:port`.
+    Tcp(String),
+    /// `http://host[:port]/path`.
+    Http(String),
+}
+
+enum Stage {
+    /// Waiting for the resolver thread.
+    Resolving {
+        port: u16,
+        http: Option<Vec<u8>>,
+    },
+    Connecting {
+        sock: OwnedFd,
+        rest: Vec<SocketAddr>,
+        http: Option<Vec<u8>>,
+    },
+    Writing {
+        sock: OwnedFd,
+        req: Vec<u8>,
+        sent: usize,
+    },
+    Reading {
+        sock: OwnedFd,
+        got: Vec<u8>,
+    },
+    /// A command probe: the loop reaps `pid` and calls `exited`.
+    Cmd {
+        pid: i32,
+    },
+}
+
+struct Flight {
+    deadline: Instant,
+    stage: Stage,
+}
+
+/// The probes in flight, by the caller's id.
+pub struct Probes {
+    flights: HashMap<u64, Flight>,
+    /// Command probes whose deadline passed: killed, still to be reaped.
+    killed: Vec<i32>,
+    wake_r: OwnedFd,
+    wake_w: OwnedFd,
+    tx: mpsc::Sender<(u64, std::io::Result<Vec<SocketAddr>>)>,
+    rx: mpsc::Receiver<(u64, std::io::Result<Vec<SocketAddr>>)>,
+}
+
+impl Probes {
+    pub fn new() -> std::io::Result<Probes> {
+        let (r, w) = super::output::pipe()?;
+        nix::fcntl::fcntl(
+            &w,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        let (tx, rx) = mpsc::channel();
+        Ok(Probes {
+            flights: HashMap::new(),
+            killed: Vec::new(),
+            wake_r: r,
+            wake_w: w,
+            tx,
+            rx,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flights.is_empty()
+    }
+
+    /// Start a network probe. A verdict known at once (a bad address) is
+    /// returned; otherwise it comes from `ready` or `expire`.
+    pub fn start_net(&mut self, id: u64, target: &Target, deadline: Instant) -> Option<Verdict> {
+        let (hostport, http) = match target {
+            Target::Tcp(a) => (a.clone(), None),
+            Target::Http(url) => match parse_http_url(url) {
+                Ok((hostport, path)) => {
+                    let host = hostport
+                        .rsplit_once(':')
+                        .map(|(h, _)| h)
+                        .unwrap_or(&hostport);
+                    let req = format!(
+                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mc-launcher\r\nConnection: close\r\n\r\n"
+                    );
+                    (hostport, Some(req.into_bytes()))
+                }
+                Err(e) => return Some(Verdict::Fail(e)),
+            },
+        };
+        let Some((host, port)) = split_host_port(&hostport) else {
+            return Some(Verdict::Fail(format!("`{hostport}` is not host:port")));
+        };
+        let literal = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| (host == "localhost").then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+        let stage = match literal {
+            Some(ip) => match connect_next(vec![SocketAddr::new(ip, port)]) {
+                Ok((sock, rest)) => Stage::Connecting { sock, rest, http },
+                Err(e) => return Some(Verdict::Fail(e)),
+            },
+            None => {
+                // getaddrinfo blocks (a DNS server that never answers): on
+                // a thread of its own, never in the loop.
+                let tx = self.tx.clone();
+                let wake = self.wake_w.try_clone().ok();
+                let name = format!("{host}:{port}");
+                let spawned = std::thread::Builder::new()
+                    .name("resolve".into())
+                    .spawn(move || {
+                        let res = name.to_socket_addrs().map(|a| a.collect());
+                        let _ = tx.send((id, res));
+                        if let Some(w) = wake {
+                            let _ = nix::unistd::write(&w, b"!");
+                        }
+                    });
+                if let Err(e) = spawned {
+                    return Some(Verdict::Fail(format!("cannot resolve {host}: {e}")));
+                }
+                Stage::Resolving { port, http }
+            }
+        };
+        self.flights.insert(id, Flight { deadline, stage });
+        None
+    }
+
+    /// Follow a command probe the caller spawned.
+    pub fn start_cmd(&mut self, id: u64, pid: i32, deadline: Instant) {
+        self.flights.insert(
+            id,
+            Flight {
+                deadline,
+                stage: Stage::Cmd { pid },
+            },
+        );
+    }
+
+    /// A reaped child: the verdict of its probe, if it was one. `Some(None)`
+    /// for a probe that was already given up (consumed, no verdict).
+    pub fn exited(&mut self, pid: i32, ok: bool, detail: &str) -> Option<Option<(u64, Verdict)>> {
+        if let Some(i) = self.killed.iter().position(|&p| p == pid) {
+            self.killed.swap_remove(i);
+            return Some(None);
+        }
+        let id = self
+            .flights
+            .iter()
+            .find(|(_, f)| matches!(f.stage, Stage::Cmd { pid: p } if p == pid))
+            .map(|(&id, _)| id)?;
+        self.flights.remove(&id);
+        let v = if ok {
+            Verdict::Ok
+        } else {
+            Verdict::Fail(detail.to_string())
+        };
+        Some(Some((id, v)))
+    }
+
+    /// Give up a probe (the service stopped): a command probe is killed.
+    pub fn cancel(&mut self, id: u64) {
+        if let Some(f) = self.flights.remove(&id) {
+            if let Stage::Cmd { pid } = f.stage {
+                super::spawn::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                self.killed.push(pid);
+            }
+        }
+    }
+
+    /// Pids of command probes still running (to kill at the very end).
+    pub fn cmd_pids(&self) -> Vec<i32> {
+        self.flights
+            .values()
+            .filter_map(|f| match f.stage {
+                Stage::Cmd { pid } => Some(pid),
+                _ => None,
+            })
+            .chain(self.killed.iter().copied())
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.flights.values().map(|f| f.deadline).min()
+    }
+
+    /// Probes past their deadline fail.
+    pub fn expire(&mut self, now: Instant) -> Vec<(u64, Verdict)> {
+        let due: Vec<u64> = self
+            .flights
+            .iter()
+            .filter(|(_, f)| f.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        let mut out = Vec::new();
+        for id in due {
+            if let Some(f) = self.flights.remove(&id) {
+                if let Stage::Cmd { pid } = f.stage {
+                    super::spawn::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+                    self.killed.push(pid);
+                }
+                out.push((id, Verdict::Fail("timed out".into())));
+            }
+        }
+        out
+    }
+
+    /// The fds to poll: (probe id or `None` for the resolver's wake-up, fd, events).
+    pub fn poll_fds(&self) -> Vec<(Option<u64>, BorrowedFd<'_>, PollFlags)> {
+        let mut out = vec![(None, self.wake_r.as_fd(), PollFlags::POLLIN)];
+        for (&id, f) in &self.flights {
+            match &f.stage {
+                Stage::Connecting { sock, .. } | Stage::Writing { sock, .. } => {
+                    out.push((Some(id), sock.as_fd(), PollFlags::POLLOUT))
+                }
+                Stage::Reading { sock, .. } => {
+                    out.push((Some(id), sock.as_fd(), PollFlags::POLLIN))
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The resolver thread answered.
+    pub fn resolved(&mut self) -> Vec<(u64, Verdict)> {
+        let mut buf = [0u8; 64];
+        while let Ok(n) = nix::unistd::read(&self.wake_r, &mut buf) {
+            if n == 0 {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        while let Ok((id, res)) = self.rx.try_recv() {
+            let Some(f) = self.flights.get_mut(&id) else {
+                continue; // given up meanwhile
+            };
+            let Stage::Resolving { port, http } = &mut f.stage else {
+                continue;
+            };
+            let (port, http) = (*port, http.take());
+            let addrs = match res {
+                Ok(a) if !a.is_empty() => a
+                    .into_iter()
+                    .map(|mut s| {
+                        s.set_port(port);
+                        s
+                    })
+                    .collect(),
+                Ok(_) => {
+                    self.flights.remove(&id);
+                    out.push((id, Verdict::Fail("no address".into())));
+                    continue;
+                }
+                Err(e) => {
+                    self.flights.remove(&id);
+                    out.push((id, Verdict::Fail(format!("cannot resolve: {e}"))));
+                    continue;
+                }
+            };
+            match connect_next(addrs) {
+                Ok((sock, rest)) => f.stage = Stage::Connecting { sock, rest, http },
+                Err(e) => {
+                    self.flights.remove(&id);
+                    out.push((id, Verdict::Fail(e)));
+                }
+            }
+        }
+        out
+    }
+
+    /// Probe `id`'s socket is ready: advance it; a verdict when it is done.
+    pub fn ready(&mut self, id: u64) -> Option<Verdict> {
+        let f = self.flights.remove(&id)?;
+        let deadline = f.deadline;
+        let (stage, verdict) = advance(f.stage);
+        match (stage, verdict) {
+            (_, Some(v)) => Some(v),
+            (Some(stage), None) => {
+                self.flights.insert(id, Flight { deadline, stage });
+                None
+            }
+            (None, None) => Some(Verdict::Fail("probe lost".into())),
+        }
+    }
+}
+
+/// One step of a network probe.
+fn advance(stage: Stage) -> (Option<Stage>, Option<Verdict>) {
+    match stage {
+        Stage::Connecting { sock, rest, http } => {
+            match socket::getsockopt(&sock, sockopt::SocketError) {
+                Ok(0) => match http {
+                    None => (None, Some(Verdict::Ok)),
+                    Some(req) => (Some(Stage::Writing { sock, req, sent: 0 }), None),
+                },
+                Ok(err) => {
+                    let e = Errno::from_raw(err);
+                    match connect_next(rest) {
+                        Ok((sock, rest)) => (Some(Stage::Connecting { sock, rest, http }), None),
+                        Err(_) => (None, Some(Verdict::Fail(format!("connect: {}", e.desc())))),
+                    }
+                }
+                Err(e) => (None, Some(Verdict::Fail(format!("connect: {e}")))),
+            }
+        }
+        Stage::Writing { sock, req, sent } => {
+            let rest = req.get(sent..).unwrap_or_default();
+            match nix::unistd::write(&sock, rest) {
+                Ok(n) if sent + n >= req.len() => (
+                    Some(Stage::Reading {
+                        sock,
+                        got: Vec::new(),
+                    }),
+                    None,
+                ),
+                Ok(n) => (
+                    Some(Stage::Writing {
+                        sock,
+                        req,
+                        sent: sent + n,
+                    }),
+                    None,
+                ),
+                Err(Errno::EAGAIN | Errno::EINTR) => {
+                    (Some(Stage::Writing { sock, req, sent }), None)
+                }
+                Err(e) => (None, Some(Verdict::Fail(format!("send: {e}")))),
+            }
+        }
+        Stage::Reading { sock, mut got } => {
+            let mut buf = [0u8; 512];
+            let mut file = std::fs::File::from(sock);
+            let res = file.read(&mut buf);
+            let sock = OwnedFd::from(file);
+            match res {
+                Ok(0) => (None, Some(http_verdict(&got))),
+                Ok(n) => {
+                    got.extend_from_slice(buf.get(..n).unwrap_or_default());
+                    if got.contains(&b'\n') || got.len() >= HTTP_HEAD {
+                        (None, Some(http_verdict(&got)))
+                    } else {
+                        (Some(Stage::Reading { sock, got }), None)
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    (Some(Stage::Reading { sock, got }), None)
+                }
+                Err(e) => (None, Some(Verdict::Fail(format!("receive: {e}")))),
+            }
+        }
+        other => (Some(other), None),
+    }
+}
+
+/// `HTTP/1.x 2xx` or `3xx` is a pass.
+pub fn http_verdict(head: &[u8]) -> Verdict {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    let mut words = text.split_whitespace();
+    let proto = words.next().unwrap_or("");
+    let code = words.next().and_then(|c| c.parse::<u16>().ok());
+    match code {
+        Some(200..=399) if proto.starts_with("HTTP/") => Verdict::Ok,
+        Some(c) if proto.starts_with("HTTP/") => Verdict::Fail(format!("HTTP status {c}")),
+        _ => Verdict::Fail("not an HTTP answer".into()),
+    }
+}
+
+/// Start a non-blocking connect to the first address that takes one.
+fn connect_next(mut addrs: Vec<SocketAddr>) -> Result<(OwnedFd, Vec<SocketAddr>), String> {
+    let mut last = String::from("no address");
+    while !addrs.is_empty() {
+        let addr = addrs.remove(0);
+        let family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let sock = match socket::socket(
+            family,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                last = format!("socket: {e}");
+                continue;
+            }
+        };
+        let res = match addr {
+            SocketAddr::V4(a) => socket::connect(sock.as_raw_fd(), &SockaddrIn::from(a)),
+            SocketAddr::V6(a) => socket::connect(sock.as_raw_fd(), &SockaddrIn6::from(a)),
+        };
+        match res {
+            Ok(()) | Err(Errno::EINPROGRESS) => return Ok((sock, addrs)),
+            Err(e) => last = format!("connect {addr}: {}", e.desc()),
+        }
+    }
+    Err(last)
+}
+
+/// `host:port` (IPv6 in brackets) into its parts.
+pub fn split_host_port(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.trim().rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+/// `http://host[:port][/path]` into `host:port` and the path.
+pub fn parse_http_url(url: &str) -> Result<(String, String), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("`{url}`: only http:// URLs can be probed"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
+        None => (rest, "/"),
+    };
+    if hostport.is_empty() {
+        return Err(format!("`{url}`: no host"));
+    }
+    let with_port = if split_host_port(hostport).is_some() {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    Ok((with_port, path.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::time::Duration;
+
+    #[test]
+    fn urls_and_answers() {
+        assert_eq!(
+            parse_http_url("http://127.0.0.1:8080/health"),
+            Ok(("127.0.0.1:8080".into(), "/health".into()))
+        );
+        assert_eq!(
+            parse_http_url("http://web"),
+            Ok(("web:80".into(), "/".into()))
+        );
+        assert!(parse_http_url("https://x/").is_err());
+        let rows: &[(&[u8], bool)] = &[
+            (b"HTTP/1.1 200 OK\r\n", true),
+            (b"HTTP/1.0 302 Found\r\n", true),
+            (b"HTTP/1.1 503 Service Unavailable\r\n", false),
+            (b"SSH-2.0-OpenSSH\r\n", false),
+            (b"", false),
+        ];
+        for (head, ok) in rows {
+            assert_eq!(
+                http_verdict(head) == Verdict::Ok,
+                *ok,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+        assert_eq!(split_host_port("[::1]:80"), Some(("[::1]".into(), 80)));
+        assert_eq!(split_host_port("nohost"), None);
+    }
+
+    /// Drive probes the way the loop does: poll their fds, advance.
+    fn drive(p: &mut Probes, id: u64) -> Verdict {
+        let limit = Instant::now() + Duration::from_secs(5);
+        loop {
+            let fds: Vec<(Option<u64>, i32, PollFlags)> = p
+                .poll_fds()
+                .into_iter()
+                .map(|(i, fd, ev)| (i, fd.as_raw_fd(), ev))
+                .collect();
+            let mut pfds: Vec<nix::poll::PollFd> = fds
+                .iter()
+                .map(|(_, fd, ev)| {
+                    nix::poll::PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev)
+                })
+                .collect();
+            nix::poll::poll(&mut pfds, nix::poll::PollTimeout::from(100u16)).expect("poll");
+            for ((who, _, _), pfd) in fds.iter().zip(&pfds) {
+                if pfd.revents().is_some_and(|r| !r.is_empty()) {
+                    match who {
+                        None => {
+                            if let Some((_, v)) = p.resolved().into_iter().find(|(i, _)| *i == id) {
+                                return v;
+                            }
+                        }
+                        Some(i) if *i == id => {
+                            if let Some(v) = p.ready(id) {
+                                return v;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            assert!(Instant::now() < limit, "probe never finished");
+        }
+    }
+
+    #[test]
+    fn tcp_and_http_against_local_listeners() {
+        let far = Instant::now() + Duration::from_secs(30);
+        let mut p = Probes::new().expect("probes");
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        assert_eq!(p.start_net(1, &Target::Tcp(addr.clone()), far), None);
+        assert_eq!(drive(&mut p, 1), Verdict::Ok);
+        // Nobody listens there any more.
+        let closed = {
+            let l2 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l2.local_addr().expect("addr").to_string()
+        };
+        p.start_net(2, &Target::Tcp(closed), far);
+        assert!(matches!(drive(&mut p, 2), Verdict::Fail(_)));
+        // HTTP: a server thread answering 503 then 200 (a fresh listener:
+        // the TCP probe's connection waits in the first one's backlog).
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr").to_string();
+        let server = std::thread::spawn(move || {
+            for status in ["503 Busy", "200 OK"] {
+                let (mut s, _) = l.accept().expect("accept");
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                let _ = write!(s, "HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let url = format!("http://{addr}/health");
+        p.start_net(3, &Target::Http(url.clone()), far);
+        assert_eq!(drive(&mut p, 3), Verdict::Fail("HTTP status 503".into()));
+        p.start_net(4, &Target::Http(url), far);
+        assert_eq!(drive(&mut p, 4), Verdict::Ok);
+        server.join().expect("server");
+        // A host name goes through the resolver thread.
+        let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("1");
+        p.start_net(5, &Target::Tcp(format!("localhost.:{port}")), far);
+        assert!(matches!(drive(&mut p, 5), Verdict::Ok | Verdict::Fail(_)));
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn deadlines_fail_probes() {
+        use std::os::unix::process::CommandExt;
+        let mut p = Probes::new().expect("probes");
+        let now = Instant::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("100")
+            .process_group(0)
+            .spawn()
+            .expect("sleep");
+        let pid = child.id() as i32;
+        p.start_cmd(7, pid, now);
+        assert_eq!(p.next_deadline(), Some(now));
+        assert_eq!(p.expire(now), vec![(7, Verdict::Fail("timed out".into()))]);
+        let st = child.wait().expect("wait");
+        assert!(!st.success(), "killed at its deadline");
+        // Its exit is consumed without a second verdict.
+        assert_eq!(p.exited(pid, true, ""), Some(None));
+        assert_eq!(p.exited(pid, true, ""), None);
+    }
+}

@@ -1,0 +1,277 @@
+//! The core's answers to the control socket, its status table and its
+//! summary lines. Still pure: a command changes the core's state and comes
+//! back as a `Reply` (or as effects, for `reload`).
+
+use super::core::{ConnId, Core, Effect, Role, Status, Svc};
+use super::machine::{Event, State};
+use crate::ctl::proto::{Command, Reply, ServiceState, StateName};
+use crate::units::fmt_duration;
+use std::time::Instant;
+
+impl Core {
+    /// Carry out a command; `None` when the answer comes later (reload).
+    pub(super) fn command(
+        &mut self,
+        conn: ConnId,
+        cmd: Command,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) -> Option<Reply> {
+        let name = match &cmd {
+            Command::Start(n)
+            | Command::Stop(n)
+            | Command::Restart(n)
+            | Command::Signal(n, _)
+            | Command::Incr(n)
+            | Command::Decr(n) => Some(n.clone()),
+            _ => None,
+        };
+        let target = match &name {
+            Some(n) => match self.find(n) {
+                Some(s) => Some(s),
+                None => return Some(Reply::error(format!("no such service: {n}"))),
+            },
+            None => None,
+        };
+        let name = name.unwrap_or_default();
+        let stopping = self.is_stopping();
+        Some(match (cmd, target) {
+            (Command::Status, _) => Reply {
+                ok: true,
+                services: Some(self.status(now)),
+                ..Reply::default()
+            },
+            (Command::Health, _) => {
+                let bad: Vec<String> = self
+                    .svcs
+                    .values()
+                    .filter(|s| s.spec.autostart && s.status != Status::Retired && !s.is_up())
+                    .map(|s| s.name().to_string())
+                    .collect();
+                if stopping {
+                    Reply::error("stopping")
+                } else if bad.is_empty() {
+                    Reply::ok("healthy")
+                } else {
+                    Reply::error(format!("not running or not ready: {}", bad.join(", ")))
+                }
+            }
+            (Command::Quit, _) => {
+                log::info!("quit requested on the control socket: stopping");
+                self.begin_stop(None, now, fx);
+                Reply::ok("stopping")
+            }
+            (Command::Reload, _) if !self.can_reload => Reply::error("no config file to reload"),
+            (Command::Reload, _) => {
+                fx.push(Effect::Reload { conn: Some(conn) });
+                return None;
+            }
+            (_, _) if stopping => Reply::error("the launcher is stopping"),
+            (Command::Start(_), Some(s)) => {
+                if self.svcs.get(&s).is_some_and(Svc::live) {
+                    return Some(Reply::error(format!("{name} is already running")));
+                }
+                self.begin_service(s, now);
+                self.start_procs(s, now, fx);
+                Reply::ok(format!("{name} started"))
+            }
+            (Command::Stop(_), Some(s)) => {
+                if let Some(svc) = self.svcs.get_mut(&s) {
+                    svc.status = Status::Manual;
+                }
+                self.svc_event(s, &Event::Stop, now, fx);
+                Reply::ok(format!("{name} stopping"))
+            }
+            (Command::Restart(_), Some(s)) => {
+                let live: Vec<_> = self
+                    .svcs
+                    .get(&s)
+                    .map(|x| {
+                        x.procs
+                            .iter()
+                            .take(x.scale)
+                            .filter(|p| p.m.is_live())
+                            .map(|p| p.id)
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                if live.is_empty() {
+                    self.begin_service(s, now);
+                    self.start_procs(s, now, fx);
+                } else {
+                    for id in live {
+                        self.proc_event(id, Event::Restart, now, fx);
+                    }
+                }
+                Reply::ok(format!("{name} restarting"))
+            }
+            (Command::Signal(_, sig), Some(s)) => {
+                let pids: Vec<i32> = self
+                    .svcs
+                    .get(&s)
+                    .map(|x| x.procs.iter().filter_map(|p| p.m.pid()).collect())
+                    .unwrap_or_default();
+                for &pid in &pids {
+                    fx.push(Effect::Signal {
+                        pid,
+                        signal: sig,
+                        group: true,
+                    });
+                }
+                Reply::ok(format!(
+                    "{} sent to {} process(es) of {name}",
+                    crate::signals::short_name(sig),
+                    pids.len()
+                ))
+            }
+            (Command::Incr(_), Some(s)) => {
+                // The runtime count moves; the definition stays as written,
+                // so a reload of an unchanged file restarts nothing.
+                let Some(n) = self.grow(s) else {
+                    return Some(Reply::error("gone"));
+                };
+                let started = self
+                    .svcs
+                    .get(&s)
+                    .is_some_and(|x| x.status == Status::Started);
+                let id = self
+                    .svcs
+                    .get(&s)
+                    .and_then(|x| x.procs.get(n - 1))
+                    .map(|p| p.id);
+                if let (true, Some(id)) = (started, id) {
+                    self.proc_event(id, Event::Start, now, fx);
+                }
+                Reply {
+                    numprocesses: Some(n as u32),
+                    ..Reply::ok(format!("{name}: {n} process(es)"))
+                }
+            }
+            (Command::Decr(_), Some(s)) => {
+                let Some(svc) = self.svcs.get_mut(&s) else {
+                    return Some(Reply::error("gone"));
+                };
+                if svc.scale <= 1 {
+                    return Some(Reply::error(format!("{name} runs one process: use stop")));
+                }
+                svc.scale -= 1;
+                let n = svc.scale;
+                if let Some(id) = svc.procs.get(n).map(|p| p.id) {
+                    self.proc_event(id, Event::Stop, now, fx);
+                }
+                Reply {
+                    numprocesses: Some(n as u32),
+                    ..Reply::ok(format!("{name}: {n} process(es)"))
+                }
+            }
+            (cmd, _) => Reply::error(format!("cannot {} now", cmd.to_request().cmd)),
+        })
+    }
+
+    /// The rows of `ctl status`.
+    pub fn status(&self, now: Instant) -> Vec<ServiceState> {
+        self.svcs
+            .values()
+            .filter(|s| s.status != Status::Retired)
+            .map(|s| {
+                let procs: Vec<_> = s.active().map(|p| &p.m).collect();
+                let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
+                let since = procs
+                    .iter()
+                    .filter_map(|p| match p.state {
+                        State::Running { since, .. } => Some(since),
+                        _ => None,
+                    })
+                    .min();
+                let stopping = procs
+                    .iter()
+                    .any(|p| matches!(p.state, State::Stopping { .. }));
+                let backoff = procs
+                    .iter()
+                    .any(|p| matches!(p.state, State::Backoff { .. }));
+                let state = match &s.status {
+                    Status::Failed(_) => StateName::Failed,
+                    _ if stopping => StateName::Stopping,
+                    _ if !pids.is_empty() && !s.ready_ok() => StateName::Starting,
+                    _ if !pids.is_empty() => StateName::Running,
+                    _ if backoff => StateName::Backoff,
+                    Status::Pending => StateName::Pending,
+                    Status::Manual | Status::Retired => StateName::Stopped,
+                    Status::Started => StateName::Ended,
+                };
+                ServiceState {
+                    name: s.name().to_string(),
+                    state,
+                    pids,
+                    uptime_s: since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+                    restarts: procs.iter().map(|p| p.restarts).sum(),
+                    last_exit: procs
+                        .iter()
+                        .filter_map(|p| p.last_exit)
+                        .next_back()
+                        .map(|e| e.to_string()),
+                    numprocesses: s.scale as u32,
+                    reason: match &s.status {
+                        Status::Failed(r) => Some(r.clone()),
+                        _ => None,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// One line per service: how it ended and how long its stop took.
+    pub fn summary(&self) -> Vec<String> {
+        self.svcs
+            .values()
+            .filter(|s| s.status != Status::Retired && s.role != Role::Job)
+            .map(summary_line)
+            .collect()
+    }
+
+    /// Services by role, for the shell (which one is sshd, say).
+    pub fn has_role(&self, role: Role) -> bool {
+        self.svcs
+            .values()
+            .any(|s| s.role == role && s.status != Status::Retired)
+    }
+}
+
+fn summary_line(s: &Svc) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for p in s.active() {
+        let text = match &p.m.state {
+            State::Ended {
+                exit,
+                stop_took: Some(took),
+                killed,
+            } => {
+                let how = exit.map(|e| e.to_string()).unwrap_or_default();
+                if *killed {
+                    format!(
+                        "stopped in {} ({how}, SIGKILL after grace)",
+                        fmt_duration(*took)
+                    )
+                } else {
+                    format!("stopped in {} ({how})", fmt_duration(*took))
+                }
+            }
+            State::Ended {
+                exit: Some(e),
+                stop_took: None,
+                ..
+            } => format!("had ended ({e})"),
+            State::Ended { exit: None, .. } => "stopped while waiting to restart".to_string(),
+            State::Failed { reason } => format!("FAILED ({reason})"),
+            State::Idle => "not started".to_string(),
+            other => format!("{other:?}"),
+        };
+        parts.push(text);
+    }
+    let restarts: u32 = s.procs.iter().map(|p| p.m.restarts).sum();
+    let mut line = format!("{}: {}", s.name(), parts.join("; "));
+    if restarts > 0 {
+        line.push_str(&format!(", {restarts} restarts"));
+    }
+    line
+}

@@ -1,0 +1,609 @@
+//! The thin shell around the core: one event loop, driven by signals,
+//! child exits, output pipes, probe sockets, the control socket and the
+//! key-directory watch, with no periodic wake-up.
+//!
+//! Each round: feed the queued inputs to the core one by one and carry out
+//! the effects it returns; an effect whose outcome is an input (a spawn, a
+//! probe verdict, a reload) queues that input — it is handled after, never
+//! from inside the core. Then poll until something happens or the next
+//! deadline, and turn what happened into inputs. Nothing here blocks: the
+//! output goes to the writer thread, probes and control replies are
+//! non-blocking, host names resolve on a helper thread.
+
+use super::core::{label, Core, Effect, Input, ProbeId};
+use super::{KeysChanged, Reloader};
+use crate::config::model::{Config, ReadyCheck, Stream};
+use crate::ctl::server::{Incoming, Server};
+use crate::proc::exit::Exit;
+use crate::proc::output::{self, Dest, Reader};
+use crate::proc::probe::{Probes, Target, Verdict};
+use crate::proc::watch::DirWatch;
+use crate::proc::{reap, spawn};
+use crate::signals::SignalSource;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Quiet time after a change in the key directories before they are read.
+const KEYS_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Inputs handled between two looks at the signal fd, so that a stop
+/// request is read soon even during a start of thousands of processes.
+const SIGNAL_CHECK_EVERY: usize = 64;
+
+pub(super) struct Shell<'a> {
+    pub core: Core,
+    pub cfg: Config,
+    pub signals: &'a mut SignalSource,
+    pub ctl: Option<Server>,
+    pub readers: Vec<Option<Reader>>,
+    pub probes: Probes,
+    pub keys: Option<DirWatch>,
+    pub keys_due: Option<Instant>,
+    pub reloader: Option<Reloader>,
+    pub on_keys_changed: Option<KeysChanged>,
+    pub stdin_tty: bool,
+    pub is_pid1: bool,
+    pub inputs: VecDeque<Input>,
+    pub exit: Option<i32>,
+    /// The service of each probe in flight, for the log.
+    pub probe_names: std::collections::HashMap<u64, String>,
+    /// Running one prepare step rather than the services.
+    pub job: Option<JobWatch>,
+}
+
+/// What the shell follows of a job (a prepare step).
+#[derive(Default)]
+pub(super) struct JobWatch {
+    pub name: String,
+    pub deadline: Option<Instant>,
+    pub timed_out: bool,
+    pub interrupted: Option<Signal>,
+    pub pid: Option<i32>,
+    pub exit: Option<Exit>,
+    pub not_started: Option<String>,
+}
+
+/// After a job's end, how long its output may still come (a descendant in
+/// another process group may hold the pipe open).
+const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
+
+/// What a slot of the poll set stands for.
+#[derive(Clone, Copy)]
+enum Src {
+    Signals,
+    Keys,
+    Listener,
+    Conn(u64),
+    ProbeWake,
+    Probe(u64),
+    Reader(usize),
+}
+
+impl Shell<'_> {
+    pub fn run(&mut self) -> i32 {
+        self.inputs.push_back(Input::Tick);
+        loop {
+            self.drain_inputs();
+            if let Some(code) = self.exit {
+                if self.job.is_some() {
+                    self.finish_job();
+                    return code;
+                }
+                return self.finish(code);
+            }
+            self.wait_and_gather();
+        }
+    }
+
+    fn drain_inputs(&mut self) {
+        let mut handled = 0usize;
+        while let Some(input) = self.inputs.pop_front() {
+            let now = Instant::now();
+            for e in self.core.handle(input, now) {
+                self.apply(e, now);
+            }
+            handled += 1;
+            if handled.is_multiple_of(SIGNAL_CHECK_EVERY) {
+                // Stop requests and exits go first.
+                let mut urgent = self.read_signals();
+                while let Some(i) = urgent.pop() {
+                    self.inputs.push_front(i);
+                }
+            }
+        }
+    }
+
+    // ----- effects -----------------------------------------------------------
+
+    fn apply(&mut self, e: Effect, now: Instant) {
+        match e {
+            Effect::Spawn { proc, spec, index } => {
+                let input = match self.spawn_service(&spec, index) {
+                    Ok(pid) => {
+                        if let Some(j) = &mut self.job {
+                            j.pid = Some(pid);
+                        }
+                        Input::Spawned { proc, pid }
+                    }
+                    Err((reason, status)) => {
+                        if let Some(j) = &mut self.job {
+                            j.not_started = Some(reason.clone());
+                        }
+                        Input::SpawnFailed {
+                            proc,
+                            reason,
+                            status,
+                        }
+                    }
+                };
+                self.inputs.push_back(input);
+            }
+            Effect::Signal { pid, signal, group } => {
+                if group {
+                    spawn::signal_group(pid, signal);
+                } else {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), signal);
+                }
+            }
+            Effect::Probe {
+                probe,
+                service,
+                check,
+                timeout,
+                working_dir,
+            } => {
+                self.probe_names.insert(probe.0, service.clone());
+                if let Some(v) =
+                    self.start_probe(probe, &service, &check, now + timeout, working_dir)
+                {
+                    self.probe_verdict(probe, v);
+                }
+            }
+            Effect::CancelProbe(p) => {
+                self.probe_names.remove(&p.0);
+                self.probes.cancel(p.0);
+            }
+            Effect::Reply { conn, reply } => {
+                if let Some(ctl) = &mut self.ctl {
+                    ctl.reply(conn, &reply);
+                }
+            }
+            Effect::Reload { conn } => {
+                let result = match &mut self.reloader {
+                    None => Err("no config file to reload".to_string()),
+                    Some(reload) => reload().map(|(cfg, set)| {
+                        self.cfg = cfg;
+                        set
+                    }),
+                };
+                self.inputs.push_back(Input::Reloaded { conn, result });
+            }
+            Effect::StopBegan => {
+                self.keys_due = None;
+                // Closing an inotify instance waits for an RCU grace period
+                // (~10 ms): let a thread do it while the services stop,
+                // rather than at exit, where it would delay our own end.
+                if let Some(keys) = self.keys.take() {
+                    let _ = std::thread::Builder::new()
+                        .name("close-watch".into())
+                        .spawn(move || drop(keys));
+                }
+            }
+            Effect::Exit(code) => self.exit = Some(code),
+        }
+    }
+
+    /// Spawn process `index` of `spec` with its output wired; the pid, or
+    /// why not and the status a main service would give.
+    fn spawn_service(
+        &mut self,
+        spec: &Arc<crate::config::model::Service>,
+        index: usize,
+    ) -> Result<i32, (String, i32)> {
+        let creds = spawn::resolve_creds(spec).map_err(|r| (r, crate::error::EXIT_FAILURE))?;
+        let name = label(spec, index);
+        let mut new_readers = Vec::new();
+        let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
+            let (dest, prefix) = match stream {
+                Stream::Inherit => return Ok(spawn::Out::Inherit),
+                Stream::Null => return Ok(spawn::Out::Null),
+                Stream::Prefix if err => (Dest::Stderr, format!("{name} ! ")),
+                Stream::Prefix => (Dest::Stdout, format!("{name} | ")),
+                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), String::new()),
+            };
+            let (r, w) = output::pipe()?;
+            new_readers.push(output::reader(r, dest, &prefix));
+            Ok(spawn::Out::Pipe(w))
+        };
+        let pipes = out(&spec.stdout, false).and_then(|o| Ok((o, out(&spec.stderr, true)?)));
+        let (stdout, stderr) = pipes.map_err(|e| {
+            (
+                format!("cannot create output pipes: {e}"),
+                crate::error::EXIT_FAILURE,
+            )
+        })?;
+        let env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        let res = spawn::spawn(spawn::SpawnOpts {
+            argv: &spec.argv,
+            env,
+            copy_env: spec.copy_env,
+            working_dir: spec.working_dir.as_deref(),
+            creds: creds.as_ref(),
+            rlimits: &spec.rlimits,
+            stdout,
+            stderr,
+            foreground: spec.main && self.stdin_tty,
+            stdin_null: !spec.main,
+        });
+        match res {
+            Ok(pid) => {
+                for r in new_readers {
+                    self.add_reader(r);
+                }
+                Ok(pid)
+            }
+            Err(e) => {
+                let prog = spec.argv.first().map(String::as_str).unwrap_or("");
+                Err((
+                    format!("cannot run {prog}: {e}"),
+                    spawn::exec_error_status(&e),
+                ))
+            }
+        }
+    }
+
+    fn add_reader(&mut self, r: Reader) {
+        match self.readers.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(r),
+            None => self.readers.push(Some(r)),
+        }
+    }
+
+    fn start_probe(
+        &mut self,
+        probe: ProbeId,
+        service: &str,
+        check: &ReadyCheck,
+        deadline: Instant,
+        working_dir: Option<std::path::PathBuf>,
+    ) -> Option<Verdict> {
+        match check {
+            ReadyCheck::Tcp(a) => self
+                .probes
+                .start_net(probe.0, &Target::Tcp(a.clone()), deadline),
+            ReadyCheck::Http(u) => {
+                self.probes
+                    .start_net(probe.0, &Target::Http(u.clone()), deadline)
+            }
+            ReadyCheck::File(p) => Some(if p.exists() {
+                Verdict::Ok
+            } else {
+                Verdict::Fail(format!("{} does not exist", p.display()))
+            }),
+            ReadyCheck::Cmd(argv) => {
+                let res = spawn::spawn(spawn::SpawnOpts {
+                    argv,
+                    env: spawn::mc_env(&self.cfg, service),
+                    copy_env: true,
+                    working_dir: working_dir.as_deref(),
+                    creds: None,
+                    rlimits: &[],
+                    stdout: spawn::Out::Null,
+                    stderr: spawn::Out::Null,
+                    foreground: false,
+                    stdin_null: true,
+                });
+                match res {
+                    Ok(pid) => {
+                        self.probes.start_cmd(probe.0, pid, deadline);
+                        None
+                    }
+                    Err(e) => Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                }
+            }
+        }
+    }
+
+    fn probe_verdict(&mut self, probe: ProbeId, v: Verdict) {
+        let service = self.probe_names.remove(&probe.0).unwrap_or_default();
+        if let Verdict::Fail(why) = &v {
+            log::debug!("{service}: probe failed: {why}");
+        }
+        self.inputs.push_back(Input::ProbeDone {
+            probe,
+            ok: v == Verdict::Ok,
+        });
+    }
+
+    // ----- waiting -----------------------------------------------------------
+
+    fn wait_and_gather(&mut self) {
+        let now = Instant::now();
+        let job_deadline = self
+            .job
+            .as_ref()
+            .filter(|j| !j.timed_out && !self.core.is_stopping())
+            .and_then(|j| j.deadline);
+        let deadline = [
+            self.core.next_deadline(),
+            self.probes.next_deadline(),
+            self.keys_due,
+            self.ctl.as_ref().and_then(Server::next_deadline),
+            job_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = crate::proc::poll_timeout(deadline, now);
+        let mut srcs: Vec<(Src, RawFd, PollFlags)> = Vec::with_capacity(8 + self.readers.len());
+        srcs.push((
+            Src::Signals,
+            self.signals.fd().as_raw_fd(),
+            PollFlags::POLLIN,
+        ));
+        if let Some(k) = &self.keys {
+            srcs.push((Src::Keys, k.fd().as_raw_fd(), PollFlags::POLLIN));
+        }
+        if let Some(ctl) = &self.ctl {
+            srcs.push((
+                Src::Listener,
+                ctl.listener_fd().as_raw_fd(),
+                PollFlags::POLLIN,
+            ));
+            for (id, fd, ev) in ctl.poll_fds() {
+                srcs.push((Src::Conn(id), fd.as_raw_fd(), ev));
+            }
+        }
+        for (id, fd, ev) in self.probes.poll_fds() {
+            let src = id.map_or(Src::ProbeWake, Src::Probe);
+            srcs.push((src, fd.as_raw_fd(), ev));
+        }
+        for (i, r) in self.readers.iter().enumerate() {
+            if let Some(r) = r {
+                srcs.push((Src::Reader(i), r.fd().as_raw_fd(), PollFlags::POLLIN));
+            }
+        }
+        let revents: Vec<PollFlags> = {
+            // SAFETY: every fd above belongs to an object of `self` that
+            // lives, untouched, until poll returns.
+            let mut fds: Vec<PollFd> = srcs
+                .iter()
+                .map(|(_, fd, ev)| PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, *ev))
+                .collect();
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => log::error!("poll failed: {e}"),
+            }
+            fds.iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect()
+        };
+        let now = Instant::now();
+        let mut signals_ready = false;
+        for ((src, _, _), ev) in srcs.iter().zip(revents) {
+            if ev.is_empty() {
+                continue;
+            }
+            match *src {
+                Src::Signals => signals_ready = true,
+                Src::Reader(i) => self.drain_reader(i),
+                Src::Keys => {
+                    if self.keys.as_mut().is_some_and(DirWatch::changed) {
+                        // Editors and `cp` make bursts of events: wait for quiet.
+                        self.keys_due = Some(now + KEYS_DEBOUNCE);
+                    }
+                }
+                Src::Listener => {
+                    if let Some(ctl) = &mut self.ctl {
+                        ctl.accept(now);
+                    }
+                }
+                Src::Conn(id) => self.serve_conn(id, ev, now),
+                Src::ProbeWake => {
+                    for (id, v) in self.probes.resolved() {
+                        self.probe_verdict(ProbeId(id), v);
+                    }
+                }
+                Src::Probe(id) => {
+                    if let Some(v) = self.probes.ready(id) {
+                        self.probe_verdict(ProbeId(id), v);
+                    }
+                }
+            }
+        }
+        if signals_ready {
+            let got = self.read_signals();
+            self.inputs.extend(got);
+        }
+        for (id, v) in self.probes.expire(now) {
+            self.probe_verdict(ProbeId(id), v);
+        }
+        if let Some(ctl) = &mut self.ctl {
+            ctl.expire(now);
+        }
+        if job_deadline.is_some_and(|d| d <= now) {
+            if let Some(j) = &mut self.job {
+                j.timed_out = true;
+                log::warn!("{}: timed out: stopping the step", j.name);
+            }
+            for e in self.core.stop_now(now) {
+                self.apply(e, now);
+            }
+        }
+        if self.keys_due.is_some_and(|t| t <= now) {
+            self.keys_due = None;
+            if let Some(k) = &mut self.keys {
+                k.rewatch();
+            }
+            if let Some(f) = &mut self.on_keys_changed {
+                let want = f(&self.cfg);
+                self.inputs.push_back(Input::Sshd(want));
+            }
+        }
+        self.inputs.push_back(Input::Tick);
+    }
+
+    /// Signals as inputs; SIGCHLD reaps here (exits become inputs).
+    fn read_signals(&mut self) -> Vec<Input> {
+        let mut out = Vec::new();
+        for r in self.signals.drain() {
+            // Tests of the panic hook only (cargo feature fault-injection,
+            // never in a release build).
+            #[cfg(feature = "fault-injection")]
+            if r.signal == Signal::SIGUSR2
+                && std::env::var_os("MC_FAULT").is_some_and(|v| v == "panic-on-usr2")
+            {
+                panic!("fault injection: MC_FAULT=panic-on-usr2");
+            }
+            if r.signal == Signal::SIGCHLD {
+                self.reap_into(&mut out);
+                continue;
+            }
+            if let Some(j) = &mut self.job {
+                let stop = matches!(r.signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT);
+                if stop && j.interrupted.is_none() {
+                    j.interrupted = Some(r.signal);
+                }
+            }
+            out.push(Input::Signal(r.signal));
+        }
+        out
+    }
+
+    fn reap_into(&mut self, out: &mut Vec<Input>) {
+        let probes = &mut self.probes;
+        let job = &mut self.job;
+        reap::reap_all(|pid, exit| {
+            match probes.exited(pid, exit == Exit::Code(0), &exit.to_string()) {
+                Some(Some((id, v))) => {
+                    if let Verdict::Fail(why) = &v {
+                        log::debug!("probe {id}: failed: {why}");
+                    }
+                    out.push(Input::ProbeDone {
+                        probe: ProbeId(id),
+                        ok: v == Verdict::Ok,
+                    })
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(j) = job.as_mut().filter(|j| j.pid == Some(pid)) {
+                        j.exit = Some(exit);
+                        // Nothing the step started in its group outlives it.
+                        spawn::signal_group(pid, Signal::SIGKILL);
+                    }
+                    out.push(Input::Exited { pid, exit })
+                }
+            }
+        });
+    }
+
+    fn drain_reader(&mut self, i: usize) {
+        if let Some(slot) = self.readers.get_mut(i) {
+            if let Some(r) = slot {
+                if matches!(output::drain(r), output::Drained::Closed) {
+                    *slot = None;
+                }
+            }
+        }
+    }
+
+    fn serve_conn(&mut self, id: u64, ev: PollFlags, now: Instant) {
+        let Some(ctl) = &mut self.ctl else { return };
+        if ev.contains(PollFlags::POLLOUT) {
+            ctl.write(id);
+        }
+        if !ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return;
+        }
+        for msg in ctl.read(id, now) {
+            match msg {
+                Incoming::Request(cmd) => self.inputs.push_back(Input::Ctl { conn: id, cmd }),
+                Incoming::Bad(e) => ctl.reply(id, &crate::ctl::proto::Reply::error(e)),
+                Incoming::TooLong => {
+                    ctl.reply(
+                        id,
+                        &crate::ctl::proto::Reply::error("request line too long"),
+                    );
+                    ctl.close_after_replies(id);
+                }
+            }
+        }
+    }
+
+    // ----- the end -----------------------------------------------------------
+
+    /// A job has ended: collect its last output, briefly.
+    fn finish_job(&mut self) {
+        let until = Instant::now() + JOB_OUTPUT_GRACE;
+        while self.readers.iter().any(Option::is_some) {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let fds: Vec<(usize, RawFd)> = self
+                .readers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (i, r.fd().as_raw_fd())))
+                .collect();
+            let ready: Vec<usize> = {
+                // SAFETY: the readers live, untouched, until poll returns.
+                let mut pfds: Vec<PollFd> = fds
+                    .iter()
+                    .map(|(_, fd)| {
+                        PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN)
+                    })
+                    .collect();
+                let _ = poll(&mut pfds, crate::proc::poll_timeout(Some(until), now));
+                fds.iter()
+                    .zip(&pfds)
+                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|((i, _), _)| *i)
+                    .collect()
+            };
+            for i in ready {
+                self.drain_reader(i);
+            }
+        }
+        // What a descendant still holds open is not waited for.
+        self.readers.clear();
+    }
+
+    /// Everything has stopped: make sure nothing outlives us, collect the
+    /// last output, print the summary, and return the exit status.
+    fn finish(&mut self, code: i32) -> i32 {
+        if self.is_pid1 {
+            // As PID 1, whatever is left in the container dies with us.
+            let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+        } else {
+            // As a subreaper: kill what is left; killing a child re-parents
+            // its own children to us, so repeat until none is left.
+            let me = std::process::id() as i32;
+            for _ in 0..100 {
+                let left = reap::children_of(me);
+                if left.is_empty() {
+                    break;
+                }
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                if reap::reap_all(|_, _| {}) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        reap::wait_all();
+        for i in 0..self.readers.len() {
+            self.drain_reader(i);
+        }
+        for line in self.core.summary() {
+            log::info!("summary: {line}");
+        }
+        code
+    }
+}
