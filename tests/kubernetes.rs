@@ -8,6 +8,9 @@
 //! (tests/common/kubelet.rs, tested here too).
 
 mod common;
+// Until tests/common/mod.rs declares `pub mod kubelet;` (then this is
+// `use common::kubelet;`), the helper is included from here.
+#[allow(clippy::duplicate_mod)]
 #[path = "common/kubelet.rs"]
 mod kubelet;
 
@@ -57,9 +60,9 @@ struct Verdict {
 
 /// Run `kubernetes-validate --strict` on `files` for every version, and
 /// judge its output strictly: the tool exits 0 with only a warning for a
-/// kind it has no schema for (a misspelled `kind` would pass) and for an
-/// empty file, so every file must have a `passed` line per version and no
-/// line may be anything but INFO.
+/// kind it has no schema for (a misspelled `kind` would pass) and says
+/// nothing at all about an empty file, so every file must have a `passed`
+/// line per version and no line may be anything but INFO.
 fn validate(files: &[PathBuf]) -> Verdict {
     let mut c = Command::new(validator());
     c.arg("--strict");
@@ -363,6 +366,34 @@ fn the_non_root_overlay_renders_to_valid_manifests() {
     assert_eq!(volumes, mounted, "every volume mounted, none missing");
 }
 
+/// The JSON patch applier the overlay test relies on refuses what kustomize
+/// refuses: a failed `test` (an index that moved), a missing path.
+#[test]
+fn json_patches_apply_as_rfc_6902_says() {
+    let mut doc = json!({"a": [{"name": "x"}, {"name": "ssh"}], "b": {"c~d/e": 1}});
+    json_patch_op(
+        &mut doc,
+        &json!({"op": "test", "path": "/a/1/name", "value": "ssh"}),
+    )
+    .expect("test");
+    json_patch_op(&mut doc, &json!({"op": "remove", "path": "/a/1"})).expect("remove");
+    json_patch_op(&mut doc, &json!({"op": "add", "path": "/a/-", "value": 3})).expect("add");
+    json_patch_op(
+        &mut doc,
+        &json!({"op": "replace", "path": "/b/c~0d~1e", "value": 2}),
+    )
+    .expect("escaped");
+    assert_eq!(doc, json!({"a": [{"name": "x"}, 3], "b": {"c~d/e": 2}}));
+    for bad in [
+        json!({"op": "test", "path": "/a/0/name", "value": "ssh"}),
+        json!({"op": "remove", "path": "/a/5"}),
+        json!({"op": "replace", "path": "/nope", "value": 1}),
+        json!({"op": "move", "from": "/a", "path": "/z"}),
+    ] {
+        assert!(json_patch_op(&mut doc, &bad).is_err(), "{bad} applied");
+    }
+}
+
 /// A check that cannot fail is no check: a misspelled field must be
 /// refused, and so must a kind the validator has no schema for (which the
 /// tool itself only warns about).
@@ -400,8 +431,13 @@ fn the_validator_refuses_a_misspelled_field_and_an_unknown_kind() {
     assert!(!v.ok, "an unknown kind passed:\n{}", v.output);
     assert!(v.output.contains("WARN "), "{}", v.output);
 
-    // And the unchanged file passes the same way, so the three refusals
-    // above are about the edits.
+    let empty = t.join("empty.yaml");
+    write(&empty, "# nothing but a comment\n");
+    let v = validate(std::slice::from_ref(&empty));
+    assert!(!v.ok, "an empty file passed:\n{}", v.output);
+
+    // And the unchanged file passes the same way, so the refusals above
+    // are about the edits.
     let same = t.join("same.yaml");
     write(&same, &text);
     let v = validate(std::slice::from_ref(&same));
