@@ -56,6 +56,20 @@ if ! "$venv/bin/salt-call" --version 2>/dev/null | grep -q "$salt_version" \
 fi
 "$venv/bin/salt-call" --version
 
+# A second, small venv for the tools the tests run: kubernetes-validate
+# checks example-project/kubernetes/ against the Kubernetes API schemas it
+# ships (offline; tests/kubernetes.rs). Pinned, like salt above.
+tools="${MC_TOOLS_VENV:-/var/cache/mc-launcher-test/tools-venv}"
+kv_version="1.37.0"
+if [ "$("$tools/bin/kubernetes-validate" --version 2>/dev/null)" != "$kv_version" ] \
+    || [ "$(readlink -f "$tools/bin/python3")" != "$(readlink -f /usr/bin/python3)" ]; then
+    echo "creating $tools with kubernetes-validate $kv_version"
+    rm -rf "$tools"
+    mkdir -p "$(dirname "$tools")"
+    /usr/bin/python3 -m venv "$tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kv_version"
+fi
+
 # cargo fuzz, for the short fuzz run of the test command (fuzz/run.sh).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
