@@ -8,14 +8,9 @@
 //! (tests/common/kubelet.rs, tested here too).
 
 mod common;
-// Until tests/common/mod.rs declares `pub mod kubelet;` (then this is
-// `use common::kubelet;`), the helper is included from here.
-#[allow(clippy::duplicate_mod)]
-#[path = "common/kubelet.rs"]
-mod kubelet;
 
+use common::kubelet::kubelet_write;
 use common::*;
-use kubelet::kubelet_write;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

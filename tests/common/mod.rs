@@ -3,6 +3,8 @@
 //! always under a time limit, and kills what it started when done.
 #![allow(dead_code)]
 
+pub mod kubelet;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
