@@ -1145,3 +1145,6 @@ pub fn label(spec: &Service, index: usize) -> String {
         spec.name.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,540 @@
+//! The core without processes: a fake clock and a stand-in for the shell
+//! that gives every spawn a pid and records what the core asked for.
+
+use super::*;
+use crate::config::model::Ready;
+use std::collections::BTreeSet;
+
+/// The shell's stand-in.
+struct Sim {
+    core: Core,
+    t0: Instant,
+    now: Instant,
+    next_pid: i32,
+    /// name → pids, in spawn order.
+    spawned: Vec<(String, i32)>,
+    signals: Vec<(i32, Signal)>,
+    probes: Vec<(ProbeId, String)>,
+    replies: Vec<Reply>,
+    reloads: usize,
+    exit: Option<i32>,
+}
+
+fn svc(name: &str) -> Service {
+    Service::new(name, vec!["x".into()])
+}
+
+fn after(name: &str, deps: &[&str]) -> Service {
+    let mut s = svc(name);
+    s.after = deps.iter().map(|d| d.to_string()).collect();
+    s
+}
+
+fn with_ready(mut s: Service, timeout_ms: u64) -> Service {
+    s.ready = Some(Ready {
+        check: ReadyCheck::File("/nonexistent".into()),
+        timeout: Duration::from_millis(timeout_ms),
+        interval: Duration::from_millis(100),
+    });
+    s
+}
+
+impl Sim {
+    fn new(services: Vec<(Service, Role)>) -> Sim {
+        let t0 = Instant::now();
+        let core = Core::new(
+            services,
+            CoreOptions {
+                shutdown_timeout: Duration::from_secs(9),
+                can_reload: true,
+                seed: 7,
+            },
+        );
+        let mut sim = Sim {
+            core,
+            t0,
+            now: t0,
+            next_pid: 100,
+            spawned: Vec::new(),
+            signals: Vec::new(),
+            probes: Vec::new(),
+            replies: Vec::new(),
+            reloads: 0,
+            exit: None,
+        };
+        sim.feed(Input::Tick);
+        sim
+    }
+
+    fn config(names: &[Service]) -> Sim {
+        Sim::new(names.iter().cloned().map(|s| (s, Role::Config)).collect())
+    }
+
+    /// Feed one input and carry out the effects, as the shell does: the
+    /// outcome of a spawn comes back as the next input.
+    fn feed(&mut self, input: Input) {
+        let mut queue = std::collections::VecDeque::from([input]);
+        while let Some(i) = queue.pop_front() {
+            for e in self.core.handle(i, self.now) {
+                match e {
+                    Effect::Spawn { proc, spec, .. } => {
+                        self.next_pid += 1;
+                        self.spawned.push((spec.name.clone(), self.next_pid));
+                        queue.push_back(Input::Spawned {
+                            proc,
+                            pid: self.next_pid,
+                        });
+                    }
+                    Effect::Signal { pid, signal, .. } => self.signals.push((pid, signal)),
+                    Effect::Probe { probe, service, .. } => self.probes.push((probe, service)),
+                    Effect::CancelProbe(_) | Effect::StopBegan => {}
+                    Effect::Reply { reply, .. } => self.replies.push(reply),
+                    Effect::Reload { .. } => self.reloads += 1,
+                    Effect::Exit(code) => self.exit = Some(code),
+                }
+            }
+        }
+    }
+
+    fn at(&mut self, ms: u64) {
+        self.now = self.t0 + Duration::from_millis(ms);
+        self.feed(Input::Tick);
+    }
+
+    fn pid(&self, name: &str) -> i32 {
+        self.spawned
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| *p)
+            .unwrap_or_else(|| panic!("{name} never spawned: {:?}", self.spawned))
+    }
+
+    fn names_spawned(&self) -> Vec<&str> {
+        self.spawned.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    fn exited(&mut self, name: &str, exit: Exit) {
+        let pid = self.pid(name);
+        self.feed(Input::Exited { pid, exit });
+    }
+
+    /// Names that got `sig`, in order.
+    fn signalled(&self, sig: Signal) -> Vec<String> {
+        self.signals
+            .iter()
+            .filter(|(_, s)| *s == sig)
+            .filter_map(|(pid, _)| {
+                self.spawned
+                    .iter()
+                    .find(|(_, p)| p == pid)
+                    .map(|(n, _)| n.clone())
+            })
+            .collect()
+    }
+
+    fn ctl(&mut self, cmd: Command) -> Reply {
+        self.feed(Input::Ctl { conn: 1, cmd });
+        self.replies.pop().expect("a reply")
+    }
+
+    fn state(&self, name: &str) -> StateName {
+        self.core
+            .status(self.now)
+            .into_iter()
+            .find(|s| s.name == name)
+            .map(|s| s.state)
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+}
+
+use crate::ctl::proto::StateName;
+
+#[test]
+fn dependents_wait_for_readiness() {
+    let mut sim = Sim::config(&[with_ready(svc("db"), 5000), after("web", &["db"])]);
+    assert_eq!(sim.names_spawned(), ["db"], "web waits for db");
+    assert_eq!(sim.probes.len(), 1);
+    let (probe, _) = sim.probes[0].clone();
+    sim.now = sim.t0 + Duration::from_millis(50);
+    sim.feed(Input::ProbeDone { probe, ok: false });
+    assert_eq!(sim.names_spawned(), ["db"]);
+    // The next probe comes after the interval: a deadline, no busy loop.
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_millis(150))
+    );
+    sim.at(150);
+    assert_eq!(sim.probes.len(), 2);
+    let (probe, _) = sim.probes[1].clone();
+    sim.feed(Input::ProbeDone { probe, ok: true });
+    assert_eq!(sim.names_spawned(), ["db", "web"]);
+    assert_eq!(sim.core.next_deadline(), None, "idle: nothing to wake for");
+}
+
+#[test]
+fn not_ready_in_time_fails_and_a_critical_one_stops_everything() {
+    let mut db = with_ready(svc("db"), 300);
+    db.critical = true;
+    let mut sim = Sim::config(&[db, after("web", &["db"]), svc("other")]);
+    // Every probe fails; they come one interval apart until the timeout.
+    let mut t = 0;
+    while !sim.core.is_stopping() {
+        let (probe, _) = sim.probes.pop().expect("a probe in flight");
+        sim.feed(Input::ProbeDone { probe, ok: false });
+        t += 100;
+        assert!(t <= 400, "the readiness timeout never came");
+        sim.at(t);
+    }
+    assert!(!sim.names_spawned().contains(&"web"), "web never started");
+    assert_eq!(sim.state("db"), StateName::Failed);
+    let mut stopped = sim.signalled(Signal::SIGTERM);
+    stopped.sort();
+    assert_eq!(stopped, ["db", "other"]);
+    sim.exited("db", Exit::Signal(15));
+    sim.exited("other", Exit::Signal(15));
+    assert_eq!(sim.exit, Some(1), "a critical service FAILED");
+}
+
+#[test]
+fn stop_rule_dependents_first_others_at_once() {
+    // worker runs after web; db and the main command have no relation.
+    let mut sim = Sim::new(vec![
+        (svc("web"), Role::Config),
+        (after("worker", &["web"]), Role::Config),
+        (svc("db"), Role::Config),
+        (Service::main(vec!["bash".into()]), Role::Main),
+    ]);
+    // Without a readiness check, `after` orders the spawns.
+    let order = sim.names_spawned();
+    let pos = |n: &str| order.iter().position(|x| *x == n).expect("spawned");
+    assert!(pos("web") < pos("worker"), "{order:?}");
+    sim.now = sim.t0 + Duration::from_secs(1);
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    let first: BTreeSet<String> = sim.signalled(Signal::SIGTERM).into_iter().collect();
+    assert_eq!(
+        first,
+        ["db", "main", "worker"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        "all but web at once; the main command gets the very signal"
+    );
+    assert!(sim.signals.contains(&(sim.pid("main"), Signal::SIGTERM)));
+    // bash ignores TERM: it does not hold anybody up.
+    sim.exited("worker", Exit::Code(0));
+    assert_eq!(
+        sim.signalled(Signal::SIGTERM).last().map(String::as_str),
+        Some("web")
+    );
+    sim.exited("db", Exit::Code(0));
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.exit, None, "bash still runs");
+    // The deadline: SIGKILL for what is left, and the main's status decides.
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.now + Duration::from_secs(9))
+    );
+    sim.now += Duration::from_secs(9);
+    sim.feed(Input::Tick);
+    assert_eq!(sim.signalled(Signal::SIGKILL), ["main"]);
+    sim.exited("main", Exit::Signal(9));
+    assert_eq!(sim.exit, Some(137));
+}
+
+#[test]
+fn priorities_stop_last_but_never_wait_for_the_main_command() {
+    let mut high = svc("high");
+    high.priority = 10;
+    let mut sim = Sim::new(vec![
+        (high, Role::Config),
+        (svc("low"), Role::Config),
+        (Service::main(vec!["bash".into()]), Role::Main),
+    ]);
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    let mut got = sim.signalled(Signal::SIGTERM);
+    got.sort();
+    assert_eq!(got, ["low", "main"]);
+    sim.exited("low", Exit::Code(0));
+    assert!(sim.signalled(Signal::SIGTERM).contains(&"high".to_string()));
+}
+
+#[test]
+fn exit_status_rule() {
+    // (services, what happens, expected status)
+    type Step = fn(&mut Sim);
+    type Row = (Vec<(Service, Role)>, Step, i32);
+    let main = |argv: &str| (Service::main(vec![argv.into()]), Role::Main);
+    let critical = || {
+        let mut s = svc("c");
+        s.critical = true;
+        s.respawn = false;
+        (s, Role::Config)
+    };
+    let rows: Vec<Row> = vec![
+        (vec![main("sh")], |s| s.exited("main", Exit::Code(42)), 42),
+        (vec![main("sh")], |s| s.exited("main", Exit::Signal(9)), 137),
+        (
+            vec![main("sh")],
+            |s| {
+                s.feed(Input::Signal(Signal::SIGTERM));
+                s.exited("main", Exit::Code(3));
+            },
+            3,
+        ),
+        (
+            vec![critical(), (svc("other"), Role::Config)],
+            |s| {
+                s.exited("c", Exit::Code(4));
+                s.exited("other", Exit::Signal(15));
+            },
+            4,
+        ),
+        (
+            vec![(svc("a"), Role::Config)],
+            |s| {
+                s.feed(Input::Signal(Signal::SIGINT));
+                s.exited("a", Exit::Signal(2));
+            },
+            0,
+        ),
+        (
+            vec![{
+                let mut s = svc("once");
+                s.respawn = false;
+                (s, Role::Config)
+            }],
+            |s| s.exited("once", Exit::Code(0)),
+            0,
+        ),
+    ];
+    for (i, (services, step, want)) in rows.into_iter().enumerate() {
+        let mut sim = Sim::new(services);
+        step(&mut sim);
+        assert_eq!(sim.exit, Some(want), "row {i}");
+    }
+    // A main command that cannot be run: 127, as shells say.
+    let mut core = Core::new(
+        vec![main("ghost")],
+        CoreOptions {
+            shutdown_timeout: Duration::from_secs(9),
+            can_reload: false,
+            seed: 1,
+        },
+    );
+    let now = Instant::now();
+    let proc = core
+        .handle(Input::Tick, now)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Spawn { proc, .. } => Some(proc),
+            _ => None,
+        })
+        .expect("a spawn");
+    let fx = core.handle(
+        Input::SpawnFailed {
+            proc,
+            reason: "cannot run ghost: No such file or directory".into(),
+            status: 127,
+        },
+        now,
+    );
+    assert!(fx.contains(&Effect::Exit(127)), "{fx:?}");
+}
+
+#[test]
+fn reload_keeps_the_unchanged_and_the_launchers_own_sshd() {
+    let sshd = {
+        let mut s = svc("sshd");
+        s.argv = vec!["/usr/sbin/sshd".into(), "-D".into()];
+        s
+    };
+    let keep = svc("keep");
+    let mut change = svc("change");
+    let drop = svc("drop");
+    let mut sim = Sim::new(vec![
+        (sshd.clone(), Role::Sshd),
+        (keep.clone(), Role::Config),
+        (change.clone(), Role::Config),
+        (drop, Role::Config),
+    ]);
+    let before = (sim.pid("sshd"), sim.pid("keep"), sim.pid("change"));
+    change.argv = vec!["y".into()];
+    let set = |services: Vec<Service>, sshd| ReloadSet {
+        services,
+        sshd,
+        shutdown_timeout: Duration::from_secs(9),
+    };
+    sim.feed(Input::Reloaded {
+        conn: Some(1),
+        result: Ok(set(vec![keep.clone(), change.clone(), svc("new")], None)),
+    });
+    let r = sim.replies.pop().expect("reply");
+    assert_eq!(
+        r.message.as_deref(),
+        Some("reloaded: new added, drop removed, change changed")
+    );
+    assert_eq!(
+        sim.pid("sshd"),
+        before.0,
+        "sshd untouched: ssh: did not change"
+    );
+    assert_eq!(sim.pid("keep"), before.1);
+    // The changed one starts again only once its old self is down.
+    assert_eq!(sim.pid("change"), before.2);
+    assert!(sim.signals.contains(&(before.2, Signal::SIGTERM)));
+    sim.feed(Input::Exited {
+        pid: before.2,
+        exit: Exit::Signal(15),
+    });
+    assert_ne!(sim.pid("change"), before.2);
+    // ssh: changed and sshd is no longer wanted.
+    sim.feed(Input::Reloaded {
+        conn: Some(1),
+        result: Ok(set(
+            vec![keep.clone(), change.clone(), svc("new")],
+            Some(None),
+        )),
+    });
+    let r = sim.replies.pop().expect("reply");
+    assert!(r.removed.expect("removed").contains(&"sshd".to_string()));
+    assert!(sim.signals.contains(&(before.0, Signal::SIGTERM)));
+    // An invalid config changes nothing.
+    let n = sim.spawned.len();
+    sim.feed(Input::Reloaded {
+        conn: Some(1),
+        result: Err("mc-launcher.yml:3:5: unknown key".into()),
+    });
+    let r = sim.replies.pop().expect("reply");
+    assert!(!r.ok && r.error.expect("error").contains(":3:5"));
+    assert_eq!(sim.spawned.len(), n);
+}
+
+#[test]
+fn incr_then_reload_of_the_same_file_restarts_nothing() {
+    let worker = svc("worker");
+    let mut sim = Sim::config(std::slice::from_ref(&worker));
+    let r = sim.ctl(Command::Incr("worker".into()));
+    assert_eq!(r.numprocesses, Some(2));
+    assert_eq!(sim.spawned.len(), 2);
+    sim.feed(Input::Reloaded {
+        conn: Some(1),
+        result: Ok(ReloadSet {
+            services: vec![worker],
+            sshd: None,
+            shutdown_timeout: Duration::from_secs(9),
+        }),
+    });
+    let r = sim.replies.pop().expect("reply");
+    assert_eq!(
+        r.message.as_deref(),
+        Some("reloaded: none added, none removed, none changed")
+    );
+    assert!(
+        sim.signals.is_empty(),
+        "nothing restarted: {:?}",
+        sim.signals
+    );
+    assert_eq!(
+        sim.ctl(Command::Decr("worker".into())).numprocesses,
+        Some(1)
+    );
+    assert_eq!(sim.signals.len(), 1, "the extra process stops");
+}
+
+#[test]
+fn sshd_follows_the_keys() {
+    let mut sim = Sim::config(&[svc("web")]);
+    sim.feed(Input::Sshd(Some(svc("sshd"))));
+    assert!(
+        sim.names_spawned().contains(&"sshd"),
+        "first key: sshd starts"
+    );
+    let pid = sim.pid("sshd");
+    sim.feed(Input::Sshd(Some(svc("sshd"))));
+    assert_eq!(sim.pid("sshd"), pid, "same keys, same sshd");
+    sim.feed(Input::Sshd(None));
+    assert!(
+        sim.signals.contains(&(pid, Signal::SIGTERM)),
+        "last key gone: sshd stops"
+    );
+    sim.feed(Input::Exited {
+        pid,
+        exit: Exit::Signal(15),
+    });
+    assert!(sim.core.status(sim.now).iter().all(|s| s.name != "sshd"));
+    assert_eq!(sim.exit, None, "web still runs");
+}
+
+#[test]
+fn big_starts_come_in_batches() {
+    let mut many = svc("many");
+    many.numprocesses = 200;
+    let core = Core::new(
+        vec![(many, Role::Config)],
+        CoreOptions {
+            shutdown_timeout: Duration::from_secs(9),
+            can_reload: false,
+            seed: 1,
+        },
+    );
+    let mut core = core;
+    let now = Instant::now();
+    let fx = core.handle(Input::Tick, now);
+    let spawns = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::Spawn { .. }))
+        .count();
+    assert_eq!(
+        spawns, SPAWN_BATCH,
+        "a stop signal can come in between batches"
+    );
+    // A stop between batches: nothing more is spawned.
+    let fx = core.handle(Input::Signal(Signal::SIGTERM), now);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Spawn { .. })));
+}
+
+#[test]
+fn crash_loop_backs_off_on_the_clock() {
+    let mut crashy = svc("crashy");
+    crashy.max_retry = Some(2);
+    let mut sim = Sim::config(&[crashy]);
+    for (i, wait) in [100u64, 200].iter().enumerate() {
+        sim.exited("crashy", Exit::Code(1));
+        assert_eq!(sim.state("crashy"), StateName::Backoff, "round {i}");
+        let due = sim.core.next_deadline().expect("a backoff deadline");
+        assert!(due > sim.now && due <= sim.now + Duration::from_millis(*wait));
+        sim.now = due;
+        sim.feed(Input::Tick);
+        assert_eq!(sim.state("crashy"), StateName::Running);
+    }
+    sim.exited("crashy", Exit::Code(1));
+    assert_eq!(sim.state("crashy"), StateName::Failed);
+    assert_eq!(sim.exit, Some(1), "nothing left to supervise, one FAILED");
+}
+
+#[test]
+fn ctl_commands_on_the_core() {
+    let mut sim = Sim::config(&[svc("web")]);
+    assert!(sim.ctl(Command::Health).ok);
+    let r = sim.ctl(Command::Stop("ghost".into()));
+    assert_eq!(r.error.as_deref(), Some("no such service: ghost"));
+    let r = sim.ctl(Command::Start("web".into()));
+    assert_eq!(r.error.as_deref(), Some("web is already running"));
+    sim.ctl(Command::Stop("web".into()));
+    sim.exited("web", Exit::Signal(15));
+    assert_eq!(sim.state("web"), StateName::Stopped);
+    let r = sim.ctl(Command::Health);
+    assert!(!r.ok && r.error.expect("error").contains("web"));
+    sim.ctl(Command::Start("web".into()));
+    assert_eq!(sim.state("web"), StateName::Running);
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: Command::Reload,
+    });
+    assert_eq!(sim.reloads, 1, "the shell is asked to read the config");
+    let r = sim.ctl(Command::Quit);
+    assert_eq!(r.message.as_deref(), Some("stopping"));
+    let r = sim.ctl(Command::Restart("web".into()));
+    assert_eq!(r.error.as_deref(), Some("the launcher is stopping"));
+}
