@@ -53,6 +53,9 @@ impl Output {
     }
 }
 
+/// The launcher's default state directory, hidden behind a tmpfs.
+pub const STATE_DIR: &str = "/var/lib/mc-launcher";
+
 /// How to run the launcher.
 pub struct Launch {
     pub args: Vec<String>,
@@ -84,8 +87,13 @@ impl Launch {
             timeout: Duration::from_secs(20),
             root: None,
             // /run for the control socket, /root so that no test ever reads
-            // or writes the host's SSH keys.
-            tmpfs: vec!["/run".to_string(), "/root".to_string()],
+            // or writes the host's SSH keys, the launcher's default state
+            // dir so that no test leaves state (a saved pillar) on the host.
+            tmpfs: vec![
+                "/run".to_string(),
+                "/root".to_string(),
+                STATE_DIR.to_string(),
+            ],
             after: None,
             before: None,
             mounts: Vec::new(),
@@ -155,7 +163,16 @@ impl Launch {
         let mounts: String = self
             .tmpfs
             .iter()
-            .map(|d| format!("mount -t tmpfs -o mode=0755 tmpfs {d} && "))
+            .map(|d| {
+                // The state dir may not exist on this host: its mount point
+                // (an empty directory) is made first.
+                let mkdir = if d == STATE_DIR {
+                    format!("mkdir -p {d} && ")
+                } else {
+                    String::new()
+                };
+                format!("{mkdir}mount -t tmpfs -o mode=0755 tmpfs {d} && ")
+            })
             .collect();
         let mounts: String = mounts
             + &self

@@ -1,0 +1,300 @@
+//! The defects operators hit in the field trial (issue "Field trial
+//! fixes"), each reproduced with the real binary as PID 1: a reload that
+//! killed sshd, a key watch that never went idle, sshd that never started
+//! with the first key, a stop where a TERM-ignoring main command ate every
+//! other service's grace.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A makina tree in a temp root: project `demo`, its config, a volume.
+struct Tree {
+    d: TempDir,
+}
+
+impl Tree {
+    fn new(tag: &str, config: &str) -> Tree {
+        let t = Tree {
+            d: TempDir::new(tag),
+        };
+        write(
+            &t.d.join("projects/demo/pillar/init.sls"),
+            "makina-projects.demo: {}\n",
+        );
+        std::fs::create_dir_all(t.volume().join("ssh")).expect("volume");
+        let cfg = format!(
+            "paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}"
+        );
+        write(
+            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
+            &cfg,
+        );
+        t
+    }
+    fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.d.path())
+    }
+}
+
+fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let key = dir.join(name);
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    (key, public.trim().to_string())
+}
+
+/// The image's sshd_config for a test sshd on a free loopback port, and the
+/// shell command that logs in with `key` and says as whom.
+fn sshd_setup(port: u16) -> String {
+    format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
+}
+
+fn ssh_cmd(port: u16, key: &Path) -> String {
+    format!(
+        "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1 echo logged-in",
+        key.display()
+    )
+}
+
+/// Shell: retry `cmd` until it prints `want`, at most `tries` × 0.1 s.
+fn until(cmd: &str, want: &str, tries: u32) -> String {
+    format!("i=0; until {cmd} 2>/dev/null | grep -q {want} || [ $i -ge {tries} ]; do sleep 0.1; i=$((i+1)); done")
+}
+
+#[test]
+fn reload_and_sighup_keep_sshd() {
+    let t = Tree::new("ft-reload", "ssh:\n  sshd: auto\n");
+    let (key, public) = keypair(&t.d.join("keys"), "op");
+    write(&t.volume().join("ssh/op.pub"), &format!("{public}\n"));
+    let port = free_port();
+    let login = ssh_cmd(port, &key);
+    let bin = bin();
+    let script = format!(
+        r#"{wait}
+echo before=$({login} 2>/dev/null)
+pid=$(pgrep -f 'sshd -D -e' | head -1)
+{bin} ctl reload
+kill -HUP 1
+{bin} ctl reload
+echo after=$({login} 2>/dev/null)
+[ "$(pgrep -f 'sshd -D -e' | head -1)" = "$pid" ] && echo same-sshd"#,
+        wait = until(&login, "logged-in", 100),
+        bin = bin.display(),
+    );
+    let out = t
+        .launch(&["--", "sh", "-c", &script])
+        .tmpfs("/etc/ssh")
+        .before(&format!(
+            "printf '{}' > /etc/ssh/sshd_config",
+            sshd_setup(port)
+        ))
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains("before=logged-in"), "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("reloaded: none added, none removed, none changed"),
+        "an unchanged reload changes nothing, sshd included\n{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("after=logged-in"),
+        "ssh still works after reload and SIGHUP\n{}",
+        out.all()
+    );
+    assert!(out.stdout.contains("same-sshd"), "{}", out.all());
+    assert!(!out.stderr.contains("sshd removed"), "{}", out.all());
+}
+
+#[test]
+fn first_key_starts_sshd_and_the_last_one_stops_it() {
+    let t = Tree::new("ft-firstkey", "ssh:\n  sshd: auto\n");
+    let (key, _) = keypair(&t.d.join("keys"), "late");
+    let port = free_port();
+    let login = ssh_cmd(port, &key);
+    let script = format!(
+        r#"echo before=$({login} >/dev/null 2>&1; echo rc=$?)
+cp {pubfile} {vol}/ssh/late.pub
+{wait}
+echo with-key=$({login} 2>/dev/null)
+rm {vol}/ssh/late.pub
+i=0; while pgrep -f 'sshd -D -e' >/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+echo without=$({login} >/dev/null 2>&1; echo rc=$?)"#,
+        pubfile = key.with_extension("pub").display(),
+        vol = t.volume().display(),
+        wait = until(&login, "logged-in", 100),
+    );
+    let out = t
+        .launch(&["--", "sh", "-c", &script])
+        .tmpfs("/etc/ssh")
+        .before(&format!(
+            "printf '{}' > /etc/ssh/sshd_config",
+            sshd_setup(port)
+        ))
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("before=rc=255"),
+        "no sshd without keys\n{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("with-key=logged-in"),
+        "the first key starts sshd\n{}",
+        out.all()
+    );
+    assert!(out.stderr.contains("sshd: starting"), "{}", out.all());
+    assert!(
+        out.stdout.contains("without=rc=255"),
+        "the last key gone, sshd stops\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("sshd: stopping (no key left)"),
+        "{}",
+        out.all()
+    );
+}
+
+fn voluntary_switches(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("switch count")
+}
+
+#[test]
+fn key_watch_goes_idle_after_a_change_and_reports_once_per_change() {
+    let t = Tree::new("ft-idle", "ssh:\n  sshd: never\n  watch: true\n");
+    write(
+        &t.volume().join("ssh/id_ed25519"),
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nxxxx\n-----END OPENSSH PRIVATE KEY-----\n",
+    );
+    let run = t.launch(&["--", "sleep", "1000"]).spawn();
+    let pid = run.wait_signals_blocked();
+    let keys_file = PathBuf::from(format!("/proc/{pid}/root/root/.ssh/authorized_keys"));
+    let has = |name: &str| {
+        std::fs::read_to_string(&keys_file).is_ok_and(|t| t.contains(&format!(" {name}\n")))
+    };
+    let keys = t.d.join("keys");
+    for (n, name) in ["one", "two"].iter().enumerate() {
+        let (_, public) = keypair(&keys, name);
+        // A touch, then the new key: one change, applied once.
+        std::fs::write(t.volume().join("ssh/x"), "").expect("touch");
+        write(
+            &t.volume().join(format!("ssh/{name}.pub")),
+            &format!("{public}\n"),
+        );
+        assert!(
+            wait_until(Duration::from_secs(10), || has(name)),
+            "key {n} never installed"
+        );
+        // Applied: from now on the launcher sleeps (its own reads of the
+        // key dir wake nothing).
+        std::thread::sleep(Duration::from_millis(500));
+        let before = voluntary_switches(pid);
+        std::thread::sleep(Duration::from_secs(2));
+        let after = voluntary_switches(pid);
+        assert_eq!(
+            after,
+            before,
+            "woke up {} times after change {n}",
+            after - before
+        );
+    }
+    run.signal(15);
+    let out = run.wait();
+    let refusals = out.stderr.matches("PRIVATE key").count();
+    assert_eq!(
+        refusals,
+        3,
+        "the private key is reported at start and once per change\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn a_term_ignoring_main_command_does_not_eat_the_services_grace() {
+    let t = Tree::new("ft-stop", "");
+    let log = t.d.join("log");
+    let svc = |name: &str| {
+        format!(
+            "trap 'echo stop {name} >> {log}; exit 0' TERM; echo start {name} >> {log}; while :; do sleep 0.05; done",
+            log = log.display()
+        )
+    };
+    let cfg = format!(
+        "services:\n  web:\n    cmd: [\"sh\", \"-c\", \"{}\"]\n  worker:\n    cmd: [\"sh\", \"-c\", \"{}\"]\n    after: [web]\nshutdown:\n  timeout: 1500ms\n",
+        svc("web"),
+        svc("worker")
+    );
+    let file = t.d.join("stop.yml");
+    write(&file, &cfg);
+    // The interactive shell of `docker run -ti IMAGE bash`: TERM ignored.
+    let main = format!(
+        "trap '' TERM; echo start main >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let run = t
+        .launch(&["-c", &file.to_string_lossy(), "--", "sh", "-c", &main])
+        .spawn();
+    let lines = || -> Vec<String> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || lines().len() == 3),
+        "{:?}",
+        lines()
+    );
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(
+        out.code,
+        Some(137),
+        "the main command was killed\n{}",
+        out.all()
+    );
+    let got = lines();
+    assert_eq!(
+        &got[3..],
+        ["stop worker", "stop web"],
+        "both services got TERM and stopped, dependents first\n{}",
+        out.all()
+    );
+    for name in ["web", "worker"] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("summary: {name}:")))
+            .unwrap_or_else(|| panic!("no summary for {name}\n{}", out.all()));
+        assert!(
+            line.contains("(exit 0)") && !line.contains("SIGKILL"),
+            "{name} ended gracefully: {line}"
+        );
+    }
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("summary: main:") && l.contains("SIGKILL after grace")),
+        "{}",
+        out.all()
+    );
+}
