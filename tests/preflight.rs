@@ -444,3 +444,39 @@ fn check_ends_with_one_verdict_line() {
     );
     t.assert_untouched("check");
 }
+
+/// No key yet and a home that cannot be written: the start goes on, with a
+/// warning that keys added later will not be installed, and the fix.
+#[test]
+fn read_only_home_without_keys_is_a_warning() {
+    let t = Tree::new("pf-ro-home", "ssh:\n  sshd: never\n");
+    let out = t
+        .launch(&["check"])
+        .before("mount -o remount,ro /root")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        last_line(&out.stdout),
+        "check: OK, 1 warning(s)",
+        "{}",
+        out.all()
+    );
+    assert_has(
+        &out,
+        &["mc-launcher: warning: ssh: /root/.ssh: cannot be created in /root: read-only filesystem: keys added to the volume while running will not be installed (add to docker run: --tmpfs /root/.ssh:mode=0700)\n".into()],
+    );
+    let out = t
+        .launch(&["prepare"])
+        .before("mount -o remount,ro /root")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        out.stderr
+            .matches("keys added to the volume while running")
+            .count(),
+        1,
+        "{}",
+        out.all()
+    );
+    t.assert_untouched("no keys");
+}

@@ -558,13 +558,12 @@ fn ssh(ctx: &Ctx, r: &mut Report) {
                     Fix::Flag(ctx.tmpfs(&dir, Some("0700")))
                 };
                 let needed = if set.keys.is_empty() {
-                    format!("to remove the SSH keys of {} revoked in the volume", user.name)
-                } else {
                     format!(
-                        "to install {} SSH key(s) for {}",
-                        set.keys.len(),
+                        "to remove the SSH keys of {} revoked in the volume",
                         user.name
                     )
+                } else {
+                    format!("to install {} SSH key(s) for {}", set.keys.len(), user.name)
                 };
                 r.add(Problem {
                     path: dir.clone(),
@@ -574,12 +573,19 @@ fn ssh(ctx: &Ctx, r: &mut Report) {
                     fix,
                 });
             }
-            Some(why) if cfg.ssh.watch => r.warnings.push(format!(
-                "ssh: {} cannot be written ({}): keys added to the volume while running will not be installed (add to docker run: {})",
-                at.display(),
-                why_text(&why, ctx.euid.as_raw()),
-                ctx.tmpfs(&dir, Some("0700"))
-            )),
+            Some(why) if cfg.ssh.watch => {
+                let why = why_text(&why, ctx.euid.as_raw());
+                let what = if at == dir {
+                    why
+                } else {
+                    format!("cannot be created in {}: {why}", at.display())
+                };
+                r.warnings.push(format!(
+                    "ssh: {}: {what}: keys added to the volume while running will not be installed (add to docker run: {})",
+                    dir.display(),
+                    ctx.tmpfs(&dir, Some("0700"))
+                ))
+            }
             _ => {}
         }
     }
@@ -637,7 +643,11 @@ fn ssh(ctx: &Ctx, r: &mut Report) {
 fn reconfigure(ctx: &Ctx, r: &mut Report, pillar_changes: bool) {
     let cfg = ctx.cfg;
     let rc = &cfg.reconfigure;
-    if rc.steps.is_empty() {
+    let templates = rc
+        .steps
+        .iter()
+        .any(|s| matches!(s.kind, StepKind::Template { .. }));
+    if !templates {
         return;
     }
     if rc.skip_unchanged && !pillar_changes {
