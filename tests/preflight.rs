@@ -389,6 +389,8 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
         &[
             format!("\n  {s}: not writable, and neither is any fallback ({s}, /run/mc-launcher, {}/mc-launcher-0); needed to keep a copy of the image's default pillar", scratch.display()),
             "\n  fix: add to docker run: --tmpfs /run\n".into(),
+            // Nor could the control socket go anywhere.
+            format!("mc-launcher: warning: control socket: none of /run/mc-launcher.sock, {s}/mc-launcher.sock, /run/mc-launcher/mc-launcher.sock, {}/mc-launcher-0/mc-launcher.sock can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)\n", scratch.display()),
         ],
     );
     t.assert_untouched("state");

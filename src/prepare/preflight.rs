@@ -389,7 +389,27 @@ fn preflight(
     if steps.contains(&PrepareStep::Prepopulate) {
         prepopulate(&ctx, &mut r);
     }
+    if first {
+        control_socket(&ctx, &mut r);
+    }
     r
+}
+
+/// The control socket falls back from path to path; with none usable the
+/// launcher still runs, but `ctl` (and a `HEALTHCHECK` using it) cannot
+/// reach it: a warning, with the fix.
+fn control_socket(ctx: &Ctx, r: &mut Report) {
+    let paths = crate::ctl::proto::candidate_paths(ctx.cfg);
+    let usable = paths
+        .iter()
+        .any(|p| p.parent().is_some_and(|d| probe(&existing(d)).is_none()));
+    if !usable {
+        let tried: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        r.warnings.push(format!(
+            "control socket: none of {} can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)",
+            tried.join(", ")
+        ));
+    }
 }
 
 /// The state dir must be written: `None` means nothing is writable.
