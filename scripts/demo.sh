@@ -4,8 +4,24 @@
 # carries a pillar override and an SSH key, then mc-launcher over it.
 # Ctrl-C stops everything cleanly and prints the summary.
 #
-#   scripts/demo.sh            (MC_DEMO_DIR=DIR keeps the tree in DIR)
+#   scripts/demo.sh
+#
+# It builds the launcher with cargo (any user with Rust installed), unless
+# MC_DEMO_BIN names a built mc-launcher. MC_DEMO_DIR=DIR keeps the tree in
+# DIR (default: a new temporary directory), MC_DEMO_PORT picks the page's
+# port (default: a free one).
 set -euo pipefail
+
+missing() { echo "scripts/demo.sh: $*" >&2; exit 1; }
+if [ -n "${MC_DEMO_BIN:-}" ]; then
+    [ -f "$MC_DEMO_BIN" ] && [ -x "$MC_DEMO_BIN" ] ||
+        missing "MC_DEMO_BIN=$MC_DEMO_BIN is not an executable file: set it to a built mc-launcher"
+elif ! command -v cargo >/dev/null 2>&1; then
+    missing "cargo is not on your PATH: install Rust with rustup (https://rustup.rs) or set MC_DEMO_BIN to a built mc-launcher"
+fi
+command -v python3 >/dev/null 2>&1 ||
+    missing "python3 is not on your PATH: install Python 3 (the example's services are Python scripts)"
+
 cd "$(dirname "$0")/.."
 repo=$PWD
 
@@ -14,7 +30,10 @@ if [ -n "${MC_DEMO_BIN:-}" ]; then
 else
     echo "== building mc-launcher (release)" >&2
     cargo build --release --quiet
-    bin=$repo/target/release/mc-launcher
+    # Wherever this user's cargo puts it (CARGO_TARGET_DIR, .cargo/config.toml).
+    target=$(cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+    bin=$target/release/mc-launcher
 fi
 
 tmp=${MC_DEMO_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/mc-launcher-demo.XXXXXX")}

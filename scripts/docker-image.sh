@@ -7,27 +7,62 @@
 #   scripts/docker-image.sh [BINARY] [TAG]
 # BINARY defaults to target/release/mc-launcher, TAG to mc-launcher/example:latest;
 # --base-only builds the base image only.
+#
+# The base image needs debootstrap (and root) once. This script never
+# installs anything on its own: with MC_INSTALL_DEPS=1 it may install
+# debootstrap with apt-get; without it, it stops and says what to install.
+# DEBIAN_MIRROR picks the mirror, MC_BASE_IMAGE the base image's tag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/mc-launcher}
 tag=${2:-mc-launcher/example:latest}
-base=mc-launcher/base:bookworm
+base=${MC_BASE_IMAGE:-mc-launcher/base:bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
+die() { echo "scripts/docker-image.sh: $*" >&2; exit 1; }
+
+# apt-get without debconf's chatter (no terminal, no apt-utils).
+apt_quiet() {
+    local rc=0
+    DEBIAN_FRONTEND=noninteractive apt-get -qq -y -o Dpkg::Use-Pty=0 "$@" 2>&1 >/dev/null |
+        { grep -v -e '^debconf: ' -e 'apt-utils' >&2 || true; } || rc=$?
+    return "$rc"
+}
+
+# The classic builder's deprecation banner: its first line, the indented
+# lines under it and the blank line after.
+drop_banner() {
+    awk '/^DEPRECATED: The legacy builder/ { skip = 1; next }
+         skip && /^[[:space:]]+[^[:space:]]/ { next }
+         skip && /^[[:space:]]*$/ { skip = 0; next }
+         { skip = 0; print }'
+}
+
 if ! docker image inspect "$base" >/dev/null 2>&1; then
-    echo "== building $base with debootstrap (once; cached by tag)" >&2
-    if ! command -v debootstrap >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    if ! command -v debootstrap >/dev/null 2>&1; then
+        if [ "${MC_INSTALL_DEPS:-}" = 1 ]; then
+            echo "== installing debootstrap with apt-get (MC_INSTALL_DEPS=1)" >&2
+            apt_quiet update
+            apt_quiet install --no-install-recommends debootstrap
+        else
+            die "debootstrap is needed (once) to build the base image $base from the Debian mirror:
+  install it (apt-get install debootstrap), or set MC_INSTALL_DEPS=1 to let this script install it with apt-get"
+        fi
     fi
-    rootfs=$(mktemp -d /var/tmp/mc-launcher-rootfs.XXXXXX)
-    trap 'rm -rf "$rootfs"' EXIT
-    log=/var/tmp/mc-launcher-debootstrap.log
+    [ "$(id -u)" = 0 ] || die "building the base image $base with debootstrap needs root (once; then it is cached)"
+    echo "== building $base with debootstrap (once; cached by tag)" >&2
+    work=$(mktemp -d /var/tmp/mc-launcher-base.XXXXXX)
+    trap 'rm -rf "$work"' EXIT
+    rootfs=$work/rootfs
     debootstrap --variant=minbase --include=python3,openssh-server,procps \
-        bookworm "$rootfs" "$mirror" >"$log" 2>&1 || { tail -30 "$log" >&2; exit 1; }
+        bookworm "$rootfs" "$mirror" >"$work/debootstrap.log" 2>&1 ||
+        { tail -30 "$work/debootstrap.log" >&2; exit 1; }
     # Host keys belong to each container (kept in its volume), not to the image.
     rm -f "$rootfs"/etc/ssh/ssh_host_*
     rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | docker import - "$base" >/dev/null
+    rm -rf "$work"
+    trap - EXIT
 fi
 
 [ "$bin" = --base-only ] && exit 0
@@ -39,5 +74,12 @@ cp "$bin" "$ctx/mc-launcher"
 cp -R layout "$ctx/layout"
 cp -R example-project "$ctx/example-project"
 cp example-project/Dockerfile "$ctx/Dockerfile"
-DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" >&2
+if docker buildx version >/dev/null 2>&1; then
+    # BuildKit, from the local image store and the local context only.
+    DOCKER_BUILDKIT=1 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" >/dev/null
+else
+    # No buildx: the classic builder, without its deprecation banner.
+    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" 2>&1 >/dev/null |
+        drop_banner >&2
+fi
 echo "$tag"

@@ -36,9 +36,11 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
         chmod 755 "$policy"
     fi
     trap '[ "$had_policy" = no ] && rm -f "$policy"' EXIT
+    # Quiet: no progress bars (no terminal) and no debconf chatter.
     apt-get update -qq
     # shellcheck disable=SC2086
-    apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends $pkgs 2>&1 >/dev/null |
+        { grep -v -e '^debconf: ' -e 'apt-utils' >&2 || true; }
 fi
 
 # A Python virtual environment with salt, for the reconfigure tests that run
@@ -77,6 +79,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 # example image itself is built by the tests, from the binary under test.
 if ! docker image inspect mc-launcher/base:bookworm >/dev/null 2>&1; then
     echo "building the Docker base image (a minute, once)"
-    bash scripts/docker-image.sh --base-only
+    # This script installs the test dependencies: the image script may too.
+    MC_INSTALL_DEPS=1 bash scripts/docker-image.sh --base-only
 fi
 echo "test environment ready"

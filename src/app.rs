@@ -215,11 +215,43 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         out.push_str(&format!("  - {name}\n"));
     }
     print!("{out}");
-    if problems.is_empty() {
+    let _ = std::io::stdout().flush();
+    error::report(&problems);
+    let mut errors = problems.len();
+    let mut warnings = 0;
+    // The paths the prepare phase would write, tested as `run` tests them:
+    // the same message, beforehand.
+    if cfg.file.is_some() || cfg.project.is_some() {
+        let pf = crate::prepare::preflight::check(cfg, &args.skip);
+        for w in &pf.warnings {
+            eprintln!("mc-launcher: warning: {w}");
+        }
+        warnings += pf.warnings.len();
+        if let Some(m) = pf.message() {
+            eprintln!("mc-launcher: error: {m}");
+            errors += pf.problems.len();
+        }
+    }
+    println!("{}", verdict(errors, warnings));
+    if errors == 0 {
         error::EXIT_OK
     } else {
-        error::report(&problems);
         error::EXIT_CONFIG
+    }
+}
+
+/// The last line of `check`.
+fn verdict(errors: usize, warnings: usize) -> String {
+    let w = if warnings > 0 {
+        format!("{warnings} warning(s)")
+    } else {
+        String::new()
+    };
+    match (errors, w.is_empty()) {
+        (0, true) => "check: OK".into(),
+        (0, false) => format!("check: OK, {w}"),
+        (n, true) => format!("check: {n} error(s)"),
+        (n, false) => format!("check: {n} error(s), {w}"),
     }
 }
 
@@ -295,7 +327,7 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
     let mut cfg = cfg.clone();
     if enabled {
-        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+        crate::prepare::preflight::use_state_dir(&mut cfg);
     }
     let mut jobs = LoopJobs {
         signals: &mut signals,
@@ -330,7 +362,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
     }
     let prepare = prepares(&cfg, args);
     if prepare {
-        cfg.paths.state = crate::fsutil::usable_state_dir(&cfg.paths.state);
+        crate::prepare::preflight::use_state_dir(&mut cfg);
     }
     let state_dir = cfg.paths.state.clone();
     let mut jobs = LoopJobs {
@@ -386,4 +418,17 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
             on_keys_changed,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_verdicts() {
+        assert_eq!(verdict(0, 0), "check: OK");
+        assert_eq!(verdict(0, 2), "check: OK, 2 warning(s)");
+        assert_eq!(verdict(3, 0), "check: 3 error(s)");
+        assert_eq!(verdict(1, 1), "check: 1 error(s), 1 warning(s)");
+    }
 }

@@ -230,6 +230,43 @@ fn ctl_without_launcher_exits_3() {
     );
 }
 
+/// With nobody listening, `ctl` says every socket path it tried, in the
+/// documented order, and what each gave.
+#[test]
+fn ctl_without_launcher_names_every_path_tried_in_order() {
+    let d = TempDir::new("none-paths");
+    let (state, xdg, tmp) = (d.join("state"), d.join("xdg"), d.join("tmp"));
+    let cfg = config(
+        &d,
+        &format!(
+            "paths:\n  state: {}\ncontrol:\n  socket: {}\n",
+            state.display(),
+            d.join("ctl.sock").display()
+        ),
+    );
+    // A socket left behind by a launcher that is gone.
+    drop(std::os::unix::net::UnixListener::bind(d.join("ctl.sock")).expect("bind"));
+    let out = Launch::new(&["-c", &cfg, "ctl", "status"])
+        .root(d.path())
+        .env("XDG_RUNTIME_DIR", &xdg.to_string_lossy())
+        .env("TMPDIR", &tmp.to_string_lossy())
+        .not_pid1()
+        .run();
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    let gone = "No such file or directory";
+    let want = format!(
+        "mc-launcher ctl: no launcher is listening (tried {}: Connection refused; \
+         {x}/mc-launcher.sock: {gone}; {}/mc-launcher.sock: {gone}; \
+         /run/mc-launcher/mc-launcher.sock: {gone}; {x}/mc-launcher/mc-launcher.sock: {gone}; \
+         {}/mc-launcher-0/mc-launcher.sock: {gone})\n",
+        d.join("ctl.sock").display(),
+        state.display(),
+        tmp.display(),
+        x = xdg.display(),
+    );
+    assert_eq!(out.stderr, want, "{}", out.all());
+}
+
 #[test]
 fn reload_adds_removes_changes_and_keeps_the_rest() {
     let d = TempDir::new("reload");

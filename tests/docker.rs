@@ -1,21 +1,34 @@
 //! The example project as a real image on the local Docker engine
 //! (scripts/docker-image.sh builds it from local files: a debootstrap
 //! rootfs imported as the base, cached by tag, then
-//! example-project/Dockerfile with the binary under test), and the
-//! migration of an original-style image. Every container and volume a test
-//! makes is removed when the test ends.
+//! example-project/Dockerfile with the binary under test), README.rst's
+//! read-only and non-root recipes run as written, and the migration of an
+//! original-style image.
+//!
+//! Nothing is left behind: every container is removed with its anonymous
+//! volumes (`docker rm -f -v`, checked), every named volume by its guard,
+//! the images built under this run's test tags when the test binary exits
+//! (then a last check fails the run if a container or volume of this run
+//! is still there).
 
 mod common;
 use common::*;
 use std::path::Path;
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
-const IMAGE: &str = "mc-launcher/example:test";
-const LEGACY: &str = "mc-launcher/legacy:test";
-const MIGRATED: &str = "mc-launcher/legacy-migrated:test";
 const VOLUME_DIR: &str = "/srv/projects/example/data";
+
+/// An image tag of this run: removed when the test binary exits.
+fn test_tag(name: &str) -> String {
+    format!("mc-launcher/{name}:test-{}", std::process::id())
+}
+
+/// A container or volume name of this run.
+fn test_name(tag: &str) -> String {
+    format!("mcl-{tag}-{}", std::process::id())
+}
 
 struct Out {
     ok: bool,
@@ -40,38 +53,147 @@ fn must(args: &[&str]) -> String {
     o.stdout.trim().to_string()
 }
 
-/// The example image, built once per test run from the binary under test.
-fn image() -> &'static str {
-    static BUILT: OnceLock<()> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let st = Command::new(repo().join("scripts/docker-image.sh"))
-            .arg(bin())
-            .arg(IMAGE)
-            .status()
-            .expect("docker-image.sh");
-        assert!(st.success(), "building {IMAGE} failed");
-    });
-    IMAGE
+// ----- cleanup at exit ---------------------------------------------------
+
+static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+extern "C" {
+    fn atexit(cb: extern "C" fn()) -> i32;
+    fn _exit(code: i32) -> !;
 }
 
-/// A container (and its volumes) removed when dropped.
+/// Remove `image` when the test binary exits (tests share it meanwhile).
+fn remove_at_exit(image: &str) {
+    static REGISTER: Once = Once::new();
+    // SAFETY: registers a plain function; it runs once, at exit.
+    REGISTER.call_once(|| unsafe {
+        atexit(at_exit);
+    });
+    if let Ok(mut v) = BUILT.lock() {
+        v.push(image.to_string());
+    }
+}
+
+/// At exit: the images of this run go (last built first), then nothing of
+/// this run may remain: a leftover container or volume fails the run.
+extern "C" fn at_exit() {
+    let images = BUILT
+        .lock()
+        .map(|v| v.clone())
+        .unwrap_or_else(|e| e.into_inner().clone());
+    for img in images.iter().rev() {
+        let _ = docker(&["rmi", "-f", img]);
+    }
+    let suffix = format!("-{}", std::process::id());
+    let ours = |out: Out| -> Vec<String> {
+        out.stdout
+            .lines()
+            .filter(|n| n.starts_with("mcl-") && n.ends_with(&suffix))
+            .map(str::to_string)
+            .collect()
+    };
+    let containers = ours(docker(&["ps", "-a", "--format", "{{.Names}}"]));
+    let volumes = ours(docker(&["volume", "ls", "--format", "{{.Name}}"]));
+    let images: Vec<String> = images
+        .into_iter()
+        .filter(|i| docker(&["image", "inspect", i]).ok)
+        .collect();
+    if !(containers.is_empty() && volumes.is_empty() && images.is_empty()) {
+        eprintln!(
+            "tests/docker.rs left behind: containers {containers:?}, volumes {volumes:?}, images {images:?}"
+        );
+        for c in &containers {
+            let _ = docker(&["rm", "-f", "-v", c]);
+        }
+        for v in &volumes {
+            let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        // SAFETY: leaving from an exit handler without running others.
+        unsafe { _exit(1) };
+    }
+}
+
+// ----- images, containers, volumes ---------------------------------------
+
+/// The example image, built once per test run from the binary under test,
+/// with the script's output as an operator sees it: no legacy-builder
+/// banner, no debconf noise.
+fn image() -> &'static str {
+    static BUILT_IMAGE: OnceLock<String> = OnceLock::new();
+    BUILT_IMAGE
+        .get_or_init(|| {
+            let tag = test_tag("example");
+            remove_at_exit(&tag);
+            let o = Command::new(repo().join("scripts/docker-image.sh"))
+                .arg(bin())
+                .arg(&tag)
+                .output()
+                .expect("docker-image.sh");
+            let (out, err) = (
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr),
+            );
+            assert!(o.status.success(), "building {tag} failed:\n{out}{err}");
+            assert_eq!(out.trim(), tag);
+            for noise in ["DEPRECATED", "legacy builder", "debconf", "apt-utils"] {
+                assert!(
+                    !err.contains(noise),
+                    "{noise:?} in the script's output:\n{err}"
+                );
+            }
+            tag
+        })
+        .as_str()
+}
+
+/// A named volume, removed when dropped (after the containers using it:
+/// declare it first).
+struct Volume {
+    name: String,
+}
+
+impl Volume {
+    /// The name only: something else (a README recipe) creates it.
+    fn named(tag: &str) -> Volume {
+        let name = test_name(tag);
+        let _ = docker(&["volume", "rm", "-f", &name]);
+        Volume { name }
+    }
+    fn create(tag: &str) -> Volume {
+        let v = Volume::named(tag);
+        must(&["volume", "create", &v.name]);
+        v
+    }
+    fn mount(&self) -> String {
+        format!("{}:{VOLUME_DIR}", self.name)
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        let _ = docker(&["volume", "rm", "-f", &self.name]);
+    }
+}
+
+/// A container, removed with its anonymous volumes when dropped.
 struct Container {
     name: String,
-    volumes: Vec<String>,
 }
 
 impl Container {
+    /// The name only: something else (a README recipe) creates it.
+    fn named(tag: &str) -> Container {
+        let name = test_name(tag);
+        let _ = docker(&["rm", "-f", "-v", &name]);
+        Container { name }
+    }
     fn run(tag: &str, opts: &[&str], cmd: &[&str]) -> Container {
-        let name = format!("mcl-{tag}-{}", std::process::id());
-        let _ = docker(&["rm", "-f", &name]);
-        let mut args = vec!["run", "-d", "--name", &name];
+        let c = Container::named(tag);
+        let mut args = vec!["run", "-d", "--name", &c.name];
         args.extend_from_slice(opts);
         args.extend_from_slice(cmd);
         must(&args);
-        Container {
-            name,
-            volumes: Vec::new(),
-        }
+        c
     }
     fn ip(&self) -> String {
         must(&[
@@ -113,13 +235,39 @@ impl Container {
         args.extend_from_slice(cmd);
         docker(&args)
     }
+    /// Its anonymous volumes (named volumes have guards of their own).
+    fn anonymous_volumes(&self) -> Vec<String> {
+        let o = docker(&[
+            "inspect",
+            "-f",
+            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
+            &self.name,
+        ]);
+        o.stdout
+            .split_whitespace()
+            .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
+            .map(str::to_string)
+            .collect()
+    }
 }
 
 impl Drop for Container {
     fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", &self.name]);
-        for v in &self.volumes {
+        let anonymous = self.anonymous_volumes();
+        let _ = docker(&["rm", "-f", "-v", &self.name]);
+        let left: Vec<&String> = anonymous
+            .iter()
+            .filter(|v| docker(&["volume", "inspect", v]).ok)
+            .collect();
+        for v in &left {
             let _ = docker(&["volume", "rm", "-f", v]);
+        }
+        if !std::thread::panicking() {
+            assert!(
+                left.is_empty(),
+                "{}: volumes left behind: {left:?}",
+                self.name
+            );
         }
     }
 }
@@ -139,15 +287,31 @@ fn assert_summaries(logs: &str, services: &[&str]) {
     }
 }
 
+/// The image's own default pillar, as layout/ ships it.
+fn image_pillar_is_intact(img: &str) {
+    let o = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "cat",
+        img,
+        "/srv/projects/example/pillar/init.sls",
+        "/var/lib/mc-launcher/image-pillar.sls",
+    ]);
+    let want = std::fs::read_to_string(repo().join("layout/srv/projects/PROJECT/pillar/init.sls"))
+        .expect("layout pillar");
+    assert_eq!(o.stdout, format!("{want}{want}"), "{}", o.stderr);
+}
+
 #[test]
 fn named_volume_keeps_data_across_restart_and_stops_fast() {
     let img = image();
-    let vol = format!("mcl-vol-{}", std::process::id());
-    let _ = docker(&["volume", "rm", "-f", &vol]);
-    must(&["volume", "create", &vol]);
-    let mount = format!("{vol}:{VOLUME_DIR}");
-    let mut c = Container::run("named", &["--health-interval=1s", "-v", &mount], &[img]);
-    c.volumes.push(vol.clone());
+    let vol = Volume::create("vol");
+    let c = Container::run(
+        "named",
+        &["--health-interval=1s", "-v", &vol.mount()],
+        &[img],
+    );
     let page = c.page(8080, "heartbeat 1 of worker");
     assert!(
         page.contains("<h1>An example makina project</h1>"),
@@ -192,44 +356,13 @@ fn bind_volume_override_and_key_then_ssh_login() {
         &vol.join("configuration/pillar.sls"),
         "makina-projects.example:\n  data:\n    site_name: Site from the bound volume\n",
     );
-    let key = t.join("op_key");
-    let st = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "operator@test", "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
+    let key = keygen(&t.join("op_key"));
     std::fs::create_dir_all(vol.join("ssh")).expect("ssh dir");
     std::fs::copy(t.join("op_key.pub"), vol.join("ssh/operator.pub")).expect("copy key");
     let mount = format!("{}:{VOLUME_DIR}", vol.display());
     let c = Container::run("bind", &["-v", &mount], &[img]);
     c.page(8080, "<h1>Site from the bound volume</h1>");
-
-    let ip = c.ip();
-    let mut said = String::new();
-    let logged_in = wait_until(Duration::from_secs(20), || {
-        let o = Command::new("ssh")
-            .args(["-i"])
-            .arg(&key)
-            .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "ConnectTimeout=3",
-                &format!("root@{ip}"),
-                "echo logged in as $(id -un)",
-            ])
-            .output()
-            .expect("ssh");
-        said =
-            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
-        said.contains("logged in as root")
-    });
-    assert!(logged_in, "ssh login failed: {said}\n{}", c.logs());
+    ssh_login(&c, &key);
     // Host keys live in the volume, so they survive a new container.
     assert!(vol
         .join("configuration/ssh_host_keys")
@@ -267,16 +400,12 @@ fn usr1_goes_to_the_services_and_they_come_back() {
 #[test]
 fn read_only_root_with_tmpfs_run() {
     let img = image();
-    let vol = format!("mcl-rovol-{}", std::process::id());
-    let _ = docker(&["volume", "rm", "-f", &vol]);
-    must(&["volume", "create", &vol]);
-    let mount = format!("{vol}:{VOLUME_DIR}");
-    let mut c = Container::run(
+    let vol = Volume::create("rovol");
+    let c = Container::run(
         "ro",
-        &["--read-only", "--tmpfs", "/run", "-v", &mount],
+        &["--read-only", "--tmpfs", "/run", "-v", &vol.mount()],
         &[img],
     );
-    c.volumes.push(vol);
     c.page(8080, "heartbeat 1 of worker");
     let health = c.exec(&["mc-launcher", "ctl", "health"]);
     assert_eq!(health.code, Some(0), "{}{}", health.stdout, health.stderr);
@@ -320,6 +449,378 @@ fn non_root_user_runs_what_it_can_and_says_what_it_skipped() {
     assert_eq!(c.state("ExitCode"), "0", "{logs}");
 }
 
+/// A fresh ed25519 key pair at `path` (and `path.pub`).
+fn keygen(path: &Path) -> std::path::PathBuf {
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).expect("key dir");
+    }
+    let st = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "operator@test", "-f"])
+        .arg(path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    path.to_path_buf()
+}
+
+/// Log in to the container's sshd as root with `key`.
+fn ssh_login(c: &Container, key: &Path) {
+    let ip = c.ip();
+    let mut said = String::new();
+    let logged_in = wait_until(Duration::from_secs(20), || {
+        let o = Command::new("ssh")
+            .args(["-i"])
+            .arg(key)
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "ConnectTimeout=3",
+                &format!("root@{ip}"),
+                "echo logged in as $(id -un)",
+            ])
+            .output()
+            .expect("ssh");
+        said =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+        said.contains("logged in as root")
+    });
+    assert!(logged_in, "ssh login failed: {said}\n{}", c.logs());
+}
+
+/// The preflight message in a log: its first line to its last indented one.
+fn preflight_message(log: &str) -> String {
+    let Some(start) = log.find("mc-launcher: error: cannot prepare this container") else {
+        return String::new();
+    };
+    let mut lines = log[start..].lines();
+    let mut out = vec![lines.next().unwrap_or("").to_string()];
+    out.extend(
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::to_string),
+    );
+    out.join("\n")
+}
+
+fn readme() -> String {
+    std::fs::read_to_string(repo().join("README.rst")).expect("README.rst")
+}
+
+/// The commands of the first literal block under README.rst's section
+/// `title`, as a shell script.
+fn readme_recipe(title: &str) -> String {
+    let text = readme();
+    let at = text
+        .find(&format!("\n{title}\n"))
+        .unwrap_or_else(|| panic!("no section {title:?} in README.rst"));
+    let rest = &text[at..];
+    let start = rest.find("::\n\n").expect("a literal block") + 4;
+    let mut lines: Vec<&str> = rest[start..]
+        .lines()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .collect();
+    while lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .iter()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// A README recipe with this run's names: the image under test, the
+/// container `ex` and the volume `ex-data` renamed; nothing else changes.
+fn localize(script: &str, image: &str, container: &str, volume: &str) -> String {
+    script
+        .lines()
+        .map(|l| {
+            l.split(' ')
+                .map(|w| match w {
+                    "mc-launcher/example" => image.to_string(),
+                    "ex" => container.to_string(),
+                    w if w.starts_with("ex:") => format!("{container}{}", &w[2..]),
+                    w => w.replace("ex-data", volume),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Run a recipe with `sh -e` in `dir`, HOME there too.
+fn run_recipe(script: &str, dir: &Path) {
+    let o = Command::new("sh")
+        .args(["-ec", script])
+        .current_dir(dir)
+        .env("HOME", dir.join("home"))
+        .output()
+        .expect("sh");
+    assert!(
+        o.status.success(),
+        "the recipe failed:\n{script}\n{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn image_script_asks_before_installing_debootstrap() {
+    let t = TempDir::new("no-debootstrap");
+    let path = t.join("bin");
+    std::fs::create_dir_all(&path).expect("bin");
+    for tool in ["docker", "dirname", "id"] {
+        let real = which(tool);
+        std::os::unix::fs::symlink(&real, path.join(tool)).expect("symlink");
+    }
+    let base = format!("mc-launcher/base:absent-{}", std::process::id());
+    let tag = test_tag("never-built");
+    let o = Command::new("/bin/bash")
+        .arg(repo().join("scripts/docker-image.sh"))
+        .arg(bin())
+        .arg(&tag)
+        .env_clear()
+        .env("PATH", &path)
+        .env("HOME", t.path())
+        .env("MC_BASE_IMAGE", &base)
+        .output()
+        .expect("docker-image.sh");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        format!(
+            "scripts/docker-image.sh: debootstrap is needed (once) to build the base image {base} from the Debian mirror:\n  \
+             install it (apt-get install debootstrap), or set MC_INSTALL_DEPS=1 to let this script install it with apt-get\n"
+        )
+    );
+    assert!(!docker(&["image", "inspect", &base]).ok);
+    assert!(!docker(&["image", "inspect", &tag]).ok);
+}
+
+fn which(tool: &str) -> std::path::PathBuf {
+    let o = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .expect("sh");
+    std::path::PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+}
+
+/// `--read-only --tmpfs /run` with an override and a key, without the
+/// recipe's other flags: `check` and the start both stop with the message
+/// README.rst shows (78), and nothing in the volume or the image changed.
+#[test]
+fn read_only_without_the_tmpfs_flags_says_which_to_add() {
+    let img = image();
+    let t = TempDir::new("docker-ro-unfixed");
+    let vol = t.join("volume");
+    let over = "makina-projects.example:\n  data:\n    site_name: Read-only\n";
+    write(&vol.join("configuration/pillar.sls"), over);
+    keygen(&t.join("op_key"));
+    std::fs::create_dir_all(vol.join("ssh")).expect("ssh dir");
+    std::fs::copy(t.join("op_key.pub"), vol.join("ssh/operator.pub")).expect("copy key");
+    let mount = format!("{}:{VOLUME_DIR}", vol.display());
+    let flags = ["--read-only", "--tmpfs", "/run", "-v", &mount];
+
+    let mut args = vec!["run", "--rm"];
+    args.extend_from_slice(&flags);
+    args.extend_from_slice(&[img, "check"]);
+    let chk = docker(&args);
+    assert_eq!(chk.code, Some(78), "{}{}", chk.stdout, chk.stderr);
+    assert_eq!(
+        chk.stdout.lines().last(),
+        Some("check: 2 error(s), 1 warning(s)"),
+        "{}",
+        chk.stdout
+    );
+
+    let c = Container::run("ro-unfixed", &flags, &[img]);
+    assert_eq!(c.wait_exit(Duration::from_secs(30)), 78, "{}", c.logs());
+    let message = preflight_message(&c.logs());
+    assert_eq!(message, preflight_message(&chk.stderr));
+    for part in [
+        "\n  /srv/projects/example/pillar: read-only filesystem; needed to install the pillar override",
+        "\n  /root/.ssh: cannot be created in /root: read-only filesystem; needed to install 1 SSH key(s) for root",
+        "\n  fix: add to docker run: --tmpfs /srv/projects/example/pillar --tmpfs /root/.ssh:mode=0700\n",
+    ] {
+        assert!(message.contains(part), "{part:?} in\n{message}");
+    }
+    // README.rst shows this very message.
+    let shown: String = message.lines().map(|l| format!("    {l}\n")).collect();
+    assert!(
+        readme().contains(&shown),
+        "README.rst does not show:\n{shown}"
+    );
+
+    assert_eq!(
+        std::fs::read_to_string(vol.join("configuration/pillar.sls")).expect("override"),
+        over
+    );
+    let mut left: Vec<String> = walk(&vol);
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "configuration",
+            "configuration/pillar.sls",
+            "ssh",
+            "ssh/operator.pub"
+        ],
+        "the volume was written"
+    );
+    image_pillar_is_intact(img);
+}
+
+/// Paths under `dir`, relative.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            out.push(
+                p.strip_prefix(dir)
+                    .expect("under")
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            if p.is_dir() {
+                todo.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// `--user 1000` on a new named volume (root's): the start and `check`
+/// stop with the message README.rst shows, naming each path, the owner it
+/// needs and the chown that gives it; nothing is written.
+#[test]
+fn non_root_on_a_root_owned_named_volume_says_how_to_give_it() {
+    let img = image();
+    let vol = Volume::create("user-root-vol");
+    let mount = vol.mount();
+    let c = Container::run("user-root-vol", &["--user", "1000", "-v", &mount], &[img]);
+    assert_eq!(c.wait_exit(Duration::from_secs(30)), 78, "{}", c.logs());
+    let message = preflight_message(&c.logs());
+    for part in [
+        "cannot be written by uid 1000 (nothing was written):",
+        "\n  /srv/projects/example/data/configuration: owned by uid 0 with mode 0755, not writable by uid 1000; needed by template-1",
+        "\n  /srv/projects/example/data/data: owned by uid 0 with mode 0755, not writable by uid 1000; needed to prepopulate",
+        "\n  fix: give the data volume to uid 1000: `chown -R 1000` its directory on the host, or for a named volume `docker run --rm -v VOLUME:/srv/projects/example/data --entrypoint chown IMAGE -R 1000 /srv/projects/example/data`",
+    ] {
+        assert!(message.contains(part), "{part:?} in\n{message}");
+    }
+    let shown: String = message.lines().map(|l| format!("    {l}\n")).collect();
+    assert!(
+        readme().contains(&shown),
+        "README.rst does not show:\n{shown}"
+    );
+    let chk = docker(&["run", "--rm", "--user", "1000", "-v", &mount, img, "check"]);
+    assert_eq!(chk.code, Some(78), "{}{}", chk.stdout, chk.stderr);
+    assert_eq!(preflight_message(&chk.stderr), message);
+    let ls = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &mount,
+        "--entrypoint",
+        "sh",
+        img,
+        "-c",
+        "cd /srv/projects/example/data && ls -A data configuration",
+    ]);
+    assert_eq!(
+        ls.stdout, "configuration:\nREADME\n\ndata:\n",
+        "{}",
+        ls.stderr
+    );
+}
+
+/// README.rst "Read-only container with a pillar override and an SSH key",
+/// run as written: the override is served, root logs in with the key, and
+/// without the override the image default comes back.
+#[test]
+fn readme_read_only_recipe_works() {
+    let img = image();
+    let t = TempDir::new("docker-ro-recipe");
+    let c = Container::named("ro-recipe");
+    let data = test_name("ro-recipe-data");
+    write(
+        &t.join("my-pillar.sls"),
+        "makina-projects.example:\n  data:\n    site_name: Site of a read-only container\n",
+    );
+    let key = keygen(&t.join("home/.ssh/id_ed25519"));
+    let recipe = readme_recipe("Read-only container with a pillar override and an SSH key");
+    assert!(recipe.contains("--read-only"), "{recipe}");
+    run_recipe(&localize(&recipe, img, &c.name, &data), t.path());
+
+    c.page(8080, "<h1>Site of a read-only container</h1>");
+    ssh_login(&c, &key);
+    let logs = c.logs();
+    assert!(logs.contains("using /run/mc-launcher"), "{logs}");
+    assert!(!logs.contains("mc-launcher: error:"), "{logs}");
+    assert_eq!(
+        must(&["inspect", "-f", "{{.HostConfig.ReadonlyRootfs}}", &c.name]),
+        "true"
+    );
+
+    // The override goes: the image default is back after a restart.
+    std::fs::remove_file(t.join(&format!("{data}/configuration/pillar.sls"))).expect("rm");
+    must(&["restart", &c.name]);
+    c.page(8080, "<h1>An example makina project</h1>");
+    must(&["stop", &c.name]);
+    assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
+    assert_summaries(&c.logs(), &["sshd", "web", "worker"]);
+    image_pillar_is_intact(img);
+}
+
+/// README.rst "Non-root container (``--user 1000``)", run as written: a
+/// root-owned named volume given to uid 1000, an override, and nothing
+/// running as root.
+#[test]
+fn readme_non_root_recipe_works() {
+    let img = image();
+    let t = TempDir::new("docker-user-recipe");
+    let vol = Volume::named("user-recipe-data");
+    let c = Container::named("user-recipe");
+    write(
+        &t.join("my-pillar.sls"),
+        "makina-projects.example:\n  data:\n    site_name: Site of uid 1000\n",
+    );
+    let recipe = readme_recipe("Non-root container (``--user 1000``)");
+    assert!(recipe.contains("--user 1000"), "{recipe}");
+    run_recipe(&localize(&recipe, img, &c.name, &vol.name), t.path());
+
+    let page = c.page(8080, "heartbeat 1 of worker");
+    assert!(page.contains("<h1>Site of uid 1000</h1>"), "{page}");
+    let ps = c.exec(&["ps", "-o", "user=,args=", "-e"]).stdout;
+    assert!(!ps.lines().any(|l| l.starts_with("root")), "{ps}");
+    let owner = c.exec(&[
+        "stat",
+        "-c",
+        "%u",
+        "/srv/projects/example/data/configuration/app.json",
+        "/srv/projects/example/pillar/init.sls",
+    ]);
+    assert_eq!(owner.stdout, "1000\n1000\n", "{}", owner.stderr);
+    let health = c.exec(&["mc-launcher", "ctl", "health"]);
+    assert_eq!(health.code, Some(0), "{}{}", health.stdout, health.stderr);
+    let logs = c.logs();
+    assert!(logs.contains("using /tmp/mc-launcher-1000"), "{logs}");
+    assert!(!logs.contains("mc-launcher: error:"), "{logs}");
+    timed_stop(&c);
+    assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
+    image_pillar_is_intact(img);
+}
+
 /// An original-style image (CMD bin/launch.sh …, circus INI files) becomes
 /// an mc-launcher image by changing only its CMD (and adding the binary).
 #[test]
@@ -327,18 +828,19 @@ fn original_style_image_migrates_by_changing_its_cmd() {
     let base = image(); // makes sure the base image exists
     assert!(!base.is_empty());
     let fixture = repo().join("tests/fixtures/migration");
-    build(&fixture, LEGACY, &[]);
+    let (legacy, migrated) = (test_tag("legacy"), test_tag("legacy-migrated"));
+    build(&fixture, &legacy, &[]);
     let t = TempDir::new("docker-migrate");
     std::fs::copy(bin(), t.join("mc-launcher")).expect("copy bin");
     write(
         &t.join("Dockerfile"),
         &format!(
-            "FROM {LEGACY}\nCOPY mc-launcher /usr/local/bin/mc-launcher\n\
+            "FROM {legacy}\nCOPY mc-launcher /usr/local/bin/mc-launcher\n\
              CMD [\"mc-launcher\", \"ssh_config=True\", \"re_configure=True\"]\n"
         ),
     );
-    build(t.path(), MIGRATED, &[]);
-    let c = Container::run("migrated", &[], &[MIGRATED]);
+    build(t.path(), &migrated, &[]);
+    let c = Container::run("migrated", &[], &[&migrated]);
     c.page(8000, "legacy project");
     // warmup_delay = 1 on the web watcher: the worker follows a second later.
     let mut ps = String::new();
@@ -363,7 +865,9 @@ fn original_style_image_migrates_by_changing_its_cmd() {
     assert_summaries(&c.logs(), &["legacy-web", "legacy-worker"]);
 }
 
+/// `docker build` of a test image (removed at exit).
 fn build(ctx: &Path, tag: &str, extra: &[&str]) {
+    remove_at_exit(tag);
     let mut args = vec!["build", "-q", "-t", tag];
     args.extend_from_slice(extra);
     let ctx = ctx.to_string_lossy().into_owned();

@@ -73,6 +73,149 @@ fn demo_runs_the_whole_life_of_a_container() {
     assert!(pids_with_cmdline(&tree).is_empty(), "processes left behind");
 }
 
+/// README command 1 as any non-root user with a clone they own: the demo
+/// runs to the page and stops on Ctrl-C (SIGINT) with exit 0. The binary is
+/// given through MC_DEMO_BIN (building it is cargo's business).
+#[test]
+fn demo_runs_for_a_non_root_user() {
+    let t = TempDir::new("demo-user");
+    let clone = t.join("clone");
+    std::fs::create_dir_all(clone.join("scripts")).expect("clone");
+    for (from, to) in [
+        (
+            repo().join("scripts/demo.sh"),
+            clone.join("scripts/demo.sh"),
+        ),
+        (repo().join("layout"), clone.join("layout")),
+        (
+            repo().join("example-project"),
+            clone.join("example-project"),
+        ),
+        (bin(), t.join("bin/mc-launcher")),
+    ] {
+        std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+        let st = std::process::Command::new("cp")
+            .arg("-R")
+            .arg(&from)
+            .arg(&to)
+            .status()
+            .expect("cp");
+        assert!(st.success(), "cp {}", from.display());
+    }
+    for d in ["home", "tmp"] {
+        std::fs::create_dir_all(t.join(d)).expect("mkdir");
+    }
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(t.path())
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    let port = free_port();
+    let demo = clone.join("scripts/demo.sh").to_string_lossy().into_owned();
+    let run = Launch::new(&[
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        "bash",
+        &demo,
+    ])
+    .program(std::path::Path::new("/usr/bin/setpriv"))
+    .not_pid1()
+    .env("HOME", &t.join("home").to_string_lossy())
+    .env("TMPDIR", &t.join("tmp").to_string_lossy())
+    .env("MC_DEMO_BIN", &t.join("bin/mc-launcher").to_string_lossy())
+    .env("MC_DEMO_PORT", &port.to_string())
+    .timeout(Duration::from_secs(60))
+    .spawn();
+    let addr = format!("127.0.0.1:{port}");
+    let mut page = String::new();
+    let up = wait_until(Duration::from_secs(30), || {
+        page = http_get(&addr, "/").unwrap_or_default();
+        page.contains("heartbeat 1 of worker")
+    });
+    assert!(up, "the page never showed a heartbeat: {page:?}");
+    assert!(
+        page.contains("<h1>Demo site, configured from the data volume</h1>"),
+        "{page}"
+    );
+    // setpriv and bash exec'd their way to the launcher, running as nobody.
+    let pid = run.child.id() as i32;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:\t65534\t")),
+        "{status}"
+    );
+    let tree = std::fs::read_dir(t.join("tmp"))
+        .expect("tmp")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("mc-launcher-demo."))
+        .expect("the demo's tree");
+    let keys = std::fs::read_to_string(tree.join("home/.ssh/authorized_keys")).expect("keys");
+    assert!(keys.contains("demo@mc-launcher"), "{keys}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT");
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    for line in ["summary: web: stopped", "summary: worker: stopped"] {
+        assert!(
+            out.stderr.contains(line),
+            "missing {line:?} in:\n{}",
+            out.all()
+        );
+    }
+    let tree = tree.to_string_lossy().into_owned();
+    assert!(pids_with_cmdline(&tree).is_empty(), "processes left behind");
+}
+
+/// Without cargo on PATH (and without MC_DEMO_BIN), the demo says what to
+/// install, and does nothing else; the same for python3.
+#[test]
+fn demo_says_what_is_missing() {
+    let t = TempDir::new("demo-missing");
+    let empty = t.join("empty-path");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let demo = |bin: Option<&str>| {
+        let mut c = std::process::Command::new("/bin/bash");
+        c.arg(repo().join("scripts/demo.sh"))
+            .env_clear()
+            .env("PATH", &empty)
+            .env("HOME", t.path())
+            .env("TMPDIR", t.path());
+        if let Some(b) = bin {
+            c.env("MC_DEMO_BIN", b);
+        }
+        c.output().expect("demo.sh")
+    };
+    let out = demo(None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "scripts/demo.sh: cargo is not on your PATH: install Rust with rustup (https://rustup.rs) or set MC_DEMO_BIN to a built mc-launcher\n"
+    );
+    let b = bin().to_string_lossy().into_owned();
+    let out = demo(Some(&b));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "scripts/demo.sh: python3 is not on your PATH: install Python 3 (the example's services are Python scripts)\n"
+    );
+    let out = demo(Some("/nonexistent/mc-launcher"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("MC_DEMO_BIN=/nonexistent/mc-launcher is not an executable file"),
+        "{out:?}"
+    );
+    // Nothing was made: the temp dir holds only the empty PATH dir.
+    assert_eq!(std::fs::read_dir(t.path()).expect("ls").count(), 1);
+}
+
 /// The example's salt states are real: run through a real salt-call (the
 /// test venv) after the native template step, 200_reconfigure.sls renders
 /// the very same app.json from the same pillar layering (salt finds the

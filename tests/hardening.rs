@@ -191,7 +191,8 @@ fn seeded_tree(d: &TempDir) -> (PathBuf, PathBuf) {
     (cfg, vol)
 }
 
-/// A read-only volume: prepopulate fails with a message naming the path.
+/// A read-only volume: the preflight stops before prepopulate writes,
+/// naming the path and the fix (78, nothing written).
 #[test]
 fn read_only_volume_is_a_clear_error() {
     let d = TempDir::new("hard-ro");
@@ -200,17 +201,19 @@ fn read_only_volume_is_a_clear_error() {
         .root(d.path())
         .before(&format!("mount --bind -o ro {v} {v}", v = vol.display()))
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.stderr.contains("read-only"), "{}", out.all());
-    assert!(
-        out.stderr.contains(&vol.to_string_lossy().to_string()),
-        "{}",
-        out.all()
-    );
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let v = vol.display();
+    for part in [
+        format!("{v}/data: cannot be created in {v}: read-only filesystem; needed to prepopulate"),
+        format!("fix: the data volume {v} is mounted read-only: mount it read-write"),
+    ] {
+        assert!(out.stderr.contains(&part), "{part:?} in\n{}", out.all());
+    }
+    assert!(!vol.join("data").exists(), "something was written");
 }
 
-/// A volume owned by another user, the launcher not root: prepopulate
-/// fails with a message naming the path and the cause; nothing is written.
+/// A volume owned by another user, the launcher not root: the preflight
+/// names the path, the owner it needs and the fix; nothing is written.
 #[test]
 fn volume_owned_by_another_user_is_a_clear_error() {
     let d = TempDir::new("hard-owner");
@@ -236,13 +239,17 @@ fn volume_owned_by_another_user_is_a_clear_error() {
     .root(d.path())
     .not_pid1()
     .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.stderr.contains("permission denied"), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!("{}/data", vol.display())),
-        "{}",
-        out.all()
-    );
+    // The preflight stops before anything is written (78), with the owner
+    // the volume needs and the command that gives it.
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let v = vol.display();
+    for part in [
+        format!("{v}/data: cannot be created in {v}: owned by uid 0 with mode 0755, not writable by uid 65534"),
+        "fix: give the data volume to uid 65534: `chown -R 65534` its directory on the host".to_string(),
+        format!("--entrypoint chown IMAGE -R 65534 {v}`"),
+    ] {
+        assert!(out.stderr.contains(&part), "{part:?} in\n{}", out.all());
+    }
     assert!(!vol.join("data").exists(), "something was written");
 }
 

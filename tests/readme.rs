@@ -49,3 +49,21 @@ fn the_two_commands_are_documented_and_ci_runs_the_test_command() {
         "{ci}"
     );
 }
+
+/// The Dockerfile lines README.rst gives image authors (a copy of the
+/// default pillar for the launcher to restore) are the example's own.
+#[test]
+fn the_image_pillar_copy_is_the_example_dockerfiles() {
+    let text = readme();
+    let dockerfile = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/example-project/Dockerfile"
+    ))
+    .expect("Dockerfile");
+    let start = dockerfile
+        .find("RUN mkdir -p /var/lib/mc-launcher")
+        .expect("the copy in the Dockerfile");
+    let lines: Vec<&str> = dockerfile[start..].lines().take(2).collect();
+    let shown: String = lines.iter().map(|l| format!("    {l}\n")).collect();
+    assert!(text.contains(&shown), "README.rst does not show:\n{shown}");
+}

@@ -9,9 +9,10 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Send one request to the first launcher that answers; `Err` = none did.
+/// Send one request to the first launcher that answers; `Err` = none did,
+/// saying every path tried, in order, and why each failed.
 pub fn call(paths: &[PathBuf], req: &Value) -> Result<Value, String> {
-    let mut last = String::from("no control socket path");
+    let mut tried: Vec<String> = Vec::new();
     for p in paths {
         match UnixStream::connect(p) {
             Ok(mut s) => {
@@ -27,10 +28,21 @@ pub fn call(paths: &[PathBuf], req: &Value) -> Result<Value, String> {
                 return serde_json::from_str(&answer)
                     .map_err(|e| format!("{}: bad answer: {e}", p.display()));
             }
-            Err(e) => last = format!("{}: {e}", p.display()),
+            Err(e) => tried.push(format!("{}: {}", p.display(), io_text(&e))),
         }
     }
-    Err(last)
+    if tried.is_empty() {
+        return Err("no control socket path".into());
+    }
+    Err(format!("tried {}", tried.join("; ")))
+}
+
+/// An I/O error as the C library words it, without `(os error N)`.
+fn io_text(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
 }
 
 /// `mc-launcher ctl [--json] COMMAND [NAME] [SIGNAL]`.

@@ -3,6 +3,7 @@
 
 pub mod phase;
 pub mod pillar;
+pub mod preflight;
 pub mod prepopulate;
 pub mod reconfigure;
 pub mod ssh;

@@ -34,21 +34,31 @@ pub fn run(
     if cfg.file.is_none() && !skip.contains(&SkipStep::Reconfigure) {
         log::info!("reconfigure: no mc-launcher.yml, so no steps: salt states run only when listed in reconfigure.steps");
     }
+    // Every path the steps write is tested first: what cannot be written
+    // stops the phase with one message before anything is (78).
+    let steps: Vec<SkipStep> = super::preflight::ALL
+        .into_iter()
+        .filter(|s| !skip.contains(s))
+        .collect();
+    super::preflight::gate(cfg, &steps, true)?;
     if !skip.contains(&SkipStep::Pillar) {
         pillar(cfg)?;
     }
     stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Ssh) {
+        super::preflight::gate(cfg, &[SkipStep::Ssh], false)?;
         if let Some(sshd) = ssh(cfg)? {
             extra.push(sshd);
         }
     }
     stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Reconfigure) {
+        super::preflight::gate(cfg, &[SkipStep::Reconfigure], false)?;
         super::reconfigure::run(cfg, jobs).map_err(|s| s.exit_status())?;
     }
     stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Prepopulate) {
+        super::preflight::gate(cfg, &[SkipStep::Prepopulate], false)?;
         match super::prepopulate::apply(&cfg.prepopulate, &cfg.paths.volume) {
             Ok(outcomes) => {
                 for o in outcomes {

@@ -1,0 +1,484 @@
+//! The preflight of the prepare phase (DESIGN §9): in read-only and
+//! non-root containers, what can work does, and what cannot stops with one
+//! message naming the path, what it needs and the fix, before anything is
+//! written; `check` prints the same text and a verdict. Each test runs the
+//! launcher in a private mount namespace (read-only binds, tmpfs) over a
+//! temp root, and checks that the image's pillar, the volume and the keys
+//! are as they were.
+
+mod common;
+use common::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
+const OVERRIDE: &str = "makina-projects.demo:\n  data:\n    site: from-volume\n";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@test";
+
+/// A makina tree for project `demo`: the image's pillar, a volume, the
+/// state dir in the temp root; `config` is appended to mc-launcher.yml.
+struct Tree {
+    d: TempDir,
+}
+
+impl Tree {
+    fn new(tag: &str, config: &str) -> Tree {
+        let t = Tree {
+            d: TempDir::new(tag),
+        };
+        write(&t.pillar(), IMAGE_PILLAR);
+        std::fs::create_dir_all(t.volume()).expect("volume");
+        write(
+            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
+            &format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}"),
+        );
+        t
+    }
+    fn root(&self) -> &Path {
+        self.d.path()
+    }
+    fn pillar(&self) -> PathBuf {
+        self.d.join("projects/demo/pillar/init.sls")
+    }
+    fn pillar_dir(&self) -> PathBuf {
+        self.d.join("projects/demo/pillar")
+    }
+    fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    fn state(&self) -> PathBuf {
+        self.d.join("state")
+    }
+    fn source(&self) -> PathBuf {
+        self.volume().join("configuration/pillar.sls")
+    }
+    /// The copy of the image's pillar an image keeps at build time.
+    fn keep_copy(&self) {
+        write(&self.state().join("image-pillar.sls"), IMAGE_PILLAR);
+        for (p, mode) in [
+            (self.state(), 0o755),
+            (self.state().join("image-pillar.sls"), 0o644),
+        ] {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+    }
+    fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.root())
+    }
+    /// The same launch as uid 65534 (setpriv), with TMPDIR in the tree.
+    fn launch_as_nobody(&self, args: &[&str]) -> Launch {
+        let scratch = self.d.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+        let bin = bin().to_string_lossy().into_owned();
+        argv.push(&bin);
+        argv.extend_from_slice(args);
+        Launch::new(&argv)
+            .program(Path::new("/usr/bin/setpriv"))
+            .env("TMPDIR", &scratch.to_string_lossy())
+            .root(self.root())
+            .not_pid1()
+    }
+    /// Nothing the operator or the image had was changed.
+    fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            std::fs::read_to_string(self.pillar()).ok().as_deref(),
+            Some(IMAGE_PILLAR),
+            "{what}: the image's pillar changed"
+        );
+        if self.source().exists() {
+            assert_eq!(
+                std::fs::read_to_string(self.source()).expect("override"),
+                OVERRIDE,
+                "{what}: the override changed"
+            );
+        }
+    }
+}
+
+/// The preflight message in `stderr`: from its first line to the end of
+/// its indented lines.
+fn message(stderr: &str) -> String {
+    let Some(start) = stderr.find("cannot prepare this container") else {
+        return String::new();
+    };
+    let mut lines = stderr[start..].lines();
+    let mut out = vec![lines.next().unwrap_or("").to_string()];
+    out.extend(
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::to_string),
+    );
+    out.join("\n")
+}
+
+fn assert_has(out: &Output, parts: &[String]) {
+    for p in parts {
+        assert!(
+            out.stderr.contains(p.as_str()),
+            "{p:?} missing in\n{}",
+            out.all()
+        );
+    }
+}
+
+fn last_line(s: &str) -> &str {
+    s.lines().last().unwrap_or("")
+}
+
+#[test]
+fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
+    let t = Tree::new("pf-ro-pillar", "");
+    t.keep_copy();
+    write(&t.source(), OVERRIDE);
+    let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
+    let out = t.launch(&["prepare"]).before(&ro).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let dir = t.pillar_dir().display().to_string();
+    assert_has(
+        &out,
+        &[
+            "cannot prepare this container: 1 path(s) that the prepare phase must write cannot be written (nothing was written):".into(),
+            format!("\n  {dir}: read-only filesystem; needed to install the pillar override {}", t.source().display()),
+            format!("\n  fix: add to docker run: --tmpfs {dir}\n"),
+            format!("the image's default pillar comes back from {}/image-pillar.sls at every start", t.state().display()),
+        ],
+    );
+    t.assert_untouched("prepare");
+
+    // `check` says the same, beforehand, and ends with its verdict.
+    let chk = t.launch(&["check"]).before(&ro).run();
+    assert_eq!(chk.code, Some(78), "{}", chk.all());
+    assert_eq!(message(&chk.stderr), message(&out.stderr));
+    assert_eq!(last_line(&chk.stdout), "check: 1 error(s)", "{}", chk.all());
+    t.assert_untouched("check");
+}
+
+#[test]
+fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
+    let t = Tree::new("pf-ro-nocopy", "");
+    write(&t.source(), OVERRIDE);
+    let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
+    let out = t.launch(&["prepare"]).before(&ro).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let (dir, state) = (t.pillar_dir(), t.state());
+    assert_has(
+        &out,
+        &[
+            format!("\n  {}: read-only filesystem; needed to install the pillar override", dir.display()),
+            format!(
+                "fix: remove the override from the volume; or keep a copy of the default pillar in the image, as its last build step: RUN mkdir -p {s} && cp -p {p} {s}/image-pillar.sls, then add to docker run: --tmpfs {d}",
+                s = state.display(),
+                p = t.pillar().display(),
+                d = dir.display()
+            ),
+        ],
+    );
+    t.assert_untouched("prepare");
+    let written = std::fs::read_dir(&state).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(written, 0, "the state dir was written");
+}
+
+/// The recipe's mechanism: the configured state dir read-only (as in
+/// `docker run --read-only`) with the image's copy in it, a tmpfs over the
+/// pillar dir. The fallback state dir gets the copy and the image default
+/// comes back; an override is installed.
+#[test]
+fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
+    let t = Tree::new("pf-tmpfs-pillar", "");
+    t.keep_copy();
+    let state_ro = format!("mount --bind -o ro {s} {s}", s = t.state().display());
+    let cat = format!("echo '--- pillar'; cat {}", t.pillar().display());
+    let out = t
+        .launch(&["prepare"])
+        .tmpfs(&t.pillar_dir().to_string_lossy())
+        .before(&state_ro)
+        .after(&cat)
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.ends_with(&format!("--- pillar\n{IMAGE_PILLAR}")),
+        "{}",
+        out.all()
+    );
+    assert_has(
+        &out,
+        &[
+            "using /run/mc-launcher".into(),
+            format!(
+                "pillar: the image default is the copy the image keeps in {}/image-pillar.sls",
+                t.state().display()
+            ),
+        ],
+    );
+    write(&t.source(), OVERRIDE);
+    let out = t
+        .launch(&["prepare"])
+        .tmpfs(&t.pillar_dir().to_string_lossy())
+        .before(&state_ro)
+        .after(&cat)
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.ends_with(&format!("--- pillar\n{OVERRIDE}")),
+        "{}",
+        out.all()
+    );
+    t.assert_untouched("tmpfs");
+}
+
+#[test]
+fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
+    let t = Tree::new("pf-hidden", "");
+    let dir = t.pillar_dir();
+    let out = t
+        .launch(&["prepare"])
+        .tmpfs(&dir.to_string_lossy())
+        .after(&format!("echo entries=$(ls -A {} | wc -l)", dir.display()))
+        .run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert_has(
+        &out,
+        &[
+            format!(
+                "\n  {}: a mount hides the image's init.sls, and the image keeps no copy of it in {}/image-pillar.sls; needed to keep the image's default pillar (it would be lost)",
+                dir.display(),
+                t.state().display()
+            ),
+            format!(
+                "fix: keep a copy of the default pillar in the image, as its last build step: RUN mkdir -p {s} && cp -p {p} {s}/image-pillar.sls, or do not mount over {d}",
+                s = t.state().display(),
+                p = t.pillar().display(),
+                d = dir.display()
+            ),
+        ],
+    );
+    assert!(out.stdout.contains("entries=0"), "{}", out.all());
+    t.assert_untouched("hidden");
+}
+
+#[test]
+fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
+    let t = Tree::new("pf-ro-ssh", "ssh:\n  sshd: never\n");
+    write(&t.volume().join("ssh/op.pub"), &format!("{KEY}\n"));
+    let kept =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl kept";
+    let before = format!(
+        "mkdir -m 0700 /root/.ssh && echo '{kept}' > /root/.ssh/authorized_keys && mount -o remount,ro /root"
+    );
+    let out = t
+        .launch(&["prepare"])
+        .before(&before)
+        .after("echo '--- keys'; cat /root/.ssh/authorized_keys")
+        .run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    assert_has(
+        &out,
+        &[
+            "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
+            "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
+        ],
+    );
+    assert!(
+        out.stdout.ends_with(&format!("--- keys\n{kept}\n")),
+        "the keys file changed: {}",
+        out.all()
+    );
+
+    // The fix: a tmpfs on ~/.ssh over the read-only home.
+    let fixed =
+        "mkdir /root/.ssh && mount -o remount,ro /root && mount -t tmpfs -o mode=0700 tmpfs /root/.ssh";
+    let out = t
+        .launch(&["prepare"])
+        .before(fixed)
+        .after("echo '--- keys'; cat /root/.ssh/authorized_keys; stat -c %a /root/.ssh")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stdout.contains(KEY), "{}", out.all());
+    assert!(out.stdout.ends_with("700\n"), "{}", out.all());
+}
+
+#[test]
+fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
+    let t = Tree::new("pf-user-pillar", "");
+    t.keep_copy();
+    write(&t.source(), OVERRIDE);
+    let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let dir = t.pillar_dir().display().to_string();
+    assert_has(
+        &out,
+        &[
+            "cannot be written by uid 65534 (nothing was written):".into(),
+            format!("\n  {dir}: owned by uid 0 with mode 0755, not writable by uid 65534; needed to install the pillar override"),
+            format!("\n  fix: add to docker run: --tmpfs {dir}:uid=65534\n"),
+        ],
+    );
+    t.assert_untouched("user");
+}
+
+#[test]
+fn volume_owned_by_root_names_every_path_and_one_chown() {
+    let t = Tree::new(
+        "pf-user-volume",
+        "reconfigure:\n  steps:\n    - template: {src: \"{{ root }}/app.j2\", dest: \"{{ paths.volume }}/configuration/app.json\"}\nprepopulate:\n  - src: \"{{ root }}/seed\"\n    dest: \"{{ paths.volume }}/data\"\n",
+    );
+    write(
+        &t.root().join("app.j2"),
+        "{\"site\": \"{{ pillar['makina-projects.demo'].data.site }}\"}\n",
+    );
+    write(&t.root().join("seed/a.txt"), "seed\n");
+    std::fs::create_dir_all(t.volume().join("configuration")).expect("dir");
+    write(&t.volume().join("operator.txt"), "the operator's\n");
+    let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let v = t.volume().display().to_string();
+    assert_has(
+        &out,
+        &[
+            "cannot prepare this container: 2 path(s)".into(),
+            format!("\n  {v}/configuration: owned by uid 0 with mode 0755, not writable by uid 65534; needed by template-1 to write {v}/configuration/app.json"),
+            format!("\n  {v}/data: cannot be created in {v}: owned by uid 0 with mode 0755, not writable by uid 65534; needed to prepopulate {v}/data"),
+            format!("\n  fix: give the data volume to uid 65534: `chown -R 65534` its directory on the host, or for a named volume `docker run --rm -v VOLUME:{v} --entrypoint chown IMAGE -R 65534 {v}`"),
+        ],
+    );
+    assert_eq!(out.stderr.matches("fix:").count(), 1, "{}", out.all());
+    assert!(!t.volume().join("configuration/app.json").exists());
+    assert!(!t.volume().join("data").exists());
+    assert_eq!(
+        std::fs::read_to_string(t.volume().join("operator.txt")).expect("data"),
+        "the operator's\n"
+    );
+    t.assert_untouched("volume");
+
+    // Given to the user, it works.
+    let st = std::process::Command::new("chown")
+        .args(["-R", "65534"])
+        .arg(t.volume())
+        .status()
+        .expect("chown");
+    assert!(st.success());
+    let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(t.volume().join("data/a.txt").exists(), "{}", out.all());
+}
+
+#[test]
+fn no_writable_state_dir_anywhere_says_tmpfs_run() {
+    let t = Tree::new("pf-state", "");
+    std::fs::create_dir_all(t.state()).expect("state");
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let out = t
+        .launch(&["prepare"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .run();
+    assert_eq!(out.code, Some(78), "{}", out.all());
+    let s = t.state().display().to_string();
+    assert_has(
+        &out,
+        &[
+            format!("\n  {s}: not writable, and neither is any fallback ({s}, /run/mc-launcher, {}/mc-launcher-0); needed to keep a copy of the image's default pillar", scratch.display()),
+            "\n  fix: add to docker run: --tmpfs /run\n".into(),
+            // Nor could the control socket go anywhere.
+            format!("mc-launcher: warning: control socket: none of /run/mc-launcher.sock, {s}/mc-launcher.sock, /run/mc-launcher/mc-launcher.sock, {}/mc-launcher-0/mc-launcher.sock can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)\n", scratch.display()),
+        ],
+    );
+    t.assert_untouched("state");
+}
+
+#[test]
+fn check_ends_with_one_verdict_line() {
+    let t = Tree::new("pf-verdict", "");
+    let ok = t.launch(&["check"]).run();
+    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    assert_eq!(last_line(&ok.stdout), "check: OK", "{}", ok.all());
+
+    // A state dir that falls back is a warning, counted.
+    let ro = format!(
+        "mkdir -p {s} && mount --bind -o ro {s} {s}",
+        s = t.state().display()
+    );
+    let warned = t.launch(&["check"]).before(&ro).run();
+    assert_eq!(warned.code, Some(0), "{}", warned.all());
+    assert_eq!(
+        last_line(&warned.stdout),
+        "check: OK, 1 warning(s)",
+        "{}",
+        warned.all()
+    );
+    assert!(
+        warned.stderr.contains("warning: state dir ")
+            && warned.stderr.contains("/run/mc-launcher would be used"),
+        "{}",
+        warned.all()
+    );
+
+    // Errors are counted: an invalid override and a read-only pillar dir.
+    write(&t.source(), "makina-projects.demo: [unclosed\n");
+    let bad = t.launch(&["check"]).run();
+    assert_eq!(bad.code, Some(78), "{}", bad.all());
+    assert_eq!(last_line(&bad.stdout), "check: 1 error(s)", "{}", bad.all());
+    write(&t.source(), OVERRIDE);
+    let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
+    let two = t
+        .launch(&["check"])
+        .before(&format!(
+            "{ro} && mkdir -p {s} && mount --bind -o ro {s} {s}",
+            s = t.state().display()
+        ))
+        .run();
+    assert_eq!(two.code, Some(78), "{}", two.all());
+    assert_eq!(
+        last_line(&two.stdout),
+        "check: 1 error(s), 1 warning(s)",
+        "{}",
+        two.all()
+    );
+    t.assert_untouched("check");
+}
+
+/// No key yet and a home that cannot be written: the start goes on, with a
+/// warning that keys added later will not be installed, and the fix.
+#[test]
+fn read_only_home_without_keys_is_a_warning() {
+    let t = Tree::new("pf-ro-home", "ssh:\n  sshd: never\n");
+    let out = t
+        .launch(&["check"])
+        .before("mount -o remount,ro /root")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        last_line(&out.stdout),
+        "check: OK, 1 warning(s)",
+        "{}",
+        out.all()
+    );
+    assert_has(
+        &out,
+        &["mc-launcher: warning: ssh: /root/.ssh: cannot be created in /root: read-only filesystem: keys added to the volume while running will not be installed (add to docker run: --tmpfs /root/.ssh:mode=0700)\n".into()],
+    );
+    let out = t
+        .launch(&["prepare"])
+        .before("mount -o remount,ro /root")
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        out.stderr
+            .matches("keys added to the volume while running")
+            .count(),
+        1,
+        "{}",
+        out.all()
+    );
+    t.assert_untouched("no keys");
+}
