@@ -54,6 +54,13 @@ pub fn main() -> i32 {
 }
 
 fn dispatch() -> i32 {
+    // Our own supervisor's sd_notify socket is ours alone: children must
+    // not see it (a notify service gets the launcher's socket instead).
+    // Read before any thread exists, then removed.
+    let notify_socket = std::env::var("NOTIFY_SOCKET")
+        .ok()
+        .filter(|v| !v.is_empty());
+    std::env::remove_var("NOTIFY_SOCKET");
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args = match parse(argv, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Args(a)) => a,
@@ -91,6 +98,21 @@ fn dispatch() -> i32 {
                 warnings: Vec::new(),
             }
         }
+        Err(diags) if args.command == Command::Run => {
+            error::report(&diags);
+            // The launcher's end, for the orchestrator (the config could
+            // not say where: the default path).
+            let first = diags.first();
+            error::Termination {
+                reason: "invalid input".into(),
+                subject: first.map(|d| d.file.display().to_string()),
+                how: first.map(ToString::to_string),
+                status: error::EXIT_CONFIG,
+                ..Default::default()
+            }
+            .write(std::path::Path::new(config::DEFAULT_TERMINATION_LOG));
+            return error::EXIT_CONFIG;
+        }
         Err(diags) => {
             error::report(&diags);
             return error::EXIT_CONFIG;
@@ -99,7 +121,7 @@ fn dispatch() -> i32 {
     match args.command {
         Command::Render => render(&loaded),
         Command::Check => check(&loaded.config, &loaded.warnings, &args),
-        Command::Run => run(loaded.config, &loaded.warnings, &args, opts),
+        Command::Run => run(loaded.config, &loaded.warnings, &args, opts, notify_socket),
         Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
         Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl),
     }
@@ -232,6 +254,13 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
             errors += pf.problems.len();
         }
     }
+    if cfg.shutdown.timeout >= DOCKER_STOP_KILL && !cfg.shutdown.from_env {
+        eprintln!(
+            "mc-launcher: warning: shutdown.timeout is {}: docker stop kills after 10 s unless told otherwise; lower it, or run with `docker stop -t` / `--stop-timeout` and set MC_SHUTDOWN_TIMEOUT (Kubernetes: below terminationGracePeriodSeconds)",
+            crate::units::fmt_duration(cfg.shutdown.timeout)
+        );
+        warnings += 1;
+    }
     println!("{}", verdict(errors, warnings));
     if errors == 0 {
         error::EXIT_OK
@@ -239,6 +268,9 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         error::EXIT_CONFIG
     }
 }
+
+/// `docker stop` sends SIGKILL after this long unless told otherwise.
+const DOCKER_STOP_KILL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The last line of `check`.
 fn verdict(errors: usize, warnings: usize) -> String {
@@ -284,11 +316,16 @@ fn prepares(cfg: &Config, args: &Args) -> bool {
 /// signals between steps are read here.
 struct LoopJobs<'a> {
     signals: &'a mut crate::signals::SignalSource,
+    /// The last job: its name, how it ended, its last stderr lines.
+    last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 }
 
 impl crate::prepare::phase::Jobs for LoopJobs<'_> {
     fn run(&mut self, cfg: &Config, job: crate::proc::Job) -> crate::proc::JobEnd {
-        crate::supervisor::run_job(cfg, self.signals, job)
+        let name = job.name.clone();
+        let (end, tail) = crate::supervisor::run_job(cfg, self.signals, job);
+        self.last = Some((name, end.clone(), tail));
+        end
     }
 
     fn stop_requested(&mut self) -> Option<nix::sys::signal::Signal> {
@@ -331,6 +368,7 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
     let mut jobs = LoopJobs {
         signals: &mut signals,
+        last: None,
     };
     match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut jobs) {
         Ok(_) => error::EXIT_OK,
@@ -338,7 +376,13 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
 }
 
-fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i32 {
+fn run(
+    mut cfg: Config,
+    warnings: &[Diag],
+    args: &Args,
+    opts: LoadOptions,
+    notify_socket: Option<String>,
+) -> i32 {
     use crate::supervisor::{ReloadSet, Role};
     for w in warnings {
         log::warn!("{w}");
@@ -367,6 +411,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
     let state_dir = cfg.paths.state.clone();
     let mut jobs = LoopJobs {
         signals: &mut signals,
+        last: None,
     };
     match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut jobs) {
         // sshd, when the phase asks for it, runs first among the services.
@@ -375,7 +420,14 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
                 services.insert(0, (s, Role::Sshd));
             }
         }
-        Err(code) => return code,
+        Err(code) => {
+            let report = prepare_report(code, jobs.last.take());
+            if let Some(path) = &cfg.termination_log {
+                report.write(path);
+            }
+            log::info!("{}", report.summary());
+            return code;
+        }
     }
     let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
     // SIGHUP / `ctl reload` re-read the same file the launcher started
@@ -403,6 +455,7 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
                 services: l.config.services.clone(),
                 sshd,
                 shutdown_timeout: l.config.shutdown.timeout,
+                drain: l.config.shutdown.drain,
             };
             Ok((l.config, set))
         }) as crate::supervisor::Reloader
@@ -416,8 +469,45 @@ fn run(mut cfg: Config, warnings: &[Diag], args: &Args, opts: LoadOptions) -> i3
         crate::supervisor::RunOptions {
             reloader,
             on_keys_changed,
+            notify_socket,
         },
     )
+}
+
+/// The termination report of a prepare phase that stopped the start.
+fn prepare_report(
+    code: i32,
+    last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
+) -> error::Termination {
+    use crate::proc::JobEnd;
+    let reason = match code {
+        error::EXIT_CONFIG => "invalid input".to_string(),
+        c if c > 128 => "stopped on request during the prepare phase".to_string(),
+        _ => "a prepare step failed".to_string(),
+    };
+    let mut t = error::Termination {
+        reason,
+        status: code,
+        ..Default::default()
+    };
+    // The step that ran last, when it is the one that failed.
+    if let Some((name, end, tail)) = last {
+        let how = match end {
+            JobEnd::Exited(crate::proc::exit::Exit::Code(0)) => None,
+            JobEnd::Exited(e) => Some(e.to_string()),
+            JobEnd::NotStarted(why) => Some(why),
+            JobEnd::TimedOut => Some("timed out".into()),
+            JobEnd::Interrupted(sig) => {
+                Some(format!("stopped by {}", crate::signals::short_name(sig)))
+            }
+        };
+        if how.is_some() {
+            t.subject = Some(name);
+            t.how = how;
+            t.tail = tail;
+        }
+    }
+    t
 }
 
 #[cfg(test)]

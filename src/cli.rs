@@ -21,8 +21,9 @@ commands:
   prepare   run the prepare phase only (pillar, ssh, reconfigure, prepopulate), then exit
   check     validate the config and volume inputs, print the plan, change nothing
   render    print the config after templating
-  ctl       talk to the running launcher: status, health, start NAME, stop NAME,
-            restart NAME, signal NAME SIG, incr NAME, decr NAME, reload, quit
+  ctl       talk to the running launcher: status, health [--live|--ready],
+            start NAME, stop NAME, restart NAME, signal NAME SIG, incr NAME,
+            decr NAME, reload, quit
             (exit 0 ok, 1 the command failed, 3 no launcher listening)
 
 options:

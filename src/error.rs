@@ -93,3 +93,155 @@ pub fn report(diags: &[Diag]) {
         eprintln!("mc-launcher: {d}");
     }
 }
+
+/// Why the launcher could not go on: the exit status and what to say.
+/// Every module's errors end up as one of these at the top (`app`), which
+/// logs it once and ends with its `exit_code()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    code: i32,
+    /// The step, service or input concerned (`pillar`, `salt-1`).
+    pub subject: String,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: i32, subject: impl Into<String>, message: impl Into<String>) -> Failure {
+        Failure {
+            code,
+            subject: subject.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn exit_code(&self) -> i32 {
+        self.code
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.subject, self.message)
+    }
+}
+
+/// The termination report (README "Termination report"): why the launcher
+/// exited, written to `termination_log` (Kubernetes shows it as the
+/// container's termination message) and printed as its last line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Termination {
+    /// requested stop / main command ended / critical service failed /
+    /// prepare step failed / invalid input / every service ended.
+    pub reason: String,
+    /// The service or step concerned.
+    pub subject: Option<String>,
+    /// Its exit code or signal, as `exit 3` or `killed by SIGKILL`.
+    pub how: Option<String>,
+    pub oom: bool,
+    pub restarts: u32,
+    pub status: i32,
+    /// Its last stderr lines.
+    pub tail: Vec<String>,
+}
+
+/// Kubernetes reads at most this much of the termination log.
+pub const TERMINATION_MAX: usize = 4096;
+
+impl Termination {
+    /// One line: what the launcher prints last.
+    pub fn summary(&self) -> String {
+        let mut s = format!("exit {}: {}", self.status, self.reason);
+        if let Some(subj) = &self.subject {
+            s.push_str(&format!(" ({subj}"));
+            if let Some(how) = &self.how {
+                s.push_str(&format!(": {how}"));
+            }
+            if self.oom {
+                s.push_str(", OOM-killed");
+            }
+            if self.restarts > 0 {
+                s.push_str(&format!(", {} restarts", self.restarts));
+            }
+            s.push(')');
+        }
+        s
+    }
+
+    /// The report: the summary, then the last stderr lines, at most
+    /// `TERMINATION_MAX` bytes (the oldest lines go first).
+    pub fn render(&self) -> String {
+        let head = format!("{}\n", self.summary());
+        let mut lines: Vec<&str> = self.tail.iter().map(String::as_str).collect();
+        loop {
+            let mut out = head.clone();
+            if !lines.is_empty() {
+                out.push_str("last stderr lines:\n");
+                for l in &lines {
+                    out.push_str("  ");
+                    out.push_str(l);
+                    out.push('\n');
+                }
+            }
+            if out.len() <= TERMINATION_MAX || lines.is_empty() {
+                let mut end = out.len().min(TERMINATION_MAX);
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+                return out;
+            }
+            lines.remove(0);
+        }
+    }
+
+    /// Write the report to `path` (silently skipped when it cannot be
+    /// written: not every container has `/dev/termination-log`).
+    pub fn write(&self, path: &Path) {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+            .mode(0o644)
+            .open(path);
+        if let Ok(mut f) = file {
+            let _ = f.write_all(self.render().as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn termination_report_fits_and_keeps_the_newest_lines() {
+        let t = Termination {
+            reason: "critical service failed".into(),
+            subject: Some("worker".into()),
+            how: Some("killed by SIGKILL".into()),
+            oom: true,
+            restarts: 2,
+            status: 137,
+            tail: (0..500)
+                .map(|i| format!("line {i} {}", "x".repeat(40)))
+                .collect(),
+        };
+        assert_eq!(
+            t.summary(),
+            "exit 137: critical service failed (worker: killed by SIGKILL, OOM-killed, 2 restarts)"
+        );
+        let r = t.render();
+        assert!(r.len() <= TERMINATION_MAX, "{}", r.len());
+        assert!(r.starts_with(&t.summary()));
+        assert!(r.contains("line 499 "), "the newest line stays");
+        assert!(!r.contains("line 0 "), "the oldest goes");
+        let plain = Termination {
+            reason: "stopped on request (TERM)".into(),
+            ..Termination::default()
+        };
+        assert_eq!(plain.render(), "exit 0: stopped on request (TERM)\n");
+    }
+}

@@ -323,6 +323,7 @@ pub const TOP: &[&str] = &[
     "services",
     "shutdown",
     "control",
+    "termination_log",
 ];
 pub const PATHS: &[&str] = &["salt", "project", "pillar", "volume", "state"];
 pub const PILLAR: &[&str] = &["source", "target", "on_invalid"];
@@ -352,6 +353,8 @@ pub const SERVICE: &[&str] = &[
     "after",
     "priority",
     "ready",
+    "live",
+    "pre_stop",
     "respawn",
     "max_retry",
     "backoff",
@@ -368,7 +371,28 @@ pub const SERVICE: &[&str] = &[
     "max_age_variance",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
-pub const READY: &[&str] = &["tcp", "cmd", "file", "timeout", "interval"];
+pub const READY: &[&str] = &[
+    "tcp",
+    "http",
+    "cmd",
+    "file",
+    "notify",
+    "timeout",
+    "interval",
+    "period",
+    "failure_threshold",
+];
+pub const LIVE: &[&str] = &[
+    "tcp",
+    "http",
+    "cmd",
+    "file",
+    "period",
+    "timeout",
+    "failure_threshold",
+    "initial_delay",
+];
+pub const PRE_STOP: &[&str] = &["cmd", "timeout"];
 pub const STREAM: &[&str] = &[
     "file",
     "max_bytes",
@@ -376,7 +400,7 @@ pub const STREAM: &[&str] = &[
     "time_format",
     "watched",
 ];
-pub const SHUTDOWN: &[&str] = &["timeout"];
+pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
 
 /// Every option the config accepts, by section: the source of truth that
@@ -394,6 +418,8 @@ pub const REFERENCE: &[(&str, &[&str])] = &[
     ("services.NAME", SERVICE),
     ("services.NAME.backoff", BACKOFF),
     ("services.NAME.ready", READY),
+    ("services.NAME.live", LIVE),
+    ("services.NAME.pre_stop", PRE_STOP),
     ("services.NAME.stdout", STREAM),
     ("shutdown", SHUTDOWN),
     ("control", CONTROL),
@@ -435,10 +461,20 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             "services" => cfg.services = services(d, v),
             "shutdown" => {
                 for (k, v) in d.map(v, "shutdown", SHUTDOWN).unwrap_or_default() {
-                    if let (Some(t), "timeout") = (d.duration(v, "shutdown.timeout"), k) {
-                        cfg.shutdown.timeout = t;
+                    let t = d.duration(v, &format!("shutdown.{k}"));
+                    match (t, k) {
+                        (Some(t), "timeout") => cfg.shutdown.timeout = t,
+                        (Some(t), _) => cfg.shutdown.drain = t,
+                        _ => {}
                     }
                 }
+            }
+            "termination_log" => {
+                cfg.termination_log = if v.is_null() {
+                    None
+                } else {
+                    d.path(v, "termination_log")
+                };
             }
             _ => {
                 for (_, v) in d.map(v, "control", CONTROL).unwrap_or_default() {
@@ -726,6 +762,8 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "after" => s.after = d.strings(v, &w).unwrap_or_default(),
             "priority" => s.priority = d.int(v, &w, i64::MIN).unwrap_or(0),
             "ready" => s.ready = ready(d, v, &w),
+            "live" => s.live = live(d, v, &w),
+            "pre_stop" => s.pre_stop = pre_stop(d, v, &w),
             "respawn" => s.respawn = d.bool(v, &w).unwrap_or(true),
             "max_retry" => {
                 s.max_retry = d
@@ -784,50 +822,161 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
     }
 }
 
+/// The probe of a `ready:` or `live:` mapping: exactly one of tcp, http,
+/// cmd, file (or `notify: true` where allowed).
+fn probe_check(d: &mut Decoder, k: &str, v: &Node, kw: &str) -> Option<ReadyCheck> {
+    Some(match k {
+        "tcp" => {
+            let addr = d.string(v, kw)?;
+            let port_ok = addr
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+            if !port_ok {
+                d.err(v.pos, format!("{kw}: expected host:port, found `{addr}`"));
+            }
+            ReadyCheck::Tcp(addr)
+        }
+        "http" => {
+            let url = d.string(v, kw)?;
+            if let Err(e) = crate::proc::probe::parse_http_url(&url) {
+                d.err(
+                    v.pos,
+                    format!("{kw}: {e}; write e.g. http://127.0.0.1:8080/health"),
+                );
+            }
+            ReadyCheck::Http(url)
+        }
+        "cmd" => ReadyCheck::Cmd(d.argv(v, kw)?),
+        "file" => ReadyCheck::File(d.path(v, kw)?),
+        _ => {
+            if !d.bool(v, kw)? {
+                return None;
+            }
+            ReadyCheck::Notify
+        }
+    })
+}
+
+fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
+    d.int(v, kw, 1)
+        .map(|i| u32::try_from(i.min(1_000_000)).unwrap_or(1))
+}
+
 fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
     let e = d.map(n, w, READY)?;
     let mut r = Ready {
         check: ReadyCheck::File(PathBuf::new()),
         timeout: Duration::from_secs(30),
         interval: Duration::from_millis(250),
+        period: None,
+        failure_threshold: 3,
     };
     let mut checks = 0;
     for (k, v) in e {
         let kw = format!("{w}.{k}");
         match k {
-            "tcp" => {
-                checks += 1;
-                let addr = d.string(v, &kw)?;
-                let port_ok = addr
-                    .rsplit_once(':')
-                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-                if !port_ok {
-                    d.err(v.pos, format!("{kw}: expected host:port, found `{addr}`"));
+            "tcp" | "http" | "cmd" | "file" | "notify" => {
+                if let Some(c) = probe_check(d, k, v, &kw) {
+                    checks += 1;
+                    r.check = c;
                 }
-                r.check = ReadyCheck::Tcp(addr);
-            }
-            "cmd" => {
-                checks += 1;
-                r.check = ReadyCheck::Cmd(d.argv(v, &kw)?);
-            }
-            "file" => {
-                checks += 1;
-                r.check = ReadyCheck::File(d.path(v, &kw)?);
             }
             "timeout" => r.timeout = d.duration(v, &kw).unwrap_or(r.timeout),
+            "period" => r.period = d.duration(v, &kw),
+            "failure_threshold" => r.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
             _ => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
         }
     }
     if checks != 1 {
-        d.err(n.pos, format!("{w}: needs exactly one of tcp, cmd, file"));
+        d.err(
+            n.pos,
+            format!("{w}: needs exactly one of tcp, http, cmd, file, notify: true"),
+        );
         return None;
     }
-    if r.interval < Duration::from_millis(10) {
+    let floor = Duration::from_millis(10);
+    if r.interval < floor || r.period.is_some_and(|p| p < floor) {
         // A probe every few microseconds would be a busy loop.
-        d.err(n.pos, format!("{w}.interval: must be at least 10ms"));
+        d.err(
+            n.pos,
+            format!("{w}: interval and period must be at least 10ms"),
+        );
+        return None;
+    }
+    if r.check == ReadyCheck::Notify && r.period.is_some() {
+        d.err(
+            n.pos,
+            format!("{w}.period: a notify service says when it is ready; period applies to probes"),
+        );
         return None;
     }
     Some(r)
+}
+
+fn live(d: &mut Decoder, n: &Node, w: &str) -> Option<Live> {
+    let e = d.map(n, w, LIVE)?;
+    let mut l = Live {
+        check: ReadyCheck::File(PathBuf::new()),
+        period: Duration::from_secs(10),
+        timeout: Duration::from_secs(1),
+        failure_threshold: 3,
+        initial_delay: Duration::ZERO,
+    };
+    let mut checks = 0;
+    for (k, v) in e {
+        let kw = format!("{w}.{k}");
+        match k {
+            "tcp" | "http" | "cmd" | "file" => {
+                if let Some(c) = probe_check(d, k, v, &kw) {
+                    checks += 1;
+                    l.check = c;
+                }
+            }
+            "period" => l.period = d.duration(v, &kw).unwrap_or(l.period),
+            "timeout" => l.timeout = d.duration(v, &kw).unwrap_or(l.timeout),
+            "failure_threshold" => l.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
+            _ => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
+        }
+    }
+    if checks != 1 {
+        d.err(
+            n.pos,
+            format!("{w}: needs exactly one of tcp, http, cmd, file"),
+        );
+        return None;
+    }
+    if l.period < Duration::from_millis(10) {
+        d.err(n.pos, format!("{w}.period: must be at least 10ms"));
+        return None;
+    }
+    Some(l)
+}
+
+/// `pre_stop: [argv]` or `{cmd: [argv], timeout: 5s}`.
+fn pre_stop(d: &mut Decoder, n: &Node, w: &str) -> Option<PreStop> {
+    let default = Duration::from_secs(10);
+    if n.as_map().is_none() {
+        return Some(PreStop {
+            argv: d.argv(n, w)?,
+            timeout: default,
+        });
+    }
+    let mut argv = None;
+    let mut timeout = default;
+    for (k, v) in d.map(n, w, PRE_STOP)? {
+        let kw = format!("{w}.{k}");
+        match k {
+            "cmd" => argv = d.argv(v, &kw),
+            _ => timeout = d.duration(v, &kw).unwrap_or(default),
+        }
+    }
+    match argv {
+        Some(argv) => Some(PreStop { argv, timeout }),
+        None => {
+            d.err(n.pos, format!("{w}: `cmd` is required"));
+            None
+        }
+    }
 }
 
 fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {

@@ -33,6 +33,10 @@ pub struct Loaded {
 }
 
 pub const DEFAULT_ROOT: &str = "/srv";
+/// Where Kubernetes reads a container's termination message.
+pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+/// Overrides `shutdown.timeout` (for `terminationGracePeriodSeconds`).
+pub const SHUTDOWN_TIMEOUT_ENV: &str = "MC_SHUTDOWN_TIMEOUT";
 pub const SYSTEM_CONFIG: &str = "/etc/mc-launcher.yml";
 /// The main circus config of makina images, read when there is no config file.
 pub const CIRCUS_MAIN: &str = "/etc/circus/circusd.ini";
@@ -78,6 +82,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
             // No config: a plain init, which still runs an image's circus
             // watchers when it has them (drop-in for circusd).
             let mut config = Config::plain(root, project);
+            shutdown_from_env(&mut config).map_err(|d| vec![d])?;
             if Path::new(CIRCUS_MAIN).is_file() {
                 config.circus.config = Some(PathBuf::from(CIRCUS_MAIN));
             }
@@ -135,11 +140,40 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
         ];
         base.ssh.host_keys_dir = base.paths.volume.join("configuration/ssh_host_keys");
         base.file = Some(file.to_path_buf());
-        let config = decode::config(&mut d, &doc, base);
+        let mut config = decode::config(&mut d, &doc, base);
+        if let Err(e) = shutdown_from_env(&mut config) {
+            d.errors.push(e);
+        }
         if !d.errors.is_empty() {
             return Err(d.errors);
         }
         return with_circus(config, Some(rendered));
+    }
+}
+
+/// `MC_SHUTDOWN_TIMEOUT` (a duration such as `25s`; a bare number is
+/// seconds) wins over `shutdown.timeout`.
+pub fn shutdown_from_env(cfg: &mut Config) -> Result<(), Diag> {
+    let Ok(text) = std::env::var(SHUTDOWN_TIMEOUT_ENV) else {
+        return Ok(());
+    };
+    let t = text.trim();
+    let parsed = match t.parse::<f64>() {
+        Ok(secs) => crate::units::duration_from_secs(secs),
+        Err(_) => humantime::parse_duration(t)
+            .ok()
+            .filter(|d| *d <= crate::units::MAX_DURATION),
+    };
+    match parsed {
+        Some(d) => {
+            cfg.shutdown.timeout = d;
+            cfg.shutdown.from_env = true;
+            Ok(())
+        }
+        None => Err(Diag::file(
+            Path::new(SHUTDOWN_TIMEOUT_ENV),
+            format!("`{t}` is not a duration; write e.g. 25s, or a number of seconds"),
+        )),
     }
 }
 
@@ -213,20 +247,7 @@ fn render_and_parse(
 
 /// The template context every config sees.
 pub fn context(root: &Path, project: &str, paths: &Paths) -> minijinja::Value {
-    let env: BTreeMap<String, String> = std::env::vars().collect();
-    let s = |p: &Path| p.to_string_lossy().into_owned();
-    minijinja::context! {
-        env => env,
-        project => project,
-        root => s(root),
-        paths => minijinja::context! {
-            salt => s(&paths.salt),
-            project => s(&paths.project),
-            pillar => s(&paths.pillar),
-            volume => s(&paths.volume),
-            state => s(&paths.state),
-        },
-    }
+    model::template_context(root, project, paths, crate::proc::cgroup::size())
 }
 
 /// Render with strict undefined variables; line numbers stay the source's.

@@ -52,6 +52,8 @@ pub struct Config {
     pub services: Vec<Service>,
     pub shutdown: ShutdownCfg,
     pub control: ControlCfg,
+    /// Where the termination report goes (`None`: nowhere).
+    pub termination_log: Option<PathBuf>,
 }
 
 /// DESIGN §1: every path derives from `root` and the project name.
@@ -178,6 +180,8 @@ pub enum ReadyCheck {
     Tcp(String),
     /// `http://host[:port]/path`: a GET answered 2xx or 3xx.
     Http(String),
+    /// `notify: true`: the service says `READY=1` on its `NOTIFY_SOCKET`.
+    Notify,
     Cmd(Vec<String>),
     File(PathBuf),
 }
@@ -185,8 +189,33 @@ pub enum ReadyCheck {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ready {
     pub check: ReadyCheck,
+    /// Not ready by then after a start: FAILED.
     pub timeout: Duration,
+    /// Between probes until the first success.
     pub interval: Duration,
+    /// Probe again every period once ready (`None`: never again).
+    pub period: Option<Duration>,
+    /// Failed probes in a row that make a ready service not ready.
+    pub failure_threshold: u32,
+}
+
+/// `live:`: a probe whose repeated failure restarts the service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    pub check: ReadyCheck,
+    pub period: Duration,
+    /// Per probe.
+    pub timeout: Duration,
+    pub failure_threshold: u32,
+    /// After each start, before the first probe.
+    pub initial_delay: Duration,
+}
+
+/// `pre_stop:`: run before the service is stopped, bounded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreStop {
+    pub argv: Vec<String>,
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -241,6 +270,8 @@ pub struct Service {
     /// Higher starts first among peers and stops last.
     pub priority: i64,
     pub ready: Option<Ready>,
+    pub live: Option<Live>,
+    pub pre_stop: Option<PreStop>,
     pub respawn: bool,
     /// Consecutive failed starts before FAILED; `None` = forever (-1).
     pub max_retry: Option<u32>,
@@ -279,6 +310,8 @@ impl Service {
             after: Vec::new(),
             priority: 0,
             ready: None,
+            live: None,
+            pre_stop: None,
             respawn: true,
             max_retry: Some(5),
             backoff: Backoff {
@@ -315,6 +348,11 @@ impl Service {
 pub struct ShutdownCfg {
     /// One deadline for the whole stop.
     pub timeout: Duration,
+    /// After the pre_stop hooks, wait this long (not ready meanwhile)
+    /// before stopping anything.
+    pub drain: Duration,
+    /// Set by `MC_SHUTDOWN_TIMEOUT` (it wins over the file).
+    pub from_env: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,7 +390,10 @@ impl Config {
             services: Vec::new(),
             shutdown: ShutdownCfg {
                 timeout: Duration::from_secs(9),
+                drain: Duration::ZERO,
+                from_env: false,
             },
+            termination_log: Some(PathBuf::from("/dev/termination-log")),
             control: ControlCfg {
                 socket: PathBuf::from("/run/mc-launcher.sock"),
             },
@@ -360,5 +401,53 @@ impl Config {
             root,
             paths,
         }
+    }
+}
+
+/// The container's size as templates see it: `cgroup.cpus`,
+/// `cgroup.memory_max` (bytes, none when unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupSize {
+    pub cpus: u32,
+    pub memory_max: Option<u64>,
+}
+
+/// The context every template sees (mc-launcher.yml, `template` steps):
+/// `env`, `project`, `root`, `paths`, and `cgroup` (`cpus`, `memory_max`).
+pub fn template_context(
+    root: &std::path::Path,
+    project: &str,
+    paths: &Paths,
+    size: CgroupSize,
+) -> minijinja::Value {
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let s = |p: &std::path::Path| p.to_string_lossy().into_owned();
+    minijinja::context! {
+        env => env,
+        project => project,
+        root => s(root),
+        paths => minijinja::context! {
+            salt => s(&paths.salt),
+            project => s(&paths.project),
+            pillar => s(&paths.pillar),
+            volume => s(&paths.volume),
+            state => s(&paths.state),
+        },
+        cgroup => minijinja::context! {
+            cpus => size.cpus,
+            memory_max => size.memory_max,
+        },
+    }
+}
+
+impl Config {
+    /// This config's template context.
+    pub fn template_context(&self, size: CgroupSize) -> minijinja::Value {
+        template_context(
+            &self.root,
+            self.project.as_deref().unwrap_or_default(),
+            &self.paths,
+            size,
+        )
     }
 }

@@ -129,7 +129,7 @@ fn each_bad_input_names_its_line_and_column() {
             "services:\n  a:\n    cmd: x\n    ready: {tcp: 'h:1', file: /x}\n",
             4,
             12,
-            "exactly one of tcp, cmd, file",
+            "exactly one of tcp, http, cmd, file",
         ),
         (
             "services:\n  a:\n    cmd: x\n    stdout: loud\n",

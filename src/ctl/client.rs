@@ -48,10 +48,17 @@ fn io_text(e: &io::Error) -> String {
 /// `mc-launcher ctl [--json] COMMAND [NAME] [SIGNAL]`.
 pub fn client(cfg: &Config, args: &[String]) -> i32 {
     let json_out = args.iter().any(|a| a == "--json");
+    let check = if args.iter().any(|a| a == "--live") {
+        Some("live".to_string())
+    } else if args.iter().any(|a| a == "--ready") {
+        Some("ready".to_string())
+    } else {
+        None
+    };
     let words: Vec<&str> = args
         .iter()
         .map(String::as_str)
-        .filter(|a| *a != "--json")
+        .filter(|a| !matches!(*a, "--json" | "--live" | "--ready"))
         .collect();
     let Some((&cmd, rest)) = words.split_first() else {
         eprintln!("mc-launcher ctl: a command is needed: {}", command_list());
@@ -70,10 +77,15 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
         return crate::error::EXIT_USAGE;
     }
+    if check.is_some() && cmd != "health" {
+        eprintln!("mc-launcher ctl: --live and --ready go with health");
+        return crate::error::EXIT_USAGE;
+    }
     let request = Request {
         cmd: cmd.to_string(),
         name: rest.first().map(|s| s.to_string()),
         signal: rest.get(1).map(|s| s.to_string()),
+        check,
     };
     let req = serde_json::to_value(&request).unwrap_or_default();
     let answer = match call(&candidate_paths(cfg), &req) {

@@ -20,13 +20,26 @@ pub struct Request {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signal: Option<String>,
+    /// `health` only: `live` or `ready`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+/// What `ctl health` asks (README "Health"): the default (every autostart
+/// service running and ready), `--live` (up, no critical service FAILED)
+/// or `--ready` (the default, and not draining).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    All,
+    Live,
+    Ready,
 }
 
 /// What a client may ask, checked: the supervisor only ever sees these.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Status,
-    Health,
+    Health(Health),
     Start(String),
     Stop(String),
     Restart(String),
@@ -64,7 +77,14 @@ impl Command {
         };
         Ok(match req.cmd.as_str() {
             "status" => Command::Status,
-            "health" => Command::Health,
+            "health" => Command::Health(match req.check.as_deref() {
+                None => Health::All,
+                Some("live") => Health::Live,
+                Some("ready") => Health::Ready,
+                Some(other) => {
+                    return Err(format!("unknown health check: {other} (live or ready)"))
+                }
+            }),
             "start" => Command::Start(name),
             "stop" => Command::Stop(name),
             "restart" => Command::Restart(name),
@@ -87,6 +107,7 @@ impl Command {
             cmd: cmd.into(),
             name: Some(name.into()),
             signal: None,
+            check: None,
         };
         let plain = |cmd: &str| Request {
             cmd: cmd.into(),
@@ -94,7 +115,14 @@ impl Command {
         };
         match self {
             Command::Status => plain("status"),
-            Command::Health => plain("health"),
+            Command::Health(h) => Request {
+                check: match h {
+                    Health::All => None,
+                    Health::Live => Some("live".into()),
+                    Health::Ready => Some("ready".into()),
+                },
+                ..plain("health")
+            },
             Command::Start(n) => named("start", n),
             Command::Stop(n) => named("stop", n),
             Command::Restart(n) => named("restart", n),
@@ -157,6 +185,20 @@ pub struct ServiceState {
     pub numprocesses: u32,
     /// Why it FAILED.
     pub reason: Option<String>,
+    /// Why the launcher last restarted it (`liveness`).
+    #[serde(default)]
+    pub restart_reason: Option<String>,
+    /// Its last end was an OOM kill.
+    #[serde(default)]
+    pub oom: bool,
+    #[serde(default)]
+    pub oom_kills: u32,
+    /// Running but not ready (a readiness probe failing).
+    #[serde(default)]
+    pub ready: bool,
+    /// `STATUS=` from sd_notify.
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 /// The answer to a request, one JSON line.
@@ -263,7 +305,9 @@ mod tests {
     fn commands_round_trip_through_the_wire() {
         let all = [
             Command::Status,
-            Command::Health,
+            Command::Health(Health::All),
+            Command::Health(Health::Live),
+            Command::Health(Health::Ready),
             Command::Start("a".into()),
             Command::Stop("a".into()),
             Command::Restart("a".into()),

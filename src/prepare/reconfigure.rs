@@ -200,19 +200,9 @@ pub fn render_template(
     let tmpl = env
         .get_template(&name)
         .map_err(|e| crate::template::diag(src, &e))?;
-    let paths = &cfg.paths;
     let ctx = minijinja::context! {
-        env => std::env::vars().collect::<std::collections::BTreeMap<String, String>>(),
-        project => cfg.project.clone().unwrap_or_default(),
-        root => cfg.root.to_string_lossy(),
-        paths => minijinja::context! {
-            salt => paths.salt.to_string_lossy(),
-            project => paths.project.to_string_lossy(),
-            pillar => paths.pillar.to_string_lossy(),
-            volume => paths.volume.to_string_lossy(),
-            state => paths.state.to_string_lossy(),
-        },
         pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
+        ..cfg.template_context(crate::proc::cgroup::size())
     };
     let text = tmpl
         .render(ctx)

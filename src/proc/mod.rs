@@ -2,7 +2,9 @@
 //! reaping, capturing their output, and watching files. Tools only: the
 //! policy of what to run and when is the supervisor's. Layer 2.
 
+pub mod cgroup;
 pub mod exit;
+pub mod notify;
 pub mod output;
 pub mod probe;
 pub mod reap;

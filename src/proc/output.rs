@@ -254,6 +254,36 @@ impl Write for QueueWriter {
     }
 }
 
+/// The last lines of a service's stderr, for the termination report.
+#[derive(Debug, Default)]
+pub struct Tail {
+    lines: VecDeque<String>,
+}
+
+/// Lines kept per service, and the bytes kept of each.
+const TAIL_LINES: usize = 10;
+const TAIL_LINE_BYTES: usize = 300;
+
+impl Tail {
+    fn push(&mut self, lines: &[u8]) {
+        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let cut = line.get(..TAIL_LINE_BYTES).unwrap_or(line);
+            if self.lines.len() == TAIL_LINES {
+                self.lines.pop_front();
+            }
+            self.lines
+                .push_back(String::from_utf8_lossy(cut).into_owned());
+        }
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.iter().cloned().collect()
+    }
+}
+
+/// A tail shared by the readers of a service's processes and the loop.
+pub type SharedTail = std::rc::Rc<std::cell::RefCell<Tail>>;
+
 /// The read end of one child's stdout or stderr pipe.
 pub struct Reader {
     fd: File,
@@ -261,6 +291,8 @@ pub struct Reader {
     dest: Dest,
     /// Put before each line (`web | `); empty for files.
     prefix: Vec<u8>,
+    /// Where the last lines are kept (stderr).
+    tail: Option<SharedTail>,
 }
 
 impl Reader {
@@ -288,6 +320,15 @@ pub fn reader(read_end: OwnedFd, dest: Dest, prefix: &str) -> Reader {
         pending: Vec::new(),
         dest,
         prefix: prefix.as_bytes().to_vec(),
+        tail: None,
+    }
+}
+
+impl Reader {
+    /// Keep the last lines read in `tail` too.
+    pub fn with_tail(mut self, tail: SharedTail) -> Reader {
+        self.tail = Some(tail);
+        self
     }
 }
 
@@ -498,6 +539,9 @@ pub fn drain(r: &mut Reader) -> Drained {
         let w = writer();
         let mut out = w.buffer();
         let lines = r.pending.get(..cut).unwrap_or_default();
+        if let Some(t) = &r.tail {
+            t.borrow_mut().push(lines);
+        }
         frame(&r.prefix, lines, &mut out);
         r.pending.drain(..cut);
         w.submit(r.dest.clone(), out);

@@ -75,6 +75,7 @@ pub fn resolve_creds(svc: &Service) -> Result<Option<Creds>, String> {
 /// The `MC_*` variables every process of the launcher gets (DESIGN §3).
 pub fn mc_env(cfg: &Config, service: &str) -> Vec<(String, String)> {
     let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
+    let size = super::cgroup::size();
     vec![
         ("MC_PROJECT".into(), cfg.project.clone().unwrap_or_default()),
         ("MC_ROOT".into(), p(&cfg.root)),
@@ -82,6 +83,11 @@ pub fn mc_env(cfg: &Config, service: &str) -> Vec<(String, String)> {
         ("MC_PILLAR_DIR".into(), p(&cfg.paths.pillar)),
         ("MC_VOLUME".into(), p(&cfg.paths.volume)),
         ("MC_SERVICE".into(), service.to_string()),
+        ("MC_CPUS".into(), size.cpus.to_string()),
+        (
+            "MC_MEMORY_MAX".into(),
+            size.memory_max.map(|m| m.to_string()).unwrap_or_default(),
+        ),
     ]
 }
 

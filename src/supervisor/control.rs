@@ -2,9 +2,9 @@
 //! summary lines. Still pure: a command changes the core's state and comes
 //! back as a `Reply` (or as effects, for `reload`).
 
-use super::core::{ConnId, Core, Effect, Role, Status, Svc};
+use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use super::machine::{Event, State};
-use crate::ctl::proto::{Command, Reply, ServiceState, StateName};
+use crate::ctl::proto::{Command, Health, Reply, ServiceState, StateName};
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -41,7 +41,20 @@ impl Core {
                 services: Some(self.status(now)),
                 ..Reply::default()
             },
-            (Command::Health, _) => {
+            (Command::Health(Health::Live), _) => {
+                let failed: Vec<String> = self
+                    .svcs
+                    .values()
+                    .filter(|s| s.spec.critical && matches!(s.status, Status::Failed(_)))
+                    .map(|s| s.name().to_string())
+                    .collect();
+                if failed.is_empty() {
+                    Reply::ok("alive")
+                } else {
+                    Reply::error(format!("critical service FAILED: {}", failed.join(", ")))
+                }
+            }
+            (Command::Health(_), _) => {
                 let bad: Vec<String> = self
                     .svcs
                     .values()
@@ -58,7 +71,7 @@ impl Core {
             }
             (Command::Quit, _) => {
                 log::info!("quit requested on the control socket: stopping");
-                self.begin_stop(None, now, fx);
+                self.begin_stop(None, Cause::Requested("ctl quit".into()), now, fx);
                 Reply::ok("stopping")
             }
             (Command::Reload, _) if !self.can_reload => Reply::error("no config file to reload"),
@@ -215,6 +228,11 @@ impl Core {
                         Status::Failed(r) => Some(r.clone()),
                         _ => None,
                     },
+                    restart_reason: s.facts.restart_reason.clone(),
+                    oom: s.facts.last_oom,
+                    oom_kills: s.facts.oom_kills,
+                    ready: s.is_up(),
+                    status: s.facts.status_text.clone(),
                 }
             })
             .collect()
@@ -227,6 +245,53 @@ impl Core {
             .filter(|s| s.status != Status::Retired && s.role != Role::Job)
             .map(summary_line)
             .collect()
+    }
+
+    /// Why the launcher exits, for the termination report.
+    pub fn termination(&self) -> crate::error::Termination {
+        let svc = |name: &str| {
+            self.svcs
+                .values()
+                .find(|s| s.name() == name && s.status != Status::Retired)
+        };
+        let (reason, subject) = match &self.cause {
+            Some(Cause::Requested(by)) => (format!("stopped on request ({by})"), None),
+            Some(Cause::MainEnded) => (
+                "the main command ended".to_string(),
+                Some("main".to_string()),
+            ),
+            Some(Cause::CriticalEnded(n)) => {
+                ("critical service ended".to_string(), Some(n.clone()))
+            }
+            Some(Cause::CriticalFailed(n, why)) => {
+                (format!("critical service FAILED: {why}"), Some(n.clone()))
+            }
+            Some(Cause::AllEnded { failed }) if failed.is_empty() => {
+                ("every service ended".to_string(), None)
+            }
+            Some(Cause::AllEnded { failed }) => (
+                format!("every service ended; FAILED: {}", failed.join(", ")),
+                failed.first().cloned(),
+            ),
+            None => ("ended".to_string(), None),
+        };
+        let mut t = crate::error::Termination {
+            reason,
+            status: self.exit_status(),
+            ..Default::default()
+        };
+        if let Some(s) = subject.as_deref().and_then(svc) {
+            t.how = s
+                .procs
+                .iter()
+                .filter_map(|p| p.m.last_exit)
+                .next_back()
+                .map(|e| e.to_string());
+            t.oom = s.facts.last_oom;
+            t.restarts = s.procs.iter().map(|p| p.m.restarts).sum();
+        }
+        t.subject = subject;
+        t
     }
 
     /// Services by role, for the shell (which one is sshd, say).

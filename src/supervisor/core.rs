@@ -8,8 +8,7 @@
 //! shell then sends `Input::Tick`. Processes have stable ids (`ProcId`),
 //! never reused, so a late event about an old process cannot touch a new one.
 
-use super::machine::{Action, Ctx, Event, Policy, Proc, State};
-use super::plan::{self, Node};
+use super::machine::{Action, Ctx, Event, Policy, Proc};
 use crate::config::model::{ReadyCheck, Service};
 use crate::ctl::proto::{Command, Reply};
 use crate::error::EXIT_FAILURE;
@@ -55,6 +54,7 @@ pub struct ReloadSet {
     /// as it is; `Some(x)`: sshd becomes `x`.
     pub sshd: Option<Option<Service>>,
     pub shutdown_timeout: Duration,
+    pub drain: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -64,6 +64,8 @@ pub enum Input {
     Exited {
         pid: i32,
         exit: Exit,
+        /// Killed by the kernel's OOM killer (cgroup `memory.events`).
+        oom: bool,
     },
     Spawned {
         proc: ProcId,
@@ -92,6 +94,11 @@ pub enum Input {
     },
     /// What sshd should be now that the keys changed (`None`: no sshd).
     Sshd(Option<Service>),
+    /// An sd_notify message from a service (`READY=1`, `STATUS=…`).
+    Notify {
+        service: String,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -117,6 +124,17 @@ pub enum Effect {
         working_dir: Option<PathBuf>,
     },
     CancelProbe(ProbeId),
+    /// Run a service's `pre_stop` hook; answer with `ProbeDone` (`probe`
+    /// is the hook's id) within `timeout`.
+    Hook {
+        probe: ProbeId,
+        spec: Arc<Service>,
+        argv: Vec<String>,
+        timeout: Duration,
+    },
+    /// An sd_notify message from the launcher to its own supervisor
+    /// (`READY=1`, `STOPPING=1`).
+    Notify(String),
     Reply {
         conn: ConnId,
         reply: Reply,
@@ -153,10 +171,40 @@ pub(super) struct Slot {
 #[derive(Debug, Clone)]
 pub(super) struct Readiness {
     pub ok: bool,
+    /// Ready once since it started: from then on a failing probe makes it
+    /// not ready (no restart); before, the deadline makes it FAILED.
+    pub ever: bool,
     /// Not ready by then: FAILED.
     pub deadline: Instant,
     pub next_at: Option<Instant>,
     pub running: Option<ProbeId>,
+    /// Failed probes in a row.
+    pub failures: u32,
+}
+
+/// The liveness check of a running service.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Liveness {
+    pub next_at: Option<Instant>,
+    pub running: Option<ProbeId>,
+    /// Failed probes in a row.
+    pub failures: u32,
+}
+
+/// What the core knows of a service beyond its processes: for `ctl
+/// status`, the summary, the termination report and the metrics.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Why it was last restarted by the launcher (`liveness`).
+    pub restart_reason: Option<String>,
+    /// Processes the kernel killed for lack of memory.
+    pub oom_kills: u32,
+    /// Its last end was an OOM kill.
+    pub last_oom: bool,
+    /// `STATUS=` from sd_notify.
+    pub status_text: Option<String>,
+    pub ready_probe_failures: u64,
+    pub live_probe_failures: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -169,6 +217,8 @@ pub(super) struct Svc {
     pub scale: usize,
     pub status: Status,
     pub ready: Option<Readiness>,
+    pub live: Option<Liveness>,
+    pub facts: Facts,
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
 }
@@ -204,32 +254,61 @@ impl Svc {
             .map(|(_, p)| p)
     }
 
-    fn probe_running(&self) -> bool {
+    pub(super) fn probe_running(&self) -> bool {
         self.ready.as_ref().is_some_and(|r| r.running.is_some())
+            || self.live.as_ref().is_some_and(|l| l.running.is_some())
     }
 }
 
-struct Stopping {
-    deadline: Instant,
-    killed: bool,
+pub(super) struct Stopping {
+    pub(super) deadline: Instant,
+    pub(super) killed: bool,
+    /// Draining (README "Drain"): the pre_stop hooks still running, then
+    /// the wait; nothing is stopped until both are over.
+    pub(super) hooks: std::collections::HashSet<ProbeId>,
+    pub(super) drain_for: Duration,
+    pub(super) drain_until: Option<Instant>,
+    pub(super) drained: bool,
+}
+
+/// Why the launcher is stopping, for the termination report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cause {
+    /// A stop signal or `ctl quit` (the signal's name, or `ctl quit`).
+    Requested(String),
+    /// The main command ended.
+    MainEnded,
+    CriticalEnded(String),
+    CriticalFailed(String, String),
+    /// Nothing was left to supervise.
+    AllEnded {
+        failed: Vec<String>,
+    },
 }
 
 pub struct Core {
     pub(super) svcs: BTreeMap<u32, Svc>,
-    next_svc: u32,
-    next_proc: u64,
-    next_probe: u64,
-    pids: HashMap<i32, ProcId>,
-    where_is: HashMap<ProcId, (u32, usize)>,
-    shutdown_timeout: Duration,
+    pub(super) next_svc: u32,
+    pub(super) next_proc: u64,
+    pub(super) next_probe: u64,
+    pub(super) pids: HashMap<i32, ProcId>,
+    pub(super) where_is: HashMap<ProcId, (u32, usize)>,
+    pub(super) shutdown_timeout: Duration,
     pub(super) can_reload: bool,
-    stopping: Option<Stopping>,
+    pub(super) stopping: Option<Stopping>,
     /// Set by the first cause of a stop that decides the exit status.
-    exit_code: Option<i32>,
-    main_exit: Option<i32>,
-    warmup_until: Option<Instant>,
-    rng: u64,
-    exited: bool,
+    pub(super) exit_code: Option<i32>,
+    pub(super) main_exit: Option<i32>,
+    pub(super) warmup_until: Option<Instant>,
+    pub(super) rng: u64,
+    pub(super) exited: bool,
+    /// `shutdown.drain`.
+    pub(super) drain: Duration,
+    pub(super) cause: Option<Cause>,
+    /// The launcher runs under a supervisor that takes sd_notify messages.
+    pub(super) notify_self: bool,
+    /// `READY=1` went out to it.
+    pub(super) told_ready: bool,
 }
 
 pub struct CoreOptions {
@@ -238,6 +317,10 @@ pub struct CoreOptions {
     pub can_reload: bool,
     /// Seed of the backoff jitter.
     pub seed: u64,
+    /// `shutdown.drain`.
+    pub drain: Duration,
+    /// Send `READY=1` / `STOPPING=1` to our own supervisor (NOTIFY_SOCKET).
+    pub notify_self: bool,
 }
 
 impl Core {
@@ -257,6 +340,10 @@ impl Core {
             warmup_until: None,
             rng: opts.seed | 1,
             exited: false,
+            drain: opts.drain,
+            cause: None,
+            notify_self: opts.notify_self,
+            told_ready: false,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -269,8 +356,9 @@ impl Core {
         let mut fx = Vec::new();
         match input {
             Input::Tick => self.tick(now, &mut fx),
-            Input::Exited { pid, exit } => {
+            Input::Exited { pid, exit, oom } => {
                 if let Some(id) = self.pids.remove(&pid) {
+                    self.note_exit(id, exit, oom, now, &mut fx);
                     self.proc_event(id, Event::Exited(exit), now, &mut fx);
                 }
             }
@@ -280,6 +368,7 @@ impl Core {
                     log::debug!("{name}: started, pid {pid}");
                 }
                 self.proc_event(proc, Event::Spawned { pid }, now, &mut fx);
+                self.arm_liveness(proc, now);
             }
             Input::SpawnFailed {
                 proc,
@@ -308,6 +397,7 @@ impl Core {
                     ),
                 }
             }
+            Input::Notify { service, message } => self.notified(&service, &message, now),
             Input::Sshd(want) => {
                 self.set_sshd(want, now);
                 self.stop_retired(now, &mut fx);
@@ -329,20 +419,17 @@ impl Core {
             for p in &s.procs {
                 consider(p.m.deadline());
             }
-            if let Some(r) = &s.ready {
-                if r.running.is_none() && s.status == Status::Started {
-                    consider(r.next_at);
-                }
-            }
         }
         if self.stopping.is_none() {
             consider(self.warmup_until);
+            consider(self.probe_deadlines());
         }
         if let Some(st) = &self.stopping {
             if !st.killed {
                 consider(Some(st.deadline));
             }
         }
+        consider(self.drain_deadline());
         at
     }
 
@@ -350,12 +437,12 @@ impl Core {
     /// signal to report, the stop as in README "Stopping".
     pub fn stop_now(&mut self, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
-        self.begin_stop(None, now, &mut fx);
+        self.begin_stop(None, Cause::Requested("timeout".into()), now, &mut fx);
         self.settle(now, &mut fx);
         fx
     }
 
-    fn is_job(&self) -> bool {
+    pub(super) fn is_job(&self) -> bool {
         self.svcs.values().any(|s| s.role == Role::Job)
     }
 
@@ -403,12 +490,14 @@ impl Core {
             procs,
             scale,
             ready: None,
+            live: None,
+            facts: Facts::default(),
             stop_sent: false,
         };
         self.svcs.insert(id, svc);
     }
 
-    fn new_slot(&mut self, svc: u32, index: usize) -> Slot {
+    pub(super) fn new_slot(&mut self, svc: u32, index: usize) -> Slot {
         let id = ProcId(self.next_proc);
         self.next_proc += 1;
         self.where_is.insert(id, (svc, index));
@@ -422,18 +511,18 @@ impl Core {
             .map(|(&id, _)| id)
     }
 
-    fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
+    pub(super) fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
         let (s, _) = self.where_is.get(&proc)?;
         self.svcs.get(s)
     }
 
-    fn label_of(&self, proc: ProcId) -> Option<String> {
+    pub(super) fn label_of(&self, proc: ProcId) -> Option<String> {
         let (s, i) = *self.where_is.get(&proc)?;
         let svc = self.svcs.get(&s)?;
         Some(label(&svc.spec, i))
     }
 
-    fn ctx(&mut self, now: Instant) -> Ctx {
+    pub(super) fn ctx(&mut self, now: Instant) -> Ctx {
         // xorshift64: jitter for backoff, no need for a crypto RNG.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -471,7 +560,7 @@ impl Core {
         }
     }
 
-    fn apply(
+    pub(super) fn apply(
         &mut self,
         s: u32,
         i: usize,
@@ -509,7 +598,13 @@ impl Core {
         }
     }
 
-    fn on_ended(&mut self, s: u32, exit: Option<Exit>, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn on_ended(
+        &mut self,
+        s: u32,
+        exit: Option<Exit>,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(svc) = self.svcs.get(&s) else {
             return;
         };
@@ -518,7 +613,7 @@ impl Core {
         }
         if svc.role == Role::Job {
             self.main_exit = exit.map(Exit::status);
-            self.begin_stop(None, now, fx);
+            self.begin_stop(None, Cause::MainEnded, now, fx);
             return;
         }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
@@ -531,11 +626,12 @@ impl Core {
             if let Some(e) = exit {
                 self.main_exit = Some(e.status());
             }
-            self.begin_stop(None, now, fx);
+            self.begin_stop(None, Cause::MainEnded, now, fx);
         } else if critical && self.stopping.is_none() {
             log::error!("{name}: critical service ended: stopping everything");
             self.begin_stop(
                 Some(exit.map(Exit::status).unwrap_or(EXIT_FAILURE)),
+                Cause::CriticalEnded(name),
                 now,
                 fx,
             );
@@ -548,7 +644,7 @@ impl Core {
         };
         if svc.role == Role::Job {
             svc.status = Status::Failed(reason);
-            self.begin_stop(Some(EXIT_FAILURE), now, fx);
+            self.begin_stop(Some(EXIT_FAILURE), Cause::MainEnded, now, fx);
             return;
         }
         log::error!("{}: FAILED: {reason}", svc.name());
@@ -556,11 +652,21 @@ impl Core {
             svc.status = Status::Failed(reason);
         }
         let (main, critical) = (svc.spec.main, svc.spec.critical);
+        let name = svc.name().to_string();
+        let why = match &svc.status {
+            Status::Failed(r) => r.clone(),
+            _ => String::new(),
+        };
         if main {
             self.main_exit.get_or_insert(EXIT_FAILURE);
-            self.begin_stop(None, now, fx);
+            self.begin_stop(None, Cause::MainEnded, now, fx);
         } else if critical {
-            self.begin_stop(Some(EXIT_FAILURE), now, fx);
+            self.begin_stop(
+                Some(EXIT_FAILURE),
+                Cause::CriticalFailed(name, why),
+                now,
+                fx,
+            );
         }
     }
 
@@ -576,7 +682,7 @@ impl Core {
         }
     }
 
-    fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let due: Vec<ProcId> = self
             .svcs
             .values()
@@ -602,7 +708,7 @@ impl Core {
 
     // ----- signals ---------------------------------------------------------
 
-    fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
         let short = crate::signals::short_name(sig);
         match sig {
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.is_job() => {
@@ -610,7 +716,7 @@ impl Core {
                     self.kill_all(now, fx); // a second signal: now
                 } else {
                     log::warn!("{short} received: stopping the step");
-                    self.begin_stop(None, now, fx);
+                    self.begin_stop(None, Cause::Requested(short.into()), now, fx);
                 }
             }
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
@@ -625,7 +731,7 @@ impl Core {
                     for s in self.svcs.values_mut().filter(|s| s.spec.main) {
                         s.policy.stop_signal = sig;
                     }
-                    self.begin_stop(None, now, fx);
+                    self.begin_stop(None, Cause::Requested(short.into()), now, fx);
                 }
             }
             Signal::SIGCHLD | Signal::SIGPIPE | Signal::SIGTTIN | Signal::SIGTTOU => {}
@@ -645,496 +751,6 @@ impl Core {
             }
         }
     }
-
-    // ----- starting --------------------------------------------------------
-
-    /// After every input: continue the stop, or start what can start and
-    /// notice when nothing is left to supervise.
-    fn settle(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.stopping.is_none() {
-            self.pump_starts(now, fx);
-            self.start_due_probes(now, fx);
-            self.check_all_done(now, fx);
-        }
-        // Forget retired services once they are down.
-        self.svcs
-            .retain(|_, s| !(s.status == Status::Retired && !s.live() && !s.probe_running()));
-        let live: std::collections::HashSet<u32> = self.svcs.keys().copied().collect();
-        self.where_is.retain(|_, (s, _)| live.contains(s));
-        if self.stopping.is_some() {
-            self.advance_stop(now, fx);
-            let done = !self.svcs.values().any(|s| s.live() || s.probe_running());
-            if done && !self.exited {
-                self.exited = true;
-                fx.push(Effect::Exit(self.exit_status()));
-            }
-        }
-    }
-
-    fn start_order(&self) -> Vec<u32> {
-        let ids: Vec<u32> = self
-            .svcs
-            .iter()
-            .filter(|(_, s)| s.status != Status::Retired)
-            .map(|(&id, _)| id)
-            .collect();
-        let nodes: Vec<Node> = ids
-            .iter()
-            .filter_map(|id| self.svcs.get(id).map(|s| Node::of(&s.spec)))
-            .collect();
-        plan::start_order(&nodes)
-            .into_iter()
-            .filter_map(|i| ids.get(i).copied())
-            .collect()
-    }
-
-    fn pump_starts(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.warmup_until.is_some_and(|w| w > now) {
-            return;
-        }
-        let mut budget = SPAWN_BATCH;
-        for s in self.start_order() {
-            if self.stopping.is_some() || budget == 0 {
-                return;
-            }
-            let Some(svc) = self.svcs.get(&s) else {
-                continue;
-            };
-            match svc.status {
-                Status::Pending => {}
-                Status::Started => {
-                    // Processes not started yet (a big numprocesses, an incr).
-                    budget = self.fill(s, budget, now, fx);
-                    continue;
-                }
-                _ => continue,
-            }
-            let failed_dep = svc.spec.after.iter().find(|d| {
-                self.find(d)
-                    .and_then(|id| self.svcs.get(&id))
-                    .is_some_and(|x| matches!(x.status, Status::Failed(_)))
-            });
-            if let Some(dep) = failed_dep {
-                let reason = format!("not started: dependency {dep} failed");
-                self.on_failed(s, reason, now, fx);
-                continue;
-            }
-            let deps_up = svc.spec.after.iter().all(|d| {
-                self.find(d)
-                    .and_then(|id| self.svcs.get(&id))
-                    .is_none_or(Svc::is_up)
-            });
-            // A service replaced by a reload starts once its old self is down.
-            let old_live = self
-                .svcs
-                .values()
-                .any(|o| o.status == Status::Retired && o.live() && o.name() == svc.name());
-            if !deps_up || old_live {
-                continue;
-            }
-            let warmup = svc.spec.warmup_delay;
-            self.begin_service(s, now);
-            budget = self.fill(s, budget, now, fx);
-            if !warmup.is_zero() {
-                self.warmup_until = Some(now + warmup);
-                return;
-            }
-        }
-    }
-
-    /// Mark a service started and arm its readiness check.
-    pub(super) fn begin_service(&mut self, s: u32, now: Instant) {
-        let Some(svc) = self.svcs.get_mut(&s) else {
-            return;
-        };
-        svc.status = Status::Started;
-        svc.ready = svc.spec.ready.as_ref().map(|r| Readiness {
-            ok: false,
-            deadline: now + r.timeout,
-            next_at: Some(now),
-            running: None,
-        });
-    }
-
-    /// Start the idle processes of a started service, within `budget`.
-    fn fill(&mut self, s: u32, mut budget: usize, now: Instant, fx: &mut Vec<Effect>) -> usize {
-        let idle: Vec<ProcId> = self
-            .svcs
-            .get(&s)
-            .map(|x| {
-                x.procs
-                    .iter()
-                    .take(x.scale)
-                    .filter(|p| p.m.state == State::Idle)
-                    .map(|p| p.id)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for id in idle {
-            if budget == 0 {
-                break;
-            }
-            budget -= 1;
-            self.proc_event(id, Event::Start, now, fx);
-        }
-        budget
-    }
-
-    /// Restart processes that should run again (a `ctl start` of an ended
-    /// service, an `incr` past a stopped slot).
-    pub(super) fn start_procs(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<ProcId> = self
-            .svcs
-            .get(&s)
-            .map(|x| x.procs.iter().take(x.scale).map(|p| p.id).collect())
-            .unwrap_or_default();
-        for id in ids {
-            self.proc_event(id, Event::Start, now, fx);
-        }
-    }
-
-    pub(super) fn grow(&mut self, s: u32) -> Option<usize> {
-        let (len, scale) = self.svcs.get(&s).map(|x| (x.procs.len(), x.scale))?;
-        if len <= scale {
-            let slot = self.new_slot(s, len);
-            self.svcs.get_mut(&s)?.procs.push(slot);
-        }
-        let svc = self.svcs.get_mut(&s)?;
-        svc.scale += 1;
-        Some(svc.scale)
-    }
-
-    fn check_all_done(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let waiting = self.svcs.values().any(|s| {
-            s.live()
-                || s.probe_running()
-                || matches!(s.status, Status::Manual | Status::Pending)
-                || s.procs.iter().any(|p| {
-                    matches!(p.m.state, State::Backoff { .. } | State::Idle)
-                        && s.status == Status::Started
-                })
-        });
-        if waiting {
-            return;
-        }
-        let failed = self
-            .svcs
-            .values()
-            .any(|s| matches!(s.status, Status::Failed(_)));
-        if self.svcs.values().all(|s| s.status == Status::Retired) {
-            log::info!("nothing to supervise");
-        } else {
-            log::info!("every service has ended");
-        }
-        let code = if failed {
-            EXIT_FAILURE
-        } else {
-            crate::error::EXIT_OK
-        };
-        self.begin_stop(Some(code), now, fx);
-    }
-
-    // ----- readiness -------------------------------------------------------
-
-    fn start_due_probes(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let mut next_probe = self.next_probe;
-        for svc in self.svcs.values_mut() {
-            if svc.status != Status::Started {
-                continue;
-            }
-            let (Some(r), Some(check)) = (&mut svc.ready, svc.spec.ready.as_ref()) else {
-                continue;
-            };
-            if r.ok || r.running.is_some() || r.next_at.is_none_or(|t| t > now) {
-                continue;
-            }
-            let probe = ProbeId(next_probe);
-            next_probe += 1;
-            r.running = Some(probe);
-            r.next_at = None;
-            fx.push(Effect::Probe {
-                probe,
-                service: svc.spec.name.clone(),
-                check: check.check.clone(),
-                // A probe never outlives the readiness deadline (by much).
-                timeout: r
-                    .deadline
-                    .saturating_duration_since(now)
-                    .max(Duration::from_millis(10)),
-                working_dir: svc.spec.working_dir.clone(),
-            });
-        }
-        self.next_probe = next_probe;
-    }
-
-    fn probe_done(&mut self, probe: ProbeId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let Some((&s, svc)) = self
-            .svcs
-            .iter_mut()
-            .find(|(_, x)| x.ready.as_ref().is_some_and(|r| r.running == Some(probe)))
-        else {
-            return;
-        };
-        let Some(r) = svc.ready.as_mut() else {
-            return;
-        };
-        r.running = None;
-        if self.stopping.is_some() || svc.status != Status::Started {
-            return;
-        }
-        let (timeout, interval) = svc
-            .spec
-            .ready
-            .as_ref()
-            .map(|c| (c.timeout, c.interval))
-            .unwrap_or_default();
-        if ok {
-            r.ok = true;
-            log::info!("{}: ready", svc.spec.name);
-        } else if now >= r.deadline {
-            let reason = format!("not ready after {}", fmt_duration(timeout));
-            self.svc_event(s, &Event::Stop, now, fx);
-            self.on_failed(s, reason, now, fx);
-        } else {
-            r.next_at = Some(now + interval);
-        }
-    }
-
-    // ----- stopping ----------------------------------------------------------
-
-    /// Start the graceful stop. `code` decides the exit status unless an
-    /// earlier cause already did.
-    pub(super) fn begin_stop(&mut self, code: Option<i32>, now: Instant, fx: &mut Vec<Effect>) {
-        if let Some(c) = code {
-            self.exit_code.get_or_insert(c);
-        }
-        if self.stopping.is_some() {
-            return;
-        }
-        self.stopping = Some(Stopping {
-            deadline: now + self.shutdown_timeout,
-            killed: false,
-        });
-        fx.push(Effect::StopBegan);
-        // Nothing waiting for a restart comes back; no probe goes on.
-        let waiting: Vec<ProcId> = self
-            .svcs
-            .values()
-            .flat_map(|s| s.procs.iter())
-            .filter(|p| matches!(p.m.state, State::Backoff { .. }))
-            .map(|p| p.id)
-            .collect();
-        for id in waiting {
-            self.proc_event(id, Event::Stop, now, fx);
-        }
-        self.cancel_probes(fx);
-    }
-
-    fn cancel_probes(&mut self, fx: &mut Vec<Effect>) {
-        for svc in self.svcs.values_mut() {
-            if let Some(r) = &mut svc.ready {
-                if let Some(p) = r.running.take() {
-                    fx.push(Effect::CancelProbe(p));
-                }
-                r.next_at = None;
-            }
-        }
-    }
-
-    /// Signal every live service whose waits (README "Stopping") are over.
-    fn advance_stop(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<u32> = self.svcs.keys().copied().collect();
-        let nodes: Vec<Node> = ids
-            .iter()
-            .filter_map(|id| self.svcs.get(id).map(|s| Node::of(&s.spec)))
-            .collect();
-        let live: Vec<bool> = ids
-            .iter()
-            .map(|id| self.svcs.get(id).is_some_and(Svc::live))
-            .collect();
-        let mut ready_to_stop = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let Some(svc) = self.svcs.get(id) else {
-                continue;
-            };
-            if svc.stop_sent || !live.get(i).copied().unwrap_or(false) {
-                continue;
-            }
-            let blocked = plan::stop_waits_for(&nodes, i)
-                .into_iter()
-                .any(|j| live.get(j).copied().unwrap_or(false));
-            if !blocked {
-                ready_to_stop.push(*id);
-            }
-        }
-        for id in ready_to_stop {
-            if let Some(svc) = self.svcs.get_mut(&id) {
-                svc.stop_sent = true;
-            }
-            self.svc_event(id, &Event::Stop, now, fx);
-        }
-    }
-
-    fn kill_all(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if let Some(st) = &mut self.stopping {
-            st.killed = true;
-        }
-        let live: Vec<ProcId> = self
-            .svcs
-            .values()
-            .flat_map(|s| s.procs.iter())
-            .filter(|p| p.m.is_live())
-            .map(|p| p.id)
-            .collect();
-        for id in live {
-            self.proc_event(id, Event::Kill, now, fx);
-        }
-        self.cancel_probes(fx);
-    }
-
-    // ----- reload and sshd ---------------------------------------------------
-
-    /// Retire service `s`: it stops, and is forgotten once down.
-    pub(super) fn retire(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
-        if let Some(svc) = self.svcs.get_mut(&s) {
-            svc.status = Status::Retired;
-            if let Some(r) = &mut svc.ready {
-                if let Some(p) = r.running.take() {
-                    fx.push(Effect::CancelProbe(p));
-                }
-            }
-        }
-        self.svc_event(s, &Event::Stop, now, fx);
-    }
-
-    fn reloaded(
-        &mut self,
-        result: Result<ReloadSet, String>,
-        now: Instant,
-        fx: &mut Vec<Effect>,
-    ) -> Reply {
-        let set = match result {
-            Ok(set) => set,
-            Err(text) => {
-                for line in text.lines() {
-                    log::error!("reload refused: {line}");
-                }
-                return Reply::error(format!("invalid config, nothing changed:\n{text}"));
-            }
-        };
-        if self.stopping.is_some() {
-            return Reply::error("the launcher is stopping");
-        }
-        let old: Vec<(u32, Arc<Service>)> = self
-            .svcs
-            .iter()
-            .filter(|(_, s)| s.role == Role::Config && s.status != Status::Retired)
-            .map(|(&id, s)| (id, s.spec.clone()))
-            .collect();
-        let old_refs: Vec<&Service> = old.iter().map(|(_, s)| s.as_ref()).collect();
-        let mut d = plan::diff(&old_refs, &set.services);
-        for (id, spec) in &old {
-            if d.removed.contains(&spec.name) || d.changed.contains(&spec.name) {
-                self.retire(*id, now, fx);
-            }
-        }
-        for spec in set.services {
-            if d.added.contains(&spec.name) || d.changed.contains(&spec.name) {
-                self.add(spec, Role::Config);
-            }
-        }
-        if let Some(want) = set.sshd {
-            match self.set_sshd(want, now) {
-                SshdChange::Added => d.added.push("sshd".into()),
-                SshdChange::Removed => d.removed.push("sshd".into()),
-                SshdChange::Changed => d.changed.push("sshd".into()),
-                SshdChange::None => {}
-            }
-            // set_sshd retires without effects: stop what it retired now.
-            self.stop_retired(now, fx);
-        }
-        self.shutdown_timeout = set.shutdown_timeout;
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(" ")
-            }
-        };
-        let message = format!(
-            "reloaded: {} added, {} removed, {} changed",
-            list(&d.added),
-            list(&d.removed),
-            list(&d.changed)
-        );
-        Reply {
-            ok: true,
-            message: Some(message),
-            added: Some(d.added),
-            removed: Some(d.removed),
-            changed: Some(d.changed),
-            ..Reply::default()
-        }
-    }
-
-    /// Make sshd what the keys ask for (README "SSH keys": with `sshd:
-    /// auto` it starts with the first valid key and stops with the last).
-    fn set_sshd(&mut self, want: Option<Service>, now: Instant) -> SshdChange {
-        let current = self
-            .svcs
-            .iter()
-            .find(|(_, s)| s.role == Role::Sshd && s.status != Status::Retired)
-            .map(|(&id, s)| (id, s.spec.clone()));
-        let change = match (&current, &want) {
-            (None, None) => return SshdChange::None,
-            (Some((_, cur)), Some(new)) if plan::same_definition(cur, new) => {
-                return SshdChange::None
-            }
-            (None, Some(_)) => SshdChange::Added,
-            (Some(_), None) => SshdChange::Removed,
-            (Some(_), Some(_)) => SshdChange::Changed,
-        };
-        if self.stopping.is_some() {
-            return SshdChange::None;
-        }
-        if let Some((id, _)) = current {
-            if let Some(svc) = self.svcs.get_mut(&id) {
-                svc.status = Status::Retired;
-                svc.stop_sent = false;
-            }
-        }
-        match change {
-            SshdChange::Added => log::info!("sshd: starting (a valid key is installed)"),
-            SshdChange::Removed => log::info!("sshd: stopping (no key left)"),
-            _ => log::info!("sshd: restarting (its settings changed)"),
-        }
-        if let Some(spec) = want {
-            self.add(spec, Role::Sshd);
-        }
-        let _ = now;
-        change
-    }
-
-    /// Send the stop to retired services that still run.
-    fn stop_retired(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<u32> = self
-            .svcs
-            .iter()
-            .filter(|(_, s)| s.status == Status::Retired && s.live())
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
-            self.retire(id, now, fx);
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SshdChange {
-    None,
-    Added,
-    Removed,
-    Changed,
 }
 
 /// `web`, or `web.2` for the second of several processes.

@@ -74,6 +74,9 @@ pub enum Event {
     Stop,
     /// Stop, then start again once ended (ctl restart, a reconfigure).
     Restart,
+    /// Failed its liveness probe: stop it, and count its end as a failed
+    /// run (restarted with the usual backoff, FAILED after max_retry).
+    Unhealthy,
     Kill,
     /// Time has passed: act on a deadline that is due.
     Tick,
@@ -163,6 +166,8 @@ pub struct Proc {
     pub restart_on_end: bool,
     /// A stop arrived while the spawn was under way.
     pub stop_on_spawn: bool,
+    /// Stopped as unhealthy: its end is a failed run.
+    pub crash_on_end: bool,
 }
 
 impl Default for Proc {
@@ -180,6 +185,7 @@ impl Proc {
             last_exit: None,
             restart_on_end: false,
             stop_on_spawn: false,
+            crash_on_end: false,
         }
     }
 
@@ -278,6 +284,11 @@ impl Proc {
                 let pid = *pid;
                 self.stopping(pid, now, pol, ctx)
             }
+            (S::Running { pid, .. }, Event::Unhealthy) => {
+                let pid = *pid;
+                self.crash_on_end = true;
+                self.stopping(pid, now, pol, ctx)
+            }
             (S::Running { pid, .. }, Event::Restart) => {
                 let pid = *pid;
                 self.restart_on_end = true;
@@ -316,6 +327,12 @@ impl Proc {
                 },
                 vec![Action::Ended(self.last_exit)],
             ),
+            (S::Stopping { .. }, Event::Exited(exit))
+                if std::mem::take(&mut self.crash_on_end) && !ctx.shutting_down =>
+            {
+                self.last_exit = Some(exit);
+                self.after_exit(exit, Duration::ZERO, pol, ctx)
+            }
             (S::Stopping { since, killed, .. }, Event::Exited(exit)) => {
                 self.last_exit = Some(exit);
                 if std::mem::take(&mut self.restart_on_end) && !ctx.shutting_down {
@@ -370,6 +387,7 @@ impl Proc {
             (S::Stopping { .. }, Event::Stop) => {
                 // A plain stop cancels a pending restart.
                 self.restart_on_end = false;
+                self.crash_on_end = false;
                 return vec![];
             }
             _ => return vec![],
@@ -710,6 +728,30 @@ mod tests {
                 .as_slice(),
             [Action::Ended(_)]
         ));
+    }
+
+    #[test]
+    fn unhealthy_counts_as_a_failed_run() {
+        let t0 = Instant::now();
+        let mut p = Proc {
+            state: running(1, t0),
+            ..Proc::new()
+        };
+        let t = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            p.next(Event::Unhealthy, &pol(), ctx(t)),
+            vec![Action::Signal(1, Signal::SIGTERM)]
+        );
+        // However long it ran, its end backs off like a crash.
+        let actions = p.next(Event::Exited(Exit::Signal(15)), &pol(), ctx(t));
+        assert_eq!(
+            actions,
+            vec![Action::Backoff {
+                at: t + Duration::from_millis(100),
+                exit: Exit::Signal(15)
+            }]
+        );
+        assert_eq!(p.failures, 1);
     }
 
     #[test]

@@ -12,7 +12,11 @@ pub mod control;
 pub mod core;
 pub mod machine;
 pub mod plan;
+mod probes;
+mod reload;
 mod shell;
+mod start;
+mod stop;
 
 use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};
@@ -35,6 +39,8 @@ pub struct RunOptions {
     /// Called (debounced) after a change in the SSH key directories; with
     /// `None` they are not watched.
     pub on_keys_changed: Option<KeysChanged>,
+    /// The launcher's own `NOTIFY_SOCKET` (podman, systemd).
+    pub notify_socket: Option<String>,
 }
 
 /// Supervise `services` (the main service and sshd included, each with its
@@ -63,6 +69,8 @@ pub fn run(
             shutdown_timeout: cfg.shutdown.timeout,
             can_reload: opts.reloader.is_some(),
             seed,
+            drain: cfg.shutdown.drain,
+            notify_self: opts.notify_socket.is_some(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
@@ -79,6 +87,19 @@ pub fn run(
     } else {
         None
     };
+    let wants_notify = services_want_notify(&cfg);
+    let notify = wants_notify
+        .then(|| {
+            crate::proc::notify::NotifySocket::bind(seed)
+                .map_err(|e| log::error!("cannot make the sd_notify socket: {e}"))
+                .ok()
+        })
+        .flatten();
+    let cgroup = crate::proc::cgroup::own_dir();
+    let oom_seen = cgroup
+        .as_deref()
+        .and_then(crate::proc::cgroup::oom_kills)
+        .unwrap_or(0);
     let mut shell = shell::Shell {
         ctl: crate::ctl::server::Server::bind(&cfg),
         core,
@@ -96,8 +117,24 @@ pub fn run(
         exit: None,
         probe_names: Default::default(),
         job: None,
+        tails: Default::default(),
+        groups: Default::default(),
+        notify,
+        notify_target: opts.notify_socket,
+        cgroup,
+        oom_seen,
     };
     shell.run()
+}
+
+/// Whether a service (of the config, or that a reload may add) waits for
+/// sd_notify: then the socket is made at start.
+fn services_want_notify(cfg: &Config) -> bool {
+    cfg.services.iter().any(|s| {
+        s.ready
+            .as_ref()
+            .is_some_and(|r| r.check == crate::config::model::ReadyCheck::Notify)
+    })
 }
 
 /// How long a prepare step's group gets between TERM and KILL.
@@ -106,7 +143,7 @@ const STEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 /// Run one prepare step through the same core and loop as the services:
 /// its own process group, output prefixed by its name, stopped (TERM, then
 /// KILL after a grace) at its timeout or when a stop signal arrives.
-pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> JobEnd {
+pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, Vec<String>) {
     let mut spec = Service::new(&job.name, job.argv.clone());
     spec.respawn = false;
     spec.stdout = crate::config::model::Stream::Prefix;
@@ -119,11 +156,18 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> JobEnd {
             shutdown_timeout: STEP_GRACE,
             can_reload: false,
             seed: 1,
+            drain: std::time::Duration::ZERO,
+            notify_self: false,
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
-        Err(e) => return JobEnd::NotStarted(format!("cannot set up: {e}")),
+        Err(e) => {
+            return (
+                JobEnd::NotStarted(format!("cannot set up: {e}")),
+                Vec::new(),
+            )
+        }
     };
     let mut shell = shell::Shell {
         ctl: None,
@@ -146,16 +190,23 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> JobEnd {
             deadline: job.timeout.map(|t| std::time::Instant::now() + t),
             ..Default::default()
         }),
+        tails: Default::default(),
+        groups: Default::default(),
+        notify: None,
+        notify_target: None,
+        cgroup: None,
+        oom_seen: 0,
     };
     shell.run();
     let Some(j) = shell.job.take() else {
-        return JobEnd::NotStarted("lost".into());
+        return (JobEnd::NotStarted("lost".into()), Vec::new());
     };
-    match (j.timed_out, j.interrupted, j.not_started, j.exit) {
+    let end = match (j.timed_out, j.interrupted, j.not_started, j.exit) {
         (true, _, _, _) => JobEnd::TimedOut,
         (_, Some(sig), _, _) => JobEnd::Interrupted(sig),
         (_, _, Some(why), _) => JobEnd::NotStarted(why),
         (_, _, _, Some(exit)) => JobEnd::Exited(exit),
         _ => JobEnd::NotStarted("ended without an exit status".into()),
-    }
+    };
+    (end, j.tail)
 }

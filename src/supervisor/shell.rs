@@ -54,6 +54,18 @@ pub(super) struct Shell<'a> {
     pub probe_names: std::collections::HashMap<u64, String>,
     /// Running one prepare step rather than the services.
     pub job: Option<JobWatch>,
+    /// The last stderr lines of each service, for the termination report.
+    pub tails: std::collections::HashMap<String, output::SharedTail>,
+    /// The service each process group belongs to (leader pid → name).
+    pub groups: std::collections::HashMap<i32, String>,
+    /// Where `ready: {notify: true}` services send `READY=1`.
+    pub notify: Option<crate::proc::notify::NotifySocket>,
+    /// Our own supervisor's `NOTIFY_SOCKET`.
+    pub notify_target: Option<String>,
+    /// The cgroup whose `memory.events` tells OOM kills, and the count
+    /// seen so far.
+    pub cgroup: Option<std::path::PathBuf>,
+    pub oom_seen: u64,
 }
 
 /// What the shell follows of a job (a prepare step).
@@ -66,6 +78,8 @@ pub(super) struct JobWatch {
     pub pid: Option<i32>,
     pub exit: Option<Exit>,
     pub not_started: Option<String>,
+    /// Its last stderr lines.
+    pub tail: Vec<String>,
 }
 
 /// After a job's end, how long its output may still come (a descendant in
@@ -82,6 +96,7 @@ enum Src {
     ProbeWake,
     Probe(u64),
     Reader(usize),
+    Notify,
 }
 
 impl Shell<'_> {
@@ -195,6 +210,33 @@ impl Shell<'_> {
                 }
             }
             Effect::Exit(code) => self.exit = Some(code),
+            Effect::Hook {
+                probe,
+                spec,
+                argv,
+                timeout,
+            } => {
+                let mut hook = spec.as_ref().clone();
+                hook.argv = argv;
+                hook.name = format!("{} pre_stop", spec.name);
+                hook.numprocesses = 1;
+                hook.stdout = Stream::Prefix;
+                hook.stderr = Stream::Prefix;
+                match self.spawn_service(&Arc::new(hook), 0) {
+                    Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
+                    Err((why, _)) => {
+                        log::warn!("{}: pre_stop: {why}", spec.name);
+                        self.inputs.push_back(Input::ProbeDone { probe, ok: false });
+                    }
+                }
+            }
+            Effect::Notify(message) => {
+                if let Some(target) = &self.notify_target {
+                    if let Err(e) = crate::proc::notify::send(target, &message) {
+                        log::debug!("sd_notify to {target}: {e}");
+                    }
+                }
+            }
         }
     }
 
@@ -208,6 +250,7 @@ impl Shell<'_> {
         let creds = spawn::resolve_creds(spec).map_err(|r| (r, crate::error::EXIT_FAILURE))?;
         let name = label(spec, index);
         let mut new_readers = Vec::new();
+        let tails = &mut self.tails;
         let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
             let (dest, prefix) = match stream {
                 Stream::Inherit => return Ok(spawn::Out::Inherit),
@@ -217,7 +260,12 @@ impl Shell<'_> {
                 Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), String::new()),
             };
             let (r, w) = output::pipe()?;
-            new_readers.push(output::reader(r, dest, &prefix));
+            let mut reader = output::reader(r, dest, &prefix);
+            if err {
+                let tail = tails.entry(spec.name.clone()).or_default().clone();
+                reader = reader.with_tail(tail);
+            }
+            new_readers.push(reader);
             Ok(spawn::Out::Pipe(w))
         };
         let pipes = out(&spec.stdout, false).and_then(|o| Ok((o, out(&spec.stderr, true)?)));
@@ -227,7 +275,14 @@ impl Shell<'_> {
                 crate::error::EXIT_FAILURE,
             )
         })?;
-        let env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        let mut env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        let wants_notify = spec
+            .ready
+            .as_ref()
+            .is_some_and(|r| r.check == ReadyCheck::Notify);
+        if let (true, Some(n)) = (wants_notify, &self.notify) {
+            env.push(("NOTIFY_SOCKET".into(), n.env_value.clone()));
+        }
         let res = spawn::spawn(spawn::SpawnOpts {
             argv: &spec.argv,
             env,
@@ -245,6 +300,7 @@ impl Shell<'_> {
                 for r in new_readers {
                     self.add_reader(r);
                 }
+                self.groups.insert(pid, spec.name.clone());
                 Ok(pid)
             }
             Err(e) => {
@@ -280,6 +336,8 @@ impl Shell<'_> {
                 self.probes
                     .start_net(probe.0, &Target::Http(u.clone()), deadline)
             }
+            // The core never probes these: READY=1 comes on the socket.
+            ReadyCheck::Notify => Some(Verdict::Fail("notify is not probed".into())),
             ReadyCheck::File(p) => Some(if p.exists() {
                 Verdict::Ok
             } else {
@@ -368,6 +426,9 @@ impl Shell<'_> {
                 srcs.push((Src::Reader(i), r.fd().as_raw_fd(), PollFlags::POLLIN));
             }
         }
+        if let Some(n) = &self.notify {
+            srcs.push((Src::Notify, n.fd().as_raw_fd(), PollFlags::POLLIN));
+        }
         let revents: Vec<PollFlags> = {
             // SAFETY: every fd above belongs to an object of `self` that
             // lives, untouched, until poll returns.
@@ -414,6 +475,7 @@ impl Shell<'_> {
                         self.probe_verdict(ProbeId(id), v);
                     }
                 }
+                Src::Notify => self.read_notify(),
             }
         }
         if signals_ready {
@@ -478,6 +540,9 @@ impl Shell<'_> {
     fn reap_into(&mut self, out: &mut Vec<Input>) {
         let probes = &mut self.probes;
         let job = &mut self.job;
+        let groups = &mut self.groups;
+        let cgroup = &self.cgroup;
+        let oom_seen = &mut self.oom_seen;
         reap::reap_all(|pid, exit| {
             match probes.exited(pid, exit == Exit::Code(0), &exit.to_string()) {
                 Some(Some((id, v))) => {
@@ -496,10 +561,38 @@ impl Shell<'_> {
                         // Nothing the step started in its group outlives it.
                         spawn::signal_group(pid, Signal::SIGKILL);
                     }
-                    out.push(Input::Exited { pid, exit })
+                    groups.remove(&pid);
+                    // A SIGKILL while the cgroup's OOM kill count rose: the
+                    // kernel's doing, not somebody's.
+                    let mut oom = false;
+                    if exit == Exit::Signal(Signal::SIGKILL as i32) {
+                        if let Some(n) = cgroup.as_deref().and_then(crate::proc::cgroup::oom_kills)
+                        {
+                            oom = n > *oom_seen;
+                            *oom_seen = n;
+                        }
+                    }
+                    out.push(Input::Exited { pid, exit, oom })
                 }
             }
         });
+    }
+
+    /// sd_notify messages, from a process of a service that asked for one.
+    fn read_notify(&mut self) {
+        let Some(n) = &self.notify else { return };
+        for (pid, message) in n.receive() {
+            let group = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+                .map(|g| g.as_raw())
+                .unwrap_or(pid);
+            match self.groups.get(&group) {
+                Some(service) => self.inputs.push_back(Input::Notify {
+                    service: service.clone(),
+                    message,
+                }),
+                None => log::debug!("sd_notify message from pid {pid}, not of a service: ignored"),
+            }
+        }
     }
 
     fn drain_reader(&mut self, i: usize) {
@@ -572,6 +665,11 @@ impl Shell<'_> {
         }
         // What a descendant still holds open is not waited for.
         self.readers.clear();
+        if let Some(j) = &mut self.job {
+            if let Some(t) = self.tails.get(&j.name) {
+                j.tail = t.borrow().lines();
+            }
+        }
     }
 
     /// Everything has stopped: make sure nothing outlives us, collect the
@@ -604,6 +702,14 @@ impl Shell<'_> {
         for line in self.core.summary() {
             log::info!("summary: {line}");
         }
+        let mut report = self.core.termination();
+        if let Some(t) = report.subject.as_ref().and_then(|s| self.tails.get(s)) {
+            report.tail = t.borrow().lines();
+        }
+        if let Some(path) = &self.cfg.termination_log {
+            report.write(path);
+        }
+        log::info!("{}", report.summary());
         code
     }
 }

@@ -18,6 +18,8 @@ struct Sim {
     replies: Vec<Reply>,
     reloads: usize,
     exit: Option<i32>,
+    hooks: Vec<(ProbeId, String)>,
+    notes: Vec<String>,
 }
 
 fn svc(name: &str) -> Service {
@@ -35,6 +37,8 @@ fn with_ready(mut s: Service, timeout_ms: u64) -> Service {
         check: ReadyCheck::File("/nonexistent".into()),
         timeout: Duration::from_millis(timeout_ms),
         interval: Duration::from_millis(100),
+        period: None,
+        failure_threshold: 3,
     });
     s
 }
@@ -48,6 +52,8 @@ impl Sim {
                 shutdown_timeout: Duration::from_secs(9),
                 can_reload: true,
                 seed: 7,
+                drain: Duration::ZERO,
+                notify_self: false,
             },
         );
         let mut sim = Sim {
@@ -61,6 +67,8 @@ impl Sim {
             replies: Vec::new(),
             reloads: 0,
             exit: None,
+            hooks: Vec::new(),
+            notes: Vec::new(),
         };
         sim.feed(Input::Tick);
         sim
@@ -88,6 +96,8 @@ impl Sim {
                     Effect::Signal { pid, signal, .. } => self.signals.push((pid, signal)),
                     Effect::Probe { probe, service, .. } => self.probes.push((probe, service)),
                     Effect::CancelProbe(_) | Effect::StopBegan => {}
+                    Effect::Hook { probe, spec, .. } => self.hooks.push((probe, spec.name.clone())),
+                    Effect::Notify(m) => self.notes.push(m),
                     Effect::Reply { reply, .. } => self.replies.push(reply),
                     Effect::Reload { .. } => self.reloads += 1,
                     Effect::Exit(code) => self.exit = Some(code),
@@ -116,7 +126,11 @@ impl Sim {
 
     fn exited(&mut self, name: &str, exit: Exit) {
         let pid = self.pid(name);
-        self.feed(Input::Exited { pid, exit });
+        self.feed(Input::Exited {
+            pid,
+            exit,
+            oom: false,
+        });
     }
 
     /// Names that got `sig`, in order.
@@ -320,6 +334,8 @@ fn exit_status_rule() {
             shutdown_timeout: Duration::from_secs(9),
             can_reload: false,
             seed: 1,
+            drain: Duration::ZERO,
+            notify_self: false,
         },
     );
     let now = Instant::now();
@@ -364,6 +380,7 @@ fn reload_keeps_the_unchanged_and_the_launchers_own_sshd() {
         services,
         sshd,
         shutdown_timeout: Duration::from_secs(9),
+        drain: Duration::ZERO,
     };
     sim.feed(Input::Reloaded {
         conn: Some(1),
@@ -386,6 +403,7 @@ fn reload_keeps_the_unchanged_and_the_launchers_own_sshd() {
     sim.feed(Input::Exited {
         pid: before.2,
         exit: Exit::Signal(15),
+        oom: false,
     });
     assert_ne!(sim.pid("change"), before.2);
     // ssh: changed and sshd is no longer wanted.
@@ -423,6 +441,7 @@ fn incr_then_reload_of_the_same_file_restarts_nothing() {
             services: vec![worker],
             sshd: None,
             shutdown_timeout: Duration::from_secs(9),
+            drain: Duration::ZERO,
         }),
     });
     let r = sim.replies.pop().expect("reply");
@@ -461,6 +480,7 @@ fn sshd_follows_the_keys() {
     sim.feed(Input::Exited {
         pid,
         exit: Exit::Signal(15),
+        oom: false,
     });
     assert!(sim.core.status(sim.now).iter().all(|s| s.name != "sshd"));
     assert_eq!(sim.exit, None, "web still runs");
@@ -476,6 +496,8 @@ fn big_starts_come_in_batches() {
             shutdown_timeout: Duration::from_secs(9),
             can_reload: false,
             seed: 1,
+            drain: Duration::ZERO,
+            notify_self: false,
         },
     );
     let mut core = core;
@@ -516,7 +538,7 @@ fn crash_loop_backs_off_on_the_clock() {
 #[test]
 fn ctl_commands_on_the_core() {
     let mut sim = Sim::config(&[svc("web")]);
-    assert!(sim.ctl(Command::Health).ok);
+    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
     let r = sim.ctl(Command::Stop("ghost".into()));
     assert_eq!(r.error.as_deref(), Some("no such service: ghost"));
     let r = sim.ctl(Command::Start("web".into()));
@@ -524,7 +546,7 @@ fn ctl_commands_on_the_core() {
     sim.ctl(Command::Stop("web".into()));
     sim.exited("web", Exit::Signal(15));
     assert_eq!(sim.state("web"), StateName::Stopped);
-    let r = sim.ctl(Command::Health);
+    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::All));
     assert!(!r.ok && r.error.expect("error").contains("web"));
     sim.ctl(Command::Start("web".into()));
     assert_eq!(sim.state("web"), StateName::Running);
@@ -537,4 +559,299 @@ fn ctl_commands_on_the_core() {
     assert_eq!(r.message.as_deref(), Some("stopping"));
     let r = sim.ctl(Command::Restart("web".into()));
     assert_eq!(r.error.as_deref(), Some("the launcher is stopping"));
+}
+
+fn probed(mut s: Service, period_ms: Option<u64>) -> Service {
+    s.ready = Some(Ready {
+        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        timeout: Duration::from_secs(5),
+        interval: Duration::from_millis(100),
+        period: period_ms.map(Duration::from_millis),
+        failure_threshold: 2,
+    });
+    s
+}
+
+impl Sim {
+    /// Answer the newest probe in flight.
+    fn answer(&mut self, ok: bool) {
+        let (probe, _) = self.probes.pop().expect("a probe in flight");
+        self.feed(Input::ProbeDone { probe, ok });
+    }
+}
+
+#[test]
+fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted() {
+    let mut sim = Sim::config(&[probed(svc("web"), Some(1000))]);
+    sim.answer(true);
+    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+    let pid = sim.pid("web");
+    // Probed again every period.
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.now + Duration::from_secs(1))
+    );
+    sim.at(1000);
+    sim.answer(false);
+    assert!(
+        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        "one failure is not enough"
+    );
+    sim.at(2000);
+    sim.answer(false);
+    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    assert!(!r.ok, "two failures in a row: not ready");
+    assert_eq!(sim.state("web"), StateName::Starting, "shown as not ready");
+    assert!(
+        sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok,
+        "still alive"
+    );
+    assert_eq!(sim.pid("web"), pid, "not restarted");
+    assert!(sim.signals.is_empty());
+    sim.at(3000);
+    sim.answer(true);
+    assert!(
+        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        "ready again"
+    );
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
+    let mut web = svc("web");
+    web.live = Some(crate::config::model::Live {
+        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        period: Duration::from_secs(1),
+        timeout: Duration::from_millis(200),
+        failure_threshold: 3,
+        initial_delay: Duration::from_secs(2),
+    });
+    let mut sim = Sim::config(&[web]);
+    let pid = sim.pid("web");
+    // First probe after initial_delay + one period.
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_secs(3))
+    );
+    assert!(sim.probes.is_empty());
+    for (i, t) in [3000u64, 4000, 5000].iter().enumerate() {
+        sim.at(*t);
+        assert_eq!(sim.probes.len(), 1, "probe {i}");
+        sim.answer(false);
+    }
+    assert_eq!(
+        sim.signalled(Signal::SIGTERM),
+        ["web"],
+        "restarted after 3 failures"
+    );
+    sim.exited("web", Exit::Signal(15));
+    let st = sim.core.status(sim.now);
+    assert_eq!(st[0].restart_reason.as_deref(), Some("liveness"));
+    assert_eq!(st[0].state, StateName::Backoff, "its usual backoff");
+    let due = sim.core.next_deadline().expect("backoff");
+    sim.now = due;
+    sim.feed(Input::Tick);
+    assert_ne!(sim.pid("web"), pid, "a new process");
+    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+}
+
+#[test]
+fn drain_runs_the_hooks_then_waits_then_stops() {
+    let mut web = svc("web");
+    web.pre_stop = Some(crate::config::model::PreStop {
+        argv: vec!["deregister".into()],
+        timeout: Duration::from_secs(3),
+    });
+    let core = Core::new(
+        vec![(web, Role::Config), (svc("db"), Role::Config)],
+        CoreOptions {
+            shutdown_timeout: Duration::from_secs(20),
+            can_reload: false,
+            seed: 1,
+            drain: Duration::from_secs(5),
+            notify_self: false,
+        },
+    );
+    let t0 = Instant::now();
+    let mut sim = Sim {
+        core,
+        t0,
+        now: t0,
+        next_pid: 100,
+        spawned: Vec::new(),
+        signals: Vec::new(),
+        probes: Vec::new(),
+        replies: Vec::new(),
+        reloads: 0,
+        exit: None,
+        hooks: Vec::new(),
+        notes: Vec::new(),
+    };
+    sim.feed(Input::Tick);
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    assert_eq!(sim.hooks.len(), 1, "pre_stop runs first");
+    assert!(sim.signals.is_empty(), "nothing stops while a hook runs");
+    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    assert!(!r.ok, "not ready while draining");
+    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+    sim.now = t0 + Duration::from_secs(1);
+    let (hook, _) = sim.hooks[0].clone();
+    sim.feed(Input::ProbeDone {
+        probe: hook,
+        ok: true,
+    });
+    assert!(sim.signals.is_empty(), "then the drain wait");
+    assert_eq!(sim.core.next_deadline(), Some(t0 + Duration::from_secs(6)));
+    sim.at(6000);
+    let mut got = sim.signalled(Signal::SIGTERM);
+    got.sort();
+    assert_eq!(got, ["db", "web"], "then the stop");
+    sim.exited("web", Exit::Signal(15));
+    sim.exited("db", Exit::Signal(15));
+    assert_eq!(sim.exit, Some(0));
+    let t = sim.core.termination();
+    assert_eq!(t.summary(), "exit 0: stopped on request (TERM)");
+}
+
+#[test]
+fn a_main_that_ends_does_not_drain() {
+    let core = Core::new(
+        vec![(Service::main(vec!["true".into()]), Role::Main)],
+        CoreOptions {
+            shutdown_timeout: Duration::from_secs(20),
+            can_reload: false,
+            seed: 1,
+            drain: Duration::from_secs(5),
+            notify_self: false,
+        },
+    );
+    let mut core = core;
+    let now = Instant::now();
+    let pid = 7;
+    let proc = core
+        .handle(Input::Tick, now)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Spawn { proc, .. } => Some(proc),
+            _ => None,
+        })
+        .expect("spawn");
+    core.handle(Input::Spawned { proc, pid }, now);
+    let fx = core.handle(
+        Input::Exited {
+            pid,
+            exit: Exit::Code(3),
+            oom: false,
+        },
+        now,
+    );
+    assert!(fx.contains(&Effect::Exit(3)), "{fx:?}");
+}
+
+#[test]
+fn oom_kills_are_told_apart_and_reported() {
+    let mut worker = svc("worker");
+    worker.critical = true;
+    let mut sim = Sim::config(&[worker, svc("web")]);
+    let pid = sim.pid("worker");
+    sim.feed(Input::Exited {
+        pid,
+        exit: Exit::Signal(9),
+        oom: true,
+    });
+    let st = sim.core.status(sim.now);
+    let w = st.iter().find(|s| s.name == "worker").expect("worker");
+    assert!(w.oom && w.oom_kills == 1);
+    sim.exited("web", Exit::Signal(15));
+    assert_eq!(sim.exit, Some(137), "a critical service killed so: 137");
+    let t = sim.core.termination();
+    assert_eq!(
+        t.summary(),
+        "exit 137: critical service ended (worker: killed by KILL, OOM-killed)"
+    );
+    // A SIGKILL from someone else is not an OOM kill.
+    let mut sim = Sim::config(&[svc("a")]);
+    let pid = sim.pid("a");
+    sim.feed(Input::Exited {
+        pid,
+        exit: Exit::Signal(9),
+        oom: false,
+    });
+    assert!(!sim.core.status(sim.now)[0].oom);
+}
+
+#[test]
+fn sd_notify_both_ways() {
+    let mut web = svc("web");
+    web.ready = Some(Ready {
+        check: ReadyCheck::Notify,
+        timeout: Duration::from_secs(5),
+        interval: Duration::from_millis(100),
+        period: None,
+        failure_threshold: 3,
+    });
+    let core = Core::new(
+        vec![(web, Role::Config)],
+        CoreOptions {
+            shutdown_timeout: Duration::from_secs(9),
+            can_reload: false,
+            seed: 1,
+            drain: Duration::ZERO,
+            notify_self: true,
+        },
+    );
+    let t0 = Instant::now();
+    let mut sim = Sim {
+        core,
+        t0,
+        now: t0,
+        next_pid: 100,
+        spawned: Vec::new(),
+        signals: Vec::new(),
+        probes: Vec::new(),
+        replies: Vec::new(),
+        reloads: 0,
+        exit: None,
+        hooks: Vec::new(),
+        notes: Vec::new(),
+    };
+    sim.feed(Input::Tick);
+    assert!(sim.probes.is_empty(), "a notify service is not probed");
+    assert!(sim.notes.is_empty(), "not ready yet");
+    sim.feed(Input::Notify {
+        service: "web".into(),
+        message: "STATUS=loading\n".into(),
+    });
+    assert_eq!(
+        sim.core.status(sim.now)[0].status.as_deref(),
+        Some("loading")
+    );
+    sim.feed(Input::Notify {
+        service: "web".into(),
+        message: "READY=1\nSTATUS=serving".into(),
+    });
+    assert_eq!(sim.state("web"), StateName::Running);
+    assert!(
+        sim.notes.iter().any(|n| n.starts_with("READY=1")),
+        "{:?}",
+        sim.notes
+    );
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    assert!(sim.notes.iter().any(|n| n == "STOPPING=1"));
+    // Never saying READY=1 within the timeout is a failure.
+    let mut late = svc("late");
+    late.ready = Some(Ready {
+        check: ReadyCheck::Notify,
+        timeout: Duration::from_millis(500),
+        interval: Duration::from_millis(100),
+        period: None,
+        failure_threshold: 3,
+    });
+    let mut sim = Sim::config(&[late]);
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_millis(500))
+    );
+    sim.at(500);
+    assert_eq!(sim.state("late"), StateName::Failed);
 }

@@ -1,0 +1,113 @@
+//! sd_notify both ways (README "Readiness notification"): the socket the
+//! `ready: {notify: true}` services send `READY=1` to, and the launcher's
+//! own messages to whoever supervises it (podman `--sdnotify=container`,
+//! systemd) when it runs with `NOTIFY_SOCKET`. Layer 2.
+//!
+//! The services' socket is one datagram socket in the abstract namespace
+//! (no file: works on a read-only root) with a random name. The kernel
+//! tells each sender's pid (`SO_PASSCRED`); a message counts only from a
+//! process of the process group of a service that asked for it.
+
+use nix::sys::socket::{
+    self, recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// The longest message read; sd_notify messages are a few lines.
+const MAX_MESSAGE: usize = 4096;
+
+pub struct NotifySocket {
+    fd: OwnedFd,
+    /// What goes into the services' `NOTIFY_SOCKET` (`@name`).
+    pub env_value: String,
+}
+
+impl NotifySocket {
+    pub fn bind(nonce: u64) -> std::io::Result<NotifySocket> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        let name = format!("mc-launcher-notify-{}-{nonce:016x}", std::process::id());
+        let addr = UnixAddr::new_abstract(name.as_bytes())?;
+        socket::bind(fd.as_raw_fd(), &addr)?;
+        setsockopt(&fd, sockopt::PassCred, &true)?;
+        Ok(NotifySocket {
+            fd,
+            env_value: format!("@{name}"),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Every pending message, with its sender's pid.
+    pub fn receive(&self) -> Vec<(i32, String)> {
+        let mut out = Vec::new();
+        loop {
+            let mut buf = [0u8; MAX_MESSAGE];
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+            let res = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_DONTWAIT,
+            );
+            let Ok(msg) = res else { break };
+            let pid = msg
+                .cmsgs()
+                .ok()
+                .and_then(|mut c| {
+                    c.find_map(|m| match m {
+                        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                        _ => None,
+                    })
+                })
+                .unwrap_or(0);
+            let n = msg.bytes;
+            let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
+            out.push((pid, text));
+        }
+        out
+    }
+}
+
+/// Send `message` to `target` (a path, or `@name` for the abstract
+/// namespace), as sd_notify does; errors are the caller's to log.
+pub fn send(target: &str, message: &str) -> std::io::Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    match target.strip_prefix('@') {
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+            sock.send_to_addr(message.as_bytes(), &addr)?;
+        }
+        None => {
+            sock.send_to(message.as_bytes(), target)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_come_with_their_sender() {
+        let s = NotifySocket::bind(0x5eed).expect("bind");
+        assert!(s.env_value.starts_with("@mc-launcher-notify-"));
+        send(&s.env_value, "READY=1\nSTATUS=warming up").expect("send");
+        let got = s.receive();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, std::process::id() as i32);
+        assert_eq!(got[0].1, "READY=1\nSTATUS=warming up");
+        assert!(s.receive().is_empty());
+    }
+}

@@ -1,0 +1,204 @@
+//! Starting: who may start now (dependencies up, warm-up over), in
+//! batches; and noticing when nothing is left to supervise.
+
+use super::core::*;
+use super::machine::{Event, State};
+use super::plan::{self, Node};
+use crate::error::EXIT_FAILURE;
+use std::time::Instant;
+
+impl Core {
+    /// After every input: continue the stop, or start what can start and
+    /// notice when nothing is left to supervise.
+    pub(super) fn settle(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.stopping.is_none() {
+            self.pump_starts(now, fx);
+            self.start_due_probes(now, fx);
+            self.check_all_done(now, fx);
+            self.maybe_tell_ready(fx);
+        }
+        // Forget retired services once they are down.
+        self.svcs
+            .retain(|_, s| !(s.status == Status::Retired && !s.live() && !s.probe_running()));
+        let live: std::collections::HashSet<u32> = self.svcs.keys().copied().collect();
+        self.where_is.retain(|_, (s, _)| live.contains(s));
+        if self.stopping.is_some() {
+            self.advance_stop(now, fx);
+            let hooks = self
+                .stopping
+                .as_ref()
+                .is_some_and(|st| !st.hooks.is_empty());
+            let done = !hooks && !self.svcs.values().any(|s| s.live() || s.probe_running());
+            if done && !self.exited {
+                self.exited = true;
+                fx.push(Effect::Exit(self.exit_status()));
+            }
+        }
+    }
+
+    pub(super) fn start_order(&self) -> Vec<u32> {
+        let ids: Vec<u32> = self
+            .svcs
+            .iter()
+            .filter(|(_, s)| s.status != Status::Retired)
+            .map(|(&id, _)| id)
+            .collect();
+        let nodes: Vec<Node> = ids
+            .iter()
+            .filter_map(|id| self.svcs.get(id).map(|s| Node::of(&s.spec)))
+            .collect();
+        plan::start_order(&nodes)
+            .into_iter()
+            .filter_map(|i| ids.get(i).copied())
+            .collect()
+    }
+
+    pub(super) fn pump_starts(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        if self.warmup_until.is_some_and(|w| w > now) {
+            return;
+        }
+        let mut budget = SPAWN_BATCH;
+        for s in self.start_order() {
+            if self.stopping.is_some() || budget == 0 {
+                return;
+            }
+            let Some(svc) = self.svcs.get(&s) else {
+                continue;
+            };
+            match svc.status {
+                Status::Pending => {}
+                Status::Started => {
+                    // Processes not started yet (a big numprocesses, an incr).
+                    budget = self.fill(s, budget, now, fx);
+                    continue;
+                }
+                _ => continue,
+            }
+            let failed_dep = svc.spec.after.iter().find(|d| {
+                self.find(d)
+                    .and_then(|id| self.svcs.get(&id))
+                    .is_some_and(|x| matches!(x.status, Status::Failed(_)))
+            });
+            if let Some(dep) = failed_dep {
+                let reason = format!("not started: dependency {dep} failed");
+                self.on_failed(s, reason, now, fx);
+                continue;
+            }
+            let deps_up = svc.spec.after.iter().all(|d| {
+                self.find(d)
+                    .and_then(|id| self.svcs.get(&id))
+                    .is_none_or(Svc::is_up)
+            });
+            // A service replaced by a reload starts once its old self is down.
+            let old_live = self
+                .svcs
+                .values()
+                .any(|o| o.status == Status::Retired && o.live() && o.name() == svc.name());
+            if !deps_up || old_live {
+                continue;
+            }
+            let warmup = svc.spec.warmup_delay;
+            self.begin_service(s, now);
+            budget = self.fill(s, budget, now, fx);
+            if !warmup.is_zero() {
+                self.warmup_until = Some(now + warmup);
+                return;
+            }
+        }
+    }
+
+    /// Mark a service started and arm its readiness check.
+    pub(super) fn begin_service(&mut self, s: u32, now: Instant) {
+        let Some(svc) = self.svcs.get_mut(&s) else {
+            return;
+        };
+        svc.status = Status::Started;
+        svc.ready = Core::arm_readiness(&svc.spec, now);
+    }
+
+    /// Start the idle processes of a started service, within `budget`.
+    pub(super) fn fill(
+        &mut self,
+        s: u32,
+        mut budget: usize,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) -> usize {
+        let idle: Vec<ProcId> = self
+            .svcs
+            .get(&s)
+            .map(|x| {
+                x.procs
+                    .iter()
+                    .take(x.scale)
+                    .filter(|p| p.m.state == State::Idle)
+                    .map(|p| p.id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in idle {
+            if budget == 0 {
+                break;
+            }
+            budget -= 1;
+            self.proc_event(id, Event::Start, now, fx);
+        }
+        budget
+    }
+
+    /// Restart processes that should run again (a `ctl start` of an ended
+    /// service, an `incr` past a stopped slot).
+    pub(super) fn start_procs(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+        let ids: Vec<ProcId> = self
+            .svcs
+            .get(&s)
+            .map(|x| x.procs.iter().take(x.scale).map(|p| p.id).collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.proc_event(id, Event::Start, now, fx);
+        }
+    }
+
+    pub(super) fn grow(&mut self, s: u32) -> Option<usize> {
+        let (len, scale) = self.svcs.get(&s).map(|x| (x.procs.len(), x.scale))?;
+        if len <= scale {
+            let slot = self.new_slot(s, len);
+            self.svcs.get_mut(&s)?.procs.push(slot);
+        }
+        let svc = self.svcs.get_mut(&s)?;
+        svc.scale += 1;
+        Some(svc.scale)
+    }
+
+    pub(super) fn check_all_done(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+        let waiting = self.svcs.values().any(|s| {
+            s.live()
+                || s.probe_running()
+                || matches!(s.status, Status::Manual | Status::Pending)
+                || s.procs.iter().any(|p| {
+                    matches!(p.m.state, State::Backoff { .. } | State::Idle)
+                        && s.status == Status::Started
+                })
+        });
+        if waiting {
+            return;
+        }
+        let failed: Vec<String> = self
+            .svcs
+            .values()
+            .filter(|s| matches!(s.status, Status::Failed(_)))
+            .map(|s| s.name().to_string())
+            .collect();
+        if self.svcs.values().all(|s| s.status == Status::Retired) {
+            log::info!("nothing to supervise");
+        } else {
+            log::info!("every service has ended");
+        }
+        let code = if failed.is_empty() {
+            crate::error::EXIT_OK
+        } else {
+            EXIT_FAILURE
+        };
+        self.begin_stop(Some(code), Cause::AllEnded { failed }, now, fx);
+    }
+}
