@@ -19,3 +19,5 @@ example-app-config:
         paths:
           volume: {{ volume }}
           project: {{ project_dir }}
+        cgroup:
+          cpus: {{ salt['environ.get']('MC_CPUS', '1') | int }}

@@ -19,7 +19,11 @@ def main(argv):
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
     path = os.path.join(cfg["data_dir"], "heartbeat.log")
     interval = float(cfg["worker_interval"])
-    print("worker up: heartbeat every %ss into %s" % (interval, path), flush=True)
+    print(
+        "worker up: heartbeat every %ss into %s (sized for %s CPU(s))"
+        % (interval, path, cfg.get("workers", 1)),
+        flush=True,
+    )
     n = 0
     while True:
         n += 1

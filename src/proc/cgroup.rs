@@ -4,8 +4,10 @@
 //! killed by someone (README "OOM attribution"). Layer 2.
 //!
 //! The directory is `MC_CGROUP_ROOT` when set (tests point it at a fake
-//! one), else the unified hierarchy's directory for the path named in
-//! `/proc/self/cgroup` (`0::/…`), under `/sys/fs/cgroup`.
+//! v2 one), else the unified hierarchy's directory for the path named in
+//! `/proc/self/cgroup` (`0::/…`), under `/sys/fs/cgroup`; on a cgroup v1
+//! host (older Docker), the memory and cpu controllers' directories, read
+//! the v1 way (`memory.oom_control`, `cpu.cfs_quota_us`).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -21,26 +23,74 @@ fn read_small(path: &Path) -> Option<String> {
     Some(s)
 }
 
-/// The cgroup directory of this process, if there is a cgroup v2 one.
-pub fn own_dir() -> Option<PathBuf> {
-    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
-    DIR.get_or_init(|| {
-        if let Some(d) = std::env::var_os("MC_CGROUP_ROOT").filter(|v| !v.is_empty()) {
-            return Some(PathBuf::from(d));
-        }
-        let text = read_small(Path::new("/proc/self/cgroup"))?;
-        let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-        let dir = Path::new("/sys/fs/cgroup").join(rel.trim().trim_start_matches('/'));
-        dir.join("cgroup.controllers").exists().then_some(dir)
-    })
-    .clone()
+/// Where this process's cgroup files are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v2: one directory (or `MC_CGROUP_ROOT`).
+    V2(PathBuf),
+    /// cgroup v1 (older Docker hosts): the memory and cpu controllers'
+    /// directories.
+    V1 {
+        memory: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
 }
 
-/// `oom_kill N` of `memory.events`: processes killed for lack of memory
-/// in this cgroup (and below) so far.
-pub fn oom_kills(dir: &Path) -> Option<u64> {
-    let text = read_small(&dir.join("memory.events"))?;
-    parse_oom_kills(&text)
+/// The directory of controller `name` (v1) for `rel`, else the
+/// controller's root (inside a container, the container's own cgroup).
+fn v1_dir(name: &str, rel: &str) -> Option<PathBuf> {
+    let base = Path::new("/sys/fs/cgroup").join(name);
+    let below = base.join(rel.trim_start_matches('/'));
+    [below, base].into_iter().find(|d| d.is_dir())
+}
+
+/// This process's cgroup, if it has one the launcher can read.
+pub fn own() -> Option<Layout> {
+    static LAYOUT: OnceLock<Option<Layout>> = OnceLock::new();
+    LAYOUT
+        .get_or_init(|| {
+            if let Some(d) = std::env::var_os("MC_CGROUP_ROOT").filter(|v| !v.is_empty()) {
+                return Some(Layout::V2(PathBuf::from(d)));
+            }
+            let text = read_small(Path::new("/proc/self/cgroup"))?;
+            let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+            if unified {
+                let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+                let dir = Path::new("/sys/fs/cgroup").join(rel.trim().trim_start_matches('/'));
+                let dir = if dir.is_dir() {
+                    dir
+                } else {
+                    PathBuf::from("/sys/fs/cgroup")
+                };
+                return Some(Layout::V2(dir));
+            }
+            let controller = |name: &str| {
+                text.lines().find_map(|l| {
+                    let mut parts = l.splitn(3, ':');
+                    let (_, ctrls, rel) = (parts.next()?, parts.next()?, parts.next()?);
+                    ctrls
+                        .split(',')
+                        .any(|c| c == name)
+                        .then(|| v1_dir(name, rel))
+                        .flatten()
+                })
+            };
+            Some(Layout::V1 {
+                memory: controller("memory"),
+                cpu: controller("cpu"),
+            })
+        })
+        .clone()
+}
+
+/// Processes killed for lack of memory in this cgroup (and below) so far:
+/// `oom_kill N` of `memory.events` (v2) or `memory.oom_control` (v1).
+pub fn oom_kills(layout: &Layout) -> Option<u64> {
+    let file = match layout {
+        Layout::V2(d) => d.join("memory.events"),
+        Layout::V1 { memory, .. } => memory.as_ref()?.join("memory.oom_control"),
+    };
+    parse_oom_kills(&read_small(&file)?)
 }
 
 pub fn parse_oom_kills(text: &str) -> Option<u64> {
@@ -52,6 +102,7 @@ pub fn parse_oom_kills(text: &str) -> Option<u64> {
 /// CPUs of `cpu.max` (`quota period`, rounded up; `max` = none).
 pub fn parse_cpu_max(text: &str) -> Option<u32> {
     let mut words = text.split_whitespace();
+    // v1 writes "no quota" as -1, v2 as `max`: neither parses.
     let quota = words.next()?.parse::<u64>().ok()?;
     let period = words
         .next()
@@ -72,22 +123,36 @@ pub fn parse_memory_max(text: &str) -> Option<u64> {
 /// up (at most the CPUs this process may run on), the memory limit.
 pub use crate::config::model::CgroupSize as Size;
 
+/// v1's "unlimited" is a huge number near 2^63.
+const V1_UNLIMITED: u64 = 1 << 62;
+
 /// Read once: a container's limits do not change under it (often).
 pub fn size() -> Size {
     static SIZE: OnceLock<Size> = OnceLock::new();
     *SIZE.get_or_init(|| {
-        let dir = own_dir();
         let online = std::thread::available_parallelism()
             .map(|n| u32::try_from(n.get()).unwrap_or(1))
             .unwrap_or(1);
-        let quota = dir
-            .as_deref()
-            .and_then(|d| read_small(&d.join("cpu.max")))
-            .and_then(|t| parse_cpu_max(&t));
-        let memory_max = dir
-            .as_deref()
-            .and_then(|d| read_small(&d.join("memory.max")))
-            .and_then(|t| parse_memory_max(&t));
+        let (quota, memory_max) = match own() {
+            Some(Layout::V2(d)) => (
+                read_small(&d.join("cpu.max")).and_then(|t| parse_cpu_max(&t)),
+                read_small(&d.join("memory.max")).and_then(|t| parse_memory_max(&t)),
+            ),
+            Some(Layout::V1 { memory, cpu }) => {
+                let quota = cpu.as_ref().and_then(|c| {
+                    let q = read_small(&c.join("cpu.cfs_quota_us"))?;
+                    let p = read_small(&c.join("cpu.cfs_period_us"))?;
+                    parse_cpu_max(&format!("{} {}", q.trim(), p.trim()))
+                });
+                let mem = memory
+                    .as_ref()
+                    .and_then(|m| read_small(&m.join("memory.limit_in_bytes")))
+                    .and_then(|t| parse_memory_max(&t))
+                    .filter(|&m| m < V1_UNLIMITED);
+                (quota, mem)
+            }
+            None => (None, None),
+        };
         Size {
             cpus: quota.map_or(online, |q| q.min(online).max(1)),
             memory_max,

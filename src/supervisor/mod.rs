@@ -95,9 +95,9 @@ pub fn run(
                 .ok()
         })
         .flatten();
-    let cgroup = crate::proc::cgroup::own_dir();
+    let cgroup = crate::proc::cgroup::own();
     let oom_seen = cgroup
-        .as_deref()
+        .as_ref()
         .and_then(crate::proc::cgroup::oom_kills)
         .unwrap_or(0);
     let mut shell = shell::Shell {

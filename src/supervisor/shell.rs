@@ -64,7 +64,7 @@ pub(super) struct Shell<'a> {
     pub notify_target: Option<String>,
     /// The cgroup whose `memory.events` tells OOM kills, and the count
     /// seen so far.
-    pub cgroup: Option<std::path::PathBuf>,
+    pub cgroup: Option<crate::proc::cgroup::Layout>,
     pub oom_seen: u64,
 }
 
@@ -219,6 +219,8 @@ impl Shell<'_> {
                 let mut hook = spec.as_ref().clone();
                 hook.argv = argv;
                 hook.name = format!("{} pre_stop", spec.name);
+                // The hook is the service's: its name, its environment.
+                hook.env.insert("MC_SERVICE".into(), spec.name.clone());
                 hook.numprocesses = 1;
                 hook.stdout = Stream::Prefix;
                 hook.stderr = Stream::Prefix;
@@ -566,8 +568,7 @@ impl Shell<'_> {
                     // kernel's doing, not somebody's.
                     let mut oom = false;
                     if exit == Exit::Signal(Signal::SIGKILL as i32) {
-                        if let Some(n) = cgroup.as_deref().and_then(crate::proc::cgroup::oom_kills)
-                        {
+                        if let Some(n) = cgroup.as_ref().and_then(crate::proc::cgroup::oom_kills) {
                             oom = n > *oom_seen;
                             *oom_seen = n;
                         }
