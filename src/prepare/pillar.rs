@@ -172,9 +172,24 @@ fn blank_jinja(text: &str) -> String {
     out
 }
 
+/// The largest pillar `validate` accepts (the override comes from the volume).
+pub const MAX_PILLAR_BYTES: usize = 1 << 20;
+
 /// Validate a pillar and return its data: render what minijinja can, then
-/// parse as YAML; the top level must be a mapping (or empty).
+/// parse as YAML; the top level must be a mapping (or empty). The template
+/// and YAML budgets apply (crate::template, crate::yaml), and so does
+/// [`MAX_PILLAR_BYTES`].
 pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
+    if text.len() > MAX_PILLAR_BYTES {
+        return Err(Diag::file(
+            path,
+            format!(
+                "the pillar is {} bytes, over the limit of {} MiB",
+                text.len(),
+                MAX_PILLAR_BYTES >> 20
+            ),
+        ));
+    }
     // A `#!` renderer line: keep the line (as a comment) so numbering holds.
     let (renderer, body) = match text.strip_prefix("#!") {
         Some(rest) => {
@@ -211,6 +226,10 @@ pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
             .and_then(|t| t.render(()))
         {
             Ok(out) => out,
+            // Out of fuel or too deep: refused, not retried without jinja.
+            Err(e) if crate::template::is_budget(&e) => {
+                return Err(crate::template::diag(path, &e));
+            }
             Err(e) => {
                 // Salt-only syntax (a salt filter, an extension tag): check
                 // the YAML around the templating instead.
