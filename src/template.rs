@@ -10,12 +10,13 @@ use crate::error::{Diag, Pos};
 use std::path::Path;
 
 /// minijinja's fuel for one render: one unit per instruction run, and one
-/// per 64 bytes of data the template creates or outputs. A million allows
-/// about a million instructions (a fraction of a second) or 64 MiB of
-/// strings; the configs, pillars and templates of an image use a few
-/// thousand. Nested loops and string-repetition loops run out of it and
-/// stop with an error.
-pub const FUEL: u64 = 1_000_000;
+/// per 64 bytes of data the template creates or outputs. Half a million
+/// allows as many instructions (a fraction of a second) or 32 MiB of
+/// strings (a concatenation holds both operands and the result for a
+/// moment: about 64 MiB at the peak); the configs, pillars and templates of
+/// an image use a few thousand. Nested loops and string-repetition loops
+/// run out of it and stop with an error.
+pub const FUEL: u64 = 500_000;
 
 /// How deep loops, blocks, macros (4 each) and includes (10 each) may nest
 /// while rendering: below minijinja's own ceiling (500), enough for a
@@ -104,7 +105,7 @@ mod tests {
             (
                 "a\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n",
                 2,
-                "out of fuel: the template does too much work, limit 1000000",
+                "out of fuel: the template does too much work, limit 500000",
             ),
             (
                 "{% for a in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\n",

@@ -157,7 +157,7 @@ fn pillar_runaway_templates_are_refused() {
             out.stderr.contains("configuration/pillar.sls:")
                 && out
                     .stderr
-                    .contains("template error: rendering stopped (out of fuel: the template does too much work, limit 1000000)"),
+                    .contains("template error: rendering stopped (out of fuel: the template does too much work, limit 500000)"),
             "{tag}: {}",
             out.all()
         );
@@ -177,7 +177,7 @@ fn config_with_nested_loops_is_refused_by_check_and_run() {
         assert_eq!(out.code, Some(78), "{args:?}: {}", out.all());
         assert!(
             out.stderr.contains(&format!(
-                "{}:5: template error: rendering stopped (out of fuel: the template does too much work, limit 1000000)",
+                "{}:5: template error: rendering stopped (out of fuel: the template does too much work, limit 500000)",
                 cfg.display()
             )),
             "{args:?}: {}",

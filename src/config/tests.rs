@@ -542,7 +542,7 @@ fn budgets_apply_to_the_config() {
             "nested loops",
             "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\nproject: p\n",
             1,
-            "out of fuel: the template does too much work, limit 1000000",
+            "out of fuel: the template does too much work, limit 500000",
         ),
         (
             "string repetition",
