@@ -333,12 +333,18 @@ pub const MAX_NUMPROCESSES: i64 = 10_000;
 /// The most rotated files one log stream keeps.
 pub const MAX_BACKUP_COUNT: i64 = 1000;
 
+/// A numeric id in range (0 to [`MAX_ID`]); `None` when `name` is no number.
+fn numeric_id(name: &str) -> Option<bool> {
+    let n = name.parse::<i128>().ok()?;
+    Some((0..=i128::from(MAX_ID)).contains(&n))
+}
+
 pub fn user_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
 }
 
 pub fn group_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::Group::from_name(name), Ok(Some(_))))
 }
 
 pub const TOP: &[&str] = &[

@@ -176,6 +176,18 @@ fn each_bad_input_names_its_line_and_column() {
             "above the maximum",
         ),
         (
+            "services:\n  a:\n    cmd: x\n    user: \"4294967295\"\n",
+            4,
+            11,
+            "no such user `4294967295`",
+        ),
+        (
+            "prepopulate:\n  - {src: /a, dest: /b, owner: \"0:4294967296\"}\n",
+            2,
+            32,
+            "no such group `4294967296`",
+        ),
+        (
             "services:\n  a:\n    cmd: x\n    numprocesses: 20000\n",
             4,
             19,
