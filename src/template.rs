@@ -1,9 +1,27 @@
 //! The minijinja set-up shared by the config, templates and pillars:
 //! trailing newlines kept and no block trimming (so rendered line numbers are
 //! the source's), and errors turned into `file:line` diagnostics.
+//!
+//! Every environment has a budget: the pillar override comes from the data
+//! volume, and a template must be refused, never hang the launcher or
+//! exhaust its memory.
 
 use crate::error::{Diag, Pos};
 use std::path::Path;
+
+/// minijinja's fuel for one render: one unit per instruction run, and one
+/// per 64 bytes of data the template creates or outputs. Half a million
+/// allows as many instructions (a fraction of a second) or 32 MiB of
+/// strings (a concatenation holds both operands and the result for a
+/// moment: about 64 MiB at the peak); the configs, pillars and templates of
+/// an image use a few thousand. Nested loops and string-repetition loops
+/// run out of it and stop with an error.
+pub const FUEL: u64 = 500_000;
+
+/// How deep loops, blocks, macros (4 each) and includes (10 each) may nest
+/// while rendering: below minijinja's own ceiling (500), enough for a
+/// recursive macro 50 levels down.
+pub const RECURSION_LIMIT: usize = 200;
 
 pub fn environment(strict: bool) -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
@@ -18,7 +36,22 @@ pub fn environment(strict: bool) -> minijinja::Environment<'static> {
     if let Ok(s) = syntax.build() {
         env.set_syntax(s);
     }
+    env.set_fuel(Some(FUEL));
+    env.set_recursion_limit(RECURSION_LIMIT);
     env
+}
+
+/// Whether `e` is a budget running out (fuel or recursion), rather than a
+/// mistake in the template: such a template is refused, never retried
+/// another way.
+pub fn is_budget(e: &minijinja::Error) -> bool {
+    match e.kind() {
+        minijinja::ErrorKind::OutOfFuel => true,
+        minijinja::ErrorKind::InvalidOperation => {
+            e.detail().is_some_and(|d| d.contains("recursion limit"))
+        }
+        _ => false,
+    }
 }
 
 /// A minijinja error as `file:line: template error: …`.
@@ -29,6 +62,12 @@ pub fn diag(file: &Path, e: &minijinja::Error) -> Diag {
         .unwrap_or_else(|| e.kind().to_string());
     if e.kind() == minijinja::ErrorKind::UndefinedError {
         msg = format!("undefined variable ({msg})");
+    } else if e.kind() == minijinja::ErrorKind::OutOfFuel {
+        msg = format!(
+            "rendering stopped (out of fuel: the template does too much work, limit {FUEL})"
+        );
+    } else if is_budget(e) {
+        msg = format!("{msg} (loops, macros or includes nested too deep, limit {RECURSION_LIMIT})");
     }
     Diag::new(
         file,
@@ -49,4 +88,63 @@ pub fn render(
     env.template_from_named_str(&name, text)
         .and_then(|t| t.render(ctx))
         .map_err(|e| diag(file, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(text: &str) -> Result<String, Diag> {
+        render(Path::new("t.j2"), text, minijinja::context! {}, true)
+    }
+
+    #[test]
+    fn budgets_refuse_runaway_templates() {
+        // (template, line of the refusal, part of the message)
+        let rows: &[(&str, usize, &str)] = &[
+            (
+                "a\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n",
+                2,
+                "out of fuel: the template does too much work, limit 500000",
+            ),
+            (
+                "{% for a in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\n",
+                1,
+                "out of fuel",
+            ),
+            ("{{ 'x' * 1000000000 }}\n", 1, "out of fuel"),
+            ("\n\n{{ 'x' * 90000000 }}\n", 3, "out of fuel"),
+            (
+                "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}\n",
+                1,
+                "out of fuel",
+            ),
+            (
+                "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}\n",
+                1,
+                "nested too deep, limit 200",
+            ),
+        ];
+        for (text, line, part) in rows {
+            let d = r(text).expect_err(text);
+            assert_eq!(d.pos.line, *line, "{text:?}: {d}");
+            assert!(d.msg.contains(part), "{text:?}: {d}");
+            assert!(d.to_string().starts_with("t.j2:"), "{d}");
+        }
+    }
+
+    /// The pillar override is validated with its own environment (salt
+    /// stubs, chainable undefined): the budgets hold there too, and running
+    /// out of them is a refusal, not a reason to check the YAML without
+    /// jinja.
+    #[test]
+    fn ordinary_templates_fit_the_budget() {
+        let text = "{% for i in range(2000) %}{% for j in range(10) %}{{ i * j }},{% endfor %}\n{% endfor %}";
+        let out = r(text).expect("within the budget");
+        assert_eq!(out.lines().count(), 2000);
+        let macros = "{% macro f(n) %}{% if n > 0 %}{{ f(n - 1) }}{% endif %}{{ n }}{% endmacro %}{{ f(20) }}";
+        assert!(r(macros)
+            .expect("recursion within the limit")
+            .ends_with("1920"));
+    }
 }

@@ -6,10 +6,15 @@
 //! scalars are typed the way PyYAML (and so salt) types them: `True`, `yes`
 //! and `on` are booleans there, and pillars written for salt must mean the same
 //! thing here.
+//!
+//! Inputs are not trusted (the pillar override comes from the data volume):
+//! nesting depth and the copies made by anchors and aliases have budgets,
+//! checked while the tree is built, so that no document exhausts the stack
+//! or memory; going over is a `file:line:col` error like any other.
 
 use crate::error::{Diag, Pos};
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -196,33 +201,143 @@ fn pos_of(span: &Span) -> Pos {
     Pos::new(span.start.line(), span.start.col() + 1)
 }
 
-enum Frame {
-    Seq(Pos, usize, Vec<Node>),
-    Map(Pos, usize, Vec<(Node, Node)>, Option<Node>),
+/// Collections nested deeper than this are refused: every walk over a tree
+/// (dropping it, `to_json`, templates) recurses once per level, and salt
+/// pillars stay far below (a few tens of levels). Aliases count: an alias
+/// of a deep collection inside another deep one is refused as well.
+pub const MAX_DEPTH: usize = 256;
+
+/// How many nodes anchors and aliases may copy in one document. Each alias
+/// is a copy of the anchored tree, and each anchor keeps a copy for the
+/// aliases to come (both count): without a bound, nine nested levels of
+/// nine aliases ("billion laughs") turn 500 bytes into 10⁹ nodes. A fixed
+/// budget, not a multiple of the text's size, so that the memory it allows
+/// (about 10 MiB) does not grow with the input; real configs and pillars
+/// copy a few hundred nodes.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+/// How many bytes of scalar text anchors and aliases may copy in one
+/// document: the node budget alone lets one alias of a long string be
+/// repeated until memory runs out.
+pub const MAX_ALIAS_BYTES: usize = 16 << 20;
+
+/// What a finished node costs to copy, and how deep it nests.
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    /// Collections nested in the node, itself included (0 for a scalar).
+    height: usize,
+}
+
+impl Size {
+    fn scalar(text: &str) -> Size {
+        Size {
+            nodes: 1,
+            bytes: text.len(),
+            height: 0,
+        }
+    }
+
+    /// Account for a child of a collection.
+    fn add_child(&mut self, child: Size) {
+        self.nodes = self.nodes.saturating_add(child.nodes);
+        self.bytes = self.bytes.saturating_add(child.bytes);
+        self.height = self.height.max(child.height.saturating_add(1));
+    }
+}
+
+/// Copies made so far for anchors and aliases.
+#[derive(Default)]
+struct Copies {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Copies {
+    /// Pay for copying a node of `size`, before copying it.
+    fn charge(&mut self, size: Size) -> Result<(), String> {
+        self.nodes = self.nodes.saturating_add(size.nodes);
+        self.bytes = self.bytes.saturating_add(size.bytes);
+        if self.nodes > MAX_ALIAS_NODES {
+            return Err(format!(
+                "YAML: alias expansion exceeds {MAX_ALIAS_NODES} nodes (an alias bomb?)"
+            ));
+        }
+        if self.bytes > MAX_ALIAS_BYTES {
+            return Err(format!(
+                "YAML: alias expansion exceeds {} MiB of text (an alias bomb?)",
+                MAX_ALIAS_BYTES >> 20
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn too_deep() -> String {
+    format!("YAML: collections nested deeper than {MAX_DEPTH} levels")
+}
+
+enum Body {
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>, Option<Node>),
+}
+
+/// A collection being read.
+struct Frame {
+    pos: Pos,
+    anchor: usize,
+    size: Size,
+    body: Body,
+}
+
+impl Frame {
+    fn new(pos: Pos, anchor: usize, body: Body) -> Frame {
+        Frame {
+            pos,
+            anchor,
+            size: Size {
+                nodes: 1,
+                bytes: 0,
+                height: 1,
+            },
+            body,
+        }
+    }
 }
 
 /// Parse the first document of `text`. An empty document is a null node.
-/// The error names `file:line:col`.
+/// The error names `file:line:col`. Nesting deeper than [`MAX_DEPTH`] and
+/// anchors and aliases copying more than [`MAX_ALIAS_NODES`] nodes (or
+/// [`MAX_ALIAS_BYTES`] bytes) are refused, checked before anything is
+/// copied or nested further: no input exhausts memory or the stack.
 pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
     let mut stack: Vec<Frame> = Vec::new();
+    let mut copies = Copies::default();
     let mut root: Option<Node> = None;
     let mut doc_seen = false;
     let err = |pos: Pos, msg: String| Diag::new(file, pos, msg);
 
+    // saphyr-parser keeps its own state on the heap (100,000 nested block
+    // sequences parse in linear time, without recursion) and refuses flow
+    // nesting past 255 levels; what overflowed the stack was the tree
+    // built here, so the depth limit is checked below, and reading stops
+    // at the first collection past it.
     for item in Parser::new_from_str(text) {
         let (event, span) = match item {
             Ok(pair) => pair,
             Err(e) => {
                 let m = e.marker();
-                return Err(err(
-                    Pos::new(m.line(), m.col() + 1),
-                    format!("YAML syntax error: {}", e.info()),
-                ));
+                let mut msg = format!("YAML syntax error: {}", e.info());
+                if e.info().contains("recursion limit") {
+                    msg.push_str(" (collections nested too deep)");
+                }
+                return Err(err(Pos::new(m.line(), m.col() + 1), msg));
             }
         };
         let pos = pos_of(&span);
-        let done: Option<(Node, usize)> = match event {
+        let done: Option<(Node, Size, usize)> = match event {
             Event::DocumentStart(_) => {
                 if doc_seen {
                     break; // only the first document counts
@@ -235,6 +350,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
             Event::Scalar(text, style, anchor, tag) => {
                 let plain = matches!(style, ScalarStyle::Plain)
                     && tag.as_ref().is_none_or(|t| t.suffix != "str");
+                let size = Size::scalar(&text);
                 Some((
                     Node {
                         pos,
@@ -243,53 +359,82 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
                             plain,
                         },
                     },
+                    size,
                     anchor,
                 ))
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => Some((n.clone(), 0)),
+                Some((n, size)) => {
+                    if stack.len().saturating_add(size.height) > MAX_DEPTH {
+                        return Err(err(pos, format!("{} (through an alias)", too_deep())));
+                    }
+                    copies.charge(*size).map_err(|m| err(pos, m))?;
+                    Some((n.clone(), *size, 0))
+                }
                 None => return Err(err(pos, "YAML alias to an unknown anchor".into())),
             },
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() >= MAX_DEPTH => {
+                return Err(err(pos, too_deep()));
+            }
             Event::SequenceStart(anchor, _) => {
-                stack.push(Frame::Seq(pos, anchor, Vec::new()));
+                stack.push(Frame::new(pos, anchor, Body::Seq(Vec::new())));
                 None
             }
             Event::MappingStart(anchor, _) => {
-                stack.push(Frame::Map(pos, anchor, Vec::new(), None));
+                stack.push(Frame::new(pos, anchor, Body::Map(Vec::new(), None)));
                 None
             }
             Event::SequenceEnd => match stack.pop() {
-                Some(Frame::Seq(p, anchor, items)) => Some((
+                Some(Frame {
+                    pos: p,
+                    anchor,
+                    size,
+                    body: Body::Seq(items),
+                }) => Some((
                     Node {
                         pos: p,
                         value: Value::Seq(items),
                     },
+                    size,
                     anchor,
                 )),
                 _ => return Err(err(pos, "YAML structure error".into())),
             },
             Event::MappingEnd => match stack.pop() {
-                Some(Frame::Map(p, anchor, entries, _)) => Some((
+                Some(Frame {
+                    pos: p,
+                    anchor,
+                    size,
+                    body: Body::Map(entries, _),
+                }) => Some((
                     Node {
                         pos: p,
                         value: Value::Map(apply_merge(entries)),
                     },
+                    size,
                     anchor,
                 )),
                 _ => return Err(err(pos, "YAML structure error".into())),
             },
             _ => None,
         };
-        if let Some((node, anchor)) = done {
+        if let Some((node, size, anchor)) = done {
             if anchor != 0 {
-                anchors.insert(anchor, node.clone());
+                // The anchor keeps a copy for the aliases to come.
+                copies.charge(size).map_err(|m| err(node.pos, m))?;
+                anchors.insert(anchor, (node.clone(), size));
             }
             match stack.last_mut() {
-                Some(Frame::Seq(_, _, items)) => items.push(node),
-                Some(Frame::Map(_, _, entries, pending)) => match pending.take() {
-                    None => *pending = Some(node),
-                    Some(key) => entries.push((key, node)),
-                },
+                Some(frame) => {
+                    frame.size.add_child(size);
+                    match &mut frame.body {
+                        Body::Seq(items) => items.push(node),
+                        Body::Map(entries, pending) => match pending.take() {
+                            None => *pending = Some(node),
+                            Some(key) => entries.push((key, node)),
+                        },
+                    }
+                }
                 None => {
                     root = Some(node);
                 }
@@ -324,8 +469,14 @@ fn apply_merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
             own.push((k, v));
         }
     }
+    // A set, not a scan of `own` per merged key: a mapping merged into
+    // another, both of many keys, would be quadratic.
+    let mut seen: HashSet<Option<String>> = own
+        .iter()
+        .map(|(k, _)| k.text().map(str::to_string))
+        .collect();
     for (k, v) in merged {
-        if !own.iter().any(|(ok, _)| ok.text() == k.text()) {
+        if seen.insert(k.text().map(str::to_string)) {
             own.push((k, v));
         }
     }
@@ -337,7 +488,7 @@ fn is_merge_key(k: &Node) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn p(s: &str) -> Node {
@@ -399,6 +550,116 @@ mod tests {
     fn empty_document_is_null() {
         assert!(p("").is_null());
         assert!(p("# only a comment\n").is_null());
+    }
+
+    /// The classic "billion laughs": nine levels of nine aliases, 10⁹
+    /// scalars from about 500 bytes.
+    pub(crate) fn alias_bomb() -> String {
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        let mut text = String::from("a: &a [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n");
+        for pair in names.windows(2) {
+            let (prev, name) = (pair[0], pair[1]);
+            let refs = vec![format!("*{prev}"); 9].join(", ");
+            text.push_str(&format!("{name}: &{name} [{refs}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn budgets_refuse_bombs_with_a_position() {
+        let long = "x".repeat(1 << 20);
+        let many_long = format!("s: &s \"{long}\"\nl: [{}]\n", vec!["*s"; 20].join(", "));
+        let deep_block = format!("{}x\n", "- ".repeat(100_000));
+        let deep_flow = format!("{}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_map = format!("{}x\n", "? ".repeat(100_000));
+        let deep_alias = format!(
+            "a: &a {}{}\nb: {}*a{}\n",
+            "[".repeat(200),
+            "]".repeat(200),
+            "[".repeat(100),
+            "]".repeat(100)
+        );
+        // (document, line of the refusal, part of the message)
+        let rows: &[(&str, &str, usize, &str)] = &[
+            (
+                "alias bomb",
+                &alias_bomb(),
+                5,
+                "alias expansion exceeds 100000 nodes",
+            ),
+            (
+                "long alias",
+                &many_long,
+                2,
+                "alias expansion exceeds 16 MiB of text",
+            ),
+            (
+                "100,000 block levels",
+                &deep_block,
+                1,
+                "nested deeper than 256 levels",
+            ),
+            (
+                "100,000 `? ` levels",
+                &deep_map,
+                1,
+                "nested deeper than 256 levels",
+            ),
+            ("100,000 flow levels", &deep_flow, 1, "nested too deep"),
+            (
+                "deep through an alias",
+                &deep_alias,
+                2,
+                "256 levels (through an alias)",
+            ),
+        ];
+        for (what, text, line, part) in rows {
+            let e = parse(text, Path::new("bomb.yml")).expect_err(what);
+            assert_eq!(e.pos.line, *line, "{what}: {e}");
+            assert!(e.pos.col > 0, "{what}: {e}");
+            assert!(e.msg.contains(part), "{what}: {e}");
+            assert!(e.to_string().starts_with("bomb.yml:"), "{what}: {e}");
+        }
+    }
+
+    #[test]
+    fn documents_within_the_budgets_are_accepted() {
+        // Many aliases of a small anchor, and merge keys, as configs use them.
+        let mut text = String::from("defaults: &d {user: app, respawn: true, env: {A: 1, B: 2}}\n");
+        for i in 0..2000 {
+            text.push_str(&format!(
+                "s{i}:\n  <<: *d\n  cmd: [run, \"{i}\"]\n  env: *d\n"
+            ));
+        }
+        let n = p(&text);
+        let last = n.get("s1999").expect("s1999");
+        assert_eq!(last.get("user").and_then(Node::text), Some("app"));
+        assert_eq!(
+            last.get("env")
+                .and_then(|e| e.get("respawn"))
+                .and_then(Node::scalar),
+            Some(Scalar::Bool(true))
+        );
+        // Exactly the depth limit, in block and flow style.
+        let block = format!("{}x\n", "- ".repeat(MAX_DEPTH));
+        let mut depth = 0;
+        let mut cur = p(&block);
+        while let Some([inner]) = cur.as_seq() {
+            depth += 1;
+            cur = inner.clone();
+        }
+        assert_eq!(depth, MAX_DEPTH);
+        let flow = format!("{}{}\n", "[".repeat(200), "]".repeat(200));
+        assert!(p(&flow).as_seq().is_some());
+        // A big merge (the anchor's copy and the alias: 80,000 nodes) is
+        // within the budget, and linear, not quadratic.
+        let keys: String = (0..20_000).map(|i| format!("k{i}: {i}, ")).collect();
+        let own: String = (0..100_000).map(|i| format!("  o{i}: {i}\n")).collect();
+        let merged = p(&format!("a: &a {{{keys}}}\nb:\n  <<: *a\n{own}"));
+        assert_eq!(
+            merged.get("b").and_then(Node::as_map).map(<[_]>::len),
+            Some(120_000)
+        );
     }
 
     #[test]

@@ -64,9 +64,10 @@ fn pillar_install_killed_anywhere_is_never_half_written() {
     let d = TempDir::new("hard-pillar-kill");
     tree(&d, "");
     let default = std::fs::read(d.join("projects/demo/pillar/init.sls")).expect("default");
-    // A large override makes the write take long enough to be cut.
+    // A large override (under the 1 MiB limit) makes the install take long
+    // enough to be cut.
     let mut over = String::from("makina-projects.demo:\n  data:\n");
-    for i in 0..200_000 {
+    for i in 0..30_000 {
         over.push_str(&format!("    key{i}: value number {i}\n"));
     }
     write(
@@ -165,7 +166,24 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     assert!(wait_until(Duration::from_secs(10), || service_state(
         &run, "chatty"
     ) == "running"));
-    std::thread::sleep(Duration::from_millis(1500));
+    // The disk fills up; the service goes on writing and keeps running.
+    // The tmpfs is in the launcher's mount namespace: seen through /proc.
+    let seen = std::path::PathBuf::from(format!(
+        "/proc/{}/root{}",
+        run.launcher_pid(),
+        logs.display()
+    ));
+    let used = || -> u64 {
+        std::fs::read_dir(&seen)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    assert!(wait_until(Duration::from_secs(10), || used() > 40 * 1024));
     assert_eq!(service_state(&run, "chatty"), "running");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();

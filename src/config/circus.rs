@@ -7,7 +7,7 @@
 //! across files. Options we do not implement are reported with `file:line`,
 //! never dropped silently.
 
-use crate::config::decode::rlimit_resource;
+use crate::config::decode::{rlimit_resource, MAX_BACKUP_COUNT, MAX_ID, MAX_NUMPROCESSES};
 use crate::config::{CircusCfg, FileStream, Origin, Rlimit, Service, Stream};
 use crate::error::{Diag, Pos};
 use std::collections::{BTreeMap, HashSet};
@@ -371,6 +371,27 @@ fn watcher_service(
                 .map_err(|_| bad(e, format!("{k}: `{v}` is not an integer")))
                 .ok()
         };
+        // An integer in `min..=max`: out of range is an error, never
+        // truncated or clamped.
+        let ranged = |bad: &mut dyn FnMut(&Entry, String), min: i64, max: i64| -> Option<i64> {
+            let i = int(bad)?;
+            if (min..=max).contains(&i) {
+                Some(i)
+            } else {
+                bad(e, format!("{k}: {i} is out of range ({min} to {max})"));
+                None
+            }
+        };
+        // A numeric uid/gid must be in range; anything else is a name.
+        let id = |bad: &mut dyn FnMut(&Entry, String)| -> Option<Result<u32, String>> {
+            let t = v.trim();
+            if t.parse::<i128>().is_err() {
+                return Some(Err(t.to_string()));
+            }
+            ranged(bad, 0, MAX_ID)
+                .and_then(|i| u32::try_from(i).ok())
+                .map(Ok)
+        };
         let boolean = |bad: &mut dyn FnMut(&Entry, String)| -> Option<bool> {
             crate::units::parse_bool(&v).or_else(|| {
                 bad(e, format!("{k}: `{v}` is not a boolean"));
@@ -380,22 +401,24 @@ fn watcher_service(
         match k.as_str() {
             "cmd" | "args" | "shell" => {}
             "numprocesses" => {
-                s.numprocesses = int(&mut bad)
+                s.numprocesses = ranged(&mut bad, 0, MAX_NUMPROCESSES)
                     .and_then(|i| u32::try_from(i).ok())
                     .filter(|&n| n >= 1)
                     .unwrap_or(1)
             }
             "working_dir" => s.working_dir = Some(PathBuf::from(v.trim())),
-            "uid" => match v.trim().parse::<u32>() {
-                Ok(n) => s.uid = Some(n),
-                Err(_) => s.user = Some(v.trim().to_string()),
+            "uid" => match id(&mut bad) {
+                Some(Ok(n)) => s.uid = Some(n),
+                Some(Err(name)) => s.user = Some(name),
+                None => {}
             },
-            "gid" => match v.trim().parse::<u32>() {
-                Ok(n) => s.gid = Some(n),
-                Err(_) => match nix::unistd::Group::from_name(v.trim()) {
+            "gid" => match id(&mut bad) {
+                Some(Ok(n)) => s.gid = Some(n),
+                Some(Err(name)) => match nix::unistd::Group::from_name(&name) {
                     Ok(Some(g)) => s.gid = Some(g.gid.as_raw()),
-                    _ => bad(e, format!("no such group `{}`", v.trim())),
+                    _ => bad(e, format!("no such group `{name}`")),
                 },
+                None => {}
             },
             "copy_env" => s.copy_env = boolean(&mut bad).unwrap_or(false),
             "copy_path" => copy_path = boolean(&mut bad).unwrap_or(false),
@@ -407,9 +430,12 @@ fn watcher_service(
                 s.graceful_timeout = secs(e, &v, &mut bad).unwrap_or(s.graceful_timeout)
             }
             "max_retry" => {
-                s.max_retry = int(&mut bad)
-                    .map(|i| u32::try_from(i).ok())
-                    .unwrap_or(Some(5))
+                // -1 is forever; anything else must fit the counter.
+                s.max_retry = match ranged(&mut bad, -1, u32::MAX.into()) {
+                    Some(-1) => None,
+                    Some(i) => u32::try_from(i).ok(),
+                    None => Some(5),
+                }
             }
             "priority" => s.priority = int(&mut bad).unwrap_or(0),
             "respawn" => s.respawn = boolean(&mut bad).unwrap_or(true),
@@ -520,9 +546,20 @@ fn stream(
         })
     };
     let max_bytes = num("max_bytes", 0).unwrap_or(0);
-    let backup_count = num("backup_count", 0)
-        .map(|n| n.min(1000) as u32)
-        .unwrap_or(0);
+    let backup_count = num("backup_count", 0).unwrap_or(0);
+    let backup_count = match u32::try_from(backup_count) {
+        Ok(n) if i64::from(n) <= MAX_BACKUP_COUNT => n,
+        _ => {
+            if let Some(e) = get("backup_count") {
+                out.errors.push(Diag::new(
+                    &e.file,
+                    Pos::new(e.line, 0),
+                    format!("[watcher:{name}] {prefix}.backup_count: {backup_count} is out of range (0 to {MAX_BACKUP_COUNT})"),
+                ));
+            }
+            0
+        }
+    };
     for (k, e) in keys {
         let known = [
             "class",

@@ -7,7 +7,7 @@ use crate::units::{duration_from_secs, MAX_DURATION};
 use crate::yaml::{Node, Scalar, Value};
 use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,12 +44,14 @@ impl<'a> Decoder<'a> {
             return None;
         };
         let mut out: Entries<'n> = Vec::new();
+        // A set: a mapping of many keys must not cost a scan per key.
+        let mut seen: HashSet<&'n str> = HashSet::new();
         for (k, v) in entries {
             let Some(key) = k.text().filter(|_| k.as_map().is_none()) else {
                 self.err(k.pos, format!("{what}: keys must be strings"));
                 continue;
             };
-            if out.iter().any(|(seen, _)| *seen == key) {
+            if !seen.insert(key) {
                 self.err(k.pos, format!("{what}: duplicate key `{key}`"));
                 continue;
             }
@@ -121,12 +123,33 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// An integer in `min..=max`, narrowed to `T` once it is known to fit:
+    /// a value out of range is an error, never truncated or clamped.
+    pub fn int_in<T: TryFrom<i64>>(
+        &mut self,
+        n: &Node,
+        what: &str,
+        min: i64,
+        max: i64,
+    ) -> Option<T> {
+        let i = self.int(n, what, min)?;
+        match T::try_from(i) {
+            Ok(v) if i <= max => Some(v),
+            _ => {
+                self.err(n.pos, format!("{what}: {i} is above the maximum, {max}"));
+                None
+            }
+        }
+    }
+
     /// `500ms`, `30s`, `2m`, `1h 30m`; a bare number is seconds.
     pub fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
         let too_long = |d: Duration| d > MAX_DURATION;
         match n.scalar() {
-            Some(Scalar::Int(i)) if i >= 0 && !too_long(Duration::from_secs(i as u64)) => {
-                Some(Duration::from_secs(i as u64))
+            Some(Scalar::Int(i))
+                if u64::try_from(i).is_ok_and(|s| !too_long(Duration::from_secs(s))) =>
+            {
+                u64::try_from(i).ok().map(Duration::from_secs)
             }
             Some(Scalar::Float(f)) if duration_from_secs(f).is_some() => duration_from_secs(f),
             Some(Scalar::Int(_) | Scalar::Float(_)) => {
@@ -167,8 +190,8 @@ impl<'a> Decoder<'a> {
     /// rotation sizes of logrotate; a bare number is bytes.
     pub fn size(&mut self, n: &Node, what: &str) -> Option<u64> {
         if let Some(Scalar::Int(i)) = n.scalar() {
-            if i >= 0 {
-                return Some(i as u64);
+            if let Ok(bytes) = u64::try_from(i) {
+                return Some(bytes);
             }
         }
         let text = n.text().unwrap_or_default().trim().to_ascii_uppercase();
@@ -303,12 +326,26 @@ fn key_pos(n: &Node, key: &str) -> Pos {
         .unwrap_or(n.pos)
 }
 
+/// The largest uid or gid: ids are 32-bit, and `u32::MAX` is `(uid_t)-1`,
+/// which `chown` and `setresuid` read as "leave unchanged".
+pub const MAX_ID: i64 = 4_294_967_294;
+/// The most processes one service may run.
+pub const MAX_NUMPROCESSES: i64 = 10_000;
+/// The most rotated files one log stream keeps.
+pub const MAX_BACKUP_COUNT: i64 = 1000;
+
+/// A numeric id in range (0 to [`MAX_ID`]); `None` when `name` is no number.
+fn numeric_id(name: &str) -> Option<bool> {
+    let n = name.parse::<i128>().ok()?;
+    Some((0..=i128::from(MAX_ID)).contains(&n))
+}
+
 pub fn user_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
 }
 
 pub fn group_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::Group::from_name(name), Ok(Some(_))))
 }
 
 pub const TOP: &[&str] = &[
@@ -732,9 +769,7 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
         match *k {
             "cmd" => cmd_node = Some(v),
             "shell" => shell = d.bool(v, &w).unwrap_or(false),
-            "numprocesses" => {
-                s.numprocesses = d.int(v, &w, 1).map(|i| i.min(10_000) as u32).unwrap_or(1)
-            }
+            "numprocesses" => s.numprocesses = d.int_in(v, &w, 1, MAX_NUMPROCESSES).unwrap_or(1),
             "working_dir" => {
                 s.working_dir = d.path(v, &w);
                 if s.working_dir.as_ref().is_some_and(|p| !p.is_absolute()) {
@@ -749,8 +784,9 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
                     s.user = Some(u);
                 }
             }
-            "uid" => s.uid = d.int(v, &w, 0).map(|i| i as u32),
-            "gid" => s.gid = d.int(v, &w, 0).map(|i| i as u32),
+            // Never truncated: uid 4294967296 must not become 0 (root).
+            "uid" => s.uid = d.int_in(v, &w, 0, MAX_ID),
+            "gid" => s.gid = d.int_in(v, &w, 0, MAX_ID),
             "env" => {
                 for (ek, ev) in d.map(v, &w, &[]).unwrap_or_default() {
                     if let Some(val) = d.string(ev, &format!("{w}.{ek}")) {
@@ -766,10 +802,12 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "pre_stop" => s.pre_stop = pre_stop(d, v, &w),
             "respawn" => s.respawn = d.bool(v, &w).unwrap_or(true),
             "max_retry" => {
-                s.max_retry = d
-                    .int(v, &w, -1)
-                    .map(|i| u32::try_from(i).ok())
-                    .unwrap_or(Some(5))
+                // -1 is forever; anything else must fit the counter.
+                s.max_retry = match d.int_in::<i64>(v, &w, -1, u32::MAX.into()) {
+                    Some(-1) => None,
+                    Some(i) => u32::try_from(i).ok(),
+                    None => Some(5),
+                }
             }
             "backoff" => {
                 for (bk, bv) in d.map(v, &w, BACKOFF).unwrap_or_default() {
@@ -1013,9 +1051,7 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
                 fs.path = d.path(v, &kw)?;
             }
             "max_bytes" => fs.max_bytes = d.size(v, &kw).unwrap_or(0),
-            "backup_count" => {
-                fs.backup_count = d.int(v, &kw, 0).map(|i| i.min(1000) as u32).unwrap_or(5)
-            }
+            "backup_count" => fs.backup_count = d.int_in(v, &kw, 0, MAX_BACKUP_COUNT).unwrap_or(5),
             "time_format" => fs.time_format = d.string(v, &kw),
             _ => fs.watched = d.bool(v, &kw).unwrap_or(false),
         }
@@ -1058,8 +1094,8 @@ fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
         };
         let value = match v.scalar() {
             Some(Scalar::Str("unlimited" | "infinity")) => nix::libc::RLIM_INFINITY,
-            _ => match d.int(v, &format!("{w}.{k}"), 0) {
-                Some(i) => i as u64,
+            _ => match d.int_in(v, &format!("{w}.{k}"), 0, i64::MAX) {
+                Some(i) => i,
                 None => continue,
             },
         };

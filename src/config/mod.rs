@@ -95,9 +95,42 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
 /// the file's own `root:` / `project:` are used when the command line is
 /// silent (the text is then rendered again with them).
 pub fn load_file(file: &Path, opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| vec![Diag::file(file, format!("cannot read config: {e}"))])?;
+    let text = read_config(file).map_err(|d| vec![d])?;
     load_text(file, &text, opts)
+}
+
+/// The largest config file read: a config is a few KiB, and a bigger one
+/// (a mistake, `-c /dev/zero`) must not be read whole before it is refused.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Read the config file, at most [`MAX_CONFIG_BYTES`] of it.
+fn read_config(file: &Path) -> Result<String, Diag> {
+    use std::io::Read;
+    let cannot = |e: std::io::Error| Diag::file(file, format!("cannot read config: {e}"));
+    let mut bytes = Vec::new();
+    std::fs::File::open(file)
+        .map_err(cannot)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Diag::file(
+            file,
+            format!(
+                "config: larger than the limit of {} MiB",
+                MAX_CONFIG_BYTES >> 20
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Diag::file(
+            file,
+            format!(
+                "cannot read config: not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
 }
 
 /// Load the config `text` as if read from `file` (the fuzzer's entry).

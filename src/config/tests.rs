@@ -149,6 +149,74 @@ fn each_bad_input_names_its_line_and_column() {
             15,
             "unknown limit `files`",
         ),
+        // Numbers are checked before they are narrowed: uid 4294967296
+        // would be 0 (root) in 32 bits.
+        (
+            "services:\n  a:\n    cmd: x\n    uid: 4294967296\n",
+            4,
+            10,
+            "uid: 4294967296 is above the maximum, 4294967294",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    gid: 4294967295\n",
+            4,
+            10,
+            "gid: 4294967295 is above the maximum",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    uid: -1\n",
+            4,
+            10,
+            "below the minimum, 0",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    gid: 0x100000000\n",
+            4,
+            10,
+            "above the maximum",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    user: \"4294967295\"\n",
+            4,
+            11,
+            "no such user `4294967295`",
+        ),
+        (
+            "prepopulate:\n  - {src: /a, dest: /b, owner: \"0:4294967296\"}\n",
+            2,
+            32,
+            "no such group `4294967296`",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    numprocesses: 20000\n",
+            4,
+            19,
+            "20000 is above the maximum, 10000",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    max_retry: 4294967296\n",
+            4,
+            16,
+            "above the maximum, 4294967295",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    max_retry: -2\n",
+            4,
+            16,
+            "below the minimum, -1",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    stdout: {file: /x, backup_count: 5000}\n",
+            4,
+            38,
+            "5000 is above the maximum, 1000",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    rlimits: {nofile: -5}\n",
+            4,
+            23,
+            "below the minimum",
+        ),
         (
             "services:\n  a:\n    cmd: x\n    working_dir: relative/dir\n",
             4,
@@ -473,4 +541,42 @@ fn the_files_own_project_is_used_when_the_command_line_is_silent() {
     assert_eq!(l.config.project.as_deref(), Some("mine"));
     assert_eq!(l.config.services[0].argv, ["mine"]);
     assert!(l.config.paths.volume.ends_with("projects/mine/data"));
+}
+
+/// The config is rendered then parsed: both budgets apply (issue 15, item
+/// 22), and the file itself has a size limit.
+#[test]
+fn budgets_apply_to_the_config() {
+    let bomb = crate::yaml::tests::alias_bomb();
+    let deep = format!("x:\n  {}y\n", "- ".repeat(100_000));
+    let rows: &[(&str, &str, usize, &str)] = &[
+        (
+            "nested loops",
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\nproject: p\n",
+            1,
+            "out of fuel: the template does too much work, limit 500000",
+        ),
+        (
+            "string repetition",
+            "project: p\n{% for a in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\n",
+            2,
+            "out of fuel",
+        ),
+        ("alias bomb", &bomb, 5, "alias expansion exceeds 100000 nodes"),
+        ("deep nesting", &deep, 2, "nested deeper than 256 levels"),
+    ];
+    for (what, text, line, part) in rows {
+        let errs = errors(text);
+        assert!(
+            errs.iter().any(|(l, _, m)| l == line && m.contains(part)),
+            "{what}: {errs:?}"
+        );
+    }
+    let big = format!("project: p\n#{}\n", "x".repeat(1 << 20));
+    let errs = errors(&big);
+    assert!(
+        errs.iter()
+            .any(|(_, _, m)| m.contains("larger than the limit of 1 MiB")),
+        "{errs:?}"
+    );
 }

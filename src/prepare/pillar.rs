@@ -172,9 +172,24 @@ fn blank_jinja(text: &str) -> String {
     out
 }
 
+/// The largest pillar `validate` accepts (the override comes from the volume).
+pub const MAX_PILLAR_BYTES: usize = 1 << 20;
+
 /// Validate a pillar and return its data: render what minijinja can, then
-/// parse as YAML; the top level must be a mapping (or empty).
+/// parse as YAML; the top level must be a mapping (or empty). The template
+/// and YAML budgets apply (crate::template, crate::yaml), and so does
+/// [`MAX_PILLAR_BYTES`].
 pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
+    if text.len() > MAX_PILLAR_BYTES {
+        return Err(Diag::file(
+            path,
+            format!(
+                "the pillar is {} bytes, over the limit of {} MiB",
+                text.len(),
+                MAX_PILLAR_BYTES >> 20
+            ),
+        ));
+    }
     // A `#!` renderer line: keep the line (as a comment) so numbering holds.
     let (renderer, body) = match text.strip_prefix("#!") {
         Some(rest) => {
@@ -211,6 +226,10 @@ pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
             .and_then(|t| t.render(()))
         {
             Ok(out) => out,
+            // Out of fuel or too deep: refused, not retried without jinja.
+            Err(e) if crate::template::is_budget(&e) => {
+                return Err(crate::template::diag(path, &e));
+            }
             Err(e) => {
                 // Salt-only syntax (a salt filter, an extension tag): check
                 // the YAML around the templating instead.
@@ -416,5 +435,40 @@ mod tests {
             blank_jinja("a: {{ x }}\n{% if y\n %}\nb: 2\n"),
             "a: jinja\n\n\nb: 2\n"
         );
+    }
+
+    #[test]
+    fn pillar_validation_has_the_budgets() {
+        let bomb = crate::yaml::tests::alias_bomb();
+        let deep = format!("a:\n  {}x\n", "- ".repeat(100_000));
+        let big = format!("a: 1\n#{}\n", "x".repeat(1 << 20));
+        let rows: &[(&str, &str, usize, &str)] = &[
+            (
+                "nested loops",
+                "a: 1\n{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
+                2,
+                "out of fuel: the template does too much work",
+            ),
+            (
+                "nested loops over salt",
+                "{% for x in range(100000) %}{% for y in range(100000) %}{{ salt['x.y'](y) }}{% endfor %}{% endfor %}\n",
+                1,
+                "out of fuel",
+            ),
+            (
+                "string repetition",
+                "{% for x in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\na: 1\n",
+                1,
+                "out of fuel",
+            ),
+            ("alias bomb", &bomb, 5, "alias expansion exceeds 100000 nodes"),
+            ("deep nesting", &deep, 2, "nested deeper than 256 levels"),
+            ("too big", &big, 0, "over the limit of 1 MiB"),
+        ];
+        for (what, text, line, part) in rows {
+            let d = validate(Path::new("pillar.sls"), text).expect_err(what);
+            assert_eq!(d.pos.line, *line, "{what}: {d}");
+            assert!(d.msg.contains(part), "{what}: {d}");
+        }
     }
 }

@@ -141,7 +141,10 @@ impl Core {
                 // The runtime count moves; the definition stays as written,
                 // so a reload of an unchanged file restarts nothing.
                 let Some(n) = self.grow(s) else {
-                    return Some(Reply::error("gone"));
+                    return Some(Reply::error(format!(
+                        "{name} runs {} processes, the most there can be",
+                        super::start::MAX_PROCESSES
+                    )));
                 };
                 let started = self
                     .svcs

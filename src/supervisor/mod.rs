@@ -15,7 +15,7 @@ pub mod plan;
 mod probes;
 mod reload;
 mod shell;
-mod start;
+pub(crate) mod start;
 mod stop;
 
 use crate::config::model::{Config, Service};

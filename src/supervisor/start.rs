@@ -7,6 +7,9 @@ use super::plan::{self, Node};
 use crate::error::EXIT_FAILURE;
 use std::time::Instant;
 
+/// The most processes one service runs (as `numprocesses` allows).
+pub const MAX_PROCESSES: usize = 10_000;
+
 impl Core {
     /// After every input: continue the stop, or start what can start and
     /// notice when nothing is left to supervise.
@@ -159,8 +162,12 @@ impl Core {
         }
     }
 
+    /// One more process (`ctl incr`), up to the config's own limit.
     pub(super) fn grow(&mut self, s: u32) -> Option<usize> {
         let (len, scale) = self.svcs.get(&s).map(|x| (x.procs.len(), x.scale))?;
+        if scale >= MAX_PROCESSES {
+            return None;
+        }
         if len <= scale {
             let slot = self.new_slot(s, len);
             self.svcs.get_mut(&s)?.procs.push(slot);

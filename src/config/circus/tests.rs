@@ -287,3 +287,36 @@ fn huge_durations_are_errors_not_panics() {
         );
     }
 }
+
+/// Numbers are checked before they are narrowed (issue 15, item 18): uid
+/// 4294967296 would be 0 (root) in 32 bits, and 4294967295 is `(uid_t)-1`.
+#[test]
+fn numbers_out_of_range_are_errors() {
+    let rows: &[(&str, &str)] = &[
+        ("uid = 4294967296\n", "uid: 4294967296 is out of range (0 to 4294967294)"),
+        ("uid = 4294967295\n", "out of range"),
+        ("gid = -1\n", "gid: -1 is out of range"),
+        ("gid = 99999999999999999999999\n", "not an integer"),
+        ("numprocesses = 20000\n", "numprocesses: 20000 is out of range (0 to 10000)"),
+        ("numprocesses = -3\n", "out of range"),
+        ("max_retry = 4294967296\n", "max_retry: 4294967296 is out of range (-1 to 4294967295)"),
+        ("max_retry = -2\n", "out of range"),
+        ("stdout_stream.class = FileStream\nstdout_stream.filename = /x\nstdout_stream.backup_count = 5000\n", "backup_count: 5000 is out of range (0 to 1000)"),
+    ];
+    for (body, part) in rows {
+        let (l, f, _t) = load_one(&format!("[watcher:w]\ncmd = x\n{body}"));
+        assert!(
+            l.errors
+                .iter()
+                .any(|d| d.file == f && d.pos.line >= 3 && d.msg.contains(part)),
+            "{body:?}: {:?}",
+            l.errors
+        );
+        assert!(
+            l.services
+                .iter()
+                .all(|s| s.uid != Some(0) && s.gid != Some(0)),
+            "{body:?}: never root"
+        );
+    }
+}
