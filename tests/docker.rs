@@ -883,3 +883,59 @@ fn build(ctx: &Path, tag: &str, extra: &[&str]) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// A service that allocates past `docker run --memory 64m` is OOM-killed
+/// by the kernel for real: the launcher says so (log, status, termination
+/// report) and, the main command being critical, exits 137.
+#[test]
+fn a_real_oom_kill_is_attributed() {
+    let img = image();
+    // As the kubelet does: a file of the host bind-mounted there.
+    let dir = TempDir::new("docker-oom");
+    let report = dir.join("termination-log");
+    std::fs::write(&report, "").expect("report file");
+    let mount = format!("{}:/dev/termination-log", report.display());
+    let c = Container::run(
+        "oom",
+        &["--memory", "64m", "--memory-swap", "64m", "-v", &mount],
+        &[
+            img,
+            "--",
+            "python3",
+            "-c",
+            "import sys; print('allocating', file=sys.stderr, flush=True); x = bytearray(512 * 1024 * 1024); print(len(x))",
+        ],
+    );
+    let code = c.wait_exit(Duration::from_secs(60));
+    let logs = c.logs();
+    assert_eq!(code, 137, "{logs}");
+    assert!(
+        logs.contains("main: killed by the kernel: out of memory"),
+        "{logs}"
+    );
+    let text = std::fs::read_to_string(&report).expect("report");
+    assert!(
+        text.starts_with("exit 137: the main command ended (main: killed by KILL, OOM-killed)"),
+        "{text}\n{logs}"
+    );
+    assert!(
+        logs.trim_end()
+            .ends_with(text.lines().next().unwrap_or("?")),
+        "{logs}"
+    );
+}
+
+/// `--cpus 1.5` is 2 CPUs for the templates: the example renders its
+/// worker count from `cgroup.cpus`.
+#[test]
+fn the_cpu_quota_sizes_the_example() {
+    let img = image();
+    let c = Container::run("cpus", &["--cpus", "1.5"], &[img]);
+    let page = c.page(8080, "heartbeat 1 of worker");
+    assert!(!page.is_empty());
+    let app = c.exec(&["cat", &format!("{VOLUME_DIR}/configuration/app.json")]);
+    assert!(app.ok, "{}", app.stderr);
+    assert!(app.stdout.contains("\"workers\": 2"), "{}", app.stdout);
+    let logs = c.logs();
+    assert!(logs.contains("sized for 2 CPU(s)"), "{logs}");
+}

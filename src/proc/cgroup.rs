@@ -123,6 +123,18 @@ pub fn parse_memory_max(text: &str) -> Option<u64> {
 /// up (at most the CPUs this process may run on), the memory limit.
 pub use crate::config::model::CgroupSize as Size;
 
+/// The CPUs this process may run on (its affinity mask). Not std's
+/// `available_parallelism`, which already divides by the quota.
+fn cpus_allowed() -> u32 {
+    let Ok(set) = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) else {
+        return 1;
+    };
+    let n = (0..nix::sched::CpuSet::count())
+        .filter(|&i| set.is_set(i).unwrap_or(false))
+        .count();
+    u32::try_from(n).unwrap_or(1).max(1)
+}
+
 /// v1's "unlimited" is a huge number near 2^63.
 const V1_UNLIMITED: u64 = 1 << 62;
 
@@ -130,9 +142,7 @@ const V1_UNLIMITED: u64 = 1 << 62;
 pub fn size() -> Size {
     static SIZE: OnceLock<Size> = OnceLock::new();
     *SIZE.get_or_init(|| {
-        let online = std::thread::available_parallelism()
-            .map(|n| u32::try_from(n.get()).unwrap_or(1))
-            .unwrap_or(1);
+        let online = cpus_allowed();
         let (quota, memory_max) = match own() {
             Some(Layout::V2(d)) => (
                 read_small(&d.join("cpu.max")).and_then(|t| parse_cpu_max(&t)),

@@ -305,7 +305,8 @@ impl Core {
         svc.facts.oom_kills += 1;
         let name = svc.spec.name.clone();
         log::error!("{name}: killed by the kernel: out of memory");
-        if svc.spec.critical && self.stopping.is_none() {
+        // (The main command's end stops everything anyway, as its own.)
+        if svc.spec.critical && !svc.spec.main && self.stopping.is_none() {
             log::error!("{name}: critical service OOM-killed: stopping everything");
             self.begin_stop(Some(exit.status()), Cause::CriticalEnded(name), now, fx);
         }
