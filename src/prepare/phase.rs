@@ -17,6 +17,9 @@ pub fn run(
     signals: &mut SignalSource,
 ) -> Result<Vec<Service>, i32> {
     let mut extra = Vec::new();
+    // The volume is written by others: whatever lies under it is opened
+    // beneath it, links refused for writes (log files included).
+    crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
     if !enabled {
         return Ok(extra); // plain init: nothing to prepare
     }
@@ -110,7 +113,7 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
 
 /// Read the key directories, logging every skipped line and refused file.
 fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
-    let set = super::ssh::collect(&cfg.ssh);
+    let set = super::ssh::collect_in(&cfg.ssh, Some(&cfg.paths.volume));
     for d in &set.problems {
         log::warn!("ssh: {d} (line skipped)");
     }
@@ -123,6 +126,9 @@ fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
 fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
     let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
+        Ok(outcome) if outcome.count == 0 && !outcome.changed => {
+            log::info!("ssh: no keys in {}", key_dirs(cfg))
+        }
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
             log::warn!("ssh: skipped, not running as root: {e}");
@@ -153,6 +159,16 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
     }
 }
 
+/// The key directories, for messages.
+fn key_dirs(cfg: &Config) -> String {
+    cfg.ssh
+        .keys_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Apply the key directories again while running (`ssh.watch`): only the
 /// managed block changes; nothing is restarted.
 pub fn resync_keys(cfg: &Config) {
@@ -166,9 +182,10 @@ pub fn resync_keys(cfg: &Config) {
 
 /// Everything `check` validates of the prepare inputs, writing nothing.
 pub fn check(cfg: &Config) -> Vec<Diag> {
+    crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
     let mut out = Vec::new();
     out.extend(super::pillar::check(cfg));
-    out.extend(super::ssh::check(&cfg.ssh));
+    out.extend(super::ssh::check_in(&cfg.ssh, Some(&cfg.paths.volume)));
     out.extend(super::prepopulate::check(&cfg.prepopulate));
     out.extend(super::reconfigure::check(cfg));
     out

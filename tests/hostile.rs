@@ -1,0 +1,553 @@
+//! The data volume is hostile (issue 15): whoever writes it — the
+//! application, a shared host directory, a Kubernetes volume — plants links
+//! and FIFOs, flips them during an operation, or drops huge files. Each test
+//! follows one attack and checks that nothing outside the volume changed and
+//! that the launcher still behaves. Named after the issue item it proves.
+//!
+//! Every test runs the real binary in a private mount namespace (tmpfs over
+//! /run and /root); nothing of the host's /srv, /root or /etc is touched.
+
+mod common;
+use base64::Engine;
+use common::*;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
+
+/// A makina tree in a temp root: project `demo` with an image pillar, the
+/// state dir and control socket inside the root, and `outside/`: what the
+/// attacker aims at, next to the volume.
+struct Tree {
+    d: TempDir,
+}
+
+impl Tree {
+    fn new(tag: &str, config: &str) -> Tree {
+        let d = TempDir::new(&format!("hostile-{tag}"));
+        let t = Tree { d };
+        write(&t.pillar(), IMAGE_PILLAR);
+        std::fs::create_dir_all(t.volume()).expect("volume");
+        std::fs::create_dir_all(t.outside()).expect("outside");
+        // `@HOME@` in `config` stands for the tree's own home directory.
+        let config = config.replace("@HOME@", &t.home().to_string_lossy());
+        let cfg = format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}");
+        write(&t.config(), &cfg);
+        std::fs::create_dir_all(t.home()).expect("home");
+        t
+    }
+    fn root(&self) -> &Path {
+        self.d.path()
+    }
+    fn config(&self) -> PathBuf {
+        self.d.join("projects/demo/project/.salt/mc-launcher.yml")
+    }
+    fn pillar(&self) -> PathBuf {
+        self.d.join("projects/demo/pillar/init.sls")
+    }
+    fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    fn outside(&self) -> PathBuf {
+        self.d.join("outside")
+    }
+    fn home(&self) -> PathBuf {
+        self.d.join("home")
+    }
+    fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.root())
+    }
+}
+
+/// A well-formed public key line (the blob embeds its type) with a
+/// distinct body for each `n`.
+fn key(n: u64, comment: &str) -> String {
+    let kind = "ssh-ed25519";
+    let mut blob = (kind.len() as u32).to_be_bytes().to_vec();
+    blob.extend_from_slice(kind.as_bytes());
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    let mut body = [0u8; 32];
+    for (i, b) in body.iter_mut().enumerate() {
+        *b = (n.wrapping_mul(2654435761).wrapping_add(i as u64 * 97) >> (i % 8)) as u8;
+    }
+    body[..8].copy_from_slice(&n.to_be_bytes());
+    blob.extend_from_slice(&body);
+    format!(
+        "{kind} {} {comment}",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
+}
+
+/// Every path under `dir` (recursively), for "nothing changed" checks.
+fn listing(dir: &Path) -> Vec<(PathBuf, u32, u32, u64)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let md = std::fs::symlink_metadata(e.path()).expect("md");
+            out.push((e.path(), md.uid(), md.mode(), md.len()));
+            if md.is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Replace `path` atomically with a fresh FIFO.
+fn put_fifo(path: &Path) {
+    let tmp = path.with_extension("tmp-fifo");
+    let _ = std::fs::remove_file(&tmp);
+    nix::unistd::mkfifo(&tmp, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// `c0/c1/…/c59`: a deep chain of directories, so that resolving a path
+/// through it takes long enough for a swap to land in between.
+fn chain() -> PathBuf {
+    (0..60).map(|i| format!("c{i}")).collect()
+}
+
+/// Swap two directory entries atomically (renameat2 RENAME_EXCHANGE).
+fn exchange(a: &Path, b: &Path) {
+    let _ = nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        a,
+        nix::fcntl::AT_FDCWD,
+        b,
+        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+    );
+}
+
+/// A thread that runs `flip` over and over until dropped.
+struct Flipper {
+    stop: Arc<AtomicBool>,
+    flips: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Flipper {
+    fn start(mut flip: impl FnMut(u64) + Send + 'static) -> Flipper {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flips = Arc::new(AtomicU64::new(0));
+        let (s, f) = (stop.clone(), flips.clone());
+        let handle = std::thread::spawn(move || {
+            let mut i = 0;
+            while !s.load(Ordering::Relaxed) {
+                flip(i);
+                i += 1;
+                f.store(i, Ordering::Relaxed);
+            }
+        });
+        Flipper {
+            stop,
+            flips,
+            handle: Some(handle),
+        }
+    }
+    fn flips(&self) -> u64 {
+        self.flips.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Flipper {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+// ----- SSH keys ---------------------------------------------------------------
+
+/// Item 1: for a non-root `ssh.user`, `~/.ssh` or `authorized_keys` made a
+/// link (to a root-only directory or file) is refused with a clear message:
+/// never chowned to the user, never written or read through.
+#[test]
+fn item01_non_root_user_ssh_dir_symlink_is_refused() {
+    let passwd_line = "mcltest:x:4242:4242:mc-launcher test:/nonexistent:/bin/sh";
+    for planted in ["dir", "file"] {
+        let t = Tree::new(
+            &format!("item01-{planted}"),
+            "ssh:\n  user: mcltest\n  home: \"@HOME@\"\n  sshd: never\n",
+        );
+        write(
+            &t.volume().join("ssh/a.pub"),
+            &format!("{}\n", key(1, "alice")),
+        );
+        let home = t.home();
+        nix::unistd::chown(&home, Some(4242.into()), Some(4242.into())).expect("chown home");
+        // Root-only things the user must never get.
+        let secret_dir = t.outside().join("root-only");
+        std::fs::create_dir_all(&secret_dir).expect("secret dir");
+        std::fs::set_permissions(&secret_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let secret = secret_dir.join("shadow");
+        std::fs::write(&secret, "root:TOP-SECRET-HASH:19000::::::\n").expect("secret");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        match planted {
+            "dir" => symlink(&secret_dir, home.join(".ssh")).expect("link"),
+            _ => {
+                std::fs::create_dir_all(home.join(".ssh")).expect("ssh dir");
+                nix::unistd::chown(&home.join(".ssh"), Some(4242.into()), Some(4242.into()))
+                    .expect("chown");
+                symlink(&secret, home.join(".ssh/authorized_keys")).expect("link");
+            }
+        }
+        let before = listing(&t.outside());
+        let scratch = t.d.join("etc-overlay");
+        let out = t
+            .launch(&["prepare"])
+            .overlay("/etc", &scratch)
+            .before(&format!("echo '{passwd_line}' >> /etc/passwd"))
+            .run();
+        let all = out.all();
+        assert_eq!(
+            listing(&t.outside()),
+            before,
+            "{planted}: outside changed\n{all}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&secret).expect("secret"),
+            "root:TOP-SECRET-HASH:19000::::::\n"
+        );
+        let wanted = match planted {
+            "dir" => "~/.ssh is a symbolic link: refused",
+            _ => "~/.ssh/authorized_keys is a symbolic link: refused",
+        };
+        assert!(all.contains(wanted), "{planted}: no clear refusal\n{all}");
+        assert!(
+            !all.contains("TOP-SECRET"),
+            "{planted}: the secret leaked\n{all}"
+        );
+        // Nothing in the home holds the secret either.
+        for (p, ..) in listing(&home) {
+            if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                assert!(!text.contains("TOP-SECRET"), "{}: {text}", p.display());
+            }
+        }
+    }
+}
+
+/// Item 3: each `*.pub` is a link into `x/c0/…/c59/` (inside the key
+/// directory), and `x` is swapped again and again with a link to the same
+/// tree outside the volume, whose files are root-only: whenever a check and
+/// the read are two steps, the read lands outside. The outside files are
+/// never read: their lines never reach the log or authorized_keys.
+#[test]
+fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
+    let t = Tree::new("item03", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let keys = t.volume().join("ssh");
+    let inside = keys.join("x").join(chain());
+    let outside = t.outside().join("x").join(chain());
+    std::fs::create_dir_all(&inside).expect("inside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    for i in 0..40u64 {
+        let name = format!("k{i}.pub");
+        write(&inside.join(&name), &format!("{}\n", key(i, "k")));
+        let secret = outside.join(&name);
+        write(&secret, "TOP-SECRET-LINE one\nTOP-SECRET-LINE two\n");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        symlink(Path::new("x").join(chain()).join(&name), keys.join(&name)).expect("link");
+    }
+    symlink(t.outside().join("x"), keys.join("x.swap")).expect("link");
+    let flipper = {
+        let (a, b) = (keys.join("x"), keys.join("x.swap"));
+        Flipper::start(move |_| exchange(&a, &b))
+    };
+    let mut refused = 0;
+    for run in 0..40 {
+        let out = t
+            .launch(&["prepare"])
+            .timeout(Duration::from_secs(60))
+            .run();
+        let all = out.all();
+        assert!(
+            !all.contains("TOP-SECRET"),
+            "run {run}: the outside file was read\n{all}"
+        );
+        let ak = std::fs::read_to_string(t.home().join(".ssh/authorized_keys")).unwrap_or_default();
+        assert!(
+            !ak.contains("TOP-SECRET"),
+            "run {run}: leaked into authorized_keys"
+        );
+        assert_eq!(out.code, Some(0), "{all}");
+        if all.contains("outside") && all.contains("refused") {
+            refused += 1;
+        }
+    }
+    assert!(flipper.flips() > 0);
+    drop(flipper);
+    assert!(refused > 0, "no run met the link: the test proved nothing");
+}
+
+/// Item 4: a key file swapped for a FIFO between any check and the read
+/// never blocks the launcher (it used to hang in open() forever); a FIFO
+/// named `*.pub` is refused by type. Then, with `ssh.watch`, a running
+/// launcher meets the same FIFOs, still installs a new key, answers `ctl`
+/// and stops on SIGTERM.
+#[test]
+fn item04_key_file_swapped_for_a_fifo_never_blocks() {
+    let t = Tree::new(
+        "item04",
+        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+    );
+    // Each `*.pub` is a link into `x/c0/…/c59/`; `x` is swapped again and
+    // again with `y`, the same tree of FIFOs: a check that says "regular
+    // file" followed by an open by path then opens a FIFO nobody writes.
+    let keys = t.volume().join("ssh");
+    let (x, y) = (keys.join("x").join(chain()), keys.join("y").join(chain()));
+    std::fs::create_dir_all(&x).expect("x");
+    std::fs::create_dir_all(&y).expect("y");
+    let files: Vec<PathBuf> = (0..40).map(|i| keys.join(format!("k{i}.pub"))).collect();
+    for (i, f) in files.iter().enumerate() {
+        let name = format!("k{i}.pub");
+        write(&x.join(&name), &format!("{}\n", key(i as u64, "k")));
+        put_fifo(&y.join(&name));
+        symlink(Path::new("x").join(chain()).join(&name), f).expect("link");
+    }
+    {
+        let (a, b) = (keys.join("x"), keys.join("y"));
+        let flipper = Flipper::start(move |_| exchange(&a, &b));
+        for run in 0..40 {
+            // A run that blocks in open() never ends: the harness's limit
+            // then fails the test.
+            let out = t
+                .launch(&["prepare"])
+                .timeout(Duration::from_secs(60))
+                .run();
+            assert_eq!(out.code, Some(0), "run {run}\n{}", out.all());
+        }
+        assert!(flipper.flips() > 0);
+    }
+    // The swaps stopped on either side: put the key files back in `x`.
+    if std::fs::metadata(x.join("k1.pub")).is_ok_and(|m| !m.is_file()) {
+        exchange(&keys.join("x"), &keys.join("y"));
+    }
+    // Now a running launcher with FIFOs in place.
+    for f in files.iter().step_by(2) {
+        put_fifo(f);
+    }
+    let run = t.launch(&[]).timeout(Duration::from_secs(120)).spawn();
+    let ak = t.home().join(".ssh/authorized_keys");
+    assert!(wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&ak).is_ok_and(|s| s.contains(" k\n"))
+    }));
+    write(&keys.join("late.pub"), &format!("{}\n", key(1000, "late")));
+    assert!(
+        wait_until(Duration::from_secs(60), || std::fs::read_to_string(&ak)
+            .is_ok_and(|s| s.contains(" late\n"))),
+        "the key added while FIFOs sit in the key dir was never installed"
+    );
+    let st = ctl(&run, &["status"]);
+    assert_eq!(st.code, Some(0), "{}", st.all());
+    run.signal(nix::libc::SIGTERM);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("k0.pub: is a FIFO, not a regular file: refused"),
+        "{}",
+        out.all()
+    );
+}
+
+/// Item 13: a 12 MB `.pub` is refused at its size (the limit is in the
+/// message) instead of being parsed, and keys repeated across many files
+/// are de-duplicated (each once in authorized_keys).
+#[test]
+fn item13_huge_pub_is_refused_and_keys_deduplicated() {
+    let t = Tree::new("item13", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let keys = t.volume().join("ssh");
+    // 20 files of 1,500 keys each, every key twice overall: 15,000 unique.
+    for f in 0..20u64 {
+        let text: String = (0..1500u64)
+            .map(|i| format!("{}\n", key((f * 1500 + i) % 15_000, "dup")))
+            .collect();
+        write(&keys.join(format!("team{f:02}.pub")), &text);
+    }
+    let huge: String = (0..150_000u64)
+        .map(|i| format!("{}\n", key(i, "huge")))
+        .collect();
+    assert!(huge.len() > 12_000_000);
+    write(&keys.join("huge.pub"), &huge);
+    let out = t
+        .launch(&["prepare"])
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("huge.pub: is larger than 256 KiB, the limit: refused"),
+        "{}",
+        out.all()
+    );
+    let ak = std::fs::read_to_string(t.home().join(".ssh/authorized_keys")).expect("ak");
+    assert_eq!(ak.matches(" dup\n").count(), 15_000);
+    assert!(!ak.contains(" huge\n"));
+}
+
+/// Item 14: a 1 GiB sparse file in the key directory (named `.pub` or
+/// not) costs the running launcher next to no memory: only a bounded
+/// prefix is ever read.
+#[test]
+fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
+    let t = Tree::new(
+        "item14",
+        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+    );
+    let keys = t.volume().join("ssh");
+    std::fs::create_dir_all(&keys).expect("keys");
+    for name in ["sparse.pub", "sparse-no-ext"] {
+        let f = std::fs::File::create(keys.join(name)).expect("create");
+        f.set_len(1 << 30).expect("sparse");
+    }
+    write(&keys.join("good.pub"), &format!("{}\n", key(7, "good")));
+    let run = t.launch(&[]).timeout(Duration::from_secs(120)).spawn();
+    let ak = t.home().join(".ssh/authorized_keys");
+    assert!(wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(&ak).is_ok_and(|s| s.contains(" good\n"))
+    }));
+    let pid = run.launcher_pid();
+    let hwm_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM");
+    run.signal(nix::libc::SIGTERM);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        hwm_kib < 64 * 1024,
+        "peak memory {hwm_kib} KiB: the sparse file was read whole\n{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains("sparse.pub: is larger than 256 KiB"),
+        "{}",
+        out.all()
+    );
+}
+
+/// Item 20: a rejected line is quoted at most ~100 bytes in the warning.
+#[test]
+fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
+    let t = Tree::new("item20", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let junk = "J".repeat(200_000);
+    let opts_junk = format!("no-pty,{} {}", "o".repeat(50_000), key(1, "x"));
+    write(
+        &t.volume().join("ssh/junk.pub"),
+        &format!("{junk}\n{opts_junk}\n{}\n", key(2, "fine")),
+    );
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("junk.pub:"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{}", out.all());
+    for l in &lines {
+        assert!(l.len() < 400, "a {}-byte warning: {}…", l.len(), &l[..300]);
+    }
+    assert!(lines[0].contains("(line truncated)"), "{}", lines[0]);
+    let ak = std::fs::read_to_string(t.home().join(".ssh/authorized_keys")).expect("ak");
+    assert!(ak.contains(" fine\n"));
+}
+
+/// Issue 13 item 11: the words of the SSH step say what happened.
+#[test]
+fn issue13_item11_ssh_messages_say_what_happened() {
+    let t = Tree::new("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    // A first start without keys.
+    let out = t.launch(&["prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains(&format!(
+            "ssh: no keys in {}, {}",
+            t.volume().join("ssh").display(),
+            t.volume().join("ms_ssh").display()
+        )),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stderr.contains("0 key(s)"), "{}", out.all());
+    // A key and a line that is not one.
+    write(
+        &t.volume().join("ssh/a.pub"),
+        &format!("{}\nthis is not a key\n", key(1, "alice")),
+    );
+    let out = t.launch(&["prepare"]).run();
+    assert!(
+        out.stderr.contains("ssh: installed 1 key(s)"),
+        "{}",
+        out.all()
+    );
+    assert!(
+        out.stderr.contains(
+            "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]"
+        ),
+        "{}",
+        out.all()
+    );
+    assert!(
+        !out.stderr.contains("unknown key type `is`"),
+        "{}",
+        out.all()
+    );
+    // The same again: in place.
+    let out = t.launch(&["prepare"]).run();
+    assert!(
+        out.stderr.contains("ssh: already in place: 1 key(s)"),
+        "{}",
+        out.all()
+    );
+    // Revoked.
+    std::fs::remove_file(t.volume().join("ssh/a.pub")).expect("rm");
+    let out = t.launch(&["prepare"]).run();
+    assert!(
+        out.stderr.contains("ssh: removed 1 key(s)"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stderr.contains("installed 0 key(s)"), "{}", out.all());
+}
+
+/// Item 9: `ssh.host_keys_dir` planted as a link to a world-writable
+/// sticky directory outside the volume: never chmod-ed, never filled.
+#[test]
+fn item09_host_keys_dir_link_is_never_chmodded_or_filled() {
+    let t = Tree::new("item09", "ssh:\n  sshd: always\n");
+    write(&t.volume().join("ssh/a.pub"), &format!("{}\n", key(1, "a")));
+    let sticky = t.outside().join("tmp");
+    std::fs::create_dir_all(&sticky).expect("sticky");
+    std::fs::set_permissions(&sticky, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    std::fs::create_dir_all(t.volume().join("configuration")).expect("conf");
+    symlink(&sticky, t.volume().join("configuration/ssh_host_keys")).expect("link");
+    let out = t.launch(&["prepare"]).tmpfs("/etc/ssh").run();
+    let all = out.all();
+    assert_eq!(
+        std::fs::metadata(&sticky).expect("md").mode() & 0o7777,
+        0o1777,
+        "the link's target was chmod-ed\n{all}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&sticky).expect("ls").count(),
+        0,
+        "host keys were written through the link\n{all}"
+    );
+    assert!(
+        all.contains("ssh_host_keys: is a symbolic link: refused"),
+        "{all}"
+    );
+    assert_eq!(out.code, Some(0), "sshd still gets host keys\n{all}");
+}
+
