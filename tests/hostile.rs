@@ -551,3 +551,171 @@ fn item09_host_keys_dir_link_is_never_chmodded_or_filled() {
     assert_eq!(out.code, Some(0), "sshd still gets host keys\n{all}");
 }
 
+// ----- the pillar override ----------------------------------------------------
+
+/// Item 11: the override is a link into `x/c0/…/c59/` inside the volume
+/// (as a Kubernetes mount has it), and `x` is swapped again and again with
+/// a link to the same tree outside, holding a root-only pillar: a check and
+/// a read in two steps then install the outside file. It is never
+/// installed, and the installed pillar keeps the target's mode.
+#[test]
+fn item11_override_flipped_to_an_outside_link_is_never_installed() {
+    let t = Tree::new("item11", "pillar:\n  on_invalid: keep-default\n");
+    std::fs::set_permissions(t.pillar(), std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let conf = t.volume().join("configuration");
+    let (inside, outside) = (
+        conf.join("x").join(chain()),
+        t.outside().join("x").join(chain()),
+    );
+    std::fs::create_dir_all(&inside).expect("inside");
+    std::fs::create_dir_all(&outside).expect("outside");
+    let good = "makina-projects.demo:\n  data:\n    site: from-volume\n";
+    write(&inside.join("pillar.sls"), good);
+    std::fs::set_permissions(
+        inside.join("pillar.sls"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .expect("chmod");
+    let secret = outside.join("pillar.sls");
+    write(&secret, "stolen: TOP-SECRET\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    symlink(
+        Path::new("x").join(chain()).join("pillar.sls"),
+        conf.join("pillar.sls"),
+    )
+    .expect("link");
+    symlink(t.outside().join("x"), conf.join("x.swap")).expect("link");
+    let flipper = {
+        let (a, b) = (conf.join("x"), conf.join("x.swap"));
+        Flipper::start(move |_| exchange(&a, &b))
+    };
+    let mut installed = 0;
+    for run in 0..150 {
+        let out = t
+            .launch(&["--skip", "ssh", "prepare"])
+            .timeout(Duration::from_secs(60))
+            .run();
+        let now = std::fs::read_to_string(t.pillar()).expect("pillar");
+        assert!(
+            !now.contains("TOP-SECRET"),
+            "run {run}: installed from outside\n{}",
+            out.all()
+        );
+        assert!(
+            !out.all().contains("TOP-SECRET"),
+            "run {run}: echoed\n{}",
+            out.all()
+        );
+        assert_eq!(
+            std::fs::metadata(t.pillar()).expect("md").mode() & 0o7777,
+            0o640,
+            "run {run}: the pillar's mode changed"
+        );
+        if now == good {
+            installed += 1;
+        }
+    }
+    assert!(flipper.flips() > 0);
+    drop(flipper);
+    assert!(installed > 0, "the good override was never installed");
+}
+
+/// Item 21: an override that is not UTF-8, or too big, is an invalid
+/// override: 78 with `on_invalid: abort`, a warning with `keep-default`.
+#[test]
+fn item21_non_utf8_or_huge_override_is_an_invalid_override() {
+    for (policy, code) in [("abort", Some(78)), ("keep-default", Some(5))] {
+        let t = Tree::new(
+            &format!("item21-{policy}"),
+            &format!("pillar:\n  on_invalid: {policy}\n"),
+        );
+        let over = t.volume().join("configuration/pillar.sls");
+        std::fs::create_dir_all(over.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&over, b"a: 1\nb: caf\xe9\n").expect("write");
+        let out = t
+            .launch(&["--skip", "ssh", "--", "sh", "-c", "exit 5"])
+            .run();
+        assert_eq!(out.code, code, "{policy}\n{}", out.all());
+        assert!(
+            out.stderr.contains("pillar.sls:2:7: not valid UTF-8"),
+            "{policy}\n{}",
+            out.all()
+        );
+        assert_eq!(
+            std::fs::read_to_string(t.pillar()).expect("p"),
+            IMAGE_PILLAR
+        );
+        // Over the size limit.
+        let big: String = (0..60_000)
+            .map(|i| format!("key{i}: value {i}\n"))
+            .collect();
+        assert!(big.len() > 1 << 20);
+        std::fs::write(&over, big).expect("write");
+        let out = t
+            .launch(&["--skip", "ssh", "--", "sh", "-c", "exit 5"])
+            .run();
+        assert_eq!(out.code, code, "{policy}\n{}", out.all());
+        assert!(
+            out.stderr
+                .contains("is larger than 1 MiB, the limit: refused"),
+            "{policy}\n{}",
+            out.all()
+        );
+    }
+}
+
+/// Issue 13 item 7: an invalid override after a good one does not leave
+/// the good one installed: the image default comes back, and the message
+/// says so (with abort and with keep-default).
+#[test]
+fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
+    for (policy, code, tail) in [
+        ("abort", Some(78), "stopping (on_invalid: abort)"),
+        (
+            "keep-default",
+            Some(0),
+            "going on (on_invalid: keep-default)",
+        ),
+    ] {
+        let t = Tree::new(
+            &format!("i13-07-{policy}"),
+            &format!("pillar:\n  on_invalid: {policy}\n"),
+        );
+        let over = t.volume().join("configuration/pillar.sls");
+        let good = "makina-projects.demo:\n  data:\n    site: from-volume\n";
+        write(&over, good);
+        let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        assert_eq!(std::fs::read_to_string(t.pillar()).expect("p"), good);
+        // Now a broken one.
+        write(&over, "makina-projects.demo:\n  data: [1, 2\n");
+        let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+        assert_eq!(out.code, code, "{policy}\n{}", out.all());
+        assert_eq!(
+            std::fs::read_to_string(t.pillar()).expect("p"),
+            IMAGE_PILLAR,
+            "{policy}: the stale override is still installed"
+        );
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains("YAML syntax error"))
+            .unwrap_or_else(|| panic!("{}", out.all()));
+        assert!(
+            line.contains("configuration/pillar.sls:3:1: YAML syntax error")
+                && line.contains("; the image default is installed (restored); ")
+                && line.ends_with(tail),
+            "{policy}: {line}"
+        );
+        // Again: the default is already there, and the message says that.
+        let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+        assert_eq!(out.code, code, "{}", out.all());
+        assert!(
+            out.stderr
+                .contains("the image default is installed (it already was)"),
+            "{}",
+            out.all()
+        );
+    }
+}
+

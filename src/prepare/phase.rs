@@ -93,14 +93,14 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
             log::info!("pillar: {outcome}");
             Ok(())
         }
-        Err(PillarError::Invalid(d)) => match cfg.pillar.on_invalid {
+        // One line that says what is wrong and exactly what is installed.
+        Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
             OnInvalid::Abort => {
-                error::report(&[d]);
-                log::error!("pillar: invalid override, the image default is kept; stopping (on_invalid: abort)");
+                log::error!("pillar: {d}; {installed}; stopping (on_invalid: abort)");
                 Err(error::EXIT_CONFIG)
             }
             OnInvalid::KeepDefault => {
-                log::warn!("pillar: {d}; keeping the image default (on_invalid: keep-default)");
+                log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
                 Ok(())
             }
         },
