@@ -719,3 +719,143 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
     }
 }
 
+// ----- prepopulate ------------------------------------------------------------
+
+const PREPOP: &str = "prepopulate:\n  - src: \"{{ paths.project }}/.salt/files/default-data\"\n    dest: \"{{ paths.volume }}/data\"\n";
+
+fn seed(t: &Tree, files: usize, size: usize) -> PathBuf {
+    let src = t.d.join("projects/demo/project/.salt/files/default-data");
+    for i in 0..files {
+        let body: Vec<u8> = (0..size).map(|j| ((i * 31 + j) % 251) as u8).collect();
+        let p = src.join(format!("d{}/f{i}.dat", i % 17));
+        std::fs::create_dir_all(p.parent().expect("dir")).expect("mkdir");
+        std::fs::write(&p, body).expect("write");
+    }
+    src
+}
+
+/// Item 2: the prepopulate marker planted as a link to a file outside the
+/// volume is not written through; the copy still happens.
+#[test]
+fn item02_prepopulate_marker_symlink_is_not_written_through() {
+    let t = Tree::new("item02", PREPOP);
+    seed(&t, 5, 10);
+    let victim = t.outside().join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    let dest = t.volume().join("data");
+    std::fs::create_dir_all(&dest).expect("dest");
+    symlink(&victim, dest.join(".mc-launcher-prepopulate-incomplete")).expect("link");
+    let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(
+        std::fs::read_to_string(&victim).expect("victim"),
+        "precious\n",
+        "{}",
+        out.all()
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(dest.join("d1/f1.dat").exists(), "{}", out.all());
+    assert!(std::fs::symlink_metadata(dest.join(".mc-launcher-prepopulate-incomplete")).is_err());
+}
+
+/// Item 10: while the copy runs, each directory it is filling is swapped
+/// (atomically) for a link to a directory outside the volume that holds
+/// files of the same names: nothing outside is created, written, chmod-ed
+/// or chown-ed, and the launcher ends normally.
+#[test]
+fn item10_link_appearing_mid_copy_cannot_redirect_it() {
+    let t = Tree::new("item10", PREPOP);
+    seed(&t, 3000, 2048);
+    let dest = t.volume().join("data");
+    let target = t.outside().join("target");
+    std::fs::create_dir_all(&target).expect("target");
+    for i in 0..3000 {
+        let decoy = target.join(format!("f{i}.dat"));
+        std::fs::write(&decoy, "decoy").expect("decoy");
+        std::fs::set_permissions(&decoy, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    let before = listing(&target);
+    let swap = t.volume().join("swap");
+    for round in 0..5 {
+        let _ = std::fs::remove_dir_all(&dest);
+        let _ = std::fs::remove_dir_all(&swap);
+        std::fs::create_dir_all(&swap).expect("swap");
+        for k in 0..17 {
+            symlink(&target, swap.join(format!("l{k}"))).expect("link");
+        }
+        let flipper = {
+            let (dest, swap) = (dest.clone(), swap.clone());
+            Flipper::start(move |i| {
+                let k = i % 17;
+                let d = dest.join(format!("d{k}"));
+                if std::fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+                    exchange(&d, &swap.join(format!("l{k}")));
+                }
+            })
+        };
+        let out = t
+            .launch(&["--skip", "ssh", "prepare"])
+            .timeout(Duration::from_secs(60))
+            .run();
+        let flips = flipper.flips();
+        drop(flipper);
+        assert!(flips > 0);
+        assert!(
+            matches!(out.code, Some(0) | Some(1)),
+            "round {round}: the launcher did not behave\n{}",
+            out.all()
+        );
+        assert!(
+            listing(&target) == before,
+            "round {round}: the copy reached outside the volume\n{}",
+            out.all()
+        );
+    }
+}
+
+/// Item 24: a sparse file stays sparse, hard links stay hard links.
+#[test]
+fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
+    let t = Tree::new("item24", PREPOP);
+    let src = seed(&t, 1, 10);
+    let sparse = src.join("sparse.img");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&sparse).expect("create");
+        f.write_all(b"head").expect("w");
+        f.seek(SeekFrom::Start(32 << 20)).expect("seek");
+        f.write_all(b"middle").expect("w");
+        f.set_len(64 << 20).expect("len");
+    }
+    let src_blocks = std::fs::metadata(&sparse).expect("md").blocks();
+    assert!(
+        src_blocks * 512 < 1 << 20,
+        "the test's filesystem keeps no holes"
+    );
+    std::fs::write(src.join("one"), "shared body\n").expect("w");
+    std::fs::hard_link(src.join("one"), src.join("d0/two")).expect("hardlink");
+    let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let dest = t.volume().join("data");
+    let md = std::fs::metadata(dest.join("sparse.img")).expect("md");
+    assert_eq!(md.len(), 64 << 20);
+    assert!(
+        md.blocks() * 512 < 1 << 20,
+        "the copy is {} KiB on disk: the holes were filled",
+        md.blocks() / 2
+    );
+    let copy = std::fs::read(dest.join("sparse.img")).expect("read");
+    assert_eq!(&copy[..4], b"head");
+    assert_eq!(&copy[32 << 20..(32 << 20) + 6], b"middle");
+    assert!(copy[4..32 << 20].iter().all(|&b| b == 0));
+    let (a, b) = (
+        std::fs::metadata(dest.join("one")).expect("md"),
+        std::fs::metadata(dest.join("d0/two")).expect("md"),
+    );
+    assert_eq!(a.ino(), b.ino(), "the hard link was split into two copies");
+    assert_eq!(a.nlink(), 2);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("d0/two")).expect("r"),
+        "shared body\n"
+    );
+}
+
