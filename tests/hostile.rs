@@ -422,6 +422,13 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .expect("VmHWM");
+    // Supervising (not still in the prepare phase) before the stop.
+    assert!(wait_until(Duration::from_secs(60), || ctl(
+        &run,
+        &["status"]
+    )
+    .code
+        == Some(0)));
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -859,3 +866,74 @@ fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
     );
 }
 
+// ----- log files and templates ---------------------------------------------------
+
+/// Item 7: a `file` log stream in the volume whose file (or directory) was
+/// planted as a link outside: the service's output never lands there.
+#[test]
+fn item07_file_log_stream_in_the_volume_does_not_follow_links() {
+    for planted in ["file", "dir"] {
+        let t = Tree::new(
+            &format!("item07-{planted}"),
+            "services:\n  s:\n    cmd: [sh, -c, \"echo SERVICE-OUTPUT\"]\n    critical: true\n    respawn: false\n    stdout: {file: \"{{ paths.volume }}/logs/app.log\"}\n",
+        );
+        let victim = t.outside().join("victim.log");
+        std::fs::write(&victim, "precious\n").expect("victim");
+        let logs = t.volume().join("logs");
+        match planted {
+            "file" => {
+                std::fs::create_dir_all(&logs).expect("logs");
+                symlink(&victim, logs.join("app.log")).expect("link");
+            }
+            _ => symlink(t.outside(), &logs).expect("link"),
+        }
+        let out = t.launch(&["--skip", "ssh"]).run();
+        let all = out.all();
+        assert_eq!(
+            std::fs::read_to_string(&victim).expect("victim"),
+            "precious\n",
+            "{planted}: written through the link\n{all}"
+        );
+        assert!(!t.outside().join("app.log").exists(), "{planted}\n{all}");
+        assert!(
+            all.contains("is a symbolic link"),
+            "{planted}: not said\n{all}"
+        );
+    }
+}
+
+/// Item 8: a `template` step whose dest is in the volume, with a directory
+/// on the way planted as a link outside: the rendered file never lands
+/// outside the volume.
+#[test]
+fn item08_template_dest_through_a_planted_dir_link_stays_in_the_volume() {
+    let t = Tree::new(
+        "item08",
+        "reconfigure:\n  steps:\n    - template: {src: \"{{ paths.project }}/.salt/files/app.json.j2\", dest: \"{{ paths.volume }}/configuration/app.json\"}\n",
+    );
+    write(
+        &t.d.join("projects/demo/project/.salt/files/app.json.j2"),
+        "{\"site\": \"{{ project }}\"}\n",
+    );
+    symlink(t.outside(), t.volume().join("configuration")).expect("link");
+    // (The pillar step would refuse that link too: skipped, to see the step.)
+    let out = t.launch(&["--skip", "ssh,pillar", "prepare"]).run();
+    let all = out.all();
+    assert!(
+        !t.outside().join("app.json").exists(),
+        "written outside\n{all}"
+    );
+    assert_eq!(out.code, Some(1), "{all}");
+    assert!(
+        all.contains("configuration: is a symbolic link: refused"),
+        "{all}"
+    );
+    // Without the link, the same step writes where it should.
+    std::fs::remove_file(t.volume().join("configuration")).expect("rm");
+    let out = t.launch(&["--skip", "ssh", "prepare"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(t.volume().join("configuration/app.json")).expect("r"),
+        "{\"site\": \"demo\"}\n"
+    );
+}
