@@ -20,6 +20,12 @@ pub const SNIFF_LIMIT: u64 = 4096;
 /// The existing `authorized_keys`, read to keep the lines outside the
 /// managed block.
 pub const AUTHORIZED_KEYS_LIMIT: u64 = 16 << 20;
+/// At most this many files are looked at in one key directory, and at
+/// most this many bytes read from all of them in one scan: a scan (which
+/// runs in the event loop with `ssh.watch`) costs a bounded time whatever
+/// the volume holds.
+pub const MAX_KEY_FILES: usize = 1000;
+pub const MAX_KEY_BYTES: u64 = 8 << 20;
 /// A host key read back from the volume (an RSA 4096 key is about 3 KiB).
 pub const HOST_KEY_LIMIT: u64 = 64 * 1024;
 /// At most this much of a rejected line (or of a word in it) is quoted.
@@ -266,6 +272,7 @@ pub fn collect(cfg: &SshCfg) -> KeySet {
 pub fn collect_in(cfg: &SshCfg, volume: Option<&Path>) -> KeySet {
     let mut set = KeySet::default();
     let mut seen: HashSet<String> = HashSet::new();
+    let mut budget = MAX_KEY_BYTES;
     for dir in &cfg.keys_dirs {
         let d = match fsutil::open_dir_in(dir, volume, Links::Beneath) {
             Ok(Some(d)) => d,
@@ -283,8 +290,27 @@ pub fn collect_in(cfg: &SshCfg, volume: Option<&Path>) -> KeySet {
                 continue;
             }
         };
-        for name in names {
-            read_key_file(&d, &name, &mut set, &mut seen);
+        if names.len() > MAX_KEY_FILES {
+            set.refused.push(Diag::file(
+                dir,
+                format!(
+                    "holds {} entries: only the first {MAX_KEY_FILES} (sorted) are read",
+                    names.len()
+                ),
+            ));
+        }
+        for name in names.iter().take(MAX_KEY_FILES) {
+            if budget == 0 {
+                set.refused.push(Diag::file(
+                    &d.path().join(name),
+                    format!(
+                        "not read: the key directories hold more than {} of files to read",
+                        fsutil::human_size(MAX_KEY_BYTES)
+                    ),
+                ));
+                break;
+            }
+            budget = budget.saturating_sub(read_key_file(&d, name, &mut set, &mut seen));
         }
     }
     set
@@ -305,20 +331,21 @@ fn refusal_text(e: &FsError, dir: &Path) -> String {
     }
 }
 
-fn read_key_file(d: &DirFd, name: &OsStr, set: &mut KeySet, seen: &mut HashSet<String>) {
+/// Read one entry of a key directory; how many bytes it cost.
+fn read_key_file(d: &DirFd, name: &OsStr, set: &mut KeySet, seen: &mut HashSet<String>) -> u64 {
     let path = d.path().join(name);
     let is_pub = Path::new(name).extension().is_some_and(|e| e == "pub");
     let opened = d.file(Path::new(name), Links::Beneath);
     let (mut f, _) = match opened {
         Ok(f) => f,
-        Err(e) if e.is_not_found() => return, // gone meanwhile, or a dangling link
+        Err(e) if e.is_not_found() => return 0, // gone meanwhile, or a dangling link
         // Directories (`..data` of a Kubernetes mount…) and other odd
         // files are only worth a word when they are named like a key.
-        Err(e) if matches!(e.refusal(), Some(Refusal::Kind { .. })) && !is_pub => return,
+        Err(e) if matches!(e.refusal(), Some(Refusal::Kind { .. })) && !is_pub => return 0,
         Err(e) => {
             set.refused
                 .push(Diag::file(&path, refusal_text(&e, d.path())));
-            return;
+            return 0;
         }
     };
     let read = if is_pub {
@@ -332,15 +359,17 @@ fn read_key_file(d: &DirFd, name: &OsStr, set: &mut KeySet, seen: &mut HashSet<S
             let e = FsError::new(&path, err);
             set.refused
                 .push(Diag::file(&path, refusal_text(&e, d.path())));
-            return;
+            // What was read before the limit said no.
+            return PUB_LIMIT;
         }
     };
+    let cost = bytes.len() as u64;
     if looks_private(&bytes) {
         set.refused.push(Diag::file(&path, PRIVATE_REFUSED));
-        return;
+        return cost;
     }
     if !is_pub {
-        return;
+        return cost;
     }
     for (i, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
         match parse_key_line(line) {
@@ -357,6 +386,7 @@ fn read_key_file(d: &DirFd, name: &OsStr, set: &mut KeySet, seen: &mut HashSet<S
             )),
         }
     }
+    cost
 }
 
 /// Replace (or add, or remove) the managed block in `existing`.
@@ -928,6 +958,42 @@ mod tests {
         assert_eq!(set.keys.len(), 500);
         assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
         assert!(set.refused[0].msg.contains("larger than 256 KiB"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_scan_reads_a_bounded_number_of_files_and_bytes() {
+        let d = std::env::temp_dir().join(format!("mcl-ssh-budget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        let filler = vec![b'#'; 250 * 1024];
+        for i in 0..40 {
+            std::fs::write(d.join(format!("f{i:02}.pub")), &filler).expect("w");
+        }
+        for i in 0..MAX_KEY_FILES {
+            std::fs::write(d.join(format!("z{i:04}")), "").expect("w");
+        }
+        let cfg = SshCfg {
+            keys_dirs: vec![d.clone()],
+            user: "root".into(),
+            home: None,
+            watch: false,
+            sshd: SshdMode::Never,
+            host_keys_dir: d.join("hk"),
+        };
+        let set = collect(&cfg);
+        assert!(
+            set.refused.iter().any(|r| r.msg.contains("holds 1040 entries")),
+            "{:?}",
+            set.refused
+        );
+        let stopped: Vec<_> = set
+            .refused
+            .iter()
+            .filter(|r| r.msg.contains("more than 8 MiB"))
+            .collect();
+        assert_eq!(stopped.len(), 1, "{:?}", set.refused);
+        assert!(stopped[0].file.ends_with("f33.pub"), "{:?}", stopped[0]);
         let _ = std::fs::remove_dir_all(&d);
     }
 
