@@ -523,7 +523,24 @@ fn home_refusal(e: FsError, what: &str) -> FsError {
 /// existing file is read non-blocking, bounded, and only when it is a
 /// regular file with a single name, and owner and mode are set on the fds.
 pub fn sync_into(home: &Path, uid: Uid, gid: Gid, keys: &[String]) -> Result<SyncOutcome, FsError> {
-    let home_fd = DirFd::open(home)?;
+    // The home path itself is trusted (the password database, the
+    // config): a missing one is created, as `mkdir -p` would.
+    let home_fd = match DirFd::open(home) {
+        Err(e) if e.is_not_found() && !keys.is_empty() => {
+            fsutil::at(home, std::fs::create_dir_all(home))?;
+            DirFd::open(home)?
+        }
+        Err(e) if e.is_not_found() => {
+            return Ok(SyncOutcome {
+                path: home.join(".ssh/authorized_keys"),
+                count: 0,
+                changed: false,
+                added: 0,
+                removed: 0,
+            })
+        }
+        r => r?,
+    };
     let dir_path = home.join(".ssh");
     let path = dir_path.join("authorized_keys");
     let dir = match home_fd.dir(Path::new(".ssh"), Links::Refuse) {
@@ -863,6 +880,16 @@ mod tests {
         assert_eq!(mode(&home.join(".ssh/authorized_keys")), 0o600);
         let again = sync_into(&home, uid, gid, std::slice::from_ref(&k)).expect("sync");
         assert!(!again.changed, "nothing to write the second time");
+        // A home that does not exist yet is made (with keys to write only).
+        let fresh = home.join("not-yet/home");
+        assert!(!sync_into(&fresh, uid, gid, &[]).expect("none").changed);
+        assert!(!fresh.exists());
+        assert!(
+            sync_into(&fresh, uid, gid, std::slice::from_ref(&k))
+                .expect("made")
+                .changed
+        );
+        assert!(fresh.join(".ssh/authorized_keys").is_file());
         let _ = std::fs::remove_dir_all(&home);
     }
 
@@ -983,7 +1010,9 @@ mod tests {
         };
         let set = collect(&cfg);
         assert!(
-            set.refused.iter().any(|r| r.msg.contains("holds 1040 entries")),
+            set.refused
+                .iter()
+                .any(|r| r.msg.contains("holds 1040 entries")),
             "{:?}",
             set.refused
         );
