@@ -64,12 +64,13 @@ fn pillar_install_killed_anywhere_is_never_half_written() {
     let d = TempDir::new("hard-pillar-kill");
     tree(&d, "");
     let default = std::fs::read(d.join("projects/demo/pillar/init.sls")).expect("default");
-    // A large override (under the 1 MiB limit) makes the install take long
-    // enough to be cut.
+    // A large override (just under the 1 MiB limit) makes the install take
+    // long enough to be cut.
     let mut over = String::from("makina-projects.demo:\n  data:\n");
-    for i in 0..30_000 {
+    for i in 0..28_000 {
         over.push_str(&format!("    key{i}: value number {i}\n"));
     }
+    assert!(over.len() < 1 << 20);
     write(
         &d.join("projects/demo/data/configuration/pillar.sls"),
         &over,

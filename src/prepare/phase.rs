@@ -28,6 +28,9 @@ pub fn run(
     jobs: &mut dyn Jobs,
 ) -> Result<Vec<Service>, i32> {
     let mut extra = Vec::new();
+    // The volume is written by others: whatever lies under it is opened
+    // beneath it, links refused for writes (log files included).
+    crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
     if !enabled {
         return Ok(extra); // plain init: nothing to prepare
     }
@@ -96,14 +99,14 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
             log::info!("pillar: {outcome}");
             Ok(())
         }
-        Err(PillarError::Invalid(d)) => match cfg.pillar.on_invalid {
+        // One line that says what is wrong and exactly what is installed.
+        Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
             OnInvalid::Abort => {
-                error::report(&[d]);
-                log::error!("pillar: invalid override, the image default is kept; stopping (on_invalid: abort)");
+                log::error!("pillar: {d}; {installed}; stopping (on_invalid: abort)");
                 Err(error::EXIT_CONFIG)
             }
             OnInvalid::KeepDefault => {
-                log::warn!("pillar: {d}; keeping the image default (on_invalid: keep-default)");
+                log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
                 Ok(())
             }
         },
@@ -116,7 +119,7 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
 
 /// Read the key directories, logging every skipped line and refused file.
 fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
-    let set = super::ssh::collect(&cfg.ssh);
+    let set = super::ssh::collect_in(&cfg.ssh, Some(&cfg.paths.volume));
     for d in &set.problems {
         log::warn!("ssh: {d} (line skipped)");
     }
@@ -129,6 +132,9 @@ fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
 fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
     let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
+        Ok(outcome) if outcome.count == 0 && !outcome.changed => {
+            log::info!("ssh: no keys in {}", key_dirs(cfg))
+        }
         Ok(outcome) => log::info!("ssh: {outcome}"),
         Err(e) if !nix::unistd::Uid::effective().is_root() => {
             log::warn!("ssh: skipped, not running as root: {e}");
@@ -155,7 +161,7 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
         // sshd starts with the first key dropped while running: have its
         // host keys ready now, so that nothing slow runs in the loop then.
         if super::ssh::sshd_available() {
-            if let Err(e) = super::ssh::host_keys(&cfg.ssh) {
+            if let Err(e) = super::ssh::host_keys(cfg) {
                 log::warn!("sshd: cannot prepare host keys for later: {e}");
             }
         }
@@ -167,6 +173,16 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
             Err(error::EXIT_FAILURE)
         }
     }
+}
+
+/// The key directories, for messages.
+fn key_dirs(cfg: &Config) -> String {
+    cfg.ssh
+        .keys_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Apply the key directories again while running (`ssh.watch`): only the
@@ -190,9 +206,10 @@ pub fn resync_keys(cfg: &Config) -> Option<Service> {
 
 /// Everything `check` validates of the prepare inputs, writing nothing.
 pub fn check(cfg: &Config) -> Vec<Diag> {
+    crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
     let mut out = Vec::new();
     out.extend(super::pillar::check(cfg));
-    out.extend(super::ssh::check(&cfg.ssh));
+    out.extend(super::ssh::check_in(&cfg.ssh, Some(&cfg.paths.volume)));
     out.extend(super::prepopulate::check(&cfg.prepopulate));
     out.extend(super::reconfigure::check(cfg));
     out

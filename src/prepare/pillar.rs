@@ -2,16 +2,26 @@
 //!
 //! The image's `init.sls` is saved once in the state dir. A valid override
 //! from the volume replaces it atomically; when the override goes away the
-//! saved default comes back. An invalid override never touches the target.
+//! saved default comes back. An invalid override is never installed, and
+//! never leaves an earlier override in place: the image default comes back
+//! (DESIGN §9).
+//!
+//! The override is resolved and read in one open beneath the volume's fd
+//! (links followed only while they stay in the volume: Kubernetes `..data`
+//! mounts), non-blocking, checked to be a regular file on the fd, and read
+//! up to [`OVERRIDE_LIMIT`].
 
 use crate::config::model::Config;
-use crate::error::Diag;
-use crate::fsutil::{self, FsError};
+use crate::error::{Diag, Pos};
+use crate::fsutil::{self, FsError, Refusal};
 use minijinja::value::{Object, Value};
 use std::fmt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+/// The biggest override read: a pillar is a few KiB of YAML.
+pub const OVERRIDE_LIMIT: u64 = 1 << 20;
 
 /// What the step did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,17 +43,57 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// What is installed after an invalid override was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    /// An earlier override was there: the saved image default replaced it.
+    Restored,
+    /// The image default was already the target.
+    AlreadyDefault,
+    /// The image has no pillar of its own: the earlier override was removed.
+    RemovedOverride,
+    /// The image has no pillar of its own, and none is installed.
+    Nothing,
+    /// No saved image default to restore (the state dir was lost): the
+    /// target is left as it is.
+    Unknown { saved: PathBuf, target: PathBuf },
+}
+
+impl fmt::Display for Installed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Installed::Restored => write!(f, "the image default is installed (restored)"),
+            Installed::AlreadyDefault => {
+                write!(f, "the image default is installed (it already was)")
+            }
+            Installed::RemovedOverride => write!(
+                f,
+                "the image has no pillar of its own: the earlier override was removed"
+            ),
+            Installed::Nothing => {
+                write!(f, "the image has no pillar of its own: none is installed")
+            }
+            Installed::Unknown { saved, target } => write!(
+                f,
+                "the image default cannot be restored (no saved copy at {}): {} is left as it is",
+                saved.display(),
+                target.display()
+            ),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum PillarError {
-    /// The override is not valid: the target was left as it was.
-    Invalid(Diag),
+    /// The override is not valid; what is installed instead.
+    Invalid(Diag, Installed),
     Io(FsError),
 }
 
 impl fmt::Display for PillarError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PillarError::Invalid(d) => write!(f, "{d}"),
+            PillarError::Invalid(d, installed) => write!(f, "{d}; {installed}"),
             PillarError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -257,77 +307,111 @@ pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
     Ok(doc.to_json())
 }
 
-/// Follow `src` through symlinks, each hop staying inside `volume`.
-/// `Ok(None)`: there is no override.
-pub fn resolve_in_volume(src: &Path, volume: &Path) -> Result<Option<PathBuf>, Diag> {
-    let vol = std::fs::canonicalize(volume).unwrap_or_else(|_| volume.to_path_buf());
-    let inside = |p: &Path| -> bool {
-        // Canonicalize what exists of the path (the last hop may dangle).
-        let parent = p.parent().and_then(|d| std::fs::canonicalize(d).ok());
-        parent.is_some_and(|d| d.starts_with(&vol))
-    };
-    let mut cur = src.to_path_buf();
-    for _ in 0..40 {
-        let md = match std::fs::symlink_metadata(&cur) {
-            Ok(md) => md,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Diag::file(&cur, format!("cannot read the override: {e}"))),
-        };
-        if !inside(&cur) {
-            return Err(Diag::file(
-                src,
-                format!(
-                    "refused: the override resolves to {}, outside the volume {}",
-                    cur.display(),
-                    vol.display()
-                ),
-            ));
-        }
-        if !md.file_type().is_symlink() {
-            let real = std::fs::canonicalize(&cur).map_err(|e| Diag::file(&cur, e.to_string()))?;
-            if !real.starts_with(&vol) {
-                return Err(Diag::file(
-                    src,
-                    format!(
-                        "refused: the override resolves to {}, outside the volume {}",
-                        real.display(),
-                        vol.display()
-                    ),
-                ));
-            }
-            if !md.is_file() {
-                return Err(Diag::file(src, "the override is not a regular file"));
-            }
-            return Ok(Some(real));
-        }
-        let target = std::fs::read_link(&cur).map_err(|e| Diag::file(&cur, e.to_string()))?;
-        cur = match cur.parent() {
-            Some(dir) if target.is_relative() => dir.join(target),
-            _ => target,
-        };
+/// Why the override was not used, before anything is installed.
+enum Refused {
+    Invalid(Diag),
+    Io(FsError),
+}
+
+/// The directory the override is resolved beneath: the volume when it lies
+/// in it, else its own directory.
+fn override_root(cfg: &Config) -> PathBuf {
+    let src = &cfg.pillar.source;
+    if fsutil::under(src, &cfg.paths.volume).is_some() {
+        return cfg.paths.volume.clone();
     }
-    Err(Diag::file(
-        src,
-        "refused: too many levels of symbolic links",
-    ))
+    src.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
+}
+
+/// The override's text, resolved and read in one open (see the module
+/// doc); `Ok(None)`: there is no override. Refusals (a link out of the
+/// volume, a FIFO, too big) and text that is not UTF-8 make an invalid
+/// override; other I/O errors are I/O errors.
+fn read_override(cfg: &Config) -> Result<Option<String>, Refused> {
+    let src = &cfg.pillar.source;
+    let root = override_root(cfg);
+    let bytes = match fsutil::read_file_in(src, Some(&root), OVERRIDE_LIMIT) {
+        Ok(b) => b,
+        Err(e) if e.is_not_found() => return Ok(None),
+        Err(e) => {
+            let msg = match e.refusal() {
+                Some(Refusal::Outside(_)) => format!(
+                    "refused: the override leads outside the volume {}",
+                    root.display()
+                ),
+                Some(Refusal::Kind { found, .. }) => {
+                    format!("the override is {found}, not a regular file: refused")
+                }
+                Some(r @ Refusal::TooBig(_)) => format!("the override {r}"),
+                Some(r) => format!("the override {r}"),
+                None if e.err.raw_os_error() == Some(nix::libc::ELOOP) => {
+                    "refused: too many levels of symbolic links".to_string()
+                }
+                None if e.err.raw_os_error() == Some(nix::libc::ENOTDIR) => {
+                    format!("cannot read the override: {}", e.err)
+                }
+                None => return Err(Refused::Io(e)),
+            };
+            return Err(Refused::Invalid(Diag::file(src, msg)));
+        }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) => {
+            let bytes = e.as_bytes();
+            let at = e.utf8_error().valid_up_to();
+            let before = bytes.get(..at).unwrap_or_default();
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let line_start = before
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            let col = String::from_utf8_lossy(before.get(line_start..).unwrap_or_default())
+                .chars()
+                .count()
+                + 1;
+            let byte = bytes.get(at).copied().unwrap_or(0);
+            Err(Refused::Invalid(Diag::new(
+                src,
+                Pos::new(line, col),
+                format!("not valid UTF-8 (byte 0x{byte:02x}): a pillar is UTF-8 text"),
+            )))
+        }
+    }
+}
+
+/// The override's text if there is one that can be read as the prepare
+/// phase reads it (for the preflight, which only needs to know).
+pub fn override_text(cfg: &Config) -> Option<String> {
+    read_override(cfg).ok().flatten()
 }
 
 fn saved_default(cfg: &Config) -> PathBuf {
     cfg.paths.state.join("image-pillar.sls")
 }
 
+/// Says that the image had no `init.sls` of its own on the first start.
+fn saved_absent(cfg: &Config) -> PathBuf {
+    cfg.paths.state.join("image-pillar.absent")
+}
+
 /// Check the override, writing nothing.
 pub fn check(cfg: &Config) -> Vec<Diag> {
-    match resolve_in_volume(&cfg.pillar.source, &cfg.paths.volume) {
+    match read_override(cfg) {
         Ok(None) => Vec::new(),
-        Ok(Some(real)) => match std::fs::read_to_string(&real) {
-            Ok(text) => validate(&cfg.pillar.source, &text)
-                .err()
-                .into_iter()
-                .collect(),
-            Err(e) => vec![Diag::file(&cfg.pillar.source, format!("cannot read: {e}"))],
-        },
-        Err(d) => vec![d],
+        Ok(Some(text)) => validate(&cfg.pillar.source, &text)
+            .err()
+            .into_iter()
+            .collect(),
+        Err(Refused::Invalid(d)) => vec![d],
+        Err(Refused::Io(e)) => vec![Diag::file(
+            &cfg.pillar.source,
+            format!("cannot read: {}", e.err),
+        )],
     }
 }
 
@@ -335,14 +419,17 @@ pub fn check(cfg: &Config) -> Vec<Diag> {
 pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
     let target = &cfg.pillar.target;
     let saved = saved_default(cfg);
+    let absent = saved_absent(cfg);
     let current = std::fs::read(target).ok();
-    // First start: keep the image's own pillar, once.
-    if let (Some(bytes), false) = (&current, saved.exists()) {
+    // First start: keep the image's own pillar (or that it had none), once.
+    if !saved.exists() && !absent.exists() {
         fsutil::ensure_dir(&cfg.paths.state, 0o700, None)?;
-        fsutil::write_atomic(&saved, bytes, 0o600, None)?;
+        match &current {
+            Some(bytes) => fsutil::write_atomic(&saved, bytes, 0o600, None)?,
+            None => fsutil::write_atomic(&absent, b"", 0o600, None)?,
+        }
     }
-    let src =
-        resolve_in_volume(&cfg.pillar.source, &cfg.paths.volume).map_err(PillarError::Invalid)?;
+    // The target keeps its own mode and owner: never the source's.
     let (mode, owner) = match std::fs::metadata(target) {
         Ok(md) => (
             md.permissions().mode() & 0o7777,
@@ -353,10 +440,20 @@ pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
         ),
         Err(_) => (0o640, None),
     };
-    match src {
-        Some(real) => {
-            let text = fsutil::at(&real, std::fs::read_to_string(&real))?;
-            validate(&cfg.pillar.source, &text).map_err(PillarError::Invalid)?;
+    let text = match read_override(cfg) {
+        Ok(t) => t,
+        Err(Refused::Io(e)) => return Err(PillarError::Io(e)),
+        Err(Refused::Invalid(d)) => {
+            let installed = restore_default(cfg, current.as_deref(), mode, owner)?;
+            return Err(PillarError::Invalid(d, installed));
+        }
+    };
+    match text {
+        Some(text) => {
+            if let Err(d) = validate(&cfg.pillar.source, &text) {
+                let installed = restore_default(cfg, current.as_deref(), mode, owner)?;
+                return Err(PillarError::Invalid(d, installed));
+            }
             if current.as_deref() == Some(text.as_bytes()) {
                 return Ok(Outcome::Unchanged);
             }
@@ -366,13 +463,42 @@ pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
             fsutil::write_atomic(target, text.as_bytes(), mode, owner)?;
             Ok(Outcome::Installed(cfg.pillar.source.clone()))
         }
-        None => match std::fs::read(&saved) {
-            Ok(default) if current.as_deref() != Some(&default[..]) => {
-                fsutil::write_atomic(target, &default, mode, owner)?;
-                Ok(Outcome::Restored)
+        None => Ok(
+            match restore_default(cfg, current.as_deref(), mode, owner)? {
+                Installed::Restored | Installed::RemovedOverride => Outcome::Restored,
+                _ => Outcome::NoOverride,
+            },
+        ),
+    }
+}
+
+/// Make the target the image default again: the saved copy, or no file
+/// when the image had none.
+fn restore_default(
+    cfg: &Config,
+    current: Option<&[u8]>,
+    mode: u32,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<Installed, FsError> {
+    let target = &cfg.pillar.target;
+    let saved = saved_default(cfg);
+    match std::fs::read(&saved) {
+        Ok(default) if current == Some(&default[..]) => Ok(Installed::AlreadyDefault),
+        Ok(default) => {
+            fsutil::write_atomic(target, &default, mode, owner)?;
+            Ok(Installed::Restored)
+        }
+        Err(_) if saved_absent(cfg).exists() => match current {
+            Some(_) => {
+                fsutil::at(target, std::fs::remove_file(target))?;
+                Ok(Installed::RemovedOverride)
             }
-            _ => Ok(Outcome::NoOverride),
+            None => Ok(Installed::Nothing),
         },
+        Err(_) => Ok(Installed::Unknown {
+            saved,
+            target: target.clone(),
+        }),
     }
 }
 

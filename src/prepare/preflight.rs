@@ -443,11 +443,7 @@ fn pillar(ctx: &Ctx, r: &mut Report) -> bool {
     };
     let current = std::fs::read(target).ok();
     let copy = ctx.image_copy();
-    let override_text =
-        match super::pillar::resolve_in_volume(&cfg.pillar.source, &cfg.paths.volume) {
-            Ok(Some(real)) => std::fs::read_to_string(real).ok(),
-            _ => None,
-        };
+    let override_text = super::pillar::override_text(cfg);
     let valid = override_text
         .as_ref()
         .filter(|t| super::pillar::validate(&cfg.pillar.source, t).is_ok());

@@ -5,16 +5,30 @@
 //! after it (both made durable), so a copy cut short by kill -9 or a power
 //! loss is recognised on the next start, wiped and redone instead of being
 //! taken for the operator's data.
+//!
+//! The destination lies in the volume, which others write: it is opened
+//! (or created) beneath the volume's fd without following any link, and
+//! everything in it — the marker, every directory, file and link of the
+//! copy — is made relative to the fd of the directory that holds it, each
+//! new directory opened `O_NOFOLLOW` right after `mkdirat`. A link that
+//! appears during the copy therefore cannot redirect it, and owners, modes
+//! and times are set on fds. Like `cp -a`, sparse files stay sparse
+//! (`SEEK_DATA`/`SEEK_HOLE`) and hard links stay hard links.
 
 use crate::config::model::Prepopulate;
 use crate::error::Diag;
-use crate::fsutil::{self, at, FsError};
-use nix::sys::stat::{utimensat, UtimensatFlags};
+use crate::fsutil::{self, at, DirFd, FsError, Links, Refusal};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FileStat, Mode, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const MARKER: &str = ".mc-launcher-prepopulate-incomplete";
@@ -54,20 +68,17 @@ pub enum DestState {
     HasData,
 }
 
+/// What `dest` holds (under an untrusted root, looked at beneath it).
 pub fn dest_state(dest: &Path) -> Result<DestState, FsError> {
-    let entries = match fs::read_dir(dest) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DestState::Empty),
-        Err(e) => {
-            return Err(FsError {
-                path: dest.to_path_buf(),
-                err: e,
-            })
-        }
-    };
+    match open_dest(dest, None)? {
+        None => Ok(DestState::Empty),
+        Some(d) => state_of(&d),
+    }
+}
+
+fn state_of(d: &DirFd) -> Result<DestState, FsError> {
     let mut any = false;
-    for e in entries {
-        let name = at(dest, e)?.file_name();
+    for name in d.entries()? {
         if name == MARKER {
             return Ok(DestState::Interrupted);
         }
@@ -82,228 +93,377 @@ pub fn dest_state(dest: &Path) -> Result<DestState, FsError> {
     })
 }
 
-/// Remove everything in `dest` but `lost+found`.
-fn wipe(dest: &Path) -> Result<(), FsError> {
-    for e in at(dest, fs::read_dir(dest))? {
-        let e = at(dest, e)?;
-        if e.file_name() == LOST_FOUND || e.file_name() == MARKER {
+/// The directory and last component of `dest`.
+fn split_dest(dest: &Path) -> Result<(PathBuf, OsString), FsError> {
+    match (dest.parent(), dest.file_name()) {
+        (Some(p), Some(n)) if !p.as_os_str().is_empty() => Ok((p.to_path_buf(), n.to_os_string())),
+        _ => Err(FsError::new(
+            dest,
+            io::Error::new(io::ErrorKind::InvalidInput, "not a directory path"),
+        )),
+    }
+}
+
+/// A destination that is a link, or lies behind one in the volume.
+fn link_refused(e: FsError) -> FsError {
+    if e.refusal() == Some(&Refusal::Link) {
+        FsError::new(
+            &e.path,
+            io::Error::other("is a symbolic link: prepopulate does not write through links"),
+        )
+    } else {
+        e
+    }
+}
+
+/// The existing destination, opened without following a link: beneath
+/// `volume` when it lies in it (or under an untrusted root), else its
+/// parent by path and itself `O_NOFOLLOW`. `None` when it does not exist.
+fn open_dest(dest: &Path, volume: Option<&Path>) -> Result<Option<DirFd>, FsError> {
+    let (parent, name) = split_dest(dest)?;
+    let Some(p) = fsutil::open_dir_in(&parent, volume, Links::Refuse).map_err(link_refused)? else {
+        return Ok(None);
+    };
+    match p.dir(Path::new(&name), Links::Refuse) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(link_refused(e)),
+    }
+}
+
+/// Remove everything in `d` but `lost+found` and the marker, never
+/// following a link.
+fn wipe(d: &DirFd) -> Result<(), FsError> {
+    for name in d.entries()? {
+        if name == LOST_FOUND || name == MARKER {
             continue;
         }
-        let p = e.path();
-        let is_dir = at(&p, e.file_type())?.is_dir();
-        at(
-            &p,
-            if is_dir {
-                fs::remove_dir_all(&p)
-            } else {
-                fs::remove_file(&p)
-            },
-        )?;
+        d.remove_tree(&name)?;
     }
     Ok(())
 }
 
 /// Fill every empty destination. `volume` is the operator's data volume:
-/// links planted in it are never followed.
+/// a destination in it is opened beneath it, and no link planted in it is
+/// ever followed.
 pub fn apply(items: &[Prepopulate], volume: &Path) -> Result<Vec<Outcome>, FsError> {
     let mut out = Vec::new();
     for item in items {
-        refuse_links(&item.dest, volume)?;
-        out.push(apply_one(item)?);
+        out.push(apply_one(item, volume)?);
     }
     Ok(out)
 }
 
-/// A destination that is a symbolic link, or that lies in the volume
-/// behind one, is refused: a link planted in the volume (`data ->
-/// /root/.ssh`) must not make us write outside it.
-fn refuse_links(dest: &Path, volume: &Path) -> Result<(), FsError> {
-    let refused = |p: &Path| FsError {
-        path: p.to_path_buf(),
-        err: std::io::Error::other("is a symbolic link: prepopulate does not write through links"),
-    };
-    let is_link = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
-    if is_link(dest) {
-        return Err(refused(dest));
-    }
-    if let Ok(below) = dest.strip_prefix(volume) {
-        let mut p = volume.to_path_buf();
-        for c in below.components() {
-            p.push(c);
-            if is_link(&p) {
-                return Err(refused(&p));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn apply_one(item: &Prepopulate) -> Result<Outcome, FsError> {
+fn apply_one(item: &Prepopulate, volume: &Path) -> Result<Outcome, FsError> {
     let dest = &item.dest;
-    match dest_state(dest)? {
-        DestState::HasData => return Ok(Outcome::Kept(dest.clone())),
-        DestState::Interrupted => {
-            log::warn!(
-                "prepopulate: {} holds an interrupted copy: wiping it and copying again",
-                dest.display()
-            );
-            wipe(dest)?;
+    let existing = open_dest(dest, Some(volume))?;
+    if let Some(d) = &existing {
+        match state_of(d)? {
+            DestState::HasData => return Ok(Outcome::Kept(dest.clone())),
+            DestState::Interrupted => {
+                log::warn!(
+                    "prepopulate: {} holds an interrupted copy: wiping it and copying again",
+                    dest.display()
+                );
+                wipe(d)?;
+            }
+            DestState::Empty => {}
         }
-        DestState::Empty => {}
     }
     let owner = match &item.owner {
         Some(o) => Some(at(dest, fsutil::resolve_owner(o))?),
         None => None,
     };
-    let created = !dest.exists();
-    let result = copy_marked(&item.src, dest, owner);
+    // The source first: a missing one creates nothing.
+    let src = DirFd::open(&item.src).map_err(|e| match e.err.raw_os_error() {
+        Some(nix::libc::ENOTDIR) => {
+            FsError::new(&item.src, io::Error::other("the source is not a directory"))
+        }
+        _ => e,
+    })?;
+    let src_st = src.stat()?;
+    let (parent_path, name) = split_dest(dest)?;
+    let (d, parent) = match existing {
+        Some(d) => (d, None),
+        None => {
+            let (p, _) =
+                fsutil::dir_for_write(&parent_path, Some(volume), 0o755).map_err(link_refused)?;
+            let (d, created) = p.mkdirs(Path::new(&name), 0o700).map_err(link_refused)?;
+            (d, created.then_some(p))
+        }
+    };
+    let result = copy_marked(&src, &src_st, &d, owner, dest);
     if result.is_err() {
         // Leave the destination as it was: missing, or empty.
-        let _ = wipe(dest);
-        let _ = fs::remove_file(dest.join(MARKER));
-        if created {
-            let _ = fs::remove_dir(dest);
+        let _ = wipe(&d);
+        let _ = d.remove(OsStr::new(MARKER), false);
+        if let Some(p) = parent {
+            let _ = p.remove(&name, true);
         }
     }
     result
 }
 
-fn copy_marked(src: &Path, dest: &Path, owner: Option<(Uid, Gid)>) -> Result<Outcome, FsError> {
-    let src_md = at(src, fs::metadata(src))?;
-    if !src_md.is_dir() {
-        return Err(FsError {
-            path: src.to_path_buf(),
-            err: std::io::Error::other("the source is not a directory"),
-        });
-    }
-    at(dest, fs::create_dir_all(dest))?;
-    let marker = dest.join(MARKER);
-    at(&marker, fs::write(&marker, b"copy in progress\n"))?;
-    at(&marker, fs::File::open(&marker).and_then(|f| f.sync_all()))?;
-    fsutil::fsync_dir(dest)?;
-
-    let (files, bytes) = copy_tree(src, dest, owner)?;
-    // The root of the copy takes the source's mode, owner and times too.
-    apply_meta(dest, &src_md, owner, false)?;
-
-    // One sync of the whole filesystem instead of an fsync per file: the
-    // data is durable before the marker goes.
-    let d = at(dest, fs::File::open(dest))?;
-    at(dest, nix::unistd::syncfs(&d).map_err(std::io::Error::from))?;
-    at(&marker, fs::remove_file(&marker))?;
-    fsutil::fsync_dir(dest)?;
-    // Removing the marker changed dest's mtime: put the source's back.
-    set_times(dest, &src_md, false)?;
-    Ok(Outcome::Copied {
-        dest: dest.to_path_buf(),
-        files,
-        bytes,
-    })
-}
-
-fn set_times(path: &Path, md: &fs::Metadata, link: bool) -> Result<(), FsError> {
-    let atime = TimeSpec::new(md.atime(), md.atime_nsec());
-    let mtime = TimeSpec::new(md.mtime(), md.mtime_nsec());
-    let flag = if link {
-        UtimensatFlags::NoFollowSymlink
-    } else {
-        UtimensatFlags::FollowSymlink
-    };
-    at(
-        path,
-        utimensat(nix::fcntl::AT_FDCWD, path, &atime, &mtime, flag).map_err(std::io::Error::from),
+fn times(st: &FileStat) -> (TimeSpec, TimeSpec) {
+    (
+        TimeSpec::new(st.st_atime, st.st_atime_nsec),
+        TimeSpec::new(st.st_mtime, st.st_mtime_nsec),
     )
 }
 
-/// Owner (as root: the source's, or `owner`), mode (not for links), times.
-fn apply_meta(
-    path: &Path,
-    md: &fs::Metadata,
-    owner: Option<(Uid, Gid)>,
-    link: bool,
-) -> Result<(), FsError> {
-    let ids = owner.or_else(|| {
-        Uid::effective()
-            .is_root()
-            .then(|| (Uid::from_raw(md.uid()), Gid::from_raw(md.gid())))
-    });
-    if let Some((uid, gid)) = ids {
-        at(
-            path,
-            nix::unistd::fchownat(
-                nix::fcntl::AT_FDCWD,
-                path,
-                Some(uid),
-                Some(gid),
-                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-            )
-            .map_err(std::io::Error::from),
-        )?;
-    }
-    if !link {
-        at(
-            path,
-            fs::set_permissions(path, fs::Permissions::from_mode(md.mode() & 0o7777)),
-        )?;
-    }
-    set_times(path, md, link)
+fn errno_io(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
 }
 
-/// Copy the content of `src` into `dest`: files, directories and symlinks
-/// (never followed); directory metadata is applied after their content.
-fn copy_tree(src: &Path, dest: &Path, owner: Option<(Uid, Gid)>) -> Result<(u64, u64), FsError> {
-    let (mut files, mut bytes) = (0u64, 0u64);
-    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
-    for entry in walkdir::WalkDir::new(src).follow_links(false).min_depth(1) {
-        let entry = entry.map_err(|e| {
-            let path = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| src.to_path_buf());
-            FsError {
-                path,
-                err: e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("walk error")),
-            }
-        })?;
-        let rel = entry.path().strip_prefix(src).unwrap_or(entry.path());
-        let to = dest.join(rel);
-        let md = at(
-            entry.path(),
-            entry.metadata().map_err(|e| {
-                e.into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("metadata"))
-            }),
-        )?;
-        let ft = md.file_type();
-        if ft.is_dir() {
-            at(&to, fs::create_dir(&to))?;
-            // Writable for us while we fill it; its own mode comes after.
+/// The owner a copy gets: `owner`, or as root the source's own.
+fn ids_for(st: &FileStat, owner: Option<(Uid, Gid)>) -> Option<(Uid, Gid)> {
+    owner.or_else(|| {
+        Uid::effective()
+            .is_root()
+            .then(|| (Uid::from_raw(st.st_uid), Gid::from_raw(st.st_gid)))
+    })
+}
+
+/// Owner, mode and times of an open file or directory, from `st`.
+fn apply_meta(fd: BorrowedFd<'_>, st: &FileStat, owner: Option<(Uid, Gid)>) -> io::Result<()> {
+    fsutil::set_owner_mode(fd, Some(st.st_mode & 0o7777), ids_for(st, owner))?;
+    let (atime, mtime) = times(st);
+    nix::sys::stat::futimens(fd, &atime, &mtime).map_err(errno_io)
+}
+
+/// What a copy counts, and the hard links it has seen.
+struct Copy<'a> {
+    /// The destination's top directory: hard links are made from it.
+    root: &'a DirFd,
+    files: u64,
+    bytes: u64,
+    /// (device, inode) of a multiply-linked source → where its first copy is
+    /// (relative to `root`).
+    linked: HashMap<(u64, u64), PathBuf>,
+}
+
+fn copy_marked(
+    src: &DirFd,
+    src_st: &FileStat,
+    d: &DirFd,
+    owner: Option<(Uid, Gid)>,
+    dest: &Path,
+) -> Result<Outcome, FsError> {
+    let marker = OsStr::new(MARKER);
+    let marker_path = dest.join(MARKER);
+    // Whatever was planted under that name (a link to a file outside) goes:
+    // the marker is always a new file of ours.
+    d.remove(marker, false)?;
+    {
+        use std::io::Write;
+        let mut m = d.create_file(marker)?;
+        at(&marker_path, m.write_all(b"copy in progress\n"))?;
+        at(&marker_path, m.sync_all())?;
+    }
+    d.sync()?;
+
+    let mut copy = Copy {
+        root: d,
+        files: 0,
+        bytes: 0,
+        linked: HashMap::new(),
+    };
+    copy_dir(src, d, Path::new(""), owner, &mut copy)?;
+    // The root of the copy takes the source's mode, owner and times too.
+    at(dest, apply_meta(d.as_fd(), src_st, owner))?;
+
+    // One sync of the whole filesystem instead of an fsync per file: the
+    // data is durable before the marker goes.
+    at(dest, nix::unistd::syncfs(d.as_fd()).map_err(errno_io))?;
+    d.remove(marker, false)?;
+    d.sync()?;
+    // Removing the marker changed dest's mtime: put the source's back.
+    let (atime, mtime) = times(src_st);
+    at(
+        dest,
+        nix::sys::stat::futimens(d.as_fd(), &atime, &mtime).map_err(errno_io),
+    )?;
+    Ok(Outcome::Copied {
+        dest: dest.to_path_buf(),
+        files: copy.files,
+        bytes: copy.bytes,
+    })
+}
+
+/// Copy the content of `src` into `dst` (`rel` below the destination's
+/// top): files, directories and symlinks (never followed); a directory's
+/// metadata is applied after its content.
+fn copy_dir(
+    src: &DirFd,
+    dst: &DirFd,
+    rel: &Path,
+    owner: Option<(Uid, Gid)>,
+    copy: &mut Copy<'_>,
+) -> Result<(), FsError> {
+    for name in src.entries()? {
+        let st = src.stat_entry(&name)?;
+        let to = dst.path().join(&name);
+        let to_rel = rel.join(&name);
+        if fsutil::is_dir(&st) {
             at(
                 &to,
-                fs::set_permissions(&to, fs::Permissions::from_mode(0o700)),
+                nix::sys::stat::mkdirat(
+                    dst.as_fd(),
+                    name.as_os_str(),
+                    Mode::from_bits_truncate(0o700),
+                )
+                .map_err(errno_io),
             )?;
-            dirs.push((to, md));
-        } else if ft.is_symlink() {
-            let target = at(entry.path(), fs::read_link(entry.path()))?;
-            at(&to, std::os::unix::fs::symlink(&target, &to))?;
-            apply_meta(&to, &md, owner, true)?;
-        } else if ft.is_file() {
-            bytes += at(&to, fs::copy(entry.path(), &to))?;
-            files += 1;
-            apply_meta(&to, &md, owner, false)?;
+            let sub = dst.dir(Path::new(&name), Links::Refuse)?;
+            // Writable for us while we fill it (whatever the umask); its own
+            // mode comes after its content.
+            sub.set_owner_mode(Some(0o700), None)?;
+            let sub_src = src.dir(Path::new(&name), Links::Refuse)?;
+            copy_dir(&sub_src, &sub, &to_rel, owner, copy)?;
+            at(&to, apply_meta(sub.as_fd(), &st, owner))?;
+        } else if fsutil::is_symlink(&st) {
+            let target = at(
+                &src.path().join(&name),
+                nix::fcntl::readlinkat(src.as_fd(), name.as_os_str()).map_err(errno_io),
+            )?;
+            at(
+                &to,
+                nix::unistd::symlinkat(target.as_os_str(), dst.as_fd(), name.as_os_str())
+                    .map_err(errno_io),
+            )?;
+            if let Some((uid, gid)) = ids_for(&st, owner) {
+                at(
+                    &to,
+                    nix::unistd::fchownat(
+                        dst.as_fd(),
+                        name.as_os_str(),
+                        Some(uid),
+                        Some(gid),
+                        AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(errno_io),
+                )?;
+            }
+            let (atime, mtime) = times(&st);
+            at(
+                &to,
+                nix::sys::stat::utimensat(
+                    dst.as_fd(),
+                    name.as_os_str(),
+                    &atime,
+                    &mtime,
+                    UtimensatFlags::NoFollowSymlink,
+                )
+                .map_err(errno_io),
+            )?;
+        } else if fsutil::is_regular(&st) {
+            copy_file(src, dst, &name, &st, &to_rel, owner, copy)?;
         } else {
             log::warn!(
                 "prepopulate: {} is not a file, directory or link: skipped",
-                entry.path().display()
+                src.path().join(&name).display()
             );
         }
     }
-    for (dir, md) in dirs.iter().rev() {
-        apply_meta(dir, md, owner, false)?;
+    Ok(())
+}
+
+/// Copy one regular file, or hard-link it to the copy of a name seen
+/// before for the same source inode.
+fn copy_file(
+    src: &DirFd,
+    dst: &DirFd,
+    name: &OsStr,
+    st: &FileStat,
+    to_rel: &Path,
+    owner: Option<(Uid, Gid)>,
+    copy: &mut Copy<'_>,
+) -> Result<(), FsError> {
+    let to = dst.path().join(name);
+    let key = (st.st_dev, st.st_ino);
+    if st.st_nlink > 1 {
+        if let Some(first) = copy.linked.get(&key) {
+            let (dir, first_name) = match (first.parent(), first.file_name()) {
+                (Some(d), Some(n)) => (d.to_path_buf(), n.to_os_string()),
+                _ => (PathBuf::new(), first.as_os_str().to_os_string()),
+            };
+            let first_dir = copy.root.dir(&dir, Links::Refuse)?;
+            at(
+                &to,
+                nix::unistd::linkat(
+                    first_dir.as_fd(),
+                    first_name.as_os_str(),
+                    dst.as_fd(),
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(errno_io),
+            )?;
+            copy.files += 1;
+            return Ok(());
+        }
     }
-    Ok((files, bytes))
+    let (from, _) = src.file(Path::new(name), Links::Refuse)?;
+    let out = dst.create_file(name)?;
+    let len = u64::try_from(st.st_size).unwrap_or(0);
+    at(&to, copy_sparse(&from, &out, len))?;
+    at(&to, apply_meta(out.as_fd(), st, owner))?;
+    if st.st_nlink > 1 {
+        copy.linked.insert(key, to_rel.to_path_buf());
+    }
+    copy.files += 1;
+    copy.bytes += len;
+    Ok(())
+}
+
+/// Copy `len` bytes of `from` into `to`, data segments only: the holes of
+/// a sparse file stay holes (`SEEK_DATA`/`SEEK_HOLE`; a filesystem without
+/// them gets a plain copy).
+fn copy_sparse(from: &File, to: &File, len: u64) -> io::Result<()> {
+    use nix::errno::Errno;
+    use nix::unistd::{lseek, Whence};
+    let end = i64::try_from(len).unwrap_or(i64::MAX);
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off: i64 = 0;
+    while off < end {
+        let data = match lseek(from.as_fd(), off, Whence::SeekData) {
+            Ok(d) => d,
+            Err(Errno::ENXIO) => break, // only a hole is left
+            Err(Errno::EINVAL | Errno::EOPNOTSUPP) => off, // no hole support
+            Err(e) => return Err(errno_io(e)),
+        };
+        if data >= end {
+            break;
+        }
+        let hole = match lseek(from.as_fd(), data, Whence::SeekHole) {
+            Ok(h) => h.min(end),
+            Err(_) => end,
+        };
+        copy_range(from, to, data, hole, &mut buf)?;
+        off = hole;
+    }
+    // The size, with a trailing hole when there is one.
+    to.set_len(len)
+}
+
+fn copy_range(from: &File, to: &File, start: i64, end: i64, buf: &mut [u8]) -> io::Result<()> {
+    let mut pos = u64::try_from(start).unwrap_or(0);
+    let end = u64::try_from(end).unwrap_or(0);
+    while pos < end {
+        let want = usize::try_from(end - pos)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let chunk = buf.get_mut(..want).unwrap_or_default();
+        let n = match from.read_at(chunk, pos) {
+            Ok(0) => return Ok(()), // the file shrank meanwhile
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        to.write_all_at(chunk.get(..n).unwrap_or_default(), pos)?;
+        pos += n as u64;
+    }
+    Ok(())
 }
 
 /// Problems `check` reports: sources that are missing or not directories,
@@ -312,7 +472,7 @@ pub fn check(items: &[Prepopulate]) -> Vec<Diag> {
     let mut out = Vec::new();
     for item in items {
         let file = item.origin.file.as_path();
-        match fs::metadata(&item.src) {
+        match std::fs::metadata(&item.src) {
             Ok(md) if md.is_dir() => {}
             Ok(_) => out.push(Diag::new(
                 file,
@@ -340,6 +500,9 @@ pub fn check(items: &[Prepopulate]) -> Vec<Diag> {
 mod tests {
     use super::*;
     use crate::config::model::Origin;
+    use nix::sys::stat::utimensat;
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     struct Tmp(PathBuf);
     impl Drop for Tmp {
@@ -476,6 +639,7 @@ mod tests {
     #[test]
     fn links_in_the_volume_are_refused() {
         let t = tmp("links");
+        let src = source(&t.0);
         let vol = t.0.join("vol");
         fs::create_dir_all(vol.join("real")).expect("mkdir");
         fs::create_dir_all(t.0.join("outside")).expect("mkdir");
@@ -486,16 +650,74 @@ mod tests {
             (vol.join("data/www"), true),
             (vol.join("real/www"), false),
             (vol.join("new"), false),
+            (vol.join("new2/deeper"), false),
         ];
         for (dest, refused) in rows {
-            assert_eq!(
-                refuse_links(&dest, &vol).is_err(),
-                refused,
-                "{}",
-                dest.display()
-            );
+            let r = apply(&[item(&src, &dest)], &vol);
+            assert_eq!(r.is_err(), refused, "{}: {r:?}", dest.display());
+            if let Err(e) = r {
+                assert!(e.to_string().contains("is a symbolic link"), "{e}");
+            }
         }
-        // A link outside the volume (the image's own layout) is not ours to judge.
-        assert!(refuse_links(&t.0.join("outside/x"), &vol).is_ok());
+        assert_eq!(
+            fs::read_dir(t.0.join("outside")).expect("ls").count(),
+            0,
+            "nothing written through the link"
+        );
+        // The last component is never followed, in the volume or not.
+        std::os::unix::fs::symlink(t.0.join("outside"), t.0.join("elsewhere")).expect("link");
+        assert!(apply(&[item(&src, &t.0.join("elsewhere"))], &vol).is_err());
+    }
+
+    #[test]
+    fn sparse_files_and_hard_links_are_kept() {
+        let t = tmp("sparse");
+        let src = t.0.join("src");
+        fs::create_dir_all(src.join("sub")).expect("mkdir");
+        {
+            use std::io::{Seek, SeekFrom, Write};
+            let mut f = fs::File::create(src.join("sparse")).expect("create");
+            f.write_all(b"a").expect("w");
+            f.seek(SeekFrom::Start(8 << 20)).expect("seek");
+            f.write_all(b"b").expect("w");
+            f.set_len(16 << 20).expect("len");
+        }
+        fs::write(src.join("one"), "x").expect("w");
+        fs::hard_link(src.join("one"), src.join("sub/two")).expect("hardlink");
+        fs::hard_link(src.join("one"), src.join("three")).expect("hardlink");
+        let dest = t.0.join("dest");
+        let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+        assert!(
+            matches!(out[0], Outcome::Copied { files: 4, .. }),
+            "{out:?}"
+        );
+        let md = fs::metadata(dest.join("sparse")).expect("md");
+        assert_eq!(md.len(), 16 << 20);
+        if fs::metadata(src.join("sparse")).expect("md").blocks() < 1024 {
+            assert!(md.blocks() < 1024, "{} blocks", md.blocks());
+        }
+        let data = fs::read(dest.join("sparse")).expect("r");
+        assert_eq!((data[0], data[8 << 20]), (b'a', b'b'));
+        let ino = |p: &str| fs::metadata(dest.join(p)).expect("md").ino();
+        assert_eq!(ino("one"), ino("sub/two"));
+        assert_eq!(ino("one"), ino("three"));
+        assert_eq!(fs::metadata(dest.join("one")).expect("md").nlink(), 3);
+    }
+
+    #[test]
+    fn a_planted_marker_link_is_replaced_not_written_through() {
+        let t = tmp("marker");
+        let src = source(&t.0);
+        let dest = t.0.join("dest");
+        fs::create_dir_all(&dest).expect("mkdir");
+        fs::write(t.0.join("victim"), "precious").expect("w");
+        std::os::unix::fs::symlink(t.0.join("victim"), dest.join(MARKER)).expect("link");
+        assert_eq!(dest_state(&dest).expect("state"), DestState::Interrupted);
+        apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+        assert_eq!(
+            fs::read_to_string(t.0.join("victim")).expect("r"),
+            "precious"
+        );
+        assert!(fs::symlink_metadata(dest.join(MARKER)).is_err());
     }
 }

@@ -213,16 +213,16 @@ pub fn render_template(
         }
         None => None,
     };
-    // A missing parent (a fresh volume without configuration/) is created.
-    if let Some(parent) = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty() && !p.is_dir())
-    {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| Diag::file(dest, format!("cannot create {}: {e}", parent.display())))?;
-    }
-    crate::fsutil::write_atomic(dest, text.as_bytes(), mode.unwrap_or(0o644), ids)
-        .map_err(|e| Diag::file(dest, format!("cannot write: {e}")))
+    // A missing parent (a fresh volume without configuration/) is created;
+    // in the volume, no link on the way is followed.
+    crate::fsutil::write_atomic_in(
+        dest,
+        &cfg.paths.volume,
+        text.as_bytes(),
+        mode.unwrap_or(0o644),
+        ids,
+    )
+    .map_err(|e| Diag::file(dest, format!("cannot write: {e}")))
 }
 
 // ----- skip_unchanged -------------------------------------------------

@@ -3,11 +3,62 @@
 
 use crate::config::model::{Config, Service, SshCfg, SshdMode};
 use crate::error::{Diag, Pos};
-use crate::fsutil::{self, FsError};
+use crate::fsutil::{self, DirFd, FsError, Links, Refusal};
 use base64::Engine;
 use nix::unistd::{Gid, Uid};
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fmt;
 use std::path::{Path, PathBuf};
+
+/// A `.pub` file is a few hundred bytes per key: one larger than this is
+/// refused unread (a dropped disk image must not cost memory or time).
+pub const PUB_LIMIT: u64 = 256 * 1024;
+/// Of any other file in a key directory only this much is read: enough to
+/// spot a private key.
+pub const SNIFF_LIMIT: u64 = 4096;
+/// The existing `authorized_keys`, read to keep the lines outside the
+/// managed block.
+pub const AUTHORIZED_KEYS_LIMIT: u64 = 16 << 20;
+/// At most this many files are looked at in one key directory, and at
+/// most this many bytes read from all of them in one scan: a scan (which
+/// runs in the event loop with `ssh.watch`) costs a bounded time whatever
+/// the volume holds.
+pub const MAX_KEY_FILES: usize = 1000;
+pub const MAX_KEY_BYTES: u64 = 8 << 20;
+/// A host key read back from the volume (an RSA 4096 key is about 3 KiB).
+pub const HOST_KEY_LIMIT: u64 = 64 * 1024;
+/// At most this much of a rejected line (or of a word in it) is quoted.
+pub const QUOTE_LIMIT: usize = 100;
+
+/// `s` cut at `max` bytes (on a character boundary), and whether it was.
+fn clip(s: &str, max: usize) -> (&str, bool) {
+    if s.len() <= max {
+        return (s, false);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    (s.get(..end).unwrap_or(""), true)
+}
+
+/// A word of a rejected line, for a message: at most 40 bytes, escaped.
+fn word(s: &str) -> String {
+    match clip(s, 40) {
+        (w, false) => w.escape_debug().to_string(),
+        (w, true) => format!("{}…", w.escape_debug()),
+    }
+}
+
+/// A rejected line, quoted for a warning: at most [`QUOTE_LIMIT`] bytes,
+/// control characters escaped.
+pub fn quote_line(line: &str) -> String {
+    match clip(line, QUOTE_LIMIT) {
+        (l, false) => format!("\"{}\"", l.escape_debug()),
+        (l, true) => format!("\"{}…\" (line truncated)", l.escape_debug()),
+    }
+}
 
 pub const BEGIN: &str =
     "# BEGIN mc-launcher managed keys (generated from the data volume; do not edit)";
@@ -82,19 +133,40 @@ fn check_options(opts: &str) -> Result<(), String> {
     for opt in split_unquoted(opts, |c| c == ',') {
         let name = opt.split('=').next().unwrap_or("").to_ascii_lowercase();
         if !OPTIONS.contains(&name.as_str()) {
-            return Err(format!("unknown option `{name}`"));
+            return Err(format!("unknown option `{}`", word(&name)));
         }
         if let Some(value) = opt.split_once('=').map(|(_, v)| v) {
             if !(value.len() >= 2 && value.starts_with('"') && value.ends_with('"')) {
-                return Err(format!("option `{name}` needs a double-quoted value"));
+                return Err(format!(
+                    "option `{}` needs a double-quoted value",
+                    word(&name)
+                ));
             }
         }
     }
     Ok(())
 }
 
+/// What a line that is no key at all is told.
+const NOT_A_KEY: &str = "not a public key line: expected [options] key-type base64 [comment]";
+
+/// A word that means to be a key type (`ssh-foo`, `ecdsa-…`, `…@openssh.com`).
+fn looks_like_key_type(w: &str) -> bool {
+    w.starts_with("ssh-")
+        || w.starts_with("ecdsa-")
+        || w.starts_with("sk-")
+        || w.ends_with("@openssh.com")
+}
+
+/// A word that means to be authorized_keys options (`no-pty`,
+/// `command="…",from="…"`).
+fn looks_like_options(w: &str) -> bool {
+    w.contains('=') || w.contains(',') || OPTIONS.contains(&w.to_ascii_lowercase().as_str())
+}
+
 /// Parse one line of a `.pub` file. `Ok(None)` for blank lines and comments;
-/// `Ok(Some(line))` gives the normalised key line.
+/// `Ok(Some(line))` gives the normalised key line. An error quotes at most
+/// a few dozen bytes of what it found.
 pub fn parse_key_line(line: &str) -> Result<Option<String>, String> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
@@ -106,18 +178,28 @@ pub fn parse_key_line(line: &str) -> Result<Option<String>, String> {
         .collect::<Vec<_>>();
     let (options, rest) = match fields.first() {
         Some(f) if KEY_TYPES.contains(f) => (None, fields.as_slice()),
+        Some(f) if looks_like_key_type(f) => return Err(format!("unknown key type `{}`", word(f))),
         Some(f) => (Some(*f), fields.get(1..).unwrap_or_default()),
         None => return Ok(None),
     };
     let (Some(kind), Some(body)) = (rest.first(), rest.get(1)) else {
-        let first = fields.first().copied().unwrap_or("");
-        if options.is_some() && !first.contains('=') && !first.contains(',') {
-            return Err(format!("unknown key type `{first}`"));
-        }
-        return Err("expected: [options] key-type base64-key [comment]".into());
+        return Err(match (options, rest.first()) {
+            (Some(o), Some(k)) if looks_like_options(o) && looks_like_key_type(k) => {
+                format!("unknown key type `{}`", word(k))
+            }
+            (Some(o), None) if looks_like_options(o) => {
+                "options but no key: expected [options] key-type base64 [comment]".into()
+            }
+            (Some(o), _) if !looks_like_options(o) => NOT_A_KEY.into(),
+            _ => "expected: [options] key-type base64-key [comment]".into(),
+        });
     };
     if !KEY_TYPES.contains(kind) {
-        return Err(format!("unknown key type `{kind}`"));
+        let o = options.unwrap_or("");
+        if looks_like_options(o) || looks_like_key_type(kind) {
+            return Err(format!("unknown key type `{}`", word(kind)));
+        }
+        return Err(NOT_A_KEY.into());
     }
     if let Some(o) = options {
         check_options(o)?;
@@ -133,7 +215,10 @@ pub fn parse_key_line(line: &str) -> Result<Option<String>, String> {
         .and_then(|t| std::str::from_utf8(t).ok())
         .ok_or("the key blob is truncated")?;
     if embedded != *kind {
-        return Err(format!("the line says {kind} but the key is {embedded}"));
+        return Err(format!(
+            "the line says {kind} but the key is {}",
+            word(embedded)
+        ));
     }
     let comment: Vec<&str> = rest.get(2..).unwrap_or_default().to_vec();
     let mut out = String::new();
@@ -161,62 +246,147 @@ pub struct KeySet {
     pub refused: Vec<Diag>,
 }
 
+/// A private key (OpenSSH, PEM, PuTTY) anywhere in `bytes`.
 fn looks_private(bytes: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(bytes.get(..bytes.len().min(4096)).unwrap_or_default());
-    text.contains("-----BEGIN") && text.contains("PRIVATE KEY")
+    let has = |needle: &[u8]| memchr::memmem::find(bytes, needle).is_some();
+    (has(b"-----BEGIN") && has(b"PRIVATE KEY")) || has(b"PuTTY-User-Key-File-")
 }
 
-/// Read every `*.pub` file in the key directories (sorted).
+const PRIVATE_REFUSED: &str =
+    "refused: this is a PRIVATE key; it is not installed (remove it from the volume)";
+
+/// Read every `*.pub` file in the key directories (sorted). Key
+/// directories under an untrusted root (see `fsutil::set_untrusted_roots`)
+/// are opened beneath it.
 pub fn collect(cfg: &SshCfg) -> KeySet {
+    collect_in(cfg, None)
+}
+
+/// [`collect`], the key directories that lie under `volume` being opened
+/// beneath it. Every file is opened beneath its key directory's fd (links
+/// followed only while they stay in it: a Kubernetes Secret mount works),
+/// non-blocking, and its type checked on the fd: a FIFO or a link out is
+/// refused, never waited on or read. A `*.pub` is read up to
+/// [`PUB_LIMIT`], any other file only up to [`SNIFF_LIMIT`] (to spot a
+/// private key). Keys are de-duplicated in one pass.
+pub fn collect_in(cfg: &SshCfg, volume: Option<&Path>) -> KeySet {
     let mut set = KeySet::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut budget = MAX_KEY_BYTES;
     for dir in &cfg.keys_dirs {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            continue;
+        let d = match fsutil::open_dir_in(dir, volume, Links::Beneath) {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                set.refused.push(Diag::file(dir, refusal_text(&e, dir)));
+                continue;
+            }
         };
-        let real_dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-        let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        paths.sort();
-        for path in paths {
-            let is_pub = path.extension().is_some_and(|e| e == "pub");
-            // Links may point anywhere: only follow those that stay in the dir.
-            let real = match std::fs::canonicalize(&path) {
-                Ok(r) => r,
-                Err(_) => continue,
-            };
-            if !real.starts_with(&real_dir) {
+        let names = match d.entries() {
+            Ok(n) => n,
+            Err(e) => {
+                set.refused
+                    .push(Diag::file(dir, format!("cannot list: {}", e.err)));
+                continue;
+            }
+        };
+        if names.len() > MAX_KEY_FILES {
+            set.refused.push(Diag::file(
+                dir,
+                format!(
+                    "holds {} entries: only the first {MAX_KEY_FILES} (sorted) are read",
+                    names.len()
+                ),
+            ));
+        }
+        for name in names.iter().take(MAX_KEY_FILES) {
+            if budget == 0 {
                 set.refused.push(Diag::file(
-                    &path,
+                    &d.path().join(name),
                     format!(
-                        "refused: a link to {} outside the key directory",
-                        real.display()
+                        "not read: the key directories hold more than {} of files to read",
+                        fsutil::human_size(MAX_KEY_BYTES)
                     ),
                 ));
-                continue;
+                break;
             }
-            if !real.is_file() {
-                continue;
-            }
-            let Ok(bytes) = std::fs::read(&real) else {
-                set.problems.push(Diag::file(&path, "cannot read"));
-                continue;
-            };
-            if looks_private(&bytes) {
-                set.refused.push(Diag::file(&path, "refused: this is a PRIVATE key; it is not installed (remove it from the volume)"));
-                continue;
-            }
-            if !is_pub {
-                continue;
-            }
-            for (i, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
-                match parse_key_line(line) {
-                    Ok(Some(k)) if !set.keys.contains(&k) => set.keys.push(k),
-                    Ok(_) => {}
-                    Err(e) => set.problems.push(Diag::new(&path, Pos::new(i + 1, 1), e)),
-                }
-            }
+            budget = budget.saturating_sub(read_key_file(&d, name, &mut set, &mut seen));
         }
     }
     set
+}
+
+/// What a refused or unreadable key file is told.
+fn refusal_text(e: &FsError, dir: &Path) -> String {
+    match e.refusal() {
+        Some(Refusal::Outside(_)) => format!(
+            "refused: a link that leads outside the key directory {}",
+            dir.display()
+        ),
+        Some(r @ Refusal::TooBig(_)) => {
+            format!("{r} (a .pub file holds a few short lines): not read")
+        }
+        Some(r) => r.to_string(),
+        None => format!("cannot read: {}", e.err),
+    }
+}
+
+/// Read one entry of a key directory; how many bytes it cost.
+fn read_key_file(d: &DirFd, name: &OsStr, set: &mut KeySet, seen: &mut HashSet<String>) -> u64 {
+    let path = d.path().join(name);
+    let is_pub = Path::new(name).extension().is_some_and(|e| e == "pub");
+    let opened = d.file(Path::new(name), Links::Beneath);
+    let (mut f, _) = match opened {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return 0, // gone meanwhile, or a dangling link
+        // Directories (`..data` of a Kubernetes mount…) and other odd
+        // files are only worth a word when they are named like a key.
+        Err(e) if matches!(e.refusal(), Some(Refusal::Kind { .. })) && !is_pub => return 0,
+        Err(e) => {
+            set.refused
+                .push(Diag::file(&path, refusal_text(&e, d.path())));
+            return 0;
+        }
+    };
+    let read = if is_pub {
+        fsutil::read_bounded(&mut f, PUB_LIMIT)
+    } else {
+        fsutil::read_prefix(&mut f, SNIFF_LIMIT)
+    };
+    let bytes = match read {
+        Ok(b) => b,
+        Err(err) => {
+            let e = FsError::new(&path, err);
+            set.refused
+                .push(Diag::file(&path, refusal_text(&e, d.path())));
+            // What was read before the limit said no.
+            return PUB_LIMIT;
+        }
+    };
+    let cost = bytes.len() as u64;
+    if looks_private(&bytes) {
+        set.refused.push(Diag::file(&path, PRIVATE_REFUSED));
+        return cost;
+    }
+    if !is_pub {
+        return cost;
+    }
+    for (i, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
+        match parse_key_line(line) {
+            Ok(Some(k)) => {
+                if seen.insert(k.clone()) {
+                    set.keys.push(k);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => set.problems.push(Diag::new(
+                &path,
+                Pos::new(i + 1, 1),
+                format!("{e}: {}", quote_line(line.trim())),
+            )),
+        }
+    }
+    cost
 }
 
 /// Replace (or add, or remove) the managed block in `existing`.
@@ -258,21 +428,60 @@ pub fn merge_block(existing: &str, keys: &[String]) -> String {
     out
 }
 
+/// The keys of the managed block in `existing`.
+pub fn block_keys(existing: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut in_block = false;
+    for line in existing.lines() {
+        if line == BEGIN {
+            in_block = true;
+        } else if line == END && in_block {
+            in_block = false;
+        } else if in_block && !line.trim().is_empty() {
+            out.push(line);
+        }
+    }
+    out
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncOutcome {
     pub path: PathBuf,
+    /// Keys in the managed block now.
     pub count: usize,
     pub changed: bool,
+    /// Keys that came, and keys that left, with this sync.
+    pub added: usize,
+    pub removed: usize,
 }
 
 impl fmt::Display for SyncOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let what = if self.changed {
-            "installed"
-        } else {
-            "already in place:"
-        };
-        write!(f, "{what} {} key(s) in {}", self.count, self.path.display())
+        if !self.changed {
+            return write!(
+                f,
+                "already in place: {} key(s) in {}",
+                self.count,
+                self.path.display()
+            );
+        }
+        let mut parts = Vec::new();
+        if self.added > 0 {
+            parts.push(format!("installed {} key(s)", self.added));
+        }
+        if self.removed > 0 {
+            parts.push(format!("removed {} key(s)", self.removed));
+        }
+        if parts.is_empty() {
+            parts.push("rewrote the managed block".to_string());
+        }
+        write!(
+            f,
+            "{}: {} key(s) in {}",
+            parts.join(", "),
+            self.count,
+            self.path.display()
+        )
     }
 }
 
@@ -288,67 +497,219 @@ pub fn sync(user: &str, home: Option<&Path>, keys: &[String]) -> Result<SyncOutc
     sync_into(home.unwrap_or(&u.dir), u.uid, u.gid, keys)
 }
 
+/// A refusal under the home, said the way an operator reads it.
+fn home_refusal(e: FsError, what: &str) -> FsError {
+    match e.refusal() {
+        Some(Refusal::Link) => FsError::new(
+            &e.path,
+            std::io::Error::other(format!(
+                "{what} is a symbolic link: refused (the launcher does not write or chown through links)"
+            )),
+        ),
+        Some(Refusal::Kind { found, expected }) => FsError::new(
+            &e.path,
+            std::io::Error::other(format!("{what} is {found}, not {expected}: refused")),
+        ),
+        _ => e,
+    }
+}
+
 /// `~/.ssh` 0700 and `authorized_keys` 0600, both owned by the user; lines
 /// outside the managed block are kept as they are.
+///
+/// The home may belong to the user, who could plant links there: `~/.ssh`
+/// and `authorized_keys` are opened beneath the home's fd without following
+/// any link (a link is refused, never chowned or written through), the
+/// existing file is read non-blocking, bounded, and only when it is a
+/// regular file with a single name, and owner and mode are set on the fds.
 pub fn sync_into(home: &Path, uid: Uid, gid: Gid, keys: &[String]) -> Result<SyncOutcome, FsError> {
-    let dir = home.join(".ssh");
-    let path = dir.join("authorized_keys");
-    let existing = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(FsError { path, err: e }),
+    // The home path itself is trusted (the password database, the
+    // config): a missing one is created, as `mkdir -p` would.
+    let home_fd = match DirFd::open(home) {
+        Err(e) if e.is_not_found() && !keys.is_empty() => {
+            fsutil::at(home, std::fs::create_dir_all(home))?;
+            DirFd::open(home)?
+        }
+        Err(e) if e.is_not_found() => {
+            return Ok(SyncOutcome {
+                path: home.join(".ssh/authorized_keys"),
+                count: 0,
+                changed: false,
+                added: 0,
+                removed: 0,
+            })
+        }
+        r => r?,
+    };
+    let dir_path = home.join(".ssh");
+    let path = dir_path.join("authorized_keys");
+    let dir = match home_fd.dir(Path::new(".ssh"), Links::Refuse) {
+        Ok(d) => Some(d),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => return Err(home_refusal(e, "~/.ssh")),
+    };
+    let existing = match &dir {
+        None => String::new(),
+        Some(d) => read_authorized_keys(d, &path)?,
     };
     let wanted = merge_block(&existing, keys);
     let owner = Uid::effective().is_root().then_some((uid, gid));
-    if wanted == existing {
-        return Ok(SyncOutcome {
-            path,
-            count: keys.len(),
-            changed: false,
-        });
-    }
-    fsutil::ensure_dir(&dir, 0o700, owner)?;
-    fsutil::write_atomic(&path, wanted.as_bytes(), 0o600, owner)?;
-    Ok(SyncOutcome {
-        path,
+    let before: HashSet<&str> = block_keys(&existing).into_iter().collect();
+    let after: HashSet<&str> = block_keys(&wanted).into_iter().collect();
+    let outcome = |changed| SyncOutcome {
+        path: path.clone(),
         count: keys.len(),
-        changed: true,
+        changed,
+        added: after.difference(&before).count(),
+        removed: before.difference(&after).count(),
+    };
+    if wanted == existing {
+        return Ok(outcome(false));
+    }
+    let dir = match dir {
+        Some(d) => d,
+        None => {
+            home_fd
+                .mkdirs(Path::new(".ssh"), 0o700)
+                .map_err(|e| home_refusal(e, "~/.ssh"))?
+                .0
+        }
+    };
+    dir.set_owner_mode(Some(0o700), owner)?;
+    dir.write_atomic(
+        OsStr::new("authorized_keys"),
+        wanted.as_bytes(),
+        0o600,
+        owner,
+    )?;
+    Ok(outcome(true))
+}
+
+/// The current `authorized_keys` in `~/.ssh` (empty when missing).
+fn read_authorized_keys(dir: &DirFd, path: &Path) -> Result<String, FsError> {
+    let (mut f, st) = match dir.file(Path::new("authorized_keys"), Links::Refuse) {
+        Ok(f) => f,
+        Err(e) if e.is_not_found() => return Ok(String::new()),
+        Err(e) => return Err(home_refusal(e, "~/.ssh/authorized_keys")),
+    };
+    // A second name may be a file the user must not see (a hard link to
+    // a root-only file): its lines would be copied into the user's file.
+    if st.st_nlink > 1 {
+        return Err(FsError::new(
+            path,
+            std::io::Error::other(format!(
+                "~/.ssh/authorized_keys has {} hard links: refused (it may be another file)",
+                st.st_nlink
+            )),
+        ));
+    }
+    let bytes = fsutil::at(path, fsutil::read_bounded(&mut f, AUTHORIZED_KEYS_LIMIT))?;
+    String::from_utf8(bytes).map_err(|_| {
+        FsError::new(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"),
+        )
     })
 }
 
 /// Problems `check` reports: bad lines and refused files.
 pub fn check(cfg: &SshCfg) -> Vec<Diag> {
-    let set = collect(cfg);
+    check_in(cfg, None)
+}
+
+/// [`check`], key directories under `volume` opened beneath it.
+pub fn check_in(cfg: &SshCfg, volume: Option<&Path>) -> Vec<Diag> {
+    let set = collect_in(cfg, volume);
     set.problems.into_iter().chain(set.refused).collect()
 }
 
-/// Host keys in `host_keys_dir`, generated once and reused afterwards.
-pub fn host_keys(cfg: &SshCfg) -> Result<Vec<PathBuf>, String> {
-    let dir = &cfg.host_keys_dir;
-    fsutil::ensure_dir(dir, 0o700, None).map_err(|e| e.to_string())?;
-    let keygen = which::which("ssh-keygen").map_err(|e| format!("ssh-keygen: {e}"))?;
+/// Host keys: kept in `ssh.host_keys_dir` (in the volume, so that a new
+/// container keeps its identity), generated once, and used by sshd from a
+/// private copy in the state dir (0600, root's), which nobody writing the
+/// volume can swap under sshd.
+///
+/// The volume directory is created and opened without following links,
+/// its mode set on its fd; keys are read from it beneath its fd
+/// (non-blocking, bounded) and written into it atomically. When it cannot
+/// be used (a planted link, a read-only volume), the keys live in the
+/// state dir only, and the launcher says so.
+pub fn host_keys(cfg: &Config) -> Result<Vec<PathBuf>, String> {
+    let work = cfg.paths.state.join("ssh_host_keys");
+    fsutil::ensure_dir(&work, 0o700, None).map_err(|e| e.to_string())?;
+    let work_fd = DirFd::open(&work).map_err(|e| e.to_string())?;
+    let volume_dir = &cfg.ssh.host_keys_dir;
+    let not_kept = |e: &dyn fmt::Display| {
+        log::warn!(
+            "sshd: {e}; host keys are kept in {} only (they last as long as it)",
+            work.display()
+        )
+    };
+    let persist = match fsutil::dir_for_write(volume_dir, Some(&cfg.paths.volume), 0o700) {
+        Ok((d, _)) => {
+            let mode = d.stat().map(|st| st.st_mode & 0o7777).unwrap_or(0);
+            if mode != 0o700 {
+                if let Err(e) = d.set_owner_mode(Some(0o700), None) {
+                    log::warn!("sshd: {e}");
+                }
+            }
+            Some(d)
+        }
+        Err(e) => {
+            not_kept(&e);
+            None
+        }
+    };
     let mut out = Vec::new();
     // ed25519 and ECDSA are made in milliseconds and every client of the
     // last ten years takes one; an RSA key (slow to make) is used when the
     // volume already has one.
     for kind in ["ed25519", "ecdsa", "rsa"] {
-        let path = dir.join(format!("ssh_host_{kind}_key"));
-        if kind == "rsa" && !path.exists() {
-            continue;
-        }
-        if !path.exists() {
-            let status = std::process::Command::new(&keygen)
-                .args(["-q", "-N", "", "-t", kind, "-f"])
-                .arg(&path)
-                .stdin(std::process::Stdio::null())
-                .status()
-                .map_err(|e| format!("ssh-keygen: {e}"))?;
-            if !status.success() {
-                return Err(format!("ssh-keygen -t {kind} failed ({status})"));
+        let name = format!("ssh_host_{kind}_key");
+        let pub_name = format!("{name}.pub");
+        let kept = persist.as_ref().and_then(|d| {
+            match d.read(Path::new(&name), Links::Beneath, HOST_KEY_LIMIT) {
+                Ok(b) => Some(b),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => {
+                    log::warn!("sshd: {e}: a new host key replaces it");
+                    None
+                }
             }
-            log::info!("sshd: generated host key {}", path.display());
+        });
+        let wrote = |e: FsError| e.to_string();
+        match kept {
+            Some(private) => {
+                work_fd
+                    .write_atomic(OsStr::new(&name), &private, 0o600, None)
+                    .map_err(wrote)?;
+                if let Some(Ok(public)) = persist
+                    .as_ref()
+                    .map(|d| d.read(Path::new(&pub_name), Links::Beneath, HOST_KEY_LIMIT))
+                {
+                    work_fd
+                        .write_atomic(OsStr::new(&pub_name), &public, 0o644, None)
+                        .map_err(wrote)?;
+                }
+            }
+            // An RSA key (slow to make) is used only when the volume
+            // already has one.
+            None if kind == "rsa" => continue,
+            None => {
+                generate_host_key(&work_fd, kind, &name, &pub_name)?;
+                let kept_in = match &persist {
+                    Some(d) => match copy_key(&work_fd, d, &name, &pub_name) {
+                        Ok(()) => volume_dir.join(&name),
+                        Err(e) => {
+                            not_kept(&e);
+                            work.join(&name)
+                        }
+                    },
+                    None => work.join(&name),
+                };
+                log::info!("sshd: generated host key {}", kept_in.display());
+            }
         }
-        out.push(path);
+        out.push(work.join(&name));
     }
     Ok(out)
 }
@@ -362,8 +723,36 @@ pub fn sshd_available() -> bool {
     sshd_path().is_ok()
 }
 
+/// Run ssh-keygen into the (private, trusted) state copy of the host keys.
+fn generate_host_key(work: &DirFd, kind: &str, name: &str, pub_name: &str) -> Result<(), String> {
+    let keygen = which::which("ssh-keygen").map_err(|e| format!("ssh-keygen: {e}"))?;
+    for n in [name, pub_name] {
+        work.remove(OsStr::new(n), false)
+            .map_err(|e| e.to_string())?;
+    }
+    let status = std::process::Command::new(&keygen)
+        .args(["-q", "-N", "", "-t", kind, "-f"])
+        .arg(work.path().join(name))
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("ssh-keygen: {e}"))?;
+    if !status.success() {
+        return Err(format!("ssh-keygen -t {kind} failed ({status})"));
+    }
+    Ok(())
+}
+
+/// Keep a generated key pair in the volume directory.
+fn copy_key(from: &DirFd, to: &DirFd, name: &str, pub_name: &str) -> Result<(), FsError> {
+    for (n, mode) in [(name, 0o600), (pub_name, 0o644)] {
+        let bytes = from.read(Path::new(n), Links::Refuse, HOST_KEY_LIMIT)?;
+        to.write_atomic(OsStr::new(n), &bytes, mode, None)?;
+    }
+    Ok(())
+}
+
 /// The sshd service, when `ssh.sshd` asks for one: host keys persisted in
-/// the volume, a config in the state dir that names them and then includes
+/// the volume (see [`host_keys`]), a config in the state dir that names them and then includes
 /// the image's own `/etc/ssh/sshd_config` (sshd keeps the first value of a
 /// keyword, so ours win only for host keys and the pid file).
 pub fn sshd_service(cfg: &Config, have_keys: bool) -> Result<Option<Service>, String> {
@@ -375,7 +764,7 @@ pub fn sshd_service(cfg: &Config, have_keys: bool) -> Result<Option<Service>, St
         (SshdMode::Always, Err(e)) => return Err(format!("sshd: {e} (ssh.sshd is `always`)")),
         (_, Ok(p)) => p,
     };
-    let keys = host_keys(&cfg.ssh)?;
+    let keys = host_keys(cfg)?;
     let mut conf = String::from("# written by mc-launcher\n");
     for k in &keys {
         conf.push_str(&format!("HostKey {}\n", k.display()));
@@ -442,8 +831,14 @@ mod tests {
         }
         let mismatch = ed.replacen("ssh-ed25519", "ssh-rsa", 1);
         let bad: &[(String, &str)] = &[
-            ("garbage".into(), "unknown key type `garbage`"),
-            ("no-pty".into(), "unknown key type"),
+            (
+                "garbage".into(),
+                "not a public key line: expected [options] key-type base64 [comment]",
+            ),
+            ("this is not a key".into(), "not a public key line"),
+            ("no-pty".into(), "options but no key"),
+            ("no-pty ssh-foo AAAA".into(), "unknown key type `ssh-foo`"),
+            (format!("ssh-{} AAAA", "x".repeat(10_000)), "…`"),
             (
                 "no-pty,command=\"x\" AAAA".into(),
                 "expected: [options] key-type",
@@ -500,7 +895,150 @@ mod tests {
         assert_eq!(mode(&home.join(".ssh/authorized_keys")), 0o600);
         let again = sync_into(&home, uid, gid, std::slice::from_ref(&k)).expect("sync");
         assert!(!again.changed, "nothing to write the second time");
+        // A home that does not exist yet is made (with keys to write only).
+        let fresh = home.join("not-yet/home");
+        assert!(!sync_into(&fresh, uid, gid, &[]).expect("none").changed);
+        assert!(!fresh.exists());
+        assert!(
+            sync_into(&fresh, uid, gid, std::slice::from_ref(&k))
+                .expect("made")
+                .changed
+        );
+        assert!(fresh.join(".ssh/authorized_keys").is_file());
         let _ = std::fs::remove_dir_all(&home);
+    }
+
+    #[test]
+    fn sync_never_goes_through_links_or_second_names() {
+        let base = std::env::temp_dir().join(format!("mcl-ssh-links-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (home, outside) = (base.join("home"), base.join("outside"));
+        std::fs::create_dir_all(&home).expect("home");
+        std::fs::create_dir_all(&outside).expect("outside");
+        std::fs::write(outside.join("secret"), "SECRET\n").expect("w");
+        let k = key("ssh-ed25519", "k");
+        let (uid, gid) = (Uid::effective(), Gid::effective());
+        // ~/.ssh a link: refused, said so.
+        std::os::unix::fs::symlink(&outside, home.join(".ssh")).expect("link");
+        let e = sync_into(&home, uid, gid, std::slice::from_ref(&k)).expect_err("link");
+        assert!(
+            e.to_string().contains("~/.ssh is a symbolic link: refused"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&outside).expect("ls").count(), 1);
+        // authorized_keys a link, then a second name of another file.
+        std::fs::remove_file(home.join(".ssh")).expect("rm");
+        std::fs::create_dir_all(home.join(".ssh")).expect("mkdir");
+        let ak = home.join(".ssh/authorized_keys");
+        std::os::unix::fs::symlink(outside.join("secret"), &ak).expect("link");
+        let e = sync_into(&home, uid, gid, std::slice::from_ref(&k)).expect_err("link");
+        assert!(
+            e.to_string()
+                .contains("~/.ssh/authorized_keys is a symbolic link: refused"),
+            "{e}"
+        );
+        std::fs::remove_file(&ak).expect("rm");
+        std::fs::hard_link(outside.join("secret"), &ak).expect("hardlink");
+        let e = sync_into(&home, uid, gid, std::slice::from_ref(&k)).expect_err("hardlink");
+        assert!(e.to_string().contains("has 2 hard links: refused"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(outside.join("secret")).expect("r"),
+            "SECRET\n"
+        );
+        // Counts of what came and what left.
+        std::fs::remove_file(&ak).expect("rm");
+        let k2 = key("ssh-rsa", "k2");
+        let o = sync_into(&home, uid, gid, &[k.clone(), k2.clone()]).expect("two");
+        assert_eq!((o.added, o.removed, o.count), (2, 0, 2));
+        assert!(
+            o.to_string()
+                .starts_with("installed 2 key(s): 2 key(s) in "),
+            "{o}"
+        );
+        let o = sync_into(&home, uid, gid, std::slice::from_ref(&k2)).expect("one");
+        assert_eq!((o.added, o.removed), (0, 1));
+        assert!(
+            o.to_string().starts_with("removed 1 key(s): 1 key(s) in "),
+            "{o}"
+        );
+        let o = sync_into(&home, uid, gid, std::slice::from_ref(&k2)).expect("same");
+        assert!(
+            o.to_string().starts_with("already in place: 1 key(s) in "),
+            "{o}"
+        );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn rejected_lines_are_quoted_short_and_keys_counted_once() {
+        assert_eq!(quote_line("this is not a key"), "\"this is not a key\"");
+        let long = "é".repeat(1000);
+        let q = quote_line(&long);
+        assert!(
+            q.ends_with("…\" (line truncated)") && q.len() < QUOTE_LIMIT + 30,
+            "{q}"
+        );
+        assert_eq!(quote_line("a\u{1b}[31mred"), "\"a\\u{1b}[31mred\"");
+        let d = std::env::temp_dir().join(format!("mcl-ssh-dedup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        let lines: String = (0..2000)
+            .map(|i| format!("{}\n", key("ssh-ed25519", &format!("k{}", i % 500))))
+            .collect();
+        std::fs::write(d.join("a.pub"), &lines).expect("w");
+        std::fs::write(d.join("b.pub"), &lines).expect("w");
+        std::fs::write(d.join("big.pub"), vec![b'#'; PUB_LIMIT as usize + 1]).expect("w");
+        let cfg = SshCfg {
+            keys_dirs: vec![d.clone()],
+            user: "root".into(),
+            home: None,
+            watch: false,
+            sshd: SshdMode::Never,
+            host_keys_dir: d.join("hk"),
+        };
+        let set = collect(&cfg);
+        assert_eq!(set.keys.len(), 500);
+        assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
+        assert!(set.refused[0].msg.contains("larger than 256 KiB"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_scan_reads_a_bounded_number_of_files_and_bytes() {
+        let d = std::env::temp_dir().join(format!("mcl-ssh-budget-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        let filler = vec![b'#'; 250 * 1024];
+        for i in 0..40 {
+            std::fs::write(d.join(format!("f{i:02}.pub")), &filler).expect("w");
+        }
+        for i in 0..MAX_KEY_FILES {
+            std::fs::write(d.join(format!("z{i:04}")), "").expect("w");
+        }
+        let cfg = SshCfg {
+            keys_dirs: vec![d.clone()],
+            user: "root".into(),
+            home: None,
+            watch: false,
+            sshd: SshdMode::Never,
+            host_keys_dir: d.join("hk"),
+        };
+        let set = collect(&cfg);
+        assert!(
+            set.refused
+                .iter()
+                .any(|r| r.msg.contains("holds 1040 entries")),
+            "{:?}",
+            set.refused
+        );
+        let stopped: Vec<_> = set
+            .refused
+            .iter()
+            .filter(|r| r.msg.contains("more than 8 MiB"))
+            .collect();
+        assert_eq!(stopped.len(), 1, "{:?}", set.refused);
+        assert!(stopped[0].file.ends_with("f33.pub"), "{:?}", stopped[0]);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 use crate::config::model::FileStream;
 use nix::fcntl::OFlag;
 use std::collections::{HashMap, VecDeque};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -358,14 +358,12 @@ impl FileOut {
         &self.spec.path
     }
 
+    /// Open (or create) the file to append to it, never through a link
+    /// planted for us: see `fsutil::open_append` (beneath the volume with
+    /// no link at all when it lies there; elsewhere `O_NOFOLLOW` on the
+    /// file unless its directory is root's alone).
     fn open(&mut self) -> io::Result<()> {
-        if let Some(dir) = self.spec.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.spec.path)?;
+        let f = crate::fsutil::open_append(&self.spec.path)?;
         let md = f.metadata()?;
         self.size = md.len();
         self.ino = md.ino();
