@@ -372,7 +372,10 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     };
     match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut jobs) {
         Ok(_) => error::EXIT_OK,
-        Err(code) => code,
+        Err(f) => {
+            f.log();
+            f.exit_code()
+        }
     }
 }
 
@@ -420,13 +423,14 @@ fn run(
                 services.insert(0, (s, Role::Sshd));
             }
         }
-        Err(code) => {
-            let report = prepare_report(code, jobs.last.take());
+        Err(f) => {
+            f.log();
+            let report = prepare_report(&f, jobs.last.take());
             if let Some(path) = &cfg.termination_log {
                 report.write(path);
             }
             log::info!("{}", report.summary());
-            return code;
+            return f.exit_code();
         }
     }
     let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
@@ -476,10 +480,11 @@ fn run(
 
 /// The termination report of a prepare phase that stopped the start.
 fn prepare_report(
-    code: i32,
+    f: &error::Failure,
     last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 ) -> error::Termination {
     use crate::proc::JobEnd;
+    let code = f.exit_code();
     let reason = match code {
         error::EXIT_CONFIG => "invalid input".to_string(),
         c if c > 128 => "stopped on request during the prepare phase".to_string(),
@@ -488,6 +493,8 @@ fn prepare_report(
     let mut t = error::Termination {
         reason,
         status: code,
+        subject: (!f.subject.is_empty()).then(|| f.subject.clone()),
+        how: Some(f.message.chars().take(500).collect()),
         ..Default::default()
     };
     // The step that ran last, when it is the one that failed.

@@ -100,9 +100,12 @@ pub fn report(diags: &[Diag]) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     code: i32,
-    /// The step, service or input concerned (`pillar`, `salt-1`).
+    /// The step, service or input concerned (`pillar`, `salt-1`); empty
+    /// when the message names it.
     pub subject: String,
     pub message: String,
+    /// Already logged where it happened (with more detail than here).
+    pub said: bool,
 }
 
 impl Failure {
@@ -111,17 +114,45 @@ impl Failure {
             code,
             subject: subject.into(),
             message: message.into(),
+            said: false,
         }
+    }
+
+    /// A failure its module has logged already.
+    pub fn said(mut self) -> Failure {
+        self.said = true;
+        self
+    }
+
+    /// Stopped by a signal (128+N): a warning, not an error.
+    pub fn is_stop(&self) -> bool {
+        self.code > 128
     }
 
     pub fn exit_code(&self) -> i32 {
         self.code
     }
+
+    /// Log it once, at the top.
+    pub fn log(&self) {
+        if self.said {
+            return;
+        }
+        if self.is_stop() {
+            log::warn!("{self}");
+        } else {
+            log::error!("{self}");
+        }
+    }
 }
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.subject, self.message)
+        if self.subject.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.subject, self.message)
+        }
     }
 }
 

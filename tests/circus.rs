@@ -1,4 +1,4 @@
-//! circus INI drop-in (DESIGN §7): a makina image's /etc/circus runs
+//! circus INI drop-in (README "circus compatibility"): a makina image's /etc/circus runs
 //! unchanged, with no mc-launcher.yml at all, and with the original
 //! launcher's arguments.
 

@@ -1,4 +1,4 @@
-//! The preflight of the prepare phase (DESIGN §9): in read-only and
+//! The preflight of the prepare phase (README "Read-only and non-root containers"): in read-only and
 //! non-root containers, what can work does, and what cannot stops with one
 //! message naming the path, what it needs and the fix, before anything is
 //! written; `check` prints the same text and a verdict. Each test runs the

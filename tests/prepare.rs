@@ -1,4 +1,4 @@
-//! The prepare phase from the data volume (DESIGN §4): pillar override, SSH
+//! The prepare phase from the data volume (README "The prepare phase"): pillar override, SSH
 //! keys, prepopulate. The launcher runs as PID 1 in a temp root; SSH tests
 //! hide /root behind a tmpfs so the host's keys are never touched.
 

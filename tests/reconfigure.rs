@@ -1,4 +1,4 @@
-//! Reconfigure steps (DESIGN §4.3): templates, commands and real salt-call,
+//! Reconfigure steps (README "The prepare phase"): templates, commands and real salt-call,
 //! with timeouts, stop signals and skip_unchanged.
 
 mod common;

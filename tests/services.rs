@@ -1,4 +1,4 @@
-//! Circus-style supervision of configured services (DESIGN §5), with the
+//! Circus-style supervision of configured services (README "Supervision"), with the
 //! real binary as PID 1.
 
 mod common;

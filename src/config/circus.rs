@@ -1,4 +1,4 @@
-//! Reading circus INI files (DESIGN §7), so images whose salt states write
+//! Reading circus INI files (README "circus compatibility"), so images whose salt states write
 //! `/etc/circus/circusd.conf.d/*.ini` keep working unchanged.
 //!
 //! Semantics follow circus 0.12 (the version makina used): files are read

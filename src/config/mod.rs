@@ -1,4 +1,4 @@
-//! Loading mc-launcher.yml (DESIGN §3): find the file, render it with
+//! Loading mc-launcher.yml (README "Configuration reference"): find the file, render it with
 //! minijinja, parse it with positions, decode and validate it, and report
 //! every error as `file:line:col` at once.
 

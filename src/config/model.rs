@@ -56,7 +56,7 @@ pub struct Config {
     pub termination_log: Option<PathBuf>,
 }
 
-/// DESIGN §1: every path derives from `root` and the project name.
+/// README "The makina layout": every path derives from `root` and the project name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
     pub salt: PathBuf,
@@ -295,7 +295,7 @@ pub struct Service {
 }
 
 impl Service {
-    /// A service with the documented defaults (DESIGN §3).
+    /// A service with the documented defaults (README "Configuration reference").
     pub fn new(name: &str, argv: Vec<String>) -> Service {
         Service {
             name: name.to_string(),

@@ -1,4 +1,4 @@
-//! The prepare phase (DESIGN §4): each step computes what to do from the
+//! The prepare phase (README "The prepare phase"): each step computes what to do from the
 //! volume and the config, and writes through `fsutil`.
 
 pub mod phase;

@@ -4,7 +4,7 @@
 
 use crate::config::model::PrepareStep as SkipStep;
 use crate::config::model::{Config, OnInvalid, Service};
-use crate::error::{self, Diag};
+use crate::error::{self, Diag, Failure};
 use crate::proc::{Job, JobEnd};
 use nix::sys::signal::Signal;
 
@@ -19,14 +19,14 @@ pub trait Jobs {
     fn stop_requested(&mut self) -> Option<Signal>;
 }
 
-/// Run the phase. `Ok` holds services the phase adds (sshd); `Err` the exit
-/// status the launcher must end with.
+/// Run the phase. `Ok` holds services the phase adds (sshd); `Err` why it
+/// stopped, with the exit status the launcher must end with.
 pub fn run(
     cfg: &Config,
     skip: &[SkipStep],
     enabled: bool,
     jobs: &mut dyn Jobs,
-) -> Result<Vec<Service>, i32> {
+) -> Result<Vec<Service>, Failure> {
     let mut extra = Vec::new();
     // The volume is written by others: whatever lies under it is opened
     // beneath it, links refused for writes (log files included).
@@ -57,7 +57,22 @@ pub fn run(
     stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Reconfigure) {
         super::preflight::gate(cfg, &[SkipStep::Reconfigure], false)?;
-        super::reconfigure::run(cfg, jobs).map_err(|s| s.exit_status())?;
+        super::reconfigure::run(cfg, jobs).map_err(|s| {
+            let code = s.exit_status();
+            match s {
+                // The step said what failed, where it failed.
+                super::reconfigure::Stop::Failed(m) => Failure::new(code, "reconfigure", m).said(),
+                super::reconfigure::Stop::Signal(sig) => Failure::new(
+                    code,
+                    "",
+                    format!(
+                        "{} received during the prepare phase: exiting",
+                        crate::signals::short_name(sig)
+                    ),
+                )
+                .said(),
+            }
+        })?;
     }
     stop_requested(jobs)?;
     if !skip.contains(&SkipStep::Prepopulate) {
@@ -69,8 +84,11 @@ pub fn run(
                 }
             }
             Err(e) => {
-                log::error!("prepopulate: {e}");
-                return Err(error::EXIT_FAILURE);
+                return Err(Failure::new(
+                    error::EXIT_FAILURE,
+                    "prepopulate",
+                    e.to_string(),
+                ))
             }
         }
     }
@@ -79,20 +97,21 @@ pub fn run(
 }
 
 /// A stop signal that arrived while a step ran ends the phase (128+N).
-fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), i32> {
+fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), Failure> {
     match jobs.stop_requested() {
-        Some(sig) => {
-            log::warn!(
+        Some(sig) => Err(Failure::new(
+            error::signal_exit(sig as i32),
+            "",
+            format!(
                 "{} received during the prepare phase: exiting",
                 crate::signals::short_name(sig)
-            );
-            Err(error::signal_exit(sig as i32))
-        }
+            ),
+        )),
         None => Ok(()),
     }
 }
 
-fn pillar(cfg: &Config) -> Result<(), i32> {
+fn pillar(cfg: &Config) -> Result<(), Failure> {
     use super::pillar::{apply, PillarError};
     match apply(cfg) {
         Ok(outcome) => {
@@ -101,19 +120,17 @@ fn pillar(cfg: &Config) -> Result<(), i32> {
         }
         // One line that says what is wrong and exactly what is installed.
         Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
-            OnInvalid::Abort => {
-                log::error!("pillar: {d}; {installed}; stopping (on_invalid: abort)");
-                Err(error::EXIT_CONFIG)
-            }
+            OnInvalid::Abort => Err(Failure::new(
+                error::EXIT_CONFIG,
+                "pillar",
+                format!("{d}; {installed}; stopping (on_invalid: abort)"),
+            )),
             OnInvalid::KeepDefault => {
                 log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
                 Ok(())
             }
         },
-        Err(e) => {
-            log::error!("pillar: {e}");
-            Err(error::EXIT_FAILURE)
-        }
+        Err(e) => Err(Failure::new(error::EXIT_FAILURE, "pillar", e.to_string())),
     }
 }
 
@@ -129,7 +146,7 @@ fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
     set
 }
 
-fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
+fn ssh(cfg: &Config) -> Result<Option<Service>, Failure> {
     let set = collect_keys(cfg);
     match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
         Ok(outcome) if outcome.count == 0 && !outcome.changed => {
@@ -143,10 +160,7 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
             }
             return Ok(None);
         }
-        Err(e) => {
-            log::error!("ssh: {e}");
-            return Err(error::EXIT_FAILURE);
-        }
+        Err(e) => return Err(Failure::new(error::EXIT_FAILURE, "ssh", e.to_string())),
     }
     if !nix::unistd::Uid::effective().is_root()
         && cfg.ssh.sshd != crate::config::model::SshdMode::Never
@@ -166,13 +180,8 @@ fn ssh(cfg: &Config) -> Result<Option<Service>, i32> {
             }
         }
     }
-    match super::ssh::sshd_service(cfg, have_keys) {
-        Ok(s) => Ok(s),
-        Err(e) => {
-            log::error!("sshd: {e}");
-            Err(error::EXIT_FAILURE)
-        }
-    }
+    super::ssh::sshd_service(cfg, have_keys)
+        .map_err(|e| Failure::new(error::EXIT_FAILURE, "sshd", e))
 }
 
 /// The key directories, for messages.

@@ -4,7 +4,7 @@
 //! from the volume replaces it atomically; when the override goes away the
 //! saved default comes back. An invalid override is never installed, and
 //! never leaves an earlier override in place: the image default comes back
-//! (DESIGN §9).
+//! (README "Read-only and non-root containers").
 //!
 //! The override is resolved and read in one open beneath the volume's fd
 //! (links followed only while they stay in the volume: Kubernetes `..data`

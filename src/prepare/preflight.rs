@@ -1,4 +1,4 @@
-//! Preflight of the prepare phase (DESIGN §9; README "Read-only and
+//! Preflight of the prepare phase (README "Read-only and
 //! non-root containers").
 //!
 //! From the config and the volume it computes every path the phase is going
@@ -27,7 +27,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The image's default pillar, as kept in the state dir (DESIGN §1).
+/// The image's default pillar, as kept in the state dir (README "The makina layout").
 pub const IMAGE_PILLAR: &str = "image-pillar.sls";
 
 /// The state dir the config names, when `use_state_dir` moved to a fallback.
@@ -218,7 +218,7 @@ fn why_text(why: &Why, euid: u32) -> String {
 /// The gate `prepare::phase::run` passes before a step: the preflight of
 /// `steps`; on problems, the message is logged and the exit status is 78.
 /// `first`: no step has run yet (its warnings are logged then only).
-pub fn gate(cfg: &Config, steps: &[PrepareStep], first: bool) -> Result<(), i32> {
+pub fn gate(cfg: &Config, steps: &[PrepareStep], first: bool) -> Result<(), crate::error::Failure> {
     let configured = CONFIGURED_STATE
         .get()
         .cloned()
@@ -233,10 +233,7 @@ pub fn gate(cfg: &Config, steps: &[PrepareStep], first: bool) -> Result<(), i32>
         }
     }
     match report.message() {
-        Some(m) => {
-            log::error!("{m}");
-            Err(crate::error::EXIT_CONFIG)
-        }
+        Some(m) => Err(crate::error::Failure::new(crate::error::EXIT_CONFIG, "", m)),
         None => Ok(()),
     }
 }

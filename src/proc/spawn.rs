@@ -72,7 +72,7 @@ pub fn resolve_creds(svc: &Service) -> Result<Option<Creds>, String> {
     Ok(Some(creds))
 }
 
-/// The `MC_*` variables every process of the launcher gets (DESIGN §3).
+/// The `MC_*` variables every process of the launcher gets (README "Configuration reference").
 pub fn mc_env(cfg: &Config, service: &str) -> Vec<(String, String)> {
     let p = |x: &std::path::Path| x.to_string_lossy().into_owned();
     let size = super::cgroup::size();
