@@ -96,18 +96,7 @@ impl Core {
                 Reply::ok(format!("{name} stopping"))
             }
             (Command::Restart(_), Some(s)) => {
-                let live: Vec<_> = self
-                    .svcs
-                    .get(&s)
-                    .map(|x| {
-                        x.procs
-                            .iter()
-                            .take(x.scale)
-                            .filter(|p| p.m.is_live())
-                            .map(|p| p.id)
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let live = self.proc_ids(s, true, |p| p.is_live());
                 if live.is_empty() {
                     self.begin_service(s, now);
                     self.start_procs(s, now, fx);

@@ -670,14 +670,31 @@ impl Core {
         }
     }
 
+    /// The processes of service `s` that `keep` selects; with `within_scale`
+    /// only those it should run now (not the extra ones after a `decr`).
+    pub(super) fn proc_ids(
+        &self,
+        s: u32,
+        within_scale: bool,
+        keep: impl Fn(&Proc) -> bool,
+    ) -> Vec<ProcId> {
+        self.svcs
+            .get(&s)
+            .map(|x| {
+                let n = if within_scale { x.scale } else { x.procs.len() };
+                x.procs
+                    .iter()
+                    .take(n)
+                    .filter(|p| keep(&p.m))
+                    .map(|p| p.id)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Send `ev` to every process of service `s`.
     pub(super) fn svc_event(&mut self, s: u32, ev: &Event, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<ProcId> = self
-            .svcs
-            .get(&s)
-            .map(|x| x.procs.iter().map(|p| p.id).collect())
-            .unwrap_or_default();
-        for id in ids {
+        for id in self.proc_ids(s, false, |_| true) {
             self.proc_event(id, ev.clone(), now, fx);
         }
     }

@@ -127,18 +127,7 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> usize {
-        let idle: Vec<ProcId> = self
-            .svcs
-            .get(&s)
-            .map(|x| {
-                x.procs
-                    .iter()
-                    .take(x.scale)
-                    .filter(|p| p.m.state == State::Idle)
-                    .map(|p| p.id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let idle = self.proc_ids(s, true, |p| p.state == State::Idle);
         for id in idle {
             if budget == 0 {
                 break;
@@ -152,12 +141,7 @@ impl Core {
     /// Restart processes that should run again (a `ctl start` of an ended
     /// service, an `incr` past a stopped slot).
     pub(super) fn start_procs(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<ProcId> = self
-            .svcs
-            .get(&s)
-            .map(|x| x.procs.iter().take(x.scale).map(|p| p.id).collect())
-            .unwrap_or_default();
-        for id in ids {
+        for id in self.proc_ids(s, true, |_| true) {
             self.proc_event(id, Event::Start, now, fx);
         }
     }

@@ -22,6 +22,18 @@ struct Sim {
     notes: Vec<String>,
 }
 
+/// The core's options: a 9 s deadline, `drain`, sd_notify to our own
+/// supervisor or not.
+fn options(drain: Duration, notify_self: bool) -> CoreOptions {
+    CoreOptions {
+        shutdown_timeout: Duration::from_secs(9),
+        can_reload: true,
+        seed: 7,
+        drain,
+        notify_self,
+    }
+}
+
 fn svc(name: &str) -> Service {
     Service::new(name, vec!["x".into()])
 }
@@ -45,19 +57,13 @@ fn with_ready(mut s: Service, timeout_ms: u64) -> Service {
 
 impl Sim {
     fn new(services: Vec<(Service, Role)>) -> Sim {
+        Sim::with(services, options(Duration::ZERO, false))
+    }
+
+    fn with(services: Vec<(Service, Role)>, opts: CoreOptions) -> Sim {
         let t0 = Instant::now();
-        let core = Core::new(
-            services,
-            CoreOptions {
-                shutdown_timeout: Duration::from_secs(9),
-                can_reload: true,
-                seed: 7,
-                drain: Duration::ZERO,
-                notify_self: false,
-            },
-        );
         let mut sim = Sim {
-            core,
+            core: Core::new(services, opts),
             t0,
             now: t0,
             next_pid: 100,
@@ -662,32 +668,10 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
         argv: vec!["deregister".into()],
         timeout: Duration::from_secs(3),
     });
-    let core = Core::new(
-        vec![(web, Role::Config), (svc("db"), Role::Config)],
-        CoreOptions {
-            shutdown_timeout: Duration::from_secs(20),
-            can_reload: false,
-            seed: 1,
-            drain: Duration::from_secs(5),
-            notify_self: false,
-        },
-    );
-    let t0 = Instant::now();
-    let mut sim = Sim {
-        core,
-        t0,
-        now: t0,
-        next_pid: 100,
-        spawned: Vec::new(),
-        signals: Vec::new(),
-        probes: Vec::new(),
-        replies: Vec::new(),
-        reloads: 0,
-        exit: None,
-        hooks: Vec::new(),
-        notes: Vec::new(),
-    };
-    sim.feed(Input::Tick);
+    let mut opts = options(Duration::from_secs(5), false);
+    opts.shutdown_timeout = Duration::from_secs(20);
+    let mut sim = Sim::with(vec![(web, Role::Config), (svc("db"), Role::Config)], opts);
+    let t0 = sim.t0;
     sim.feed(Input::Signal(Signal::SIGTERM));
     assert_eq!(sim.hooks.len(), 1, "pre_stop runs first");
     assert!(sim.signals.is_empty(), "nothing stops while a hook runs");
@@ -790,32 +774,7 @@ fn sd_notify_both_ways() {
         period: None,
         failure_threshold: 3,
     });
-    let core = Core::new(
-        vec![(web, Role::Config)],
-        CoreOptions {
-            shutdown_timeout: Duration::from_secs(9),
-            can_reload: false,
-            seed: 1,
-            drain: Duration::ZERO,
-            notify_self: true,
-        },
-    );
-    let t0 = Instant::now();
-    let mut sim = Sim {
-        core,
-        t0,
-        now: t0,
-        next_pid: 100,
-        spawned: Vec::new(),
-        signals: Vec::new(),
-        probes: Vec::new(),
-        replies: Vec::new(),
-        reloads: 0,
-        exit: None,
-        hooks: Vec::new(),
-        notes: Vec::new(),
-    };
-    sim.feed(Input::Tick);
+    let mut sim = Sim::with(vec![(web, Role::Config)], options(Duration::ZERO, true));
     assert!(sim.probes.is_empty(), "a notify service is not probed");
     assert!(sim.notes.is_empty(), "not ready yet");
     sim.feed(Input::Notify {
