@@ -175,6 +175,9 @@ pub struct Termination {
     pub tail: Vec<String>,
 }
 
+/// Where Kubernetes reads a container's termination message.
+pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+
 /// Kubernetes reads at most this much of the termination log.
 pub const TERMINATION_MAX: usize = 4096;
 
@@ -226,13 +229,17 @@ impl Termination {
     }
 
     /// Write the report to `path` (silently skipped when it cannot be
-    /// written: not every container has `/dev/termination-log`).
+    /// written). Kubernetes makes `/dev/termination-log` for the
+    /// container: the default path is only written when it exists, so a
+    /// launcher run elsewhere never leaves one behind; a path the config
+    /// names is created.
     pub fn write(&self, path: &Path) {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
+        let create = path != Path::new(DEFAULT_TERMINATION_LOG);
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
+            .create(create)
             .truncate(true)
             .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
             .mode(0o644)

@@ -33,8 +33,7 @@ pub struct Loaded {
 }
 
 pub const DEFAULT_ROOT: &str = "/srv";
-/// Where Kubernetes reads a container's termination message.
-pub const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
+pub use crate::error::DEFAULT_TERMINATION_LOG;
 /// Overrides `shutdown.timeout` (for `terminationGracePeriodSeconds`).
 pub const SHUTDOWN_TIMEOUT_ENV: &str = "MC_SHUTDOWN_TIMEOUT";
 pub const SYSTEM_CONFIG: &str = "/etc/mc-launcher.yml";

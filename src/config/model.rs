@@ -393,7 +393,7 @@ impl Config {
                 drain: Duration::ZERO,
                 from_env: false,
             },
-            termination_log: Some(PathBuf::from("/dev/termination-log")),
+            termination_log: Some(PathBuf::from(crate::error::DEFAULT_TERMINATION_LOG)),
             control: ControlCfg {
                 socket: PathBuf::from("/run/mc-launcher.sock"),
             },
