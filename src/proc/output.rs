@@ -134,6 +134,20 @@ impl Writer {
         true
     }
 
+    /// Start the writer thread now, if it is not running (the supervisor
+    /// does once its services are spawned, so that the stop path never
+    /// pays for a thread's creation).
+    pub fn start(&self) {
+        let mut q = self.lock();
+        if q.thread {
+            return;
+        }
+        q.thread = std::thread::Builder::new()
+            .name("output".into())
+            .spawn(|| writer().run())
+            .is_ok();
+    }
+
     /// Wait until everything queued is written, at most `limit`.
     pub fn flush(&self, limit: Duration) -> bool {
         let end = Instant::now() + limit;

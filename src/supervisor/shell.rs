@@ -102,8 +102,14 @@ enum Src {
 impl Shell<'_> {
     pub fn run(&mut self) -> i32 {
         self.inputs.push_back(Input::Tick);
+        let mut first = true;
         loop {
             self.drain_inputs();
+            if std::mem::take(&mut first) {
+                // The services run: now is the time to start the writer,
+                // not on the exit path.
+                output::writer().start();
+            }
             if let Some(code) = self.exit {
                 if self.job.is_some() {
                     self.finish_job();
