@@ -569,7 +569,10 @@ impl Shell<'_> {
                         // Nothing the step started in its group outlives it.
                         spawn::signal_group(pid, Signal::SIGKILL);
                     }
-                    groups.remove(&pid);
+                    if groups.remove(&pid).is_none() {
+                        // An orphan re-parented to us: reaped, nothing to tell.
+                        return;
+                    }
                     // A SIGKILL while the cgroup's OOM kill count rose: the
                     // kernel's doing, not somebody's.
                     let mut oom = false;
