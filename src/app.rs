@@ -412,6 +412,16 @@ fn run(
         crate::prepare::preflight::use_state_dir(&mut cfg);
     }
     let state_dir = cfg.paths.state.clone();
+    // The key directories are watched before the prepare phase reads
+    // them: a key dropped meanwhile is seen as a change.
+    let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
+    let keys_watch = (ssh_in_use && cfg.ssh.watch)
+        .then(|| {
+            crate::proc::watch::DirWatch::new(&cfg.ssh.keys_dirs)
+                .map_err(|e| log::warn!("ssh: cannot watch the key directories: {e}"))
+                .ok()
+        })
+        .flatten();
     let mut jobs = LoopJobs {
         signals: &mut signals,
         last: None,
@@ -433,7 +443,6 @@ fn run(
             return f.exit_code();
         }
     }
-    let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
     // SIGHUP / `ctl reload` re-read the same file the launcher started
     // from. sshd is the launcher's own: it changes only with `ssh:`.
     let reloader: Option<crate::supervisor::Reloader> = cfg.file.clone().map(|file| {
@@ -473,6 +482,7 @@ fn run(
         crate::supervisor::RunOptions {
             reloader,
             on_keys_changed,
+            keys_watch,
             notify_socket,
         },
     )

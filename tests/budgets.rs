@@ -5,49 +5,8 @@
 //! exhausted memory; a uid that does not fit 32 bits is an error, not root.
 
 mod common;
+use common::tree::{Tree, IMAGE_PILLAR};
 use common::*;
-use std::path::{Path, PathBuf};
-
-const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
-
-/// A makina tree in a temp root: project `demo` with an image pillar, the
-/// state dir and the control socket inside the root.
-struct Tree {
-    d: TempDir,
-}
-
-impl Tree {
-    fn new(tag: &str, config: &str) -> Tree {
-        let t = Tree {
-            d: TempDir::new(tag),
-        };
-        write(&t.pillar(), IMAGE_PILLAR);
-        std::fs::create_dir_all(t.volume()).expect("volume");
-        write(
-            &t.config(),
-            &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}"),
-        );
-        t
-    }
-    fn root(&self) -> &Path {
-        self.d.path()
-    }
-    fn config(&self) -> PathBuf {
-        self.d.join("projects/demo/project/.salt/mc-launcher.yml")
-    }
-    fn pillar(&self) -> PathBuf {
-        self.d.join("projects/demo/pillar/init.sls")
-    }
-    fn override_path(&self) -> PathBuf {
-        self.d.join("projects/demo/data/configuration/pillar.sls")
-    }
-    fn volume(&self) -> PathBuf {
-        self.d.join("projects/demo/data")
-    }
-    fn launch(&self, args: &[&str]) -> Launch {
-        Launch::new(args).root(self.root())
-    }
-}
 
 /// The classic "billion laughs": nine levels of nine aliases, 10⁹ scalars
 /// from about 500 bytes.
@@ -76,7 +35,7 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
     let t = Tree::new("bud-bomb", "");
     let bomb = alias_bomb();
     assert!(bomb.len() < 600, "{} bytes", bomb.len());
-    write(&t.override_path(), &bomb);
+    write(&t.source(), &bomb);
     let out = t.launch(&["--", "true"]).run();
     assert_eq!(out.code, Some(78), "{}", out.all());
     assert!(
@@ -93,7 +52,7 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
     );
     // keep-default: a warning, and the container starts.
     let t = Tree::new("bud-bomb-keep", "pillar:\n  on_invalid: keep-default\n");
-    write(&t.override_path(), &alias_bomb());
+    write(&t.source(), &alias_bomb());
     let out = t.launch(&["--", "sh", "-c", "exit 5"]).run();
     assert_eq!(out.code, Some(5), "{}", out.all());
     assert!(
@@ -110,7 +69,7 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
 #[test]
 fn pillar_deep_nesting_is_refused_not_a_signal() {
     let t = Tree::new("bud-deep", "");
-    write(&t.override_path(), &deep_nesting());
+    write(&t.source(), &deep_nesting());
     let out = t.launch(&["--", "true"]).run();
     assert_eq!(out.code, Some(78), "{}", out.all());
     assert!(
@@ -127,7 +86,7 @@ fn pillar_deep_nesting_is_refused_not_a_signal() {
     // Nested flow collections too.
     let t = Tree::new("bud-flow", "");
     let flow = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-    write(&t.override_path(), &flow);
+    write(&t.source(), &flow);
     let out = t.launch(&["check"]).not_pid1().run();
     assert_eq!(out.code, Some(78), "{}", out.all());
     assert!(
@@ -150,7 +109,7 @@ fn pillar_runaway_templates_are_refused() {
     ];
     for (tag, text) in rows {
         let t = Tree::new(tag, "");
-        write(&t.override_path(), &text);
+        write(&t.source(), &text);
         let out = t.launch(&["--", "true"]).run();
         assert_eq!(out.code, Some(78), "{tag}: {}", out.all());
         assert!(

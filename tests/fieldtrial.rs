@@ -5,53 +5,16 @@
 //! other service's grace.
 
 mod common;
+use common::tree::{keypair, Tree};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A makina tree in a temp root: project `demo`, its config, a volume.
-struct Tree {
-    d: TempDir,
-}
-
-impl Tree {
-    fn new(tag: &str, config: &str) -> Tree {
-        let t = Tree {
-            d: TempDir::new(tag),
-        };
-        write(
-            &t.d.join("projects/demo/pillar/init.sls"),
-            "makina-projects.demo: {}\n",
-        );
-        std::fs::create_dir_all(t.volume().join("ssh")).expect("volume");
-        let cfg = format!(
-            "paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}"
-        );
-        write(
-            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
-            &cfg,
-        );
-        t
-    }
-    fn volume(&self) -> PathBuf {
-        self.d.join("projects/demo/data")
-    }
-    fn launch(&self, args: &[&str]) -> Launch {
-        Launch::new(args).root(self.d.path())
-    }
-}
-
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    let key = dir.join(name);
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-t", "ed25519", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
-    (key, public.trim().to_string())
+/// A makina tree (tests/common/tree.rs) whose volume has a key directory.
+fn tree(tag: &str, config: &str) -> Tree {
+    let t = Tree::new(tag, config);
+    std::fs::create_dir_all(t.volume().join("ssh")).expect("key dir");
+    t
 }
 
 /// The image's sshd_config for a test sshd on a free loopback port, and the
@@ -74,7 +37,7 @@ fn until(cmd: &str, want: &str, tries: u32) -> String {
 
 #[test]
 fn reload_and_sighup_keep_sshd() {
-    let t = Tree::new("ft-reload", "ssh:\n  sshd: auto\n");
+    let t = tree("ft-reload", "ssh:\n  sshd: auto\n");
     let (key, public) = keypair(&t.d.join("keys"), "op");
     write(&t.volume().join("ssh/op.pub"), &format!("{public}\n"));
     let port = free_port();
@@ -120,7 +83,7 @@ echo after=$({login} 2>/dev/null)
 
 #[test]
 fn first_key_starts_sshd_and_the_last_one_stops_it() {
-    let t = Tree::new("ft-firstkey", "ssh:\n  sshd: auto\n");
+    let t = tree("ft-firstkey", "ssh:\n  sshd: auto\n");
     let (key, _) = keypair(&t.d.join("keys"), "late");
     let port = free_port();
     let login = ssh_cmd(port, &key);
@@ -179,7 +142,7 @@ fn voluntary_switches(pid: i32) -> u64 {
 
 #[test]
 fn key_watch_goes_idle_after_a_change_and_reports_once_per_change() {
-    let t = Tree::new("ft-idle", "ssh:\n  sshd: never\n  watch: true\n");
+    let t = tree("ft-idle", "ssh:\n  sshd: never\n  watch: true\n");
     write(
         &t.volume().join("ssh/id_ed25519"),
         "-----BEGIN OPENSSH PRIVATE KEY-----\nxxxx\n-----END OPENSSH PRIVATE KEY-----\n",
@@ -229,7 +192,7 @@ fn key_watch_goes_idle_after_a_change_and_reports_once_per_change() {
 
 #[test]
 fn a_term_ignoring_main_command_does_not_eat_the_services_grace() {
-    let t = Tree::new("ft-stop", "");
+    let t = tree("ft-stop", "");
     let log = t.d.join("log");
     let svc = |name: &str| {
         format!(

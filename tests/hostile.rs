@@ -9,6 +9,7 @@
 
 mod common;
 use base64::Engine;
+use common::tree::{Tree, IMAGE_PILLAR};
 use common::*;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,49 +17,27 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
-
-/// A makina tree in a temp root: project `demo` with an image pillar, the
-/// state dir and control socket inside the root, and `outside/`: what the
-/// attacker aims at, next to the volume.
-struct Tree {
-    d: TempDir,
+/// A makina tree (see tests/common/tree.rs) with `outside/`: what the
+/// attacker aims at, next to the volume, and a home directory; `@HOME@` in
+/// `config` stands for that home.
+fn tree(tag: &str, config: &str) -> Tree {
+    let dummy = Tree::default_socket(&format!("hostile-{tag}"), "");
+    let config = config.replace("@HOME@", &dummy.home().to_string_lossy());
+    write(
+        &dummy.config(),
+        &format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}"),
+    );
+    std::fs::create_dir_all(dummy.outside()).expect("outside");
+    std::fs::create_dir_all(dummy.home()).expect("home");
+    dummy
 }
 
 impl Tree {
-    fn new(tag: &str, config: &str) -> Tree {
-        let d = TempDir::new(&format!("hostile-{tag}"));
-        let t = Tree { d };
-        write(&t.pillar(), IMAGE_PILLAR);
-        std::fs::create_dir_all(t.volume()).expect("volume");
-        std::fs::create_dir_all(t.outside()).expect("outside");
-        // `@HOME@` in `config` stands for the tree's own home directory.
-        let config = config.replace("@HOME@", &t.home().to_string_lossy());
-        let cfg = format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}");
-        write(&t.config(), &cfg);
-        std::fs::create_dir_all(t.home()).expect("home");
-        t
-    }
-    fn root(&self) -> &Path {
-        self.d.path()
-    }
-    fn config(&self) -> PathBuf {
-        self.d.join("projects/demo/project/.salt/mc-launcher.yml")
-    }
-    fn pillar(&self) -> PathBuf {
-        self.d.join("projects/demo/pillar/init.sls")
-    }
-    fn volume(&self) -> PathBuf {
-        self.d.join("projects/demo/data")
-    }
     fn outside(&self) -> PathBuf {
         self.d.join("outside")
     }
     fn home(&self) -> PathBuf {
         self.d.join("home")
-    }
-    fn launch(&self, args: &[&str]) -> Launch {
-        Launch::new(args).root(self.root())
     }
 }
 
@@ -172,7 +151,7 @@ impl Drop for Flipper {
 fn item01_non_root_user_ssh_dir_symlink_is_refused() {
     let passwd_line = "mcltest:x:4242:4242:mc-launcher test:/nonexistent:/bin/sh";
     for planted in ["dir", "file"] {
-        let t = Tree::new(
+        let t = tree(
             &format!("item01-{planted}"),
             "ssh:\n  user: mcltest\n  home: \"@HOME@\"\n  sshd: never\n",
         );
@@ -242,7 +221,7 @@ fn item01_non_root_user_ssh_dir_symlink_is_refused() {
 /// never read: their lines never reach the log or authorized_keys.
 #[test]
 fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
-    let t = Tree::new("item03", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let t = tree("item03", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     let keys = t.volume().join("ssh");
     let inside = keys.join("x").join(chain());
     let outside = t.outside().join("x").join(chain());
@@ -294,7 +273,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
 /// and stops on SIGTERM.
 #[test]
 fn item04_key_file_swapped_for_a_fifo_never_blocks() {
-    let t = Tree::new(
+    let t = tree(
         "item04",
         "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
     );
@@ -363,7 +342,7 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
 /// are de-duplicated (each once in authorized_keys).
 #[test]
 fn item13_huge_pub_is_refused_and_keys_deduplicated() {
-    let t = Tree::new("item13", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let t = tree("item13", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     let keys = t.volume().join("ssh");
     // 20 files of 1,500 keys each, every key twice overall: 15,000 unique.
     for f in 0..20u64 {
@@ -398,7 +377,7 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
 /// prefix is ever read.
 #[test]
 fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
-    let t = Tree::new(
+    let t = tree(
         "item14",
         "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
     );
@@ -447,7 +426,7 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
 /// Item 20: a rejected line is quoted at most ~100 bytes in the warning.
 #[test]
 fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
-    let t = Tree::new("item20", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let t = tree("item20", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     let junk = "J".repeat(200_000);
     let opts_junk = format!("no-pty,{} {}", "o".repeat(50_000), key(1, "x"));
     write(
@@ -473,7 +452,7 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
 /// Issue 13 item 11: the words of the SSH step say what happened.
 #[test]
 fn issue13_item11_ssh_messages_say_what_happened() {
-    let t = Tree::new("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
+    let t = tree("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     // A first start without keys.
     let out = t.launch(&["prepare"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -532,7 +511,7 @@ fn issue13_item11_ssh_messages_say_what_happened() {
 /// sticky directory outside the volume: never chmod-ed, never filled.
 #[test]
 fn item09_host_keys_dir_link_is_never_chmodded_or_filled() {
-    let t = Tree::new("item09", "ssh:\n  sshd: always\n");
+    let t = tree("item09", "ssh:\n  sshd: always\n");
     write(&t.volume().join("ssh/a.pub"), &format!("{}\n", key(1, "a")));
     let sticky = t.outside().join("tmp");
     std::fs::create_dir_all(&sticky).expect("sticky");
@@ -567,7 +546,7 @@ fn item09_host_keys_dir_link_is_never_chmodded_or_filled() {
 /// installed, and the installed pillar keeps the target's mode.
 #[test]
 fn item11_override_flipped_to_an_outside_link_is_never_installed() {
-    let t = Tree::new("item11", "pillar:\n  on_invalid: keep-default\n");
+    let t = tree("item11", "pillar:\n  on_invalid: keep-default\n");
     std::fs::set_permissions(t.pillar(), std::fs::Permissions::from_mode(0o640)).expect("chmod");
     let conf = t.volume().join("configuration");
     let (inside, outside) = (
@@ -632,7 +611,7 @@ fn item11_override_flipped_to_an_outside_link_is_never_installed() {
 #[test]
 fn item21_non_utf8_or_huge_override_is_an_invalid_override() {
     for (policy, code) in [("abort", Some(78)), ("keep-default", Some(5))] {
-        let t = Tree::new(
+        let t = tree(
             &format!("item21-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
@@ -684,7 +663,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
             "going on (on_invalid: keep-default)",
         ),
     ] {
-        let t = Tree::new(
+        let t = tree(
             &format!("i13-07-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
@@ -745,7 +724,7 @@ fn seed(t: &Tree, files: usize, size: usize) -> PathBuf {
 /// volume is not written through; the copy still happens.
 #[test]
 fn item02_prepopulate_marker_symlink_is_not_written_through() {
-    let t = Tree::new("item02", PREPOP);
+    let t = tree("item02", PREPOP);
     seed(&t, 5, 10);
     let victim = t.outside().join("victim");
     std::fs::write(&victim, "precious\n").expect("victim");
@@ -770,7 +749,7 @@ fn item02_prepopulate_marker_symlink_is_not_written_through() {
 /// or chown-ed, and the launcher ends normally.
 #[test]
 fn item10_link_appearing_mid_copy_cannot_redirect_it() {
-    let t = Tree::new("item10", PREPOP);
+    let t = tree("item10", PREPOP);
     seed(&t, 3000, 2048);
     let dest = t.volume().join("data");
     let target = t.outside().join("target");
@@ -822,7 +801,7 @@ fn item10_link_appearing_mid_copy_cannot_redirect_it() {
 /// Item 24: a sparse file stays sparse, hard links stay hard links.
 #[test]
 fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
-    let t = Tree::new("item24", PREPOP);
+    let t = tree("item24", PREPOP);
     let src = seed(&t, 1, 10);
     let sparse = src.join("sparse.img");
     {
@@ -873,7 +852,7 @@ fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
 #[test]
 fn item07_file_log_stream_in_the_volume_does_not_follow_links() {
     for planted in ["file", "dir"] {
-        let t = Tree::new(
+        let t = tree(
             &format!("item07-{planted}"),
             "services:\n  s:\n    cmd: [sh, -c, \"echo SERVICE-OUTPUT\"]\n    critical: true\n    respawn: false\n    stdout: {file: \"{{ paths.volume }}/logs/app.log\"}\n",
         );
@@ -907,7 +886,7 @@ fn item07_file_log_stream_in_the_volume_does_not_follow_links() {
 /// outside the volume.
 #[test]
 fn item08_template_dest_through_a_planted_dir_link_stays_in_the_volume() {
-    let t = Tree::new(
+    let t = tree(
         "item08",
         "reconfigure:\n  steps:\n    - template: {src: \"{{ paths.project }}/.salt/files/app.json.j2\", dest: \"{{ paths.volume }}/configuration/app.json\"}\n",
     );

@@ -7,52 +7,16 @@
 //! are as they were.
 
 mod common;
+use common::tree::{Tree, IMAGE_PILLAR};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
 const OVERRIDE: &str = "makina-projects.demo:\n  data:\n    site: from-volume\n";
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl op@test";
 
-/// A makina tree for project `demo`: the image's pillar, a volume, the
-/// state dir in the temp root; `config` is appended to mc-launcher.yml.
-struct Tree {
-    d: TempDir,
-}
-
 impl Tree {
-    fn new(tag: &str, config: &str) -> Tree {
-        let t = Tree {
-            d: TempDir::new(tag),
-        };
-        write(&t.pillar(), IMAGE_PILLAR);
-        std::fs::create_dir_all(t.volume()).expect("volume");
-        write(
-            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
-            &format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}"),
-        );
-        t
-    }
-    fn root(&self) -> &Path {
-        self.d.path()
-    }
-    fn pillar(&self) -> PathBuf {
-        self.d.join("projects/demo/pillar/init.sls")
-    }
-    fn pillar_dir(&self) -> PathBuf {
-        self.d.join("projects/demo/pillar")
-    }
-    fn volume(&self) -> PathBuf {
-        self.d.join("projects/demo/data")
-    }
-    fn state(&self) -> PathBuf {
-        self.d.join("state")
-    }
-    fn source(&self) -> PathBuf {
-        self.volume().join("configuration/pillar.sls")
-    }
     /// The copy of the image's pillar an image keeps at build time.
     fn keep_copy(&self) {
         write(&self.state().join("image-pillar.sls"), IMAGE_PILLAR);
@@ -62,9 +26,6 @@ impl Tree {
         ] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
-    }
-    fn launch(&self, args: &[&str]) -> Launch {
-        Launch::new(args).root(self.root())
     }
     /// The same launch as uid 65534 (setpriv), with TMPDIR in the tree.
     fn launch_as_nobody(&self, args: &[&str]) -> Launch {
@@ -130,7 +91,7 @@ fn last_line(s: &str) -> &str {
 
 #[test]
 fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
-    let t = Tree::new("pf-ro-pillar", "");
+    let t = Tree::default_socket("pf-ro-pillar", "");
     t.keep_copy();
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
@@ -158,7 +119,7 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
 
 #[test]
 fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
-    let t = Tree::new("pf-ro-nocopy", "");
+    let t = Tree::default_socket("pf-ro-nocopy", "");
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
@@ -187,7 +148,7 @@ fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
 /// comes back; an override is installed.
 #[test]
 fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
-    let t = Tree::new("pf-tmpfs-pillar", "");
+    let t = Tree::default_socket("pf-tmpfs-pillar", "");
     t.keep_copy();
     let state_ro = format!("mount --bind -o ro {s} {s}", s = t.state().display());
     let cat = format!("echo '--- pillar'; cat {}", t.pillar().display());
@@ -231,7 +192,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
 
 #[test]
 fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
-    let t = Tree::new("pf-hidden", "");
+    let t = Tree::default_socket("pf-hidden", "");
     let dir = t.pillar_dir();
     let out = t
         .launch(&["prepare"])
@@ -261,7 +222,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
 
 #[test]
 fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
-    let t = Tree::new("pf-ro-ssh", "ssh:\n  sshd: never\n");
+    let t = Tree::default_socket("pf-ro-ssh", "ssh:\n  sshd: never\n");
     write(&t.volume().join("ssh/op.pub"), &format!("{KEY}\n"));
     let kept =
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl kept";
@@ -302,7 +263,7 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
 
 #[test]
 fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
-    let t = Tree::new("pf-user-pillar", "");
+    let t = Tree::default_socket("pf-user-pillar", "");
     t.keep_copy();
     write(&t.source(), OVERRIDE);
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
@@ -321,7 +282,7 @@ fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
 
 #[test]
 fn volume_owned_by_root_names_every_path_and_one_chown() {
-    let t = Tree::new(
+    let t = Tree::default_socket(
         "pf-user-volume",
         "reconfigure:\n  steps:\n    - template: {src: \"{{ root }}/app.j2\", dest: \"{{ paths.volume }}/configuration/app.json\"}\nprepopulate:\n  - src: \"{{ root }}/seed\"\n    dest: \"{{ paths.volume }}/data\"\n",
     );
@@ -367,7 +328,7 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
 
 #[test]
 fn no_writable_state_dir_anywhere_says_tmpfs_run() {
-    let t = Tree::new("pf-state", "");
+    let t = Tree::default_socket("pf-state", "");
     std::fs::create_dir_all(t.state()).expect("state");
     let scratch = t.root().join("scratch");
     std::fs::create_dir_all(&scratch).expect("scratch");
@@ -398,7 +359,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
 
 #[test]
 fn check_ends_with_one_verdict_line() {
-    let t = Tree::new("pf-verdict", "");
+    let t = Tree::default_socket("pf-verdict", "");
     let ok = t.launch(&["check"]).run();
     assert_eq!(ok.code, Some(0), "{}", ok.all());
     assert_eq!(last_line(&ok.stdout), "check: OK", "{}", ok.all());
@@ -451,7 +412,7 @@ fn check_ends_with_one_verdict_line() {
 /// warning that keys added later will not be installed, and the fix.
 #[test]
 fn read_only_home_without_keys_is_a_warning() {
-    let t = Tree::new("pf-ro-home", "ssh:\n  sshd: never\n");
+    let t = Tree::default_socket("pf-ro-home", "ssh:\n  sshd: never\n");
     let out = t
         .launch(&["check"])
         .before("mount -o remount,ro /root")

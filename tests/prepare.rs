@@ -3,46 +3,10 @@
 //! hide /root behind a tmpfs so the host's keys are never touched.
 
 mod common;
+use common::tree::{keypair, Tree, IMAGE_PILLAR};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// A makina tree in a temp root: project `demo` with an image pillar.
-struct Tree {
-    d: TempDir,
-}
-
-impl Tree {
-    fn new(tag: &str, config: &str) -> Tree {
-        let d = TempDir::new(tag);
-        let t = Tree { d };
-        write(
-            &t.pillar(),
-            "makina-projects.demo:\n  data:\n    site: image-default\n",
-        );
-        std::fs::create_dir_all(t.volume()).expect("volume");
-        let cfg = format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}");
-        write(
-            &t.d.join("projects/demo/project/.salt/mc-launcher.yml"),
-            &cfg,
-        );
-        t
-    }
-    fn root(&self) -> &Path {
-        self.d.path()
-    }
-    fn pillar(&self) -> PathBuf {
-        self.d.join("projects/demo/pillar/init.sls")
-    }
-    fn volume(&self) -> PathBuf {
-        self.d.join("projects/demo/data")
-    }
-    fn launch(&self, args: &[&str]) -> Launch {
-        Launch::new(args).root(self.root())
-    }
-}
-
-const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
 
 #[test]
 fn pillar_override_is_installed_then_restored() {
@@ -166,17 +130,6 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
 }
 
 /// A real key pair made with ssh-keygen: (private key path, public line).
-fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
-    let key = dir.join(name);
-    let st = std::process::Command::new("ssh-keygen")
-        .args(["-q", "-N", "", "-t", "ed25519", "-C", name, "-f"])
-        .arg(&key)
-        .status()
-        .expect("ssh-keygen");
-    assert!(st.success());
-    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
-    (key, public.trim().to_string())
-}
 
 #[test]
 fn ssh_keys_go_into_a_managed_block() {
@@ -427,12 +380,6 @@ fn skip_steps_and_original_arguments() {
 }
 
 /// A free loopback port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
 
 #[test]
 fn real_ssh_login_with_a_volume_key_and_live_key_changes() {

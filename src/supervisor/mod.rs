@@ -36,9 +36,12 @@ pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
 pub struct RunOptions {
     /// SIGHUP / `ctl reload`.
     pub reloader: Option<Reloader>,
-    /// Called (debounced) after a change in the SSH key directories; with
-    /// `None` they are not watched.
+    /// Called (debounced) after a change in the SSH key directories seen
+    /// by `keys_watch`.
     pub on_keys_changed: Option<KeysChanged>,
+    /// The watch of the key directories, set up before the prepare phase
+    /// read them (a key dropped in between is not missed).
+    pub keys_watch: Option<crate::proc::watch::DirWatch>,
     /// The launcher's own `NOTIFY_SOCKET` (podman, systemd).
     pub notify_socket: Option<String>,
 }
@@ -80,13 +83,7 @@ pub fn run(
             return crate::error::EXIT_FAILURE;
         }
     };
-    let keys = if opts.on_keys_changed.is_some() {
-        crate::proc::watch::DirWatch::new(&cfg.ssh.keys_dirs)
-            .map_err(|e| log::warn!("ssh: cannot watch the key directories: {e}"))
-            .ok()
-    } else {
-        None
-    };
+    let keys = opts.keys_watch;
     let wants_notify = services_want_notify(&cfg);
     let notify = wants_notify
         .then(|| {

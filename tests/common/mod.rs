@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod tree;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

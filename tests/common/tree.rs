@@ -1,0 +1,86 @@
+//! A makina tree in a temp root, shared by the tests of the prepare phase:
+//! project `demo` with an image pillar, a data volume, and a config whose
+//! state dir (and, with `Tree::new`, control socket) are inside the root.
+
+use super::{write, Launch, TempDir};
+use std::path::{Path, PathBuf};
+
+/// The image's default pillar of every tree.
+pub const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
+
+pub struct Tree {
+    pub d: TempDir,
+}
+
+impl Tree {
+    /// `config` is appended to mc-launcher.yml, after the state dir and
+    /// the control socket.
+    pub fn new(tag: &str, config: &str) -> Tree {
+        Tree::make(
+            tag,
+            &format!("control:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{config}"),
+        )
+    }
+
+    /// The same, with the default control socket (`/run`: a tmpfs in tests).
+    pub fn default_socket(tag: &str, config: &str) -> Tree {
+        Tree::make(tag, config)
+    }
+
+    fn make(tag: &str, config: &str) -> Tree {
+        let t = Tree {
+            d: TempDir::new(tag),
+        };
+        write(&t.pillar(), IMAGE_PILLAR);
+        std::fs::create_dir_all(t.volume()).expect("volume");
+        write(
+            &t.config(),
+            &format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}"),
+        );
+        t
+    }
+
+    pub fn root(&self) -> &Path {
+        self.d.path()
+    }
+    pub fn project(&self) -> PathBuf {
+        self.d.join("projects/demo/project")
+    }
+    pub fn config(&self) -> PathBuf {
+        self.project().join(".salt/mc-launcher.yml")
+    }
+    pub fn pillar_dir(&self) -> PathBuf {
+        self.d.join("projects/demo/pillar")
+    }
+    pub fn pillar(&self) -> PathBuf {
+        self.pillar_dir().join("init.sls")
+    }
+    pub fn volume(&self) -> PathBuf {
+        self.d.join("projects/demo/data")
+    }
+    /// The operator's pillar override in the volume.
+    pub fn source(&self) -> PathBuf {
+        self.volume().join("configuration/pillar.sls")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.d.join("state")
+    }
+    pub fn launch(&self, args: &[&str]) -> Launch {
+        Launch::new(args).root(self.root())
+    }
+}
+
+/// A fresh ed25519 key pair `name` in `dir`: the private key's path and the
+/// public key line.
+pub fn keypair(dir: &Path, name: &str) -> (PathBuf, String) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    let key = dir.join(name);
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-N", "", "-t", "ed25519", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(st.success());
+    let public = std::fs::read_to_string(key.with_extension("pub")).expect("pub");
+    (key, public.trim().to_string())
+}
