@@ -374,6 +374,44 @@ fn user_drops_privileges() {
     );
 }
 
+/// Users and groups are read from /etc/passwd and /etc/group, not through
+/// NSS: in a private /etc whose nsswitch.conf names a backend that does not
+/// exist (so a libc lookup finds nobody), a user added to the files still
+/// gets its uid, primary and supplementary groups, home and name.
+#[test]
+fn users_come_from_the_files_not_nss() {
+    let d = TempDir::new("users-files");
+    let out_file = d.join("id");
+    std::process::Command::new("chmod")
+        .args(["777", d.path().to_str().expect("utf8")])
+        .status()
+        .expect("chmod");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  u:\n    cmd: [\"sh\", \"-c\", \"echo $(id -u) $(id -G) $HOME $USER > {}\"]\n    user: mcl-files\n    respawn: false\n",
+            out_file.display()
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .overlay("/etc", &d.join("etc-overlay"))
+        .before(
+            "echo 'mcl-files:x:4242:4243::/home/mcl-files:/bin/sh' >> /etc/passwd && \
+             printf 'mcl-files:x:4243:\\nmcl-extra:x:4244:root,mcl-files\\n' >> /etc/group && \
+             printf 'passwd: mcl-no-such-backend\\ngroup: mcl-no-such-backend\\n' > /etc/nsswitch.conf",
+        )
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let text = std::fs::read_to_string(&out_file).expect("service wrote its ids");
+    assert_eq!(
+        text.trim(),
+        "4242 4243 4244 /home/mcl-files mcl-files",
+        "{}",
+        out.all()
+    );
+}
+
 fn nix_user(name: &str) -> (u32, u32, String) {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
     let line = passwd

@@ -392,8 +392,8 @@ fn watcher_service(
             },
             "gid" => match v.trim().parse::<u32>() {
                 Ok(n) => s.gid = Some(n),
-                Err(_) => match nix::unistd::Group::from_name(v.trim()) {
-                    Ok(Some(g)) => s.gid = Some(g.gid.as_raw()),
+                Err(_) => match crate::users::group_by_name(v.trim()) {
+                    Ok(Some(g)) => s.gid = Some(g.gid),
                     _ => bad(e, format!("no such group `{}`", v.trim())),
                 },
             },

@@ -303,12 +303,14 @@ fn key_pos(n: &Node, key: &str) -> Pos {
         .unwrap_or(n.pos)
 }
 
+/// A number, or a name in the container's /etc/passwd (crate::users).
 pub fn user_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
+    name.parse::<u32>().is_ok() || matches!(crate::users::user_by_name(name), Ok(Some(_)))
 }
 
+/// A number, or a name in the container's /etc/group (crate::users).
 pub fn group_exists(name: &str) -> bool {
-    name.parse::<u32>().is_ok() || matches!(nix::unistd::Group::from_name(name), Ok(Some(_)))
+    name.parse::<u32>().is_ok() || matches!(crate::users::group_by_name(name), Ok(Some(_)))
 }
 
 pub const TOP: &[&str] = &[

@@ -8,7 +8,6 @@ use crate::config::model::{Config, Rlimit, Service};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Gid, Pid, Uid};
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
@@ -37,25 +36,24 @@ pub fn resolve_creds(svc: &Service) -> Result<Option<Creds>, String> {
         home: None,
         name: None,
     };
+    // Users and groups come from the container's /etc/passwd and
+    // /etc/group (crate::users), never from NSS.
     let user = match (&svc.user, svc.uid) {
         (Some(name), _) => Some(
-            nix::unistd::User::from_name(name)
+            crate::users::user_by_name(name)
                 .map_err(|e| format!("cannot look up user {name}: {e}"))?
                 .ok_or_else(|| format!("no such user: {name}"))?,
         ),
-        (None, Some(uid)) => nix::unistd::User::from_uid(Uid::from_raw(uid))
-            .ok()
-            .flatten(),
+        (None, Some(uid)) => crate::users::user_by_uid(uid).ok().flatten(),
         (None, None) => None,
     };
     if let Some(u) = &user {
-        creds.uid = u.uid;
-        creds.gid = u.gid;
-        creds.home = Some(u.dir.to_string_lossy().into_owned());
+        creds.uid = Uid::from_raw(u.uid);
+        creds.gid = Gid::from_raw(u.gid);
+        creds.home = Some(u.home.to_string_lossy().into_owned());
         creds.name = Some(u.name.clone());
-        if let Ok(cname) = CString::new(u.name.as_str()) {
-            creds.groups = nix::unistd::getgrouplist(&cname, u.gid).unwrap_or_else(|_| vec![u.gid]);
-        }
+        let gids = crate::users::groups_of(&u.name, u.gid).unwrap_or_else(|_| vec![u.gid]);
+        creds.groups = gids.into_iter().map(Gid::from_raw).collect();
     }
     if let Some(uid) = svc.uid {
         creds.uid = Uid::from_raw(uid);
