@@ -5,7 +5,9 @@
 # example-project/Dockerfile over it.
 #
 #   scripts/docker-image.sh [BINARY] [TAG]
-# BINARY defaults to target/release/mc-launcher, TAG to mc-launcher/example:latest;
+# BINARY defaults to the release artifact, the static binary that
+# scripts/build-static.sh builds (and builds now if needed): it needs no
+# libc from the image. TAG defaults to mc-launcher/example:latest;
 # --base-only builds the base image only.
 #
 # The base image needs debootstrap (and root) once. This script never
@@ -14,7 +16,7 @@
 # DEBIAN_MIRROR picks the mirror, MC_BASE_IMAGE the base image's tag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bin=${1:-target/release/mc-launcher}
+bin=${1:-}
 tag=${2:-mc-launcher/example:latest}
 base=${MC_BASE_IMAGE:-mc-launcher/base:bookworm}
 mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -66,6 +68,7 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 
 [ "$bin" = --base-only ] && exit 0
+[ -n "$bin" ] || bin=$(scripts/build-static.sh)
 
 echo "== building $tag" >&2
 ctx=$(mktemp -d)

@@ -13,10 +13,28 @@ cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --features fault-injection -- -D warnings
 
+echo "== static binaries (scripts/build-static.sh)"
+# The release artifact (the Docker tests put it into their images) and its
+# fault-injection variant (for the second integration run below).
+MC_STATIC_BIN=$(bash scripts/build-static.sh)
+static_fi=$(bash scripts/build-static.sh --fault-injection)
+export MC_STATIC_BIN
+
 echo "== cargo test"
 # Integration tests run the real binary as PID 1 of new pid namespaces;
 # two at a time keeps timing-sensitive ones honest on a 2-core machine.
 cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
+
+echo "== integration tests again, against the static binary"
+# Not the unit tests, not Docker (already on the static binary), not the
+# source checks (layers, readme): what runs the launcher.
+itests=()
+for f in tests/*.rs; do
+    t=$(basename "$f" .rs)
+    case "$t" in docker | layers | readme) ;; *) itests+=(--test "$t") ;; esac
+done
+MC_TEST_BIN="$static_fi" cargo test --features fault-injection "${itests[@]}" \
+    -- --test-threads="${MC_TEST_THREADS:-2}"
 
 echo "== fuzz (${MC_FUZZ_SECONDS:-20} s per target)"
 bash fuzz/run.sh "${MC_FUZZ_SECONDS:-20}"

@@ -1006,33 +1006,32 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 }
 
 /// Resolve `user[:group]` (names or numbers) to ids; without a group, the
-/// user's primary group.
+/// user's primary group. Names come from the container's /etc/passwd and
+/// /etc/group (crate::users), never from NSS.
 pub fn resolve_owner(o: &Owner) -> io::Result<(Uid, Gid)> {
     let not_found = |what: &str| io::Error::new(io::ErrorKind::NotFound, format!("no such {what}"));
     let (uid, primary) = match o.user.parse::<u32>() {
         Ok(n) => (
             Uid::from_raw(n),
-            nix::unistd::User::from_uid(Uid::from_raw(n))
+            crate::users::user_by_uid(n)
                 .ok()
                 .flatten()
-                .map(|u| u.gid),
+                .map(|u| Gid::from_raw(u.gid)),
         ),
         Err(_) => {
-            let u = nix::unistd::User::from_name(&o.user)
-                .map_err(io::Error::from)?
+            let u = crate::users::user_by_name(&o.user)?
                 .ok_or_else(|| not_found(&format!("user {}", o.user)))?;
-            (u.uid, Some(u.gid))
+            (Uid::from_raw(u.uid), Some(Gid::from_raw(u.gid)))
         }
     };
     let gid = match &o.group {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => Gid::from_raw(n),
-            Err(_) => {
-                nix::unistd::Group::from_name(g)
-                    .map_err(io::Error::from)?
+            Err(_) => Gid::from_raw(
+                crate::users::group_by_name(g)?
                     .ok_or_else(|| not_found(&format!("group {g}")))?
-                    .gid
-            }
+                    .gid,
+            ),
         },
         None => primary.unwrap_or_else(|| Gid::from_raw(uid.as_raw())),
     };

@@ -10,7 +10,8 @@
 //! or a lower one, and the three modules of layer 3 never import each other
 //! (tests/layers.rs checks it):
 //!
-//! - L0 `error` (every exit code), `units`, `signals`, `yaml`, `template`
+//! - L0 `error` (every exit code), `units`, `signals`, `yaml`, `template`,
+//!   `users` (/etc/passwd and /etc/group, no NSS)
 //! - L1 `config::model`
 //! - L2 `fsutil`, `proc` (`exit`, `spawn`, `output`, `reap`, `watch`),
 //!   `ctl::proto`, `ctl::server`
@@ -37,4 +38,5 @@ pub mod signals;
 pub mod supervisor;
 pub mod template;
 pub mod units;
+pub mod users;
 pub mod yaml;

@@ -10,10 +10,14 @@
 //! the images built under this run's test tags when the test binary exits
 //! (then a last check fails the run if a container or volume of this run
 //! is still there).
+//!
+//! Images hold the release artifact, the static binary
+//! (scripts/build-static.sh, or `MC_STATIC_BIN`), and one test runs it
+//! alone in an image with no libc at all.
 
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
@@ -51,6 +55,23 @@ fn must(args: &[&str]) -> String {
     let o = docker(args);
     assert!(o.ok, "docker {args:?}: {}{}", o.stdout, o.stderr);
     o.stdout.trim().to_string()
+}
+
+/// The release artifact: `MC_STATIC_BIN`, or what scripts/build-static.sh
+/// builds (a cargo no-op when it is current).
+fn static_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MC_STATIC_BIN").filter(|p| !p.is_empty()) {
+            return PathBuf::from(p);
+        }
+        let o = Command::new(repo().join("scripts/build-static.sh"))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .expect("build-static.sh");
+        assert!(o.status.success(), "scripts/build-static.sh failed");
+        PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+    })
 }
 
 // ----- cleanup at exit ---------------------------------------------------
@@ -125,7 +146,7 @@ fn image() -> &'static str {
             let tag = test_tag("example");
             remove_at_exit(&tag);
             let o = Command::new(repo().join("scripts/docker-image.sh"))
-                .arg(bin())
+                .arg(static_bin())
                 .arg(&tag)
                 .output()
                 .expect("docker-image.sh");
@@ -831,7 +852,7 @@ fn original_style_image_migrates_by_changing_its_cmd() {
     let (legacy, migrated) = (test_tag("legacy"), test_tag("legacy-migrated"));
     build(&fixture, &legacy, &[]);
     let t = TempDir::new("docker-migrate");
-    std::fs::copy(bin(), t.join("mc-launcher")).expect("copy bin");
+    std::fs::copy(static_bin(), t.join("mc-launcher")).expect("copy bin");
     write(
         &t.join("Dockerfile"),
         &format!(
@@ -938,4 +959,131 @@ fn the_cpu_quota_sizes_the_example() {
     assert!(app.stdout.contains("\"workers\": 2"), "{}", app.stdout);
     let logs = c.logs();
     assert!(logs.contains("sized for 2 CPU(s)"), "{logs}");
+}
+
+/// An image tag removed (with its layers) when dropped.
+struct Image(String);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", "-f", &self.0]);
+    }
+}
+
+/// Debian's busybox-static, fetched once from the Debian archive into the
+/// test cache (`apt-get download` + `dpkg-deb -x`; nothing is installed).
+fn busybox_static() -> PathBuf {
+    let cache = PathBuf::from("/var/cache/mc-launcher-test/busybox-static");
+    let bb = cache.join("bin/busybox");
+    if !bb.exists() {
+        let t = TempDir::new("busybox-deb");
+        let st = Command::new("apt-get")
+            .args(["download", "-qq", "busybox-static"])
+            .current_dir(t.path())
+            .status()
+            .expect("apt-get download");
+        assert!(st.success(), "apt-get download busybox-static failed");
+        let deb = std::fs::read_dir(t.path())
+            .expect("ls")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "deb"))
+            .expect("a .deb");
+        let part = cache.with_extension(format!("part{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&part);
+        let st = Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&deb)
+            .arg(&part)
+            .status()
+            .expect("dpkg-deb");
+        assert!(st.success(), "dpkg-deb -x failed");
+        let _ = std::fs::remove_dir_all(&cache);
+        std::fs::rename(&part, &cache).expect("cache busybox");
+    }
+    bb
+}
+
+/// The static binary needs nothing from the image: FROM scratch, with only
+/// a static busybox, the launcher, /etc/passwd, /etc/group and a config. It
+/// runs two services as a user of that /etc/passwd (with the supplementary
+/// group of /etc/group), answers `ctl status`, and stops with 0.
+#[test]
+fn static_binary_runs_in_an_image_with_no_libc() {
+    let t = TempDir::new("docker-scratch");
+    let ctx = t.path();
+    std::fs::copy(busybox_static(), ctx.join("busybox")).expect("busybox");
+    std::fs::copy(static_bin(), ctx.join("mc-launcher")).expect("launcher");
+    write(
+        &ctx.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n",
+    );
+    write(
+        &ctx.join("etc/group"),
+        "root:x:0:\napp:x:1000:\nweb:x:1001:app\n",
+    );
+    write(
+        &ctx.join("etc/mc-launcher.yml"),
+        "services:\n  loop:\n    cmd: [sh, -c, \"while :; do sleep 1; done\"]\n    user: app\n  \
+         web:\n    cmd: [httpd, -f, -p, \"8080\", -h, /www]\n    user: app\n    \
+         ready: {tcp: \"127.0.0.1:8080\"}\n",
+    );
+    write(&ctx.join("www/index.html"), "served from scratch\n");
+    write(
+        &ctx.join("Dockerfile"),
+        "FROM scratch\n\
+         COPY busybox /bin/busybox\n\
+         RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+         COPY mc-launcher /usr/local/bin/mc-launcher\n\
+         COPY etc/ /etc/\n\
+         COPY www/ /www/\n\
+         ENV PATH=/usr/local/bin:/bin\n\
+         ENTRYPOINT [\"mc-launcher\"]\n",
+    );
+    let image = Image(format!("mc-launcher/scratch:test-{}", std::process::id()));
+    build(ctx, &image.0, &[]);
+    let c = Container::run("scratch", &[], &[&image.0]);
+    c.page(8080, "served from scratch");
+    // No libc, no loader: nothing but what the Dockerfile put there.
+    let ls = c.exec(&["ls", "/"]);
+    let mut top: Vec<&str> = ls.stdout.split_whitespace().collect();
+    top.sort();
+    assert!(
+        !top.iter().any(|d| d.starts_with("lib")),
+        "a lib dir in the image: {top:?}"
+    );
+    // Both running (web once its ready probe passed), as `ctl` reports.
+    let mut v = serde_json::Value::Null;
+    let running = wait_until(Duration::from_secs(20), || {
+        let o = c.exec(&["mc-launcher", "ctl", "--json", "status"]);
+        v = serde_json::from_str(&o.stdout).unwrap_or_default();
+        v["services"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2 && a.iter().all(|s| s["state"] == "running"))
+    });
+    assert!(running, "{v}\n{}", c.logs());
+    let services = v["services"].as_array().expect("services");
+    for s in services {
+        let pid = s["pids"][0].as_i64().expect("a pid");
+        let st = c.exec(&["cat", &format!("/proc/{pid}/status")]).stdout;
+        let field = |k: &str| {
+            st.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|r| r.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("Uid:"), ["1000"; 4], "{}: {st}", s["name"]);
+        assert_eq!(field("Gid:"), ["1000"; 4], "{}: {st}", s["name"]);
+        assert_eq!(field("Groups:"), ["1000", "1001"], "{}: {st}", s["name"]);
+    }
+    let table = c.exec(&["mc-launcher", "ctl", "status"]);
+    assert!(
+        table.ok && table.stdout.contains("loop") && table.stdout.contains("web"),
+        "{}{}",
+        table.stdout,
+        table.stderr
+    );
+    timed_stop(&c);
+    assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
+    assert_summaries(&c.logs(), &["loop", "web"]);
 }

@@ -13,7 +13,7 @@ fn layer(module: &str) -> Option<u8> {
         (_, m) if m.starts_with("ctl::client") => 4,
         // ctl/mod.rs only declares its three parts.
         ("ctl", "ctl") => 2,
-        ("error" | "units" | "signals" | "yaml" | "template", _) => 0,
+        ("error" | "units" | "signals" | "yaml" | "template" | "users", _) => 0,
         ("fsutil" | "proc", _) => 2,
         ("config" | "prepare" | "supervisor", _) => 3,
         ("cli" | "app" | "crash", _) => 4,
@@ -116,5 +116,6 @@ fn the_scan_sees_a_violation() {
     assert_eq!(layer("supervisor::machine"), Some(3));
     assert_eq!(layer("config::model"), Some(1));
     assert_eq!(layer("config"), Some(3));
+    assert_eq!(layer("users"), Some(0));
     assert!(layer("proc::spawn") < layer("supervisor"));
 }

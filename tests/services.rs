@@ -373,6 +373,108 @@ fn user_drops_privileges() {
     );
 }
 
+/// Whichever way a process is started — posix_spawn for a plain service
+/// and the main command, fork for one with rlimits — it leads its own
+/// process group, with no signal blocked or ignored (the launcher blocks
+/// all and ignores SIGPIPE, SIGTTIN and SIGTTOU), and its rlimits applied.
+#[test]
+fn every_process_gets_its_own_group_and_a_clean_signal_state() {
+    let d = TempDir::new("spawn-state");
+    let dump = |name: &str| {
+        format!(
+            "[sh, -c, \"exec cat /proc/self/status /proc/self/limits /proc/self/stat > {}\"]",
+            d.join(name).display()
+        )
+    };
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  plain:\n    cmd: {}\n    respawn: false\n  limited:\n    cmd: {}\n    rlimits: {{nofile: 1000}}\n    respawn: false\n",
+            dump("plain"),
+            dump("limited")
+        ),
+    );
+    // The main command ends the run once both services have written.
+    let main = format!(
+        "cat /proc/$$/status /proc/$$/limits /proc/$$/stat > {m}; until [ -s {p} ] && [ -s {l} ]; do sleep 0.01; done",
+        m = d.join("main").display(),
+        p = d.join("plain").display(),
+        l = d.join("limited").display()
+    );
+    let out = Launch::new(&["-c", &cfg, "--", "sh", "-c", &main])
+        .root(d.path())
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    for name in ["plain", "limited", "main"] {
+        let text = std::fs::read_to_string(d.join(name)).expect("dump");
+        let field = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+                .unwrap_or_default()
+        };
+        assert_eq!(field("SigBlk:"), "0000000000000000", "{name}: {text}");
+        // Signals 32 and 33 are glibc's own: this harness starts the
+        // launcher through glibc's posix_spawn, which leaves them ignored,
+        // and a forked child inherits that. Every other one must be default.
+        let ignored = u64::from_str_radix(&field("SigIgn:"), 16).unwrap_or(u64::MAX);
+        assert_eq!(ignored & !(0b11 << 31), 0, "{name}: {text}");
+        // /proc/self/stat: pid (comm) state ppid pgrp ...
+        let stat = text.lines().last().unwrap_or("");
+        let pid = stat.split_whitespace().next().unwrap_or("?");
+        let pgrp = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+            .unwrap_or("?");
+        assert_eq!(pid, pgrp, "{name} leads its own group: {stat}");
+    }
+    let limited = std::fs::read_to_string(d.join("limited")).expect("dump");
+    let nofile: Vec<&str> = limited
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .map(|r| r.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(nofile.get(..2), Some(&["1000", "1000"][..]), "{limited}");
+}
+
+/// Users and groups are read from /etc/passwd and /etc/group, not through
+/// NSS: in a private /etc whose nsswitch.conf names a backend that does not
+/// exist (so a libc lookup finds nobody), a user added to the files still
+/// gets its uid, primary and supplementary groups, home and name.
+#[test]
+fn users_come_from_the_files_not_nss() {
+    let d = TempDir::new("users-files");
+    let out_file = d.join("id");
+    std::process::Command::new("chmod")
+        .args(["777", d.path().to_str().expect("utf8")])
+        .status()
+        .expect("chmod");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  u:\n    cmd: [\"sh\", \"-c\", \"echo $(id -u) $(id -G) $HOME $USER > {}\"]\n    user: mcl-files\n    respawn: false\n",
+            out_file.display()
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .overlay("/etc", &d.join("etc-overlay"))
+        .before(
+            "echo 'mcl-files:x:4242:4243::/home/mcl-files:/bin/sh' >> /etc/passwd && \
+             printf 'mcl-files:x:4243:\\nmcl-extra:x:4244:root,mcl-files\\n' >> /etc/group && \
+             printf 'passwd: mcl-no-such-backend\\ngroup: mcl-no-such-backend\\n' > /etc/nsswitch.conf",
+        )
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let text = std::fs::read_to_string(&out_file).expect("service wrote its ids");
+    assert_eq!(
+        text.trim(),
+        "4242 4243 4244 /home/mcl-files mcl-files",
+        "{}",
+        out.all()
+    );
+}
+
 fn nix_user(name: &str) -> (u32, u32, String) {
     let passwd = std::fs::read_to_string("/etc/passwd").expect("passwd");
     let line = passwd

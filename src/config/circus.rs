@@ -414,8 +414,8 @@ fn watcher_service(
             },
             "gid" => match id(&mut bad) {
                 Some(Ok(n)) => s.gid = Some(n),
-                Some(Err(name)) => match nix::unistd::Group::from_name(&name) {
-                    Ok(Some(g)) => s.gid = Some(g.gid.as_raw()),
+                Some(Err(name)) => match crate::users::group_by_name(&name) {
+                    Ok(Some(g)) => s.gid = Some(g.gid),
                     _ => bad(e, format!("no such group `{name}`")),
                 },
                 None => {}

@@ -340,12 +340,14 @@ fn numeric_id(name: &str) -> Option<bool> {
     Some((0..=i128::from(MAX_ID)).contains(&n))
 }
 
+/// A number, or a name in the container's /etc/passwd (crate::users).
 pub fn user_exists(name: &str) -> bool {
-    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::User::from_name(name), Ok(Some(_))))
+    numeric_id(name).unwrap_or_else(|| matches!(crate::users::user_by_name(name), Ok(Some(_))))
 }
 
+/// A number, or a name in the container's /etc/group (crate::users).
 pub fn group_exists(name: &str) -> bool {
-    numeric_id(name).unwrap_or_else(|| matches!(nix::unistd::Group::from_name(name), Ok(Some(_))))
+    numeric_id(name).unwrap_or_else(|| matches!(crate::users::group_by_name(name), Ok(Some(_))))
 }
 
 pub const TOP: &[&str] = &[

@@ -11,10 +11,10 @@ use crate::config::model::Config;
 use nix::poll::PollFlags;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Connections served at once.
@@ -46,6 +46,51 @@ impl Drop for Server {
     }
 }
 
+/// A non-blocking listening socket at `path`, created 0600 (no moment where
+/// others may connect). `AddrInUse` means a live launcher answers there.
+fn listen_at(path: &Path) -> io::Result<UnixListener> {
+    match bind_0600(path) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            bind_0600(path)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(e);
+            }
+            // Left by a launcher that is gone: replace it.
+            let _ = std::fs::remove_file(path);
+            bind_0600(path)
+        }
+        r => r,
+    }
+}
+
+fn bind_0600(path: &Path) -> io::Result<UnixListener> {
+    use nix::sys::socket::{
+        bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+    };
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let res = bind(fd.as_raw_fd(), &addr);
+    nix::sys::stat::umask(old);
+    res.map_err(io::Error::from)?;
+    // umask made it 0600; chmod again in case a default ACL on the directory
+    // widened it.
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    listen(&fd, Backlog::MAXCONN).map_err(io::Error::from)?;
+    Ok(UnixListener::from(fd))
+}
+
 /// What reading a connection produced.
 pub enum Incoming {
     Request(Command),
@@ -57,32 +102,14 @@ pub enum Incoming {
 
 impl Server {
     /// Bind the first usable path. A socket left by a dead launcher is
-    /// replaced; one a live launcher answers on is left alone.
+    /// replaced; one a live launcher answers on is left alone. The usual
+    /// case (a fresh path in an existing directory) costs socket, bind,
+    /// listen and chmod: the directory is created, and a leftover socket
+    /// probed and removed, only when bind says so.
     pub fn bind(cfg: &Config) -> Option<Server> {
         for path in candidate_paths(cfg) {
-            // Only an existing socket can have a launcher behind it.
-            if path.exists() {
-                if UnixStream::connect(&path).is_ok() {
-                    log::warn!(
-                        "control socket {}: another launcher is listening there",
-                        path.display()
-                    );
-                    continue;
-                }
-                let _ = std::fs::remove_file(&path);
-            } else if let Some(dir) = path.parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            // The socket is created 0600: no moment where others may connect.
-            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-            let res = UnixListener::bind(&path);
-            nix::sys::stat::umask(old);
-            match res {
+            match listen_at(&path) {
                 Ok(listener) => {
-                    let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-                    if listener.set_nonblocking(true).is_err() {
-                        continue;
-                    }
                     log::debug!("control socket: {}", path.display());
                     return Some(Server {
                         listener,
@@ -91,6 +118,10 @@ impl Server {
                         next_id: 0,
                     });
                 }
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => log::warn!(
+                    "control socket {}: another launcher is listening there",
+                    path.display()
+                ),
                 Err(e) => log::debug!("control socket {}: {e}", path.display()),
             }
         }

@@ -545,15 +545,15 @@ fn pillar(ctx: &Ctx, r: &mut Report) -> bool {
 fn ssh(ctx: &Ctx, r: &mut Report) {
     let cfg = ctx.cfg;
     let root = ctx.euid.is_root();
-    let Some(user) = nix::unistd::User::from_name(&cfg.ssh.user).ok().flatten() else {
+    let Some(user) = crate::users::user_by_name(&cfg.ssh.user).ok().flatten() else {
         return; // the step says so itself
     };
     let set = super::ssh::collect(&cfg.ssh);
-    if !root && user.uid != ctx.euid {
+    if !root && user.uid != ctx.euid.as_raw() {
         // The step is skipped with a warning: what can work does.
         return;
     }
-    let home = cfg.ssh.home.clone().unwrap_or_else(|| user.dir.clone());
+    let home = cfg.ssh.home.clone().unwrap_or_else(|| user.home.clone());
     let dir = home.join(".ssh");
     let existing_keys = match std::fs::read_to_string(dir.join("authorized_keys")) {
         Ok(t) => Some(t),

@@ -485,16 +485,22 @@ impl fmt::Display for SyncOutcome {
     }
 }
 
-/// Write the keys for `user` (home and ids from the password database).
+/// Write the keys for `user` (home and ids from the container's
+/// /etc/passwd, crate::users).
 pub fn sync(user: &str, home: Option<&Path>, keys: &[String]) -> Result<SyncOutcome, FsError> {
-    let u = nix::unistd::User::from_name(user)
+    let u = crate::users::user_by_name(user)
         .ok()
         .flatten()
         .ok_or_else(|| FsError {
             path: PathBuf::from(user),
             err: std::io::Error::new(std::io::ErrorKind::NotFound, "no such user"),
         })?;
-    sync_into(home.unwrap_or(&u.dir), u.uid, u.gid, keys)
+    sync_into(
+        home.unwrap_or(&u.home),
+        Uid::from_raw(u.uid),
+        Gid::from_raw(u.gid),
+        keys,
+    )
 }
 
 /// A refusal under the home, said the way an operator reads it.

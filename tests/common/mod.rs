@@ -11,8 +11,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The launcher under test: the binary cargo built with the tests, or the
+/// one `MC_TEST_BIN` names (scripts/test.sh points it at the static build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mc-launcher"))
+    match std::env::var_os("MC_TEST_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_mc-launcher")),
+    }
 }
 
 /// A temporary directory removed on drop.

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# The release artifact: a static, libc-free (musl, linked in) mc-launcher
+# that runs in any image -- Debian, Alpine, distroless, scratch.
+#
+#   scripts/build-static.sh [--fault-injection]
+#
+# Prints the path of the binary on stdout (everything else goes to stderr):
+#   ${CARGO_TARGET_DIR:-target}/static/mc-launcher
+# --fault-injection builds the test variant (cargo feature fault-injection,
+# never shipped) as .../static/mc-launcher-fault-injection instead.
+#
+# How: rustup cannot fetch the musl std here, so this uses Debian's own
+# toolchain, rustc-web + cargo-web (1.96), and rebuilds std from Debian's
+# copy of its source (rust-web-src) for x86_64-unknown-linux-musl with
+# -Zbuild-std (RUSTC_BOOTSTRAP=1 lets a stable compiler take -Z flags, as
+# fuzz/run.sh does for cargo fuzz), linked by musl-gcc (musl-tools) against
+# Debian's musl. Cargo profile `static` (Cargo.toml): opt-level z, fat LTO,
+# one codegen unit, panic = abort, stripped. It installs what it lacks from
+# Debian (quietly) and is a no-op cargo check when the binary is current.
+# MC_BUILD_JOBS (default 2) bounds cargo's parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+variant=mc-launcher
+features=()
+for a in "$@"; do
+    case "$a" in
+        --fault-injection) variant=mc-launcher-fault-injection; features=(--features fault-injection) ;;
+        *) echo "usage: $0 [--fault-injection]" >&2; exit 2 ;;
+    esac
+done
+
+target=x86_64-unknown-linux-musl
+tdir=${CARGO_TARGET_DIR:-$PWD/target}
+case "$tdir" in /*) ;; *) tdir=$PWD/$tdir ;; esac
+out=$tdir/static/$variant
+
+# --- the Debian toolchain ---------------------------------------------------
+src=/usr/lib/rustlib/src/rust
+need=()
+for pkg in rustc-web cargo-web rust-web-src musl-tools; do
+    dpkg-query -W -f '${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "build-static: installing ${need[*]} from Debian" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    }
+fi
+# std is compiled from rust-web-src by this rustc: they must be the same
+# release (a std from another release does not build, or builds wrong).
+rustc_release=$(/usr/bin/rustc -vV | sed -n 's/^release: //p')
+src_release=$(cat "$src/src/version" 2>/dev/null || true)
+if [ "$rustc_release" != "$src_release" ]; then
+    echo "build-static: /usr/bin/rustc is $rustc_release but $src holds std $src_release:" \
+        "install matching rustc-web and rust-web-src" >&2
+    exit 1
+fi
+
+# --- the unwinder std links for musl ----------------------------------------
+# std for *-musl always links libunwind.a (LLVM's, shipped by rustup, not by
+# Debian for musl). With panic = abort nothing unwinds, and with std's
+# `backtrace` feature off (see -Zbuild-std-features below) no backtrace is
+# ever captured; only std's backtrace printer still names two symbols. This
+# stand-in defines them as "no frames", which is what that code would get
+# from a stripped binary anyway.
+link=$tdir/static-link
+mkdir -p "$link" "$tdir/static"
+stub_c='/* mc-launcher: the two unwinder symbols std names with panic=abort. */
+typedef int (*trace_fn)(void *, void *);
+int _Unwind_Backtrace(trace_fn f, void *arg) { (void)f; (void)arg; return 5; /* _URC_END_OF_STACK */ }
+unsigned long _Unwind_GetIP(void *ctx) { (void)ctx; return 0; }'
+if [ ! -f "$link/libunwind.a" ] || [ "$(cat "$link/unwind-stub.c" 2>/dev/null)" != "$stub_c" ]; then
+    printf '%s' "$stub_c" > "$link/unwind-stub.c"
+    musl-gcc -Os -c "$link/unwind-stub.c" -o "$link/unwind-stub.o"
+    rm -f "$link/libunwind.a"
+    ar rcs "$link/libunwind.a" "$link/unwind-stub.o"
+fi
+
+# --- build --------------------------------------------------------------------
+# Only Debian's tools: no rustup proxy on PATH, no rustup toolchain override.
+# relocation-model=static: a plain static executable (musl-gcc cannot link a
+# static PIE: it would ask for /lib/ld-musl-x86_64.so.1, which scratch lacks),
+# which also starts without self-relocating, so no relocated page is dirty.
+env -u RUSTUP_TOOLCHAIN -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
+    PATH=/usr/bin:/bin \
+    RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
+    CARGO_TARGET_DIR="$tdir" \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc \
+    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no -C relocation-model=static -L native=$link" \
+    /usr/bin/cargo build --quiet --locked -j "${MC_BUILD_JOBS:-2}" \
+    --profile static --target "$target" --bin mc-launcher "${features[@]}" \
+    -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size >&2
+
+built=$tdir/$target/static/mc-launcher
+if ! cmp -s "$built" "$out"; then
+    cp -f "$built" "$out.tmp"
+    mv -f "$out.tmp" "$out"
+fi
+echo "$out"
