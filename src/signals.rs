@@ -21,6 +21,42 @@ const SYNCHRONOUS: [Signal; 5] = [
     Signal::SIGTRAP,
 ];
 
+/// Real-time signals kept for directory watches (`proc::watch`: one per
+/// watch, each read by the watch's own signalfd), counted from SIGRTMIN+1
+/// (libc keeps the first ones for itself). The main signal source leaves
+/// them, and SIGIO (what the kernel sends instead when their queue is
+/// full), to the watches.
+pub const WATCH_SIGNALS: i32 = 8;
+
+/// The number of the `i`-th watch signal (`i < WATCH_SIGNALS`).
+pub fn watch_signal(i: i32) -> i32 {
+    nix::libc::SIGRTMIN() + 1 + i
+}
+
+/// Add (`on`) or remove a raw signal number: a real-time one has no
+/// `Signal` variant.
+fn set_raw(set: &mut SigSet, sig: i32, on: bool) {
+    let mut raw: nix::libc::sigset_t = *set.as_ref();
+    // SAFETY: `raw` is a valid, initialised sigset_t; sigaddset/sigdelset
+    // only change one bit and reject a number out of range.
+    unsafe {
+        if on {
+            nix::libc::sigaddset(&mut raw, sig);
+        } else {
+            nix::libc::sigdelset(&mut raw, sig);
+        }
+        *set = SigSet::from_sigset_t_unchecked(raw);
+    }
+}
+
+/// The signalfd mask of watch `i`: its signal and the overflow's SIGIO.
+pub fn watch_set(i: i32) -> SigSet {
+    let mut set = SigSet::empty();
+    set_raw(&mut set, watch_signal(i), true);
+    set.add(Signal::SIGIO);
+    set
+}
+
 fn blocked_set() -> SigSet {
     let mut set = SigSet::all();
     for s in SYNCHRONOUS {
@@ -66,10 +102,13 @@ pub struct SignalSource {
 
 impl SignalSource {
     pub fn new() -> std::io::Result<SignalSource> {
-        let fd = SignalFd::with_flags(
-            &blocked_set(),
-            SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
-        )?;
+        // Blocked, but read by the directory watches.
+        let mut set = blocked_set();
+        for i in 0..WATCH_SIGNALS {
+            set_raw(&mut set, watch_signal(i), false);
+        }
+        set.remove(Signal::SIGIO);
+        let fd = SignalFd::with_flags(&set, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
         Ok(SignalSource { fd })
     }
 

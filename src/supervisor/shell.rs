@@ -206,14 +206,9 @@ impl Shell<'_> {
             }
             Effect::StopBegan => {
                 self.keys_due = None;
-                // Closing an inotify instance waits for an RCU grace period
-                // (~10 ms): let a thread do it while the services stop,
-                // rather than at exit, where it would delay our own end.
-                if let Some(keys) = self.keys.take() {
-                    let _ = std::thread::Builder::new()
-                        .name("close-watch".into())
-                        .spawn(move || drop(keys));
-                }
+                // No more key changes are applied (dropping the watch is
+                // free: see proc::watch).
+                self.keys = None;
             }
             Effect::Exit(code) => self.exit = Some(code),
             Effect::Hook {
