@@ -683,9 +683,11 @@ impl Shell<'_> {
         if self.is_pid1 {
             // As PID 1, whatever is left in the container dies with us.
             let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-        } else {
-            // As a subreaper: kill what is left; killing a child re-parents
-            // its own children to us, so repeat until none is left.
+        } else if reap::reap_all(|_, _| {}) {
+            // As a subreaper, with children left (the usual case has none:
+            // then nothing here costs a look at /proc): kill what is left;
+            // killing a child re-parents its own children to us, so repeat
+            // until none is left.
             let me = std::process::id() as i32;
             for _ in 0..100 {
                 let left = reap::children_of(me);
