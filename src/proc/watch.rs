@@ -144,9 +144,191 @@ impl DirWatch {
     }
 }
 
+/// The name of the kubelet's link to the current payload of a ConfigMap or
+/// Secret volume: an update renames `..data_tmp` over it, so the visible
+/// `pillar.sls -> ..data/pillar.sls` link itself never changes.
+pub const KUBELET_DATA: &str = "..data";
+
+/// Watching files (the pillar override, mc-launcher.yml, template
+/// sources) through their directories: a file replaced by a rename, an
+/// editor's save or the kubelet's `..data` swap is seen, where a watch on
+/// the file's own inode would miss it. Only events about the watched names
+/// (and `..data`) count, so what the launcher itself writes next to them
+/// (a template rendered into the same directory) wakes nothing.
+pub struct FileWatch {
+    ino: Inotify,
+    files: Vec<PathBuf>,
+    /// Directory -> the names in it that count.
+    watched: HashMap<WatchDescriptor, (PathBuf, Vec<OsString>)>,
+}
+
+impl FileWatch {
+    pub fn new(files: &[PathBuf]) -> std::io::Result<FileWatch> {
+        let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+        let mut w = FileWatch {
+            ino,
+            files: Vec::new(),
+            watched: HashMap::new(),
+        };
+        w.set_files(files);
+        Ok(w)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.ino.as_fd()
+    }
+
+    /// Watch these files from now on (a reconfigure may change the list).
+    pub fn set_files(&mut self, files: &[PathBuf]) {
+        let mut files = files.to_vec();
+        files.sort();
+        files.dedup();
+        if files != self.files {
+            self.files = files;
+        }
+        self.rewatch();
+    }
+
+    /// What to watch: for each file's directory (or its nearest existing
+    /// parent), the names that count there.
+    fn wanted(&self) -> Vec<(PathBuf, Vec<OsString>)> {
+        let mut out: Vec<(PathBuf, Vec<OsString>)> = Vec::new();
+        for f in &self.files {
+            let (Some(dir), Some(name)) = (f.parent(), f.file_name()) else {
+                continue;
+            };
+            let (path, names) = match target(dir) {
+                Some((path, None)) => (path, vec![name.to_os_string(), KUBELET_DATA.into()]),
+                Some((path, Some(first))) => (path, vec![first]),
+                None => continue,
+            };
+            match out.iter_mut().find(|(p, _)| *p == path) {
+                Some((_, n)) => n.extend(names),
+                None => out.push((path, names)),
+            }
+        }
+        for (_, n) in &mut out {
+            n.sort();
+            n.dedup();
+        }
+        out
+    }
+
+    /// (Re)attach the watches, following directories that appeared or went.
+    pub fn rewatch(&mut self) {
+        let wanted = self.wanted();
+        let stale: Vec<WatchDescriptor> = self
+            .watched
+            .iter()
+            .filter(|(_, w)| !wanted.contains(w))
+            .map(|(wd, _)| *wd)
+            .collect();
+        for wd in stale {
+            let _ = self.ino.rm_watch(wd);
+            self.watched.remove(&wd);
+        }
+        for w in wanted {
+            if self.watched.values().any(|x| *x == w) {
+                continue;
+            }
+            match self.ino.add_watch(&w.0, mask()) {
+                Ok(wd) => {
+                    self.watched.insert(wd, w);
+                }
+                Err(e) => log::warn!("cannot watch {}: {e}", w.0.display()),
+            }
+        }
+    }
+
+    /// Read the pending events; true when one is about a watched name.
+    pub fn changed(&mut self) -> bool {
+        let mut any = false;
+        let mut lost = false;
+        while let Ok(events) = self.ino.read_events() {
+            if events.is_empty() {
+                break;
+            }
+            for ev in events {
+                if ev.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                    any = true;
+                    lost = true;
+                    continue;
+                }
+                if ev.mask.intersects(
+                    AddWatchFlags::IN_IGNORED
+                        | AddWatchFlags::IN_DELETE_SELF
+                        | AddWatchFlags::IN_MOVE_SELF,
+                ) {
+                    // A watch we removed ourselves (rewatch) says so too:
+                    // only a directory still watched going away counts.
+                    if self.watched.contains_key(&ev.wd) {
+                        lost = true;
+                        any = true;
+                    }
+                    continue;
+                }
+                let counts = match (self.watched.get(&ev.wd), &ev.name) {
+                    (Some((_, names)), Some(n)) => names.contains(n),
+                    _ => false,
+                };
+                if counts {
+                    any = true;
+                    // A directory on the way appeared, or a link was
+                    // replaced: the targets may have moved.
+                    lost = true;
+                }
+            }
+        }
+        if lost {
+            self.rewatch();
+        }
+        any
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_watch_sees_the_kubelet_swap_and_edits_not_neighbours() {
+        let base = std::env::temp_dir().join(format!("mcl-fwatch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).expect("base");
+        let conf = base.join("configuration");
+        let pillar = conf.join("pillar.sls");
+        let mut w = FileWatch::new(std::slice::from_ref(&pillar)).expect("watch");
+        std::fs::write(base.join("unrelated"), "x").expect("w");
+        assert!(!w.changed(), "a neighbour of the missing directory");
+        // The kubelet's first projection: payload dir, ..data, visible link.
+        std::fs::create_dir_all(conf.join("..2026_12_02_12_00_00.1")).expect("mkdir");
+        assert!(w.changed(), "the directory appeared");
+        std::fs::write(conf.join("..2026_12_02_12_00_00.1/pillar.sls"), "a: 1\n").expect("w");
+        assert!(!w.changed(), "inside a payload dir: not yet visible");
+        std::os::unix::fs::symlink("..2026_12_02_12_00_00.1", conf.join("..data_tmp")).expect("ln");
+        assert!(!w.changed(), "..data_tmp alone");
+        std::fs::rename(conf.join("..data_tmp"), conf.join("..data")).expect("mv");
+        assert!(w.changed(), "the ..data swap");
+        std::os::unix::fs::symlink("..data/pillar.sls", &pillar).expect("ln");
+        assert!(w.changed(), "the visible link");
+        // The launcher's own reads and a file rendered next to it: nothing.
+        let _ = std::fs::read(&pillar).expect("read");
+        std::fs::write(conf.join("app.conf"), "rendered").expect("w");
+        assert!(!w.changed(), "reads and neighbours must not wake the watch");
+        // A second update: only the swap changes a watched name.
+        std::fs::create_dir_all(conf.join("..2026_12_02_12_00_01.2")).expect("mkdir");
+        std::os::unix::fs::symlink("..2026_12_02_12_00_01.2", conf.join("..data_tmp")).expect("ln");
+        std::fs::rename(conf.join("..data_tmp"), conf.join("..data")).expect("mv");
+        std::fs::remove_dir_all(conf.join("..2026_12_02_12_00_00.1")).expect("rm");
+        assert!(w.changed(), "the second swap");
+        assert!(!w.changed(), "nothing more");
+        // A plain edit of a plain file.
+        std::fs::remove_file(&pillar).expect("rm");
+        assert!(w.changed(), "removed");
+        std::fs::write(&pillar, "a: 2\n").expect("w");
+        assert!(w.changed(), "written");
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     #[test]
     fn changes_wake_reads_do_not() {
