@@ -536,10 +536,15 @@ fn live_reconfigurer(
             effective.reconfigure.steps.clear();
         }
         let result = match live(&effective, retry) {
-            Ok(o) => Prepared::Ready {
-                changed: o.changed,
-                steps: o.jobs,
-            },
+            Ok(o) => {
+                if o.pillar_changed && o.changed.is_empty() && o.jobs.is_empty() {
+                    log::info!("reconfigure: the new pillar changes no output");
+                }
+                Prepared::Ready {
+                    changed: o.changed,
+                    steps: o.jobs,
+                }
+            }
             Err(LiveError::Invalid(e)) => Prepared::Invalid(e),
             Err(LiveError::Failed(e)) => Prepared::Failed(e),
         };

@@ -257,7 +257,9 @@ pub enum LiveError {
 /// What the inline part of a live reconfigure did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveOutcome {
-    /// What changed: `pillar`, and each template step whose output differs.
+    /// The pillar installed differs from the one before.
+    pub pillar_changed: bool,
+    /// The template steps whose output differed, now written.
     pub changed: Vec<String>,
     /// The `salt` and `command` steps to run next, in order (when the
     /// pillar changed, or `retry`).
@@ -279,20 +281,19 @@ pub fn live(cfg: &Config, retry: bool) -> Result<LiveOutcome, LiveError> {
         return Err(LiveError::Invalid(text.join("; ")));
     }
     let mut changed = Vec::new();
-    match pillar::apply(cfg) {
+    let pillar_changed = match pillar::apply(cfg) {
         Ok(o @ (Outcome::Installed(_) | Outcome::Restored)) => {
             log::info!("reconfigure: pillar: {o}");
-            changed.push("pillar".to_string());
+            true
         }
-        Ok(_) => {}
+        Ok(_) => false,
         // Changed again between the check and the install.
         Err(PillarError::Invalid(d, installed)) => {
             return Err(LiveError::Invalid(format!("{d}; {installed}")))
         }
         Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
-    }
+    };
     let mut jobs = Vec::new();
-    let pillar_changed = !changed.is_empty();
     for step in &cfg.reconfigure.steps {
         match &step.kind {
             StepKind::Template {
@@ -329,7 +330,11 @@ pub fn live(cfg: &Config, retry: bool) -> Result<LiveOutcome, LiveError> {
             StepKind::Salt { .. } | StepKind::Command { .. } => {}
         }
     }
-    Ok(LiveOutcome { changed, jobs })
+    Ok(LiveOutcome {
+        pillar_changed,
+        changed,
+        jobs,
+    })
 }
 
 /// The files whose change a live reconfigure follows: the pillar override,

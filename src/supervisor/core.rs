@@ -67,9 +67,10 @@ pub enum Prepared {
     Invalid(String),
     /// Validated, but a step failed (a template that does not render).
     Failed(String),
-    /// Installed and rendered: what changed (the pillar, each template
-    /// whose output differs), and the `salt`/`command` steps the core
-    /// runs next, in order.
+    /// Installed and rendered: the outputs that changed (each template
+    /// whose rendering differs from what was installed), and the
+    /// `salt`/`command` steps the core runs next, in order (each one that
+    /// succeeds counts as a change: what it wrote is not known).
     Ready {
         changed: Vec<String>,
         steps: Vec<crate::proc::Job>,

@@ -209,18 +209,23 @@ impl Core {
             Ok(()) => {
                 self.reconfigure_counts.ok += 1;
                 self.reconf_retry = false;
-                let message = if r.changed.is_empty() && !r.retry {
+                // Only a step that changed an output touches the services:
+                // a pillar change that renders the same is no change.
+                let message = if r.changed.is_empty() && r.ran.is_empty() && !r.retry {
                     "nothing changed: services untouched".to_string()
                 } else {
                     let touched = self.act_on_services(now, fx);
-                    let mut what = r.changed.clone();
-                    if r.retry {
-                        what.push("(retry of the last failed reconfigure)".into());
+                    let mut parts = Vec::new();
+                    if !r.changed.is_empty() {
+                        parts.push(format!("rendered: {}", r.changed.join(", ")));
                     }
-                    let mut m = format!("changed: {}", what.join(", "));
                     if !r.ran.is_empty() {
-                        m.push_str(&format!("; ran: {}", r.ran.join(", ")));
+                        parts.push(format!("ran: {}", r.ran.join(", ")));
                     }
+                    if r.retry {
+                        parts.push("retried the last failed reconfigure".into());
+                    }
+                    let mut m = parts.join("; ");
                     m.push_str(&format!(
                         "; {}",
                         if touched.is_empty() {

@@ -945,7 +945,7 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
     assert_eq!(st.last, "invalid");
     sim.feed(Input::InputsChanged);
     assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
-    prepared(&mut sim, ready(&["pillar"], Vec::new()));
+    prepared(&mut sim, ready(&["template-1"], Vec::new()));
     assert_eq!(
         sim.ctl(Command::Status).reconfigure.expect("shown").last,
         "ok"
@@ -967,10 +967,7 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
     sim.feed(Input::InputsChanged);
     prepared(
         &mut sim,
-        ready(
-            &["pillar"],
-            vec![job("salt-1", None), job("command-2", None)],
-        ),
+        ready(&[], vec![job("salt-1", None), job("command-2", None)]),
     );
     let steps =
         |sim: &Sim| -> Vec<String> { sim.spawned[n0..].iter().map(|(n, _)| n.clone()).collect() };
@@ -1012,10 +1009,7 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
 fn a_step_past_its_timeout_is_stopped_and_fails() {
     let mut sim = live_sim();
     sim.feed(Input::InputsChanged);
-    prepared(
-        &mut sim,
-        ready(&["pillar"], vec![job("command-1", Some(1000))]),
-    );
+    prepared(&mut sim, ready(&[], vec![job("command-1", Some(1000))]));
     assert_eq!(
         sim.core.next_deadline(),
         Some(sim.t0 + Duration::from_millis(1000)),
@@ -1059,7 +1053,7 @@ fn a_stop_abandons_a_reconfigure_and_its_step() {
         conn: 1,
         cmd: Command::Reconfigure,
     });
-    prepared(&mut sim, ready(&["pillar"], vec![job("command-1", None)]));
+    prepared(&mut sim, ready(&[], vec![job("command-1", None)]));
     sim.feed(Input::Signal(Signal::SIGTERM));
     let reply = sim.replies.pop().expect("answered");
     assert!(!reply.ok, "{reply:?}");
