@@ -319,3 +319,74 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
         out.all()
     );
 }
+
+/// README "Kubernetes": SSH keys from a Secret volume. The kubelet's
+/// layout in the key directory (`NAME.pub -> ..data/NAME.pub`, files 0400)
+/// is read through links that stay beneath the key directory; its update
+/// (the `..data` swap) is seen by `ssh.watch` like any change; a link that
+/// leads out of the key directory is refused, even into the volume.
+#[test]
+fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() {
+    let t = Tree::default_socket("live-ssh", "ssh:\n  sshd: never\n  watch: true\n");
+    let keys = t.d.join("keys");
+    let (_, one) = common::tree::keypair(&keys, "one");
+    let (_, two) = common::tree::keypair(&keys, "two");
+    let (_, three) = common::tree::keypair(&keys, "three");
+    let (_, four) = common::tree::keypair(&keys, "four");
+    let secret = t.volume().join("ssh");
+    std::fs::create_dir_all(&secret).expect("mount point");
+    let project = |files: &[(&str, &str)]| {
+        let owned: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .map(|(n, k)| (n.to_string(), format!("{k}\n").into_bytes()))
+            .collect();
+        let payload: Vec<(&str, &[u8], u32)> = owned
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice(), 0o400))
+            .collect();
+        kubelet_write(&secret, &payload).expect("kubelet write");
+    };
+    project(&[("one.pub", &one)]);
+    let run = t.launch(&["--", "sleep", "1000"]).spawn();
+    let pid = run.wait_signals_blocked();
+    let keys_file = PathBuf::from(format!("/proc/{pid}/root/root/.ssh/authorized_keys"));
+    let installed = || std::fs::read_to_string(&keys_file).unwrap_or_default();
+    let has = |name: &str| installed().contains(&format!(" {name}\n"));
+    assert!(
+        wait_until(STARTED, || has("one")),
+        "the Secret's key, through ..data: {}",
+        installed()
+    );
+
+    // The Secret changes: one.pub goes, two.pub comes, by the ..data swap.
+    project(&[("two.pub", &two)]);
+    assert!(
+        wait_until(APPLIED, || has("two") && !has("one")),
+        "{}",
+        installed()
+    );
+
+    // A link out of the key directory (into the volume, even) is refused.
+    write(
+        &t.volume().join("elsewhere/three.pub"),
+        &format!("{three}\n"),
+    );
+    std::os::unix::fs::symlink("../elsewhere/three.pub", secret.join("evil.pub")).expect("ln");
+    project(&[("two.pub", &two), ("four.pub", &four)]);
+    // The scan that sees four.pub, made after evil.pub, has seen evil.pub.
+    assert!(wait_until(APPLIED, || has("four")), "{}", installed());
+    assert!(has("two") && !has("three"), "{}", installed());
+    run.signal(15);
+    let out = run.wait();
+    assert!(
+        out.stderr.contains("evil.pub") && out.stderr.contains("outside the key directory"),
+        "{}",
+        out.all()
+    );
+    assert_eq!(
+        out.code,
+        Some(143),
+        "the main command's TERM\n{}",
+        out.all()
+    );
+}

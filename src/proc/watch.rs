@@ -355,6 +355,13 @@ mod tests {
         assert!(w.changed(), "a rename");
         std::fs::remove_file(keys.join("b.pub")).expect("rm");
         assert!(w.changed(), "a removal");
+        // A Secret volume's update: a new payload dir, `..data_tmp` renamed
+        // over `..data`.
+        std::fs::create_dir_all(keys.join("..2026_12_02_12_00_00.1")).expect("mkdir");
+        let _ = w.changed();
+        std::os::unix::fs::symlink("..2026_12_02_12_00_00.1", keys.join("..data_tmp")).expect("ln");
+        std::fs::rename(keys.join("..data_tmp"), keys.join("..data")).expect("mv");
+        assert!(w.changed(), "the kubelet's ..data swap");
         let _ = std::fs::remove_dir_all(&base);
     }
 }
