@@ -212,9 +212,14 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         skipped(PrepareStep::Ssh)
     ));
     out.push_str(&format!(
-        "  reconfigure  {} step(s){}\n",
+        "  reconfigure  {} step(s){}{}\n",
         cfg.reconfigure.steps.len(),
-        skipped(PrepareStep::Reconfigure)
+        skipped(PrepareStep::Reconfigure),
+        if cfg.reconfigure.watch {
+            ", applied live (reconfigure.watch)"
+        } else {
+            ""
+        }
     ));
     for st in &cfg.reconfigure.steps {
         out.push_str(&format!("    - {}\n", st.name));
@@ -535,7 +540,7 @@ fn live_reconfigurer(
         if skip.contains(&PrepareStep::Reconfigure) {
             effective.reconfigure.steps.clear();
         }
-        let result = match live(&effective, retry) {
+        let result = match live(&effective, retry, !skip.contains(&PrepareStep::Pillar)) {
             Ok(o) => {
                 if o.pillar_changed && o.changed.is_empty() && o.jobs.is_empty() {
                     log::info!("reconfigure: the new pillar changes no output");

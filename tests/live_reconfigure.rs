@@ -390,3 +390,54 @@ fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() 
         out.all()
     );
 }
+
+/// `check` accepts the new keys and says the steps are applied live.
+#[test]
+fn check_accepts_the_live_reconfigure_keys() {
+    let l = Live::new("live-check", "");
+    let out = l.t.launch(&["check"]).not_pid1().run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("reconfigure  1 step(s), applied live (reconfigure.watch)"),
+        "{}",
+        out.all()
+    );
+}
+
+/// mc-launcher.yml is watched and validated too: a broken edit changes
+/// nothing and is shown with file:line:col; the fixed file applies, its
+/// new template step included.
+#[test]
+fn an_invalid_config_edit_changes_nothing_until_fixed() {
+    let l = Live::new("live-config", "");
+    l.kubelet(&pillar("one"));
+    let run = l.start();
+    let cfg = l.t.config();
+    let good = std::fs::read_to_string(&cfg).expect("config");
+    write(&cfg, &format!("{good}bogus: 1\n"));
+    assert!(
+        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
+        "{}",
+        status(&run)
+    );
+    let st = status(&run);
+    assert!(names_line_and_col(&st, &cfg), "{st}");
+    assert!(st.contains("unknown key `bogus`"), "{st}");
+    assert!(l.lines("reloader.log").is_empty());
+    // Fixed, with a second template: it is rendered, the services acted on.
+    let second = good.replace(
+        "services:\n",
+        "    - template:\n        src: \"{{ paths.project }}/.salt/files/app.conf.j2\"\n        dest: \"{{ root }}/second.conf\"\nservices:\n",
+    );
+    write(&cfg, &second);
+    assert!(
+        wait_until(APPLIED, || l.lines("reloader.log").len() == 1),
+        "{}",
+        status(&run)
+    );
+    assert_eq!(l.file("second.conf"), "site=one\n");
+    assert!(status(&run).contains("reconfigure: ok"));
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}

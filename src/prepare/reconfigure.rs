@@ -273,14 +273,17 @@ pub struct LiveOutcome {
 /// `template` step and write those whose output differs from what is
 /// installed. The `salt`/`command` steps are returned, never run here:
 /// the caller's loop runs them as its own children.
-pub fn live(cfg: &Config, retry: bool) -> Result<LiveOutcome, LiveError> {
+pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome, LiveError> {
     use super::pillar::{self, Outcome, PillarError};
+    if !with_pillar {
+        // `--skip pillar`: the templates still follow their sources.
+        return live_steps(cfg, retry, false);
+    }
     let problems = pillar::check(cfg);
     if !problems.is_empty() {
         let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
         return Err(LiveError::Invalid(text.join("; ")));
     }
-    let mut changed = Vec::new();
     let pillar_changed = match pillar::apply(cfg) {
         Ok(o @ (Outcome::Installed(_) | Outcome::Restored)) => {
             log::info!("reconfigure: pillar: {o}");
@@ -293,6 +296,12 @@ pub fn live(cfg: &Config, retry: bool) -> Result<LiveOutcome, LiveError> {
         }
         Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
     };
+    live_steps(cfg, retry, pillar_changed)
+}
+
+/// The steps of a live reconfigure, once the pillar is in place.
+fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOutcome, LiveError> {
+    let mut changed = Vec::new();
     let mut jobs = Vec::new();
     for step in &cfg.reconfigure.steps {
         match &step.kind {
