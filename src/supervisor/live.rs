@@ -137,12 +137,13 @@ impl Core {
             svc.status = Status::Retired;
         }
         let Some(r) = &mut self.reconf else { return };
-        let Some((id, name, timeout)) = r.running.take() else {
-            return;
-        };
-        if id != s {
+        // Only the step that runs moves the reconfigure on.
+        if r.running.as_ref().is_none_or(|(id, _, _)| *id != s) {
             return;
         }
+        let Some((_, name, timeout)) = r.running.take() else {
+            return;
+        };
         r.deadline = None;
         let end = if r.timed_out {
             Err(format!(
