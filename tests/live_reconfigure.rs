@@ -41,7 +41,7 @@ reconfigure:
     cmd: "echo $$ >> {{{{ root }}}}/restarter.pids; exec sleep 1000"
   steady:
     shell: true
-    cmd: "echo $$ >> {{{{ root }}}}/steady.pids; exec sleep 1000"
+    cmd: "echo $$ >> {{{{ root }}}}/steady.pids; exec sleep 1001"
     on_reconfigure: none
 "#
     )
@@ -447,4 +447,109 @@ fn an_invalid_config_edit_changes_nothing_until_fixed() {
     assert!(status(&run).contains("reconfigure: ok"));
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
+}
+
+/// The steps of a live reconfigure are children of the one loop: a
+/// service that dies while a step runs is reaped and respawned as usual
+/// (a nested loop reaping with waitpid(-1) would steal its exit), and the
+/// reconfigure goes on when the step ends.
+#[test]
+fn a_service_that_dies_during_a_step_is_respawned_meanwhile() {
+    let l = Live::new(
+        "live-reap",
+        "    - command: [\"sh\", \"-c\", \"touch {{ root }}/step-running; while [ ! -e {{ root }}/step-go ]; do sleep 0.05; done; rm -f {{ root }}/step-running\"]\n",
+    );
+    l.kubelet(&pillar("one"));
+    write(&l.t.root().join("step-go"), "");
+    let run = l.start();
+    std::fs::remove_file(l.t.root().join("step-go")).expect("rm");
+    // steady's process as this test sees it (ctl status gives the pids
+    // of the launcher's pid namespace).
+    let launcher = run.launcher_pid();
+    let steady_pids = || -> Vec<i32> {
+        children_of(launcher)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("sleep\u{0}1001"))
+            })
+            .collect()
+    };
+    assert!(wait_until(APPLIED, || steady_pids().len() == 1));
+    let steady = steady_pids();
+
+    l.kubelet(&pillar("two"));
+    let running = l.t.root().join("step-running");
+    assert!(
+        wait_until(APPLIED, || running.exists()),
+        "the step never ran"
+    );
+    assert!(
+        status(&run).contains("command-2"),
+        "the step shows while it runs"
+    );
+    // SAFETY: kill(2) of a pid of this test's launcher.
+    unsafe { kill(steady[0], 9) };
+    assert!(
+        wait_until(APPLIED, || l.lines("steady.pids").len() == 2),
+        "steady was not respawned while the step ran\n{}",
+        status(&run)
+    );
+    assert!(running.exists(), "the step still runs");
+    assert!(l.lines("reloader.log").is_empty(), "nothing acted on yet");
+
+    write(&l.t.root().join("step-go"), "");
+    assert!(
+        wait_until(APPLIED, || l.lines("reloader.log") == ["hup site=two"]),
+        "{}",
+        status(&run)
+    );
+    let st = status(&run);
+    assert!(st.contains("ran: command-2"), "{st}");
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains("steady: killed by KILL; restarting"),
+        "{}",
+        out.all()
+    );
+}
+
+/// A step past its `timeout` is stopped with its process group and fails
+/// the reconfigure; the services are left as they are.
+#[test]
+fn a_step_past_its_timeout_is_stopped_and_nothing_is_touched() {
+    let l = Live::new(
+        "live-timeout",
+        "    - command: [\"sh\", \"-c\", \"test -e {{ root }}/hang && exec sleep 4242; true\"]\n      timeout: 1s\n",
+    );
+    l.kubelet(&pillar("one"));
+    let run = l.start();
+    write(&l.t.root().join("hang"), "");
+    l.kubelet(&pillar("two"));
+    assert!(
+        wait_until(APPLIED, || !pids_with_cmdline("sleep 4242").is_empty()),
+        "the step never ran"
+    );
+    assert!(
+        wait_until(Duration::from_secs(6), || status(&run)
+            .contains("reconfigure: failed")),
+        "{}",
+        status(&run)
+    );
+    let st = status(&run);
+    assert!(st.contains("command-2: timed out after 1"), "{st}");
+    assert!(
+        pids_with_cmdline("sleep 4242").is_empty(),
+        "the step's group was stopped"
+    );
+    assert!(l.lines("reloader.log").is_empty());
+    assert_eq!(l.lines("restarter.pids").len(), 1);
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
 }
