@@ -83,8 +83,11 @@ impl Live {
         std::fs::read_to_string(self.t.volume().join("configuration/app.conf")).unwrap_or_default()
     }
     fn start(&self) -> Running {
-        let run = self.t.launch(&[]).timeout(Duration::from_secs(60)).spawn();
-        let up = wait_until(STARTED, || {
+        self.start_with(self.t.launch(&[]), STARTED)
+    }
+    fn start_with(&self, launch: Launch, within: Duration) -> Running {
+        let run = launch.timeout(Duration::from_secs(240)).spawn();
+        let up = wait_until(within, || {
             ["reloader.pids", "restarter.pids", "steady.pids"]
                 .iter()
                 .all(|f| self.lines(f).len() == 1)
@@ -552,4 +555,59 @@ fn a_step_past_its_timeout_is_stopped_and_nothing_is_touched() {
 
 extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// A real `salt` step in a live reconfigure: salt-call runs as a child of
+/// the running launcher when the pillar changed, sees the new pillar, and
+/// the services are acted on only after it succeeded.
+#[test]
+fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
+    let salt = common::salt::salt_call();
+    let l = Live::new(
+        "live-salt",
+        "    - salt: [demo.200_reconfigure]\n      config_dir: \"{{ root }}/etc/salt\"\n      timeout: 2m\n",
+    );
+    common::salt::salt_tree(l.t.root(), &l.t.project());
+    let site = l.t.root().join("site.txt");
+    write(
+        &l.t.project().join(".salt/200_reconfigure.sls"),
+        &format!(
+            "site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n",
+            site.display()
+        ),
+    );
+    l.kubelet(&pillar("one"));
+    let path = format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        salt.parent().expect("bin").display()
+    );
+    let run = l.start_with(l.t.launch(&[]).env("PATH", &path), Duration::from_secs(180));
+    let read = || std::fs::read_to_string(&site).unwrap_or_default();
+    assert_eq!(read().trim(), "site=one", "salt ran in the prepare phase");
+
+    l.kubelet(&pillar("two"));
+    // Salt takes seconds: a hang guard, not a bound.
+    assert!(
+        wait_until(Duration::from_secs(120), || !l
+            .lines("reloader.log")
+            .is_empty()),
+        "{}",
+        status(&run)
+    );
+    assert_eq!(
+        read().trim(),
+        "site=two",
+        "salt had run with the new pillar before the reload"
+    );
+    assert_eq!(l.lines("reloader.log"), ["hup site=two"]);
+    let st = status(&run);
+    assert!(st.contains("ran: salt-2"), "{st}");
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout.contains("salt-2 | "),
+        "salt's output is prefixed\n{}",
+        out.all()
+    );
 }
