@@ -15,9 +15,6 @@ use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-/// How long a step's group gets between TERM and KILL.
-const STEP_GRACE: Duration = Duration::from_secs(3);
-
 /// A live reconfigure in progress: its process steps.
 #[derive(Debug)]
 pub(super) struct Live {
@@ -42,7 +39,8 @@ pub fn step_service(job: &Job) -> Service {
     spec.min_uptime = Duration::ZERO;
     spec.stdout = Stream::Prefix;
     spec.stderr = Stream::Prefix;
-    spec.graceful_timeout = STEP_GRACE;
+    // The same grace as a prepare step's.
+    spec.graceful_timeout = super::STEP_GRACE;
     spec.env = job.env.iter().cloned().collect();
     spec.on_reconfigure = OnReconfigure::None;
     spec

@@ -156,7 +156,8 @@ fn services_want_notify(cfg: &Config) -> bool {
     })
 }
 
-/// How long a prepare step's group gets between TERM and KILL.
+/// How long a prepare step's group gets between TERM and KILL (a live
+/// reconfigure's steps too).
 const STEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Run one prepare step through the same core and loop as the services:

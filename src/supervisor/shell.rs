@@ -227,18 +227,15 @@ impl Shell<'_> {
             Effect::StopBegan => {
                 self.keys_due = None;
                 self.reconf_due = None;
-                if let Some(w) = self.reconf_watch.take() {
-                    let _ = std::thread::Builder::new()
-                        .name("close-watch".into())
-                        .spawn(move || drop(w));
-                }
                 // Closing an inotify instance waits for an RCU grace period
                 // (~10 ms): let a thread do it while the services stop,
                 // rather than at exit, where it would delay our own end.
-                if let Some(keys) = self.keys.take() {
+                let keys = self.keys.take();
+                let reconf = self.reconf_watch.take();
+                if keys.is_some() || reconf.is_some() {
                     let _ = std::thread::Builder::new()
                         .name("close-watch".into())
-                        .spawn(move || drop(keys));
+                        .spawn(move || drop((keys, reconf)));
                 }
             }
             Effect::Exit(code) => self.exit = Some(code),
