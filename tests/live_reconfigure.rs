@@ -611,3 +611,74 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
         out.all()
     );
 }
+
+/// The volume stays hostile input while running: an override swapped to a
+/// link out of the volume, or to a FIFO, is refused without blocking the
+/// loop (`ctl status` answers) and changes nothing; a template made to
+/// loop forever runs out of fuel (the inline part is bounded) and fails.
+#[test]
+fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
+    let l = Live::new("live-hostile", "");
+    l.kubelet(&pillar("one"));
+    let run = l.start();
+    let cm = l.configmap();
+    let init = std::fs::read_to_string(l.t.pillar()).expect("init.sls");
+    let payload = std::fs::read_link(cm.join("..data")).expect("..data");
+
+    // `..data` swapped to a directory outside the volume.
+    let outside = l.t.root().join("outside");
+    write(&outside.join("pillar.sls"), &pillar("stolen"));
+    std::os::unix::fs::symlink(&outside, cm.join("..data_tmp")).expect("ln");
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
+    assert!(
+        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
+        "{}",
+        status(&run)
+    );
+    assert!(
+        status(&run).contains("outside the volume"),
+        "{}",
+        status(&run)
+    );
+    assert_eq!(std::fs::read_to_string(l.t.pillar()).expect("init"), init);
+
+    // A FIFO where the file should be: never opened for a blocking read.
+    let fifo_dir = cm.join("..fifo");
+    std::fs::create_dir_all(&fifo_dir).expect("mkdir");
+    let st = std::process::Command::new("mkfifo")
+        .arg(fifo_dir.join("pillar.sls"))
+        .status()
+        .expect("mkfifo");
+    assert!(st.success());
+    std::os::unix::fs::symlink("..fifo", cm.join("..data_tmp")).expect("ln");
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
+    assert!(
+        wait_until(APPLIED, || status(&run).contains("not a regular file")),
+        "{}",
+        status(&run)
+    );
+    assert_eq!(std::fs::read_to_string(l.t.pillar()).expect("init"), init);
+    assert!(l.lines("reloader.log").is_empty(), "nothing touched");
+
+    // Back to the real payload (the kubelet writer would read the FIFO),
+    // then an update, then a template that would never end.
+    std::os::unix::fs::symlink(&payload, cm.join("..data_tmp")).expect("ln");
+    std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
+    std::fs::remove_dir_all(&fifo_dir).expect("rm");
+    l.kubelet(&pillar("two"));
+    assert!(wait_until(APPLIED, || l.lines("reloader.log").len() == 1));
+    write(
+        &l.t.project().join(".salt/files/app.conf.j2"),
+        "{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
+    );
+    assert!(
+        wait_until(APPLIED, || status(&run).contains("reconfigure: failed")),
+        "{}",
+        status(&run)
+    );
+    assert!(status(&run).contains("out of fuel"), "{}", status(&run));
+    assert_eq!(l.app_conf(), "site=two\n", "the last good rendering stays");
+    assert_eq!(l.lines("reloader.log").len(), 1);
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
