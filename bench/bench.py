@@ -85,6 +85,7 @@ class Bench:
         self.dyn_bin = os.path.abspath(dyn_binary) if dyn_binary else None
         self.venv = venv
         self.results = {}
+        self.only = []
         self.tmp = tempfile.mkdtemp(prefix="mcl-bench-")
 
     # ----- helpers ---------------------------------------------------------
@@ -658,6 +659,87 @@ class Bench:
             shutil.rmtree(d)
         self.results["prepopulate_5000_files_20mib_ms"] = {"cp -a + sync -f": median_spread(cpa), "mc-launcher": median_spread(mcl)}
 
+    def live_reconfigure(self, changes=10, idle_s=10):
+        """README "Live reconfigure": a pillar ConfigMap updated as the
+        kubelet does (a new timestamped dir, `..data_tmp` renamed over
+        `..data`) until the service, reloaded with HUP, has seen the new
+        rendering; and the wake-ups of the idle launcher afterwards."""
+        root = tempfile.mkdtemp(dir=self.tmp)
+        proj = root + "/projects/demo"
+        cm = proj + "/data/configmap"
+        for d in (proj + "/project/.salt/files", proj + "/pillar", cm):
+            os.makedirs(d, exist_ok=True)
+        with open(proj + "/pillar/init.sls", "w") as f:
+            f.write("makina-projects.demo:\n  data:\n    n: 0\n")
+        with open(proj + "/project/.salt/files/app.conf.j2", "w") as f:
+            f.write("n={{ pillar['makina-projects.demo'].data.n }}\n")
+        hup = root + "/hup.log"
+        conf = proj + "/data/configuration/app.conf"
+        with open(proj + "/project/.salt/mc-launcher.yml", "w") as f:
+            f.write(
+                "paths:\n  state: %s/state\ncontrol:\n  socket: %s/ctl.sock\n"
+                "pillar:\n  source: \"{{ paths.volume }}/configmap/pillar.sls\"\n"
+                "reconfigure:\n  watch: true\n  steps:\n    - template:\n"
+                "        src: \"{{ paths.project }}/.salt/files/app.conf.j2\"\n"
+                "        dest: %s\n"
+                "services:\n  app:\n    shell: true\n    on_reconfigure: reload\n"
+                "    cmd: \"trap 'echo $(date +%%s.%%N) $(cat %s) >> %s' HUP; while :; do sleep 1000 & wait $!; done\"\n"
+                % (root, root, conf, conf, hup))
+
+        def kubelet(n):
+            stamp = time.strftime("..%Y_%m_%d_%H_%M_%S", time.gmtime())
+            d = tempfile.mkdtemp(prefix=stamp + ".", dir=cm)
+            os.chmod(d, 0o755)
+            with open(d + "/pillar.sls", "w") as f:
+                f.write("makina-projects.demo:\n  data:\n    n: %d\n" % n)
+            try:
+                old = os.readlink(cm + "/..data")
+            except OSError:
+                old = None
+            os.symlink(os.path.basename(d), cm + "/..data_tmp")
+            t = time.time()
+            os.rename(cm + "/..data_tmp", cm + "/..data")
+            if not os.path.lexists(cm + "/pillar.sls"):
+                os.symlink("..data/pillar.sls", cm + "/pillar.sls")
+            if old:
+                shutil.rmtree(os.path.join(cm, old))
+            return t
+
+        def lines():
+            try:
+                with open(hup) as f:
+                    return f.read().splitlines()
+            except OSError:
+                return []
+
+        kubelet(0)
+        env = dict(os.environ, MC_LOG="warn")
+        p = subprocess.Popen([self.bin, "--root", root, "--project", "demo"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.descendants_up(p.pid, 1)
+        time.sleep(0.5)
+        took = []
+        for n in range(1, changes + 1):
+            t = kubelet(n)
+            if not wait_for(lambda: len(lines()) == n, 10, 0.001):
+                break
+            stamp, seen = lines()[-1].split(" ", 1)
+            if seen != "n=%d" % n:
+                break
+            took.append((float(stamp) - t) * 1000)
+        time.sleep(1)
+        cpu0, ctx0 = proc_cpu(p.pid)
+        time.sleep(idle_s)
+        cpu1, ctx1 = proc_cpu(p.pid)
+        self.stop(p)
+        after = [x - 500 for x in took]
+        self.results["live_reconfigure"] = {
+            "swap_to_reloaded_ms": median_spread(took) if took else None,
+            "after_debounce_ms": median_spread(after) if after else None,
+            "applied": len(took), "changes": changes,
+            "idle_%ds" % idle_s: {"cpu_ms": round((cpu1 - cpu0) * 1000, 1), "ctx_switches": ctx1 - ctx0},
+        }
+
     def example_root(self, mark, **env):
         """A temporary makina tree of the example project, whose extra
         service `first` writes the time it starts to `mark`; and the
@@ -778,6 +860,9 @@ class Bench:
             L.append("; the development build, dynamic glibc (`cargo build --release`): %s, %.0f KiB"
                      % (self.dyn_bin, os.path.getsize(self.dyn_bin) / 1024))
         L.append(". Every \"mc-launcher\" row is the static binary.\n")
+        if self.only:
+            L.append("A partial run (`--only %s`): the other sections are the previous run's, with its "
+                     "binary.\n" % " ".join(self.only))
         targets = []
         eo = r.get("exec_overhead_ms", {})
         if eo:
@@ -913,6 +998,20 @@ class Bench:
                                 "%.1f ms, %d salt-call(s) after the first start" % (m2, calls - 1),
                                 m2 < 20 and calls == 1))
             L.append("")
+        lr = r.get("live_reconfigure")
+        if lr and lr.get("swap_to_reloaded_ms"):
+            L.append("## 9. Live reconfigure: kubelet `..data` swap to the service reloaded (ms)\n")
+            L.append("%d of %d ConfigMap updates applied; each: template rendered again, the service HUPed "
+                     "(its trap wrote the new rendering). The debounce is 500 ms.\n" % (lr["applied"], lr["changes"]))
+            L.append("| | median | p10 | p90 |\n|---|---|---|---|")
+            for k in ("swap_to_reloaded_ms", "after_debounce_ms"):
+                v = lr[k]
+                L.append("| %s | %.1f | %.1f | %.1f |" % (k.replace("_", " "), v["median"], v["p10"], v["p90"]))
+            idle_k = [k for k in lr if k.startswith("idle_")][0]
+            w = lr[idle_k]["ctx_switches"]
+            L.append("\nIdle afterwards (%s): %s CPU ms, %d context switches.\n" % (
+                idle_k[5:], lr[idle_k]["cpu_ms"], w))
+            targets.append(("0 idle wake-ups with reconfigure.watch", "%d context switches in %s" % (w, idle_k[5:]), w == 0))
         L.append("## Targets (DESIGN §8)\n")
         L.append("| target | measured | met |\n|---|---|---|")
         for name, val, ok in targets:
@@ -986,6 +1085,7 @@ def main():
     ap.add_argument("--only", nargs="*")
     a = ap.parse_args()
     b = Bench(a.bin, a.venv, a.dyn_bin)
+    b.only = a.only or []
     if a.only:
         # A partial run updates the last full one.
         try:
@@ -997,7 +1097,7 @@ def main():
         except (OSError, ValueError):
             pass
     steps = ["exec_overhead", "launch", "memory", "idle", "probes", "stop_peers", "stop_time", "reaping", "logs",
-             "restart", "prepare", "first_service"]
+             "restart", "prepare", "first_service", "live_reconfigure"]
     try:
         for s in steps:
             if a.only and s not in a.only:

@@ -212,9 +212,14 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         skipped(PrepareStep::Ssh)
     ));
     out.push_str(&format!(
-        "  reconfigure  {} step(s){}\n",
+        "  reconfigure  {} step(s){}{}\n",
         cfg.reconfigure.steps.len(),
-        skipped(PrepareStep::Reconfigure)
+        skipped(PrepareStep::Reconfigure),
+        if cfg.reconfigure.watch {
+            ", applied live (reconfigure.watch)"
+        } else {
+            ""
+        }
     ));
     for st in &cfg.reconfigure.steps {
         out.push_str(&format!("    - {}\n", st.name));
@@ -422,6 +427,14 @@ fn run(
                 .ok()
         })
         .flatten();
+    // The same for the live reconfigure's inputs (README "Live reconfigure").
+    let reconfigure_watch = (prepare && cfg.reconfigure.watch)
+        .then(|| {
+            crate::proc::watch::FileWatch::new(&crate::prepare::reconfigure::live_inputs(&cfg))
+                .map_err(|e| log::warn!("reconfigure: cannot watch the inputs: {e}"))
+                .ok()
+        })
+        .flatten();
     let mut jobs = LoopJobs {
         signals: &mut signals,
         last: None,
@@ -443,6 +456,7 @@ fn run(
             return f.exit_code();
         }
     }
+    let reconfigurer = prepare.then(|| live_reconfigurer(&cfg, &opts, &args.skip));
     // SIGHUP / `ctl reload` re-read the same file the launcher started
     // from. sshd is the launcher's own: it changes only with `ssh:`.
     let reloader: Option<crate::supervisor::Reloader> = cfg.file.clone().map(|file| {
@@ -484,8 +498,66 @@ fn run(
             on_keys_changed,
             keys_watch,
             notify_socket,
+            reconfigurer,
+            reconfigure_watch,
         },
     )
+}
+
+/// The inline part of a live reconfigure (README "Live reconfigure"): the
+/// config file read again and validated (an invalid one changes nothing),
+/// then the pillar and templates through `prepare::reconfigure::live`. The
+/// `salt`/`command` steps it returns run in the supervisor's loop.
+fn live_reconfigurer(
+    cfg: &Config,
+    opts: &LoadOptions,
+    skip: &[PrepareStep],
+) -> crate::supervisor::Reconfigurer {
+    use crate::prepare::reconfigure::{live, live_inputs, LiveError};
+    use crate::supervisor::{Prepared, ReconfigureRun};
+    let mut current = cfg.clone();
+    let mut opts = opts.clone();
+    opts.config = cfg.file.clone();
+    let skip = skip.to_vec();
+    Box::new(move |retry| {
+        if current.file.is_some() {
+            match config::load(&opts) {
+                Ok(l) => {
+                    let mut next = l.config;
+                    next.paths.state = current.paths.state.clone();
+                    current = next;
+                }
+                Err(diags) => {
+                    let text: Vec<String> = diags.iter().map(ToString::to_string).collect();
+                    return ReconfigureRun {
+                        result: Prepared::Invalid(text.join("; ")),
+                        watch: live_inputs(&current),
+                    };
+                }
+            }
+        }
+        let mut effective = current.clone();
+        if skip.contains(&PrepareStep::Reconfigure) {
+            effective.reconfigure.steps.clear();
+        }
+        let result = match live(&effective, retry, !skip.contains(&PrepareStep::Pillar)) {
+            Ok(o) => {
+                if o.pillar_changed && o.changed.is_empty() && o.jobs.is_empty() {
+                    log::info!("reconfigure: the new pillar changes no output");
+                }
+                Prepared::Ready {
+                    changed: o.changed,
+                    steps: o.jobs,
+                }
+            }
+            Err(LiveError::Invalid(e)) => Prepared::Invalid(e),
+            Err(LiveError::Failed(e)) => Prepared::Failed(e),
+        };
+        ReconfigureRun {
+            result,
+            watch: live_inputs(&current),
+        }
+    })
 }
 
 /// The termination report of a prepare phase that stopped the start.

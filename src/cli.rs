@@ -23,7 +23,7 @@ commands:
   render    print the config after templating
   ctl       talk to the running launcher: status, health [--live|--ready],
             start NAME, stop NAME, restart NAME, signal NAME SIG, incr NAME,
-            decr NAME, reload, quit
+            decr NAME, reload, reconfigure, quit
             (exit 0 ok, 1 the command failed, 3 no launcher listening)
 
 options:

@@ -1087,3 +1087,99 @@ fn static_binary_runs_in_an_image_with_no_libc() {
     assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
     assert_summaries(&c.logs(), &["loop", "web"]);
 }
+
+/// `web`'s pids, as `ctl status` in the container says.
+fn service_pids(c: &Container, name: &str) -> Vec<i64> {
+    let o = c.exec(&["mc-launcher", "ctl", "--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
+    v["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["pids"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.as_i64())
+        .collect()
+}
+
+/// README "Live reconfigure" in a real container, as the Kubernetes
+/// manifests run it: the pillar comes from a bind-mounted directory that
+/// the host updates exactly as the kubelet updates a ConfigMap volume (the
+/// `..data` swap); the running example renders app.json again and reloads
+/// web (same pid, HUP) within 3 s; an invalid update changes nothing and
+/// is shown by `ctl status` with file:line:col.
+#[test]
+fn a_kubelet_style_pillar_update_is_applied_live_in_a_container() {
+    let img = image();
+    let t = TempDir::new("docker-live");
+    let vol = t.join("volume");
+    let cm = vol.join("configmap");
+    std::fs::create_dir_all(&cm).expect("mount point");
+    let pillar = |site: &str| {
+        format!("makina-projects.example:\n  data:\n    site_name: {site}\n").into_bytes()
+    };
+    common::kubelet::kubelet_write(&cm, &[("pillar.sls", &pillar("Site A"), 0o644)])
+        .expect("kubelet");
+    let mount = format!("{}:{VOLUME_DIR}", vol.display());
+    let source = format!("{VOLUME_DIR}/configmap/pillar.sls");
+    let c = Container::run(
+        "live",
+        &[
+            "-v",
+            &mount,
+            "-e",
+            &format!("MC_EXAMPLE_PILLAR_SOURCE={source}"),
+            "-e",
+            "MC_EXAMPLE_RECONFIGURE_WATCH=true",
+        ],
+        &[img],
+    );
+    c.page(8080, "<h1>Site A</h1>");
+    let web = service_pids(&c, "web");
+    assert_eq!(web.len(), 1, "{}", c.logs());
+    let addr = format!("{}:8080", c.ip());
+
+    common::kubelet::kubelet_write(&cm, &[("pillar.sls", &pillar("Site B"), 0o644)])
+        .expect("kubelet");
+    let applied = wait_until(Duration::from_secs(3), || {
+        http_get(&addr, "/").is_some_and(|p| p.contains("<h1>Site B</h1>"))
+    });
+    assert!(applied, "not applied within 3 s:\n{}", c.logs());
+    assert_eq!(
+        service_pids(&c, "web"),
+        web,
+        "web was reloaded, not restarted"
+    );
+    let logs = c.logs();
+    assert!(logs.contains("reloaded web (HUP)"), "{logs}");
+    assert!(logs.contains("web | reloaded: serving 'Site B'"), "{logs}");
+
+    // An invalid update: nothing changes, ctl status says where.
+    common::kubelet::kubelet_write(
+        &cm,
+        &[(
+            "pillar.sls",
+            b"makina-projects.example:\n  data: [1,\n",
+            0o644,
+        )],
+    )
+    .expect("kubelet");
+    let mut table = String::new();
+    let shown = wait_until(Duration::from_secs(3), || {
+        table = c.exec(&["mc-launcher", "ctl", "status"]).stdout;
+        table.contains("reconfigure: invalid")
+    });
+    assert!(shown, "{table}\n{}", c.logs());
+    assert!(table.contains(&format!("{source}:")), "{table}");
+    assert!(
+        http_get(&addr, "/").is_some_and(|p| p.contains("<h1>Site B</h1>")),
+        "the last good state keeps serving"
+    );
+    assert_eq!(service_pids(&c, "web"), web);
+
+    let took = timed_stop(&c);
+    assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
+    assert!(took < Duration::from_secs(5), "docker stop took {took:?}");
+}

@@ -488,6 +488,12 @@ fn the_statefulset_keeps_the_launcher_contract() {
     assert_eq!(grace, Duration::from_secs(30));
     assert_eq!(deadline, Duration::from_secs(25));
 
+    // A ConfigMap update is applied live (README "Live reconfigure").
+    assert_eq!(
+        env.get("MC_EXAMPLE_RECONFIGURE_WATCH").map(String::as_str),
+        Some("true")
+    );
+
     // Probes: exec of the launcher's own health command.
     let probe = |p: &str| strs(&c[p]["exec"]["command"]);
     assert_eq!(

@@ -264,47 +264,9 @@ fn unchanged_inputs_skip_the_phase() {
 
 // ----- real salt ------------------------------------------------------------
 
-/// The salt-call of the test venv (scripts/setup-test-env.sh makes it).
-fn salt_call() -> PathBuf {
-    // Outside /root, which every test hides behind a tmpfs.
-    let venv = std::env::var("MC_TEST_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from("/var/cache/mc-launcher-test/salt-venv"));
-    let p = venv.join("bin/salt-call");
-    assert!(
-        p.exists(),
-        "{} missing: run scripts/setup-test-env.sh",
-        p.display()
-    );
-    p
-}
-
-/// A masterless minion config inside the tree: file_roots hold a link
-/// `demo` -> the project's .salt, pillar_roots the makina layering.
+/// A masterless minion config inside the tree (tests/common/salt.rs).
 fn salt_tree(t: &Tree) -> PathBuf {
-    let r = t.root();
-    let etc = r.join("etc/salt");
-    std::fs::create_dir_all(&etc).expect("mkdir");
-    std::fs::create_dir_all(r.join("salt-roots")).expect("mkdir");
-    std::os::unix::fs::symlink(t.project().join(".salt"), r.join("salt-roots/demo")).expect("link");
-    std::fs::create_dir_all(r.join("pillar-roots/makina-projects")).expect("mkdir");
-    std::os::unix::fs::symlink(
-        r.join("projects/demo/pillar"),
-        r.join("pillar-roots/makina-projects/demo"),
-    )
-    .expect("link");
-    write(
-        &r.join("pillar-roots/top.sls"),
-        "base:\n  '*':\n    - makina-projects.demo\n",
-    );
-    write(
-        &etc.join("minion"),
-        &format!(
-            "id: test-minion\nfile_client: local\nroot_dir: {r}\nfile_roots:\n  base:\n    - {r}/salt-roots\npillar_roots:\n  base:\n    - {r}/pillar-roots\ncachedir: {r}/var/cache/salt\npki_dir: {r}/etc/salt/pki\nsock_dir: {r}/var/run/salt\nlog_file: {r}/var/log/salt/minion\nextension_modules: {r}/var/cache/salt/extmods\nuser: root\n",
-            r = r.display()
-        ),
-    );
-    etc
+    common::salt::salt_tree(t.root(), &t.project())
 }
 
 fn salt_config(etc: &Path, extra: &str) -> String {
@@ -313,7 +275,7 @@ fn salt_config(etc: &Path, extra: &str) -> String {
 
 #[test]
 fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
-    let salt = salt_call();
+    let salt = common::salt::salt_call();
     let t = Tree::new("salt", "");
     let etc = salt_tree(&t);
     write(&t.project().join(".salt/mc-launcher.yml"), &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{}", salt_config(&etc, "")));
@@ -356,7 +318,7 @@ fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
 
 #[test]
 fn a_failing_salt_state_fails_the_phase() {
-    let salt = salt_call();
+    let salt = common::salt::salt_call();
     let t = Tree::new("saltfail", "");
     let etc = salt_tree(&t);
     write(

@@ -77,6 +77,17 @@ def main(argv):
     server = http.server.ThreadingHTTPServer((cfg["host"], int(cfg["port"])), Page)
     # TERM (the launcher's stop signal): finish the request in progress, exit 0.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+    # HUP (on_reconfigure: reload): the page's settings are read again; the
+    # address stays (a new port takes a restart).
+    def reload(*_):
+        try:
+            cfg.update({k: v for k, v in load(argv[1]).items() if k not in ("host", "port")})
+            print("reloaded: serving %r" % cfg["site_name"], flush=True)
+        except (OSError, ValueError) as e:
+            print("reload failed, keeping the old settings: %s" % e, flush=True)
+
+    signal.signal(signal.SIGHUP, reload)
     print("serving %r on %s:%s" % (cfg["site_name"], cfg["host"], cfg["port"]), flush=True)
     try:
         server.serve_forever()

@@ -374,7 +374,7 @@ pub const SSH: &[&str] = &[
     "sshd",
     "host_keys_dir",
 ];
-pub const RECONFIGURE: &[&str] = &["on_error", "skip_unchanged", "steps"];
+pub const RECONFIGURE: &[&str] = &["on_error", "skip_unchanged", "steps", "watch"];
 pub const STEP: &[&str] = &["salt", "template", "command", "timeout", "config_dir"];
 pub const TEMPLATE: &[&str] = &["src", "dest", "mode", "owner"];
 pub const PREPOPULATE: &[&str] = &["src", "dest", "owner"];
@@ -408,6 +408,8 @@ pub const SERVICE: &[&str] = &[
     "warmup_delay",
     "max_age",
     "max_age_variance",
+    "on_reconfigure",
+    "reload_signal",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
 pub const READY: &[&str] = &[
@@ -595,6 +597,7 @@ fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
             "skip_unchanged" => {
                 r.skip_unchanged = d.bool(v, "reconfigure.skip_unchanged").unwrap_or(true)
             }
+            "watch" => r.watch = d.bool(v, "reconfigure.watch").unwrap_or(false),
             _ => {
                 let Some(items) = v.as_seq() else {
                     if !v.is_null() {
@@ -836,6 +839,13 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "autostart" => s.autostart = d.bool(v, &w).unwrap_or(true),
             "warmup_delay" => s.warmup_delay = d.duration(v, &w).unwrap_or_default(),
             "max_age" => s.max_age = d.duration(v, &w).map(|a| (a, Duration::ZERO)),
+            "on_reconfigure" => match v.text() {
+                Some("restart") => s.on_reconfigure = OnReconfigure::Restart,
+                Some("reload") => s.on_reconfigure = OnReconfigure::Reload,
+                Some("none") => s.on_reconfigure = OnReconfigure::None,
+                _ => d.err(v.pos, format!("{w}: expected restart, reload or none")),
+            },
+            "reload_signal" => s.reload_signal = d.signal(v, &w).unwrap_or(Signal::SIGHUP),
             _ => variance = d.duration(v, &w).unwrap_or_default(),
         }
     }

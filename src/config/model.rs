@@ -123,6 +123,9 @@ pub struct ReconfigureCfg {
     pub on_error: OnError,
     pub skip_unchanged: bool,
     pub steps: Vec<Step>,
+    /// Apply changes of the pillar override, the config file and the
+    /// template sources while running (README "Live reconfigure").
+    pub watch: bool,
 }
 
 /// `user:group`, or a user alone (its primary group), by name or number.
@@ -211,6 +214,16 @@ pub struct Live {
     pub initial_delay: Duration,
 }
 
+/// What a live reconfigure that changed something does to a service
+/// (README "Live reconfigure").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnReconfigure {
+    Restart,
+    /// Send `reload_signal` to its process groups: the pids stay.
+    Reload,
+    None,
+}
+
 /// `pre_stop:`: run before the service is stopped, bounded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreStop {
@@ -291,6 +304,8 @@ pub struct Service {
     pub max_age: Option<(Duration, Duration)>,
     /// The `-- CMD` service: its exit status becomes the launcher's.
     pub main: bool,
+    pub on_reconfigure: OnReconfigure,
+    pub reload_signal: Signal,
     pub origin: Origin,
 }
 
@@ -329,6 +344,8 @@ impl Service {
             warmup_delay: Duration::ZERO,
             max_age: None,
             main: false,
+            on_reconfigure: OnReconfigure::Restart,
+            reload_signal: Signal::SIGHUP,
             origin: Origin::default(),
         }
     }
@@ -384,6 +401,7 @@ impl Config {
                 on_error: OnError::Abort,
                 skip_unchanged: true,
                 steps: Vec::new(),
+                watch: false,
             },
             prepopulate: Vec::new(),
             circus: CircusCfg::default(),

@@ -89,6 +89,25 @@ fn each_bad_input_names_its_line_and_column() {
             "unknown signal",
         ),
         (
+            "services:\n  a:\n    cmd: x\n    on_reconfigure: bounce\n",
+            4,
+            21,
+            "expected restart, reload or none",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    reload_signal: NOPE\n",
+            4,
+            20,
+            "unknown signal",
+        ),
+        ("reconfigure:\n  watch: sometimes\n", 2, 10, "expected"),
+        (
+            "reconfigure:\n  watch: true\n  debounce: 1s\n",
+            3,
+            3,
+            "unknown key `debounce`",
+        ),
+        (
             "services:\n  a:\n    cmd: x\n    user: no-such-user-xyz\n",
             4,
             11,
@@ -579,4 +598,31 @@ fn budgets_apply_to_the_config() {
             .any(|(_, _, m)| m.contains("larger than the limit of 1 MiB")),
         "{errs:?}"
     );
+}
+
+#[test]
+fn live_reconfigure_keys_decode() {
+    use crate::config::model::OnReconfigure;
+    use nix::sys::signal::Signal;
+    let l = load_text(
+        "reconfigure:\n  watch: true\nservices:\n  a:\n    cmd: x\n    on_reconfigure: reload\n    reload_signal: USR2\n  b:\n    cmd: y\n    on_reconfigure: none\n  c:\n    cmd: z\n",
+    )
+    .expect("valid");
+    assert!(l.config.reconfigure.watch);
+    let rows = [
+        ("a", OnReconfigure::Reload, Signal::SIGUSR2),
+        ("b", OnReconfigure::None, Signal::SIGHUP),
+        ("c", OnReconfigure::Restart, Signal::SIGHUP),
+    ];
+    for (name, on, sig) in rows {
+        let s = l
+            .config
+            .services
+            .iter()
+            .find(|s| s.name == name)
+            .expect("service");
+        assert_eq!((s.on_reconfigure, s.reload_signal), (on, sig), "{name}");
+    }
+    let plain = load_text("services:\n  a:\n    cmd: x\n").expect("valid");
+    assert!(!plain.config.reconfigure.watch, "watch is off by default");
 }

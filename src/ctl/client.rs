@@ -153,6 +153,13 @@ fn human(cmd: &str, answer: &Reply) -> String {
             ));
         }
     }
+    if let Some(r) = &answer.reconfigure {
+        out.push_str(&format!("reconfigure: {}", r.last));
+        for part in [&r.error, &r.message].into_iter().flatten() {
+            out.push_str(&format!(": {part}"));
+        }
+        out.push('\n');
+    }
     if let Some(msg) = &answer.message {
         out.push_str(msg);
         out.push('\n');

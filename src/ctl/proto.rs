@@ -47,6 +47,8 @@ pub enum Command {
     Incr(String),
     Decr(String),
     Reload,
+    /// A live reconfigure now (README "Live reconfigure").
+    Reconfigure,
     Quit,
 }
 
@@ -61,6 +63,7 @@ pub const COMMANDS: &[(&str, bool)] = &[
     ("incr", true),
     ("decr", true),
     ("reload", false),
+    ("reconfigure", false),
     ("quit", false),
 ];
 
@@ -97,6 +100,7 @@ impl Command {
             "incr" => Command::Incr(name),
             "decr" => Command::Decr(name),
             "reload" => Command::Reload,
+            "reconfigure" => Command::Reconfigure,
             _ => Command::Quit,
         })
     }
@@ -133,6 +137,7 @@ impl Command {
             Command::Incr(n) => named("incr", n),
             Command::Decr(n) => named("decr", n),
             Command::Reload => plain("reload"),
+            Command::Reconfigure => plain("reconfigure"),
             Command::Quit => plain("quit"),
         }
     }
@@ -201,6 +206,19 @@ pub struct ServiceState {
     pub status: Option<String>,
 }
 
+/// The last live reconfigure, as `ctl status` shows it until the next one.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReconfigureState {
+    /// `ok`, `failed` or `invalid`.
+    pub last: String,
+    /// What was wrong (`file:line:col: ...` for an invalid input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What was done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// The answer to a request, one JSON line.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Reply {
@@ -219,6 +237,9 @@ pub struct Reply {
     pub removed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// `status`: the last live reconfigure, if any ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconfigure: Option<ReconfigureState>,
 }
 
 impl Reply {
@@ -315,6 +336,7 @@ mod tests {
             Command::Incr("a".into()),
             Command::Decr("a".into()),
             Command::Reload,
+            Command::Reconfigure,
             Command::Quit,
         ];
         for c in all {

@@ -189,13 +189,8 @@ pub fn check_template(src: &Path) -> Option<Diag> {
     template_env(src).err()
 }
 
-pub fn render_template(
-    cfg: &Config,
-    src: &Path,
-    dest: &Path,
-    mode: Option<u32>,
-    owner: Option<&crate::config::model::Owner>,
-) -> Result<(), Diag> {
+/// Render a template with the pillar and the usual context, in memory.
+pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env
         .get_template(&name)
@@ -204,9 +199,17 @@ pub fn render_template(
         pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
         ..cfg.template_context(crate::proc::cgroup::size())
     };
-    let text = tmpl
-        .render(ctx)
-        .map_err(|e| crate::template::diag(src, &e))?;
+    tmpl.render(ctx).map_err(|e| crate::template::diag(src, &e))
+}
+
+/// Write a rendered template atomically, with its mode and owner.
+fn write_rendered(
+    cfg: &Config,
+    text: &str,
+    dest: &Path,
+    mode: Option<u32>,
+    owner: Option<&crate::config::model::Owner>,
+) -> Result<(), Diag> {
     let ids = match owner {
         Some(o) => {
             Some(crate::fsutil::resolve_owner(o).map_err(|e| Diag::file(dest, e.to_string()))?)
@@ -223,6 +226,137 @@ pub fn render_template(
         ids,
     )
     .map_err(|e| Diag::file(dest, format!("cannot write: {e}")))
+}
+
+pub fn render_template(
+    cfg: &Config,
+    src: &Path,
+    dest: &Path,
+    mode: Option<u32>,
+    owner: Option<&crate::config::model::Owner>,
+) -> Result<(), Diag> {
+    let text = render_text(cfg, src)?;
+    write_rendered(cfg, &text, dest, mode, owner)
+}
+
+// ----- live reconfigure -----------------------------------------------
+
+/// The most of an installed template read back to compare it with a new
+/// rendering; a bigger one counts as different.
+const INSTALLED_LIMIT: u64 = 16 << 20;
+
+/// Why a live reconfigure stopped before any process step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveError {
+    /// An input is invalid (`file:line:col: ...`): nothing was written.
+    Invalid(String),
+    /// A step failed after the pillar was installed.
+    Failed(String),
+}
+
+/// What the inline part of a live reconfigure did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveOutcome {
+    /// The pillar installed differs from the one before.
+    pub pillar_changed: bool,
+    /// The template steps whose output differed, now written.
+    pub changed: Vec<String>,
+    /// The `salt` and `command` steps to run next, in order (when the
+    /// pillar changed, or `retry`).
+    pub jobs: Vec<Job>,
+}
+
+/// The inline part of a live reconfigure (README "Live reconfigure"):
+/// validate the override first (an invalid one changes nothing, whatever
+/// `on_invalid` says), install it as the prepare phase does (same
+/// beneath-the-volume reads, budgets and atomic install), render every
+/// `template` step and write those whose output differs from what is
+/// installed. The `salt`/`command` steps are returned, never run here:
+/// the caller's loop runs them as its own children.
+pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome, LiveError> {
+    use super::pillar::{self, Outcome, PillarError};
+    if !with_pillar {
+        // `--skip pillar`: the templates still follow their sources.
+        return live_steps(cfg, retry, false);
+    }
+    let problems = pillar::check(cfg);
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(LiveError::Invalid(text.join("; ")));
+    }
+    let pillar_changed = match pillar::apply(cfg) {
+        Ok(o @ (Outcome::Installed(_) | Outcome::Restored)) => {
+            log::info!("reconfigure: pillar: {o}");
+            true
+        }
+        Ok(_) => false,
+        // Changed again between the check and the install.
+        Err(PillarError::Invalid(d, installed)) => {
+            return Err(LiveError::Invalid(format!("{d}; {installed}")))
+        }
+        Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
+    };
+    live_steps(cfg, retry, pillar_changed)
+}
+
+/// The steps of a live reconfigure, once the pillar is in place.
+fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOutcome, LiveError> {
+    let mut changed = Vec::new();
+    let mut jobs = Vec::new();
+    for step in &cfg.reconfigure.steps {
+        match &step.kind {
+            StepKind::Template {
+                src,
+                dest,
+                mode,
+                owner,
+            } => {
+                let fail = |d: Diag| LiveError::Failed(format!("{}: {d}", step.name));
+                let text = render_text(cfg, src).map_err(fail)?;
+                let root = crate::fsutil::under(dest, &cfg.paths.volume)
+                    .is_some()
+                    .then_some(cfg.paths.volume.as_path());
+                let installed = crate::fsutil::read_file_in(dest, root, INSTALLED_LIMIT).ok();
+                if installed.as_deref() == Some(text.as_bytes()) {
+                    continue;
+                }
+                write_rendered(cfg, &text, dest, *mode, owner.as_ref()).map_err(fail)?;
+                log::info!("reconfigure: {}: {} rendered", step.name, dest.display());
+                changed.push(step.name.clone());
+            }
+            StepKind::Salt { states, config_dir } if pillar_changed || retry => jobs.push(Job {
+                name: step.name.clone(),
+                argv: salt_argv(states, config_dir.as_deref()),
+                env: spawn::mc_env(cfg, &step.name),
+                timeout: step.timeout,
+            }),
+            StepKind::Command { argv } if pillar_changed || retry => jobs.push(Job {
+                name: step.name.clone(),
+                argv: argv.clone(),
+                env: spawn::mc_env(cfg, &step.name),
+                timeout: step.timeout,
+            }),
+            StepKind::Salt { .. } | StepKind::Command { .. } => {}
+        }
+    }
+    Ok(LiveOutcome {
+        pillar_changed,
+        changed,
+        jobs,
+    })
+}
+
+/// The files whose change a live reconfigure follows: the pillar override,
+/// the config file, every template source.
+pub fn live_inputs(cfg: &Config) -> Vec<PathBuf> {
+    let mut out = vec![cfg.pillar.source.clone()];
+    out.extend(cfg.file.clone());
+    for step in &cfg.reconfigure.steps {
+        if let StepKind::Template { src, .. } = &step.kind {
+            out.push(src.clone());
+        }
+    }
+    out
 }
 
 // ----- skip_unchanged -------------------------------------------------

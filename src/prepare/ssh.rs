@@ -1084,4 +1084,62 @@ mod tests {
             .any(|r| r.msg.contains("outside the key directory")));
         let _ = std::fs::remove_dir_all(&d);
     }
+
+    /// A Kubernetes Secret volume: `NAME.pub -> ..data/NAME.pub`, `..data ->
+    /// ..TIMESTAMP`, files 0400. Links that stay beneath the key directory
+    /// are followed; one whose `..data` (or target) leads out is refused.
+    #[test]
+    fn the_kubelet_layout_is_read_beneath_the_key_dir() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("mcl-ssh-k8s-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let d = base.join("ssh");
+        let ts = d.join("..2026_12_02_12_00_00.42");
+        std::fs::create_dir_all(&ts).expect("dir");
+        std::fs::write(ts.join("a.pub"), format!("{}\n", key("ssh-ed25519", "a"))).expect("w");
+        std::fs::set_permissions(ts.join("a.pub"), std::fs::Permissions::from_mode(0o400))
+            .expect("chmod");
+        std::os::unix::fs::symlink("..2026_12_02_12_00_00.42", d.join("..data")).expect("ln");
+        std::os::unix::fs::symlink("..data/a.pub", d.join("a.pub")).expect("ln");
+        // A second directory of links out of the key dir, through `..data`.
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&outside).expect("dir");
+        std::fs::write(
+            outside.join("b.pub"),
+            format!("{}\n", key("ssh-ed25519", "b")),
+        )
+        .expect("w");
+        let evil = base.join("evil");
+        std::fs::create_dir_all(&evil).expect("dir");
+        std::os::unix::fs::symlink("../outside", evil.join("..data")).expect("ln");
+        std::os::unix::fs::symlink("..data/b.pub", evil.join("b.pub")).expect("ln");
+        let cfg = SshCfg {
+            keys_dirs: vec![d.clone(), evil.clone()],
+            user: "root".into(),
+            home: None,
+            watch: false,
+            sshd: SshdMode::Never,
+            host_keys_dir: base.join("hk"),
+        };
+        let set = collect_in(&cfg, Some(&base));
+        assert_eq!(set.keys.len(), 1, "{:?}", set);
+        assert!(set.keys[0].ends_with(" a"), "{:?}", set.keys);
+        assert!(set.problems.is_empty(), "{:?}", set.problems);
+        // Both the escaping `..data` and the key reached through it.
+        let refused: Vec<String> = set
+            .refused
+            .iter()
+            .map(|r| r.file.display().to_string())
+            .collect();
+        assert_eq!(refused.len(), 2, "{:?}", set.refused);
+        assert!(
+            refused[0].ends_with("evil/..data") && refused[1].ends_with("evil/b.pub"),
+            "{refused:?}"
+        );
+        assert!(set
+            .refused
+            .iter()
+            .all(|r| r.msg.contains("outside the key directory")));
+        let _ = std::fs::remove_dir_all(&base);
+    }
 }

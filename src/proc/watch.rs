@@ -131,6 +131,14 @@ impl DirWatch {
         self.sfd.as_fd()
     }
 
+    /// Watch these directories from now on.
+    pub fn set_dirs(&mut self, dirs: &[PathBuf]) {
+        if dirs != self.dirs.as_slice() {
+            self.dirs = dirs.to_vec();
+            self.rewatch();
+        }
+    }
+
     /// Mark `path` for the events of `kind`; the mark lives as long as the fd.
     fn mark(&self, path: &Path, kind: Kind, only: Option<OsString>) -> std::io::Result<Watched> {
         let fd = nix::fcntl::open(
@@ -263,6 +271,128 @@ impl Drop for DirWatch {
     }
 }
 
+/// The name of the kubelet's link to the current payload of a ConfigMap or
+/// Secret volume: an update renames `..data_tmp` over it, so the visible
+/// `pillar.sls -> ..data/pillar.sls` link itself never changes.
+pub const KUBELET_DATA: &str = "..data";
+
+/// An inode's identity and the marks any change leaves on it (size, times;
+/// ctime moves on every change and cannot be set back).
+#[derive(Debug, Clone, PartialEq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+    mode: u32,
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+            mode: m.mode(),
+        }
+    }
+}
+
+/// What a file looks like from its directory: its own entry (a link is not
+/// followed), what a link points to, and what is reached through it.
+#[derive(Debug, Clone, PartialEq)]
+struct Look {
+    entry: Option<Stamp>,
+    link: Option<PathBuf>,
+    through: Option<Stamp>,
+}
+
+fn look(path: &Path) -> Look {
+    let entry = std::fs::symlink_metadata(path).ok();
+    let link = entry
+        .as_ref()
+        .filter(|m| m.file_type().is_symlink())
+        .and_then(|_| std::fs::read_link(path).ok());
+    Look {
+        entry: entry.as_ref().map(Stamp::of),
+        link,
+        through: std::fs::metadata(path).ok().as_ref().map(Stamp::of),
+    }
+}
+
+/// Watching files (the pillar override, mc-launcher.yml, template
+/// sources) through their directories: a file replaced by a rename, an
+/// editor's save or the kubelet's `..data` swap is seen, where a watch on
+/// the file's own inode would miss it. An event in a directory is a change
+/// only when one of the watched names (or the directory's `..data` link)
+/// now looks different — so what the launcher itself writes next to them
+/// (a template rendered into the same directory) and its own reads change
+/// nothing.
+pub struct FileWatch {
+    dirs: DirWatch,
+    files: Vec<PathBuf>,
+    /// How each watched name (then each directory's `..data`) looked when
+    /// last compared.
+    seen: Vec<Look>,
+}
+
+impl FileWatch {
+    pub fn new(files: &[PathBuf]) -> std::io::Result<FileWatch> {
+        let mut w = FileWatch {
+            dirs: DirWatch::new(&[])?,
+            files: Vec::new(),
+            seen: Vec::new(),
+        };
+        w.set_files(files);
+        Ok(w)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dirs.fd()
+    }
+
+    /// Watch these files from now on (a reconfigure may change the list);
+    /// how they look now is the state later changes are measured from.
+    pub fn set_files(&mut self, files: &[PathBuf]) {
+        let mut files = files.to_vec();
+        files.sort();
+        files.dedup();
+        let mut dirs: Vec<PathBuf> = files
+            .iter()
+            .filter_map(|f| f.parent().map(Path::to_path_buf))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        self.files = files;
+        self.dirs.set_dirs(&dirs);
+        self.seen = self.looks();
+    }
+
+    fn looks(&self) -> Vec<Look> {
+        let mut out: Vec<Look> = self.files.iter().map(|f| look(f)).collect();
+        let mut dirs: Vec<&Path> = self.files.iter().filter_map(|f| f.parent()).collect();
+        dirs.dedup();
+        out.extend(dirs.into_iter().map(|d| look(&d.join(KUBELET_DATA))));
+        out
+    }
+
+    /// Read the pending events; true when a watched file changed.
+    pub fn changed(&mut self) -> bool {
+        if !self.dirs.changed() {
+            return false;
+        }
+        let now = self.looks();
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +467,19 @@ mod tests {
                 expect(w.changed(), "a rename")?;
                 std::fs::remove_file(keys.join("b.pub")).map_err(|e| e.to_string())?;
                 expect(w.changed(), "a removal")?;
+                // A Secret volume's update: a new payload dir, `..data_tmp`
+                // renamed over `..data`.
+                std::fs::create_dir_all(keys.join("..2026_12_02_12_00_00.1"))
+                    .map_err(|e| e.to_string())?;
+                let _ = w.changed();
+                std::os::unix::fs::symlink("..2026_12_02_12_00_00.1", keys.join("..data_tmp"))
+                    .map_err(|e| e.to_string())?;
+                std::fs::rename(keys.join("..data_tmp"), keys.join("..data"))
+                    .map_err(|e| e.to_string())?;
+                expect(w.changed(), "the kubelet's ..data swap")?;
+                std::fs::remove_dir_all(&keys).map_err(|e| e.to_string())?;
+                std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
+                let _ = w.changed();
                 // The (empty) directory removed and made again: followed.
                 std::fs::remove_dir(&keys).map_err(|e| e.to_string())?;
                 expect(w.changed(), "the key dir went")?;
@@ -349,6 +492,88 @@ mod tests {
                 std::fs::write(&beside, "x").map_err(|e| e.to_string())?;
                 std::fs::remove_file(&beside).map_err(|e| e.to_string())?;
                 expect(!w.changed(), "unrelated removal beside the key dir")?;
+                Ok(())
+            })();
+            let _ = std::fs::remove_dir_all(&base);
+            res
+        });
+    }
+
+    #[test]
+    fn file_watch_sees_the_kubelet_swap_and_edits_not_neighbours() {
+        in_child(|| {
+            let base = std::env::temp_dir().join(format!("mcl-fwatch-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+            let conf = base.join("configuration");
+            let pillar = conf.join("pillar.sls");
+            let mut w = FileWatch::new(std::slice::from_ref(&pillar)).map_err(|e| e.to_string())?;
+            let e = |r: std::io::Result<()>| r.map_err(|e| e.to_string());
+            let res = (|| {
+                e(std::fs::write(base.join("unrelated"), "x"))?;
+                expect(!w.changed(), "a neighbour of the missing directory")?;
+                // The kubelet's first projection: payload dir, ..data, link.
+                e(std::fs::create_dir_all(
+                    conf.join("..2026_12_02_12_00_00.1"),
+                ))?;
+                expect(!w.changed(), "the directory alone holds no file yet")?;
+                e(std::fs::write(
+                    conf.join("..2026_12_02_12_00_00.1/pillar.sls"),
+                    "a: 1\n",
+                ))?;
+                expect(!w.changed(), "inside a payload dir: not yet visible")?;
+                e(std::os::unix::fs::symlink(
+                    "..2026_12_02_12_00_00.1",
+                    conf.join("..data_tmp"),
+                ))?;
+                expect(!w.changed(), "..data_tmp alone")?;
+                e(std::fs::rename(
+                    conf.join("..data_tmp"),
+                    conf.join("..data"),
+                ))?;
+                expect(w.changed(), "the ..data swap")?;
+                e(std::os::unix::fs::symlink("..data/pillar.sls", &pillar))?;
+                expect(w.changed(), "the visible link")?;
+                // The launcher's own reads and a file rendered beside it.
+                let _ = std::fs::read(&pillar).map_err(|e| e.to_string())?;
+                e(std::fs::write(conf.join("app.conf"), "rendered"))?;
+                expect(!w.changed(), "reads and neighbours must not count")?;
+                // A second update: only the swap changes what is seen.
+                e(std::fs::create_dir_all(
+                    conf.join("..2026_12_02_12_00_01.2"),
+                ))?;
+                e(std::fs::write(
+                    conf.join("..2026_12_02_12_00_01.2/pillar.sls"),
+                    "a: 2\n",
+                ))?;
+                e(std::os::unix::fs::symlink(
+                    "..2026_12_02_12_00_01.2",
+                    conf.join("..data_tmp"),
+                ))?;
+                e(std::fs::rename(
+                    conf.join("..data_tmp"),
+                    conf.join("..data"),
+                ))?;
+                e(std::fs::remove_dir_all(
+                    conf.join("..2026_12_02_12_00_00.1"),
+                ))?;
+                expect(w.changed(), "the second swap")?;
+                expect(!w.changed(), "nothing more")?;
+                // A plain file: removed, written, edited in place.
+                e(std::fs::remove_file(&pillar))?;
+                expect(w.changed(), "removed")?;
+                e(std::fs::write(&pillar, "a: 2\n"))?;
+                expect(w.changed(), "written")?;
+                e(std::fs::write(&pillar, "a: 3, and longer\n"))?;
+                expect(w.changed(), "edited in place")?;
+                // The list of files changes: the new one counts, the old not.
+                let other = base.join("templates/app.j2");
+                w.set_files(std::slice::from_ref(&other));
+                e(std::fs::write(&pillar, "a: 4\n"))?;
+                expect(!w.changed(), "a file no longer watched")?;
+                e(std::fs::create_dir_all(base.join("templates")))?;
+                e(std::fs::write(&other, "{{ x }}"))?;
+                expect(w.changed(), "the new file")?;
                 Ok(())
             })();
             let _ = std::fs::remove_dir_all(&base);

@@ -39,6 +39,7 @@ impl Core {
             (Command::Status, _) => Reply {
                 ok: true,
                 services: Some(self.status(now)),
+                reconfigure: self.reconf_last.clone(),
                 ..Reply::default()
             },
             (Command::Health(Health::Live), _) => {
@@ -58,7 +59,12 @@ impl Core {
                 let bad: Vec<String> = self
                     .svcs
                     .values()
-                    .filter(|s| s.spec.autostart && s.status != Status::Retired && !s.is_up())
+                    .filter(|s| {
+                        s.spec.autostart
+                            && s.status != Status::Retired
+                            && s.role != Role::Step
+                            && !s.is_up()
+                    })
                     .map(|s| s.name().to_string())
                     .collect();
                 if stopping {
@@ -80,6 +86,13 @@ impl Core {
                 return None;
             }
             (_, _) if stopping => Reply::error("the launcher is stopping"),
+            (Command::Reconfigure, _) if !self.can_reconfigure => {
+                Reply::error("no live reconfigure: the launcher ran no prepare phase")
+            }
+            (Command::Reconfigure, _) => {
+                self.request_reconfigure(Some(conn), fx);
+                return None;
+            }
             (Command::Start(_), Some(s)) => {
                 if self.svcs.get(&s).is_some_and(Svc::live) {
                     return Some(Reply::error(format!("{name} is already running")));

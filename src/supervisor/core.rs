@@ -44,6 +44,37 @@ pub enum Role {
     /// A one-shot prepare step run through the same loop: its end ends
     /// the run, quietly.
     Job,
+    /// A `salt` or `command` step of a live reconfigure (README "Live
+    /// reconfigure"): a child of this loop, whose end moves the
+    /// reconfigure on.
+    Step,
+}
+
+/// How live reconfigures ended, by result (the metrics'
+/// `mc_reconfigure_total{result=...}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReconfigureCounts {
+    pub ok: u64,
+    pub failed: u64,
+    pub invalid: u64,
+}
+
+/// What the shell did for an `Effect::Reconfigure`, before any child runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prepared {
+    /// The new pillar or config is invalid (`file:line:col: ...`): nothing
+    /// was touched.
+    Invalid(String),
+    /// Validated, but a step failed (a template that does not render).
+    Failed(String),
+    /// Installed and rendered: the outputs that changed (each template
+    /// whose rendering differs from what was installed), and the
+    /// `salt`/`command` steps the core runs next, in order (each one that
+    /// succeeds counts as a change: what it wrote is not known).
+    Ready {
+        changed: Vec<String>,
+        steps: Vec<crate::proc::Job>,
+    },
 }
 
 /// A valid new configuration, from SIGHUP or `ctl reload`.
@@ -99,6 +130,13 @@ pub enum Input {
         service: String,
         message: String,
     },
+    /// A watched input of the live reconfigure changed (debounced).
+    InputsChanged,
+    /// The outcome of an `Effect::Reconfigure`.
+    Prepared {
+        conn: Option<ConnId>,
+        result: Prepared,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -142,6 +180,13 @@ pub enum Effect {
     /// Read the configuration again; answer with `Reloaded`.
     Reload {
         conn: Option<ConnId>,
+    },
+    /// Validate and install the pillar, render the templates; answer with
+    /// `Prepared`. `retry`: the last reconfigure failed, so its steps run
+    /// again and count as a change even if no input differs now.
+    Reconfigure {
+        conn: Option<ConnId>,
+        retry: bool,
     },
     /// A stop has begun (close watches; notify).
     StopBegan,
@@ -309,6 +354,18 @@ pub struct Core {
     pub(super) notify_self: bool,
     /// `READY=1` went out to it.
     pub(super) told_ready: bool,
+    /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
+    pub(super) can_reconfigure: bool,
+    /// The live reconfigure in progress.
+    pub(super) reconf: Option<super::live::Live>,
+    /// Asked again while one ran: the connections that wait for the next
+    /// one, and whether one is due at all.
+    pub(super) reconf_again: Option<Vec<ConnId>>,
+    /// The last reconfigure failed: the next one retries its steps.
+    pub(super) reconf_retry: bool,
+    /// What `ctl status` shows of the last reconfigure.
+    pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
+    pub reconfigure_counts: ReconfigureCounts,
 }
 
 pub struct CoreOptions {
@@ -321,6 +378,8 @@ pub struct CoreOptions {
     pub drain: Duration,
     /// Send `READY=1` / `STOPPING=1` to our own supervisor (NOTIFY_SOCKET).
     pub notify_self: bool,
+    /// `ctl reconfigure` and the watch may ask for a live reconfigure.
+    pub can_reconfigure: bool,
 }
 
 impl Core {
@@ -344,6 +403,12 @@ impl Core {
             cause: None,
             notify_self: opts.notify_self,
             told_ready: false,
+            can_reconfigure: opts.can_reconfigure,
+            reconf: None,
+            reconf_again: None,
+            reconf_retry: false,
+            reconf_last: None,
+            reconfigure_counts: ReconfigureCounts::default(),
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -402,6 +467,8 @@ impl Core {
                 self.set_sshd(want, now);
                 self.stop_retired(now, &mut fx);
             }
+            Input::InputsChanged => self.request_reconfigure(None, &mut fx),
+            Input::Prepared { conn, result } => self.prepared(conn, result, now, &mut fx),
         }
         self.settle(now, &mut fx);
         fx
@@ -430,6 +497,7 @@ impl Core {
             }
         }
         consider(self.drain_deadline());
+        consider(self.reconf.as_ref().and_then(|r| r.deadline));
         at
     }
 
@@ -463,7 +531,7 @@ impl Core {
         let has_main = self.svcs.values().any(|s| s.spec.main);
         self.svcs
             .values()
-            .filter(|s| s.spec.main || !has_main)
+            .filter(|s| s.role != Role::Step && (s.spec.main || !has_main))
             .flat_map(|s| s.procs.iter().filter_map(|p| p.m.pid()))
             .collect()
     }
@@ -616,6 +684,15 @@ impl Core {
             self.begin_stop(None, Cause::MainEnded, now, fx);
             return;
         }
+        if svc.role == Role::Step {
+            let end = match exit {
+                Some(Exit::Code(0)) => Ok(()),
+                Some(e) => Err(e.to_string()),
+                None => Err("stopped".to_string()),
+            };
+            self.step_ended(s, end, now, fx);
+            return;
+        }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
         if self.stopping.is_none() {
             if let Some(e) = exit {
@@ -645,6 +722,10 @@ impl Core {
         if svc.role == Role::Job {
             svc.status = Status::Failed(reason);
             self.begin_stop(Some(EXIT_FAILURE), Cause::MainEnded, now, fx);
+            return;
+        }
+        if svc.role == Role::Step {
+            self.step_ended(s, Err(reason), now, fx);
             return;
         }
         log::error!("{}: FAILED: {reason}", svc.name());
@@ -713,6 +794,7 @@ impl Core {
         if self.warmup_until.is_some_and(|w| w <= now) {
             self.warmup_until = None;
         }
+        self.step_timeouts(now, fx);
         let overdue = self
             .stopping
             .as_ref()

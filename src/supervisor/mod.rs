@@ -10,6 +10,7 @@
 
 pub mod control;
 pub mod core;
+mod live;
 pub mod machine;
 pub mod plan;
 mod probes;
@@ -21,7 +22,7 @@ mod stop;
 use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};
 use crate::signals::SignalSource;
-pub use core::{ReloadSet, Role};
+pub use core::{Prepared, ReconfigureCounts, ReloadSet, Role};
 use std::collections::VecDeque;
 
 /// Reloads the configuration (SIGHUP, `ctl reload`): the new config and
@@ -31,6 +32,19 @@ pub type Reloader = Box<dyn FnMut() -> Result<(Config, ReloadSet), String>>;
 /// Applies the key directories again after a change (`ssh.watch`) and
 /// says what sshd should now be (`None`: none).
 pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
+
+/// A live reconfigure's inline part (README "Live reconfigure"): validate
+/// the inputs, install the pillar, render the templates, and say which
+/// process steps the core runs next. `retry`: the last one failed, its
+/// steps run again. Never runs a child itself: the core does.
+pub type Reconfigurer = Box<dyn FnMut(bool) -> ReconfigureRun>;
+
+/// What a `Reconfigurer` did, and what the watch follows from now on.
+pub struct ReconfigureRun {
+    pub result: Prepared,
+    /// The files whose change triggers the next one (`reconfigure.watch`).
+    pub watch: Vec<std::path::PathBuf>,
+}
 
 /// What `run` needs beyond the services.
 pub struct RunOptions {
@@ -44,6 +58,10 @@ pub struct RunOptions {
     pub keys_watch: Option<crate::proc::watch::DirWatch>,
     /// The launcher's own `NOTIFY_SOCKET` (podman, systemd).
     pub notify_socket: Option<String>,
+    /// `ctl reconfigure` and, with `reconfigure_watch`, changes of the inputs.
+    pub reconfigurer: Option<Reconfigurer>,
+    /// The watch of the live reconfigure's inputs (`reconfigure.watch`).
+    pub reconfigure_watch: Option<crate::proc::watch::FileWatch>,
 }
 
 /// Supervise `services` (the main service and sshd included, each with its
@@ -74,6 +92,7 @@ pub fn run(
             seed,
             drain: cfg.shutdown.drain,
             notify_self: opts.notify_socket.is_some(),
+            can_reconfigure: opts.reconfigurer.is_some(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
@@ -120,6 +139,9 @@ pub fn run(
         notify_target: opts.notify_socket,
         cgroup,
         oom_seen,
+        reconfigurer: opts.reconfigurer,
+        reconf_watch: opts.reconfigure_watch,
+        reconf_due: None,
     };
     shell.run()
 }
@@ -134,7 +156,8 @@ fn services_want_notify(cfg: &Config) -> bool {
     })
 }
 
-/// How long a prepare step's group gets between TERM and KILL.
+/// How long a prepare step's group gets between TERM and KILL (a live
+/// reconfigure's steps too).
 const STEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Run one prepare step through the same core and loop as the services:
@@ -155,6 +178,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
             seed: 1,
             drain: std::time::Duration::ZERO,
             notify_self: false,
+            can_reconfigure: false,
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
@@ -193,6 +217,9 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         notify_target: None,
         cgroup: None,
         oom_seen: 0,
+        reconfigurer: None,
+        reconf_watch: None,
+        reconf_due: None,
     };
     shell.run();
     let Some(j) = shell.job.take() else {

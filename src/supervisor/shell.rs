@@ -11,13 +11,13 @@
 //! non-blocking, host names resolve on a helper thread.
 
 use super::core::{label, Core, Effect, Input, ProbeId};
-use super::{KeysChanged, Reloader};
+use super::{KeysChanged, Reconfigurer, Reloader};
 use crate::config::model::{Config, ReadyCheck, Stream};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
 use crate::proc::probe::{Probes, Target, Verdict};
-use crate::proc::watch::DirWatch;
+use crate::proc::watch::{DirWatch, FileWatch};
 use crate::proc::{reap, spawn};
 use crate::signals::SignalSource;
 use nix::errno::Errno;
@@ -31,6 +31,9 @@ use std::time::{Duration, Instant};
 
 /// Quiet time after a change in the key directories before they are read.
 const KEYS_DEBOUNCE: Duration = Duration::from_millis(300);
+/// Quiet time after a change of the live reconfigure's inputs (README
+/// "Live reconfigure"): a kubelet update or an editor's save is a burst.
+const RECONFIGURE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// Inputs handled between two looks at the signal fd, so that a stop
 /// request is read soon even during a start of thousands of processes.
 const SIGNAL_CHECK_EVERY: usize = 64;
@@ -66,6 +69,9 @@ pub(super) struct Shell<'a> {
     /// seen so far.
     pub cgroup: Option<crate::proc::cgroup::Layout>,
     pub oom_seen: u64,
+    pub reconfigurer: Option<Reconfigurer>,
+    pub reconf_watch: Option<FileWatch>,
+    pub reconf_due: Option<Instant>,
 }
 
 /// What the shell follows of a job (a prepare step).
@@ -91,6 +97,7 @@ const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
 enum Src {
     Signals,
     Keys,
+    Reconf,
     Listener,
     Conn(u64),
     ProbeWake,
@@ -204,11 +211,26 @@ impl Shell<'_> {
                 };
                 self.inputs.push_back(Input::Reloaded { conn, result });
             }
+            Effect::Reconfigure { conn, retry } => {
+                let result = match &mut self.reconfigurer {
+                    None => super::Prepared::Failed("no live reconfigure".into()),
+                    Some(f) => {
+                        let run = f(retry);
+                        if let Some(w) = &mut self.reconf_watch {
+                            w.set_files(&run.watch);
+                        }
+                        run.result
+                    }
+                };
+                self.inputs.push_back(Input::Prepared { conn, result });
+            }
             Effect::StopBegan => {
                 self.keys_due = None;
-                // No more key changes are applied (dropping the watch is
-                // free: see proc::watch).
+                self.reconf_due = None;
+                // No more changes are applied (dropping a watch is free:
+                // see proc::watch).
                 self.keys = None;
+                self.reconf_watch = None;
             }
             Effect::Exit(code) => self.exit = Some(code),
             Effect::Hook {
@@ -394,6 +416,7 @@ impl Shell<'_> {
             self.core.next_deadline(),
             self.probes.next_deadline(),
             self.keys_due,
+            self.reconf_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
             job_deadline,
         ]
@@ -409,6 +432,9 @@ impl Shell<'_> {
         ));
         if let Some(k) = &self.keys {
             srcs.push((Src::Keys, k.fd().as_raw_fd(), PollFlags::POLLIN));
+        }
+        if let Some(w) = &self.reconf_watch {
+            srcs.push((Src::Reconf, w.fd().as_raw_fd(), PollFlags::POLLIN));
         }
         if let Some(ctl) = &self.ctl {
             srcs.push((
@@ -462,6 +488,11 @@ impl Shell<'_> {
                         self.keys_due = Some(now + KEYS_DEBOUNCE);
                     }
                 }
+                Src::Reconf => {
+                    if self.reconf_watch.as_mut().is_some_and(FileWatch::changed) {
+                        self.reconf_due = Some(now + RECONFIGURE_DEBOUNCE);
+                    }
+                }
                 Src::Listener => {
                     if let Some(ctl) = &mut self.ctl {
                         ctl.accept(now);
@@ -509,6 +540,10 @@ impl Shell<'_> {
                 let want = f(&self.cfg);
                 self.inputs.push_back(Input::Sshd(want));
             }
+        }
+        if self.reconf_due.is_some_and(|t| t <= now) {
+            self.reconf_due = None;
+            self.inputs.push_back(Input::InputsChanged);
         }
         self.inputs.push_back(Input::Tick);
     }

@@ -63,6 +63,7 @@ impl Core {
             drain_until: None,
             drained: false,
         });
+        self.abandon_reconfigure(fx);
         fx.push(Effect::StopBegan);
         if self.notify_self {
             fx.push(Effect::Notify("STOPPING=1".into()));

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod salt;
 pub mod tree;
 
 use std::io::Read;

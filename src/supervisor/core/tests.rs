@@ -17,6 +17,8 @@ struct Sim {
     probes: Vec<(ProbeId, String)>,
     replies: Vec<Reply>,
     reloads: usize,
+    /// The `retry` of each `Effect::Reconfigure`.
+    reconfigures: Vec<bool>,
     exit: Option<i32>,
     hooks: Vec<(ProbeId, String)>,
     notes: Vec<String>,
@@ -31,6 +33,7 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
         seed: 7,
         drain,
         notify_self,
+        can_reconfigure: true,
     }
 }
 
@@ -72,6 +75,7 @@ impl Sim {
             probes: Vec::new(),
             replies: Vec::new(),
             reloads: 0,
+            reconfigures: Vec::new(),
             exit: None,
             hooks: Vec::new(),
             notes: Vec::new(),
@@ -106,6 +110,7 @@ impl Sim {
                     Effect::Notify(m) => self.notes.push(m),
                     Effect::Reply { reply, .. } => self.replies.push(reply),
                     Effect::Reload { .. } => self.reloads += 1,
+                    Effect::Reconfigure { retry, .. } => self.reconfigures.push(retry),
                     Effect::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -342,6 +347,7 @@ fn exit_status_rule() {
             seed: 1,
             drain: Duration::ZERO,
             notify_self: false,
+            can_reconfigure: false,
         },
     );
     let now = Instant::now();
@@ -504,6 +510,7 @@ fn big_starts_come_in_batches() {
             seed: 1,
             drain: Duration::ZERO,
             notify_self: false,
+            can_reconfigure: false,
         },
     );
     let mut core = core;
@@ -707,6 +714,7 @@ fn a_main_that_ends_does_not_drain() {
             seed: 1,
             drain: Duration::from_secs(5),
             notify_self: false,
+            can_reconfigure: false,
         },
     );
     let mut core = core;
@@ -813,4 +821,259 @@ fn sd_notify_both_ways() {
     );
     sim.at(500);
     assert_eq!(sim.state("late"), StateName::Failed);
+}
+
+// ----- live reconfigure (README "Live reconfigure") -------------------------
+
+use crate::config::model::OnReconfigure;
+use crate::proc::Job;
+
+fn on_reconf(name: &str, on: OnReconfigure) -> Service {
+    let mut s = svc(name);
+    s.on_reconfigure = on;
+    s
+}
+
+fn job(name: &str, timeout_ms: Option<u64>) -> Job {
+    Job {
+        name: name.into(),
+        argv: vec!["step".into()],
+        env: Vec::new(),
+        timeout: timeout_ms.map(Duration::from_millis),
+    }
+}
+
+/// Services `reload` (USR2), `restart`, `none` of the config, plus sshd.
+fn live_sim() -> Sim {
+    let mut reload = on_reconf("reload", OnReconfigure::Reload);
+    reload.reload_signal = Signal::SIGUSR2;
+    Sim::new(vec![
+        (svc("sshd"), Role::Sshd),
+        (reload, Role::Config),
+        (on_reconf("restart", OnReconfigure::Restart), Role::Config),
+        (on_reconf("none", OnReconfigure::None), Role::Config),
+    ])
+}
+
+fn prepared(sim: &mut Sim, result: Prepared) {
+    sim.feed(Input::Prepared { conn: None, result });
+}
+
+fn ready(changed: &[&str], steps: Vec<Job>) -> Prepared {
+    Prepared::Ready {
+        changed: changed.iter().map(|c| c.to_string()).collect(),
+        steps,
+    }
+}
+
+#[test]
+fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
+    let mut sim = live_sim();
+    sim.now = sim.t0 + Duration::from_secs(5);
+    let before = sim.spawned.clone();
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: Command::Reconfigure,
+    });
+    assert_eq!(sim.reconfigures, [false], "the shell's part is asked for");
+    assert!(sim.replies.is_empty(), "the answer waits for the outcome");
+    sim.feed(Input::Prepared {
+        conn: Some(1),
+        result: ready(&["template-1"], Vec::new()),
+    });
+    let reply = sim.replies.pop().expect("answered");
+    assert!(reply.ok, "{reply:?}");
+    let msg = reply.message.unwrap_or_default();
+    assert!(msg.contains("reloaded reload (USR2)"), "{msg}");
+    assert!(msg.contains("restarted restart"), "{msg}");
+    assert!(!msg.contains("none") && !msg.contains("sshd"), "{msg}");
+    // The reload keeps the pid; the restart stops its process first.
+    assert_eq!(sim.signalled(Signal::SIGUSR2), ["reload"]);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["restart"]);
+    sim.exited("restart", Exit::Signal(15));
+    sim.at(6000);
+    let new: Vec<&str> = sim.spawned[before.len()..]
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        new,
+        ["restart"],
+        "only the restart service is spawned again"
+    );
+    assert_eq!(
+        sim.core.reconfigure_counts,
+        ReconfigureCounts {
+            ok: 1,
+            failed: 0,
+            invalid: 0
+        }
+    );
+    let status = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(status.last, "ok");
+}
+
+#[test]
+fn nothing_changed_touches_nothing() {
+    let mut sim = live_sim();
+    sim.feed(Input::InputsChanged);
+    prepared(&mut sim, ready(&[], Vec::new()));
+    assert!(sim.signals.is_empty(), "{:?}", sim.signals);
+    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(st.last, "ok");
+    assert!(
+        st.message.unwrap_or_default().contains("nothing changed"),
+        "the log and status say so"
+    );
+    assert_eq!(sim.core.reconfigure_counts.ok, 1);
+}
+
+#[test]
+fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
+    let mut sim = live_sim();
+    sim.feed(Input::InputsChanged);
+    let err = "/v/configuration/pillar.sls:3:1: YAML syntax error";
+    prepared(&mut sim, Prepared::Invalid(err.into()));
+    assert!(sim.signals.is_empty());
+    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(
+        (st.last.as_str(), st.error.as_deref()),
+        ("invalid", Some(err))
+    );
+    // Still shown by a later status, until the next reconfigure.
+    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(st.last, "invalid");
+    sim.feed(Input::InputsChanged);
+    assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
+    prepared(&mut sim, ready(&["template-1"], Vec::new()));
+    assert_eq!(
+        sim.ctl(Command::Status).reconfigure.expect("shown").last,
+        "ok"
+    );
+    assert_eq!(
+        sim.core.reconfigure_counts,
+        ReconfigureCounts {
+            ok: 1,
+            failed: 0,
+            invalid: 1
+        }
+    );
+}
+
+#[test]
+fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
+    let mut sim = live_sim();
+    let n0 = sim.spawned.len();
+    sim.feed(Input::InputsChanged);
+    prepared(
+        &mut sim,
+        ready(&[], vec![job("salt-1", None), job("command-2", None)]),
+    );
+    let steps =
+        |sim: &Sim| -> Vec<String> { sim.spawned[n0..].iter().map(|(n, _)| n.clone()).collect() };
+    assert_eq!(steps(&sim), ["salt-1"], "one at a time");
+    sim.exited("salt-1", Exit::Code(0));
+    assert_eq!(steps(&sim), ["salt-1", "command-2"]);
+    sim.exited("command-2", Exit::Code(3));
+    assert!(sim.signals.is_empty(), "a failed step touches no service");
+    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(st.last, "failed");
+    assert!(st.error.unwrap_or_default().contains("command-2"));
+    assert!(
+        sim.core
+            .status(sim.now)
+            .iter()
+            .all(|s| s.name != "command-2"),
+        "a finished step leaves the status table"
+    );
+    // The next change retries, and its success counts as a change.
+    sim.feed(Input::InputsChanged);
+    assert_eq!(sim.reconfigures, [false, true]);
+    prepared(&mut sim, ready(&[], vec![job("command-2", None)]));
+    sim.exited("command-2", Exit::Code(0));
+    assert_eq!(sim.signalled(Signal::SIGUSR2), ["reload"]);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["restart"]);
+    assert_eq!(
+        sim.core.reconfigure_counts,
+        ReconfigureCounts {
+            ok: 1,
+            failed: 1,
+            invalid: 0
+        }
+    );
+    sim.feed(Input::InputsChanged);
+    assert_eq!(sim.reconfigures, [false, true, false], "retried once only");
+}
+
+#[test]
+fn a_step_past_its_timeout_is_stopped_and_fails() {
+    let mut sim = live_sim();
+    sim.feed(Input::InputsChanged);
+    prepared(&mut sim, ready(&[], vec![job("command-1", Some(1000))]));
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_millis(1000)),
+        "the core wakes for the timeout, for nothing else"
+    );
+    sim.at(1000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
+    sim.exited("command-1", Exit::Signal(15));
+    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    assert_eq!(st.last, "failed");
+    assert!(st.error.unwrap_or_default().contains("timed out"));
+    assert_eq!(sim.signalled(Signal::SIGUSR2), Vec::<String>::new());
+    assert_eq!(sim.core.next_deadline(), None, "idle again");
+}
+
+#[test]
+fn changes_during_a_reconfigure_make_one_more() {
+    let mut sim = live_sim();
+    sim.feed(Input::InputsChanged);
+    sim.feed(Input::InputsChanged);
+    sim.feed(Input::Ctl {
+        conn: 7,
+        cmd: Command::Reconfigure,
+    });
+    assert_eq!(sim.reconfigures, [false], "one at a time");
+    prepared(&mut sim, ready(&[], Vec::new()));
+    assert_eq!(sim.reconfigures, [false, false], "then one more for all");
+    assert!(
+        sim.replies.is_empty(),
+        "the waiting client gets the next one"
+    );
+    prepared(&mut sim, ready(&[], Vec::new()));
+    assert_eq!(sim.replies.len(), 1);
+    assert_eq!(sim.core.reconfigure_counts.ok, 2);
+}
+
+#[test]
+fn a_stop_abandons_a_reconfigure_and_its_step() {
+    let mut sim = live_sim();
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: Command::Reconfigure,
+    });
+    prepared(&mut sim, ready(&[], vec![job("command-1", None)]));
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    let reply = sim.replies.pop().expect("answered");
+    assert!(!reply.ok, "{reply:?}");
+    assert!(sim
+        .signalled(Signal::SIGTERM)
+        .contains(&"command-1".to_string()));
+    assert!(sim.signalled(Signal::SIGUSR2).is_empty());
+}
+
+#[test]
+fn without_a_prepare_phase_there_is_no_reconfigure() {
+    let mut sim = Sim::with(
+        vec![(svc("a"), Role::Config)],
+        CoreOptions {
+            can_reconfigure: false,
+            ..options(Duration::ZERO, false)
+        },
+    );
+    let r = sim.ctl(Command::Reconfigure);
+    assert!(!r.ok && r.error.unwrap_or_default().contains("no live reconfigure"));
+    sim.feed(Input::InputsChanged);
+    assert!(sim.reconfigures.is_empty());
 }
