@@ -1091,17 +1091,7 @@ fn static_binary_runs_in_an_image_with_no_libc() {
 /// `web`'s pids, as `ctl status` in the container says.
 fn service_pids(c: &Container, name: &str) -> Vec<i64> {
     let o = c.exec(&["mc-launcher", "ctl", "--json", "status"]);
-    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap_or_default();
-    v["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name)
-        .and_then(|s| s["pids"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.as_i64())
-        .collect()
+    status_pids(&serde_json::from_str(&o.stdout).unwrap_or_default(), name)
 }
 
 /// README "Live reconfigure" in a real container, as the Kubernetes

@@ -132,14 +132,6 @@ echo without=$({login} >/dev/null 2>&1; echo rc=$?)"#,
     );
 }
 
-fn voluntary_switches(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("switch count")
-}
-
 #[test]
 fn key_watch_goes_idle_after_a_change_and_reports_once_per_change() {
     let t = tree("ft-idle", "ssh:\n  sshd: never\n  watch: true\n");

@@ -108,24 +108,7 @@ fn status_json(run: &Running) -> serde_json::Value {
 
 /// The pids `ctl status` gives for `name`.
 fn pids(run: &Running, name: &str) -> Vec<i64> {
-    status_json(run)["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == name)
-        .and_then(|s| s["pids"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|p| p.as_i64())
-        .collect()
-}
-
-fn voluntary_switches(pid: i32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    s.lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("switch count")
+    status_pids(&status_json(run), name)
 }
 
 /// Whether `text` holds `path:LINE:COL`.

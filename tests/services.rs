@@ -576,16 +576,9 @@ fn idle_launcher_does_not_wake_up() {
     let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
     let pid = run.launcher_pid();
     std::thread::sleep(Duration::from_millis(800));
-    let switches = |pid: i32| {
-        let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-        s.lines()
-            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .expect("switch count")
-    };
-    let before = switches(pid);
+    let before = voluntary_switches(pid);
     std::thread::sleep(Duration::from_secs(3));
-    let after = switches(pid);
+    let after = voluntary_switches(pid);
     run.signal(15);
     let out = run.wait();
     assert_eq!(

@@ -515,3 +515,27 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
 }
+
+/// How often `pid` has gone to sleep and been woken (its voluntary context
+/// switches): the idle tests' measure of wake-ups.
+pub fn voluntary_switches(pid: i32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    s.lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("switch count")
+}
+
+/// The pids of service `name` in a `ctl status --json` answer.
+pub fn status_pids(status: &serde_json::Value, name: &str) -> Vec<i64> {
+    status["services"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["pids"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| p.as_i64())
+        .collect()
+}
