@@ -52,6 +52,9 @@ pub struct Config {
     pub services: Vec<Service>,
     pub shutdown: ShutdownCfg,
     pub control: ControlCfg,
+    /// The launcher's own lines and the `prefix` streams (README "Logging").
+    pub log: LogCfg,
+    pub metrics: MetricsCfg,
     /// Where the termination report goes (`None`: nowhere).
     pub termination_log: Option<PathBuf>,
 }
@@ -360,6 +363,56 @@ pub struct ControlCfg {
     pub socket: PathBuf,
 }
 
+/// How a record is written: `web | text`, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// At most `lines` lines of one service per `per`; the rest are dropped
+/// and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub lines: u64,
+    pub per: Duration,
+}
+
+/// Docker's json-file and local drivers cut a line at 16 KiB: records
+/// stay within this, framing included, unless configured otherwise.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
+/// The smallest `log.max_line`: room for the JSON envelope of a long
+/// service name and some payload.
+pub const MIN_MAX_LINE: usize = 1024;
+/// The largest `log.max_line` (a longer record helps no log driver).
+pub const MAX_MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCfg {
+    pub format: LogFormat,
+    /// Longest record written, newline and framing included.
+    pub max_line: usize,
+    /// Per service, each separately (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for LogCfg {
+    fn default() -> LogCfg {
+        LogCfg {
+            format: LogFormat::Text,
+            max_line: DEFAULT_MAX_LINE,
+            rate_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsCfg {
+    /// Serve `GET /metrics` there (`None`: only `ctl metrics`).
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 impl Config {
     /// The configuration used when no file exists: a plain init.
     pub fn plain(root: PathBuf, project: Option<String>) -> Config {
@@ -397,6 +450,8 @@ impl Config {
             control: ControlCfg {
                 socket: PathBuf::from("/run/mc-launcher.sock"),
             },
+            log: LogCfg::default(),
+            metrics: MetricsCfg::default(),
             project,
             root,
             paths,

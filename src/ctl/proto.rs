@@ -40,6 +40,8 @@ pub enum Health {
 pub enum Command {
     Status,
     Health(Health),
+    /// The Prometheus exposition (README "Metrics").
+    Metrics,
     Start(String),
     Stop(String),
     Restart(String),
@@ -54,6 +56,7 @@ pub enum Command {
 pub const COMMANDS: &[(&str, bool)] = &[
     ("status", false),
     ("health", false),
+    ("metrics", false),
     ("start", true),
     ("stop", true),
     ("restart", true),
@@ -85,6 +88,7 @@ impl Command {
                     return Err(format!("unknown health check: {other} (live or ready)"))
                 }
             }),
+            "metrics" => Command::Metrics,
             "start" => Command::Start(name),
             "stop" => Command::Stop(name),
             "restart" => Command::Restart(name),
@@ -123,6 +127,7 @@ impl Command {
                 },
                 ..plain("health")
             },
+            Command::Metrics => plain("metrics"),
             Command::Start(n) => named("start", n),
             Command::Stop(n) => named("stop", n),
             Command::Restart(n) => named("restart", n),
@@ -219,6 +224,9 @@ pub struct Reply {
     pub removed: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed: Option<Vec<String>>,
+    /// `metrics`: the exposition text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl Reply {
@@ -308,6 +316,7 @@ mod tests {
             Command::Health(Health::All),
             Command::Health(Health::Live),
             Command::Health(Health::Ready),
+            Command::Metrics,
             Command::Start("a".into()),
             Command::Stop("a".into()),
             Command::Restart("a".into()),

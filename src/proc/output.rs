@@ -498,6 +498,14 @@ fn strftime_now(fmt: &str) -> String {
     }
 }
 
+/// The wall clock, in seconds since the Unix epoch (0 before it).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Outcome of draining a reader.
 pub enum Drained {
     /// More may come.

@@ -41,6 +41,11 @@ impl Core {
                 services: Some(self.status(now)),
                 ..Reply::default()
             },
+            (Command::Metrics, _) => Reply {
+                ok: true,
+                metrics: Some(self.metrics_text()),
+                ..Reply::default()
+            },
             (Command::Health(Health::Live), _) => {
                 let failed: Vec<String> = self
                     .svcs

@@ -286,7 +286,20 @@ pub enum Cause {
     },
 }
 
+/// Live reconfigurations by result, for `mc_reconfigure_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ReconfigureCounts {
+    pub ok: u64,
+    pub failed: u64,
+    pub invalid: u64,
+}
+
 pub struct Core {
+    pub reconfigure_counts: ReconfigureCounts,
+    /// When the launcher started (seconds since the epoch), for
+    /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
+    /// the core.
+    pub start_time_unix: f64,
     pub(super) svcs: BTreeMap<u32, Svc>,
     pub(super) next_svc: u32,
     pub(super) next_proc: u64,
@@ -326,6 +339,8 @@ pub struct CoreOptions {
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
+            reconfigure_counts: ReconfigureCounts::default(),
+            start_time_unix: 0.0,
             svcs: BTreeMap::new(),
             next_svc: 0,
             next_proc: 0,

@@ -11,6 +11,7 @@
 pub mod control;
 pub mod core;
 pub mod machine;
+pub mod metrics;
 pub mod plan;
 mod probes;
 mod reload;
@@ -66,7 +67,7 @@ pub fn run(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x9e37_79b9)
         ^ (std::process::id() as u64).rotate_left(32);
-    let core = core::Core::new(
+    let mut core = core::Core::new(
         services,
         core::CoreOptions {
             shutdown_timeout: cfg.shutdown.timeout,
@@ -76,6 +77,7 @@ pub fn run(
             notify_self: opts.notify_socket.is_some(),
         },
     );
+    core.start_time_unix = crate::proc::output::unix_now();
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
