@@ -10,7 +10,8 @@
 //! once writing works again. The launcher's own log lines take the same
 //! queue, so they never interleave with a service's. Layer 2.
 
-use crate::config::model::FileStream;
+use super::record::{self, Head};
+use crate::config::model::{FileStream, RateLimit};
 use nix::fcntl::OFlag;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -21,15 +22,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Biggest line kept whole; a longer one is cut into pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
+/// For `file` streams (which no log driver reads): the longest line kept
+/// whole, only to bound what waits for a newline; a longer one is cut
+/// there. `prefix` streams follow `log.max_line` (`record`).
+const FILE_MAX_LINE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// The pipe buffer asked for each service's output.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 /// At most this much is read from one pipe per wake-up, so a service that
 /// writes without pause neither grows our buffer without bound nor starves
-/// the others (poll is level-triggered: the rest comes next round).
-const MAX_READ_PER_DRAIN: usize = 1 << 20;
+/// the others (poll is level-triggered: the rest comes next round), and a
+/// round of the loop stays short however many services flood: the control
+/// socket is served between rounds.
+const MAX_READ_PER_DRAIN: usize = 256 * 1024;
 /// Bytes waiting for the writer thread at most; beyond, lines are dropped.
 pub const QUEUE_BYTES: usize = 16 << 20;
 /// The writer's writes are at most this big (large writes are slower on
@@ -170,6 +175,19 @@ impl Writer {
         self.lock().dropped_lines
     }
 
+    /// The queue is full: whatever is submitted now is dropped (the loop
+    /// then counts lines rather than format them).
+    pub fn full(&self) -> bool {
+        self.lock().bytes >= QUEUE_BYTES
+    }
+
+    /// Count `lines` (of `bytes`) as dropped without submitting them.
+    pub fn count_dropped(&self, lines: u64, bytes: u64) {
+        let mut q = self.lock();
+        q.dropped_lines += lines;
+        q.dropped_bytes += bytes;
+    }
+
     fn run(&self) {
         let mut files: HashMap<PathBuf, FileOut> = HashMap::new();
         loop {
@@ -182,13 +200,15 @@ impl Writer {
                 self.idle.notify_all();
                 if q.dropped_lines > 0 {
                     // Writing works again: say what was lost, once.
-                    let note = format!(
-                        "mc-launcher: warning: output could not keep up: {} line(s), {} bytes dropped\n",
+                    let msg = format!(
+                        "output could not keep up: {} line(s), {} bytes dropped",
                         q.dropped_lines, q.dropped_bytes
                     );
                     q.dropped_lines = 0;
                     q.dropped_bytes = 0;
-                    q.items.push_back((Dest::Stderr, note.into_bytes()));
+                    let mut note = Vec::new();
+                    record::launcher_line(log::Level::Warn, None, &msg, &mut note);
+                    q.items.push_back((Dest::Stderr, note));
                     continue;
                 }
                 q = match self.more.wait(q) {
@@ -298,13 +318,98 @@ impl Tail {
 /// A tail shared by the readers of a service's processes and the loop.
 pub type SharedTail = std::rc::Rc<std::cell::RefCell<Tail>>;
 
+/// Where the reader is in the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line.
+    Fresh,
+    /// Pieces of a long line went out already (`first`: none yet).
+    Split { id: u64, first: bool },
+    /// The rate limit dropped this line: its rest goes too.
+    Dropping,
+}
+
+/// The per-service rate limit (`log.rate_limit`), shared by the readers of
+/// all its processes and streams.
+pub struct Limiter {
+    name: String,
+    limit: RateLimit,
+    window_end: Option<Instant>,
+    count: u64,
+    dropped: u64,
+}
+
+pub type SharedLimiter = std::rc::Rc<std::cell::RefCell<Limiter>>;
+
+impl Limiter {
+    pub fn new(name: &str, limit: RateLimit) -> Limiter {
+        Limiter {
+            name: name.to_string(),
+            limit,
+            window_end: None,
+            count: 0,
+            dropped: 0,
+        }
+    }
+
+    /// May one more line through at `now`? A fixed window of `per`: its
+    /// first `lines` lines pass.
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.window_end.is_none_or(|end| now >= end) {
+            self.report();
+            self.window_end = Some(now + self.limit.per);
+            self.count = 0;
+        }
+        if self.count < self.limit.lines {
+            self.count += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// When a drop report is due (the window that dropped lines ends), so
+    /// that a service that goes quiet after a flood still gets it.
+    pub fn due(&self) -> Option<Instant> {
+        self.window_end.filter(|_| self.dropped > 0)
+    }
+
+    /// Report the lines dropped in a window that is over.
+    pub fn report_if_due(&mut self, now: Instant) {
+        if self.due().is_some_and(|end| now >= end) {
+            self.report();
+        }
+    }
+
+    /// Report what was dropped now (the launcher is ending).
+    pub fn report(&mut self) {
+        if self.dropped == 0 {
+            return;
+        }
+        let msg = format!(
+            "{} lines dropped (rate limit {}/{})",
+            self.dropped,
+            self.limit.lines,
+            humantime::format_duration(self.limit.per)
+        );
+        self.dropped = 0;
+        let w = writer();
+        let mut out = w.buffer();
+        record::launcher_line(log::Level::Warn, Some(&self.name), &msg, &mut out);
+        w.submit(Dest::Stderr, out);
+    }
+}
+
 /// The read end of one child's stdout or stderr pipe.
 pub struct Reader {
     fd: File,
     pending: Vec<u8>,
     dest: Dest,
-    /// Put before each line (`web | `); empty for files.
-    prefix: Vec<u8>,
+    /// How each record is framed; `None` for files (lines as they are).
+    head: Option<Head>,
+    line: Line,
+    limiter: Option<SharedLimiter>,
     /// Where the last lines are kept (stderr).
     tail: Option<SharedTail>,
 }
@@ -328,12 +433,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-pub fn reader(read_end: OwnedFd, dest: Dest, prefix: &str) -> Reader {
+/// A reader into `dest`, framing each line with `head` (`None`: a file,
+/// lines as they are).
+pub fn reader(read_end: OwnedFd, dest: Dest, head: Option<Head>) -> Reader {
     Reader {
         fd: File::from(read_end),
         pending: Vec::new(),
         dest,
-        prefix: prefix.as_bytes().to_vec(),
+        head,
+        line: Line::Fresh,
+        limiter: None,
         tail: None,
     }
 }
@@ -342,6 +451,12 @@ impl Reader {
     /// Keep the last lines read in `tail` too.
     pub fn with_tail(mut self, tail: SharedTail) -> Reader {
         self.tail = Some(tail);
+        self
+    }
+
+    /// Count its lines against the service's rate limit.
+    pub fn with_limiter(mut self, limiter: SharedLimiter) -> Reader {
+        self.limiter = Some(limiter);
         self
     }
 }
@@ -510,12 +625,14 @@ pub fn unix_now() -> f64 {
 pub enum Drained {
     /// More may come.
     Open,
+    /// The budget of one wake-up was read: more is waiting now.
+    More,
     /// The writers are gone (EOF): drop the reader.
     Closed,
 }
 
-/// Read what is available and queue every complete line. At EOF a last
-/// partial line is queued with a newline added.
+/// Read what is available and queue every complete line, framed. At EOF
+/// a last partial line is queued as if a newline ended it.
 pub fn drain(r: &mut Reader) -> Drained {
     let mut buf = [0u8; READ_CHUNK];
     let mut state = Drained::Open;
@@ -539,21 +656,35 @@ pub fn drain(r: &mut Reader) -> Drained {
             }
         }
     }
-    let cut = match state {
-        Drained::Closed => {
-            if r.pending.last().is_some_and(|&b| b != b'\n') {
-                r.pending.push(b'\n');
-            }
-            r.pending.len()
+    let closed = matches!(state, Drained::Closed);
+    if !closed && taken >= MAX_READ_PER_DRAIN {
+        state = Drained::More;
+    }
+    if r.head.is_some() {
+        drain_framed(r, closed);
+    } else {
+        drain_raw(r, closed);
+    }
+    state
+}
+
+/// A file stream: whole lines as they are (a line longer than
+/// `FILE_MAX_LINE` cut there, a newline added).
+fn drain_raw(r: &mut Reader, closed: bool) {
+    let cut = if closed {
+        if r.pending.last().is_some_and(|&b| b != b'\n') {
+            r.pending.push(b'\n');
         }
-        Drained::Open => match memchr::memrchr(b'\n', &r.pending) {
+        r.pending.len()
+    } else {
+        match memchr::memrchr(b'\n', &r.pending) {
             Some(i) => i + 1,
-            None if r.pending.len() >= MAX_LINE => {
+            None if r.pending.len() >= FILE_MAX_LINE => {
                 r.pending.push(b'\n');
                 r.pending.len()
             }
             None => 0,
-        },
+        }
     };
     if cut > 0 {
         let w = writer();
@@ -562,30 +693,153 @@ pub fn drain(r: &mut Reader) -> Drained {
         if let Some(t) = &r.tail {
             t.borrow_mut().push(lines);
         }
-        frame(&r.prefix, lines, &mut out);
+        out.extend_from_slice(lines);
         r.pending.drain(..cut);
         w.submit(r.dest.clone(), out);
     }
-    state
 }
 
-/// Whole lines, each with `prefix` before it, appended to `out`.
-fn frame(prefix: &[u8], lines: &[u8], out: &mut Vec<u8>) {
-    if prefix.is_empty() {
-        out.extend_from_slice(lines);
-        return;
+/// What framing a batch needs, read once per batch.
+struct Batch {
+    json: bool,
+    max: usize,
+    ts: [u8; 24],
+    now: Instant,
+}
+
+/// A `prefix` stream: each line one record (or several, when longer than
+/// `log.max_line`), through the rate limit.
+fn drain_framed(r: &mut Reader, closed: bool) {
+    let data = std::mem::take(&mut r.pending);
+    let w = writer();
+    let json = record::json();
+    let b = Batch {
+        json,
+        max: record::max_line(),
+        ts: if json { record::timestamp() } else { [0u8; 24] },
+        now: Instant::now(),
+    };
+    // Nobody reads our output and the queue is full: whole lines are
+    // counted, not formatted only to be thrown away.
+    if r.line == Line::Fresh && w.full() {
+        if let Some(end) = memchr::memrchr(b'\n', &data) {
+            let lines = memchr::memchr_iter(b'\n', data.get(..=end).unwrap_or_default()).count();
+            w.count_dropped(lines as u64, end as u64 + 1);
+            if let Some(t) = &r.tail {
+                t.borrow_mut().push(data.get(..=end).unwrap_or_default());
+            }
+            r.pending = data;
+            r.pending.drain(..=end);
+            return;
+        }
     }
-    out.reserve(lines.len() + lines.len() / 8 + prefix.len());
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', lines) {
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(lines.get(start..=end).unwrap_or_default());
-        start = end + 1;
+    let mut out = w.buffer();
+    out.reserve(data.len() + data.len() / 4 + 64);
+    let mut pos = 0usize;
+    while let Some(i) = memchr::memchr(b'\n', data.get(pos..).unwrap_or_default()) {
+        let line = data.get(pos..pos + i).unwrap_or_default();
+        emit(r, &b, line, true, &mut out);
+        pos += i + 1;
     }
-    if let Some(rest) = lines.get(start..).filter(|r| !r.is_empty()) {
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(rest);
+    let rest = data.get(pos..).unwrap_or_default();
+    if closed {
+        if !rest.is_empty() {
+            emit(r, &b, rest, true, &mut out);
+        }
+        pos = data.len();
+    } else {
+        pos += emit(r, &b, rest, false, &mut out);
     }
+    if let Some(t) = &r.tail {
+        t.borrow_mut().push(data.get(..pos).unwrap_or_default());
+    }
+    r.pending = data;
+    r.pending.drain(..pos);
+    w.submit(r.dest.clone(), out);
+}
+
+/// Frame `data`, the rest of a line (`ends`) or its start so far; how many
+/// of its bytes are done with (the others wait for more).
+fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -> usize {
+    let Some(head) = &r.head else {
+        return 0;
+    };
+    if r.line == Line::Fresh {
+        let whole = head.budget(b.json, b.max, false, true);
+        let fits = if b.json {
+            // Most lines fit: escape once, undo in the rare case not.
+            None
+        } else {
+            Some(data.len() <= whole)
+        };
+        match (fits, ends) {
+            (Some(false), _) => {}
+            (Some(true), false) => return 0,
+            (Some(true), true) => {
+                if allowed(&r.limiter, b.now) {
+                    head.write(false, &b.ts, data, None, true, out);
+                }
+                return data.len();
+            }
+            (None, _) => {
+                if record::cut(true, data, whole, true) == data.len() {
+                    if !ends {
+                        return 0;
+                    }
+                    if allowed(&r.limiter, b.now) {
+                        head.write(true, &b.ts, data, None, true, out);
+                    }
+                    return data.len();
+                }
+            }
+        }
+        // Too long for one record: split, counted as one line.
+        r.line = if allowed(&r.limiter, b.now) {
+            Line::Split {
+                id: record::next_partial_id(),
+                first: true,
+            }
+        } else {
+            Line::Dropping
+        };
+    }
+    let (id, mut first) = match r.line {
+        Line::Split { id, first } => (id, first),
+        _ => {
+            if ends {
+                r.line = Line::Fresh;
+            }
+            return data.len();
+        }
+    };
+    let mut pos = 0usize;
+    loop {
+        let rest = data.get(pos..).unwrap_or_default();
+        let budget = head.budget(b.json, b.max, true, first);
+        let n = record::cut(b.json, rest, budget, ends);
+        let fits = n >= rest.len();
+        if fits && !ends {
+            // What is left may be the last piece: wait for the newline.
+            r.line = Line::Split { id, first };
+            return pos;
+        }
+        if n == 0 && !ends {
+            r.line = Line::Split { id, first };
+            return pos;
+        }
+        let piece = rest.get(..n).unwrap_or_default();
+        head.write(b.json, &b.ts, piece, Some((id, fits)), first, out);
+        pos += n;
+        first = false;
+        if fits {
+            r.line = Line::Fresh;
+            return data.len();
+        }
+    }
+}
+
+fn allowed(limiter: &Option<SharedLimiter>, now: Instant) -> bool {
+    limiter.as_ref().is_none_or(|l| l.borrow_mut().allow(now))
 }
 
 #[cfg(test)]
@@ -643,7 +897,7 @@ mod tests {
             watched: false,
         }));
         let (r, w) = pipe().expect("pipe");
-        let mut rd = reader(r, dest, "");
+        let mut rd = reader(r, dest, None);
         let mut wf = File::from(w);
         wf.write_all(b"one\ntw").expect("write");
         assert!(matches!(drain(&mut rd), Drained::Open));
@@ -658,19 +912,5 @@ mod tests {
             "one\ntwo\nthree\n"
         );
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn framing_puts_the_prefix_before_every_line() {
-        let rows: &[(&str, &str, &str)] = &[
-            ("web | ", "a\nb\n", "web | a\nweb | b\n"),
-            ("", "a\nb\n", "a\nb\n"),
-            ("w ! ", "x", "w ! x"),
-        ];
-        for (prefix, lines, want) in rows {
-            let mut out = Vec::new();
-            frame(prefix.as_bytes(), lines.as_bytes(), &mut out);
-            assert_eq!(String::from_utf8_lossy(&out), *want);
-        }
     }
 }

@@ -117,6 +117,7 @@ pub fn run(
         probe_names: Default::default(),
         job: None,
         tails: Default::default(),
+        limiters: Default::default(),
         groups: Default::default(),
         notify,
         notify_target: opts.notify_socket,
@@ -190,6 +191,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
             ..Default::default()
         }),
         tails: Default::default(),
+        limiters: Default::default(),
         groups: Default::default(),
         notify: None,
         notify_target: None,

@@ -17,6 +17,7 @@ use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
 use crate::proc::probe::{Probes, Target, Verdict};
+use crate::proc::record::Head;
 use crate::proc::watch::DirWatch;
 use crate::proc::{reap, spawn};
 use crate::signals::SignalSource;
@@ -56,6 +57,8 @@ pub(super) struct Shell<'a> {
     pub job: Option<JobWatch>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
+    /// The rate limit of each service's output (`log.rate_limit`).
+    pub limiters: std::collections::HashMap<String, output::SharedLimiter>,
     /// The service each process group belongs to (leader pid → name).
     pub groups: std::collections::HashMap<i32, String>,
     /// Where `ready: {notify: true}` services send `READY=1`.
@@ -85,6 +88,10 @@ pub(super) struct JobWatch {
 /// After a job's end, how long its output may still come (a descendant in
 /// another process group may hold the pipe open).
 const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
+
+/// At most this many wake-ups' worth of output is read from one pipe
+/// after every process has ended (a pipe holds at most 1 MiB: 4 do).
+const FINAL_DRAINS: usize = 64;
 
 /// What a slot of the poll set stands for.
 #[derive(Clone, Copy)]
@@ -259,19 +266,31 @@ impl Shell<'_> {
         let name = label(spec, index);
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
+        let limiters = &mut self.limiters;
+        let rate = self.cfg.log.rate_limit;
         let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
-            let (dest, prefix) = match stream {
+            let (dest, head) = match stream {
                 Stream::Inherit => return Ok(spawn::Out::Inherit),
                 Stream::Null => return Ok(spawn::Out::Null),
-                Stream::Prefix if err => (Dest::Stderr, format!("{name} ! ")),
-                Stream::Prefix => (Dest::Stdout, format!("{name} | ")),
-                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), String::new()),
+                Stream::Prefix if err => (Dest::Stderr, Some(Head::service(&name, "stderr", '!'))),
+                Stream::Prefix => (Dest::Stdout, Some(Head::service(&name, "stdout", '|'))),
+                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), None),
             };
+            let framed = head.is_some();
             let (r, w) = output::pipe()?;
-            let mut reader = output::reader(r, dest, &prefix);
+            let mut reader = output::reader(r, dest, head);
             if err {
                 let tail = tails.entry(spec.name.clone()).or_default().clone();
                 reader = reader.with_tail(tail);
+            }
+            if let (Some(limit), true) = (rate, framed) {
+                // One budget per service: all its processes, both streams.
+                let l = limiters.entry(spec.name.clone()).or_insert_with(|| {
+                    std::rc::Rc::new(std::cell::RefCell::new(output::Limiter::new(
+                        &spec.name, limit,
+                    )))
+                });
+                reader = reader.with_limiter(l.clone());
             }
             new_readers.push(reader);
             Ok(spawn::Out::Pipe(w))
@@ -401,6 +420,10 @@ impl Shell<'_> {
             self.keys_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
             job_deadline,
+            self.limiters
+                .values()
+                .filter_map(|l| l.borrow().due())
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -460,7 +483,9 @@ impl Shell<'_> {
             }
             match *src {
                 Src::Signals => signals_ready = true,
-                Src::Reader(i) => self.drain_reader(i),
+                Src::Reader(i) => {
+                    self.drain_reader(i);
+                }
                 Src::Keys => {
                     if self.keys.as_mut().is_some_and(DirWatch::changed) {
                         // Editors and `cp` make bursts of events: wait for quiet.
@@ -495,6 +520,9 @@ impl Shell<'_> {
         }
         if let Some(ctl) = &mut self.ctl {
             ctl.expire(now);
+        }
+        for l in self.limiters.values() {
+            l.borrow_mut().report_if_due(now);
         }
         if job_deadline.is_some_and(|d| d <= now) {
             if let Some(j) = &mut self.job {
@@ -605,14 +633,19 @@ impl Shell<'_> {
         }
     }
 
-    fn drain_reader(&mut self, i: usize) {
+    /// One wake-up's worth of reader `i`'s output; `true` when more is
+    /// waiting already.
+    fn drain_reader(&mut self, i: usize) -> bool {
         if let Some(slot) = self.readers.get_mut(i) {
             if let Some(r) = slot {
-                if matches!(output::drain(r), output::Drained::Closed) {
-                    *slot = None;
+                match output::drain(r) {
+                    output::Drained::Closed => *slot = None,
+                    output::Drained::More => return true,
+                    output::Drained::Open => {}
                 }
             }
         }
+        false
     }
 
     fn serve_conn(&mut self, id: u64, ev: PollFlags, now: Instant) {
@@ -707,7 +740,17 @@ impl Shell<'_> {
         }
         reap::wait_all();
         for i in 0..self.readers.len() {
-            self.drain_reader(i);
+            // Everything the services wrote before they ended, not one
+            // wake-up's budget (bounded: a writer we could not kill, in
+            // another namespace, must not keep us here).
+            for _ in 0..FINAL_DRAINS {
+                if !self.drain_reader(i) {
+                    break;
+                }
+            }
+        }
+        for l in self.limiters.values() {
+            l.borrow_mut().report();
         }
         for line in self.core.summary() {
             log::info!("summary: {line}");
