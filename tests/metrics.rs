@@ -6,7 +6,7 @@
 
 mod common;
 use common::*;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -182,6 +182,217 @@ fn ctl_metrics_is_valid_exposition_and_counters_only_grow() {
     assert!(
         start <= now && now - start < 60.0,
         "start {start}, now {now}"
+    );
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
+
+/// One HTTP/1.1 exchange: the status line's code, the head, the body.
+fn http(addr: &str, request: &str) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (code, head.to_string(), body.to_string())
+}
+
+fn get(addr: &str, path: &str) -> (u16, String, String) {
+    http(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n"),
+    )
+}
+
+#[test]
+fn http_endpoint_serves_the_same_exposition() {
+    let d = TempDir::new("metrics-http");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = config(
+        &d,
+        &format!(
+            "metrics: {{listen: \"{addr}\"}}\nservices:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    live: {{cmd: [\"false\"], period: 1h, initial_delay: 1h}}\n"
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_answers(&run);
+    let (code, head, body) = get(&addr, "/metrics");
+    assert_eq!(code, 200, "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        head.contains(&format!("Content-Length: {}", body.len())),
+        "{head}"
+    );
+    strict_shape(&body);
+    let samples = parse(&body);
+    assert!(
+        samples
+            .iter()
+            .any(|s| s
+                == "mc_probe_failures counter mc_probe_failures_total{probe=live,service=web} 0"),
+        "{samples:#?}"
+    );
+    // The same families as `ctl metrics`, in the same order.
+    let names = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.starts_with("# TYPE"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(names(&body), names(&metrics(&run)));
+    let (code, _, _) = get(&addr, "/metrics?name=x");
+    assert_eq!(code, 200);
+    let (code, _, _) = get(&addr, "/");
+    assert_eq!(code, 404);
+    let (code, head, _) = http(
+        &addr,
+        "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(code, 405);
+    assert!(head.contains("Allow: GET"), "{head}");
+    let (code, _, _) = http(
+        &addr,
+        &format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000)),
+    );
+    assert_eq!(code, 431);
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
+
+/// A TCP connection whose receive buffer is as small as the kernel allows:
+/// an answer it never reads stays in our send buffer.
+fn tiny_window(addr: &str) -> std::net::TcpStream {
+    use nix::sys::socket::{
+        connect, setsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .expect("socket");
+    setsockopt(&fd, sockopt::RcvBuf, &1024).expect("SO_RCVBUF");
+    let sa: SockaddrIn = addr.parse::<std::net::SocketAddrV4>().expect("v4").into();
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &sa).expect("connect");
+    std::net::TcpStream::from(fd)
+}
+
+#[test]
+fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
+    let d = TempDir::new("metrics-hogs");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    // Many services with long names: an exposition of some 190 KiB, more
+    // than a socket takes at once from a client with a tiny window.
+    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
+    for i in 0..200 {
+        body.push_str(&format!(
+            "  s{i:03}-{}:\n    cmd: [\"sleep\", \"1000\"]\n",
+            "n".repeat(200)
+        ));
+    }
+    let cfg = config(&d, &body);
+    let run = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    wait_answers(&run);
+    let size = get(&addr, "/metrics").2.len();
+    assert!(size > 150_000, "{size} bytes");
+    // Silent clients: connected, never a byte.
+    let silent: Vec<_> = (0..10)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    // Clients that ask and never read the answer.
+    let mut greedy = Vec::new();
+    for _ in 0..5 {
+        let mut s = tiny_window(&addr);
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        greedy.push(s);
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let out = ctl(&run, &["status"]);
+        times.push(t.elapsed());
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        let (code, _, b) = get(&addr, "/metrics");
+        assert_eq!((code, b.len()), (200, size));
+    }
+    times.sort();
+    eprintln!(
+        "ctl status (200 services) with 10 silent and 5 never-reading scrapers: median {:?}, worst {:?}",
+        times[times.len() / 2],
+        times[times.len() - 1]
+    );
+    // Past the deadline the launcher has let the hogs go.
+    std::thread::sleep(Duration::from_secs(6));
+    for mut s in greedy {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        // The end of the connection comes (a reset, or the end of what
+        // the kernel had taken), not a time-out: nothing of it is held.
+        let got = s.read_to_end(&mut sink);
+        assert!(
+            !matches!(&got, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+            "a never-reading client is still held after the deadline: {got:?}"
+        );
+    }
+    for mut s in silent {
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut sink = Vec::new();
+        assert!(
+            matches!(s.read_to_end(&mut sink), Ok(0)),
+            "closed, nothing sent"
+        );
+    }
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
+
+#[test]
+fn scrape_latency_with_50_services() {
+    let d = TempDir::new("metrics-50");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
+    for i in 0..50 {
+        body.push_str(&format!(
+            "  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {{file: /\"}}\n"
+        ));
+    }
+    let cfg = config(&d, &body);
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_answers(&run);
+    let mut times = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        let (code, _, b) = get(&addr, "/metrics");
+        times.push(t.elapsed());
+        assert_eq!(code, 200);
+        assert!(b.contains("mc_service_up{service=\"s49\"}"));
+    }
+    times.sort();
+    eprintln!(
+        "GET /metrics, 50 services: p50 {:?}, p99 {:?}, max {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100],
+        times[times.len() - 1]
     );
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));

@@ -99,7 +99,18 @@ pub fn run(
         .as_ref()
         .and_then(crate::proc::cgroup::oom_kills)
         .unwrap_or(0);
+    // A metrics endpoint that cannot be had is no reason not to run the
+    // services: said, and `ctl metrics` still answers.
+    let http = cfg.metrics.listen.and_then(|addr| {
+        crate::ctl::http::HttpServer::bind(addr)
+            .map_err(|e| log::error!("metrics.listen {addr}: {e}: no metrics endpoint"))
+            .ok()
+    });
+    if let Some(h) = &http {
+        log::debug!("metrics: http://{}/metrics", h.addr);
+    }
     let mut shell = shell::Shell {
+        http,
         ctl: crate::ctl::server::Server::bind(&cfg),
         core,
         cfg,
@@ -170,6 +181,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         }
     };
     let mut shell = shell::Shell {
+        http: None,
         ctl: None,
         core,
         cfg: cfg.clone(),

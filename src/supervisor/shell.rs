@@ -13,6 +13,7 @@
 use super::core::{label, Core, Effect, Input, ProbeId};
 use super::{KeysChanged, Reloader};
 use crate::config::model::{Config, ReadyCheck, Stream};
+use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
@@ -41,6 +42,8 @@ pub(super) struct Shell<'a> {
     pub cfg: Config,
     pub signals: &'a mut SignalSource,
     pub ctl: Option<Server>,
+    /// `GET /metrics` (`metrics.listen`).
+    pub http: Option<HttpServer>,
     pub readers: Vec<Option<Reader>>,
     pub probes: Probes,
     pub keys: Option<DirWatch>,
@@ -100,6 +103,8 @@ enum Src {
     Keys,
     Listener,
     Conn(u64),
+    HttpListener,
+    Http(u64),
     ProbeWake,
     Probe(u64),
     Reader(usize),
@@ -419,6 +424,7 @@ impl Shell<'_> {
             self.probes.next_deadline(),
             self.keys_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
+            self.http.as_ref().and_then(HttpServer::next_deadline),
             job_deadline,
             self.limiters
                 .values()
@@ -446,6 +452,16 @@ impl Shell<'_> {
             ));
             for (id, fd, ev) in ctl.poll_fds() {
                 srcs.push((Src::Conn(id), fd.as_raw_fd(), ev));
+            }
+        }
+        if let Some(h) = &self.http {
+            srcs.push((
+                Src::HttpListener,
+                h.listener_fd().as_raw_fd(),
+                PollFlags::POLLIN,
+            ));
+            for (id, fd, ev) in h.poll_fds() {
+                srcs.push((Src::Http(id), fd.as_raw_fd(), ev));
             }
         }
         for (id, fd, ev) in self.probes.poll_fds() {
@@ -498,6 +514,12 @@ impl Shell<'_> {
                     }
                 }
                 Src::Conn(id) => self.serve_conn(id, ev, now),
+                Src::HttpListener => {
+                    if let Some(h) = &mut self.http {
+                        h.accept(now);
+                    }
+                }
+                Src::Http(id) => self.serve_http(id, ev),
                 Src::ProbeWake => {
                     for (id, v) in self.probes.resolved() {
                         self.probe_verdict(ProbeId(id), v);
@@ -520,6 +542,9 @@ impl Shell<'_> {
         }
         if let Some(ctl) = &mut self.ctl {
             ctl.expire(now);
+        }
+        if let Some(h) = &mut self.http {
+            h.expire(now);
         }
         for l in self.limiters.values() {
             l.borrow_mut().report_if_due(now);
@@ -668,6 +693,30 @@ impl Shell<'_> {
                     ctl.close_after_replies(id);
                 }
             }
+        }
+    }
+
+    fn serve_http(&mut self, id: u64, ev: PollFlags) {
+        let Some(h) = &mut self.http else { return };
+        if ev.contains(PollFlags::POLLOUT) {
+            h.write(id);
+            return;
+        }
+        if ev.contains(PollFlags::POLLIN) {
+            // Read before a hang-up: a client may send its request and
+            // close its side at once.
+            if let Some(Ask::Metrics(id)) = h.read(id) {
+                // A read of the core's state, not a command: no input.
+                let text = self.core.metrics_text();
+                h.respond(
+                    id,
+                    200,
+                    crate::supervisor::metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                );
+            }
+        } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            h.drop_conn(id);
         }
     }
 
