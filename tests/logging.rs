@@ -6,6 +6,7 @@
 mod common;
 use common::*;
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 fn config(d: &TempDir, body: &str) -> String {
     let p = d.join("mc-launcher.yml");
@@ -243,4 +244,189 @@ fn rate_limit_drops_and_says_how_many() {
         out.stderr
     );
     assert_eq!(shown + dropped, 10000, "{}", out.stderr);
+}
+
+/// A program that runs the launcher with its stdout and stderr sent to
+/// `to` (a shell redirection, e.g. `>/dev/null 2>&1`).
+fn launcher_with_output(d: &TempDir, to: &str) -> std::path::PathBuf {
+    let p = d.join("launch.sh");
+    write(&p, &format!("#!/bin/sh\nexec \"$MC_BIN\" \"$@\" {to}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    p
+}
+
+/// `{"cmd":"status"}` straight on the control socket: the loop's own
+/// answer time, without a `ctl` process to start.
+fn status_rtt(run: &Running) -> Duration {
+    use std::io::{BufRead, Write};
+    let t = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(socket_path(run)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s.write_all(b"{\"cmd\":\"status\"}\n").expect("send");
+    let mut line = String::new();
+    std::io::BufReader::new(s)
+        .read_line(&mut line)
+        .expect("an answer within 5 s");
+    assert!(line.starts_with("{\"ok\":true"), "{line}");
+    t.elapsed()
+}
+
+fn restarts_of(run: &Running, name: &str) -> u64 {
+    let out = ctl(run, &["metrics"]);
+    let key = format!("mc_service_restarts_total{{service=\"{name}\"}} ");
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&key))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {}", out.all()))
+}
+
+#[test]
+fn a_flood_of_output_never_stalls_the_loop() {
+    for format in ["text", "json"] {
+        let d = TempDir::new(&format!("log-flood-{format}"));
+        let mut body = format!("log: {{format: {format}}}\nshutdown: {{timeout: 5s}}\nservices:\n");
+        for i in 0..4 {
+            body.push_str(&format!(
+                "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
+            ));
+        }
+        // Reaping goes on: a service that ends at once, restarted again and again.
+        body.push_str("  crash:\n    cmd: [\"true\"]\n    max_retry: -1\n    min_uptime: 0s\n    backoff: {initial: 10ms, max: 10ms}\n");
+        let cfg = config(&d, &body);
+        let prog = launcher_with_output(&d, ">/dev/null 2>&1");
+        let run = Launch::new(&["-c", &cfg])
+            .program(&prog)
+            .env("MC_BIN", &bin().to_string_lossy())
+            .root(d.path())
+            .timeout(Duration::from_secs(90))
+            .spawn();
+        assert!(wait_until(Duration::from_secs(10), || ctl(
+            &run,
+            &["status"]
+        )
+        .code
+            == Some(0)));
+        // Let the flood fill every pipe and the writer's queue first.
+        std::thread::sleep(Duration::from_secs(1));
+        let before = restarts_of(&run, "crash");
+        let mut times: Vec<Duration> = (0..200)
+            .map(|_| {
+                let t = status_rtt(&run);
+                std::thread::sleep(Duration::from_millis(10));
+                t
+            })
+            .collect();
+        let after = restarts_of(&run, "crash");
+        assert!(
+            after > before + 10,
+            "reaping and restarts go on under the flood: {before} then {after}"
+        );
+        times.sort();
+        let pct = |p: usize| times[(times.len() * p / 100).min(times.len() - 1)];
+        eprintln!(
+            "{format}: ctl status under a flood of 4 services x 2 streams: p50 {:?}, p99 {:?}, max {:?}; crash restarted {} times meanwhile",
+            pct(50),
+            pct(99),
+            times[times.len() - 1],
+            after - before
+        );
+        let t = Instant::now();
+        run.signal(15);
+        let out = run.wait();
+        let took = t.elapsed();
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        eprintln!("{format}: stopped {took:?} after SIGTERM");
+        assert!(
+            took < Duration::from_secs(5),
+            "the stop took {took:?}, over shutdown.timeout"
+        );
+    }
+}
+
+/// The read end of a FIFO, opened without waiting for a writer.
+fn fifo(d: &TempDir) -> (std::path::PathBuf, std::fs::File) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = d.join("stderr.fifo");
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(&path)
+        .expect("open fifo");
+    (path, f)
+}
+
+fn stalled_launch(d: &TempDir) -> (Running, std::fs::File) {
+    let (path, reader) = fifo(d);
+    let cfg = config(
+        d,
+        "shutdown: {timeout: 3s}\nservices:\n  chatty:\n    cmd: [\"sh\", \"-c\", \"exec yes chatty-stderr-line >&2\"]\n    stderr: prefix\n  quiet:\n    cmd: [\"sleep\", \"1000\"]\n",
+    );
+    let prog = launcher_with_output(d, &format!("2>{}", path.display()));
+    let run = Launch::new(&["-c", &cfg])
+        .program(&prog)
+        .env("MC_BIN", &bin().to_string_lossy())
+        .root(d.path())
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    assert!(wait_until(Duration::from_secs(10), || ctl(
+        &run,
+        &["status"]
+    )
+    .code
+        == Some(0)));
+    // The FIFO (64 KiB) is full at once; the writer's queue soon after.
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..20 {
+        assert!(status_rtt(&run) < Duration::from_secs(5));
+    }
+    (run, reader)
+}
+
+#[test]
+fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
+    // Nobody reads: a stop still ends within shutdown.timeout (plus the
+    // final flush the launcher grants its output before giving up on it).
+    let d = TempDir::new("log-stall-stop");
+    let (run, _reader) = stalled_launch(&d);
+    let t = Instant::now();
+    run.signal(15);
+    let out = run.wait();
+    let took = t.elapsed();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    eprintln!("stalled stderr: stopped {took:?} after SIGTERM");
+    assert!(took < Duration::from_secs(3 + 2 + 1), "{took:?}");
+
+    // The reader resumes: the loss is reported once writing works again.
+    let d = TempDir::new("log-stall-resume");
+    let (run, reader) = stalled_launch(&d);
+    assert_eq!(ctl(&run, &["stop", "chatty"]).code, Some(0));
+    let flags = nix::fcntl::OFlag::empty();
+    nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("blocking");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("output could not keep up") && tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let note = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("a report of the lines dropped");
+    let dropped: u64 = note
+        .split("keep up: ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{note}"));
+    assert!(dropped > 1000, "{note}");
+    eprintln!("after the reader resumed: {note}");
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
 }

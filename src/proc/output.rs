@@ -781,20 +781,37 @@ fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -
                 }
                 return data.len();
             }
-            (None, _) => {
-                if record::cut(true, data, whole, true) == data.len() {
-                    if !ends {
-                        return 0;
+            (None, false) => {
+                // Escaped, it may fit or not; it waits either way unless
+                // it is already too long for any record (escaping never
+                // shrinks: one byte is one byte or more).
+                if data.len() <= whole && record::cut(true, data, whole, false) == data.len() {
+                    return 0;
+                }
+            }
+            (None, true) => {
+                if data.len() <= whole && allowed(&r.limiter, b.now) {
+                    // Write it, then check: most lines fit, and a line
+                    // that does not is rare enough to be undone.
+                    let mark = out.len();
+                    head.write(true, &b.ts, data, None, true, out);
+                    if out.len() - mark <= b.max {
+                        return data.len();
                     }
-                    if allowed(&r.limiter, b.now) {
-                        head.write(true, &b.ts, data, None, true, out);
-                    }
-                    return data.len();
+                    out.truncate(mark);
+                    r.line = Line::Split {
+                        id: record::next_partial_id(),
+                        first: true,
+                    };
+                } else if data.len() <= whole {
+                    return data.len(); // dropped by the rate limit
                 }
             }
         }
         // Too long for one record: split, counted as one line.
-        r.line = if allowed(&r.limiter, b.now) {
+        r.line = if r.line != Line::Fresh {
+            r.line // counted already, above
+        } else if allowed(&r.limiter, b.now) {
             Line::Split {
                 id: record::next_partial_id(),
                 first: true,

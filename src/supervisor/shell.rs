@@ -493,15 +493,15 @@ impl Shell<'_> {
         };
         let now = Instant::now();
         let mut signals_ready = false;
+        let mut output_ready = Vec::new();
         for ((src, _, _), ev) in srcs.iter().zip(revents) {
             if ev.is_empty() {
                 continue;
             }
             match *src {
                 Src::Signals => signals_ready = true,
-                Src::Reader(i) => {
-                    self.drain_reader(i);
-                }
+                // Output last: see below.
+                Src::Reader(i) => output_ready.push(i),
                 Src::Keys => {
                     if self.keys.as_mut().is_some_and(DirWatch::changed) {
                         // Editors and `cp` make bursts of events: wait for quiet.
@@ -509,8 +509,14 @@ impl Shell<'_> {
                     }
                 }
                 Src::Listener => {
-                    if let Some(ctl) = &mut self.ctl {
-                        ctl.accept(now);
+                    let fresh = match &mut self.ctl {
+                        Some(ctl) => ctl.accept(now),
+                        None => Vec::new(),
+                    };
+                    // The request usually came with the connection: read
+                    // it now rather than a round later.
+                    for id in fresh {
+                        self.serve_conn(id, PollFlags::POLLIN, now);
                     }
                 }
                 Src::Conn(id) => self.serve_conn(id, ev, now),
@@ -536,6 +542,15 @@ impl Shell<'_> {
         if signals_ready {
             let got = self.read_signals();
             self.inputs.extend(got);
+        }
+        if !output_ready.is_empty() {
+            // Requests and signals are answered before the output is read:
+            // under a flood, reading is most of a round's work, and a
+            // `ctl status` must not wait for it.
+            self.drain_inputs();
+            for i in output_ready {
+                self.drain_reader(i);
+            }
         }
         for (id, v) in self.probes.expire(now) {
             self.probe_verdict(ProbeId(id), v);
