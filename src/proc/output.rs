@@ -29,12 +29,22 @@ const FILE_MAX_LINE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// The pipe buffer asked for each service's output.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
-/// At most this much is read from one pipe per wake-up, so a service that
-/// writes without pause neither grows our buffer without bound nor starves
-/// the others (poll is level-triggered: the rest comes next round), and a
-/// round of the loop stays short however many services flood: the control
-/// socket is served between rounds.
-const MAX_READ_PER_DRAIN: usize = 256 * 1024;
+/// What one wake-up reads from the pipes that are ready, in all: split
+/// among them (`drain_budget`), so a service that writes without pause
+/// neither grows our buffer without bound nor starves the others (poll is
+/// level-triggered: the rest comes next round), and a round of the loop
+/// stays short however many services flood: the control socket is served
+/// between rounds. One busy pipe gets it all (fewer, larger batches).
+const ROUND_BUDGET: usize = 512 * 1024;
+/// The least read from a ready pipe in one round.
+const MIN_DRAIN: usize = 64 * 1024;
+/// What a drain reads at most outside the loop (the final drains).
+pub const MAX_DRAIN: usize = ROUND_BUDGET;
+
+/// What each of `ready` pipes may read this round.
+pub fn drain_budget(ready: usize) -> usize {
+    (ROUND_BUDGET / ready.max(1)).max(MIN_DRAIN)
+}
 /// Bytes waiting for the writer thread at most; beyond, lines are dropped.
 pub const QUEUE_BYTES: usize = 16 << 20;
 /// The writer's writes are at most this big (large writes are slower on
@@ -633,11 +643,11 @@ pub enum Drained {
 
 /// Read what is available and queue every complete line, framed. At EOF
 /// a last partial line is queued as if a newline ended it.
-pub fn drain(r: &mut Reader) -> Drained {
+pub fn drain(r: &mut Reader, budget: usize) -> Drained {
     let mut buf = [0u8; READ_CHUNK];
     let mut state = Drained::Open;
     let mut taken = 0usize;
-    while taken < MAX_READ_PER_DRAIN {
+    while taken < budget {
         match r.fd.read(&mut buf) {
             Ok(0) => {
                 state = Drained::Closed;
@@ -657,7 +667,7 @@ pub fn drain(r: &mut Reader) -> Drained {
         }
     }
     let closed = matches!(state, Drained::Closed);
-    if !closed && taken >= MAX_READ_PER_DRAIN {
+    if !closed && taken >= budget {
         state = Drained::More;
     }
     if r.head.is_some() {
@@ -704,6 +714,8 @@ struct Batch {
     json: bool,
     max: usize,
     ts: [u8; 24],
+    /// `Head::json_start` for this batch's time stamp.
+    start: Vec<u8>,
     now: Instant,
 }
 
@@ -713,10 +725,15 @@ fn drain_framed(r: &mut Reader, closed: bool) {
     let data = std::mem::take(&mut r.pending);
     let w = writer();
     let json = record::json();
+    let ts = if json { record::timestamp() } else { [0u8; 24] };
     let b = Batch {
         json,
         max: record::max_line(),
-        ts: if json { record::timestamp() } else { [0u8; 24] },
+        ts,
+        start: match (&r.head, json) {
+            (Some(h), true) => h.json_start(&ts),
+            _ => Vec::new(),
+        },
         now: Instant::now(),
     };
     // Nobody reads our output and the queue is full: whole lines are
@@ -734,7 +751,10 @@ fn drain_framed(r: &mut Reader, closed: bool) {
         }
     }
     let mut out = w.buffer();
-    out.reserve(data.len() + data.len() / 4 + 64);
+    // What the records will take, so that the buffer grows once.
+    let lines = memchr::memchr_iter(b'\n', &data).count() + 1;
+    let per_line = if json { b.start.len() + 8 } else { 16 };
+    out.reserve(data.len() + data.len() / 16 + lines * per_line);
     let mut pos = 0usize;
     while let Some(i) = memchr::memchr(b'\n', data.get(pos..).unwrap_or_default()) {
         let line = data.get(pos..pos + i).unwrap_or_default();
@@ -794,7 +814,7 @@ fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -
                     // Write it, then check: most lines fit, and a line
                     // that does not is rare enough to be undone.
                     let mark = out.len();
-                    head.write(true, &b.ts, data, None, true, out);
+                    Head::write_json_line(&b.start, data, out);
                     if out.len() - mark <= b.max {
                         return data.len();
                     }
@@ -917,12 +937,12 @@ mod tests {
         let mut rd = reader(r, dest, None);
         let mut wf = File::from(w);
         wf.write_all(b"one\ntw").expect("write");
-        assert!(matches!(drain(&mut rd), Drained::Open));
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Open));
         assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\n");
         wf.write_all(b"o\nthree").expect("write");
         drop(wf);
-        assert!(matches!(drain(&mut rd), Drained::Closed));
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Closed));
         assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),

@@ -93,7 +93,7 @@ pub(super) struct JobWatch {
 const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
 /// At most this many wake-ups' worth of output is read from one pipe
-/// after every process has ended (a pipe holds at most 1 MiB: 4 do).
+/// after every process has ended (a pipe holds at most 1 MiB: 2 do).
 const FINAL_DRAINS: usize = 64;
 
 /// What a slot of the poll set stands for.
@@ -548,8 +548,9 @@ impl Shell<'_> {
             // under a flood, reading is most of a round's work, and a
             // `ctl status` must not wait for it.
             self.drain_inputs();
+            let budget = output::drain_budget(output_ready.len());
             for i in output_ready {
-                self.drain_reader(i);
+                self.drain_reader(i, budget);
             }
         }
         for (id, v) in self.probes.expire(now) {
@@ -675,10 +676,10 @@ impl Shell<'_> {
 
     /// One wake-up's worth of reader `i`'s output; `true` when more is
     /// waiting already.
-    fn drain_reader(&mut self, i: usize) -> bool {
+    fn drain_reader(&mut self, i: usize, budget: usize) -> bool {
         if let Some(slot) = self.readers.get_mut(i) {
             if let Some(r) = slot {
-                match output::drain(r) {
+                match output::drain(r, budget) {
                     output::Drained::Closed => *slot = None,
                     output::Drained::More => return true,
                     output::Drained::Open => {}
@@ -767,7 +768,7 @@ impl Shell<'_> {
                     .collect()
             };
             for i in ready {
-                self.drain_reader(i);
+                self.drain_reader(i, output::MAX_DRAIN);
             }
         }
         // What a descendant still holds open is not waited for.
@@ -808,7 +809,7 @@ impl Shell<'_> {
             // wake-up's budget (bounded: a writer we could not kill, in
             // another namespace, must not keep us here).
             for _ in 0..FINAL_DRAINS {
-                if !self.drain_reader(i) {
+                if !self.drain_reader(i, output::MAX_DRAIN) {
                     break;
                 }
             }
