@@ -106,14 +106,30 @@ fn needs_escape8(x: u64) -> bool {
     below_0x20 || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
 }
 
+/// `needs_escape8` for 16 bytes, and whether any is not ASCII: one step
+/// of the scan below (two 64-bit words the compiler keeps in registers).
+#[inline]
+fn plain16(w: &[u8]) -> bool {
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    const HIGH: u128 = ONES * 0x80;
+    let x = u128::from_le_bytes(<[u8; 16]>::try_from(w).unwrap_or([0; 16]));
+    let has_zero = |v: u128| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    x & HIGH == 0
+        && x.wrapping_sub(ONES * 0x20) & !x & HIGH == 0
+        && !has_zero(x ^ (ONES * u128::from(b'"')))
+        && !has_zero(x ^ (ONES * u128::from(b'\\')))
+}
+
 /// The usual case in one pass, a word at a time: `s` escaped into `out`
 /// when it is all ASCII; `false` (with `out` partly written) when not.
 fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
     const HIGH: u64 = 0x8080_8080_8080_8080;
     out.reserve(s.len() + 2);
+    // Plain 16-byte blocks from the start (most lines are plain through).
+    let plain = s.chunks_exact(16).take_while(|w| plain16(w)).count() * 16;
     let mut start = 0;
-    let mut words = s.chunks_exact(8);
-    let mut at = 0;
+    let mut words = s.get(plain..).unwrap_or_default().chunks_exact(8);
+    let mut at = plain;
     for w in words.by_ref() {
         let x = u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or([0; 8]));
         if x & HIGH != 0 {
