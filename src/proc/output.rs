@@ -763,7 +763,9 @@ fn drain_framed(r: &mut Reader, closed: bool) {
     }
     let rest = data.get(pos..).unwrap_or_default();
     if closed {
-        if !rest.is_empty() {
+        // The end of the data ends the line; a split line gets its last
+        // piece even when nothing is left for it (an empty one).
+        if !rest.is_empty() || r.line != Line::Fresh {
             emit(r, &b, rest, true, &mut out);
         }
         pos = data.len();
@@ -919,6 +921,47 @@ mod tests {
         for n in &names {
             assert!(std::fs::metadata(d.join(n)).expect("md").len() <= 100);
         }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_long_line_cut_off_by_eof_is_split_and_ends() {
+        let d = tmpdir("split-eof");
+        let path = d.join("o.log");
+        let dest = Dest::File(Arc::new(FileStream {
+            path: path.clone(),
+            max_bytes: 0,
+            backup_count: 0,
+            time_format: None,
+            watched: false,
+        }));
+        // Text records: the format is the process's, and other tests
+        // write no framed records.
+        record::configure(crate::config::model::LogFormat::Text, 1024);
+        let (r, w) = pipe().expect("pipe");
+        let mut rd = reader(r, dest, Some(Head::service("t", "stdout", '|')));
+        let mut wf = File::from(w);
+        let line = "é".repeat(1500);
+        wf.write_all(line.as_bytes()).expect("write");
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Open));
+        drop(wf);
+        while !matches!(drain(&mut rd, MAX_DRAIN), Drained::Closed) {}
+        assert!(writer().flush(Duration::from_secs(10)));
+        record::configure(
+            crate::config::model::LogFormat::Text,
+            crate::config::model::DEFAULT_MAX_LINE,
+        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut joined = String::new();
+        for (i, rec) in text.split_inclusive('\n').enumerate() {
+            assert!(rec.len() <= 1024, "{}", rec.len());
+            let body = match i {
+                0 => rec.strip_prefix("t | "),
+                _ => rec.strip_prefix("t+ | "),
+            };
+            joined.push_str(body.expect("framed").trim_end_matches('\n'));
+        }
+        assert_eq!(joined, line);
         let _ = std::fs::remove_dir_all(&d);
     }
 
