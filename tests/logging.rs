@@ -213,7 +213,7 @@ fn rate_limit_drops_and_says_how_many() {
     let d = TempDir::new("log-rate");
     let cfg = config(
         &d,
-        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n",
+        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n",
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
@@ -238,6 +238,12 @@ fn rate_limit_drops_and_says_how_many() {
         })
         .sum();
     assert_eq!(calm, 50, "another service's budget is its own");
+    let free = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("free | "))
+        .count();
+    assert_eq!(free, 3000, "log_rate_limit: null lifts the limit");
     assert!(
         (100..=300).contains(&shown),
         "{shown} shown\n{}",

@@ -410,6 +410,7 @@ pub const SERVICE: &[&str] = &[
     "warmup_delay",
     "max_age",
     "max_age_variance",
+    "log_rate_limit",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
 pub const READY: &[&str] = &[
@@ -564,27 +565,29 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
                 ),
                 None => {}
             },
-            _ => l.rate_limit = rate_limit(d, v),
+            _ => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
         }
     }
 }
 
-fn rate_limit(d: &mut Decoder, n: &Node) -> Option<RateLimit> {
+/// `{lines: N, per: DURATION}` (`what` names it in messages); `null` is
+/// no limit.
+fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
     if n.is_null() {
         return None;
     }
-    let entries = d.map(n, "log.rate_limit", RATE_LIMIT)?;
+    let entries = d.map(n, what, RATE_LIMIT)?;
     let has = |key: &str| entries.iter().any(|(k, _)| *k == key);
     if !has("lines") || !has("per") {
-        d.err(n.pos, "log.rate_limit: needs both `lines` and `per`");
+        d.err(n.pos, format!("{what}: needs both `lines` and `per`"));
     }
     let (mut lines, mut per) = (None, None);
     for (k, v) in entries {
         match k {
-            "lines" => lines = d.int(v, "log.rate_limit.lines", 1),
-            _ => match d.duration(v, "log.rate_limit.per") {
+            "lines" => lines = d.int(v, &format!("{what}.lines"), 1),
+            _ => match d.duration(v, &format!("{what}.per")) {
                 Some(p) if p.is_zero() => {
-                    d.err(v.pos, "log.rate_limit.per: must be longer than 0s")
+                    d.err(v.pos, format!("{what}.per: must be longer than 0s"))
                 }
                 p => per = p,
             },
@@ -926,6 +929,7 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "autostart" => s.autostart = d.bool(v, &w).unwrap_or(true),
             "warmup_delay" => s.warmup_delay = d.duration(v, &w).unwrap_or_default(),
             "max_age" => s.max_age = d.duration(v, &w).map(|a| (a, Duration::ZERO)),
+            "log_rate_limit" => s.log_rate_limit = Some(rate_limit(d, v, &w)),
             _ => variance = d.duration(v, &w).unwrap_or_default(),
         }
     }

@@ -292,6 +292,9 @@ pub struct Service {
     /// Restart a process after this long (circus `max_age`), plus a random
     /// part up to the variance.
     pub max_age: Option<(Duration, Duration)>,
+    /// `log_rate_limit`: this service's own limit over `log.rate_limit`
+    /// (`Some(None)`: none for it); `None`: the global one.
+    pub log_rate_limit: Option<Option<RateLimit>>,
     /// The `-- CMD` service: its exit status becomes the launcher's.
     pub main: bool,
     pub origin: Origin,
@@ -331,6 +334,7 @@ impl Service {
             autostart: true,
             warmup_delay: Duration::ZERO,
             max_age: None,
+            log_rate_limit: None,
             main: false,
             origin: Origin::default(),
         }

@@ -658,6 +658,28 @@ fn log_and_metrics_decode() {
 }
 
 #[test]
+fn a_service_may_have_its_own_rate_limit_or_none() {
+    use crate::config::model::RateLimit;
+    let cfg = load_text(
+        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  a: {cmd: x}\n  b: {cmd: x, log_rate_limit: null}\n  c: {cmd: x, log_rate_limit: {lines: 5, per: 2s}}\n",
+    )
+    .expect("valid")
+    .config;
+    let own: Vec<_> = cfg.services.iter().map(|s| s.log_rate_limit).collect();
+    assert_eq!(
+        own,
+        vec![
+            None,
+            Some(None),
+            Some(Some(RateLimit {
+                lines: 5,
+                per: Duration::from_secs(2)
+            }))
+        ]
+    );
+}
+
+#[test]
 fn bad_log_and_metrics_keys_name_their_position() {
     let rows: &[(&str, usize, usize, &str)] = &[
         ("log: {colour: red}\n", 1, 7, "unknown key `colour`"),
@@ -696,6 +718,12 @@ fn bad_log_and_metrics_keys_name_their_position() {
             "not ADDRESS:PORT",
         ),
         ("metrics: {port: 9300}\n", 1, 11, "unknown key `port`"),
+        (
+            "services:\n  a:\n    cmd: x\n    log_rate_limit: {lines: 5}\n",
+            4,
+            21,
+            "a.log_rate_limit: needs both",
+        ),
     ];
     for (text, line, col, part) in rows {
         let errs = errors(text);

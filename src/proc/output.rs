@@ -362,6 +362,10 @@ impl Limiter {
         }
     }
 
+    pub fn set_limit(&mut self, limit: RateLimit) {
+        self.limit = limit;
+    }
+
     /// May one more line through at `now`? A fixed window of `per`: its
     /// first `lines` lines pass.
     fn allow(&mut self, now: Instant) -> bool {

@@ -272,7 +272,7 @@ impl Shell<'_> {
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
         let limiters = &mut self.limiters;
-        let rate = self.cfg.log.rate_limit;
+        let rate = spec.log_rate_limit.unwrap_or(self.cfg.log.rate_limit);
         let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
             let (dest, head) = match stream {
                 Stream::Inherit => return Ok(spawn::Out::Inherit),
@@ -295,6 +295,8 @@ impl Shell<'_> {
                         &spec.name, limit,
                     )))
                 });
+                // A reload may have changed it.
+                l.borrow_mut().set_limit(limit);
                 reader = reader.with_limiter(l.clone());
             }
             new_readers.push(reader);
