@@ -581,6 +581,84 @@ class Bench:
                                       "mib_per_s": round(total / took / 2**20, 1) if ok else None}
         return res
 
+    def log_formats(self, mib_per_service=50, services=4, runs=5):
+        """`prefix` throughput with log.format text and json: the same 4
+        writers of 100-byte lines as `logs`, into one file."""
+        line = "x" * 99
+        gen = "yes %s | head -c %d" % (line, mib_per_service << 20)
+        total = services * (mib_per_service << 20)
+        times = {"text": [], "json": []}
+        sizes = {}
+        # Alternated, so that a machine busy at one moment weighs on both.
+        for _ in range(runs):
+            for fmt in ("text", "json"):
+                flags = tempfile.mkdtemp(dir=self.tmp)
+                svcs = {"w%d" % i: {"cmd": ["sh", "-c", gen + "; touch %s/done%d" % (flags, i)],
+                                    "stdout": "prefix", "respawn": False} for i in range(services)}
+                cfg, d = self.mc_config(svcs, "log:\n  format: %s\n" % fmt)
+                until = "until [ $(ls %s | wc -l) -ge %d ]; do sleep 0.01; done" % (flags, services)
+                with open(os.path.join(d, "out"), "wb") as out:
+                    t = time.perf_counter()
+                    p = subprocess.Popen([self.bin, "-c", cfg, "--root", d, "--", "sh", "-c", until],
+                                         stdout=out, stderr=subprocess.DEVNULL, env=dict(os.environ, MC_LOG="warn"))
+                    p.wait()
+                    times[fmt].append(time.perf_counter() - t)
+                # The smallest output seen: less than all of it means the
+                # writer's queue overflowed (a starved writer thread).
+                size = os.path.getsize(os.path.join(d, "out"))
+                sizes[fmt] = min(sizes.get(fmt, size), size)
+                shutil.rmtree(d, ignore_errors=True)
+        res = {}
+        for fmt, ts in times.items():
+            m = sorted(ts)[len(ts) // 2]
+            res[fmt] = {"s": round(m, 3), "mib_per_s": round(total / m / 2**20, 1), "bytes_out": sizes[fmt],
+                        "runs": len(ts)}
+        self.results["log_formats_200mib"] = res
+
+    def metrics_scrape(self, services=50, scrapes=500):
+        """GET /metrics latency with 50 services, and `ctl metrics`."""
+        import socket
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        svcs = {"s%d" % i: {"cmd": ["sleep", "3600"]} for i in range(services)}
+        cfg, d = self.mc_config(svcs, "metrics:\n  listen: \"127.0.0.1:%d\"\n" % port)
+        p = subprocess.Popen([self.bin, "-c", cfg, "--root", d], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=dict(os.environ, MC_LOG="warn"))
+
+        def scrape():
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
+                c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+                buf = b""
+                while True:
+                    got = c.recv(65536)
+                    if not got:
+                        return buf
+                    buf += got
+
+        def up():
+            try:
+                return b"s%d" % (services - 1) in scrape()
+            except OSError:
+                return False
+        wait_for(up, 10)
+        ms = []
+        size = 0
+        for _ in range(scrapes):
+            t = time.perf_counter()
+            size = len(scrape())
+            ms.append((time.perf_counter() - t) * 1000)
+        ctl_ms = []
+        for _ in range(20):
+            t = time.perf_counter()
+            subprocess.run([self.bin, "-c", cfg, "--root", d, "ctl", "metrics"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, check=True)
+            ctl_ms.append((time.perf_counter() - t) * 1000)
+        self.stop(p)
+        shutil.rmtree(d, ignore_errors=True)
+        self.results["metrics_scrape_50_services"] = {
+            "http_ms": median_spread(ms), "ctl_metrics_ms": median_spread(ctl_ms), "bytes": size}
+
     def restart(self):
         d = tempfile.mkdtemp(dir=self.tmp)
         starts = os.path.join(d, "starts")
@@ -968,6 +1046,24 @@ class Bench:
             targets.append(("prefix ≥ %.1f× direct on %s, no torn line" % (bar, fs),
                             "%.2f×, %d torn" % (ratio, pre["torn_or_foreign_lines"]),
                             ratio >= bar and pre["torn_or_foreign_lines"] == 0))
+        lf = r.get("log_formats_200mib")
+        if lf:
+            L.append("## 6b. log.format: 200 MiB of 100-byte lines from 4 writers, `prefix` into a file\n")
+            L.append("| format | seconds (median, alternated runs) | MiB/s in | bytes out (smallest) |\n|---|---|---|---|")
+            for k, v in lf.items():
+                L.append("| %s | %s | %s | %d |" % (k, v["s"], v["mib_per_s"], v["bytes_out"]))
+            ratio = lf["json"]["mib_per_s"] / lf["text"]["mib_per_s"]
+            targets.append(("json within 10 % of text throughput", "%.2f×" % ratio, ratio >= 0.9))
+            L.append("")
+        ms = r.get("metrics_scrape_50_services")
+        if ms:
+            L.append("## 6c. Metrics with 50 services (%d bytes of exposition)\n" % ms["bytes"])
+            L.append("| scrape | median ms | p10 | p90 |\n|---|---|---|---|")
+            for k, name in (("http_ms", "GET /metrics (connect to last byte)"),
+                            ("ctl_metrics_ms", "`mc-launcher ctl metrics` (a process)")):
+                v = ms[k]
+                L.append("| %s | %.2f | %.2f | %.2f |" % (name, v["median"], v["p10"], v["p90"]))
+            L.append("")
         rs = r.get("restart")
         if rs:
             L.append("## 7. Restart\n")
@@ -1040,6 +1136,21 @@ class Bench:
   batch took it from 0.26× to 0.5–0.6×, ~1 GB/s: 6–8× what supervisord or
   circusd sustained capturing the same output in the same run.
 """)
+        if lf:
+            L.append("""- **json within 10 % of text**: a JSON record of a 100-byte line is
+  175 bytes where the text one is 105 (the time stamp, the service and
+  stream names, the braces): the writer thread writes 1.67× the bytes, and
+  on 2 cores shared with the 8 processes writing, that shows. The
+  framing itself was made cheap (the envelope built once per batch, the
+  message checked and escaped 16 and 8 bytes a step, no per-character
+  walk): in bytes out per second, JSON is ahead of text. "bytes out
+  (smallest)" below the full size (220,200,960 text, 367,001,600 JSON)
+  means the writer's 16 MiB queue overflowed in a run, its thread starved
+  of CPU by the 8 writing processes on 2 cores: lines dropped and
+  counted, by design (the binary before issue 19 does the same under
+  that load); a dropped line costs less than a written one, so such a run
+  flatters its format.
+""")
         with open(os.path.join(OUT, "REPORT.md"), "w") as f:
             f.write("\n".join(L) + "\n")
         self.plots()
@@ -1096,7 +1207,7 @@ def main():
         except (OSError, ValueError):
             pass
     steps = ["exec_overhead", "launch", "memory", "idle", "probes", "stop_peers", "stop_time", "reaping", "logs",
-             "restart", "prepare", "first_service", "live_reconfigure"]
+             "log_formats", "metrics_scrape", "restart", "prepare", "first_service", "live_reconfigure"]
     try:
         for s in steps:
             if a.only and s not in a.only:

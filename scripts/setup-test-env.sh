@@ -71,6 +71,13 @@ if [ "$("$tools/bin/kubernetes-validate" --version 2>/dev/null)" != "$kv_version
     /usr/bin/python3 -m venv "$tools"
     "$tools/bin/pip" install -q --disable-pip-version-check "kubernetes-validate==$kv_version"
 fi
+# prometheus_client's parser checks `ctl metrics` and GET /metrics strictly
+# (tests/metrics.rs), pinned too; added to an existing venv in place.
+pc_version="0.26.0"
+if [ "$("$tools/bin/python3" -c 'import prometheus_client, importlib.metadata as m; print(m.version("prometheus_client"))' 2>/dev/null)" != "$pc_version" ]; then
+    echo "installing prometheus_client $pc_version into $tools"
+    "$tools/bin/pip" install -q --disable-pip-version-check "prometheus_client==$pc_version"
+fi
 
 # cargo fuzz, for the short fuzz run of the test command (fuzz/run.sh).
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet

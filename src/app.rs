@@ -25,14 +25,12 @@ fn init_logging(verbosity: i32) {
         b.parse_filters(&spec);
     }
     b.format(|f, rec| {
-        let tag = match rec.level() {
-            log::Level::Error => "error: ",
-            log::Level::Warn => "warning: ",
-            log::Level::Info => "",
-            log::Level::Debug => "debug: ",
-            log::Level::Trace => "trace: ",
-        };
-        writeln!(f, "mc-launcher: {tag}{}", rec.args())
+        // `mc-launcher: warning: …`, or a JSON record with `log.format:
+        // json`, split at `log.max_line` like a service's lines.
+        let mut out = Vec::with_capacity(128);
+        let msg = rec.args().to_string();
+        crate::proc::record::launcher_line(rec.level(), None, &msg, &mut out);
+        f.write_all(&out)
     });
     // Through the output writer: never blocking the loop, never
     // interleaving with a service's lines (README "Output").
@@ -118,6 +116,12 @@ fn dispatch() -> i32 {
             return error::EXIT_CONFIG;
         }
     };
+    if matches!(args.command, Command::Run | Command::Prepare) {
+        // From here on, the launcher's lines and the services' take the
+        // configured form (before, the config's own errors were text).
+        let log = &loaded.config.log;
+        crate::proc::record::configure(log.format, log.max_line);
+    }
     match args.command {
         Command::Render => render(&loaded),
         Command::Check => check(&loaded.config, &loaded.warnings, &args),
@@ -472,6 +476,8 @@ fn run(
                     .join("\n")
             })?;
             l.config.paths.state = state_dir.clone();
+            // A reload may change the log format too (the next records).
+            crate::proc::record::configure(l.config.log.format, l.config.log.max_line);
             let sshd = if ssh_in_use && l.config.ssh != ssh {
                 ssh = l.config.ssh.clone();
                 Some(crate::prepare::phase::resync_keys(&l.config))

@@ -9,7 +9,13 @@ fn layer(module: &str) -> Option<u8> {
     let top = module.split("::").next().unwrap_or("");
     Some(match (top, module) {
         (_, m) if m.starts_with("config::model") => 1,
-        (_, m) if m.starts_with("ctl::proto") || m.starts_with("ctl::server") => 2,
+        (_, m)
+            if m.starts_with("ctl::proto")
+                || m.starts_with("ctl::server")
+                || m.starts_with("ctl::http") =>
+        {
+            2
+        }
         (_, m) if m.starts_with("ctl::client") => 4,
         // ctl/mod.rs only declares its three parts.
         ("ctl", "ctl") => 2,

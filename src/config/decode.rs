@@ -362,6 +362,8 @@ pub const TOP: &[&str] = &[
     "services",
     "shutdown",
     "control",
+    "log",
+    "metrics",
     "termination_log",
 ];
 pub const PATHS: &[&str] = &["salt", "project", "pillar", "volume", "state"];
@@ -410,6 +412,7 @@ pub const SERVICE: &[&str] = &[
     "max_age_variance",
     "on_reconfigure",
     "reload_signal",
+    "log_rate_limit",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
 pub const READY: &[&str] = &[
@@ -443,6 +446,9 @@ pub const STREAM: &[&str] = &[
 ];
 pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
+pub const LOG: &[&str] = &["format", "max_line", "rate_limit"];
+pub const RATE_LIMIT: &[&str] = &["lines", "per"];
+pub const METRICS: &[&str] = &["listen"];
 
 /// Every option the config accepts, by section: the source of truth that
 /// README.rst's reference is checked against.
@@ -464,6 +470,9 @@ pub const REFERENCE: &[(&str, &[&str])] = &[
     ("services.NAME.stdout", STREAM),
     ("shutdown", SHUTDOWN),
     ("control", CONTROL),
+    ("log", LOG),
+    ("log.rate_limit", RATE_LIMIT),
+    ("metrics", METRICS),
 ];
 
 /// The `paths:` section over the defaults for `root` and `project`.
@@ -517,6 +526,12 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
                     d.path(v, "termination_log")
                 };
             }
+            "log" => log(d, v, &mut cfg.log),
+            "metrics" => {
+                for (_, v) in d.map(v, "metrics", METRICS).unwrap_or_default() {
+                    cfg.metrics.listen = listen_addr(d, v);
+                }
+            }
             _ => {
                 for (_, v) in d.map(v, "control", CONTROL).unwrap_or_default() {
                     if let Some(p) = d.path(v, "control.socket") {
@@ -528,6 +543,84 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
     }
     validate_services(d, &cfg.services);
     cfg
+}
+
+fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
+    for (k, v) in d.map(n, "log", LOG).unwrap_or_default() {
+        match k {
+            "format" => match d.string(v, "log.format").as_deref() {
+                Some("text") => l.format = LogFormat::Text,
+                Some("json") => l.format = LogFormat::Json,
+                Some(other) => d.err(v.pos, format!("log.format: `{other}` is not text or json")),
+                None => {}
+            },
+            "max_line" => match d.size(v, "log.max_line") {
+                Some(b) if (MIN_MAX_LINE as u64..=MAX_MAX_LINE as u64).contains(&b) => {
+                    l.max_line = b as usize;
+                }
+                Some(b) => d.err(
+                    v.pos,
+                    format!(
+                        "log.max_line: {b} bytes is outside {}..{} (1K..1M)",
+                        MIN_MAX_LINE, MAX_MAX_LINE
+                    ),
+                ),
+                None => {}
+            },
+            _ => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
+        }
+    }
+}
+
+/// `{lines: N, per: DURATION}` (`what` names it in messages); `null` is
+/// no limit.
+fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
+    if n.is_null() {
+        return None;
+    }
+    let entries = d.map(n, what, RATE_LIMIT)?;
+    let has = |key: &str| entries.iter().any(|(k, _)| *k == key);
+    if !has("lines") || !has("per") {
+        d.err(n.pos, format!("{what}: needs both `lines` and `per`"));
+    }
+    let (mut lines, mut per) = (None, None);
+    for (k, v) in entries {
+        match k {
+            "lines" => lines = d.int(v, &format!("{what}.lines"), 1),
+            _ => match d.duration(v, &format!("{what}.per")) {
+                Some(p) if p.is_zero() => {
+                    d.err(v.pos, format!("{what}.per: must be longer than 0s"))
+                }
+                p => per = p,
+            },
+        }
+    }
+    Some(RateLimit {
+        lines: u64::try_from(lines?).ok()?,
+        per: per?,
+    })
+}
+
+/// `127.0.0.1:9300`, `[::1]:9300`, or `:9300` for every address.
+fn listen_addr(d: &mut Decoder, n: &Node) -> Option<std::net::SocketAddr> {
+    if n.is_null() {
+        return None;
+    }
+    let text = d.string(n, "metrics.listen")?;
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.clone(),
+    };
+    match full.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            d.err(
+                n.pos,
+                format!("metrics.listen: `{text}` is not ADDRESS:PORT (e.g. 127.0.0.1:9300)"),
+            );
+            None
+        }
+    }
 }
 
 fn pillar(d: &mut Decoder, n: &Node, p: &mut PillarCfg) {
@@ -846,6 +939,7 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
                 _ => d.err(v.pos, format!("{w}: expected restart, reload or none")),
             },
             "reload_signal" => s.reload_signal = d.signal(v, &w).unwrap_or(Signal::SIGHUP),
+            "log_rate_limit" => s.log_rate_limit = Some(rate_limit(d, v, &w)),
             _ => variance = d.duration(v, &w).unwrap_or_default(),
         }
     }

@@ -52,6 +52,9 @@ pub struct Config {
     pub services: Vec<Service>,
     pub shutdown: ShutdownCfg,
     pub control: ControlCfg,
+    /// The launcher's own lines and the `prefix` streams (README "Logging").
+    pub log: LogCfg,
+    pub metrics: MetricsCfg,
     /// Where the termination report goes (`None`: nowhere).
     pub termination_log: Option<PathBuf>,
 }
@@ -302,6 +305,9 @@ pub struct Service {
     /// Restart a process after this long (circus `max_age`), plus a random
     /// part up to the variance.
     pub max_age: Option<(Duration, Duration)>,
+    /// `log_rate_limit`: this service's own limit over `log.rate_limit`
+    /// (`Some(None)`: none for it); `None`: the global one.
+    pub log_rate_limit: Option<Option<RateLimit>>,
     /// The `-- CMD` service: its exit status becomes the launcher's.
     pub main: bool,
     pub on_reconfigure: OnReconfigure,
@@ -343,6 +349,7 @@ impl Service {
             autostart: true,
             warmup_delay: Duration::ZERO,
             max_age: None,
+            log_rate_limit: None,
             main: false,
             on_reconfigure: OnReconfigure::Restart,
             reload_signal: Signal::SIGHUP,
@@ -375,6 +382,56 @@ pub struct ShutdownCfg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlCfg {
     pub socket: PathBuf,
+}
+
+/// How a record is written: `web | text`, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// At most `lines` lines of one service per `per`; the rest are dropped
+/// and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub lines: u64,
+    pub per: Duration,
+}
+
+/// Docker's json-file and local drivers cut a line at 16 KiB: records
+/// stay within this, framing included, unless configured otherwise.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
+/// The smallest `log.max_line`: room for the JSON envelope of a long
+/// service name and some payload.
+pub const MIN_MAX_LINE: usize = 1024;
+/// The largest `log.max_line` (a longer record helps no log driver).
+pub const MAX_MAX_LINE: usize = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogCfg {
+    pub format: LogFormat,
+    /// Longest record written, newline and framing included.
+    pub max_line: usize,
+    /// Per service, each separately (`None`: no limit).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for LogCfg {
+    fn default() -> LogCfg {
+        LogCfg {
+            format: LogFormat::Text,
+            max_line: DEFAULT_MAX_LINE,
+            rate_limit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MetricsCfg {
+    /// Serve `GET /metrics` there (`None`: only `ctl metrics`).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -415,6 +472,8 @@ impl Config {
             control: ControlCfg {
                 socket: PathBuf::from("/run/mc-launcher.sock"),
             },
+            log: LogCfg::default(),
+            metrics: MetricsCfg::default(),
             project,
             root,
             paths,

@@ -626,3 +626,157 @@ fn live_reconfigure_keys_decode() {
     let plain = load_text("services:\n  a:\n    cmd: x\n").expect("valid");
     assert!(!plain.config.reconfigure.watch, "watch is off by default");
 }
+
+#[test]
+fn log_and_metrics_decode() {
+    use crate::config::model::{LogFormat, RateLimit};
+    // (config, format, max_line, rate_limit as (lines, ms), listen)
+    type Row<'a> = (
+        &'a str,
+        LogFormat,
+        usize,
+        Option<(u64, u64)>,
+        Option<&'a str>,
+    );
+    let rows: &[Row] = &[
+        ("{}\n", LogFormat::Text, 16384, None, None),
+        ("log: {format: json}\n", LogFormat::Json, 16384, None, None),
+        (
+            "log: {format: text, max_line: 4K}\n",
+            LogFormat::Text,
+            4096,
+            None,
+            None,
+        ),
+        (
+            "log:\n  rate_limit: {lines: 100, per: 1s}\n",
+            LogFormat::Text,
+            16384,
+            Some((100, 1000)),
+            None,
+        ),
+        (
+            "log: {rate_limit: null}\n",
+            LogFormat::Text,
+            16384,
+            None,
+            None,
+        ),
+        (
+            "metrics: {listen: \"127.0.0.1:9300\"}\n",
+            LogFormat::Text,
+            16384,
+            None,
+            Some("127.0.0.1:9300"),
+        ),
+        (
+            "metrics: {listen: \":9300\"}\n",
+            LogFormat::Text,
+            16384,
+            None,
+            Some("0.0.0.0:9300"),
+        ),
+        (
+            "metrics: {listen: null}\n",
+            LogFormat::Text,
+            16384,
+            None,
+            None,
+        ),
+    ];
+    for (text, format, max_line, rate, listen) in rows {
+        let cfg = load_text(text)
+            .unwrap_or_else(|e| panic!("{text}: {e:?}"))
+            .config;
+        assert_eq!(cfg.log.format, *format, "{text}");
+        assert_eq!(cfg.log.max_line, *max_line, "{text}");
+        let want = rate.map(|(lines, ms)| RateLimit {
+            lines,
+            per: Duration::from_millis(ms),
+        });
+        assert_eq!(cfg.log.rate_limit, want, "{text}");
+        assert_eq!(
+            cfg.metrics.listen.map(|a| a.to_string()).as_deref(),
+            *listen,
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn a_service_may_have_its_own_rate_limit_or_none() {
+    use crate::config::model::RateLimit;
+    let cfg = load_text(
+        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  a: {cmd: x}\n  b: {cmd: x, log_rate_limit: null}\n  c: {cmd: x, log_rate_limit: {lines: 5, per: 2s}}\n",
+    )
+    .expect("valid")
+    .config;
+    let own: Vec<_> = cfg.services.iter().map(|s| s.log_rate_limit).collect();
+    assert_eq!(
+        own,
+        vec![
+            None,
+            Some(None),
+            Some(Some(RateLimit {
+                lines: 5,
+                per: Duration::from_secs(2)
+            }))
+        ]
+    );
+}
+
+#[test]
+fn bad_log_and_metrics_keys_name_their_position() {
+    let rows: &[(&str, usize, usize, &str)] = &[
+        ("log: {colour: red}\n", 1, 7, "unknown key `colour`"),
+        ("log: {format: xml}\n", 1, 15, "`xml` is not text or json"),
+        ("log: {max_line: 10}\n", 1, 17, "outside 1024..1048576"),
+        ("log: {max_line: 2G}\n", 1, 17, "outside"),
+        ("log: {max_line: lots}\n", 1, 17, "bad size"),
+        (
+            "log:\n  rate_limit: {lines: 0, per: 1s}\n",
+            2,
+            23,
+            "below the minimum",
+        ),
+        (
+            "log:\n  rate_limit: {lines: 5, per: 0s}\n",
+            2,
+            31,
+            "longer than 0s",
+        ),
+        (
+            "log:\n  rate_limit: {lines: 5}\n",
+            2,
+            15,
+            "needs both `lines` and `per`",
+        ),
+        (
+            "log:\n  rate_limit: {lines: 5, per: 1s, burst: 2}\n",
+            2,
+            35,
+            "unknown key `burst`",
+        ),
+        (
+            "metrics: {listen: \"localhost\"}\n",
+            1,
+            19,
+            "not ADDRESS:PORT",
+        ),
+        ("metrics: {port: 9300}\n", 1, 11, "unknown key `port`"),
+        (
+            "services:\n  a:\n    cmd: x\n    log_rate_limit: {lines: 5}\n",
+            4,
+            21,
+            "a.log_rate_limit: needs both",
+        ),
+    ];
+    for (text, line, col, part) in rows {
+        let errs = errors(text);
+        assert!(
+            errs.iter()
+                .any(|(l, c, m)| l == line && c == col && m.contains(part)),
+            "{text}: want {line}:{col} {part}, got {errs:?}"
+        );
+    }
+}

@@ -126,6 +126,10 @@ fn command_list() -> String {
 /// The readable form of an answer.
 fn human(cmd: &str, answer: &Reply) -> String {
     let mut out = String::new();
+    if let Some(text) = &answer.metrics {
+        // As it is, so that `ctl metrics > file` is a scrape.
+        out.push_str(text);
+    }
     if let Some(services) = &answer.services {
         out.push_str(&format!(
             "{:<20} {:<10} {:<18} {:>9} {:>8}  {}\n",

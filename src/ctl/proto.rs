@@ -40,6 +40,8 @@ pub enum Health {
 pub enum Command {
     Status,
     Health(Health),
+    /// The Prometheus exposition (README "Metrics").
+    Metrics,
     Start(String),
     Stop(String),
     Restart(String),
@@ -56,6 +58,7 @@ pub enum Command {
 pub const COMMANDS: &[(&str, bool)] = &[
     ("status", false),
     ("health", false),
+    ("metrics", false),
     ("start", true),
     ("stop", true),
     ("restart", true),
@@ -88,6 +91,7 @@ impl Command {
                     return Err(format!("unknown health check: {other} (live or ready)"))
                 }
             }),
+            "metrics" => Command::Metrics,
             "start" => Command::Start(name),
             "stop" => Command::Stop(name),
             "restart" => Command::Restart(name),
@@ -127,6 +131,7 @@ impl Command {
                 },
                 ..plain("health")
             },
+            Command::Metrics => plain("metrics"),
             Command::Start(n) => named("start", n),
             Command::Stop(n) => named("stop", n),
             Command::Restart(n) => named("restart", n),
@@ -240,6 +245,9 @@ pub struct Reply {
     /// `status`: the last live reconfigure, if any ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconfigure: Option<ReconfigureState>,
+    /// `metrics`: the exposition text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<String>,
 }
 
 impl Reply {
@@ -329,6 +337,7 @@ mod tests {
             Command::Health(Health::All),
             Command::Health(Health::Live),
             Command::Health(Health::Ready),
+            Command::Metrics,
             Command::Start("a".into()),
             Command::Stop("a".into()),
             Command::Restart("a".into()),

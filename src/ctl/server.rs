@@ -160,8 +160,9 @@ impl Server {
         self.conns.retain(|_, c| c.last + IDLE > now);
     }
 
-    /// Accept pending connections from our own user (or root).
-    pub fn accept(&mut self, now: Instant) {
+    /// Accept pending connections from our own user (or root); their ids.
+    pub fn accept(&mut self, now: Instant) -> Vec<u64> {
+        let mut fresh = Vec::new();
         while let Ok((stream, _)) = self.listener.accept() {
             let me = nix::unistd::Uid::effective().as_raw();
             let peer =
@@ -198,7 +199,9 @@ impl Server {
                     closing: false,
                 },
             );
+            fresh.push(id);
         }
+        fresh
     }
 
     /// Read what connection `id` sent: complete lines become requests. A

@@ -8,6 +8,7 @@ pub mod notify;
 pub mod output;
 pub mod probe;
 pub mod reap;
+pub mod record;
 pub mod spawn;
 pub mod watch;
 

@@ -46,8 +46,9 @@ impl NotifySocket {
         self.fd.as_fd()
     }
 
-    /// Every pending message, with its sender's pid.
-    pub fn receive(&self) -> Vec<(i32, String)> {
+    /// Every pending message, with its sender's pid and uid (`None` when
+    /// the kernel gave no credentials).
+    pub fn receive(&self) -> Vec<(Option<(i32, u32)>, String)> {
         let mut out = Vec::new();
         loop {
             let mut buf = [0u8; MAX_MESSAGE];
@@ -60,19 +61,15 @@ impl NotifySocket {
                 MsgFlags::MSG_DONTWAIT,
             );
             let Ok(msg) = res else { break };
-            let pid = msg
-                .cmsgs()
-                .ok()
-                .and_then(|mut c| {
-                    c.find_map(|m| match m {
-                        ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
-                        _ => None,
-                    })
+            let who = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmCredentials(cred) => Some((cred.pid(), cred.uid())),
+                    _ => None,
                 })
-                .unwrap_or(0);
+            });
             let n = msg.bytes;
             let text = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).into_owned();
-            out.push((pid, text));
+            out.push((who, text));
         }
         out
     }
@@ -106,7 +103,10 @@ mod tests {
         send(&s.env_value, "READY=1\nSTATUS=warming up").expect("send");
         let got = s.receive();
         assert_eq!(got.len(), 1);
-        assert_eq!(got[0].0, std::process::id() as i32);
+        assert_eq!(
+            got[0].0,
+            Some((std::process::id() as i32, nix::unistd::getuid().as_raw()))
+        );
         assert_eq!(got[0].1, "READY=1\nSTATUS=warming up");
         assert!(s.receive().is_empty());
     }

@@ -10,7 +10,8 @@
 //! once writing works again. The launcher's own log lines take the same
 //! queue, so they never interleave with a service's. Layer 2.
 
-use crate::config::model::FileStream;
+use super::record::{self, Head};
+use crate::config::model::{FileStream, RateLimit};
 use nix::fcntl::OFlag;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -21,15 +22,29 @@ use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Biggest line kept whole; a longer one is cut into pieces of this size.
-const MAX_LINE: usize = 64 * 1024;
+/// For `file` streams (which no log driver reads): the longest line kept
+/// whole, only to bound what waits for a newline; a longer one is cut
+/// there. `prefix` streams follow `log.max_line` (`record`).
+const FILE_MAX_LINE: usize = 64 * 1024;
 const READ_CHUNK: usize = 64 * 1024;
 /// The pipe buffer asked for each service's output.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
-/// At most this much is read from one pipe per wake-up, so a service that
-/// writes without pause neither grows our buffer without bound nor starves
-/// the others (poll is level-triggered: the rest comes next round).
-const MAX_READ_PER_DRAIN: usize = 1 << 20;
+/// What one wake-up reads from the pipes that are ready, in all: split
+/// among them (`drain_budget`), so a service that writes without pause
+/// neither grows our buffer without bound nor starves the others (poll is
+/// level-triggered: the rest comes next round), and a round of the loop
+/// stays short however many services flood: the control socket is served
+/// between rounds. One busy pipe gets it all (fewer, larger batches).
+const ROUND_BUDGET: usize = 512 * 1024;
+/// The least read from a ready pipe in one round.
+const MIN_DRAIN: usize = 64 * 1024;
+/// What a drain reads at most outside the loop (the final drains).
+pub const MAX_DRAIN: usize = ROUND_BUDGET;
+
+/// What each of `ready` pipes may read this round.
+pub fn drain_budget(ready: usize) -> usize {
+    (ROUND_BUDGET / ready.max(1)).max(MIN_DRAIN)
+}
 /// Bytes waiting for the writer thread at most; beyond, lines are dropped.
 pub const QUEUE_BYTES: usize = 16 << 20;
 /// The writer's writes are at most this big (large writes are slower on
@@ -170,6 +185,19 @@ impl Writer {
         self.lock().dropped_lines
     }
 
+    /// The queue is full: whatever is submitted now is dropped (the loop
+    /// then counts lines rather than format them).
+    pub fn full(&self) -> bool {
+        self.lock().bytes >= QUEUE_BYTES
+    }
+
+    /// Count `lines` (of `bytes`) as dropped without submitting them.
+    pub fn count_dropped(&self, lines: u64, bytes: u64) {
+        let mut q = self.lock();
+        q.dropped_lines += lines;
+        q.dropped_bytes += bytes;
+    }
+
     fn run(&self) {
         let mut files: HashMap<PathBuf, FileOut> = HashMap::new();
         loop {
@@ -182,13 +210,15 @@ impl Writer {
                 self.idle.notify_all();
                 if q.dropped_lines > 0 {
                     // Writing works again: say what was lost, once.
-                    let note = format!(
-                        "mc-launcher: warning: output could not keep up: {} line(s), {} bytes dropped\n",
+                    let msg = format!(
+                        "output could not keep up: {} line(s), {} bytes dropped",
                         q.dropped_lines, q.dropped_bytes
                     );
                     q.dropped_lines = 0;
                     q.dropped_bytes = 0;
-                    q.items.push_back((Dest::Stderr, note.into_bytes()));
+                    let mut note = Vec::new();
+                    record::launcher_line(log::Level::Warn, None, &msg, &mut note);
+                    q.items.push_back((Dest::Stderr, note));
                     continue;
                 }
                 q = match self.more.wait(q) {
@@ -298,13 +328,102 @@ impl Tail {
 /// A tail shared by the readers of a service's processes and the loop.
 pub type SharedTail = std::rc::Rc<std::cell::RefCell<Tail>>;
 
+/// Where the reader is in the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// At the start of a line.
+    Fresh,
+    /// Pieces of a long line went out already (`first`: none yet).
+    Split { id: u64, first: bool },
+    /// The rate limit dropped this line: its rest goes too.
+    Dropping,
+}
+
+/// The per-service rate limit (`log.rate_limit`), shared by the readers of
+/// all its processes and streams.
+pub struct Limiter {
+    name: String,
+    limit: RateLimit,
+    window_end: Option<Instant>,
+    count: u64,
+    dropped: u64,
+}
+
+pub type SharedLimiter = std::rc::Rc<std::cell::RefCell<Limiter>>;
+
+impl Limiter {
+    pub fn new(name: &str, limit: RateLimit) -> Limiter {
+        Limiter {
+            name: name.to_string(),
+            limit,
+            window_end: None,
+            count: 0,
+            dropped: 0,
+        }
+    }
+
+    pub fn set_limit(&mut self, limit: RateLimit) {
+        self.limit = limit;
+    }
+
+    /// May one more line through at `now`? A fixed window of `per`: its
+    /// first `lines` lines pass.
+    fn allow(&mut self, now: Instant) -> bool {
+        if self.window_end.is_none_or(|end| now >= end) {
+            self.report();
+            self.window_end = Some(now + self.limit.per);
+            self.count = 0;
+        }
+        if self.count < self.limit.lines {
+            self.count += 1;
+            true
+        } else {
+            self.dropped += 1;
+            false
+        }
+    }
+
+    /// When a drop report is due (the window that dropped lines ends), so
+    /// that a service that goes quiet after a flood still gets it.
+    pub fn due(&self) -> Option<Instant> {
+        self.window_end.filter(|_| self.dropped > 0)
+    }
+
+    /// Report the lines dropped in a window that is over.
+    pub fn report_if_due(&mut self, now: Instant) {
+        if self.due().is_some_and(|end| now >= end) {
+            self.report();
+        }
+    }
+
+    /// Report what was dropped now (the launcher is ending).
+    pub fn report(&mut self) {
+        if self.dropped == 0 {
+            return;
+        }
+        let msg = format!(
+            "{} lines dropped (rate limit {}/{})",
+            self.dropped,
+            self.limit.lines,
+            humantime::format_duration(self.limit.per)
+        );
+        self.dropped = 0;
+        let w = writer();
+        let mut out = w.buffer();
+        record::launcher_line(log::Level::Warn, Some(&self.name), &msg, &mut out);
+        w.submit(Dest::Stderr, out);
+    }
+}
+
 /// The read end of one child's stdout or stderr pipe.
 pub struct Reader {
     fd: File,
     pending: Vec<u8>,
     dest: Dest,
-    /// Put before each line (`web | `); empty for files.
-    prefix: Vec<u8>,
+    /// How each record is framed; `None` for files (lines as they are).
+    head: Option<Head>,
+    line: Line,
+    limiter: Option<SharedLimiter>,
     /// Where the last lines are kept (stderr).
     tail: Option<SharedTail>,
 }
@@ -328,12 +447,16 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok((r, w))
 }
 
-pub fn reader(read_end: OwnedFd, dest: Dest, prefix: &str) -> Reader {
+/// A reader into `dest`, framing each line with `head` (`None`: a file,
+/// lines as they are).
+pub fn reader(read_end: OwnedFd, dest: Dest, head: Option<Head>) -> Reader {
     Reader {
         fd: File::from(read_end),
         pending: Vec::new(),
         dest,
-        prefix: prefix.as_bytes().to_vec(),
+        head,
+        line: Line::Fresh,
+        limiter: None,
         tail: None,
     }
 }
@@ -342,6 +465,12 @@ impl Reader {
     /// Keep the last lines read in `tail` too.
     pub fn with_tail(mut self, tail: SharedTail) -> Reader {
         self.tail = Some(tail);
+        self
+    }
+
+    /// Count its lines against the service's rate limit.
+    pub fn with_limiter(mut self, limiter: SharedLimiter) -> Reader {
+        self.limiter = Some(limiter);
         self
     }
 }
@@ -498,21 +627,31 @@ fn strftime_now(fmt: &str) -> String {
     }
 }
 
+/// The wall clock, in seconds since the Unix epoch (0 before it).
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
 /// Outcome of draining a reader.
 pub enum Drained {
     /// More may come.
     Open,
+    /// The budget of one wake-up was read: more is waiting now.
+    More,
     /// The writers are gone (EOF): drop the reader.
     Closed,
 }
 
-/// Read what is available and queue every complete line. At EOF a last
-/// partial line is queued with a newline added.
-pub fn drain(r: &mut Reader) -> Drained {
+/// Read what is available and queue every complete line, framed. At EOF
+/// a last partial line is queued as if a newline ended it.
+pub fn drain(r: &mut Reader, budget: usize) -> Drained {
     let mut buf = [0u8; READ_CHUNK];
     let mut state = Drained::Open;
     let mut taken = 0usize;
-    while taken < MAX_READ_PER_DRAIN {
+    while taken < budget {
         match r.fd.read(&mut buf) {
             Ok(0) => {
                 state = Drained::Closed;
@@ -531,21 +670,35 @@ pub fn drain(r: &mut Reader) -> Drained {
             }
         }
     }
-    let cut = match state {
-        Drained::Closed => {
-            if r.pending.last().is_some_and(|&b| b != b'\n') {
-                r.pending.push(b'\n');
-            }
-            r.pending.len()
+    let closed = matches!(state, Drained::Closed);
+    if !closed && taken >= budget {
+        state = Drained::More;
+    }
+    if r.head.is_some() {
+        drain_framed(r, closed);
+    } else {
+        drain_raw(r, closed);
+    }
+    state
+}
+
+/// A file stream: whole lines as they are (a line longer than
+/// `FILE_MAX_LINE` cut there, a newline added).
+fn drain_raw(r: &mut Reader, closed: bool) {
+    let cut = if closed {
+        if r.pending.last().is_some_and(|&b| b != b'\n') {
+            r.pending.push(b'\n');
         }
-        Drained::Open => match memchr::memrchr(b'\n', &r.pending) {
+        r.pending.len()
+    } else {
+        match memchr::memrchr(b'\n', &r.pending) {
             Some(i) => i + 1,
-            None if r.pending.len() >= MAX_LINE => {
+            None if r.pending.len() >= FILE_MAX_LINE => {
                 r.pending.push(b'\n');
                 r.pending.len()
             }
             None => 0,
-        },
+        }
     };
     if cut > 0 {
         let w = writer();
@@ -554,30 +707,182 @@ pub fn drain(r: &mut Reader) -> Drained {
         if let Some(t) = &r.tail {
             t.borrow_mut().push(lines);
         }
-        frame(&r.prefix, lines, &mut out);
+        out.extend_from_slice(lines);
         r.pending.drain(..cut);
         w.submit(r.dest.clone(), out);
     }
-    state
 }
 
-/// Whole lines, each with `prefix` before it, appended to `out`.
-fn frame(prefix: &[u8], lines: &[u8], out: &mut Vec<u8>) {
-    if prefix.is_empty() {
-        out.extend_from_slice(lines);
-        return;
+/// What framing a batch needs, read once per batch.
+struct Batch {
+    json: bool,
+    max: usize,
+    ts: [u8; 24],
+    /// `Head::json_start` for this batch's time stamp.
+    start: Vec<u8>,
+    now: Instant,
+}
+
+/// A `prefix` stream: each line one record (or several, when longer than
+/// `log.max_line`), through the rate limit.
+fn drain_framed(r: &mut Reader, closed: bool) {
+    let data = std::mem::take(&mut r.pending);
+    let w = writer();
+    let json = record::json();
+    let ts = if json { record::timestamp() } else { [0u8; 24] };
+    let b = Batch {
+        json,
+        max: record::max_line(),
+        ts,
+        start: match (&r.head, json) {
+            (Some(h), true) => h.json_start(&ts),
+            _ => Vec::new(),
+        },
+        now: Instant::now(),
+    };
+    // Nobody reads our output and the queue is full: whole lines are
+    // counted, not formatted only to be thrown away.
+    if r.line == Line::Fresh && w.full() {
+        if let Some(end) = memchr::memrchr(b'\n', &data) {
+            let lines = memchr::memchr_iter(b'\n', data.get(..=end).unwrap_or_default()).count();
+            w.count_dropped(lines as u64, end as u64 + 1);
+            if let Some(t) = &r.tail {
+                t.borrow_mut().push(data.get(..=end).unwrap_or_default());
+            }
+            r.pending = data;
+            r.pending.drain(..=end);
+            return;
+        }
     }
-    out.reserve(lines.len() + lines.len() / 8 + prefix.len());
-    let mut start = 0;
-    for end in memchr::memchr_iter(b'\n', lines) {
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(lines.get(start..=end).unwrap_or_default());
-        start = end + 1;
+    let mut out = w.buffer();
+    // What the records will take, so that the buffer grows once.
+    let lines = memchr::memchr_iter(b'\n', &data).count() + 1;
+    let per_line = if json { b.start.len() + 8 } else { 16 };
+    out.reserve(data.len() + data.len() / 16 + lines * per_line);
+    let mut pos = 0usize;
+    while let Some(i) = memchr::memchr(b'\n', data.get(pos..).unwrap_or_default()) {
+        let line = data.get(pos..pos + i).unwrap_or_default();
+        emit(r, &b, line, true, &mut out);
+        pos += i + 1;
     }
-    if let Some(rest) = lines.get(start..).filter(|r| !r.is_empty()) {
-        out.extend_from_slice(prefix);
-        out.extend_from_slice(rest);
+    let rest = data.get(pos..).unwrap_or_default();
+    if closed {
+        // The end of the data ends the line; a split line gets its last
+        // piece even when nothing is left for it (an empty one).
+        if !rest.is_empty() || r.line != Line::Fresh {
+            emit(r, &b, rest, true, &mut out);
+        }
+        pos = data.len();
+    } else {
+        pos += emit(r, &b, rest, false, &mut out);
     }
+    if let Some(t) = &r.tail {
+        t.borrow_mut().push(data.get(..pos).unwrap_or_default());
+    }
+    r.pending = data;
+    r.pending.drain(..pos);
+    w.submit(r.dest.clone(), out);
+}
+
+/// Frame `data`, the rest of a line (`ends`) or its start so far; how many
+/// of its bytes are done with (the others wait for more).
+fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -> usize {
+    let Some(head) = &r.head else {
+        return 0;
+    };
+    if r.line == Line::Fresh {
+        let whole = head.budget(b.json, b.max, false, true);
+        let fits = if b.json {
+            // Most lines fit: escape once, undo in the rare case not.
+            None
+        } else {
+            Some(data.len() <= whole)
+        };
+        match (fits, ends) {
+            (Some(false), _) => {}
+            (Some(true), false) => return 0,
+            (Some(true), true) => {
+                if allowed(&r.limiter, b.now) {
+                    head.write(false, &b.ts, data, None, true, out);
+                }
+                return data.len();
+            }
+            (None, false) => {
+                // Escaped, it may fit or not; it waits either way unless
+                // it is already too long for any record (escaping never
+                // shrinks: one byte is one byte or more).
+                if data.len() <= whole && record::cut(true, data, whole, false) == data.len() {
+                    return 0;
+                }
+            }
+            (None, true) => {
+                if data.len() <= whole && allowed(&r.limiter, b.now) {
+                    // Write it, then check: most lines fit, and a line
+                    // that does not is rare enough to be undone.
+                    let mark = out.len();
+                    Head::write_json_line(&b.start, data, out);
+                    if out.len() - mark <= b.max {
+                        return data.len();
+                    }
+                    out.truncate(mark);
+                    r.line = Line::Split {
+                        id: record::next_partial_id(),
+                        first: true,
+                    };
+                } else if data.len() <= whole {
+                    return data.len(); // dropped by the rate limit
+                }
+            }
+        }
+        // Too long for one record: split, counted as one line.
+        r.line = if r.line != Line::Fresh {
+            r.line // counted already, above
+        } else if allowed(&r.limiter, b.now) {
+            Line::Split {
+                id: record::next_partial_id(),
+                first: true,
+            }
+        } else {
+            Line::Dropping
+        };
+    }
+    let (id, mut first) = match r.line {
+        Line::Split { id, first } => (id, first),
+        _ => {
+            if ends {
+                r.line = Line::Fresh;
+            }
+            return data.len();
+        }
+    };
+    let mut pos = 0usize;
+    loop {
+        let rest = data.get(pos..).unwrap_or_default();
+        let budget = head.budget(b.json, b.max, true, first);
+        let n = record::cut(b.json, rest, budget, ends);
+        let fits = n >= rest.len();
+        if fits && !ends {
+            // What is left may be the last piece: wait for the newline.
+            r.line = Line::Split { id, first };
+            return pos;
+        }
+        if n == 0 && !ends {
+            r.line = Line::Split { id, first };
+            return pos;
+        }
+        let piece = rest.get(..n).unwrap_or_default();
+        head.write(b.json, &b.ts, piece, Some((id, fits)), first, out);
+        pos += n;
+        first = false;
+        if fits {
+            r.line = Line::Fresh;
+            return data.len();
+        }
+    }
+}
+
+fn allowed(limiter: &Option<SharedLimiter>, now: Instant) -> bool {
+    limiter.as_ref().is_none_or(|l| l.borrow_mut().allow(now))
 }
 
 #[cfg(test)]
@@ -624,6 +929,47 @@ mod tests {
     }
 
     #[test]
+    fn a_long_line_cut_off_by_eof_is_split_and_ends() {
+        let d = tmpdir("split-eof");
+        let path = d.join("o.log");
+        let dest = Dest::File(Arc::new(FileStream {
+            path: path.clone(),
+            max_bytes: 0,
+            backup_count: 0,
+            time_format: None,
+            watched: false,
+        }));
+        // Text records: the format is the process's, and other tests
+        // write no framed records.
+        record::configure(crate::config::model::LogFormat::Text, 1024);
+        let (r, w) = pipe().expect("pipe");
+        let mut rd = reader(r, dest, Some(Head::service("t", "stdout", '|')));
+        let mut wf = File::from(w);
+        let line = "é".repeat(1500);
+        wf.write_all(line.as_bytes()).expect("write");
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Open));
+        drop(wf);
+        while !matches!(drain(&mut rd, MAX_DRAIN), Drained::Closed) {}
+        assert!(writer().flush(Duration::from_secs(10)));
+        record::configure(
+            crate::config::model::LogFormat::Text,
+            crate::config::model::DEFAULT_MAX_LINE,
+        );
+        let text = std::fs::read_to_string(&path).expect("read");
+        let mut joined = String::new();
+        for (i, rec) in text.split_inclusive('\n').enumerate() {
+            assert!(rec.len() <= 1024, "{}", rec.len());
+            let body = match i {
+                0 => rec.strip_prefix("t | "),
+                _ => rec.strip_prefix("t+ | "),
+            };
+            joined.push_str(body.expect("framed").trim_end_matches('\n'));
+        }
+        assert_eq!(joined, line);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
     fn drain_queues_whole_lines_and_flushes_partial_at_eof() {
         let d = tmpdir("drain");
         let path = d.join("o.log");
@@ -635,34 +981,20 @@ mod tests {
             watched: false,
         }));
         let (r, w) = pipe().expect("pipe");
-        let mut rd = reader(r, dest, "");
+        let mut rd = reader(r, dest, None);
         let mut wf = File::from(w);
         wf.write_all(b"one\ntw").expect("write");
-        assert!(matches!(drain(&mut rd), Drained::Open));
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Open));
         assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\n");
         wf.write_all(b"o\nthree").expect("write");
         drop(wf);
-        assert!(matches!(drain(&mut rd), Drained::Closed));
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Closed));
         assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "one\ntwo\nthree\n"
         );
         let _ = std::fs::remove_dir_all(&d);
-    }
-
-    #[test]
-    fn framing_puts_the_prefix_before_every_line() {
-        let rows: &[(&str, &str, &str)] = &[
-            ("web | ", "a\nb\n", "web | a\nweb | b\n"),
-            ("", "a\nb\n", "a\nb\n"),
-            ("w ! ", "x", "w ! x"),
-        ];
-        for (prefix, lines, want) in rows {
-            let mut out = Vec::new();
-            frame(prefix.as_bytes(), lines.as_bytes(), &mut out);
-            assert_eq!(String::from_utf8_lossy(&out), *want);
-        }
     }
 }

@@ -42,6 +42,11 @@ impl Core {
                 reconfigure: self.reconf_last.clone(),
                 ..Reply::default()
             },
+            (Command::Metrics, _) => Reply {
+                ok: true,
+                metrics: Some(self.metrics_text()),
+                ..Reply::default()
+            },
             (Command::Health(Health::Live), _) => {
                 let failed: Vec<String> = self
                     .svcs

@@ -332,6 +332,11 @@ pub enum Cause {
 }
 
 pub struct Core {
+    pub reconfigure_counts: ReconfigureCounts,
+    /// When the launcher started (seconds since the epoch), for
+    /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
+    /// the core.
+    pub start_time_unix: f64,
     pub(super) svcs: BTreeMap<u32, Svc>,
     pub(super) next_svc: u32,
     pub(super) next_proc: u64,
@@ -365,7 +370,6 @@ pub struct Core {
     pub(super) reconf_retry: bool,
     /// What `ctl status` shows of the last reconfigure.
     pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
-    pub reconfigure_counts: ReconfigureCounts,
 }
 
 pub struct CoreOptions {
@@ -385,6 +389,8 @@ pub struct CoreOptions {
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
+            reconfigure_counts: ReconfigureCounts::default(),
+            start_time_unix: 0.0,
             svcs: BTreeMap::new(),
             next_svc: 0,
             next_proc: 0,
@@ -408,7 +414,6 @@ impl Core {
             reconf_again: None,
             reconf_retry: false,
             reconf_last: None,
-            reconfigure_counts: ReconfigureCounts::default(),
         };
         for (spec, role) in services {
             core.add(spec, role);

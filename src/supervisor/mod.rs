@@ -12,6 +12,7 @@ pub mod control;
 pub mod core;
 mod live;
 pub mod machine;
+pub mod metrics;
 pub mod plan;
 mod probes;
 mod reload;
@@ -84,7 +85,7 @@ pub fn run(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x9e37_79b9)
         ^ (std::process::id() as u64).rotate_left(32);
-    let core = core::Core::new(
+    let mut core = core::Core::new(
         services,
         core::CoreOptions {
             shutdown_timeout: cfg.shutdown.timeout,
@@ -95,6 +96,7 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
         },
     );
+    core.start_time_unix = crate::proc::output::unix_now();
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
@@ -103,20 +105,23 @@ pub fn run(
         }
     };
     let keys = opts.keys_watch;
-    let wants_notify = services_want_notify(&cfg);
-    let notify = wants_notify
-        .then(|| {
-            crate::proc::notify::NotifySocket::bind(seed)
-                .map_err(|e| log::error!("cannot make the sd_notify socket: {e}"))
-                .ok()
-        })
-        .flatten();
     let cgroup = crate::proc::cgroup::own();
     let oom_seen = cgroup
         .as_ref()
         .and_then(crate::proc::cgroup::oom_kills)
         .unwrap_or(0);
+    // A metrics endpoint that cannot be had is no reason not to run the
+    // services: said, and `ctl metrics` still answers.
+    let http = cfg.metrics.listen.and_then(|addr| {
+        crate::ctl::http::HttpServer::bind(addr)
+            .map_err(|e| log::error!("metrics.listen {addr}: {e}: no metrics endpoint"))
+            .ok()
+    });
+    if let Some(h) = &http {
+        log::debug!("metrics: http://{}/metrics", h.addr);
+    }
     let mut shell = shell::Shell {
+        http,
         ctl: crate::ctl::server::Server::bind(&cfg),
         core,
         cfg,
@@ -134,8 +139,10 @@ pub fn run(
         probe_names: Default::default(),
         job: None,
         tails: Default::default(),
+        limiters: Default::default(),
         groups: Default::default(),
-        notify,
+        notify: Vec::new(),
+        notify_seed: seed,
         notify_target: opts.notify_socket,
         cgroup,
         oom_seen,
@@ -144,16 +151,6 @@ pub fn run(
         reconf_due: None,
     };
     shell.run()
-}
-
-/// Whether a service (of the config, or that a reload may add) waits for
-/// sd_notify: then the socket is made at start.
-fn services_want_notify(cfg: &Config) -> bool {
-    cfg.services.iter().any(|s| {
-        s.ready
-            .as_ref()
-            .is_some_and(|r| r.check == crate::config::model::ReadyCheck::Notify)
-    })
 }
 
 /// How long a prepare step's group gets between TERM and KILL (a live
@@ -191,6 +188,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         }
     };
     let mut shell = shell::Shell {
+        http: None,
         ctl: None,
         core,
         cfg: cfg.clone(),
@@ -212,8 +210,10 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
             ..Default::default()
         }),
         tails: Default::default(),
+        limiters: Default::default(),
         groups: Default::default(),
-        notify: None,
+        notify: Vec::new(),
+        notify_seed: 1,
         notify_target: None,
         cgroup: None,
         oom_seen: 0,

@@ -13,10 +13,12 @@
 use super::core::{label, Core, Effect, Input, ProbeId};
 use super::{KeysChanged, Reconfigurer, Reloader};
 use crate::config::model::{Config, ReadyCheck, Stream};
+use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
 use crate::proc::probe::{Probes, Target, Verdict};
+use crate::proc::record::Head;
 use crate::proc::watch::{DirWatch, FileWatch};
 use crate::proc::{reap, spawn};
 use crate::signals::SignalSource;
@@ -43,6 +45,8 @@ pub(super) struct Shell<'a> {
     pub cfg: Config,
     pub signals: &'a mut SignalSource,
     pub ctl: Option<Server>,
+    /// `GET /metrics` (`metrics.listen`).
+    pub http: Option<HttpServer>,
     pub readers: Vec<Option<Reader>>,
     pub probes: Probes,
     pub keys: Option<DirWatch>,
@@ -59,10 +63,18 @@ pub(super) struct Shell<'a> {
     pub job: Option<JobWatch>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
+    /// The rate limit of each service's output (`log.rate_limit`).
+    pub limiters: std::collections::HashMap<String, output::SharedLimiter>,
     /// The service each process group belongs to (leader pid → name).
     pub groups: std::collections::HashMap<i32, String>,
-    /// Where `ready: {notify: true}` services send `READY=1`.
-    pub notify: Option<crate::proc::notify::NotifySocket>,
+    /// Where `ready: {notify: true}` services send `READY=1`: one socket
+    /// per such service (made at its first spawn), so a message belongs to
+    /// the service whose socket it came in on — its sender may be gone by
+    /// the time it is read (a `python -c` that notifies and exits) — with
+    /// the uid its processes run as.
+    pub notify: Vec<(String, crate::proc::notify::NotifySocket, u32)>,
+    /// Makes the sockets' names unguessable.
+    pub notify_seed: u64,
     /// Our own supervisor's `NOTIFY_SOCKET`.
     pub notify_target: Option<String>,
     /// The cgroup whose `memory.events` tells OOM kills, and the count
@@ -92,6 +104,10 @@ pub(super) struct JobWatch {
 /// another process group may hold the pipe open).
 const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
+/// At most this many wake-ups' worth of output is read from one pipe
+/// after every process has ended (a pipe holds at most 1 MiB: 2 do).
+const FINAL_DRAINS: usize = 64;
+
 /// What a slot of the poll set stands for.
 #[derive(Clone, Copy)]
 enum Src {
@@ -100,10 +116,12 @@ enum Src {
     Reconf,
     Listener,
     Conn(u64),
+    HttpListener,
+    Http(u64),
     ProbeWake,
     Probe(u64),
     Reader(usize),
-    Notify,
+    Notify(usize),
 }
 
 impl Shell<'_> {
@@ -276,19 +294,33 @@ impl Shell<'_> {
         let name = label(spec, index);
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
+        let limiters = &mut self.limiters;
+        let rate = spec.log_rate_limit.unwrap_or(self.cfg.log.rate_limit);
         let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
-            let (dest, prefix) = match stream {
+            let (dest, head) = match stream {
                 Stream::Inherit => return Ok(spawn::Out::Inherit),
                 Stream::Null => return Ok(spawn::Out::Null),
-                Stream::Prefix if err => (Dest::Stderr, format!("{name} ! ")),
-                Stream::Prefix => (Dest::Stdout, format!("{name} | ")),
-                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), String::new()),
+                Stream::Prefix if err => (Dest::Stderr, Some(Head::service(&name, "stderr", '!'))),
+                Stream::Prefix => (Dest::Stdout, Some(Head::service(&name, "stdout", '|'))),
+                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), None),
             };
+            let framed = head.is_some();
             let (r, w) = output::pipe()?;
-            let mut reader = output::reader(r, dest, &prefix);
+            let mut reader = output::reader(r, dest, head);
             if err {
                 let tail = tails.entry(spec.name.clone()).or_default().clone();
                 reader = reader.with_tail(tail);
+            }
+            if let (Some(limit), true) = (rate, framed) {
+                // One budget per service: all its processes, both streams.
+                let l = limiters.entry(spec.name.clone()).or_insert_with(|| {
+                    std::rc::Rc::new(std::cell::RefCell::new(output::Limiter::new(
+                        &spec.name, limit,
+                    )))
+                });
+                // A reload may have changed it.
+                l.borrow_mut().set_limit(limit);
+                reader = reader.with_limiter(l.clone());
             }
             new_readers.push(reader);
             Ok(spawn::Out::Pipe(w))
@@ -305,8 +337,13 @@ impl Shell<'_> {
             .ready
             .as_ref()
             .is_some_and(|r| r.check == ReadyCheck::Notify);
-        if let (true, Some(n)) = (wants_notify, &self.notify) {
-            env.push(("NOTIFY_SOCKET".into(), n.env_value.clone()));
+        if wants_notify {
+            let uid = creds
+                .as_ref()
+                .map_or_else(|| nix::unistd::geteuid().as_raw(), |c| c.uid.as_raw());
+            if let Some(value) = self.notify_socket(&spec.name, uid) {
+                env.push(("NOTIFY_SOCKET".into(), value));
+            }
         }
         let res = spawn::spawn(spawn::SpawnOpts {
             argv: &spec.argv,
@@ -418,7 +455,12 @@ impl Shell<'_> {
             self.keys_due,
             self.reconf_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
+            self.http.as_ref().and_then(HttpServer::next_deadline),
             job_deadline,
+            self.limiters
+                .values()
+                .filter_map(|l| l.borrow().due())
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -446,6 +488,16 @@ impl Shell<'_> {
                 srcs.push((Src::Conn(id), fd.as_raw_fd(), ev));
             }
         }
+        if let Some(h) = &self.http {
+            srcs.push((
+                Src::HttpListener,
+                h.listener_fd().as_raw_fd(),
+                PollFlags::POLLIN,
+            ));
+            for (id, fd, ev) in h.poll_fds() {
+                srcs.push((Src::Http(id), fd.as_raw_fd(), ev));
+            }
+        }
         for (id, fd, ev) in self.probes.poll_fds() {
             let src = id.map_or(Src::ProbeWake, Src::Probe);
             srcs.push((src, fd.as_raw_fd(), ev));
@@ -455,8 +507,8 @@ impl Shell<'_> {
                 srcs.push((Src::Reader(i), r.fd().as_raw_fd(), PollFlags::POLLIN));
             }
         }
-        if let Some(n) = &self.notify {
-            srcs.push((Src::Notify, n.fd().as_raw_fd(), PollFlags::POLLIN));
+        for (i, (_, n, _)) in self.notify.iter().enumerate() {
+            srcs.push((Src::Notify(i), n.fd().as_raw_fd(), PollFlags::POLLIN));
         }
         let revents: Vec<PollFlags> = {
             // SAFETY: every fd above belongs to an object of `self` that
@@ -475,13 +527,15 @@ impl Shell<'_> {
         };
         let now = Instant::now();
         let mut signals_ready = false;
+        let mut output_ready = Vec::new();
         for ((src, _, _), ev) in srcs.iter().zip(revents) {
             if ev.is_empty() {
                 continue;
             }
             match *src {
                 Src::Signals => signals_ready = true,
-                Src::Reader(i) => self.drain_reader(i),
+                // Output last: see below.
+                Src::Reader(i) => output_ready.push(i),
                 Src::Keys => {
                     if self.keys.as_mut().is_some_and(DirWatch::changed) {
                         // Editors and `cp` make bursts of events: wait for quiet.
@@ -494,11 +548,23 @@ impl Shell<'_> {
                     }
                 }
                 Src::Listener => {
-                    if let Some(ctl) = &mut self.ctl {
-                        ctl.accept(now);
+                    let fresh = match &mut self.ctl {
+                        Some(ctl) => ctl.accept(now),
+                        None => Vec::new(),
+                    };
+                    // The request usually came with the connection: read
+                    // it now rather than a round later.
+                    for id in fresh {
+                        self.serve_conn(id, PollFlags::POLLIN, now);
                     }
                 }
                 Src::Conn(id) => self.serve_conn(id, ev, now),
+                Src::HttpListener => {
+                    if let Some(h) = &mut self.http {
+                        h.accept(now);
+                    }
+                }
+                Src::Http(id) => self.serve_http(id, ev),
                 Src::ProbeWake => {
                     for (id, v) in self.probes.resolved() {
                         self.probe_verdict(ProbeId(id), v);
@@ -509,18 +575,34 @@ impl Shell<'_> {
                         self.probe_verdict(ProbeId(id), v);
                     }
                 }
-                Src::Notify => self.read_notify(),
+                Src::Notify(i) => self.read_notify(i),
             }
         }
         if signals_ready {
             let got = self.read_signals();
             self.inputs.extend(got);
         }
+        if !output_ready.is_empty() {
+            // Requests and signals are answered before the output is read:
+            // under a flood, reading is most of a round's work, and a
+            // `ctl status` must not wait for it.
+            self.drain_inputs();
+            let budget = output::drain_budget(output_ready.len());
+            for i in output_ready {
+                self.drain_reader(i, budget);
+            }
+        }
         for (id, v) in self.probes.expire(now) {
             self.probe_verdict(ProbeId(id), v);
         }
         if let Some(ctl) = &mut self.ctl {
             ctl.expire(now);
+        }
+        if let Some(h) = &mut self.http {
+            h.expire(now);
+        }
+        for l in self.limiters.values() {
+            l.borrow_mut().report_if_due(now);
         }
         if job_deadline.is_some_and(|d| d <= now) {
             if let Some(j) = &mut self.job {
@@ -619,30 +701,66 @@ impl Shell<'_> {
     }
 
     /// sd_notify messages, from a process of a service that asked for one.
-    fn read_notify(&mut self) {
-        let Some(n) = &self.notify else { return };
-        for (pid, message) in n.receive() {
-            let group = nix::unistd::getpgid(Some(Pid::from_raw(pid)))
-                .map(|g| g.as_raw())
-                .unwrap_or(pid);
-            match self.groups.get(&group) {
-                Some(service) => self.inputs.push_back(Input::Notify {
-                    service: service.clone(),
-                    message,
-                }),
-                None => log::debug!("sd_notify message from pid {pid}, not of a service: ignored"),
+    /// The `NOTIFY_SOCKET` value of service `name` (its socket made now if
+    /// it has none yet).
+    fn notify_socket(&mut self, name: &str, uid: u32) -> Option<String> {
+        if let Some((_, n, u)) = self.notify.iter_mut().find(|(s, _, _)| s == name) {
+            *u = uid;
+            return Some(n.env_value.clone());
+        }
+        let nonce = self.notify_seed ^ (self.notify.len() as u64 + 1).rotate_left(48);
+        match crate::proc::notify::NotifySocket::bind(nonce) {
+            Ok(n) => {
+                let value = n.env_value.clone();
+                self.notify.push((name.to_string(), n, uid));
+                Some(value)
+            }
+            Err(e) => {
+                log::error!("{name}: cannot make its sd_notify socket: {e}");
+                None
             }
         }
     }
 
-    fn drain_reader(&mut self, i: usize) {
+    /// The messages on service `i`'s socket. One counts when its sender is
+    /// a process of that service, or has already gone but ran as the
+    /// service's user; anything else (another process that learnt the
+    /// name) is ignored.
+    fn read_notify(&mut self, i: usize) {
+        let Some((service, n, uid)) = self.notify.get(i) else {
+            return;
+        };
+        for (who, message) in n.receive() {
+            let ours = who.is_some_and(|(pid, sender_uid)| {
+                match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+                    Ok(group) => self.groups.get(&group.as_raw()) == Some(service),
+                    Err(_) => sender_uid == *uid,
+                }
+            });
+            if ours {
+                self.inputs.push_back(Input::Notify {
+                    service: service.clone(),
+                    message,
+                });
+            } else {
+                log::debug!("sd_notify message for {service} from {who:?}, not of it: ignored");
+            }
+        }
+    }
+
+    /// One wake-up's worth of reader `i`'s output; `true` when more is
+    /// waiting already.
+    fn drain_reader(&mut self, i: usize, budget: usize) -> bool {
         if let Some(slot) = self.readers.get_mut(i) {
             if let Some(r) = slot {
-                if matches!(output::drain(r), output::Drained::Closed) {
-                    *slot = None;
+                match output::drain(r, budget) {
+                    output::Drained::Closed => *slot = None,
+                    output::Drained::More => return true,
+                    output::Drained::Open => {}
                 }
             }
         }
+        false
     }
 
     fn serve_conn(&mut self, id: u64, ev: PollFlags, now: Instant) {
@@ -665,6 +783,30 @@ impl Shell<'_> {
                     ctl.close_after_replies(id);
                 }
             }
+        }
+    }
+
+    fn serve_http(&mut self, id: u64, ev: PollFlags) {
+        let Some(h) = &mut self.http else { return };
+        if ev.contains(PollFlags::POLLOUT) {
+            h.write(id);
+            return;
+        }
+        if ev.contains(PollFlags::POLLIN) {
+            // Read before a hang-up: a client may send its request and
+            // close its side at once.
+            if let Some(Ask::Metrics(id)) = h.read(id) {
+                // A read of the core's state, not a command: no input.
+                let text = self.core.metrics_text();
+                h.respond(
+                    id,
+                    200,
+                    crate::supervisor::metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                );
+            }
+        } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            h.drop_conn(id);
         }
     }
 
@@ -700,7 +842,7 @@ impl Shell<'_> {
                     .collect()
             };
             for i in ready {
-                self.drain_reader(i);
+                self.drain_reader(i, output::MAX_DRAIN);
             }
         }
         // What a descendant still holds open is not waited for.
@@ -739,7 +881,17 @@ impl Shell<'_> {
         }
         reap::wait_all();
         for i in 0..self.readers.len() {
-            self.drain_reader(i);
+            // Everything the services wrote before they ended, not one
+            // wake-up's budget (bounded: a writer we could not kill, in
+            // another namespace, must not keep us here).
+            for _ in 0..FINAL_DRAINS {
+                if !self.drain_reader(i, output::MAX_DRAIN) {
+                    break;
+                }
+            }
+        }
+        for l in self.limiters.values() {
+            l.borrow_mut().report();
         }
         for line in self.core.summary() {
             log::info!("summary: {line}");

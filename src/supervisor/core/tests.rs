@@ -1077,3 +1077,44 @@ fn without_a_prepare_phase_there_is_no_reconfigure() {
     sim.feed(Input::InputsChanged);
     assert!(sim.reconfigures.is_empty());
 }
+
+#[test]
+fn metrics_follow_restarts_and_name_every_family() {
+    let mut s = Sim::config(&[svc("web"), with_ready(svc("db\"x"), 60_000)]);
+    s.core.reconfigure_counts.failed = 2;
+    s.core.start_time_unix = 1_790_000_000.5;
+    let text = |s: &mut Sim| s.ctl(Command::Metrics).metrics.unwrap_or_default();
+    let first = text(&mut s);
+    for family in [
+        "# TYPE mc_service_up gauge",
+        "# TYPE mc_service_ready gauge",
+        "# TYPE mc_service_restarts_total counter",
+        "# TYPE mc_service_last_exit_code gauge",
+        "# TYPE mc_service_oom_kills_total counter",
+        "# TYPE mc_probe_failures_total counter",
+        "# TYPE mc_reconfigure_total counter",
+        "# TYPE mc_launcher_start_time_seconds gauge",
+        "mc_service_up{service=\"web\"} 1\n",
+        "mc_service_ready{service=\"db\\\"x\"} 0\n",
+        "mc_probe_failures_total{service=\"db\\\"x\",probe=\"ready\"} 0\n",
+        "mc_reconfigure_total{result=\"ok\"} 0\n",
+        "mc_reconfigure_total{result=\"failed\"} 2\n",
+        "mc_reconfigure_total{result=\"invalid\"} 0\n",
+        "mc_launcher_start_time_seconds 1790000000.5\n",
+    ] {
+        assert!(first.contains(family), "{family} missing from\n{first}");
+    }
+    assert!(!first.contains("mc_service_last_exit_code{"), "{first}");
+    s.at(2000);
+    s.exited("web", Exit::Code(3));
+    s.at(5000);
+    let later = text(&mut s);
+    assert!(
+        later.contains("mc_service_restarts_total{service=\"web\"} 1\n"),
+        "{later}"
+    );
+    assert!(
+        later.contains("mc_service_last_exit_code{service=\"web\"} 3\n"),
+        "{later}"
+    );
+}

@@ -1,0 +1,247 @@
+//! `GET /metrics` over HTTP/1.1 (`metrics.listen`), inside the event loop
+//! like the control socket: non-blocking sockets, a bounded number of
+//! connections, a bounded request, one deadline per connection (a client
+//! that sends nothing, or never reads the answer, is dropped when it
+//! passes), and `Connection: close` after each answer. The body is the
+//! shell's to supply (the core builds it). Layer 2.
+
+use nix::poll::PollFlags;
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::time::{Duration, Instant};
+
+/// Connections served at once; one more makes the oldest go.
+const MAX_CONNS: usize = 16;
+/// The whole exchange (request in, answer out) must fit in this.
+pub const DEADLINE: Duration = Duration::from_secs(5);
+/// The longest request head accepted (Prometheus sends ~300 bytes).
+const MAX_REQUEST: usize = 8 * 1024;
+/// The longest answer queued (the exposition of thousands of services).
+const MAX_ANSWER: usize = 8 << 20;
+
+struct Conn {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    outbuf: Vec<u8>,
+    sent: usize,
+    deadline: Instant,
+    /// The request was read: now only writing.
+    answered: bool,
+}
+
+/// What a client asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ask {
+    /// `GET /metrics`: answer with `respond`.
+    Metrics(u64),
+}
+
+pub struct HttpServer {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+    conns: HashMap<u64, Conn>,
+    next_id: u64,
+}
+
+impl HttpServer {
+    pub fn bind(addr: SocketAddr) -> io::Result<HttpServer> {
+        let listener = TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        Ok(HttpServer {
+            listener,
+            addr,
+            conns: HashMap::new(),
+            next_id: 0,
+        })
+    }
+
+    pub fn listener_fd(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// The connections to poll, with what to wait for.
+    pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
+        self.conns
+            .iter()
+            .map(|(&id, c)| {
+                let ev = if c.answered {
+                    PollFlags::POLLOUT
+                } else {
+                    PollFlags::POLLIN
+                };
+                (id, c.stream.as_fd(), ev)
+            })
+            .collect()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().map(|c| c.deadline).min()
+    }
+
+    /// Drop the connections past their deadline.
+    pub fn expire(&mut self, now: Instant) {
+        self.conns.retain(|_, c| c.deadline > now);
+    }
+
+    pub fn accept(&mut self, now: Instant) {
+        loop {
+            let stream = match self.listener.accept() {
+                Ok((s, _)) => s,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // WouldBlock, or a connection that went away before we
+                // took it, or no fd left (EMFILE): try again next round.
+                Err(_) => break,
+            };
+            if stream.set_nonblocking(true).is_err() {
+                continue;
+            }
+            if self.conns.len() >= MAX_CONNS {
+                if let Some(oldest) = self
+                    .conns
+                    .iter()
+                    .min_by_key(|(_, c)| c.deadline)
+                    .map(|(&id, _)| id)
+                {
+                    self.conns.remove(&oldest);
+                }
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            self.conns.insert(
+                id,
+                Conn {
+                    stream,
+                    inbuf: Vec::new(),
+                    outbuf: Vec::new(),
+                    sent: 0,
+                    deadline: now + DEADLINE,
+                    answered: false,
+                },
+            );
+        }
+    }
+
+    /// Read what `id` sent; a complete request head is answered here
+    /// (errors) or handed back (`Ask::Metrics`).
+    pub fn read(&mut self, id: u64) -> Option<Ask> {
+        let conn = self.conns.get_mut(&id)?;
+        if conn.answered {
+            return None;
+        }
+        let mut chunk = [0u8; 2048];
+        loop {
+            match conn.stream.read(&mut chunk) {
+                Ok(0) => {
+                    // Gone before asking anything complete.
+                    self.conns.remove(&id);
+                    return None;
+                }
+                Ok(n) => conn
+                    .inbuf
+                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.conns.remove(&id);
+                    return None;
+                }
+            }
+            if conn.inbuf.len() > MAX_REQUEST {
+                break;
+            }
+        }
+        let Some(end) = memchr::memmem::find(&conn.inbuf, b"\r\n\r\n") else {
+            if conn.inbuf.len() > MAX_REQUEST {
+                self.respond(id, 431, "text/plain", b"request too large\n");
+            }
+            return None;
+        };
+        let head = conn.inbuf.get(..end).unwrap_or_default();
+        let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+        let mut words = line.split(|&b| b == b' ');
+        let (method, target, version) = (words.next(), words.next(), words.next());
+        let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+        match (method, path, version) {
+            (Some(_), Some(_), Some(v)) if !v.starts_with(b"HTTP/1.") => {
+                self.respond(id, 505, "text/plain", b"HTTP/1.x only\n");
+                None
+            }
+            (Some(b"GET"), Some(b"/metrics"), Some(_)) => Some(Ask::Metrics(id)),
+            (Some(b"GET"), Some(_), Some(_)) => {
+                self.respond(id, 404, "text/plain", b"not found: try /metrics\n");
+                None
+            }
+            (Some(_), Some(_), Some(_)) => {
+                self.respond(id, 405, "text/plain", b"only GET\n");
+                None
+            }
+            _ => {
+                self.respond(id, 400, "text/plain", b"bad request\n");
+                None
+            }
+        }
+    }
+
+    /// Queue the answer to `id` and write what the socket takes now.
+    pub fn respond(&mut self, id: u64, status: u16, content_type: &str, body: &[u8]) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let reason = match status {
+            200 => "OK",
+            400 => "Bad Request",
+            404 => "Not Found",
+            405 => "Method Not Allowed",
+            431 => "Request Header Fields Too Large",
+            505 => "HTTP Version Not Supported",
+            _ => "Error",
+        };
+        let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+        let head = format!(
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+            body.len()
+        );
+        if head.len() + body.len() > MAX_ANSWER {
+            self.conns.remove(&id);
+            return;
+        }
+        conn.inbuf = Vec::new();
+        conn.outbuf.clear();
+        conn.outbuf.extend_from_slice(head.as_bytes());
+        conn.outbuf.extend_from_slice(body);
+        conn.sent = 0;
+        conn.answered = true;
+        self.write(id);
+    }
+
+    /// Write more of the answer (the socket polled writable); the
+    /// connection closes once all of it went out.
+    pub fn write(&mut self, id: u64) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        while conn.sent < conn.outbuf.len() {
+            let rest = conn.outbuf.get(conn.sent..).unwrap_or_default();
+            match conn.stream.write(rest) {
+                Ok(0) => break,
+                Ok(n) => conn.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => break,
+            }
+        }
+        // All written, or the peer is gone: done either way. (Closing
+        // with unread request bytes would reset the connection; a GET has
+        // none left.)
+        let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        self.conns.remove(&id);
+    }
+
+    /// A hang-up or error on `id`.
+    pub fn drop_conn(&mut self, id: u64) {
+        self.conns.remove(&id);
+    }
+}

@@ -1,0 +1,614 @@
+//! How one record of output is written (README "Logging and metrics"):
+//! the text framing (`web | line`, continuations `web+ | line`) or one JSON
+//! object per line, the RFC 3339 time stamp, JSON string escaping of
+//! arbitrary bytes, and where a line too long for `log.max_line` is cut.
+//! Layer 2.
+
+use crate::config::model::{LogFormat, DEFAULT_MAX_LINE};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+static JSON: AtomicBool = AtomicBool::new(false);
+static MAX_LINE: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_LINE);
+/// Numbers the split lines of the whole process: with `service` and
+/// `stream`, a `partial_id` names one line.
+static PARTIAL: AtomicU64 = AtomicU64::new(1);
+
+/// Set the format and record limit for every later record (once the
+/// config is read; before, text and 16 KiB).
+pub fn configure(format: LogFormat, max_line: usize) {
+    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
+    MAX_LINE.store(max_line, Ordering::Relaxed);
+}
+
+pub fn json() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+pub fn max_line() -> usize {
+    MAX_LINE.load(Ordering::Relaxed)
+}
+
+pub fn next_partial_id() -> u64 {
+    PARTIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `2026-12-02T12:00:00.123Z` for now (UTC, milliseconds): always 24 bytes.
+pub fn timestamp() -> [u8; 24] {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    timestamp_at(d.as_secs(), d.subsec_millis())
+}
+
+/// The RFC 3339 form of `secs` since the epoch, and `millis`.
+pub fn timestamp_at(secs: u64, millis: u32) -> [u8; 24] {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (0..width).rev() {
+            if let Some(b) = out.get_mut(at + i) {
+                *b = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(d));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(millis.min(999)));
+    out
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian
+/// calendar (Howard Hinnant's civil_from_days, in 400-year eras).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // [0, 146096]
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
+    let mp = (5 * doy + 2) / 153; // [0, 11], March first
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// What a byte becomes inside a JSON string: 0 = itself, else the length
+/// of its escape.
+#[inline]
+fn escape_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f => 6, // \u00XX
+        _ => 0,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+/// U+FFFD, what an invalid byte sequence becomes.
+const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+
+/// Some byte of the 8 in `x` needs escaping (`"`, `\\`, or below 0x20):
+/// the word-at-a-time tests of "Bit Twiddling Hacks" (exact as a yes/no
+/// for the whole word), so that plain text is scanned 8 bytes a step.
+#[inline]
+fn needs_escape8(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_0x20 = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+    below_0x20 || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
+}
+
+/// `needs_escape8` for 16 bytes, and whether any is not ASCII: one step
+/// of the scan below (two 64-bit words the compiler keeps in registers).
+#[inline]
+fn plain16(w: &[u8]) -> bool {
+    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
+    const HIGH: u128 = ONES * 0x80;
+    let x = u128::from_le_bytes(<[u8; 16]>::try_from(w).unwrap_or([0; 16]));
+    let has_zero = |v: u128| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    x & HIGH == 0
+        && x.wrapping_sub(ONES * 0x20) & !x & HIGH == 0
+        && !has_zero(x ^ (ONES * u128::from(b'"')))
+        && !has_zero(x ^ (ONES * u128::from(b'\\')))
+}
+
+/// The usual case in one pass, a word at a time: `s` escaped into `out`
+/// when it is all ASCII; `false` (with `out` partly written) when not.
+fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    out.reserve(s.len() + 2);
+    // Plain 16-byte blocks from the start (most lines are plain through).
+    let plain = s.chunks_exact(16).take_while(|w| plain16(w)).count() * 16;
+    let mut start = 0;
+    let mut words = s.get(plain..).unwrap_or_default().chunks_exact(8);
+    let mut at = plain;
+    for w in words.by_ref() {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or([0; 8]));
+        if x & HIGH != 0 {
+            return false;
+        }
+        if needs_escape8(x) {
+            for (k, &b) in w.iter().enumerate() {
+                if escape_len(b) != 0 {
+                    out.extend_from_slice(s.get(start..at + k).unwrap_or_default());
+                    push_escape(b, out);
+                    start = at + k + 1;
+                }
+            }
+        }
+        at += 8;
+    }
+    for (k, &b) in words.remainder().iter().enumerate() {
+        if b >= 0x80 {
+            return false;
+        }
+        if escape_len(b) != 0 {
+            out.extend_from_slice(s.get(start..at + k).unwrap_or_default());
+            push_escape(b, out);
+            start = at + k + 1;
+        }
+    }
+    out.extend_from_slice(s.get(start..).unwrap_or_default());
+    true
+}
+
+/// The escape of `b` (one that needs one).
+fn push_escape(b: u8, out: &mut Vec<u8>) {
+    match b {
+        b'\n' => out.extend_from_slice(b"\\n"),
+        b'\r' => out.extend_from_slice(b"\\r"),
+        b'\t' => out.extend_from_slice(b"\\t"),
+        b'"' => out.extend_from_slice(b"\\\""),
+        b'\\' => out.extend_from_slice(b"\\\\"),
+        _ => {
+            let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
+            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)]);
+        }
+    }
+}
+
+/// `s` (valid UTF-8) escaped into `out`.
+fn escape_str(s: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        if let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            if !needs_escape8(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = s.get(i).copied().unwrap_or(b' ');
+        i += 1;
+        if escape_len(b) == 0 {
+            continue;
+        }
+        out.extend_from_slice(s.get(start..i - 1).unwrap_or_default());
+        push_escape(b, out);
+        start = i;
+    }
+    out.extend_from_slice(s.get(start..).unwrap_or_default());
+}
+
+/// Any bytes as the inside of a JSON string: invalid UTF-8 becomes U+FFFD
+/// (one per invalid sequence), control characters are escaped.
+pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
+    let mark = out.len();
+    if escape_ascii(bytes, out) {
+        return;
+    }
+    out.truncate(mark);
+    for chunk in bytes.utf8_chunks() {
+        escape_str(chunk.valid().as_bytes(), out);
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice(REPLACEMENT);
+        }
+    }
+}
+
+/// How many bytes of `data` go into a piece whose payload may take at
+/// most `budget` bytes once written, cutting between characters (a
+/// multi-byte character is never split, so each piece stays valid UTF-8
+/// and the pieces join back exactly). With `ends`, `data` is the rest of
+/// a line: an incomplete sequence at its end is invalid, not to wait for.
+/// Never 0 for a non-empty `data` with `ends` and `budget >= 6`.
+pub fn cut(json: bool, data: &[u8], budget: usize, ends: bool) -> usize {
+    if !json {
+        if data.len() <= budget {
+            return data.len();
+        }
+        // Back up to the start of a UTF-8 character when that is near:
+        // a reader of the text sees whole characters in each record.
+        let mut n = budget;
+        let mut backed = 0;
+        while n > 0 && backed < 3 && data.get(n).is_some_and(|b| b & 0xC0 == 0x80) {
+            n -= 1;
+            backed += 1;
+        }
+        let whole = n > 0 && data.get(n).is_some_and(|b| b & 0xC0 != 0x80);
+        return if whole { n } else { budget };
+    }
+    let mut used = 0usize;
+    let mut pos = 0usize;
+    for chunk in data.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let w = match c.len_utf8() {
+                1 => match escape_len(c as u8) {
+                    0 => 1,
+                    e => e,
+                },
+                n => n,
+            };
+            if used + w > budget {
+                return pos;
+            }
+            used += w;
+            pos += c.len_utf8();
+        }
+        let bad = chunk.invalid();
+        if bad.is_empty() {
+            continue;
+        }
+        let at_end = pos + bad.len() == data.len();
+        if at_end && !ends && bad.len() < 4 && incomplete(bad) {
+            // The rest of this character has not been read yet.
+            return pos;
+        }
+        if used + REPLACEMENT.len() > budget {
+            return pos;
+        }
+        used += REPLACEMENT.len();
+        pos += bad.len();
+    }
+    pos
+}
+
+/// `bad` is the start of a multi-byte character that more bytes may finish.
+fn incomplete(bad: &[u8]) -> bool {
+    let need = match bad.first() {
+        Some(b) if b & 0xE0 == 0xC0 => 2,
+        Some(b) if b & 0xF0 == 0xE0 => 3,
+        Some(b) if b & 0xF8 == 0xF0 => 4,
+        _ => return false,
+    };
+    bad.len() < need && bad.iter().skip(1).all(|b| b & 0xC0 == 0x80)
+}
+
+/// How a record names its source.
+pub struct Head {
+    /// Text: `web | `, or `web ! ` for stderr.
+    pub prefix: Vec<u8>,
+    /// Text, on the records after the first of a split line: `web+ | `.
+    pub cont: Vec<u8>,
+    /// JSON: `","service":"web","stream":"stdout","msg":"` (after the
+    /// time stamp).
+    pub json: Vec<u8>,
+}
+
+/// JSON overhead of a record besides `Head::json` and the message:
+/// `{"ts":"` + 24 + `` + `"}` + newline.
+const JSON_FIXED: usize = 7 + 24 + 2 + 1;
+/// What `partial_id` and `partial_last` may add:
+/// `,"partial_id":` + 20 digits + `,"partial_last":false`.
+const JSON_PARTIAL: usize = 14 + 20 + 21;
+/// The least payload a piece carries, however long a name: progress.
+const MIN_PAYLOAD: usize = 64;
+
+impl Head {
+    /// The head of `name`'s `stream` (`stdout`, `stderr`); `sep` is `|`
+    /// or `!`.
+    pub fn service(name: &str, stream: &str, sep: char) -> Head {
+        let mut json = b"\",\"service\":\"".to_vec();
+        escape_json(name.as_bytes(), &mut json);
+        json.extend_from_slice(b"\",\"stream\":\"");
+        json.extend_from_slice(stream.as_bytes());
+        json.extend_from_slice(b"\",\"msg\":\"");
+        Head {
+            prefix: format!("{name} {sep} ").into_bytes(),
+            cont: format!("{name}+ {sep} ").into_bytes(),
+            json,
+        }
+    }
+
+    /// The payload one record may carry: a whole line (`split` false), or
+    /// a piece of a split line (`first`: the first piece).
+    pub fn budget(&self, json: bool, max_line: usize, split: bool, first: bool) -> usize {
+        let overhead = if json {
+            JSON_FIXED + self.json.len() + if split { JSON_PARTIAL } else { 0 }
+        } else if first {
+            self.prefix.len() + 1
+        } else {
+            self.cont.len() + 1
+        };
+        max_line.saturating_sub(overhead).max(MIN_PAYLOAD)
+    }
+
+    /// `{"ts":"…` and the rest of the envelope before the message: the
+    /// same for every record of a batch, so built once for it.
+    pub fn json_start(&self, ts: &[u8; 24]) -> Vec<u8> {
+        let mut v = Vec::with_capacity(7 + 24 + self.json.len());
+        v.extend_from_slice(b"{\"ts\":\"");
+        v.extend_from_slice(ts);
+        v.extend_from_slice(&self.json);
+        v
+    }
+
+    /// A whole line as one JSON record, after `json_start`: the hot path.
+    pub fn write_json_line(start: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(start);
+        escape_json(payload, out);
+        out.extend_from_slice(b"\"}\n");
+    }
+
+    /// One record of `payload` into `out`. `partial`: the line's id, and
+    /// whether this is its last piece; `first`: the first piece.
+    pub fn write(
+        &self,
+        json: bool,
+        ts: &[u8; 24],
+        payload: &[u8],
+        partial: Option<(u64, bool)>,
+        first: bool,
+        out: &mut Vec<u8>,
+    ) {
+        if !json {
+            out.extend_from_slice(if first { &self.prefix } else { &self.cont });
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+            return;
+        }
+        out.extend_from_slice(b"{\"ts\":\"");
+        out.extend_from_slice(ts);
+        out.extend_from_slice(&self.json);
+        escape_json(payload, out);
+        out.push(b'"');
+        if let Some((id, last)) = partial {
+            out.extend_from_slice(b",\"partial_id\":");
+            out.extend_from_slice(id.to_string().as_bytes());
+            out.extend_from_slice(if last {
+                b",\"partial_last\":true"
+            } else {
+                b",\"partial_last\":false"
+            });
+        }
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A line of the launcher's own, as `mc-launcher: warning: …` or a JSON
+/// record with `level`; `service` is `mc-launcher` unless the line is
+/// about one service (a rate-limit note). Split like a service's line
+/// when longer than `log.max_line`.
+pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &mut Vec<u8>) {
+    let json = json();
+    let max = max_line();
+    let lvl = match level {
+        log::Level::Error => "error",
+        log::Level::Warn => "warn",
+        log::Level::Info => "info",
+        log::Level::Debug => "debug",
+        log::Level::Trace => "trace",
+    };
+    let head = if json {
+        let mut j = b"\",\"service\":\"".to_vec();
+        escape_json(service.unwrap_or("mc-launcher").as_bytes(), &mut j);
+        j.extend_from_slice(b"\",\"stream\":\"launcher\",\"level\":\"");
+        j.extend_from_slice(lvl.as_bytes());
+        j.extend_from_slice(b"\",\"msg\":\"");
+        Head {
+            prefix: Vec::new(),
+            cont: Vec::new(),
+            json: j,
+        }
+    } else {
+        let tag = match level {
+            log::Level::Error => "error: ",
+            log::Level::Warn => "warning: ",
+            log::Level::Info => "",
+            log::Level::Debug => "debug: ",
+            log::Level::Trace => "trace: ",
+        };
+        let about = service.map(|s| format!("{s}: ")).unwrap_or_default();
+        Head {
+            prefix: format!("mc-launcher: {tag}{about}").into_bytes(),
+            cont: format!("mc-launcher+: {tag}{about}").into_bytes(),
+            json: Vec::new(),
+        }
+    };
+    let ts = if json { timestamp() } else { [0u8; 24] };
+    // A message of several lines is one record: its newlines escaped in
+    // JSON, kept in text (as before: a multi-line error stays readable).
+    let payload = msg.as_bytes();
+    let payload = if json {
+        payload
+    } else {
+        payload.strip_suffix(b"\n").unwrap_or(payload)
+    };
+    split(&head, json, max, &ts, payload, out);
+}
+
+/// `payload` (a whole line) as one record, or as pieces when too long.
+pub fn split(
+    head: &Head,
+    json: bool,
+    max: usize,
+    ts: &[u8; 24],
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let whole = head.budget(json, max, false, true);
+    if cut(json, payload, whole, true) == payload.len() {
+        head.write(json, ts, payload, None, true, out);
+        return;
+    }
+    let id = next_partial_id();
+    let mut pos = 0;
+    let mut first = true;
+    loop {
+        let rest = payload.get(pos..).unwrap_or_default();
+        let n = cut(json, rest, head.budget(json, max, true, first), true);
+        let last = n >= rest.len();
+        head.write(
+            json,
+            ts,
+            rest.get(..n).unwrap_or_default(),
+            Some((id, last)),
+            first,
+            out,
+        );
+        if last {
+            return;
+        }
+        pos += n;
+        first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let rows: &[(u64, u32, &str)] = &[
+            (0, 0, "1970-01-01T00:00:00.000Z"),
+            (951_782_400, 5, "2000-02-29T00:00:00.005Z"),
+            (1_796_212_800, 123, "2026-12-02T12:00:00.123Z"),
+            (4_107_542_399, 999, "2100-02-28T23:59:59.999Z"),
+            (253_402_300_799, 0, "9999-12-31T23:59:59.000Z"),
+        ];
+        for (secs, ms, want) in rows {
+            let got = timestamp_at(*secs, *ms);
+            assert_eq!(std::str::from_utf8(&got).expect("ascii"), *want);
+        }
+    }
+
+    #[test]
+    fn json_escaping_of_arbitrary_bytes() {
+        let rows: &[(&[u8], &str)] = &[
+            (b"plain", "plain"),
+            (
+                b"a longer plain line, no escape",
+                "a longer plain line, no escape",
+            ),
+            (b"12345678\"12345678\\", "12345678\\\"12345678\\\\"),
+            (b"1234567\x1f1234567\x7f", "1234567\\u001f1234567\x7f"),
+            (b"a\"b\\c", "a\\\"b\\\\c"),
+            (b"\n\t\r\x00\x1f\x7f", "\\n\\t\\r\\u0000\\u001f\x7f"),
+            ("é€😀".as_bytes(), "é€😀"),
+            (b"\xff\xfeok\xc3", "\u{fffd}\u{fffd}ok\u{fffd}"),
+        ];
+        for (input, want) in rows {
+            let mut out = Vec::new();
+            escape_json(input, &mut out);
+            assert_eq!(String::from_utf8(out).expect("utf-8"), *want);
+            let quoted = format!("\"{want}\"");
+            let back: String = serde_json::from_str(&quoted).expect("valid JSON");
+            assert_eq!(back, String::from_utf8_lossy(input));
+        }
+    }
+
+    #[test]
+    fn escaping_random_bytes_gives_json_that_reads_back_lossily() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..3000 {
+            let len = (next() % 40) as usize;
+            // Mostly ASCII, some of everything else.
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match next() % 10 {
+                    0 => (next() % 256) as u8,
+                    1 => (next() % 0x20) as u8,
+                    2 => b'"',
+                    3 => b'\\',
+                    _ => b'a' + (next() % 26) as u8,
+                })
+                .collect();
+            let mut out = b"\"".to_vec();
+            escape_json(&bytes, &mut out);
+            out.push(b'"');
+            let back: String = serde_json::from_slice(&out).expect("valid JSON");
+            assert_eq!(back, String::from_utf8_lossy(&bytes), "{bytes:?}");
+            // What cut counts is what escaping writes.
+            let mut esc = Vec::new();
+            escape_json(&bytes, &mut esc);
+            assert_eq!(cut(true, &bytes, esc.len(), true), bytes.len(), "{bytes:?}");
+            if !bytes.is_empty() {
+                assert!(
+                    cut(true, &bytes, esc.len() - 1, true) < bytes.len(),
+                    "{bytes:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cuts_fit_the_budget_and_keep_characters_whole() {
+        // (json, data, budget, ends, want)
+        let rows: &[(bool, &[u8], usize, bool, usize)] = &[
+            (false, b"abcdef", 4, false, 4),
+            (false, b"abcdef", 10, true, 6),
+            (false, "aé".as_bytes(), 2, true, 1),
+            (false, "a😀".as_bytes(), 4, true, 1),
+            (false, b"\x80\x80\x80\x80\x80", 4, true, 4),
+            (true, b"ab\"cd", 3, true, 2),
+            (true, b"a\x01b", 6, true, 1),
+            (true, b"a\x01b", 7, true, 2),
+            (true, "a€".as_bytes(), 3, true, 1),
+            (true, b"ab\xe2\x82", 10, false, 2),
+            (true, b"ab\xe2\x82", 10, true, 4),
+            (true, b"ab\xffcd", 5, true, 3),
+        ];
+        for (json, data, budget, ends, want) in rows {
+            assert_eq!(
+                cut(*json, data, *budget, *ends),
+                *want,
+                "{json} {data:?} {budget} {ends}"
+            );
+        }
+    }
+
+    #[test]
+    fn split_records_fit_and_join_back() {
+        let head = Head::service("web", "stdout", '|');
+        let line: Vec<u8> = (0..5000u32)
+            .map(|i| match i % 7 {
+                0 => b'"',
+                1 => 0x01,
+                _ => b'a' + (i % 26) as u8,
+            })
+            .collect();
+        for json in [false, true] {
+            let mut out = Vec::new();
+            split(&head, json, 1024, &timestamp(), &line, &mut out);
+            let mut joined = Vec::new();
+            for rec in out.split_inclusive(|&b| b == b'\n') {
+                assert!(rec.len() <= 1024, "{} > 1024", rec.len());
+                if json {
+                    let v: serde_json::Value = serde_json::from_slice(rec).expect("json");
+                    joined.extend_from_slice(v["msg"].as_str().expect("msg").as_bytes());
+                } else {
+                    let body = rec
+                        .strip_prefix(b"web | ")
+                        .or_else(|| rec.strip_prefix(b"web+ | "))
+                        .expect("framed");
+                    joined.extend_from_slice(body.strip_suffix(b"\n").expect("newline"));
+                }
+            }
+            assert_eq!(joined, line, "json {json}");
+        }
+    }
+}
