@@ -3,13 +3,16 @@
 //!
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
-//! - `core` (+ `control`): every service and the whole launcher, pure:
+//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`,
+//!   `probes`, `stop`, `reload`, `live`, `control`, `metrics`): every
+//!   service and the whole launcher, pure:
 //!   `Core::handle(Input, now) -> Vec<Effect>`.
-//! - `shell`: the one event loop, which carries the effects out and turns
-//!   what happens into inputs.
+//! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
+//!   effects out and turns what happens into inputs.
 
 pub mod control;
 pub mod core;
+mod exits;
 mod live;
 pub mod machine;
 pub mod metrics;
@@ -18,6 +21,7 @@ mod probes;
 mod reload;
 mod shell;
 pub(crate) mod start;
+
 mod stop;
 
 use crate::config::model::{Config, Service};

@@ -2,7 +2,9 @@
 //! that gives every spawn a pid and records what the core asked for.
 
 use super::*;
-use crate::config::model::Ready;
+use crate::config::model::{Ready, ReadyCheck};
+use crate::ctl::proto::{Command, Reply};
+use crate::proc::exit::Exit;
 use std::collections::BTreeSet;
 
 /// The shell's stand-in.

@@ -1,0 +1,443 @@
+//! The shell's hands: starting a service or a probe, and reading each
+//! source the loop polls (signals, exits, sd_notify, output, control and
+//! metrics connections), then the end of the run. Part of `shell.rs`.
+
+use super::*;
+
+impl Shell<'_> {
+    /// Spawn process `index` of `spec` with its output wired; the pid, or
+    /// why not and the status a main service would give.
+    pub(super) fn spawn_service(
+        &mut self,
+        spec: &Arc<crate::config::model::Service>,
+        index: usize,
+    ) -> Result<i32, (String, i32)> {
+        let creds = spawn::resolve_creds(spec).map_err(|r| (r, crate::error::EXIT_FAILURE))?;
+        let name = label(spec, index);
+        let mut new_readers = Vec::new();
+        let tails = &mut self.tails;
+        let limiters = &mut self.limiters;
+        let rate = spec.log_rate_limit.unwrap_or(self.cfg.log.rate_limit);
+        let mut out = |stream: &Stream, err: bool| -> std::io::Result<spawn::Out> {
+            let (dest, head) = match stream {
+                Stream::Inherit => return Ok(spawn::Out::Inherit),
+                Stream::Null => return Ok(spawn::Out::Null),
+                Stream::Prefix if err => (Dest::Stderr, Some(Head::service(&name, "stderr", '!'))),
+                Stream::Prefix => (Dest::Stdout, Some(Head::service(&name, "stdout", '|'))),
+                Stream::File(fs) => (Dest::File(Arc::new(fs.clone())), None),
+            };
+            let framed = head.is_some();
+            let (r, w) = output::pipe()?;
+            let mut reader = output::reader(r, dest, head);
+            if err {
+                let tail = tails.entry(spec.name.clone()).or_default().clone();
+                reader = reader.with_tail(tail);
+            }
+            if let (Some(limit), true) = (rate, framed) {
+                // One budget per service: all its processes, both streams.
+                let l = limiters.entry(spec.name.clone()).or_insert_with(|| {
+                    std::rc::Rc::new(std::cell::RefCell::new(output::Limiter::new(
+                        &spec.name, limit,
+                    )))
+                });
+                // A reload may have changed it.
+                l.borrow_mut().set_limit(limit);
+                reader = reader.with_limiter(l.clone());
+            }
+            new_readers.push(reader);
+            Ok(spawn::Out::Pipe(w))
+        };
+        let pipes = out(&spec.stdout, false).and_then(|o| Ok((o, out(&spec.stderr, true)?)));
+        let (stdout, stderr) = pipes.map_err(|e| {
+            (
+                format!("cannot create output pipes: {e}"),
+                crate::error::EXIT_FAILURE,
+            )
+        })?;
+        let mut env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        let wants_notify = spec
+            .ready
+            .as_ref()
+            .is_some_and(|r| r.check == ReadyCheck::Notify);
+        if wants_notify {
+            let uid = creds
+                .as_ref()
+                .map_or_else(|| nix::unistd::geteuid().as_raw(), |c| c.uid.as_raw());
+            if let Some(value) = self.notify_socket(&spec.name, uid) {
+                env.push(("NOTIFY_SOCKET".into(), value));
+            }
+        }
+        let res = spawn::spawn(spawn::SpawnOpts {
+            argv: &spec.argv,
+            env,
+            copy_env: spec.copy_env,
+            working_dir: spec.working_dir.as_deref(),
+            creds: creds.as_ref(),
+            rlimits: &spec.rlimits,
+            stdout,
+            stderr,
+            foreground: spec.main && self.stdin_tty,
+            stdin_null: !spec.main,
+        });
+        match res {
+            Ok(pid) => {
+                for r in new_readers {
+                    self.add_reader(r);
+                }
+                self.groups.insert(pid, spec.name.clone());
+                Ok(pid)
+            }
+            Err(e) => {
+                let prog = spec.argv.first().map(String::as_str).unwrap_or("");
+                Err((
+                    format!("cannot run {prog}: {e}"),
+                    spawn::exec_error_status(&e),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn add_reader(&mut self, r: Reader) {
+        match self.readers.iter_mut().find(|s| s.is_none()) {
+            Some(slot) => *slot = Some(r),
+            None => self.readers.push(Some(r)),
+        }
+    }
+
+    pub(super) fn start_probe(
+        &mut self,
+        probe: ProbeId,
+        service: &str,
+        check: &ReadyCheck,
+        deadline: Instant,
+        working_dir: Option<std::path::PathBuf>,
+    ) -> Option<Verdict> {
+        match check {
+            ReadyCheck::Tcp(a) => self
+                .probes
+                .start_net(probe.0, &Target::Tcp(a.clone()), deadline),
+            ReadyCheck::Http(u) => {
+                self.probes
+                    .start_net(probe.0, &Target::Http(u.clone()), deadline)
+            }
+            // The core never probes these: READY=1 comes on the socket.
+            ReadyCheck::Notify => Some(Verdict::Fail("notify is not probed".into())),
+            ReadyCheck::File(p) => Some(if p.exists() {
+                Verdict::Ok
+            } else {
+                Verdict::Fail(format!("{} does not exist", p.display()))
+            }),
+            ReadyCheck::Cmd(argv) => {
+                let res = spawn::spawn(spawn::SpawnOpts {
+                    argv,
+                    env: spawn::mc_env(&self.cfg, service),
+                    copy_env: true,
+                    working_dir: working_dir.as_deref(),
+                    creds: None,
+                    rlimits: &[],
+                    stdout: spawn::Out::Null,
+                    stderr: spawn::Out::Null,
+                    foreground: false,
+                    stdin_null: true,
+                });
+                match res {
+                    Ok(pid) => {
+                        self.probes.start_cmd(probe.0, pid, deadline);
+                        None
+                    }
+                    Err(e) => Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                }
+            }
+        }
+    }
+
+    pub(super) fn probe_verdict(&mut self, probe: ProbeId, v: Verdict) {
+        let service = self.probe_names.remove(&probe.0).unwrap_or_default();
+        if let Verdict::Fail(why) = &v {
+            log::debug!("{service}: probe failed: {why}");
+        }
+        self.inputs.push_back(Input::ProbeDone {
+            probe,
+            ok: v == Verdict::Ok,
+        });
+    }
+
+    // ----- waiting -----------------------------------------------------------
+
+    /// Signals as inputs; SIGCHLD reaps here (exits become inputs).
+    pub(super) fn read_signals(&mut self) -> Vec<Input> {
+        let mut out = Vec::new();
+        for r in self.signals.drain() {
+            // Tests of the panic hook only (cargo feature fault-injection,
+            // never in a release build).
+            #[cfg(feature = "fault-injection")]
+            if r.signal == Signal::SIGUSR2
+                && std::env::var_os("MC_FAULT").is_some_and(|v| v == "panic-on-usr2")
+            {
+                panic!("fault injection: MC_FAULT=panic-on-usr2");
+            }
+            if r.signal == Signal::SIGCHLD {
+                self.reap_into(&mut out);
+                continue;
+            }
+            if let Some(j) = &mut self.job {
+                let stop = matches!(r.signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT);
+                if stop && j.interrupted.is_none() {
+                    j.interrupted = Some(r.signal);
+                }
+            }
+            out.push(Input::Signal(r.signal));
+        }
+        out
+    }
+
+    pub(super) fn reap_into(&mut self, out: &mut Vec<Input>) {
+        let probes = &mut self.probes;
+        let job = &mut self.job;
+        let groups = &mut self.groups;
+        let cgroup = &self.cgroup;
+        let oom_seen = &mut self.oom_seen;
+        reap::reap_all(|pid, exit| {
+            match probes.exited(pid, exit == Exit::Code(0), &exit.to_string()) {
+                Some(Some((id, v))) => {
+                    if let Verdict::Fail(why) = &v {
+                        log::debug!("probe {id}: failed: {why}");
+                    }
+                    out.push(Input::ProbeDone {
+                        probe: ProbeId(id),
+                        ok: v == Verdict::Ok,
+                    })
+                }
+                Some(None) => {}
+                None => {
+                    if let Some(j) = job.as_mut().filter(|j| j.pid == Some(pid)) {
+                        j.exit = Some(exit);
+                        // Nothing the step started in its group outlives it.
+                        spawn::signal_group(pid, Signal::SIGKILL);
+                    }
+                    if groups.remove(&pid).is_none() {
+                        // An orphan re-parented to us: reaped, nothing to tell.
+                        return;
+                    }
+                    // A SIGKILL while the cgroup's OOM kill count rose: the
+                    // kernel's doing, not somebody's.
+                    let mut oom = false;
+                    if exit == Exit::Signal(Signal::SIGKILL as i32) {
+                        if let Some(n) = cgroup.as_ref().and_then(crate::proc::cgroup::oom_kills) {
+                            oom = n > *oom_seen;
+                            *oom_seen = n;
+                        }
+                    }
+                    out.push(Input::Exited { pid, exit, oom })
+                }
+            }
+        });
+    }
+
+    /// sd_notify messages, from a process of a service that asked for one.
+    /// The `NOTIFY_SOCKET` value of service `name` (its socket made now if
+    /// it has none yet).
+    pub(super) fn notify_socket(&mut self, name: &str, uid: u32) -> Option<String> {
+        if let Some((_, n, u)) = self.notify.iter_mut().find(|(s, _, _)| s == name) {
+            *u = uid;
+            return Some(n.env_value.clone());
+        }
+        let nonce = self.notify_seed ^ (self.notify.len() as u64 + 1).rotate_left(48);
+        match crate::proc::notify::NotifySocket::bind(nonce) {
+            Ok(n) => {
+                let value = n.env_value.clone();
+                self.notify.push((name.to_string(), n, uid));
+                Some(value)
+            }
+            Err(e) => {
+                log::error!("{name}: cannot make its sd_notify socket: {e}");
+                None
+            }
+        }
+    }
+
+    /// The messages on service `i`'s socket. One counts when its sender is
+    /// a process of that service, or has already gone but ran as the
+    /// service's user; anything else (another process that learnt the
+    /// name) is ignored.
+    pub(super) fn read_notify(&mut self, i: usize) {
+        let Some((service, n, uid)) = self.notify.get(i) else {
+            return;
+        };
+        for (who, message) in n.receive() {
+            let ours = who.is_some_and(|(pid, sender_uid)| {
+                match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
+                    Ok(group) => self.groups.get(&group.as_raw()) == Some(service),
+                    Err(_) => sender_uid == *uid,
+                }
+            });
+            if ours {
+                self.inputs.push_back(Input::Notify {
+                    service: service.clone(),
+                    message,
+                });
+            } else {
+                log::debug!("sd_notify message for {service} from {who:?}, not of it: ignored");
+            }
+        }
+    }
+
+    /// One wake-up's worth of reader `i`'s output; `true` when more is
+    /// waiting already.
+    pub(super) fn drain_reader(&mut self, i: usize, budget: usize) -> bool {
+        if let Some(slot) = self.readers.get_mut(i) {
+            if let Some(r) = slot {
+                match output::drain(r, budget) {
+                    output::Drained::Closed => *slot = None,
+                    output::Drained::More => return true,
+                    output::Drained::Open => {}
+                }
+            }
+        }
+        false
+    }
+
+    pub(super) fn serve_conn(&mut self, id: u64, ev: PollFlags, now: Instant) {
+        let Some(ctl) = &mut self.ctl else { return };
+        if ev.contains(PollFlags::POLLOUT) {
+            ctl.write(id);
+        }
+        if !ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            return;
+        }
+        for msg in ctl.read(id, now) {
+            match msg {
+                Incoming::Request(cmd) => self.inputs.push_back(Input::Ctl { conn: id, cmd }),
+                Incoming::Bad(e) => ctl.reply(id, &crate::ctl::proto::Reply::error(e)),
+                Incoming::TooLong => {
+                    ctl.reply(
+                        id,
+                        &crate::ctl::proto::Reply::error("request line too long"),
+                    );
+                    ctl.close_after_replies(id);
+                }
+            }
+        }
+    }
+
+    pub(super) fn serve_http(&mut self, id: u64, ev: PollFlags) {
+        let Some(h) = &mut self.http else { return };
+        if ev.contains(PollFlags::POLLOUT) {
+            h.write(id);
+            return;
+        }
+        if ev.contains(PollFlags::POLLIN) {
+            // Read before a hang-up: a client may send its request and
+            // close its side at once.
+            if let Some(Ask::Metrics(id)) = h.read(id) {
+                // A read of the core's state, not a command: no input.
+                let text = self.core.metrics_text();
+                h.respond(
+                    id,
+                    200,
+                    crate::supervisor::metrics::CONTENT_TYPE,
+                    text.as_bytes(),
+                );
+            }
+        } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            h.drop_conn(id);
+        }
+    }
+
+    // ----- the end -----------------------------------------------------------
+
+    /// A job has ended: collect its last output, briefly.
+    pub(super) fn finish_job(&mut self) {
+        let until = Instant::now() + JOB_OUTPUT_GRACE;
+        while self.readers.iter().any(Option::is_some) {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let fds: Vec<(usize, RawFd)> = self
+                .readers
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| r.as_ref().map(|r| (i, r.fd().as_raw_fd())))
+                .collect();
+            let ready: Vec<usize> = {
+                // SAFETY: the readers live, untouched, until poll returns.
+                let mut pfds: Vec<PollFd> = fds
+                    .iter()
+                    .map(|(_, fd)| {
+                        PollFd::new(unsafe { BorrowedFd::borrow_raw(*fd) }, PollFlags::POLLIN)
+                    })
+                    .collect();
+                let _ = poll(&mut pfds, crate::proc::poll_timeout(Some(until), now));
+                fds.iter()
+                    .zip(&pfds)
+                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|((i, _), _)| *i)
+                    .collect()
+            };
+            for i in ready {
+                self.drain_reader(i, output::MAX_DRAIN);
+            }
+        }
+        // What a descendant still holds open is not waited for.
+        self.readers.clear();
+        if let Some(j) = &mut self.job {
+            if let Some(t) = self.tails.get(&j.name) {
+                j.tail = t.borrow().lines();
+            }
+        }
+    }
+
+    /// Everything has stopped: make sure nothing outlives us, collect the
+    /// last output, print the summary, and return the exit status.
+    pub(super) fn finish(&mut self, code: i32) -> i32 {
+        if self.is_pid1 {
+            // As PID 1, whatever is left in the container dies with us.
+            let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
+        } else if reap::reap_all(|_, _| {}) {
+            // As a subreaper, with children left (the usual case has none:
+            // then nothing here costs a look at /proc): kill what is left;
+            // killing a child re-parents its own children to us, so repeat
+            // until none is left.
+            let me = std::process::id() as i32;
+            for _ in 0..100 {
+                let left = reap::children_of(me);
+                if left.is_empty() {
+                    break;
+                }
+                for pid in left {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                if reap::reap_all(|_, _| {}) {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        reap::wait_all();
+        for i in 0..self.readers.len() {
+            // Everything the services wrote before they ended, not one
+            // wake-up's budget (bounded: a writer we could not kill, in
+            // another namespace, must not keep us here).
+            for _ in 0..FINAL_DRAINS {
+                if !self.drain_reader(i, output::MAX_DRAIN) {
+                    break;
+                }
+            }
+        }
+        for l in self.limiters.values() {
+            l.borrow_mut().report();
+        }
+        for line in self.core.summary() {
+            log::info!("summary: {line}");
+        }
+        let mut report = self.core.termination();
+        if let Some(t) = report.subject.as_ref().and_then(|s| self.tails.get(s)) {
+            report.tail = t.borrow().lines();
+        }
+        if let Some(path) = &self.cfg.termination_log {
+            report.write(path);
+        }
+        log::info!("{}", report.summary());
+        code
+    }
+}
