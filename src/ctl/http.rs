@@ -98,16 +98,7 @@ impl HttpServer {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            if self.conns.len() >= MAX_CONNS {
-                if let Some(oldest) = self
-                    .conns
-                    .iter()
-                    .min_by_key(|(_, c)| c.deadline)
-                    .map(|(&id, _)| id)
-                {
-                    self.conns.remove(&oldest);
-                }
-            }
+            super::server::make_room(&mut self.conns, MAX_CONNS, |c| c.deadline);
             let id = self.next_id;
             self.next_id += 1;
             self.conns.insert(

@@ -176,17 +176,8 @@ impl Server {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            if self.conns.len() >= MAX_CONNS {
-                // Make room: the connection idle the longest goes.
-                if let Some(oldest) = self
-                    .conns
-                    .iter()
-                    .min_by_key(|(_, c)| c.last)
-                    .map(|(&id, _)| id)
-                {
-                    self.conns.remove(&oldest);
-                }
-            }
+            // Make room: the connection idle the longest goes.
+            make_room(&mut self.conns, MAX_CONNS, |c| c.last);
             let id = self.next_id;
             self.next_id += 1;
             self.conns.insert(
@@ -311,5 +302,16 @@ impl Server {
     /// A hang-up or error on `id`: drop it.
     pub fn drop_conn(&mut self, id: u64) {
         self.conns.remove(&id);
+    }
+}
+
+/// Before one more connection is taken: when `conns` holds `max`, drop the
+/// one whose `key` is the oldest (longest idle, or nearest its deadline).
+pub(crate) fn make_room<C>(conns: &mut HashMap<u64, C>, max: usize, key: impl Fn(&C) -> Instant) {
+    if conns.len() < max {
+        return;
+    }
+    if let Some(oldest) = conns.iter().min_by_key(|(_, c)| key(c)).map(|(&id, _)| id) {
+        conns.remove(&oldest);
     }
 }

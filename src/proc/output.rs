@@ -889,6 +889,17 @@ fn allowed(limiter: &Option<SharedLimiter>, now: Instant) -> bool {
 mod tests {
     use super::*;
 
+    /// A plain file destination, never rotated.
+    fn file_dest(path: &std::path::Path) -> Dest {
+        Dest::File(Arc::new(FileStream {
+            path: path.to_path_buf(),
+            max_bytes: 0,
+            backup_count: 0,
+            time_format: None,
+            watched: false,
+        }))
+    }
+
     fn tmpdir(tag: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("mcl-out-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&d);
@@ -932,13 +943,7 @@ mod tests {
     fn a_long_line_cut_off_by_eof_is_split_and_ends() {
         let d = tmpdir("split-eof");
         let path = d.join("o.log");
-        let dest = Dest::File(Arc::new(FileStream {
-            path: path.clone(),
-            max_bytes: 0,
-            backup_count: 0,
-            time_format: None,
-            watched: false,
-        }));
+        let dest = file_dest(&path);
         // Text records: the format is the process's, and other tests
         // write no framed records.
         record::configure(crate::config::model::LogFormat::Text, 1024);
@@ -973,13 +978,7 @@ mod tests {
     fn drain_queues_whole_lines_and_flushes_partial_at_eof() {
         let d = tmpdir("drain");
         let path = d.join("o.log");
-        let dest = Dest::File(Arc::new(FileStream {
-            path: path.clone(),
-            max_bytes: 0,
-            backup_count: 0,
-            time_format: None,
-            watched: false,
-        }));
+        let dest = file_dest(&path);
         let (r, w) = pipe().expect("pipe");
         let mut rd = reader(r, dest, None);
         let mut wf = File::from(w);

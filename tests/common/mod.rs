@@ -539,3 +539,10 @@ pub fn status_pids(status: &serde_json::Value, name: &str) -> Vec<i64> {
         .filter_map(|p| p.as_i64())
         .collect()
 }
+
+/// How many times `pid` woke up during `d` of sleep of ours.
+pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
+    let before = voluntary_switches(pid);
+    std::thread::sleep(d);
+    voluntary_switches(pid) - before
+}
