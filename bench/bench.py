@@ -158,6 +158,20 @@ class Bench:
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return p
 
+    def start_svdir(self, argv, n, cmd):
+        """A scan directory of n services whose `run` execs `cmd`, and
+        `argv` + [that directory] (s6-svscan, runsvdir) started over it in
+        a session of its own."""
+        scan = tempfile.mkdtemp(dir=self.tmp)
+        for i in range(n):
+            os.makedirs(os.path.join(scan, "s%d" % i))
+            run = os.path.join(scan, "s%d" % i, "run")
+            with open(run, "w") as f:
+                f.write("#!/bin/sh\nexec %s\n" % cmd)
+            os.chmod(run, 0o755)
+        return subprocess.Popen(argv + [scan], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
     def stop(self, p, sig=signal.SIGTERM, limit=15):
         if p.poll() is None:
             p.send_signal(sig)
@@ -221,15 +235,7 @@ class Bench:
         if shutil.which("s6-svscan"):
             # s6: s6-svscan plus one s6-supervise per service, summed.
             for n in (1, 5, 50):
-                scan = tempfile.mkdtemp(dir=self.tmp)
-                for i in range(n):
-                    os.makedirs(os.path.join(scan, "s%d" % i))
-                    run = os.path.join(scan, "s%d" % i, "run")
-                    with open(run, "w") as f:
-                        f.write("#!/bin/sh\nexec sleep 3600\n")
-                    os.chmod(run, 0o755)
-                p = subprocess.Popen(["s6-svscan", scan], start_new_session=True,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                p = self.start_svdir(["s6-svscan"], n, "sleep 3600")
                 self.descendants_up(p.pid, 2 * n)
                 time.sleep(0.3)
                 total = {"rss": 0, "pss": 0, "anon": 0}
@@ -388,17 +394,7 @@ class Bench:
                 [timed(ten, signal.SIGTERM, 10) for _ in range(runs)])
         if shutil.which("s6-svscan"):
             def s6(n, cmd):
-                def start():
-                    scan = tempfile.mkdtemp(dir=self.tmp)
-                    for i in range(n):
-                        os.makedirs(os.path.join(scan, "s%d" % i))
-                        run = os.path.join(scan, "s%d" % i, "run")
-                        with open(run, "w") as f:
-                            f.write("#!/bin/sh\nexec %s\n" % cmd)
-                        os.chmod(run, 0o755)
-                    return subprocess.Popen(["s6-svscan", scan], start_new_session=True,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                return start
+                return lambda: self.start_svdir(["s6-svscan"], n, cmd)
             # s6-svscan's kids include one s6-supervise per service.
             res["one child"]["s6-svscan"] = median_spread(
                 [timed(s6(1, "sleep 3600"), signal.SIGTERM, 2) for _ in range(runs)])
@@ -406,17 +402,7 @@ class Bench:
                 [timed(s6(10, "sh " + trap), signal.SIGTERM, 20) for _ in range(runs)])
         if shutil.which("runsvdir"):
             def runit(n, cmd):
-                def start():
-                    sv = tempfile.mkdtemp(dir=self.tmp)
-                    for i in range(n):
-                        os.makedirs(os.path.join(sv, "s%d" % i))
-                        run = os.path.join(sv, "s%d" % i, "run")
-                        with open(run, "w") as f:
-                            f.write("#!/bin/sh\nexec %s\n" % cmd)
-                        os.chmod(run, 0o755)
-                    return subprocess.Popen(["runsvdir", "-P", sv], start_new_session=True,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                return start
+                return lambda: self.start_svdir(["runsvdir", "-P"], n, cmd)
             # runsvdir's stop signal is HUP (TERM to every runsv, then exit).
             res["one child"]["runit (runsvdir)"] = median_spread(
                 [timed(runit(1, "sleep 3600"), signal.SIGHUP, 2) for _ in range(runs)])

@@ -252,14 +252,27 @@ fn rate_limit_drops_and_says_how_many() {
     assert_eq!(shown + dropped, 10000, "{}", out.stderr);
 }
 
-/// A program that runs the launcher with its stdout and stderr sent to
-/// `to` (a shell redirection, e.g. `>/dev/null 2>&1`).
-fn launcher_with_output(d: &TempDir, to: &str) -> std::path::PathBuf {
+/// The launcher over `cfg`, with its stdout and stderr sent to `to` (a
+/// shell redirection, e.g. `>/dev/null 2>&1`) by a wrapper script, once its
+/// control socket answers.
+fn spawn_with_output(d: &TempDir, cfg: &str, to: &str, limit: Duration) -> Running {
     let p = d.join("launch.sh");
     write(&p, &format!("#!/bin/sh\nexec \"$MC_BIN\" \"$@\" {to}\n"));
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    p
+    let run = Launch::new(&["-c", cfg])
+        .program(&p)
+        .env("MC_BIN", &bin().to_string_lossy())
+        .root(d.path())
+        .timeout(limit)
+        .spawn();
+    assert!(wait_until(Duration::from_secs(10), || ctl(
+        &run,
+        &["status"]
+    )
+    .code
+        == Some(0)));
+    run
 }
 
 /// `{"cmd":"status"}` straight on the control socket: the loop's own
@@ -302,19 +315,7 @@ fn a_flood_of_output_never_stalls_the_loop() {
         // Reaping goes on: a service that ends at once, restarted again and again.
         body.push_str("  crash:\n    cmd: [\"true\"]\n    max_retry: -1\n    min_uptime: 0s\n    backoff: {initial: 10ms, max: 10ms}\n");
         let cfg = config(&d, &body);
-        let prog = launcher_with_output(&d, ">/dev/null 2>&1");
-        let run = Launch::new(&["-c", &cfg])
-            .program(&prog)
-            .env("MC_BIN", &bin().to_string_lossy())
-            .root(d.path())
-            .timeout(Duration::from_secs(90))
-            .spawn();
-        assert!(wait_until(Duration::from_secs(10), || ctl(
-            &run,
-            &["status"]
-        )
-        .code
-            == Some(0)));
+        let run = spawn_with_output(&d, &cfg, ">/dev/null 2>&1", Duration::from_secs(90));
         // Let the flood fill every pipe and the writer's queue first.
         std::thread::sleep(Duration::from_secs(1));
         let before = restarts_of(&run, "crash");
@@ -371,19 +372,12 @@ fn stalled_launch(d: &TempDir) -> (Running, std::fs::File) {
         d,
         "shutdown: {timeout: 3s}\nservices:\n  chatty:\n    cmd: [\"sh\", \"-c\", \"exec yes chatty-stderr-line >&2\"]\n    stderr: prefix\n  quiet:\n    cmd: [\"sleep\", \"1000\"]\n",
     );
-    let prog = launcher_with_output(d, &format!("2>{}", path.display()));
-    let run = Launch::new(&["-c", &cfg])
-        .program(&prog)
-        .env("MC_BIN", &bin().to_string_lossy())
-        .root(d.path())
-        .timeout(Duration::from_secs(60))
-        .spawn();
-    assert!(wait_until(Duration::from_secs(10), || ctl(
-        &run,
-        &["status"]
-    )
-    .code
-        == Some(0)));
+    let run = spawn_with_output(
+        d,
+        &cfg,
+        &format!("2>{}", path.display()),
+        Duration::from_secs(60),
+    );
     // The FIFO (64 KiB) is full at once; the writer's queue soon after.
     std::thread::sleep(Duration::from_secs(2));
     for _ in 0..20 {
