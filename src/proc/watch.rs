@@ -334,6 +334,8 @@ fn look(path: &Path) -> Look {
 pub struct FileWatch {
     dirs: DirWatch,
     files: Vec<PathBuf>,
+    /// The files' directories, sorted, each once.
+    parents: Vec<PathBuf>,
     /// How each watched name (then each directory's `..data`) looked when
     /// last compared.
     seen: Vec<Look>,
@@ -344,6 +346,7 @@ impl FileWatch {
         let mut w = FileWatch {
             dirs: DirWatch::new(&[])?,
             files: Vec::new(),
+            parents: Vec::new(),
             seen: Vec::new(),
         };
         w.set_files(files);
@@ -368,14 +371,13 @@ impl FileWatch {
         dirs.dedup();
         self.files = files;
         self.dirs.set_dirs(&dirs);
+        self.parents = dirs;
         self.seen = self.looks();
     }
 
     fn looks(&self) -> Vec<Look> {
         let mut out: Vec<Look> = self.files.iter().map(|f| look(f)).collect();
-        let mut dirs: Vec<&Path> = self.files.iter().filter_map(|f| f.parent()).collect();
-        dirs.dedup();
-        out.extend(dirs.into_iter().map(|d| look(&d.join(KUBELET_DATA))));
+        out.extend(self.parents.iter().map(|d| look(&d.join(KUBELET_DATA))));
         out
     }
 
