@@ -430,3 +430,78 @@ fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
 }
+
+/// A reader of our output that is slow but keeps reading loses nothing:
+/// past 4 MiB queued the launcher stops reading the service's pipe (the
+/// service waits, as on a slow terminal) instead of filling its 16 MiB
+/// queue and dropping. 22 MiB of lines through a reader taking ~16 MB/s.
+#[test]
+fn a_slow_reader_of_our_output_gets_every_line_in_order() {
+    let d = TempDir::new("log-slow-reader");
+    let (path, reader) = fifo(&d);
+    let lines = 250_000u32;
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  flow:\n    cmd: [\"awk\", \"BEGIN {{ for (i = 1; i <= {lines}; i++) printf \\\"%d %080d\\\\n\\\", i, 0 }}\"]\n    stdout: prefix\n    respawn: false\n  quiet:\n    cmd: [\"sleep\", \"1000\"]\n"
+        ),
+    );
+    let flags = nix::fcntl::OFlag::empty();
+    nix::fcntl::fcntl(&reader, nix::fcntl::FcntlArg::F_SETFL(flags)).expect("blocking");
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, bool)>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut reader = reader;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut carry = Vec::new();
+        let (mut next, mut ordered, mut lost) = (1u32, true, false);
+        let mut opened = false;
+        loop {
+            let n = match reader.read(&mut buf) {
+                // No writer yet (the launcher opens the FIFO as it starts).
+                Ok(0) if !opened => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
+                }
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            opened = true;
+            carry.extend_from_slice(&buf[..n]);
+            while let Some(i) = carry.iter().position(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(&carry[..i]).into_owned();
+                carry.drain(..=i);
+                lost |= line.contains("could not keep up");
+                if let Some(rest) = line.strip_prefix("flow | ") {
+                    let num: u32 = rest
+                        .split(' ')
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(0);
+                    ordered &= num == next;
+                    next = num + 1;
+                    if num == lines {
+                        let _ = tx.send((num, ordered && !lost));
+                    }
+                }
+            }
+            // A slow consumer: ~16 MB/s.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let run = spawn_with_output(
+        &d,
+        &cfg,
+        &format!(">{}", path.display()),
+        Duration::from_secs(120),
+    );
+    // While the service waits on its pipe, the loop still answers.
+    assert!(status_rtt(&run) < Duration::from_secs(5));
+    let (last, clean) = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("the last line never came");
+    assert_eq!(last, lines);
+    assert!(clean, "lines lost, reordered, or dropped by the launcher");
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}

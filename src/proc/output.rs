@@ -15,8 +15,8 @@ use crate::config::model::{FileStream, RateLimit};
 use nix::fcntl::OFlag;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -47,6 +47,16 @@ pub fn drain_budget(ready: usize) -> usize {
 }
 /// Bytes waiting for the writer thread at most; beyond, lines are dropped.
 pub const QUEUE_BYTES: usize = 16 << 20;
+/// Flow control: with this much waiting for a writer that is making
+/// progress, the loop stops reading services' output (they wait on their
+/// full pipes, as they would on a slow terminal) until the queue is down
+/// to `LOW_WATER`. Dropping is for a writer that is stuck (`STALLED`).
+const HIGH_WATER: usize = 4 << 20;
+const LOW_WATER: usize = 1 << 20;
+/// A writer whose last write ended this long ago, with work waiting, is
+/// stuck (whoever reads the container's output stopped): reading resumes
+/// and what does not fit the queue is dropped.
+pub const STALLED: Duration = Duration::from_secs(1);
 /// The writer's writes are at most this big (large writes are slower on
 /// some filesystems, and a reader sees lines sooner).
 const WRITE_CHUNK: usize = 64 * 1024;
@@ -72,6 +82,15 @@ struct Queue {
     busy: bool,
     pool: Vec<Vec<u8>>,
     thread: bool,
+    /// When the writer last finished a write (or found nothing to do).
+    progress: Instant,
+    /// The loop holds its readers until `room` is signalled.
+    holding: bool,
+    /// The writer sleeps on `more` (else a submit need not wake it: it
+    /// looks at the queue again after each write).
+    sleeping: bool,
+    /// Threads in `wait_room`.
+    room_waiters: usize,
 }
 
 /// The one writer of the process (`writer()`).
@@ -79,6 +98,9 @@ pub struct Writer {
     q: Mutex<Queue>,
     more: Condvar,
     idle: Condvar,
+    /// A non-blocking pipe: the writer puts a byte in when the queue is
+    /// down to `LOW_WATER` while the loop holds its readers (`hold`).
+    room: Option<(OwnedFd, OwnedFd)>,
 }
 
 static WRITER: OnceLock<Writer> = OnceLock::new();
@@ -94,9 +116,14 @@ pub fn writer() -> &'static Writer {
             busy: false,
             pool: Vec::new(),
             thread: false,
+            progress: Instant::now(),
+            holding: false,
+            sleeping: false,
+            room_waiters: 0,
         }),
         more: Condvar::new(),
         idle: Condvar::new(),
+        room: nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).ok(),
     })
 }
 
@@ -144,8 +171,11 @@ impl Writer {
                 return true;
             }
         }
+        let wake = q.sleeping;
         drop(q);
-        self.more.notify_one();
+        if wake {
+            self.more.notify_one();
+        }
         true
     }
 
@@ -180,6 +210,55 @@ impl Writer {
         true
     }
 
+    /// Should the loop stop reading services' output for now? `Some(t)`:
+    /// yes, until `room_fd` is readable or `t` (when a writer that has not
+    /// finished a write by then counts as stuck); `None`: read on (room
+    /// enough, or a stuck writer: then what does not fit is dropped).
+    pub fn hold(&self, now: Instant) -> Option<Instant> {
+        self.room.as_ref()?;
+        let mut q = self.lock();
+        let stuck_at = q.progress + STALLED;
+        if q.bytes < HIGH_WATER || now >= stuck_at {
+            q.holding = false;
+            return None;
+        }
+        q.holding = true;
+        Some(stuck_at)
+    }
+
+    /// What the loop polls while it holds its readers (`hold`).
+    pub fn room_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.room.as_ref().map(|(r, _)| r.as_fd())
+    }
+
+    /// Empty the room pipe once it was readable.
+    pub fn take_room(&self) {
+        if let Some((r, _)) = &self.room {
+            let mut buf = [0u8; 64];
+            while matches!(nix::unistd::read(r, &mut buf), Ok(n) if n > 0) {}
+        }
+    }
+
+    /// Wait, at most until `until`, for the queue to have room (below
+    /// `HIGH_WATER`) or for the writer to be stuck: the final drains, like
+    /// the loop, hand the writer no more than it can take.
+    pub fn wait_room(&self, until: Instant) {
+        let mut q = self.lock();
+        while q.thread && q.bytes >= HIGH_WATER {
+            let now = Instant::now();
+            let end = until.min(q.progress + STALLED);
+            if now >= end {
+                return;
+            }
+            q.room_waiters += 1;
+            q = match self.idle.wait_timeout(q, end - now) {
+                Ok((g, _)) => g,
+                Err(e) => e.into_inner().0,
+            };
+            q.room_waiters -= 1;
+        }
+    }
+
     /// Lines dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped_lines
@@ -207,6 +286,7 @@ impl Writer {
                     break item;
                 }
                 q.busy = false;
+                q.progress = Instant::now();
                 self.idle.notify_all();
                 if q.dropped_lines > 0 {
                     // Writing works again: say what was lost, once.
@@ -221,10 +301,14 @@ impl Writer {
                     q.items.push_back((Dest::Stderr, note));
                     continue;
                 }
+                q.sleeping = true;
                 q = match self.more.wait(q) {
                     Ok(g) => g,
                     Err(e) => e.into_inner(),
                 };
+                q.sleeping = false;
+                // Woken with work: a stall counts from now.
+                q.progress = Instant::now();
             };
             q.busy = true;
             q.bytes = q.bytes.saturating_sub(data.len());
@@ -232,6 +316,16 @@ impl Writer {
             write_out(&dest, &data, &mut files);
             let mut q = self.lock();
             recycle(&mut q.pool, data);
+            q.progress = Instant::now();
+            if q.room_waiters > 0 && q.bytes < HIGH_WATER {
+                self.idle.notify_all();
+            }
+            if q.holding && q.bytes <= LOW_WATER {
+                q.holding = false;
+                if let Some((_, w)) = &self.room {
+                    let _ = nix::unistd::write(w, b"r");
+                }
+            }
         }
     }
 }
@@ -648,20 +742,15 @@ pub enum Drained {
 /// Read what is available and queue every complete line, framed. At EOF
 /// a last partial line is queued as if a newline ended it.
 pub fn drain(r: &mut Reader, budget: usize) -> Drained {
-    let mut buf = [0u8; READ_CHUNK];
     let mut state = Drained::Open;
     let mut taken = 0usize;
     while taken < budget {
-        match r.fd.read(&mut buf) {
+        match read_into(&r.fd, &mut r.pending, READ_CHUNK) {
             Ok(0) => {
                 state = Drained::Closed;
                 break;
             }
-            Ok(n) => {
-                taken += n;
-                r.pending
-                    .extend_from_slice(buf.get(..n).unwrap_or_default());
-            }
+            Ok(n) => taken += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(_) => {
@@ -680,6 +769,25 @@ pub fn drain(r: &mut Reader, budget: usize) -> Drained {
         drain_raw(r, closed);
     }
     state
+}
+
+/// One read(2) of at most `max` bytes appended to `buf`, straight into its
+/// spare room (no bounce buffer: every byte relayed is copied once less).
+fn read_into(fd: &File, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: read(2) writes at most `want` bytes into the spare capacity
+    // (valid, uninitialised memory of `buf`'s allocation); the `got`
+    // bytes it reports are initialised when `set_len` counts them.
+    let got = unsafe { nix::libc::read(fd.as_raw_fd(), spare.as_mut_ptr().cast(), want) };
+    if got < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = got.unsigned_abs().min(want);
+    // SAFETY: see above; `got <= want <= spare.len()`.
+    unsafe { buf.set_len(buf.len() + got) };
+    Ok(got)
 }
 
 /// A file stream: whole lines as they are (a line longer than
@@ -755,11 +863,26 @@ fn drain_framed(r: &mut Reader, closed: bool) {
         }
     }
     let mut out = w.buffer();
-    // What the records will take, so that the buffer grows once.
-    let lines = memchr::memchr_iter(b'\n', &data).count() + 1;
+    // What the records will likely take (short lines, each with its head),
+    // so that the buffer seldom grows while being filled.
     let per_line = if json { b.start.len() + 8 } else { 16 };
-    out.reserve(data.len() + data.len() / 16 + lines * per_line);
+    out.reserve(data.len() + data.len() / 32 * per_line + 64);
     let mut pos = 0usize;
+    // The usual case, kept tight: text, whole lines that fit, no limit.
+    if !json && r.line == Line::Fresh && r.limiter.is_none() {
+        if let Some(head) = &r.head {
+            let whole = head.budget(false, b.max, false, true);
+            for i in memchr::memchr_iter(b'\n', &data) {
+                let line = data.get(pos..i).unwrap_or_default();
+                if line.len() > whole {
+                    break;
+                }
+                out.extend_from_slice(&head.prefix);
+                out.extend_from_slice(data.get(pos..=i).unwrap_or_default());
+                pos = i + 1;
+            }
+        }
+    }
     while let Some(i) = memchr::memchr(b'\n', data.get(pos..).unwrap_or_default()) {
         let line = data.get(pos..pos + i).unwrap_or_default();
         emit(r, &b, line, true, &mut out);

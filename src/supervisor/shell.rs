@@ -123,6 +123,8 @@ enum Src {
     ProbeWake,
     Probe(u64),
     Reader(usize),
+    /// The writer's queue has room again (readers held, see below).
+    OutputRoom,
     Notify(usize),
 }
 
@@ -292,6 +294,11 @@ impl Shell<'_> {
             .as_ref()
             .filter(|j| !j.timed_out && !self.core.is_stopping())
             .and_then(|j| j.deadline);
+        let hold = if self.readers.iter().any(Option::is_some) {
+            output::writer().hold(now)
+        } else {
+            None
+        };
         let deadline = [
             self.core.next_deadline(),
             self.probes.next_deadline(),
@@ -304,6 +311,7 @@ impl Shell<'_> {
                 .values()
                 .filter_map(|l| l.borrow().due())
                 .min(),
+            hold,
         ]
         .into_iter()
         .flatten()
@@ -345,9 +353,16 @@ impl Shell<'_> {
             let src = id.map_or(Src::ProbeWake, Src::Probe);
             srcs.push((src, fd.as_raw_fd(), ev));
         }
-        for (i, r) in self.readers.iter().enumerate() {
-            if let Some(r) = r {
-                srcs.push((Src::Reader(i), r.fd().as_raw_fd(), PollFlags::POLLIN));
+        match (hold, output::writer().room_fd()) {
+            // The writer is behind: its services wait on their pipes until
+            // it has caught up (or is found stuck at `hold`).
+            (Some(_), Some(fd)) => srcs.push((Src::OutputRoom, fd.as_raw_fd(), PollFlags::POLLIN)),
+            _ => {
+                for (i, r) in self.readers.iter().enumerate() {
+                    if let Some(r) = r {
+                        srcs.push((Src::Reader(i), r.fd().as_raw_fd(), PollFlags::POLLIN));
+                    }
+                }
             }
         }
         for (i, (_, n, _)) in self.notify.iter().enumerate() {
@@ -418,6 +433,7 @@ impl Shell<'_> {
                         self.probe_verdict(ProbeId(id), v);
                     }
                 }
+                Src::OutputRoom => output::writer().take_room(),
                 Src::Notify(i) => self.read_notify(i),
             }
         }

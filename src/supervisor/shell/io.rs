@@ -414,11 +414,13 @@ impl Shell<'_> {
             }
         }
         reap::wait_all();
+        let give_up = Instant::now() + output::STALLED;
         for i in 0..self.readers.len() {
             // Everything the services wrote before they ended, not one
             // wake-up's budget (bounded: a writer we could not kill, in
             // another namespace, must not keep us here).
             for _ in 0..FINAL_DRAINS {
+                output::writer().wait_room(give_up);
                 if !self.drain_reader(i, output::MAX_DRAIN) {
                     break;
                 }
