@@ -877,8 +877,7 @@ fn drain_framed(r: &mut Reader, closed: bool) {
                 if line.len() > whole {
                     break;
                 }
-                out.extend_from_slice(&head.prefix);
-                out.extend_from_slice(data.get(pos..=i).unwrap_or_default());
+                head.write(false, &b.ts, line, None, true, &mut out);
                 pos = i + 1;
             }
         }
