@@ -4,6 +4,7 @@
 
 pub mod cgroup;
 pub mod exit;
+pub mod frame;
 pub mod notify;
 pub mod output;
 pub mod probe;

@@ -10,6 +10,7 @@
 //! once writing works again. The launcher's own log lines take the same
 //! queue, so they never interleave with a service's. Layer 2.
 
+use super::frame;
 use super::record::{self, Head};
 use crate::config::model::{FileStream, RateLimit};
 use nix::fcntl::OFlag;
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 /// whole, only to bound what waits for a newline; a longer one is cut
 /// there. `prefix` streams follow `log.max_line` (`record`).
 const FILE_MAX_LINE: usize = 64 * 1024;
-const READ_CHUNK: usize = 64 * 1024;
+/// The most one read(2) asks for.
+const READ_MAX: usize = 256 * 1024;
 /// The pipe buffer asked for each service's output.
 const PIPE_SIZE: nix::libc::c_int = 1 << 20;
 /// What one wake-up reads from the pipes that are ready, in all: split
@@ -51,6 +53,8 @@ pub const QUEUE_BYTES: usize = 16 << 20;
 /// progress, the loop stops reading services' output (they wait on their
 /// full pipes, as they would on a slow terminal) until the queue is down
 /// to `LOW_WATER`. Dropping is for a writer that is stuck (`STALLED`).
+/// (Holding at any backlog, so that reads come in fewer, larger pieces,
+/// was measured slower: the loop then frames while the writer waits.)
 const HIGH_WATER: usize = 4 << 20;
 const LOW_WATER: usize = 1 << 20;
 /// A writer whose last write ended this long ago, with work waiting, is
@@ -104,6 +108,40 @@ pub struct Writer {
 }
 
 static WRITER: OnceLock<Writer> = OnceLock::new();
+
+/// Spare buffers a round takes from the pool (one per destination it
+/// usually writes to: stdout and stderr).
+const ROUND_SPARES: usize = 2;
+
+/// What one wake-up of the loop read from its readers, framed, one buffer
+/// per destination, in the order the readers were drained: it goes to
+/// the writer at once (`Writer::submit_round`), so that a round costs one
+/// lock and at most one wake-up of the writer thread, however many
+/// services wrote.
+pub struct Round {
+    outs: Vec<(Dest, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+    /// The queue was full when the round began: whole lines are counted
+    /// as dropped, not framed only to be thrown away.
+    full: bool,
+}
+
+impl Round {
+    /// The buffer of `dest` in this round.
+    fn out(&mut self, dest: &Dest) -> &mut Vec<u8> {
+        let i = match self.outs.iter().position(|(d, _)| d == dest) {
+            Some(i) => i,
+            None => {
+                let buf = self.spare.pop().unwrap_or_default();
+                self.outs.push((dest.clone(), buf));
+                self.outs.len() - 1
+            }
+        };
+        // `i` was found in `outs`, or is the entry just pushed.
+        #[allow(clippy::indexing_slicing)]
+        &mut self.outs[i].1
+    }
+}
 
 /// The process's writer; its thread starts with the first batch.
 pub fn writer() -> &'static Writer {
@@ -177,6 +215,70 @@ impl Writer {
             self.more.notify_one();
         }
         true
+    }
+
+    /// A round of output to fill: spare buffers taken from the pool, and
+    /// whether the queue is full, in one look at the queue.
+    pub fn round(&self) -> Round {
+        let mut q = self.lock();
+        let mut spare = Vec::new();
+        while spare.len() < ROUND_SPARES {
+            match q.pool.pop() {
+                Some(b) => spare.push(b),
+                None => break,
+            }
+        }
+        Round {
+            outs: Vec::new(),
+            spare,
+            full: q.bytes >= QUEUE_BYTES,
+        }
+    }
+
+    /// Queue what a round framed (one lock, at most one wake-up of the
+    /// writer for all of it); never blocks. What does not fit the queue is
+    /// dropped and counted, as with `submit`.
+    pub fn submit_round(&self, round: Round) {
+        let Round { outs, spare, .. } = round;
+        let mut q = self.lock();
+        for b in spare {
+            recycle(&mut q.pool, b);
+        }
+        let mut more = false;
+        for (dest, data) in outs {
+            if data.is_empty() {
+                recycle(&mut q.pool, data);
+                continue;
+            }
+            if q.bytes + data.len() > QUEUE_BYTES {
+                q.dropped_lines += memchr::memchr_iter(b'\n', &data).count().max(1) as u64;
+                q.dropped_bytes += data.len() as u64;
+                recycle(&mut q.pool, data);
+                continue;
+            }
+            q.bytes += data.len();
+            q.items.push_back((dest, data));
+            more = true;
+        }
+        if !more {
+            return;
+        }
+        if !q.thread {
+            // Not started (or no thread can be): the usual path starts it.
+            let (dest, data) = match q.items.pop_back() {
+                Some(item) => item,
+                None => return,
+            };
+            q.bytes = q.bytes.saturating_sub(data.len());
+            drop(q);
+            self.submit(dest, data);
+            return;
+        }
+        let wake = q.sleeping;
+        drop(q);
+        if wake {
+            self.more.notify_one();
+        }
     }
 
     /// Start the writer thread now, if it is not running (the supervisor
@@ -279,8 +381,24 @@ impl Writer {
 
     fn run(&self) {
         let mut files: HashMap<PathBuf, FileOut> = HashMap::new();
+        // The buffer just written, handed back under the same lock that
+        // takes the next one.
+        let mut written: Option<Vec<u8>> = None;
         loop {
             let mut q = self.lock();
+            if let Some(data) = written.take() {
+                recycle(&mut q.pool, data);
+                q.progress = Instant::now();
+                if q.room_waiters > 0 && q.bytes < HIGH_WATER {
+                    self.idle.notify_all();
+                }
+                if q.holding && q.bytes <= LOW_WATER {
+                    q.holding = false;
+                    if let Some((_, w)) = &self.room {
+                        let _ = nix::unistd::write(w, b"r");
+                    }
+                }
+            }
             let (dest, data) = loop {
                 if let Some(item) = q.items.pop_front() {
                     break item;
@@ -314,18 +432,7 @@ impl Writer {
             q.bytes = q.bytes.saturating_sub(data.len());
             drop(q);
             write_out(&dest, &data, &mut files);
-            let mut q = self.lock();
-            recycle(&mut q.pool, data);
-            q.progress = Instant::now();
-            if q.room_waiters > 0 && q.bytes < HIGH_WATER {
-                self.idle.notify_all();
-            }
-            if q.holding && q.bytes <= LOW_WATER {
-                q.holding = false;
-                if let Some((_, w)) = &self.room {
-                    let _ = nix::unistd::write(w, b"r");
-                }
-            }
+            written = Some(data);
         }
     }
 }
@@ -339,8 +446,8 @@ fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
 
 fn write_out(dest: &Dest, data: &[u8], files: &mut HashMap<PathBuf, FileOut>) {
     let res = match dest {
-        Dest::Stdout => write_chunked(&mut io::stdout().lock(), data),
-        Dest::Stderr => write_chunked(&mut io::stderr().lock(), data),
+        Dest::Stdout => write_chunked(1, data),
+        Dest::Stderr => write_chunked(2, data),
         Dest::File(spec) => {
             let f = files
                 .entry(spec.path.clone())
@@ -368,11 +475,39 @@ fn write_out(dest: &Dest, data: &[u8], files: &mut HashMap<PathBuf, FileOut>) {
     }
 }
 
-fn write_chunked(w: &mut impl Write, data: &[u8]) -> io::Result<()> {
-    for chunk in data.chunks(WRITE_CHUNK) {
-        w.write_all(chunk)?;
+/// `data` to fd 1 or 2 in writes of at most `WRITE_CHUNK`, each ending
+/// at a line's end when one lies in it: whole records per write, so that
+/// a service writing to the same fd (`inherit`) falls between lines, never
+/// inside one. Straight to the fd: std's stdout would buffer the piece
+/// after each chunk's last newline and copy it again.
+fn write_chunked(fd: std::os::fd::RawFd, data: &[u8]) -> io::Result<()> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let window = rest.get(..WRITE_CHUNK).unwrap_or(rest);
+        let end = if window.len() < rest.len() {
+            memchr::memrchr(b'\n', window).map_or(window.len(), |i| i + 1)
+        } else {
+            window.len()
+        };
+        let mut piece = window.get(..end).unwrap_or(window);
+        while !piece.is_empty() {
+            // SAFETY: write(2) reads `piece.len()` bytes of a live slice.
+            let n = unsafe { nix::libc::write(fd, piece.as_ptr().cast(), piece.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            piece = piece.get(n.unsigned_abs()..).unwrap_or_default();
+        }
+        rest = rest.get(end..).unwrap_or_default();
     }
-    w.flush()
+    Ok(())
 }
 
 /// `Write` into the writer's queue, for the launcher's own log (env_logger
@@ -731,26 +866,48 @@ pub fn unix_now() -> f64 {
 
 /// Outcome of draining a reader.
 pub enum Drained {
-    /// More may come.
+    /// What was there is read (a read came back short): more may come.
     Open,
+    /// Nothing was there (the pipe was empty).
+    Empty,
     /// The budget of one wake-up was read: more is waiting now.
     More,
     /// The writers are gone (EOF): drop the reader.
     Closed,
 }
 
-/// Read what is available and queue every complete line, framed. At EOF
-/// a last partial line is queued as if a newline ended it.
+/// Read what is available and queue every complete line, framed, in
+/// one round of its own. At EOF a last partial line is queued as if a
+/// newline ended it.
 pub fn drain(r: &mut Reader, budget: usize) -> Drained {
-    let mut state = Drained::Open;
+    let w = writer();
+    let mut round = w.round();
+    let state = drain_into(r, budget, &mut round);
+    w.submit_round(round);
+    state
+}
+
+/// `drain` into `round`: the loop drains every ready reader into one.
+pub fn drain_into(r: &mut Reader, budget: usize, round: &mut Round) -> Drained {
+    let mut state = Drained::Empty;
     let mut taken = 0usize;
     while taken < budget {
-        match read_into(&r.fd, &mut r.pending, READ_CHUNK) {
+        // One read takes what the pipe holds (up to `READ_MAX`): a short
+        // one means it is empty for now, without a second read to hear
+        // EAGAIN (poll says when more comes).
+        let want = (budget - taken).min(READ_MAX);
+        match read_into(&r.fd, &mut r.pending, want) {
             Ok(0) => {
                 state = Drained::Closed;
                 break;
             }
-            Ok(n) => taken += n,
+            Ok(n) => {
+                taken += n;
+                state = Drained::Open;
+                if n < want {
+                    break;
+                }
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
             Err(_) => {
@@ -764,9 +921,9 @@ pub fn drain(r: &mut Reader, budget: usize) -> Drained {
         state = Drained::More;
     }
     if r.head.is_some() {
-        drain_framed(r, closed);
+        drain_framed(r, closed, round);
     } else {
-        drain_raw(r, closed);
+        drain_raw(r, closed, round);
     }
     state
 }
@@ -792,7 +949,7 @@ fn read_into(fd: &File, buf: &mut Vec<u8>, max: usize) -> io::Result<usize> {
 
 /// A file stream: whole lines as they are (a line longer than
 /// `FILE_MAX_LINE` cut there, a newline added).
-fn drain_raw(r: &mut Reader, closed: bool) {
+fn drain_raw(r: &mut Reader, closed: bool, round: &mut Round) {
     let cut = if closed {
         if r.pending.last().is_some_and(|&b| b != b'\n') {
             r.pending.push(b'\n');
@@ -809,15 +966,12 @@ fn drain_raw(r: &mut Reader, closed: bool) {
         }
     };
     if cut > 0 {
-        let w = writer();
-        let mut out = w.buffer();
         let lines = r.pending.get(..cut).unwrap_or_default();
         if let Some(t) = &r.tail {
             t.borrow_mut().push(lines);
         }
-        out.extend_from_slice(lines);
+        round.out(&r.dest).extend_from_slice(lines);
         r.pending.drain(..cut);
-        w.submit(r.dest.clone(), out);
     }
 }
 
@@ -833,9 +987,8 @@ struct Batch {
 
 /// A `prefix` stream: each line one record (or several, when longer than
 /// `log.max_line`), through the rate limit.
-fn drain_framed(r: &mut Reader, closed: bool) {
+fn drain_framed(r: &mut Reader, closed: bool, round: &mut Round) {
     let data = std::mem::take(&mut r.pending);
-    let w = writer();
     let json = record::json();
     let ts = if json { record::timestamp() } else { [0u8; 24] };
     let b = Batch {
@@ -850,10 +1003,10 @@ fn drain_framed(r: &mut Reader, closed: bool) {
     };
     // Nobody reads our output and the queue is full: whole lines are
     // counted, not formatted only to be thrown away.
-    if r.line == Line::Fresh && w.full() {
+    if r.line == Line::Fresh && round.full {
         if let Some(end) = memchr::memrchr(b'\n', &data) {
             let lines = memchr::memchr_iter(b'\n', data.get(..=end).unwrap_or_default()).count();
-            w.count_dropped(lines as u64, end as u64 + 1);
+            writer().count_dropped(lines as u64, end as u64 + 1);
             if let Some(t) = &r.tail {
                 t.borrow_mut().push(data.get(..=end).unwrap_or_default());
             }
@@ -862,29 +1015,26 @@ fn drain_framed(r: &mut Reader, closed: bool) {
             return;
         }
     }
-    let mut out = w.buffer();
+    let out = round.out(&r.dest);
     // What the records will likely take (short lines, each with its head),
     // so that the buffer seldom grows while being filled.
     let per_line = if json { b.start.len() + 8 } else { 16 };
     out.reserve(data.len() + data.len() / 32 * per_line + 64);
     let mut pos = 0usize;
-    // The usual case, kept tight: text, whole lines that fit, no limit.
-    if !json && r.line == Line::Fresh && r.limiter.is_none() {
+    // The usual case, kept tight: whole lines that fit, no rate limit.
+    if r.line == Line::Fresh && r.limiter.is_none() {
         if let Some(head) = &r.head {
-            let whole = head.budget(false, b.max, false, true);
-            for i in memchr::memchr_iter(b'\n', &data) {
-                let line = data.get(pos..i).unwrap_or_default();
-                if line.len() > whole {
-                    break;
-                }
-                head.write(false, &b.ts, line, None, true, &mut out);
-                pos = i + 1;
+            let whole = head.budget(json, b.max, false, true);
+            if json {
+                pos = frame::json_lines(&b.start, whole, b.max, &data, out);
+            } else {
+                pos = frame::text_lines(&head.prefix, whole, &data, out);
             }
         }
     }
     while let Some(i) = memchr::memchr(b'\n', data.get(pos..).unwrap_or_default()) {
         let line = data.get(pos..pos + i).unwrap_or_default();
-        emit(r, &b, line, true, &mut out);
+        emit(r, &b, line, true, out);
         pos += i + 1;
     }
     let rest = data.get(pos..).unwrap_or_default();
@@ -892,18 +1042,17 @@ fn drain_framed(r: &mut Reader, closed: bool) {
         // The end of the data ends the line; a split line gets its last
         // piece even when nothing is left for it (an empty one).
         if !rest.is_empty() || r.line != Line::Fresh {
-            emit(r, &b, rest, true, &mut out);
+            emit(r, &b, rest, true, out);
         }
         pos = data.len();
     } else {
-        pos += emit(r, &b, rest, false, &mut out);
+        pos += emit(r, &b, rest, false, out);
     }
     if let Some(t) = &r.tail {
         t.borrow_mut().push(data.get(..pos).unwrap_or_default());
     }
     r.pending = data;
     r.pending.drain(..pos);
-    w.submit(r.dest.clone(), out);
 }
 
 /// Frame `data`, the rest of a line (`ends`) or its start so far; how many
@@ -1110,6 +1259,8 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "one\n");
         wf.write_all(b"o\nthree").expect("write");
         drop(wf);
+        // A read that came back short, then EOF.
+        assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Open));
         assert!(matches!(drain(&mut rd, MAX_DRAIN), Drained::Closed));
         assert!(writer().flush(Duration::from_secs(10)));
         assert_eq!(

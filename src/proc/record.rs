@@ -94,85 +94,32 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// U+FFFD, what an invalid byte sequence becomes.
 const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
 
-/// Some byte of the 8 in `x` needs escaping (`"`, `\\`, or below 0x20):
-/// the word-at-a-time tests of "Bit Twiddling Hacks" (exact as a yes/no
-/// for the whole word), so that plain text is scanned 8 bytes a step.
-#[inline]
-fn needs_escape8(x: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    let below_0x20 = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
-    below_0x20 || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
-}
-
-/// `needs_escape8` for 16 bytes, and whether any is not ASCII: one step
-/// of the scan below (two 64-bit words the compiler keeps in registers).
-#[inline]
-fn plain16(w: &[u8]) -> bool {
-    const ONES: u128 = 0x0101_0101_0101_0101_0101_0101_0101_0101;
-    const HIGH: u128 = ONES * 0x80;
-    let x = u128::from_le_bytes(<[u8; 16]>::try_from(w).unwrap_or([0; 16]));
-    let has_zero = |v: u128| v.wrapping_sub(ONES) & !v & HIGH != 0;
-    x & HIGH == 0
-        && x.wrapping_sub(ONES * 0x20) & !x & HIGH == 0
-        && !has_zero(x ^ (ONES * u128::from(b'"')))
-        && !has_zero(x ^ (ONES * u128::from(b'\\')))
-}
-
-/// The usual case in one pass, a word at a time: `s` escaped into `out`
-/// when it is all ASCII; `false` (with `out` partly written) when not.
-fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    out.reserve(s.len() + 2);
-    // Plain 16-byte blocks from the start (most lines are plain through).
-    let plain = s.chunks_exact(16).take_while(|w| plain16(w)).count() * 16;
-    let mut start = 0;
-    let mut words = s.get(plain..).unwrap_or_default().chunks_exact(8);
-    let mut at = plain;
-    for w in words.by_ref() {
-        let x = u64::from_le_bytes(<[u8; 8]>::try_from(w).unwrap_or([0; 8]));
-        if x & HIGH != 0 {
-            return false;
-        }
-        if needs_escape8(x) {
-            for (k, &b) in w.iter().enumerate() {
-                if escape_len(b) != 0 {
-                    out.extend_from_slice(s.get(start..at + k).unwrap_or_default());
-                    push_escape(b, out);
-                    start = at + k + 1;
-                }
-            }
-        }
-        at += 8;
-    }
-    for (k, &b) in words.remainder().iter().enumerate() {
-        if b >= 0x80 {
-            return false;
-        }
-        if escape_len(b) != 0 {
-            out.extend_from_slice(s.get(start..at + k).unwrap_or_default());
-            push_escape(b, out);
-            start = at + k + 1;
-        }
-    }
-    out.extend_from_slice(s.get(start..).unwrap_or_default());
-    true
-}
-
 /// The escape of `b` (one that needs one).
 fn push_escape(b: u8, out: &mut Vec<u8>) {
-    match b {
-        b'\n' => out.extend_from_slice(b"\\n"),
-        b'\r' => out.extend_from_slice(b"\\r"),
-        b'\t' => out.extend_from_slice(b"\\t"),
-        b'"' => out.extend_from_slice(b"\\\""),
-        b'\\' => out.extend_from_slice(b"\\\\"),
+    let mut buf = [0u8; 6];
+    out.extend_from_slice(escape_of(b, &mut buf));
+}
+
+/// The escape of `b` (one that needs one), written into `buf`.
+pub(super) fn escape_of(b: u8, buf: &mut [u8; 6]) -> &[u8] {
+    let two = |c: u8, buf: &mut [u8; 6]| {
+        buf[0] = b'\\';
+        buf[1] = c;
+        2
+    };
+    let n = match b {
+        b'\n' => two(b'n', buf),
+        b'\r' => two(b'r', buf),
+        b'\t' => two(b't', buf),
+        b'"' => two(b'"', buf),
+        b'\\' => two(b'\\', buf),
         _ => {
             let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
-            out.extend_from_slice(&[b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)]);
+            *buf = [b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)];
+            6
         }
-    }
+    };
+    buf.get(..n).unwrap_or_default()
 }
 
 /// `s` (valid UTF-8) escaped into `out`.
@@ -181,7 +128,7 @@ fn escape_str(s: &[u8], out: &mut Vec<u8>) {
     let mut i = 0;
     while i < s.len() {
         if let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-            if !needs_escape8(u64::from_le_bytes(word)) {
+            if !super::frame::needs_escape8(u64::from_le_bytes(word)) {
                 i += 8;
                 continue;
             }
@@ -202,7 +149,7 @@ fn escape_str(s: &[u8], out: &mut Vec<u8>) {
 /// (one per invalid sequence), control characters are escaped.
 pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
     let mark = out.len();
-    if escape_ascii(bytes, out) {
+    if super::frame::escape_ascii(bytes, out) {
         return;
     }
     out.truncate(mark);
@@ -343,6 +290,9 @@ impl Head {
 
     /// A whole line as one JSON record, after `json_start`: the hot path.
     pub fn write_json_line(start: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+        if super::frame::json_line(start, payload, out) {
+            return;
+        }
         out.extend_from_slice(start);
         escape_json(payload, out);
         out.extend_from_slice(b"\"}\n");

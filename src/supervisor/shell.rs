@@ -447,9 +447,12 @@ impl Shell<'_> {
             // `ctl status` must not wait for it.
             self.drain_inputs();
             let budget = output::drain_budget(output_ready.len());
+            let w = output::writer();
+            let mut round = w.round();
             for i in output_ready {
-                self.drain_reader(i, budget);
+                self.drain_reader_into(i, budget, &mut round);
             }
+            w.submit_round(round);
         }
         for (id, v) in self.probes.expire(now) {
             self.probe_verdict(ProbeId(id), v);

@@ -282,19 +282,34 @@ impl Shell<'_> {
         }
     }
 
-    /// One wake-up's worth of reader `i`'s output; `true` when more is
-    /// waiting already.
-    pub(super) fn drain_reader(&mut self, i: usize, budget: usize) -> bool {
-        if let Some(slot) = self.readers.get_mut(i) {
-            if let Some(r) = slot {
-                match output::drain(r, budget) {
-                    output::Drained::Closed => *slot = None,
-                    output::Drained::More => return true,
-                    output::Drained::Open => {}
-                }
-            }
+    /// One wake-up's worth of reader `i`'s output, queued on its own.
+    pub(super) fn drain_reader(&mut self, i: usize, budget: usize) -> output::Drained {
+        let w = output::writer();
+        let mut round = w.round();
+        let state = self.drain_reader_into(i, budget, &mut round);
+        w.submit_round(round);
+        state
+    }
+
+    /// One wake-up's worth of reader `i`'s output into `round`; a reader
+    /// whose writers are gone is dropped.
+    pub(super) fn drain_reader_into(
+        &mut self,
+        i: usize,
+        budget: usize,
+        round: &mut output::Round,
+    ) -> output::Drained {
+        let Some(slot) = self.readers.get_mut(i) else {
+            return output::Drained::Closed;
+        };
+        let Some(r) = slot else {
+            return output::Drained::Closed;
+        };
+        let state = output::drain_into(r, budget, round);
+        if matches!(state, output::Drained::Closed) {
+            *slot = None;
         }
-        false
+        state
     }
 
     pub(super) fn serve_conn(&mut self, id: u64, ev: PollFlags, now: Instant) {
@@ -421,7 +436,12 @@ impl Shell<'_> {
             // another namespace, must not keep us here).
             for _ in 0..FINAL_DRAINS {
                 output::writer().wait_room(give_up);
-                if !self.drain_reader(i, output::MAX_DRAIN) {
+                // Until EOF, or an empty pipe that a process we could not
+                // kill still holds open.
+                if matches!(
+                    self.drain_reader(i, output::MAX_DRAIN),
+                    output::Drained::Closed | output::Drained::Empty
+                ) {
                     break;
                 }
             }

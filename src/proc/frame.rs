@@ -1,0 +1,679 @@
+//! The relay's inner loops: whole lines framed as records, `name | line`
+//! or one JSON object each, copied into the batch that goes to the writer.
+//!
+//! Why not `Vec::extend_from_slice`: in the static build it ends in musl's
+//! `memcpy` (byte moves up to an 8-byte boundary, then `rep movsq`), some
+//! hundred cycles for a 100-byte log line, paid twice a line (its prefix,
+//! then its text) — that was most of the relay's own CPU time. Here a
+//! copy moves 16 bytes a step and covers an odd length with one last,
+//! overlapping step; JSON escaping checks and copies the same 16 bytes in
+//! one pass. Only what `record` says a record is comes out: the tests
+//! compare both against `record::Head::write`. Layer 2.
+
+use std::ptr;
+
+/// Room kept beyond what a copy needs; none is written into (the copies
+/// stay inside their length), it only spares a capacity check per piece.
+const SLACK: usize = 64;
+
+/// Copy `n` bytes from `src` to `dst` (not overlapping).
+///
+/// # Safety
+/// `src` is valid for `n` reads and `dst` for `n` writes.
+#[inline(always)]
+unsafe fn copy(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY (whole body): every access lies in [0, n) of both buffers:
+    // the overlapping last steps start at n - width, with n >= width.
+    unsafe {
+        if n <= 16 {
+            if n >= 8 {
+                let a = ptr::read_unaligned(src.cast::<u64>());
+                let b = ptr::read_unaligned(src.add(n - 8).cast::<u64>());
+                ptr::write_unaligned(dst.cast::<u64>(), a);
+                ptr::write_unaligned(dst.add(n - 8).cast::<u64>(), b);
+            } else if n >= 4 {
+                let a = ptr::read_unaligned(src.cast::<u32>());
+                let b = ptr::read_unaligned(src.add(n - 4).cast::<u32>());
+                ptr::write_unaligned(dst.cast::<u32>(), a);
+                ptr::write_unaligned(dst.add(n - 4).cast::<u32>(), b);
+            } else if n > 0 {
+                let (a, b, c) = (*src, *src.add(n / 2), *src.add(n - 1));
+                *dst = a;
+                *dst.add(n / 2) = b;
+                *dst.add(n - 1) = c;
+            }
+            return;
+        }
+        if n > 1024 {
+            // Long copies: the library's is as good as any.
+            ptr::copy_nonoverlapping(src, dst, n);
+            return;
+        }
+        let mut i = 0;
+        while i + 16 < n {
+            ptr::write_unaligned(
+                dst.add(i).cast::<u128>(),
+                ptr::read_unaligned(src.add(i).cast::<u128>()),
+            );
+            i += 16;
+        }
+        ptr::write_unaligned(
+            dst.add(n - 16).cast::<u128>(),
+            ptr::read_unaligned(src.add(n - 16).cast::<u128>()),
+        );
+    }
+}
+
+/// Make room for `n` more bytes (and the slack) in `out`.
+#[inline(always)]
+fn room(out: &mut Vec<u8>, n: usize) {
+    if out.capacity() - out.len() < n + SLACK {
+        grow(out, n);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn grow(out: &mut Vec<u8>, n: usize) {
+    // At least double: a batch of many small lines grows a few times, not
+    // once per line.
+    out.reserve((n + SLACK).max(out.capacity()));
+}
+
+/// Append `parts` to `out`, one after the other.
+#[inline(always)]
+fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    let n: usize = parts.iter().map(|p| p.len()).sum();
+    room(out, n);
+    let mut at = out.len();
+    for p in parts {
+        // SAFETY: `room` left at least `n` bytes of capacity after the
+        // length; the parts are ours to read and never alias `out`'s
+        // spare capacity (a `&mut` to it is held here).
+        unsafe { copy(out.as_mut_ptr().add(at), p.as_ptr(), p.len()) };
+        at += p.len();
+    }
+    // SAFETY: the `n` bytes after the old length were written just above.
+    unsafe { out.set_len(at) };
+}
+
+/// Text records for the whole lines at the start of `data`: `prefix`,
+/// the line, a newline each, as long as a line is at most `whole` bytes
+/// (a longer one is left for the caller to split). How many bytes of
+/// `data` were framed (whole lines with their newlines).
+pub fn text_lines(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::text_lines(prefix, whole, data, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        text_lines_portable(prefix, whole, data, out)
+    }
+}
+
+/// `text_lines` a line at a time, with `memchr`.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn text_lines_portable(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut pos = 0usize;
+    for i in memchr::memchr_iter(b'\n', data) {
+        let Some(line) = data.get(pos..=i) else { break };
+        if line.len() - 1 > whole {
+            break;
+        }
+        put(out, &[prefix, line]);
+        pos = i + 1;
+    }
+    pos
+}
+
+/// JSON records for the whole lines at the start of `data`, each
+/// `start` (the envelope up to the message, `record::Head::json_start`),
+/// the line escaped, `"}` and a newline, as long as a record is at most
+/// `max` bytes, and its message at most `whole` (a longer one is left for
+/// the caller to split). How many bytes of `data` were framed.
+pub fn json_lines(start: &[u8], whole: usize, max: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::json_lines(start, whole, max, data, out)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        json_lines_portable(start, whole, max, data, out)
+    }
+}
+
+/// `json_lines` a line at a time, with `memchr`.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn json_lines_portable(
+    start: &[u8],
+    whole: usize,
+    max: usize,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> usize {
+    let mut pos = 0usize;
+    for i in memchr::memchr_iter(b'\n', data) {
+        let Some(line) = data.get(pos..i) else { break };
+        if line.len() > whole || !json_record(start, line, max, out) {
+            break;
+        }
+        pos = i + 1;
+    }
+    pos
+}
+
+/// One JSON record for `line`, any bytes, if it fits `max`; else `out`
+/// stays as it was and `false`.
+fn json_record(start: &[u8], line: &[u8], max: usize, out: &mut Vec<u8>) -> bool {
+    let mark = out.len();
+    put(out, &[start]);
+    if !escape_ascii(line, out) {
+        out.truncate(mark + start.len());
+        super::record::escape_json(line, out);
+    }
+    put(out, &[b"\"}\n"]);
+    if out.len() - mark > max {
+        out.truncate(mark);
+        return false;
+    }
+    true
+}
+
+/// The loops above, 16 bytes a step: each step copies a block to its
+/// place in the record and, in the same step, finds what ends it (the
+/// newline) or needs care (in JSON: an escape, a byte that is not ASCII).
+/// A block may be copied past the line's end: what follows overwrites it,
+/// and the length of `out` only ever counts whole records.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use super::{copy, escape_ascii, json_record, put, room};
+    use std::arch::x86_64::*;
+
+    pub fn text_lines(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
+        let n = data.len();
+        let src = data.as_ptr();
+        let plen = prefix.len();
+        let mut done = 0usize;
+        while done < n {
+            // Room for the longest record this line may make, and a block.
+            room(out, plen + (n - done).min(whole + 1) + 32);
+            let rec = out.len();
+            let base = out.as_mut_ptr();
+            // SAFETY: `room` made `rec + plen + min(n - done, whole + 1) +
+            // 32` bytes of capacity; every store below ends within it: a
+            // block is stored at `o = rec + plen + (i - done)` only while
+            // `i - done <= whole` and `i + 16 <= n`. Loads stay in `data`
+            // (`i + 16 <= n`). SSE2 is part of x86_64.
+            let found = unsafe {
+                copy(base.add(rec), prefix.as_ptr(), plen);
+                let mut i = done;
+                loop {
+                    if i - done > whole {
+                        return done; // too long for one record
+                    }
+                    if i + 16 > n {
+                        break Err(i);
+                    }
+                    let x = _mm_loadu_si128(src.add(i).cast());
+                    _mm_storeu_si128(base.add(rec + plen + (i - done)).cast(), x);
+                    let m = _mm_movemask_epi8(_mm_cmpeq_epi8(x, _mm_set1_epi8(b'\n' as i8)));
+                    if m != 0 {
+                        break Ok(i + m.trailing_zeros() as usize);
+                    }
+                    i += 16;
+                }
+            };
+            let end = match found {
+                Ok(end) => {
+                    if end - done > whole {
+                        return done;
+                    }
+                    // SAFETY: the prefix and every block up to the one
+                    // with the newline are stored, within capacity.
+                    unsafe { out.set_len(rec + plen + (end + 1 - done)) };
+                    end
+                }
+                Err(i) => {
+                    // Under 16 bytes left: the newline the slow way.
+                    let Some(k) = data.get(i..).and_then(|t| memchr::memchr(b'\n', t)) else {
+                        return done; // no newline yet
+                    };
+                    if i + k - done > whole {
+                        return done;
+                    }
+                    // SAFETY: the prefix and the blocks before `i` are
+                    // stored, within capacity.
+                    unsafe { out.set_len(rec + plen + (i - done)) };
+                    put(out, &[data.get(i..=i + k).unwrap_or_default()]);
+                    i + k
+                }
+            };
+            done = end + 1;
+        }
+        done
+    }
+
+    pub fn json_lines(
+        start: &[u8],
+        whole: usize,
+        max: usize,
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> usize {
+        let n = data.len();
+        let src = data.as_ptr();
+        let mut done = 0usize;
+        'lines: while done < n {
+            // Room for the longest record this line may make (an escape
+            // takes at most 6 bytes), and a block.
+            room(out, start.len() + 6 * (n - done).min(whole + 1) + 48);
+            let rec = out.len();
+            let msg = rec + start.len();
+            let base = out.as_mut_ptr();
+            let mut i = done;
+            let mut o = msg;
+            // SAFETY: capacity as made by `room` above; a block is stored
+            // at `o` only while `o - msg <= whole` (at most 16 bytes past
+            // it) and an escape only under the same bound (at most 6
+            // past), both less than what `room` made; loads stay in
+            // `data` (`i + 16 <= n`). SSE2 is part of x86_64.
+            let ended = unsafe {
+                copy(base.add(rec), start.as_ptr(), start.len());
+                loop {
+                    if o - msg > whole {
+                        return done;
+                    }
+                    if i + 16 > n {
+                        break false;
+                    }
+                    let x = _mm_loadu_si128(src.add(i).cast());
+                    _mm_storeu_si128(base.add(o).cast(), x);
+                    // Signed: bytes 0x80-0xff are below 0x20 too.
+                    let bad = _mm_or_si128(
+                        _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                        _mm_or_si128(
+                            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
+                            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
+                        ),
+                    );
+                    let m = _mm_movemask_epi8(bad);
+                    if m == 0 {
+                        i += 16;
+                        o += 16;
+                        continue;
+                    }
+                    let k = m.trailing_zeros() as usize;
+                    i += k;
+                    o += k;
+                    let b = *src.add(i);
+                    if b == b'\n' {
+                        break true;
+                    }
+                    if b >= 0x80 {
+                        // Not ASCII: this line the general way.
+                        let Some(nl) = data.get(i..).and_then(|t| memchr::memchr(b'\n', t)) else {
+                            return done;
+                        };
+                        let Some(line) = data.get(done..i + nl) else {
+                            return done;
+                        };
+                        if line.len() > whole || !json_record(start, line, max, out) {
+                            return done;
+                        }
+                        done = i + nl + 1;
+                        continue 'lines;
+                    }
+                    let mut esc = [0u8; 6];
+                    let e = super::super::record::escape_of(b, &mut esc);
+                    copy(base.add(o), e.as_ptr(), e.len());
+                    o += e.len();
+                    i += 1;
+                }
+            };
+            // SAFETY: the envelope and the message so far are in place.
+            unsafe { out.set_len(o) };
+            if !ended {
+                // Under 16 bytes left: the rest of the line the slow way.
+                let Some(nl) = data.get(i..).and_then(|t| memchr::memchr(b'\n', t)) else {
+                    out.truncate(rec);
+                    return done;
+                };
+                let ascii = data.get(i..i + nl).is_some_and(|t| escape_ascii(t, out));
+                if !ascii {
+                    out.truncate(rec);
+                    let Some(line) = data.get(done..i + nl) else {
+                        return done;
+                    };
+                    if line.len() > whole || !json_record(start, line, max, out) {
+                        return done;
+                    }
+                    done = i + nl + 1;
+                    continue;
+                }
+                i += nl;
+            }
+            put(out, &[b"\"}\n"]);
+            if out.len() - rec > max || out.len() - msg - 3 > whole {
+                out.truncate(rec);
+                return done;
+            }
+            done = i + 1;
+        }
+        done
+    }
+}
+
+/// One JSON record for a whole line: `start` (the envelope up to the
+/// message, `record::Head::json_start`), `line` escaped, `"}` and a
+/// newline. `false`, with `out` as it was, when the line is not all ASCII
+/// (the caller escapes it the general way: invalid UTF-8 needs care).
+pub fn json_line(start: &[u8], line: &[u8], out: &mut Vec<u8>) -> bool {
+    let mark = out.len();
+    put(out, &[start]);
+    if escape_ascii(line, out) {
+        put(out, &[b"\"}\n"]);
+        true
+    } else {
+        out.truncate(mark);
+        false
+    }
+}
+
+/// `s` escaped for a JSON string into `out`, when all of it is ASCII;
+/// `false` (with `out` partly written) when it is not.
+pub fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
+    room(out, s.len());
+    let mut i = 0usize;
+    #[cfg(target_arch = "x86_64")]
+    {
+        // 16 bytes a step: all plain (no `"`, `\`, control or non-ASCII
+        // byte) are copied as they are, in the same step that checked them.
+        while i + 16 <= s.len() {
+            // SAFETY: `i + 16 <= s.len()`; `room` keeps at least `s.len()
+            // - i` bytes free past the length (an escape calls `room`
+            // again); SSE2 is part of x86_64.
+            let plain = unsafe {
+                use std::arch::x86_64::*;
+                let x = _mm_loadu_si128(s.as_ptr().add(i).cast());
+                // Signed: bytes 0x80-0xff are negative, below 0x20 too.
+                let bad = _mm_or_si128(
+                    _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                    _mm_or_si128(
+                        _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
+                        _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
+                    ),
+                );
+                if _mm_movemask_epi8(bad) == 0 {
+                    _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
+                    out.set_len(out.len() + 16);
+                    true
+                } else {
+                    false
+                }
+            };
+            if plain {
+                i += 16;
+                continue;
+            }
+            // A block with something to escape (or not ASCII): byte by byte.
+            let Some(block) = s.get(i..i + 16) else { break };
+            if !escape_bytes(block, out, s.len() - i) {
+                return false;
+            }
+            i += 16;
+        }
+    }
+    // The rest (all of it elsewhere than x86_64) 8 bytes a step.
+    while let Some(word) = s.get(i..i + 8) {
+        let x = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or([0; 8]));
+        if x & 0x8080_8080_8080_8080 != 0 || needs_escape8(x) {
+            if !escape_bytes(word, out, s.len() - i) {
+                return false;
+            }
+        } else {
+            put(out, &[word]);
+        }
+        i += 8;
+    }
+    let rest = s.get(i..).unwrap_or_default();
+    escape_bytes(rest, out, rest.len())
+}
+
+/// Some byte of the 8 in `x` needs escaping (`"`, `\\`, or below 0x20):
+/// the word-at-a-time tests of "Bit Twiddling Hacks" (exact as a yes/no
+/// for the whole word).
+#[inline]
+pub(super) fn needs_escape8(x: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let below_0x20 = x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0;
+    below_0x20 || has_zero(x ^ (ONES * u64::from(b'"'))) || has_zero(x ^ (ONES * u64::from(b'\\')))
+}
+
+/// `block` escaped byte by byte; `left`: what is still to come of the
+/// string, this block included (the room kept for it).
+#[inline(never)]
+fn escape_bytes(block: &[u8], out: &mut Vec<u8>, left: usize) -> bool {
+    for (k, &b) in block.iter().enumerate() {
+        match b {
+            0x80.. => return false,
+            b'"' | b'\\' | 0..=0x1f => {
+                let mut esc = [0u8; 6];
+                let e = super::record::escape_of(b, &mut esc);
+                room(out, e.len() + left - k);
+                put(out, &[e]);
+            }
+            _ => {
+                room(out, left - k);
+                put(out, &[&[b]]);
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proc::record::{escape_json, timestamp, Head};
+
+    #[test]
+    fn copies_of_every_small_length_are_exact() {
+        let src: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        for n in (0..=300).chain([1023, 1024, 1025, 2999]) {
+            for offset in [0usize, 1, 7, 13] {
+                let mut out = vec![0xAA; offset];
+                put(&mut out, &[src.get(offset..offset + n).expect("src")]);
+                assert_eq!(out.len(), offset + n);
+                assert_eq!(out.get(offset..), src.get(offset..offset + n), "n={n}");
+                assert!(out.iter().take(offset).all(|&b| b == 0xAA));
+            }
+        }
+    }
+
+    #[test]
+    fn text_lines_are_the_records_head_writes() {
+        let head = Head::service("web", "stdout", '|');
+        // (data, whole, consumed)
+        let rows: &[(&[u8], usize, usize)] = &[
+            (b"", 100, 0),
+            (b"no newline yet", 100, 0),
+            (b"a\nbb\n", 100, 5),
+            (b"a\nbb\nccc", 100, 5),
+            (b"\n\n\n", 100, 3),
+            (b"short\nthis one is too long\nnext\n", 10, 6),
+            (b"exactly ten\n", 11, 12),
+            (b"exactly ten\n", 10, 0),
+        ];
+        for (data, whole, consumed) in rows {
+            let mut out = b"before".to_vec();
+            let n = text_lines(&head.prefix, *whole, data, &mut out);
+            assert_eq!(n, *consumed, "{data:?}");
+            let mut want = b"before".to_vec();
+            for line in data
+                .get(..n)
+                .expect("consumed")
+                .split_inclusive(|&b| b == b'\n')
+            {
+                let line = line.strip_suffix(b"\n").expect("whole line");
+                head.write(false, &[0; 24], line, None, true, &mut want);
+            }
+            assert_eq!(out, want, "{data:?}");
+        }
+    }
+
+    #[test]
+    fn json_lines_are_the_records_head_writes() {
+        let head = Head::service("w\"0", "stderr", '!');
+        let ts = timestamp();
+        let start = head.json_start(&ts);
+        let long = "x".repeat(100);
+        let rows: &[(&[u8], bool)] = &[
+            (b"", true),
+            (b"plain", true),
+            (long.as_bytes(), true),
+            (b"0123456789abcdef", true),
+            (b"0123456789abcde\"", true),
+            (
+                b"tab\there, quote \" and \\ and \x01 and \x7f, past sixteen",
+                true,
+            ),
+            (
+                b"\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f",
+                true,
+            ),
+            ("caf\u{e9} au lait, longer than a block".as_bytes(), false),
+            (b"0123456789abcdefghij\xff", false),
+        ];
+        for (line, ascii) in rows {
+            let mut out = b"[".to_vec();
+            assert_eq!(json_line(&start, line, &mut out), *ascii, "{line:?}");
+            if !ascii {
+                assert_eq!(out, b"[", "untouched");
+                continue;
+            }
+            let mut want = b"[".to_vec();
+            head.write(true, &ts, line, None, true, &mut want);
+            assert_eq!(out, want, "{line:?}");
+            let v: serde_json::Value =
+                serde_json::from_slice(out.get(1..).expect("record")).expect("JSON");
+            assert_eq!(v["msg"].as_str().expect("msg").as_bytes(), *line);
+        }
+    }
+
+    #[test]
+    fn ascii_escaping_agrees_with_the_general_escaper() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5000 {
+            let len = (next() % 70) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| match next() % 12 {
+                    0 => (next() % 0x20) as u8,
+                    1 => b'"',
+                    2 => b'\\',
+                    3 => 0x7f,
+                    _ => b' ' + (next() % 95) as u8,
+                })
+                .collect();
+            let mut fast = Vec::new();
+            assert!(escape_ascii(&bytes, &mut fast), "{bytes:?}");
+            let mut general = Vec::new();
+            escape_json(&bytes, &mut general);
+            assert_eq!(fast, general, "{bytes:?}");
+        }
+    }
+
+    /// Random batches of lines (ASCII, escapes, UTF-8, invalid bytes,
+    /// long lines, a partial last line): the 16-byte loops frame exactly
+    /// what the line-at-a-time ones do, stop at the same line, and each
+    /// record is what `Head::write` makes of its line.
+    #[test]
+    fn batch_loops_agree_with_the_line_at_a_time_ones() {
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let head = Head::service("svc", "stdout", '|');
+        let ts = timestamp();
+        let start = head.json_start(&ts);
+        for round in 0..3000 {
+            let mut data = Vec::new();
+            for _ in 0..(next() % 8) {
+                let len = match next() % 10 {
+                    0 => (next() % 400) as usize,
+                    _ => (next() % 40) as usize,
+                };
+                for _ in 0..len {
+                    data.push(match next() % 40 {
+                        0 => (next() % 0x20) as u8,
+                        1 => b'"',
+                        2 => b'\\',
+                        3 => 0xc3,
+                        4 => 0xa9,
+                        5 => 0xff,
+                        _ => b'a' + (next() % 26) as u8,
+                    });
+                }
+                data.retain(|&b| b != b'\n');
+                data.push(b'\n');
+            }
+            // A line not ended yet, sometimes.
+            data.extend(std::iter::repeat_n(b'z', (next() % 3) as usize));
+            let whole = [5usize, 17, 64, 100, 1000][round % 5];
+            let max = whole + start.len() + 3;
+            let mut fast = b"x".to_vec();
+            let mut slow = b"x".to_vec();
+            let a = text_lines(&head.prefix, whole, &data, &mut fast);
+            let b = text_lines_portable(&head.prefix, whole, &data, &mut slow);
+            assert_eq!((a, &fast), (b, &slow), "text {data:?} {whole}");
+            let mut want = b"x".to_vec();
+            for line in data
+                .get(..a)
+                .expect("framed")
+                .split_inclusive(|&c| c == b'\n')
+            {
+                let line = line.strip_suffix(b"\n").expect("whole");
+                head.write(false, &ts, line, None, true, &mut want);
+            }
+            assert_eq!(fast, want);
+            let mut fast = b"x".to_vec();
+            let mut slow = b"x".to_vec();
+            let a = json_lines(&start, whole, max, &data, &mut fast);
+            let b = json_lines_portable(&start, whole, max, &data, &mut slow);
+            assert_eq!((a, &fast), (b, &slow), "json {data:?} {whole}");
+            let mut want = b"x".to_vec();
+            for line in data
+                .get(..a)
+                .expect("framed")
+                .split_inclusive(|&c| c == b'\n')
+            {
+                let line = line.strip_suffix(b"\n").expect("whole");
+                head.write(true, &ts, line, None, true, &mut want);
+            }
+            assert_eq!(fast, want);
+            // What stopped the loop: the end, a partial line, or a line
+            // too long for one record.
+            let rest = data.get(a..).expect("rest");
+            if let Some(nl) = memchr::memchr(b'\n', rest) {
+                let line = rest.get(..nl).expect("line");
+                let mut esc = Vec::new();
+                crate::proc::record::escape_json(line, &mut esc);
+                assert!(
+                    esc.len() > whole || start.len() + esc.len() + 3 > max,
+                    "{rest:?}"
+                );
+            }
+        }
+    }
+}
