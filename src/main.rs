@@ -1,4 +1,9 @@
 //! Thin entry point: everything lives in the library so tests can reach it.
+
+/// The static build's allocator (Cargo.toml says why not musl's).
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 fn main() {
     // Signals are blocked before anything else runs, so that a stop request
     // arriving while we parse arguments is queued, not lost (PID 1 ignores

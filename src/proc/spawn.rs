@@ -184,7 +184,7 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
             if foreground {
                 // SIGTTOU is still ignored here (inherited), so this works
                 // from a background group; the reset below restores it.
-                let _ = nix::unistd::tcsetpgrp(std::io::stdin(), nix::unistd::getpid());
+                let _ = nix::unistd::tcsetpgrp(stdin_fd(), nix::unistd::getpid());
             }
             crate::signals::reset_for_child()?;
             for r in &rlimits {
@@ -474,6 +474,15 @@ pub fn signal_group(pid: i32, sig: Signal) {
     if killpg(Pid::from_raw(pid), sig).is_err() {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
     }
+}
+
+/// Standard input, as the fd it is: `std::io::stdin()` would set up (and
+/// allocate) std's buffered reader on first use, which must not happen
+/// between fork and exec, and which the launcher never reads through.
+pub fn stdin_fd() -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: fd 0 is open for the life of the process (the launcher never
+    // closes it); a closed one only makes the calls on it fail.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(0) }
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ pub fn run(
         keys_due: None,
         reloader: opts.reloader,
         on_keys_changed: opts.on_keys_changed,
-        stdin_tty: nix::unistd::isatty(std::io::stdin()).unwrap_or(false),
+        stdin_tty: nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false),
         is_pid1,
         inputs: VecDeque::new(),
         exit: None,

@@ -134,9 +134,11 @@ impl Shell<'_> {
         let mut first = true;
         loop {
             self.drain_inputs();
-            if std::mem::take(&mut first) {
-                // The services run: now is the time to start the writer,
-                // not on the exit path.
+            if std::mem::take(&mut first) && self.readers.iter().any(Option::is_some) {
+                // The services run and their output is ours to write: now
+                // is the time to start the writer, not on the exit path.
+                // (Without captured output, the launcher's first line of
+                // its own starts it; with none at all, there is no thread.)
                 output::writer().start();
             }
             if let Some(code) = self.exit {
