@@ -505,3 +505,47 @@ fn a_slow_reader_of_our_output_gets_every_line_in_order() {
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
 }
+
+/// `Threads:` of `/proc/PID/status`.
+fn threads(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Threads line")
+}
+
+/// The writer thread starts with the services when their output is
+/// captured; a quiet launcher of `inherit` services has none to end (or to
+/// keep resident) at all.
+#[test]
+fn the_writer_thread_exists_only_for_output_to_write() {
+    for (captured, want) in [(false, 1), (true, 2)] {
+        let d = TempDir::new("log-threads");
+        let stdout = if captured { "prefix" } else { "inherit" };
+        let cfg = config(
+            &d,
+            &format!(
+                "services:\n  talker:\n    cmd: [\"sh\", \"-c\", \"echo hello; exec sleep 60\"]\n    stdout: {stdout}\n"
+            ),
+        );
+        let run = Launch::new(&["-c", &cfg])
+            .root(d.path())
+            .env("MC_LOG", "warn")
+            .spawn();
+        let pid = run.launcher_pid();
+        assert!(wait_until(Duration::from_secs(10), || {
+            let st = ctl(&run, &["--json", "status"]);
+            serde_json::from_str::<serde_json::Value>(&st.stdout)
+                .is_ok_and(|v| !status_pids(&v, "talker").is_empty())
+        }));
+        assert_eq!(threads(pid), want, "captured output: {captured}");
+        run.signal(15);
+        let out = run.wait();
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        let framed = out.stdout.contains("talker | hello");
+        assert_eq!(framed, captured, "{}", out.all());
+        assert!(out.stdout.contains("hello"), "{}", out.all());
+    }
+}

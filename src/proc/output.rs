@@ -475,7 +475,7 @@ fn write_out(dest: &Dest, data: &[u8], files: &mut HashMap<PathBuf, FileOut>) {
     }
 }
 
-/// `data` to fd 1 or 2 in writes of at most `WRITE_CHUNK`, each ending
+/// `data` to `fd` (1, 2, a log file) in writes of at most `WRITE_CHUNK`, each ending
 /// at a line's end when one lies in it: whole records per write, so that
 /// a service writing to the same fd (`inherit`) falls between lines, never
 /// inside one. Straight to the fd: std's stdout would buffer the piece
@@ -788,29 +788,39 @@ impl FileOut {
         if max == 0 {
             return self.append(data);
         }
-        // Cut the batch into runs of whole lines that fit what is left.
-        let mut start = 0;
-        let mut end = 0;
-        for line in data.split_inclusive(|&b| b == b'\n') {
-            let len = line.len() as u64;
-            let pending = (end - start) as u64;
-            if self.size + pending + len > max && self.size + pending > 0 {
-                let run = data.get(start..end).unwrap_or_default();
-                self.append(run)?;
-                self.rotate()?;
-                start = end;
+        // Runs of whole lines that fit what is left of the file, a rotation
+        // between them.
+        let mut rest = data;
+        loop {
+            let room = usize::try_from(max.saturating_sub(self.size)).unwrap_or(usize::MAX);
+            if rest.len() <= room {
+                return self.append(rest);
             }
-            end += line.len();
+            let fits = rest
+                .get(..room)
+                .and_then(|w| memchr::memrchr(b'\n', w))
+                .map(|i| i + 1);
+            let run = match fits {
+                Some(n) => n,
+                // A line longer than a whole file: a file of its own.
+                None if self.size == 0 => memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1),
+                None => 0,
+            };
+            self.append(rest.get(..run).unwrap_or_default())?;
+            rest = rest.get(run..).unwrap_or_default();
+            if rest.is_empty() {
+                return Ok(());
+            }
+            self.rotate()?;
         }
-        self.append(data.get(start..end).unwrap_or_default())
     }
 
     fn append(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
-        match &mut self.file {
-            Some(f) => f.write_all(data)?,
+        match &self.file {
+            Some(f) => write_chunked(f.as_raw_fd(), data)?,
             None => return Err(io::Error::other("log file not open")),
         }
         self.size += data.len() as u64;
@@ -1207,6 +1217,48 @@ mod tests {
         for n in &names {
             assert!(std::fs::metadata(d.join(n)).expect("md").len() <= 100);
         }
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// One batch across several rotations: each file holds whole lines
+    /// and at most `max_bytes`, unless one line alone is longer; read
+    /// back oldest first, the files give the batch back.
+    #[test]
+    fn a_batch_is_cut_between_lines_at_each_rotation() {
+        let d = tmpdir("rot-batch");
+        let path = d.join("svc.log");
+        let mut f = FileOut::new(FileStream {
+            path: path.clone(),
+            max_bytes: 50,
+            backup_count: 20,
+            time_format: None,
+            watched: false,
+        });
+        let mut batch = String::new();
+        for (i, len) in [10usize, 30, 5, 70, 20, 20, 9, 49, 2].iter().enumerate() {
+            batch.push_str(&format!("{i}{}\n", "x".repeat(len - 2)));
+        }
+        f.write(b"start\n").expect("write");
+        f.write(batch.as_bytes()).expect("write");
+        let mut files: Vec<PathBuf> = (1..=20)
+            .rev()
+            .map(|i| PathBuf::from(format!("{}.{i}", path.display())))
+            .filter(|p| p.exists())
+            .collect();
+        files.push(path.clone());
+        let mut joined = String::new();
+        for p in &files {
+            let text = std::fs::read_to_string(p).expect("read");
+            assert!(text.ends_with('\n'), "{text:?}");
+            assert!(
+                text.len() <= 50 || text.lines().count() == 1,
+                "{}: {text:?}",
+                p.display()
+            );
+            joined.push_str(&text);
+        }
+        assert_eq!(joined, format!("start\n{batch}"));
+        assert!(files.len() >= 5, "{files:?}");
         let _ = std::fs::remove_dir_all(&d);
     }
 
