@@ -360,7 +360,7 @@ class Bench:
             res[name] = median_spread(times)
         self.results["launch_to_child_ms"] = res
 
-    def stop_peers(self, runs=15):
+    def stop_peers(self, runs=21):
         """Stop signal to init gone (and every child gone), against the
         peers: one child that exits on TERM, and 10 shells that trap TERM
         and exit at once."""
@@ -390,38 +390,42 @@ class Bench:
                 pass
             return took if ok else None
 
-        res = {"one child": {}, "10 TERM-trapping children": {}}
+        # (case, label, start, stop signal, children to wait for); the runs
+        # are interleaved (one of each in turn), so that a machine that
+        # drifts during the metric weighs on every init alike.
+        cases = []
         wrappers = {"tini": ["tini", "-g", "--"], "dumb-init": ["dumb-init"], "catatonit": ["catatonit", "-g", "--"]}
         for name, pre in wrappers.items():
             if not shutil.which(pre[0]):
                 continue
-            one = lambda: subprocess.Popen(pre + ["sleep", "3600"], start_new_session=True)
-            ten = lambda: subprocess.Popen(pre + ["sh", "-c", many], start_new_session=True)
-            res["one child"][name] = median_spread([timed(one, signal.SIGTERM, 1) for _ in range(runs)])
-            res["10 TERM-trapping children"][name] = median_spread(
-                [timed(ten, signal.SIGTERM, 11) for _ in range(runs)])
+            cases.append(("one child", name, lambda pre=pre: subprocess.Popen(
+                pre + ["sleep", "3600"], start_new_session=True), signal.SIGTERM, 1))
+            cases.append(("10 TERM-trapping children", name, lambda pre=pre: subprocess.Popen(
+                pre + ["sh", "-c", many], start_new_session=True), signal.SIGTERM, 11))
         for label, b in self.mc_variants():
-            one = lambda: self.start_mc({"s": {"cmd": ["sleep", "3600"]}}, binary=b)[0]
-            ten = lambda: self.start_mc({"t%d" % i: {"cmd": ["sh", trap]} for i in range(10)}, binary=b)[0]
-            res["one child"][label] = median_spread([timed(one, signal.SIGTERM, 1) for _ in range(runs)])
-            res["10 TERM-trapping children"][label] = median_spread(
-                [timed(ten, signal.SIGTERM, 10) for _ in range(runs)])
+            cases.append(("one child", label, lambda b=b: self.start_mc(
+                {"s": {"cmd": ["sleep", "3600"]}}, binary=b)[0], signal.SIGTERM, 1))
+            cases.append(("10 TERM-trapping children", label, lambda b=b: self.start_mc(
+                {"t%d" % i: {"cmd": ["sh", trap]} for i in range(10)}, binary=b)[0], signal.SIGTERM, 10))
         if shutil.which("s6-svscan"):
-            def s6(n, cmd):
-                return lambda: self.start_svdir(["s6-svscan"], n, cmd)
             # s6-svscan's kids include one s6-supervise per service.
-            res["one child"]["s6-svscan"] = median_spread(
-                [timed(s6(1, "sleep 3600"), signal.SIGTERM, 2) for _ in range(runs)])
-            res["10 TERM-trapping children"]["s6-svscan"] = median_spread(
-                [timed(s6(10, "sh " + trap), signal.SIGTERM, 20) for _ in range(runs)])
+            cases.append(("one child", "s6-svscan", lambda: self.start_svdir(
+                ["s6-svscan"], 1, "sleep 3600"), signal.SIGTERM, 2))
+            cases.append(("10 TERM-trapping children", "s6-svscan", lambda: self.start_svdir(
+                ["s6-svscan"], 10, "sh " + trap), signal.SIGTERM, 20))
         if shutil.which("runsvdir"):
-            def runit(n, cmd):
-                return lambda: self.start_svdir(["runsvdir", "-P"], n, cmd)
             # runsvdir's stop signal is HUP (TERM to every runsv, then exit).
-            res["one child"]["runit (runsvdir)"] = median_spread(
-                [timed(runit(1, "sleep 3600"), signal.SIGHUP, 2) for _ in range(runs)])
-            res["10 TERM-trapping children"]["runit (runsvdir)"] = median_spread(
-                [timed(runit(10, "sh " + trap), signal.SIGHUP, 20) for _ in range(runs)])
+            cases.append(("one child", "runit (runsvdir)", lambda: self.start_svdir(
+                ["runsvdir", "-P"], 1, "sleep 3600"), signal.SIGHUP, 2))
+            cases.append(("10 TERM-trapping children", "runit (runsvdir)", lambda: self.start_svdir(
+                ["runsvdir", "-P"], 10, "sh " + trap), signal.SIGHUP, 20))
+        times = {}
+        for _ in range(runs):
+            for case, label, start, sig, want in cases:
+                times.setdefault((case, label), []).append(timed(start, sig, want))
+        res = {"one child": {}, "10 TERM-trapping children": {}}
+        for case, label, _, _, _ in cases:
+            res[case][label] = median_spread(times[(case, label)])
         self.results["stop_vs_peers_ms"] = res
 
     def kids(self, pid):

@@ -116,15 +116,36 @@ impl SignalSource {
         self.fd.as_fd()
     }
 
-    /// Every pending signal, in the order the kernel gives them.
+    /// Every pending signal, in the order the kernel gives them: read
+    /// several at a time (one `read` usually takes them all; a read that
+    /// does not fill the buffer took the last, no second read to hear
+    /// `EAGAIN`).
     pub fn drain(&mut self) -> Vec<Received> {
+        const INFO: usize = std::mem::size_of::<nix::libc::signalfd_siginfo>();
+        const AT_ONCE: usize = 16;
         let mut out = Vec::new();
-        while let Ok(Some(info)) = self.fd.read_signal() {
-            if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
-                out.push(Received {
-                    signal,
-                    sender_pid: info.ssi_pid as i32,
-                });
+        let mut buf = [0u8; INFO * AT_ONCE];
+        loop {
+            let n = match nix::unistd::read(&self.fd, &mut buf) {
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break,
+            };
+            for chunk in buf.get(..n).unwrap_or_default().chunks_exact(INFO) {
+                // SAFETY: `chunk` holds INFO bytes written by the kernel as
+                // one signalfd_siginfo (plain integers: any bytes are a
+                // value); read unaligned from the byte buffer.
+                let info: nix::libc::signalfd_siginfo =
+                    unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+                if let Ok(signal) = Signal::try_from(info.ssi_signo as i32) {
+                    out.push(Received {
+                        signal,
+                        sender_pid: info.ssi_pid as i32,
+                    });
+                }
+            }
+            if n < buf.len() {
+                break;
             }
         }
         out

@@ -406,21 +406,25 @@ impl Shell<'_> {
     /// Everything has stopped: make sure nothing outlives us, collect the
     /// last output, print the summary, and return the exit status.
     pub(super) fn finish(&mut self, code: i32) -> i32 {
-        if self.is_pid1 {
+        let left = if self.is_pid1 {
             // As PID 1, whatever is left in the container dies with us.
             let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
-        } else if reap::reap_all(|_, _| {}) {
+            true
+        } else {
+            reap::reap_all(|_, _| {})
+        };
+        if left && !self.is_pid1 {
             // As a subreaper, with children left (the usual case has none:
             // then nothing here costs a look at /proc): kill what is left;
             // killing a child re-parents its own children to us, so repeat
             // until none is left.
             let me = std::process::id() as i32;
             for _ in 0..100 {
-                let left = reap::children_of(me);
-                if left.is_empty() {
+                let rest = reap::children_of(me);
+                if rest.is_empty() {
                     break;
                 }
-                for pid in left {
+                for pid in rest {
                     let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
                 }
                 if reap::reap_all(|_, _| {}) {
@@ -428,7 +432,9 @@ impl Shell<'_> {
                 }
             }
         }
-        reap::wait_all();
+        if left {
+            reap::wait_all();
+        }
         let give_up = Instant::now() + output::STALLED;
         for i in 0..self.readers.len() {
             // Everything the services wrote before they ended, not one
