@@ -479,6 +479,23 @@ mod tests {
     use super::*;
     use crate::proc::record::{escape_json, timestamp, Head};
 
+    /// `before`, then what `Head::write` makes of each whole line of
+    /// `framed`: the records the loops must write.
+    fn head_records(
+        head: &Head,
+        json: bool,
+        ts: &[u8; 24],
+        before: &[u8],
+        framed: &[u8],
+    ) -> Vec<u8> {
+        let mut want = before.to_vec();
+        for line in framed.split_inclusive(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\n").expect("whole line");
+            head.write(json, ts, line, None, true, &mut want);
+        }
+        want
+    }
+
     #[test]
     fn copies_of_every_small_length_are_exact() {
         let src: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
@@ -511,16 +528,11 @@ mod tests {
             let mut out = b"before".to_vec();
             let n = text_lines(&head.prefix, *whole, data, &mut out);
             assert_eq!(n, *consumed, "{data:?}");
-            let mut want = b"before".to_vec();
-            for line in data
-                .get(..n)
-                .expect("consumed")
-                .split_inclusive(|&b| b == b'\n')
-            {
-                let line = line.strip_suffix(b"\n").expect("whole line");
-                head.write(false, &[0; 24], line, None, true, &mut want);
-            }
-            assert_eq!(out, want, "{data:?}");
+            assert_eq!(
+                out,
+                head_records(&head, false, &[0; 24], b"before", &data[..n]),
+                "{data:?}"
+            );
         }
     }
 
@@ -565,13 +577,7 @@ mod tests {
 
     #[test]
     fn ascii_escaping_agrees_with_the_general_escaper() {
-        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::proc::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let len = (next() % 70) as usize;
             let bytes: Vec<u8> = (0..len)
@@ -597,13 +603,7 @@ mod tests {
     /// record is what `Head::write` makes of its line.
     #[test]
     fn batch_loops_agree_with_the_line_at_a_time_ones() {
-        let mut x: u64 = 0x1234_5678_9abc_def1;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut next = crate::proc::xorshift(0x1234_5678_9abc_def1);
         let head = Head::service("svc", "stdout", '|');
         let ts = timestamp();
         let start = head.json_start(&ts);
@@ -637,31 +637,13 @@ mod tests {
             let a = text_lines(&head.prefix, whole, &data, &mut fast);
             let b = text_lines_portable(&head.prefix, whole, &data, &mut slow);
             assert_eq!((a, &fast), (b, &slow), "text {data:?} {whole}");
-            let mut want = b"x".to_vec();
-            for line in data
-                .get(..a)
-                .expect("framed")
-                .split_inclusive(|&c| c == b'\n')
-            {
-                let line = line.strip_suffix(b"\n").expect("whole");
-                head.write(false, &ts, line, None, true, &mut want);
-            }
-            assert_eq!(fast, want);
+            assert_eq!(fast, head_records(&head, false, &ts, b"x", &data[..a]));
             let mut fast = b"x".to_vec();
             let mut slow = b"x".to_vec();
             let a = json_lines(&start, whole, max, &data, &mut fast);
             let b = json_lines_portable(&start, whole, max, &data, &mut slow);
             assert_eq!((a, &fast), (b, &slow), "json {data:?} {whole}");
-            let mut want = b"x".to_vec();
-            for line in data
-                .get(..a)
-                .expect("framed")
-                .split_inclusive(|&c| c == b'\n')
-            {
-                let line = line.strip_suffix(b"\n").expect("whole");
-                head.write(true, &ts, line, None, true, &mut want);
-            }
-            assert_eq!(fast, want);
+            assert_eq!(fast, head_records(&head, true, &ts, b"x", &data[..a]));
             // What stopped the loop: the end, a partial line, or a line
             // too long for one record.
             let rest = data.get(a..).expect("rest");

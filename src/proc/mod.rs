@@ -53,3 +53,16 @@ pub enum JobEnd {
     /// A stop signal arrived: the job was stopped.
     Interrupted(nix::sys::signal::Signal),
 }
+
+/// A small deterministic generator for the randomised tests of the
+/// output path (xorshift64): the same cases on every run.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    }
+}

@@ -1170,15 +1170,21 @@ fn allowed(limiter: &Option<SharedLimiter>, now: Instant) -> bool {
 mod tests {
     use super::*;
 
-    /// A plain file destination, never rotated.
-    fn file_dest(path: &std::path::Path) -> Dest {
-        Dest::File(Arc::new(FileStream {
+    /// A log file at `path`, rotated past `max_bytes` (0: never) into
+    /// `backup_count` older ones.
+    fn stream(path: &std::path::Path, max_bytes: u64, backup_count: u32) -> FileStream {
+        FileStream {
             path: path.to_path_buf(),
-            max_bytes: 0,
-            backup_count: 0,
+            max_bytes,
+            backup_count,
             time_format: None,
             watched: false,
-        }))
+        }
+    }
+
+    /// A plain file destination, never rotated.
+    fn file_dest(path: &std::path::Path) -> Dest {
+        Dest::File(Arc::new(stream(path, 0, 0)))
     }
 
     fn tmpdir(tag: &str) -> PathBuf {
@@ -1192,13 +1198,7 @@ mod tests {
     fn rotation_keeps_backup_count_files() {
         let d = tmpdir("rot");
         let path = d.join("svc.log");
-        let mut f = FileOut::new(FileStream {
-            path: path.clone(),
-            max_bytes: 100,
-            backup_count: 2,
-            time_format: None,
-            watched: false,
-        });
+        let mut f = FileOut::new(stream(&path, 100, 2));
         for i in 0..20 {
             f.write(format!("line {i:02} ........................\n").as_bytes())
                 .expect("write");
@@ -1227,13 +1227,7 @@ mod tests {
     fn a_batch_is_cut_between_lines_at_each_rotation() {
         let d = tmpdir("rot-batch");
         let path = d.join("svc.log");
-        let mut f = FileOut::new(FileStream {
-            path: path.clone(),
-            max_bytes: 50,
-            backup_count: 20,
-            time_format: None,
-            watched: false,
-        });
+        let mut f = FileOut::new(stream(&path, 50, 20));
         let mut batch = String::new();
         for (i, len) in [10usize, 30, 5, 70, 20, 20, 9, 49, 2].iter().enumerate() {
             batch.push_str(&format!("{i}{}\n", "x".repeat(len - 2)));
