@@ -179,42 +179,10 @@ impl Writer {
     /// Queue `data` for `dest`; never blocks. `false`: dropped (the queue
     /// is full) and counted.
     pub fn submit(&self, dest: Dest, data: Vec<u8>) -> bool {
-        if data.is_empty() {
-            return true;
-        }
         let mut q = self.lock();
-        if q.bytes + data.len() > QUEUE_BYTES {
-            q.dropped_lines += memchr::memchr_iter(b'\n', &data).count().max(1) as u64;
-            q.dropped_bytes += data.len() as u64;
-            recycle(&mut q.pool, data);
-            return false;
-        }
-        q.bytes += data.len();
-        q.items.push_back((dest, data));
-        if !q.thread {
-            q.thread = true;
-            let spawned = std::thread::Builder::new()
-                .name("output".into())
-                .spawn(|| writer().run());
-            if spawned.is_err() {
-                // No thread (resource limits): write here, as a last resort.
-                q.thread = false;
-                let items: Vec<_> = q.items.drain(..).collect();
-                q.bytes = 0;
-                drop(q);
-                let mut files = HashMap::new();
-                for (dest, data) in items {
-                    write_out(&dest, &data, &mut files);
-                }
-                return true;
-            }
-        }
-        let wake = q.sleeping;
-        drop(q);
-        if wake {
-            self.more.notify_one();
-        }
-        true
+        let queued = enqueue(&mut q, dest, data);
+        self.hand_over(q);
+        queued
     }
 
     /// A round of output to fill: spare buffers taken from the pool, and
@@ -244,35 +212,32 @@ impl Writer {
         for b in spare {
             recycle(&mut q.pool, b);
         }
-        let mut more = false;
         for (dest, data) in outs {
-            if data.is_empty() {
-                recycle(&mut q.pool, data);
-                continue;
-            }
-            if q.bytes + data.len() > QUEUE_BYTES {
-                q.dropped_lines += memchr::memchr_iter(b'\n', &data).count().max(1) as u64;
-                q.dropped_bytes += data.len() as u64;
-                recycle(&mut q.pool, data);
-                continue;
-            }
-            q.bytes += data.len();
-            q.items.push_back((dest, data));
-            more = true;
+            enqueue(&mut q, dest, data);
         }
-        if !more {
+        self.hand_over(q);
+    }
+
+    /// What was just queued goes to the writer thread: started if it is
+    /// not running (when no thread can be, written here, as a last
+    /// resort), woken if it sleeps.
+    fn hand_over(&self, mut q: std::sync::MutexGuard<'_, Queue>) {
+        if q.items.is_empty() {
             return;
         }
         if !q.thread {
-            // Not started (or no thread can be): the usual path starts it.
-            let (dest, data) = match q.items.pop_back() {
-                Some(item) => item,
-                None => return,
-            };
-            q.bytes = q.bytes.saturating_sub(data.len());
-            drop(q);
-            self.submit(dest, data);
-            return;
+            q.thread = spawn_thread();
+            if !q.thread {
+                // No thread (resource limits).
+                let items: Vec<_> = q.items.drain(..).collect();
+                q.bytes = 0;
+                drop(q);
+                let mut files = HashMap::new();
+                for (dest, data) in items {
+                    write_out(&dest, &data, &mut files);
+                }
+                return;
+            }
         }
         let wake = q.sleeping;
         drop(q);
@@ -286,13 +251,9 @@ impl Writer {
     /// pays for a thread's creation).
     pub fn start(&self) {
         let mut q = self.lock();
-        if q.thread {
-            return;
+        if !q.thread {
+            q.thread = spawn_thread();
         }
-        q.thread = std::thread::Builder::new()
-            .name("output".into())
-            .spawn(|| writer().run())
-            .is_ok();
     }
 
     /// Wait until everything queued is written, at most `limit`.
@@ -366,12 +327,6 @@ impl Writer {
         self.lock().dropped_lines
     }
 
-    /// The queue is full: whatever is submitted now is dropped (the loop
-    /// then counts lines rather than format them).
-    pub fn full(&self) -> bool {
-        self.lock().bytes >= QUEUE_BYTES
-    }
-
     /// Count `lines` (of `bytes`) as dropped without submitting them.
     pub fn count_dropped(&self, lines: u64, bytes: u64) {
         let mut q = self.lock();
@@ -437,8 +392,34 @@ impl Writer {
     }
 }
 
+/// Queue `data` for `dest` unless the queue is full (then it is dropped,
+/// counted, and its buffer kept for reuse); empty data is nothing to do.
+fn enqueue(q: &mut Queue, dest: Dest, data: Vec<u8>) -> bool {
+    if data.is_empty() {
+        recycle(&mut q.pool, data);
+        return true;
+    }
+    if q.bytes + data.len() > QUEUE_BYTES {
+        q.dropped_lines += memchr::memchr_iter(b'\n', &data).count().max(1) as u64;
+        q.dropped_bytes += data.len() as u64;
+        recycle(&mut q.pool, data);
+        return false;
+    }
+    q.bytes += data.len();
+    q.items.push_back((dest, data));
+    true
+}
+
+/// The writer thread, started; `false` when none can be.
+fn spawn_thread() -> bool {
+    std::thread::Builder::new()
+        .name("output".into())
+        .spawn(|| writer().run())
+        .is_ok()
+}
+
 fn recycle(pool: &mut Vec<Vec<u8>>, mut buf: Vec<u8>) {
-    if pool.len() < POOL && buf.capacity() <= POOL_MAX_CAP {
+    if pool.len() < POOL && (1..=POOL_MAX_CAP).contains(&buf.capacity()) {
         buf.clear();
         pool.push(buf);
     }
