@@ -167,12 +167,7 @@ fn json_lines_portable(
 /// stays as it was and `false`.
 fn json_record(start: &[u8], line: &[u8], max: usize, out: &mut Vec<u8>) -> bool {
     let mark = out.len();
-    put(out, &[start]);
-    if !escape_ascii(line, out) {
-        out.truncate(mark + start.len());
-        super::record::escape_json(line, out);
-    }
-    put(out, &[b"\"}\n"]);
+    super::record::Head::write_json_line(start, line, out);
     if out.len() - mark > max {
         out.truncate(mark);
         return false;
@@ -189,6 +184,41 @@ fn json_record(start: &[u8], line: &[u8], max: usize, out: &mut Vec<u8>) -> bool
 mod sse2 {
     use super::{copy, escape_ascii, json_record, put, room};
     use std::arch::x86_64::*;
+
+    /// A bit for each of the 16 bytes of `x` that a JSON string cannot
+    /// hold as it is: `"`, `\\`, a control byte, or a byte that is not
+    /// ASCII (signed compare: 0x80-0xff are below 0x20 too).
+    #[inline(always)]
+    pub fn special(x: __m128i) -> i32 {
+        // SAFETY: SSE2 is part of x86_64.
+        unsafe {
+            let bad = _mm_or_si128(
+                _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
+                _mm_or_si128(
+                    _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
+                    _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
+                ),
+            );
+            _mm_movemask_epi8(bad)
+        }
+    }
+
+    /// The rest of the line that starts at `done`, from a byte at `from`
+    /// that is not ASCII, framed the general way: where the next line
+    /// starts, or `None` (no newline yet, or too long for one record).
+    fn general(
+        start: &[u8],
+        whole: usize,
+        max: usize,
+        data: &[u8],
+        done: usize,
+        from: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<usize> {
+        let nl = from + memchr::memchr(b'\n', data.get(from..)?)?;
+        let line = data.get(done..nl)?;
+        (line.len() <= whole && json_record(start, line, max, out)).then_some(nl + 1)
+    }
 
     pub fn text_lines(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
         let n = data.len();
@@ -289,15 +319,7 @@ mod sse2 {
                     }
                     let x = _mm_loadu_si128(src.add(i).cast());
                     _mm_storeu_si128(base.add(o).cast(), x);
-                    // Signed: bytes 0x80-0xff are below 0x20 too.
-                    let bad = _mm_or_si128(
-                        _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
-                        _mm_or_si128(
-                            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
-                            _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
-                        ),
-                    );
-                    let m = _mm_movemask_epi8(bad);
+                    let m = special(x);
                     if m == 0 {
                         i += 16;
                         o += 16;
@@ -312,17 +334,13 @@ mod sse2 {
                     }
                     if b >= 0x80 {
                         // Not ASCII: this line the general way.
-                        let Some(nl) = data.get(i..).and_then(|t| memchr::memchr(b'\n', t)) else {
-                            return done;
-                        };
-                        let Some(line) = data.get(done..i + nl) else {
-                            return done;
-                        };
-                        if line.len() > whole || !json_record(start, line, max, out) {
-                            return done;
+                        match general(start, whole, max, data, done, i, out) {
+                            Some(next) => {
+                                done = next;
+                                continue 'lines;
+                            }
+                            None => return done,
                         }
-                        done = i + nl + 1;
-                        continue 'lines;
                     }
                     let mut esc = [0u8; 6];
                     let e = super::super::record::escape_of(b, &mut esc);
@@ -342,14 +360,13 @@ mod sse2 {
                 let ascii = data.get(i..i + nl).is_some_and(|t| escape_ascii(t, out));
                 if !ascii {
                     out.truncate(rec);
-                    let Some(line) = data.get(done..i + nl) else {
-                        return done;
-                    };
-                    if line.len() > whole || !json_record(start, line, max, out) {
-                        return done;
+                    match general(start, whole, max, data, done, i, out) {
+                        Some(next) => {
+                            done = next;
+                            continue;
+                        }
+                        None => return done,
                     }
-                    done = i + nl + 1;
-                    continue;
                 }
                 i += nl;
             }
@@ -361,22 +378,6 @@ mod sse2 {
             done = i + 1;
         }
         done
-    }
-}
-
-/// One JSON record for a whole line: `start` (the envelope up to the
-/// message, `record::Head::json_start`), `line` escaped, `"}` and a
-/// newline. `false`, with `out` as it was, when the line is not all ASCII
-/// (the caller escapes it the general way: invalid UTF-8 needs care).
-pub fn json_line(start: &[u8], line: &[u8], out: &mut Vec<u8>) -> bool {
-    let mark = out.len();
-    put(out, &[start]);
-    if escape_ascii(line, out) {
-        put(out, &[b"\"}\n"]);
-        true
-    } else {
-        out.truncate(mark);
-        false
     }
 }
 
@@ -396,15 +397,7 @@ pub fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
             let plain = unsafe {
                 use std::arch::x86_64::*;
                 let x = _mm_loadu_si128(s.as_ptr().add(i).cast());
-                // Signed: bytes 0x80-0xff are negative, below 0x20 too.
-                let bad = _mm_or_si128(
-                    _mm_cmplt_epi8(x, _mm_set1_epi8(0x20)),
-                    _mm_or_si128(
-                        _mm_cmpeq_epi8(x, _mm_set1_epi8(b'"' as i8)),
-                        _mm_cmpeq_epi8(x, _mm_set1_epi8(b'\\' as i8)),
-                    ),
-                );
-                if _mm_movemask_epi8(bad) == 0 {
+                if sse2::special(x) == 0 {
                     _mm_storeu_si128(out.as_mut_ptr().add(out.len()).cast(), x);
                     out.set_len(out.len() + 16);
                     true
@@ -560,18 +553,20 @@ mod tests {
             (b"0123456789abcdefghij\xff", false),
         ];
         for (line, ascii) in rows {
+            // The fast escaper takes exactly the ASCII lines.
+            assert_eq!(escape_ascii(line, &mut Vec::new()), *ascii, "{line:?}");
+            // Each line, as a batch of one, is the record Head::write makes.
+            let data = [*line, b"\n"].concat();
             let mut out = b"[".to_vec();
-            assert_eq!(json_line(&start, line, &mut out), *ascii, "{line:?}");
-            if !ascii {
-                assert_eq!(out, b"[", "untouched");
-                continue;
-            }
+            let n = json_lines(&start, 1000, 2000, &data, &mut out);
+            assert_eq!(n, data.len(), "{line:?}");
             let mut want = b"[".to_vec();
             head.write(true, &ts, line, None, true, &mut want);
             assert_eq!(out, want, "{line:?}");
             let v: serde_json::Value =
                 serde_json::from_slice(out.get(1..).expect("record")).expect("JSON");
-            assert_eq!(v["msg"].as_str().expect("msg").as_bytes(), *line);
+            let msg = v["msg"].as_str().expect("msg");
+            assert_eq!(msg, String::from_utf8_lossy(line), "{line:?}");
         }
     }
 

@@ -290,9 +290,6 @@ impl Head {
 
     /// A whole line as one JSON record, after `json_start`: the hot path.
     pub fn write_json_line(start: &[u8], payload: &[u8], out: &mut Vec<u8>) {
-        if super::frame::json_line(start, payload, out) {
-            return;
-        }
         out.extend_from_slice(start);
         escape_json(payload, out);
         out.extend_from_slice(b"\"}\n");
