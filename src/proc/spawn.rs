@@ -130,8 +130,17 @@ pub struct SpawnOpts<'a> {
     pub stdin_null: bool,
 }
 
-/// Build the environment for a service process.
-pub fn service_env(cfg: &Config, svc: &Service, creds: Option<&Creds>) -> Vec<(String, String)> {
+/// Build the environment for a service process, lowest first (the
+/// launcher's own comes under it with `copy_env`): HOME/USER, the `MC_*`
+/// variables, the env files (top level, then the service's), `env`, the
+/// secrets, and `CREDENTIALS_DIRECTORY`.
+pub fn service_env(
+    cfg: &Config,
+    svc: &Service,
+    creds: Option<&Creds>,
+    files: &super::envfile::FileEnv,
+    credentials: Option<&Path>,
+) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     if let Some(c) = creds {
         if let Some(home) = &c.home {
@@ -145,8 +154,20 @@ pub fn service_env(cfg: &Config, svc: &Service, creds: Option<&Creds>) -> Vec<(S
     for (k, v) in mc_env(cfg, &svc.name) {
         env.insert(k, v);
     }
+    for (k, v) in &files.files {
+        env.insert(k.clone(), v.clone());
+    }
     for (k, v) in &svc.env {
         env.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &files.secrets {
+        env.insert(k.clone(), v.clone());
+    }
+    if let Some(dir) = credentials {
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.to_string_lossy().into_owned(),
+        );
     }
     env.into_iter().collect()
 }
