@@ -356,6 +356,24 @@ mod tests {
     }
 
     #[test]
+    fn profiles_from_the_command_line_or_the_environment() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (&[], &[], &[]),
+            (&["--profile", "a", "--profile", "b"], &[], &["a", "b"]),
+            (&["check", "--profile=a"], &[], &["a"]),
+            (&[], &[("MC_PROFILES", "a, b,,")], &["a", "b"]),
+            (&["--profile", "c"], &[("MC_PROFILES", "a,b")], &["c"]),
+        ];
+        for (argv, env, want) in cases {
+            match parse_args(argv, env) {
+                Ok(Parsed::Args(a)) => assert_eq!(a.profiles, *want, "{argv:?} {env:?}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn usage_errors() {
         for bad in [
             &["--bogus"][..],
