@@ -128,6 +128,10 @@ pub struct SpawnOpts<'a> {
     /// when stdin is a terminal).
     pub foreground: bool,
     pub stdin_null: bool,
+    /// The main command: it keeps the caller's ignored and blocked signals
+    /// (tini's contract); every other process starts with the default
+    /// dispositions and an empty mask.
+    pub caller_signals: bool,
 }
 
 /// Build the environment for a service process, lowest first (the
@@ -198,6 +202,7 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     let creds = opts.creds.cloned();
     let rlimits = opts.rlimits.to_vec();
     let foreground = opts.foreground;
+    let caller_signals = opts.caller_signals;
     // SAFETY: the closure runs between fork and exec; it makes only raw
     // system calls on data prepared above, and allocates nothing.
     unsafe {
@@ -207,7 +212,7 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
                 // from a background group; the reset below restores it.
                 let _ = nix::unistd::tcsetpgrp(stdin_fd(), nix::unistd::getpid());
             }
-            crate::signals::reset_for_child()?;
+            crate::signals::reset_for_child(caller_signals)?;
             for r in &rlimits {
                 nix::sys::resource::setrlimit(r.resource, r.value, r.value)
                     .map_err(io::Error::from)?;
@@ -306,24 +311,27 @@ impl Drop for Actions {
 struct Attr(MaybeUninit<nix::libc::posix_spawnattr_t>);
 
 impl Attr {
-    /// Own process group, empty signal mask, and SIGPIPE, SIGTTIN and
-    /// SIGTTOU (which the launcher ignores) back to their defaults; caught
-    /// signals are reset by exec itself.
-    fn service() -> io::Result<Attr> {
+    /// Own process group; an empty signal mask and every signal at its
+    /// default disposition, or for the main command (`caller`) the
+    /// caller's mask and ignored signals (those are still ignored in the
+    /// launcher, which only ever ignores signals, and exec keeps an
+    /// ignored signal ignored). Caught signals are reset by exec itself.
+    fn service(caller: bool) -> io::Result<Attr> {
         use nix::libc;
+        let (mask, ignored) = if caller {
+            crate::signals::caller_setup()
+        } else {
+            (0, 0)
+        };
         let mut a = Attr(MaybeUninit::uninit());
         let p = a.0.as_mut_ptr();
-        let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
-        let mut dfl = MaybeUninit::<libc::sigset_t>::uninit();
+        let mask = crate::signals::sigset_of(mask);
+        let defaults = crate::signals::ALL_SIGNALS & !ignored;
+        let mut dfl = crate::signals::sigset_of(defaults);
         // SAFETY: every object is initialised by its init call before use;
         // the sets are plain data copied into the attributes.
         unsafe {
             check(libc::posix_spawnattr_init(p))?;
-            libc::sigemptyset(empty.as_mut_ptr());
-            libc::sigemptyset(dfl.as_mut_ptr());
-            for s in [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU] {
-                libc::sigaddset(dfl.as_mut_ptr(), s);
-            }
             // glibc's spawn child sets its two internal signals (32 and 33)
             // to SIG_IGN unless they are in this set, and exec keeps an
             // ignored signal ignored; its sigaddset refuses them, so they
@@ -331,12 +339,12 @@ impl Attr {
             // the first word is signal N). musl leaves them at SIG_DFL.
             #[cfg(target_env = "gnu")]
             {
-                let first = dfl.as_mut_ptr().cast::<u64>();
-                *first |= (1u64 << 31) | (1u64 << 32);
+                let first = (&mut dfl as *mut libc::sigset_t).cast::<u64>();
+                *first |= defaults & ((1u64 << 31) | (1u64 << 32));
             }
             check(libc::posix_spawnattr_setpgroup(p, 0))?;
-            check(libc::posix_spawnattr_setsigmask(p, empty.as_ptr()))?;
-            check(libc::posix_spawnattr_setsigdefault(p, dfl.as_ptr()))?;
+            check(libc::posix_spawnattr_setsigmask(p, &mask))?;
+            check(libc::posix_spawnattr_setsigdefault(p, &dfl))?;
             let flags = libc::POSIX_SPAWN_SETPGROUP
                 | libc::POSIX_SPAWN_SETSIGMASK
                 | libc::POSIX_SPAWN_SETSIGDEF;
@@ -448,7 +456,7 @@ fn posix_spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     if let Some(dir) = opts.working_dir {
         actions.chdir(&cstring(dir.as_os_str().as_bytes())?)?;
     }
-    let attr = Attr::service()?;
+    let attr = Attr::service(opts.caller_signals)?;
 
     let mut argv_p: Vec<*mut nix::libc::c_char> =
         argv.iter().map(|a| a.as_ptr().cast_mut()).collect();

@@ -88,6 +88,7 @@ impl Shell<'_> {
             stderr,
             foreground: spec.main && self.stdin_tty,
             stdin_null: !spec.main,
+            caller_signals: spec.main,
         });
         match res {
             Ok(pid) => {
@@ -149,6 +150,7 @@ impl Shell<'_> {
                     stderr: spawn::Out::Null,
                     foreground: false,
                     stdin_null: true,
+                    caller_signals: false,
                 });
                 match res {
                     Ok(pid) => {
