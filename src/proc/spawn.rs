@@ -227,8 +227,30 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = cmd.spawn().map_err(|e| explain_rlimit(e, opts.rlimits))?;
     Ok(child.id() as i32)
+}
+
+/// A start refused because a limit is above the hard limit, which only a
+/// privileged launcher may raise: say which, and how to fix it.
+fn explain_rlimit(e: io::Error, rlimits: &[Rlimit]) -> io::Error {
+    if e.raw_os_error() != Some(nix::libc::EPERM) {
+        return e;
+    }
+    for r in rlimits {
+        if let Ok((_, hard)) = nix::sys::resource::getrlimit(r.resource) {
+            if r.value > hard {
+                return io::Error::new(
+                    e.kind(),
+                    format!(
+                        "limit {:?} = {} is above the hard limit {hard}, which the launcher may not raise (docker run --ulimit, or CAP_SYS_RESOURCE)",
+                        r.resource, r.value
+                    ),
+                );
+            }
+        }
+    }
+    e
 }
 
 /// Whether `posix_spawn` can do all of it: no work that needs code between
