@@ -349,21 +349,26 @@ impl Attr {
         let p = a.0.as_mut_ptr();
         let mask = crate::signals::sigset_of(mask);
         let defaults = crate::signals::ALL_SIGNALS & !ignored;
-        let mut dfl = crate::signals::sigset_of(defaults);
+        let dfl = crate::signals::sigset_of(defaults);
+        // glibc's spawn child sets its two internal signals (32 and 33) to
+        // SIG_IGN unless they are in this set, and exec keeps an ignored
+        // signal ignored; its sigaddset refuses them, so they are marked by
+        // hand (sigset_t is a plain bit array: bit N-1 of the first word is
+        // signal N). musl leaves them at SIG_DFL.
+        #[cfg(target_env = "gnu")]
+        let dfl = {
+            let mut d = dfl;
+            // SAFETY: sigset_t starts with an array of at least one u64.
+            unsafe {
+                let first = (&mut d as *mut libc::sigset_t).cast::<u64>();
+                *first |= defaults & ((1u64 << 31) | (1u64 << 32));
+            }
+            d
+        };
         // SAFETY: every object is initialised by its init call before use;
         // the sets are plain data copied into the attributes.
         unsafe {
             check(libc::posix_spawnattr_init(p))?;
-            // glibc's spawn child sets its two internal signals (32 and 33)
-            // to SIG_IGN unless they are in this set, and exec keeps an
-            // ignored signal ignored; its sigaddset refuses them, so they
-            // are marked by hand (sigset_t is a plain bit array: bit N-1 of
-            // the first word is signal N). musl leaves them at SIG_DFL.
-            #[cfg(target_env = "gnu")]
-            {
-                let first = (&mut dfl as *mut libc::sigset_t).cast::<u64>();
-                *first |= defaults & ((1u64 << 31) | (1u64 << 32));
-            }
             check(libc::posix_spawnattr_setpgroup(p, 0))?;
             check(libc::posix_spawnattr_setsigmask(p, &mask))?;
             check(libc::posix_spawnattr_setsigdefault(p, &dfl))?;
