@@ -232,3 +232,30 @@ fn nix_mkfifo(p: &std::path::Path) {
         .expect("mkfifo");
     assert!(st.success());
 }
+
+/// `check` on a file that is not there yet: a warning naming it, unless a
+/// `template` step of the prepare phase writes it.
+#[test]
+fn check_warns_about_a_missing_file_unless_a_template_writes_it() {
+    let t = Tree::default_socket(
+        "secrets-missing",
+        r#"reconfigure:
+  steps:
+    - template: {src: "{{ root }}/w.env.j2", dest: "{{ paths.volume }}/rendered.env"}
+services:
+  a:
+    cmd: [sleep, "1000"]
+    env_file: ["{{ paths.volume }}/rendered.env", "{{ paths.volume }}/absent.env"]
+"#,
+    );
+    write(&t.root().join("w.env.j2"), "A=1\n");
+    let o = t.launch(&["check"]).not_pid1().run();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    let absent = format!(
+        "warning: env_file {} does not exist (yet)",
+        t.volume().join("absent.env").display()
+    );
+    assert!(o.stderr.contains(&absent), "{}", o.all());
+    assert!(!o.stderr.contains("rendered.env"), "{}", o.all());
+    assert!(o.stdout.contains("check: OK, 1 warning(s)"), "{}", o.all());
+}

@@ -255,9 +255,23 @@ pub fn install_credentials(
 pub fn check(cfg: &Config, services: &[Service]) -> (Vec<String>, Vec<String>) {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     let vol = &cfg.paths.volume;
+    // What a `template` step writes need not exist before the prepare
+    // phase (the example renders its worker's env file).
+    let rendered: Vec<&Path> = cfg
+        .reconfigure
+        .steps
+        .iter()
+        .filter_map(|s| match &s.kind {
+            crate::config::model::StepKind::Template { dest, .. } => Some(dest.as_path()),
+            _ => None,
+        })
+        .collect();
     let mut sort = |r: Result<(), String>, path: &Path, what: &str| {
         if let Err(e) = r {
             if !path.exists() && path.symlink_metadata().is_err() {
+                if rendered.contains(&path) {
+                    return;
+                }
                 warnings.push(format!(
                     "{what} {} does not exist (yet): the service will not start without it",
                     path.display()
