@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ "${#targets[@]}" -gt 0 ] || targets=(config pillar key_line circus_ini ctl_request)
+[ "${#targets[@]}" -gt 0 ] || targets=(config pillar key_line circus_ini ctl_request dotenv)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null 2>&1 || cargo fuzz build -O

@@ -13,6 +13,7 @@ fuzz_target!(|data: &[u8]| {
         config: None,
         root: Some(PathBuf::from("/nonexistent-fuzz-root")),
         project: Some("fuzz".into()),
+        profiles: Vec::new(),
     };
     let _ = load_text(Path::new("fuzz.yml"), text, &opts);
 });
