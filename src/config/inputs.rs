@@ -151,3 +151,56 @@ pub fn apply_profiles(cfg: &mut Config, active: &[String]) -> Vec<Diag> {
     }
     errors
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, profiles: &[&str], after: &[&str]) -> Service {
+        let mut s = Service::new(name, vec!["true".into()]);
+        s.profiles = profiles.iter().map(|p| p.to_string()).collect();
+        s.after = after.iter().map(|a| a.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn profile_table() {
+        // (active profiles, services that start, errors naming both ends)
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], &'a [(&'a str, &'a str)]);
+        let cases: &[Case] = &[
+            (&[], &["web"], &[]),
+            (&["debug"], &["web", "debug", "tools"], &[]),
+            (&["tools"], &["web", "tools"], &[]),
+            (&["x"], &["web", "app"], &[("app", "debug")]),
+            (&["x", "debug"], &["web", "debug", "tools", "app"], &[]),
+        ];
+        for (active, started, errors) in cases {
+            let mut cfg = Config::plain("/srv".into(), None);
+            cfg.services = vec![
+                svc("web", &[], &[]),
+                svc("debug", &["debug"], &[]),
+                svc("tools", &["tools", "debug"], &[]),
+                svc("app", &["x"], &["debug"]),
+            ];
+            let active: Vec<String> = active.iter().map(|p| p.to_string()).collect();
+            let errs = apply_profiles(&mut cfg, &active);
+            let on: Vec<&str> = cfg
+                .services
+                .iter()
+                .filter(|s| s.autostart)
+                .map(|s| s.name.as_str())
+                .collect();
+            assert_eq!(on, *started, "{active:?}");
+            assert_eq!(errs.len(), errors.len(), "{active:?}: {errs:?}");
+            for (svc, dep) in errors.iter() {
+                assert!(
+                    errs.iter()
+                        .any(|e| e.msg.contains(&format!("service {svc} runs after {dep}"))),
+                    "{active:?}: {errs:?}"
+                );
+            }
+        }
+        let mut cfg = Config::plain("/srv".into(), None);
+        assert_eq!(apply_profiles(&mut cfg, &["bad name".into()]).len(), 1);
+    }
+}
