@@ -4,6 +4,7 @@
 
 pub mod circus;
 pub mod decode;
+pub mod jobs;
 pub mod model;
 
 pub use model::*;

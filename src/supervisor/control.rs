@@ -68,6 +68,7 @@ impl Core {
                         s.spec.autostart
                             && s.status != Status::Retired
                             && s.role != Role::Step
+                            && s.job.is_none()
                             && !s.is_up()
                     })
                     .map(|s| s.name().to_string())
@@ -97,6 +98,14 @@ impl Core {
             (Command::Reconfigure, _) => {
                 self.request_reconfigure(Some(conn), fx);
                 return None;
+            }
+            (Command::Start(_) | Command::Restart(_), Some(s))
+                if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
+            {
+                match self.run_now(s, now, fx) {
+                    Ok(()) => Reply::ok(format!("{name}: run started")),
+                    Err(e) => Reply::error(format!("{name}: {e}")),
+                }
             }
             (Command::Start(_), Some(s)) => {
                 if self.svcs.get(&s).is_some_and(Svc::live) {
@@ -219,6 +228,9 @@ impl Core {
                     _ if !pids.is_empty() => StateName::Running,
                     _ if backoff => StateName::Backoff,
                     Status::Pending => StateName::Pending,
+                    Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
+                        StateName::Scheduled
+                    }
                     Status::Manual | Status::Retired => StateName::Stopped,
                     Status::Started => StateName::Ended,
                 };
@@ -243,6 +255,7 @@ impl Core {
                     oom_kills: s.facts.oom_kills,
                     ready: s.is_up(),
                     status: s.facts.status_text.clone(),
+                    job: self.job_state(s),
                 }
             })
             .collect()
