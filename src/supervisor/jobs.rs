@@ -446,7 +446,7 @@ impl Core {
         let sched = s.spec.schedule.as_ref()?;
         let schedule = match &sched.when {
             When::Reboot => "@reboot".to_string(),
-            When::Every(e) => format!("every {}", fmt_duration(*e)),
+            When::Every(e) => format!("every {}", humantime::format_duration(*e)),
             When::Cron { text, tz, .. } => match tz.iana_name() {
                 Some(n) if n != "UTC" => format!("{text} ({n})"),
                 _ => text.clone(),
