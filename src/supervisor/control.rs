@@ -115,6 +115,10 @@ impl Core {
                 self.start_procs(s, now, fx);
                 Reply::ok(format!("{name} started"))
             }
+            (Command::Stop(_), Some(s)) if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) => {
+                self.stop_run(s, now, fx);
+                Reply::ok(format!("{name}: run stopping"))
+            }
             (Command::Stop(_), Some(s)) => {
                 if let Some(svc) = self.svcs.get_mut(&s) {
                     svc.status = Status::Manual;

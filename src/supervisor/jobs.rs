@@ -112,11 +112,21 @@ impl Core {
         let ids: Vec<u32> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.job.is_some() && s.status != Status::Retired)
+            .filter(|(_, s)| s.job.is_some())
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
-            self.settle_job(id, now, wall_now, fx);
+            if self
+                .svcs
+                .get(&id)
+                .is_some_and(|s| s.status == Status::Retired)
+            {
+                // Removed or replaced by a reload before its process was
+                // spawned: the run is over, what it paused comes back.
+                self.cancel_run(id, now, fx);
+            } else {
+                self.settle_job(id, now, wall_now, fx);
+            }
         }
         self.fire_watches(now, fx);
     }
@@ -322,18 +332,58 @@ impl Core {
             for p in run.paused {
                 let Some(id) = self.find(&p) else { continue };
                 // Still as the run left it (not started by hand meanwhile).
-                let idle = self
+                let paused = self
                     .svcs
                     .get(&id)
-                    .is_some_and(|x| x.status == Status::Manual && !x.live());
-                if idle {
+                    .is_some_and(|x| x.status == Status::Manual);
+                if paused {
                     log::info!("{p}: starting again after the run of {name}");
                     self.begin_service(id, now);
-                    self.start_procs(id, now, fx);
+                    self.resume(id, now, fx);
                 }
             }
         }
         true
+    }
+
+    /// Start the processes of a paused service again; one still stopping
+    /// (a run cancelled early) starts again once it has ended.
+    fn resume(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+        let mut start = Vec::new();
+        if let Some(svc) = self.svcs.get_mut(&id) {
+            let n = svc.scale;
+            for slot in svc.procs.iter_mut().take(n) {
+                if matches!(slot.m.state, super::machine::State::Stopping { .. }) {
+                    slot.m.restart_on_end = true;
+                } else {
+                    start.push(slot.id);
+                }
+            }
+        }
+        for p in start {
+            self.proc_event(p, Event::Start, now, fx);
+        }
+    }
+
+    /// End a run whose process was not spawned yet (the services it
+    /// pauses still stopping): counted as failed, what it paused restarted.
+    fn cancel_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+        let waiting = self
+            .svcs
+            .get(&s)
+            .and_then(|x| x.job.as_ref())
+            .and_then(|j| j.run.as_ref())
+            .is_some_and(|r| !r.spawned);
+        if waiting {
+            self.job_ended(s, Err("stopped before it started".into()), now, fx);
+        }
+    }
+
+    /// `ctl stop JOB`: the run in progress stops (its process, or the
+    /// wait for what it pauses).
+    pub(super) fn stop_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+        self.cancel_run(s, now, fx);
+        self.svc_event(s, &Event::Stop, now, fx);
     }
 
     /// `ctl start JOB` / `ctl restart JOB`: a run now, unless one is going.

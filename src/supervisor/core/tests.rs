@@ -1377,3 +1377,33 @@ fn a_watched_change_is_debounced_then_reloads_or_restarts_that_service_only() {
         .expect("app");
     assert_eq!(row.restart_reason.as_deref(), Some("watch"));
 }
+
+#[test]
+fn a_run_stopped_or_removed_while_its_pause_waits_brings_the_service_back() {
+    let gc = || job_svc("gc", When::Every(Duration::from_secs(1)), &["web"], None);
+    let mut sim = Sim::at_wall(&[svc("web"), gc()], 1_800_000_000);
+    sim.at(1000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["web"]);
+    // Stopped by hand while web is still stopping: no run, web comes back.
+    assert!(sim.ctl(Command::Stop("gc".into())).ok);
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.names_spawned(), ["web", "web"], "gc never ran");
+    let j = sim.job("gc");
+    assert_eq!((j.runs.failed, j.running), (1, false));
+    // The next run; the job is removed by a reload while web stops.
+    sim.at(2000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["web", "web"]);
+    sim.feed(Input::Reloaded {
+        conn: None,
+        result: Ok(ReloadSet {
+            services: vec![svc("web")],
+            sshd: None,
+            shutdown_timeout: Duration::from_secs(9),
+            drain: Duration::ZERO,
+        }),
+    });
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.names_spawned(), ["web", "web", "web"]);
+    assert_eq!(sim.state("web"), StateName::Running);
+    assert!(sim.core.status(sim.now).iter().all(|s| s.name != "gc"));
+}
