@@ -20,12 +20,36 @@ fn job<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
         .unwrap_or(&serde_json::Value::Null)
 }
 
+/// `ctl --json status` once `ok` holds of it (or the limit passes: fail).
+fn status_when(
+    run: &Running,
+    limit: Duration,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut status = serde_json::Value::Null;
+    let held = wait_until(limit, || {
+        status = status_json(run);
+        ok(&status)
+    });
+    assert!(held, "{status}");
+    status
+}
+
+/// The launcher, PID 1, over `body`.
+fn launch(d: &TempDir, body: &str, limit: Duration) -> Running {
+    let cfg = config_in(d, body);
+    Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .timeout(limit)
+        .spawn()
+}
+
 #[test]
 fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     let d = TempDir::new("sched-every");
     let log = d.join("events");
     let other = d.join("other.pids");
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
             r#"services:
@@ -40,11 +64,8 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
             log = log.display(),
             other = other.display()
         ),
+        LONG,
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(LONG)
-        .spawn();
     let three_runs = || {
         let l = file_lines(&log);
         l.iter().filter(|x| *x == "gc-end").count() >= 3
@@ -102,7 +123,7 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
 fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
     let d = TempDir::new("sched-overlap");
     let log = d.join("events");
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
             r#"services:
@@ -112,20 +133,12 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
 "#,
             log = log.display()
         ),
+        LONG,
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(LONG)
-        .spawn();
     let skipped = |s: &serde_json::Value| job(s, "slow")["runs"]["skipped"].as_u64().unwrap_or(0);
-    let mut status = serde_json::Value::Null;
-    assert!(
-        wait_until(LONG, || {
-            status = status_json(&run);
-            skipped(&status) >= 2 && job(&status, "slow")["runs"]["ok"].as_u64() >= Some(1)
-        }),
-        "{status}"
-    );
+    status_when(&run, LONG, |status| {
+        skipped(status) >= 2 && job(status, "slow")["runs"]["ok"].as_u64() >= Some(1)
+    });
     let metrics = ctl(&run, &["metrics"]).stdout;
     run.signal(15);
     let out = run.wait();
@@ -153,7 +166,7 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
 fn a_run_past_its_timeout_is_stopped() {
     let d = TempDir::new("sched-timeout");
     let log = d.join("events");
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
             r#"services:
@@ -163,19 +176,11 @@ fn a_run_past_its_timeout_is_stopped() {
 "#,
             log = log.display()
         ),
+        LONG,
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(LONG)
-        .spawn();
-    let mut status = serde_json::Value::Null;
-    assert!(
-        wait_until(LONG, || {
-            status = status_json(&run);
-            job(&status, "stuck")["runs"]["timeout"] == 1
-        }),
-        "{status}"
-    );
+    let status = status_when(&run, LONG, |status| {
+        job(status, "stuck")["runs"]["timeout"] == 1
+    });
     run.signal(15);
     let out = run.wait();
     assert_eq!(file_lines(&log), ["start", "term"], "{}", out.all());
@@ -205,7 +210,7 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
     }
     let local = target + 5 * 3600 + 30 * 60;
     let (hour, minute) = (local.rem_euclid(86_400) / 3600, local.rem_euclid(3600) / 60);
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
             r#"services:
@@ -216,19 +221,11 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
 "#,
             log = log.display()
         ),
+        Duration::from_secs(150),
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(Duration::from_secs(150))
-        .spawn();
-    let mut status = serde_json::Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            status = status_json(&run);
-            job(&status, "tick")["next_run_unix"].as_f64().is_some()
-        }),
-        "{status}"
-    );
+    let status = status_when(&run, Duration::from_secs(10), |status| {
+        job(status, "tick")["next_run_unix"].as_f64().is_some()
+    });
     assert_eq!(
         job(&status, "tick")["next_run_unix"].as_f64(),
         Some(target as f64)

@@ -12,6 +12,23 @@ use std::time::Duration;
 
 const APPLIED: Duration = Duration::from_secs(10);
 
+/// The launcher, PID 1, over `services` (the body of `services:`).
+fn launch(d: &TempDir, services: &str) -> Running {
+    let cfg = config_in(d, &format!("services:\n{services}"));
+    Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .timeout(Duration::from_secs(30))
+        .spawn()
+}
+
+/// Stop it: a clean exit.
+fn stop(run: Running) -> Output {
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    out
+}
+
 #[test]
 fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
     let d = TempDir::new("watch-kubelet");
@@ -19,11 +36,10 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
     std::fs::create_dir_all(&tls).expect("mount point");
     kubelet_write(&tls, &[("cert.pem", b"one\n", 0o644)]).expect("kubelet");
     let (pids, hups, other) = (d.join("nginx.pids"), d.join("nginx.hups"), d.join("other"));
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
-            r#"services:
-  nginx:
+            r#"  nginx:
     cmd: ["sh", "-c", "echo $$ >> {pids}; trap 'cat {tls}/cert.pem >> {hups}' HUP; while :; do sleep 0.05 & wait $!; done"]
     watch: {{paths: ["{tls}/cert.pem"], on_change: reload, debounce: 200ms}}
   other:
@@ -35,10 +51,6 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
             tls = tls.display(),
         ),
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(Duration::from_secs(30))
-        .spawn();
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));
     // Nothing changes: once started, the launcher sleeps (the services'
@@ -62,9 +74,7 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
     std::thread::sleep(Duration::from_millis(500));
     let idle_after = wakeups_over(launcher, Duration::from_secs(1));
     let status = status_json(&run);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = stop(run);
     assert_eq!(idle, 0, "woke up while nothing changed\n{}", out.all());
     assert_eq!(
         idle_after,
@@ -92,11 +102,10 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
     let conf = d.join("conf");
     write(&conf.join("app.conf"), "a=1\n");
     let (pids, other) = (d.join("app.pids"), d.join("other.pids"));
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
-            r#"services:
-  app:
+            r#"  app:
     cmd: ["sh", "-c", "echo $$ >> {pids}; exec sleep 1000"]
     watch: {{paths: ["{conf}/app.conf"], debounce: 100ms}}
   other:
@@ -107,10 +116,6 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
             conf = conf.display(),
         ),
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(Duration::from_secs(30))
-        .spawn();
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));
     // An editor's save: a new file renamed over the old one.
@@ -130,9 +135,7 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
         file_lines(&pids)
     );
     let status = status_json(&run);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = stop(run);
     let p = file_lines(&pids);
     assert!(p[0] != p[1] && p[1] != p[2], "a new pid each time: {p:?}");
     assert_eq!(file_lines(&other).len(), 1, "the other service untouched");
@@ -157,11 +160,10 @@ fn a_file_added_in_a_watched_directory_reloads_with_the_signal_asked_for() {
     let d = TempDir::new("watch-dir");
     let certs = d.join("certs");
     let (pids, usr1) = (d.join("pids"), d.join("usr1"));
-    let cfg = config_in(
+    let run = launch(
         &d,
         &format!(
-            r#"services:
-  proxy:
+            r#"  proxy:
     cmd: ["sh", "-c", "echo $$ >> {pids}; trap 'ls {certs} | tr \"\\n\" \" \" >> {usr1}; echo >> {usr1}' USR1; while :; do sleep 0.05 & wait $!; done"]
     reload_signal: USR1
     watch: {{paths: ["{certs}"], on_change: reload, debounce: 100ms}}
@@ -171,10 +173,6 @@ fn a_file_added_in_a_watched_directory_reloads_with_the_signal_asked_for() {
             certs = certs.display(),
         ),
     );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .timeout(Duration::from_secs(30))
-        .spawn();
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1));
     // The directory does not exist yet: it is waited for.
     write(&certs.join("a.pem"), "a\n");
@@ -189,9 +187,7 @@ fn a_file_added_in_a_watched_directory_reloads_with_the_signal_asked_for() {
         "{:?}",
         file_lines(&usr1)
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    stop(run);
     assert_eq!(file_lines(&usr1), ["a.pem ", "a.pem b.pem "]);
     assert_eq!(file_lines(&pids).len(), 1, "reloaded, not restarted");
 }

@@ -66,9 +66,13 @@ impl Sim {
     }
 
     fn with(services: Vec<(Service, Role)>, opts: CoreOptions) -> Sim {
-        let t0 = Instant::now();
+        Sim::started(Core::new(services, opts), Instant::now())
+    }
+
+    /// The stand-in around `core`, its clock at `t0`, after the first tick.
+    fn started(core: Core, t0: Instant) -> Sim {
         let mut sim = Sim {
-            core: Core::new(services, opts),
+            core,
             t0,
             now: t0,
             next_pid: 100,
@@ -1150,23 +1154,7 @@ impl Sim {
             options(Duration::ZERO, false),
         );
         core.set_wall(t0, unix as f64);
-        let mut sim = Sim {
-            core,
-            t0,
-            now: t0,
-            next_pid: 100,
-            spawned: Vec::new(),
-            signals: Vec::new(),
-            probes: Vec::new(),
-            replies: Vec::new(),
-            reloads: 0,
-            reconfigures: Vec::new(),
-            exit: None,
-            hooks: Vec::new(),
-            notes: Vec::new(),
-        };
-        sim.feed(Input::Tick);
-        sim
+        Sim::started(core, t0)
     }
 
     fn job(&self, name: &str) -> crate::ctl::proto::JobState {
