@@ -158,14 +158,20 @@ impl Core {
                 log::info!("{name}: next run at {}", crate::cron::rfc3339(w as i64));
             }
         }
-        let due = job.next_at.filter(|&at| at <= now);
+        let is_cron = matches!(
+            spec.schedule.as_ref().map(|s| &s.when),
+            Some(When::Cron { .. })
+        );
+        // A cron time is a wall time: due when the wall clock says so
+        // even if the monotonic deadline is still ahead (a clock moved on).
+        let wall_due = is_cron && job.next_wall.is_some_and(|w| w <= wall_now);
+        let due = job
+            .next_at
+            .filter(|&at| at <= now)
+            .or_else(|| wall_due.then_some(now));
         if let Some(due) = due {
-            // A cron deadline is a wall time: a clock set back since the
-            // deadline was computed means it is not time yet.
-            let is_cron = matches!(
-                spec.schedule.as_ref().map(|s| &s.when),
-                Some(When::Cron { .. })
-            );
+            // A clock set back since the deadline was computed means it is
+            // not time yet.
             let early = job
                 .next_wall
                 .filter(|w| is_cron && *w - wall_now > CLOCK_SLACK);

@@ -1315,6 +1315,17 @@ fn a_cron_job_wakes_the_loop_at_its_wall_clock_time_in_its_zone() {
     );
     sim.at(30_000 + 31 * 60_000);
     assert_eq!(sim.names_spawned(), ["skipped-time", "hourly"]);
+    sim.exited("hourly", Exit::Code(0));
+    assert_eq!(
+        sim.job("hourly").next_run.as_deref(),
+        Some("2026-03-29T02:30:00Z")
+    );
+    // The wall clock jumps an hour ahead (a host resumed): the next input
+    // finds the run due, whatever the monotonic deadline says.
+    let t = sim.t0 + Duration::from_millis(30_000 + 32 * 60_000);
+    sim.core.set_wall(t, 1_774_755_000.0);
+    sim.at(30_000 + 32 * 60_000);
+    assert_eq!(sim.names_spawned(), ["skipped-time", "hourly", "hourly"]);
 }
 
 #[test]
