@@ -4,7 +4,7 @@
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
 //! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`,
-//!   `probes`, `stop`, `reload`, `live`, `control`, `metrics`): every
+//!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
 //!   service and the whole launcher, pure:
 //!   `Core::handle(Input, now) -> Vec<Effect>`.
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
