@@ -482,10 +482,18 @@ pub fn zone(tz: Option<&str>) -> Result<TimeZone, String> {
     }
     if name.starts_with('/') {
         // A TZif file by path (the image's own).
-        // A zoneinfo file is a few KiB: read at most 1 MiB.
+        // Never blocks (a FIFO), a regular file only, at most 1 MiB (a
+        // zoneinfo file is a few KiB).
+        use std::os::unix::fs::OpenOptionsExt;
         let mut data = Vec::new();
-        std::fs::File::open(name)
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::libc::O_NONBLOCK)
+            .open(name)
             .and_then(|f| {
+                if !f.metadata()?.is_file() {
+                    return Err(std::io::Error::other("not a regular file"));
+                }
                 std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut data)
             })
             .map_err(|e| format!("TZ={name}: {e}"))?;

@@ -359,6 +359,18 @@ fn time_zones_by_name_posix_string_or_none() {
     assert_eq!(zone(Some("UTC")), Ok(TimeZone::UTC));
     assert!(zone(Some("Europe/Paris")).is_ok());
     assert!(zone(Some("CET-1CEST,M3.5.0,M10.5.0/3")).is_ok());
+    // A TZif file by path is the same zone as its name.
+    let by_path = zone(Some("/usr/share/zoneinfo/Europe/Paris")).expect("a TZif file");
+    let paris = zone(Some("Europe/Paris")).expect("by name");
+    let t = at("2026-07-01T12:00:00Z");
+    assert_eq!(offset_at(&by_path, t), 7200);
+    assert_eq!(offset_at(&by_path, t), offset_at(&paris, t));
+    let e = zone(Some("/nonexistent/zone")).expect_err("no file");
+    assert!(e.starts_with("TZ=/nonexistent/zone: "), "{e}");
+    let e = zone(Some("/dev/null")).expect_err("not a file");
+    assert!(e.contains("not a regular file"), "{e}");
+    let e = zone(Some("/etc/passwd")).expect_err("not TZif");
+    assert!(e.contains("not a time zone file"), "{e}");
     let e = zone(Some("Mars/Olympus_Mons")).expect_err("no such zone");
     assert!(e.contains("TZ=Mars/Olympus_Mons: no such time zone"), "{e}");
     assert!(e.contains("install tzdata"), "{e}");
