@@ -16,9 +16,10 @@
 //!
 //! The time zone is `UTC`, a name of the image's zoneinfo database
 //! (`/usr/share/zoneinfo`, or `$TZDIR`) such as `Europe/Paris`, or a POSIX
-//! TZ string such as `CET-1CEST,M3.5.0,M10.5.0/3`; `jiff` reads them.
+//! TZ string such as `CET-1CEST,M3.5.0,M10.5.0/3` (`zone.rs` reads them).
 
-use jiff::tz::{AmbiguousOffset, TimeZone};
+mod zone;
+pub use zone::{Local, Zone};
 
 /// A parsed 5-field expression: one bit per allowed value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,18 +298,15 @@ impl Cron {
 
     /// The next run strictly after `after` (seconds since the epoch) in
     /// `tz`; `None` when there is none within about ten years.
-    pub fn next_after(&self, tz: &TimeZone, after: i64) -> Option<i64> {
-        let main = self.search(tz, after, offset_at(tz, after));
+    pub fn next_after(&self, tz: &Zone, after: i64) -> Option<i64> {
+        let main = self.search(tz, after, tz.offset_at(after));
         if !self.hours_star {
             return main;
         }
         // In the first pass of a repeated hour, the second pass comes
         // before the wall clock's next hour: an `*` hour runs in it too.
-        let fold = match resolve(
-            tz,
-            Civil::from_secs(after + i64::from(offset_at(tz, after))),
-        ) {
-            AmbiguousOffset::Fold { after: later, .. } => Some(later.seconds()),
+        let fold = match tz.resolve(after + i64::from(tz.offset_at(after))) {
+            Local::Fold { after: later, .. } => Some(later),
             _ => None,
         };
         match fold.map(|o| self.search(tz, after, o)) {
@@ -318,7 +316,7 @@ impl Cron {
     }
 
     /// Search the wall clock from `after` as seen with offset `offset`.
-    fn search(&self, tz: &TimeZone, after: i64, offset: i32) -> Option<i64> {
+    fn search(&self, tz: &Zone, after: i64, offset: i32) -> Option<i64> {
         let local = after + i64::from(offset);
         let mut c = Civil::from_secs(local - local.rem_euclid(60) + 60);
         // Each round moves at least a minute on; a year of minutes is far
@@ -326,15 +324,15 @@ impl Cron {
         for _ in 0..1000 {
             c = self.next_civil(c)?;
             let wall = c.to_secs();
-            let found = match resolve(tz, c) {
-                AmbiguousOffset::Unambiguous { offset } => Some(wall - i64::from(offset.seconds())),
-                AmbiguousOffset::Gap { before, after: a } if !self.hours_star => {
-                    Some(gap_end(tz, wall, before.seconds(), a.seconds()))
+            let found = match tz.resolve(wall) {
+                Local::Unique(offset) => Some(wall - i64::from(offset)),
+                Local::Gap { before, after: a } if !self.hours_star => {
+                    Some(gap_end(tz, wall, before, a))
                 }
-                AmbiguousOffset::Gap { .. } => None,
-                AmbiguousOffset::Fold { before, after: a } => {
-                    let first = wall - i64::from(before.seconds());
-                    let second = wall - i64::from(a.seconds());
+                Local::Gap { .. } => None,
+                Local::Fold { before, after: a } => {
+                    let first = wall - i64::from(before);
+                    let second = wall - i64::from(a);
                     if first > after {
                         Some(first)
                     } else if self.hours_star {
@@ -353,34 +351,14 @@ impl Cron {
     }
 }
 
-/// The offset (seconds east of UTC) in force at `t`.
-pub fn offset_at(tz: &TimeZone, t: i64) -> i32 {
-    match jiff::Timestamp::from_second(t) {
-        Ok(ts) => tz.to_offset(ts).seconds(),
-        Err(_) => 0,
-    }
-}
-
-fn resolve(tz: &TimeZone, c: Civil) -> AmbiguousOffset {
-    let dt = jiff::civil::DateTime::new(
-        c.y as i16, c.mo as i8, c.d as i8, c.h as i8, c.mi as i8, 0, 0,
-    );
-    match dt {
-        Ok(dt) => tz.to_ambiguous_timestamp(dt).offset(),
-        Err(_) => AmbiguousOffset::Unambiguous {
-            offset: jiff::tz::Offset::UTC,
-        },
-    }
-}
-
 /// The instant the clock jumped over the wall time `wall` (a gap from
 /// offset `before` to `after`): the first minute whose offset is `after`.
-fn gap_end(tz: &TimeZone, wall: i64, before: i32, after: i32) -> i64 {
+fn gap_end(tz: &Zone, wall: i64, before: i32, after: i32) -> i64 {
     // At `lo` the old offset is in force, at `hi` the new one.
     let (mut lo, mut hi) = (wall - i64::from(after), wall - i64::from(before));
     while hi - lo > 1 {
         let mid = lo + (hi - lo) / 2;
-        if offset_at(tz, mid) == after {
+        if tz.offset_at(mid) == after {
             hi = mid;
         } else {
             lo = mid;
@@ -471,43 +449,63 @@ fn weekday(y: i64, m: u32, d: u32) -> u32 {
 
 /// The time zone a job's times are in: the `TZ` it would see (see the
 /// module's note for the forms). `None` or empty: UTC.
-pub fn zone(tz: Option<&str>) -> Result<TimeZone, String> {
+pub fn zone(tz: Option<&str>) -> Result<Zone, String> {
     let Some(name) = tz.map(str::trim).filter(|t| !t.is_empty()) else {
-        return Ok(TimeZone::UTC);
+        return Ok(Zone::utc());
     };
     // glibc's form for "a file of the database".
     let name = name.strip_prefix(':').unwrap_or(name);
     if name.eq_ignore_ascii_case("UTC") || name == "Etc/UTC" || name == "UTC0" {
-        return Ok(TimeZone::UTC);
+        return Ok(Zone::utc());
     }
-    if name.starts_with('/') {
-        // A TZif file by path (the image's own).
-        // Never blocks (a FIFO), a regular file only, at most 1 MiB (a
-        // zoneinfo file is a few KiB).
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut data = Vec::new();
-        std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(name)
-            .and_then(|f| {
-                if !f.metadata()?.is_file() {
-                    return Err(std::io::Error::other("not a regular file"));
-                }
-                std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut data)
-            })
-            .map_err(|e| format!("TZ={name}: {e}"))?;
-        return TimeZone::tzif(name, &data)
-            .map_err(|e| format!("TZ={name}: not a time zone file: {e}"));
+    // A name of the database: letters, digits, `_+-`, `/` between parts.
+    let db_name = !name.is_empty()
+        && name.split('/').all(|part| {
+            !part.is_empty()
+                && part != "."
+                && part != ".."
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+-".contains(&b))
+        });
+    let path = if name.starts_with('/') {
+        Some(std::path::PathBuf::from(name))
+    } else if db_name {
+        let dir = std::env::var_os("TZDIR")
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| "/usr/share/zoneinfo".into());
+        Some(std::path::Path::new(&dir).join(name))
+    } else {
+        None
+    };
+    if let Some(path) = path {
+        match read_tzif(&path) {
+            Ok(data) => return Zone::from_tzif(name, &data).map_err(|e| format!("TZ={name}: {e}")),
+            Err(e) if name.starts_with('/') => return Err(format!("TZ={name}: {e}")),
+            Err(_) => {}
+        }
     }
-    match TimeZone::get(name) {
-        Ok(tz) => Ok(tz),
-        Err(db) => TimeZone::posix(name).map_err(|_| {
-            format!(
-                "TZ={name}: no such time zone ({db}); install tzdata in the image, or give a POSIX TZ string such as CET-1CEST,M3.5.0,M10.5.0/3"
-            )
-        }),
+    Zone::from_posix(name).map_err(|e| {
+        format!(
+            "TZ={name}: no such time zone in the zoneinfo database, and not a POSIX TZ string ({e}); install tzdata in the image, or give a POSIX TZ string such as CET-1CEST,M3.5.0,M10.5.0/3"
+        )
+    })
+}
+
+/// A zoneinfo file: opened without blocking (a FIFO), a regular file only,
+/// at most 1 MiB (one is a few KiB).
+fn read_tzif(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
     }
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut data)?;
+    Ok(data)
 }
 
 /// `2026-12-07T18:00:00Z`: a time for `ctl status` and the log, in UTC.

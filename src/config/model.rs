@@ -327,7 +327,7 @@ pub enum When {
     Cron {
         text: String,
         cron: crate::cron::Cron,
-        tz: jiff::tz::TimeZone,
+        tz: crate::cron::Zone,
     },
     /// Fixed rate: from the start of the previous run.
     Every(Duration),

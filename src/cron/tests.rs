@@ -2,8 +2,12 @@ use super::*;
 
 /// `2026-03-29T01:00:00Z` → seconds since the epoch.
 fn at(s: &str) -> i64 {
-    let ts: jiff::Timestamp = s.parse().expect("a timestamp");
-    ts.as_second()
+    // YYYY-MM-DDTHH:MM:SSZ
+    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().expect(s);
+    days_from_civil(n(0..4), n(5..7) as u32, n(8..10) as u32) * 86_400
+        + n(11..13) * 3600
+        + n(14..16) * 60
+        + n(17..19)
 }
 
 fn next(expr: &str, tz: &str, after: &str) -> String {
@@ -289,6 +293,25 @@ fn next_run_across_daylight_saving_time() {
             "2026-10-03T12:00:00Z",
             "2026-10-03T15:45:00Z",
         ),
+        // The southern hemisphere: spring in October.
+        (
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-10-03T12:00:00Z",
+            "2026-10-03T16:00:00Z",
+        ),
+        (
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-04-04T12:00:00Z",
+            "2026-04-04T15:30:00Z",
+        ),
+        (
+            "30 2 * * *",
+            "Australia/Sydney",
+            "2026-04-04T15:30:00Z",
+            "2026-04-05T16:30:00Z",
+        ),
         // A month end in a zone east of UTC: the 31st, local.
         (
             "0 0 31 * *",
@@ -324,7 +347,7 @@ fn agrees_with_a_minute_by_minute_scan_in_utc() {
         "0 0 * 2 sun",
         "59 23 28-31 * *",
     ];
-    let tz = TimeZone::UTC;
+    let tz = Zone::utc();
     let mut rng = 0x2545_f491_4f6c_dd1d_u64;
     for expr in exprs {
         let cron = Cron::parse(expr).expect(expr);
@@ -354,17 +377,17 @@ fn matches(c: &Cron, t: i64) -> bool {
 
 #[test]
 fn time_zones_by_name_posix_string_or_none() {
-    assert_eq!(zone(None), Ok(TimeZone::UTC));
-    assert_eq!(zone(Some("")), Ok(TimeZone::UTC));
-    assert_eq!(zone(Some("UTC")), Ok(TimeZone::UTC));
+    assert_eq!(zone(None), Ok(Zone::utc()));
+    assert_eq!(zone(Some("")), Ok(Zone::utc()));
+    assert_eq!(zone(Some("UTC")), Ok(Zone::utc()));
     assert!(zone(Some("Europe/Paris")).is_ok());
     assert!(zone(Some("CET-1CEST,M3.5.0,M10.5.0/3")).is_ok());
     // A TZif file by path is the same zone as its name.
     let by_path = zone(Some("/usr/share/zoneinfo/Europe/Paris")).expect("a TZif file");
     let paris = zone(Some("Europe/Paris")).expect("by name");
     let t = at("2026-07-01T12:00:00Z");
-    assert_eq!(offset_at(&by_path, t), 7200);
-    assert_eq!(offset_at(&by_path, t), offset_at(&paris, t));
+    assert_eq!(by_path.offset_at(t), 7200);
+    assert_eq!(by_path.offset_at(t), paris.offset_at(t));
     let e = zone(Some("/nonexistent/zone")).expect_err("no file");
     assert!(e.starts_with("TZ=/nonexistent/zone: "), "{e}");
     let e = zone(Some("/dev/null")).expect_err("not a file");
@@ -389,4 +412,89 @@ fn civil_arithmetic_round_trips() {
     }
     assert_eq!(weekday(2026, 12, 7), 1, "a Monday");
     assert_eq!(weekday(2000, 1, 1), 6, "a Saturday");
+}
+
+#[test]
+fn offsets_by_name_and_by_posix_string_agree_across_the_changes() {
+    // (zone, instant, offset east of UTC), each side of each change.
+    let rows: &[(&str, &str, i32)] = &[
+        ("Australia/Sydney", "2026-01-15T00:00:00Z", 39_600),
+        ("Australia/Sydney", "2026-04-04T15:59:59Z", 39_600),
+        ("Australia/Sydney", "2026-04-04T16:00:00Z", 36_000),
+        ("Australia/Sydney", "2026-10-03T15:59:59Z", 36_000),
+        ("Australia/Sydney", "2026-10-03T16:00:00Z", 39_600),
+        (
+            "AEST-10AEDT,M10.1.0,M4.1.0/3",
+            "2026-04-04T15:59:59Z",
+            39_600,
+        ),
+        (
+            "AEST-10AEDT,M10.1.0,M4.1.0/3",
+            "2026-04-04T16:00:00Z",
+            36_000,
+        ),
+        (
+            "AEST-10AEDT,M10.1.0,M4.1.0/3",
+            "2026-10-03T16:00:00Z",
+            39_600,
+        ),
+        ("Europe/Paris", "2026-03-29T00:59:59Z", 3600),
+        ("Europe/Paris", "2026-03-29T01:00:00Z", 7200),
+        ("Europe/Paris", "2026-10-25T00:59:59Z", 7200),
+        ("Europe/Paris", "2026-10-25T01:00:00Z", 3600),
+        // Far past the zoneinfo's last transition: its POSIX footer.
+        ("Europe/Paris", "2091-07-01T00:00:00Z", 7200),
+        ("Europe/Paris", "1900-01-01T00:00:00Z", 561),
+        ("CET-1CEST,M3.5.0,M10.5.0/3", "2091-07-01T00:00:00Z", 7200),
+        ("CET-1CEST,M3.5.0,M10.5.0/3", "2091-12-01T00:00:00Z", 3600),
+        // Julian days (J60 is March 1 even in a leap year) and no DST.
+        ("XXX0YYY,J60/0,J300/0", "2028-03-01T00:00:00Z", 3600),
+        ("XXX0YYY,J60/0,J300/0", "2028-02-29T23:59:59Z", 0),
+        ("<+0530>-5:30", "2026-12-07T00:00:00Z", 19_800),
+        ("Asia/Kolkata", "2026-12-07T00:00:00Z", 19_800),
+        ("EST5EDT", "2026-07-01T00:00:00Z", -14_400),
+    ];
+    for (tz, t, want) in rows {
+        let z = zone(Some(tz)).expect(tz);
+        assert_eq!(z.offset_at(at(t)), *want, "{tz} at {t}");
+    }
+    for bad in [
+        "CET-1CEST,M3.5.0",
+        "CE-1",
+        "CET-1CEST,M13.1.0,M10.5.0",
+        "CET-1CEST,J0,J10",
+    ] {
+        assert!(Zone::from_posix(bad).is_err(), "{bad}");
+    }
+}
+
+/// Every file of the host's zoneinfo database reads, and its offsets are
+/// within a day.
+#[test]
+fn every_zoneinfo_file_reads() {
+    let mut n = 0;
+    let mut dirs = vec![std::path::PathBuf::from("/usr/share/zoneinfo")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).expect("zoneinfo").flatten() {
+            let p = e.path();
+            let ft = e.file_type().expect("type");
+            if ft.is_dir() {
+                dirs.push(p);
+                continue;
+            }
+            if !ft.is_file() {
+                continue; // links: the files they name are read once
+            }
+            let data = std::fs::read(&p).expect("read");
+            if !data.starts_with(b"TZif") {
+                continue;
+            }
+            let z = Zone::from_tzif("x", &data).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            for t in [0, at("2026-01-01T00:00:00Z"), at("2090-07-01T00:00:00Z")] {
+                assert!(z.offset_at(t).abs() < 86_400, "{}", p.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n > 300, "only {n} zone files");
 }

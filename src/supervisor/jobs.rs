@@ -503,7 +503,7 @@ impl Core {
         let schedule = match &sched.when {
             When::Reboot => "@reboot".to_string(),
             When::Every(e) => format!("every {}", humantime::format_duration(*e)),
-            When::Cron { text, tz, .. } => match tz.iana_name() {
+            When::Cron { text, tz, .. } => match tz.name.as_deref() {
                 Some(n) if n != "UTC" => format!("{text} ({n})"),
                 _ => text.clone(),
             },
