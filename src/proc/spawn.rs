@@ -1,4 +1,5 @@
-//! Spawning and killing: every process in its own process group, with the
+//! Spawning and killing: every process in its own session and process
+//! group (the terminal's foreground main: its own group), with the
 //! signal mask and dispositions reset, credentials dropped, limits applied.
 //!
 //! Two ways to start a process. A plain one (no credentials to drop, no
@@ -173,7 +174,11 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     }
     cmd.stdout(opts.stdout.stdio());
     cmd.stderr(opts.stderr.stdio());
-    cmd.process_group(0);
+    // The terminal's foreground process must stay in the launcher's
+    // session; anything else gets a session of its own (see `Attr::service`).
+    if opts.foreground {
+        cmd.process_group(0);
+    }
     let creds = opts.creds.cloned();
     let rlimits = opts.rlimits.to_vec();
     let foreground = opts.foreground;
@@ -185,6 +190,9 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
                 // SIGTTOU is still ignored here (inherited), so this works
                 // from a background group; the reset below restores it.
                 let _ = nix::unistd::tcsetpgrp(stdin_fd(), nix::unistd::getpid());
+            }
+            if !foreground {
+                nix::unistd::setsid().map_err(io::Error::from)?;
             }
             crate::signals::reset_for_child()?;
             for r in &rlimits {
@@ -313,10 +321,11 @@ impl Attr {
                 let first = dfl.as_mut_ptr().cast::<u64>();
                 *first |= (1u64 << 31) | (1u64 << 32);
             }
-            check(libc::posix_spawnattr_setpgroup(p, 0))?;
             check(libc::posix_spawnattr_setsigmask(p, empty.as_ptr()))?;
             check(libc::posix_spawnattr_setsigdefault(p, dfl.as_ptr()))?;
-            let flags = libc::POSIX_SPAWN_SETPGROUP
+            // A session of its own (its process group too): no process of
+            // another service can setpgid() into its group.
+            let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
                 | libc::POSIX_SPAWN_SETSIGMASK
                 | libc::POSIX_SPAWN_SETSIGDEF;
             check(libc::posix_spawnattr_setflags(p, flags as libc::c_short))?;

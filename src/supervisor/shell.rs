@@ -207,12 +207,10 @@ impl Shell<'_> {
                 service,
                 check,
                 timeout,
-                working_dir,
+                spec,
             } => {
                 self.probe_names.insert(probe.0, service.clone());
-                if let Some(v) =
-                    self.start_probe(probe, &service, &check, now + timeout, working_dir)
-                {
+                if let Some(v) = self.start_probe(probe, &spec, &check, now + timeout) {
                     self.probe_verdict(probe, v);
                 }
             }
@@ -262,23 +260,13 @@ impl Shell<'_> {
                 spec,
                 argv,
                 timeout,
-            } => {
-                let mut hook = spec.as_ref().clone();
-                hook.argv = argv;
-                hook.name = format!("{} pre_stop", spec.name);
-                // The hook is the service's: its name, its environment.
-                hook.env.insert("MC_SERVICE".into(), spec.name.clone());
-                hook.numprocesses = 1;
-                hook.stdout = Stream::Prefix;
-                hook.stderr = Stream::Prefix;
-                match self.spawn_service(&Arc::new(hook), 0) {
-                    Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
-                    Err((why, _)) => {
-                        log::warn!("{}: pre_stop: {why}", spec.name);
-                        self.inputs.push_back(Input::ProbeDone { probe, ok: false });
-                    }
+            } => match self.spawn_helper(&spec, argv, "pre_stop", Stream::Prefix) {
+                Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
+                Err((why, _)) => {
+                    log::warn!("{}: pre_stop: {why}", spec.name);
+                    self.inputs.push_back(Input::ProbeDone { probe, ok: false });
                 }
-            }
+            },
             Effect::Notify(message) => {
                 if let Some(target) = &self.notify_target {
                     if let Err(e) = crate::proc::notify::send(target, &message) {

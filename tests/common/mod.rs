@@ -546,3 +546,15 @@ pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
     std::thread::sleep(d);
     voluntary_switches(pid) - before
 }
+
+/// Service `name` in the launcher's `ctl --json status` answer; `None`
+/// while no launcher answers (not listening yet) or it has no such service.
+pub fn service_json(run: &Running, name: &str) -> Option<serde_json::Value> {
+    let out = ctl(run, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).ok()?;
+    v["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+}

@@ -5,7 +5,6 @@ use crate::config::model::{ReadyCheck, Service};
 use crate::ctl::proto::{Command, Reply};
 use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -144,7 +143,9 @@ pub enum Effect {
         service: String,
         check: ReadyCheck,
         timeout: Duration,
-        working_dir: Option<PathBuf>,
+        /// The service the probe runs as (a `cmd` probe gets its user,
+        /// groups, environment, working dir and rlimits).
+        spec: Arc<Service>,
     },
     CancelProbe(ProbeId),
     /// Run a service's `pre_stop` hook; answer with `ProbeDone` (`probe`
