@@ -111,3 +111,118 @@ fn item03_a_notify_message_counts_only_from_the_service_it_names() {
     let out = run.wait();
     assert_eq!(out.code, Some(0), "{}", out.all());
 }
+
+/// 50 bytes of template that stay within the fuel and render 15 MB.
+const RENDER_BOMB: &str = "[{{ \"1,\" * 7800000 }}1]";
+
+/// A launcher run that also says its peak memory: a wrapper that waits for
+/// it and prints its `ru_maxrss` (KiB) as `peak-rss-kib N` on stderr.
+fn with_peak_rss(d: &TempDir, launch: Launch) -> Launch {
+    let script = d.join("peak-rss");
+    write(
+        &script,
+        &format!(
+            "#!/usr/bin/python3\nimport resource, subprocess, sys\nrc = subprocess.call([{:?}] + sys.argv[1:])\nsys.stderr.write('peak-rss-kib %d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\nsys.exit(rc)\n",
+            bin()
+        ),
+    );
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    launch.program(&script)
+}
+
+fn peak_of(out: &Output) -> u64 {
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("peak-rss-kib "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no peak: {}", out.all()))
+}
+
+#[test]
+fn item01_budgets_cover_what_a_template_renders() {
+    use common::tree::Tree;
+    // The pillar override in the volume: `check` and a start refuse it
+    // with its file and line, small.
+    let t = Tree::new(
+        "h2-render-bomb",
+        "services:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+    );
+    write(
+        &t.source(),
+        &format!("makina-projects.demo:\n  data: {RENDER_BOMB}\n"),
+    );
+    for args in [vec!["check"], vec!["--", "true"]] {
+        let d = TempDir::new("h2-render-bomb-run");
+        let out = with_peak_rss(&d, t.launch(&args).not_pid1())
+            .timeout(Duration::from_secs(60))
+            .run();
+        assert_eq!(out.code, Some(78), "{args:?}: {}", out.all());
+        assert!(
+            out.stderr.contains("configuration/pillar.sls:2:")
+                && out.stderr.contains("output passed the limit of 4 MiB"),
+            "{args:?}: {}",
+            out.all()
+        );
+        assert!(peak_of(&out) < 64 * 1024, "{args:?}: {}", out.all());
+    }
+    // The same in mc-launcher.yml, and the node budget on a rendering
+    // that fits in 4 MiB.
+    for (bomb, line, what) in [
+        (
+            RENDER_BOMB,
+            "mc-launcher.yml:5:",
+            "output passed the limit of 4 MiB",
+        ),
+        (
+            "[{{ \"1,\" * 1000000 }}1]",
+            "mc-launcher.yml:5:",
+            "more than 100000 nodes",
+        ),
+    ] {
+        let t = Tree::new("h2-config-bomb", &format!("x-data: {bomb}\n"));
+        let d = TempDir::new("h2-config-bomb-run");
+        let out = with_peak_rss(&d, t.launch(&["check"]).not_pid1())
+            .timeout(Duration::from_secs(60))
+            .run();
+        assert_eq!(out.code, Some(78), "{}", out.all());
+        assert!(
+            out.stderr.contains(line) && out.stderr.contains(what),
+            "{}",
+            out.all()
+        );
+        assert!(peak_of(&out) < 64 * 1024, "{}", out.all());
+    }
+    // Live: the same override swapped in under a running PID 1 changes
+    // nothing, and PID 1 never grows past 64 MiB.
+    let t = Tree::default_socket(
+        "h2-render-bomb-live",
+        "services:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+    );
+    write(&t.source(), "makina-projects.demo:\n  data: {site: one}\n");
+    let run = t.launch(&[]).timeout(Duration::from_secs(120)).spawn();
+    assert!(wait_until(Duration::from_secs(30), || service_json(
+        &run, "s"
+    )
+    .is_some()));
+    write(
+        &t.source(),
+        &format!("makina-projects.demo:\n  data: {RENDER_BOMB}\n"),
+    );
+    let out = ctl(&run, &["reconfigure"]);
+    assert!(
+        out.stderr.contains("configuration/pillar.sls:2:")
+            && out.stderr.contains("output passed the limit of 4 MiB"),
+        "{}",
+        out.all()
+    );
+    let hwm = peak_rss_kib(run.launcher_pid());
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains("invalid input, nothing changed"),
+        "{}",
+        out.all()
+    );
+    assert!(hwm < 64 * 1024, "PID 1 peaked at {hwm} KiB\n{}", out.all());
+}

@@ -558,3 +558,14 @@ pub fn service_json(run: &Running, name: &str) -> Option<serde_json::Value> {
         .find(|s| s["name"] == name)
         .cloned()
 }
+
+/// The peak resident memory (`VmHWM`) of running process `pid`, in KiB.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}
