@@ -226,3 +226,29 @@ fn item01_budgets_cover_what_a_template_renders() {
     );
     assert!(hwm < 64 * 1024, "PID 1 peaked at {hwm} KiB\n{}", out.all());
 }
+
+#[test]
+fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
+    use common::tree::Tree;
+    let t = Tree::new(
+        "h2-termlog",
+        "termination_log: \"{{ paths.volume }}/logs/termination-log\"\n",
+    );
+    let outside = t.root().join("outside");
+    write(&outside.join("termination-log"), "precious\n");
+    std::os::unix::fs::symlink(&outside, t.volume().join("logs")).expect("ln");
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        std::fs::read_to_string(outside.join("termination-log")).expect("read"),
+        "precious\n",
+        "written through a link out of the volume"
+    );
+    // Without the link, the report lands where the config says.
+    std::fs::remove_file(t.volume().join("logs")).expect("rm");
+    std::fs::create_dir(t.volume().join("logs")).expect("mkdir");
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let report = std::fs::read_to_string(t.volume().join("logs/termination-log")).expect("report");
+    assert!(report.starts_with("exit 0: "), "{report}");
+}

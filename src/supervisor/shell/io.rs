@@ -481,7 +481,7 @@ impl Shell<'_> {
             report.tail = t.borrow().lines();
         }
         if let Some(path) = &self.cfg.termination_log {
-            report.write(path);
+            crate::fsutil::write_termination_log(path, Some(&self.cfg.paths.volume), &report);
         }
         log::info!("{}", report.summary());
         code
