@@ -252,3 +252,34 @@ fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
     let report = std::fs::read_to_string(t.volume().join("logs/termination-log")).expect("report");
     assert!(report.starts_with("exit 0: "), "{report}");
 }
+
+#[test]
+fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
+    let d = TempDir::new("h2-oom");
+    let cg = d.join("cgroup");
+    write(&cg.join("memory.events"), "oom 0\noom_kill 0\n");
+    let up = d.join("up");
+    let cfg = config(
+        &d,
+        &format!(
+            "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > {up}; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n",
+            up = up.display()
+        ),
+    );
+    let run = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
+        .spawn();
+    wait_file(&up);
+    // An OOM kill somewhere in the container, long before the stop.
+    write(&cg.join("memory.events"), "oom 1\noom_kill 1\n");
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stderr.contains("killed by KILL"), "{}", out.all());
+    assert!(
+        !out.stderr.contains("out of memory") && !out.stderr.contains("OOM"),
+        "our own SIGKILL was called an OOM kill\n{}",
+        out.all()
+    );
+}

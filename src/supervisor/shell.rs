@@ -83,6 +83,8 @@ pub(super) struct Shell<'a> {
     /// seen so far.
     pub cgroup: Option<crate::proc::cgroup::Layout>,
     pub oom_seen: u64,
+    /// Service processes the launcher itself sent SIGKILL (until reaped).
+    pub killed: std::collections::HashSet<i32>,
     pub reconfigurer: Option<Reconfigurer>,
     pub reconf_watch: Option<FileWatch>,
     pub reconf_due: Option<Instant>,
@@ -196,6 +198,12 @@ impl Shell<'_> {
                 self.inputs.push_back(input);
             }
             Effect::Signal { pid, signal, group } => {
+                if signal == Signal::SIGKILL && self.groups.contains_key(&pid) {
+                    // Our own SIGKILL is never the kernel's OOM kill; and
+                    // what the counter says now is old news for it.
+                    self.killed.insert(pid);
+                    self.refresh_oom_seen();
+                }
                 if group {
                     spawn::signal_group(pid, signal);
                 } else {

@@ -213,6 +213,7 @@ impl Shell<'_> {
         let groups = &mut self.groups;
         let cgroup = &self.cgroup;
         let oom_seen = &mut self.oom_seen;
+        let killed = &mut self.killed;
         reap::reap_all(|pid, exit| {
             match probes.exited(pid, exit == Exit::Code(0), &exit.to_string()) {
                 Some(Some((id, v))) => {
@@ -235,12 +236,15 @@ impl Shell<'_> {
                         // An orphan re-parented to us: reaped, nothing to tell.
                         return;
                     }
-                    // A SIGKILL while the cgroup's OOM kill count rose: the
-                    // kernel's doing, not somebody's.
+                    // A SIGKILL the launcher did not send, while the
+                    // cgroup's OOM kill count rose since the last look
+                    // (taken at each SIGKILL exit and before each SIGKILL
+                    // of ours): the kernel's doing, not somebody's.
+                    let ours = killed.remove(&pid);
                     let mut oom = false;
                     if exit == Exit::Signal(Signal::SIGKILL as i32) {
                         if let Some(n) = cgroup.as_ref().and_then(crate::proc::cgroup::oom_kills) {
-                            oom = n > *oom_seen;
+                            oom = !ours && n > *oom_seen;
                             *oom_seen = n;
                         }
                     }
@@ -248,6 +252,18 @@ impl Shell<'_> {
                 }
             }
         });
+    }
+
+    /// Take the cgroup's OOM kill count as seen (a rise before now is not
+    /// the cause of what happens next).
+    pub(super) fn refresh_oom_seen(&mut self) {
+        if let Some(n) = self
+            .cgroup
+            .as_ref()
+            .and_then(crate::proc::cgroup::oom_kills)
+        {
+            self.oom_seen = n;
+        }
     }
 
     /// sd_notify messages, from a process of a service that asked for one.
