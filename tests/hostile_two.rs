@@ -283,3 +283,57 @@ fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
         out.all()
     );
 }
+
+/// Fill `sock`'s receive queue until one more datagram would block.
+fn fill(path: &Path) {
+    let s = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    s.set_nonblocking(true).expect("nonblocking");
+    loop {
+        match s.send_to(b"FILLER=1", path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(e) => panic!("fill: {e}"),
+        }
+    }
+}
+
+#[test]
+fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
+    let d = TempDir::new("h2-outer-notify");
+    let path = d.join("outer.sock");
+    let outer = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+    fill(&path);
+    let cfg = config(&d, "services:\n  s:\n    cmd: [sleep, \"1000\"]\n");
+    let run = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .env("NOTIFY_SOCKET", &path.to_string_lossy())
+        .spawn();
+    // READY=1 is due at once, and the queue is full: the loop still serves.
+    assert!(
+        wait_until(Duration::from_secs(15), || service_json(&run, "s")
+            .is_some_and(|s| s["state"] == "running")),
+        "the launcher stopped answering"
+    );
+    // Room again: the message comes, after the fillers.
+    outer
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    let first = loop {
+        let n = outer.recv(&mut buf).expect("READY=1 after a retry");
+        if &buf[..n] != b"FILLER=1" {
+            break String::from_utf8_lossy(&buf[..n]).into_owned();
+        }
+    };
+    assert!(first.starts_with("READY=1"), "{first}");
+    // Full again: SIGTERM is still honoured, STOPPING=1 counted as dropped.
+    fill(&path);
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains("a message dropped") && out.stderr.contains("1 dropped so far"),
+        "{}",
+        out.all()
+    );
+}

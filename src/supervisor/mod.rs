@@ -147,7 +147,7 @@ pub fn run(
         groups: Default::default(),
         notify: Vec::new(),
         notify_seed: seed,
-        notify_target: opts.notify_socket,
+        notify_target: opts.notify_socket.map(crate::proc::notify::Outbox::new),
         cgroup,
         oom_seen,
         killed: Default::default(),

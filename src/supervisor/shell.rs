@@ -77,8 +77,8 @@ pub(super) struct Shell<'a> {
     pub notify: Vec<(String, crate::proc::notify::NotifySocket, u32)>,
     /// Makes the sockets' names unguessable.
     pub notify_seed: u64,
-    /// Our own supervisor's `NOTIFY_SOCKET`.
-    pub notify_target: Option<String>,
+    /// Our own supervisor's `NOTIFY_SOCKET`, sent to without blocking.
+    pub notify_target: Option<crate::proc::notify::Outbox>,
     /// The cgroup whose `memory.events` tells OOM kills, and the count
     /// seen so far.
     pub cgroup: Option<crate::proc::cgroup::Layout>,
@@ -276,10 +276,8 @@ impl Shell<'_> {
                 }
             },
             Effect::Notify(message) => {
-                if let Some(target) = &self.notify_target {
-                    if let Err(e) = crate::proc::notify::send(target, &message) {
-                        log::debug!("sd_notify to {target}: {e}");
-                    }
+                if let Some(out) = &mut self.notify_target {
+                    out.send(message, now);
                 }
             }
         }
@@ -305,6 +303,9 @@ impl Shell<'_> {
             self.ctl.as_ref().and_then(Server::next_deadline),
             self.http.as_ref().and_then(HttpServer::next_deadline),
             job_deadline,
+            self.notify_target
+                .as_ref()
+                .and_then(crate::proc::notify::Outbox::next_deadline),
             self.limiters
                 .values()
                 .filter_map(|l| l.borrow().due())
@@ -486,6 +487,11 @@ impl Shell<'_> {
         if self.reconf_due.is_some_and(|t| t <= now) {
             self.reconf_due = None;
             self.inputs.push_back(Input::InputsChanged);
+        }
+        if let Some(out) = &mut self.notify_target {
+            if out.next_deadline().is_some_and(|t| t <= now) {
+                out.flush(now);
+            }
         }
         self.inputs.push_back(Input::Tick);
     }

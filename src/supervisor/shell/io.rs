@@ -489,6 +489,9 @@ impl Shell<'_> {
         for l in self.limiters.values() {
             l.borrow_mut().report();
         }
+        if let Some(out) = &mut self.notify_target {
+            out.give_up();
+        }
         for line in self.core.summary() {
             log::info!("summary: {line}");
         }
