@@ -337,3 +337,63 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
         out.all()
     );
 }
+
+/// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher).
+fn ctl_command(cfg: &str, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(bin());
+    c.args(["-c", cfg, "ctl"]).args(args);
+    c.env_remove("MC_LAUNCHER_CONFIG")
+        .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    c
+}
+
+#[test]
+fn item08_ctl_is_a_well_behaved_client() {
+    use std::io::BufRead;
+    let d = TempDir::new("h2-ctl-client");
+    let sock = d.join("ctl.sock");
+    // A "launcher" that accepts and never answers.
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+    let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
+    let _ = std::fs::create_dir_all(std::env::temp_dir().join("mcl-test-empty-root"));
+    for (args, within) in [
+        (vec!["--timeout", "300ms", "status"], "300ms"),
+        (vec!["status"], "5s"),
+    ] {
+        let out = ctl_command(&cfg, &args).output().expect("ctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "the launcher at {} did not answer within {within}",
+                sock.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+    }
+    // Ctrl-C and SIGTERM while it waits for the answer: it ends at once.
+    for (sig, code) in [
+        (nix::sys::signal::Signal::SIGTERM, 143),
+        (nix::sys::signal::Signal::SIGINT, 130),
+    ] {
+        // A fresh socket: the one above still holds the earlier requests.
+        let sock = d.join(&format!("ctl-{code}.sock"));
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
+        let mut child = ctl_command(&cfg, &["--timeout", "1h", "status"])
+            .spawn()
+            .expect("ctl");
+        let (conn, _) = listener.accept().expect("accept");
+        let mut line = String::new();
+        std::io::BufReader::new(&conn)
+            .read_line(&mut line)
+            .expect("request");
+        assert!(line.contains("status"), "{line}");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), sig).expect("kill");
+        let st = child.wait().expect("wait");
+        assert_eq!(st.code(), Some(code), "{sig}: {st:?}");
+    }
+}
