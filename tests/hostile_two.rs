@@ -397,3 +397,72 @@ fn item08_ctl_is_a_well_behaved_client() {
         assert_eq!(st.code(), Some(code), "{sig}: {st:?}");
     }
 }
+
+#[test]
+fn item09_a_file_name_from_the_volume_cannot_forge_log_lines() {
+    use common::tree::Tree;
+    let t = Tree::new("h2-forge", "");
+    let home = t.root().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    write(
+        &t.config(),
+        &format!(
+            "paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\nssh:\n  home: {}\n  sshd: never\n",
+            home.display()
+        ),
+    );
+    let keys = t.volume().join("ssh");
+    std::fs::create_dir_all(&keys).expect("keys");
+    let name = "x\nmc-launcher: exit 0: forged\x1b[2J.pub";
+    write(&keys.join(name), "not a key\n");
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stderr.contains("forged"),
+        "the file is named: {}",
+        out.all()
+    );
+    assert!(
+        !out.stderr
+            .lines()
+            .any(|l| l.starts_with("mc-launcher: exit 0: forged")),
+        "a forged line\n{}",
+        out.all()
+    );
+    assert!(
+        !out.stderr.contains('\x1b'),
+        "a terminal escape\n{}",
+        out.all()
+    );
+}
+
+#[test]
+fn item10_the_rate_limit_bounds_an_endless_line() {
+    let d = TempDir::new("h2-rate");
+    let cfg = config(
+        &d,
+        "log:\n  rate_limit: {lines: 10, per: 1h}\nservices:\n  chatty:\n    cmd: [sh, -c, \"head -c 20000000 /dev/zero | tr '\\\\0' x; echo\"]\n    stdout: prefix\n    respawn: false\n    critical: true\n",
+    );
+    let out = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .timeout(Duration::from_secs(120))
+        .run();
+    assert_eq!(
+        out.code,
+        Some(0),
+        "{}",
+        &out.stderr[out.stderr.len().saturating_sub(2000)..]
+    );
+    // Ten records of at most 16 KiB each, whatever the line's length.
+    assert!(
+        out.stdout.len() <= 10 * 16 * 1024,
+        "{} bytes through a limit of 10 lines",
+        out.stdout.len()
+    );
+    assert!(out.stdout.len() >= 9 * 16 * 1000, "{}", out.stdout.len());
+    assert!(
+        out.stderr.contains("lines dropped (rate limit 10/1h)"),
+        "{}",
+        out.stderr
+    );
+}
