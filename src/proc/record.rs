@@ -390,7 +390,7 @@ pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &
 /// next line is indented by two spaces, so that no line of a message
 /// starts like a record of the launcher's own.
 pub fn escape_text(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    let c1 = |w: &[u8]| w[0] == 0xc2 && (0x80..=0x9f).contains(&w[1]);
+    let c1 = |w: &[u8]| matches!(w, [0xc2, 0x80..=0x9f]);
     let special = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
     if !msg.iter().any(|&b| special(b)) && !msg.windows(2).any(c1) {
         return std::borrow::Cow::Borrowed(msg);
