@@ -466,3 +466,70 @@ fn item10_the_rate_limit_bounds_an_endless_line() {
         out.stderr
     );
 }
+
+/// Send `request` on a fresh connection to `addr`, close our side at once,
+/// and read the whole answer.
+fn ask_and_half_close(addr: &str, request: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request).expect("request");
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn item11_http_exactly_as_documented() {
+    let d = TempDir::new("h2-http");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = config(
+        &d,
+        &format!("metrics: {{listen: \"{addr}\"}}\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n"),
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    assert!(wait_until(Duration::from_secs(15), || http_get(
+        &addr, "/metrics"
+    )
+    .is_some()));
+    // A request, then a half-close: every one is answered.
+    for i in 0..20 {
+        let a = ask_and_half_close(&addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "try {i}: {a:?}");
+        assert!(a.contains("# TYPE"), "try {i}: {a:?}");
+    }
+    // A head of exactly 8 KiB (blank line included) passes; one byte more
+    // is 431.
+    let head = |size: usize| {
+        let fixed = "GET /metrics HTTP/1.1\r\nX: \r\n\r\n".len();
+        format!(
+            "GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n",
+            "a".repeat(size - fixed)
+        )
+    };
+    let a = ask_and_half_close(&addr, head(8192).as_bytes());
+    assert!(a.starts_with("HTTP/1.1 200 "), "{a:?}");
+    for size in [8193, 9 * 1024, 10 * 1024] {
+        let a = ask_and_half_close(&addr, head(size).as_bytes());
+        assert!(a.starts_with("HTTP/1.1 431 "), "{size}: {a:?}");
+    }
+    // HEAD: GET's status and headers, no body.
+    let get = ask_and_half_close(&addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let head = ask_and_half_close(&addr, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head:?}");
+    let (h, body) = head.split_once("\r\n\r\n").expect("head");
+    assert_eq!(body, "", "{head:?}");
+    let length = |h: &str| {
+        h.lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("Content-Length")
+    };
+    assert!(length(h) > 0);
+    let (gh, gbody) = get.split_once("\r\n\r\n").expect("get");
+    assert_eq!(length(gh), gbody.len());
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
