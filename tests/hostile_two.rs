@@ -533,3 +533,64 @@ fn item11_http_exactly_as_documented() {
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
 }
+
+/// Threads of process `pid`.
+fn threads(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads")
+}
+
+/// `mc_probe_failures_total{probe=live,service=NAME}` from `ctl metrics`.
+fn live_failures(run: &Running, name: &str) -> u64 {
+    let out = ctl(run, &["metrics"]);
+    let service = format!("service=\"{name}\"");
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("mc_probe_failures_total{"))
+        .filter(|l| l.contains("probe=\"live\"") && l.contains(&service))
+        .find_map(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[test]
+fn item07_threads_stay_constant_during_a_dns_outage() {
+    let d = TempDir::new("h2-dns");
+    // A DNS server that hears queries and never answers them.
+    let _dns = std::net::UdpSocket::bind("127.0.0.78:53").expect("bind 127.0.0.78:53 (as root)");
+    let scratch = TempDir::new("h2-dns-etc");
+    let cfg = config(
+        &d,
+        "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n",
+    );
+    let run = Launch::new(&["-c", &cfg])
+        .root(d.path())
+        .overlay("/etc", scratch.path())
+        .before(
+            "printf 'nameserver 127.0.0.78\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
+        )
+        .timeout(Duration::from_secs(120))
+        .spawn();
+    let pid = run.launcher_pid();
+    assert!(wait_until(Duration::from_secs(30), || live_failures(
+        &run, "web"
+    ) >= 5));
+    let early = threads(pid);
+    // Each failure is a probe that timed out waiting for the name; many
+    // more of them, and not one more thread.
+    assert!(wait_until(Duration::from_secs(60), || live_failures(
+        &run, "web"
+    ) >= 40));
+    let late = threads(pid);
+    assert_eq!(
+        late, early,
+        "threads grew from {early} to {late} during the outage"
+    );
+    assert!(late <= 4, "{late} threads");
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
