@@ -42,6 +42,10 @@ const RECONFIGURE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// request is read soon even during a start of thousands of processes.
 const SIGNAL_CHECK_EVERY: usize = 64;
 
+/// Inputs handled in one round of the loop before it polls again (without
+/// waiting when inputs are left).
+const INPUTS_PER_ROUND: usize = 256;
+
 pub(super) struct Shell<'a> {
     pub core: Core,
     pub cfg: Config,
@@ -83,6 +87,8 @@ pub(super) struct Shell<'a> {
     /// seen so far.
     pub cgroup: Option<crate::proc::cgroup::Layout>,
     pub oom_seen: u64,
+    /// A stop signal was read and queued (spawns are skipped from then on).
+    pub stop_queued: bool,
     /// Service processes the launcher itself sent SIGKILL (until reaped).
     pub killed: std::collections::HashSet<i32>,
     pub reconfigurer: Option<Reconfigurer>,
@@ -154,6 +160,36 @@ impl Shell<'_> {
         }
     }
 
+    /// Whether a stop request came (handled, or read and queued): the
+    /// spawns still to do are skipped. Looks at the signal fd before each
+    /// spawn (one read), so a burst of thousands yields to SIGTERM between
+    /// two spawns, not after all of them.
+    fn stop_pending(&mut self) -> bool {
+        if self.job.is_some() {
+            return false;
+        }
+        if self.stop_queued || self.core.is_stopping() {
+            return true;
+        }
+        let (mut signals, exits): (Vec<Input>, Vec<Input>) = self
+            .read_signals()
+            .into_iter()
+            .partition(|i| matches!(i, Input::Signal(_)));
+        self.stop_queued = signals.iter().any(|i| {
+            matches!(
+                i,
+                Input::Signal(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)
+            )
+        });
+        // Signals first; exits after the `Spawned` already queued (a
+        // process may end before its start is told).
+        while let Some(i) = signals.pop() {
+            self.inputs.push_front(i);
+        }
+        self.inputs.extend(exits);
+        self.stop_queued
+    }
+
     fn drain_inputs(&mut self) {
         let mut handled = 0usize;
         while let Some(input) = self.inputs.pop_front() {
@@ -162,6 +198,11 @@ impl Shell<'_> {
                 self.apply(e, now);
             }
             handled += 1;
+            if handled >= INPUTS_PER_ROUND {
+                // Let the loop poll (ctl, output, exits) before going on:
+                // a burst of spawns keeps the queue full for long.
+                return;
+            }
             if handled.is_multiple_of(SIGNAL_CHECK_EVERY) {
                 // Stop requests and exits go first.
                 let mut urgent = self.read_signals();
@@ -177,6 +218,10 @@ impl Shell<'_> {
     fn apply(&mut self, e: Effect, now: Instant) {
         match e {
             Effect::Spawn { proc, spec, index } => {
+                if self.stop_pending() {
+                    self.inputs.push_back(Input::NotSpawned { proc });
+                    return;
+                }
                 let input = match self.spawn_service(&spec, index) {
                     Ok(pid) => {
                         if let Some(j) = &mut self.job {
@@ -315,7 +360,12 @@ impl Shell<'_> {
         .into_iter()
         .flatten()
         .min();
-        let timeout = crate::proc::poll_timeout(deadline, now);
+        let timeout = if self.inputs.is_empty() {
+            crate::proc::poll_timeout(deadline, now)
+        } else {
+            // Inputs left from a long round: look, do not wait.
+            nix::poll::PollTimeout::ZERO
+        };
         let mut srcs: Vec<(Src, RawFd, PollFlags)> = Vec::with_capacity(8 + self.readers.len());
         srcs.push((
             Src::Signals,

@@ -92,6 +92,11 @@ pub enum Input {
         /// For the main service: 127 (not found) or 126.
         status: i32,
     },
+    /// The shell skipped a `Spawn`: a stop request came first (a burst of
+    /// thousands yields to it between spawns).
+    NotSpawned {
+        proc: ProcId,
+    },
     ProbeDone {
         probe: ProbeId,
         ok: bool,
