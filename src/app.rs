@@ -102,14 +102,15 @@ fn dispatch() -> i32 {
             // The launcher's end, for the orchestrator (the config could
             // not say where: the default path).
             let first = diags.first();
-            error::Termination {
+            let report = error::Termination {
                 reason: "invalid input".into(),
                 subject: first.map(|d| d.file.display().to_string()),
                 how: first.map(ToString::to_string),
                 status: error::EXIT_CONFIG,
                 ..Default::default()
-            }
-            .write(std::path::Path::new(config::DEFAULT_TERMINATION_LOG));
+            };
+            let path = std::path::Path::new(config::DEFAULT_TERMINATION_LOG);
+            crate::fsutil::write_termination_log(path, None, &report);
             return error::EXIT_CONFIG;
         }
         Err(diags) => {
@@ -478,7 +479,7 @@ fn run(
             f.log();
             let report = prepare_report(&f, jobs.last.take());
             if let Some(path) = &cfg.termination_log {
-                report.write(path);
+                crate::fsutil::write_termination_log(path, Some(&cfg.paths.volume), &report);
             }
             log::info!("{}", report.summary());
             return f.exit_code();

@@ -10,7 +10,7 @@ usage: mc-launcher [OPTIONS] [run] [key=value...] [--] [CMD [ARGS...]]
        mc-launcher [OPTIONS] prepare
        mc-launcher [OPTIONS] check
        mc-launcher [OPTIONS] render
-       mc-launcher [OPTIONS] ctl [--json] COMMAND [NAME] [SIGNAL]
+       mc-launcher [OPTIONS] ctl [--json] [--timeout D] COMMAND [NAME] [SIGNAL]
        mc-launcher --version | --help
 
 Prepare a makina-style container from its data volume, then supervise its

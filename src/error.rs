@@ -227,27 +227,6 @@ impl Termination {
             lines.remove(0);
         }
     }
-
-    /// Write the report to `path` (silently skipped when it cannot be
-    /// written). Kubernetes makes `/dev/termination-log` for the
-    /// container: the default path is only written when it exists, so a
-    /// launcher run elsewhere never leaves one behind; a path the config
-    /// names is created.
-    pub fn write(&self, path: &Path) {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let create = path != Path::new(DEFAULT_TERMINATION_LOG);
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(create)
-            .truncate(true)
-            .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
-            .mode(0o644)
-            .open(path);
-        if let Ok(mut f) = file {
-            let _ = f.write_all(self.render().as_bytes());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1005,6 +1005,71 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// Open the file `path` to overwrite it (`O_TRUNC`; created 0644 when
+/// `create`). Under `root` (the volume) or an untrusted root, its
+/// directory is opened beneath the root without following any link and
+/// the file must be a regular one; elsewhere the directory is trusted.
+/// The last component is never followed (`O_NOFOLLOW`), the open never
+/// blocks (`O_NONBLOCK`).
+pub fn open_truncate(path: &Path, root: Option<&Path>, create: bool) -> io::Result<File> {
+    let (dir, name) = parent_and_name(path).map_err(|e| e.err)?;
+    let beneath = root
+        .and_then(|r| split(&dir, Some(r)))
+        .or_else(|| split(&dir, None));
+    let untrusted = beneath.is_some();
+    let d = match beneath {
+        Some((r, rel)) if rel.as_os_str().is_empty() => DirFd::open(&r),
+        Some((r, rel)) => DirFd::open(&r).and_then(|d| d.dir(&rel, Links::Refuse)),
+        None => DirFd::open(&dir),
+    }
+    .map_err(|e| e.err)?;
+    let mut flags = OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | base_flags();
+    if create {
+        flags |= OFlag::O_CREAT;
+    }
+    let fd = nix::fcntl::openat(
+        d.as_fd(),
+        name.as_os_str(),
+        flags,
+        Mode::from_bits_truncate(0o644),
+    )
+    .map_err(|e| match e {
+        Errno::ELOOP => Refusal::Link.into(),
+        e => errno_io(e),
+    })?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno_io)?;
+    if is_dir(&st) || (untrusted && !is_regular(&st)) {
+        return Err(Refusal::Kind {
+            expected: "a regular file",
+            found: type_name(&st),
+        }
+        .into());
+    }
+    set_blocking(fd.as_fd())?;
+    Ok(File::from(fd))
+}
+
+/// Write the termination report to `path` (see [`open_truncate`]; a path
+/// that cannot be written is logged and skipped). Kubernetes makes
+/// `/dev/termination-log` for the container: the default path is only
+/// written when it exists, so a launcher run elsewhere never leaves one
+/// behind; a path the config names is created.
+pub fn write_termination_log(
+    path: &Path,
+    volume: Option<&Path>,
+    report: &crate::error::Termination,
+) {
+    use std::io::Write;
+    let create = path != Path::new(crate::error::DEFAULT_TERMINATION_LOG);
+    match open_truncate(path, volume, create) {
+        Ok(mut f) => {
+            let _ = f.write_all(report.render().as_bytes());
+        }
+        Err(e) if create => log::warn!("termination_log {}: {e}", path.display()),
+        Err(_) => {}
+    }
+}
+
 /// Resolve `user[:group]` (names or numbers) to ids; without a group, the
 /// user's primary group. Names come from the container's /etc/passwd and
 /// /etc/group (crate::users), never from NSS.

@@ -180,6 +180,28 @@ pub fn reset_for_child(caller: bool) -> std::io::Result<()> {
     }
 }
 
+/// For a short-lived client (`ctl`): SIGINT, SIGTERM and SIGHUP end the
+/// process at once with 128 + the signal (130, 143, 129), whatever it is
+/// waiting for; every other signal stays as `block_all` left it.
+pub fn exit_on_stop_signals() {
+    extern "C" fn stop(sig: nix::libc::c_int) {
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { nix::libc::_exit(128 + sig) }
+    }
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        let act = signal::SigAction::new(
+            SigHandler::Handler(stop),
+            signal::SaFlags::empty(),
+            SigSet::all(),
+        );
+        // SAFETY: the handler only calls _exit.
+        let _ = unsafe { signal::sigaction(s, &act) };
+        set.add(s);
+    }
+    let _ = signal::sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&set), None);
+}
+
 /// A signal read from the signalfd, with who sent it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {

@@ -41,6 +41,88 @@ pub fn environment(strict: bool) -> minijinja::Environment<'static> {
     env
 }
 
+/// The most a render may output (config, pillar, `template` step): what
+/// is rendered is then parsed or written whole, so it is bounded, not
+/// only the work that made it (a 50-byte `{{ "1," * 7800000 }}` stays
+/// within the fuel and renders 15 MB).
+pub const MAX_RENDERED: usize = 4 << 20;
+
+/// Why a render failed: the template's error, or its output passing
+/// [`MAX_RENDERED`] on output line `line` (rendered lines are the source's).
+#[derive(Debug)]
+pub enum Failure {
+    Jinja(minijinja::Error),
+    TooBig { line: usize },
+}
+
+impl Failure {
+    /// A budget ran out (refused, never retried another way).
+    pub fn is_budget(&self) -> bool {
+        match self {
+            Failure::Jinja(e) => is_budget(e),
+            Failure::TooBig { .. } => true,
+        }
+    }
+
+    pub fn diag(&self, file: &Path) -> Diag {
+        match self {
+            Failure::Jinja(e) => diag(file, e),
+            Failure::TooBig { line } => Diag::new(
+                file,
+                Pos::new(*line, 0),
+                format!(
+                    "template error: rendering stopped (the output passed the limit of {} MiB)",
+                    MAX_RENDERED >> 20
+                ),
+            ),
+        }
+    }
+}
+
+/// A writer that refuses to grow past [`MAX_RENDERED`].
+struct Bounded {
+    out: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len().saturating_add(buf.len()) > MAX_RENDERED {
+            self.over = true;
+            return Err(std::io::Error::other("rendered output over the limit"));
+        }
+        self.out.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Render `t` with `ctx`, its output bounded by [`MAX_RENDERED`].
+pub fn render_bounded(
+    t: &minijinja::Template<'_, '_>,
+    ctx: impl Into<minijinja::Value>,
+) -> Result<String, Failure> {
+    let mut w = Bounded {
+        out: Vec::new(),
+        over: false,
+    };
+    let res = t.render_captured_to(ctx.into(), &mut w);
+    if w.over {
+        let line = 1 + w.out.iter().filter(|&&b| b == b'\n').count();
+        return Err(Failure::TooBig { line });
+    }
+    res.map_err(Failure::Jinja)?;
+    // Rendered from UTF-8 text and values: always UTF-8.
+    String::from_utf8(w.out).map_err(|e| {
+        Failure::Jinja(minijinja::Error::new(
+            minijinja::ErrorKind::BadSerialization,
+            e.to_string(),
+        ))
+    })
+}
+
 /// Whether `e` is a budget running out (fuel or recursion), rather than a
 /// mistake in the template: such a template is refused, never retried
 /// another way.
@@ -85,9 +167,10 @@ pub fn render(
 ) -> Result<String, Diag> {
     let env = environment(strict);
     let name = file.to_string_lossy();
-    env.template_from_named_str(&name, text)
-        .and_then(|t| t.render(ctx))
-        .map_err(|e| diag(file, &e))
+    let t = env
+        .template_from_named_str(&name, text)
+        .map_err(|e| diag(file, &e))?;
+    render_bounded(&t, ctx).map_err(|f| f.diag(file))
 }
 
 #[cfg(test)]

@@ -216,6 +216,13 @@ pub const MAX_DEPTH: usize = 256;
 /// copy a few hundred nodes.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
+/// How many nodes (scalars and collections) the text of one document may
+/// hold, alias copies aside: the rendered text a parse gets is bounded
+/// (`template::MAX_RENDERED`), but every node costs far more memory than
+/// its two bytes of text (`[1,1,1,…]`). Real configs and pillars hold a
+/// few thousand.
+pub const MAX_NODES: usize = 100_000;
+
 /// How many bytes of scalar text anchors and aliases may copy in one
 /// document: the node budget alone lets one alias of a long string be
 /// repeated until memory runs out.
@@ -309,7 +316,8 @@ impl Frame {
 /// Parse the first document of `text`. An empty document is a null node.
 /// The error names `file:line:col`. Nesting deeper than [`MAX_DEPTH`] and
 /// anchors and aliases copying more than [`MAX_ALIAS_NODES`] nodes (or
-/// [`MAX_ALIAS_BYTES`] bytes) are refused, checked before anything is
+/// [`MAX_ALIAS_BYTES`] bytes), and more than [`MAX_NODES`] nodes in the
+/// text are refused, checked before anything is
 /// copied or nested further: no input exhausts memory or the stack.
 pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
     let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
@@ -317,6 +325,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
     let mut copies = Copies::default();
     let mut root: Option<Node> = None;
     let mut doc_seen = false;
+    let mut nodes = 0usize;
     let err = |pos: Pos, msg: String| Diag::new(file, pos, msg);
 
     // saphyr-parser keeps its own state on the heap (100,000 nested block
@@ -337,6 +346,18 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
             }
         };
         let pos = pos_of(&span);
+        if matches!(
+            event,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            nodes += 1;
+            if nodes > MAX_NODES {
+                return Err(err(
+                    pos,
+                    format!("YAML: more than {MAX_NODES} nodes in the document"),
+                ));
+            }
+        }
         let done: Option<(Node, Size, usize)> = match event {
             Event::DocumentStart(_) => {
                 if doc_seen {
@@ -654,12 +675,22 @@ pub(crate) mod tests {
         // A big merge (the anchor's copy and the alias: 80,000 nodes) is
         // within the budget, and linear, not quadratic.
         let keys: String = (0..20_000).map(|i| format!("k{i}: {i}, ")).collect();
-        let own: String = (0..100_000).map(|i| format!("  o{i}: {i}\n")).collect();
+        let own: String = (0..29_000).map(|i| format!("  o{i}: {i}\n")).collect();
         let merged = p(&format!("a: &a {{{keys}}}\nb:\n  <<: *a\n{own}"));
         assert_eq!(
             merged.get("b").and_then(Node::as_map).map(<[_]>::len),
-            Some(120_000)
+            Some(49_000)
         );
+    }
+
+    #[test]
+    fn the_node_budget_counts_the_text() {
+        let within = format!("[{}1]\n", "1,".repeat(MAX_NODES - 2));
+        assert_eq!(p(&within).as_seq().map(<[_]>::len), Some(MAX_NODES - 1));
+        let over = format!("a:\n  - [{}1]\n", "1,".repeat(MAX_NODES));
+        let e = parse(&over, Path::new("big.yml")).expect_err("too many nodes");
+        assert_eq!(e.pos.line, 2, "{e}");
+        assert!(e.msg.contains("more than 100000 nodes"), "{e}");
     }
 
     #[test]

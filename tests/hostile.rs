@@ -394,13 +394,7 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
         std::fs::read_to_string(&ak).is_ok_and(|s| s.contains(" good\n"))
     }));
     let pid = run.launcher_pid();
-    let hwm_kib: u64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
+    let hwm_kib = peak_rss_kib(pid);
     // Supervising (not still in the prepare phase) before the stop.
     assert!(wait_until(Duration::from_secs(60), || ctl(
         &run,

@@ -394,13 +394,14 @@ fn every_process_gets_its_own_group_and_a_clean_signal_state() {
             dump("limited")
         ),
     );
-    // The main command ends the run once both services have written, then
+    // The main command ends the run once both services have written all
+    // (their last line, /proc/self/stat, starts with the pid), then
     // dumps its own state from the same process (exec keeps the pid, group
     // and mask). Reading /proc/$$ from a child of the shell instead would
     // race with the shell's own mask changes: dash blocks every signal
     // around fork and wait.
     let main = format!(
-        "until [ -s {p} ] && [ -s {l} ]; do sleep 0.01; done; exec cat /proc/self/status /proc/self/limits /proc/self/stat > {m}",
+        "until grep -qs '^[0-9]' {p} && grep -qs '^[0-9]' {l}; do sleep 0.01; done; exec cat /proc/self/status /proc/self/limits /proc/self/stat > {m}",
         m = d.join("main").display(),
         p = d.join("plain").display(),
         l = d.join("limited").display()

@@ -7,26 +7,58 @@ use serde_json::Value;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Send one request to the first launcher that answers; `Err` = none did,
-/// saying every path tried, in order, and why each failed.
-pub fn call(paths: &[PathBuf], req: &Value) -> Result<Value, String> {
+/// How long `ctl` waits for a launcher by default (`--timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `ctl reconfigure` by default: its answer comes after the steps.
+pub const RECONFIGURE_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Send one request to the first launcher that answers, within `timeout`
+/// in all; `Err` = none did, saying every path tried, in order, and why
+/// each failed (or which launcher did not answer in time).
+pub fn call(paths: &[PathBuf], req: &Value, timeout: Duration) -> Result<Value, String> {
+    let deadline = Instant::now() + timeout;
     let mut tried: Vec<String> = Vec::new();
     for p in paths {
-        match UnixStream::connect(p) {
+        match connect(p, deadline) {
             Ok(mut s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+                let late = |e: io::Error| {
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) {
+                        format!(
+                            "the launcher at {} did not answer within {}",
+                            p.display(),
+                            humantime::format_duration(timeout)
+                        )
+                    } else {
+                        format!("{}: {}", p.display(), io_text(&e))
+                    }
+                };
+                let left = || {
+                    deadline
+                        .saturating_duration_since(Instant::now())
+                        .max(Duration::from_millis(1))
+                };
+                let _ = s.set_write_timeout(Some(left()));
                 let mut line = req.to_string();
                 line.push('\n');
-                s.write_all(line.as_bytes())
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                s.write_all(line.as_bytes()).map_err(late)?;
+                let _ = s.set_read_timeout(Some(left()));
                 let mut reader = io::BufReader::new(s);
                 let mut answer = String::new();
-                io::BufRead::read_line(&mut reader, &mut answer)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
+                io::BufRead::read_line(&mut reader, &mut answer).map_err(late)?;
                 return serde_json::from_str(&answer)
                     .map_err(|e| format!("{}: bad answer: {e}", p.display()));
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(format!(
+                    "the launcher at {} did not accept within {}",
+                    p.display(),
+                    humantime::format_duration(timeout)
+                ));
             }
             Err(e) => tried.push(format!("{}: {}", p.display(), io_text(&e))),
         }
@@ -37,6 +69,73 @@ pub fn call(paths: &[PathBuf], req: &Value) -> Result<Value, String> {
     Err(format!("tried {}", tried.join("; ")))
 }
 
+/// Connect without blocking past `deadline`: a launcher whose backlog is
+/// full (it stopped accepting) makes a non-blocking connect say `EAGAIN`.
+fn connect(path: &std::path::Path, deadline: Instant) -> io::Result<UnixStream> {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr};
+    let addr = UnixAddr::new(path).map_err(io::Error::from)?;
+    loop {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        match socket::connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &addr) {
+            Ok(()) => {
+                let s = UnixStream::from(fd);
+                s.set_nonblocking(false)?;
+                return Ok(s);
+            }
+            Err(nix::errno::Errno::EAGAIN) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                return Err(io::Error::from(io::ErrorKind::TimedOut));
+            }
+            Err(e) => return Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// `--timeout DURATION` / `--timeout=DURATION` out of the ctl words.
+fn take_timeout(args: &[String]) -> Result<(Option<Duration>, Vec<String>), String> {
+    let mut out = Vec::new();
+    let mut timeout = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let value = if a == "--timeout" {
+            Some(
+                it.next()
+                    .ok_or("--timeout needs a duration (e.g. 5s)")?
+                    .clone(),
+            )
+        } else {
+            a.strip_prefix("--timeout=").map(str::to_string)
+        };
+        match value {
+            Some(v) => {
+                let d = humantime::parse_duration(v.trim())
+                    .ok()
+                    .or_else(|| {
+                        v.trim()
+                            .parse::<f64>()
+                            .ok()
+                            .and_then(crate::units::duration_from_secs)
+                    })
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        format!("--timeout: `{v}` is not a duration (e.g. 500ms, 5s)")
+                    })?;
+                timeout = Some(d);
+            }
+            None => out.push(a.clone()),
+        }
+    }
+    Ok((timeout, out))
+}
+
 /// An I/O error as the C library words it, without `(os error N)`.
 fn io_text(e: &io::Error) -> String {
     match e.raw_os_error() {
@@ -45,8 +144,18 @@ fn io_text(e: &io::Error) -> String {
     }
 }
 
-/// `mc-launcher ctl [--json] COMMAND [NAME] [SIGNAL]`.
+/// `mc-launcher ctl [--json] [--timeout D] COMMAND [NAME] [SIGNAL]`.
 pub fn client(cfg: &Config, args: &[String]) -> i32 {
+    // A client, not PID 1: Ctrl-C and SIGTERM end it at once.
+    crate::signals::exit_on_stop_signals();
+    let (timeout, args) = match take_timeout(args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mc-launcher ctl: {e}");
+            return crate::error::EXIT_USAGE;
+        }
+    };
+    let args = &args[..];
     let json_out = args.iter().any(|a| a == "--json");
     let check = if args.iter().any(|a| a == "--live") {
         Some("live".to_string())
@@ -88,8 +197,18 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         check,
     };
     let req = serde_json::to_value(&request).unwrap_or_default();
-    let answer = match call(&candidate_paths(cfg), &req) {
+    // A live reconfigure answers once its steps have run.
+    let timeout = timeout.unwrap_or(if cmd == "reconfigure" {
+        RECONFIGURE_TIMEOUT
+    } else {
+        DEFAULT_TIMEOUT
+    });
+    let answer = match call(&candidate_paths(cfg), &req, timeout) {
         Ok(a) => a,
+        Err(e) if e.starts_with("the launcher at") => {
+            eprintln!("mc-launcher ctl: {e}");
+            return CTL_NO_LAUNCHER;
+        }
         Err(e) => {
             eprintln!("mc-launcher ctl: no launcher is listening ({e})");
             return CTL_NO_LAUNCHER;

@@ -29,6 +29,8 @@ struct Conn {
     deadline: Instant,
     /// The request was read: now only writing.
     answered: bool,
+    /// A `HEAD` request: the answer's head only.
+    head_only: bool,
 }
 
 /// What a client asked.
@@ -110,6 +112,7 @@ impl HttpServer {
                     sent: 0,
                     deadline: now + DEADLINE,
                     answered: false,
+                    head_only: false,
                 },
             );
         }
@@ -123,12 +126,15 @@ impl HttpServer {
             return None;
         }
         let mut chunk = [0u8; 2048];
+        let mut ended = false;
         loop {
             match conn.stream.read(&mut chunk) {
                 Ok(0) => {
-                    // Gone before asking anything complete.
-                    self.conns.remove(&id);
-                    return None;
+                    // The client closed its side: what it sent is all
+                    // there is (a request then `shutdown(SHUT_WR)` still
+                    // gets its answer).
+                    ended = true;
+                    break;
                 }
                 Ok(n) => conn
                     .inbuf
@@ -144,9 +150,16 @@ impl HttpServer {
                 break;
             }
         }
-        let Some(end) = memchr::memmem::find(&conn.inbuf, b"\r\n\r\n") else {
-            if conn.inbuf.len() > MAX_REQUEST {
-                self.respond(id, 431, "text/plain", b"request too large\n");
+        let end = memchr::memmem::find(&conn.inbuf, b"\r\n\r\n");
+        // The head, its blank line included, within MAX_REQUEST bytes.
+        if end.map_or(conn.inbuf.len(), |e| e + 4) > MAX_REQUEST {
+            self.respond(id, 431, "text/plain", b"request too large\n");
+            return None;
+        }
+        let Some(end) = end else {
+            if ended {
+                // Gone before asking anything complete.
+                self.conns.remove(&id);
             }
             return None;
         };
@@ -155,6 +168,12 @@ impl HttpServer {
         let mut words = line.split(|&b| b == b' ');
         let (method, target, version) = (words.next(), words.next(), words.next());
         let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+        conn.head_only = method == Some(b"HEAD".as_slice());
+        let method = if conn.head_only {
+            Some(b"GET".as_slice())
+        } else {
+            method
+        };
         match (method, path, version) {
             (Some(_), Some(_), Some(v)) if !v.starts_with(b"HTTP/1.") => {
                 self.respond(id, 505, "text/plain", b"HTTP/1.x only\n");
@@ -166,7 +185,7 @@ impl HttpServer {
                 None
             }
             (Some(_), Some(_), Some(_)) => {
-                self.respond(id, 405, "text/plain", b"only GET\n");
+                self.respond(id, 405, "text/plain", b"only GET and HEAD\n");
                 None
             }
             _ => {
@@ -190,7 +209,11 @@ impl HttpServer {
             505 => "HTTP Version Not Supported",
             _ => "Error",
         };
-        let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
+        let allow = if status == 405 {
+            "Allow: GET, HEAD\r\n"
+        } else {
+            ""
+        };
         let head = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
             body.len()
@@ -202,7 +225,9 @@ impl HttpServer {
         conn.inbuf = Vec::new();
         conn.outbuf.clear();
         conn.outbuf.extend_from_slice(head.as_bytes());
-        conn.outbuf.extend_from_slice(body);
+        if !conn.head_only {
+            conn.outbuf.extend_from_slice(body);
+        }
         conn.sent = 0;
         conn.answered = true;
         self.write(id);
@@ -224,10 +249,17 @@ impl HttpServer {
                 Err(_) => break,
             }
         }
-        // All written, or the peer is gone: done either way. (Closing
-        // with unread request bytes would reset the connection; a GET has
-        // none left.)
+        // All written, or the peer is gone: done either way. Unread
+        // request bytes (a head too large) are read away first: closing
+        // with them would reset the connection before the client reads
+        // the answer.
         let _ = conn.stream.shutdown(std::net::Shutdown::Write);
+        let mut sink = [0u8; 4096];
+        for _ in 0..16 {
+            if !matches!(conn.stream.read(&mut sink), Ok(n) if n > 0) {
+                break;
+            }
+        }
         self.conns.remove(&id);
     }
 

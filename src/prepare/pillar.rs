@@ -273,17 +273,19 @@ pub fn validate(path: &Path, text: &str) -> Result<serde_json::Value, Diag> {
         let name = path.to_string_lossy();
         match env
             .template_from_named_str(&name, &rewritten)
-            .and_then(|t| t.render(()))
+            .map_err(crate::template::Failure::Jinja)
+            .and_then(|t| crate::template::render_bounded(&t, ()))
         {
             Ok(out) => out,
-            // Out of fuel or too deep: refused, not retried without jinja.
-            Err(e) if crate::template::is_budget(&e) => {
-                return Err(crate::template::diag(path, &e));
+            // Out of fuel, too deep or too big: refused, not retried
+            // without jinja.
+            Err(f) if f.is_budget() => {
+                return Err(f.diag(path));
             }
             Err(e) => {
                 // Salt-only syntax (a salt filter, an extension tag): check
                 // the YAML around the templating instead.
-                log::debug!("{}: rendered as salt would only: {e}", path.display());
+                log::debug!("{}: rendered as salt would only: {e:?}", path.display());
                 blank_jinja(&body)
             }
         }

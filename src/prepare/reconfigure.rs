@@ -199,7 +199,7 @@ pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
         pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
         ..cfg.template_context(crate::proc::cgroup::size())
     };
-    tmpl.render(ctx).map_err(|e| crate::template::diag(src, &e))
+    crate::template::render_bounded(&tmpl, ctx).map_err(|f| f.diag(src))
 }
 
 /// Write a rendered template atomically, with its mode and owner.

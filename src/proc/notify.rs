@@ -75,10 +75,112 @@ impl NotifySocket {
     }
 }
 
+/// How many times a message the outer supervisor's full queue refused is
+/// tried before it is dropped, and how long apart.
+pub const OUT_TRIES: u32 = 20;
+pub const OUT_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The launcher's own messages to its outer supervisor (`NOTIFY_SOCKET`):
+/// sent without ever blocking (a receiver whose queue is full would hold
+/// PID 1 in the kernel), kept in order and tried again from the loop
+/// every [`OUT_RETRY`] while the queue stays full, dropped after
+/// [`OUT_TRIES`] tries (counted, logged).
+pub struct Outbox {
+    target: String,
+    pending: std::collections::VecDeque<(String, u32)>,
+    next: Option<std::time::Instant>,
+    /// Messages given up.
+    pub dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(target: String) -> Outbox {
+        Outbox {
+            target,
+            pending: Default::default(),
+            next: None,
+            dropped: 0,
+        }
+    }
+
+    pub fn send(&mut self, message: String, now: std::time::Instant) {
+        // A full queue of our own is bounded too: the oldest goes.
+        if self.pending.len() >= 8 {
+            self.pending.pop_front();
+            self.drop_one("the queue of unsent messages is full");
+        }
+        self.pending.push_back((message, 0));
+        self.flush(now);
+    }
+
+    /// When the loop should call [`Outbox::flush`] again.
+    pub fn next_deadline(&self) -> Option<std::time::Instant> {
+        self.next
+    }
+
+    /// Send what is pending, in order, until the receiver is full.
+    pub fn flush(&mut self, now: std::time::Instant) {
+        self.next = None;
+        while let Some((message, tries)) = self.pending.front_mut() {
+            match send_nonblocking(&self.target, message) {
+                Ok(()) => {
+                    self.pending.pop_front();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    *tries += 1;
+                    if *tries >= OUT_TRIES {
+                        self.pending.pop_front();
+                        self.drop_one("its queue stayed full");
+                        continue;
+                    }
+                    self.next = Some(now + OUT_RETRY);
+                    return;
+                }
+                Err(e) => {
+                    self.pending.pop_front();
+                    self.drop_one(&e.to_string());
+                }
+            }
+        }
+    }
+
+    /// The launcher is about to exit: what is still pending is dropped.
+    pub fn give_up(&mut self) {
+        while self.pending.pop_front().is_some() {
+            self.drop_one("still unsent at the launcher's exit");
+        }
+        self.next = None;
+    }
+
+    fn drop_one(&mut self, why: &str) {
+        self.dropped += 1;
+        log::warn!(
+            "sd_notify to {}: a message dropped ({why}); {} dropped so far",
+            self.target,
+            self.dropped
+        );
+    }
+}
+
 /// Send `message` to `target` (a path, or `@name` for the abstract
 /// namespace), as sd_notify does; errors are the caller's to log.
 pub fn send(target: &str, message: &str) -> std::io::Result<()> {
     let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    send_on(&sock, target, message)
+}
+
+/// [`send`] that never blocks: `WouldBlock` when the receiver is full.
+pub fn send_nonblocking(target: &str, message: &str) -> std::io::Result<()> {
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    send_on(&sock, target, message)
+}
+
+fn send_on(
+    sock: &std::os::unix::net::UnixDatagram,
+    target: &str,
+    message: &str,
+) -> std::io::Result<()> {
     match target.strip_prefix('@') {
         Some(name) => {
             use std::os::linux::net::SocketAddrExt;

@@ -1096,7 +1096,8 @@ fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -
                 }
             }
         }
-        // Too long for one record: split, counted as one line.
+        // Too long for one record: split; its first record counted here,
+        // each other one below.
         r.line = if r.line != Line::Fresh {
             r.line // counted already, above
         } else if allowed(&r.limiter, b.now) {
@@ -1131,6 +1132,13 @@ fn emit(r: &mut Reader, b: &Batch, data: &[u8], ends: bool, out: &mut Vec<u8>) -
         if n == 0 && !ends {
             r.line = Line::Split { id, first };
             return pos;
+        }
+        // Every record counts against the rate limit, not only a line's
+        // first (an endless line is many records): past the limit, the
+        // rest of the line is dropped.
+        if !first && !allowed(&r.limiter, b.now) {
+            r.line = if ends { Line::Fresh } else { Line::Dropping };
+            return data.len();
         }
         let piece = rest.get(..n).unwrap_or_default();
         head.write(b.json, &b.ts, piece, Some((id, fits)), first, out);

@@ -1,6 +1,6 @@
 //! Probes that never block the event loop: TCP connects and HTTP GETs on
-//! non-blocking sockets in the poll set, host names resolved on a helper
-//! thread, command probes as children (spawned and reaped by the loop),
+//! non-blocking sockets in the poll set, host names resolved on one helper
+//! thread (with a cache), command probes as children (spawned and reaped by the loop),
 //! files checked with one `stat`. Each probe has a deadline; past it, it
 //! fails (a command probe's group is killed). Layer 2.
 
@@ -63,6 +63,13 @@ struct Flight {
     stage: Stage,
 }
 
+/// What the resolver answered for a host name.
+type Resolution = Result<Vec<SocketAddr>, String>;
+
+/// How long an answer of the resolver is used again, and a failure.
+const CACHE_OK: std::time::Duration = std::time::Duration::from_secs(30);
+const CACHE_FAIL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The probes in flight, by the caller's id.
 pub struct Probes {
     flights: HashMap<u64, Flight>,
@@ -70,8 +77,18 @@ pub struct Probes {
     killed: Vec<i32>,
     wake_r: OwnedFd,
     wake_w: OwnedFd,
-    tx: mpsc::Sender<(u64, std::io::Result<Vec<SocketAddr>>)>,
-    rx: mpsc::Receiver<(u64, std::io::Result<Vec<SocketAddr>>)>,
+    /// The one resolver thread's queue (started with the first host name):
+    /// getaddrinfo blocks (a DNS server that never answers), so it runs
+    /// there, one name at a time, never in the loop, and the thread count
+    /// stays the same whatever DNS does.
+    resolver: Option<mpsc::Sender<String>>,
+    tx: mpsc::Sender<(String, Resolution)>,
+    rx: mpsc::Receiver<(String, Resolution)>,
+    /// Host names asked of the resolver, with the probes waiting for each
+    /// (a name is asked once however many probes want it).
+    waiting: HashMap<String, Vec<u64>>,
+    /// Recent answers, with when they go stale.
+    cache: HashMap<String, (Resolution, Instant)>,
 }
 
 impl Probes {
@@ -87,8 +104,11 @@ impl Probes {
             killed: Vec::new(),
             wake_r: r,
             wake_w: w,
+            resolver: None,
             tx,
             rx,
+            waiting: HashMap::new(),
+            cache: HashMap::new(),
         })
     }
 
@@ -130,28 +150,59 @@ impl Probes {
                 Err(e) => return Some(Verdict::Fail(e)),
             },
             None => {
-                // getaddrinfo blocks (a DNS server that never answers): on
-                // a thread of its own, never in the loop.
-                let tx = self.tx.clone();
-                let wake = self.wake_w.try_clone().ok();
-                let name = format!("{host}:{port}");
-                let spawned = std::thread::Builder::new()
-                    .name("resolve".into())
-                    .spawn(move || {
-                        let res = name.to_socket_addrs().map(|a| a.collect());
-                        let _ = tx.send((id, res));
-                        if let Some(w) = wake {
-                            let _ = nix::unistd::write(&w, b"!");
+                let host: &str = &host;
+                let now = Instant::now();
+                match self.cache.get(host).filter(|(_, until)| *until > now) {
+                    Some((res, _)) => match with_port(res.clone(), port).and_then(connect_next) {
+                        Ok((sock, rest)) => Stage::Connecting { sock, rest, http },
+                        Err(e) => return Some(Verdict::Fail(e)),
+                    },
+                    None => {
+                        let asked = self.waiting.contains_key(host);
+                        self.waiting.entry(host.to_string()).or_default().push(id);
+                        if !asked {
+                            if let Err(e) = self.ask(host) {
+                                self.waiting.remove(host);
+                                return Some(Verdict::Fail(format!("cannot resolve {host}: {e}")));
+                            }
                         }
-                    });
-                if let Err(e) = spawned {
-                    return Some(Verdict::Fail(format!("cannot resolve {host}: {e}")));
+                        Stage::Resolving { port, http }
+                    }
                 }
-                Stage::Resolving { port, http }
             }
         };
         self.flights.insert(id, Flight { deadline, stage });
         None
+    }
+
+    /// Queue `host` for the resolver thread (started the first time).
+    fn ask(&mut self, host: &str) -> std::io::Result<()> {
+        if self.resolver.is_none() {
+            let (qtx, qrx) = mpsc::channel::<String>();
+            let tx = self.tx.clone();
+            let wake = self.wake_w.try_clone()?;
+            std::thread::Builder::new()
+                .name("resolve".into())
+                .spawn(move || {
+                    for host in qrx {
+                        let res = (host.as_str(), 0u16)
+                            .to_socket_addrs()
+                            .map(|a| a.collect())
+                            .map_err(|e| e.to_string());
+                        if tx.send((host, res)).is_err() {
+                            break;
+                        }
+                        let _ = nix::unistd::write(&wake, b"!");
+                    }
+                })?;
+            self.resolver = Some(qtx);
+        }
+        self.resolver
+            .as_ref()
+            .map(|q| q.send(host.to_string()))
+            .transpose()
+            .map_err(|_| std::io::Error::other("the resolver thread is gone"))?;
+        Ok(())
     }
 
     /// Follow a command probe the caller spawned.
@@ -230,6 +281,12 @@ impl Probes {
                 out.push((id, Verdict::Fail("timed out".into())));
             }
         }
+        // A name still being resolved keeps its entry (it is asked once);
+        // the probes that gave up meanwhile leave it.
+        let flights = &self.flights;
+        for ids in self.waiting.values_mut() {
+            ids.retain(|id| flights.contains_key(id));
+        }
         out
     }
 
@@ -259,38 +316,25 @@ impl Probes {
             }
         }
         let mut out = Vec::new();
-        while let Ok((id, res)) = self.rx.try_recv() {
-            let Some(f) = self.flights.get_mut(&id) else {
-                continue; // given up meanwhile
-            };
-            let Stage::Resolving { port, http } = &mut f.stage else {
-                continue;
-            };
-            let (port, http) = (*port, http.take());
-            let addrs = match res {
-                Ok(a) if !a.is_empty() => a
-                    .into_iter()
-                    .map(|mut s| {
-                        s.set_port(port);
-                        s
-                    })
-                    .collect(),
-                Ok(_) => {
-                    self.flights.remove(&id);
-                    out.push((id, Verdict::Fail("no address".into())));
+        let now = Instant::now();
+        while let Ok((host, res)) = self.rx.try_recv() {
+            let ttl = if res.is_ok() { CACHE_OK } else { CACHE_FAIL };
+            self.cache.retain(|_, (_, until)| *until > now);
+            self.cache.insert(host.clone(), (res.clone(), now + ttl));
+            for id in self.waiting.remove(&host).unwrap_or_default() {
+                let Some(f) = self.flights.get_mut(&id) else {
+                    continue; // given up meanwhile
+                };
+                let Stage::Resolving { port, http } = &mut f.stage else {
                     continue;
-                }
-                Err(e) => {
-                    self.flights.remove(&id);
-                    out.push((id, Verdict::Fail(format!("cannot resolve: {e}"))));
-                    continue;
-                }
-            };
-            match connect_next(addrs) {
-                Ok((sock, rest)) => f.stage = Stage::Connecting { sock, rest, http },
-                Err(e) => {
-                    self.flights.remove(&id);
-                    out.push((id, Verdict::Fail(e)));
+                };
+                let (port, http) = (*port, http.take());
+                match with_port(res.clone(), port).and_then(connect_next) {
+                    Ok((sock, rest)) => f.stage = Stage::Connecting { sock, rest, http },
+                    Err(e) => {
+                        self.flights.remove(&id);
+                        out.push((id, Verdict::Fail(e)));
+                    }
                 }
             }
         }
@@ -392,6 +436,21 @@ pub fn http_verdict(head: &[u8]) -> Verdict {
         Some(200..=399) if proto.starts_with("HTTP/") => Verdict::Ok,
         Some(c) if proto.starts_with("HTTP/") => Verdict::Fail(format!("HTTP status {c}")),
         _ => Verdict::Fail("not an HTTP answer".into()),
+    }
+}
+
+/// The resolver's answer as addresses to connect to, on `port`.
+fn with_port(res: Resolution, port: u16) -> Result<Vec<SocketAddr>, String> {
+    match res {
+        Ok(a) if !a.is_empty() => Ok(a
+            .into_iter()
+            .map(|mut s| {
+                s.set_port(port);
+                s
+            })
+            .collect()),
+        Ok(_) => Err("no address".into()),
+        Err(e) => Err(format!("cannot resolve: {e}")),
     }
 }
 

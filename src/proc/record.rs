@@ -374,12 +374,44 @@ pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &
     // A message of several lines is one record: its newlines escaped in
     // JSON, kept in text (as before: a multi-line error stays readable).
     let payload = msg.as_bytes();
-    let payload = if json {
-        payload
+    if json {
+        split(&head, json, max, &ts, payload, out);
     } else {
-        payload.strip_suffix(b"\n").unwrap_or(payload)
-    };
-    split(&head, json, max, &ts, payload, out);
+        let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
+        split(&head, json, max, &ts, &escape_text(payload), out);
+    }
+}
+
+/// A launcher message for the text log: it may quote untrusted strings
+/// (file names from the volume, a pillar path), so no byte of it may
+/// forge a line or drive the terminal. Control characters (C0 but the
+/// newline and the tab, DEL, and C1 written in UTF-8) become `\xNN`
+/// (`\r`, `\u{NN}` for C1); a newline stays (a multi-line error stays readable) but the
+/// next line is indented by two spaces, so that no line of a message
+/// starts like a record of the launcher's own.
+pub fn escape_text(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let c1 = |w: &[u8]| matches!(w, [0xc2, 0x80..=0x9f]);
+    let special = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    if !msg.iter().any(|&b| special(b)) && !msg.windows(2).any(c1) {
+        return std::borrow::Cow::Borrowed(msg);
+    }
+    let mut out = Vec::with_capacity(msg.len() + 16);
+    let mut i = 0;
+    while let Some(&b) = msg.get(i) {
+        let next = msg.get(i + 1).copied();
+        match b {
+            b'\n' => out.extend_from_slice(b"\n  "),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            0xc2 if next.is_some_and(|n| (0x80..=0x9f).contains(&n)) => {
+                out.extend_from_slice(format!("\\u{{{:02x}}}", next.unwrap_or(0)).as_bytes());
+                i += 1;
+            }
+            b if special(b) => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// `payload` (a whole line) as one record, or as pieces when too long.
@@ -422,6 +454,31 @@ pub fn split(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_messages_cannot_forge_lines_or_drive_the_terminal() {
+        let rows: &[(&[u8], &[u8])] = &[
+            (b"plain: ok", b"plain: ok"),
+            (b"tab\there", b"tab\there"),
+            (
+                b"a\nmc-launcher: exit 0: forged",
+                b"a\n  mc-launcher: exit 0: forged",
+            ),
+            (b"cr\rover", b"cr\\rover"),
+            (b"\x1b[2Jclear", b"\\x1b[2Jclear"),
+            (b"del\x7f", b"del\\x7f"),
+            ("c1 \u{9b}31m".as_bytes(), b"c1 \\u{9b}31m"),
+            ("caf\u{e9}".as_bytes(), "caf\u{e9}".as_bytes()),
+        ];
+        for (msg, want) in rows {
+            assert_eq!(
+                &*escape_text(msg),
+                *want,
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+    }
 
     #[test]
     fn timestamps_are_rfc3339_utc() {

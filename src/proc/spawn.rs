@@ -1,4 +1,5 @@
-//! Spawning and killing: every process in its own process group, with the
+//! Spawning and killing: every process in its own session and process
+//! group (the terminal's foreground main: its own group), with the
 //! signal mask and dispositions reset, credentials dropped, limits applied.
 //!
 //! Two ways to start a process. A plain one (no credentials to drop, no
@@ -198,7 +199,11 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     }
     cmd.stdout(opts.stdout.stdio());
     cmd.stderr(opts.stderr.stdio());
-    cmd.process_group(0);
+    // The terminal's foreground process must stay in the launcher's
+    // session; anything else gets a session of its own (see `Attr::service`).
+    if opts.foreground {
+        cmd.process_group(0);
+    }
     let creds = opts.creds.cloned();
     let rlimits = opts.rlimits.to_vec();
     let foreground = opts.foreground;
@@ -211,6 +216,9 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
                 // SIGTTOU is still ignored here (inherited), so this works
                 // from a background group; the reset below restores it.
                 let _ = nix::unistd::tcsetpgrp(stdin_fd(), nix::unistd::getpid());
+            }
+            if !foreground {
+                nix::unistd::setsid().map_err(io::Error::from)?;
             }
             crate::signals::reset_for_child(caller_signals)?;
             for r in &rlimits {
@@ -333,7 +341,7 @@ impl Drop for Actions {
 struct Attr(MaybeUninit<nix::libc::posix_spawnattr_t>);
 
 impl Attr {
-    /// Own process group; an empty signal mask and every signal at its
+    /// A session (and process group) of its own; an empty signal mask and every signal at its
     /// default disposition, or for the main command (`caller`) the
     /// caller's mask and ignored signals (those are still ignored in the
     /// launcher, which only ever ignores signals, and exec keeps an
@@ -369,10 +377,11 @@ impl Attr {
         // the sets are plain data copied into the attributes.
         unsafe {
             check(libc::posix_spawnattr_init(p))?;
-            check(libc::posix_spawnattr_setpgroup(p, 0))?;
             check(libc::posix_spawnattr_setsigmask(p, &mask))?;
             check(libc::posix_spawnattr_setsigdefault(p, &dfl))?;
-            let flags = libc::POSIX_SPAWN_SETPGROUP
+            // A session of its own (its process group too): no process of
+            // another service can setpgid() into its group.
+            let flags = libc::POSIX_SPAWN_SETSID as libc::c_int
                 | libc::POSIX_SPAWN_SETSIGMASK
                 | libc::POSIX_SPAWN_SETSIGDEF;
             check(libc::posix_spawnattr_setflags(p, flags as libc::c_short))?;

@@ -285,6 +285,7 @@ impl Core {
                 }
                 self.proc_event(proc, Event::SpawnFailed { reason }, now, &mut fx);
             }
+            Input::NotSpawned { proc } => self.proc_event(proc, Event::NotSpawned, now, &mut fx),
             Input::ProbeDone { probe, ok } => self.probe_done(probe, ok, now, &mut fx),
             Input::Signal(sig) => self.on_signal(sig, now, &mut fx),
             Input::Ctl { conn, cmd } => {

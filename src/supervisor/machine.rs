@@ -12,6 +12,7 @@
 //! | Idle, Backoff, Ended, Failed | Start | Starting            | Spawn                |
 //! | Starting | Spawned      | Running (or Stopping if a stop came meanwhile) | - / Signal |
 //! | Starting | SpawnFailed  | Failed                       | Failed               |
+//! | Starting | NotSpawned   | Idle (a stop came first)     | -                    |
 //! | Starting | Stop         | Starting, stop on spawn      | -                    |
 //! | Running  | Exited       | Backoff, Failed or Ended     | Backoff / Failed / Ended |
 //! | Running  | Stop         | Stopping                     | Signal               |
@@ -70,6 +71,8 @@ pub enum Event {
     SpawnFailed {
         reason: String,
     },
+    /// The spawn was skipped: a stop came first (never started).
+    NotSpawned,
     Exited(Exit),
     Stop,
     /// Stop, then start again once ended (ctl restart, a reconfigure).
@@ -253,6 +256,11 @@ impl Proc {
                     },
                     vec![],
                 )
+            }
+            (S::Starting, Event::NotSpawned) => {
+                self.stop_on_spawn = false;
+                self.restart_on_end = false;
+                (S::Idle, vec![])
             }
             (S::Starting, Event::SpawnFailed { reason }) => {
                 self.stop_on_spawn = false;

@@ -122,7 +122,7 @@ impl Core {
                         service: spec.name.clone(),
                         check: check.check.clone(),
                         timeout: timeout.max(MIN_PROBE_TIMEOUT),
-                        working_dir: spec.working_dir.clone(),
+                        spec: spec.clone(),
                     });
                 }
             }
@@ -143,7 +143,7 @@ impl Core {
                         service: spec.name.clone(),
                         check: check.check.clone(),
                         timeout: check.timeout.max(MIN_PROBE_TIMEOUT),
-                        working_dir: spec.working_dir.clone(),
+                        spec: spec.clone(),
                     });
                 }
             }

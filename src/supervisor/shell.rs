@@ -42,6 +42,10 @@ const RECONFIGURE_DEBOUNCE: Duration = Duration::from_millis(500);
 /// request is read soon even during a start of thousands of processes.
 const SIGNAL_CHECK_EVERY: usize = 64;
 
+/// Inputs handled in one round of the loop before it polls again (without
+/// waiting when inputs are left).
+const INPUTS_PER_ROUND: usize = 256;
+
 pub(super) struct Shell<'a> {
     pub core: Core,
     pub cfg: Config,
@@ -77,12 +81,16 @@ pub(super) struct Shell<'a> {
     pub notify: Vec<(String, crate::proc::notify::NotifySocket, u32)>,
     /// Makes the sockets' names unguessable.
     pub notify_seed: u64,
-    /// Our own supervisor's `NOTIFY_SOCKET`.
-    pub notify_target: Option<String>,
+    /// Our own supervisor's `NOTIFY_SOCKET`, sent to without blocking.
+    pub notify_target: Option<crate::proc::notify::Outbox>,
     /// The cgroup whose `memory.events` tells OOM kills, and the count
     /// seen so far.
     pub cgroup: Option<crate::proc::cgroup::Layout>,
     pub oom_seen: u64,
+    /// A stop signal was read and queued (spawns are skipped from then on).
+    pub stop_queued: bool,
+    /// Service processes the launcher itself sent SIGKILL (until reaped).
+    pub killed: std::collections::HashSet<i32>,
     pub reconfigurer: Option<Reconfigurer>,
     pub reconf_watch: Option<FileWatch>,
     pub reconf_due: Option<Instant>,
@@ -170,6 +178,36 @@ impl Shell<'_> {
         }
     }
 
+    /// Whether a stop request came (handled, or read and queued): the
+    /// spawns still to do are skipped. Looks at the signal fd before each
+    /// spawn (one read), so a burst of thousands yields to SIGTERM between
+    /// two spawns, not after all of them.
+    fn stop_pending(&mut self) -> bool {
+        if self.job.is_some() {
+            return false;
+        }
+        if self.stop_queued || self.core.is_stopping() {
+            return true;
+        }
+        let (mut signals, exits): (Vec<Input>, Vec<Input>) = self
+            .read_signals()
+            .into_iter()
+            .partition(|i| matches!(i, Input::Signal(_)));
+        self.stop_queued = signals.iter().any(|i| {
+            matches!(
+                i,
+                Input::Signal(Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)
+            )
+        });
+        // Signals first; exits after the `Spawned` already queued (a
+        // process may end before its start is told).
+        while let Some(i) = signals.pop() {
+            self.inputs.push_front(i);
+        }
+        self.inputs.extend(exits);
+        self.stop_queued
+    }
+
     fn drain_inputs(&mut self) {
         let mut handled = 0usize;
         while let Some(input) = self.inputs.pop_front() {
@@ -179,6 +217,11 @@ impl Shell<'_> {
                 self.apply(e, now);
             }
             handled += 1;
+            if handled >= INPUTS_PER_ROUND {
+                // Let the loop poll (ctl, output, exits) before going on:
+                // a burst of spawns keeps the queue full for long.
+                return;
+            }
             if handled.is_multiple_of(SIGNAL_CHECK_EVERY) {
                 // Stop requests and exits go first.
                 let mut urgent = self.read_signals();
@@ -194,6 +237,10 @@ impl Shell<'_> {
     fn apply(&mut self, e: Effect, now: Instant) {
         match e {
             Effect::Spawn { proc, spec, index } => {
+                if self.stop_pending() {
+                    self.inputs.push_back(Input::NotSpawned { proc });
+                    return;
+                }
                 let input = match self.spawn_service(&spec, index) {
                     Ok(pid) => {
                         if let Some(j) = &mut self.job {
@@ -215,6 +262,12 @@ impl Shell<'_> {
                 self.inputs.push_back(input);
             }
             Effect::Signal { pid, signal, group } => {
+                if signal == Signal::SIGKILL && self.groups.contains_key(&pid) {
+                    // Our own SIGKILL is never the kernel's OOM kill; and
+                    // what the counter says now is old news for it.
+                    self.killed.insert(pid);
+                    self.refresh_oom_seen();
+                }
                 if group {
                     spawn::signal_group(pid, signal);
                 } else {
@@ -226,12 +279,10 @@ impl Shell<'_> {
                 service,
                 check,
                 timeout,
-                working_dir,
+                spec,
             } => {
                 self.probe_names.insert(probe.0, service.clone());
-                if let Some(v) =
-                    self.start_probe(probe, &service, &check, now + timeout, working_dir)
-                {
+                if let Some(v) = self.start_probe(probe, &spec, &check, now + timeout) {
                     self.probe_verdict(probe, v);
                 }
             }
@@ -288,28 +339,16 @@ impl Shell<'_> {
                 spec,
                 argv,
                 timeout,
-            } => {
-                let mut hook = spec.as_ref().clone();
-                hook.argv = argv;
-                hook.name = format!("{} pre_stop", spec.name);
-                // The hook is the service's: its name, its environment.
-                hook.env.insert("MC_SERVICE".into(), spec.name.clone());
-                hook.numprocesses = 1;
-                hook.stdout = Stream::Prefix;
-                hook.stderr = Stream::Prefix;
-                match self.spawn_service(&Arc::new(hook), 0) {
-                    Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
-                    Err((why, _)) => {
-                        log::warn!("{}: pre_stop: {why}", spec.name);
-                        self.inputs.push_back(Input::ProbeDone { probe, ok: false });
-                    }
+            } => match self.spawn_helper(&spec, argv, "pre_stop", Stream::Prefix) {
+                Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
+                Err((why, _)) => {
+                    log::warn!("{}: pre_stop: {why}", spec.name);
+                    self.inputs.push_back(Input::ProbeDone { probe, ok: false });
                 }
-            }
+            },
             Effect::Notify(message) => {
-                if let Some(target) = &self.notify_target {
-                    if let Err(e) = crate::proc::notify::send(target, &message) {
-                        log::debug!("sd_notify to {target}: {e}");
-                    }
+                if let Some(out) = &mut self.notify_target {
+                    out.send(message, now);
                 }
             }
         }
@@ -335,6 +374,9 @@ impl Shell<'_> {
             self.ctl.as_ref().and_then(Server::next_deadline),
             self.http.as_ref().and_then(HttpServer::next_deadline),
             job_deadline,
+            self.notify_target
+                .as_ref()
+                .and_then(crate::proc::notify::Outbox::next_deadline),
             self.limiters
                 .values()
                 .filter_map(|l| l.borrow().due())
@@ -344,7 +386,12 @@ impl Shell<'_> {
         .into_iter()
         .flatten()
         .min();
-        let timeout = crate::proc::poll_timeout(deadline, now);
+        let timeout = if self.inputs.is_empty() {
+            crate::proc::poll_timeout(deadline, now)
+        } else {
+            // Inputs left from a long round: look, do not wait.
+            nix::poll::PollTimeout::ZERO
+        };
         let mut srcs: Vec<(Src, RawFd, PollFlags)> = Vec::with_capacity(8 + self.readers.len());
         srcs.push((
             Src::Signals,
@@ -525,6 +572,11 @@ impl Shell<'_> {
         if self.reconf_due.is_some_and(|t| t <= now) {
             self.reconf_due = None;
             self.inputs.push_back(Input::InputsChanged);
+        }
+        if let Some(out) = &mut self.notify_target {
+            if out.next_deadline().is_some_and(|t| t <= now) {
+                out.flush(now);
+            }
         }
         self.inputs.push_back(Input::Tick);
     }

@@ -568,3 +568,26 @@ pub fn status_json(run: &Running) -> serde_json::Value {
     let out = ctl(run, &["--json", "status"]);
     serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
+
+/// Service `name` in the launcher's `ctl --json status` answer; `None`
+/// while no launcher answers (not listening yet) or it has no such service.
+pub fn service_json(run: &Running, name: &str) -> Option<serde_json::Value> {
+    let out = ctl(run, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).ok()?;
+    v["services"]
+        .as_array()?
+        .iter()
+        .find(|s| s["name"] == name)
+        .cloned()
+}
+
+/// The peak resident memory (`VmHWM`) of running process `pid`, in KiB.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM")
+}

@@ -1444,3 +1444,41 @@ fn a_run_stopped_or_removed_while_its_pause_waits_brings_the_service_back() {
     assert_eq!(sim.state("web"), StateName::Running);
     assert!(sim.core.status(sim.now).iter().all(|s| s.name != "gc"));
 }
+
+#[test]
+fn a_stop_during_a_burst_spawns_nothing_more() {
+    let mut many = svc("many");
+    many.numprocesses = 500;
+    let mut core = Core::new(vec![(many, Role::Config)], options(Duration::ZERO, false));
+    let now = Instant::now();
+    let procs: Vec<ProcId> = core
+        .handle(Input::Tick, now)
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Spawn { proc, .. } => Some(proc),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(procs.len(), SPAWN_BATCH);
+    // The stop comes while the batch's outcomes are still to be told.
+    let mut later = core.handle(Input::Signal(Signal::SIGTERM), now);
+    for (i, proc) in procs.into_iter().enumerate() {
+        let pid = 1000 + i as i32;
+        later.extend(core.handle(Input::Spawned { proc, pid }, now));
+        later.extend(core.handle(
+            Input::Exited {
+                pid,
+                exit: Exit::Signal(Signal::SIGTERM as i32),
+                oom: false,
+            },
+            now,
+        ));
+    }
+    later.extend(core.handle(Input::Tick, now + Duration::from_millis(10)));
+    let spawns = later
+        .iter()
+        .filter(|e| matches!(e, Effect::Spawn { .. }))
+        .count();
+    assert_eq!(spawns, 0, "spawned after the stop began");
+    assert!(later.iter().any(|e| matches!(e, Effect::Exit(_))));
+}

@@ -5,7 +5,6 @@ use crate::config::model::{ReadyCheck, Service};
 use crate::ctl::proto::{Command, Reply};
 use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +92,11 @@ pub enum Input {
         /// For the main service: 127 (not found) or 126.
         status: i32,
     },
+    /// The shell skipped a `Spawn`: a stop request came first (a burst of
+    /// thousands yields to it between spawns).
+    NotSpawned {
+        proc: ProcId,
+    },
     ProbeDone {
         probe: ProbeId,
         ok: bool,
@@ -149,7 +153,9 @@ pub enum Effect {
         service: String,
         check: ReadyCheck,
         timeout: Duration,
-        working_dir: Option<PathBuf>,
+        /// The service the probe runs as (a `cmd` probe gets its user,
+        /// groups, environment, working dir and rlimits).
+        spec: Arc<Service>,
     },
     CancelProbe(ProbeId),
     /// Run a service's `pre_stop` hook; answer with `ProbeDone` (`probe`

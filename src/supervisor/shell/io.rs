@@ -108,6 +108,35 @@ impl Shell<'_> {
         }
     }
 
+    /// Spawn a helper process of `spec` (a `cmd` probe, a `pre_stop`
+    /// hook) through the service's own path: its user, groups,
+    /// environment, working dir, rlimits and session rules, as the
+    /// service itself. The pid is the caller's to follow (not a process
+    /// of the service: its exit is no service exit).
+    pub(super) fn spawn_helper(
+        &mut self,
+        spec: &Arc<crate::config::model::Service>,
+        argv: Vec<String>,
+        what: &str,
+        output: Stream,
+    ) -> Result<i32, (String, i32)> {
+        let mut helper = spec.as_ref().clone();
+        helper.argv = argv;
+        helper.name = format!("{} {what}", spec.name);
+        // The helper is the service's: its name, its environment.
+        helper.env.insert("MC_SERVICE".into(), spec.name.clone());
+        helper.numprocesses = 1;
+        helper.stdout = output.clone();
+        helper.stderr = output;
+        // Never the terminal's foreground, never a NOTIFY_SOCKET.
+        helper.main = false;
+        helper.ready = None;
+        helper.live = None;
+        let pid = self.spawn_service(&Arc::new(helper), 0)?;
+        self.groups.remove(&pid);
+        Ok(pid)
+    }
+
     pub(super) fn add_reader(&mut self, r: Reader) {
         match self.readers.iter_mut().find(|s| s.is_none()) {
             Some(slot) => *slot = Some(r),
@@ -118,10 +147,9 @@ impl Shell<'_> {
     pub(super) fn start_probe(
         &mut self,
         probe: ProbeId,
-        service: &str,
+        spec: &Arc<crate::config::model::Service>,
         check: &ReadyCheck,
         deadline: Instant,
-        working_dir: Option<std::path::PathBuf>,
     ) -> Option<Verdict> {
         match check {
             ReadyCheck::Tcp(a) => self
@@ -139,25 +167,12 @@ impl Shell<'_> {
                 Verdict::Fail(format!("{} does not exist", p.display()))
             }),
             ReadyCheck::Cmd(argv) => {
-                let res = spawn::spawn(spawn::SpawnOpts {
-                    argv,
-                    env: spawn::mc_env(&self.cfg, service),
-                    copy_env: true,
-                    working_dir: working_dir.as_deref(),
-                    creds: None,
-                    rlimits: &[],
-                    stdout: spawn::Out::Null,
-                    stderr: spawn::Out::Null,
-                    foreground: false,
-                    stdin_null: true,
-                    caller_signals: false,
-                });
-                match res {
+                match self.spawn_helper(spec, argv.clone(), "probe", Stream::Null) {
                     Ok(pid) => {
                         self.probes.start_cmd(probe.0, pid, deadline);
                         None
                     }
-                    Err(e) => Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                    Err((e, _)) => Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
                 }
             }
         }
@@ -209,6 +224,7 @@ impl Shell<'_> {
         let groups = &mut self.groups;
         let cgroup = &self.cgroup;
         let oom_seen = &mut self.oom_seen;
+        let killed = &mut self.killed;
         reap::reap_all(|pid, exit| {
             match probes.exited(pid, exit == Exit::Code(0), &exit.to_string()) {
                 Some(Some((id, v))) => {
@@ -231,12 +247,15 @@ impl Shell<'_> {
                         // An orphan re-parented to us: reaped, nothing to tell.
                         return;
                     }
-                    // A SIGKILL while the cgroup's OOM kill count rose: the
-                    // kernel's doing, not somebody's.
+                    // A SIGKILL the launcher did not send, while the
+                    // cgroup's OOM kill count rose since the last look
+                    // (taken at each SIGKILL exit and before each SIGKILL
+                    // of ours): the kernel's doing, not somebody's.
+                    let ours = killed.remove(&pid);
                     let mut oom = false;
                     if exit == Exit::Signal(Signal::SIGKILL as i32) {
                         if let Some(n) = cgroup.as_ref().and_then(crate::proc::cgroup::oom_kills) {
-                            oom = n > *oom_seen;
+                            oom = !ours && n > *oom_seen;
                             *oom_seen = n;
                         }
                     }
@@ -244,6 +263,18 @@ impl Shell<'_> {
                 }
             }
         });
+    }
+
+    /// Take the cgroup's OOM kill count as seen (a rise before now is not
+    /// the cause of what happens next).
+    pub(super) fn refresh_oom_seen(&mut self) {
+        if let Some(n) = self
+            .cgroup
+            .as_ref()
+            .and_then(crate::proc::cgroup::oom_kills)
+        {
+            self.oom_seen = n;
+        }
     }
 
     /// sd_notify messages, from a process of a service that asked for one.
@@ -268,18 +299,20 @@ impl Shell<'_> {
         }
     }
 
-    /// The messages on service `i`'s socket. One counts when its sender is
-    /// a process of that service, or has already gone but ran as the
-    /// service's user; anything else (another process that learnt the
-    /// name) is ignored.
+    /// The messages on service `i`'s socket. One counts when its sender
+    /// (the pid the kernel gives) is in the session of one of that
+    /// service's processes (each is a session leader: no other service's
+    /// process can join it), or has already gone but ran as the service's
+    /// user; anything else (another process that learnt the name) is
+    /// ignored.
     pub(super) fn read_notify(&mut self, i: usize) {
         let Some((service, n, uid)) = self.notify.get(i) else {
             return;
         };
         for (who, message) in n.receive() {
             let ours = who.is_some_and(|(pid, sender_uid)| {
-                match nix::unistd::getpgid(Some(Pid::from_raw(pid))) {
-                    Ok(group) => self.groups.get(&group.as_raw()) == Some(service),
+                match nix::unistd::getsid(Some(Pid::from_raw(pid))) {
+                    Ok(session) => self.groups.get(&session.as_raw()) == Some(service),
                     Err(_) => sender_uid == *uid,
                 }
             });
@@ -467,6 +500,9 @@ impl Shell<'_> {
         for l in self.limiters.values() {
             l.borrow_mut().report();
         }
+        if let Some(out) = &mut self.notify_target {
+            out.give_up();
+        }
         for line in self.core.summary() {
             log::info!("summary: {line}");
         }
@@ -475,7 +511,7 @@ impl Shell<'_> {
             report.tail = t.borrow().lines();
         }
         if let Some(path) = &self.cfg.termination_log {
-            report.write(path);
+            crate::fsutil::write_termination_log(path, Some(&self.cfg.paths.volume), &report);
         }
         log::info!("{}", report.summary());
         code
