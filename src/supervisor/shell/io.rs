@@ -128,12 +128,24 @@ impl Shell<'_> {
                 Verdict::Fail(format!("{} does not exist", p.display()))
             }),
             ReadyCheck::Cmd(argv) => {
+                // The probe is the service's: its user and groups, its
+                // environment (a probe such as pg_isready logs in as
+                // whoever runs it).
+                let spec = self.cfg.services.iter().find(|s| s.name == service);
+                let creds = match spec.map(spawn::resolve_creds).transpose() {
+                    Ok(c) => c.flatten(),
+                    Err(e) => return Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                };
+                let env = match spec {
+                    Some(s) => spawn::service_env(&self.cfg, s, creds.as_ref()),
+                    None => spawn::mc_env(&self.cfg, service),
+                };
                 let res = spawn::spawn(spawn::SpawnOpts {
                     argv,
-                    env: spawn::mc_env(&self.cfg, service),
-                    copy_env: true,
+                    env,
+                    copy_env: spec.is_none_or(|s| s.copy_env),
                     working_dir: working_dir.as_deref(),
-                    creds: None,
+                    creds: creds.as_ref(),
                     rlimits: &[],
                     stdout: spawn::Out::Null,
                     stderr: spawn::Out::Null,
