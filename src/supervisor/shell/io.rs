@@ -54,7 +54,17 @@ impl Shell<'_> {
                 crate::error::EXIT_FAILURE,
             )
         })?;
-        let mut env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        // Read at each start: a rotated file applies at the next one.
+        let failed = |r: String| (r, crate::error::EXIT_FAILURE);
+        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(failed)?;
+        let owner = creds.as_ref().map_or_else(
+            || (nix::unistd::geteuid(), nix::unistd::getegid()),
+            |c| (c.uid, c.gid),
+        );
+        let cred_dir =
+            crate::proc::envfile::install_credentials(&self.cfg, spec, owner).map_err(failed)?;
+        let mut env =
+            spawn::service_env(&self.cfg, spec, creds.as_ref(), &files, cred_dir.as_deref());
         let wants_notify = spec
             .ready
             .as_ref()
@@ -78,6 +88,7 @@ impl Shell<'_> {
             stderr,
             foreground: spec.main && self.stdin_tty,
             stdin_null: !spec.main,
+            caller_signals: spec.main,
         });
         match res {
             Ok(pid) => {
@@ -151,6 +162,7 @@ impl Shell<'_> {
                     stderr: spawn::Out::Null,
                     foreground: false,
                     stdin_null: true,
+                    caller_signals: false,
                 });
                 match res {
                     Ok(pid) => {
