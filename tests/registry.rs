@@ -238,6 +238,36 @@ fn a_signed_image_ships_through_the_registry_image() {
         signed_digest(&inspect.stdout, "signed"),
         (digest.clone(), root_key)
     );
+    // The garbage collection job, on request: the registry paused for it,
+    // then back; what is signed is still there.
+    must(&[
+        "exec",
+        &reg.container,
+        "mc-launcher",
+        "ctl",
+        "start",
+        "registry-gc",
+    ]);
+    let collected = wait_until(Duration::from_secs(120), || {
+        reg.logs()
+            .contains("registry: starting again after the run of registry-gc")
+    });
+    assert!(collected, "no GC run:\n{}", reg.logs());
+    let logs = reg.logs();
+    let order: Vec<usize> = [
+        "registry: stopping for the run of registry-gc",
+        "registry-gc: run started",
+        "registry-gc: run ended (exit 0)",
+        "registry: starting again after the run of registry-gc",
+    ]
+    .iter()
+    .map(|l| {
+        logs.find(l)
+            .unwrap_or_else(|| panic!("{l:?} not in the log:\n{logs}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{logs}");
+    reg.wait_ready();
     let pull = keep(client(&cfg, true, &trust_env, &["pull", &signed]));
     assert!(
         pull.ok,
@@ -346,6 +376,56 @@ fn the_registry_image_as_an_operator_runs_it() {
         .map(|s| pids(s))
         .collect();
     assert_eq!(before, after, "{}", reg.logs());
+
+    // A renewed certificate: nginx reloads it (watch, HUP), same pid.
+    let served = || -> String {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect {} </dev/null 2>/dev/null | openssl x509 -noout -subject",
+                reg.addr
+            ))
+            .output()
+            .expect("openssl");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert!(served().contains("CN = registry"), "{}", served());
+    let renew = format!(
+        "set -e; cd {}/configuration/tls; t=$(mktemp -d); \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=renewed \
+           -keyout $t/k -out $t/csr 2>/dev/null; \
+         printf 'subjectAltName=IP:{}\\n' > $t/ext; \
+         openssl x509 -req -in $t/csr -CA ca.crt -CAkey ca.key -CAserial $t/srl -CAcreateserial \
+           -days 2 -extfile $t/ext -out $t/crt 2>/dev/null; \
+         cp $t/k registry.key.new; mv registry.key.new registry.key; \
+         cp $t/crt registry.crt.new; mv registry.crt.new registry.crt; rm -rf $t",
+        common::registry::VOLUME_DIR,
+        common::registry::HOST_ADDR
+    );
+    must(&["exec", &reg.container, "sh", "-c", &renew]);
+    let renewed = wait_until(Duration::from_secs(30), || {
+        served().contains("CN = renewed")
+    });
+    assert!(renewed, "nginx still serves {}:\n{}", served(), reg.logs());
+    assert_eq!(
+        pids("nginx"),
+        before[0],
+        "nginx was restarted:\n{}",
+        reg.logs()
+    );
+
+    // sshd starts when a key appears in the volume's ssh/.
+    let key = reg.dir().join("id_ed25519");
+    let kg = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(kg.success());
+    let ssh_dir = format!("{}:{}/ssh/", reg.container, common::registry::VOLUME_DIR);
+    must(&["cp", &key.with_extension("pub").to_string_lossy(), &ssh_dir]);
+    let sshd = wait_until(Duration::from_secs(30), || pids("sshd") != "[]");
+    assert!(sshd, "no sshd after a key came:\n{}", reg.logs());
 
     // docker stop: a clean stop within Docker's 10 s (else 137), nginx by
     // QUIT, PostgreSQL by a fast shutdown, each with its summary line.

@@ -140,15 +140,21 @@ impl Shell<'_> {
             }),
             ReadyCheck::Cmd(argv) => {
                 // The probe is the service's: its user and groups, its
-                // environment (a probe such as pg_isready logs in as
-                // whoever runs it).
+                // environment without the files (a probe such as
+                // pg_isready logs in as whoever runs it).
                 let spec = self.cfg.services.iter().find(|s| s.name == service);
                 let creds = match spec.map(spawn::resolve_creds).transpose() {
                     Ok(c) => c.flatten(),
                     Err(e) => return Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
                 };
                 let env = match spec {
-                    Some(s) => spawn::service_env(&self.cfg, s, creds.as_ref()),
+                    Some(s) => {
+                        let none = crate::proc::envfile::FileEnv {
+                            files: Vec::new(),
+                            secrets: Vec::new(),
+                        };
+                        spawn::service_env(&self.cfg, s, creds.as_ref(), &none, None)
+                    }
                     None => spawn::mc_env(&self.cfg, service),
                 };
                 let res = spawn::spawn(spawn::SpawnOpts {
