@@ -31,13 +31,7 @@ fn client(cfg: &Path, trust: bool, extra: &[(&str, &str)], args: &[&str]) -> Out
     for (k, v) in extra {
         c.env(k, v);
     }
-    let o = c.output().expect("docker");
-    Out {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    c.output().expect("docker").into()
 }
 
 /// Every image whose name starts with the registry's address, removed

@@ -27,14 +27,23 @@ pub struct Out {
     pub stderr: String,
 }
 
-pub fn docker(args: &[&str]) -> Out {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    Out {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+impl From<std::process::Output> for Out {
+    fn from(o: std::process::Output) -> Out {
+        Out {
+            ok: o.status.success(),
+            code: o.status.code(),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
     }
+}
+
+pub fn docker(args: &[&str]) -> Out {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker")
+        .into()
 }
 
 pub fn must(args: &[&str]) -> String {
