@@ -341,6 +341,7 @@ fn the_registry_image_as_an_operator_runs_it() {
     })
     .collect();
     assert!(ready.windows(2).all(|w| w[0] < w[1]), "{logs}");
+    assert!(logs.contains("postgres: ready (sd_notify)"), "{logs}");
 
     // HUP to the container: the launcher reloads its config; nothing
     // changed, so every service keeps its pid.
@@ -439,10 +440,15 @@ fn the_registry_image_as_an_operator_runs_it() {
             "{s}:\n{logs}"
         );
     }
-    assert!(
-        logs.contains("summary: nginx: stopped") && logs.contains("(exit 0)"),
-        "{logs}"
-    );
     assert!(logs.contains("database system is shut down"), "{logs}");
+    // Ended by their own hand, not killed: nginx by QUIT, the registry by
+    // TERM (it drains: http.draintimeout), PostgreSQL by INT.
+    for s in ["nginx", "registry", "postgres"] {
+        let end = logs
+            .lines()
+            .find(|l| l.contains(&format!("summary: {s}: stopped")))
+            .unwrap_or_default();
+        assert!(end.ends_with("(exit 0)"), "{s}: {end}\n{logs}");
+    }
     assert_no_secret(&logs, &[("the user's password", &reg.password)]);
 }
