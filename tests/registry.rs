@@ -343,6 +343,32 @@ fn the_registry_image_as_an_operator_runs_it() {
     assert!(ready.windows(2).all(|w| w[0] < w[1]), "{logs}");
     assert!(logs.contains("postgres: ready (sd_notify)"), "{logs}");
 
+    // nginx's own 401 carries Docker's API version header, once; the
+    // notary's health is public, the rest of it behind the same login.
+    let head = |path: &str| -> String {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
+            .arg(&reg.ca)
+            .arg(format!("https://{}{path}", reg.addr))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_lowercase()
+    };
+    let v2 = head("/v2/");
+    assert!(v2.starts_with("http/1.1 401"), "{v2}");
+    assert_eq!(
+        v2.matches("docker-distribution-api-version: registry/2.0")
+            .count(),
+        1,
+        "{v2}"
+    );
+    assert!(
+        v2.contains("www-authenticate: basic realm=\"registry\""),
+        "{v2}"
+    );
+    assert!(head("/_notary_server/health").starts_with("http/1.1 200"));
+    assert!(head("/v2/x/y/_trust/tuf/root.json").starts_with("http/1.1 401"));
+
     // HUP to the container: the launcher reloads its config; nothing
     // changed, so every service keeps its pid.
     let pids = |s: &str| -> String {
