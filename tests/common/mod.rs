@@ -3,7 +3,9 @@
 //! always under a time limit, and kills what it started when done.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod kubelet;
+pub mod registry;
 pub mod salt;
 pub mod tree;
 
