@@ -1414,7 +1414,8 @@ fn a_cron_run_handled_a_hair_before_its_wall_time_runs_once() {
         cron: crate::cron::Cron::parse("* * * * *").expect("cron"),
         tz: crate::cron::Zone::utc(),
     };
-    let start = 1_800_000_000 - 1_800_000_000 % 60 + 30;
+    // Half a minute past a whole minute.
+    let start = 1_800_000_030;
     let mut sim = Sim::at_wall(&[job_svc("tick", every_minute, &[], None)], start);
     assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(30_000));
     // The wall clock runs 0.2 s behind the monotonic one by then.
