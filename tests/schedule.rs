@@ -59,7 +59,7 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     cmd: ["sh", "-c", "echo $$ >> {other}; exec sleep 1000"]
   gc:
     cmd: ["sh", "-c", "echo gc-start >> {log}; sleep 0.2; echo gc-end >> {log}"]
-    schedule: {{every: 1s, pause: [web]}}
+    schedule: {{every: 2s, pause: [web]}}
 "#,
             log = log.display(),
             other = other.display()
@@ -99,7 +99,7 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     assert!(j["runs"]["ok"].as_u64() >= Some(3), "{status}");
     assert_eq!(j["last_result"], "ok", "{status}");
     assert_eq!(j["last_exit"], "exit 0", "{status}");
-    assert_eq!(j["schedule"], "every 1s", "{status}");
+    assert_eq!(j["schedule"], "every 2s", "{status}");
     let (last, next) = (j["last_run_unix"].as_f64(), j["next_run_unix"].as_f64());
     assert!(next > last && last.is_some(), "{status}");
     assert!(
@@ -107,7 +107,7 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
             && metrics.contains("mc_job_last_run_timestamp_seconds{service=\"gc\"}"),
         "{metrics}"
     );
-    assert!(text.contains("gc: every 1s; "), "{text}");
+    assert!(text.contains("gc: every 2s; "), "{text}");
     assert!(text.contains("runs: "), "{text}");
     let log_text = out.stderr;
     let pos = |s: &str| {

@@ -72,12 +72,15 @@ impl Core {
         }
     }
 
-    /// The run after one due at `due` (`now` is when it is handled).
+    /// The run after one due at `due` (`now` is when it is handled; a
+    /// cron run comes after the wall time `after_wall` too: the one due
+    /// may be a hair ahead of the wall clock).
     fn following(
         spec: &Service,
         due: Instant,
         now: Instant,
         wall_now: f64,
+        after_wall: f64,
     ) -> Option<(Instant, f64)> {
         let sched = spec.schedule.as_ref()?;
         match &sched.when {
@@ -94,7 +97,7 @@ impl Core {
                 Some((next, wall))
             }
             When::Cron { cron, tz, .. } => {
-                let t = cron.next_after(tz, wall_now.floor() as i64)? as f64;
+                let t = cron.next_after(tz, after_wall.max(wall_now).floor() as i64)? as f64;
                 let wait = crate::units::duration_from_secs((t - wall_now).max(0.0))?;
                 Some((now + wait, t))
             }
@@ -151,7 +154,7 @@ impl Core {
                 job.next_wall = Some(wall_now);
             } else {
                 // The first `every` run comes one period after the start.
-                let after = Core::following(&spec, now, now, wall_now);
+                let after = Core::following(&spec, now, now, wall_now, wall_now);
                 (job.next_at, job.next_wall) = (after.map(|a| a.0), after.map(|a| a.1));
             }
             if let Some(w) = job.next_wall {
@@ -178,7 +181,8 @@ impl Core {
             if let Some(w) = early {
                 job.next_at = crate::units::duration_from_secs(w - wall_now).map(|d| now + d);
             } else {
-                let next = Core::following(&spec, due, now, wall_now);
+                let due_wall = job.next_wall.unwrap_or(wall_now);
+                let next = Core::following(&spec, due, now, wall_now, due_wall);
                 job.next_at = next.map(|n| n.0);
                 job.next_wall = next.map(|n| n.1);
                 if job.run.is_some() {
@@ -295,7 +299,6 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> bool {
-        let wall_now = self.wall_at(now);
         let Some(svc) = self.svcs.get_mut(&s) else {
             return false;
         };
@@ -333,7 +336,6 @@ impl Core {
             "ok" => log::info!("{name}: run ended ({how}) after {took}{next}"),
             _ => log::warn!("{name}: run {result} ({how}) after {took}{next}"),
         }
-        let _ = wall_now;
         if self.stopping.is_none() {
             for p in run.paused {
                 let Some(id) = self.find(&p) else { continue };

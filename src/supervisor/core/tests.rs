@@ -1482,3 +1482,29 @@ fn a_stop_during_a_burst_spawns_nothing_more() {
     assert_eq!(spawns, 0, "spawned after the stop began");
     assert!(later.iter().any(|e| matches!(e, Effect::Exit(_))));
 }
+
+#[test]
+fn a_cron_run_handled_a_hair_before_its_wall_time_runs_once() {
+    let every_minute = When::Cron {
+        text: "* * * * *".into(),
+        cron: crate::cron::Cron::parse("* * * * *").expect("cron"),
+        tz: crate::cron::Zone::utc(),
+    };
+    // Half a minute past a whole minute.
+    let start = 1_800_000_030;
+    let mut sim = Sim::at_wall(&[job_svc("tick", every_minute, &[], None)], start);
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(30_000));
+    // The wall clock runs 0.2 s behind the monotonic one by then.
+    let t = sim.t0 + Duration::from_millis(30_000);
+    sim.core.set_wall(t, (start + 30) as f64 - 0.2);
+    sim.at(30_000);
+    assert_eq!(sim.names_spawned(), ["tick"]);
+    sim.exited("tick", Exit::Code(0));
+    assert_eq!(
+        sim.job("tick").next_run_unix,
+        Some((start + 90) as f64),
+        "the next minute, not the same one again"
+    );
+    sim.at(30_300);
+    assert_eq!(sim.names_spawned(), ["tick"]);
+}
