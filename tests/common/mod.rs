@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod kubelet;
+pub mod release;
 pub mod salt;
 pub mod tree;
 
