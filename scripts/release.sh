@@ -126,7 +126,28 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$cdx" cyclonedx --quiet --all --format json --spec-version 1.5 --target x86_64-unknown-linux-musl \
     --no-build-deps --override-filename sbom-tmp >&2
-mv -f sbom-tmp.json "$sbom"
+# cargo-cyclonedx reads `cargo metadata`, which also lists the optional
+# dependencies of a crate whose feature is off (regex, for env_filter); the
+# binary holds what `cargo tree` resolves for the musl target: the SBOM
+# keeps those components only. The crate's own bom-ref names the clone's
+# path: the remapped one instead, as in the binary.
+cargo tree --locked -e normal --target x86_64-unknown-linux-musl --prefix none -f '{p}' |
+    awk '{ sub(/^v/, "", $2); print $1 "@" $2 }' | sort -u > "$tmp/tree"
+python3 - sbom-tmp.json "$tmp/tree" "$PWD" > "$sbom" <<'EOF'
+import json, sys
+bom = json.load(open(sys.argv[1]))
+keep = set(open(sys.argv[2]).read().split())
+comps = [c for c in bom.get("components", []) if f'{c["name"]}@{c.get("version", "")}' in keep]
+refs = {c["bom-ref"] for c in comps} | {bom["metadata"]["component"]["bom-ref"]}
+bom["components"] = comps
+bom["dependencies"] = [
+    dict(d, dependsOn=[r for r in d.get("dependsOn", []) if r in refs])
+    for d in bom.get("dependencies", []) if d["ref"] in refs
+]
+text = json.dumps(bom, indent=2, ensure_ascii=False) + "\n"
+print(text.replace(f"path+file://{sys.argv[3]}#", "path+file:///build/mc-launcher#"), end="")
+EOF
+rm -f sbom-tmp.json
 # The crates, one "name version license" line each (for the copyright file).
 python3 - "$sbom" > "$tmp/crates" <<'EOF'
 import json, sys

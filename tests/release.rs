@@ -364,7 +364,7 @@ fn aarch64_passes_every_exit_status_through_under_qemu() {
     let d = TempDir::new("qemu-exit");
     let prog = under_qemu(&d);
     for code in 0..=255 {
-        let out = Launch::new(&["--", "sh", "-c", &format!("exit {code}")])
+        let out = Launch::new(&["-q", "--", "sh", "-c", &format!("exit {code}")])
             .program(&prog)
             .run();
         assert_eq!(out.code, Some(code), "exit {code}: {}", out.all());
