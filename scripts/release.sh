@@ -11,7 +11,7 @@
 # and, on the local Docker engine, FROM-scratch images holding only
 # /mc-launcher, for `COPY --from=`: REPO:VERSION-amd64, REPO:VERSION-arm64,
 # and REPO:VERSION (this machine's arch); REPO is $MC_RELEASE_IMAGE, by
-# default mc-launcher/mc-launcher.
+# default mc-launcher/mc-launcher (needs Docker: --no-images without it).
 #
 # Reproducible: SOURCE_DATE_EPOCH (default: the commit's date) is the only
 # time that reaches an artifact, and no path of this machine does, so two
@@ -60,29 +60,31 @@ export SOURCE_DATE_EPOCH
 deb_arch() { case "$1" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; esac; }
 
 # --- the images: FROM scratch, /mc-launcher only ----------------------------
-# `docker import` of a one-file tar: no builder (buildx is not needed), and
-# the image's architecture is whatever --platform says, so the arm64 image
-# is made on an x86_64 machine without emulation.
+# The legacy builder (DOCKER_BUILDKIT=0: no buildx needed) with --platform:
+# FROM scratch has nothing to run, so the arm64 image is made on an x86_64
+# machine without emulation, and its platform is linux/arm64. (`docker
+# import --platform` is not enough: Docker 28 records the host's arch.)
 make_images() {
-    local repo=${MC_RELEASE_IMAGE:-mc-launcher/mc-launcher} host a bin dir
+    local repo=${MC_RELEASE_IMAGE:-mc-launcher/mc-launcher} host a bin dir tag log
     host=$(uname -m)
     for a in "${arches[@]}"; do
         bin=$dist/mc-launcher-$version-$a
         [ -x "$bin" ] || { say "$bin is missing: run $0 first"; exit 1; }
+        tag=$repo:$version-$(deb_arch "$a")
         dir=$(mktemp -d)
         install -m 0755 "$bin" "$dir/mc-launcher"
         touch -d "@$SOURCE_DATE_EPOCH" "$dir/mc-launcher"
-        tar --sort=name --owner=0 --group=0 --numeric-owner --mtime="@$SOURCE_DATE_EPOCH" \
-            -C "$dir" -cf "$dir.tar" mc-launcher
-        docker import --platform "linux/$(deb_arch "$a")" \
-            --change 'ENTRYPOINT ["/mc-launcher"]' \
-            --message "mc-launcher $version ($a)" \
-            "$dir.tar" "$repo:$version-$(deb_arch "$a")" >/dev/null
-        rm -rf "$dir" "$dir.tar"
-        if [ "$a" = "$host" ]; then
-            docker tag "$repo:$version-$(deb_arch "$a")" "$repo:$version"
+        printf '%s\n' 'FROM scratch' 'COPY mc-launcher /mc-launcher' \
+            'ENTRYPOINT ["/mc-launcher"]' > "$dir/Dockerfile"
+        if ! log=$(DOCKER_BUILDKIT=0 docker build -q --platform "linux/$(deb_arch "$a")" \
+            --label "org.opencontainers.image.version=$version" -t "$tag" "$dir" 2>&1); then
+            echo "$log" >&2
+            rm -rf "$dir"
+            exit 1
         fi
-        say "image $repo:$version-$(deb_arch "$a")"
+        rm -rf "$dir"
+        [ "$a" != "$host" ] || docker tag "$tag" "$repo:$version"
+        say "image $tag"
     done
 }
 if [ "$build" = no ]; then
