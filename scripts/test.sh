@@ -32,11 +32,12 @@ cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
 
 echo "== integration tests again, against the static binary"
 # Not the unit tests, not Docker (already on the static binary), not the
-# source checks (layers, readme): what runs the launcher.
+# release (its own binaries, built once), not the source checks (layers,
+# readme): what runs the launcher.
 itests=()
 for f in tests/*.rs; do
     t=$(basename "$f" .rs)
-    case "$t" in docker | layers | readme) ;; *) itests+=(--test "$t") ;; esac
+    case "$t" in docker | layers | readme | release) ;; *) itests+=(--test "$t") ;; esac
 done
 MC_TEST_BIN="$static_fi" cargo test --features fault-injection "${itests[@]}" \
     -- --test-threads="${MC_TEST_THREADS:-2}"
