@@ -2,12 +2,16 @@
 # The release artifact: a static, libc-free (musl, linked in) mc-launcher
 # that runs in any image -- Debian, Alpine, distroless, scratch.
 #
-#   scripts/build-static.sh [--fault-injection]
+#   scripts/build-static.sh [--fault-injection] [--target ARCH]
 #
 # Prints the path of the binary on stdout (everything else goes to stderr):
-#   ${CARGO_TARGET_DIR:-target}/static/mc-launcher
+#   ${CARGO_TARGET_DIR:-target}/static/mc-launcher          (x86_64)
+#   ${CARGO_TARGET_DIR:-target}/static/ARCH/mc-launcher     (--target ARCH)
 # --fault-injection builds the test variant (cargo feature fault-injection,
-# never shipped) as .../static/mc-launcher-fault-injection instead.
+# never shipped) as .../mc-launcher-fault-injection instead.
+# --target ARCH: x86_64 (the default) or aarch64 (cross-linked by Debian's
+# gcc-aarch64-linux-gnu against musl-dev:arm64, a multiarch package: the
+# script adds the arm64 architecture to dpkg for it).
 #
 # How: rustup cannot fetch the musl std here, so this uses Debian's own
 # toolchain, rustc-web + cargo-web (1.96), and rebuilds std from Debian's
@@ -21,29 +25,57 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+usage() { echo "usage: $0 [--fault-injection] [--target x86_64|aarch64]" >&2; exit 2; }
 variant=mc-launcher
 features=()
-for a in "$@"; do
-    case "$a" in
+arch=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
         --fault-injection) variant=mc-launcher-fault-injection; features=(--features fault-injection) ;;
-        *) echo "usage: $0 [--fault-injection]" >&2; exit 2 ;;
+        --target) [ $# -ge 2 ] || usage; arch=${2%%-*}; shift ;;
+        --target=*) arch=${1#--target=}; arch=${arch%%-*} ;;
+        *) usage ;;
     esac
+    shift
 done
 
-target=x86_64-unknown-linux-musl
+# Per arch: the Rust target, the C compiler that links it (a musl-gcc: gcc
+# with musl's specs file), the Debian packages both need.
 tdir=${CARGO_TARGET_DIR:-$PWD/target}
 case "$tdir" in /*) ;; *) tdir=$PWD/$tdir ;; esac
-out=$tdir/static/$variant
+link=$tdir/static-link
+case "$arch" in
+    x86_64)
+        target=x86_64-unknown-linux-musl
+        cc=musl-gcc
+        tools=(musl-tools)
+        out=$tdir/static/$variant
+        ;;
+    aarch64)
+        target=aarch64-unknown-linux-musl
+        link=$tdir/static-link/$arch
+        cc=$link/aarch64-musl-gcc
+        tools=(gcc-aarch64-linux-gnu musl-dev:arm64)
+        out=$tdir/static/$arch/$variant
+        ;;
+    *) echo "build-static: no musl cross toolchain for '$arch' here (x86_64, aarch64)" >&2; exit 2 ;;
+esac
 
 # --- the Debian toolchain ---------------------------------------------------
 src=/usr/lib/rustlib/src/rust
 need=()
-for pkg in rustc-web cargo-web rust-web-src musl-tools; do
+for pkg in rustc-web cargo-web rust-web-src "${tools[@]}"; do
     dpkg-query -W -f '${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
     echo "build-static: installing ${need[*]} from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
+    case " ${need[*]} " in
+        *:arm64*) dpkg --print-foreign-architectures | grep -qx arm64 || {
+            dpkg --add-architecture arm64
+            apt-get update -qq
+        } ;;
+    esac
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null 2>&1 || {
         apt-get update -qq
         apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -66,15 +98,25 @@ fi
 # ever captured; only std's backtrace printer still names two symbols. This
 # stand-in defines them as "no frames", which is what that code would get
 # from a stripped binary anyway.
-link=$tdir/static-link
-mkdir -p "$link" "$tdir/static"
+mkdir -p "$link" "$(dirname "$out")"
+if [ "$arch" = aarch64 ]; then
+    # Debian's musl-gcc for arm64 is its specs file (musl-dev:arm64) given to
+    # the cross gcc; cargo wants one program as the linker.
+    wrapper='#!/bin/sh
+exec aarch64-linux-gnu-gcc -specs /usr/lib/aarch64-linux-musl/musl-gcc.specs "$@"'
+    if [ "$(cat "$cc" 2>/dev/null)" != "$wrapper" ]; then
+        printf '%s\n' "$wrapper" > "$cc.tmp"
+        chmod 755 "$cc.tmp"
+        mv -f "$cc.tmp" "$cc"
+    fi
+fi
 stub_c='/* mc-launcher: the two unwinder symbols std names with panic=abort. */
 typedef int (*trace_fn)(void *, void *);
 int _Unwind_Backtrace(trace_fn f, void *arg) { (void)f; (void)arg; return 5; /* _URC_END_OF_STACK */ }
 unsigned long _Unwind_GetIP(void *ctx) { (void)ctx; return 0; }'
 if [ ! -f "$link/libunwind.a" ] || [ "$(cat "$link/unwind-stub.c" 2>/dev/null)" != "$stub_c" ]; then
     printf '%s' "$stub_c" > "$link/unwind-stub.c"
-    musl-gcc -Os -c "$link/unwind-stub.c" -o "$link/unwind-stub.o"
+    "$cc" -Os -c "$link/unwind-stub.c" -o "$link/unwind-stub.o"
     rm -f "$link/libunwind.a"
     ar rcs "$link/libunwind.a" "$link/unwind-stub.o"
 fi
@@ -84,12 +126,21 @@ fi
 # relocation-model=static: a plain static executable (musl-gcc cannot link a
 # static PIE: it would ask for /lib/ld-musl-x86_64.so.1, which scratch lacks),
 # which also starts without self-relocating, so no relocated page is dirty.
+# Reproducible: the same bytes from any target dir. No path of this machine
+# is left in the binary (panic locations name /build, /cargo and /rustc
+# instead of the clone, ~/.cargo and Debian's std source; the target dir
+# holds nothing that is compiled in), and build.rs takes the build date from
+# SOURCE_DATE_EPOCH (default: the commit's date), never from the clock.
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+remap="--remap-path-prefix=$PWD=/build/mc-launcher --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$src=/rustc/src"
+tvar=$(echo "$target" | tr 'a-z-' 'A-Z_')
+sde=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 env -u RUSTUP_TOOLCHAIN -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
     PATH=/usr/bin:/bin \
     RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
-    CARGO_TARGET_DIR="$tdir" \
-    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_LINKER=musl-gcc \
-    CARGO_TARGET_X86_64_UNKNOWN_LINUX_MUSL_RUSTFLAGS="-C link-self-contained=no -C relocation-model=static -L native=$link" \
+    CARGO_TARGET_DIR="$tdir" SOURCE_DATE_EPOCH="$sde" \
+    "CARGO_TARGET_${tvar}_LINKER=$cc" \
+    "CARGO_TARGET_${tvar}_RUSTFLAGS=-C link-self-contained=no -C relocation-model=static -L native=$link $remap" \
     /usr/bin/cargo build --quiet --locked -j "${MC_BUILD_JOBS:-2}" \
     --profile static --target "$target" --bin mc-launcher "${features[@]}" \
     -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size >&2

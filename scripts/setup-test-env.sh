@@ -21,6 +21,13 @@ have ssh-keygen || need_apt+=(openssh-client)
 # itself comes with the machine: there is no registry to pull from).
 have debootstrap || need_apt+=(debootstrap)
 have docker || { echo "Docker Engine is needed for tests/docker.rs" >&2; exit 1; }
+# tests/release.rs: the aarch64 release binary runs under Debian's qemu-user;
+# file and readelf look at every binary; gpg/gpgv sign and verify SHA256SUMS.
+[ -x /usr/bin/qemu-aarch64-static ] || need_apt+=(qemu-user-static)
+have file || need_apt+=(file)
+have readelf || need_apt+=(binutils)
+have gpgv || need_apt+=(gpgv)
+have gpg || need_apt+=(gnupg)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
     pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')

@@ -20,18 +20,24 @@ MC_STATIC_BIN=$(bash scripts/build-static.sh)
 static_fi=$(bash scripts/build-static.sh --fault-injection)
 export MC_STATIC_BIN
 
+echo "== release binaries (scripts/release.sh's second arch)"
+# tests/release.rs runs scripts/release.sh, whose x86_64 binary is the one
+# above; its aarch64 one is built here, once (cached like the others).
+time bash scripts/build-static.sh --target aarch64 >/dev/null
+
 echo "== cargo test"
 # Integration tests run the real binary as PID 1 of new pid namespaces;
 # two at a time keeps timing-sensitive ones honest on a 2-core machine.
 cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
 
 echo "== integration tests again, against the static binary"
-# Not the unit tests, not Docker (docker, registry: already on the static binary), not the
-# source checks (layers, readme): what runs the launcher.
+# Not the unit tests, not Docker (docker, registry: already on the static
+# binary), not the release (its own binaries, built once), not the source
+# checks (layers, readme): what runs the launcher.
 itests=()
 for f in tests/*.rs; do
     t=$(basename "$f" .rs)
-    case "$t" in docker | registry | layers | readme) ;; *) itests+=(--test "$t") ;; esac
+    case "$t" in docker | registry | layers | readme | release) ;; *) itests+=(--test "$t") ;; esac
 done
 MC_TEST_BIN="$static_fi" cargo test --features fault-injection "${itests[@]}" \
     -- --test-threads="${MC_TEST_THREADS:-2}"

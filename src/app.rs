@@ -67,7 +67,7 @@ fn dispatch() -> i32 {
             return error::EXIT_OK;
         }
         Ok(Parsed::Version) => {
-            println!("mc-launcher {}", env!("CARGO_PKG_VERSION"));
+            print!("{}", crate::cli::version());
             return error::EXIT_OK;
         }
         Err(msg) => {

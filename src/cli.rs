@@ -37,7 +37,7 @@ options:
   -v, --verbose       more log output (repeat for more); env MC_LOG overrides
   -q, --quiet         less log output
   -h, --help          this help
-  -V, --version       the version
+  -V, --version       the version, commit, target, build date and allocator
 
 The original launcher's arguments are accepted: ssh_config=True re_configure=True name=PROJECT.
 ";
@@ -235,6 +235,39 @@ fn yaml_bool(key: &str, v: &str) -> Result<bool, String> {
         .ok_or_else(|| format!("{key}={v}: expected a boolean (True or False)"))
 }
 
+/// The allocator the binary was built with (src/main.rs): dlmalloc in the
+/// static musl build, the C library's malloc otherwise.
+pub const ALLOCATOR: &str = if cfg!(target_env = "musl") {
+    "dlmalloc"
+} else {
+    "system (libc malloc)"
+};
+
+/// What `--version` prints: the version line, then the build's facts (from
+/// build.rs: the date is SOURCE_DATE_EPOCH's, so a rebuild prints the same).
+pub fn version_text(
+    version: &str,
+    commit: &str,
+    target: &str,
+    date: &str,
+    allocator: &str,
+) -> String {
+    format!(
+        "mc-launcher {version}\ncommit:    {commit}\ntarget:    {target}\nbuilt:     {date}\nallocator: {allocator}\n"
+    )
+}
+
+/// `version_text` of this build.
+pub fn version() -> String {
+    version_text(
+        env!("CARGO_PKG_VERSION"),
+        env!("MC_BUILD_COMMIT"),
+        env!("MC_BUILD_TARGET"),
+        env!("MC_BUILD_DATE"),
+        ALLOCATOR,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,5 +423,31 @@ mod tests {
         }
         assert_eq!(parse_args(&["--help"], &[]), Ok(Parsed::Help));
         assert_eq!(parse_args(&["-V"], &[]), Ok(Parsed::Version));
+    }
+
+    #[test]
+    fn version_names_commit_target_date_and_allocator() {
+        let text = version_text(
+            "1.2.3",
+            "0123456789ab",
+            "aarch64-unknown-linux-musl",
+            "2026-12-07",
+            "dlmalloc",
+        );
+        assert_eq!(
+            text,
+            "mc-launcher 1.2.3\ncommit:    0123456789ab\ntarget:    aarch64-unknown-linux-musl\nbuilt:     2026-12-07\nallocator: dlmalloc\n"
+        );
+        // This build's: the first line is what scripts and tests/pid1.rs read.
+        let own = version();
+        assert!(
+            own.starts_with(&format!("mc-launcher {}\n", env!("CARGO_PKG_VERSION"))),
+            "{own}"
+        );
+        assert!(
+            own.contains(&format!("target:    {}", env!("MC_BUILD_TARGET"))),
+            "{own}"
+        );
+        assert_eq!(own.lines().count(), 5, "{own}");
     }
 }

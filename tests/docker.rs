@@ -910,3 +910,172 @@ fn a_kubelet_style_pillar_update_is_applied_live_in_a_container() {
     assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
     assert!(took < Duration::from_secs(5), "docker stop took {took:?}");
 }
+
+// ----- the release (scripts/release.sh; its artifacts: tests/release.rs) -----
+
+/// The base image of the example (built with it by docker-image.sh).
+fn base_image() -> String {
+    image(); // makes sure the base image exists
+    std::env::var("MC_BASE_IMAGE").unwrap_or_else(|_| "mc-launcher/base:bookworm".into())
+}
+
+#[test]
+fn release_deb_installs_with_dpkg_in_the_base_image() {
+    let rel = common::release::release();
+    let deb = rel.deb("x86_64");
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    let c = Container::named("deb");
+    let o = docker(&[
+        "run",
+        "--rm",
+        "--name",
+        &c.name,
+        "-v",
+        &format!("{}:/dist:ro", rel.dist.display()),
+        &base_image(),
+        "sh",
+        "-c",
+        &format!(
+            "dpkg -i /dist/{name} >/dev/null && dpkg -s mc-launcher | grep '^Status:' \
+             && command -v mc-launcher && mc-launcher --version \
+             && test -s /usr/share/doc/mc-launcher/copyright"
+        ),
+    ]);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stdout.contains("Status: install ok installed"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("/usr/bin/mc-launcher\n"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains(&format!(
+            "mc-launcher {}\ncommit:",
+            common::release::version()
+        )),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("target:    x86_64-unknown-linux-musl\n"),
+        "{}",
+        o.stdout
+    );
+}
+
+/// The release images hold `/mc-launcher` only, for their platform; the
+/// example built with `COPY --from=` one of them runs as the example does:
+/// the page, healthy, a clean `docker stop`.
+#[test]
+fn release_image_copy_from_builds_the_example_that_runs() {
+    use common::release::{deb_arch, release, release_sh, version, ARCHES};
+    let rel = release();
+    let repo_name = format!("mc-launcher/release-test-{}", std::process::id());
+    let tag = |arch: &str| format!("{repo_name}:{}-{}", version(), deb_arch(arch));
+    let plain = format!("{repo_name}:{}", version());
+    for t in ARCHES.iter().map(|a| tag(a)).chain([plain.clone()]) {
+        remove_at_exit(&t);
+    }
+    release_sh(
+        &["--out", &rel.dist.to_string_lossy(), "--images-only"],
+        &[("MC_RELEASE_IMAGE", Path::new(&repo_name))],
+    );
+    assert_eq!(
+        must(&["image", "inspect", "-f", "{{.Id}}", &plain]),
+        must(&["image", "inspect", "-f", "{{.Id}}", &tag("x86_64")]),
+        "{plain} is this machine's arch"
+    );
+    for arch in ARCHES {
+        let img = tag(arch);
+        assert_eq!(
+            must(&[
+                "image",
+                "inspect",
+                "-f",
+                "{{.Os}}/{{.Architecture}} {{json .Config.Entrypoint}}",
+                &img
+            ]),
+            format!("linux/{} [\"/mc-launcher\"]", deb_arch(arch))
+        );
+        // Its one layer: /mc-launcher, the release binary (the saved image's
+        // manifest names its layers).
+        let t = TempDir::new("release-image");
+        let saved = t.join("image.tar");
+        must(&["save", "-o", &saved.to_string_lossy(), &img]);
+        let tar = |args: &[&str]| -> Vec<u8> {
+            let o = Command::new("tar")
+                .args(args)
+                .current_dir(t.path())
+                .output()
+                .expect("tar");
+            assert!(
+                o.status.success(),
+                "tar {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            o.stdout
+        };
+        tar(&["-xf", "image.tar"]);
+        let manifest: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(t.join("manifest.json")).unwrap())
+                .expect("manifest.json");
+        let layers = manifest[0]["Layers"].as_array().expect("Layers");
+        assert_eq!(layers.len(), 1, "{arch}: {manifest}");
+        let layer = layers[0].as_str().unwrap();
+        let files = String::from_utf8(tar(&["-tf", layer])).unwrap();
+        assert_eq!(files, "mc-launcher\n", "{arch}");
+        assert!(
+            tar(&["-xOf", layer, "mc-launcher"]) == std::fs::read(rel.binary(arch)).unwrap(),
+            "{arch}: not the release binary"
+        );
+    }
+
+    // The example, its binary copied from the release image.
+    let t = TempDir::new("docker-copy-from");
+    for dir in ["layout", "example-project"] {
+        let ok = Command::new("cp")
+            .arg("-R")
+            .arg(repo().join(dir))
+            .arg(t.path())
+            .status()
+            .expect("cp")
+            .success();
+        assert!(ok, "cp {dir}");
+    }
+    let dockerfile = std::fs::read_to_string(repo().join("example-project/Dockerfile")).unwrap();
+    let copy = "COPY mc-launcher /usr/local/bin/mc-launcher\n";
+    assert!(dockerfile.contains(copy), "{dockerfile}");
+    write(
+        &t.join("Dockerfile"),
+        &dockerfile.replace(
+            copy,
+            &format!("COPY --from={plain} /mc-launcher /usr/local/bin/mc-launcher\n"),
+        ),
+    );
+    let img = test_tag("copy-from");
+    build(
+        t.path(),
+        &img,
+        &["--build-arg", &format!("BASE={}", base_image())],
+    );
+    let c = Container::run("copy-from", &["--health-interval=1s"], &[&img]);
+    let page = c.page(8080, "heartbeat 1 of worker");
+    assert!(
+        page.contains("<h1>An example makina project</h1>"),
+        "{page}"
+    );
+    let healthy = wait_until(Duration::from_secs(20), || {
+        c.state("Health.Status") == "healthy"
+    });
+    assert!(healthy, "never healthy: {}", c.state("Health.Status"));
+    let v = c.exec(&["mc-launcher", "--version"]);
+    assert!(
+        v.stdout
+            .starts_with(&format!("mc-launcher {}\n", version())),
+        "{}",
+        v.stdout
+    );
+    must(&["stop", &c.name]);
+    assert_eq!(c.state("ExitCode"), "0", "{}", c.logs());
+    assert_summaries(&c.logs(), &["web", "worker"]);
+}

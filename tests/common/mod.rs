@@ -6,6 +6,7 @@
 pub mod docker;
 pub mod kubelet;
 pub mod registry;
+pub mod release;
 pub mod salt;
 pub mod tree;
 
