@@ -915,7 +915,7 @@ fn a_kubelet_style_pillar_update_is_applied_live_in_a_container() {
 
 /// The base image of the example (built with it by docker-image.sh).
 fn base_image() -> String {
-    image(); // makes sure the base image exists
+    example_image(); // makes sure the base image exists
     std::env::var("MC_BASE_IMAGE").unwrap_or_else(|_| "mc-launcher/base:bookworm".into())
 }
 
