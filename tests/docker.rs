@@ -16,6 +16,7 @@
 //! alone in an image with no libc at all.
 
 mod common;
+use common::docker::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,46 +33,6 @@ fn test_tag(name: &str) -> String {
 /// A container or volume name of this run.
 fn test_name(tag: &str) -> String {
     format!("mcl-{tag}-{}", std::process::id())
-}
-
-struct Out {
-    ok: bool,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn docker(args: &[&str]) -> Out {
-    let o = Command::new("docker").args(args).output().expect("docker");
-    Out {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
-}
-
-fn must(args: &[&str]) -> String {
-    let o = docker(args);
-    assert!(o.ok, "docker {args:?}: {}{}", o.stdout, o.stderr);
-    o.stdout.trim().to_string()
-}
-
-/// The release artifact: `MC_STATIC_BIN`, or what scripts/build-static.sh
-/// builds (a cargo no-op when it is current).
-fn static_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("MC_STATIC_BIN").filter(|p| !p.is_empty()) {
-            return PathBuf::from(p);
-        }
-        let o = Command::new(repo().join("scripts/build-static.sh"))
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("build-static.sh");
-        assert!(o.status.success(), "scripts/build-static.sh failed");
-        PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-    })
 }
 
 // ----- cleanup at exit ---------------------------------------------------
@@ -145,23 +106,7 @@ fn image() -> &'static str {
         .get_or_init(|| {
             let tag = test_tag("example");
             remove_at_exit(&tag);
-            let o = Command::new(repo().join("scripts/docker-image.sh"))
-                .arg(static_bin())
-                .arg(&tag)
-                .output()
-                .expect("docker-image.sh");
-            let (out, err) = (
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr),
-            );
-            assert!(o.status.success(), "building {tag} failed:\n{out}{err}");
-            assert_eq!(out.trim(), tag);
-            for noise in ["DEPRECATED", "legacy builder", "debconf", "apt-utils"] {
-                assert!(
-                    !err.contains(noise),
-                    "{noise:?} in the script's output:\n{err}"
-                );
-            }
+            build_example_image(&tag);
             tag
         })
         .as_str()

@@ -3,6 +3,7 @@
 //! always under a time limit, and kills what it started when done.
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod kubelet;
 pub mod salt;
 pub mod tree;
