@@ -4,11 +4,16 @@
 # Debian package mirror, imported as the base image (cached by tag), then
 # example-project/Dockerfile over it.
 #
-#   scripts/docker-image.sh [BINARY] [TAG]
+#   scripts/docker-image.sh [--project DIR] [BINARY] [TAG]
 # BINARY defaults to the release artifact, the static binary that
 # scripts/build-static.sh builds (and builds now if needed): it needs no
 # libc from the image. TAG defaults to mc-launcher/example:latest;
-# --base-only builds the base image only.
+# --base-only builds the base image only. --project DIR builds another
+# makina project of this tree (DIR/Dockerfile; scripts/registry-image.sh
+# builds example-registry so); a Dockerfile whose first stage is named
+# `packages` (Debian packages only) has that stage built and tagged once,
+# mc-launcher/<DIR>-packages:bookworm, so that rebuilds and the tests'
+# image removals keep the downloaded packages.
 #
 # The base image needs debootstrap (and root) once. This script never
 # installs anything on its own: with MC_INSTALL_DEPS=1 it may install
@@ -16,6 +21,11 @@
 # DEBIAN_MIRROR picks the mirror, MC_BASE_IMAGE the base image's tag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+project=example-project
+if [ "${1:-}" = --project ]; then
+    project=${2:?--project needs a directory}
+    shift 2
+fi
 bin=${1:-}
 tag=${2:-mc-launcher/example:latest}
 base=${MC_BASE_IMAGE:-mc-launcher/base:bookworm}
@@ -68,21 +78,36 @@ if ! docker image inspect "$base" >/dev/null 2>&1; then
 fi
 
 [ "$bin" = --base-only ] && exit 0
+
+build() { # docker build arguments
+    if docker buildx version >/dev/null 2>&1; then
+        # BuildKit, from the local image store and the local context only.
+        DOCKER_BUILDKIT=1 docker build -q --build-arg "BASE=$base" "$@" >/dev/null
+    else
+        # No buildx: the classic builder, without its deprecation banner.
+        DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" "$@" 2>&1 >/dev/null |
+            drop_banner >&2
+    fi
+}
+
+[ -f "$project/Dockerfile" ] || die "$project/Dockerfile: no such file (--project names a directory of this tree)"
+name=$(basename "$project")
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+cp "$project/Dockerfile" "$ctx/Dockerfile"
+if grep -Eqi '^FROM .* AS packages$' "$project/Dockerfile"; then
+    packages=mc-launcher/$name-packages:bookworm
+    if ! docker image inspect "$packages" >/dev/null 2>&1; then
+        echo "== building $packages (Debian packages; once, cached by tag)" >&2
+        build --target packages -t "$packages" "$ctx"
+    fi
+fi
+[ "$bin" = --packages-only ] && exit 0
 [ -n "$bin" ] || bin=$(scripts/build-static.sh)
 
 echo "== building $tag" >&2
-ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
 cp "$bin" "$ctx/mc-launcher"
 cp -R layout "$ctx/layout"
-cp -R example-project "$ctx/example-project"
-cp example-project/Dockerfile "$ctx/Dockerfile"
-if docker buildx version >/dev/null 2>&1; then
-    # BuildKit, from the local image store and the local context only.
-    DOCKER_BUILDKIT=1 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" >/dev/null
-else
-    # No buildx: the classic builder, without its deprecation banner.
-    DOCKER_BUILDKIT=0 docker build -q --build-arg "BASE=$base" -t "$tag" "$ctx" 2>&1 >/dev/null |
-        drop_banner >&2
-fi
+cp -R "$project" "$ctx/$name"
+build -t "$tag" "$ctx"
 echo "$tag"

@@ -80,6 +80,7 @@ fn dispatch() -> i32 {
         config: args.config.clone(),
         root: args.root.clone(),
         project: args.project.clone(),
+        profiles: args.profiles.clone(),
     };
     let loaded = match config::load(&opts) {
         Ok(l) => l,
@@ -243,13 +244,36 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     let services = services_with_main(cfg, &args.cmd);
     out.push_str("services (start order):\n");
     for name in crate::supervisor::plan::start_names(&services) {
-        out.push_str(&format!("  - {name}\n"));
+        let svc = services.iter().find(|s| s.name == name);
+        let note = match svc {
+            Some(s) if !config::inputs::enabled(s, &args.profiles) => format!(
+                " (not started: profiles {}; active: {})",
+                s.profiles.join(", "),
+                if args.profiles.is_empty() {
+                    "none".to_string()
+                } else {
+                    args.profiles.join(", ")
+                }
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!("  - {name}{note}\n"));
     }
     print!("{out}");
     let _ = std::io::stdout().flush();
     error::report(&problems);
     let mut errors = problems.len();
     let mut warnings = 0;
+    // Env files, secrets and credentials: paths and names only, never a value.
+    let (env_errors, env_warnings) = crate::proc::envfile::check(cfg, &cfg.services);
+    for e in &env_errors {
+        eprintln!("mc-launcher: error: {e}");
+    }
+    for w in &env_warnings {
+        eprintln!("mc-launcher: warning: {w}");
+    }
+    errors += env_errors.len();
+    warnings += env_warnings.len();
     // The paths the prepare phase would write, tested as `run` tests them:
     // the same message, beforehand.
     if cfg.file.is_some() || cfg.project.is_some() {

@@ -32,6 +32,8 @@ options:
       --root DIR      root of the makina tree, default /srv (env MC_ROOT)
       --skip STEP     skip a prepare step: pillar, ssh, reconfigure, prepopulate
                       (repeatable; env MC_SKIP=ssh,reconfigure)
+      --profile NAME  start the services of this profile too (repeatable;
+                      env MC_PROFILES=a,b)
   -v, --verbose       more log output (repeat for more); env MC_LOG overrides
   -q, --quiet         less log output
   -h, --help          this help
@@ -56,6 +58,8 @@ pub struct Args {
     pub project: Option<String>,
     pub root: Option<PathBuf>,
     pub skip: Vec<PrepareStep>,
+    /// `--profile` (repeatable), else `MC_PROFILES=a,b`.
+    pub profiles: Vec<String>,
     pub verbosity: i32,
     /// The main service's argv (`-- CMD` or the first plain positional).
     pub cmd: Vec<String>,
@@ -86,6 +90,7 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         project: env("MC_PROJECT").filter(|s| !s.is_empty()),
         root: env("MC_ROOT").filter(|s| !s.is_empty()).map(PathBuf::from),
         skip: Vec::new(),
+        profiles: Vec::new(),
         verbosity: 0,
         cmd: Vec::new(),
         ctl: Vec::new(),
@@ -106,6 +111,9 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
             Long("project") => args.project = Some(string(p.value().map_err(|e| e.to_string())?)?),
             Long("root") => args.root = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?)),
             Long("skip") => skip_args.push(string(p.value().map_err(|e| e.to_string())?)?),
+            Long("profile") => args
+                .profiles
+                .push(string(p.value().map_err(|e| e.to_string())?)?),
             Short('v') | Long("verbose") => args.verbosity += 1,
             Short('q') | Long("quiet") => args.verbosity -= 1,
             Value(v) => {
@@ -153,6 +161,17 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
     // lexopt hands everything after `--` back as values: collected above.
     if args.command != Command::Run && !args.cmd.is_empty() {
         return Err(format!("`{}` takes no command", command_name(args.command)));
+    }
+    // As Docker Compose: the command line wins over COMPOSE_PROFILES.
+    if args.profiles.is_empty() {
+        if let Some(list) = env("MC_PROFILES") {
+            args.profiles = list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(String::from)
+                .collect();
+        }
     }
     if let Some(env_skip) = env("MC_SKIP") {
         skip_args.push(env_skip);
@@ -334,6 +353,24 @@ mod tests {
             Some("q"),
             "the command line wins over the environment"
         );
+    }
+
+    #[test]
+    fn profiles_from_the_command_line_or_the_environment() {
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let cases: &[Case] = &[
+            (&[], &[], &[]),
+            (&["--profile", "a", "--profile", "b"], &[], &["a", "b"]),
+            (&["check", "--profile=a"], &[], &["a"]),
+            (&[], &[("MC_PROFILES", "a, b,,")], &["a", "b"]),
+            (&["--profile", "c"], &[("MC_PROFILES", "a,b")], &["c"]),
+        ];
+        for (argv, env, want) in cases {
+            match parse_args(argv, env) {
+                Ok(Parsed::Args(a)) => assert_eq!(a.profiles, *want, "{argv:?} {env:?}"),
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,16 @@
 #[cfg(target_env = "musl")]
 #[global_allocator]
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+/// Runs before Rust's runtime (which ignores SIGPIPE) and `main`: the
+/// signal setup the launcher was started with, for the main command.
+extern "C" fn record_caller_signals() {
+    mc_launcher::signals::record_caller();
+}
+
+#[used]
+#[link_section = ".init_array"]
+static RECORD_CALLER_SIGNALS: extern "C" fn() = record_caller_signals;
+
 fn main() {
     // Signals are blocked before anything else runs, so that a stop request
     // arriving while we parse arguments is queued, not lost (PID 1 ignores

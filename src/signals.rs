@@ -10,6 +10,7 @@
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Signals that report a fault in the launcher itself: never blocked, so a
 /// bug crashes loudly instead of looping.
@@ -78,15 +79,105 @@ pub fn block_all() {
     }
 }
 
-/// Undo `block_all` in a forked child, before exec. Async-signal-safe: only
-/// raw system calls, no allocation.
-pub fn reset_for_child() -> std::io::Result<()> {
-    for s in [Signal::SIGTTIN, Signal::SIGTTOU, Signal::SIGPIPE] {
-        // SAFETY: restoring the default disposition runs no code of ours.
-        unsafe { signal::signal(s, SigHandler::SigDfl) }.map_err(std::io::Error::from)?;
+/// The caller's blocked signals (bit N-1 = signal N), as the launcher
+/// was started with them.
+static CALLER_MASK: AtomicU64 = AtomicU64::new(0);
+/// The caller's ignored signals, the same way.
+static CALLER_IGNORED: AtomicU64 = AtomicU64::new(0);
+
+/// The highest signal number (SIGRTMAX on Linux).
+const MAX_SIGNAL: i32 = 64;
+
+/// Signals whose disposition cannot change.
+fn fixed(sig: i32) -> bool {
+    sig == nix::libc::SIGKILL || sig == nix::libc::SIGSTOP
+}
+
+/// Record the signal setup the launcher was started with (blocked and
+/// ignored signals), for the main command: tini's contract. Called by the
+/// binary before Rust's runtime ignores SIGPIPE and before `block_all`.
+/// Only raw system calls, no allocation.
+pub fn record_caller() {
+    use nix::libc;
+    let (mut mask, mut ignored) = (0u64, 0u64);
+    // SAFETY: zeroed sigset_t and sigaction are valid plain data; the
+    // calls only read the process's own setup into them.
+    unsafe {
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut old);
+        if libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) != 0 {
+            return;
+        }
+        for sig in 1..=MAX_SIGNAL {
+            let bit = 1u64 << (sig - 1);
+            if libc::sigismember(&old, sig) == 1 {
+                mask |= bit;
+            }
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut sa) == 0
+                && sa.sa_sigaction == libc::SIG_IGN
+            {
+                ignored |= bit;
+            }
+        }
     }
-    signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-        .map_err(std::io::Error::from)
+    CALLER_MASK.store(mask, Ordering::Relaxed);
+    CALLER_IGNORED.store(ignored, Ordering::Relaxed);
+}
+
+/// The caller's blocked and ignored signals (bit N-1 = signal N).
+pub fn caller_setup() -> (u64, u64) {
+    (
+        CALLER_MASK.load(Ordering::Relaxed),
+        CALLER_IGNORED.load(Ordering::Relaxed),
+    )
+}
+
+/// A sigset of the signals whose bits are set. Async-signal-safe.
+pub fn sigset_of(bits: u64) -> nix::libc::sigset_t {
+    use nix::libc;
+    // SAFETY: a zeroed sigset_t is valid; sigemptyset/sigaddset only set
+    // bits (and refuse numbers libc keeps for itself).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in 1..=MAX_SIGNAL {
+            if bits & (1u64 << (sig - 1)) != 0 {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        set
+    }
+}
+
+/// Every signal whose disposition can be set (bit N-1 = signal N).
+pub const ALL_SIGNALS: u64 =
+    !((1u64 << (nix::libc::SIGKILL - 1)) | (1u64 << (nix::libc::SIGSTOP - 1)));
+
+/// Undo `block_all` in a forked child, before exec: a service gets the
+/// default disposition of every signal and an empty mask; the main
+/// command (`caller`) gets the caller's ignored and blocked signals back.
+/// Async-signal-safe: only raw system calls, no allocation.
+pub fn reset_for_child(caller: bool) -> std::io::Result<()> {
+    use nix::libc;
+    let (mask, ignored) = if caller { caller_setup() } else { (0, 0) };
+    for sig in (1..=MAX_SIGNAL).filter(|&s| !fixed(s)) {
+        let h = if ignored & (1u64 << (sig - 1)) != 0 {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: setting SIG_DFL or SIG_IGN runs no code of ours; libc
+        // refuses the numbers it keeps for itself, which is fine.
+        unsafe { libc::signal(sig, h) };
+    }
+    let set = sigset_of(mask);
+    // SAFETY: a valid set, read by the call.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) };
+    match rc {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
 }
 
 /// A signal read from the signalfd, with who sent it.

@@ -20,223 +20,9 @@ use common::docker::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, Once, OnceLock};
 use std::time::{Duration, Instant};
 
 const VOLUME_DIR: &str = "/srv/projects/example/data";
-
-/// An image tag of this run: removed when the test binary exits.
-fn test_tag(name: &str) -> String {
-    format!("mc-launcher/{name}:test-{}", std::process::id())
-}
-
-/// A container or volume name of this run.
-fn test_name(tag: &str) -> String {
-    format!("mcl-{tag}-{}", std::process::id())
-}
-
-// ----- cleanup at exit ---------------------------------------------------
-
-static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-extern "C" {
-    fn atexit(cb: extern "C" fn()) -> i32;
-    fn _exit(code: i32) -> !;
-}
-
-/// Remove `image` when the test binary exits (tests share it meanwhile).
-fn remove_at_exit(image: &str) {
-    static REGISTER: Once = Once::new();
-    // SAFETY: registers a plain function; it runs once, at exit.
-    REGISTER.call_once(|| unsafe {
-        atexit(at_exit);
-    });
-    if let Ok(mut v) = BUILT.lock() {
-        v.push(image.to_string());
-    }
-}
-
-/// At exit: the images of this run go (last built first), then nothing of
-/// this run may remain: a leftover container or volume fails the run.
-extern "C" fn at_exit() {
-    let images = BUILT
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_else(|e| e.into_inner().clone());
-    for img in images.iter().rev() {
-        let _ = docker(&["rmi", "-f", img]);
-    }
-    let suffix = format!("-{}", std::process::id());
-    let ours = |out: Out| -> Vec<String> {
-        out.stdout
-            .lines()
-            .filter(|n| n.starts_with("mcl-") && n.ends_with(&suffix))
-            .map(str::to_string)
-            .collect()
-    };
-    let containers = ours(docker(&["ps", "-a", "--format", "{{.Names}}"]));
-    let volumes = ours(docker(&["volume", "ls", "--format", "{{.Name}}"]));
-    let images: Vec<String> = images
-        .into_iter()
-        .filter(|i| docker(&["image", "inspect", i]).ok)
-        .collect();
-    if !(containers.is_empty() && volumes.is_empty() && images.is_empty()) {
-        eprintln!(
-            "tests/docker.rs left behind: containers {containers:?}, volumes {volumes:?}, images {images:?}"
-        );
-        for c in &containers {
-            let _ = docker(&["rm", "-f", "-v", c]);
-        }
-        for v in &volumes {
-            let _ = docker(&["volume", "rm", "-f", v]);
-        }
-        // SAFETY: leaving from an exit handler without running others.
-        unsafe { _exit(1) };
-    }
-}
-
-// ----- images, containers, volumes ---------------------------------------
-
-/// The example image, built once per test run from the binary under test,
-/// with the script's output as an operator sees it: no legacy-builder
-/// banner, no debconf noise.
-fn image() -> &'static str {
-    static BUILT_IMAGE: OnceLock<String> = OnceLock::new();
-    BUILT_IMAGE
-        .get_or_init(|| {
-            let tag = test_tag("example");
-            remove_at_exit(&tag);
-            build_example_image(&tag);
-            tag
-        })
-        .as_str()
-}
-
-/// A named volume, removed when dropped (after the containers using it:
-/// declare it first).
-struct Volume {
-    name: String,
-}
-
-impl Volume {
-    /// The name only: something else (a README recipe) creates it.
-    fn named(tag: &str) -> Volume {
-        let name = test_name(tag);
-        let _ = docker(&["volume", "rm", "-f", &name]);
-        Volume { name }
-    }
-    fn create(tag: &str) -> Volume {
-        let v = Volume::named(tag);
-        must(&["volume", "create", &v.name]);
-        v
-    }
-    fn mount(&self) -> String {
-        format!("{}:{VOLUME_DIR}", self.name)
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        let _ = docker(&["volume", "rm", "-f", &self.name]);
-    }
-}
-
-/// A container, removed with its anonymous volumes when dropped.
-struct Container {
-    name: String,
-}
-
-impl Container {
-    /// The name only: something else (a README recipe) creates it.
-    fn named(tag: &str) -> Container {
-        let name = test_name(tag);
-        let _ = docker(&["rm", "-f", "-v", &name]);
-        Container { name }
-    }
-    fn run(tag: &str, opts: &[&str], cmd: &[&str]) -> Container {
-        let c = Container::named(tag);
-        let mut args = vec!["run", "-d", "--name", &c.name];
-        args.extend_from_slice(opts);
-        args.extend_from_slice(cmd);
-        must(&args);
-        c
-    }
-    fn ip(&self) -> String {
-        must(&[
-            "inspect",
-            "-f",
-            "{{.NetworkSettings.IPAddress}}",
-            &self.name,
-        ])
-    }
-    fn logs(&self) -> String {
-        let o = docker(&["logs", &self.name]);
-        o.stdout + &o.stderr
-    }
-    fn state(&self, field: &str) -> String {
-        must(&[
-            "inspect",
-            "-f",
-            &format!("{{{{.State.{field}}}}}"),
-            &self.name,
-        ])
-    }
-    fn page(&self, port: u16, want: &str) -> String {
-        let addr = format!("{}:{port}", self.ip());
-        let mut page = String::new();
-        let ok = wait_until(Duration::from_secs(30), || {
-            page = http_get(&addr, "/").unwrap_or_default();
-            page.contains(want)
-        });
-        assert!(ok, "{want:?} never on the page: {page:?}\n{}", self.logs());
-        page
-    }
-    fn wait_exit(&self, limit: Duration) -> i32 {
-        let ok = wait_until(limit, || self.state("Running") == "false");
-        assert!(ok, "the container did not exit:\n{}", self.logs());
-        self.state("ExitCode").parse().expect("exit code")
-    }
-    fn exec(&self, cmd: &[&str]) -> Out {
-        let mut args = vec!["exec", &self.name];
-        args.extend_from_slice(cmd);
-        docker(&args)
-    }
-    /// Its anonymous volumes (named volumes have guards of their own).
-    fn anonymous_volumes(&self) -> Vec<String> {
-        let o = docker(&[
-            "inspect",
-            "-f",
-            "{{range .Mounts}}{{if eq .Type \"volume\"}}{{.Name}} {{end}}{{end}}",
-            &self.name,
-        ]);
-        o.stdout
-            .split_whitespace()
-            .filter(|v| v.len() == 64 && v.chars().all(|c| c.is_ascii_hexdigit()))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let anonymous = self.anonymous_volumes();
-        let _ = docker(&["rm", "-f", "-v", &self.name]);
-        let left: Vec<&String> = anonymous
-            .iter()
-            .filter(|v| docker(&["volume", "inspect", v]).ok)
-            .collect();
-        for v in &left {
-            let _ = docker(&["volume", "rm", "-f", v]);
-        }
-        if !std::thread::panicking() {
-            assert!(
-                left.is_empty(),
-                "{}: volumes left behind: {left:?}",
-                self.name
-            );
-        }
-    }
-}
 
 fn timed_stop(c: &Container) -> Duration {
     let t = Instant::now();
@@ -271,11 +57,11 @@ fn image_pillar_is_intact(img: &str) {
 
 #[test]
 fn named_volume_keeps_data_across_restart_and_stops_fast() {
-    let img = image();
+    let img = example_image();
     let vol = Volume::create("vol");
     let c = Container::run(
         "named",
-        &["--health-interval=1s", "-v", &vol.mount()],
+        &["--health-interval=1s", "-v", &vol.mount(VOLUME_DIR)],
         &[img],
     );
     let page = c.page(8080, "heartbeat 1 of worker");
@@ -315,7 +101,7 @@ fn named_volume_keeps_data_across_restart_and_stops_fast() {
 
 #[test]
 fn bind_volume_override_and_key_then_ssh_login() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-bind");
     let vol = t.join("volume");
     write(
@@ -342,7 +128,7 @@ fn bind_volume_override_and_key_then_ssh_login() {
 
 #[test]
 fn usr1_goes_to_the_services_and_they_come_back() {
-    let img = image();
+    let img = example_image();
     let c = Container::run("usr1", &[], &[img]);
     c.page(8080, "heartbeat 1 of worker");
     must(&["kill", "-s", "USR1", &c.name]);
@@ -365,11 +151,17 @@ fn usr1_goes_to_the_services_and_they_come_back() {
 
 #[test]
 fn read_only_root_with_tmpfs_run() {
-    let img = image();
+    let img = example_image();
     let vol = Volume::create("rovol");
     let c = Container::run(
         "ro",
-        &["--read-only", "--tmpfs", "/run", "-v", &vol.mount()],
+        &[
+            "--read-only",
+            "--tmpfs",
+            "/run",
+            "-v",
+            &vol.mount(VOLUME_DIR),
+        ],
         &[img],
     );
     c.page(8080, "heartbeat 1 of worker");
@@ -383,7 +175,7 @@ fn read_only_root_with_tmpfs_run() {
 
 #[test]
 fn non_root_user_runs_what_it_can_and_says_what_it_skipped() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-user");
     let vol = t.join("volume");
     std::fs::create_dir_all(vol.join("ssh")).expect("vol");
@@ -584,7 +376,7 @@ fn which(tool: &str) -> std::path::PathBuf {
 /// README.rst shows (78), and nothing in the volume or the image changed.
 #[test]
 fn read_only_without_the_tmpfs_flags_says_which_to_add() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-ro-unfixed");
     let vol = t.join("volume");
     let over = "makina-projects.example:\n  data:\n    site_name: Read-only\n";
@@ -670,9 +462,9 @@ fn walk(dir: &Path) -> Vec<String> {
 /// needs and the chown that gives it; nothing is written.
 #[test]
 fn non_root_on_a_root_owned_named_volume_says_how_to_give_it() {
-    let img = image();
+    let img = example_image();
     let vol = Volume::create("user-root-vol");
-    let mount = vol.mount();
+    let mount = vol.mount(VOLUME_DIR);
     let c = Container::run("user-root-vol", &["--user", "1000", "-v", &mount], &[img]);
     assert_eq!(c.wait_exit(Duration::from_secs(30)), 78, "{}", c.logs());
     let message = preflight_message(&c.logs());
@@ -715,7 +507,7 @@ fn non_root_on_a_root_owned_named_volume_says_how_to_give_it() {
 /// without the override the image default comes back.
 #[test]
 fn readme_read_only_recipe_works() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-ro-recipe");
     let c = Container::named("ro-recipe");
     let data = test_name("ro-recipe-data");
@@ -753,7 +545,7 @@ fn readme_read_only_recipe_works() {
 /// running as root.
 #[test]
 fn readme_non_root_recipe_works() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-user-recipe");
     let vol = Volume::named("user-recipe-data");
     let c = Container::named("user-recipe");
@@ -791,7 +583,7 @@ fn readme_non_root_recipe_works() {
 /// an mc-launcher image by changing only its CMD (and adding the binary).
 #[test]
 fn original_style_image_migrates_by_changing_its_cmd() {
-    let base = image(); // makes sure the base image exists
+    let base = example_image(); // makes sure the base image exists
     assert!(!base.is_empty());
     let fixture = repo().join("tests/fixtures/migration");
     let (legacy, migrated) = (test_tag("legacy"), test_tag("legacy-migrated"));
@@ -855,7 +647,7 @@ fn build(ctx: &Path, tag: &str, extra: &[&str]) {
 /// report) and, the main command being critical, exits 137.
 #[test]
 fn a_real_oom_kill_is_attributed() {
-    let img = image();
+    let img = example_image();
     // As the kubelet does: a file of the host bind-mounted there.
     let dir = TempDir::new("docker-oom");
     let report = dir.join("termination-log");
@@ -895,7 +687,7 @@ fn a_real_oom_kill_is_attributed() {
 /// worker count from `cgroup.cpus`.
 #[test]
 fn the_cpu_quota_sizes_the_example() {
-    let img = image();
+    let img = example_image();
     let c = Container::run("cpus", &["--cpus", "1.5"], &[img]);
     let page = c.page(8080, "heartbeat 1 of worker");
     assert!(!page.is_empty());
@@ -1047,7 +839,7 @@ fn service_pids(c: &Container, name: &str) -> Vec<i64> {
 /// is shown by `ctl status` with file:line:col.
 #[test]
 fn a_kubelet_style_pillar_update_is_applied_live_in_a_container() {
-    let img = image();
+    let img = example_image();
     let t = TempDir::new("docker-live");
     let vol = t.join("volume");
     let cm = vol.join("configmap");

@@ -218,7 +218,7 @@ fn demo_says_what_is_missing() {
 
 /// The example's salt states are real: run through a real salt-call (the
 /// test venv) after the native template step, 200_reconfigure.sls renders
-/// the very same app.json from the same pillar layering (salt finds the
+/// the very same app.json (and worker.env) from the same pillar layering (salt finds the
 /// file already in its state).
 #[test]
 fn example_salt_states_agree_with_the_native_template() {
@@ -261,13 +261,16 @@ fn example_salt_states_agree_with_the_native_template() {
         .run();
     let all = out.all();
     assert_eq!(out.code, Some(0), "{all}");
-    assert!(all.contains("reconfigure: salt-2 done"), "{all}");
+    assert!(all.contains("reconfigure: salt-3 done"), "{all}");
     assert!(all.contains("Failed:    0"), "{all}");
     let app = srv.join("projects/example/data/configuration/app.json");
-    assert!(
-        all.contains(&format!("File {} is in the correct state", app.display())),
-        "salt rendered something else than the native template:\n{all}"
-    );
+    let env = srv.join("projects/example/data/configuration/worker.env");
+    for f in [&app, &env] {
+        assert!(
+            all.contains(&format!("File {} is in the correct state", f.display())),
+            "salt rendered something else than the native template:\n{all}"
+        );
+    }
     let text = std::fs::read_to_string(&app).expect("app.json");
     assert!(text.contains("\"site_name\": \"Salted site\""), "{text}");
 }

@@ -373,6 +373,25 @@ fn user_drops_privileges() {
     );
 }
 
+/// A `ready: cmd` probe runs as the service's user, with its environment:
+/// the service becomes ready only when the probe finds itself nobody
+/// with the service's own variable.
+#[test]
+fn a_cmd_probe_runs_as_the_services_user() {
+    let d = TempDir::new("probe-user");
+    let nobody = nix_user("nobody");
+    let cfg = config(
+        &d,
+        &format!(
+            "services:\n  u:\n    cmd: [\"sleep\", \"30\"]\n    user: nobody\n    env: {{PROBE_WANT: \"{uid}\"}}\n    ready:\n      cmd: [\"sh\", \"-c\", \"test \\\"$(id -u) $USER\\\" = \\\"$PROBE_WANT nobody\\\"\"]\n      timeout: 5s\n      interval: 50ms\n  after_u:\n    cmd: [\"sh\", \"-c\", \"echo u-was-ready\"]\n    after: [u]\n    respawn: false\n    critical: true\n",
+            uid = nobody.0
+        ),
+    );
+    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    assert!(out.stdout.contains("u-was-ready"), "{}", out.all());
+    assert_eq!(out.code, Some(0), "{}", out.all());
+}
+
 /// Whichever way a process is started — posix_spawn for a plain service
 /// and the main command, fork for one with rlimits — it leads its own
 /// process group, with no signal blocked or ignored (the launcher blocks

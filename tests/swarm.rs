@@ -17,8 +17,9 @@
 
 mod common;
 use common::docker::*;
+use common::registry::Registry;
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A hang guard for each wait, not a performance bound.
@@ -158,8 +159,6 @@ struct World {
     stack: Option<String>,
     client: Option<String>,
     images: Vec<String>,
-    /// /etc/docker/certs.d/ADDR, made by this test.
-    ca_dir: Option<PathBuf>,
     done: bool,
 }
 
@@ -248,12 +247,6 @@ impl World {
                 left.push(format!("image {img}"));
             }
         }
-        if let Some(dir) = self.ca_dir.take() {
-            let _ = std::fs::remove_dir_all(&dir);
-            if dir.exists() {
-                left.push(format!("CA directory {}", dir.display()));
-            }
-        }
         left
     }
 }
@@ -271,49 +264,6 @@ impl Drop for World {
 
 fn swarm_state() -> String {
     must(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
-}
-
-/// A registry to push to and pull from.
-struct Registry {
-    addr: String,
-    ca: Option<PathBuf>,
-    login: Option<(String, String)>,
-    container: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = docker(&["rm", "-f", "-v", &self.container]);
-    }
-}
-
-/// DEVELOPMENT STAND-IN, to be replaced by the registry image.
-fn start_registry() -> Registry {
-    let container = ours("standin");
-    let port = free_port();
-    must(&[
-        "run",
-        "-d",
-        "--name",
-        &container,
-        "-v",
-        "/tmp/swarm-standin/config.yml:/etc/docker/registry/config.yml:ro",
-        "-p",
-        &format!("127.0.0.1:{port}:5000"),
-        "mc-launcher/swarm-standin:dev",
-    ]);
-    let addr = format!("127.0.0.1:{port}");
-    let r = Registry {
-        addr: addr.clone(),
-        ca: None,
-        login: None,
-        container,
-    };
-    assert!(
-        wait_for("the registry", || http_get(&addr, "/v2/").is_some()),
-        "registry"
-    );
-    r
 }
 
 /// The client's view of the page so far: one entry per request.
@@ -397,7 +347,10 @@ fn stack_deploys_by_digest_and_rolls_the_pillar_without_a_failed_request() {
          own and leaves it, and will not touch one it did not create; leave it first \
          (`docker swarm leave --force`) or run the other tests without this one"
     );
-    let registry = start_registry();
+    // The registry image, trusted (its CA for its address only) and
+    // logged into with a Docker client config of this test.
+    let registry = Registry::start("swarm-registry");
+    let _ca = registry.trust_ca();
     let mut world = World::default();
     world.gwbridge_was_there = docker(&["network", "inspect", "docker_gwbridge"]).ok;
     let tmp = TempDir::new("swarm");
@@ -405,27 +358,15 @@ fn stack_deploys_by_digest_and_rolls_the_pillar_without_a_failed_request() {
     std::fs::create_dir(&docker_config).expect("docker config dir");
     let dc = docker_config.to_string_lossy().into_owned();
     let client_env = [("DOCKER_CONFIG", dc.as_str())];
-
-    // The registry's CA, trusted by the Docker engine for its address only.
-    if let Some(ca) = &registry.ca {
-        let dir = Path::new("/etc/docker/certs.d").join(&registry.addr);
-        assert!(!dir.exists(), "{} exists already", dir.display());
-        std::fs::create_dir_all(&dir).expect("certs.d");
-        world.ca_dir = Some(dir.clone());
-        std::fs::copy(ca, dir.join("ca.crt")).expect("CA");
-    }
-    if let Some((user, password)) = &registry.login {
-        login(&registry.addr, user, password, &docker_config);
-    }
+    let o = registry.login(&docker_config);
+    assert!(o.ok, "docker login: {}{}", o.stdout, o.stderr);
 
     // The example image, pushed; then only the registry has it.
-    let built = format!("mc-launcher/example:swarm-{}", std::process::id());
-    world.images.push(built.clone());
-    build_example_image(&built);
+    let built = example_image();
     let repo_ref = format!("{}/mc-launcher/example", registry.addr);
     let pushed = format!("{repo_ref}:swarm-{}", std::process::id());
     world.images.push(pushed.clone());
-    must(&["tag", &built, &pushed]);
+    must(&["tag", built, &pushed]);
     let push = must_env(&["push", &pushed], &client_env);
     let digest = push
         .split_whitespace()
@@ -434,7 +375,9 @@ fn stack_deploys_by_digest_and_rolls_the_pillar_without_a_failed_request() {
         .to_string();
     let image = format!("{repo_ref}@{digest}");
     world.images.push(image.clone());
-    must(&["rmi", &pushed, &built]);
+    // Only the registry has it by that name (the daemon keeps the layers
+    // under the test's own tag: the pull fetches the manifest).
+    must(&["rmi", &pushed, &image]);
     assert!(
         !docker(&["image", "inspect", &image]).ok,
         "{image} is still here: the swarm would not pull it"
@@ -635,30 +578,4 @@ fn stack_deploys_by_digest_and_rolls_the_pillar_without_a_failed_request() {
 
     let left = world.teardown();
     assert!(left.is_empty(), "left behind: {left:?}");
-    drop(registry);
-}
-
-/// `docker login` into a client config of this test (never ~/.docker).
-fn login(addr: &str, user: &str, password: &str, docker_config: &Path) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("docker")
-        .args(["login", "--username", user, "--password-stdin", addr])
-        .env("DOCKER_CONFIG", docker_config)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("docker login");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(password.as_bytes())
-        .expect("password");
-    let o = child.wait_with_output().expect("docker login");
-    assert!(
-        o.status.success(),
-        "docker login {addr}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }

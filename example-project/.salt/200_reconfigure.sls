@@ -21,3 +21,15 @@ example-app-config:
           project: {{ project_dir }}
         cgroup:
           cpus: {{ salt['environ.get']('MC_CPUS', '1') | int }}
+
+example-worker-env:
+  file.managed:
+    - name: {{ volume }}/configuration/worker.env
+    - source: salt://makina-projects/{{ project }}/files/worker.env.j2
+    - template: jinja
+    - mode: '0644'
+    - context:
+        project: {{ project }}
+        pillar: {{ merged | json }}
+        paths:
+          volume: {{ volume }}

@@ -2,9 +2,13 @@
 """The example project's worker: appends a heartbeat line to the data
 volume every `worker_interval` seconds; the web page shows them.
 
-    worker.py CONFIG.json
+    worker.py
+
+Its settings come from its environment: WORKER_INTERVAL and
+WORKER_DATA_DIR, which mc-launcher reads from configuration/worker.env (an
+env file rendered from the pillar), and MC_CPUS, which every process of
+mc-launcher gets.
 """
-import json
 import os
 import signal
 import sys
@@ -12,16 +16,14 @@ import time
 
 
 def main(argv):
-    with open(argv[1], encoding="utf-8") as f:
-        cfg = json.load(f)
     # TERM is waited for, not handled: the worker sleeps until the next
     # heartbeat or the stop request, whichever comes first.
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT])
-    path = os.path.join(cfg["data_dir"], "heartbeat.log")
-    interval = float(cfg["worker_interval"])
+    path = os.path.join(os.environ["WORKER_DATA_DIR"], "heartbeat.log")
+    interval = float(os.environ["WORKER_INTERVAL"])
     print(
         "worker up: heartbeat every %ss into %s (sized for %s CPU(s))"
-        % (interval, path, cfg.get("workers", 1)),
+        % (interval, path, os.environ.get("MC_CPUS", "1")),
         flush=True,
     )
     n = 0

@@ -8,7 +8,7 @@
 //! never dropped silently.
 
 use crate::config::decode::{rlimit_resource, MAX_BACKUP_COUNT, MAX_ID, MAX_NUMPROCESSES};
-use crate::config::{CircusCfg, FileStream, Origin, Rlimit, Service, Stream};
+use crate::config::{CircusCfg, FileStream, OnReconfigure, Origin, Rlimit, Service, Stream};
 use crate::error::{Diag, Pos};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -447,6 +447,22 @@ fn watcher_service(
                     .map(|d| (d, Duration::ZERO))
             }
             "max_age_variance" => variance = secs(e, &v, &mut bad).unwrap_or_default(),
+            // circus: on a reload, HUP the processes instead of restarting
+            // them; makina's `hup_signal` picks the signal (haproxy: USR2).
+            "send_hup" => {
+                if boolean(&mut bad).unwrap_or(false) {
+                    s.on_reconfigure = OnReconfigure::Reload;
+                }
+            }
+            "hup_signal" => match crate::signals::parse_signal(&v) {
+                Some(sig) => s.reload_signal = sig,
+                None => bad(e, format!("unknown signal `{v}`")),
+            },
+            // Keys of makina's watcher data that circus itself ignores:
+            // its file ordering (already in `priority` and the file name),
+            // its log switch, and its `environment` mapping (variables
+            // belong in [env:NAME], which makina writes from it).
+            "conf_priority" | "defaultlog" | "environment" => {}
             key if key.starts_with("rlimit_") => match (
                 rlimit_resource(key.trim_start_matches("rlimit_")),
                 v.trim().parse::<u64>(),

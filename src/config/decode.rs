@@ -1,6 +1,7 @@
 //! From the spanned YAML tree to the validated model, collecting every
 //! error with its position instead of stopping at the first.
 
+use super::inputs;
 use super::model::*;
 use crate::error::{Diag, Pos};
 use crate::units::{duration_from_secs, MAX_DURATION};
@@ -365,6 +366,7 @@ pub const TOP: &[&str] = &[
     "log",
     "metrics",
     "termination_log",
+    "env_file",
 ];
 pub const PATHS: &[&str] = &["salt", "project", "pillar", "volume", "state"];
 pub const PILLAR: &[&str] = &["source", "target", "on_invalid"];
@@ -413,6 +415,11 @@ pub const SERVICE: &[&str] = &[
     "on_reconfigure",
     "reload_signal",
     "log_rate_limit",
+    "env_file",
+    "secrets",
+    "credentials",
+    "profiles",
+    "liveness",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
 pub const READY: &[&str] = &[
@@ -527,6 +534,7 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
                 };
             }
             "log" => log(d, v, &mut cfg.log),
+            "env_file" => cfg.env_file = inputs::env_files(d, v, "env_file"),
             "metrics" => {
                 for (_, v) in d.map(v, "metrics", METRICS).unwrap_or_default() {
                     cfg.metrics.listen = listen_addr(d, v);
@@ -940,6 +948,11 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             },
             "reload_signal" => s.reload_signal = d.signal(v, &w).unwrap_or(Signal::SIGHUP),
             "log_rate_limit" => s.log_rate_limit = Some(rate_limit(d, v, &w)),
+            "env_file" => s.inputs.env_file = inputs::env_files(d, v, &w),
+            "secrets" => s.inputs.secrets = inputs::path_map(d, v, &w, true),
+            "credentials" => s.inputs.credentials = inputs::path_map(d, v, &w, false),
+            "profiles" => s.profiles = inputs::profiles(d, v, &w),
+            "liveness" => s.liveness_ignore = inputs::liveness(d, v, &w),
             _ => variance = d.duration(v, &w).unwrap_or_default(),
         }
     }

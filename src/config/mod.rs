@@ -4,6 +4,7 @@
 
 pub mod circus;
 pub mod decode;
+pub mod inputs;
 pub mod model;
 
 pub use model::*;
@@ -21,6 +22,8 @@ pub struct LoadOptions {
     pub root: Option<PathBuf>,
     /// `--project`, `MC_PROJECT` or `name=`.
     pub project: Option<String>,
+    /// `--profile` (repeatable) or `MC_PROFILES=a,b`: the active profiles.
+    pub profiles: Vec<String>,
 }
 
 /// A loaded configuration, with the rendered text (for `render`) and warnings.
@@ -85,7 +88,7 @@ pub fn load(opts: &LoadOptions) -> Result<Loaded, Vec<Diag>> {
             if Path::new(CIRCUS_MAIN).is_file() {
                 config.circus.config = Some(PathBuf::from(CIRCUS_MAIN));
             }
-            with_circus(config, None)
+            with_circus(config, None, &opts.profiles)
         }
     }
 }
@@ -179,7 +182,7 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
         if !d.errors.is_empty() {
             return Err(d.errors);
         }
-        return with_circus(config, Some(rendered));
+        return with_circus(config, Some(rendered), &opts.profiles);
     }
 }
 
@@ -211,8 +214,16 @@ pub fn shutdown_from_env(cfg: &mut Config) -> Result<(), Diag> {
 
 /// Add the services of the circus files the config names. A circus watcher
 /// may not reuse the name of a configured service.
-fn with_circus(mut config: Config, rendered: Option<String>) -> Result<Loaded, Vec<Diag>> {
+fn with_circus(
+    mut config: Config,
+    rendered: Option<String>,
+    profiles: &[String],
+) -> Result<Loaded, Vec<Diag>> {
     if config.circus.config.is_none() && config.circus.include.is_empty() {
+        let errors = inputs::apply_profiles(&mut config, profiles);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         return Ok(Loaded {
             config,
             rendered,
@@ -237,6 +248,9 @@ fn with_circus(mut config: Config, rendered: Option<String>) -> Result<Loaded, V
     config.services.extend(c.services);
     decode::validate_services(&mut d, &config.services);
     c.errors.extend(d.errors);
+    if c.errors.is_empty() {
+        c.errors = inputs::apply_profiles(&mut config, profiles);
+    }
     if !c.errors.is_empty() {
         return Err(c.errors);
     }

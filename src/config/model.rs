@@ -57,6 +57,8 @@ pub struct Config {
     pub metrics: MetricsCfg,
     /// Where the termination report goes (`None`: nowhere).
     pub termination_log: Option<PathBuf>,
+    /// Top-level `env_file`: dotenv files every service reads first.
+    pub env_file: Vec<PathBuf>,
 }
 
 /// README "The makina layout": every path derives from `root` and the project name.
@@ -312,7 +314,25 @@ pub struct Service {
     pub main: bool,
     pub on_reconfigure: OnReconfigure,
     pub reload_signal: Signal,
+    /// `env_file`, `secrets`, `credentials` (README "Env files and secrets").
+    pub inputs: Inputs,
+    /// `profiles`: started only when one of them is active (empty: always).
+    pub profiles: Vec<String>,
+    /// `liveness: ignore`: FAILED does not fail `ctl health --live`.
+    pub liveness_ignore: bool,
     pub origin: Origin,
+}
+
+/// What a service reads from files at each of its starts. Paths only:
+/// the values are read when it starts, and never kept in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Inputs {
+    /// Dotenv files, in order (a later one wins).
+    pub env_file: Vec<PathBuf>,
+    /// `VAR: path`: VAR gets the file's content.
+    pub secrets: Vec<(String, PathBuf)>,
+    /// `NAME: path`: copied into `$CREDENTIALS_DIRECTORY/NAME`.
+    pub credentials: Vec<(String, PathBuf)>,
 }
 
 impl Service {
@@ -353,6 +373,9 @@ impl Service {
             main: false,
             on_reconfigure: OnReconfigure::Restart,
             reload_signal: Signal::SIGHUP,
+            inputs: Inputs::default(),
+            profiles: Vec::new(),
+            liveness_ignore: false,
             origin: Origin::default(),
         }
     }
@@ -474,6 +497,7 @@ impl Config {
             },
             log: LogCfg::default(),
             metrics: MetricsCfg::default(),
+            env_file: Vec::new(),
             project,
             root,
             paths,

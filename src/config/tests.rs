@@ -26,6 +26,7 @@ fn load_text(text: &str) -> Result<Loaded, Vec<Diag>> {
         config: Some(file),
         root: Some(t.0.clone()),
         project: Some("p".into()),
+        ..Default::default()
     };
     load(&opts)
 }
@@ -517,6 +518,7 @@ fn project_discovery_and_search_order() {
         config: None,
         root: Some(t.0.clone()),
         project: None,
+        ..Default::default()
     })
     .expect("found");
     assert_eq!(loaded.config.project.as_deref(), Some("only"));
@@ -533,6 +535,7 @@ fn project_discovery_and_search_order() {
         config: Some(t.0.join("nope.yml")),
         root: Some(t.0.clone()),
         project: None,
+        ..Default::default()
     });
     let errs = missing.expect_err("a named config must exist");
     assert!(
@@ -555,6 +558,7 @@ fn the_files_own_project_is_used_when_the_command_line_is_silent() {
         config: Some(file),
         root: Some(t.0.clone()),
         project: None,
+        ..Default::default()
     })
     .expect("valid");
     assert_eq!(l.config.project.as_deref(), Some("mine"));

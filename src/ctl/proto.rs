@@ -26,7 +26,8 @@ pub struct Request {
 }
 
 /// What `ctl health` asks (README "Health"): the default (every autostart
-/// service running and ready), `--live` (up, no critical service FAILED)
+/// service running and ready), `--live` (up, no critical or autostart
+/// service FAILED but those with `liveness: ignore`)
 /// or `--ready` (the default, and not draining).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {

@@ -3,6 +3,7 @@
 //! policy of what to run and when is the supervisor's. Layer 2.
 
 pub mod cgroup;
+pub mod envfile;
 pub mod exit;
 pub mod frame;
 pub mod notify;

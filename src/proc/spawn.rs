@@ -128,10 +128,23 @@ pub struct SpawnOpts<'a> {
     /// when stdin is a terminal).
     pub foreground: bool,
     pub stdin_null: bool,
+    /// The main command: it keeps the caller's ignored and blocked signals
+    /// (tini's contract); every other process starts with the default
+    /// dispositions and an empty mask.
+    pub caller_signals: bool,
 }
 
-/// Build the environment for a service process.
-pub fn service_env(cfg: &Config, svc: &Service, creds: Option<&Creds>) -> Vec<(String, String)> {
+/// Build the environment for a service process, lowest first (the
+/// launcher's own comes under it with `copy_env`): HOME/USER, the `MC_*`
+/// variables, the env files (top level, then the service's), `env`, the
+/// secrets, and `CREDENTIALS_DIRECTORY`.
+pub fn service_env(
+    cfg: &Config,
+    svc: &Service,
+    creds: Option<&Creds>,
+    files: &super::envfile::FileEnv,
+    credentials: Option<&Path>,
+) -> Vec<(String, String)> {
     let mut env: BTreeMap<String, String> = BTreeMap::new();
     if let Some(c) = creds {
         if let Some(home) = &c.home {
@@ -145,8 +158,20 @@ pub fn service_env(cfg: &Config, svc: &Service, creds: Option<&Creds>) -> Vec<(S
     for (k, v) in mc_env(cfg, &svc.name) {
         env.insert(k, v);
     }
+    for (k, v) in &files.files {
+        env.insert(k.clone(), v.clone());
+    }
     for (k, v) in &svc.env {
         env.insert(k.clone(), v.clone());
+    }
+    for (k, v) in &files.secrets {
+        env.insert(k.clone(), v.clone());
+    }
+    if let Some(dir) = credentials {
+        env.insert(
+            "CREDENTIALS_DIRECTORY".into(),
+            dir.to_string_lossy().into_owned(),
+        );
     }
     env.into_iter().collect()
 }
@@ -177,6 +202,7 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     let creds = opts.creds.cloned();
     let rlimits = opts.rlimits.to_vec();
     let foreground = opts.foreground;
+    let caller_signals = opts.caller_signals;
     // SAFETY: the closure runs between fork and exec; it makes only raw
     // system calls on data prepared above, and allocates nothing.
     unsafe {
@@ -186,7 +212,7 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
                 // from a background group; the reset below restores it.
                 let _ = nix::unistd::tcsetpgrp(stdin_fd(), nix::unistd::getpid());
             }
-            crate::signals::reset_for_child()?;
+            crate::signals::reset_for_child(caller_signals)?;
             for r in &rlimits {
                 nix::sys::resource::setrlimit(r.resource, r.value, r.value)
                     .map_err(io::Error::from)?;
@@ -201,8 +227,30 @@ pub fn spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
+    let child = cmd.spawn().map_err(|e| explain_rlimit(e, opts.rlimits))?;
     Ok(child.id() as i32)
+}
+
+/// A start refused because a limit is above the hard limit, which only a
+/// privileged launcher may raise: say which, and how to fix it.
+fn explain_rlimit(e: io::Error, rlimits: &[Rlimit]) -> io::Error {
+    if e.raw_os_error() != Some(nix::libc::EPERM) {
+        return e;
+    }
+    for r in rlimits {
+        if let Ok((_, hard)) = nix::sys::resource::getrlimit(r.resource) {
+            if r.value > hard {
+                return io::Error::new(
+                    e.kind(),
+                    format!(
+                        "limit {:?} = {} is above the hard limit {hard}, which the launcher may not raise (docker run --ulimit, or CAP_SYS_RESOURCE)",
+                        r.resource, r.value
+                    ),
+                );
+            }
+        }
+    }
+    e
 }
 
 /// Whether `posix_spawn` can do all of it: no work that needs code between
@@ -285,37 +333,45 @@ impl Drop for Actions {
 struct Attr(MaybeUninit<nix::libc::posix_spawnattr_t>);
 
 impl Attr {
-    /// Own process group, empty signal mask, and SIGPIPE, SIGTTIN and
-    /// SIGTTOU (which the launcher ignores) back to their defaults; caught
-    /// signals are reset by exec itself.
-    fn service() -> io::Result<Attr> {
+    /// Own process group; an empty signal mask and every signal at its
+    /// default disposition, or for the main command (`caller`) the
+    /// caller's mask and ignored signals (those are still ignored in the
+    /// launcher, which only ever ignores signals, and exec keeps an
+    /// ignored signal ignored). Caught signals are reset by exec itself.
+    fn service(caller: bool) -> io::Result<Attr> {
         use nix::libc;
+        let (mask, ignored) = if caller {
+            crate::signals::caller_setup()
+        } else {
+            (0, 0)
+        };
         let mut a = Attr(MaybeUninit::uninit());
         let p = a.0.as_mut_ptr();
-        let mut empty = MaybeUninit::<libc::sigset_t>::uninit();
-        let mut dfl = MaybeUninit::<libc::sigset_t>::uninit();
+        let mask = crate::signals::sigset_of(mask);
+        let defaults = crate::signals::ALL_SIGNALS & !ignored;
+        let dfl = crate::signals::sigset_of(defaults);
+        // glibc's spawn child sets its two internal signals (32 and 33) to
+        // SIG_IGN unless they are in this set, and exec keeps an ignored
+        // signal ignored; its sigaddset refuses them, so they are marked by
+        // hand (sigset_t is a plain bit array: bit N-1 of the first word is
+        // signal N). musl leaves them at SIG_DFL.
+        #[cfg(target_env = "gnu")]
+        let dfl = {
+            let mut d = dfl;
+            // SAFETY: sigset_t starts with an array of at least one u64.
+            unsafe {
+                let first = (&mut d as *mut libc::sigset_t).cast::<u64>();
+                *first |= defaults & ((1u64 << 31) | (1u64 << 32));
+            }
+            d
+        };
         // SAFETY: every object is initialised by its init call before use;
         // the sets are plain data copied into the attributes.
         unsafe {
             check(libc::posix_spawnattr_init(p))?;
-            libc::sigemptyset(empty.as_mut_ptr());
-            libc::sigemptyset(dfl.as_mut_ptr());
-            for s in [libc::SIGPIPE, libc::SIGTTIN, libc::SIGTTOU] {
-                libc::sigaddset(dfl.as_mut_ptr(), s);
-            }
-            // glibc's spawn child sets its two internal signals (32 and 33)
-            // to SIG_IGN unless they are in this set, and exec keeps an
-            // ignored signal ignored; its sigaddset refuses them, so they
-            // are marked by hand (sigset_t is a plain bit array: bit N-1 of
-            // the first word is signal N). musl leaves them at SIG_DFL.
-            #[cfg(target_env = "gnu")]
-            {
-                let first = dfl.as_mut_ptr().cast::<u64>();
-                *first |= (1u64 << 31) | (1u64 << 32);
-            }
             check(libc::posix_spawnattr_setpgroup(p, 0))?;
-            check(libc::posix_spawnattr_setsigmask(p, empty.as_ptr()))?;
-            check(libc::posix_spawnattr_setsigdefault(p, dfl.as_ptr()))?;
+            check(libc::posix_spawnattr_setsigmask(p, &mask))?;
+            check(libc::posix_spawnattr_setsigdefault(p, &dfl))?;
             let flags = libc::POSIX_SPAWN_SETPGROUP
                 | libc::POSIX_SPAWN_SETSIGMASK
                 | libc::POSIX_SPAWN_SETSIGDEF;
@@ -427,7 +483,7 @@ fn posix_spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
     if let Some(dir) = opts.working_dir {
         actions.chdir(&cstring(dir.as_os_str().as_bytes())?)?;
     }
-    let attr = Attr::service()?;
+    let attr = Attr::service(opts.caller_signals)?;
 
     let mut argv_p: Vec<*mut nix::libc::c_char> =
         argv.iter().map(|a| a.as_ptr().cast_mut()).collect();

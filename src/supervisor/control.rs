@@ -48,16 +48,26 @@ impl Core {
                 ..Reply::default()
             },
             (Command::Health(Health::Live), _) => {
+                // A FAILED service will not come back by itself: a critical
+                // one, or an autostart one that does not say `liveness:
+                // ignore`, makes the container worth restarting.
                 let failed: Vec<String> = self
                     .svcs
                     .values()
-                    .filter(|s| s.spec.critical && matches!(s.status, Status::Failed(_)))
+                    .filter(|s| matches!(s.status, Status::Failed(_)))
+                    .filter(|s| {
+                        s.spec.critical
+                            || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
+                    })
                     .map(|s| s.name().to_string())
                     .collect();
                 if failed.is_empty() {
                     Reply::ok("alive")
                 } else {
-                    Reply::error(format!("critical service FAILED: {}", failed.join(", ")))
+                    Reply::error(format!(
+                        "FAILED, will not come back by itself: {}",
+                        failed.join(", ")
+                    ))
                 }
             }
             (Command::Health(_), _) => {

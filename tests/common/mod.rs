@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod kubelet;
+pub mod registry;
 pub mod salt;
 pub mod tree;
 

@@ -123,9 +123,56 @@ fn first_value_wins_and_sections_merge_across_files() {
 }
 
 #[test]
+fn makinas_own_watcher_keys() {
+    use crate::config::OnReconfigure;
+    use nix::sys::signal::Signal;
+    // (options, on_reconfigure, reload_signal)
+    let cases: &[(&str, OnReconfigure, Signal)] = &[
+        ("", OnReconfigure::Restart, Signal::SIGHUP),
+        ("send_hup = True\n", OnReconfigure::Reload, Signal::SIGHUP),
+        ("send_hup = true\n", OnReconfigure::Reload, Signal::SIGHUP),
+        ("send_hup = False\n", OnReconfigure::Restart, Signal::SIGHUP),
+        (
+            "send_hup = True\nhup_signal = USR2\n",
+            OnReconfigure::Reload,
+            Signal::SIGUSR2,
+        ),
+        (
+            "hup_signal = SIGUSR1\nsend_hup = True\n",
+            OnReconfigure::Reload,
+            Signal::SIGUSR1,
+        ),
+        (
+            "environment = {}\nconf_priority = 60\ndefaultlog = True\n",
+            OnReconfigure::Restart,
+            Signal::SIGHUP,
+        ),
+        (
+            "environment = {'A': 'b'}\n",
+            OnReconfigure::Restart,
+            Signal::SIGHUP,
+        ),
+    ];
+    for (opts, on, sig) in cases {
+        let (l, _f, _t) = load_one(&format!("[watcher:w]\ncmd = /bin/true\n{opts}"));
+        assert!(
+            l.errors.is_empty() && l.unsupported.is_empty(),
+            "{opts:?}: {:?} {:?}",
+            l.errors,
+            l.unsupported
+        );
+        assert_eq!(l.services[0].on_reconfigure, *on, "{opts:?}");
+        assert_eq!(l.services[0].reload_signal, *sig, "{opts:?}");
+    }
+    let (l, _f, _t) =
+        load_one("[watcher:w]\ncmd = /bin/true\nhup_signal = NOPE\nsend_hup = maybe\n");
+    assert_eq!(l.errors.len(), 2, "{:?}", l.errors);
+}
+
+#[test]
 fn unsupported_and_bad_values_name_their_line() {
     let (l, f, _t) = load_one(
-        "[circus]\nendpoint = tcp://x\nfancy = 1\n[watcher:w]\ncmd = /bin/true\nhooks.before_start = my.hook\nnumprocesses = many\nstop_signal = NOPE\ndefaultlog = x\n[socket:web]\nhost = 0.0.0.0\n[plugin:statsd]\nuse = x\n",
+        "[circus]\nendpoint = tcp://x\nfancy = 1\n[watcher:w]\ncmd = /bin/true\nhooks.before_start = my.hook\nnumprocesses = many\nstop_signal = NOPE\nuse_sockets = True\n[socket:web]\nhost = 0.0.0.0\n[plugin:statsd]\nuse = x\n",
     );
     let at = |diags: &[Diag], line: usize, part: &str| {
         diags
@@ -142,7 +189,11 @@ fn unsupported_and_bad_values_name_their_line() {
         "{:?}",
         l.unsupported
     );
-    assert!(at(&l.unsupported, 9, "`defaultlog`"), "{:?}", l.unsupported);
+    assert!(
+        at(&l.unsupported, 9, "`use_sockets`"),
+        "{:?}",
+        l.unsupported
+    );
     assert!(
         at(&l.unsupported, 10, "section [socket:web]"),
         "{:?}",

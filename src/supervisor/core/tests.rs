@@ -550,6 +550,44 @@ fn crash_loop_backs_off_on_the_clock() {
     assert_eq!(sim.exit, Some(1), "nothing left to supervise, one FAILED");
 }
 
+/// Let `bad` crash on each start until it is FAILED.
+fn bad_until_failed(sim: &mut Sim) {
+    for _ in 0..10 {
+        sim.exited("bad", Exit::Code(1));
+        if sim.state("bad") == StateName::Failed {
+            return;
+        }
+        let due = sim.core.next_deadline().expect("a backoff deadline");
+        sim.now = due;
+        sim.feed(Input::Tick);
+    }
+    panic!("bad never became FAILED");
+}
+
+#[test]
+fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
+    use crate::ctl::proto::Health;
+    for ignore in [false, true] {
+        let mut bad = svc("bad");
+        bad.max_retry = Some(2);
+        bad.liveness_ignore = ignore;
+        let mut sim = Sim::config(&[bad, svc("web")]);
+        assert!(sim.ctl(Command::Health(Health::Live)).ok);
+        bad_until_failed(&mut sim);
+        assert_eq!(sim.state("web"), StateName::Running);
+        assert_eq!(sim.exit, None, "web runs on");
+        let r = sim.ctl(Command::Health(Health::Live));
+        assert_eq!(r.ok, ignore, "liveness: ignore = {ignore}: {r:?}");
+        if !ignore {
+            assert!(
+                r.error.as_deref().is_some_and(|e| e.contains("bad")),
+                "{r:?}"
+            );
+        }
+        assert!(!sim.ctl(Command::Health(Health::All)).ok, "never healthy");
+    }
+}
+
 #[test]
 fn ctl_commands_on_the_core() {
     let mut sim = Sim::config(&[svc("web")]);

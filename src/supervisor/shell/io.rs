@@ -54,7 +54,17 @@ impl Shell<'_> {
                 crate::error::EXIT_FAILURE,
             )
         })?;
-        let mut env = spawn::service_env(&self.cfg, spec, creds.as_ref());
+        // Read at each start: a rotated file applies at the next one.
+        let failed = |r: String| (r, crate::error::EXIT_FAILURE);
+        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(failed)?;
+        let owner = creds.as_ref().map_or_else(
+            || (nix::unistd::geteuid(), nix::unistd::getegid()),
+            |c| (c.uid, c.gid),
+        );
+        let cred_dir =
+            crate::proc::envfile::install_credentials(&self.cfg, spec, owner).map_err(failed)?;
+        let mut env =
+            spawn::service_env(&self.cfg, spec, creds.as_ref(), &files, cred_dir.as_deref());
         let wants_notify = spec
             .ready
             .as_ref()
@@ -78,6 +88,7 @@ impl Shell<'_> {
             stderr,
             foreground: spec.main && self.stdin_tty,
             stdin_null: !spec.main,
+            caller_signals: spec.main,
         });
         match res {
             Ok(pid) => {
@@ -128,17 +139,36 @@ impl Shell<'_> {
                 Verdict::Fail(format!("{} does not exist", p.display()))
             }),
             ReadyCheck::Cmd(argv) => {
+                // The probe is the service's: its user and groups, its
+                // environment without the files (a probe such as
+                // pg_isready logs in as whoever runs it).
+                let spec = self.cfg.services.iter().find(|s| s.name == service);
+                let creds = match spec.map(spawn::resolve_creds).transpose() {
+                    Ok(c) => c.flatten(),
+                    Err(e) => return Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                };
+                let env = match spec {
+                    Some(s) => {
+                        let none = crate::proc::envfile::FileEnv {
+                            files: Vec::new(),
+                            secrets: Vec::new(),
+                        };
+                        spawn::service_env(&self.cfg, s, creds.as_ref(), &none, None)
+                    }
+                    None => spawn::mc_env(&self.cfg, service),
+                };
                 let res = spawn::spawn(spawn::SpawnOpts {
                     argv,
-                    env: spawn::mc_env(&self.cfg, service),
-                    copy_env: true,
+                    env,
+                    copy_env: spec.is_none_or(|s| s.copy_env),
                     working_dir: working_dir.as_deref(),
-                    creds: None,
+                    creds: creds.as_ref(),
                     rlimits: &[],
                     stdout: spawn::Out::Null,
                     stderr: spawn::Out::Null,
                     foreground: false,
                     stdin_null: true,
+                    caller_signals: false,
                 });
                 match res {
                     Ok(pid) => {

@@ -1,0 +1,171 @@
+//! Profiles (README "Profiles"), with the real binary as PID 1: a service
+//! with `profiles` starts only when one of them is active (`--profile`,
+//! repeatable, or `MC_PROFILES`), one without always starts, `check`
+//! prints what a profile set starts, and an `after` on a service the
+//! active profiles leave out is an error naming both (exit 78).
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+const SERVICES: &str = "services:
+  web:
+    cmd: [sleep, \"1000\"]
+  debug:
+    cmd: [sleep, \"1000\"]
+    profiles: [debug]
+  tools:
+    cmd: [sleep, \"1000\"]
+    profiles: [tools, debug]
+";
+
+fn config(d: &TempDir, extra: &str) -> String {
+    let p = d.join("mc-launcher.yml");
+    write(&p, &format!("{SERVICES}{extra}"));
+    p.to_string_lossy().into_owned()
+}
+
+/// The state of every service once `web` runs.
+fn states(launch: Launch) -> Vec<(String, String)> {
+    let run = launch.spawn();
+    let mut v = serde_json::Value::Null;
+    let ok = wait_until(Duration::from_secs(10), || {
+        let o = ctl(&run, &["--json", "status"]);
+        v = serde_json::from_str(o.stdout.trim()).unwrap_or_default();
+        let all = v["services"].as_array().cloned().unwrap_or_default();
+        // Settled: every service running or stopped (never started).
+        !all.is_empty()
+            && all
+                .iter()
+                .all(|s| s["state"] == "running" || s["state"] == "stopped")
+    });
+    assert!(ok, "never settled: {v}");
+    let out = v["services"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["name"].as_str().unwrap_or("").to_string(),
+                        s["state"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    run.signal(15);
+    let o = run.wait();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    out
+}
+
+fn running(states: &[(String, String)]) -> Vec<&str> {
+    let mut r: Vec<&str> = states
+        .iter()
+        .filter(|(_, s)| s == "running")
+        .map(|(n, _)| n.as_str())
+        .collect();
+    r.sort_unstable();
+    r
+}
+
+#[test]
+fn only_the_active_profiles_start() {
+    let d = TempDir::new("profiles");
+    let cfg = config(&d, "");
+    let none = states(Launch::new(&["-c", &cfg]));
+    assert_eq!(running(&none), ["web"], "{none:?}");
+    assert!(
+        none.iter().any(|(n, s)| n == "debug" && s == "stopped"),
+        "a left-out service is known, stopped: {none:?}"
+    );
+    let debug = states(Launch::new(&["-c", &cfg, "--profile", "debug"]));
+    assert_eq!(running(&debug), ["debug", "tools", "web"]);
+    let tools = states(Launch::new(&["-c", &cfg]).env("MC_PROFILES", "tools"));
+    assert_eq!(running(&tools), ["tools", "web"]);
+    let both = states(Launch::new(&[
+        "-c",
+        &cfg,
+        "--profile",
+        "tools",
+        "--profile",
+        "nothing",
+    ]));
+    assert_eq!(running(&both), ["tools", "web"]);
+}
+
+#[test]
+fn a_left_out_service_can_be_started_by_hand_and_is_not_health() {
+    let d = TempDir::new("profiles-ctl");
+    let cfg = config(&d, "");
+    let run = Launch::new(&["-c", &cfg]).spawn();
+    assert!(wait_until(Duration::from_secs(10), || ctl(
+        &run,
+        &["health"]
+    )
+    .code
+        == Some(0)));
+    let o = ctl(&run, &["start", "debug"]);
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(
+        wait_until(Duration::from_secs(10), || pids_of(&run, "debug") > 0),
+        "debug never started"
+    );
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
+
+fn pids_of(run: &Running, name: &str) -> usize {
+    let o = ctl(run, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap_or_default();
+    status_pids(&v, name).len()
+}
+
+#[test]
+fn check_prints_what_a_profile_set_starts() {
+    let d = TempDir::new("profiles-check");
+    let cfg = config(&d, "");
+    let o = Launch::new(&["-c", &cfg, "check"]).not_pid1().run();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(o.stdout.contains("  - web\n"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("  - debug (not started: profiles debug; active: none)"),
+        "{}",
+        o.stdout
+    );
+    let o = Launch::new(&["-c", &cfg, "check", "--profile", "tools"])
+        .not_pid1()
+        .run();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(o.stdout.contains("  - tools\n"), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("  - debug (not started: profiles debug; active: tools)"),
+        "{}",
+        o.stdout
+    );
+}
+
+#[test]
+fn after_on_a_left_out_service_is_an_error_naming_both() {
+    let d = TempDir::new("profiles-after");
+    let cfg = config(
+        &d,
+        "  app:\n    cmd: [sleep, \"1000\"]\n    after: [debug]\n",
+    );
+    for args in [vec!["-c", &cfg, "check"], vec!["-c", &cfg]] {
+        let o = Launch::new(&args).run();
+        assert_eq!(o.code, Some(78), "{args:?}: {}", o.all());
+        assert!(
+            o.stderr.contains("service app runs after debug") && o.stderr.contains("do not start"),
+            "{args:?}: {}",
+            o.all()
+        );
+    }
+    // With the profile active, it is fine.
+    let o = Launch::new(&["-c", &cfg, "--profile", "debug", "check"])
+        .not_pid1()
+        .run();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+}
