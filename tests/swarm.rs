@@ -524,23 +524,14 @@ fn stack_deploys_by_digest_and_rolls_the_pillar_without_a_failed_request() {
         "{page}"
     );
     // The operator logs in with the key of the secret.
-    let ssh = must(&[
-        "exec",
-        &client,
-        "ssh",
-        "-i",
-        "/key",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        &format!("root@tasks.{web}"),
+    let target = format!("root@tasks.{web}");
+    let mut args = vec!["exec", &client, "ssh", "-i", "/key", "-o", "LogLevel=ERROR"];
+    args.extend_from_slice(SSH_BATCH);
+    args.extend([
+        target.as_str(),
         "cat /srv/projects/example/data/configuration/app.json",
     ]);
+    let ssh = must(&args);
     assert!(ssh.contains("\"site_name\": \"Swarm pillar 1\""), "{ssh}");
 
     // The rolling update to pillar v2, start-first, under the client.
