@@ -334,6 +334,47 @@ class Bench:
         srv.shutdown()
         self.results["probes_10_services"] = res
 
+    def jobs(self, seconds=10):
+        """Wake-ups of the launcher between the runs of a scheduled job
+        (README "Scheduled jobs": the next run is a deadline of the core,
+        nothing wakes the loop before it), and with nothing but far-off
+        runs and watched files (README "File watches")."""
+        res = {}
+        svcs = {"s%d" % i: {"cmd": ["sleep", "3600"]} for i in range(10)}
+        mark = os.path.join(self.tmp, "job-runs")
+        svcs["job"] = {"cmd": ["sh", "-c", "echo run >> %s" % mark],
+                       "schedule": {"every": "4s"}}
+        t0 = time.time()
+        p, _ = self.start_mc(svcs)
+        self.descendants_up(p.pid, 10)
+        runs = lambda: len(open(mark).read().splitlines()) if os.path.exists(mark) else 0
+        # Between the first run (4 s) and the second (8 s): 3 s of sleep.
+        wait_for(lambda: runs() >= 1, limit=10)
+        time.sleep(max(0.0, t0 + 4.5 - time.time()))
+        cpu0, ctx0 = proc_cpu(p.pid)
+        time.sleep(3)
+        cpu1, ctx1 = proc_cpu(p.pid)
+        wait_for(lambda: runs() >= 2, limit=10)
+        self.stop(p)
+        res["every 4s, 3 s between two runs"] = {
+            "cpu_ms": round((cpu1 - cpu0) * 1000, 1), "ctx_switches": ctx1 - ctx0, "runs": runs()}
+        watched = os.path.join(self.tmp, "watched")
+        os.makedirs(watched, exist_ok=True)
+        svcs = {"s%d" % i: {"cmd": ["sleep", "3600"],
+                            "watch": {"paths": [os.path.join(watched, "f%d.pem" % i)], "on_change": "reload"}}
+                for i in range(10)}
+        svcs["yearly"] = {"cmd": ["true"], "schedule": "@yearly"}
+        p, _ = self.start_mc(svcs)
+        self.descendants_up(p.pid, 10)
+        time.sleep(1)
+        cpu0, ctx0 = proc_cpu(p.pid)
+        time.sleep(seconds)
+        cpu1, ctx1 = proc_cpu(p.pid)
+        self.stop(p)
+        res["@yearly job + 10 watched services, %d s" % seconds] = {
+            "cpu_ms": round((cpu1 - cpu0) * 1000, 1), "ctx_switches": ctx1 - ctx0}
+        self.results["jobs_and_watches"] = res
+
     def launch(self, runs=100):
         """ms from starting `unshare … INIT -- echo` to reading the child's
         first byte: how soon an init gets its child running."""
@@ -1021,6 +1062,15 @@ class Bench:
                             "max %.1f/s" % max(fast), max(fast) <= 10))
             targets.append(("0 wake-ups between probe periods", "max %d in 10 s" % max(slow), max(slow) == 0))
             L.append("")
+        jw = r.get("jobs_and_watches")
+        if jw:
+            L.append("## 3c. Scheduled jobs and file watches: wake-ups while nothing is due\n")
+            L.append("| case | CPU ms | context switches |\n|---|---|---|")
+            for k, v in jw.items():
+                L.append("| %s | %s | %d |" % (k, v["cpu_ms"], v["ctx_switches"]))
+            w = max(v["ctx_switches"] for v in jw.values())
+            targets.append(("0 wake-ups between job runs and with watches idle", "max %d" % w, w == 0))
+            L.append("")
         sp = r.get("stop_vs_peers_ms")
         if sp:
             for case, per in sp.items():
@@ -1235,7 +1285,7 @@ def main():
                 b.results["memory_kib"][k] = {int(n): m for n, m in per.items()}
         except (OSError, ValueError):
             pass
-    steps = ["exec_overhead", "launch", "memory", "idle", "probes", "stop_peers", "stop_time", "reaping", "logs",
+    steps = ["exec_overhead", "launch", "memory", "idle", "probes", "jobs", "stop_peers", "stop_time", "reaping", "logs",
              "log_formats", "metrics_scrape", "restart", "prepare", "first_service", "live_reconfigure"]
     try:
         for s in steps:

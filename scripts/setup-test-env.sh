@@ -89,4 +89,12 @@ if ! docker image inspect mc-launcher/base:bookworm >/dev/null 2>&1; then
     # This script installs the test dependencies: the image script may too.
     MC_INSTALL_DEPS=1 bash scripts/docker-image.sh --base-only
 fi
+# The registry image's Debian packages (docker-registry, notary, nginx,
+# PostgreSQL) on that base, once (cached by tag; apt-get inside the build
+# reaches the Debian mirror): tests/registry.rs then builds the image from
+# the binary under test in seconds.
+if ! docker image inspect mc-launcher/example-registry-packages:bookworm >/dev/null 2>&1; then
+    echo "building the registry image's packages layer (a few minutes, once)"
+    bash scripts/registry-image.sh --packages-only
+fi
 echo "test environment ready"

@@ -26,12 +26,12 @@ echo "== cargo test"
 cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
 
 echo "== integration tests again, against the static binary"
-# Not the unit tests, not Docker (already on the static binary), not the
+# Not the unit tests, not Docker (docker, registry: already on the static binary), not the
 # source checks (layers, readme): what runs the launcher.
 itests=()
 for f in tests/*.rs; do
     t=$(basename "$f" .rs)
-    case "$t" in docker | layers | readme | swarm) ;; *) itests+=(--test "$t") ;; esac
+    case "$t" in docker | registry | swarm | layers | readme) ;; *) itests+=(--test "$t") ;; esac
 done
 MC_TEST_BIN="$static_fi" cargo test --features fault-injection "${itests[@]}" \
     -- --test-threads="${MC_TEST_THREADS:-2}"

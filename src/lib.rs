@@ -11,7 +11,8 @@
 //! (tests/layers.rs checks it):
 //!
 //! - L0 `error` (every exit code), `units`, `signals`, `yaml`, `template`,
-//!   `users` (/etc/passwd and /etc/group, no NSS)
+//!   `users` (/etc/passwd and /etc/group, no NSS), `cron` (next runs of
+//!   scheduled jobs)
 //! - L1 `config::model`
 //! - L2 `fsutil`, `proc` (`exit`, `spawn`, `output`, `reap`, `watch`),
 //!   `ctl::proto`, `ctl::server`
@@ -29,6 +30,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod crash;
+pub mod cron;
 pub mod ctl;
 pub mod error;
 pub mod fsutil;

@@ -66,6 +66,9 @@ fn demo_runs_the_whole_life_of_a_container() {
         "summary: web: stopped",
         "summary: worker: stopped",
         "worker | worker stopping after",
+        // The scheduled cleanup ran once at the start.
+        "cleanup | cleanup: ",
+        "cleanup: run ended (exit 0)",
     ] {
         assert!(all.contains(line), "missing {line:?} in:\n{all}");
     }

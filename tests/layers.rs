@@ -19,7 +19,7 @@ fn layer(module: &str) -> Option<u8> {
         (_, m) if m.starts_with("ctl::client") => 4,
         // ctl/mod.rs only declares its three parts.
         ("ctl", "ctl") => 2,
-        ("error" | "units" | "signals" | "yaml" | "template" | "users", _) => 0,
+        ("error" | "units" | "signals" | "yaml" | "template" | "users" | "cron", _) => 0,
         ("fsutil" | "proc", _) => 2,
         ("config" | "prepare" | "supervisor", _) => 3,
         ("cli" | "app" | "crash", _) => 4,

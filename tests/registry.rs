@@ -31,13 +31,7 @@ fn client(cfg: &Path, trust: bool, extra: &[(&str, &str)], args: &[&str]) -> Out
     for (k, v) in extra {
         c.env(k, v);
     }
-    let o = c.output().expect("docker");
-    Out {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    c.output().expect("docker").into()
 }
 
 /// Every image whose name starts with the registry's address, removed
@@ -238,6 +232,36 @@ fn a_signed_image_ships_through_the_registry_image() {
         signed_digest(&inspect.stdout, "signed"),
         (digest.clone(), root_key)
     );
+    // The garbage collection job, on request: the registry paused for it,
+    // then back; what is signed is still there.
+    must(&[
+        "exec",
+        &reg.container,
+        "mc-launcher",
+        "ctl",
+        "start",
+        "registry-gc",
+    ]);
+    let collected = wait_until(Duration::from_secs(120), || {
+        reg.logs()
+            .contains("registry: starting again after the run of registry-gc")
+    });
+    assert!(collected, "no GC run:\n{}", reg.logs());
+    let logs = reg.logs();
+    let order: Vec<usize> = [
+        "registry: stopping for the run of registry-gc",
+        "registry-gc: run started",
+        "registry-gc: run ended (exit 0)",
+        "registry: starting again after the run of registry-gc",
+    ]
+    .iter()
+    .map(|l| {
+        logs.find(l)
+            .unwrap_or_else(|| panic!("{l:?} not in the log:\n{logs}"))
+    })
+    .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{logs}");
+    reg.wait_ready();
     let pull = keep(client(&cfg, true, &trust_env, &["pull", &signed]));
     assert!(
         pull.ok,
@@ -317,6 +341,33 @@ fn the_registry_image_as_an_operator_runs_it() {
     })
     .collect();
     assert!(ready.windows(2).all(|w| w[0] < w[1]), "{logs}");
+    assert!(logs.contains("postgres: ready (sd_notify)"), "{logs}");
+
+    // nginx's own 401 carries Docker's API version header, once; the
+    // notary's health is public, the rest of it behind the same login.
+    let head = |path: &str| -> String {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-D", "-", "--cacert"])
+            .arg(&reg.ca)
+            .arg(format!("https://{}{path}", reg.addr))
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&o.stdout).to_lowercase()
+    };
+    let v2 = head("/v2/");
+    assert!(v2.starts_with("http/1.1 401"), "{v2}");
+    assert_eq!(
+        v2.matches("docker-distribution-api-version: registry/2.0")
+            .count(),
+        1,
+        "{v2}"
+    );
+    assert!(
+        v2.contains("www-authenticate: basic realm=\"registry\""),
+        "{v2}"
+    );
+    assert!(head("/_notary_server/health").starts_with("http/1.1 200"));
+    assert!(head("/v2/x/y/_trust/tuf/root.json").starts_with("http/1.1 401"));
 
     // HUP to the container: the launcher reloads its config; nothing
     // changed, so every service keeps its pid.
@@ -347,6 +398,56 @@ fn the_registry_image_as_an_operator_runs_it() {
         .collect();
     assert_eq!(before, after, "{}", reg.logs());
 
+    // A renewed certificate: nginx reloads it (watch, HUP), same pid.
+    let served = || -> String {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl s_client -connect {} </dev/null 2>/dev/null | openssl x509 -noout -subject",
+                reg.addr
+            ))
+            .output()
+            .expect("openssl");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert!(served().contains("CN = registry"), "{}", served());
+    let renew = format!(
+        "set -e; cd {}/configuration/tls; t=$(mktemp -d); \
+         openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=renewed \
+           -keyout $t/k -out $t/csr 2>/dev/null; \
+         printf 'subjectAltName=IP:{}\\n' > $t/ext; \
+         openssl x509 -req -in $t/csr -CA ca.crt -CAkey ca.key -CAserial $t/srl -CAcreateserial \
+           -days 2 -extfile $t/ext -out $t/crt 2>/dev/null; \
+         cp $t/k registry.key.new; mv registry.key.new registry.key; \
+         cp $t/crt registry.crt.new; mv registry.crt.new registry.crt; rm -rf $t",
+        common::registry::VOLUME_DIR,
+        common::registry::HOST_ADDR
+    );
+    must(&["exec", &reg.container, "sh", "-c", &renew]);
+    let renewed = wait_until(Duration::from_secs(30), || {
+        served().contains("CN = renewed")
+    });
+    assert!(renewed, "nginx still serves {}:\n{}", served(), reg.logs());
+    assert_eq!(
+        pids("nginx"),
+        before[0],
+        "nginx was restarted:\n{}",
+        reg.logs()
+    );
+
+    // sshd starts when a key appears in the volume's ssh/.
+    let key = reg.dir().join("id_ed25519");
+    let kg = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen");
+    assert!(kg.success());
+    let ssh_dir = format!("{}:{}/ssh/", reg.container, common::registry::VOLUME_DIR);
+    must(&["cp", &key.with_extension("pub").to_string_lossy(), &ssh_dir]);
+    let sshd = wait_until(Duration::from_secs(30), || pids("sshd") != "[]");
+    assert!(sshd, "no sshd after a key came:\n{}", reg.logs());
+
     // docker stop: a clean stop within Docker's 10 s (else 137), nginx by
     // QUIT, PostgreSQL by a fast shutdown, each with its summary line.
     must(&["stop", &reg.container]);
@@ -365,10 +466,15 @@ fn the_registry_image_as_an_operator_runs_it() {
             "{s}:\n{logs}"
         );
     }
-    assert!(
-        logs.contains("summary: nginx: stopped") && logs.contains("(exit 0)"),
-        "{logs}"
-    );
     assert!(logs.contains("database system is shut down"), "{logs}");
+    // Ended by their own hand, not killed: nginx by QUIT, the registry by
+    // TERM (it drains: http.draintimeout), PostgreSQL by INT.
+    for s in ["nginx", "registry", "postgres"] {
+        let end = logs
+            .lines()
+            .find(|l| l.contains(&format!("summary: {s}: stopped")))
+            .unwrap_or_default();
+        assert!(end.ends_with("(exit 0)"), "{s}: {end}\n{logs}");
+    }
     assert_no_secret(&logs, &[("the user's password", &reg.password)]);
 }

@@ -420,6 +420,8 @@ pub const SERVICE: &[&str] = &[
     "credentials",
     "profiles",
     "liveness",
+    "schedule",
+    "watch",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
 pub const READY: &[&str] = &[
@@ -475,6 +477,8 @@ pub const REFERENCE: &[(&str, &[&str])] = &[
     ("services.NAME.live", LIVE),
     ("services.NAME.pre_stop", PRE_STOP),
     ("services.NAME.stdout", STREAM),
+    ("services.NAME.schedule", super::jobs::SCHEDULE),
+    ("services.NAME.watch", super::jobs::WATCH),
     ("shutdown", SHUTDOWN),
     ("control", CONTROL),
     ("log", LOG),
@@ -869,6 +873,7 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
     };
     let mut shell = false;
     let mut cmd_node: Option<&Node> = None;
+    let mut schedule_node: Option<&Node> = None;
     let mut variance = Duration::ZERO;
     for (k, v) in &entries {
         let w = what(k);
@@ -953,11 +958,17 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "credentials" => s.inputs.credentials = inputs::path_map(d, v, &w, false),
             "profiles" => s.profiles = inputs::profiles(d, v, &w),
             "liveness" => s.liveness_ignore = inputs::liveness(d, v, &w),
+            "schedule" => schedule_node = Some(v),
+            "watch" => s.watch = super::jobs::watch(d, v, &w),
             _ => variance = d.duration(v, &w).unwrap_or_default(),
         }
     }
     if let Some((age, _)) = s.max_age {
         s.max_age = Some((age, variance));
+    }
+    if let Some(n) = schedule_node {
+        // After the loop: a job's cron times are in the `TZ` of its `env`.
+        s.schedule = super::jobs::schedule(d, n, &s);
     }
     match cmd_node {
         None => {
@@ -1223,8 +1234,10 @@ fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
     out
 }
 
-/// `after` names services that exist, and no cycle.
+/// `after` names services that exist, and no cycle; scheduled jobs follow
+/// their rules (`config::jobs`).
 pub fn validate_services(d: &mut Decoder, services: &[Service]) {
+    super::jobs::validate(d, services);
     let index: HashMap<&str, usize> = services
         .iter()
         .enumerate()

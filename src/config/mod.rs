@@ -5,6 +5,7 @@
 pub mod circus;
 pub mod decode;
 pub mod inputs;
+pub mod jobs;
 pub mod model;
 
 pub use model::*;

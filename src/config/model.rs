@@ -320,6 +320,11 @@ pub struct Service {
     pub profiles: Vec<String>,
     /// `liveness: ignore`: FAILED does not fail `ctl health --live`.
     pub liveness_ignore: bool,
+    /// `schedule:`: a job run at these times rather than kept running
+    /// (README "Scheduled jobs").
+    pub schedule: Option<Schedule>,
+    /// `watch:`: reload or restart on a change of these files.
+    pub watch: Option<Watch>,
     pub origin: Origin,
 }
 
@@ -333,6 +338,50 @@ pub struct Inputs {
     pub secrets: Vec<(String, PathBuf)>,
     /// `NAME: path`: copied into `$CREDENTIALS_DIRECTORY/NAME`.
     pub credentials: Vec<(String, PathBuf)>,
+}
+
+/// When a scheduled job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum When {
+    /// A cron expression, in the job's time zone.
+    Cron {
+        text: String,
+        cron: crate::cron::Cron,
+        tz: jiff::tz::TimeZone,
+    },
+    /// Fixed rate: from the start of the previous run.
+    Every(Duration),
+    /// `@reboot`: once, when the launcher starts.
+    Reboot,
+}
+
+/// `services.NAME.schedule`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schedule {
+    pub when: When,
+    /// Run once as soon as the launcher starts, too.
+    pub run_on_start: bool,
+    /// Services stopped for the run and started again after it.
+    pub pause: Vec<String>,
+    /// A run still going after this long is stopped (stop_signal, then
+    /// SIGKILL after graceful_timeout).
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnChange {
+    /// `reload_signal` to the service's groups: the pids stay.
+    Reload,
+    Restart,
+}
+
+/// `services.NAME.watch`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Watch {
+    pub paths: Vec<PathBuf>,
+    pub on_change: OnChange,
+    /// Quiet time after a change before acting (a burst is one change).
+    pub debounce: Duration,
 }
 
 impl Service {
@@ -376,6 +425,8 @@ impl Service {
             inputs: Inputs::default(),
             profiles: Vec::new(),
             liveness_ignore: false,
+            schedule: None,
+            watch: None,
             origin: Origin::default(),
         }
     }

@@ -157,6 +157,11 @@ fn human(cmd: &str, answer: &Reply) -> String {
             ));
         }
     }
+    for s in answer.services.iter().flatten() {
+        if let Some(j) = &s.job {
+            out.push_str(&job_line(&s.name, j));
+        }
+    }
     if let Some(r) = &answer.reconfigure {
         out.push_str(&format!("reconfigure: {}", r.last));
         for part in [&r.error, &r.message].into_iter().flatten() {
@@ -172,4 +177,35 @@ fn human(cmd: &str, answer: &Reply) -> String {
         out.push_str(&format!("{cmd}: ok\n"));
     }
     out
+}
+
+/// `gc: 30 3 * * *; last run …: ok (exit 0); next run …; runs: …`.
+fn job_line(name: &str, j: &super::proto::JobState) -> String {
+    let mut line = format!("{name}: {}", j.schedule);
+    if j.running {
+        line.push_str("; running");
+        if !j.paused.is_empty() {
+            line.push_str(&format!(" (paused: {})", j.paused.join(", ")));
+        }
+    }
+    match (&j.last_run, &j.last_result) {
+        (Some(at), Some(result)) => {
+            line.push_str(&format!("; last run {at}: {result}"));
+            if let Some(e) = &j.last_exit {
+                line.push_str(&format!(" ({e})"));
+            }
+        }
+        (Some(at), None) => line.push_str(&format!("; last run {at}")),
+        _ => line.push_str("; no run yet"),
+    }
+    match &j.next_run {
+        Some(at) => line.push_str(&format!("; next run {at}")),
+        None => line.push_str("; no next run"),
+    }
+    let r = j.runs;
+    line.push_str(&format!(
+        "; runs: {} ok, {} failed, {} timeout, {} skipped\n",
+        r.ok, r.failed, r.timeout, r.skipped
+    ));
+    line
 }

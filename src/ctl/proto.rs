@@ -167,6 +167,8 @@ pub enum StateName {
     Stopped,
     Ended,
     Failed,
+    /// A scheduled job waiting for its next run.
+    Scheduled,
 }
 
 impl StateName {
@@ -180,6 +182,7 @@ impl StateName {
             StateName::Stopped => "stopped",
             StateName::Ended => "ended",
             StateName::Failed => "failed",
+            StateName::Scheduled => "scheduled",
         }
     }
 }
@@ -210,6 +213,40 @@ pub struct ServiceState {
     /// `STATUS=` from sd_notify.
     #[serde(default)]
     pub status: Option<String>,
+    /// A scheduled job's runs (README "Scheduled jobs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobState>,
+}
+
+/// How a scheduled job's runs ended, by result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JobRuns {
+    pub ok: u64,
+    pub failed: u64,
+    pub timeout: u64,
+    pub skipped: u64,
+}
+
+/// What `ctl status` says of a scheduled job.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct JobState {
+    /// `30 3 * * * (Europe/Paris)`, `every 10s`, `@reboot`.
+    pub schedule: String,
+    /// A run is in progress (pausing its services, or running).
+    pub running: bool,
+    /// When the last run started (RFC 3339, UTC), and in seconds since the epoch.
+    pub last_run: Option<String>,
+    pub last_run_unix: Option<f64>,
+    /// `ok`, `failed` or `timeout`.
+    pub last_result: Option<String>,
+    /// How its process ended (`exit 0`, `exit 3`, `killed by SIGTERM`).
+    pub last_exit: Option<String>,
+    pub next_run: Option<String>,
+    pub next_run_unix: Option<f64>,
+    /// The services the run in progress stopped.
+    #[serde(default)]
+    pub paused: Vec<String>,
+    pub runs: JobRuns,
 }
 
 /// The last live reconfigure, as `ctl status` shows it until the next one.

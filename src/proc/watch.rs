@@ -395,6 +395,119 @@ impl FileWatch {
     }
 }
 
+/// At most this many entries of a watched directory are compared (sorted
+/// by name): a change among the others is not seen.
+pub const MAX_DIR_ENTRIES: usize = 1000;
+
+/// How one watched path looks (see `look_path`).
+type PathLook = Vec<(OsString, Look)>;
+
+/// How a watched path looks: the path itself, its directory's `..data`,
+/// and when it is a directory, each entry in it (and their targets).
+fn look_path(path: &Path) -> PathLook {
+    let mut out = vec![(OsString::new(), look(path))];
+    if let Some(parent) = path.parent() {
+        out.push((
+            OsString::from(KUBELET_DATA),
+            look(&parent.join(KUBELET_DATA)),
+        ));
+    }
+    if path.is_dir() {
+        if let Ok(rd) = std::fs::read_dir(path) {
+            let mut names: Vec<OsString> = rd
+                .filter_map(|e| e.ok().map(|e| e.file_name()))
+                .take(MAX_DIR_ENTRIES * 4)
+                .collect();
+            names.sort();
+            names.truncate(MAX_DIR_ENTRIES);
+            for n in names {
+                let l = look(&path.join(&n));
+                out.push((n, l));
+            }
+        }
+    }
+    out
+}
+
+/// The files and directories of services' `watch` (README "File
+/// watches"), in one watch (one signal): each group is a service's list of
+/// paths, and `changed` names the groups whose paths now look different.
+/// A listed file is watched through its directory (a rename over it, the
+/// kubelet's `..data` swap); a listed directory through itself too (a file
+/// in it created, removed, written or replaced). Reads change nothing.
+pub struct PathsWatch {
+    dirs: DirWatch,
+    groups: Vec<(String, Vec<PathBuf>, Vec<PathLook>)>,
+}
+
+impl PathsWatch {
+    pub fn new(groups: Vec<(String, Vec<PathBuf>)>) -> std::io::Result<PathsWatch> {
+        let mut w = PathsWatch {
+            dirs: DirWatch::new(&[])?,
+            groups: Vec::new(),
+        };
+        w.set_groups(groups);
+        Ok(w)
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.dirs.fd()
+    }
+
+    /// Watch these groups from now on; how they look now is the state
+    /// later changes are measured from (a group kept keeps its state).
+    pub fn set_groups(&mut self, groups: Vec<(String, Vec<PathBuf>)>) {
+        let old = std::mem::take(&mut self.groups);
+        for (name, paths) in groups {
+            let seen = match old.iter().find(|(n, p, _)| *n == name && *p == paths) {
+                Some((_, _, seen)) => seen.clone(),
+                None => paths.iter().map(|p| look_path(p)).collect(),
+            };
+            self.groups.push((name, paths, seen));
+        }
+        self.rewatch();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    fn rewatch(&mut self) {
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for (_, paths, _) in &self.groups {
+            for p in paths {
+                if let Some(parent) = p.parent() {
+                    dirs.push(parent.to_path_buf());
+                }
+                if p.is_dir() {
+                    dirs.push(p.clone());
+                }
+            }
+        }
+        dirs.sort();
+        dirs.dedup();
+        self.dirs.set_dirs(&dirs);
+    }
+
+    /// Read the pending events; the groups whose paths changed.
+    pub fn changed(&mut self) -> Vec<String> {
+        if !self.dirs.changed() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (name, paths, seen) in &mut self.groups {
+            let now: Vec<_> = paths.iter().map(|p| look_path(p)).collect();
+            if now != *seen {
+                *seen = now;
+                out.push(name.clone());
+            }
+        }
+        // A listed path that became a directory (or stopped being one).
+        self.rewatch();
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,6 +78,7 @@ impl Core {
                         s.spec.autostart
                             && s.status != Status::Retired
                             && s.role != Role::Step
+                            && s.job.is_none()
                             && !s.is_up()
                     })
                     .map(|s| s.name().to_string())
@@ -108,6 +109,14 @@ impl Core {
                 self.request_reconfigure(Some(conn), fx);
                 return None;
             }
+            (Command::Start(_) | Command::Restart(_), Some(s))
+                if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
+            {
+                match self.run_now(s, now, fx) {
+                    Ok(()) => Reply::ok(format!("{name}: run started")),
+                    Err(e) => Reply::error(format!("{name}: {e}")),
+                }
+            }
             (Command::Start(_), Some(s)) => {
                 if self.svcs.get(&s).is_some_and(Svc::live) {
                     return Some(Reply::error(format!("{name} is already running")));
@@ -115,6 +124,10 @@ impl Core {
                 self.begin_service(s, now);
                 self.start_procs(s, now, fx);
                 Reply::ok(format!("{name} started"))
+            }
+            (Command::Stop(_), Some(s)) if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) => {
+                self.stop_run(s, now, fx);
+                Reply::ok(format!("{name}: run stopping"))
             }
             (Command::Stop(_), Some(s)) => {
                 if let Some(svc) = self.svcs.get_mut(&s) {
@@ -229,6 +242,9 @@ impl Core {
                     _ if !pids.is_empty() => StateName::Running,
                     _ if backoff => StateName::Backoff,
                     Status::Pending => StateName::Pending,
+                    Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
+                        StateName::Scheduled
+                    }
                     Status::Manual | Status::Retired => StateName::Stopped,
                     Status::Started => StateName::Ended,
                 };
@@ -253,6 +269,7 @@ impl Core {
                     oom_kills: s.facts.oom_kills,
                     ready: s.is_up(),
                     status: s.facts.status_text.clone(),
+                    job: self.job_state(s),
                 }
             })
             .collect()

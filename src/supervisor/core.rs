@@ -94,6 +94,10 @@ pub(super) struct Svc {
     pub facts: Facts,
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
+    /// A scheduled job's runs (README "Scheduled jobs").
+    pub job: Option<super::jobs::Job>,
+    /// A watched file changed: act then (`watch.debounce`).
+    pub watch_due: Option<Instant>,
 }
 
 impl Svc {
@@ -198,6 +202,8 @@ pub struct Core {
     pub(super) reconf_retry: bool,
     /// What `ctl status` shows of the last reconfigure.
     pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
+    /// The wall clock at an instant (seconds since the epoch): cron times.
+    pub(super) wall: Option<(Instant, f64)>,
 }
 
 pub struct CoreOptions {
@@ -242,6 +248,7 @@ impl Core {
             reconf_again: None,
             reconf_retry: false,
             reconf_last: None,
+            wall: None,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -302,6 +309,7 @@ impl Core {
             }
             Input::InputsChanged => self.request_reconfigure(None, &mut fx),
             Input::Prepared { conn, result } => self.prepared(conn, result, now, &mut fx),
+            Input::PathsChanged { service } => self.paths_changed(&service, now),
         }
         self.settle(now, &mut fx);
         fx
@@ -323,6 +331,7 @@ impl Core {
         if self.stopping.is_none() {
             consider(self.warmup_until);
             consider(self.probe_deadlines());
+            consider(self.job_deadlines());
         }
         if let Some(st) = &self.stopping {
             if !st.killed {
@@ -379,9 +388,15 @@ impl Core {
         for i in 0..scale {
             procs.push(self.new_slot(id, i));
         }
+        let job = spec.schedule.is_some().then(super::jobs::Job::default);
+        let mut policy = Policy::from_service(&spec);
+        if job.is_some() {
+            super::jobs::job_policy(&mut policy);
+        }
         let svc = Svc {
-            policy: Policy::from_service(&spec),
-            status: if spec.autostart {
+            policy,
+            // A job is started by its schedule, never by the start order.
+            status: if spec.autostart && job.is_none() {
                 Status::Pending
             } else {
                 Status::Manual
@@ -394,6 +409,8 @@ impl Core {
             live: None,
             facts: Facts::default(),
             stop_sent: false,
+            job,
+            watch_due: None,
         };
         self.svcs.insert(id, svc);
     }

@@ -78,6 +78,10 @@ impl Core {
         let Some(svc) = self.svcs.get(&s) else {
             return;
         };
+        if svc.job.is_some() {
+            self.job_ended(s, Ok(exit), now, fx);
+            return;
+        }
         if svc.status == Status::Retired {
             return;
         }
@@ -121,6 +125,11 @@ impl Core {
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
+        if svc.job.is_some() {
+            log::error!("{}: the run could not start: {reason}", svc.name());
+            self.job_ended(s, Err(reason), now, fx);
+            return;
+        }
         if svc.role == Role::Job {
             svc.status = Status::Failed(reason);
             self.begin_stop(Some(EXIT_FAILURE), Cause::MainEnded, now, fx);

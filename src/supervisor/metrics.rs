@@ -190,6 +190,60 @@ impl Core {
                 f.sample(name, &[("result", result)], n as f64);
             }
         }
+        let jobs: Vec<_> = svcs
+            .iter()
+            .filter_map(|s| Some((s.name(), s.job.as_ref()?)))
+            .collect();
+        if !jobs.is_empty() {
+            {
+                let name = "mc_job_runs_total";
+                let mut f = Family::new(
+                    &mut out,
+                    name,
+                    Kind::Counter,
+                    "Runs of a scheduled job, by result (ok, failed, timeout; skipped: due while the previous one ran).",
+                );
+                for (svc, j) in &jobs {
+                    let c = j.counts;
+                    for (result, n) in [
+                        ("ok", c.ok),
+                        ("failed", c.failed),
+                        ("timeout", c.timeout),
+                        ("skipped", c.skipped),
+                    ] {
+                        f.sample(name, &[("service", svc), ("result", result)], n as f64);
+                    }
+                }
+            }
+            {
+                let name = "mc_job_last_run_timestamp_seconds";
+                let mut f = Family::new(
+                    &mut out,
+                    name,
+                    Kind::Gauge,
+                    "When the last run of a scheduled job started, in seconds since the Unix epoch.",
+                );
+                for (svc, j) in &jobs {
+                    if let Some(t) = j.last_run {
+                        f.sample(name, &[("service", svc)], t);
+                    }
+                }
+            }
+            {
+                let name = "mc_job_next_run_timestamp_seconds";
+                let mut f = Family::new(
+                    &mut out,
+                    name,
+                    Kind::Gauge,
+                    "When a scheduled job runs next, in seconds since the Unix epoch.",
+                );
+                for (svc, j) in &jobs {
+                    if let Some(t) = j.next_wall {
+                        f.sample(name, &[("service", svc)], t);
+                    }
+                }
+            }
+        }
         {
             let name = "mc_launcher_start_time_seconds";
             let mut f = Family::new(

@@ -4,7 +4,7 @@
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
 //! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`,
-//!   `probes`, `stop`, `reload`, `live`, `control`, `metrics`): every
+//!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
 //!   service and the whole launcher, pure:
 //!   `Core::handle(Input, now) -> Vec<Effect>`.
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
@@ -13,6 +13,7 @@
 pub mod control;
 pub mod core;
 mod exits;
+mod jobs;
 mod live;
 pub mod machine;
 pub mod metrics;
@@ -124,7 +125,14 @@ pub fn run(
     if let Some(h) = &http {
         log::debug!("metrics: http://{}/metrics", h.addr);
     }
+    let groups = shell::watch_groups(&cfg);
+    let svc_watch = if groups.is_empty() {
+        None
+    } else {
+        shell::new_watch(groups)
+    };
     let mut shell = shell::Shell {
+        svc_watch,
         http,
         ctl: crate::ctl::server::Server::bind(&cfg),
         core,
@@ -224,6 +232,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         reconfigurer: None,
         reconf_watch: None,
         reconf_due: None,
+        svc_watch: None,
     };
     shell.run();
     let Some(j) = shell.job.take() else {

@@ -19,7 +19,7 @@ use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
 use crate::proc::probe::{Probes, Target, Verdict};
 use crate::proc::record::Head;
-use crate::proc::watch::{DirWatch, FileWatch};
+use crate::proc::watch::{DirWatch, FileWatch, PathsWatch};
 use crate::proc::{reap, spawn};
 use crate::signals::SignalSource;
 use nix::errno::Errno;
@@ -86,6 +86,23 @@ pub(super) struct Shell<'a> {
     pub reconfigurer: Option<Reconfigurer>,
     pub reconf_watch: Option<FileWatch>,
     pub reconf_due: Option<Instant>,
+    /// The services' `watch` paths (README "File watches").
+    pub svc_watch: Option<PathsWatch>,
+}
+
+/// The services' watch, or none (said) when it cannot be had.
+pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Option<PathsWatch> {
+    PathsWatch::new(groups)
+        .map_err(|e| log::warn!("watch: cannot watch the services' paths: {e}"))
+        .ok()
+}
+
+/// What each service's `watch` lists, by service name.
+pub(super) fn watch_groups(cfg: &Config) -> Vec<(String, Vec<std::path::PathBuf>)> {
+    cfg.services
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.watch.as_ref()?.paths.clone())))
+        .collect()
 }
 
 /// What the shell follows of a job (a prepare step).
@@ -116,6 +133,7 @@ enum Src {
     Signals,
     Keys,
     Reconf,
+    SvcWatch,
     Listener,
     Conn(u64),
     HttpListener,
@@ -156,6 +174,7 @@ impl Shell<'_> {
         let mut handled = 0usize;
         while let Some(input) = self.inputs.pop_front() {
             let now = Instant::now();
+            self.core.set_wall(now, output::unix_now());
             for e in self.core.handle(input, now) {
                 self.apply(e, now);
             }
@@ -230,6 +249,12 @@ impl Shell<'_> {
                     None => Err("no config file to reload".to_string()),
                     Some(reload) => reload().map(|(cfg, set)| {
                         self.cfg = cfg;
+                        let groups = watch_groups(&self.cfg);
+                        match &mut self.svc_watch {
+                            Some(w) => w.set_groups(groups),
+                            None if !groups.is_empty() => self.svc_watch = new_watch(groups),
+                            None => {}
+                        }
                         set
                     }),
                 };
@@ -255,6 +280,7 @@ impl Shell<'_> {
                 // see proc::watch).
                 self.keys = None;
                 self.reconf_watch = None;
+                self.svc_watch = None;
             }
             Effect::Exit(code) => self.exit = Some(code),
             Effect::Hook {
@@ -331,6 +357,9 @@ impl Shell<'_> {
         if let Some(w) = &self.reconf_watch {
             srcs.push((Src::Reconf, w.fd().as_raw_fd(), PollFlags::POLLIN));
         }
+        if let Some(w) = &self.svc_watch {
+            srcs.push((Src::SvcWatch, w.fd().as_raw_fd(), PollFlags::POLLIN));
+        }
         if let Some(ctl) = &self.ctl {
             srcs.push((
                 Src::Listener,
@@ -405,6 +434,12 @@ impl Shell<'_> {
                 Src::Reconf => {
                     if self.reconf_watch.as_mut().is_some_and(FileWatch::changed) {
                         self.reconf_due = Some(now + RECONFIGURE_DEBOUNCE);
+                    }
+                }
+                Src::SvcWatch => {
+                    let changed = self.svc_watch.as_mut().map(PathsWatch::changed);
+                    for service in changed.unwrap_or_default() {
+                        self.inputs.push_back(Input::PathsChanged { service });
                     }
                 }
                 Src::Listener => {

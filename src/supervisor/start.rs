@@ -15,6 +15,7 @@ impl Core {
     /// notice when nothing is left to supervise.
     pub(super) fn settle(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         if self.stopping.is_none() {
+            self.settle_jobs(now, fx);
             self.pump_starts(now, fx);
             self.start_due_probes(now, fx);
             self.check_all_done(now, fx);

@@ -559,3 +559,25 @@ pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
     std::thread::sleep(d);
     voluntary_switches(pid) - before
 }
+
+/// `mc-launcher.yml` in `d` with `body`; its path, for `-c`.
+pub fn config_in(d: &TempDir, body: &str) -> String {
+    let p = d.join("mc-launcher.yml");
+    write(&p, body);
+    p.to_string_lossy().into_owned()
+}
+
+/// The lines of a file (none when it does not exist yet).
+pub fn file_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `ctl --json status`, parsed.
+pub fn status_json(run: &Running) -> serde_json::Value {
+    let out = ctl(run, &["--json", "status"]);
+    serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
+}

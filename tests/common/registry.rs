@@ -187,13 +187,7 @@ pub fn login(docker_config: &Path, addr: &str, user: &str, password: &str) -> su
         .take()
         .expect("stdin")
         .write_all(password.as_bytes());
-    let o = child.wait_with_output().expect("docker login");
-    super::docker::Out {
-        ok: o.status.success(),
-        code: o.status.code(),
-        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-    }
+    child.wait_with_output().expect("docker login").into()
 }
 
 /// `/etc/docker/certs.d/ADDR`, removed when dropped.

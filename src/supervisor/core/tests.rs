@@ -66,9 +66,13 @@ impl Sim {
     }
 
     fn with(services: Vec<(Service, Role)>, opts: CoreOptions) -> Sim {
-        let t0 = Instant::now();
+        Sim::started(Core::new(services, opts), Instant::now())
+    }
+
+    /// The stand-in around `core`, its clock at `t0`, after the first tick.
+    fn started(core: Core, t0: Instant) -> Sim {
         let mut sim = Sim {
-            core: Core::new(services, opts),
+            core,
             t0,
             now: t0,
             next_pid: 100,
@@ -1157,4 +1161,286 @@ fn metrics_follow_restarts_and_name_every_family() {
         later.contains("mc_service_last_exit_code{service=\"web\"} 3\n"),
         "{later}"
     );
+}
+
+// ----- scheduled jobs and file watches (README "Scheduled jobs", "File watches")
+
+use crate::config::model::{OnChange, Schedule, Watch, When};
+
+/// A job on `when`, pausing `pause`.
+fn job_svc(name: &str, when: When, pause: &[&str], timeout_ms: Option<u64>) -> Service {
+    let mut s = svc(name);
+    s.schedule = Some(Schedule {
+        when,
+        run_on_start: false,
+        pause: pause.iter().map(|p| p.to_string()).collect(),
+        timeout: timeout_ms.map(Duration::from_millis),
+    });
+    s
+}
+
+impl Sim {
+    /// Services of the config, with the wall clock at `unix` at the start.
+    fn at_wall(services: &[Service], unix: i64) -> Sim {
+        let t0 = Instant::now();
+        let mut core = Core::new(
+            services
+                .iter()
+                .cloned()
+                .map(|s| (s, Role::Config))
+                .collect(),
+            options(Duration::ZERO, false),
+        );
+        core.set_wall(t0, unix as f64);
+        Sim::started(core, t0)
+    }
+
+    fn job(&self, name: &str) -> crate::ctl::proto::JobState {
+        self.core
+            .status(self.now)
+            .into_iter()
+            .find(|s| s.name == name)
+            .and_then(|s| s.job)
+            .unwrap_or_else(|| panic!("{name} is no job"))
+    }
+
+    fn ms(&self, t: Instant) -> u64 {
+        t.duration_since(self.t0).as_millis() as u64
+    }
+}
+
+#[test]
+fn a_job_runs_at_its_rate_pauses_around_each_run_and_never_overlaps() {
+    let gc = job_svc("gc", When::Every(Duration::from_secs(1)), &["web"], None);
+    let mut sim = Sim::at_wall(&[svc("web"), gc, svc("other")], 1_800_000_000);
+    assert_eq!(
+        sim.names_spawned(),
+        ["web", "other"],
+        "a job waits for its time"
+    );
+    assert_eq!(sim.state("gc"), StateName::Scheduled);
+    // The loop sleeps until the run is due: no deadline before.
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(1000));
+    let web1 = sim.pid("web");
+    sim.at(1000);
+    // The paused service is stopped first; the job waits for it.
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["web"]);
+    assert_eq!(sim.names_spawned(), ["web", "other"]);
+    assert!(sim.job("gc").running);
+    sim.now = sim.t0 + Duration::from_millis(1050);
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.names_spawned(), ["web", "other", "gc"]);
+    assert_eq!(sim.job("gc").paused, ["web"]);
+    // Due again while it runs: skipped and counted, no second process.
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(2000));
+    sim.at(2000);
+    assert_eq!(sim.names_spawned(), ["web", "other", "gc"]);
+    assert_eq!(sim.job("gc").runs.skipped, 1);
+    sim.now = sim.t0 + Duration::from_millis(2500);
+    sim.exited("gc", Exit::Code(0));
+    // The paused service comes back; the other was never touched.
+    assert_eq!(sim.names_spawned(), ["web", "other", "gc", "web"]);
+    assert_ne!(sim.pid("web"), web1);
+    let j = sim.job("gc");
+    assert_eq!((j.runs.ok, j.runs.failed, j.runs.skipped), (1, 0, 1));
+    assert_eq!(j.last_result.as_deref(), Some("ok"));
+    assert_eq!(j.last_exit.as_deref(), Some("exit 0"));
+    assert_eq!(j.last_run_unix, Some(1_800_000_001.0));
+    assert_eq!(j.next_run_unix, Some(1_800_000_003.0));
+    // Fixed rate from the previous run's due time, not its end.
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(3000));
+    sim.at(3000);
+    sim.now = sim.t0 + Duration::from_millis(3010);
+    sim.exited("web", Exit::Code(0));
+    sim.exited("gc", Exit::Code(3));
+    let j = sim.job("gc");
+    assert_eq!((j.runs.ok, j.runs.failed), (1, 1));
+    assert_eq!(j.last_exit.as_deref(), Some("exit 3"));
+    assert!(sim.signalled(Signal::SIGTERM).iter().all(|n| n == "web"));
+    let m = sim.core.metrics_text();
+    for line in [
+        "mc_job_runs_total{service=\"gc\",result=\"ok\"} 1",
+        "mc_job_runs_total{service=\"gc\",result=\"failed\"} 1",
+        "mc_job_runs_total{service=\"gc\",result=\"skipped\"} 1",
+        "mc_job_last_run_timestamp_seconds{service=\"gc\"} 1800000003",
+    ] {
+        assert!(m.contains(line), "{line} in\n{m}");
+    }
+    // Jobs are not services that should be up.
+    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+}
+
+#[test]
+fn a_run_past_its_timeout_is_stopped_then_killed_and_counted() {
+    let mut slow = job_svc("slow", When::Reboot, &[], Some(500));
+    slow.graceful_timeout = Duration::from_secs(2);
+    let mut sim = Sim::at_wall(&[slow], 1_800_000_000);
+    assert_eq!(sim.names_spawned(), ["slow"], "@reboot runs at the start");
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(500));
+    sim.at(500);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["slow"]);
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(2500));
+    sim.at(2500);
+    assert_eq!(sim.signalled(Signal::SIGKILL), ["slow"]);
+    sim.exited("slow", Exit::Signal(9));
+    let j = sim.job("slow");
+    assert_eq!(
+        (j.runs.timeout, j.last_result.as_deref()),
+        (1, Some("timeout"))
+    );
+    assert_eq!(j.next_run, None, "@reboot runs once");
+    assert_eq!(sim.state("slow"), StateName::Stopped);
+    // `ctl start` runs it again now; a second one while it runs is refused.
+    assert!(sim.ctl(Command::Start("slow".into())).ok);
+    assert_eq!(sim.names_spawned(), ["slow", "slow"]);
+    assert!(!sim.ctl(Command::Start("slow".into())).ok);
+}
+
+#[test]
+fn a_cron_job_wakes_the_loop_at_its_wall_clock_time_in_its_zone() {
+    // 2026-03-29T00:59:30Z: 01:59:30 in Paris, half a minute before the
+    // clock jumps from 02:00 to 03:00.
+    let paris = crate::cron::zone(Some("Europe/Paris")).expect("tzdata");
+    let cron = |text: &str| When::Cron {
+        text: text.into(),
+        cron: crate::cron::Cron::parse(text).expect("cron"),
+        tz: paris.clone(),
+    };
+    let start = 1_774_745_970;
+    let mut sim = Sim::at_wall(
+        &[
+            job_svc("skipped-time", cron("30 2 * * *"), &[], None),
+            job_svc("hourly", cron("30 * * * *"), &[], None),
+        ],
+        start,
+    );
+    // 02:30 never comes today: it runs when the clock jumps, 30 s from now.
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(30_000));
+    assert_eq!(
+        sim.job("skipped-time").next_run.as_deref(),
+        Some("2026-03-29T01:00:00Z")
+    );
+    // An `*` hour: 03:30 CEST, the next real half hour.
+    assert_eq!(
+        sim.job("hourly").next_run.as_deref(),
+        Some("2026-03-29T01:30:00Z")
+    );
+    sim.at(29_999);
+    assert!(sim.spawned.is_empty(), "not before its time");
+    sim.at(30_000);
+    assert_eq!(sim.names_spawned(), ["skipped-time"]);
+    sim.exited("skipped-time", Exit::Code(0));
+    assert_eq!(
+        sim.job("skipped-time").next_run.as_deref(),
+        Some("2026-03-30T00:30:00Z"),
+        "02:30 CEST tomorrow"
+    );
+    // The wall clock set back by a minute while the loop slept: the run
+    // waits for the wall clock, not the monotonic one.
+    sim.core.set_wall(
+        sim.t0 + Duration::from_millis(30_000),
+        (start + 30 - 60) as f64,
+    );
+    sim.at(30_000 + 30 * 60_000);
+    assert_eq!(
+        sim.names_spawned(),
+        ["skipped-time"],
+        "the clock says 01:29"
+    );
+    assert_eq!(
+        sim.core.next_deadline().map(|d| sim.ms(d)),
+        Some(30_000 + 31 * 60_000)
+    );
+    sim.at(30_000 + 31 * 60_000);
+    assert_eq!(sim.names_spawned(), ["skipped-time", "hourly"]);
+    sim.exited("hourly", Exit::Code(0));
+    assert_eq!(
+        sim.job("hourly").next_run.as_deref(),
+        Some("2026-03-29T02:30:00Z")
+    );
+    // The wall clock jumps an hour ahead (a host resumed): the next input
+    // finds the run due, whatever the monotonic deadline says.
+    let t = sim.t0 + Duration::from_millis(30_000 + 32 * 60_000);
+    sim.core.set_wall(t, 1_774_755_000.0);
+    sim.at(30_000 + 32 * 60_000);
+    assert_eq!(sim.names_spawned(), ["skipped-time", "hourly", "hourly"]);
+}
+
+#[test]
+fn a_watched_change_is_debounced_then_reloads_or_restarts_that_service_only() {
+    let watched = |name: &str, on_change: OnChange| {
+        let mut s = svc(name);
+        s.watch = Some(Watch {
+            paths: vec!["/etc/tls/cert.pem".into()],
+            on_change,
+            debounce: Duration::from_millis(500),
+        });
+        s
+    };
+    let mut sim = Sim::config(&[
+        watched("nginx", OnChange::Reload),
+        watched("app", OnChange::Restart),
+        svc("other"),
+    ]);
+    let (nginx, app, other) = (sim.pid("nginx"), sim.pid("app"), sim.pid("other"));
+    assert_eq!(sim.core.next_deadline(), None, "idle: nothing to wake for");
+    sim.feed(Input::PathsChanged {
+        service: "nginx".into(),
+    });
+    sim.now = sim.t0 + Duration::from_millis(300);
+    sim.feed(Input::PathsChanged {
+        service: "nginx".into(),
+    });
+    // A burst is one change, 500 ms after its last event.
+    assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(800));
+    sim.at(799);
+    assert!(sim.signals.is_empty());
+    sim.at(800);
+    assert_eq!(sim.signals, [(nginx, Signal::SIGHUP)], "reloaded, pid kept");
+    assert_eq!(sim.core.next_deadline(), None);
+    sim.feed(Input::PathsChanged {
+        service: "app".into(),
+    });
+    sim.at(1300);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["app"]);
+    sim.exited("app", Exit::Code(0));
+    assert_ne!(sim.pid("app"), app, "restarted: a new pid");
+    assert_eq!((sim.pid("nginx"), sim.pid("other")), (nginx, other));
+    let row = sim
+        .core
+        .status(sim.now)
+        .into_iter()
+        .find(|s| s.name == "app")
+        .expect("app");
+    assert_eq!(row.restart_reason.as_deref(), Some("watch"));
+}
+
+#[test]
+fn a_run_stopped_or_removed_while_its_pause_waits_brings_the_service_back() {
+    let gc = || job_svc("gc", When::Every(Duration::from_secs(1)), &["web"], None);
+    let mut sim = Sim::at_wall(&[svc("web"), gc()], 1_800_000_000);
+    sim.at(1000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["web"]);
+    // Stopped by hand while web is still stopping: no run, web comes back.
+    assert!(sim.ctl(Command::Stop("gc".into())).ok);
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.names_spawned(), ["web", "web"], "gc never ran");
+    let j = sim.job("gc");
+    assert_eq!((j.runs.failed, j.running), (1, false));
+    // The next run; the job is removed by a reload while web stops.
+    sim.at(2000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["web", "web"]);
+    sim.feed(Input::Reloaded {
+        conn: None,
+        result: Ok(ReloadSet {
+            services: vec![svc("web")],
+            sshd: None,
+            shutdown_timeout: Duration::from_secs(9),
+            drain: Duration::ZERO,
+        }),
+    });
+    sim.exited("web", Exit::Code(0));
+    assert_eq!(sim.names_spawned(), ["web", "web", "web"]);
+    assert_eq!(sim.state("web"), StateName::Running);
+    assert!(sim.core.status(sim.now).iter().all(|s| s.name != "gc"));
 }

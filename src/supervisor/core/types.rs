@@ -122,6 +122,11 @@ pub enum Input {
         conn: Option<ConnId>,
         result: Prepared,
     },
+    /// A path `services.NAME.watch` lists changed (not debounced: the
+    /// core waits for quiet).
+    PathsChanged {
+        service: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
