@@ -229,13 +229,8 @@ fn ssh_login(c: &Container, key: &Path) {
         let o = Command::new("ssh")
             .args(["-i"])
             .arg(key)
+            .args(SSH_BATCH)
             .args([
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
                 "-o",
                 "ConnectTimeout=3",
                 &format!("root@{ip}"),

@@ -1,8 +1,8 @@
 //! Docker for the tests: the `docker` CLI, the release binary the images
 //! hold, names and tags of this run (removed, and checked gone, when the
 //! test binary exits), volumes and containers removed when dropped.
-//! tests/docker.rs, tests/registry.rs and the registry helper
-//! (common::registry) share it.
+//! tests/docker.rs, tests/registry.rs, tests/swarm.rs and the registry
+//! helper (common::registry) share it.
 
 use super::{http_get, repo, wait_until};
 use std::path::{Path, PathBuf};
@@ -39,15 +39,27 @@ impl From<std::process::Output> for Out {
 }
 
 pub fn docker(args: &[&str]) -> Out {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .expect("docker")
-        .into()
+    docker_env(args, &[])
+}
+
+/// `docker ARGS` with these variables added to its environment
+/// (`DOCKER_CONFIG`, a stack file's variables).
+pub fn docker_env(args: &[&str], env: &[(&str, &str)]) -> Out {
+    let mut cmd = Command::new("docker");
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("docker").into()
 }
 
 pub fn must(args: &[&str]) -> String {
-    let o = docker(args);
+    must_env(args, &[])
+}
+
+/// `must` with these variables added to docker's environment.
+pub fn must_env(args: &[&str], env: &[(&str, &str)]) -> String {
+    let o = docker_env(args, env);
     assert!(o.ok, "docker {args:?}: {}{}", o.stdout, o.stderr);
     o.stdout.trim().to_string()
 }

@@ -15,6 +15,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `ssh` options of a test's login: no prompt, no host key check, no
+/// known_hosts written.
+pub const SSH_BATCH: &[&str] = &[
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+];
+
 /// The launcher under test: the binary cargo built with the tests, or the
 /// one `MC_TEST_BIN` names (scripts/test.sh points it at the static build).
 pub fn bin() -> PathBuf {
