@@ -31,12 +31,6 @@ echo "== cargo test"
 cargo test --features fault-injection -- --test-threads="${MC_TEST_THREADS:-2}"
 
 echo "== integration tests again, against the static binary"
-# Not the unit tests, not Docker (docker, registry: already on the static
-# binary), not the release (its own binaries, built once), not the source
-# checks (layers, readme): what runs the launcher.
-itests=()
-for f in tests/*.rs; do
-    t=$(basename "$f" .rs)
 # Not the unit tests, not Docker (docker, registry, swarm: already on the
 # static binary), not the release (its own binaries, built once), not the
 # source checks (layers, readme): what runs the launcher.
