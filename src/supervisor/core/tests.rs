@@ -370,6 +370,7 @@ fn exit_status_rule() {
             proc,
             reason: "cannot run ghost: No such file or directory".into(),
             status: 127,
+            retry: false,
         },
         now,
     );
