@@ -86,7 +86,8 @@ fn set_version(d: &TempDir, from: &str, to: &str) {
 /// The fixture tree as the namespace's /etc/circus, with what a makina
 /// image has around it: a `redis` group, /var/www/html, /var/log/circus,
 /// sshd's /run/sshd (private views of /etc, /var and /run: the host's stay
-/// untouched), and the hard limit on open files raised for redis's
+/// untouched; the view's crontabs emptied, so that cron runs none of the
+/// host's jobs), and the hard limit on open files raised for redis's
 /// `rlimit_nofile = 65536` where root may (with CAP_SYS_RESOURCE).
 fn makina(d: &TempDir, args: &[&str]) -> Launch {
     Launch::new(args)
@@ -96,7 +97,7 @@ fn makina(d: &TempDir, args: &[&str]) -> Launch {
         .overlay("/run", &d.join("run-overlay"))
         .timeout(Duration::from_secs(90))
         .before(&format!(
-            "{{ ulimit -n 65536 2>/dev/null || true; }} && mkdir -p /etc/circus /var/log/circus /var/www/html /run/sshd && cp -r {}/. /etc/circus/ && echo 'redis:x:998:' >> /etc/group",
+            "{{ ulimit -n 65536 2>/dev/null || true; }} && mkdir -p /etc/circus /var/log/circus /var/www/html /run/sshd && rm -f /etc/cron.d/* /var/spool/cron/crontabs/* && : > /etc/crontab && cp -r {}/. /etc/circus/ && echo 'redis:x:998:' >> /etc/group",
             d.join("circus").display()
         ))
 }

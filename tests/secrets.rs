@@ -211,8 +211,9 @@ fn bad_inputs_are_named_by_path_and_line_never_quoted() {
     }
     assert_clean("check on bad inputs", &o.all());
 
-    // At run: the service cannot start (a failed start, as a missing
-    // command is), and the log says why, by path and line.
+    // At run: each start of the service fails (retried under its backoff
+    // until max_retry makes it FAILED), and the log says why, by path and
+    // line.
     let o = launch(&t, &[]).run();
     assert_eq!(o.code, Some(1), "{}", o.all());
     assert!(
