@@ -20,6 +20,12 @@ have ssh-keygen || need_apt+=(openssh-client)
 # The Docker tests build their base image with debootstrap (Docker Engine
 # itself comes with the machine: there is no registry to pull from).
 have debootstrap || need_apt+=(debootstrap)
+# tests/makina_circus.rs runs makina-states' circus watchers with the real
+# daemons (never started on the host: the policy-rc.d guard below).
+[ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+[ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+[ -x /usr/bin/redis-server ] || need_apt+=(redis-server)
+[ -x /usr/sbin/cron ] || need_apt+=(cron)
 have docker || { echo "Docker Engine is needed for tests/docker.rs" >&2; exit 1; }
 # tests/release.rs: the aarch64 release binary runs under Debian's qemu-user;
 # file and readelf look at every binary; gpg/gpgv sign and verify SHA256SUMS.

@@ -755,6 +755,30 @@ impl DirFd {
         result
     }
 
+    /// Put the entry `from` of this directory in the place of `to`,
+    /// atomically: a plain rename when `to` does not exist, else the two
+    /// exchanged (`renameat2(RENAME_EXCHANGE)`, which also works for a
+    /// directory over a non-empty one) and the old `to`, now at `from`,
+    /// removed. Readers of `to` never see it missing.
+    pub fn replace_entry(&self, from: &OsStr, to: &OsStr) -> Result<(), FsError> {
+        let path = self.path.join(to);
+        let (from_n, to_n) = (at(&path, single_name(from))?, at(&path, single_name(to))?);
+        let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+        match nix::fcntl::renameat2(self.as_fd(), from_n, self.as_fd(), to_n, flags) {
+            Ok(()) => return self.sync(),
+            Err(Errno::EEXIST) => {}
+            Err(e) => return Err(FsError::new(&path, errno_io(e))),
+        }
+        let flags = nix::fcntl::RenameFlags::RENAME_EXCHANGE;
+        at(
+            &path,
+            nix::fcntl::renameat2(self.as_fd(), from_n, self.as_fd(), to_n, flags)
+                .map_err(errno_io),
+        )?;
+        self.remove_tree(from)?;
+        self.sync()
+    }
+
     /// Owner, then mode, of this directory, by fd.
     pub fn set_owner_mode(
         &self,

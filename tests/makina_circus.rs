@@ -1,9 +1,10 @@
 //! makina-states' own circus files (README "circus compatibility"): the
 //! /etc/circus its salt states render for ssh, cron, redis, nginx and
 //! haproxy (tests/fixtures/circus/makina) passes `check` with no warning,
-//! starts in makina's priority order, and `send_hup` / `hup_signal` reload
-//! a watcher by signal on a live reconfigure, its pid kept, while the
-//! others restart. Real binary as PID 1.
+//! starts the real daemons in makina's priority order, and `send_hup` /
+//! `hup_signal` reload a watcher by signal on a live reconfigure, its pid
+//! kept and the daemon serving its new config, while the others restart.
+//! Real binary as PID 1, real nginx, haproxy, sshd, redis and cron.
 
 mod common;
 use common::*;
@@ -16,24 +17,101 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/circus/makina")
 }
 
+/// Loopback ports of one run.
+struct Ports {
+    nginx: u16,
+    haproxy: u16,
+    ssh: u16,
+    redis: u16,
+}
+
+/// The daemons' own files in the test's dir: configs on loopback ports,
+/// pid files and data there too; nginx and haproxy answer `VERSION`.
+fn daemon_files(d: &TempDir, p: &Ports) {
+    let dir = d.path().display().to_string();
+    std::fs::create_dir_all(d.join("redis")).expect("redis dir");
+    write(
+        &d.join("nginx.conf.j2"),
+        &format!(
+            "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{};\n    location / {{ return 200 \"VERSION\"; }}\n  }}\n}}\n",
+            p.nginx
+        ),
+    );
+    write(
+        &d.join("haproxy.cfg.j2"),
+        &format!(
+            "global\n  pidfile {dir}/haproxy.pid\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{}\n  http-request return status 200 content-type text/plain string VERSION\n",
+            p.haproxy
+        ),
+    );
+    write(
+        &d.join("redis.conf"),
+        &format!(
+            "bind 127.0.0.1\nport {}\ndaemonize no\ndir {dir}/redis\npidfile {dir}/redis.pid\nlogfile \"\"\nsave \"\"\n",
+            p.redis
+        ),
+    );
+    write(
+        &d.join("sshd_config"),
+        &format!(
+            "Port {}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\nUsePAM no\n",
+            p.ssh
+        ),
+    );
+    let k = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(d.join("host_key"))
+        .status()
+        .expect("ssh-keygen");
+    assert!(k.success());
+    // makina's watcher files, with this run's paths.
+    let conf = d.join("circus/circusd.conf.d");
+    std::fs::create_dir_all(&conf).expect("circus dir");
+    std::fs::copy(fixtures().join("circusd.ini"), d.join("circus/circusd.ini")).expect("ini");
+    for e in std::fs::read_dir(fixtures().join("circusd.conf.d")).expect("fixtures") {
+        let e = e.expect("entry");
+        let text = std::fs::read_to_string(e.path()).expect("fixture");
+        write(&conf.join(e.file_name()), &text.replace("@DIR@", &dir));
+    }
+}
+
+/// `VERSION` in the two templates.
+fn set_version(d: &TempDir, from: &str, to: &str) {
+    for f in ["nginx.conf.j2", "haproxy.cfg.j2"] {
+        let text = std::fs::read_to_string(d.join(f)).expect("template");
+        write(&d.join(f), &text.replace(from, to));
+    }
+}
+
 /// The fixture tree as the namespace's /etc/circus, with what a makina
-/// image has around it: a `redis` group, /var/www/html, /var/log/circus
-/// (private views of /etc and /var: the host's stay untouched).
+/// image has around it: a `redis` group, /var/www/html, /var/log/circus,
+/// sshd's /run/sshd (private views of /etc, /var and /run: the host's stay
+/// untouched; the view's crontabs emptied, so that cron runs none of the
+/// host's jobs), and the hard limit on open files raised for redis's
+/// `rlimit_nofile = 65536` where root may (with CAP_SYS_RESOURCE).
 fn makina(d: &TempDir, args: &[&str]) -> Launch {
     Launch::new(args)
         .root(d.path())
         .overlay("/etc", &d.join("etc-overlay"))
         .overlay("/var", &d.join("var-overlay"))
+        .overlay("/run", &d.join("run-overlay"))
         .timeout(Duration::from_secs(90))
         .before(&format!(
-            "mkdir -p /etc/circus /var/log/circus /var/www/html && cp -r {}/. /etc/circus/ && echo 'redis:x:998:' >> /etc/group",
-            fixtures().display()
+            "{{ ulimit -n 65536 2>/dev/null || true; }} && mkdir -p /etc/circus /var/log/circus /var/www/html /run/sshd && rm -f /etc/cron.d/* /var/spool/cron/crontabs/* && : > /etc/crontab && cp -r {}/. /etc/circus/ && echo 'redis:x:998:' >> /etc/group",
+            d.join("circus").display()
         ))
 }
 
 #[test]
 fn makinas_watcher_files_pass_check_in_priority_order() {
     let d = TempDir::new("makina-check");
+    let ports = Ports {
+        nginx: 1,
+        haproxy: 2,
+        ssh: 3,
+        redis: 4,
+    };
+    daemon_files(&d, &ports);
     let o = makina(&d, &["check"]).not_pid1().run();
     assert_eq!(o.code, Some(0), "{}", o.all());
     assert!(o.stdout.contains("check: OK\n"), "no warning: {}", o.all());
@@ -66,18 +144,21 @@ fn pid(v: &serde_json::Value, name: &str) -> i64 {
     status_pids(v, name).first().copied().unwrap_or(0)
 }
 
-/// Where this host's hard limit on open files is below makina's
-/// `rlimit_nofile = 65536` for redis (and the launcher may not raise it),
-/// redis cannot start: it must then be FAILED, saying why.
+/// Whether the launcher's hard limit on open files (this process's, raised
+/// in the namespace where root may) reaches makina's `rlimit_nofile =
+/// 65536` for redis: where it cannot, redis must be FAILED, saying why.
 fn redis_can_start() -> bool {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let hard = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4))
-        .and_then(|h| h.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    hard >= 65536
+    let hard = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 65536 2>/dev/null; ulimit -Hn"])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+    hard.is_none_or(|h| h >= 65536)
 }
 
 fn up(v: &serde_json::Value, w: &str) -> bool {
@@ -100,55 +181,74 @@ fn all_running(v: &serde_json::Value) -> bool {
 }
 
 #[test]
-fn send_hup_reloads_by_signal_with_the_pid_kept() {
+fn send_hup_reloads_the_real_daemons_with_the_pid_kept() {
     let d = TempDir::new("makina-hup");
-    let src = d.join("app.conf.j2");
-    write(&src, "v1\n");
+    let ports = Ports {
+        nginx: free_port(),
+        haproxy: free_port(),
+        ssh: free_port(),
+        redis: free_port(),
+    };
+    daemon_files(&d, &ports);
+    set_version(&d, "VERSION", "v1");
     let cfg = d.join("mc-launcher.yml");
+    let step = |f: &str, to: &str| {
+        format!(
+            "    - template: {{src: {}, dest: {}}}\n",
+            d.join(f).display(),
+            d.join(to).display()
+        )
+    };
     write(
         &cfg,
         &format!(
-            "paths:\n  state: \"{{{{ root }}}}/state\"\ncircus:\n  config: /etc/circus/circusd.ini\nreconfigure:\n  steps:\n    - template: {{src: {}, dest: {}}}\n",
-            src.display(),
-            d.join("app.conf").display()
+            "paths:\n  state: \"{{{{ root }}}}/state\"\ncircus:\n  config: /etc/circus/circusd.ini\nreconfigure:\n  steps:\n{}{}",
+            step("nginx.conf.j2", "nginx.conf"),
+            step("haproxy.cfg.j2", "haproxy.cfg")
         ),
     );
     let run = makina(&d, &["-c", &cfg.to_string_lossy()]).spawn();
     let mut v = serde_json::Value::Null;
+    let nginx = format!("127.0.0.1:{}", ports.nginx);
+    let haproxy = format!("127.0.0.1:{}", ports.haproxy);
+    let serves = |addr: &str, want: &str| http_get(addr, "/").is_some_and(|b| b.trim() == want);
     assert!(
         wait_until(Duration::from_secs(60), || {
             v = status(&run);
-            all_running(&v)
+            all_running(&v) && serves(&nginx, "v1") && serves(&haproxy, "v1")
         }),
-        "never all running: {v}"
+        "never all running and serving: {v}"
     );
     let ns = PathBuf::from(format!("/proc/{}/root", run.launcher_pid()));
     let log =
         |f: &str| std::fs::read_to_string(ns.join("var/log/circus").join(f)).unwrap_or_default();
     assert!(
-        wait_until(Duration::from_secs(10), || log("nginx.stdout.log")
-            .contains("nginx up")),
-        "WatchedFileStream with time_format: {}",
-        log("nginx.stdout.log")
+        !redis_can_start()
+            || wait_until(Duration::from_secs(10), || log("redis.stdout.log")
+                .contains("Ready to accept connections")),
+        "redis (65536 files) up, its log a WatchedFileStream: {}",
+        log("redis.stdout.log")
     );
     let before: Vec<(&str, i64)> = WATCHERS.iter().map(|w| (*w, pid(&v, w))).collect();
 
-    write(&src, "v2\n");
+    set_version(&d, "v1", "v2");
     let o = ctl(&run, &["reconfigure"]);
     assert_eq!(o.code, Some(0), "{}", o.all());
-    // send_hup: HUP (haproxy: its hup_signal, USR2) to the same process.
-    for (w, sig) in [("nginx", "HUP"), ("ssh", "HUP"), ("haproxy", "USR2")] {
-        assert!(
-            wait_until(Duration::from_secs(20), || log(&format!("{w}.signals"))
-                .lines()
-                .any(|l| l == sig)),
-            "{w} never got {sig}: {:?}",
-            log(&format!("{w}.signals"))
-        );
-    }
+    // send_hup: nginx's master rereads its config on HUP, haproxy's
+    // master (-Ws, master-worker) on its hup_signal USR2, sshd re-execs
+    // itself on HUP: the new config served, the pid kept.
     assert!(
-        !log("haproxy.signals").contains("HUP"),
-        "haproxy gets its hup_signal only"
+        wait_until(Duration::from_secs(20), || serves(&nginx, "v2")
+            && serves(&haproxy, "v2")),
+        "nginx {:?} / haproxy {:?} never served v2",
+        http_get(&nginx, "/"),
+        http_get(&haproxy, "/")
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || log("ssh.stderr.log")
+            .contains("Received SIGHUP; restarting.")),
+        "sshd never got HUP: {}",
+        log("ssh.stderr.log")
     );
     // The others restart (circus' default), with new pids.
     assert!(

@@ -211,8 +211,9 @@ fn bad_inputs_are_named_by_path_and_line_never_quoted() {
     }
     assert_clean("check on bad inputs", &o.all());
 
-    // At run: the service cannot start (a failed start, as a missing
-    // command is), and the log says why, by path and line.
+    // At run: each start of the service fails (retried under its backoff
+    // until max_retry makes it FAILED), and the log says why, by path and
+    // line.
     let o = launch(&t, &[]).run();
     assert_eq!(o.code, Some(1), "{}", o.all());
     assert!(
@@ -258,4 +259,127 @@ services:
     assert!(o.stderr.contains(&absent), "{}", o.all());
     assert!(!o.stderr.contains("rendered.env"), "{}", o.all());
     assert!(o.stdout.contains("check: OK, 1 warning(s)"), "{}", o.all());
+}
+
+#[test]
+fn a_secret_mounted_late_is_retried_then_the_service_starts() {
+    let t = Tree::default_socket(
+        "secrets-late",
+        r#"services:
+  late:
+    cmd: ["/bin/sh", "-c", "printf %s \"$DB_PASSWORD\" > {{ root }}/started; exec sleep 1000"]
+    secrets: {DB_PASSWORD: "{{ paths.volume }}/secrets/db"}
+    backoff: {initial: 100ms, max: 300ms}
+    max_retry: -1
+  other:
+    cmd: [sleep, "1000"]
+"#,
+    );
+    let started = t.root().join("started");
+    let secret = t.volume().join("secrets/db");
+    let run = t.launch(&[]).spawn();
+    // Not FAILED: retried, the reason (file and variable, no value) in
+    // the log and in ctl status, each try a failed start.
+    let mut status = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status = ctl(&run, &["--json", "status"]).all();
+            status.contains("not started: secret DB_PASSWORD")
+        }),
+        "{status}"
+    );
+    let json = ctl(&run, &["--json", "status"]).all();
+    assert!(json.contains("not started: secret DB_PASSWORD"), "{json}");
+    assert!(json.contains(&secret.display().to_string()), "{json}");
+    assert!(!json.contains("FAILED"), "{json}");
+    assert!(!started.exists());
+    // The Secret arrives: the next try starts the service.
+    write(&secret, &format!("{PLANTED}\n"));
+    assert!(
+        wait_until(Duration::from_secs(10), || started.exists()),
+        "late never started"
+    );
+    assert_eq!(std::fs::read_to_string(&started).expect("started"), PLANTED);
+    let json = ctl(&run, &["--json", "status"]).all();
+    assert!(!json.contains("not started"), "{json}");
+    run.signal(15);
+    let o = run.wait();
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(
+        o.all().contains(&format!(
+            "late: not started: secret DB_PASSWORD: {}",
+            secret.display()
+        )) && o.all().contains("retrying in"),
+        "{}",
+        o.all()
+    );
+    assert_clean("the log of retried starts", &o.all());
+}
+
+#[test]
+fn credentials_are_shared_by_processes_and_helpers_and_swapped_whole() {
+    // Two processes and a probe: each writes the inode of
+    // $CREDENTIALS_DIRECTORY it got; the copy is made once per start of
+    // the service, never per process or per probe run.
+    let t = Tree::default_socket(
+        "secrets-shared",
+        r#"services:
+  pair:
+    cmd: ["/bin/sh", "-c", "stat -c %i \"$CREDENTIALS_DIRECTORY\" >> {{ root }}/out/procs; cat \"$CREDENTIALS_DIRECTORY/tls.key\" > {{ root }}/out/key.$$; exec sleep 1000"]
+    numprocesses: 2
+    credentials: {tls.key: "{{ paths.volume }}/secrets/key"}
+    live:
+      cmd: ["/bin/sh", "-c", "echo \"$CREDENTIALS_DIRECTORY $(stat -c %i \"$CREDENTIALS_DIRECTORY\") $(cat \"$CREDENTIALS_DIRECTORY/tls.key\")\" >> {{ root }}/out/probes"]
+      period: 100ms
+"#,
+    );
+    write(&t.volume().join("secrets/key"), CRED);
+    let out = t.root().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let run = t.launch(&[]).spawn();
+    let lines = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(f))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("probes").len() >= 3
+            && lines("procs").len() == 2),
+        "{:?} {:?}",
+        lines("procs"),
+        lines("probes")
+    );
+    let procs = lines("procs");
+    assert_eq!(procs[0], procs[1], "one copy for both processes");
+    for p in lines("probes").iter().take(3) {
+        assert_eq!(
+            p,
+            &format!("/run/credentials/pair {} {CRED}", procs[0]),
+            "a probe uses the service's own copy"
+        );
+    }
+    // A restart of the service makes a new copy, swapped in whole.
+    write(&t.volume().join("secrets/key"), "rotated-key");
+    let o = ctl(&run, &["restart", "pair"]);
+    assert_eq!(o.code, Some(0), "{}", o.all());
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("procs").len() == 4),
+        "{:?}",
+        lines("procs")
+    );
+    let procs = lines("procs");
+    assert_eq!(procs[2], procs[3]);
+    assert_ne!(procs[0], procs[2], "a fresh copy at the restart");
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("probes")
+            .last()
+            .is_some_and(|l| l.ends_with(" rotated-key"))),
+        "{:?}",
+        lines("probes")
+    );
+    run.signal(15);
+    let o = run.wait();
+    assert_eq!(o.code, Some(0), "{}", o.all());
 }

@@ -357,3 +357,51 @@ fn log_files_are_not_opened_through_planted_links() {
     open_append(&root.join("dir/x.log")).expect("real dir");
     set_untrusted_roots(&[]);
 }
+
+#[test]
+fn replace_entry_swaps_a_directory_in_whole() {
+    let t = tmp("replace");
+    let d = DirFd::open(&t.0).expect("open");
+    let fill = |name: &str, v: &str| {
+        let (sub, _) = d.mkdirs(Path::new(name), 0o700).expect("mkdirs");
+        sub.write_atomic(OsStr::new("key"), v.as_bytes(), 0o400, None)
+            .expect("write");
+    };
+    // No old one: a plain rename.
+    fill(".new", "0");
+    d.replace_entry(OsStr::new(".new"), OsStr::new("creds"))
+        .expect("first");
+    assert_eq!(
+        std::fs::read_to_string(t.0.join("creds/key")).expect("r"),
+        "0"
+    );
+    // Over a full one, while a reader reads by path: never missing.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (stop, key) = (stop.clone(), t.0.join("creds/key"));
+        std::thread::spawn(move || {
+            let mut reads = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::read_to_string(&key).expect("the key is always there");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 1..=200 {
+        fill(".new", &i.to_string());
+        d.replace_entry(OsStr::new(".new"), OsStr::new("creds"))
+            .expect("swap");
+        assert!(
+            d.stat_entry(OsStr::new(".new")).is_err(),
+            "the old copy is gone"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("reader") > 0);
+    assert_eq!(
+        std::fs::read_to_string(t.0.join("creds/key")).expect("r"),
+        "200"
+    );
+    assert_eq!(d.entries().expect("ls"), vec![OsString::from("creds")]);
+}

@@ -213,9 +213,24 @@ fn credentials_base(cfg: &Config) -> PathBuf {
     fsutil::usable_state_dir(&cfg.paths.state).join("credentials")
 }
 
+/// The credentials directory of the service `service` as it is now
+/// (`svc` says whether there are credentials at all): `None` when it has
+/// none or none was installed yet. Nothing is copied.
+pub fn credentials_dir(cfg: &Config, svc: &Service, service: &str) -> Option<PathBuf> {
+    if svc.inputs.credentials.is_empty() {
+        return None;
+    }
+    let dir = credentials_base(cfg).join(service);
+    dir.symlink_metadata()
+        .is_ok_and(|m| m.is_dir())
+        .then_some(dir)
+}
+
 /// Copy the credentials of `svc` into a fresh private directory owned by
-/// `owner` (the service's user), mode 0700, files 0400: its path, for
-/// `$CREDENTIALS_DIRECTORY`. `None` when the service has none.
+/// `owner` (the service's user), mode 0700, files 0400, then put it in the
+/// place of the old one atomically (readers never find the files missing):
+/// its path, for `$CREDENTIALS_DIRECTORY`. `None` when the service has
+/// none.
 pub fn install_credentials(
     cfg: &Config,
     svc: &Service,
@@ -235,16 +250,21 @@ pub fn install_credentials(
     let dir = base.join(&svc.name);
     let fail = |e: fsutil::FsError| format!("credentials of {}: {e}", svc.name);
     let parent = DirFd::open(&base).map_err(fail)?;
-    // Yesterday's copy goes: a credential removed from the config must not
-    // linger.
-    if parent.stat_entry(OsStr::new(&svc.name)).is_ok() {
-        parent.remove_tree(OsStr::new(&svc.name)).map_err(fail)?;
-    }
-    let (d, _) = parent.mkdirs(Path::new(&svc.name), 0o700).map_err(fail)?;
-    d.set_owner_mode(Some(0o700), Some(owner)).map_err(fail)?;
-    for (name, bytes) in data {
-        d.write_atomic(OsStr::new(name), &bytes, 0o400, Some(owner))
-            .map_err(fail)?;
+    // A whole new copy (a credential removed from the config must not
+    // linger), swapped in over the old one.
+    let tmp = std::ffi::OsString::from(format!(".{}.new.{}", svc.name, std::process::id()));
+    parent.remove_tree(&tmp).map_err(fail)?;
+    let result = (|| {
+        let (d, _) = parent.mkdirs(Path::new(&tmp), 0o700)?;
+        d.set_owner_mode(Some(0o700), Some(owner))?;
+        for (name, bytes) in data {
+            d.write_atomic(OsStr::new(name), &bytes, 0o400, Some(owner))?;
+        }
+        parent.replace_entry(&tmp, OsStr::new(&svc.name))
+    })();
+    if let Err(e) = result {
+        let _ = parent.remove_tree(&tmp);
+        return Err(fail(e));
     }
     Ok(Some(dir))
 }

@@ -262,7 +262,12 @@ impl Core {
                     numprocesses: s.scale as u32,
                     reason: match &s.status {
                         Status::Failed(r) => Some(r.clone()),
-                        _ => None,
+                        // Waiting to retry a start that could not happen.
+                        _ => procs
+                            .iter()
+                            .filter(|p| matches!(p.state, State::Backoff { .. }))
+                            .find_map(|p| p.not_started.clone())
+                            .map(|r| format!("not started: {r}")),
                     },
                     restart_reason: s.facts.restart_reason.clone(),
                     oom: s.facts.last_oom,

@@ -279,11 +279,13 @@ impl Core {
                 proc,
                 reason,
                 status,
+                retry,
             } => {
-                if self.svc_of(proc).is_some_and(|s| s.spec.main) {
+                if !retry && self.svc_of(proc).is_some_and(|s| s.spec.main) {
                     self.main_exit = Some(status);
                 }
-                self.proc_event(proc, Event::SpawnFailed { reason }, now, &mut fx);
+                let ev = Event::SpawnFailed { reason, retry };
+                self.proc_event(proc, ev, now, &mut fx);
             }
             Input::NotSpawned { proc } => self.proc_event(proc, Event::NotSpawned, now, &mut fx),
             Input::ProbeDone { probe, ok } => self.probe_done(probe, ok, now, &mut fx),

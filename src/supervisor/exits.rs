@@ -63,6 +63,11 @@ impl Core {
                 label(&svc.spec, i),
                 fmt_duration(at.saturating_duration_since(now))
             ),
+            Action::Retry { at, reason } => log::warn!(
+                "{}: not started: {reason}; retrying in {}",
+                label(&svc.spec, i),
+                fmt_duration(at.saturating_duration_since(now))
+            ),
             Action::Ended(exit) => self.on_ended(s, exit, now, fx),
             Action::Failed(reason) => self.on_failed(s, reason, now, fx),
         }

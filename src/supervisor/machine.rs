@@ -12,6 +12,7 @@
 //! | Idle, Backoff, Ended, Failed | Start | Starting            | Spawn                |
 //! | Starting | Spawned      | Running (or Stopping if a stop came meanwhile) | - / Signal |
 //! | Starting | SpawnFailed  | Failed                       | Failed               |
+//! | Starting | SpawnFailed (retry) | Backoff, or Failed past max_retry | Retry / Failed |
 //! | Starting | NotSpawned   | Idle (a stop came first)     | -                    |
 //! | Starting | Stop         | Starting, stop on spawn      | -                    |
 //! | Running  | Exited       | Backoff, Failed or Ended     | Backoff / Failed / Ended |
@@ -70,6 +71,9 @@ pub enum Event {
     },
     SpawnFailed {
         reason: String,
+        /// Worth trying again (an input file not there yet): a failed
+        /// start under the usual backoff and `max_retry`, not FAILED at once.
+        retry: bool,
     },
     /// The spawn was skipped: a stop came first (never started).
     NotSpawned,
@@ -101,6 +105,11 @@ pub enum Action {
     Ended(Option<Exit>),
     /// The process is FAILED: report it.
     Failed(String),
+    /// The process could not be started and is tried again at `at`.
+    Retry {
+        at: Instant,
+        reason: String,
+    },
 }
 
 /// What the machine needs to know of the service's settings.
@@ -171,6 +180,8 @@ pub struct Proc {
     pub stop_on_spawn: bool,
     /// Stopped as unhealthy: its end is a failed run.
     pub crash_on_end: bool,
+    /// Why the last start did not happen, while it waits to retry.
+    pub not_started: Option<String>,
 }
 
 impl Default for Proc {
@@ -189,6 +200,7 @@ impl Proc {
             restart_on_end: false,
             stop_on_spawn: false,
             crash_on_end: false,
+            not_started: None,
         }
     }
 
@@ -241,6 +253,7 @@ impl Proc {
                 self.stopping(pid, now, pol, ctx)
             }
             (S::Starting, Event::Spawned { pid }) => {
+                self.not_started = None;
                 let max_age_at = pol.max_age.map(|(age, variance)| {
                     // jitter in [0.5, 1] picks a share of the variance.
                     let share = ((ctx.jitter - 0.5) * 2.0).clamp(0.0, 1.0);
@@ -262,7 +275,33 @@ impl Proc {
                 self.restart_on_end = false;
                 (S::Idle, vec![])
             }
-            (S::Starting, Event::SpawnFailed { reason }) => {
+            (
+                S::Starting,
+                Event::SpawnFailed {
+                    reason,
+                    retry: true,
+                },
+            ) if pol.respawn && !ctx.shutting_down && !self.stop_on_spawn => {
+                self.restart_on_end = false;
+                self.failures += 1;
+                self.not_started = Some(reason.clone());
+                if pol.max_retry.is_some_and(|max| self.failures > max) {
+                    let reason = format!(
+                        "{} consecutive failed starts; last: not started: {reason}",
+                        self.failures
+                    );
+                    (
+                        S::Failed {
+                            reason: reason.clone(),
+                        },
+                        vec![Action::Failed(reason)],
+                    )
+                } else {
+                    let at = now + pol.backoff(self.failures, ctx.jitter);
+                    (S::Backoff { until: at }, vec![Action::Retry { at, reason }])
+                }
+            }
+            (S::Starting, Event::SpawnFailed { reason, .. }) => {
                 self.stop_on_spawn = false;
                 self.restart_on_end = false;
                 (

@@ -241,21 +241,22 @@ impl Shell<'_> {
                     self.inputs.push_back(Input::NotSpawned { proc });
                     return;
                 }
-                let input = match self.spawn_service(&spec, index) {
+                let input = match self.spawn_service(&spec, index, None) {
                     Ok(pid) => {
                         if let Some(j) = &mut self.job {
                             j.pid = Some(pid);
                         }
                         Input::Spawned { proc, pid }
                     }
-                    Err((reason, status)) => {
+                    Err(e) => {
                         if let Some(j) = &mut self.job {
-                            j.not_started = Some(reason.clone());
+                            j.not_started = Some(e.reason.clone());
                         }
                         Input::SpawnFailed {
                             proc,
-                            reason,
-                            status,
+                            reason: e.reason,
+                            status: e.status,
+                            retry: e.retry,
                         }
                     }
                 };
@@ -341,8 +342,8 @@ impl Shell<'_> {
                 timeout,
             } => match self.spawn_helper(&spec, argv, "pre_stop", Stream::Prefix) {
                 Ok(pid) => self.probes.start_cmd(probe.0, pid, now + timeout),
-                Err((why, _)) => {
-                    log::warn!("{}: pre_stop: {why}", spec.name);
+                Err(e) => {
+                    log::warn!("{}: pre_stop: {}", spec.name, e.reason);
                     self.inputs.push_back(Input::ProbeDone { probe, ok: false });
                 }
             },

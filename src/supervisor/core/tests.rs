@@ -24,6 +24,8 @@ struct Sim {
     exit: Option<i32>,
     hooks: Vec<(ProbeId, String)>,
     notes: Vec<String>,
+    /// Services whose inputs cannot be read: their spawns fail, to retry.
+    unreadable: Vec<String>,
 }
 
 /// The core's options: a 9 s deadline, `drain`, sd_notify to our own
@@ -85,6 +87,7 @@ impl Sim {
             exit: None,
             hooks: Vec::new(),
             notes: Vec::new(),
+            unreadable: Vec::new(),
         };
         sim.feed(Input::Tick);
         sim
@@ -101,6 +104,14 @@ impl Sim {
         while let Some(i) = queue.pop_front() {
             for e in self.core.handle(i, self.now) {
                 match e {
+                    Effect::Spawn { proc, spec, .. } if self.unreadable.contains(&spec.name) => {
+                        queue.push_back(Input::SpawnFailed {
+                            proc,
+                            reason: format!("secret PW: /run/secrets/{}: not found", spec.name),
+                            status: 1,
+                            retry: true,
+                        });
+                    }
                     Effect::Spawn { proc, spec, .. } => {
                         self.next_pid += 1;
                         self.spawned.push((spec.name.clone(), self.next_pid));
@@ -370,6 +381,7 @@ fn exit_status_rule() {
             proc,
             reason: "cannot run ghost: No such file or directory".into(),
             status: 127,
+            retry: false,
         },
         now,
     );
@@ -710,6 +722,38 @@ fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     sim.feed(Input::Tick);
     assert_ne!(sim.pid("web"), pid, "a new process");
     assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+}
+
+#[test]
+fn an_unreadable_secret_is_a_failed_start_retried_with_backoff() {
+    let mut web = svc("web");
+    web.max_retry = Some(3);
+    let mut sim = Sim::config(&[web]);
+    // The secret goes missing; a restart cannot read it.
+    sim.unreadable = vec!["web".into()];
+    assert!(sim.ctl(Command::Restart("web".into())).ok);
+    sim.exited("web", Exit::Signal(15));
+    sim.replies.clear();
+    let st = sim.core.status(sim.now);
+    assert_eq!(st[0].state, StateName::Backoff, "not FAILED: retried");
+    assert_eq!(
+        st[0].reason.as_deref(),
+        Some("not started: secret PW: /run/secrets/web: not found")
+    );
+    assert_eq!(sim.exit, None);
+    // Each try is a failed start under the usual backoff, growing.
+    let first = sim.core.next_deadline().expect("a retry");
+    sim.now = first;
+    sim.feed(Input::Tick);
+    let second = sim.core.next_deadline().expect("a second retry");
+    assert!(second - first > first - sim.t0, "the backoff grows");
+    // The file appears: the next try starts it, the reason goes.
+    sim.unreadable.clear();
+    sim.now = second;
+    sim.feed(Input::Tick);
+    let st = sim.core.status(sim.now);
+    assert_eq!(st[0].state, StateName::Running);
+    assert_eq!(st[0].reason, None);
 }
 
 #[test]

@@ -91,6 +91,8 @@ pub enum Input {
         reason: String,
         /// For the main service: 127 (not found) or 126.
         status: i32,
+        /// Worth trying again (an input file missing): see machine.rs.
+        retry: bool,
     },
     /// The shell skipped a `Spawn`: a stop request came first (a burst of
     /// thousands yields to it between spawns).

@@ -62,6 +62,7 @@ fn transition_table() {
             State::Starting,
             Event::SpawnFailed {
                 reason: "nope".into(),
+                retry: false,
             },
             t0,
             State::Failed {
@@ -211,6 +212,69 @@ fn crash_loop_backs_off_then_fails() {
     );
     assert!(matches!(p.state, State::Failed { .. }));
     assert_eq!(p.restarts, 2);
+}
+
+#[test]
+fn missing_input_retries_with_backoff_then_fails() {
+    let t0 = Instant::now();
+    let mut p = Proc::new();
+    let fail = || Event::SpawnFailed {
+        reason: "secret DB_PASSWORD: /run/secrets/db: not found".into(),
+        retry: true,
+    };
+    let mut now = t0;
+    // max_retry 2: two retries with a growing backoff, then FAILED.
+    for (n, delay_ms) in [(1u32, 100u64), (2, 200)] {
+        assert_eq!(p.next(Event::Start, &pol(), ctx(now)), vec![Action::Spawn]);
+        let at = now + Duration::from_millis(delay_ms);
+        assert_eq!(
+            p.next(fail(), &pol(), ctx(now)),
+            vec![Action::Retry {
+                at,
+                reason: "secret DB_PASSWORD: /run/secrets/db: not found".into()
+            }],
+            "attempt {n}"
+        );
+        assert_eq!(p.state, State::Backoff { until: at });
+        assert_eq!(p.failures, n);
+        assert!(p.not_started.is_some());
+        now = at;
+    }
+    p.next(Event::Start, &pol(), ctx(now));
+    let a = p.next(fail(), &pol(), ctx(now));
+    assert!(
+        matches!(&a[..], [Action::Failed(r)] if r.starts_with("3 consecutive failed starts; last: not started: secret DB_PASSWORD")),
+        "{a:?}"
+    );
+    // The file appears: a start (ctl start) runs and clears the reason.
+    let mut p = Proc::new();
+    p.next(Event::Start, &pol(), ctx(t0));
+    p.next(fail(), &pol(), ctx(t0));
+    p.next(Event::Tick, &pol(), ctx(t0 + Duration::from_secs(1)));
+    assert_eq!(p.state, State::Starting);
+    p.next(
+        Event::Spawned { pid: 9 },
+        &pol(),
+        ctx(t0 + Duration::from_secs(1)),
+    );
+    assert_eq!(p.not_started, None);
+    assert!(p.is_running());
+    // Without respawn, while shutting down or once a stop came: as before.
+    let mut nr = pol();
+    nr.respawn = false;
+    let mut p = Proc::new();
+    p.next(Event::Start, &nr, ctx(t0));
+    assert!(matches!(
+        &p.next(fail(), &nr, ctx(t0))[..],
+        [Action::Failed(_)]
+    ));
+    let mut p = Proc::new();
+    p.next(Event::Start, &pol(), ctx(t0));
+    p.next(Event::Stop, &pol(), ctx(t0));
+    assert!(matches!(
+        &p.next(fail(), &pol(), ctx(t0))[..],
+        [Action::Failed(_)]
+    ));
 }
 
 #[test]

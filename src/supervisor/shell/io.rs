@@ -4,15 +4,38 @@
 
 use super::*;
 
+/// Why a spawn did not happen.
+pub(super) struct NotStarted {
+    pub reason: String,
+    /// The status a main service gives (127: not found, 126).
+    pub status: i32,
+    /// An env file, secret or credential could not be read: a failed
+    /// start tried again under the service's backoff, not FAILED at once.
+    pub retry: bool,
+}
+
+impl NotStarted {
+    fn fatal(reason: String, status: i32) -> NotStarted {
+        NotStarted {
+            reason,
+            status,
+            retry: false,
+        }
+    }
+}
+
 impl Shell<'_> {
     /// Spawn process `index` of `spec` with its output wired; the pid, or
-    /// why not and the status a main service would give.
+    /// why not. `helper_of`: the service a helper (probe, hook) belongs
+    /// to, whose credentials directory it shares.
     pub(super) fn spawn_service(
         &mut self,
         spec: &Arc<crate::config::model::Service>,
         index: usize,
-    ) -> Result<i32, (String, i32)> {
-        let creds = spawn::resolve_creds(spec).map_err(|r| (r, crate::error::EXIT_FAILURE))?;
+        helper_of: Option<&str>,
+    ) -> Result<i32, NotStarted> {
+        let creds = spawn::resolve_creds(spec)
+            .map_err(|r| NotStarted::fatal(r, crate::error::EXIT_FAILURE))?;
         let name = label(spec, index);
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
@@ -49,20 +72,38 @@ impl Shell<'_> {
         };
         let pipes = out(&spec.stdout, false).and_then(|o| Ok((o, out(&spec.stderr, true)?)));
         let (stdout, stderr) = pipes.map_err(|e| {
-            (
+            NotStarted::fatal(
                 format!("cannot create output pipes: {e}"),
                 crate::error::EXIT_FAILURE,
             )
         })?;
-        // Read at each start: a rotated file applies at the next one.
-        let failed = |r: String| (r, crate::error::EXIT_FAILURE);
-        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(failed)?;
+        // Read at each start: a rotated file applies at the next one. A
+        // file not there yet (a secret mounted late) is retried.
+        let missing = |reason: String| NotStarted {
+            reason,
+            status: crate::error::EXIT_FAILURE,
+            retry: true,
+        };
+        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?;
         let owner = creds.as_ref().map_or_else(
             || (nix::unistd::geteuid(), nix::unistd::getegid()),
             |c| (c.uid, c.gid),
         );
-        let cred_dir =
-            crate::proc::envfile::install_credentials(&self.cfg, spec, owner).map_err(failed)?;
+        let cred_dir = match helper_of {
+            // A helper uses the service's own copy, as it is.
+            Some(service) => crate::proc::envfile::credentials_dir(&self.cfg, spec, service),
+            // A process joining running ones shares their copy; a service
+            // (re)starting from none refreshes it, atomically.
+            None => {
+                let running = self.groups.values().any(|n| *n == spec.name);
+                let have = crate::proc::envfile::credentials_dir(&self.cfg, spec, &spec.name);
+                match have {
+                    Some(d) if running => Some(d),
+                    _ => crate::proc::envfile::install_credentials(&self.cfg, spec, owner)
+                        .map_err(missing)?,
+                }
+            }
+        };
         let mut env =
             spawn::service_env(&self.cfg, spec, creds.as_ref(), &files, cred_dir.as_deref());
         let wants_notify = spec
@@ -100,7 +141,7 @@ impl Shell<'_> {
             }
             Err(e) => {
                 let prog = spec.argv.first().map(String::as_str).unwrap_or("");
-                Err((
+                Err(NotStarted::fatal(
                     format!("cannot run {prog}: {e}"),
                     spawn::exec_error_status(&e),
                 ))
@@ -119,7 +160,7 @@ impl Shell<'_> {
         argv: Vec<String>,
         what: &str,
         output: Stream,
-    ) -> Result<i32, (String, i32)> {
+    ) -> Result<i32, NotStarted> {
         let mut helper = spec.as_ref().clone();
         helper.argv = argv;
         helper.name = format!("{} {what}", spec.name);
@@ -132,7 +173,7 @@ impl Shell<'_> {
         helper.main = false;
         helper.ready = None;
         helper.live = None;
-        let pid = self.spawn_service(&Arc::new(helper), 0)?;
+        let pid = self.spawn_service(&Arc::new(helper), 0, Some(&spec.name))?;
         self.groups.remove(&pid);
         Ok(pid)
     }
@@ -172,7 +213,7 @@ impl Shell<'_> {
                         self.probes.start_cmd(probe.0, pid, deadline);
                         None
                     }
-                    Err((e, _)) => Some(Verdict::Fail(format!("cannot run the probe: {e}"))),
+                    Err(e) => Some(Verdict::Fail(format!("cannot run the probe: {}", e.reason))),
                 }
             }
         }
