@@ -386,9 +386,10 @@ pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &
 /// (file names from the volume, a pillar path), so no byte of it may
 /// forge a line or drive the terminal. Control characters (C0 but the
 /// newline and the tab, DEL, and C1 written in UTF-8) become `\xNN`
-/// (`\r`, `\u{NN}` for C1); a newline stays (a multi-line error stays readable) but the
-/// next line is indented by two spaces, so that no line of a message
-/// starts like a record of the launcher's own.
+/// (`\r`, `\u{NN}` for C1); a newline stays (a multi-line error stays
+/// readable) but a next line that does not start with a blank is indented
+/// by two spaces, so that no line of a message starts like a record of the
+/// launcher's own.
 pub fn escape_text(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     let c1 = |w: &[u8]| matches!(w, [0xc2, 0x80..=0x9f]);
     let special = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
@@ -400,7 +401,14 @@ pub fn escape_text(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
     while let Some(&b) = msg.get(i) {
         let next = msg.get(i + 1).copied();
         match b {
-            b'\n' => out.extend_from_slice(b"\n  "),
+            b'\n' => {
+                out.push(b'\n');
+                // A line the message indents itself (an error's details)
+                // already cannot pass for a record.
+                if !matches!(next, Some(b' ' | b'\t')) {
+                    out.extend_from_slice(b"  ");
+                }
+            }
             b'\r' => out.extend_from_slice(b"\\r"),
             0xc2 if next.is_some_and(|n| (0x80..=0x9f).contains(&n)) => {
                 out.extend_from_slice(format!("\\u{{{:02x}}}", next.unwrap_or(0)).as_bytes());
@@ -464,6 +472,7 @@ mod tests {
                 b"a\nmc-launcher: exit 0: forged",
                 b"a\n  mc-launcher: exit 0: forged",
             ),
+            (b"error:\n  detail\n\tmore", b"error:\n  detail\n\tmore"),
             (b"cr\rover", b"cr\\rover"),
             (b"\x1b[2Jclear", b"\\x1b[2Jclear"),
             (b"del\x7f", b"del\\x7f"),
