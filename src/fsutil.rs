@@ -1007,18 +1007,21 @@ pub fn open_append(path: &Path) -> io::Result<File> {
     if !safe_dir {
         flags |= OFlag::O_NOFOLLOW;
     }
-    let fd = nix::fcntl::openat(
-        d.as_fd(),
-        name.as_os_str(),
-        flags,
-        Mode::from_bits_truncate(0o666),
-    )
-    .map_err(|e| match e {
-        Errno::ELOOP => Refusal::Link.into(),
-        e => errno_io(e),
-    })?;
+    open_last(&d, &name, flags, 0o666, !safe_dir)
+}
+
+/// Open `name` in `d` for writing with `flags`, a link at it refused; a
+/// directory is refused, and anything but a regular file when `regular`;
+/// then made blocking (it was opened `O_NONBLOCK`: a FIFO never blocks).
+fn open_last(d: &DirFd, name: &OsStr, flags: OFlag, mode: u32, regular: bool) -> io::Result<File> {
+    let fd = nix::fcntl::openat(d.as_fd(), name, flags, Mode::from_bits_truncate(mode)).map_err(
+        |e| match e {
+            Errno::ELOOP => Refusal::Link.into(),
+            e => errno_io(e),
+        },
+    )?;
     let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno_io)?;
-    if is_dir(&st) || (!safe_dir && !is_regular(&st)) {
+    if is_dir(&st) || (regular && !is_regular(&st)) {
         return Err(Refusal::Kind {
             expected: "a regular file",
             found: type_name(&st),
@@ -1051,26 +1054,7 @@ pub fn open_truncate(path: &Path, root: Option<&Path>, create: bool) -> io::Resu
     if create {
         flags |= OFlag::O_CREAT;
     }
-    let fd = nix::fcntl::openat(
-        d.as_fd(),
-        name.as_os_str(),
-        flags,
-        Mode::from_bits_truncate(0o644),
-    )
-    .map_err(|e| match e {
-        Errno::ELOOP => Refusal::Link.into(),
-        e => errno_io(e),
-    })?;
-    let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno_io)?;
-    if is_dir(&st) || (untrusted && !is_regular(&st)) {
-        return Err(Refusal::Kind {
-            expected: "a regular file",
-            found: type_name(&st),
-        }
-        .into());
-    }
-    set_blocking(fd.as_fd())?;
-    Ok(File::from(fd))
+    open_last(&d, &name, flags, 0o644, untrusted)
 }
 
 /// Write the termination report to `path` (see [`open_truncate`]; a path

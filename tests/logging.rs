@@ -506,16 +506,6 @@ fn a_slow_reader_of_our_output_gets_every_line_in_order() {
     assert_eq!(run.wait().code, Some(0));
 }
 
-/// `Threads:` of `/proc/PID/status`.
-fn threads(pid: i32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a Threads line")
-}
-
 /// The writer thread starts with the services when their output is
 /// captured; a quiet launcher of `inherit` services has none to end (or to
 /// keep resident) at all.

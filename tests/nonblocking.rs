@@ -126,7 +126,7 @@ fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     let d = TempDir::new("nb-batch");
     let cfg = config(
         &d,
-        "services:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n",
+        "shutdown:\n  timeout: 3s\nservices:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n",
     );
     let run = Launch::new(&["-c", &cfg])
         .root(d.path())
@@ -149,5 +149,12 @@ fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     assert!(
         spawned < 5000,
         "the stop was read between spawn batches, not after all 5000 ({spawned} started)"
+    );
+    // Within shutdown.timeout (issue 26 item 12: the burst yields to the
+    // signal between two spawns): the deadline never came.
+    assert!(
+        !out.stderr.contains("shutdown deadline reached"),
+        "the stop outlived shutdown.timeout ({spawned} started)\n{}",
+        &out.stderr[out.stderr.len().saturating_sub(3000)..]
     );
 }

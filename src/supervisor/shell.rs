@@ -237,7 +237,10 @@ impl Shell<'_> {
     fn apply(&mut self, e: Effect, now: Instant) {
         match e {
             Effect::Spawn { proc, spec, index } => {
-                if self.stop_pending() {
+                // The main command is always started (its status is the
+                // launcher's: a TERM right after the start still ends it
+                // with 143); the rest of a burst yields to a stop.
+                if !spec.main && self.stop_pending() {
                     self.inputs.push_back(Input::NotSpawned { proc });
                     return;
                 }

@@ -605,3 +605,13 @@ pub fn peak_rss_kib(pid: i32) -> u64 {
         .and_then(|v| v.parse().ok())
         .expect("VmHWM")
 }
+
+/// `Threads:` of `/proc/PID/status`.
+pub fn threads(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Threads line")
+}
