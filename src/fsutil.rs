@@ -447,6 +447,33 @@ pub fn read_prefix(r: &mut impl Read, n: u64) -> io::Result<Vec<u8>> {
 static TEMP_SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A single path component: what `renameat`/`mkdirat` may be given.
+/// `renameat2(2)` flags (linux/fs.h): fail when the target exists;
+/// exchange the two entries.
+const RENAME_NOREPLACE: u32 = 1;
+const RENAME_EXCHANGE: u32 = 2;
+
+/// `renameat2(2)` within one directory, by system call: nix wraps it for
+/// glibc only, and the static (musl) build needs it too.
+fn renameat2(dir: BorrowedFd<'_>, from: &OsStr, to: &OsStr, flags: u32) -> nix::Result<()> {
+    use std::os::fd::AsRawFd;
+    let cstr = |n: &OsStr| std::ffi::CString::new(n.as_bytes()).map_err(|_| Errno::EINVAL);
+    let (from, to) = (cstr(from)?, cstr(to)?);
+    let fd = dir.as_raw_fd();
+    // SAFETY: two NUL-terminated names that outlive the call, a directory
+    // fd borrowed for it, and flags the kernel checks.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_renameat2,
+            fd,
+            from.as_ptr(),
+            fd,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
 fn single_name(name: &OsStr) -> io::Result<&OsStr> {
     let mut comps = Path::new(name).components();
     match (comps.next(), comps.next()) {
@@ -763,17 +790,14 @@ impl DirFd {
     pub fn replace_entry(&self, from: &OsStr, to: &OsStr) -> Result<(), FsError> {
         let path = self.path.join(to);
         let (from_n, to_n) = (at(&path, single_name(from))?, at(&path, single_name(to))?);
-        let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
-        match nix::fcntl::renameat2(self.as_fd(), from_n, self.as_fd(), to_n, flags) {
+        match renameat2(self.as_fd(), from_n, to_n, RENAME_NOREPLACE) {
             Ok(()) => return self.sync(),
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(FsError::new(&path, errno_io(e))),
         }
-        let flags = nix::fcntl::RenameFlags::RENAME_EXCHANGE;
         at(
             &path,
-            nix::fcntl::renameat2(self.as_fd(), from_n, self.as_fd(), to_n, flags)
-                .map_err(errno_io),
+            renameat2(self.as_fd(), from_n, to_n, RENAME_EXCHANGE).map_err(errno_io),
         )?;
         self.remove_tree(from)?;
         self.sync()
