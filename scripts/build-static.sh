@@ -9,9 +9,10 @@
 #   ${CARGO_TARGET_DIR:-target}/static/ARCH/mc-launcher     (--target ARCH)
 # --fault-injection builds the test variant (cargo feature fault-injection,
 # never shipped) as .../mc-launcher-fault-injection instead.
-# --target ARCH: x86_64 (the default) or aarch64 (cross-linked by Debian's
-# gcc-aarch64-linux-gnu against musl-dev:arm64, a multiarch package: the
-# script adds the arm64 architecture to dpkg for it).
+# --target ARCH: x86_64 (the default), aarch64 or armv7 (cross-linked by
+# Debian's gcc-aarch64-linux-gnu / gcc-arm-linux-gnueabihf against
+# musl-dev:arm64 / musl-dev:armhf, multiarch packages: the script adds the
+# foreign architecture to dpkg for it).
 #
 # How: rustup cannot fetch the musl std here, so this uses Debian's own
 # toolchain, rustc-web + cargo-web (1.96), and rebuilds std from Debian's
@@ -25,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: $0 [--fault-injection] [--target x86_64|aarch64]" >&2; exit 2; }
+usage() { echo "usage: $0 [--fault-injection] [--target x86_64|aarch64|armv7]" >&2; exit 2; }
 variant=mc-launcher
 features=()
 arch=x86_64
@@ -51,14 +52,19 @@ case "$arch" in
         tools=(musl-tools)
         out=$tdir/static/$variant
         ;;
-    aarch64)
-        target=aarch64-unknown-linux-musl
+    aarch64 | armv7)
+        # The cross gcc of the GNU triplet, given musl's specs file from the
+        # foreign-arch musl-dev (cargo wants one program as the linker).
+        case "$arch" in
+            aarch64) target=aarch64-unknown-linux-musl; debarch=arm64; gnu=aarch64-linux-gnu; musl=aarch64-linux-musl ;;
+            armv7) target=armv7-unknown-linux-musleabihf; debarch=armhf; gnu=arm-linux-gnueabihf; musl=arm-linux-musleabihf ;;
+        esac
         link=$tdir/static-link/$arch
-        cc=$link/aarch64-musl-gcc
-        tools=(gcc-aarch64-linux-gnu musl-dev:arm64)
+        cc=$link/$arch-musl-gcc
+        tools=("gcc-$gnu" "musl-dev:$debarch")
         out=$tdir/static/$arch/$variant
         ;;
-    *) echo "build-static: no musl cross toolchain for '$arch' here (x86_64, aarch64)" >&2; exit 2 ;;
+    *) echo "build-static: no musl cross toolchain for '$arch' here (x86_64, aarch64, armv7)" >&2; exit 2 ;;
 esac
 
 # --- the Debian toolchain ---------------------------------------------------
@@ -71,8 +77,8 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "build-static: installing ${need[*]} from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
     case " ${need[*]} " in
-        *:arm64*) dpkg --print-foreign-architectures | grep -qx arm64 || {
-            dpkg --add-architecture arm64
+        *":$debarch"*) dpkg --print-foreign-architectures | grep -qx "$debarch" || {
+            dpkg --add-architecture "$debarch"
             apt-get update -qq
         } ;;
     esac
@@ -99,21 +105,29 @@ fi
 # stand-in defines them as "no frames", which is what that code would get
 # from a stripped binary anyway.
 mkdir -p "$link" "$(dirname "$out")"
-if [ "$arch" = aarch64 ]; then
-    # Debian's musl-gcc for arm64 is its specs file (musl-dev:arm64) given to
-    # the cross gcc; cargo wants one program as the linker.
-    wrapper='#!/bin/sh
-exec aarch64-linux-gnu-gcc -specs /usr/lib/aarch64-linux-musl/musl-gcc.specs "$@"'
+if [ "$arch" != x86_64 ]; then
+    # Debian's musl-gcc for a foreign arch is its specs file (musl-dev:ARCH)
+    # given to the cross gcc; cargo wants one program as the linker.
+    wrapper="#!/bin/sh
+exec $gnu-gcc -specs /usr/lib/$musl/musl-gcc.specs \"\$@\""
     if [ "$(cat "$cc" 2>/dev/null)" != "$wrapper" ]; then
         printf '%s\n' "$wrapper" > "$cc.tmp"
         chmod 755 "$cc.tmp"
         mv -f "$cc.tmp" "$cc"
     fi
 fi
-stub_c='/* mc-launcher: the two unwinder symbols std names with panic=abort. */
+stub_c='/* mc-launcher: the unwinder symbols std names with panic=abort. */
 typedef int (*trace_fn)(void *, void *);
 int _Unwind_Backtrace(trace_fn f, void *arg) { (void)f; (void)arg; return 5; /* _URC_END_OF_STACK */ }
-unsigned long _Unwind_GetIP(void *ctx) { (void)ctx; return 0; }'
+unsigned long _Unwind_GetIP(void *ctx) { (void)ctx; return 0; }
+#ifdef __arm__
+/* ARM EHABI: the unwind tables name the personality routines; nothing unwinds. */
+void __aeabi_unwind_cpp_pr0(void) {}
+void __aeabi_unwind_cpp_pr1(void) {}
+/* ARM reads the IP through this one: register 15 is 0, as above. */
+int _Unwind_VRS_Get(void *ctx, int cls, unsigned reg, int rep, void *val) {
+    (void)ctx; (void)cls; (void)reg; (void)rep; *(unsigned *)val = 0; return 0; }
+#endif'
 if [ ! -f "$link/libunwind.a" ] || [ "$(cat "$link/unwind-stub.c" 2>/dev/null)" != "$stub_c" ]; then
     printf '%s' "$stub_c" > "$link/unwind-stub.c"
     "$cc" -Os -c "$link/unwind-stub.c" -o "$link/unwind-stub.o"

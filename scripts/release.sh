@@ -4,12 +4,12 @@
 #   scripts/release.sh [--out DIR] [--arch ARCH]... [--no-sign] [--no-images]
 #   scripts/release.sh --images-only [--out DIR]
 #
-#   mc-launcher-VERSION-ARCH            static musl binaries (x86_64, aarch64)
-#   mc-launcher_VERSION_DEBARCH.deb     /usr/bin/mc-launcher + copyright (amd64, arm64)
+#   mc-launcher-VERSION-ARCH            static musl binaries (x86_64, aarch64, armv7)
+#   mc-launcher_VERSION_DEBARCH.deb     /usr/bin/mc-launcher + copyright (amd64, arm64, armhf)
 #   mc-launcher-VERSION.cdx.json        CycloneDX SBOM of the crates in the binary
 #   SHA256SUMS, SHA256SUMS.asc          checksums of the above, GPG-signed (detached)
 # and, on the local Docker engine, FROM-scratch images holding only
-# /mc-launcher, for `COPY --from=`: REPO:VERSION-amd64, REPO:VERSION-arm64,
+# /mc-launcher, for `COPY --from=`: REPO:VERSION-amd64, -arm64, -armhf,
 # and REPO:VERSION (this machine's arch); REPO is $MC_RELEASE_IMAGE, by
 # default mc-launcher/mc-launcher (needs Docker: --no-images without it).
 #
@@ -30,7 +30,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() {
-    echo "usage: $0 [--out DIR] [--arch x86_64|aarch64]... [--no-sign] [--no-images] | --images-only [--out DIR]" >&2
+    echo "usage: $0 [--out DIR] [--arch x86_64|aarch64|armv7]... [--no-sign] [--no-images] | --images-only [--out DIR]" >&2
     exit 2
 }
 dist=$PWD/dist
@@ -49,7 +49,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-[ "${#arches[@]}" -gt 0 ] || arches=(x86_64 aarch64)
+[ "${#arches[@]}" -gt 0 ] || arches=(x86_64 aarch64 armv7)
 case "$dist" in /*) ;; *) dist=$PWD/$dist ;; esac
 say() { echo "release: $*" >&2; }
 
@@ -57,7 +57,9 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 [ -n "$version" ] || { say "no version in Cargo.toml"; exit 1; }
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
-deb_arch() { case "$1" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; esac; }
+deb_arch() { case "$1" in x86_64) echo amd64 ;; aarch64) echo arm64 ;; armv7) echo armhf ;; esac; }
+# Docker's platform of an arch.
+platform() { case "$1" in x86_64) echo linux/amd64 ;; aarch64) echo linux/arm64 ;; armv7) echo linux/arm/v7 ;; esac; }
 
 # --- the images: FROM scratch, /mc-launcher only ----------------------------
 # The legacy builder (DOCKER_BUILDKIT=0: no buildx needed) with --platform:
@@ -76,7 +78,7 @@ make_images() {
         touch -d "@$SOURCE_DATE_EPOCH" "$dir/mc-launcher"
         printf '%s\n' 'FROM scratch' 'COPY mc-launcher /mc-launcher' \
             'ENTRYPOINT ["/mc-launcher"]' > "$dir/Dockerfile"
-        if ! log=$(DOCKER_BUILDKIT=0 docker build -q --platform "linux/$(deb_arch "$a")" \
+        if ! log=$(DOCKER_BUILDKIT=0 docker build -q --platform "$(platform "$a")" \
             --label "org.opencontainers.image.version=$version" -t "$tag" "$dir" 2>&1); then
             echo "$log" >&2
             rm -rf "$dir"

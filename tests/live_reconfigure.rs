@@ -228,6 +228,8 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
         status(&run)
     );
     assert_eq!(l.lines("reloader.log")[2], "hup site=three!");
+    // The restart it also asked for has happened (a new pid written).
+    assert!(wait_until(APPLIED, || l.lines("restarter.pids").len() == 4));
 
     // 7. Idle again: no wake-up while nothing changes.
     let pid = run.launcher_pid();

@@ -28,19 +28,31 @@ fn path(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
 
-/// Debian's qemu-user for aarch64 (qemu-user-static, installed by
+/// Debian's qemu-user for `arch` (qemu-user-static, installed by
 /// scripts/setup-test-env.sh), called directly: no binfmt needed.
-const QEMU: &str = "/usr/bin/qemu-aarch64-static";
+fn qemu(arch: &str) -> &'static str {
+    match arch {
+        "aarch64" => "/usr/bin/qemu-aarch64-static",
+        "armv7" => "/usr/bin/qemu-arm-static",
+        other => panic!("no qemu for {other}"),
+    }
+}
 
 /// A script that runs the aarch64 release binary under qemu-user with the
 /// arguments it gets: the `program` of a `Launch`.
 fn under_qemu(d: &TempDir) -> PathBuf {
-    let p = d.join("mc-launcher-aarch64");
+    under_qemu_of(d, "aarch64")
+}
+
+/// The same for the release binary of `arch`.
+fn under_qemu_of(d: &TempDir, arch: &str) -> PathBuf {
+    let p = d.join(&format!("mc-launcher-{arch}"));
     write(
         &p,
         &format!(
-            "#!/bin/sh\nexec {QEMU} {} \"$@\"\n",
-            release().binary("aarch64").display()
+            "#!/bin/sh\nexec {} {} \"$@\"\n",
+            qemu(arch),
+            release().binary(arch).display()
         ),
     );
     std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
@@ -115,11 +127,13 @@ fn every_binary_is_static_and_for_its_machine() {
     for (arch, file_says, machine) in [
         ("x86_64", "x86-64", "Advanced Micro Devices X86-64"),
         ("aarch64", "ARM aarch64", "AArch64"),
+        ("armv7", "ARM, EABI5", "ARM"),
     ] {
         let bin = rel.binary(arch);
         let file = run("file", &["-b", path(&bin)]);
+        let bits = if arch == "armv7" { "32" } else { "64" };
         assert!(
-            file.starts_with("ELF 64-bit LSB executable"),
+            file.starts_with(&format!("ELF {bits}-bit LSB executable")),
             "{arch}: {file}"
         );
         assert!(file.contains(file_says), "{arch}: {file}");
@@ -168,14 +182,15 @@ fn version_names_commit_target_build_date_and_allocator() {
         let out = if arch == "x86_64" {
             run(path(&bin), &["--version"])
         } else {
-            run(QEMU, &[path(&bin), "--version"])
+            run(qemu(arch), &[path(&bin), "--version"])
         };
         assert_eq!(
             out,
             format!(
-                "mc-launcher {}\ncommit:    {}\ntarget:    {arch}-unknown-linux-musl\nbuilt:     {}\nallocator: dlmalloc\n",
+                "mc-launcher {}\ncommit:    {}\ntarget:    {arch}-unknown-linux-musl{}\nbuilt:     {}\nallocator: dlmalloc\n",
                 version(),
                 commit.trim(),
+                if arch == "armv7" { "eabihf" } else { "" },
                 date.trim()
             )
         );
@@ -302,8 +317,20 @@ fn a_build_from_a_clean_target_dir_gives_the_same_bytes() {
     let other = TempDir::new("release-repro");
     let target = other.join("elsewhere/target");
     let out = other.join("dist");
+    // Two arches are enough to prove it (armv7 takes the same path as
+    // aarch64), and keep the suite's time.
+    let again = ["x86_64", "aarch64"];
     let dist = release_sh(
-        &["--out", path(&out), "--no-images", "--no-sign"],
+        &[
+            "--out",
+            path(&out),
+            "--no-images",
+            "--no-sign",
+            "--arch",
+            again[0],
+            "--arch",
+            again[1],
+        ],
         &[("CARGO_TARGET_DIR", &target)],
     );
     assert_eq!(dist, out);
@@ -311,7 +338,7 @@ fn a_build_from_a_clean_target_dir_gives_the_same_bytes() {
         target.join("static/mc-launcher").exists(),
         "built in the new target dir"
     );
-    for arch in ARCHES {
+    for arch in again {
         for (a, b) in [
             (
                 rel.binary(arch),
@@ -375,6 +402,39 @@ fn aarch64_passes_every_exit_status_through_under_qemu() {
             .run();
         assert_eq!(out.code, Some(128 + n), "{sig}: {}", out.all());
     }
+}
+
+/// armv7 (32-bit ARM) as PID 1 under qemu-user: exit statuses, a death
+/// by signal, and a supervised service stopped cleanly on TERM.
+#[test]
+fn armv7_passes_exit_statuses_through_and_stops_cleanly_under_qemu() {
+    let d = TempDir::new("qemu-armv7");
+    let prog = under_qemu_of(&d, "armv7");
+    for code in [0, 1, 42, 127, 255] {
+        let out = Launch::new(&["-q", "--", "sh", "-c", &format!("exit {code}")])
+            .program(&prog)
+            .run();
+        assert_eq!(out.code, Some(code), "exit {code}: {}", out.all());
+    }
+    let out = Launch::new(&["--", "sh", "-c", "kill -TERM $$"])
+        .program(&prog)
+        .run();
+    assert_eq!(out.code, Some(143), "{}", out.all());
+    let started = d.join("started");
+    let cfg = d.join("mc-launcher.yml");
+    write(
+        &cfg,
+        &format!(
+            "services:\n  svc:\n    cmd: [\"sh\", \"-c\", \"echo up > {}; exec sleep 1000\"]\n",
+            started.display()
+        ),
+    );
+    let r = Launch::new(&["-c", path(&cfg)]).program(&prog).spawn();
+    wait_file(&started, "up");
+    send(pid1_of(&r), nix::sys::signal::Signal::SIGTERM);
+    let out = r.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(out.stderr.contains("svc: stopped"), "{}", out.all());
 }
 
 #[test]
@@ -455,7 +515,13 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
     let mut status = String::new();
     let ok = wait_until(Duration::from_secs(20), || {
         let o = Command::new("nsenter")
-            .args(["--mount", "--target", &pid.to_string(), "--", QEMU])
+            .args([
+                "--mount",
+                "--target",
+                &pid.to_string(),
+                "--",
+                qemu("aarch64"),
+            ])
             .arg(release().binary("aarch64"))
             .args(["ctl", "status"])
             .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))

@@ -18,13 +18,14 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The arches of a release, as in the binaries' names.
-pub const ARCHES: [&str; 2] = ["x86_64", "aarch64"];
+pub const ARCHES: [&str; 3] = ["x86_64", "aarch64", "armv7"];
 
 /// Debian's name of an arch (the .deb's, the image's platform).
 pub fn deb_arch(arch: &str) -> &'static str {
     match arch {
         "x86_64" => "amd64",
         "aarch64" => "arm64",
+        "armv7" => "armhf",
         other => panic!("no Debian arch for {other}"),
     }
 }
