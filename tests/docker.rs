@@ -963,7 +963,7 @@ fn release_deb_installs_with_dpkg_in_the_base_image() {
 /// the page, healthy, a clean `docker stop`.
 #[test]
 fn release_image_copy_from_builds_the_example_that_runs() {
-    use common::release::{deb_arch, release, release_sh, version, ARCHES};
+    use common::release::{deb_arch, platform, release, release_sh, version, ARCHES};
     let rel = release();
     let repo_name = format!("mc-launcher/release-test-{}", std::process::id());
     let tag = |arch: &str| format!("{repo_name}:{}-{}", version(), deb_arch(arch));
@@ -987,10 +987,10 @@ fn release_image_copy_from_builds_the_example_that_runs() {
                 "image",
                 "inspect",
                 "-f",
-                "{{.Os}}/{{.Architecture}} {{json .Config.Entrypoint}}",
+                "{{.Os}}/{{.Architecture}}{{with .Variant}}/{{.}}{{end}} {{json .Config.Entrypoint}}",
                 &img
             ]),
-            format!("linux/{} [\"/mc-launcher\"]", deb_arch(arch))
+            format!("{} [\"/mc-launcher\"]", platform(arch))
         );
         // Its one layer: /mc-launcher, the release binary (the saved image's
         // manifest names its layers).

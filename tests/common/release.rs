@@ -20,7 +20,17 @@ pub fn target_dir() -> PathBuf {
 /// The arches of a release, as in the binaries' names.
 pub const ARCHES: [&str; 3] = ["x86_64", "aarch64", "armv7"];
 
-/// Debian's name of an arch (the .deb's, the image's platform).
+/// Docker's platform of an arch (its release image's).
+pub fn platform(arch: &str) -> &'static str {
+    match arch {
+        "x86_64" => "linux/amd64",
+        "aarch64" => "linux/arm64",
+        "armv7" => "linux/arm/v7",
+        other => panic!("no platform for {other}"),
+    }
+}
+
+/// Debian's name of an arch (the .deb's, the image tag's).
 pub fn deb_arch(arch: &str) -> &'static str {
     match arch {
         "x86_64" => "amd64",
