@@ -248,6 +248,11 @@ pub fn install_credentials(
     }
     let base = credentials_base(cfg);
     let dir = base.join(&svc.name);
+    // The copy in place already holds exactly these (a process joining
+    // running ones, a restart with nothing rotated): it stays, shared.
+    if is_current(&dir, &data, owner) {
+        return Ok(Some(dir));
+    }
     let fail = |e: fsutil::FsError| format!("credentials of {}: {e}", svc.name);
     let parent = DirFd::open(&base).map_err(fail)?;
     // A whole new copy (a credential removed from the config must not
@@ -267,6 +272,30 @@ pub fn install_credentials(
         return Err(fail(e));
     }
     Ok(Some(dir))
+}
+
+/// Whether the credentials directory `dir` (the launcher's own, under
+/// `/run/credentials`) holds exactly the files of `data`, with their
+/// contents, owned by `owner`.
+fn is_current(dir: &Path, data: &[(&String, Vec<u8>)], owner: (Uid, Gid)) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let owned = |m: &std::fs::Metadata| m.uid() == owner.0.as_raw() && m.gid() == owner.1.as_raw();
+    let Ok(m) = dir.symlink_metadata() else {
+        return false;
+    };
+    if !m.is_dir() || !owned(&m) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.count() == data.len()
+        && data.iter().all(|(name, bytes)| {
+            let p = dir.join(name.as_str());
+            p.symlink_metadata()
+                .is_ok_and(|m| m.is_file() && owned(&m) && m.len() == bytes.len() as u64)
+                && std::fs::read(&p).is_ok_and(|b| b == *bytes)
+        })
 }
 
 /// Problems `check` reports about the env files, secrets and credentials

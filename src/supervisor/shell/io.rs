@@ -92,17 +92,10 @@ impl Shell<'_> {
         let cred_dir = match helper_of {
             // A helper uses the service's own copy, as it is.
             Some(service) => crate::proc::envfile::credentials_dir(&self.cfg, spec, service),
-            // A process joining running ones shares their copy; a service
-            // (re)starting from none refreshes it, atomically.
-            None => {
-                let running = self.groups.values().any(|n| *n == spec.name);
-                let have = crate::proc::envfile::credentials_dir(&self.cfg, spec, &spec.name);
-                match have {
-                    Some(d) if running => Some(d),
-                    _ => crate::proc::envfile::install_credentials(&self.cfg, spec, owner)
-                        .map_err(missing)?,
-                }
-            }
+            // A copy that holds what the sources hold now stays (shared
+            // by the service's processes); else a new one is swapped in.
+            None => crate::proc::envfile::install_credentials(&self.cfg, spec, owner)
+                .map_err(missing)?,
         };
         let mut env =
             spawn::service_env(&self.cfg, spec, creds.as_ref(), &files, cred_dir.as_deref());
