@@ -295,11 +295,16 @@ fn a_secret_mounted_late_is_retried_then_the_service_starts() {
     assert!(!started.exists());
     // The Secret arrives: the next try starts the service.
     write(&secret, &format!("{PLANTED}\n"));
+    // The shell creates the file before it writes to it: wait for the
+    // whole value.
     assert!(
-        wait_until(Duration::from_secs(10), || started.exists()),
-        "late never started"
+        wait_until(Duration::from_secs(10), || std::fs::read_to_string(
+            &started
+        )
+        .is_ok_and(|v| v == PLANTED)),
+        "late never started: {:?}",
+        std::fs::read_to_string(&started)
     );
-    assert_eq!(std::fs::read_to_string(&started).expect("started"), PLANTED);
     let json = ctl(&run, &["--json", "status"]).all();
     assert!(!json.contains("not started"), "{json}");
     run.signal(15);
