@@ -134,83 +134,13 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
     }
 }
 
-/// Read the key directories, logging every skipped line and refused file.
-fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
-    let set = super::ssh::collect_in(&cfg.ssh, Some(&cfg.paths.volume));
-    for d in &set.problems {
-        log::warn!("ssh: {d} (line skipped)");
-    }
-    for d in &set.refused {
-        log::error!("ssh: {d}");
-    }
-    set
-}
-
 fn ssh(cfg: &Config) -> Result<Option<Service>, Failure> {
-    let set = collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(outcome) if outcome.count == 0 && !outcome.changed => {
-            log::info!("ssh: no keys in {}", key_dirs(cfg))
-        }
-        Ok(outcome) => log::info!("ssh: {outcome}"),
-        Err(e) if !nix::unistd::Uid::effective().is_root() => {
-            log::warn!("ssh: skipped, not running as root: {e}");
-            if cfg.ssh.sshd != crate::config::model::SshdMode::Never {
-                log::warn!("sshd: skipped, not running as root");
-            }
-            return Ok(None);
-        }
-        Err(e) => return Err(Failure::new(error::EXIT_FAILURE, "ssh", e.to_string())),
-    }
-    if !nix::unistd::Uid::effective().is_root()
-        && cfg.ssh.sshd != crate::config::model::SshdMode::Never
-    {
-        log::warn!(
-            "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
-        );
-        return Ok(None);
-    }
-    let have_keys = !set.keys.is_empty();
-    if !have_keys && cfg.ssh.watch && cfg.ssh.sshd == crate::config::model::SshdMode::Auto {
-        // sshd starts with the first key dropped while running: have its
-        // host keys ready now, so that nothing slow runs in the loop then.
-        if super::ssh::sshd_available() {
-            if let Err(e) = super::ssh::host_keys(cfg) {
-                log::warn!("sshd: cannot prepare host keys for later: {e}");
-            }
-        }
-    }
-    super::ssh::sshd_service(cfg, have_keys)
-        .map_err(|e| Failure::new(error::EXIT_FAILURE, "sshd", e))
+    super::ssh::step(cfg).map_err(|e| Failure::new(error::EXIT_FAILURE, e.step, e.msg))
 }
 
-/// The key directories, for messages.
-fn key_dirs(cfg: &Config) -> String {
-    cfg.ssh
-        .keys_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Apply the key directories again while running (`ssh.watch`): only the
-/// managed block changes. Returns what sshd should now be: with `sshd:
-/// auto` it runs while there is a valid key (README "SSH keys").
+/// Apply the key directories again while running (`ssh.watch`).
 pub fn resync_keys(cfg: &Config) -> Option<Service> {
-    let set = collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
-        Ok(_) => {}
-        Err(e) => log::error!("ssh: {e}"),
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    super::ssh::sshd_service(cfg, !set.keys.is_empty())
-        .map_err(|e| log::error!("sshd: {e}"))
-        .ok()
-        .flatten()
+    super::ssh::resync(cfg)
 }
 
 /// Everything `check` validates of the prepare inputs, writing nothing.
