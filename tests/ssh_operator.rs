@@ -1,6 +1,7 @@
-//! What the SSH step says (README "SSH keys"): not running as root it is
-//! skipped with one line, whatever the key directories hold; host keys are
-//! made only when the launcher's sshd starts, and said in one line, once.
+//! The SSH step as an operator meets it (README "SSH keys"): not running
+//! as root it is skipped with one line, whatever the key directories hold;
+//! host keys are made only when the launcher's sshd starts, and said in one
+//! line, once; the README's recipe ends the open session of a revoked key.
 
 mod common;
 use common::tree::{keypair, Tree};
@@ -247,4 +248,64 @@ fn no_sshd_no_host_keys() {
         out.all()
     );
     assert!(!t.state().join("ssh_host_keys").exists(), "{}", out.all());
+}
+
+/// README "Add or revoke an SSH key": a revoked key logs in no more, but
+/// its open session stays, through `ctl restart sshd` and a HUP too; the
+/// README's `pkill` ends it and leaves the listener serving the other key.
+#[test]
+fn a_revoked_keys_session_ends_with_the_readme_command() {
+    let readme = std::fs::read_to_string(repo().join("README.rst")).expect("README");
+    let pkill = readme
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("docker exec C "))
+        .filter(|c| c.starts_with("pkill"))
+        .expect("the README's pkill command");
+    let t = Tree::new("revoke", "ssh:\n  sshd: always\n");
+    let keys = t.d.join("keys");
+    let (alice, alice_pub) = keypair(&keys, "alice");
+    let (bob, bob_pub) = keypair(&keys, "bob");
+    write(&t.volume().join("ssh/alice.pub"), &format!("{alice_pub}\n"));
+    write(&t.volume().join("ssh/bob.pub"), &format!("{bob_pub}\n"));
+    let port = free_port();
+    let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
+    let ssh = |k: &Path| {
+        format!(
+            "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1",
+            k.display()
+        )
+    };
+    let ctl = format!("{} -c {} ctl", bin().display(), t.config().display());
+    let script = format!(
+        r#"i=0; until {b} true >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+{a} 'echo in; sleep 60' > {out} 2>&1 &
+cli=$!
+i=0; until grep -q in {out} || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+rm {vol}/ssh/alice.pub
+i=0; while grep -q alice /root/.ssh/authorized_keys && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+echo new-login=$({a} echo yes 2>/dev/null; echo rc=$?)
+{ctl} restart sshd >/dev/null && {ctl} signal sshd HUP >/dev/null
+i=0; until {b} true >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
+kill -0 $cli && echo still-open
+{pkill}; echo pkill=$?
+wait $cli; echo client-ended
+echo bob=$({b} echo yes 2>/dev/null)"#,
+        a = ssh(&alice),
+        b = ssh(&bob),
+        vol = t.volume().display(),
+        out = t.d.join("alice.out").display(),
+    );
+    let out = t
+        .launch(&["--", "sh", "-c", &script])
+        .tmpfs("/etc/ssh")
+        .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
+        .timeout(Duration::from_secs(60))
+        .run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(
+        out.stdout,
+        "new-login=rc=255\nstill-open\npkill=0\nclient-ended\nbob=yes\n",
+        "{}",
+        out.all()
+    );
 }
