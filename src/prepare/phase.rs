@@ -129,6 +129,16 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
                 log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
                 Ok(())
             }
+            // Loudly: one record naming the error and the copy started on.
+            OnInvalid::LastGood if matches!(installed, super::pillar::Installed::LastGood(_)) => {
+                log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
+                Ok(())
+            }
+            OnInvalid::LastGood => Err(Failure::new(
+                error::EXIT_CONFIG,
+                "pillar",
+                format!("{d}; {installed}; stopping (on_invalid: last-good)"),
+            )),
         },
         Err(e) => Err(Failure::new(error::EXIT_FAILURE, "pillar", e.to_string())),
     }

@@ -303,10 +303,12 @@ impl Core {
                 let reply = self.reloaded(result, now, &mut fx);
                 match conn {
                     Some(conn) => fx.push(Effect::Reply { conn, reply }),
-                    None => log::info!(
-                        "SIGHUP: {}",
-                        reply.message.or(reply.error).unwrap_or_default()
-                    ),
+                    // A refused reload was said by `reloaded`, in one record.
+                    None => {
+                        if let Some(m) = reply.message.filter(|_| reply.error.is_none()) {
+                            log::info!("SIGHUP: {m}");
+                        }
+                    }
                 }
             }
             Input::Notify { service, message } => self.notified(&service, &message, now),
