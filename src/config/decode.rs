@@ -1277,7 +1277,26 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
     Some(Stream::File(fs))
 }
 
-/// `nofile`, `nproc`… and their `RLIMIT_*` resource.
+/// The names `rlimits:` accepts (its keys; [`rlimit_resource`] maps them).
+pub const RLIMITS: &[&str] = &[
+    "nofile",
+    "nproc",
+    "core",
+    "memlock",
+    "stack",
+    "as",
+    "fsize",
+    "cpu",
+    "data",
+    "rss",
+    "msgqueue",
+    "nice",
+    "rtprio",
+    "sigpending",
+    "locks",
+];
+
+/// `nofile`, `nproc`… (every name of [`RLIMITS`]) and their `RLIMIT_*` resource.
 pub fn rlimit_resource(name: &str) -> Option<Resource> {
     Some(match name {
         "nofile" => Resource::RLIMIT_NOFILE,
@@ -1303,7 +1322,10 @@ fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
     let mut out = Vec::new();
     for (k, v) in d.map(n, w, &[]).unwrap_or_default() {
         let Some(resource) = rlimit_resource(k) else {
-            d.err(key_pos(n, k), format!("{w}: unknown limit `{k}` (nofile, nproc, core, memlock, stack, as, fsize, cpu, data, rss, msgqueue, nice, rtprio, sigpending, locks)"));
+            d.err(
+                key_pos(n, k),
+                format!("{w}: unknown limit `{k}` ({})", RLIMITS.join(", ")),
+            );
             continue;
         };
         let value = match v.scalar() {
