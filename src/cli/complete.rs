@@ -169,6 +169,7 @@ pub fn script(shell: Shell) -> String {
         Shell::Fish => FISH,
     };
     let mut out = template
+        .replace("@SCAN@", SCAN)
         .replace("@SUBCOMMANDS@", &words(SUBCOMMANDS))
         .replace("@OPTIONS@", &words(&options))
         .replace("@VALUE_OPTIONS@", &words(VALUE_OPTIONS))
@@ -202,6 +203,26 @@ pub fn script(shell: Shell) -> String {
     out
 }
 
+/// bash and zsh alike: the words before the cursor give the subcommand,
+/// then after `ctl` its verb and how many arguments it has so far.
+const SCAN: &str = r#"        if [[ -z $sub ]]; then
+            case $w in
+                @VALUE_CASE@) ((i++)) ;;
+                -*) ;;
+                *) sub=$w ;;
+            esac
+        elif [[ $sub == ctl ]]; then
+            case $w in
+                --timeout|-n) ((i++)) ;;
+                -*) ;;
+                *) if [[ -z $verb ]]; then verb=$w; else ((nargs++)); fi ;;
+            esac
+        else
+            ((nargs++))
+        fi
+    done
+"#;
+
 /// bash: `source <(mc-launcher completion bash)`.
 const BASH: &str = r#"# bash completion for mc-launcher; load it with
 #   source <(mc-launcher completion bash)
@@ -218,23 +239,7 @@ _mc_launcher() {
     local i w sub="" verb="" nargs=0
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
-        if [[ -z $sub ]]; then
-            case $w in
-                @VALUE_CASE@) ((i++)) ;;
-                -*) ;;
-                *) sub=$w ;;
-            esac
-        elif [[ $sub == ctl ]]; then
-            case $w in
-                --timeout|-n) ((i++)) ;;
-                -*) ;;
-                *) if [[ -z $verb ]]; then verb=$w; else ((nargs++)); fi ;;
-            esac
-        else
-            ((nargs++))
-        fi
-    done
-    COMPREPLY=()
+@SCAN@    COMPREPLY=()
     case $prev in
         -c|--config|--root) COMPREPLY=($(compgen -f -- "$cur")); return ;;
         --skip) COMPREPLY=($(compgen -W "@STEPS@" -- "$cur")); return ;;
@@ -287,23 +292,7 @@ _mc_launcher() {
     local i w sub="" verb="" nargs=0 cur=${words[CURRENT]} prev=${words[CURRENT-1]}
     for ((i = 2; i < CURRENT; i++)); do
         w=${words[i]}
-        if [[ -z $sub ]]; then
-            case $w in
-                @VALUE_CASE@) ((i++)) ;;
-                -*) ;;
-                *) sub=$w ;;
-            esac
-        elif [[ $sub == ctl ]]; then
-            case $w in
-                --timeout|-n) ((i++)) ;;
-                -*) ;;
-                *) if [[ -z $verb ]]; then verb=$w; else ((nargs++)); fi ;;
-            esac
-        else
-            ((nargs++))
-        fi
-    done
-    case $prev in
+@SCAN@    case $prev in
         -c|--config|--root) _files; return ;;
         --skip) compadd -- @STEPS@; return ;;
         --project|--profile|--timeout|-n) return ;;
