@@ -667,6 +667,69 @@ mod tests {
         }
     }
 
+    /// What `plan` sees, what a live update would leave (`text_after`) and
+    /// what `install` does, by `on_invalid`, with and without a last good
+    /// copy: an invalid override is never what the target holds.
+    #[test]
+    fn plans_and_the_last_good_copy() {
+        use crate::fsutil::scratch::Tmp;
+        let good = "a:\n  site: one\n";
+        let bad = "a: [1, 2\n";
+        let default = "a:\n  site: image\n";
+        // (override, on_invalid, a copy first, target after, copy after, invalid)
+        let rows: &[(Option<&str>, OnInvalid, bool, &str, Option<&str>, bool)] = &[
+            (Some(good), OnInvalid::Abort, false, good, None, false),
+            (
+                Some(good),
+                OnInvalid::LastGood,
+                false,
+                good,
+                Some(good),
+                false,
+            ),
+            (None, OnInvalid::LastGood, true, default, Some(good), false),
+            (Some(bad), OnInvalid::Abort, true, default, Some(good), true),
+            (
+                Some(bad),
+                OnInvalid::KeepDefault,
+                true,
+                default,
+                Some(good),
+                true,
+            ),
+            (Some(bad), OnInvalid::LastGood, true, good, Some(good), true),
+            (Some(bad), OnInvalid::LastGood, false, default, None, true),
+        ];
+        for (i, (over, policy, copy_first, after, copy_after, invalid)) in rows.iter().enumerate() {
+            let t = Tmp::new("pillar-plan");
+            let mut cfg = Config::plain(t.path().to_path_buf(), Some("p".into()));
+            cfg.paths.state = t.join("state");
+            cfg.pillar.on_invalid = *policy;
+            t.write("target/init.sls", default);
+            cfg.pillar.target = t.join("target/init.sls");
+            cfg.pillar.source = t.join("volume/pillar.sls");
+            cfg.paths.volume = t.join("volume");
+            std::fs::create_dir_all(&cfg.paths.volume).expect("volume");
+            if *copy_first {
+                t.write("state/pillar-last-good.sls", good);
+            }
+            if let Some(o) = over {
+                t.write("volume/pillar.sls", o);
+            }
+            let plan = plan(&cfg).expect("plan");
+            assert_eq!(matches!(plan, Plan::Invalid(_)), *invalid, "row {i}");
+            // A live update never installs an invalid override.
+            let live = text_after(&cfg, &plan);
+            assert_ne!(live.as_deref(), Some(bad), "row {i}");
+            let r = apply(&cfg);
+            assert_eq!(r.is_err(), *invalid, "row {i}: {r:?}");
+            let target = std::fs::read_to_string(&cfg.pillar.target).ok();
+            assert_eq!(target.as_deref(), Some(*after), "row {i}");
+            let copy = std::fs::read_to_string(last_good(&cfg)).ok();
+            assert_eq!(copy.as_deref(), *copy_after, "row {i}");
+        }
+    }
+
     #[test]
     fn salt_tags_are_rewritten_on_their_line() {
         let out = rewrite_salt_tags("{% import_yaml 'x' as y %}\n{% include 'z' %}\nk: v\n");
