@@ -677,7 +677,15 @@ mod tests {
         let bad = "a: [1, 2\n";
         let default = "a:\n  site: image\n";
         // (override, on_invalid, a copy first, target after, copy after, invalid)
-        let rows: &[(Option<&str>, OnInvalid, bool, &str, Option<&str>, bool)] = &[
+        type Row<'a> = (
+            Option<&'a str>,
+            OnInvalid,
+            bool,
+            &'a str,
+            Option<&'a str>,
+            bool,
+        );
+        let rows: &[Row] = &[
             (Some(good), OnInvalid::Abort, false, good, None, false),
             (
                 Some(good),
