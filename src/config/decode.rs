@@ -364,6 +364,7 @@ pub const TOP: &[&str] = &[
     "shutdown",
     "control",
     "log",
+    "http",
     "metrics",
     "termination_log",
     "env_file",
@@ -457,6 +458,8 @@ pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
 pub const LOG: &[&str] = &["format", "max_line", "rate_limit"];
 pub const RATE_LIMIT: &[&str] = &["lines", "per"];
+pub const HTTP: &[&str] = &["listen"];
+/// `metrics.listen`: the older name of `http.listen`.
 pub const METRICS: &[&str] = &["listen"];
 
 /// Every option the config accepts, by section: the source of truth that
@@ -483,6 +486,7 @@ pub const REFERENCE: &[(&str, &[&str])] = &[
     ("control", CONTROL),
     ("log", LOG),
     ("log.rate_limit", RATE_LIMIT),
+    ("http", HTTP),
     ("metrics", METRICS),
 ];
 
@@ -511,6 +515,9 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
     let Some(top) = d.map(doc, "config", TOP) else {
         return cfg;
     };
+    let both_listen = ["http", "metrics"]
+        .iter()
+        .all(|s| top.iter().any(|(k, _)| k == s));
     for (k, v) in top {
         match k {
             "project" | "root" | "paths" => {} // read before rendering the defaults
@@ -539,9 +546,21 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             }
             "log" => log(d, v, &mut cfg.log),
             "env_file" => cfg.env_file = inputs::env_files(d, v, "env_file"),
-            "metrics" => {
-                for (_, v) in d.map(v, "metrics", METRICS).unwrap_or_default() {
-                    cfg.metrics.listen = listen_addr(d, v);
+            // `metrics.listen` is the older name of `http.listen`: one
+            // of them, not both.
+            "http" | "metrics" => {
+                let keys = if k == "http" { HTTP } else { METRICS };
+                for (_, v) in d.map(v, k, keys).unwrap_or_default() {
+                    let what = format!("{k}.listen");
+                    cfg.metrics.listen = listen_addr(d, v, &what);
+                    if both_listen && k == "metrics" {
+                        d.err(
+                            v.pos,
+                            "http.listen and metrics.listen: both given; \
+                             metrics.listen is the older name of http.listen, keep one"
+                                .to_string(),
+                        );
+                    }
                 }
             }
             _ => {
@@ -614,11 +633,11 @@ fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
 }
 
 /// `127.0.0.1:9300`, `[::1]:9300`, or `:9300` for every address.
-fn listen_addr(d: &mut Decoder, n: &Node) -> Option<std::net::SocketAddr> {
+fn listen_addr(d: &mut Decoder, n: &Node, what: &str) -> Option<std::net::SocketAddr> {
     if n.is_null() {
         return None;
     }
-    let text = d.string(n, "metrics.listen")?;
+    let text = d.string(n, what)?;
     let full = match text.strip_prefix(':') {
         Some(port) => format!("0.0.0.0:{port}"),
         None => text.clone(),
@@ -628,7 +647,7 @@ fn listen_addr(d: &mut Decoder, n: &Node) -> Option<std::net::SocketAddr> {
         Err(_) => {
             d.err(
                 n.pos,
-                format!("metrics.listen: `{text}` is not ADDRESS:PORT (e.g. 127.0.0.1:9300)"),
+                format!("{what}: `{text}` is not ADDRESS:PORT (e.g. 127.0.0.1:9300)"),
             );
             None
         }
