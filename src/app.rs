@@ -115,6 +115,10 @@ fn dispatch() -> i32 {
         }
         Err(diags) => {
             error::report(&diags);
+            if args.command == Command::Check {
+                // Its verdict line in every case.
+                println!("{}", verdict(diags.len(), 0));
+            }
             return error::EXIT_CONFIG;
         }
     };

@@ -144,9 +144,15 @@ fn run_argv(
 /// Pillar data for templates: PILLAR.sample deep-merged with the effective
 /// init.sls (mappings merge, everything else is replaced), as makina does.
 pub fn pillar_data(cfg: &Config) -> serde_json::Value {
+    pillar_data_over(cfg, &cfg.pillar.target)
+}
+
+/// PILLAR.sample deep-merged with `effective` (an init.sls, or the
+/// override that the pillar step would install).
+fn pillar_data_over(cfg: &Config, effective: &Path) -> serde_json::Value {
     let mut data = serde_json::Value::Object(Default::default());
     let sample = cfg.paths.project.join(".salt/PILLAR.sample");
-    for file in [sample, cfg.pillar.target.clone()] {
+    for file in [sample, effective.to_path_buf()] {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
@@ -191,12 +197,16 @@ pub fn check_template(src: &Path) -> Option<Diag> {
 
 /// Render a template with the pillar and the usual context, in memory.
 pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
+    render_over(cfg, src, pillar_data(cfg))
+}
+
+fn render_over(cfg: &Config, src: &Path, pillar: serde_json::Value) -> Result<String, Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env
         .get_template(&name)
         .map_err(|e| crate::template::diag(src, &e))?;
     let ctx = minijinja::context! {
-        pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
+        pillar => minijinja::Value::from(minijinja::value::Serde(pillar)),
         ..cfg.template_context(crate::proc::cgroup::size())
     };
     crate::template::render_bounded(&tmpl, ctx).map_err(|f| f.diag(src))
@@ -428,9 +438,34 @@ pub fn inputs_digest(cfg: &Config) -> String {
 pub fn check(cfg: &Config) -> Vec<Diag> {
     let mut out = Vec::new();
     let cfg_file = cfg.file.clone().unwrap_or_default();
+    // The pillar the start would render with: the override when there is
+    // one that reads as a pillar (an invalid one is the pillar check's
+    // to report), else the installed one.
+    let effective = match std::fs::read_to_string(&cfg.pillar.source) {
+        Ok(t) if crate::prepare::pillar::validate(&cfg.pillar.source, &t).is_ok() => {
+            cfg.pillar.source.clone()
+        }
+        _ => cfg.pillar.target.clone(),
+    };
+    let mut pillar = None;
     for step in &cfg.reconfigure.steps {
         match &step.kind {
-            StepKind::Template { src, .. } => out.extend(check_template(src)),
+            StepKind::Template { src, .. } => match check_template(src) {
+                Some(d) => out.push(d),
+                // Rendered in memory, as the step would: an undefined
+                // value (a pillar key that is not there) is said now.
+                None => {
+                    let data = pillar
+                        .get_or_insert_with(|| pillar_data_over(cfg, &effective))
+                        .clone();
+                    if let Err(d) = render_over(cfg, src, data) {
+                        out.push(Diag {
+                            msg: format!("{} (pillar: {})", d.msg, effective.display()),
+                            ..d
+                        });
+                    }
+                }
+            },
             StepKind::Salt { .. } => {
                 if let Err(e) = which::which("salt-call") {
                     out.push(Diag::new(
