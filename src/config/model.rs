@@ -504,7 +504,9 @@ impl Default for LogCfg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsCfg {
-    /// Serve `GET /metrics` there (`None`: only `ctl metrics`).
+    /// `http.listen` (or its older name `metrics.listen`): serve
+    /// `/metrics`, `/livez`, `/readyz` and `/status` there (`None`: only
+    /// `ctl`).
     pub listen: Option<std::net::SocketAddr>,
 }
 
