@@ -719,7 +719,7 @@ class Bench:
         self.results["metrics_scrape_50_services"] = {
             "http_ms": median_spread(ms), "ctl_metrics_ms": median_spread(ctl_ms), "bytes": size}
 
-    def health_probe(self, services=10, probes=200):
+    def health_probe(self, services=10, probes=1000):
         """A Kubernetes probe of the launcher, both ways: an exec probe
         (`mc-launcher ctl health --live`, a process per probe, what the
         runtime forks and execs in the container) against an httpGet one
