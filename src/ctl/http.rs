@@ -302,3 +302,25 @@ impl HttpServer {
         self.conns.remove(&id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_by_path() {
+        let rows: &[(&[u8], Option<Page>)] = &[
+            (b"/metrics", Some(Page::Metrics)),
+            (b"/livez", Some(Page::Live)),
+            (b"/readyz", Some(Page::Ready)),
+            (b"/status", Some(Page::Status)),
+            (b"/", None),
+            (b"/livez/", None),
+            (b"/LIVEZ", None),
+            (b"livez", None),
+        ];
+        for (path, page) in rows {
+            assert_eq!(Page::of(path), *page, "{}", String::from_utf8_lossy(path));
+        }
+    }
+}
