@@ -3,7 +3,7 @@
 //! the step's name, under a timeout, and stopped (TERM, then KILL) when a
 //! stop signal arrives.
 
-use super::phase::Jobs;
+use super::Jobs;
 use crate::config::model::{Config, OnError, Step, StepKind};
 use crate::error::{Diag, EXIT_FAILURE};
 use crate::proc::exit::Exit;
@@ -38,15 +38,11 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
     if rc.steps.is_empty() {
         return Ok(());
     }
+    // The inputs as the steps find them (they may change some).
     let digest = inputs_digest(cfg);
-    let digest_file = cfg.paths.state.join("reconfigure.digest");
-    if rc.skip_unchanged {
-        if let Ok(old) = std::fs::read_to_string(&digest_file) {
-            if old.trim() == digest {
-                log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
-                return Ok(());
-            }
-        }
+    if rc.skip_unchanged && stored_digest(&cfg.paths.state).is_some_and(|d| d == digest) {
+        log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
+        return Ok(());
     }
     let mut all_ok = true;
     for step in &rc.steps {
@@ -86,6 +82,7 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
         }
     }
     if all_ok {
+        let digest_file = cfg.paths.state.join(DIGEST);
         let saved = std::fs::create_dir_all(&cfg.paths.state)
             .and_then(|()| std::fs::write(&digest_file, format!("{digest}\n")));
         if let Err(e) = saved {
@@ -360,6 +357,22 @@ pub fn live_inputs(cfg: &Config) -> Vec<PathBuf> {
 }
 
 // ----- skip_unchanged -------------------------------------------------
+
+/// The file in the state dir that keeps the digest of the last successful run.
+const DIGEST: &str = "reconfigure.digest";
+
+/// The inputs are those of the last successful run, whose digest `state`
+/// keeps: with `skip_unchanged`, the steps are skipped (and the preflight
+/// plans no write of theirs).
+pub fn unchanged(cfg: &Config, state: &Path) -> bool {
+    stored_digest(state).is_some_and(|d| d == inputs_digest(cfg))
+}
+
+/// The digest of the inputs of the last successful run.
+fn stored_digest(state: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state.join(DIGEST)).ok()?;
+    Some(text.trim().to_string())
+}
 
 /// A digest of everything the steps read: the effective pillar, PILLAR.sample,
 /// the step list, template sources and the salt trees the salt steps use.
