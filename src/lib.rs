@@ -39,7 +39,7 @@ pub mod yaml;
 /// the longest entry its path starts with (`ctl::client` is in layer 4, the
 /// other parts of `ctl` in layer 2; `config::model` in layer 1, the rest of
 /// `config` in layer 3). No file imports another that imports it back, even
-/// through others (tests/layers.rs checks both on the source).
+/// through others (tests/layers.rs checks all three on the source).
 pub const LAYERS: [&[&str]; 5] = [
     // L0: `error` (every exit code, the one `Failure` type, the termination
     // report), `units` (durations, the one yes/no parser), `signals`, `yaml`,
@@ -58,9 +58,11 @@ pub const LAYERS: [&[&str]; 5] = [
     // the text and JSON record formats); `ctl::proto` (typed
     // `Command`/`Reply`), `ctl::server`, `ctl::http` (`GET /metrics`).
     &["fsutil", "proc", "ctl"],
-    // L3: `config` (`load`, `decode`, `jobs`, `circus`), `prepare` (its
-    // steps: `pillar`, `ssh`, `reconfigure`, `prepopulate`; `step`, the one
-    // list of them; `preflight`, `phase`), `supervisor`.
+    // L3: `config` (`load`, `decoder`: the reader of the YAML tree,
+    // `decode`, `inputs`, `jobs`, `circus`), `prepare` (`step`: every facet
+    // of a step, one exhaustive match each; `phase`: the steps in order;
+    // `preflight`: what they would write, tested; the steps `pillar`, `ssh`,
+    // `reconfigure`, `prepopulate`), `supervisor`.
     &["config", "prepare", "supervisor"],
     // L4: `cli` (argv only), `app` (logging, dispatch, `check`/`render`, the
     // wiring: the reload function, the key-watch callback, the prepare

@@ -345,6 +345,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// The fix for a destination a step writes: in the data volume, or
+    /// outside it, where the image must make it writable.
+    fn dest_fix(&self, at: &Path, why: &Why) -> Fix {
+        if self.in_volume(at) {
+            self.volume_fix(why)
+        } else {
+            outside_fix(self, at, why)
+        }
+    }
+
     fn keep_copy_text(&self) -> String {
         format!(
             "keep a copy of the default pillar in the image, as its last build step: \
@@ -644,11 +654,7 @@ pub(super) fn reconfigure(ctx: &Ctx, r: &mut Report) {
         };
         let at = existing(parent);
         if let Some(why) = probe(&at) {
-            let fix = if ctx.in_volume(&at) {
-                ctx.volume_fix(&why)
-            } else {
-                outside_fix(ctx, &at, &why)
-            };
+            let fix = ctx.dest_fix(&at, &why);
             r.add(Problem {
                 path: parent.to_path_buf(),
                 at,
@@ -700,11 +706,7 @@ pub(super) fn prepopulate(ctx: &Ctx, r: &mut Report) {
             }
         }
         if let Some(why) = why {
-            let fix = if ctx.in_volume(&at) {
-                ctx.volume_fix(&why)
-            } else {
-                outside_fix(ctx, &at, &why)
-            };
+            let fix = ctx.dest_fix(&at, &why);
             r.add(Problem {
                 path: dest.clone(),
                 at,

@@ -110,6 +110,16 @@ pub fn salt_argv(states: &[String], config_dir: Option<&Path>) -> Vec<String> {
     argv
 }
 
+/// The child process of a `salt` or `command` step.
+fn job(cfg: &Config, step: &Step, argv: Vec<String>) -> Job {
+    Job {
+        name: step.name.clone(),
+        argv,
+        env: spawn::mc_env(cfg, &step.name),
+        timeout: step.timeout,
+    }
+}
+
 /// Run one argv step; the outer `Err` is a stop signal, the inner one a failure.
 fn run_argv(
     cfg: &Config,
@@ -117,12 +127,7 @@ fn run_argv(
     argv: &[String],
     jobs: &mut dyn Jobs,
 ) -> Result<Result<(), String>, Stop> {
-    let job = Job {
-        name: step.name.clone(),
-        argv: argv.to_vec(),
-        env: spawn::mc_env(cfg, &step.name),
-        timeout: step.timeout,
-    };
+    let job = job(cfg, step, argv.to_vec());
     let prog = argv.first().map(String::as_str).unwrap_or("");
     match jobs.run(cfg, job) {
         JobEnd::Exited(Exit::Code(0)) => Ok(Ok(())),
@@ -321,18 +326,12 @@ fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOut
                 log::info!("reconfigure: {}: {} rendered", step.name, dest.display());
                 changed.push(step.name.clone());
             }
-            StepKind::Salt { states, config_dir } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: salt_argv(states, config_dir.as_deref()),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
-            StepKind::Command { argv } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: argv.clone(),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
+            StepKind::Salt { states, config_dir } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, salt_argv(states, config_dir.as_deref())))
+            }
+            StepKind::Command { argv } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, argv.clone()))
+            }
             StepKind::Salt { .. } | StepKind::Command { .. } => {}
         }
     }
