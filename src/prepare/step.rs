@@ -211,3 +211,55 @@ pub(super) fn stopped(sig: nix::sys::signal::Signal) -> String {
         crate::signals::short_name(sig)
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{Origin, Prepopulate, Step as Reconfigure, StepKind};
+    use std::path::PathBuf;
+
+    #[test]
+    fn describe_lists_each_step_with_its_items() {
+        let mut cfg = Config::plain(PathBuf::from("/r"), Some("p".into()));
+        cfg.reconfigure.steps.push(Reconfigure {
+            name: "command-1".into(),
+            kind: StepKind::Command {
+                argv: vec!["true".into()],
+            },
+            timeout: None,
+            origin: Origin::default(),
+        });
+        cfg.reconfigure.watch = true;
+        cfg.prepopulate.push(Prepopulate {
+            src: "/img/data".into(),
+            dest: "/r/projects/p/data/data".into(),
+            owner: None,
+            origin: Origin::default(),
+        });
+        let rows: [(Step, bool, &str); 4] = [
+            (
+                Step::Pillar,
+                false,
+                "  pillar       /r/projects/p/data/configuration/pillar.sls -> /r/projects/p/pillar/init.sls\n",
+            ),
+            (
+                Step::Ssh,
+                true,
+                "  ssh          keys of root from /r/projects/p/data/ssh, /r/projects/p/data/ms_ssh (skipped)\n",
+            ),
+            (
+                Step::Reconfigure,
+                true,
+                "  reconfigure  1 step(s) (skipped), applied live (reconfigure.watch)\n    - command-1\n",
+            ),
+            (
+                Step::Prepopulate,
+                false,
+                "  prepopulate  1 destination(s)\n    - /img/data -> /r/projects/p/data/data\n",
+            ),
+        ];
+        for (step, skipped, want) in rows {
+            assert_eq!(describe(step, &cfg, skipped), want, "{step:?}");
+        }
+    }
+}
