@@ -11,7 +11,9 @@
 //! work becomes one message that names every such path, what it needs there
 //! and the `docker run` flag or volume ownership that fixes it: `run` and
 //! `prepare` stop with it (exit 78, like `check`, before the step writes
-//! anything), `check` prints the very same text.
+//! anything), `check` prints the very same text. Each step's planner is
+//! here (`pillar`, `ssh`, `reconfigure`, `prepopulate`: what it writes),
+//! called through `step::plan`; `phase::plan` runs them for both.
 //!
 //! It also picks the state dir: when the configured one cannot be written
 //! (`--read-only`, a non-root `--user`), the fallback is seeded with the
