@@ -56,18 +56,19 @@ impl<'a> Decoder<'a> {
                 continue;
             }
             if !allowed.is_empty() && !allowed.contains(&key) {
-                self.err(
-                    k.pos,
-                    format!(
-                        "{what}: unknown key `{key}` (expected one of: {})",
-                        allowed.join(", ")
-                    ),
-                );
+                self.err(k.pos, unknown_key(what, key, allowed));
                 continue;
             }
             out.push((key, v));
         }
         Some(out)
+    }
+
+    /// Report `key` of mapping `n` as unknown: the last arm of every match
+    /// over the keys of a section (whose table `allowed` is, so that a key
+    /// in the table and not in the match is an error, never another key).
+    pub fn unknown_key(&mut self, n: &Node, what: &str, key: &str, allowed: &[&str]) {
+        self.err(key_pos(n, key), unknown_key(what, key, allowed));
     }
 
     /// Any scalar as text (`port: 8080` is fine where a string is wanted).
@@ -316,6 +317,22 @@ impl<'a> Decoder<'a> {
         }
         ok.then_some(Owner { user, group })
     }
+}
+
+/// The message of a key a section does not accept.
+fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> String {
+    format!(
+        "{what}: unknown key `{key}` (expected one of: {})",
+        allowed.join(", ")
+    )
+}
+
+/// Where `key` is written in mapping `n`.
+pub fn key_pos(n: &Node, key: &str) -> Pos {
+    n.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.text() == Some(key)))
+        .map(|(k, _)| k.pos)
+        .unwrap_or(n.pos)
 }
 
 /// The largest uid or gid: ids are 32-bit, and `u32::MAX` is `(uid_t)-1`,
