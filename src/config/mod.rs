@@ -4,6 +4,7 @@
 
 pub mod circus;
 pub mod decode;
+pub mod decoder;
 pub mod inputs;
 pub mod jobs;
 pub mod model;
@@ -149,7 +150,7 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
         let (rendered, doc, paths) = render_and_parse(file, text, &root, project.as_deref())
             .map_err(|diags| after_template_error(file, text, &root, project.as_deref(), diags))?;
         // The file may name its own project and root.
-        let mut d = decode::Decoder::new(file);
+        let mut d = decoder::Decoder::new(file);
         let file_root = doc.get("root").and_then(|n| d.path(n, "root"));
         let file_project = doc.get("project").and_then(|n| d.string(n, "project"));
         let new_root = opts
@@ -293,7 +294,7 @@ fn with_circus(
             ));
         }
     }
-    let mut d = decode::Decoder::new(config.file.as_deref().unwrap_or(Path::new("circus")));
+    let mut d = decoder::Decoder::new(config.file.as_deref().unwrap_or(Path::new("circus")));
     config.services.extend(c.services);
     decode::validate_services(&mut d, &config.services);
     c.errors.extend(d.errors);
@@ -332,7 +333,7 @@ fn render_and_parse(
             ),
         )]);
     }
-    let mut d = decode::Decoder::new(file);
+    let mut d = decoder::Decoder::new(file);
     let paths = decode::paths(&mut d, doc.get("paths"), root, name);
     if !d.errors.is_empty() {
         return Err(d.errors);
