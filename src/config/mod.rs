@@ -225,7 +225,7 @@ fn after_template_error(
     match crate::yaml::parse(&rendered, file) {
         Err(d) => errors.extend(Some(d).filter(keep)),
         Ok(doc) => {
-            let mut d = decode::Decoder::new(file);
+            let mut d = decoder::Decoder::new(file);
             let paths = decode::paths(&mut d, doc.get("paths"), root, name);
             let base = base_config(file, root, project.map(str::to_string), paths);
             let _ = decode::config(&mut d, &doc, base);
