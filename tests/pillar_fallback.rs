@@ -112,3 +112,37 @@ fn without_a_last_valid_override_the_start_stops() {
         Some(IMAGE_PILLAR)
     );
 }
+
+/// A valid pillar of the wrong shape for a template (`data` a string where
+/// the template reads `data.site`) counts as invalid with `last-good`: the
+/// start goes on with the last valid one, said in one warning that names
+/// the template's line, instead of exiting 1 in the reconfigure step.
+#[test]
+fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
+    let t = tree("lastgood-shape");
+    write(&t.source(), &site("one"));
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    write(&t.source(), "makina-projects.demo:\n  data: just-a-string\n");
+    let out = t.launch(&["--", "true"]).run();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(std::fs::read_to_string(t.pillar()).ok(), Some(site("one")));
+    assert_eq!(app_conf(&t), "site=one\n");
+    let warnings: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("pillar:"))
+        .collect();
+    let template = t.project().join(".salt/files/app.conf.j2");
+    assert!(
+        warnings.len() == 1
+            && warnings[0].starts_with(&format!(
+                "mc-launcher: warning: pillar: {}: does not fit the templates: template-1: {}:1:",
+                t.source().display(),
+                template.display()
+            ))
+            && warnings[0].ends_with("going on (on_invalid: last-good)"),
+        "{}",
+        out.all()
+    );
+}

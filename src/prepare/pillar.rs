@@ -481,6 +481,15 @@ pub fn text_after(cfg: &Config, plan: &Plan) -> Option<String> {
 
 /// Run the step.
 pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
+    apply_plan(cfg, || plan(cfg))
+}
+
+/// Run the step with the plan `plan` makes (after the image default is
+/// saved, on the first start).
+pub fn apply_plan(
+    cfg: &Config,
+    plan: impl FnOnce() -> Result<Plan, FsError>,
+) -> Result<Outcome, PillarError> {
     let target = &cfg.pillar.target;
     let saved = saved_default(cfg);
     let absent = saved_absent(cfg);
@@ -492,7 +501,7 @@ pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
             None => fsutil::write_atomic(&absent, b"", 0o600, None)?,
         }
     }
-    install(cfg, plan(cfg)?)
+    install(cfg, plan()?)
 }
 
 /// Install what `plan` said: the override (its copy kept as the last good

@@ -349,6 +349,27 @@ pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome,
     live_steps(cfg, retry, pillar_changed, rendered)
 }
 
+/// The pillar step's plan at start. With `on_invalid: last-good`, an
+/// override that a `template` step does not render with counts as invalid
+/// too (all or nothing, as a live update): the start goes on with the last
+/// valid one instead of failing in the reconfigure step.
+pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
+    use super::pillar::Plan;
+    let plan = super::pillar::plan(cfg)?;
+    if cfg.pillar.on_invalid != crate::config::model::OnInvalid::LastGood {
+        return Ok(plan);
+    }
+    if let Plan::Override(text) = &plan {
+        if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
+            return Ok(Plan::Invalid(Diag::file(
+                &cfg.pillar.source,
+                format!("does not fit the templates: {e}"),
+            )));
+        }
+    }
+    Ok(plan)
+}
+
 /// Every `template` step rendered in memory against `data`, in order: its
 /// name and text; the first that fails, as `step: file:line:col: …`.
 fn render_all(cfg: &Config, data: &serde_json::Value) -> Result<Vec<(String, String)>, String> {

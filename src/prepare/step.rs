@@ -96,8 +96,8 @@ pub fn describe(step: Step, cfg: &Config, skipped: bool) -> String {
 }
 
 fn pillar(cfg: &Config) -> Result<(), Failure> {
-    use super::pillar::{apply, PillarError};
-    match apply(cfg) {
+    use super::pillar::{apply_plan, PillarError};
+    match apply_plan(cfg, || super::reconfigure::start_plan(cfg)) {
         Ok(outcome) => {
             log::info!("pillar: {outcome}");
             Ok(())
