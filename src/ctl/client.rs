@@ -1,6 +1,6 @@
 //! `mc-launcher ctl`: the client of the control socket. Layer 4.
 
-use super::proto::{candidate_paths, Reply, Request, COMMANDS};
+use super::proto::{candidate_paths, Command, Refusal, Reply};
 use crate::config::model::Config;
 use crate::error::{CTL_FAILED, CTL_NO_LAUNCHER, CTL_OK};
 use serde_json::Value;
@@ -155,50 +155,27 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
             return crate::error::EXIT_USAGE;
         }
     };
-    let args = &args[..];
     let json_out = args.iter().any(|a| a == "--json");
-    let check = if args.iter().any(|a| a == "--live") {
-        Some("live".to_string())
-    } else if args.iter().any(|a| a == "--ready") {
-        Some("ready".to_string())
-    } else {
-        None
+    let words: Vec<String> = args.into_iter().filter(|a| a != "--json").collect();
+    let cmd = match Command::from_words(&words) {
+        Ok(c) => c,
+        Err(Refusal::Usage(e)) => {
+            eprintln!("mc-launcher ctl: {e}");
+            return crate::error::EXIT_USAGE;
+        }
+        Err(Refusal::Value(e)) => {
+            eprintln!("mc-launcher ctl: {e}");
+            return CTL_FAILED;
+        }
     };
-    let words: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !matches!(*a, "--json" | "--live" | "--ready"))
-        .collect();
-    let Some((&cmd, rest)) = words.split_first() else {
-        eprintln!("mc-launcher ctl: a command is needed: {}", command_list());
-        return crate::error::EXIT_USAGE;
-    };
-    let Some(&(_, needs_name)) = COMMANDS.iter().find(|(c, _)| *c == cmd) else {
-        eprintln!("mc-launcher ctl: unknown command {cmd}: {}", command_list());
-        return crate::error::EXIT_USAGE;
-    };
-    let want = if cmd == "signal" {
-        2
-    } else {
-        usize::from(needs_name)
-    };
-    if rest.len() != want {
-        eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
-        return crate::error::EXIT_USAGE;
-    }
-    if check.is_some() && cmd != "health" {
-        eprintln!("mc-launcher ctl: --live and --ready go with health");
-        return crate::error::EXIT_USAGE;
-    }
-    let request = Request {
-        cmd: cmd.to_string(),
-        name: rest.first().map(|s| s.to_string()),
-        signal: rest.get(1).map(|s| s.to_string()),
-        check,
-    };
-    let req = serde_json::to_value(&request).unwrap_or_default();
+    let req = serde_json::to_value(&cmd).unwrap_or_default();
+    let verb = req
+        .get("cmd")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     // A live reconfigure answers once its steps have run.
-    let timeout = timeout.unwrap_or(if cmd == "reconfigure" {
+    let timeout = timeout.unwrap_or(if matches!(cmd, Command::Reconfigure {}) {
         RECONFIGURE_TIMEOUT
     } else {
         DEFAULT_TIMEOUT
@@ -225,21 +202,13 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
             reply.error.as_deref().unwrap_or("failed")
         );
     } else {
-        print!("{}", human(cmd, &reply));
+        print!("{}", human(&verb, &reply));
     }
     if ok {
         CTL_OK
     } else {
         CTL_FAILED
     }
-}
-
-fn command_list() -> String {
-    COMMANDS
-        .iter()
-        .map(|(c, _)| *c)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The readable form of an answer.

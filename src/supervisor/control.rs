@@ -17,37 +17,33 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> Option<Reply> {
-        let name = match &cmd {
-            Command::Start(n)
-            | Command::Stop(n)
-            | Command::Restart(n)
-            | Command::Signal(n, _)
-            | Command::Incr(n)
-            | Command::Decr(n) => Some(n.clone()),
-            _ => None,
-        };
-        let target = match &name {
-            Some(n) => match self.find(n) {
-                Some(s) => Some(s),
-                None => return Some(Reply::error(format!("no such service: {n}"))),
-            },
+        // An unknown service is said first, whatever the verb.
+        let target = match cmd.service().map(|n| (n, self.find(n))) {
+            Some((n, None)) => return Some(Reply::error(format!("no such service: {n}"))),
+            Some((_, found)) => found,
             None => None,
         };
-        let name = name.unwrap_or_default();
-        let stopping = self.is_stopping();
+        if self.is_stopping() && !answered_while_stopping(&cmd) {
+            return Some(Reply::error("the launcher is stopping"));
+        }
         Some(match (cmd, target) {
-            (Command::Status, _) => Reply {
+            (Command::Status {}, _) => Reply {
                 ok: true,
                 services: Some(self.status(now)),
                 reconfigure: self.reconf_last.clone(),
                 ..Reply::default()
             },
-            (Command::Metrics, _) => Reply {
+            (Command::Metrics {}, _) => Reply {
                 ok: true,
                 metrics: Some(self.metrics_text()),
                 ..Reply::default()
             },
-            (Command::Health(Health::Live), _) => {
+            (
+                Command::Health {
+                    check: Health::Live,
+                },
+                _,
+            ) => {
                 // A FAILED service will not come back by itself: a critical
                 // one, or an autostart one that does not say `liveness:
                 // ignore`, makes the container worth restarting.
@@ -70,7 +66,12 @@ impl Core {
                     ))
                 }
             }
-            (Command::Health(_), _) => {
+            (
+                Command::Health {
+                    check: Health::All | Health::Ready,
+                },
+                _,
+            ) => {
                 let bad: Vec<String> = self
                     .svcs
                     .values()
@@ -83,7 +84,7 @@ impl Core {
                     })
                     .map(|s| s.name().to_string())
                     .collect();
-                if stopping {
+                if self.is_stopping() {
                     Reply::error("stopping")
                 } else if bad.is_empty() {
                     Reply::ok("healthy")
@@ -91,25 +92,24 @@ impl Core {
                     Reply::error(format!("not running or not ready: {}", bad.join(", ")))
                 }
             }
-            (Command::Quit, _) => {
+            (Command::Quit {}, _) => {
                 log::info!("quit requested on the control socket: stopping");
                 self.begin_stop(None, Cause::Requested("ctl quit".into()), now, fx);
                 Reply::ok("stopping")
             }
-            (Command::Reload, _) if !self.can_reload => Reply::error("no config file to reload"),
-            (Command::Reload, _) => {
+            (Command::Reload {}, _) if !self.can_reload => Reply::error("no config file to reload"),
+            (Command::Reload {}, _) => {
                 fx.push(Effect::Reload { conn: Some(conn) });
                 return None;
             }
-            (_, _) if stopping => Reply::error("the launcher is stopping"),
-            (Command::Reconfigure, _) if !self.can_reconfigure => {
+            (Command::Reconfigure {}, _) if !self.can_reconfigure => {
                 Reply::error("no live reconfigure: the launcher ran no prepare phase")
             }
-            (Command::Reconfigure, _) => {
+            (Command::Reconfigure {}, _) => {
                 self.request_reconfigure(Some(conn), fx);
                 return None;
             }
-            (Command::Start(_) | Command::Restart(_), Some(s))
+            (Command::Start { name } | Command::Restart { name }, Some(s))
                 if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
             {
                 match self.run_now(s, now, fx) {
@@ -117,7 +117,7 @@ impl Core {
                     Err(e) => Reply::error(format!("{name}: {e}")),
                 }
             }
-            (Command::Start(_), Some(s)) => {
+            (Command::Start { name }, Some(s)) => {
                 if self.svcs.get(&s).is_some_and(Svc::live) {
                     return Some(Reply::error(format!("{name} is already running")));
                 }
@@ -125,18 +125,20 @@ impl Core {
                 self.start_procs(s, now, fx);
                 Reply::ok(format!("{name} started"))
             }
-            (Command::Stop(_), Some(s)) if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) => {
+            (Command::Stop { name }, Some(s))
+                if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
+            {
                 self.stop_run(s, now, fx);
                 Reply::ok(format!("{name}: run stopping"))
             }
-            (Command::Stop(_), Some(s)) => {
+            (Command::Stop { name }, Some(s)) => {
                 if let Some(svc) = self.svcs.get_mut(&s) {
                     svc.status = Status::Manual;
                 }
                 self.svc_event(s, &Event::Stop, now, fx);
                 Reply::ok(format!("{name} stopping"))
             }
-            (Command::Restart(_), Some(s)) => {
+            (Command::Restart { name }, Some(s)) => {
                 let live = self.proc_ids(s, true, |p| p.is_live());
                 if live.is_empty() {
                     self.begin_service(s, now);
@@ -148,7 +150,7 @@ impl Core {
                 }
                 Reply::ok(format!("{name} restarting"))
             }
-            (Command::Signal(_, sig), Some(s)) => {
+            (Command::Signal { name, signal }, Some(s)) => {
                 let pids: Vec<i32> = self
                     .svcs
                     .get(&s)
@@ -157,17 +159,17 @@ impl Core {
                 for &pid in &pids {
                     fx.push(Effect::Signal {
                         pid,
-                        signal: sig,
+                        signal,
                         group: true,
                     });
                 }
                 Reply::ok(format!(
                     "{} sent to {} process(es) of {name}",
-                    crate::signals::short_name(sig),
+                    crate::signals::short_name(signal),
                     pids.len()
                 ))
             }
-            (Command::Incr(_), Some(s)) => {
+            (Command::Incr { name }, Some(s)) => {
                 // The runtime count moves; the definition stays as written,
                 // so a reload of an unchanged file restarts nothing.
                 let Some(n) = self.grow(s) else {
@@ -193,7 +195,7 @@ impl Core {
                     ..Reply::ok(format!("{name}: {n} process(es)"))
                 }
             }
-            (Command::Decr(_), Some(s)) => {
+            (Command::Decr { name }, Some(s)) => {
                 let Some(svc) = self.svcs.get_mut(&s) else {
                     return Some(Reply::error("gone"));
                 };
@@ -210,7 +212,16 @@ impl Core {
                     ..Reply::ok(format!("{name}: {n} process(es)"))
                 }
             }
-            (cmd, _) => Reply::error(format!("cannot {} now", cmd.to_request().cmd)),
+            // `service()` named it and `find` found it, above.
+            (
+                Command::Start { name }
+                | Command::Stop { name }
+                | Command::Restart { name }
+                | Command::Signal { name, .. }
+                | Command::Incr { name }
+                | Command::Decr { name },
+                None,
+            ) => Reply::error(format!("no such service: {name}")),
         })
     }
 
@@ -341,6 +352,25 @@ impl Core {
         self.svcs
             .values()
             .any(|s| s.role == role && s.status != Status::Retired)
+    }
+}
+
+/// Whether a command is carried out once the launcher is stopping (the
+/// others are refused: "the launcher is stopping").
+fn answered_while_stopping(cmd: &Command) -> bool {
+    match cmd {
+        Command::Status {}
+        | Command::Health { .. }
+        | Command::Metrics {}
+        | Command::Reload {}
+        | Command::Quit {} => true,
+        Command::Start { .. }
+        | Command::Stop { .. }
+        | Command::Restart { .. }
+        | Command::Signal { .. }
+        | Command::Incr { .. }
+        | Command::Decr { .. }
+        | Command::Reconfigure {} => false,
     }
 }
 
