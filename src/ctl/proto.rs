@@ -164,6 +164,94 @@ impl Command {
     }
 }
 
+/// One ctl verb as help and completion present it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtlVerb {
+    pub verb: &'static str,
+    /// Its arguments' synopsis (`NAME SIG`), empty for none.
+    pub args: &'static str,
+    pub help: &'static str,
+    /// Its first argument is a service name (completed from the launcher).
+    pub takes_name: bool,
+    /// Flags of its own (`health --live`), completed after the verb.
+    pub flags: &'static [&'static str],
+}
+
+const fn verb(
+    verb: &'static str,
+    args: &'static str,
+    takes_name: bool,
+    help: &'static str,
+) -> CtlVerb {
+    CtlVerb {
+        verb,
+        args,
+        help,
+        takes_name,
+        flags: &[],
+    }
+}
+
+/// Every verb as help and completion present it, in the order of the
+/// `Command` enum (a test holds the two equal).
+pub const VERBS: &[CtlVerb] = &[
+    verb(
+        "status",
+        "",
+        false,
+        "every service: state, pids, uptime, restarts, last exit, why",
+    ),
+    CtlVerb {
+        flags: &["--live", "--ready"],
+        ..verb(
+            "health",
+            "[--live|--ready]",
+            false,
+            "0 when healthy (--live: nothing FAILED; --ready: all ready)",
+        )
+    },
+    verb("metrics", "", false, "the Prometheus text of /metrics"),
+    verb(
+        "start",
+        "NAME",
+        true,
+        "start a stopped service (or run a job now)",
+    ),
+    verb("stop", "NAME", true, "stop a service, it stays stopped"),
+    verb("restart", "NAME", true, "stop then start a service"),
+    verb(
+        "signal",
+        "NAME SIG",
+        true,
+        "send SIG (HUP, USR1, 15, ...) to a service's processes",
+    ),
+    verb(
+        "incr",
+        "NAME",
+        true,
+        "one more process of a service (numprocesses)",
+    ),
+    verb("decr", "NAME", true, "one process fewer"),
+    verb(
+        "reload",
+        "",
+        false,
+        "re-read the config file and apply what changed (as SIGHUP)",
+    ),
+    verb(
+        "reconfigure",
+        "",
+        false,
+        "re-run the pillar and reconfigure steps live",
+    ),
+    verb(
+        "quit",
+        "",
+        false,
+        "stop every service and exit (as SIGTERM)",
+    ),
+];
+
 /// Every verb, as the enum's tags: `status, health, …` (serde's own list,
 /// so it cannot drift from the enum).
 pub fn verbs() -> String {
@@ -546,6 +634,19 @@ mod tests {
                 }
                 (got, want) => panic!("{words:?}: got {got:?}, want {want:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_verb_of_the_enum_in_its_order() {
+        let listed: Vec<&str> = VERBS.iter().map(|v| v.verb).collect();
+        assert_eq!(listed.join(", "), verbs());
+        for v in VERBS {
+            let alone = Command::from_words(&[v.verb.to_string()]);
+            let needs_name = alone
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("needs a service name"));
+            assert!(!needs_name || v.takes_name, "{}: {alone:?}", v.verb);
         }
     }
 
