@@ -42,7 +42,11 @@ impl Health {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Command {
-    Status {},
+    /// Every service, or one in full (`ctl status NAME`).
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
     Health {
         #[serde(
             default,
@@ -115,8 +119,8 @@ impl Command {
             | Command::Signal { name, .. }
             | Command::Incr { name }
             | Command::Decr { name } => Some(name),
-            Command::Status {}
-            | Command::Health { .. }
+            Command::Status { name } => name.as_deref(),
+            Command::Health { .. }
             | Command::Metrics {}
             | Command::Reload {}
             | Command::Reconfigure {}
@@ -197,9 +201,9 @@ const fn verb(
 pub const VERBS: &[CtlVerb] = &[
     verb(
         "status",
-        "",
-        false,
-        "every service: state, pids, uptime, restarts, last exit, why",
+        "[NAME]",
+        true,
+        "every service: state, pids, uptime, restarts, last exit, why; NAME: one in full",
     ),
     CtlVerb {
         flags: &["--live", "--ready"],
@@ -392,6 +396,52 @@ pub struct ServiceState {
     /// A scheduled job's runs (README "Scheduled jobs").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobState>,
+    /// Waiting to start again: in this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart_s: Option<f64>,
+    /// `ctl status NAME`: the service in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ServiceDetail>,
+}
+
+/// What `ctl status NAME` adds: how the service is defined and probed, and
+/// what it said last. Paths of its inputs, never their values.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServiceDetail {
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub probes: Vec<ProbeState>,
+    /// `env_file` paths, in order.
+    #[serde(default)]
+    pub env_files: Vec<String>,
+    /// `secrets`: `VAR: path`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// `credentials`: `NAME: path`.
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    /// The last lines of its stderr (when captured).
+    #[serde(default)]
+    pub stderr_tail: Vec<String>,
+}
+
+/// One probe of a service, as `ctl status NAME` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProbeState {
+    /// `ready` or `live`.
+    pub kind: String,
+    /// `tcp 127.0.0.1:8080`, `http http://…/health`, `cmd …`, `file …`,
+    /// `notify`.
+    pub check: String,
+    /// Failed probes in a row now.
+    pub failures: u32,
+    /// `ready`: whether it passes now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }
 
 /// How a scheduled job's runs ended, by result.
@@ -520,7 +570,7 @@ mod tests {
     #[test]
     fn request_parsing() {
         let rows: &[(&str, Result<Command, &str>)] = &[
-            (r#"{"cmd":"status"}"#, Ok(Command::Status {})),
+            (r#"{"cmd":"status"}"#, Ok(Command::Status { name: None })),
             (
                 r#"{"cmd":"stop","name":"web"}"#,
                 Ok(Command::Stop { name: name() }),
@@ -578,7 +628,7 @@ mod tests {
     #[test]
     fn words_of_the_command_line() {
         let rows: &[(&[&str], Result<Command, &str>)] = &[
-            (&["status"], Ok(Command::Status {})),
+            (&["status"], Ok(Command::Status { name: None })),
             (&["stop", "web"], Ok(Command::Stop { name: name() })),
             (
                 &["signal", "web", "usr1"],
@@ -606,7 +656,14 @@ mod tests {
                 Err("unknown command explode (commands: status"),
             ),
             (&["stop"], Err("stop needs a service name")),
-            (&["status", "web"], Err("status takes no service name")),
+            (
+                &["status", "web"],
+                Ok(Command::Status { name: Some(name()) }),
+            ),
+            (
+                &["status", "web", "HUP"],
+                Err("status takes no signal name"),
+            ),
             (&["stop", "web", "HUP"], Err("stop takes no signal name")),
             (
                 &["signal", "web", "HUP", "x"],
@@ -660,7 +717,7 @@ mod tests {
     #[test]
     fn commands_round_trip_through_the_wire() {
         let all = [
-            Command::Status {},
+            Command::Status { name: None },
             Command::Health { check: Health::All },
             Command::Health {
                 check: Health::Live,

@@ -4,7 +4,10 @@
 
 use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use super::machine::{Event, State};
-use crate::ctl::proto::{Command, Health, Reply, ServiceState, StateName};
+use crate::config::model::ReadyCheck;
+use crate::ctl::proto::{
+    Command, Health, ProbeState, Reply, ServiceDetail, ServiceState, StateName,
+};
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -27,10 +30,24 @@ impl Core {
             return Some(Reply::error("the launcher is stopping"));
         }
         Some(match (cmd, target) {
-            (Command::Status {}, _) => Reply {
+            (Command::Status { name: None }, _) => Reply {
                 ok: true,
                 services: Some(self.status(now)),
                 reconfigure: self.reconf_last.clone(),
+                ..Reply::default()
+            },
+            (Command::Status { name: Some(_) }, s) => Reply {
+                ok: true,
+                services: Some(
+                    s.and_then(|s| self.svcs.get(&s))
+                        .map(|svc| {
+                            let mut row = self.row(svc, now);
+                            row.detail = Some(detail(svc));
+                            row
+                        })
+                        .into_iter()
+                        .collect(),
+                ),
                 ..Reply::default()
             },
             (Command::Metrics {}, _) => Reply {
@@ -139,6 +156,9 @@ impl Core {
                 Reply::ok(format!("{name} stopping"))
             }
             (Command::Restart { name }, Some(s)) => {
+                if let Some(svc) = self.svcs.get_mut(&s) {
+                    svc.facts.restart_reason = Some("ctl".into());
+                }
                 let live = self.proc_ids(s, true, |p| p.is_live());
                 if live.is_empty() {
                     self.begin_service(s, now);
@@ -230,65 +250,77 @@ impl Core {
         self.svcs
             .values()
             .filter(|s| s.status != Status::Retired)
-            .map(|s| {
-                let procs: Vec<_> = s.active().map(|p| &p.m).collect();
-                let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
-                let since = procs
-                    .iter()
-                    .filter_map(|p| match p.state {
-                        State::Running { since, .. } => Some(since),
-                        _ => None,
-                    })
-                    .min();
-                let stopping = procs
-                    .iter()
-                    .any(|p| matches!(p.state, State::Stopping { .. }));
-                let backoff = procs
-                    .iter()
-                    .any(|p| matches!(p.state, State::Backoff { .. }));
-                let state = match &s.status {
-                    Status::Failed(_) => StateName::Failed,
-                    _ if stopping => StateName::Stopping,
-                    _ if !pids.is_empty() && !s.ready_ok() => StateName::Starting,
-                    _ if !pids.is_empty() => StateName::Running,
-                    _ if backoff => StateName::Backoff,
-                    Status::Pending => StateName::Pending,
-                    Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
-                        StateName::Scheduled
-                    }
-                    Status::Manual | Status::Retired => StateName::Stopped,
-                    Status::Started => StateName::Ended,
-                };
-                ServiceState {
-                    name: s.name().to_string(),
-                    state,
-                    pids,
-                    uptime_s: since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                    restarts: procs.iter().map(|p| p.restarts).sum(),
-                    last_exit: procs
-                        .iter()
-                        .filter_map(|p| p.last_exit)
-                        .next_back()
-                        .map(|e| e.to_string()),
-                    numprocesses: s.scale as u32,
-                    reason: match &s.status {
-                        Status::Failed(r) => Some(r.clone()),
-                        // Waiting to retry a start that could not happen.
-                        _ => procs
-                            .iter()
-                            .filter(|p| matches!(p.state, State::Backoff { .. }))
-                            .find_map(|p| p.not_started.clone())
-                            .map(|r| format!("not started: {r}")),
-                    },
-                    restart_reason: s.facts.restart_reason.clone(),
-                    oom: s.facts.last_oom,
-                    oom_kills: s.facts.oom_kills,
-                    ready: s.is_up(),
-                    status: s.facts.status_text.clone(),
-                    job: self.job_state(s),
-                }
-            })
+            .map(|s| self.row(s, now))
             .collect()
+    }
+
+    /// One row of `ctl status`.
+    fn row(&self, s: &Svc, now: Instant) -> ServiceState {
+        let procs: Vec<_> = s.active().map(|p| &p.m).collect();
+        let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
+        let since = procs
+            .iter()
+            .filter_map(|p| match p.state {
+                State::Running { since, .. } => Some(since),
+                _ => None,
+            })
+            .min();
+        let stopping = procs
+            .iter()
+            .any(|p| matches!(p.state, State::Stopping { .. }));
+        let backoff = procs
+            .iter()
+            .any(|p| matches!(p.state, State::Backoff { .. }));
+        let state = match &s.status {
+            Status::Failed(_) => StateName::Failed,
+            _ if stopping => StateName::Stopping,
+            _ if !pids.is_empty() && !s.ready_ok() => StateName::Starting,
+            _ if !pids.is_empty() => StateName::Running,
+            _ if backoff => StateName::Backoff,
+            Status::Pending => StateName::Pending,
+            Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
+                StateName::Scheduled
+            }
+            Status::Manual | Status::Retired => StateName::Stopped,
+            Status::Started => StateName::Ended,
+        };
+        ServiceState {
+            name: s.name().to_string(),
+            state,
+            pids,
+            uptime_s: since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            restarts: procs.iter().map(|p| p.restarts).sum(),
+            last_exit: procs
+                .iter()
+                .filter_map(|p| p.last_exit)
+                .next_back()
+                .map(|e| e.to_string()),
+            numprocesses: s.scale as u32,
+            reason: match &s.status {
+                Status::Failed(r) => Some(r.clone()),
+                // Waiting to retry a start that could not happen.
+                _ => procs
+                    .iter()
+                    .filter(|p| matches!(p.state, State::Backoff { .. }))
+                    .find_map(|p| p.not_started.clone())
+                    .map(|r| format!("not started: {r}")),
+            },
+            restart_reason: s.facts.restart_reason.clone(),
+            oom: s.facts.last_oom,
+            oom_kills: s.facts.oom_kills,
+            ready: s.is_up(),
+            status: s.facts.status_text.clone(),
+            job: self.job_state(s),
+            next_restart_s: procs
+                .iter()
+                .filter_map(|p| match p.state {
+                    State::Backoff { until } => Some(until),
+                    _ => None,
+                })
+                .min()
+                .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            detail: None,
+        }
     }
 
     /// One line per service: how it ended and how long its stop took.
@@ -355,11 +387,69 @@ impl Core {
     }
 }
 
+/// `ctl status NAME`'s view of a service: its definition's facts and its
+/// probes. Input paths only, never a value. The shell adds the stderr tail.
+fn detail(s: &Svc) -> ServiceDetail {
+    let spec = &s.spec;
+    let shown = |list: &[(String, std::path::PathBuf)]| -> Vec<String> {
+        list.iter()
+            .map(|(k, p)| format!("{k}: {}", p.display()))
+            .collect()
+    };
+    let mut probes = Vec::new();
+    if let Some(r) = &spec.ready {
+        let now = s.ready.as_ref();
+        probes.push(ProbeState {
+            kind: "ready".into(),
+            check: check_text(&r.check),
+            failures: now.map_or(0, |x| x.failures),
+            ok: Some(now.is_some_and(|x| x.ok)),
+        });
+    }
+    if let Some(l) = &spec.live {
+        probes.push(ProbeState {
+            kind: "live".into(),
+            check: check_text(&l.check),
+            failures: s.live.as_ref().map_or(0, |x| x.failures),
+            ok: None,
+        });
+    }
+    ServiceDetail {
+        command: spec.argv.clone(),
+        user: spec
+            .user
+            .clone()
+            .or_else(|| spec.uid.map(|u| u.to_string())),
+        working_dir: spec.working_dir.as_ref().map(|d| d.display().to_string()),
+        probes,
+        env_files: spec
+            .inputs
+            .env_file
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        secrets: shown(&spec.inputs.secrets),
+        credentials: shown(&spec.inputs.credentials),
+        stderr_tail: Vec::new(),
+    }
+}
+
+/// A probe's check in a few words.
+fn check_text(c: &ReadyCheck) -> String {
+    match c {
+        ReadyCheck::Tcp(a) => format!("tcp {a}"),
+        ReadyCheck::Http(u) => format!("http {u}"),
+        ReadyCheck::Notify => "notify".into(),
+        ReadyCheck::Cmd(argv) => format!("cmd {}", argv.join(" ")),
+        ReadyCheck::File(p) => format!("file {}", p.display()),
+    }
+}
+
 /// Whether a command is carried out once the launcher is stopping (the
 /// others are refused: "the launcher is stopping").
 fn answered_while_stopping(cmd: &Command) -> bool {
     match cmd {
-        Command::Status {}
+        Command::Status { .. }
         | Command::Health { .. }
         | Command::Metrics {}
         | Command::Reload {}

@@ -1049,7 +1049,10 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
             invalid: 0
         }
     );
-    let status = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let status = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(status.last, "ok");
 }
 
@@ -1059,7 +1062,10 @@ fn nothing_changed_touches_nothing() {
     sim.feed(Input::InputsChanged);
     prepared(&mut sim, ready(&[], Vec::new()));
     assert!(sim.signals.is_empty(), "{:?}", sim.signals);
-    let st = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "ok");
     assert!(
         st.message.unwrap_or_default().contains("nothing changed"),
@@ -1075,19 +1081,28 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
     let err = "/v/configuration/pillar.sls:3:1: YAML syntax error";
     prepared(&mut sim, Prepared::Invalid(err.into()));
     assert!(sim.signals.is_empty());
-    let st = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(
         (st.last.as_str(), st.error.as_deref()),
         ("invalid", Some(err))
     );
     // Still shown by a later status, until the next reconfigure.
-    let st = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "invalid");
     sim.feed(Input::InputsChanged);
     assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
     prepared(&mut sim, ready(&["template-1"], Vec::new()));
     assert_eq!(
-        sim.ctl(Command::Status {}).reconfigure.expect("shown").last,
+        sim.ctl(Command::Status { name: None })
+            .reconfigure
+            .expect("shown")
+            .last,
         "ok"
     );
     assert_eq!(
@@ -1116,7 +1131,10 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
     assert_eq!(steps(&sim), ["salt-1", "command-2"]);
     sim.exited("command-2", Exit::Code(3));
     assert!(sim.signals.is_empty(), "a failed step touches no service");
-    let st = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("command-2"));
     assert!(
@@ -1158,7 +1176,10 @@ fn a_step_past_its_timeout_is_stopped_and_fails() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
     sim.exited("command-1", Exit::Signal(15));
-    let st = sim.ctl(Command::Status {}).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("timed out"));
     assert_eq!(sim.signalled(Signal::SIGUSR2), Vec::<String>::new());
