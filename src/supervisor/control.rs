@@ -4,7 +4,6 @@
 
 use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use super::machine::{Event, State};
-use crate::config::model::ReadyCheck;
 use crate::ctl::proto::{
     Command, Health, ProbeState, Reply, ServiceDetail, ServiceState, StateName,
 };
@@ -401,7 +400,7 @@ fn detail(s: &Svc) -> ServiceDetail {
         let now = s.ready.as_ref();
         probes.push(ProbeState {
             kind: "ready".into(),
-            check: check_text(&r.check),
+            check: r.check.to_string(),
             failures: now.map_or(0, |x| x.failures),
             ok: Some(now.is_some_and(|x| x.ok)),
         });
@@ -409,7 +408,7 @@ fn detail(s: &Svc) -> ServiceDetail {
     if let Some(l) = &spec.live {
         probes.push(ProbeState {
             kind: "live".into(),
-            check: check_text(&l.check),
+            check: l.check.to_string(),
             failures: s.live.as_ref().map_or(0, |x| x.failures),
             ok: None,
         });
@@ -431,17 +430,6 @@ fn detail(s: &Svc) -> ServiceDetail {
         secrets: shown(&spec.inputs.secrets),
         credentials: shown(&spec.inputs.credentials),
         stderr_tail: Vec::new(),
-    }
-}
-
-/// A probe's check in a few words.
-fn check_text(c: &ReadyCheck) -> String {
-    match c {
-        ReadyCheck::Tcp(a) => format!("tcp {a}"),
-        ReadyCheck::Http(u) => format!("http {u}"),
-        ReadyCheck::Notify => "notify".into(),
-        ReadyCheck::Cmd(argv) => format!("cmd {}", argv.join(" ")),
-        ReadyCheck::File(p) => format!("file {}", p.display()),
     }
 }
 
