@@ -488,6 +488,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_why_line_of_a_row() {
+        use super::super::proto::{ServiceState, StateName};
+        let row = |f: &dyn Fn(&mut ServiceState)| {
+            let mut s = ServiceState {
+                name: "web".into(),
+                state: StateName::Running,
+                pids: vec![7],
+                uptime_s: Some(1.0),
+                restarts: 0,
+                last_exit: None,
+                numprocesses: 1,
+                reason: None,
+                restart_reason: None,
+                oom: false,
+                oom_kills: 0,
+                ready: true,
+                status: None,
+                job: None,
+                next_restart_s: None,
+                detail: None,
+            };
+            f(&mut s);
+            why_line(&s)
+        };
+        type Change<'a> = &'a dyn Fn(&mut ServiceState);
+        let rows: &[(Change, Option<&str>)] = &[
+            (&|_| {}, None),
+            (
+                &|s| {
+                    s.state = StateName::Failed;
+                    s.reason = Some("3 consecutive failed starts".into());
+                },
+                Some("web: FAILED: 3 consecutive failed starts\n"),
+            ),
+            (
+                &|s| {
+                    s.state = StateName::Backoff;
+                    s.reason = Some("not started: no such file".into());
+                    s.next_restart_s = Some(2.0);
+                },
+                Some("web: not started: no such file; restarting in 2.0s\n"),
+            ),
+            (
+                &|s| {
+                    s.restart_reason = Some("crash".into());
+                    s.oom = true;
+                    s.oom_kills = 2;
+                    s.status = Some("serving".into());
+                },
+                Some("web: restarted: crash; OOM kills: 2; status: serving\n"),
+            ),
+        ];
+        for (change, want) in rows {
+            assert_eq!(row(*change).as_deref(), *want);
+        }
+    }
+
+    #[test]
     fn listening_sockets_of_a_socket_table() {
         let table = "\
 Num       RefCount Protocol Flags    Type St Inode Path
