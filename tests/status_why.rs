@@ -302,3 +302,40 @@ fn root_ctl_finds_a_launcher_run_as_another_uid() {
     let out = run.wait();
     assert_eq!(out.code, Some(0), "{}", out.all());
 }
+
+#[test]
+fn a_restart_asked_for_says_who_asked() {
+    let d = TempDir::new("why-asked");
+    let cfg = config(
+        &d,
+        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
+    );
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let running = |name: &str| service(&status_json(&run), name)["state"] == "running";
+    assert!(wait_until(LONG, || running("web") && running("other")));
+    assert!(service(&status_json(&run), "web")["restart_reason"].is_null());
+    assert_eq!(ctl(&run, &["restart", "web"]).code, Some(0));
+    assert_eq!(
+        service(&status_json(&run), "web")["restart_reason"],
+        "ctl",
+        "{}",
+        status_json(&run)
+    );
+    // A changed definition replaces its processes: `reload`.
+    write(
+        std::path::Path::new(&cfg),
+        "services:\n  web:\n    cmd: [\"sleep\", \"1002\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
+    );
+    let out = ctl(&run, &["reload"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let v = status_json(&run);
+    assert_eq!(service(&v, "web")["restart_reason"], "reload", "{v}");
+    assert!(service(&v, "other")["restart_reason"].is_null(), "{v}");
+    assert!(
+        line_of(&ctl(&run, &["status"]).stdout, "web").contains("restarted: reload"),
+        "{}",
+        ctl(&run, &["status"]).stdout
+    );
+    run.signal(15);
+    assert_eq!(run.wait().code, Some(0));
+}
