@@ -29,12 +29,7 @@ impl Core {
             return Some(Reply::error("the launcher is stopping"));
         }
         Some(match (cmd, target) {
-            (Command::Status { name: None }, _) => Reply {
-                ok: true,
-                services: Some(self.status(now)),
-                reconfigure: self.reconf_last.clone(),
-                ..Reply::default()
-            },
+            (Command::Status { name: None }, _) => self.status_reply(now),
             (Command::Status { name: Some(_) }, s) => Reply {
                 ok: true,
                 services: Some(
@@ -54,60 +49,7 @@ impl Core {
                 metrics: Some(self.metrics_text()),
                 ..Reply::default()
             },
-            (
-                Command::Health {
-                    check: Health::Live,
-                },
-                _,
-            ) => {
-                // A FAILED service will not come back by itself: a critical
-                // one, or an autostart one that does not say `liveness:
-                // ignore`, makes the container worth restarting.
-                let failed: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| matches!(s.status, Status::Failed(_)))
-                    .filter(|s| {
-                        s.spec.critical
-                            || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if failed.is_empty() {
-                    Reply::ok("alive")
-                } else {
-                    Reply::error(format!(
-                        "FAILED, will not come back by itself: {}",
-                        failed.join(", ")
-                    ))
-                }
-            }
-            (
-                Command::Health {
-                    check: Health::All | Health::Ready,
-                },
-                _,
-            ) => {
-                let bad: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| {
-                        s.spec.autostart
-                            && s.status != Status::Retired
-                            && s.role != Role::Step
-                            && s.job.is_none()
-                            && !s.is_up()
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if self.is_stopping() {
-                    Reply::error("stopping")
-                } else if bad.is_empty() {
-                    Reply::ok("healthy")
-                } else {
-                    Reply::error(format!("not running or not ready: {}", bad.join(", ")))
-                }
-            }
+            (Command::Health { check }, _) => self.health(check),
             (Command::Quit {}, _) => {
                 log::info!("quit requested on the control socket: stopping");
                 self.begin_stop(None, Cause::Requested("ctl quit".into()), now, fx);
@@ -242,6 +184,63 @@ impl Core {
                 None,
             ) => Reply::error(format!("no such service: {name}")),
         })
+    }
+
+    /// The answer to `ctl status` (and HTTP `/status`).
+    pub fn status_reply(&self, now: Instant) -> Reply {
+        Reply {
+            ok: true,
+            services: Some(self.status(now)),
+            reconfigure: self.reconf_last.clone(),
+            ..Reply::default()
+        }
+    }
+
+    /// The answer to `ctl health [--live|--ready]` (and HTTP `/livez`,
+    /// `/readyz`): ok with a word, or an error with the one-line reason.
+    pub fn health(&self, which: Health) -> Reply {
+        if which == Health::Live {
+            // A FAILED service will not come back by itself: a critical
+            // one, or an autostart one that does not say `liveness:
+            // ignore`, makes the container worth restarting.
+            let failed: Vec<String> = self
+                .svcs
+                .values()
+                .filter(|s| matches!(s.status, Status::Failed(_)))
+                .filter(|s| {
+                    s.spec.critical
+                        || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
+                })
+                .map(|s| s.name().to_string())
+                .collect();
+            return if failed.is_empty() {
+                Reply::ok("alive")
+            } else {
+                Reply::error(format!(
+                    "FAILED, will not come back by itself: {}",
+                    failed.join(", ")
+                ))
+            };
+        }
+        let bad: Vec<String> = self
+            .svcs
+            .values()
+            .filter(|s| {
+                s.spec.autostart
+                    && s.status != Status::Retired
+                    && s.role != Role::Step
+                    && s.job.is_none()
+                    && !s.is_up()
+            })
+            .map(|s| s.name().to_string())
+            .collect();
+        if self.is_stopping() {
+            Reply::error("stopping")
+        } else if bad.is_empty() {
+            Reply::ok("healthy")
+        } else {
+            Reply::error(format!("not running or not ready: {}", bad.join(", ")))
+        }
     }
 
     /// The rows of `ctl status`.
