@@ -123,7 +123,10 @@ fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
     write(&t.source(), &site("one"));
     let out = t.launch(&["--", "true"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
-    write(&t.source(), "makina-projects.demo:\n  data: just-a-string\n");
+    write(
+        &t.source(),
+        "makina-projects.demo:\n  data: just-a-string\n",
+    );
     let out = t.launch(&["--", "true"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(std::fs::read_to_string(t.pillar()).ok(), Some(site("one")));

@@ -6,9 +6,10 @@
 //! passes), and `Connection: close` after each answer. The body is the
 //! shell's to supply (the core builds it). Layer 2.
 
+use super::server::{make_room, read_available, write_queued, Drained, Written};
 use nix::poll::PollFlags;
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
@@ -26,7 +27,6 @@ struct Conn {
     stream: TcpStream,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
-    sent: usize,
     deadline: Instant,
     /// The request was read: now only writing.
     answered: bool,
@@ -126,7 +126,7 @@ impl HttpServer {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            super::server::make_room(&mut self.conns, MAX_CONNS, |c| c.deadline);
+            make_room(&mut self.conns, MAX_CONNS, |c| c.deadline);
             let id = self.next_id;
             self.next_id += 1;
             self.conns.insert(
@@ -135,7 +135,6 @@ impl HttpServer {
                     stream,
                     inbuf: Vec::new(),
                     outbuf: Vec::new(),
-                    sent: 0,
                     deadline: now + DEADLINE,
                     answered: false,
                     head_only: false,
@@ -151,31 +150,16 @@ impl HttpServer {
         if conn.answered {
             return None;
         }
-        let mut chunk = [0u8; 2048];
-        let mut ended = false;
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    // The client closed its side: what it sent is all
-                    // there is (a request then `shutdown(SHUT_WR)` still
-                    // gets its answer).
-                    ended = true;
-                    break;
-                }
-                Ok(n) => conn
-                    .inbuf
-                    .extend_from_slice(chunk.get(..n).unwrap_or_default()),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.conns.remove(&id);
-                    return None;
-                }
+        // Ended: the client closed its side, so what it sent is all there
+        // is (a request then `shutdown(SHUT_WR)` still gets its answer).
+        let ended = match read_available(&mut conn.stream, &mut conn.inbuf, MAX_REQUEST) {
+            Drained::Open => false,
+            Drained::Ended => true,
+            Drained::Failed => {
+                self.conns.remove(&id);
+                return None;
             }
-            if conn.inbuf.len() > MAX_REQUEST {
-                break;
-            }
-        }
+        };
         let end = memchr::memmem::find(&conn.inbuf, b"\r\n\r\n");
         // The head, its blank line included, within MAX_REQUEST bytes.
         if end.map_or(conn.inbuf.len(), |e| e + 4) > MAX_REQUEST {
@@ -262,7 +246,6 @@ impl HttpServer {
         if !conn.head_only {
             conn.outbuf.extend_from_slice(body);
         }
-        conn.sent = 0;
         conn.answered = true;
         self.write(id);
     }
@@ -273,15 +256,8 @@ impl HttpServer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        while conn.sent < conn.outbuf.len() {
-            let rest = conn.outbuf.get(conn.sent..).unwrap_or_default();
-            match conn.stream.write(rest) {
-                Ok(0) => break,
-                Ok(n) => conn.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => break,
-            }
+        if write_queued(&mut conn.stream, &mut conn.outbuf) == Written::Blocked {
+            return;
         }
         // All written, or the peer is gone: done either way. Unread
         // request bytes (a head too large) are read away first: closing

@@ -202,29 +202,10 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return out;
         };
-        let mut chunk = [0u8; 4096];
-        let mut closed = false;
-        loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    closed = true;
-                    break;
-                }
-                Ok(n) => {
-                    conn.last = now;
-                    conn.inbuf
-                        .extend_from_slice(chunk.get(..n).unwrap_or_default());
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    closed = true;
-                    break;
-                }
-            }
-            if conn.inbuf.len() > MAX_LINE {
-                break;
-            }
+        let before = conn.inbuf.len();
+        let closed = read_available(&mut conn.stream, &mut conn.inbuf, MAX_LINE) != Drained::Open;
+        if conn.inbuf.len() > before {
+            conn.last = now;
         }
         let mut start = 0;
         while let Some(nl) = memchr::memchr(b'\n', conn.inbuf.get(start..).unwrap_or_default()) {
@@ -272,19 +253,9 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        while !conn.outbuf.is_empty() {
-            match conn.stream.write(&conn.outbuf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    conn.outbuf.drain(..n);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
-                    self.conns.remove(&id);
-                    return;
-                }
-            }
+        if write_queued(&mut conn.stream, &mut conn.outbuf) == Written::Failed {
+            self.conns.remove(&id);
+            return;
         }
         if conn.outbuf.is_empty() && conn.closing {
             self.conns.remove(&id);
@@ -314,4 +285,61 @@ pub(crate) fn make_room<C>(conns: &mut HashMap<u64, C>, max: usize, key: impl Fn
     if let Some(oldest) = conns.iter().min_by_key(|(_, c)| key(c)).map(|(&id, _)| id) {
         conns.remove(&oldest);
     }
+}
+
+/// How a [`read_available`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Drained {
+    /// Nothing more to read now (or `max` reached); the peer may send more.
+    Open,
+    /// The peer closed its side.
+    Ended,
+    /// A read failed.
+    Failed,
+}
+
+/// Append what a non-blocking `stream` holds now to `inbuf`, stopping once
+/// `inbuf` holds more than `max` bytes.
+pub(crate) fn read_available(stream: &mut impl Read, inbuf: &mut Vec<u8>, max: usize) -> Drained {
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => return Drained::Ended,
+            Ok(n) => inbuf.extend_from_slice(chunk.get(..n).unwrap_or_default()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Open,
+            Err(_) => return Drained::Failed,
+        }
+        if inbuf.len() > max {
+            return Drained::Open;
+        }
+    }
+}
+
+/// How a [`write_queued`] ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// All of `outbuf` went out, or the socket took nothing.
+    Stopped,
+    /// The socket is full: poll it writable and call again.
+    Blocked,
+    /// A write failed: the peer is gone.
+    Failed,
+}
+
+/// Write what a non-blocking `stream` takes now from the front of `outbuf`,
+/// removing what went out.
+pub(crate) fn write_queued(stream: &mut impl Write, outbuf: &mut Vec<u8>) -> Written {
+    while !outbuf.is_empty() {
+        match stream.write(outbuf) {
+            Ok(0) => break,
+            Ok(n) => {
+                outbuf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Written::Blocked,
+            Err(_) => return Written::Failed,
+        }
+    }
+    Written::Stopped
 }
