@@ -234,16 +234,21 @@ fn base_flags() -> OFlag {
     OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
 }
 
-/// Open `rel` beneath `dir` with `flags` (plus [`base_flags`]); errno level.
-fn open_raw(
-    dir: BorrowedFd<'_>,
-    rel: &Path,
+/// One open: `rel` beneath `dir`, its links as `links` says, with `flags`
+/// and (on create) `mode`.
+#[derive(Clone, Copy)]
+struct OpenAt<'a> {
+    dir: BorrowedFd<'a>,
+    rel: &'a Path,
     links: Links,
     flags: OFlag,
     mode: Mode,
-) -> Result<OwnedFd, Errno> {
+}
+
+/// Open `rel` beneath `dir` with `flags` (plus [`base_flags`]); errno level.
+fn open_raw(at: OpenAt<'_>) -> Result<OwnedFd, Errno> {
     if OPENAT2.load(Ordering::Relaxed) != OPENAT2_MISSING {
-        match open_with(Strategy::Openat2, dir, rel, links, flags, mode) {
+        match open_with(Strategy::Openat2, at) {
             Ok(fd) => {
                 OPENAT2.store(OPENAT2_WORKS, Ordering::Relaxed);
                 return Ok(fd);
@@ -254,7 +259,7 @@ fn open_raw(
                 OPENAT2.store(OPENAT2_MISSING, Ordering::Relaxed);
             }
             Err(Errno::EPERM) if OPENAT2.load(Ordering::Relaxed) == OPENAT2_UNKNOWN => {
-                let walked = open_with(Strategy::Walk, dir, rel, links, flags, mode);
+                let walked = open_with(Strategy::Walk, at);
                 if walked.is_ok() {
                     OPENAT2.store(OPENAT2_MISSING, Ordering::Relaxed);
                 }
@@ -263,23 +268,26 @@ fn open_raw(
             Err(e) => return Err(e),
         }
     }
-    open_with(Strategy::Walk, dir, rel, links, flags, mode)
+    open_with(Strategy::Walk, at)
 }
 
-fn open_with(
-    strategy: Strategy,
-    dir: BorrowedFd<'_>,
-    rel: &Path,
-    links: Links,
-    flags: OFlag,
-    mode: Mode,
-) -> Result<OwnedFd, Errno> {
-    let flags = flags | base_flags();
-    let rel = if rel.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        rel
+fn open_with(strategy: Strategy, at: OpenAt<'_>) -> Result<OwnedFd, Errno> {
+    let at = OpenAt {
+        flags: at.flags | base_flags(),
+        rel: if at.rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            at.rel
+        },
+        ..at
     };
+    let OpenAt {
+        dir,
+        rel,
+        links,
+        flags,
+        mode,
+    } = at;
     match strategy {
         Strategy::Openat2 => {
             use nix::fcntl::ResolveFlag as R;
@@ -295,7 +303,7 @@ fn open_with(
                 .resolve(resolve);
             nix::fcntl::openat2(dir, rel, how)
         }
-        Strategy::Walk => walk(dir, rel, links, flags, mode),
+        Strategy::Walk => walk(at),
     }
 }
 
@@ -308,13 +316,14 @@ const MAX_HOPS: usize = 40;
 /// the rest of the path, an absolute target or a `..` above the root being
 /// `EXDEV`, as `RESOLVE_BENEATH` says. `..` goes back to the fd we came
 /// from, so it never leaves what we walked.
-fn walk(
-    root: BorrowedFd<'_>,
-    rel: &Path,
-    links: Links,
-    flags: OFlag,
-    mode: Mode,
-) -> Result<OwnedFd, Errno> {
+fn walk(at: OpenAt<'_>) -> Result<OwnedFd, Errno> {
+    let OpenAt {
+        dir: root,
+        rel,
+        links,
+        flags,
+        mode,
+    } = at;
     if rel.is_absolute() {
         return Err(Errno::EXDEV);
     }
@@ -586,9 +595,16 @@ impl DirFd {
             Kind::Dir => flags | OFlag::O_DIRECTORY,
             Kind::File => flags,
         };
+        let req = OpenAt {
+            dir: self.fd.as_fd(),
+            rel,
+            links,
+            flags,
+            mode: Mode::empty(),
+        };
         let fd = match strategy {
-            None => open_raw(self.fd.as_fd(), rel, links, flags, Mode::empty()),
-            Some(s) => open_with(s, self.fd.as_fd(), rel, links, flags, Mode::empty()),
+            None => open_raw(req),
+            Some(s) => open_with(s, req),
         }
         .map_err(|e| self.resolve_error(rel, links, e))?;
         let st = at(&self.display_path(rel), check_kind(fd.as_fd(), kind))?;
