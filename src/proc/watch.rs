@@ -515,7 +515,7 @@ mod tests {
     /// The checks, in a child process: the watch's signal must be blocked
     /// in every thread of the process, which the test harness's own threads
     /// do not do (the launcher blocks every signal before it makes any).
-    fn in_child(check: fn() -> Result<(), String>) {
+    fn in_child(check: impl FnOnce() -> Result<(), String>) {
         let (r, w) = nix::unistd::pipe().expect("pipe");
         // SAFETY: the child makes only its own checks and leaves with
         // _exit; it never returns into the harness.
@@ -547,6 +547,20 @@ mod tests {
         }
     }
 
+    /// [`in_child`], `check` given a fresh directory `mcl-<name>-<pid>` in
+    /// the temp dir, which is removed afterwards whatever the outcome.
+    fn in_child_dir(name: &str, check: fn(&Path) -> Result<(), String>) {
+        in_child(|| {
+            let base = std::env::temp_dir().join(format!("mcl-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&base);
+            let res = std::fs::create_dir_all(&base)
+                .map_err(|e| e.to_string())
+                .and_then(|()| check(&base));
+            let _ = std::fs::remove_dir_all(&base);
+            res
+        });
+    }
+
     fn expect(cond: bool, what: &str) -> Result<(), String> {
         if cond {
             Ok(())
@@ -557,165 +571,143 @@ mod tests {
 
     #[test]
     fn changes_wake_reads_do_not() {
-        in_child(|| {
-            let base = std::env::temp_dir().join(format!("mcl-watch-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
-            std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        in_child_dir("watch", |base| {
             let keys = base.join("data/ssh");
             let mut w = DirWatch::new(std::slice::from_ref(&keys)).map_err(|e| e.to_string())?;
-            let res = (|| {
-                // An unrelated name in the waiting parent is no change.
-                std::fs::write(base.join("other"), "x").map_err(|e| e.to_string())?;
-                expect(!w.changed(), "unrelated file in the waiting parent")?;
-                // The directory appears: noticed, and from then on watched.
-                std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
-                expect(w.changed(), "the key dir appeared")?;
-                let f = keys.join("a.pub");
-                std::fs::write(&f, "ssh-ed25519 AAAA x\n").map_err(|e| e.to_string())?;
-                expect(w.changed(), "a new key")?;
-                expect(!w.changed(), "nothing more")?;
-                // Our own reads and directory listings are not changes.
-                let _ = std::fs::read(&f).map_err(|e| e.to_string())?;
-                let _ = std::fs::read_dir(&keys).map_err(|e| e.to_string())?.count();
-                expect(!w.changed(), "reads must not wake the watch")?;
-                std::fs::rename(&f, keys.join("b.pub")).map_err(|e| e.to_string())?;
-                expect(w.changed(), "a rename")?;
-                std::fs::remove_file(keys.join("b.pub")).map_err(|e| e.to_string())?;
-                expect(w.changed(), "a removal")?;
-                // A Secret volume's update: a new payload dir, `..data_tmp`
-                // renamed over `..data`.
-                std::fs::create_dir_all(keys.join("..2026_12_02_12_00_00.1"))
-                    .map_err(|e| e.to_string())?;
-                let _ = w.changed();
-                std::os::unix::fs::symlink("..2026_12_02_12_00_00.1", keys.join("..data_tmp"))
-                    .map_err(|e| e.to_string())?;
-                std::fs::rename(keys.join("..data_tmp"), keys.join("..data"))
-                    .map_err(|e| e.to_string())?;
-                expect(w.changed(), "the kubelet's ..data swap")?;
-                std::fs::remove_dir_all(&keys).map_err(|e| e.to_string())?;
-                std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
-                let _ = w.changed();
-                // The (empty) directory removed and made again: followed.
-                std::fs::remove_dir(&keys).map_err(|e| e.to_string())?;
-                expect(w.changed(), "the key dir went")?;
-                std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
-                expect(w.changed(), "the key dir came back")?;
-                std::fs::write(keys.join("c.pub"), "x\n").map_err(|e| e.to_string())?;
-                expect(w.changed(), "a key in the new directory")?;
-                // Something else in the parent of a watched dir: no change.
-                let beside = base.join("data/other");
-                std::fs::write(&beside, "x").map_err(|e| e.to_string())?;
-                std::fs::remove_file(&beside).map_err(|e| e.to_string())?;
-                expect(!w.changed(), "unrelated removal beside the key dir")?;
-                Ok(())
-            })();
-            let _ = std::fs::remove_dir_all(&base);
-            res
+            // An unrelated name in the waiting parent is no change.
+            std::fs::write(base.join("other"), "x").map_err(|e| e.to_string())?;
+            expect(!w.changed(), "unrelated file in the waiting parent")?;
+            // The directory appears: noticed, and from then on watched.
+            std::fs::create_dir_all(&keys).map_err(|e| e.to_string())?;
+            expect(w.changed(), "the key dir appeared")?;
+            let f = keys.join("a.pub");
+            std::fs::write(&f, "ssh-ed25519 AAAA x\n").map_err(|e| e.to_string())?;
+            expect(w.changed(), "a new key")?;
+            expect(!w.changed(), "nothing more")?;
+            // Our own reads and directory listings are not changes.
+            let _ = std::fs::read(&f).map_err(|e| e.to_string())?;
+            let _ = std::fs::read_dir(&keys).map_err(|e| e.to_string())?.count();
+            expect(!w.changed(), "reads must not wake the watch")?;
+            std::fs::rename(&f, keys.join("b.pub")).map_err(|e| e.to_string())?;
+            expect(w.changed(), "a rename")?;
+            std::fs::remove_file(keys.join("b.pub")).map_err(|e| e.to_string())?;
+            expect(w.changed(), "a removal")?;
+            // A Secret volume's update: a new payload dir, `..data_tmp`
+            // renamed over `..data`.
+            std::fs::create_dir_all(keys.join("..2026_12_02_12_00_00.1"))
+                .map_err(|e| e.to_string())?;
+            let _ = w.changed();
+            std::os::unix::fs::symlink("..2026_12_02_12_00_00.1", keys.join("..data_tmp"))
+                .map_err(|e| e.to_string())?;
+            std::fs::rename(keys.join("..data_tmp"), keys.join("..data"))
+                .map_err(|e| e.to_string())?;
+            expect(w.changed(), "the kubelet's ..data swap")?;
+            std::fs::remove_dir_all(&keys).map_err(|e| e.to_string())?;
+            std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
+            let _ = w.changed();
+            // The (empty) directory removed and made again: followed.
+            std::fs::remove_dir(&keys).map_err(|e| e.to_string())?;
+            expect(w.changed(), "the key dir went")?;
+            std::fs::create_dir(&keys).map_err(|e| e.to_string())?;
+            expect(w.changed(), "the key dir came back")?;
+            std::fs::write(keys.join("c.pub"), "x\n").map_err(|e| e.to_string())?;
+            expect(w.changed(), "a key in the new directory")?;
+            // Something else in the parent of a watched dir: no change.
+            let beside = base.join("data/other");
+            std::fs::write(&beside, "x").map_err(|e| e.to_string())?;
+            std::fs::remove_file(&beside).map_err(|e| e.to_string())?;
+            expect(!w.changed(), "unrelated removal beside the key dir")?;
+            Ok(())
         });
     }
 
     #[test]
     fn file_watch_sees_the_kubelet_swap_and_edits_not_neighbours() {
-        in_child(|| {
-            let base = std::env::temp_dir().join(format!("mcl-fwatch-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
-            std::fs::create_dir_all(&base).map_err(|e| e.to_string())?;
+        in_child_dir("fwatch", |base| {
             let conf = base.join("configuration");
             let pillar = conf.join("pillar.sls");
             let mut w = FileWatch::new(std::slice::from_ref(&pillar)).map_err(|e| e.to_string())?;
             let e = |r: std::io::Result<()>| r.map_err(|e| e.to_string());
-            let res = (|| {
-                e(std::fs::write(base.join("unrelated"), "x"))?;
-                expect(!w.changed(), "a neighbour of the missing directory")?;
-                // The kubelet's first projection: payload dir, ..data, link.
-                e(std::fs::create_dir_all(
-                    conf.join("..2026_12_02_12_00_00.1"),
-                ))?;
-                expect(!w.changed(), "the directory alone holds no file yet")?;
-                e(std::fs::write(
-                    conf.join("..2026_12_02_12_00_00.1/pillar.sls"),
-                    "a: 1\n",
-                ))?;
-                expect(!w.changed(), "inside a payload dir: not yet visible")?;
-                e(std::os::unix::fs::symlink(
-                    "..2026_12_02_12_00_00.1",
-                    conf.join("..data_tmp"),
-                ))?;
-                expect(!w.changed(), "..data_tmp alone")?;
-                e(std::fs::rename(
-                    conf.join("..data_tmp"),
-                    conf.join("..data"),
-                ))?;
-                expect(w.changed(), "the ..data swap")?;
-                e(std::os::unix::fs::symlink("..data/pillar.sls", &pillar))?;
-                expect(w.changed(), "the visible link")?;
-                // The launcher's own reads and a file rendered beside it.
-                let _ = std::fs::read(&pillar).map_err(|e| e.to_string())?;
-                e(std::fs::write(conf.join("app.conf"), "rendered"))?;
-                expect(!w.changed(), "reads and neighbours must not count")?;
-                // A second update: only the swap changes what is seen.
-                e(std::fs::create_dir_all(
-                    conf.join("..2026_12_02_12_00_01.2"),
-                ))?;
-                e(std::fs::write(
-                    conf.join("..2026_12_02_12_00_01.2/pillar.sls"),
-                    "a: 2\n",
-                ))?;
-                e(std::os::unix::fs::symlink(
-                    "..2026_12_02_12_00_01.2",
-                    conf.join("..data_tmp"),
-                ))?;
-                e(std::fs::rename(
-                    conf.join("..data_tmp"),
-                    conf.join("..data"),
-                ))?;
-                e(std::fs::remove_dir_all(
-                    conf.join("..2026_12_02_12_00_00.1"),
-                ))?;
-                expect(w.changed(), "the second swap")?;
-                expect(!w.changed(), "nothing more")?;
-                // A plain file: removed, written, edited in place.
-                e(std::fs::remove_file(&pillar))?;
-                expect(w.changed(), "removed")?;
-                e(std::fs::write(&pillar, "a: 2\n"))?;
-                expect(w.changed(), "written")?;
-                e(std::fs::write(&pillar, "a: 3, and longer\n"))?;
-                expect(w.changed(), "edited in place")?;
-                // The list of files changes: the new one counts, the old not.
-                let other = base.join("templates/app.j2");
-                w.set_files(std::slice::from_ref(&other));
-                e(std::fs::write(&pillar, "a: 4\n"))?;
-                expect(!w.changed(), "a file no longer watched")?;
-                e(std::fs::create_dir_all(base.join("templates")))?;
-                e(std::fs::write(&other, "{{ x }}"))?;
-                expect(w.changed(), "the new file")?;
-                Ok(())
-            })();
-            let _ = std::fs::remove_dir_all(&base);
-            res
+            e(std::fs::write(base.join("unrelated"), "x"))?;
+            expect(!w.changed(), "a neighbour of the missing directory")?;
+            // The kubelet's first projection: payload dir, ..data, link.
+            e(std::fs::create_dir_all(
+                conf.join("..2026_12_02_12_00_00.1"),
+            ))?;
+            expect(!w.changed(), "the directory alone holds no file yet")?;
+            e(std::fs::write(
+                conf.join("..2026_12_02_12_00_00.1/pillar.sls"),
+                "a: 1\n",
+            ))?;
+            expect(!w.changed(), "inside a payload dir: not yet visible")?;
+            e(std::os::unix::fs::symlink(
+                "..2026_12_02_12_00_00.1",
+                conf.join("..data_tmp"),
+            ))?;
+            expect(!w.changed(), "..data_tmp alone")?;
+            e(std::fs::rename(
+                conf.join("..data_tmp"),
+                conf.join("..data"),
+            ))?;
+            expect(w.changed(), "the ..data swap")?;
+            e(std::os::unix::fs::symlink("..data/pillar.sls", &pillar))?;
+            expect(w.changed(), "the visible link")?;
+            // The launcher's own reads and a file rendered beside it.
+            let _ = std::fs::read(&pillar).map_err(|e| e.to_string())?;
+            e(std::fs::write(conf.join("app.conf"), "rendered"))?;
+            expect(!w.changed(), "reads and neighbours must not count")?;
+            // A second update: only the swap changes what is seen.
+            e(std::fs::create_dir_all(
+                conf.join("..2026_12_02_12_00_01.2"),
+            ))?;
+            e(std::fs::write(
+                conf.join("..2026_12_02_12_00_01.2/pillar.sls"),
+                "a: 2\n",
+            ))?;
+            e(std::os::unix::fs::symlink(
+                "..2026_12_02_12_00_01.2",
+                conf.join("..data_tmp"),
+            ))?;
+            e(std::fs::rename(
+                conf.join("..data_tmp"),
+                conf.join("..data"),
+            ))?;
+            e(std::fs::remove_dir_all(
+                conf.join("..2026_12_02_12_00_00.1"),
+            ))?;
+            expect(w.changed(), "the second swap")?;
+            expect(!w.changed(), "nothing more")?;
+            // A plain file: removed, written, edited in place.
+            e(std::fs::remove_file(&pillar))?;
+            expect(w.changed(), "removed")?;
+            e(std::fs::write(&pillar, "a: 2\n"))?;
+            expect(w.changed(), "written")?;
+            e(std::fs::write(&pillar, "a: 3, and longer\n"))?;
+            expect(w.changed(), "edited in place")?;
+            // The list of files changes: the new one counts, the old not.
+            let other = base.join("templates/app.j2");
+            w.set_files(std::slice::from_ref(&other));
+            e(std::fs::write(&pillar, "a: 4\n"))?;
+            expect(!w.changed(), "a file no longer watched")?;
+            e(std::fs::create_dir_all(base.join("templates")))?;
+            e(std::fs::write(&other, "{{ x }}"))?;
+            expect(w.changed(), "the new file")?;
+            Ok(())
         });
     }
 
     #[test]
     fn watches_do_not_share_signals() {
-        in_child(|| {
-            let base = std::env::temp_dir().join(format!("mcl-watch2-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&base);
+        in_child_dir("watch2", |base| {
             let (a, b) = (base.join("a"), base.join("b"));
             std::fs::create_dir_all(&a).map_err(|e| e.to_string())?;
             std::fs::create_dir_all(&b).map_err(|e| e.to_string())?;
             let mut wa = DirWatch::new(std::slice::from_ref(&a)).map_err(|e| e.to_string())?;
             let mut wb = DirWatch::new(std::slice::from_ref(&b)).map_err(|e| e.to_string())?;
-            let res = (|| {
-                std::fs::write(b.join("x"), "x").map_err(|e| e.to_string())?;
-                expect(!wa.changed(), "a saw the change of b")?;
-                expect(wb.changed(), "b missed its change")?;
-                Ok(())
-            })();
-            drop(wa);
-            drop(wb);
-            let _ = std::fs::remove_dir_all(&base);
-            res
+            std::fs::write(b.join("x"), "x").map_err(|e| e.to_string())?;
+            expect(!wa.changed(), "a saw the change of b")?;
+            expect(wb.changed(), "b missed its change")?;
+            Ok(())
         });
     }
 }
