@@ -235,6 +235,8 @@ fn apply_meta(fd: BorrowedFd<'_>, st: &FileStat, owner: Option<(Uid, Gid)>) -> i
 struct Copy<'a> {
     /// The destination's top directory: hard links are made from it.
     root: &'a DirFd,
+    /// The owner every copy gets (as root: else the source's own).
+    owner: Option<(Uid, Gid)>,
     files: u64,
     bytes: u64,
     /// (device, inode) of a multiply-linked source → where its first copy is
@@ -264,11 +266,12 @@ fn copy_marked(
 
     let mut copy = Copy {
         root: d,
+        owner,
         files: 0,
         bytes: 0,
         linked: HashMap::new(),
     };
-    copy_dir(src, d, Path::new(""), owner, &mut copy)?;
+    copy_dir(src, d, Path::new(""), &mut copy)?;
     // The root of the copy takes the source's mode, owner and times too.
     at(dest, apply_meta(d.as_fd(), src_st, owner))?;
 
@@ -293,13 +296,7 @@ fn copy_marked(
 /// Copy the content of `src` into `dst` (`rel` below the destination's
 /// top): files, directories and symlinks (never followed); a directory's
 /// metadata is applied after its content.
-fn copy_dir(
-    src: &DirFd,
-    dst: &DirFd,
-    rel: &Path,
-    owner: Option<(Uid, Gid)>,
-    copy: &mut Copy<'_>,
-) -> Result<(), FsError> {
+fn copy_dir(src: &DirFd, dst: &DirFd, rel: &Path, copy: &mut Copy<'_>) -> Result<(), FsError> {
     for name in src.entries()? {
         let st = src.stat_entry(&name)?;
         let to = dst.path().join(&name);
@@ -319,8 +316,8 @@ fn copy_dir(
             // mode comes after its content.
             sub.set_owner_mode(Some(0o700), None)?;
             let sub_src = src.dir(Path::new(&name), Links::Refuse)?;
-            copy_dir(&sub_src, &sub, &to_rel, owner, copy)?;
-            at(&to, apply_meta(sub.as_fd(), &st, owner))?;
+            copy_dir(&sub_src, &sub, &to_rel, copy)?;
+            at(&to, apply_meta(sub.as_fd(), &st, copy.owner))?;
         } else if fsutil::is_symlink(&st) {
             let target = at(
                 &src.path().join(&name),
@@ -331,7 +328,7 @@ fn copy_dir(
                 nix::unistd::symlinkat(target.as_os_str(), dst.as_fd(), name.as_os_str())
                     .map_err(errno_io),
             )?;
-            if let Some((uid, gid)) = ids_for(&st, owner) {
+            if let Some((uid, gid)) = ids_for(&st, copy.owner) {
                 at(
                     &to,
                     nix::unistd::fchownat(
@@ -357,7 +354,7 @@ fn copy_dir(
                 .map_err(errno_io),
             )?;
         } else if fsutil::is_regular(&st) {
-            copy_file(src, dst, &name, &st, &to_rel, owner, copy)?;
+            copy_file(src, dst, &name, &st, &to_rel, copy)?;
         } else {
             log::warn!(
                 "prepopulate: {} is not a file, directory or link: skipped",
@@ -376,7 +373,6 @@ fn copy_file(
     name: &OsStr,
     st: &FileStat,
     to_rel: &Path,
-    owner: Option<(Uid, Gid)>,
     copy: &mut Copy<'_>,
 ) -> Result<(), FsError> {
     let to = dst.path().join(name);
@@ -407,7 +403,7 @@ fn copy_file(
     let out = dst.create_file(name)?;
     let len = u64::try_from(st.st_size).unwrap_or(0);
     at(&to, copy_sparse(&from, &out, len))?;
-    at(&to, apply_meta(out.as_fd(), st, owner))?;
+    at(&to, apply_meta(out.as_fd(), st, copy.owner))?;
     if st.st_nlink > 1 {
         copy.linked.insert(key, to_rel.to_path_buf());
     }
