@@ -54,7 +54,9 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
                 dest,
                 mode,
                 owner,
-            } => render_template(cfg, src, dest, *mode, owner.as_ref()).map_err(|d| d.to_string()),
+            } => render_text(cfg, src)
+                .and_then(|text| write_rendered(cfg, &text, dest, *mode, owner.as_ref()))
+                .map_err(|d| d.to_string()),
             StepKind::Salt { states, config_dir } => {
                 let argv = salt_argv(states, config_dir.as_deref());
                 run_argv(cfg, step, &argv, jobs)?
@@ -259,17 +261,6 @@ fn write_rendered(
         ids,
     )
     .map_err(|e| Diag::file(dest, format!("cannot write: {e}")))
-}
-
-pub fn render_template(
-    cfg: &Config,
-    src: &Path,
-    dest: &Path,
-    mode: Option<u32>,
-    owner: Option<&crate::config::model::Owner>,
-) -> Result<(), Diag> {
-    let text = render_text(cfg, src)?;
-    write_rendered(cfg, &text, dest, mode, owner)
 }
 
 // ----- live reconfigure -----------------------------------------------
