@@ -30,6 +30,16 @@ fn load_one(text: &str) -> (CircusLoad, PathBuf, Tmp) {
     (l, f, t)
 }
 
+/// `l` loaded with no error and nothing unsupported (`what`: the input).
+fn assert_clean(l: &CircusLoad, what: &str) {
+    assert!(
+        l.errors.is_empty() && l.unsupported.is_empty(),
+        "{what:?}: {:?} {:?}",
+        l.errors,
+        l.unsupported
+    );
+}
+
 #[test]
 fn the_makina_fixture_tree_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/circus");
@@ -97,12 +107,7 @@ fn first_value_wins_and_sections_merge_across_files() {
         ],
         "main.ini",
     );
-    assert!(
-        l.errors.is_empty() && l.unsupported.is_empty(),
-        "{:?} {:?}",
-        l.errors,
-        l.unsupported
-    );
+    assert_clean(&l, "the tree");
     assert_eq!(l.services.len(), 1);
     assert_eq!(
         l.services[0].priority, 1,
@@ -144,12 +149,7 @@ fn makinas_own_watcher_keys() {
     ];
     for (opts, on, sig) in cases {
         let (l, _f, _t) = load_one(&format!("[watcher:w]\ncmd = /bin/true\n{opts}"));
-        assert!(
-            l.errors.is_empty() && l.unsupported.is_empty(),
-            "{opts:?}: {:?} {:?}",
-            l.errors,
-            l.unsupported
-        );
+        assert_clean(&l, opts);
         assert_eq!(l.services[0].on_reconfigure, *on, "{opts:?}");
         assert_eq!(l.services[0].reload_signal, *sig, "{opts:?}");
     }
@@ -233,12 +233,7 @@ fn options_map_to_services() {
     ];
     for (body, check) in rows {
         let (l, _, _t) = load_one(&format!("[watcher:w]\n{body}"));
-        assert!(
-            l.errors.is_empty() && l.unsupported.is_empty(),
-            "{body:?}: {:?} {:?}",
-            l.errors,
-            l.unsupported
-        );
+        assert_clean(&l, body);
         let s = l
             .services
             .first()
