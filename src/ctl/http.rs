@@ -6,9 +6,8 @@
 //! passes), and `Connection: close` after each answer. The body is the
 //! shell's to supply (the core builds it). Layer 2.
 
-use super::server::{make_room, read_available, write_queued, Drained, Written};
+use super::server::{read_available, write_queued, Conns, Drained, Written};
 use nix::poll::PollFlags;
-use std::collections::HashMap;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -69,8 +68,7 @@ impl Page {
 pub struct HttpServer {
     listener: TcpListener,
     pub addr: SocketAddr,
-    conns: HashMap<u64, Conn>,
-    next_id: u64,
+    conns: Conns<Conn>,
 }
 
 impl HttpServer {
@@ -81,8 +79,7 @@ impl HttpServer {
         Ok(HttpServer {
             listener,
             addr,
-            conns: HashMap::new(),
-            next_id: 0,
+            conns: Conns::default(),
         })
     }
 
@@ -92,17 +89,14 @@ impl HttpServer {
 
     /// The connections to poll, with what to wait for.
     pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
-        self.conns
-            .iter()
-            .map(|(&id, c)| {
-                let ev = if c.answered {
-                    PollFlags::POLLOUT
-                } else {
-                    PollFlags::POLLIN
-                };
-                (id, c.stream.as_fd(), ev)
-            })
-            .collect()
+        self.conns.poll_fds(|c| {
+            let ev = if c.answered {
+                PollFlags::POLLOUT
+            } else {
+                PollFlags::POLLIN
+            };
+            (c.stream.as_fd(), ev)
+        })
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
@@ -126,20 +120,15 @@ impl HttpServer {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
-            make_room(&mut self.conns, MAX_CONNS, |c| c.deadline);
-            let id = self.next_id;
-            self.next_id += 1;
-            self.conns.insert(
-                id,
-                Conn {
-                    stream,
-                    inbuf: Vec::new(),
-                    outbuf: Vec::new(),
-                    deadline: now + DEADLINE,
-                    answered: false,
-                    head_only: false,
-                },
-            );
+            let conn = Conn {
+                stream,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                deadline: now + DEADLINE,
+                answered: false,
+                head_only: false,
+            };
+            self.conns.admit(MAX_CONNS, |c| c.deadline, conn);
         }
     }
 

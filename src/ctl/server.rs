@@ -36,8 +36,7 @@ pub struct Conn {
 pub struct Server {
     listener: UnixListener,
     pub path: PathBuf,
-    conns: HashMap<u64, Conn>,
-    next_id: u64,
+    conns: Conns<Conn>,
 }
 
 impl Drop for Server {
@@ -114,8 +113,7 @@ impl Server {
                     return Some(Server {
                         listener,
                         path,
-                        conns: HashMap::new(),
-                        next_id: 0,
+                        conns: Conns::default(),
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse => log::warn!(
@@ -135,19 +133,16 @@ impl Server {
 
     /// The connections to poll, with what to wait for.
     pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
-        self.conns
-            .iter()
-            .map(|(&id, c)| {
-                let mut ev = PollFlags::empty();
-                if !c.closing {
-                    ev |= PollFlags::POLLIN;
-                }
-                if !c.outbuf.is_empty() {
-                    ev |= PollFlags::POLLOUT;
-                }
-                (id, c.stream.as_fd(), ev)
-            })
-            .collect()
+        self.conns.poll_fds(|c| {
+            let mut ev = PollFlags::empty();
+            if !c.closing {
+                ev |= PollFlags::POLLIN;
+            }
+            if !c.outbuf.is_empty() {
+                ev |= PollFlags::POLLOUT;
+            }
+            (c.stream.as_fd(), ev)
+        })
     }
 
     /// When the next idle connection is due to be closed.
@@ -176,21 +171,15 @@ impl Server {
             if stream.set_nonblocking(true).is_err() {
                 continue;
             }
+            let conn = Conn {
+                stream,
+                inbuf: Vec::new(),
+                outbuf: Vec::new(),
+                last: now,
+                closing: false,
+            };
             // Make room: the connection idle the longest goes.
-            make_room(&mut self.conns, MAX_CONNS, |c| c.last);
-            let id = self.next_id;
-            self.next_id += 1;
-            self.conns.insert(
-                id,
-                Conn {
-                    stream,
-                    inbuf: Vec::new(),
-                    outbuf: Vec::new(),
-                    last: now,
-                    closing: false,
-                },
-            );
-            fresh.push(id);
+            fresh.push(self.conns.admit(MAX_CONNS, |c| c.last, conn));
         }
         fresh
     }
@@ -276,14 +265,67 @@ impl Server {
     }
 }
 
-/// Before one more connection is taken: when `conns` holds `max`, drop the
-/// one whose `key` is the oldest (longest idle, or nearest its deadline).
-pub(crate) fn make_room<C>(conns: &mut HashMap<u64, C>, max: usize, key: impl Fn(&C) -> Instant) {
-    if conns.len() < max {
-        return;
+/// The open connections of a listener, by id.
+pub(crate) struct Conns<C> {
+    map: HashMap<u64, C>,
+    next_id: u64,
+}
+
+impl<C> Default for Conns<C> {
+    fn default() -> Self {
+        Conns {
+            map: HashMap::new(),
+            next_id: 0,
+        }
     }
-    if let Some(oldest) = conns.iter().min_by_key(|(_, c)| key(c)).map(|(&id, _)| id) {
-        conns.remove(&oldest);
+}
+
+impl<C> std::ops::Deref for Conns<C> {
+    type Target = HashMap<u64, C>;
+    fn deref(&self) -> &Self::Target {
+        &self.map
+    }
+}
+
+impl<C> std::ops::DerefMut for Conns<C> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.map
+    }
+}
+
+impl<C> Conns<C> {
+    /// Take `conn` under a new id (the one returned). When `max` are open,
+    /// the one whose `key` is the oldest (longest idle, or nearest its
+    /// deadline) is dropped first.
+    pub(crate) fn admit(&mut self, max: usize, key: impl Fn(&C) -> Instant, conn: C) -> u64 {
+        if self.map.len() >= max {
+            if let Some(oldest) = self
+                .map
+                .iter()
+                .min_by_key(|(_, c)| key(c))
+                .map(|(&id, _)| id)
+            {
+                self.map.remove(&oldest);
+            }
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.map.insert(id, conn);
+        id
+    }
+
+    /// Each connection's id, fd and what to wait for on it (`wait`).
+    pub(crate) fn poll_fds<'a>(
+        &'a self,
+        wait: impl Fn(&'a C) -> (BorrowedFd<'a>, PollFlags),
+    ) -> Vec<(u64, BorrowedFd<'a>, PollFlags)> {
+        self.map
+            .iter()
+            .map(|(&id, c)| {
+                let (fd, ev) = wait(c);
+                (id, fd, ev)
+            })
+            .collect()
     }
 }
 
