@@ -338,12 +338,13 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     );
 }
 
-/// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher).
-fn ctl_command(cfg: &str, args: &[&str]) -> std::process::Command {
+/// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher),
+/// with `d` as its root.
+fn ctl_command(d: &TempDir, cfg: &str, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(bin());
     c.args(["-c", cfg, "ctl"]).args(args);
     c.env_remove("MC_LAUNCHER_CONFIG")
-        .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+        .env("MC_ROOT", d.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -358,12 +359,11 @@ fn item08_ctl_is_a_well_behaved_client() {
     // A "launcher" that accepts and never answers.
     let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
     let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
-    let _ = std::fs::create_dir_all(std::env::temp_dir().join("mcl-test-empty-root"));
     for (args, within) in [
         (vec!["--timeout", "300ms", "status"], "300ms"),
         (vec!["status"], "5s"),
     ] {
-        let out = ctl_command(&cfg, &args).output().expect("ctl");
+        let out = ctl_command(&d, &cfg, &args).output().expect("ctl");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert!(
@@ -383,7 +383,7 @@ fn item08_ctl_is_a_well_behaved_client() {
         let sock = d.join(&format!("ctl-{code}.sock"));
         let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
         let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
-        let mut child = ctl_command(&cfg, &["--timeout", "1h", "status"])
+        let mut child = ctl_command(&d, &cfg, &["--timeout", "1h", "status"])
             .spawn()
             .expect("ctl");
         let (conn, _) = listener.accept().expect("accept");

@@ -305,9 +305,10 @@ fn foreground_terminal_goes_to_cmd() {
         "{} -q -- sh -c 'if [ \"$(ps -o pgid= -p $$)\" = \"$(ps -o tpgid= -p $$)\" ]; then echo FOREGROUND; else echo BACKGROUND; fi'",
         bin().display()
     );
+    let root = TempDir::new("fg-root");
     let out = std::process::Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
-        .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+        .env("MC_ROOT", root.path())
         .output()
         .expect("script");
     let stdout = String::from_utf8_lossy(&out.stdout);

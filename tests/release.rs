@@ -524,7 +524,7 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
             ])
             .arg(release().binary("aarch64"))
             .args(["ctl", "status"])
-            .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+            .env("MC_ROOT", &r.root)
             .env_remove("MC_LAUNCHER_CONFIG")
             .output()
             .expect("nsenter");

@@ -37,7 +37,7 @@ fn status_when(
 
 /// The launcher, PID 1, over `body`.
 fn launch(d: &TempDir, body: &str, limit: Duration) -> Running {
-    let cfg = config_in(d, body);
+    let cfg = config(d, body);
     Launch::new(&["-c", &cfg])
         .root(d.path())
         .timeout(limit)
@@ -247,7 +247,7 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
 #[test]
 fn check_names_a_bad_schedule_and_an_unknown_paused_service() {
     let d = TempDir::new("sched-check");
-    let cfg = config_in(
+    let cfg = config(
         &d,
         r#"services:
   a:

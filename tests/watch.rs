@@ -14,7 +14,7 @@ const APPLIED: Duration = Duration::from_secs(10);
 
 /// The launcher, PID 1, over `services` (the body of `services:`).
 fn launch(d: &TempDir, services: &str) -> Running {
-    let cfg = config_in(d, &format!("services:\n{services}"));
+    let cfg = config(d, &format!("services:\n{services}"));
     Launch::new(&["-c", &cfg])
         .root(d.path())
         .timeout(Duration::from_secs(30))

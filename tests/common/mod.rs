@@ -35,7 +35,9 @@ pub fn bin() -> PathBuf {
     }
 }
 
-/// A temporary directory removed on drop.
+/// The tests' one temporary directory: unique per call, removed on drop,
+/// so also when the test panics (unwinding drops it). Nothing a test makes
+/// may live anywhere else in the host's temp dir.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -71,6 +73,42 @@ pub struct Output {
 impl Output {
     pub fn all(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+    /// Assert the exit status (the whole output in the message).
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Output {
+        assert_eq!(self.code, Some(code), "{}", self.all());
+        self
+    }
+    /// Assert that stderr (the launcher's log) holds `needle`.
+    #[track_caller]
+    pub fn assert_stderr(&self, needle: &str) -> &Output {
+        assert!(
+            self.stderr.contains(needle),
+            "no {needle:?} in\n{}",
+            self.all()
+        );
+        self
+    }
+    /// Assert that stderr does not hold `needle`.
+    #[track_caller]
+    pub fn assert_no_stderr(&self, needle: &str) -> &Output {
+        assert!(
+            !self.stderr.contains(needle),
+            "{needle:?} in\n{}",
+            self.all()
+        );
+        self
+    }
+    /// Assert that stdout holds `needle`.
+    #[track_caller]
+    pub fn assert_stdout(&self, needle: &str) -> &Output {
+        assert!(
+            self.stdout.contains(needle),
+            "no {needle:?} in\n{}",
+            self.all()
+        );
+        self
     }
 }
 
@@ -175,7 +213,8 @@ impl Launch {
         self
     }
 
-    pub fn command(&self) -> Command {
+    /// The command that runs the launcher with `MC_ROOT` = `root`.
+    fn command(&self, root: &Path) -> Command {
         // A private mount namespace, with tmpfs over /run (and whatever else
         // the test asks for), then exec: the pid we spawn becomes the
         // launcher itself, or the `unshare --fork` parent of PID 1.
@@ -219,15 +258,6 @@ impl Launch {
             .env_remove("MC_PROJECT")
             .env_remove("MC_SKIP")
             .env_remove("MC_LOG");
-        let fallback;
-        let root = match &self.root {
-            Some(r) => r.as_path(),
-            None => {
-                fallback = std::env::temp_dir().join("mcl-test-empty-root");
-                let _ = std::fs::create_dir_all(&fallback);
-                fallback.as_path()
-            }
-        };
         c.env("MC_ROOT", root);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -239,7 +269,15 @@ impl Launch {
     }
 
     pub fn spawn(&self) -> Running {
-        let mut child = self.command().spawn().expect("spawn launcher");
+        // Without a root of its own, the launcher gets an empty one that
+        // lives as long as it runs: what it writes there (SSH host keys,
+        // state) goes with it.
+        let empty = self.root.is_none().then(|| TempDir::new("root"));
+        let root = match (&self.root, &empty) {
+            (Some(r), _) => r.clone(),
+            (None, e) => e.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
+        };
+        let mut child = self.command(&root).spawn().expect("spawn launcher");
         // Drain the output while the launcher runs: a full pipe would block
         // its writes (and its whole event loop) long before `wait`.
         let collect = |mut r: Box<dyn Read + Send>| {
@@ -255,6 +293,8 @@ impl Launch {
             out,
             err,
             child,
+            root,
+            _empty_root: empty,
             pid1: self.pid1,
             started: Instant::now(),
             timeout: self.timeout,
@@ -269,6 +309,10 @@ impl Launch {
 
 pub struct Running {
     pub child: Child,
+    /// The launcher's `MC_ROOT`.
+    pub root: PathBuf,
+    /// The empty root made for it (removed after the launcher is gone).
+    _empty_root: Option<TempDir>,
     out: Option<std::thread::JoinHandle<String>>,
     err: Option<std::thread::JoinHandle<String>>,
     pub pid1: bool,
@@ -321,6 +365,12 @@ impl Running {
         unsafe {
             libc_kill(pid, sig);
         }
+    }
+
+    /// TERM the launcher and wait for its exit.
+    pub fn stop(self) -> Output {
+        self.signal(15);
+        self.wait()
     }
 
     /// Wait for the exit; on timeout kill the whole namespace and fail.
@@ -482,7 +532,7 @@ pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
         ]);
     }
     c.arg(bin()).arg("ctl").args(args);
-    c.env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"));
+    c.env("MC_ROOT", &run.root);
     c.env_remove("MC_LAUNCHER_CONFIG");
     let started = Instant::now();
     let out = c.output().expect("run ctl");
@@ -562,10 +612,19 @@ pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
 }
 
 /// `mc-launcher.yml` in `d` with `body`; its path, for `-c`.
-pub fn config_in(d: &TempDir, body: &str) -> String {
+pub fn config(d: &TempDir, body: &str) -> String {
     let p = d.join("mc-launcher.yml");
     write(&p, body);
     p.to_string_lossy().into_owned()
+}
+
+/// The launcher on `mc-launcher.yml` = `body` in `d`, `d` its root
+/// (`-c CFG`, then `args`).
+pub fn launch_in(d: &TempDir, body: &str, args: &[&str]) -> Launch {
+    let cfg = config(d, body);
+    let mut all = vec!["-c", cfg.as_str()];
+    all.extend_from_slice(args);
+    Launch::new(&all).root(d.path())
 }
 
 /// The lines of a file (none when it does not exist yet).
@@ -575,6 +634,45 @@ pub fn file_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// The answers of `ctl`, typed: the one place that names the wire types
+/// (a rename in `ctl::proto` is a change here only).
+pub use mc_launcher::ctl::proto::{Reply, ServiceState};
+
+/// `ctl --json status`, typed; `None` while no launcher answers.
+pub fn status(run: &Running) -> Option<Reply> {
+    let out = ctl(run, &["--json", "status"]);
+    serde_json::from_str(out.stdout.trim()).ok()
+}
+
+/// Service `name`'s row of `status`; `None` while no launcher answers or
+/// it has no such service.
+pub fn service(run: &Running, name: &str) -> Option<ServiceState> {
+    status(run)?.services?.into_iter().find(|s| s.name == name)
+}
+
+/// The pids of service `name` (none while no launcher answers).
+pub fn pids(run: &Running, name: &str) -> Vec<i32> {
+    service(run, name).map(|s| s.pids).unwrap_or_default()
+}
+
+/// The state of service `name` (`""` while no launcher answers).
+pub fn state(run: &Running, name: &str) -> &'static str {
+    service(run, name).map_or("", |s| s.state.as_str())
+}
+
+/// Wait until service `name` is in `state` (e.g. `running`), and return
+/// its row; fail after `limit`.
+#[track_caller]
+pub fn wait_state(run: &Running, name: &str, want: &str, limit: Duration) -> ServiceState {
+    let mut last = None;
+    let ok = wait_until(limit, || {
+        last = service(run, name);
+        last.as_ref().is_some_and(|s| s.state.as_str() == want)
+    });
+    assert!(ok, "{name} never {want}: {last:?}");
+    last.expect("checked above")
 }
 
 /// `ctl --json status`, parsed.
