@@ -37,13 +37,9 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
     assert!(bomb.len() < 600, "{} bytes", bomb.len());
     write(&t.source(), &bomb);
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(
-            "configuration/pillar.sls:5:4: YAML: alias expansion exceeds 100000 nodes (an alias bomb?)"
-        ),
-        "{}",
-        out.all()
+    out.assert_code(78);
+    out.assert_stderr(
+        "configuration/pillar.sls:5:4: YAML: alias expansion exceeds 100000 nodes (an alias bomb?)",
     );
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
@@ -54,12 +50,8 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
     let t = Tree::new("bud-bomb-keep", "pillar:\n  on_invalid: keep-default\n");
     write(&t.source(), &alias_bomb());
     let out = t.launch(&["--", "sh", "-c", "exit 5"]).run();
-    assert_eq!(out.code, Some(5), "{}", out.all());
-    assert!(
-        out.stderr.contains("alias expansion exceeds"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(5);
+    out.assert_stderr("alias expansion exceeds");
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         IMAGE_PILLAR
@@ -71,13 +63,9 @@ fn pillar_deep_nesting_is_refused_not_a_signal() {
     let t = Tree::new("bud-deep", "");
     write(&t.source(), &deep_nesting());
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(
-            "configuration/pillar.sls:2:513: YAML: collections nested deeper than 256 levels"
-        ),
-        "{}",
-        out.all()
+    out.assert_code(78);
+    out.assert_stderr(
+        "configuration/pillar.sls:2:513: YAML: collections nested deeper than 256 levels",
     );
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
@@ -88,7 +76,7 @@ fn pillar_deep_nesting_is_refused_not_a_signal() {
     let flow = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
     write(&t.source(), &flow);
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     assert!(
         out.stderr.contains("configuration/pillar.sls:1:")
             && out.stderr.contains("nested too deep"),
@@ -220,10 +208,9 @@ fn reload_of_a_runaway_config_is_refused_and_the_launcher_answers() {
         assert!(out.all().contains(part), "{}", out.all());
         // Still supervising, with the old config in force.
         let out = ctl(&run, &["status"]);
-        assert_eq!(out.code, Some(0), "{}", out.all());
-        assert!(out.stdout.contains("running"), "{}", out.all());
+        out.assert_code(0);
+        out.assert_stdout("running");
     }
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }

@@ -33,7 +33,7 @@ fn a_makina_circus_tree_runs_unchanged() {
         bin = bin().display()
     );
     let out = with_circus(&d, &["--", "sh", "-c", &script]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for name in ["ssh", "redis", "myapp-web"] {
         assert!(
             out.stdout
@@ -104,7 +104,7 @@ fn original_launcher_arguments_run_the_same_processes() {
         &["ssh_config=True", "re_configure=True", "sh", "-c", &script],
     )
     .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for name in ["ssh", "redis", "myapp-web"] {
         assert!(
             out.stdout
@@ -131,23 +131,15 @@ fn unsupported_options_warn_at_run_and_fail_check() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:3: [watcher:w] option `hooks.before_start` is not supported",
-            ini.display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:4: section [socket:web] is not supported",
-            ini.display()
-        )),
-        "{}",
-        out.all()
-    );
+    out.assert_code(78);
+    out.assert_stderr(&format!(
+        "{}:3: [watcher:w] option `hooks.before_start` is not supported",
+        ini.display()
+    ));
+    out.assert_stderr(&format!(
+        "{}:4: section [socket:web] is not supported",
+        ini.display()
+    ));
     let out = Launch::new(&["-c", &cfg, "--", "true"])
         .root(d.path())
         .run();

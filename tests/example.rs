@@ -58,7 +58,7 @@ fn demo_runs_the_whole_life_of_a_container() {
 
     run.signal(nix::libc::SIGINT);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let all = out.all();
     for line in [
         "pillar: installed the override",
@@ -165,7 +165,7 @@ fn demo_runs_for_a_non_root_user() {
     )
     .expect("SIGINT");
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for line in ["summary: web: stopped", "summary: worker: stopped"] {
         assert!(
             out.stderr.contains(line),

@@ -105,7 +105,7 @@ fn pillar_install_killed_anywhere_is_never_half_written() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read(&target).expect("target"), over.as_bytes());
 }
 
@@ -132,9 +132,9 @@ fn full_disk_during_pillar_install_keeps_the_default() {
         .before(&before)
         .after(&after)
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.stderr.contains("filesystem is full"), "{}", out.all());
-    assert!(out.stderr.contains("init.sls"), "{}", out.all());
+    out.assert_code(1);
+    out.assert_stderr("filesystem is full");
+    out.assert_stderr("init.sls");
     assert!(
         out.stdout.ends_with(default),
         "default damaged: {}",
@@ -188,9 +188,9 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     assert_eq!(service_state(&run, "chatty"), "running");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("cannot write log"), "{}", out.all());
-    assert!(out.stderr.contains("summary: chatty"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stderr("cannot write log");
+    out.assert_stderr("summary: chatty");
 }
 
 /// `tree` with one prepopulate copy of a small seed into `{volume}/data`;
@@ -220,7 +220,7 @@ fn read_only_volume_is_a_clear_error() {
         .root(d.path())
         .before(&format!("mount --bind -o ro {v} {v}", v = vol.display()))
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let v = vol.display();
     for part in [
         format!("{v}/data: cannot be created in {v}: read-only filesystem; needed to prepopulate"),
@@ -260,7 +260,7 @@ fn volume_owned_by_another_user_is_a_clear_error() {
     .run();
     // The preflight stops before anything is written (78), with the owner
     // the volume needs and the command that gives it.
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let v = vol.display();
     for part in [
         format!("{v}/data: cannot be created in {v}: owned by uid 0 with mode 0755, not writable by uid 65534"),
@@ -298,7 +298,7 @@ fn control_socket_falls_back_when_run_is_read_only() {
     assert!(out.status.success() && text.contains("running"), "{text}");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 /// A service whose binary is deleted while it runs: once it dies it cannot
@@ -323,7 +323,7 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
     ) == "running"));
     std::fs::remove_file(&bin_copy).expect("delete");
     let out = ctl(&run, &["signal", "doomed", "KILL"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(10), || service_state(&run, "doomed")
             == "failed"),
@@ -333,7 +333,7 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
     assert_eq!(service_state(&run, "other"), "running");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 /// Services that fork a daemon and exit, or whose child calls setsid to
@@ -367,7 +367,7 @@ fn daemons_and_setsid_escapes_are_stopped() {
         == 2));
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         pids_with_cmdline(&needle).is_empty(),
         "left running: {needle}"
@@ -407,8 +407,8 @@ echo "zombies=$z""#;
     let out = Launch::new(&["--", "sh", "-c", script])
         .timeout(Duration::from_secs(120))
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("zombies=0"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("zombies=0");
 }
 
 /// A storm of 1,000 mixed signals during start, run and stop: the launcher
@@ -450,13 +450,9 @@ fn signal_storm_loses_nothing() {
         unsafe { nix::libc::kill(pid, storm[i % storm.len()]) };
     }
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for i in 0..5 {
-        assert!(
-            out.stderr.contains(&format!("summary: s{i}:")),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr(&format!("summary: s{i}:"));
     }
 }
 
@@ -475,7 +471,7 @@ fn hundred_services_start_and_stop_within_the_deadline() {
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
     assert_eq!(
         out.stderr.matches("summary: s").count(),
@@ -483,7 +479,7 @@ fn hundred_services_start_and_stop_within_the_deadline() {
         "{}",
         out.all()
     );
-    assert!(!out.stderr.contains("SIGKILL after grace"), "{}", out.all());
+    out.assert_no_stderr("SIGKILL after grace");
 }
 
 /// 1,000 reloads in a row: no file descriptor and no memory growth.
@@ -550,7 +546,7 @@ fn thousand_reloads_leak_nothing() {
     assert!(rss2 <= rss + 256, "RSS grew from {rss} KiB to {rss2} KiB");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     // Every SIGHUP was read before the next was sent: each one reloaded.
     let seen = out.stderr.matches("reload").count();
     assert!(seen >= 1050, "{seen} reloads handled of 1050");
@@ -698,7 +694,7 @@ fn a_panic_stops_everything_and_exits_70() {
         run.signal(nix::libc::SIGUSR2);
         let out = run.wait();
         assert_eq!(out.code, Some(70), "pid1={pid1}: {}", out.all());
-        assert!(out.stderr.contains("internal error"), "{}", out.all());
+        out.assert_stderr("internal error");
         assert!(
             pids_with_cmdline(&needle).is_empty(),
             "pid1={pid1}: left running"

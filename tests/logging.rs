@@ -51,7 +51,7 @@ fn json_records_parse_and_carry_their_fields() {
         ),
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let stdout = records(&out.stdout);
     let stderr = records(&out.stderr);
     for r in stdout.iter().chain(&stderr) {
@@ -216,7 +216,7 @@ fn rate_limit_drops_and_says_how_many() {
         "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n",
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let shown = out
         .stdout
         .lines()
@@ -341,10 +341,9 @@ fn a_flood_of_output_never_stalls_the_loop() {
             after - before
         );
         let t = Instant::now();
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         let took = t.elapsed();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         eprintln!("{format}: stopped {took:?} after SIGTERM");
         assert!(
             took < Duration::from_secs(5),
@@ -393,10 +392,9 @@ fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
     let d = TempDir::new("log-stall-stop");
     let (run, _reader) = stalled_launch(&d);
     let t = Instant::now();
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     eprintln!("stalled stderr: stopped {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(3 + 2 + 1), "{took:?}");
 
@@ -531,11 +529,10 @@ fn the_writer_thread_exists_only_for_output_to_write() {
                 .is_ok_and(|v| !status_pids(&v, "talker").is_empty())
         }));
         assert_eq!(threads(pid), want, "captured output: {captured}");
-        run.signal(15);
-        let out = run.wait();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        let out = run.stop();
+        out.assert_code(0);
         let framed = out.stdout.contains("talker | hello");
         assert_eq!(framed, captured, "{}", out.all());
-        assert!(out.stdout.contains("hello"), "{}", out.all());
+        out.assert_stdout("hello");
     }
 }

@@ -52,9 +52,8 @@ fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
         "health answered while 30 clients hog\n{}",
         out.all()
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     drop(hogs);
 }
 
@@ -110,15 +109,14 @@ fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     assert!(n > 12, "a DNS query");
     // While the resolver waits (30 s), the loop answers at once.
     let out = ctl(&run, &["--json", "status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("\"state\":\"starting\""),
         "{}",
         out.stdout
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
@@ -141,9 +139,8 @@ fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     assert!(wait_until(Duration::from_secs(20), || children_of(pid)
         .iter()
         .any(is_many)));
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     let spawned = out.stderr.matches(": started, pid").count();
     assert!(spawned > 0, "{}", out.all());
     assert!(

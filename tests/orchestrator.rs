@@ -67,16 +67,15 @@ fn readiness_comes_and_goes_without_a_restart() {
         wait_until(Duration::from_secs(10), || health(&run, None)),
         "ready again"
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         out.stderr
             .contains("web: not ready (2 failed readiness probes in a row)"),
         "{}",
         out.all()
     );
-    assert!(out.stderr.contains("web: ready again"), "{}", out.all());
+    out.assert_stderr("web: ready again");
 }
 
 #[test]
@@ -113,8 +112,7 @@ fn a_failing_liveness_probe_restarts_only_that_service() {
         service(&after, "other")["pids"],
         "only that service"
     );
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert!(
         out.stderr
             .contains("web: liveness probe failed 2 times in a row: restarting"),
@@ -139,7 +137,7 @@ fn http_probes_want_2xx_or_3xx() {
     );
     let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
     let out = run.wait();
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
     assert!(
         out.stderr.contains("web: ready"),
         "200 is ready\n{}",
@@ -176,14 +174,14 @@ fn drain_runs_pre_stop_then_waits_then_stops() {
     assert!(health(&run, Some("--live")), "alive while draining");
     let out = run.wait();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines = std::fs::read_to_string(&log).expect("log");
     assert_eq!(lines, "start\npre_stop web\nstop web\n", "{}", out.all());
     assert!(
         took >= Duration::from_millis(600),
         "the drain wait came before the stop: {took:?}"
     );
-    assert!(out.stderr.contains("draining for 600ms"), "{}", out.all());
+    out.assert_stderr("draining for 600ms");
 }
 
 #[test]
@@ -198,9 +196,8 @@ fn mc_shutdown_timeout_overrides_the_config() {
         .env("MC_SHUTDOWN_TIMEOUT", "500ms")
         .spawn();
     assert!(wait_until(Duration::from_secs(10), || health(&run, None)));
-    run.signal(15);
-    let out = run.wait();
-    assert!(out.stderr.contains("SIGKILL after grace"), "{}", out.all());
+    let out = run.stop();
+    out.assert_stderr("SIGKILL after grace");
     // check warns about a timeout docker's default kill would cut, unless
     // the variable is set; a bad value is refused.
     let check = |env: Option<&str>| {
@@ -213,15 +210,11 @@ fn mc_shutdown_timeout_overrides_the_config() {
         l.run()
     };
     let out = check(None);
-    assert!(
-        out.stderr.contains("docker stop kills after 10 s"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("docker stop kills after 10 s");
     let out = check(Some("8"));
-    assert!(!out.stderr.contains("docker stop kills"), "{}", out.all());
+    out.assert_no_stderr("docker stop kills");
     let out = check(Some("soon"));
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     assert!(
         out.stderr
             .contains("MC_SHUTDOWN_TIMEOUT: `soon` is not a duration"),
@@ -260,7 +253,7 @@ fn oom_kills_are_attributed_reported_and_decide_the_exit() {
         .root(d.path())
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .run();
-    assert_eq!(out.code, Some(137), "{}", out.all());
+    out.assert_code(137);
     assert!(
         out.stderr
             .contains("hog: killed by the kernel: out of memory"),
@@ -295,8 +288,8 @@ fn a_sigkill_from_someone_else_is_not_an_oom_kill() {
         .root(d.path())
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(!out.stderr.contains("out of memory"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_no_stderr("out of memory");
 }
 
 #[test]
@@ -315,7 +308,7 @@ fn cgroup_sizing_reaches_templates_and_processes() {
         .root(d.path())
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let online = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -370,6 +363,6 @@ fn sd_notify_both_ways() {
     let n = sup.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let _ = Path::new(&sock_path);
 }

@@ -46,7 +46,7 @@ fn not_found_and_not_executable() {
     let script = d.join("noexec.sh");
     write(&script, "#!/bin/sh\nexit 0\n");
     let out = Launch::new(&["--", "/nonexistent/cmd"]).run();
-    assert_eq!(out.code, Some(127), "{}", out.all());
+    out.assert_code(127);
     assert!(
         out.stderr.contains("/nonexistent/cmd") && out.stderr.contains("No such file"),
         "{}",
@@ -55,10 +55,10 @@ fn not_found_and_not_executable() {
     let out = Launch::new(&["--", "definitely-not-a-command-xyz"])
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(127), "{}", out.all());
+    out.assert_code(127);
     let out = Launch::new(&["--", script.to_str().expect("utf8")]).run();
-    assert_eq!(out.code, Some(126), "{}", out.all());
-    assert!(out.stderr.contains("Permission denied"), "{}", out.all());
+    out.assert_code(126);
+    out.assert_stderr("Permission denied");
     let out = Launch::new(&["--", d.path().to_str().expect("utf8")]).run();
     assert_eq!(
         out.code,
@@ -84,10 +84,9 @@ fn trapped_term_gives_cmds_own_code() {
             wait_until(Duration::from_secs(5), || ready.exists()),
             "CMD never started"
         );
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(42), "pid1={pid1}\n{}", out.all());
-        assert!(out.stderr.contains("TERM received"), "{}", out.all());
+        out.assert_stderr("TERM received");
         assert!(
             out.stderr.contains("summary: main: stopped in"),
             "one summary line\n{}",
@@ -158,7 +157,7 @@ fn thousand_orphans_leave_no_zombie() {
             Launch::new(&["--", "sh", "-c", &orphan_script(1000)]).timeout(Duration::from_secs(60));
         l.pid1 = pid1;
         let out = l.run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         // The only child of the launcher left is CMD itself.
         assert!(
             out.stdout.contains("zombies=0 children=1"),
@@ -181,7 +180,7 @@ fn nothing_left_running_after_exit() {
         let mut l = Launch::new(&["--", "sh", "-c", &script]);
         l.pid1 = pid1;
         let out = l.run();
-        assert_eq!(out.code, Some(5), "{}", out.all());
+        out.assert_code(5);
         assert!(
             wait_until(Duration::from_secs(2), || pids_with_cmdline(&format!(
                 "sleep {marker}"
@@ -203,8 +202,7 @@ fn term_right_after_start_is_never_lost() {
             .spawn();
         run.wait_signals_blocked();
         std::thread::sleep(Duration::from_micros((i * 7919) % 3000));
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(143), "round {i}\n{}", out.all());
     }
     // Not PID 1: the TERM may land even before signals are blocked, then it
@@ -215,8 +213,7 @@ fn term_right_after_start_is_never_lost() {
             .timeout(Duration::from_secs(10))
             .spawn();
         std::thread::sleep(Duration::from_micros((i * 3571) % 4000));
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(143), "round {i}\n{}", out.all());
     }
 }
@@ -237,8 +234,7 @@ fn stop_deadline_kills_a_cmd_that_ignores_term() {
         "CMD never started"
     );
     let t = std::time::Instant::now();
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
     assert_eq!(
         out.code,
@@ -251,7 +247,7 @@ fn stop_deadline_kills_a_cmd_that_ignores_term() {
         "took {took:?}\n{}",
         out.all()
     );
-    assert!(out.stderr.contains("SIGKILL after grace"), "{}", out.all());
+    out.assert_stderr("SIGKILL after grace");
 }
 
 #[test]
@@ -260,18 +256,14 @@ fn plain_init_without_config() {
     let out = Launch::new(&["--", "sh", "-c", "echo hello; echo MC_SERVICE=$MC_SERVICE"])
         .root(d.path())
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.contains("hello\nMC_SERVICE=main"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("hello\nMC_SERVICE=main");
     // A first plain argument also starts CMD (docker run IMAGE bash).
     let out = Launch::new(&["sh", "-c", "exit 9"]).root(d.path()).run();
-    assert_eq!(out.code, Some(9), "{}", out.all());
+    out.assert_code(9);
     // Nothing at all to run is a usage error.
     let out = Launch::new(&[]).root(d.path()).run();
-    assert_eq!(out.code, Some(2), "{}", out.all());
+    out.assert_code(2);
 }
 
 #[test]

@@ -14,30 +14,22 @@ fn pillar_override_is_installed_then_restored() {
     let over = "makina-projects.demo:\n  data:\n    site: from-volume\n";
     write(&t.volume().join("configuration/pillar.sls"), over);
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).expect("pillar"), over);
     assert_eq!(
         std::fs::read_to_string(t.root().join("state/image-pillar.sls")).expect("saved"),
         IMAGE_PILLAR
     );
-    assert!(
-        out.stderr.contains("pillar: installed the override"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("pillar: installed the override");
     // The override goes away: the image default comes back.
     std::fs::remove_file(t.volume().join("configuration/pillar.sls")).expect("rm");
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         IMAGE_PILLAR
     );
-    assert!(
-        out.stderr.contains("image default is back"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("image default is back");
 }
 
 #[test]
@@ -46,7 +38,7 @@ fn salt_jinja_pillar_is_accepted() {
     let over = "#!jinja|yaml\n{% set pw = salt['mc_utils.generate_password']() %}\nmakina-projects.demo:\n  data:\n    password: {{ pw }}\n{% if grains['os'] == 'Debian' %}\n    os: debian\n{% endif %}\n";
     write(&t.volume().join("configuration/pillar.sls"), over);
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         over,
@@ -63,7 +55,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     );
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     assert!(
         out.stderr
             .contains("configuration/pillar.sls:3:1: YAML syntax error"),
@@ -82,7 +74,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
         "- not\n- a mapping\n",
     );
     let out = t2.launch(&["--", "sh", "-c", "exit 5"]).run();
-    assert_eq!(out.code, Some(5), "{}", out.all());
+    out.assert_code(5);
     assert!(
         out.stderr.contains("must be a mapping") && out.stderr.contains("keep-default"),
         "{}",
@@ -94,8 +86,8 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     );
     // check reports it too, and writes nothing.
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(out.stderr.contains("pillar.sls:3:1"), "{}", out.all());
+    out.assert_code(78);
+    out.assert_stderr("pillar.sls:3:1");
 }
 
 #[test]
@@ -110,7 +102,7 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     std::os::unix::fs::symlink("..2024_01_01_00_00_00.1", conf.join("..data")).expect("link");
     std::os::unix::fs::symlink("..data/pillar.sls", conf.join("pillar.sls")).expect("link");
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(std::fs::read_to_string(t.pillar())
         .expect("pillar")
         .contains("configmap"));
@@ -121,8 +113,8 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     std::fs::create_dir_all(t.volume().join("configuration")).expect("mkdir");
     std::os::unix::fs::symlink(&secret, t.volume().join("configuration/pillar.sls")).expect("link");
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(out.stderr.contains("outside the volume"), "{}", out.all());
+    out.assert_code(78);
+    out.assert_stderr("outside the volume");
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         IMAGE_PILLAR
@@ -154,7 +146,7 @@ fn ssh_keys_go_into_a_managed_block() {
         t.d.join("projects/demo/project/.salt/mc-launcher.yml").display()
     );
     let out = Launch::new(&["--", "sh", "-c", &show]).root(t.root()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = &out.stdout;
     assert!(text.contains("rc=0"), "{}", out.all());
     assert!(
@@ -269,19 +261,15 @@ fn prepopulate_fills_only_empty_destinations() {
     // lost+found alone counts as empty.
     std::fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     std::fs::remove_dir(dest.join("lost+found")).expect("rm");
     same_tree(&src, &dest).expect("exact copy");
     // With data in it, the destination is left byte for byte.
     std::fs::write(dest.join("d1/f1.dat"), "the operator's data").expect("write");
     std::fs::remove_file(dest.join("d3/f3.dat")).expect("rm");
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("holds data: left as it is"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stderr("holds data: left as it is");
     assert_eq!(
         std::fs::read_to_string(dest.join("d1/f1.dat")).expect("read"),
         "the operator's data"
@@ -310,7 +298,7 @@ fn prepopulate_survives_kill_9_mid_copy() {
         }
         // The next start finishes the job: a complete, exact copy.
         let out = t.launch(&["prepare"]).run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         same_tree(&src, &dest)
             .unwrap_or_else(|e| panic!("after kill at {delay_ms}ms: {e}\n{}", out.all()));
     }
@@ -338,12 +326,8 @@ fn prepopulate_on_a_full_filesystem_fails_cleanly() {
         .tmpfs_sized(&dest, "1m")
         .after(&format!("echo entries=$(ls -A {} | wc -l)", dest.display()))
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("the filesystem is full"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("the filesystem is full");
     assert!(
         out.stderr.contains(&dest.display().to_string()),
         "the path is named\n{}",
@@ -365,14 +349,14 @@ fn skip_steps_and_original_arguments() {
         "makina-projects.demo: {data: {site: v}}\n",
     );
     let out = t.launch(&["--skip", "pillar,prepopulate", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         IMAGE_PILLAR
     );
     assert!(!t.volume().join("data").exists());
     let out = t.launch(&["prepare"]).env("MC_SKIP", "prepopulate").run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(std::fs::read_to_string(t.pillar())
         .expect("pillar")
         .contains("site: v"));
@@ -431,18 +415,14 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
         "{}",
         out.all()
     );
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.contains("good=logged-in-as-root"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("good=logged-in-as-root");
     assert!(
         out.stdout.contains("stranger=rc=255"),
         "an unknown key is refused\n{}",
         out.all()
     );
-    assert!(out.stdout.contains("late-before=rc=255"), "{}", out.all());
+    out.assert_stdout("late-before=rc=255");
     assert!(
         out.stdout.contains("late-after=logged-in-as-root"),
         "a key added while running works\n{}",
@@ -453,11 +433,7 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
         "a removed key stops working\n{}",
         out.all()
     );
-    assert!(
-        out.stderr.contains("summary: sshd: stopped in"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("summary: sshd: stopped in");
     // Host keys persist in the volume: the same key after a restart.
     let host_key = std::fs::read_to_string(
         t.volume()
@@ -469,6 +445,6 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
         t.volume().display()
     ))
     .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(out.stdout, host_key, "host keys are reused");
 }

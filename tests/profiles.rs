@@ -53,9 +53,8 @@ fn states(launch: Launch) -> Vec<(String, String)> {
                 .collect()
         })
         .unwrap_or_default();
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
     out
 }
 
@@ -106,7 +105,7 @@ fn a_left_out_service_can_be_started_by_hand_and_is_not_health() {
     .code
         == Some(0)));
     let o = ctl(&run, &["start", "debug"]);
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(10), || pids_of(&run, "debug") > 0),
         "debug never started"
@@ -126,7 +125,7 @@ fn check_prints_what_a_profile_set_starts() {
     let d = TempDir::new("profiles-check");
     let cfg = config(&d, "");
     let o = Launch::new(&["-c", &cfg, "check"]).not_pid1().run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(o.stdout.contains("  - web\n"), "{}", o.stdout);
     assert!(
         o.stdout
@@ -137,7 +136,7 @@ fn check_prints_what_a_profile_set_starts() {
     let o = Launch::new(&["-c", &cfg, "check", "--profile", "tools"])
         .not_pid1()
         .run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(o.stdout.contains("  - tools\n"), "{}", o.stdout);
     assert!(
         o.stdout
@@ -167,5 +166,5 @@ fn after_on_a_left_out_service_is_an_error_naming_both() {
     let o = Launch::new(&["-c", &cfg, "--profile", "debug", "check"])
         .not_pid1()
         .run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
 }

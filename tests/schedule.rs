@@ -75,9 +75,8 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     let status = status_json(&run);
     let metrics = ctl(&run, &["metrics"]).stdout;
     let text = ctl(&run, &["status"]).stdout;
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Every run: the paused service stops, the job runs, the service starts.
     let events = file_lines(&log);
     assert_eq!(events.first().map(String::as_str), Some("web-start"));
@@ -140,9 +139,8 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
         skipped(status) >= 2 && job(status, "slow")["runs"]["ok"].as_u64() >= Some(1)
     });
     let metrics = ctl(&run, &["metrics"]).stdout;
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Never two at once: every start is followed by its end first.
     let events = file_lines(&log);
     for pair in events.windows(2) {
@@ -155,11 +153,7 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
             >= Some(2)),
         "{metrics}"
     );
-    assert!(
-        out.stderr.contains("slow: run due now skipped"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("slow: run due now skipped");
 }
 
 #[test]
@@ -181,16 +175,11 @@ fn a_run_past_its_timeout_is_stopped() {
     let status = status_when(&run, LONG, |status| {
         job(status, "stuck")["runs"]["timeout"] == 1
     });
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(file_lines(&log), ["start", "term"], "{}", out.all());
     assert_eq!(job(&status, "stuck")["last_result"], "timeout");
     assert_eq!(job(&status, "stuck")["next_run"], serde_json::Value::Null);
-    assert!(
-        out.stderr.contains("stuck: run timed out after 300ms"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("stuck: run timed out after 300ms");
 }
 
 /// The job's cron names the next wall-clock minute in a zone 5:30 east
@@ -234,8 +223,7 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
         wait_until(Duration::from_secs(130), || !file_lines(&log).is_empty()),
         "never ran"
     );
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let ran: i64 = file_lines(&log)[0].parse().expect("a time");
     assert!(
         ran >= target,
@@ -269,7 +257,7 @@ fn check_names_a_bad_schedule_and_an_unknown_paused_service() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     for want in [
         format!("{cfg}:4:15: a.schedule: minute: 61 is out of range 0-59"),
         "b.schedule.pause: unknown service `nope`".to_string(),

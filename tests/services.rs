@@ -60,9 +60,8 @@ services:
         "{:?}",
         lines(&log)
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Spawn order, from the launcher's own log: c (priority 10) and a
     // (level 0), then b (after a). Without a `ready` check, `after` orders
     // spawns; the services' own first lines may still race.
@@ -83,11 +82,7 @@ services:
         out.all()
     );
     for name in ["a", "b", "c"] {
-        assert!(
-            out.stderr.contains(&format!("summary: {name}: stopped in")),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr(&format!("summary: {name}: stopped in"));
     }
 }
 
@@ -121,15 +116,14 @@ services:
         "{:?}",
         lines(&log)
     );
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(
         lines(&log),
         ["slow-ready", "dependent-start"],
         "{}",
         out.all()
     );
-    assert!(out.stderr.contains("slow: ready"), "{}", out.all());
+    out.assert_stderr("slow: ready");
 }
 
 #[test]
@@ -148,17 +142,9 @@ services:
 "#,
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("never: FAILED: not ready after 300ms"),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains("summary: other: stopped in"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("never: FAILED: not ready after 300ms");
+    out.assert_stderr("summary: other: stopped in");
 }
 
 #[test]
@@ -182,10 +168,9 @@ services:
     )
     .is_empty()));
     let t = Instant::now();
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(took >= Duration::from_millis(380), "{took:?}");
     assert!(
         out.stderr.contains("stubborn: stopped in") && out.stderr.contains("SIGKILL after grace"),
@@ -292,12 +277,8 @@ services:
 "#,
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(7), "{}", out.all());
-    assert!(
-        out.stderr.contains("summary: web: stopped in"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(7);
+    out.assert_stderr("summary: web: stopped in");
 
     let cfg = config(
         &d,
@@ -335,13 +316,12 @@ fn numprocesses_runs_that_many() {
     let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
     assert!(wait_until(Duration::from_secs(5), || lines(&log).len() == 3));
     std::thread::sleep(Duration::from_millis(200));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let mut pids = lines(&log);
     pids.sort();
     pids.dedup();
     assert_eq!(pids.len(), 3, "{pids:?}");
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
@@ -362,7 +342,7 @@ fn user_drops_privileges() {
         ),
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = std::fs::read_to_string(&out_file).expect("service wrote its ids");
     let nobody = nix_user("nobody");
     assert_eq!(
@@ -388,8 +368,8 @@ fn a_cmd_probe_runs_as_the_services_user() {
         ),
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert!(out.stdout.contains("u-was-ready"), "{}", out.all());
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_stdout("u-was-ready");
+    out.assert_code(0);
 }
 
 /// Whichever way a process is started — posix_spawn for a plain service
@@ -428,7 +408,7 @@ fn every_process_gets_its_own_group_and_a_clean_signal_state() {
     let out = Launch::new(&["-c", &cfg, "--", "sh", "-c", &main])
         .root(d.path())
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for name in ["plain", "limited", "main"] {
         let text = std::fs::read_to_string(d.join(name)).expect("dump");
         let field = |k: &str| {
@@ -489,7 +469,7 @@ fn users_come_from_the_files_not_nss() {
              printf 'passwd: mcl-no-such-backend\\ngroup: mcl-no-such-backend\\n' > /etc/nsswitch.conf",
         )
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = std::fs::read_to_string(&out_file).expect("service wrote its ids");
     assert_eq!(
         text.trim(),
@@ -552,12 +532,8 @@ fn stderr_prefix_and_partial_last_line() {
         "services:\n  e:\n    cmd: [\"sh\", \"-c\", \"echo out; echo err >&2; printf partial\"]\n    stdout: prefix\n    stderr: prefix\n    respawn: false\n",
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert!(
-        out.stdout.contains("e | out\ne | partial\n"),
-        "{}",
-        out.all()
-    );
-    assert!(out.stderr.contains("e ! err\n"), "{}", out.all());
+    out.assert_stdout("e | out\ne | partial\n");
+    out.assert_stderr("e ! err\n");
 }
 
 #[test]
@@ -572,7 +548,7 @@ fn file_output_rotates() {
         ),
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for suffix in ["", ".1", ".2", ".3"] {
         let p = d.join(&format!("logs/w.log{suffix}"));
         let len = std::fs::metadata(&p)
@@ -597,10 +573,9 @@ fn idle_launcher_does_not_wake_up() {
     let pid = run.launcher_pid();
     std::thread::sleep(Duration::from_millis(800));
     let woke = wakeups_over(pid, Duration::from_secs(3));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(woke, 0, "the launcher woke up {woke} times while idle");
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
@@ -609,20 +584,19 @@ fn missing_command_fails_without_spinning() {
     let cfg = config(&d, "services:\n  ghost:\n    cmd: [\"/nonexistent/ghost\"]\n  web:\n    cmd: [\"sleep\", \"100\"]\n");
     let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
     std::thread::sleep(Duration::from_millis(500));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(
         out.stderr.matches("cannot run /nonexistent/ghost").count(),
         2,
         "one FAILED line and one summary\n{}",
         out.all()
     );
-    assert!(out.stderr.contains("ghost: FAILED"), "{}", out.all());
+    out.assert_stderr("ghost: FAILED");
     let out = Launch::new(&["-c", &cfg, "check"])
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     assert!(
         out.stderr.contains("ghost") && out.stderr.contains("/nonexistent/ghost"),
         "{}",
@@ -651,11 +625,66 @@ fn main_command_runs_alongside_services() {
     ])
     .root(d.path())
     .run();
-    assert_eq!(out.code, Some(4), "{}", out.all());
+    out.assert_code(4);
     assert!(
         out.stdout.contains("start bg"),
         "the service started before the main command\n{}",
         out.all()
     );
     assert_eq!(lines(&log), ["start bg", "stop bg"]);
+}
+
+/// A TERM-ignoring main command (the interactive shell of `docker run -ti
+/// IMAGE bash`) does not eat the services' grace: both services get TERM
+/// and stop in order, only the main command is killed after the deadline.
+#[test]
+fn a_term_ignoring_main_command_does_not_eat_the_services_grace() {
+    let d = TempDir::new("stop-main");
+    let log = d.join("log");
+    let body = format!(
+        "services:\n  web:\n    cmd: [\"sh\", \"-c\", \"{}\"]\n  worker:\n    cmd: [\"sh\", \"-c\", \"{}\"]\n    after: [web]\nshutdown:\n  timeout: 1500ms\n",
+        logged("web", &log),
+        logged("worker", &log)
+    );
+    let main = format!(
+        "trap '' TERM; echo start main >> {log}; while :; do sleep 0.05; done",
+        log = log.display()
+    );
+    let run = launch_in(&d, &body, &["--", "sh", "-c", &main]).spawn();
+    assert!(
+        wait_until(Duration::from_secs(10), || lines(&log).len() == 3),
+        "{:?}",
+        lines(&log)
+    );
+    let out = run.stop();
+    assert_eq!(
+        out.code,
+        Some(137),
+        "the main command was killed\n{}",
+        out.all()
+    );
+    assert_eq!(
+        &lines(&log)[3..],
+        ["stop worker", "stop web"],
+        "both services got TERM and stopped, dependents first\n{}",
+        out.all()
+    );
+    for name in ["web", "worker"] {
+        let line = out
+            .stderr
+            .lines()
+            .find(|l| l.contains(&format!("summary: {name}:")))
+            .unwrap_or_else(|| panic!("no summary for {name}\n{}", out.all()));
+        assert!(
+            line.contains("(exit 0)") && !line.contains("SIGKILL"),
+            "{name} ended gracefully: {line}"
+        );
+    }
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.contains("summary: main:") && l.contains("SIGKILL after grace")),
+        "{}",
+        out.all()
+    );
 }

@@ -23,9 +23,8 @@ fn launch(d: &TempDir, services: &str) -> Running {
 
 /// Stop it: a clean exit.
 fn stop(run: Running) -> Output {
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     out
 }
 

@@ -325,10 +325,10 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
         "the key added while FIFOs sit in the key dir was never installed"
     );
     let st = ctl(&run, &["status"]);
-    assert_eq!(st.code, Some(0), "{}", st.all());
+    st.assert_code(0);
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr
             .contains("k0.pub: is a FIFO, not a regular file: refused"),
@@ -360,7 +360,7 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
         .launch(&["prepare"])
         .timeout(Duration::from_secs(120))
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr
             .contains("huge.pub: is larger than 256 KiB, the limit: refused"),
@@ -404,17 +404,13 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
         == Some(0)));
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         hwm_kib < 64 * 1024,
         "peak memory {hwm_kib} KiB: the sparse file was read whole\n{}",
         out.all()
     );
-    assert!(
-        out.stderr.contains("sparse.pub: is larger than 256 KiB"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("sparse.pub: is larger than 256 KiB");
 }
 
 /// Item 20: a rejected line is quoted at most ~100 bytes in the warning.
@@ -428,7 +424,7 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
         &format!("{junk}\n{opts_junk}\n{}\n", key(2, "fine")),
     );
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines: Vec<&str> = out
         .stderr
         .lines()
@@ -449,56 +445,32 @@ fn issue13_item11_ssh_messages_say_what_happened() {
     let t = tree("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     // A first start without keys.
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "ssh: no keys in {}, {}",
-            t.volume().join("ssh").display(),
-            t.volume().join("ms_ssh").display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(!out.stderr.contains("0 key(s)"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stderr(&format!(
+        "ssh: no keys in {}, {}",
+        t.volume().join("ssh").display(),
+        t.volume().join("ms_ssh").display()
+    ));
+    out.assert_no_stderr("0 key(s)");
     // A key and a line that is not one.
     write(
         &t.volume().join("ssh/a.pub"),
         &format!("{}\nthis is not a key\n", key(1, "alice")),
     );
     let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: installed 1 key(s)"),
-        "{}",
-        out.all()
+    out.assert_stderr("ssh: installed 1 key(s)");
+    out.assert_stderr(
+        "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]",
     );
-    assert!(
-        out.stderr.contains(
-            "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]"
-        ),
-        "{}",
-        out.all()
-    );
-    assert!(
-        !out.stderr.contains("unknown key type `is`"),
-        "{}",
-        out.all()
-    );
+    out.assert_no_stderr("unknown key type `is`");
     // The same again: in place.
     let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: already in place: 1 key(s)"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("ssh: already in place: 1 key(s)");
     // Revoked.
     std::fs::remove_file(t.volume().join("ssh/a.pub")).expect("rm");
     let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: removed 1 key(s)"),
-        "{}",
-        out.all()
-    );
-    assert!(!out.stderr.contains("installed 0 key(s)"), "{}", out.all());
+    out.assert_stderr("ssh: removed 1 key(s)");
+    out.assert_no_stderr("installed 0 key(s)");
 }
 
 /// Item 9: `ssh.host_keys_dir` planted as a link to a world-writable
@@ -665,7 +637,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
         let good = "makina-projects.demo:\n  data:\n    site: from-volume\n";
         write(&over, good);
         let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         assert_eq!(std::fs::read_to_string(t.pillar()).expect("p"), good);
         // Now a broken one.
         write(&over, "makina-projects.demo:\n  data: [1, 2\n");
@@ -732,7 +704,7 @@ fn item02_prepopulate_marker_symlink_is_not_written_through() {
         "{}",
         out.all()
     );
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(dest.join("d1/f1.dat").exists(), "{}", out.all());
     assert!(std::fs::symlink_metadata(dest.join(".mc-launcher-prepopulate-incomplete")).is_err());
 }
@@ -814,7 +786,7 @@ fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
     std::fs::write(src.join("one"), "shared body\n").expect("w");
     std::fs::hard_link(src.join("one"), src.join("d0/two")).expect("hardlink");
     let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let dest = t.volume().join("data");
     let md = std::fs::metadata(dest.join("sparse.img")).expect("md");
     assert_eq!(md.len(), 64 << 20);
@@ -904,7 +876,7 @@ fn item08_template_dest_through_a_planted_dir_link_stays_in_the_volume() {
     // Without the link, the same step writes where it should.
     std::fs::remove_file(t.volume().join("configuration")).expect("rm");
     let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.volume().join("configuration/app.json")).expect("r"),
         "{\"site\": \"demo\"}\n"

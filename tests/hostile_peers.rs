@@ -55,9 +55,8 @@ fn item02_probes_run_as_the_service() {
     assert!(service.starts_with("65534 65534 65534 "), "{service}");
     assert_eq!(wait_file(&work.join("ready.out")), service, "ready.cmd");
     assert_eq!(wait_file(&work.join("live.out")), service, "live.cmd");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
@@ -107,9 +106,8 @@ fn item03_a_notify_message_counts_only_from_the_service_it_names() {
         "refused\n",
         "B could join A's process group"
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 /// 50 bytes of template that stay within the fuel and render 15 MB.
@@ -184,7 +182,7 @@ fn item01_budgets_cover_what_a_template_renders() {
         let out = with_peak_rss(&d, t.launch(&["check"]).not_pid1())
             .timeout(Duration::from_secs(60))
             .run();
-        assert_eq!(out.code, Some(78), "{}", out.all());
+        out.assert_code(78);
         assert!(
             out.stderr.contains(line) && out.stderr.contains(what),
             "{}",
@@ -216,14 +214,9 @@ fn item01_budgets_cover_what_a_template_renders() {
         out.all()
     );
     let hwm = peak_rss_kib(run.launcher_pid());
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("invalid input, nothing changed"),
-        "{}",
-        out.all()
-    );
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("invalid input, nothing changed");
     assert!(hwm < 64 * 1024, "PID 1 peaked at {hwm} KiB\n{}", out.all());
 }
 
@@ -238,7 +231,7 @@ fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
     write(&outside.join("termination-log"), "precious\n");
     std::os::unix::fs::symlink(&outside, t.volume().join("logs")).expect("ln");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(outside.join("termination-log")).expect("read"),
         "precious\n",
@@ -248,7 +241,7 @@ fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
     std::fs::remove_file(t.volume().join("logs")).expect("rm");
     std::fs::create_dir(t.volume().join("logs")).expect("mkdir");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let report = std::fs::read_to_string(t.volume().join("logs/termination-log")).expect("report");
     assert!(report.starts_with("exit 0: "), "{report}");
 }
@@ -273,10 +266,9 @@ fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
     wait_file(&up);
     // An OOM kill somewhere in the container, long before the stop.
     write(&cg.join("memory.events"), "oom 1\noom_kill 1\n");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("killed by KILL"), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("killed by KILL");
     assert!(
         !out.stderr.contains("out of memory") && !out.stderr.contains("OOM"),
         "our own SIGKILL was called an OOM kill\n{}",
@@ -328,9 +320,8 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     assert!(first.starts_with("READY=1"), "{first}");
     // Full again: SIGTERM is still honoured, STOPPING=1 counted as dropped.
     fill(&path);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         out.stderr.contains("a message dropped") && out.stderr.contains("1 dropped so far"),
         "{}",
@@ -416,7 +407,7 @@ fn item09_a_file_name_from_the_volume_cannot_forge_log_lines() {
     let name = "x\nmc-launcher: exit 0: forged\x1b[2J.pub";
     write(&keys.join(name), "not a key\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr.contains("forged"),
         "the file is named: {}",
