@@ -24,20 +24,6 @@ fn tree(d: &TempDir, config: &str) -> PathBuf {
     cfg
 }
 
-fn status_json(run: &Running) -> serde_json::Value {
-    let out = ctl(run, &["--json", "status"]);
-    serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-fn service_state(run: &Running, name: &str) -> String {
-    status_json(run)["services"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name))
-        .and_then(|s| s["state"].as_str())
-        .unwrap_or("")
-        .to_string()
-}
-
 fn proc_fds(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
@@ -164,7 +150,7 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
         .root(d.path())
         .tmpfs_sized(&logs, "48k")
         .spawn();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
+    assert!(wait_until(Duration::from_secs(10), || state(
         &run, "chatty"
     ) == "running"));
     // The disk fills up; the service goes on writing and keeps running.
@@ -185,7 +171,7 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
             .unwrap_or(0)
     };
     assert!(wait_until(Duration::from_secs(10), || used() > 40 * 1024));
-    assert_eq!(service_state(&run, "chatty"), "running");
+    assert_eq!(state(&run, "chatty"), "running");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
     out.assert_code(0);
@@ -318,19 +304,19 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
     let run = Launch::new(&["-c", &cfg.to_string_lossy()])
         .root(d.path())
         .spawn();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
+    assert!(wait_until(Duration::from_secs(10), || state(
         &run, "doomed"
     ) == "running"));
     std::fs::remove_file(&bin_copy).expect("delete");
     let out = ctl(&run, &["signal", "doomed", "KILL"]);
     out.assert_code(0);
     assert!(
-        wait_until(Duration::from_secs(10), || service_state(&run, "doomed")
+        wait_until(Duration::from_secs(10), || state(&run, "doomed")
             == "failed"),
         "{}",
         ctl(&run, &["status"]).stdout
     );
-    assert_eq!(service_state(&run, "other"), "running");
+    assert_eq!(state(&run, "other"), "running");
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
     out.assert_code(0);
@@ -436,8 +422,7 @@ fn signal_storm_loses_nothing() {
         }
     }
     assert!(
-        wait_until(Duration::from_secs(10), || service_state(&run, "s4")
-            == "running"),
+        wait_until(Duration::from_secs(10), || state(&run, "s4") == "running"),
         "{}",
         ctl(&run, &["status"]).stdout
     );
@@ -495,9 +480,7 @@ fn thousand_reloads_leak_nothing() {
         .timeout(Duration::from_secs(120))
         .spawn();
     let pid = run.wait_signals_blocked();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
-        &run, "b"
-    ) == "running"));
+    assert!(wait_until(Duration::from_secs(10), || state(&run, "b") == "running"));
     // SIGHUP is the reload request. Each is sent once the launcher has read
     // the one before (it is no longer pending), so none coalesce.
     let hup_pending = || {
@@ -538,7 +521,7 @@ fn thousand_reloads_leak_nothing() {
     assert!(settled, "file descriptors grew from {fds} to {fds2}");
     let rss2 = proc_rss_kib(pid);
     assert_eq!(
-        service_state(&run, "a"),
+        state(&run, "a"),
         "running",
         "{}",
         ctl(&run, &["status"]).all()

@@ -40,15 +40,11 @@ fn item02_probes_run_as_the_service() {
     // What a process sees of itself: uid, gid, groups, cwd, one variable
     // of the service and one of the launcher's only, its open-files limit.
     let me = "echo $(id -u) $(id -g) $(id -G) $(pwd) ${PROBE_MARK:-none} ${LAUNCHER_ONLY:-none} $(ulimit -n)";
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  web:\n    cmd: [sh, -c, \"{me} > {w}/service.out; exec sleep 1000\"]\n    user: nobody\n    copy_env: false\n    working_dir: {w}\n    env: {{PROBE_MARK: svc}}\n    rlimits: {{nofile: 123}}\n    ready:\n      cmd: [sh, -c, \"{me} > {w}/ready.out\"]\n    live:\n      cmd: [sh, -c, \"{me} > {w}/live.out\"]\n      period: 200ms\n",
             w = work.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+        );
+    let run = launch_in(&d, &yml, &[])
         .env("LAUNCHER_ONLY", "leaked")
         .spawn();
     let service = wait_file(&work.join("service.out"));
@@ -85,14 +81,11 @@ fn item03_a_notify_message_counts_only_from_the_service_it_names() {
     // A (root) waits for it, then says something itself: once the launcher
     // shows that, it has read B's message (one socket, in order).
     let status = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'STATUS=checked', '\\\\0' + a[1:])";
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  a:\n    cmd: [sh, -c, \"echo $$ > {w}/a.pid; while [ ! -e {w}/sent ]; do sleep 0.02; done; python3 -c \\\"{status}\\\"; exec sleep 1000\"]\n    ready:\n      notify: true\n      timeout: 60s\n  b:\n    cmd: [python3, {attack}]\n    user: nobody\n",
             attack = d.join("attack.py").display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        );
+    let run = launch_in(&d, &yml, &[]).spawn();
     assert!(
         wait_until(Duration::from_secs(15), || service_json(&run, "a")
             .is_some_and(|a| a["status"] == "checked")),
@@ -252,15 +245,11 @@ fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
     let cg = d.join("cgroup");
     write(&cg.join("memory.events"), "oom 0\noom_kill 0\n");
     let up = d.join("up");
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > {up}; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n",
             up = up.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+        );
+    let run = launch_in(&d, &yml, &[])
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .spawn();
     wait_file(&up);
@@ -295,9 +284,7 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     let path = d.join("outer.sock");
     let outer = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
     fill(&path);
-    let cfg = config(&d, "services:\n  s:\n    cmd: [sleep, \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "services:\n  s:\n    cmd: [sleep, \"1000\"]\n", &[])
         .env("NOTIFY_SOCKET", &path.to_string_lossy())
         .spawn();
     // READY=1 is due at once, and the queue is full: the loop still serves.
@@ -430,12 +417,7 @@ fn item09_a_file_name_from_the_volume_cannot_forge_log_lines() {
 #[test]
 fn item10_the_rate_limit_bounds_an_endless_line() {
     let d = TempDir::new("h2-rate");
-    let cfg = config(
-        &d,
-        "log:\n  rate_limit: {lines: 10, per: 1h}\nservices:\n  chatty:\n    cmd: [sh, -c, \"head -c 20000000 /dev/zero | tr '\\\\0' x; echo\"]\n    stdout: prefix\n    respawn: false\n    critical: true\n",
-    );
-    let out = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let out = launch_in(&d, "log:\n  rate_limit: {lines: 10, per: 1h}\nservices:\n  chatty:\n    cmd: [sh, -c, \"head -c 20000000 /dev/zero | tr '\\\\0' x; echo\"]\n    stdout: prefix\n    respawn: false\n    critical: true\n", &[])
         .timeout(Duration::from_secs(120))
         .run();
     assert_eq!(
@@ -476,11 +458,9 @@ fn ask_and_half_close(addr: &str, request: &[u8]) -> String {
 fn item11_http_exactly_as_documented() {
     let d = TempDir::new("h2-http");
     let addr = format!("127.0.0.1:{}", free_port());
-    let cfg = config(
-        &d,
-        &format!("metrics: {{listen: \"{addr}\"}}\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n"),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let yml =
+        format!("metrics: {{listen: \"{addr}\"}}\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n");
+    let run = launch_in(&d, &yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(15), || http_get(
         &addr, "/metrics"
     )
@@ -544,12 +524,7 @@ fn item07_threads_stay_constant_during_a_dns_outage() {
     // A DNS server that hears queries and never answers them.
     let _dns = std::net::UdpSocket::bind("127.0.0.78:53").expect("bind 127.0.0.78:53 (as root)");
     let scratch = TempDir::new("h2-dns-etc");
-    let cfg = config(
-        &d,
-        "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n", &[])
         .overlay("/etc", scratch.path())
         .before(
             "printf 'nameserver 127.0.0.78\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",

@@ -8,12 +8,6 @@ use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
 fn records(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| {
@@ -43,14 +37,11 @@ fn json_records_parse_and_carry_their_fields() {
         &script,
         "printf 'plain\\n\"quoted\" back\\\\slash\\ttab\\001ctl\\n\\377bad\\n'\nprintf 'to stderr\\n' >&2\n",
     );
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "log: {{format: json}}\nservices:\n  web:\n    cmd: [\"sh\", \"{}\"]\n    stdout: prefix\n    stderr: prefix\n    respawn: false\n",
             script.display()
-        ),
-    );
-    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+        );
+    let out = launch_in(&d, &yml, &[]).run();
     out.assert_code(0);
     let stdout = records(&out.stdout);
     let stderr = records(&out.stderr);
@@ -194,12 +185,8 @@ fn long_lines_split_within_max_line_and_join_back_exactly() {
 fn the_launchers_own_long_lines_are_split_too() {
     let d = TempDir::new("log-own-long");
     let long = "n".repeat(3000);
-    let cfg = config(
-        &d,
-        "log: {format: text, max_line: 1K}\nservices:\n  web:\n    cmd: [\"true\"]\n    respawn: false\n",
-    );
     // A command that does not exist: the launcher's error names it whole.
-    let out = Launch::new(&["-c", &cfg, "--", &long]).root(d.path()).run();
+    let out = launch_in(&d, "log: {format: text, max_line: 1K}\nservices:\n  web:\n    cmd: [\"true\"]\n    respawn: false\n", &["--", &long]).run();
     assert!(
         out.stderr.split_inclusive('\n').all(|l| l.len() <= 1024),
         "{}",
@@ -211,11 +198,7 @@ fn the_launchers_own_long_lines_are_split_too() {
 #[test]
 fn rate_limit_drops_and_says_how_many() {
     let d = TempDir::new("log-rate");
-    let cfg = config(
-        &d,
-        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n",
-    );
-    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
+    let out = launch_in(&d, "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n", &[]).run();
     out.assert_code(0);
     let shown = out
         .stdout

@@ -9,12 +9,6 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
 fn wait_running(run: &Running, name: &str) {
     let mut last = String::new();
     let ok = wait_until(Duration::from_secs(10), || {
@@ -32,8 +26,12 @@ fn wait_running(run: &Running, name: &str) {
 #[test]
 fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
     let d = TempDir::new("nb-pipeline");
-    let cfg = config(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(
+        &d,
+        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
+        &[],
+    )
+    .spawn();
     wait_running(&run, "web");
     // 30 clients each send thousands of requests and read nothing: their
     // replies pile up until the launcher drops them.
@@ -60,8 +58,12 @@ fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
 #[test]
 fn idle_connections_never_lock_health_out() {
     let d = TempDir::new("nb-idle");
-    let cfg = config(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(
+        &d,
+        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
+        &[],
+    )
+    .spawn();
     wait_running(&run, "web");
     // More silent connections than the launcher serves at once.
     let idle: Vec<UnixStream> = (0..40)
@@ -87,12 +89,7 @@ fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     // A DNS server that hears queries and never answers them.
     let dns = std::net::UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53 (as root)");
     let scratch = TempDir::new("nb-dns-etc");
-    let cfg = config(
-        &d,
-        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n", &[])
         .overlay("/etc", scratch.path())
         .before(
             "printf 'nameserver 127.0.0.77\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
@@ -122,12 +119,7 @@ fn a_dns_server_that_never_answers_does_not_delay_ctl() {
 #[test]
 fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     let d = TempDir::new("nb-batch");
-    let cfg = config(
-        &d,
-        "shutdown:\n  timeout: 3s\nservices:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "shutdown:\n  timeout: 3s\nservices:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n", &[])
         .env("MC_LOG", "debug")
         .timeout(Duration::from_secs(120))
         .spawn();
