@@ -8,6 +8,18 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+/// The demo site's page on `port`, once it shows a worker's heartbeat.
+fn demo_page(port: u16) -> String {
+    let addr = format!("127.0.0.1:{port}");
+    let mut page = String::new();
+    let up = wait_until(Duration::from_secs(30), || {
+        page = http_get(&addr, "/").unwrap_or_default();
+        page.contains("heartbeat 1 of worker")
+    });
+    assert!(up, "the page never showed a heartbeat: {page:?}");
+    page
+}
+
 #[test]
 fn demo_runs_the_whole_life_of_a_container() {
     let t = TempDir::new("demo");
@@ -20,13 +32,7 @@ fn demo_runs_the_whole_life_of_a_container() {
         .env("MC_DEMO_PORT", &port.to_string())
         .timeout(Duration::from_secs(60))
         .spawn();
-    let addr = format!("127.0.0.1:{port}");
-    let mut page = String::new();
-    let up = wait_until(Duration::from_secs(30), || {
-        page = http_get(&addr, "/").unwrap_or_default();
-        page.contains("heartbeat 1 of worker")
-    });
-    assert!(up, "the page never showed a heartbeat: {page:?}");
+    let page = demo_page(port);
     // The override's value, not the image default's.
     assert!(
         page.contains("<h1>Demo site, configured from the data volume</h1>"),
@@ -132,13 +138,7 @@ fn demo_runs_for_a_non_root_user() {
     .env("MC_DEMO_PORT", &port.to_string())
     .timeout(Duration::from_secs(60))
     .spawn();
-    let addr = format!("127.0.0.1:{port}");
-    let mut page = String::new();
-    let up = wait_until(Duration::from_secs(30), || {
-        page = http_get(&addr, "/").unwrap_or_default();
-        page.contains("heartbeat 1 of worker")
-    });
-    assert!(up, "the page never showed a heartbeat: {page:?}");
+    let page = demo_page(port);
     assert!(
         page.contains("<h1>Demo site, configured from the data volume</h1>"),
         "{page}"

@@ -9,30 +9,25 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-fn wait_running(run: &Running, name: &str) {
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(10), || {
-        let out = ctl(run, &["--json", "status"]);
-        last = out.all();
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
-        v["services"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|s| s["name"] == name && s["state"] == "running")
-        })
-    });
-    assert!(ok, "{name} never ran: {last}");
+/// The launcher over one `web` service, once it runs.
+fn web_running(d: &TempDir) -> Running {
+    let run = launch_in(
+        d,
+        "services:
+  web:
+    cmd: [\"sleep\", \"1000\"]
+",
+        &[],
+    )
+    .spawn();
+    wait_state(&run, "web", "running", Duration::from_secs(10));
+    run
 }
 
 #[test]
 fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
     let d = TempDir::new("nb-pipeline");
-    let run = launch_in(
-        &d,
-        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
-        &[],
-    )
-    .spawn();
-    wait_running(&run, "web");
+    let run = web_running(&d);
     // 30 clients each send thousands of requests and read nothing: their
     // replies pile up until the launcher drops them.
     let mut hogs = Vec::new();
@@ -58,13 +53,7 @@ fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
 #[test]
 fn idle_connections_never_lock_health_out() {
     let d = TempDir::new("nb-idle");
-    let run = launch_in(
-        &d,
-        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
-        &[],
-    )
-    .spawn();
-    wait_running(&run, "web");
+    let run = web_running(&d);
     // More silent connections than the launcher serves at once.
     let idle: Vec<UnixStream> = (0..40)
         .map(|_| UnixStream::connect(socket_path(&run)).expect("connect"))

@@ -22,6 +22,19 @@ fn sshd_setup(port: u16) -> String {
     format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
 }
 
+/// Run `script` as the main command over `t`, the image's sshd_config for
+/// `port` in a private /etc/ssh.
+fn run_with_sshd(t: &Tree, port: u16, script: &str) -> Output {
+    t.launch(&["--", "sh", "-c", script])
+        .tmpfs("/etc/ssh")
+        .before(&format!(
+            "printf '{}' > /etc/ssh/sshd_config",
+            sshd_setup(port)
+        ))
+        .timeout(Duration::from_secs(60))
+        .run()
+}
+
 fn ssh_cmd(port: u16, key: &Path) -> String {
     format!(
         "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1 echo logged-in",
@@ -54,15 +67,7 @@ echo after=$({login} 2>/dev/null)
         wait = until(&login, "logged-in", 100),
         bin = bin.display(),
     );
-    let out = t
-        .launch(&["--", "sh", "-c", &script])
-        .tmpfs("/etc/ssh")
-        .before(&format!(
-            "printf '{}' > /etc/ssh/sshd_config",
-            sshd_setup(port)
-        ))
-        .timeout(Duration::from_secs(60))
-        .run();
+    let out = run_with_sshd(&t, port, &script);
     out.assert_code(0);
     out.assert_stdout("before=logged-in");
     assert!(
@@ -98,15 +103,7 @@ echo without=$({login} >/dev/null 2>&1; echo rc=$?)"#,
         vol = t.volume().display(),
         wait = until(&login, "logged-in", 100),
     );
-    let out = t
-        .launch(&["--", "sh", "-c", &script])
-        .tmpfs("/etc/ssh")
-        .before(&format!(
-            "printf '{}' > /etc/ssh/sshd_config",
-            sshd_setup(port)
-        ))
-        .timeout(Duration::from_secs(60))
-        .run();
+    let out = run_with_sshd(&t, port, &script);
     out.assert_code(0);
     assert!(
         out.stdout.contains("before=rc=255"),

@@ -83,29 +83,24 @@ impl Output {
     /// Assert that stderr (the launcher's log) holds `needle`.
     #[track_caller]
     pub fn assert_stderr(&self, needle: &str) -> &Output {
-        assert!(
-            self.stderr.contains(needle),
-            "no {needle:?} in\n{}",
-            self.all()
-        );
-        self
+        self.assert_holds(&self.stderr, needle, true)
     }
     /// Assert that stderr does not hold `needle`.
     #[track_caller]
     pub fn assert_no_stderr(&self, needle: &str) -> &Output {
-        assert!(
-            !self.stderr.contains(needle),
-            "{needle:?} in\n{}",
-            self.all()
-        );
-        self
+        self.assert_holds(&self.stderr, needle, false)
     }
     /// Assert that stdout holds `needle`.
     #[track_caller]
     pub fn assert_stdout(&self, needle: &str) -> &Output {
+        self.assert_holds(&self.stdout, needle, true)
+    }
+    #[track_caller]
+    fn assert_holds(&self, text: &str, needle: &str, want: bool) -> &Output {
+        let verb = if want { "no" } else { "unwanted" };
         assert!(
-            self.stdout.contains(needle),
-            "no {needle:?} in\n{}",
+            text.contains(needle) == want,
+            "{verb} {needle:?} in\n{}",
             self.all()
         );
         self
