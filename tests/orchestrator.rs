@@ -103,17 +103,10 @@ fn http_probes_want_2xx_or_3xx() {
     let run = launch_in(&d, &yml, &[]).spawn();
     let out = run.wait();
     out.assert_code(1);
-    assert!(
-        out.stderr.contains("web: ready"),
-        "200 is ready\n{}",
-        out.all()
-    );
-    assert!(
-        out.stderr
-            .contains("after_web: FAILED: not ready after 1.0s"),
-        "404 never is\n{}",
-        out.all()
-    );
+    // 200 is ready
+    out.assert_stderr("web: ready");
+    // 404 never is
+    out.assert_stderr("after_web: FAILED: not ready after 1.0s");
 }
 
 #[test]

@@ -161,11 +161,8 @@ fn ssh_keys_go_into_a_managed_block() {
     );
     assert!(text.contains("700 root\n600 root"), "{}", out.all());
     assert!(!text.contains("PRIVATE"), "{}", out.all());
-    assert!(
-        out.stderr.contains("bob.pub:3:1"),
-        "the bad line is named\n{}",
-        out.all()
-    );
+    // the bad line is named
+    out.assert_stderr("bob.pub:3:1");
     assert!(
         out.stderr
             .contains("id_ed25519: refused: this is a PRIVATE key"),
@@ -328,16 +325,10 @@ fn prepopulate_on_a_full_filesystem_fails_cleanly() {
         .run();
     out.assert_code(1);
     out.assert_stderr("the filesystem is full");
-    assert!(
-        out.stderr.contains(&dest.display().to_string()),
-        "the path is named\n{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.contains("entries=0"),
-        "nothing half-copied is left\n{}",
-        out.all()
-    );
+    // the path is named
+    out.assert_stderr(&dest.display().to_string());
+    // nothing half-copied is left
+    out.assert_stdout("entries=0");
 }
 
 #[test]
@@ -417,22 +408,13 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
     );
     out.assert_code(0);
     out.assert_stdout("good=logged-in-as-root");
-    assert!(
-        out.stdout.contains("stranger=rc=255"),
-        "an unknown key is refused\n{}",
-        out.all()
-    );
+    // an unknown key is refused
+    out.assert_stdout("stranger=rc=255");
     out.assert_stdout("late-before=rc=255");
-    assert!(
-        out.stdout.contains("late-after=logged-in-as-root"),
-        "a key added while running works\n{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.contains("good-removed=rc=255"),
-        "a removed key stops working\n{}",
-        out.all()
-    );
+    // a key added while running works
+    out.assert_stdout("late-after=logged-in-as-root");
+    // a removed key stops working
+    out.assert_stdout("good-removed=rc=255");
     out.assert_stderr("summary: sshd: stopped in");
     // Host keys persist in the volume: the same key after a restart.
     let host_key = std::fs::read_to_string(

@@ -212,12 +212,8 @@ services:
         log = log.display()
     );
     let out = launch_in(&d, &yml, &[]).run();
-    assert_eq!(
-        out.code,
-        Some(1),
-        "nothing left to supervise, one service failed\n{}",
-        out.all()
-    );
+    // nothing left to supervise, one service failed
+    out.assert_code(1);
     let times: Vec<f64> = file_lines(&log)
         .iter()
         .filter_map(|l| l.parse().ok())
@@ -273,12 +269,8 @@ services:
 "#,
     );
     let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(
-        out.code,
-        Some(1),
-        "critical service exhausted its retries\n{}",
-        out.all()
-    );
+    // critical service exhausted its retries
+    out.assert_code(1);
 }
 
 #[test]
@@ -579,11 +571,8 @@ fn main_command_runs_alongside_services() {
     .root(d.path())
     .run();
     out.assert_code(4);
-    assert!(
-        out.stdout.contains("start bg"),
-        "the service started before the main command\n{}",
-        out.all()
-    );
+    // the service started before the main command
+    out.assert_stdout("start bg");
     assert_eq!(file_lines(&log), ["start bg", "stop bg"]);
 }
 
@@ -610,12 +599,8 @@ fn a_term_ignoring_main_command_does_not_eat_the_services_grace() {
         file_lines(&log)
     );
     let out = run.stop();
-    assert_eq!(
-        out.code,
-        Some(137),
-        "the main command was killed\n{}",
-        out.all()
-    );
+    // the main command was killed
+    out.assert_code(137);
     assert_eq!(
         &file_lines(&log)[3..],
         ["stop worker", "stop web"],
