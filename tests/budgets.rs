@@ -77,12 +77,8 @@ fn pillar_deep_nesting_is_refused_not_a_signal() {
     write(&t.source(), &flow);
     let out = t.launch(&["check"]).not_pid1().run();
     out.assert_code(78);
-    assert!(
-        out.stderr.contains("configuration/pillar.sls:1:")
-            && out.stderr.contains("nested too deep"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("configuration/pillar.sls:1:");
+    out.assert_stderr("nested too deep");
 }
 
 #[test]

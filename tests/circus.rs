@@ -143,9 +143,6 @@ fn unsupported_options_warn_at_run_and_fail_check() {
         .run();
     // run goes on with warnings
     out.assert_code(0);
-    assert!(
-        out.stderr.contains("warning:") && out.stderr.contains("hooks.before_start"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("warning:");
+    out.assert_stderr("hooks.before_start");
 }

@@ -17,6 +17,11 @@ fn demo_page(port: u16) -> String {
         page.contains("heartbeat 1 of worker")
     });
     assert!(up, "the page never showed a heartbeat: {page:?}");
+    // The override's value, not the image default's.
+    assert!(
+        page.contains("<h1>Demo site, configured from the data volume</h1>"),
+        "{page}"
+    );
     page
 }
 
@@ -33,11 +38,6 @@ fn demo_runs_the_whole_life_of_a_container() {
         .timeout(Duration::from_secs(60))
         .spawn();
     let page = demo_page(port);
-    // The override's value, not the image default's.
-    assert!(
-        page.contains("<h1>Demo site, configured from the data volume</h1>"),
-        "{page}"
-    );
     // PILLAR.sample's value for what the override leaves out.
     assert!(
         page.contains("Hello from the image&#x27;s default pillar"),
@@ -138,11 +138,7 @@ fn demo_runs_for_a_non_root_user() {
     .env("MC_DEMO_PORT", &port.to_string())
     .timeout(Duration::from_secs(60))
     .spawn();
-    let page = demo_page(port);
-    assert!(
-        page.contains("<h1>Demo site, configured from the data volume</h1>"),
-        "{page}"
-    );
+    demo_page(port);
     // setpriv and bash exec'd their way to the launcher, running as nobody.
     let pid = run.child.id() as i32;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");

@@ -176,11 +176,8 @@ fn item01_budgets_cover_what_a_template_renders() {
             .timeout(Duration::from_secs(60))
             .run();
         out.assert_code(78);
-        assert!(
-            out.stderr.contains(line) && out.stderr.contains(what),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr(line);
+        out.assert_stderr(what);
         assert!(peak_of(&out) < 64 * 1024, "{}", out.all());
     }
     // Live: the same override swapped in under a running PID 1 changes
@@ -200,12 +197,8 @@ fn item01_budgets_cover_what_a_template_renders() {
         &format!("makina-projects.demo:\n  data: {RENDER_BOMB}\n"),
     );
     let out = ctl(&run, &["reconfigure"]);
-    assert!(
-        out.stderr.contains("configuration/pillar.sls:2:")
-            && out.stderr.contains("output passed the limit of 4 MiB"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("configuration/pillar.sls:2:");
+    out.assert_stderr("output passed the limit of 4 MiB");
     let hwm = peak_rss_kib(run.launcher_pid());
     let out = run.stop();
     out.assert_code(0);
@@ -309,11 +302,8 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     fill(&path);
     let out = run.stop();
     out.assert_code(0);
-    assert!(
-        out.stderr.contains("a message dropped") && out.stderr.contains("1 dropped so far"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("a message dropped");
+    out.assert_stderr("1 dropped so far");
 }
 
 /// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher),
@@ -522,10 +512,7 @@ fn item07_threads_stay_constant_during_a_dns_outage() {
     let _dns = std::net::UdpSocket::bind("127.0.0.78:53").expect("bind 127.0.0.78:53 (as root)");
     let scratch = TempDir::new("h2-dns-etc");
     let run = launch_in(&d, "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n", &[])
-        .overlay("/etc", scratch.path())
-        .before(
-            "printf 'nameserver 127.0.0.78\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
-        )
+        .nameserver("127.0.0.78", scratch.path())
         .timeout(Duration::from_secs(120))
         .spawn();
     let pid = run.launcher_pid();

@@ -329,12 +329,7 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
     run.signal(nix::libc::SIGTERM);
     let out = run.wait();
     out.assert_code(0);
-    assert!(
-        out.stderr
-            .contains("k0.pub: is a FIFO, not a regular file: refused"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("k0.pub: is a FIFO, not a regular file: refused");
 }
 
 /// Item 13: a 12 MB `.pub` is refused at its size (the limit is in the
@@ -361,12 +356,7 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
         .timeout(Duration::from_secs(120))
         .run();
     out.assert_code(0);
-    assert!(
-        out.stderr
-            .contains("huge.pub: is larger than 256 KiB, the limit: refused"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("huge.pub: is larger than 256 KiB, the limit: refused");
     let ak = std::fs::read_to_string(t.home().join(".ssh/authorized_keys")).expect("ak");
     assert_eq!(ak.matches(" dup\n").count(), 15_000);
     assert!(!ak.contains(" huge\n"));
@@ -662,12 +652,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
         // Again: the default is already there, and the message says that.
         let out = t.launch(&["--skip", "ssh", "prepare"]).run();
         assert_eq!(out.code, code, "{}", out.all());
-        assert!(
-            out.stderr
-                .contains("the image default is installed (it already was)"),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr("the image default is installed (it already was)");
     }
 }
 

@@ -71,10 +71,7 @@ fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     let dns = std::net::UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53 (as root)");
     let scratch = TempDir::new("nb-dns-etc");
     let run = launch_in(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n", &[])
-        .overlay("/etc", scratch.path())
-        .before(
-            "printf 'nameserver 127.0.0.77\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
-        )
+        .nameserver("127.0.0.77", scratch.path())
         .timeout(Duration::from_secs(60))
         .spawn();
     // The probe's lookup has started: the query reached our silent server.

@@ -48,12 +48,7 @@ fn readiness_comes_and_goes_without_a_restart() {
     );
     let out = run.stop();
     out.assert_code(0);
-    assert!(
-        out.stderr
-            .contains("web: not ready (2 failed readiness probes in a row)"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("web: not ready (2 failed readiness probes in a row)");
     out.assert_stderr("web: ready again");
 }
 
@@ -81,12 +76,7 @@ fn a_failing_liveness_probe_restarts_only_that_service() {
     assert_ne!(before.0, pids(&run, "web"));
     assert_eq!(before.1, pids(&run, "other"), "only that service");
     let out = run.stop();
-    assert!(
-        out.stderr
-            .contains("web: liveness probe failed 2 times in a row: restarting"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("web: liveness probe failed 2 times in a row: restarting");
 }
 
 #[test]
@@ -170,12 +160,7 @@ fn mc_shutdown_timeout_overrides_the_config() {
     out.assert_no_stderr("docker stop kills");
     let out = check(Some("soon"));
     out.assert_code(78);
-    assert!(
-        out.stderr
-            .contains("MC_SHUTDOWN_TIMEOUT: `soon` is not a duration"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("MC_SHUTDOWN_TIMEOUT: `soon` is not a duration");
 }
 
 /// A fake cgroup v2 directory with the files the launcher reads.
@@ -205,12 +190,7 @@ fn oom_kills_are_attributed_reported_and_decide_the_exit() {
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .run();
     out.assert_code(137);
-    assert!(
-        out.stderr
-            .contains("hog: killed by the kernel: out of memory"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("hog: killed by the kernel: out of memory");
     let text = std::fs::read_to_string(&report).expect("report");
     assert!(
         text.starts_with("exit 137: critical service ended (hog: killed by KILL, OOM-killed)"),

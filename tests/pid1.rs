@@ -47,11 +47,8 @@ fn not_found_and_not_executable() {
     write(&script, "#!/bin/sh\nexit 0\n");
     let out = Launch::new(&["--", "/nonexistent/cmd"]).run();
     out.assert_code(127);
-    assert!(
-        out.stderr.contains("/nonexistent/cmd") && out.stderr.contains("No such file"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("/nonexistent/cmd");
+    out.assert_stderr("No such file");
     let out = Launch::new(&["--", "definitely-not-a-command-xyz"])
         .not_pid1()
         .run();

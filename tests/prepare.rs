@@ -56,12 +56,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
-    assert!(
-        out.stderr
-            .contains("configuration/pillar.sls:3:1: YAML syntax error"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("configuration/pillar.sls:3:1: YAML syntax error");
     assert_eq!(
         std::fs::read(t.pillar()).expect("pillar"),
         before,
@@ -75,11 +70,8 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     );
     let out = t2.launch(&["--", "sh", "-c", "exit 5"]).run();
     out.assert_code(5);
-    assert!(
-        out.stderr.contains("must be a mapping") && out.stderr.contains("keep-default"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("must be a mapping");
+    out.assert_stderr("keep-default");
     assert_eq!(
         std::fs::read_to_string(t2.pillar()).expect("pillar"),
         IMAGE_PILLAR
@@ -163,12 +155,7 @@ fn ssh_keys_go_into_a_managed_block() {
     assert!(!text.contains("PRIVATE"), "{}", out.all());
     // the bad line is named
     out.assert_stderr("bob.pub:3:1");
-    assert!(
-        out.stderr
-            .contains("id_ed25519: refused: this is a PRIVATE key"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("id_ed25519: refused: this is a PRIVATE key");
     // A key removed from the volume disappears from the block.
     std::fs::remove_file(ssh.join("bob.pub")).expect("rm");
     let show2 = format!(
@@ -400,12 +387,7 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
             .timeout(Duration::from_secs(60))
     };
     let out = launch(&script).run();
-    assert!(
-        out.stderr
-            .contains(&format!("Server listening on 127.0.0.1 port {port}")),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr(&format!("Server listening on 127.0.0.1 port {port}"));
     out.assert_code(0);
     out.assert_stdout("good=logged-in-as-root");
     // an unknown key is refused

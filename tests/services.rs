@@ -152,11 +152,8 @@ services:
     let took = t.elapsed();
     out.assert_code(0);
     assert!(took >= Duration::from_millis(380), "{took:?}");
-    assert!(
-        out.stderr.contains("stubborn: stopped in") && out.stderr.contains("SIGKILL after grace"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("stubborn: stopped in");
+    out.assert_stderr("SIGKILL after grace");
     assert!(
         pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
         "the whole group is gone"
@@ -228,12 +225,7 @@ services:
         );
     }
     assert!(delays[3] > delays[0], "delays grow: {delays:?}");
-    assert!(
-        out.stderr
-            .contains("crashy: FAILED: 5 consecutive failed starts"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("crashy: FAILED: 5 consecutive failed starts");
 }
 
 #[test]
@@ -542,11 +534,8 @@ fn missing_command_fails_without_spinning() {
         .not_pid1()
         .run();
     out.assert_code(78);
-    assert!(
-        out.stderr.contains("ghost") && out.stderr.contains("/nonexistent/ghost"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("ghost");
+    out.assert_stderr("/nonexistent/ghost");
 }
 
 #[test]

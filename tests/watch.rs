@@ -87,12 +87,7 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
         vec![file_lines(&pids)[0].parse::<i64>().expect("pid")]
     );
     assert_eq!(file_lines(&other).len(), 1, "the other service untouched");
-    assert!(
-        out.stderr
-            .contains("nginx: a watched file changed: reloading (HUP)"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("nginx: a watched file changed: reloading (HUP)");
 }
 
 #[test]

@@ -190,6 +190,13 @@ impl Launch {
         ));
         self
     }
+    /// Names resolved only through DNS at `nameserver` (a private /etc,
+    /// its writes in `scratch`), with a 30 s resolver timeout.
+    pub fn nameserver(self, nameserver: &str, scratch: &Path) -> Launch {
+        self.overlay("/etc", scratch).before(&format!(
+            "printf 'nameserver {nameserver}\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf"
+        ))
+    }
     /// A tmpfs of `size` (e.g. `1m`) over `dir`.
     pub fn tmpfs_sized(mut self, dir: &Path, size: &str) -> Launch {
         self.tmpfs.push(format!("-o size={size} {}", dir.display()));
@@ -434,21 +441,22 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
 /// Direct children of `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if proc_ppid(child) == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|&c| proc_ppid(c) == Some(pid))
+        .collect()
 }
 
 pub fn proc_ppid(pid: i32) -> Option<i32> {
@@ -474,22 +482,15 @@ fn sig_blocked(pid: i32, sig: u32) -> bool {
 
 /// Pids whose command line contains `needle` (to prove nothing is left).
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if text.contains(needle) && !text.contains("mc-launcher") {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                text.contains(needle) && !text.contains("mc-launcher")
+            })
+        })
+        .collect()
 }
 
 /// Wait until `f` holds or the limit passes.
