@@ -119,12 +119,10 @@ fn unsupported_options_warn_at_run_and_fail_check() {
     let d = TempDir::new("unsupported");
     let ini = d.join("extra.ini");
     write(&ini, "[watcher:w]\ncmd = /bin/sleep 1000\nhooks.before_start = my.module.hook\n[socket:web]\nhost = 127.0.0.1\n");
-    let cfg = d.join("c.yml");
-    write(
-        &cfg,
+    let cfg = config(
+        &d,
         &format!("circus:\n  include: [\"{}\"]\n", ini.display()),
     );
-    let cfg = cfg.display().to_string();
     let out = Launch::new(&["-c", &cfg, "check"])
         .root(d.path())
         .not_pid1()

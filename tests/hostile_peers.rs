@@ -420,11 +420,7 @@ fn item10_the_rate_limit_bounds_an_endless_line() {
         out.stdout.len()
     );
     assert!(out.stdout.len() >= 9 * 16 * 1000, "{}", out.stdout.len());
-    assert!(
-        out.stderr.contains("lines dropped (rate limit 10/1h)"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr("lines dropped (rate limit 10/1h)");
 }
 
 /// Send `request` on a fresh connection to `addr`, close our side at once,

@@ -192,7 +192,7 @@ fn the_launchers_own_long_lines_are_split_too() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("\nmc-launcher+: "), "{}", out.stderr);
+    out.assert_stderr("\nmc-launcher+: ");
 }
 
 #[test]

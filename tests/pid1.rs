@@ -211,14 +211,13 @@ fn term_right_after_start_is_never_lost() {
 #[test]
 fn stop_deadline_kills_a_cmd_that_ignores_term() {
     let d = TempDir::new("deadline");
-    let cfg = d.join("c.yml");
-    write(&cfg, "shutdown:\n  timeout: 500ms\n");
+    let cfg = config(&d, "shutdown:\n  timeout: 500ms\n");
     let ready = d.join("ready");
     let script = format!(
         "trap '' TERM; touch {}; while :; do sleep 0.05; done",
         ready.display()
     );
-    let run = Launch::new(&["-c", cfg.to_str().expect("utf8"), "--", "sh", "-c", &script]).spawn();
+    let run = Launch::new(&["-c", &cfg, "--", "sh", "-c", &script]).spawn();
     assert!(
         wait_until(Duration::from_secs(5), || ready.exists()),
         "CMD never started"

@@ -25,10 +25,7 @@ fn pillar_override_is_installed_then_restored() {
     std::fs::remove_file(t.volume().join("configuration/pillar.sls")).expect("rm");
     let out = t.launch(&["prepare"]).run();
     out.assert_code(0);
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    t.assert_image_pillar();
     out.assert_stderr("image default is back");
 }
 
@@ -107,10 +104,7 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     let out = t.launch(&["prepare"]).run();
     out.assert_code(78);
     out.assert_stderr("outside the volume");
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    t.assert_image_pillar();
 }
 
 /// A real key pair made with ssh-keygen: (private key path, public line).
@@ -328,10 +322,7 @@ fn skip_steps_and_original_arguments() {
     );
     let out = t.launch(&["--skip", "pillar,prepopulate", "prepare"]).run();
     out.assert_code(0);
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    t.assert_image_pillar();
     assert!(!t.volume().join("data").exists());
     let out = t.launch(&["prepare"]).env("MC_SKIP", "prepopulate").run();
     out.assert_code(0);

@@ -126,24 +126,14 @@ fn check_prints_what_a_profile_set_starts() {
     let cfg = config(&d, "");
     let o = Launch::new(&["-c", &cfg, "check"]).not_pid1().run();
     o.assert_code(0);
-    assert!(o.stdout.contains("  - web\n"), "{}", o.stdout);
-    assert!(
-        o.stdout
-            .contains("  - debug (not started: profiles debug; active: none)"),
-        "{}",
-        o.stdout
-    );
+    o.assert_stdout("  - web\n");
+    o.assert_stdout("  - debug (not started: profiles debug; active: none)");
     let o = Launch::new(&["-c", &cfg, "check", "--profile", "tools"])
         .not_pid1()
         .run();
     o.assert_code(0);
-    assert!(o.stdout.contains("  - tools\n"), "{}", o.stdout);
-    assert!(
-        o.stdout
-            .contains("  - debug (not started: profiles debug; active: tools)"),
-        "{}",
-        o.stdout
-    );
+    o.assert_stdout("  - tools\n");
+    o.assert_stdout("  - debug (not started: profiles debug; active: tools)");
 }
 
 #[test]

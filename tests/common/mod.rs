@@ -85,6 +85,14 @@ impl Output {
     pub fn assert_stderr(&self, needle: &str) -> &Output {
         self.assert_holds(&self.stderr, needle, true)
     }
+    /// Assert that stderr holds every one of `parts`.
+    #[track_caller]
+    pub fn assert_stderr_all(&self, parts: &[String]) -> &Output {
+        for part in parts {
+            self.assert_stderr(part);
+        }
+        self
+    }
     /// Assert that stderr does not hold `needle`.
     #[track_caller]
     pub fn assert_no_stderr(&self, needle: &str) -> &Output {

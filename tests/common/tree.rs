@@ -65,6 +65,12 @@ impl Tree {
     pub fn state(&self) -> PathBuf {
         self.d.join("state")
     }
+    /// Assert that the pillar is the image's default.
+    #[track_caller]
+    pub fn assert_image_pillar(&self) {
+        let now = std::fs::read_to_string(self.pillar()).expect("pillar");
+        assert_eq!(now, IMAGE_PILLAR, "the image default pillar");
+    }
     pub fn launch(&self, args: &[&str]) -> Launch {
         Launch::new(args).root(self.root())
     }
