@@ -10,6 +10,14 @@ use std::time::{Duration, Instant};
 /// A makina tree for project `demo` with the state dir inside the temp
 /// root (the control socket stays at its default, in the test's private
 /// /run); `config` is appended to mc-launcher.yml.
+/// The launcher over a `tree` in `d` (`-c` its config, then `args`).
+fn in_tree(d: &TempDir, config: &str, args: &[&str]) -> Launch {
+    let cfg = tree(d, config).to_string_lossy().into_owned();
+    let mut all = vec!["-c", cfg.as_str()];
+    all.extend_from_slice(args);
+    Launch::new(&all).root(d.path())
+}
+
 fn tree(d: &TempDir, config: &str) -> PathBuf {
     write(
         &d.join("projects/demo/pillar/init.sls"),
@@ -135,21 +143,15 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     let d = TempDir::new("hard-log-full");
     let logs = d.join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let cfg = tree(
-        &d,
-        &format!(
-            r#"services:
+    let yml = format!(
+        r#"services:
   chatty:
     cmd: ["sh", "-c", "while :; do echo 0123456789012345678901234567890123456789; done"]
     stdout: {{file: "{}/chatty.log", max_bytes: 20k, backup_count: 3}}
 "#,
-            logs.display()
-        ),
+        logs.display()
     );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .tmpfs_sized(&logs, "48k")
-        .spawn();
+    let run = in_tree(&d, &yml, &[]).tmpfs_sized(&logs, "48k").spawn();
     assert!(wait_until(Duration::from_secs(10), || state(
         &run, "chatty"
     ) == "running"));
@@ -172,8 +174,7 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     };
     assert!(wait_until(Duration::from_secs(10), || used() > 40 * 1024));
     assert_eq!(state(&run, "chatty"), "running");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     out.assert_stderr("cannot write log");
     out.assert_stderr("summary: chatty");
@@ -278,8 +279,7 @@ fn control_socket_falls_back_when_run_is_read_only() {
         .expect("ctl");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("running"), "{text}");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
 }
 
@@ -290,16 +290,11 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
     let d = TempDir::new("hard-deleted");
     let bin_copy = d.join("mysleep");
     std::fs::copy("/bin/sleep", &bin_copy).expect("copy sleep");
-    let cfg = tree(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  doomed:\n    cmd: [\"{}\", \"1000\"]\n    max_retry: 2\n    backoff: {{initial: 10ms, max: 20ms}}\n  other:\n    cmd: [sleep, \"1000\"]\n",
             bin_copy.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .spawn();
+        );
+    let run = in_tree(&d, &yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(10), || state(
         &run, "doomed"
     ) == "running"));
@@ -313,8 +308,7 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
         ctl(&run, &["status"]).stdout
     );
     assert_eq!(state(&run, "other"), "running");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
 }
 
@@ -325,30 +319,23 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
 fn daemons_and_setsid_escapes_are_stopped() {
     let d = TempDir::new("hard-daemon");
     let marker = 700_000 + std::process::id() % 100_000;
-    let cfg = tree(
-        &d,
-        &format!(
-            r#"services:
+    let yml = format!(
+        r#"services:
   forker:
     cmd: ["sh", "-c", "sleep {marker} & exit 0"]
     respawn: false
   escaper:
     cmd: ["sh", "-c", "setsid sleep {marker} & exec sleep 1000"]
 "#
-        ),
     );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .not_pid1()
-        .spawn();
+    let run = in_tree(&d, &yml, &[]).not_pid1().spawn();
     let needle = format!("sleep {marker}");
     assert!(wait_until(Duration::from_secs(10), || pids_with_cmdline(
         &needle
     )
     .len()
         == 2));
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     assert!(
         pids_with_cmdline(&needle).is_empty(),
@@ -449,8 +436,7 @@ fn hundred_services_start_and_stop_within_the_deadline() {
     });
     assert!(all_up, "{}", ctl(&run, &["status"]).stdout);
     let t = Instant::now();
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
     out.assert_code(0);
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
@@ -467,14 +453,13 @@ fn hundred_services_start_and_stop_within_the_deadline() {
 #[test]
 fn thousand_reloads_leak_nothing() {
     let d = TempDir::new("hard-reloads");
-    let cfg = tree(
+    let run = in_tree(
         &d,
         "services:\n  a:\n    cmd: [sleep, \"1000\"]\n  b:\n    cmd: [sleep, \"1000\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .timeout(Duration::from_secs(120))
-        .spawn();
+        &[],
+    )
+    .timeout(Duration::from_secs(120))
+    .spawn();
     let pid = run.wait_signals_blocked();
     assert!(wait_until(Duration::from_secs(10), || state(&run, "b") == "running"));
     // SIGHUP is the reload request. Each is sent once the launcher has read
@@ -523,8 +508,7 @@ fn thousand_reloads_leak_nothing() {
         ctl(&run, &["status"]).all()
     );
     assert!(rss2 <= rss + 256, "RSS grew from {rss} KiB to {rss2} KiB");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     // Every SIGHUP was read before the next was sent: each one reloaded.
     let seen = out.stderr.matches("reload").count();
@@ -542,18 +526,13 @@ fn ssh_files_are_never_world_readable() {
     std::fs::create_dir_all(&home).expect("home");
     let keys = d.join("projects/demo/data/ssh");
     std::fs::create_dir_all(&keys).expect("keys");
-    let cfg = tree(
-        &d,
-        &format!(
-            "ssh:\n  home: \"{}\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-            home.display()
-        ),
+    let yml = format!(
+        "ssh:\n  home: \"{}\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+        home.display()
     );
     let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     write(&keys.join("first.pub"), &format!("{line} first\n"));
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .spawn();
+    let run = in_tree(&d, &yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(10), || home
         .join(".ssh/authorized_keys")
         .exists()));
@@ -602,22 +581,18 @@ fn symlinks_in_the_volume_never_lead_outside() {
     let vol = d.join("projects/demo/data");
     let src = d.join("seed");
     write(&src.join("authorized_keys"), "ssh-rsa AAAA attacker\n");
-    let cfg = tree(
-        &d,
-        &format!(
+    let yml = format!(
             "pillar:\n  on_invalid: keep-default\nssh:\n  sshd: never\nprepopulate:\n  - src: \"{}\"\n    dest: \"{}/data\"\n",
             src.display(),
             vol.display()
-        ),
-    );
+        );
     std::fs::create_dir_all(vol.join("ssh")).expect("ssh");
     std::fs::create_dir_all(vol.join("configuration")).expect("conf");
     std::os::unix::fs::symlink("/etc/passwd", vol.join("ssh/passwd.pub")).expect("link");
     std::os::unix::fs::symlink("/etc/shadow", vol.join("configuration/pillar.sls")).expect("link");
     std::os::unix::fs::symlink("/root/.ssh", vol.join("data")).expect("link");
     // /root is a private tmpfs in the test (the host's is never touched).
-    let out = Launch::new(&["-c", &cfg.to_string_lossy(), "prepare"])
-        .root(d.path())
+    let out = in_tree(&d, &yml, &["prepare"])
         .before("mkdir -p /root/.ssh")
         .after("ls -A /root/.ssh; cat /root/.ssh/authorized_keys 2>/dev/null; true")
         .run();

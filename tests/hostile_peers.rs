@@ -504,9 +504,7 @@ fn live_failures(run: &Running, name: &str) -> u64 {
 #[test]
 fn item07_threads_stay_constant_during_a_dns_outage() {
     let d = TempDir::new("h2-dns");
-    // A DNS server that hears queries and never answers them.
-    let _dns = std::net::UdpSocket::bind("127.0.0.78:53").expect("bind 127.0.0.78:53 (as root)");
-    let scratch = TempDir::new("h2-dns-etc");
+    let (_dns, scratch) = silent_dns("127.0.0.78");
     let run = launch_in(&d, "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n", &[])
         .nameserver("127.0.0.78", scratch.path())
         .timeout(Duration::from_secs(120))

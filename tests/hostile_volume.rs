@@ -330,8 +330,7 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
     );
     let st = ctl(&run, &["status"]);
     st.assert_code(0);
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     out.assert_stderr("k0.pub: is a FIFO, not a regular file: refused");
 }
@@ -396,8 +395,7 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
     )
     .code
         == Some(0)));
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     assert!(
         hwm_kib < 64 * 1024,

@@ -67,9 +67,7 @@ fn idle_connections_never_lock_health_out() {
 #[test]
 fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     let d = TempDir::new("nb-dns");
-    // A DNS server that hears queries and never answers them.
-    let dns = std::net::UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53 (as root)");
-    let scratch = TempDir::new("nb-dns-etc");
+    let (dns, scratch) = silent_dns("127.0.0.77");
     let run = launch_in(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n", &[])
         .nameserver("127.0.0.77", scratch.path())
         .timeout(Duration::from_secs(60))

@@ -59,22 +59,6 @@ impl Tree {
     }
 }
 
-/// The preflight message in `stderr`: from its first line to the end of
-/// its indented lines.
-fn message(stderr: &str) -> String {
-    let Some(start) = stderr.find("cannot prepare this container") else {
-        return String::new();
-    };
-    let mut lines = stderr[start..].lines();
-    let mut out = vec![lines.next().unwrap_or("").to_string()];
-    out.extend(
-        lines
-            .take_while(|l| l.starts_with("  "))
-            .map(str::to_string),
-    );
-    out.join("\n")
-}
-
 fn assert_has(out: &Output, parts: &[String]) {
     for p in parts {
         assert!(
@@ -112,7 +96,10 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
     // `check` says the same, beforehand, and ends with its verdict.
     let chk = t.launch(&["check"]).before(&ro).run();
     assert_eq!(chk.code, Some(78), "{}", chk.all());
-    assert_eq!(message(&chk.stderr), message(&out.stderr));
+    assert_eq!(
+        preflight_message(&chk.stderr),
+        preflight_message(&out.stderr)
+    );
     assert_eq!(last_line(&chk.stdout), "check: 1 error(s)", "{}", chk.all());
     t.assert_untouched("check");
 }

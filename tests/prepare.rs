@@ -107,13 +107,10 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     t.assert_image_pillar();
 }
 
-/// A real key pair made with ssh-keygen: (private key path, public line).
-
 #[test]
 fn ssh_keys_go_into_a_managed_block() {
     let t = Tree::new("keys", "ssh:\n  sshd: never\n");
     let keys = t.d.join("keys");
-    std::fs::create_dir_all(&keys).expect("mkdir");
     let (_, alice) = keypair(&keys, "alice");
     let (_, bob) = keypair(&keys, "bob");
     let (bad_private, _) = keypair(&keys, "mallory");
@@ -332,13 +329,10 @@ fn skip_steps_and_original_arguments() {
     assert!(!t.volume().join("data").exists());
 }
 
-/// A free loopback port.
-
 #[test]
 fn real_ssh_login_with_a_volume_key_and_live_key_changes() {
     let t = Tree::new("sshd", "ssh:\n  sshd: always\n");
     let keys = t.d.join("keys");
-    std::fs::create_dir_all(&keys).expect("mkdir");
     let (good, good_pub) = keypair(&keys, "good");
     let (late, late_pub) = keypair(&keys, "late");
     let (stranger, _) = keypair(&keys, "stranger");

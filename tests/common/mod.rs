@@ -501,6 +501,30 @@ pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
         .collect()
 }
 
+/// A DNS server at `ip`:53 that hears queries and never answers them
+/// (binding port 53 needs root), and a scratch dir for a private /etc
+/// that names it (`Launch::nameserver`).
+pub fn silent_dns(ip: &str) -> (std::net::UdpSocket, TempDir) {
+    let dns = std::net::UdpSocket::bind(format!("{ip}:53")).expect("bind port 53 (as root)");
+    (dns, TempDir::new("dns-etc"))
+}
+
+/// The preflight message in a log: from its first line ("cannot prepare
+/// this container") to the end of its indented lines.
+pub fn preflight_message(log: &str) -> String {
+    let Some(start) = log.find("cannot prepare this container") else {
+        return String::new();
+    };
+    let mut lines = log[start..].lines();
+    let mut out = vec![lines.next().unwrap_or("").to_string()];
+    out.extend(
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::to_string),
+    );
+    out.join("\n")
+}
+
 /// Wait until `f` holds or the limit passes.
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
