@@ -230,13 +230,7 @@ fn example_salt_states_agree_with_the_native_template() {
     );
     let t = TempDir::new("example-salt");
     let srv = t.join("srv");
-    let st = std::process::Command::new(repo().join("layout/install"))
-        .arg(&srv)
-        .arg("example")
-        .arg(repo().join("example-project"))
-        .status()
-        .expect("layout/install");
-    assert!(st.success());
+    install_example(&srv);
     let r = t.path().display().to_string();
     write(
         &t.join("etc/salt/minion"),

@@ -238,11 +238,8 @@ fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
     let cg = d.join("cgroup");
     write(&cg.join("memory.events"), "oom 0\noom_kill 0\n");
     let up = d.join("up");
-    let yml = format!(
-            "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > {up}; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n",
-            up = up.display()
-        );
-    let run = launch_in(&d, &yml, &[])
+    let yml = "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > @D@/up; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n";
+    let run = launch_in(&d, yml, &[])
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .spawn();
     wait_file(&up);

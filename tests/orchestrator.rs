@@ -103,11 +103,8 @@ fn http_probes_want_2xx_or_3xx() {
 fn drain_runs_pre_stop_then_waits_then_stops() {
     let d = TempDir::new("orch-drain");
     let log = d.join("log");
-    let yml = format!(
-            "shutdown:\n  timeout: 20s\n  drain: 600ms\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"trap 'echo stop web >> {log}; exit 0' TERM; echo start >> {log}; while :; do sleep 0.05; done\"]\n    pre_stop:\n      cmd: [\"sh\", \"-c\", \"echo pre_stop $MC_SERVICE >> {log}\"]\n      timeout: 5s\n",
-            log = log.display()
-        );
-    let run = launch_in(&d, &yml, &[]).spawn();
+    let yml = "shutdown:\n  timeout: 20s\n  drain: 600ms\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"trap 'echo stop web >> @D@/log; exit 0' TERM; echo start >> @D@/log; while :; do sleep 0.05; done\"]\n    pre_stop:\n      cmd: [\"sh\", \"-c\", \"echo pre_stop $MC_SERVICE >> @D@/log\"]\n      timeout: 5s\n";
+    let run = launch_in(&d, yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(10), || health(&run, None)));
     let t = Instant::now();
     run.signal(15);

@@ -51,19 +51,15 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     let other = d.join("other.pids");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   web:
-    cmd: ["sh", "-c", "trap 'echo web-stop >> {log}; exit 0' TERM; echo web-start >> {log}; while :; do sleep 0.05; done"]
+    cmd: ["sh", "-c", "trap 'echo web-stop >> @D@/events; exit 0' TERM; echo web-start >> @D@/events; while :; do sleep 0.05; done"]
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; exec sleep 1000"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other.pids; exec sleep 1000"]
   gc:
-    cmd: ["sh", "-c", "echo gc-start >> {log}; sleep 0.2; echo gc-end >> {log}"]
-    schedule: {{every: 2s, pause: [web]}}
+    cmd: ["sh", "-c", "echo gc-start >> @D@/events; sleep 0.2; echo gc-end >> @D@/events"]
+    schedule: {every: 2s, pause: [web]}
 "#,
-            log = log.display(),
-            other = other.display()
-        ),
         LONG,
     );
     let three_runs = || {
@@ -124,14 +120,11 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
     let log = d.join("events");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   slow:
-    cmd: ["sh", "-c", "echo start >> {log}; sleep 2.2; echo end >> {log}"]
-    schedule: {{every: 1s}}
+    cmd: ["sh", "-c", "echo start >> @D@/events; sleep 2.2; echo end >> @D@/events"]
+    schedule: {every: 1s}
 "#,
-            log = log.display()
-        ),
         LONG,
     );
     let skipped = |s: &serde_json::Value| job(s, "slow")["runs"]["skipped"].as_u64().unwrap_or(0);
@@ -162,14 +155,11 @@ fn a_run_past_its_timeout_is_stopped() {
     let log = d.join("events");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   stuck:
-    cmd: ["sh", "-c", "trap 'echo term >> {log}; exit 143' TERM; echo start >> {log}; while :; do sleep 0.05; done"]
-    schedule: {{cron: "@reboot", timeout: 300ms}}
+    cmd: ["sh", "-c", "trap 'echo term >> @D@/events; exit 143' TERM; echo start >> @D@/events; while :; do sleep 0.05; done"]
+    schedule: {cron: "@reboot", timeout: 300ms}
 "#,
-            log = log.display()
-        ),
         LONG,
     );
     let status = status_when(&run, LONG, |status| {

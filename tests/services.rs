@@ -197,18 +197,15 @@ fn one_global_deadline_for_several_slow_services() {
 fn crash_loop_backs_off_and_ends_failed() {
     let d = TempDir::new("crash");
     let log = d.join("starts");
-    let yml = format!(
-        r#"
+    let yml = r#"
 services:
   crashy:
-    cmd: ["sh", "-c", "date +%s.%N >> {log}; exit 3"]
+    cmd: ["sh", "-c", "date +%s.%N >> @D@/starts; exit 3"]
     max_retry: 4
-    backoff: {{initial: 100ms, max: 10s}}
+    backoff: {initial: 100ms, max: 10s}
     min_uptime: 1s
-"#,
-        log = log.display()
-    );
-    let out = launch_in(&d, &yml, &[]).run();
+"#;
+    let out = launch_in(&d, yml, &[]).run();
     // nothing left to supervise, one service failed
     out.assert_code(1);
     let times: Vec<f64> = file_lines(&log)

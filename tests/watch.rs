@@ -37,18 +37,12 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
     let (pids, hups, other) = (d.join("nginx.pids"), d.join("nginx.hups"), d.join("other"));
     let run = launch(
         &d,
-        &format!(
-            r#"  nginx:
-    cmd: ["sh", "-c", "echo $$ >> {pids}; trap 'cat {tls}/cert.pem >> {hups}' HUP; while :; do sleep 0.05 & wait $!; done"]
-    watch: {{paths: ["{tls}/cert.pem"], on_change: reload, debounce: 200ms}}
+        r#"  nginx:
+    cmd: ["sh", "-c", "echo $$ >> @D@/nginx.pids; trap 'cat @D@/tls/cert.pem >> @D@/nginx.hups' HUP; while :; do sleep 0.05 & wait $!; done"]
+    watch: {paths: ["@D@/tls/cert.pem"], on_change: reload, debounce: 200ms}
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; trap 'echo hup >> {other}' HUP; while :; do sleep 1 & wait $!; done"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other; trap 'echo hup >> @D@/other' HUP; while :; do sleep 1 & wait $!; done"]
 "#,
-            pids = pids.display(),
-            hups = hups.display(),
-            other = other.display(),
-            tls = tls.display(),
-        ),
     );
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));
@@ -98,17 +92,12 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
     let (pids, other) = (d.join("app.pids"), d.join("other.pids"));
     let run = launch(
         &d,
-        &format!(
-            r#"  app:
-    cmd: ["sh", "-c", "echo $$ >> {pids}; exec sleep 1000"]
-    watch: {{paths: ["{conf}/app.conf"], debounce: 100ms}}
+        r#"  app:
+    cmd: ["sh", "-c", "echo $$ >> @D@/app.pids; exec sleep 1000"]
+    watch: {paths: ["@D@/conf/app.conf"], debounce: 100ms}
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; exec sleep 1000"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other.pids; exec sleep 1000"]
 "#,
-            pids = pids.display(),
-            other = other.display(),
-            conf = conf.display(),
-        ),
     );
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));

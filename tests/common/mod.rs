@@ -589,6 +589,18 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `layout/install SRV example example-project`: the example project's
+/// tree under `srv`, as the image has it.
+pub fn install_example(srv: &Path) {
+    let st = Command::new(repo().join("layout/install"))
+        .arg(srv)
+        .arg("example")
+        .arg(repo().join("example-project"))
+        .status()
+        .expect("layout/install");
+    assert!(st.success(), "layout/install failed");
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -639,10 +651,11 @@ pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
     voluntary_switches(pid) - before
 }
 
-/// `mc-launcher.yml` in `d` with `body`; its path, for `-c`.
+/// `mc-launcher.yml` in `d` with `body` (`@D@` in it stands for `d`);
+/// its path, for `-c`.
 pub fn config(d: &TempDir, body: &str) -> String {
     let p = d.join("mc-launcher.yml");
-    write(&p, body);
+    write(&p, &body.replace("@D@", &d.path().to_string_lossy()));
     p.to_string_lossy().into_owned()
 }
 
