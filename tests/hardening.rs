@@ -440,12 +440,7 @@ fn hundred_services_start_and_stop_within_the_deadline() {
     let took = t.elapsed();
     out.assert_code(0);
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
-    assert_eq!(
-        out.stderr.matches("summary: s").count(),
-        100,
-        "{}",
-        out.all()
-    );
+    out.assert_stderr_count("summary: s", 100);
     out.assert_no_stderr("SIGKILL after grace");
 }
 

@@ -572,7 +572,7 @@ fn item21_non_utf8_or_huge_override_is_an_invalid_override() {
             &format!("item21-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
-        let over = t.volume().join("configuration/pillar.sls");
+        let over = t.source();
         std::fs::create_dir_all(over.parent().expect("dir")).expect("mkdir");
         std::fs::write(&over, b"a: 1\nb: caf\xe9\n").expect("write");
         let out = t
@@ -624,7 +624,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
             &format!("i13-07-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
-        let over = t.volume().join("configuration/pillar.sls");
+        let over = t.source();
         let good = "makina-projects.demo:\n  data:\n    site: from-volume\n";
         write(&over, good);
         let out = t.launch(&["--skip", "ssh", "prepare"]).run();

@@ -129,12 +129,8 @@ fn drain_runs_pre_stop_then_waits_then_stops() {
 #[test]
 fn mc_shutdown_timeout_overrides_the_config() {
     let d = TempDir::new("orch-env");
-    let cfg = config(
-        &d,
-        "shutdown:\n  timeout: 10m\nservices:\n  stubborn:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let stubborn = "shutdown:\n  timeout: 10m\nservices:\n  stubborn:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n";
+    let run = launch_in(&d, stubborn, &[])
         .env("MC_SHUTDOWN_TIMEOUT", "500ms")
         .spawn();
     assert!(wait_until(Duration::from_secs(10), || health(&run, None)));
@@ -143,9 +139,7 @@ fn mc_shutdown_timeout_overrides_the_config() {
     // check warns about a timeout docker's default kill would cut, unless
     // the variable is set; a bad value is refused.
     let check = |env: Option<&str>| {
-        let mut l = Launch::new(&["-c", &cfg, "check"])
-            .root(d.path())
-            .not_pid1();
+        let mut l = launch_in(&d, stubborn, &["check"]).not_pid1();
         if let Some(v) = env {
             l = l.env("MC_SHUTDOWN_TIMEOUT", v);
         }

@@ -12,7 +12,7 @@ use std::time::Duration;
 fn pillar_override_is_installed_then_restored() {
     let t = Tree::new("pillar", "");
     let over = "makina-projects.demo:\n  data:\n    site: from-volume\n";
-    write(&t.volume().join("configuration/pillar.sls"), over);
+    write(&t.source(), over);
     let out = t.launch(&["prepare"]).run();
     out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).expect("pillar"), over);
@@ -22,7 +22,7 @@ fn pillar_override_is_installed_then_restored() {
     );
     out.assert_stderr("pillar: installed the override");
     // The override goes away: the image default comes back.
-    std::fs::remove_file(t.volume().join("configuration/pillar.sls")).expect("rm");
+    std::fs::remove_file(t.source()).expect("rm");
     let out = t.launch(&["prepare"]).run();
     out.assert_code(0);
     t.assert_image_pillar();
@@ -33,7 +33,7 @@ fn pillar_override_is_installed_then_restored() {
 fn salt_jinja_pillar_is_accepted() {
     let t = Tree::new("saltjinja", "");
     let over = "#!jinja|yaml\n{% set pw = salt['mc_utils.generate_password']() %}\nmakina-projects.demo:\n  data:\n    password: {{ pw }}\n{% if grains['os'] == 'Debian' %}\n    os: debian\n{% endif %}\n";
-    write(&t.volume().join("configuration/pillar.sls"), over);
+    write(&t.source(), over);
     let out = t.launch(&["prepare"]).run();
     out.assert_code(0);
     assert_eq!(
@@ -46,10 +46,7 @@ fn salt_jinja_pillar_is_accepted() {
 #[test]
 fn invalid_pillar_keeps_the_default_and_names_the_line() {
     let t = Tree::new("badpillar", "");
-    write(
-        &t.volume().join("configuration/pillar.sls"),
-        "makina-projects.demo:\n  data: [1, 2\n",
-    );
+    write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
@@ -100,7 +97,7 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     let secret = t.root().join("outside-secret.sls");
     write(&secret, "stolen: true\n");
     std::fs::create_dir_all(t.volume().join("configuration")).expect("mkdir");
-    std::os::unix::fs::symlink(&secret, t.volume().join("configuration/pillar.sls")).expect("link");
+    std::os::unix::fs::symlink(&secret, t.source()).expect("link");
     let out = t.launch(&["prepare"]).run();
     out.assert_code(78);
     out.assert_stderr("outside the volume");
@@ -313,10 +310,7 @@ fn prepopulate_on_a_full_filesystem_fails_cleanly() {
 fn skip_steps_and_original_arguments() {
     let t = Tree::new("skip", PREPOP);
     source_tree(t.root(), 3, 10);
-    write(
-        &t.volume().join("configuration/pillar.sls"),
-        "makina-projects.demo: {data: {site: v}}\n",
-    );
+    write(&t.source(), "makina-projects.demo: {data: {site: v}}\n");
     let out = t.launch(&["--skip", "pillar,prepopulate", "prepare"]).run();
     out.assert_code(0);
     t.assert_image_pillar();

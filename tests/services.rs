@@ -185,12 +185,7 @@ fn one_global_deadline_for_several_slow_services() {
     // Each would get 30 s of grace: the run ends within the harness's 20 s
     // only because the one 800 ms deadline held for all four levels.
     let out = run.wait();
-    assert_eq!(
-        out.stderr.matches("SIGKILL after grace").count(),
-        4,
-        "{}",
-        out.all()
-    );
+    out.assert_stderr_count("SIGKILL after grace", 4);
 }
 
 #[test]

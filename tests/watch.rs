@@ -128,14 +128,7 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(row["restart_reason"], "watch", "{status}");
-    assert_eq!(
-        out.stderr
-            .matches("app: a watched file changed: restarting")
-            .count(),
-        2,
-        "{}",
-        out.all()
-    );
+    out.assert_stderr_count("app: a watched file changed: restarting", 2);
 }
 
 #[test]

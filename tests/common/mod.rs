@@ -93,6 +93,13 @@ impl Output {
         }
         self
     }
+    /// Assert that stderr holds `needle` exactly `n` times.
+    #[track_caller]
+    pub fn assert_stderr_count(&self, needle: &str, n: usize) -> &Output {
+        let got = self.stderr.matches(needle).count();
+        assert_eq!(got, n, "{needle:?} {got} times in\n{}", self.all());
+        self
+    }
     /// Assert that stderr does not hold `needle`.
     #[track_caller]
     pub fn assert_no_stderr(&self, needle: &str) -> &Output {
