@@ -30,12 +30,19 @@ fn deep_nesting() -> String {
 const NESTED_LOOPS: &str =
     "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n";
 
+/// A tree (`config` in its mc-launcher.yml) whose pillar override is
+/// `text`.
+fn overridden(tag: &str, config: &str, text: &str) -> Tree {
+    let t = Tree::new(tag, config);
+    write(&t.source(), text);
+    t
+}
+
 #[test]
 fn pillar_alias_bomb_is_refused_and_the_default_stays() {
-    let t = Tree::new("bud-bomb", "");
     let bomb = alias_bomb();
     assert!(bomb.len() < 600, "{} bytes", bomb.len());
-    write(&t.source(), &bomb);
+    let t = overridden("bud-bomb", "", &bomb);
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
     out.assert_stderr(
@@ -44,8 +51,11 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
     // the image default is untouched
     t.assert_image_pillar();
     // keep-default: a warning, and the container starts.
-    let t = Tree::new("bud-bomb-keep", "pillar:\n  on_invalid: keep-default\n");
-    write(&t.source(), &alias_bomb());
+    let t = overridden(
+        "bud-bomb-keep",
+        "pillar:\n  on_invalid: keep-default\n",
+        &alias_bomb(),
+    );
     let out = t.launch(&["--", "sh", "-c", "exit 5"]).run();
     out.assert_code(5);
     out.assert_stderr("alias expansion exceeds");
@@ -54,8 +64,7 @@ fn pillar_alias_bomb_is_refused_and_the_default_stays() {
 
 #[test]
 fn pillar_deep_nesting_is_refused_not_a_signal() {
-    let t = Tree::new("bud-deep", "");
-    write(&t.source(), &deep_nesting());
+    let t = overridden("bud-deep", "", &deep_nesting());
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
     out.assert_stderr(
@@ -63,9 +72,8 @@ fn pillar_deep_nesting_is_refused_not_a_signal() {
     );
     t.assert_image_pillar();
     // Nested flow collections too.
-    let t = Tree::new("bud-flow", "");
     let flow = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-    write(&t.source(), &flow);
+    let t = overridden("bud-flow", "", &flow);
     let out = t.launch(&["check"]).not_pid1().run();
     out.assert_code(78);
     out.assert_stderr("configuration/pillar.sls:1:");

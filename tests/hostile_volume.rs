@@ -41,6 +41,10 @@ impl Tree {
     }
 }
 
+/// Keys for a user with `@HOME@` as home, no sshd, one service.
+const KEYS_AND_A_SERVICE: &str =
+    "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n";
+
 /// A well-formed public key line (the blob embeds its type) with a
 /// distinct body for each `n`.
 fn key(n: u64, comment: &str) -> String {
@@ -110,6 +114,10 @@ struct Flipper {
 }
 
 impl Flipper {
+    /// Exchange `a` and `b` (RENAME_EXCHANGE) over and over.
+    fn exchanging(a: PathBuf, b: PathBuf) -> Flipper {
+        Flipper::start(move |_| exchange(&a, &b))
+    }
     fn start(mut flip: impl FnMut(u64) + Send + 'static) -> Flipper {
         let stop = Arc::new(AtomicBool::new(false));
         let flips = Arc::new(AtomicU64::new(0));
@@ -241,10 +249,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
         symlink(Path::new("x").join(chain()).join(&name), keys.join(&name)).expect("link");
     }
     symlink(t.outside().join("x"), keys.join("x.swap")).expect("link");
-    let flipper = {
-        let (a, b) = (keys.join("x"), keys.join("x.swap"));
-        Flipper::start(move |_| exchange(&a, &b))
-    };
+    let flipper = Flipper::exchanging(keys.join("x"), keys.join("x.swap"));
     let mut refused = 0;
     for run in 0..40 {
         let out = t
@@ -277,10 +282,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
 /// and stops on SIGTERM.
 #[test]
 fn item04_key_file_swapped_for_a_fifo_never_blocks() {
-    let t = tree(
-        "item04",
-        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-    );
+    let t = tree("item04", KEYS_AND_A_SERVICE);
     // Each `*.pub` is a link into `x/c0/…/c59/`; `x` is swapped again and
     // again with `y`, the same tree of FIFOs: a check that says "regular
     // file" followed by an open by path then opens a FIFO nobody writes.
@@ -296,8 +298,7 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
         symlink(Path::new("x").join(chain()).join(&name), f).expect("link");
     }
     {
-        let (a, b) = (keys.join("x"), keys.join("y"));
-        let flipper = Flipper::start(move |_| exchange(&a, &b));
+        let flipper = Flipper::exchanging(keys.join("x"), keys.join("y"));
         for run in 0..40 {
             // A run that blocks in open() never ends: the harness's limit
             // then fails the test.
@@ -370,10 +371,7 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
 /// prefix is ever read.
 #[test]
 fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
-    let t = tree(
-        "item14",
-        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-    );
+    let t = tree("item14", KEYS_AND_A_SERVICE);
     let keys = t.volume().join("ssh");
     std::fs::create_dir_all(&keys).expect("keys");
     for name in ["sparse.pub", "sparse-no-ext"] {
@@ -415,7 +413,7 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
         &t.volume().join("ssh/junk.pub"),
         &format!("{junk}\n{opts_junk}\n{}\n", key(2, "fine")),
     );
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     let lines: Vec<&str> = out
         .stderr
@@ -436,7 +434,7 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
 fn issue13_item11_ssh_messages_say_what_happened() {
     let t = tree("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     // A first start without keys.
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     out.assert_stderr(&format!(
         "ssh: no keys in {}, {}",
@@ -449,18 +447,18 @@ fn issue13_item11_ssh_messages_say_what_happened() {
         &t.volume().join("ssh/a.pub"),
         &format!("{}\nthis is not a key\n", key(1, "alice")),
     );
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_stderr("ssh: installed 1 key(s)");
     out.assert_stderr(
         "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]",
     );
     out.assert_no_stderr("unknown key type `is`");
     // The same again: in place.
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_stderr("ssh: already in place: 1 key(s)");
     // Revoked.
     std::fs::remove_file(t.volume().join("ssh/a.pub")).expect("rm");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_stderr("ssh: removed 1 key(s)");
     out.assert_no_stderr("installed 0 key(s)");
 }
@@ -529,10 +527,7 @@ fn item11_override_flipped_to_an_outside_link_is_never_installed() {
     )
     .expect("link");
     symlink(t.outside().join("x"), conf.join("x.swap")).expect("link");
-    let flipper = {
-        let (a, b) = (conf.join("x"), conf.join("x.swap"));
-        Flipper::start(move |_| exchange(&a, &b))
-    };
+    let flipper = Flipper::exchanging(conf.join("x"), conf.join("x.swap"));
     let mut installed = 0;
     for run in 0..150 {
         let out = t

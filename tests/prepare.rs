@@ -13,7 +13,7 @@ fn pillar_override_is_installed_then_restored() {
     let t = Tree::new("pillar", "");
     let over = "makina-projects.demo:\n  data:\n    site: from-volume\n";
     write(&t.source(), over);
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).expect("pillar"), over);
     assert_eq!(
@@ -23,7 +23,7 @@ fn pillar_override_is_installed_then_restored() {
     out.assert_stderr("pillar: installed the override");
     // The override goes away: the image default comes back.
     std::fs::remove_file(t.source()).expect("rm");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     t.assert_image_pillar();
     out.assert_stderr("image default is back");
@@ -34,7 +34,7 @@ fn salt_jinja_pillar_is_accepted() {
     let t = Tree::new("saltjinja", "");
     let over = "#!jinja|yaml\n{% set pw = salt['mc_utils.generate_password']() %}\nmakina-projects.demo:\n  data:\n    password: {{ pw }}\n{% if grains['os'] == 'Debian' %}\n    os: debian\n{% endif %}\n";
     write(&t.source(), over);
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
@@ -87,7 +87,7 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     );
     std::os::unix::fs::symlink("..2024_01_01_00_00_00.1", conf.join("..data")).expect("link");
     std::os::unix::fs::symlink("..data/pillar.sls", conf.join("pillar.sls")).expect("link");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     assert!(std::fs::read_to_string(t.pillar())
         .expect("pillar")
@@ -98,7 +98,7 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     write(&secret, "stolen: true\n");
     std::fs::create_dir_all(t.volume().join("configuration")).expect("mkdir");
     std::os::unix::fs::symlink(&secret, t.source()).expect("link");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(78);
     out.assert_stderr("outside the volume");
     t.assert_image_pillar();
@@ -232,14 +232,14 @@ fn prepopulate_fills_only_empty_destinations() {
     let dest = t.volume().join("data");
     // lost+found alone counts as empty.
     std::fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     std::fs::remove_dir(dest.join("lost+found")).expect("rm");
     same_tree(&src, &dest).expect("exact copy");
     // With data in it, the destination is left byte for byte.
     std::fs::write(dest.join("d1/f1.dat"), "the operator's data").expect("write");
     std::fs::remove_file(dest.join("d3/f3.dat")).expect("rm");
-    let out = t.launch(&["prepare"]).run();
+    let out = t.prepare();
     out.assert_code(0);
     out.assert_stderr("holds data: left as it is");
     assert_eq!(
@@ -269,7 +269,7 @@ fn prepopulate_survives_kill_9_mid_copy() {
             same_tree(&src, &dest).expect("no marker: the copy must be complete");
         }
         // The next start finishes the job: a complete, exact copy.
-        let out = t.launch(&["prepare"]).run();
+        let out = t.prepare();
         out.assert_code(0);
         same_tree(&src, &dest)
             .unwrap_or_else(|e| panic!("after kill at {delay_ms}ms: {e}\n{}", out.all()));

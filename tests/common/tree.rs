@@ -71,6 +71,10 @@ impl Tree {
         let now = std::fs::read_to_string(self.pillar()).expect("pillar");
         assert_eq!(now, IMAGE_PILLAR, "the image default pillar");
     }
+    /// `mc-launcher prepare` over the tree, to its end.
+    pub fn prepare(&self) -> super::Output {
+        self.launch(&["prepare"]).run()
+    }
     pub fn launch(&self, args: &[&str]) -> Launch {
         Launch::new(args).root(self.root())
     }
