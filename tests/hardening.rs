@@ -448,13 +448,10 @@ fn hundred_services_start_and_stop_within_the_deadline() {
 #[test]
 fn thousand_reloads_leak_nothing() {
     let d = TempDir::new("hard-reloads");
-    let run = in_tree(
-        &d,
-        "services:\n  a:\n    cmd: [sleep, \"1000\"]\n  b:\n    cmd: [sleep, \"1000\"]\n",
-        &[],
-    )
-    .timeout(Duration::from_secs(120))
-    .spawn();
+    let two = "services:\n  a:\n    cmd: [sleep, \"1000\"]\n  b:\n    cmd: [sleep, \"1000\"]\n";
+    let run = in_tree(&d, two, &[])
+        .timeout(Duration::from_secs(120))
+        .spawn();
     let pid = run.wait_signals_blocked();
     assert!(wait_until(Duration::from_secs(10), || state(&run, "b") == "running"));
     // SIGHUP is the reload request. Each is sent once the launcher has read
@@ -629,11 +626,11 @@ fn a_panic_stops_everything_and_exits_70() {
             &d,
             &format!("services:\n  a:\n    cmd: [sleep, \"{marker}\"]\n  b:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; sleep {marker}\"]\n"),
         );
-        let mut l = Launch::new(&["-c", &cfg.to_string_lossy()])
+        let run = Launch::new(&["-c", &cfg.to_string_lossy()])
             .root(d.path())
-            .env("MC_FAULT", "panic-on-usr2");
-        l.pid1 = pid1;
-        let run = l.spawn();
+            .env("MC_FAULT", "panic-on-usr2")
+            .pid1(pid1)
+            .spawn();
         let needle = format!("sleep {marker}");
         assert!(wait_until(Duration::from_secs(10), || pids_with_cmdline(
             &needle

@@ -32,9 +32,9 @@ fn killed_by_signal_gives_128_plus_n() {
         ("TERM", 15),
     ] {
         for pid1 in [true, false] {
-            let mut l = Launch::new(&["--", "sh", "-c", &format!("kill -{name} $$")]);
-            l.pid1 = pid1;
-            let out = l.run();
+            let out = Launch::new(&["--", "sh", "-c", &format!("kill -{name} $$")])
+                .pid1(pid1)
+                .run();
             assert_eq!(out.code, Some(128 + n), "{name} pid1={pid1}\n{}", out.all());
         }
     }
@@ -70,9 +70,7 @@ fn trapped_term_gives_cmds_own_code() {
             "trap 'exit 42' TERM; touch {}; while :; do sleep 0.05; done",
             ready.display()
         );
-        let mut l = Launch::new(&["--", "sh", "-c", &script]);
-        l.pid1 = pid1;
-        let run = l.spawn();
+        let run = Launch::new(&["--", "sh", "-c", &script]).pid1(pid1).spawn();
         assert!(
             wait_until(Duration::from_secs(5), || ready.exists()),
             "CMD never started"
@@ -143,10 +141,10 @@ echo "zombies=$z children=$children""#
 #[test]
 fn thousand_orphans_leave_no_zombie() {
     for pid1 in [true, false] {
-        let mut l =
-            Launch::new(&["--", "sh", "-c", &orphan_script(1000)]).timeout(Duration::from_secs(60));
-        l.pid1 = pid1;
-        let out = l.run();
+        let out = Launch::new(&["--", "sh", "-c", &orphan_script(1000)])
+            .timeout(Duration::from_secs(60))
+            .pid1(pid1)
+            .run();
         out.assert_code(0);
         // The only child of the launcher left is CMD itself.
         assert!(
@@ -167,9 +165,7 @@ fn nothing_left_running_after_exit() {
         );
         // A daemon that escapes CMD's process group and session, then CMD exits.
         let script = format!("setsid sleep {marker} & sleep {marker} & sleep 0.2; exit 5");
-        let mut l = Launch::new(&["--", "sh", "-c", &script]);
-        l.pid1 = pid1;
-        let out = l.run();
+        let out = Launch::new(&["--", "sh", "-c", &script]).pid1(pid1).run();
         out.assert_code(5);
         assert!(
             wait_until(Duration::from_secs(2), || pids_with_cmdline(&format!(

@@ -117,10 +117,8 @@ fn check_prints_what_a_profile_set_starts() {
 #[test]
 fn after_on_a_left_out_service_is_an_error_naming_both() {
     let d = TempDir::new("profiles-after");
-    let cfg = with_services(
-        &d,
-        "  app:\n    cmd: [sleep, \"1000\"]\n    after: [debug]\n",
-    );
+    let app_after_debug = "  app:\n    cmd: [sleep, \"1000\"]\n    after: [debug]\n";
+    let cfg = with_services(&d, app_after_debug);
     for args in [vec!["-c", &cfg, "check"], vec!["-c", &cfg]] {
         let o = Launch::new(&args).run();
         assert_eq!(o.code, Some(78), "{args:?}: {}", o.all());

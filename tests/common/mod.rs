@@ -174,8 +174,12 @@ impl Launch {
         self.program = Some(program.to_path_buf());
         self
     }
-    pub fn not_pid1(mut self) -> Launch {
-        self.pid1 = false;
+    pub fn not_pid1(self) -> Launch {
+        self.pid1(false)
+    }
+    /// As PID 1 of a new pid namespace, or as a plain process.
+    pub fn pid1(mut self, pid1: bool) -> Launch {
+        self.pid1 = pid1;
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Launch {
