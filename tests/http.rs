@@ -84,7 +84,7 @@ fn livez_and_readyz_follow_the_services_with_their_reason() {
     let addr = format!("127.0.0.1:{port}");
     let ready = d.join("ready");
     let fail = d.join("fail");
-    let cfg = config_in(
+    let cfg = config(
         &d,
         &format!(
             "http: {{listen: \"{addr}\"}}
@@ -161,7 +161,7 @@ fn status_is_the_json_of_ctl_status_and_head_has_no_body() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     // The older name serves every page too.
-    let cfg = config_in(
+    let cfg = config(
         &d,
         &format!(
             "metrics: {{listen: \"{addr}\"}}
@@ -227,7 +227,7 @@ fn a_request_head_over_8_kib_gets_431() {
     let d = TempDir::new("http-431");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let cfg = config_in(
+    let cfg = config(
         &d,
         &format!("http: {{listen: \"{addr}\"}}\nservices:\n  web:\n    cmd: [sleep, \"1000\"]\n"),
     );
@@ -260,7 +260,7 @@ fn a_request_head_over_8_kib_gets_431() {
 #[test]
 fn http_listen_and_its_older_name_metrics_listen_not_both() {
     let d = TempDir::new("http-alias");
-    let both = config_in(
+    let both = config(
         &d,
         "http: {listen: \"127.0.0.1:9300\"}\nmetrics: {listen: \"127.0.0.1:9301\"}\nservices:\n  web:\n    cmd: [sleep, \"1\"]\n",
     );

@@ -670,6 +670,11 @@ pub fn config(d: &TempDir, body: &str) -> String {
     p.to_string_lossy().into_owned()
 }
 
+/// The former name of `config`, kept for branches written before it.
+pub fn config_in(d: &TempDir, body: &str) -> String {
+    config(d, body)
+}
+
 /// The launcher on `mc-launcher.yml` = `body` in `d`, `d` its root
 /// (`-c CFG`, then `args`).
 pub fn launch_in(d: &TempDir, body: &str, args: &[&str]) -> Launch {
