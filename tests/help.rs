@@ -49,6 +49,17 @@ fn verbs() -> Vec<Vec<String>> {
     list
 }
 
+/// The subcommands every help lists.
+const SUBCOMMANDS: [&str; 7] = [
+    "run",
+    "prepare",
+    "check",
+    "render",
+    "ctl",
+    "help",
+    "completion",
+];
+
 #[test]
 fn every_help_lists_every_verb_the_launcher_accepts() {
     let ctl_help = stdout_of(&["help", "ctl"]);
@@ -86,15 +97,7 @@ fn every_help_lists_every_verb_the_launcher_accepts() {
         assert_eq!(code, Some(3), "{refs:?}: {err}");
         assert!(err.contains("no launcher"), "{refs:?}: {err}");
     }
-    for sub in [
-        "run",
-        "prepare",
-        "check",
-        "render",
-        "ctl",
-        "help",
-        "completion",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(
             main_help.contains(&format!("\n  {sub} ")),
             "--help lacks {sub}"
@@ -266,15 +269,7 @@ fn the_man_page_names_every_verb_and_option_and_formats_cleanly() {
     {
         assert!(plain.contains(opt), "the man page lacks {opt}");
     }
-    for sub in [
-        "run",
-        "prepare",
-        "check",
-        "render",
-        "ctl",
-        "help",
-        "completion",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(
             plain.contains(&format!("\n.B {sub}"))
                 || plain.contains(&format!("\n.BR {sub}"))

@@ -620,6 +620,11 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// `127.0.0.1:PORT` with a port nobody listens on right now.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
 /// `GET path` over plain HTTP/1.0; the body, or `None` when nothing answers.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
@@ -629,6 +634,24 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// One HTTP/1.1 exchange: the status line's code, the head, the body.
+pub fn http_exchange(addr: &str, request: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (code, head.to_string(), body.to_string())
 }
 
 /// How often `pid` has gone to sleep and been woken (its voluntary context
