@@ -32,6 +32,7 @@ time bash scripts/build-static.sh --target armv7 >/dev/null
 # and after: the run fails if either holds anything new at the end.
 host_tmp=${TMPDIR:-/tmp}
 suite_tmp=$(mktemp -d "$host_tmp/mc-launcher-suite.XXXXXX")
+chmod 1777 "$suite_tmp" # like /tmp: services run as other users too
 ours() { find /tmp -maxdepth 1 \( -name 'mcl-*' -o -name 'mc-launcher-*' \) ! -path "$suite_tmp" | sort; }
 ours_before=$(ours)
 
