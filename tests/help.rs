@@ -116,7 +116,7 @@ fn every_help_lists_every_verb_the_launcher_accepts() {
 /// A launcher with services `web` and `worker`; completion runs inside its
 /// mount namespace (its socket is in its private /run).
 fn launcher(d: &TempDir) -> Running {
-    let cfg = config_in(
+    let cfg = config(
         d,
         "services:\n  web:\n    cmd: [sleep, '1000']\n  worker:\n    cmd: [sleep, '1000']\n",
     );

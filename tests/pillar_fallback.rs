@@ -40,7 +40,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     let t = tree("lastgood");
     write(&t.source(), &site("one"));
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let copy = t.state().join("pillar-last-good.sls");
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
@@ -48,7 +48,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     // A broken edit: the start goes on with the last valid override.
     write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).ok(),
         Some(site("one")),
@@ -76,7 +76,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("one")));
     write(&t.source(), &site("two"));
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("two")));
     assert_eq!(app_conf(&t), "site=two\n");
 }
@@ -97,16 +97,12 @@ fn without_a_last_valid_override_the_start_stops() {
     let t = tree("nolastgood");
     write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let copy = t.state().join("pillar-last-good.sls");
-    assert!(
-        out.stderr.contains(&format!(
+    out.assert_stderr(&format!(
             "no last valid override to start on ({} does not exist); the image default is installed (it already was); stopping (on_invalid: last-good)",
             copy.display()
-        )),
-        "{}",
-        out.all()
-    );
+        ));
     assert_eq!(
         std::fs::read_to_string(t.pillar()).ok().as_deref(),
         Some(IMAGE_PILLAR)
@@ -122,10 +118,13 @@ fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
     let t = tree("lastgood-shape");
     write(&t.source(), &site("one"));
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    write(&t.source(), "makina-projects.demo:\n  data: just-a-string\n");
+    out.assert_code(0);
+    write(
+        &t.source(),
+        "makina-projects.demo:\n  data: just-a-string\n",
+    );
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
     let warnings: Vec<&str> = out

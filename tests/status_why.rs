@@ -11,16 +11,6 @@ use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(20);
 
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
-fn status_json(run: &Running) -> serde_json::Value {
-    serde_json::from_str(ctl(run, &["--json", "status"]).stdout.trim()).unwrap_or_default()
-}
-
 fn service(v: &serde_json::Value, name: &str) -> serde_json::Value {
     v["services"]
         .as_array()
@@ -95,7 +85,7 @@ fn the_status_table_says_why() {
         status_json(&run)
     );
     let out = ctl(&run, &["status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = out.stdout;
     let hog_row = text
         .lines()
@@ -123,9 +113,8 @@ fn the_status_table_says_why() {
         broken.starts_with("broken: FAILED: ") && broken.contains("exit 3"),
         "{text}"
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
@@ -189,7 +178,7 @@ fn status_name_shows_one_service_in_full() {
         ctl(&run, &["--json", "status", "web"]).stdout
     );
     let out = ctl(&run, &["status", "web"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = out.stdout;
     assert!(text.contains("\nweb "), "its row: {text}");
     assert!(!text.contains("other"), "that service only: {text}");
@@ -206,12 +195,8 @@ fn status_name_shows_one_service_in_full() {
     let json = ctl(&run, &["--json", "status", "web"]).stdout;
     assert!(!json.contains("hunter2"), "{json}");
     let out = ctl(&run, &["status", "ghost"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("no such service: ghost"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("no such service: ghost");
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
 }
@@ -231,7 +216,7 @@ fn root_ctl(run: &Running, env: &[(&str, &str)], uid: Option<u32>, args: &[&str]
         ]);
     }
     c.arg(bin()).arg("ctl").args(args);
-    c.env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+    c.env("MC_ROOT", &run.root)
         .env_remove("MC_LAUNCHER_CONFIG")
         .env_remove("TMPDIR")
         .env_remove("XDG_RUNTIME_DIR");
@@ -296,11 +281,12 @@ fn root_ctl_finds_a_launcher_run_as_another_uid() {
     }
     // The socket still refuses any other uid.
     let out = root_ctl(&run, &[("TMPDIR", &tmp)], Some(65534), &["status"]);
-    assert_eq!(out.code, Some(3), "nobody cannot connect\n{}", out.all());
+    // nobody cannot connect
+    out.assert_code(3);
     let out = root_ctl(&run, &[], None, &["quit"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
@@ -327,7 +313,7 @@ fn a_restart_asked_for_says_who_asked() {
         "services:\n  web:\n    cmd: [\"sleep\", \"1002\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let v = status_json(&run);
     assert_eq!(service(&v, "web")["restart_reason"], "reload", "{v}");
     assert!(service(&v, "other")["restart_reason"].is_null(), "{v}");
