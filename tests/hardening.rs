@@ -559,8 +559,7 @@ fn ssh_files_are_never_world_readable() {
     let (bad, looks) = seen.join().expect("watcher");
     assert!(looks > 100, "the watcher saw too little: {looks}");
     assert!(bad.is_empty(), "group/world bits seen: {bad:?}");
-    run.signal(nix::libc::SIGTERM);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// Links planted in the volume never make the launcher read or write

@@ -481,8 +481,7 @@ fn item11_http_exactly_as_documented() {
     assert!(length(h) > 0);
     let (gh, gbody) = get.split_once("\r\n\r\n").expect("get");
     assert_eq!(length(gh), gbody.len());
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// `mc_probe_failures_total{probe=live,service=NAME}` from `ctl metrics`.
@@ -522,6 +521,5 @@ fn item07_threads_stay_constant_during_a_dns_outage() {
         "threads grew from {early} to {late} during the outage"
     );
     assert!(late <= 4, "{late} threads");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }

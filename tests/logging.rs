@@ -408,8 +408,7 @@ fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
         .unwrap_or_else(|| panic!("{note}"));
     assert!(dropped > 1000, "{note}");
     eprintln!("after the reader resumed: {note}");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// A reader of our output that is slow but keeps reading loses nothing:
@@ -483,8 +482,7 @@ fn a_slow_reader_of_our_output_gets_every_line_in_order() {
         .expect("the last line never came");
     assert_eq!(last, lines);
     assert!(clean, "lines lost, reordered, or dropped by the launcher");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// The writer thread starts with the services when their output is

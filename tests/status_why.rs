@@ -6,7 +6,6 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(20);
@@ -140,8 +139,7 @@ fn a_backoff_says_when_it_restarts() {
         "{text}"
     );
     assert!(line_of(&text, "web").is_empty(), "nothing to say: {text}");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 #[test]
@@ -197,39 +195,18 @@ fn status_name_shows_one_service_in_full() {
     let out = ctl(&run, &["status", "ghost"]);
     out.assert_code(1);
     out.assert_stderr("no such service: ghost");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// `ctl` as root, in the launcher's mount namespace (as `docker exec`),
 /// with `env`.
 fn root_ctl(run: &Running, env: &[(&str, &str)], uid: Option<u32>, args: &[&str]) -> Output {
-    let mut c = Command::new("nsenter");
-    c.args(["--mount", "--target", &run.launcher_pid().to_string(), "--"]);
-    if let Some(uid) = uid {
-        c.args([
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "--",
-        ]);
-    }
-    c.arg(bin()).arg("ctl").args(args);
-    c.env("MC_ROOT", &run.root)
-        .env_remove("MC_LAUNCHER_CONFIG")
-        .env_remove("TMPDIR")
-        .env_remove("XDG_RUNTIME_DIR");
+    let mut c = ctl_command(run, uid, args);
+    c.env_remove("TMPDIR").env_remove("XDG_RUNTIME_DIR");
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().expect("run ctl");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Duration::ZERO,
-    }
+    run_command(c)
 }
 
 #[test]
@@ -322,6 +299,5 @@ fn a_restart_asked_for_says_who_asked() {
         "{}",
         ctl(&run, &["status"]).stdout
     );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }

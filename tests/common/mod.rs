@@ -558,6 +558,11 @@ pub fn write(path: &Path, text: &str) {
 /// Run `mc-launcher ctl ARGS` inside the launcher's mount namespace (where
 /// its private /run holds the socket), optionally as another user.
 pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
+    run_command(ctl_command(run, user, args))
+}
+
+/// The command `ctl_as` runs, to adjust before running it.
+pub fn ctl_command(run: &Running, user: Option<u32>, args: &[&str]) -> Command {
     let pid = run.launcher_pid();
     let mut c = Command::new("nsenter");
     c.args(["--mount", "--target", &pid.to_string(), "--"]);
@@ -573,8 +578,13 @@ pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
     c.arg(bin()).arg("ctl").args(args);
     c.env("MC_ROOT", &run.root);
     c.env_remove("MC_LAUNCHER_CONFIG");
+    c
+}
+
+/// Run `c` to its end; its output.
+pub fn run_command(mut c: Command) -> Output {
     let started = Instant::now();
-    let out = c.output().expect("run ctl");
+    let out = c.output().expect("run a command");
     Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
