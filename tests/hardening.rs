@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A makina tree for project `demo` with the state dir inside the temp
@@ -228,21 +228,10 @@ fn volume_owned_by_another_user_is_a_clear_error() {
     std::fs::create_dir_all(&scratch).expect("scratch");
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     let cfg = cfg.to_string_lossy().into_owned();
-    let bin = bin().to_string_lossy().into_owned();
-    let out = Launch::new(&[
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &bin,
-        "-c",
-        &cfg,
-        "prepare",
-    ])
-    .program(Path::new("/usr/bin/setpriv"))
-    .env("TMPDIR", &scratch.to_string_lossy())
-    .root(d.path())
-    .not_pid1()
-    .run();
+    let out = as_nobody(&["-c", &cfg, "prepare"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .root(d.path())
+        .run();
     // The preflight stops before anything is written (78), with the owner
     // the volume needs and the command that gives it.
     out.assert_code(78);

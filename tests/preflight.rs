@@ -10,7 +10,6 @@ mod common;
 use common::tree::{Tree, IMAGE_PILLAR};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 const OVERRIDE: &str = "makina-projects.demo:\n  data:\n    site: from-volume\n";
 const KEY: &str =
@@ -26,21 +25,6 @@ impl Tree {
         ] {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
-    }
-    /// The same launch as uid 65534 (setpriv), with TMPDIR in the tree.
-    fn launch_as_nobody(&self, args: &[&str]) -> Launch {
-        let scratch = self.d.join("scratch");
-        std::fs::create_dir_all(&scratch).expect("scratch");
-        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-        let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
-        let bin = bin().to_string_lossy().into_owned();
-        argv.push(&bin);
-        argv.extend_from_slice(args);
-        Launch::new(&argv)
-            .program(Path::new("/usr/bin/setpriv"))
-            .env("TMPDIR", &scratch.to_string_lossy())
-            .root(self.root())
-            .not_pid1()
     }
     /// Nothing the operator or the image had was changed.
     fn assert_untouched(&self, what: &str) {

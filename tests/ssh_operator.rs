@@ -51,20 +51,7 @@ fn not_root_the_step_is_one_line() {
         .expect("chown");
     assert!(st.success());
     std::os::unix::fs::chown(ssh.join("secret.pub"), Some(0), Some(0)).expect("chown");
-    let bin = bin().to_string_lossy().into_owned();
-    let out = Launch::new(&[
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &bin,
-        "--",
-        "true",
-    ])
-    .program(Path::new("/usr/bin/setpriv"))
-    .env("TMPDIR", &scratch.to_string_lossy())
-    .root(t.root())
-    .not_pid1()
-    .run();
+    let out = t.launch_as_nobody(&["--", "true"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(
         ssh_lines(&out.stderr),
@@ -102,21 +89,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
         .status()
         .expect("chown");
     assert!(st.success());
-    let bin = bin().to_string_lossy().into_owned();
-    let launch = || {
-        Launch::new(&[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &bin,
-            "--",
-            "true",
-        ])
-        .program(Path::new("/usr/bin/setpriv"))
-        .env("TMPDIR", &scratch.to_string_lossy())
-        .root(t.root())
-        .not_pid1()
-    };
+    let launch = || t.launch_as_nobody(&["--", "true"]);
     let out = launch().run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     let lines = ssh_lines(&out.stderr);

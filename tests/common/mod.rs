@@ -561,6 +561,17 @@ pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
     run_command(ctl_command(run, user, args))
 }
 
+/// The launcher as uid 65534 (nobody) through setpriv, not as PID 1;
+/// `args` its arguments.
+pub fn as_nobody(args: &[&str]) -> Launch {
+    let bin = bin().to_string_lossy().into_owned();
+    let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups", &bin];
+    argv.extend_from_slice(args);
+    Launch::new(&argv)
+        .program(Path::new("/usr/bin/setpriv"))
+        .not_pid1()
+}
+
 /// The command `ctl_as` runs, to adjust before running it.
 pub fn ctl_command(run: &Running, user: Option<u32>, args: &[&str]) -> Command {
     let pid = run.launcher_pid();
