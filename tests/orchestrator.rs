@@ -236,12 +236,6 @@ fn cgroup_sizing_reaches_templates_and_processes() {
     );
 }
 
-fn python_notify(message: &str) -> String {
-    format!(
-        "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'{message}', '\\\\0' + a[1:] if a.startswith('@') else a)"
-    )
-}
-
 #[test]
 fn sd_notify_both_ways() {
     let d = TempDir::new("orch-notify");

@@ -26,12 +26,6 @@ fn line_of(text: &str, name: &str) -> String {
         .to_string()
 }
 
-fn python_notify(message: &str) -> String {
-    format!(
-        "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'{message}', '\\\\0' + a[1:] if a.startswith('@') else a)"
-    )
-}
-
 #[test]
 fn the_status_table_says_why() {
     let d = TempDir::new("why");

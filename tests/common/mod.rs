@@ -675,6 +675,13 @@ pub fn http_exchange(addr: &str, request: &str) -> (u16, String, String) {
     (code, head.to_string(), body.to_string())
 }
 
+/// A python3 one-liner that sends `message` to $NOTIFY_SOCKET (sd_notify).
+pub fn python_notify(message: &str) -> String {
+    format!(
+        "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'{message}', '\\\\0' + a[1:] if a.startswith('@') else a)"
+    )
+}
+
 /// How often `pid` has gone to sleep and been woken (its voluntary context
 /// switches): the idle tests' measure of wake-ups.
 pub fn voluntary_switches(pid: i32) -> u64 {

@@ -82,6 +82,19 @@ impl Tree {
             .env("TMPDIR", &scratch.to_string_lossy())
             .root(self.root())
     }
+    /// The whole tree owned by uid 65534, with its `scratch` TMPDIR (for
+    /// `launch_as_nobody`).
+    pub fn give_to_nobody(&self) {
+        let scratch = self.d.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(self.root())
+            .status()
+            .expect("chown");
+        assert!(st.success(), "chown -R 65534 {}", self.root().display());
+    }
     /// `mc-launcher prepare` over the tree, to its end.
     pub fn prepare(&self) -> super::Output {
         self.launch(&["prepare"]).run()
