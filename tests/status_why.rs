@@ -39,9 +39,7 @@ fn the_status_table_says_why() {
     let once = d.join("hog-once");
     let alive = d.join("alive");
     std::fs::write(&alive, "").expect("flag");
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  \
              hog:\n    cmd: [\"sh\", \"-c\", \"if [ -e {once} ]; then exec sleep 1000; fi; touch {once}; printf 'oom 1\\\\noom_kill 1\\\\n' > {cg}/memory.events; kill -9 $$\"]\n  \
              web:\n    cmd: [\"sleep\", \"1000\"]\n    min_uptime: 10ms\n    live:\n      file: {alive}\n      period: 50ms\n      failure_threshold: 2\n  \
@@ -51,10 +49,8 @@ fn the_status_table_says_why() {
             cg = cg.display(),
             alive = alive.display(),
             py = python_notify("READY=1\\\\nSTATUS=serving 3 requests"),
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+        );
+    let run = launch_in(&d, &yml, &[])
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .spawn();
     let up = |v: &serde_json::Value| {
@@ -113,11 +109,7 @@ fn the_status_table_says_why() {
 #[test]
 fn a_backoff_says_when_it_restarts() {
     let d = TempDir::new("why-backoff");
-    let cfg = config(
-        &d,
-        "services:\n  flappy:\n    cmd: [\"sh\", \"-c\", \"exit 1\"]\n    min_uptime: 10s\n    backoff:\n      initial: 30s\n      max: 30s\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(&d, "services:\n  flappy:\n    cmd: [\"sh\", \"-c\", \"exit 1\"]\n    min_uptime: 10s\n    backoff:\n      initial: 30s\n      max: 30s\n  web:\n    cmd: [\"sleep\", \"1000\"]\n", &[]).spawn();
     assert!(
         wait_until(LONG, || service(&status_json(&run), "flappy")["state"]
             == "backoff"),
@@ -145,16 +137,13 @@ fn status_name_shows_one_service_in_full() {
     write(&secret, "hunter2-not-shown");
     let flag = d.join("ready-flag");
     std::fs::write(&flag, "").expect("flag");
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo first complaint >&2; echo second complaint >&2; exec sleep 1000\"]\n    stderr: prefix\n    env_file: [{env}]\n    secrets:\n      DB_PASSWORD: {secret}\n    ready:\n      file: {flag}\n      timeout: 20s\n      interval: 20ms\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
             env = env_file.display(),
             secret = secret.display(),
             flag = flag.display(),
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        );
+    let run = launch_in(&d, &yml, &[]).spawn();
     let tail_seen = || {
         let v: serde_json::Value =
             serde_json::from_str(ctl(&run, &["--json", "status", "web"]).stdout.trim())
