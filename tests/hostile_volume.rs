@@ -415,11 +415,7 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
     );
     let out = t.prepare();
     out.assert_code(0);
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("junk.pub:"))
-        .collect();
+    let lines: Vec<&str> = out.stderr_lines_with("junk.pub:");
     assert_eq!(lines.len(), 2, "{}", out.all());
     for l in &lines {
         assert!(l.len() < 400, "a {}-byte warning: {}…", l.len(), &l[..300]);

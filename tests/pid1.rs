@@ -147,9 +147,10 @@ fn thousand_orphans_leave_no_zombie() {
             .run();
         out.assert_code(0);
         // The only child of the launcher left is CMD itself.
+        let why = format!("pid1={pid1}");
         assert!(
             out.stdout.contains("zombies=0 children=1"),
-            "pid1={pid1}\n{}",
+            "{why}\n{}",
             out.all()
         );
     }

@@ -56,11 +56,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
         out.all()
     );
     assert_eq!(app_conf(&t), "site=one\n", "{}", out.all());
-    let pillar_lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("pillar"))
-        .collect();
+    let pillar_lines: Vec<&str> = out.stderr_lines_with("pillar");
     assert_eq!(
         pillar_lines,
         [format!(
@@ -127,11 +123,7 @@ fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
     out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
-    let warnings: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("pillar:"))
-        .collect();
+    let warnings: Vec<&str> = out.stderr_lines_with("pillar:");
     let template = t.project().join(".salt/files/app.conf.j2");
     assert!(
         warnings.len() == 1

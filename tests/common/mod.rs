@@ -74,6 +74,10 @@ impl Output {
     pub fn all(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
     }
+    /// The lines of stderr that hold `needle`.
+    pub fn stderr_lines_with(&self, needle: &str) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.contains(needle)).collect()
+    }
     /// Assert the exit status (the whole output in the message).
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Output {
