@@ -211,11 +211,7 @@ tag=signals; words=(mc-launcher ctl signal web ''); CURRENT=5; _mc_launcher
 tag=config; words=(mc-launcher -c ''); CURRENT=3; _mc_launcher
 "#;
     let out = shell_in(&run, &d, "zsh", zsh);
-    let verbs = answers(&out, "verb");
-    for v in verbs_of_help() {
-        assert!(verbs.contains(&v), "zsh lacks {v}: {out}");
-    }
-    assert_eq!(answers(&out, "names"), ["web", "worker"], "{out}");
+    assert_verbs_and_names(&out, "zsh");
     assert!(
         answers(&out, "signals").contains(&"HUP".to_string()),
         "{out}"
@@ -229,12 +225,18 @@ echo "names:" (complete -C 'mc-launcher ctl restart ' | string replace -r '\t.*'
 echo "health:" (complete -C 'mc-launcher ctl health --' | string replace -r '\t.*' '')
 "#;
     let out = shell_in(&run, &d, "fish", fish);
-    let verbs = answers(&out, "verb");
-    for v in verbs_of_help() {
-        assert!(verbs.contains(&v), "fish lacks {v}: {out}");
-    }
-    assert_eq!(answers(&out, "names"), ["web", "worker"], "{out}");
+    assert_verbs_and_names(&out, "fish");
     assert_eq!(answers(&out, "health"), ["--live", "--ready"], "{out}");
+}
+
+/// `shell` completed every verb of the help, and the service names.
+#[track_caller]
+fn assert_verbs_and_names(out: &str, shell: &str) {
+    let verbs = answers(out, "verb");
+    for v in verbs_of_help() {
+        assert!(verbs.contains(&v), "{shell} lacks {v}: {out}");
+    }
+    assert_eq!(answers(out, "names"), ["web", "worker"], "{out}");
 }
 
 fn verbs_of_help() -> Vec<String> {

@@ -31,16 +31,22 @@ fn tree(tag: &str) -> Tree {
     t
 }
 
+/// A tree started once, cleanly, on a valid override (`site("one")`).
+fn started_on_one(tag: &str) -> Tree {
+    let t = tree(tag);
+    write(&t.source(), &site("one"));
+    let out = t.launch(&["--", "true"]).run();
+    out.assert_code(0);
+    t
+}
+
 fn app_conf(t: &Tree) -> String {
     std::fs::read_to_string(t.volume().join("configuration/app.conf")).unwrap_or_default()
 }
 
 #[test]
 fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
-    let t = tree("lastgood");
-    write(&t.source(), &site("one"));
-    let out = t.launch(&["--", "true"]).run();
-    out.assert_code(0);
+    let t = started_on_one("lastgood");
     let copy = t.state().join("pillar-last-good.sls");
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
@@ -111,10 +117,7 @@ fn without_a_last_valid_override_the_start_stops() {
 /// the template's line, instead of exiting 1 in the reconfigure step.
 #[test]
 fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
-    let t = tree("lastgood-shape");
-    write(&t.source(), &site("one"));
-    let out = t.launch(&["--", "true"]).run();
-    out.assert_code(0);
+    let t = started_on_one("lastgood-shape");
     write(
         &t.source(),
         "makina-projects.demo:\n  data: just-a-string\n",
