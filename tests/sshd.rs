@@ -117,6 +117,9 @@ fn key_watch_goes_idle_after_a_change_and_reports_once_per_change() {
     );
     let run = t.launch(&["--", "sleep", "1000"]).spawn();
     let pid = run.wait_signals_blocked();
+    // The prepare phase's own report first (the main command runs after
+    // it): a change made before would be part of that first scan.
+    wait_state(&run, "main", "running", Duration::from_secs(10));
     let keys_file = PathBuf::from(format!("/proc/{pid}/root/root/.ssh/authorized_keys"));
     let has = |name: &str| {
         std::fs::read_to_string(&keys_file).is_ok_and(|t| t.contains(&format!(" {name}\n")))
