@@ -255,15 +255,21 @@ fn prepopulate_survives_kill_9_mid_copy() {
     let src = source_tree(t.root(), 3000, 4096);
     let dest = t.volume().join("data");
     let mut interrupted = 0;
-    for delay_ms in [3u64, 8, 15, 30, 60] {
+    let marker = dest.join(".mc-launcher-prepopulate-incomplete");
+    // Killed at several points of the copy: synced on the copy's own
+    // marker (a loaded machine starts late), then a little later each time.
+    for delay_ms in [0u64, 2, 5, 10, 20] {
         let _ = std::fs::remove_dir_all(&dest);
         let mut run = t.launch(&["prepare"]).spawn();
         let pid = run.launcher_pid();
+        wait_until(Duration::from_secs(20), || {
+            marker.exists() || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
         std::thread::sleep(Duration::from_millis(delay_ms));
         unsafe_kill(pid, 9);
         run.kill_all();
         let _ = run.child.wait();
-        if dest.join(".mc-launcher-prepopulate-incomplete").exists() {
+        if marker.exists() {
             interrupted += 1;
         } else if dest.exists() && std::fs::read_dir(&dest).map(|r| r.count()).unwrap_or(0) > 0 {
             same_tree(&src, &dest).expect("no marker: the copy must be complete");
