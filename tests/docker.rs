@@ -248,21 +248,6 @@ fn ssh_login(c: &Container, key: &Path) {
     assert!(logged_in, "ssh login failed: {said}\n{}", c.logs());
 }
 
-/// The preflight message in a log: its first line to its last indented one.
-fn preflight_message(log: &str) -> String {
-    let Some(start) = log.find("mc-launcher: error: cannot prepare this container") else {
-        return String::new();
-    };
-    let mut lines = log[start..].lines();
-    let mut out = vec![lines.next().unwrap_or("").to_string()];
-    out.extend(
-        lines
-            .take_while(|l| l.starts_with("  "))
-            .map(str::to_string),
-    );
-    out.join("\n")
-}
-
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.rst")).expect("README.rst")
 }

@@ -31,16 +31,22 @@ fn tree(tag: &str) -> Tree {
     t
 }
 
+/// A tree started once, cleanly, on a valid override (`site("one")`).
+fn started_on_one(tag: &str) -> Tree {
+    let t = tree(tag);
+    write(&t.source(), &site("one"));
+    let out = t.launch(&["--", "true"]).run();
+    out.assert_code(0);
+    t
+}
+
 fn app_conf(t: &Tree) -> String {
     std::fs::read_to_string(t.volume().join("configuration/app.conf")).unwrap_or_default()
 }
 
 #[test]
 fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
-    let t = tree("lastgood");
-    write(&t.source(), &site("one"));
-    let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let t = started_on_one("lastgood");
     let copy = t.state().join("pillar-last-good.sls");
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
@@ -48,7 +54,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     // A broken edit: the start goes on with the last valid override.
     write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).ok(),
         Some(site("one")),
@@ -56,11 +62,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
         out.all()
     );
     assert_eq!(app_conf(&t), "site=one\n", "{}", out.all());
-    let pillar_lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("pillar"))
-        .collect();
+    let pillar_lines: Vec<&str> = out.stderr_lines_with("pillar");
     assert_eq!(
         pillar_lines,
         [format!(
@@ -76,7 +78,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("one")));
     write(&t.source(), &site("two"));
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(&copy).ok(), Some(site("two")));
     assert_eq!(app_conf(&t), "site=two\n");
 }
@@ -97,16 +99,12 @@ fn without_a_last_valid_override_the_start_stops() {
     let t = tree("nolastgood");
     write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let copy = t.state().join("pillar-last-good.sls");
-    assert!(
-        out.stderr.contains(&format!(
+    out.assert_stderr(&format!(
             "no last valid override to start on ({} does not exist); the image default is installed (it already was); stopping (on_invalid: last-good)",
             copy.display()
-        )),
-        "{}",
-        out.all()
-    );
+        ));
     assert_eq!(
         std::fs::read_to_string(t.pillar()).ok().as_deref(),
         Some(IMAGE_PILLAR)
@@ -119,23 +117,16 @@ fn without_a_last_valid_override_the_start_stops() {
 /// the template's line, instead of exiting 1 in the reconfigure step.
 #[test]
 fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
-    let t = tree("lastgood-shape");
-    write(&t.source(), &site("one"));
-    let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let t = started_on_one("lastgood-shape");
     write(
         &t.source(),
         "makina-projects.demo:\n  data: just-a-string\n",
     );
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).ok(), Some(site("one")));
     assert_eq!(app_conf(&t), "site=one\n");
-    let warnings: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("pillar:"))
-        .collect();
+    let warnings: Vec<&str> = out.stderr_lines_with("pillar:");
     let template = t.project().join(".salt/files/app.conf.j2");
     assert!(
         warnings.len() == 1

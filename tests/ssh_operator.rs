@@ -40,31 +40,10 @@ fn not_root_the_step_is_one_line() {
         std::fs::Permissions::from_mode(0o400),
     )
     .expect("chmod");
-    let scratch = t.d.join("scratch");
-    std::fs::create_dir_all(&scratch).expect("scratch");
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     // The volume and the tree are the user's; the Secret's file stays root's.
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(t.root())
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    t.give_to_nobody();
     std::os::unix::fs::chown(ssh.join("secret.pub"), Some(0), Some(0)).expect("chown");
-    let bin = bin().to_string_lossy().into_owned();
-    let out = Launch::new(&[
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &bin,
-        "--",
-        "true",
-    ])
-    .program(Path::new("/usr/bin/setpriv"))
-    .env("TMPDIR", &scratch.to_string_lossy())
-    .root(t.root())
-    .not_pid1()
-    .run();
+    let out = t.launch_as_nobody(&["--", "true"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(
         ssh_lines(&out.stderr),
@@ -93,30 +72,8 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
         &format!("ssh:\n  user: nobody\n  home: \"{home}\"\n  sshd: auto\n"),
     );
     std::fs::create_dir_all(t.d.join("home")).expect("home");
-    let scratch = t.d.join("scratch");
-    std::fs::create_dir_all(&scratch).expect("scratch");
-    std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(t.root())
-        .status()
-        .expect("chown");
-    assert!(st.success());
-    let bin = bin().to_string_lossy().into_owned();
-    let launch = || {
-        Launch::new(&[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            &bin,
-            "--",
-            "true",
-        ])
-        .program(Path::new("/usr/bin/setpriv"))
-        .env("TMPDIR", &scratch.to_string_lossy())
-        .root(t.root())
-        .not_pid1()
-    };
+    t.give_to_nobody();
+    let launch = || t.launch_as_nobody(&["--", "true"]);
     let out = launch().run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     let lines = ssh_lines(&out.stderr);

@@ -64,7 +64,7 @@ fn stop_bash_on_a_tty(tag: &str, rc: &str, config: Option<&str>) -> String {
     let mut args = vec!["-c", PTY, &bin];
     let cfg;
     if let Some(body) = config {
-        cfg = config_in(&d, body);
+        cfg = common::config(&d, body);
         args.extend(["-c", &cfg]);
     }
     args.extend(["--", "bash", "--noprofile", "--rcfile", &rcfile]);
@@ -78,7 +78,7 @@ fn stop_bash_on_a_tty(tag: &str, rc: &str, config: Option<&str>) -> String {
         .not_pid1()
         .timeout(Duration::from_secs(30))
         .run_python();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     out.stdout.replace('\r', "")
 }
 
