@@ -7,6 +7,7 @@ use crate::cli::{parse, Args, Command, Parsed, USAGE};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
 use crate::error::{self, Diag};
+use crate::proc::record::Framing;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,7 +30,8 @@ fn init_logging(verbosity: i32) {
         // json`, split at `log.max_line` like a service's lines.
         let mut out = Vec::with_capacity(128);
         let msg = rec.args().to_string();
-        crate::proc::record::launcher_line(rec.level(), None, &msg, &mut out);
+        let w = crate::proc::output::writer();
+        crate::proc::record::launcher_line(w.launcher_framing(), rec.level(), None, &msg, &mut out);
         f.write_all(&out)
     });
     // Through the output writer: never blocking the loop, never
@@ -121,8 +123,7 @@ fn dispatch() -> i32 {
     if matches!(args.command, Command::Run | Command::Prepare) {
         // From here on, the launcher's lines and the services' take the
         // configured form (before, the config's own errors were text).
-        let log = &loaded.config.log;
-        crate::proc::record::configure(log.format, log.max_line);
+        crate::proc::output::writer().set_launcher_framing(Framing::of(&loaded.config.log));
     }
     match args.command {
         Command::Render => render(&loaded),
@@ -502,7 +503,7 @@ fn run(
             })?;
             l.config.paths.state = state_dir.clone();
             // A reload may change the log format too (the next records).
-            crate::proc::record::configure(l.config.log.format, l.config.log.max_line);
+            crate::proc::output::writer().set_launcher_framing(Framing::of(&l.config.log));
             let sshd = if ssh_in_use && l.config.ssh != ssh {
                 ssh = l.config.ssh.clone();
                 Some(crate::prepare::phase::resync_keys(&l.config))

@@ -560,12 +560,17 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
 fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
     for (k, v) in d.map(n, "log", LOG).unwrap_or_default() {
         match k {
-            "format" => match d.string(v, "log.format").as_deref() {
-                Some("text") => l.format = LogFormat::Text,
-                Some("json") => l.format = LogFormat::Json,
-                Some(other) => d.err(v.pos, format!("log.format: `{other}` is not text or json")),
-                None => {}
-            },
+            "format" => {
+                if let Some(name) = d.string(v, "log.format") {
+                    match LogFormat::from_name(&name) {
+                        Some(f) => l.format = f,
+                        None => d.err(
+                            v.pos,
+                            format!("log.format: `{name}` is not {}", log_format_names()),
+                        ),
+                    }
+                }
+            }
             "max_line" => match d.size(v, "log.max_line") {
                 Some(b) if (MIN_MAX_LINE as u64..=MAX_MAX_LINE as u64).contains(&b) => {
                     l.max_line = b as usize;
@@ -581,6 +586,16 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
             },
             _ => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
         }
+    }
+}
+
+/// `text or json`: the names `log.format` takes.
+fn log_format_names() -> String {
+    let names: Vec<&str> = LogFormat::ALL.iter().map(|f| f.name()).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

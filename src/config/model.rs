@@ -458,12 +458,31 @@ pub struct ControlCfg {
     pub socket: PathBuf,
 }
 
-/// How a record is written: `web | text`, or one JSON object per line.
+/// How a record is written: `web | text`, or one JSON object per line
+/// (`proc::record` writes each; README "Where a new feature goes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// Every format, in the order the docs list them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The name `log.format` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format `log.format` names.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        LogFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
 }
 
 /// At most `lines` lines of one service per `per`; the rest are dropped

@@ -551,8 +551,9 @@ impl Shell<'_> {
         if let Some(h) = &mut self.http {
             h.expire(now);
         }
+        let framing = crate::proc::record::Framing::of(&self.cfg.log);
         for l in self.limiters.values() {
-            l.borrow_mut().report_if_due(now);
+            l.borrow_mut().report_if_due(now, framing);
         }
         if job_deadline.is_some_and(|d| d <= now) {
             if let Some(j) = &mut self.job {

@@ -384,7 +384,8 @@ impl Shell<'_> {
         let Some(r) = slot else {
             return output::Drained::Closed;
         };
-        let state = output::drain_into(r, budget, round);
+        let framing = crate::proc::record::Framing::of(&self.cfg.log);
+        let state = output::drain_into(r, budget, round, framing);
         if matches!(state, output::Drained::Closed) {
             *slot = None;
         }
@@ -532,7 +533,8 @@ impl Shell<'_> {
             }
         }
         for l in self.limiters.values() {
-            l.borrow_mut().report();
+            l.borrow_mut()
+                .report(crate::proc::record::Framing::of(&self.cfg.log));
         }
         if let Some(out) = &mut self.notify_target {
             out.give_up();
