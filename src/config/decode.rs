@@ -455,7 +455,7 @@ pub const STREAM: &[&str] = &[
 ];
 pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
-pub const LOG: &[&str] = &["format", "max_line", "rate_limit"];
+pub const LOG: &[&str] = &["format", "max_line", "rate_limit", "buffer"];
 pub const RATE_LIMIT: &[&str] = &["lines", "per"];
 pub const METRICS: &[&str] = &["listen"];
 
@@ -581,6 +581,14 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
                         "log.max_line: {b} bytes is outside {}..{} (1K..1M)",
                         MIN_MAX_LINE, MAX_MAX_LINE
                     ),
+                ),
+                None => {}
+            },
+            "buffer" => match d.size(v, "log.buffer") {
+                Some(b) if b <= MAX_LOG_BUFFER as u64 => l.buffer = b as usize,
+                Some(b) => d.err(
+                    v.pos,
+                    format!("log.buffer: {b} bytes is over {MAX_LOG_BUFFER} (64M)"),
                 ),
                 None => {}
             },

@@ -501,6 +501,9 @@ pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
 pub const MIN_MAX_LINE: usize = 1024;
 /// The largest `log.max_line` (a longer record helps no log driver).
 pub const MAX_MAX_LINE: usize = 1 << 20;
+/// `log.buffer`'s default, and its largest value.
+pub const DEFAULT_LOG_BUFFER: usize = 64 * 1024;
+pub const MAX_LOG_BUFFER: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCfg {
@@ -509,6 +512,9 @@ pub struct LogCfg {
     pub max_line: usize,
     /// Per service, each separately (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
+    /// The bytes of output kept per service (and of the launcher's own
+    /// lines) for `ctl logs`; 0: none.
+    pub buffer: usize,
 }
 
 impl Default for LogCfg {
@@ -517,6 +523,7 @@ impl Default for LogCfg {
             format: LogFormat::Text,
             max_line: DEFAULT_MAX_LINE,
             rate_limit: None,
+            buffer: DEFAULT_LOG_BUFFER,
         }
     }
 }

@@ -12,17 +12,19 @@
 //!
 //! One file per concern: `relay` (pipes to framed lines), `writer` (the
 //! queue and its thread), `file` (log files and rotation), `ratelimit`,
-//! `tail` (the last stderr lines).
+//! `tail` (the last stderr lines), `ring` (what `ctl logs` reads).
 
 mod file;
 mod ratelimit;
 mod relay;
+mod ring;
 mod tail;
 mod writer;
 
 pub use file::FileOut;
 pub use ratelimit::{Limiter, SharedLimiter};
 pub use relay::{drain, drain_budget, drain_into, pipe, reader, Drained, Reader, MAX_DRAIN};
+pub use ring::{answer, logs, Answer, Follower, Logs, Stream};
 pub use tail::{SharedTail, Tail};
 pub use writer::{writer, Dest, QueueWriter, Round, Writer, QUEUE_BYTES, STALLED};
 

@@ -79,6 +79,19 @@ impl Limiter {
         let w = writer();
         let mut out = w.buffer();
         record::launcher_line(framing, log::Level::Warn, Some(&self.name), &msg, &mut out);
+        let mut text = Vec::new();
+        let text_framing = Framing {
+            format: crate::config::model::LogFormat::Text,
+            ..framing
+        };
+        record::launcher_line(
+            text_framing,
+            log::Level::Warn,
+            Some(&self.name),
+            &msg,
+            &mut text,
+        );
+        super::ring::logs().push_launcher(&text);
         w.submit(Dest::Stderr, out);
     }
 }

@@ -4,6 +4,7 @@
 //! wake-up. Part of `output`.
 
 use super::ratelimit::SharedLimiter;
+use super::ring::{logs, Stream};
 use super::tail::SharedTail;
 use super::writer::{writer, Dest, Round};
 use crate::config::model::LogFormat;
@@ -62,6 +63,8 @@ pub struct Reader {
     limiter: Option<SharedLimiter>,
     /// Where the last lines are kept (stderr).
     tail: Option<SharedTail>,
+    /// Whose ring (`ctl logs`) keeps its lines, and as which stream.
+    ring: Option<(String, Stream)>,
 }
 
 impl Reader {
@@ -94,10 +97,28 @@ pub fn reader(read_end: OwnedFd, dest: Dest, head: Option<Head>) -> Reader {
         line: Line::Fresh,
         limiter: None,
         tail: None,
+        ring: None,
     }
 }
 
 impl Reader {
+    /// Keep its lines in `name`'s ring too (`ctl logs`).
+    pub fn with_ring(mut self, name: &str, stream: Stream) -> Reader {
+        self.ring = Some((name.to_string(), stream));
+        self
+    }
+
+    /// What it read and is done with (whole lines, or the pieces of a
+    /// long one): to the tail and the ring, if it keeps them.
+    fn keep(&self, lines: &[u8]) {
+        if let Some(t) = &self.tail {
+            t.borrow_mut().push(lines);
+        }
+        if let Some((name, stream)) = &self.ring {
+            logs().push(name, *stream, lines);
+        }
+    }
+
     /// Keep the last lines read in `tail` too.
     pub fn with_tail(mut self, tail: SharedTail) -> Reader {
         self.tail = Some(tail);
@@ -215,9 +236,7 @@ fn drain_raw(r: &mut Reader, closed: bool, round: &mut Round) {
     };
     if cut > 0 {
         let lines = r.pending.get(..cut).unwrap_or_default();
-        if let Some(t) = &r.tail {
-            t.borrow_mut().push(lines);
-        }
+        r.keep(lines);
         round.out(&r.dest).extend_from_slice(lines);
         r.pending.drain(..cut);
     }
@@ -253,9 +272,7 @@ fn drain_framed(r: &mut Reader, closed: bool, round: &mut Round, framing: Framin
         if let Some(end) = memchr::memrchr(b'\n', &data) {
             let lines = memchr::memchr_iter(b'\n', data.get(..=end).unwrap_or_default()).count();
             writer().count_dropped(lines as u64, end as u64 + 1);
-            if let Some(t) = &r.tail {
-                t.borrow_mut().push(data.get(..=end).unwrap_or_default());
-            }
+            r.keep(data.get(..=end).unwrap_or_default());
             r.pending = data;
             r.pending.drain(..=end);
             return;
@@ -296,9 +313,7 @@ fn drain_framed(r: &mut Reader, closed: bool, round: &mut Round, framing: Framin
     } else {
         pos += emit(r, &b, rest, false, out);
     }
-    if let Some(t) = &r.tail {
-        t.borrow_mut().push(data.get(..pos).unwrap_or_default());
-    }
+    r.keep(data.get(..pos).unwrap_or_default());
     r.pending = data;
     r.pending.drain(..pos);
 }

@@ -51,7 +51,12 @@ impl Shell<'_> {
             };
             let framed = head.is_some();
             let (r, w) = output::pipe()?;
-            let mut reader = output::reader(r, dest, head);
+            let which = if err {
+                output::Stream::Stderr
+            } else {
+                output::Stream::Stdout
+            };
+            let mut reader = output::reader(r, dest, head).with_ring(&spec.name, which);
             if err {
                 let tail = tails.entry(spec.name.clone()).or_default().clone();
                 reader = reader.with_tail(tail);
