@@ -15,6 +15,10 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 /// What a chunk costs besides its bytes (counted against the bound, so
 /// that many one-line chunks do not grow memory past it).
 const CHUNK_COST: usize = 64;
+/// Lines pushed one after the other join the same chunk up to this size:
+/// fewer chunks, and a chunk is never grown large (nor copied when its
+/// first lines go: those are only skipped, `Chunk::start`).
+const CHUNK_JOIN: usize = 16 * 1024;
 
 /// Which output of its source a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,19 +38,27 @@ struct Chunk {
     first: u64,
     lines: u64,
     stream: Stream,
+    /// Its lines from `start` on (before: lines trimmed away).
     data: Vec<u8>,
+    start: usize,
 }
 
 impl Chunk {
+    /// The bytes of the lines it holds.
+    fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
     /// Where line `seq` (of this chunk) starts in `data`.
     fn offset(&self, seq: u64) -> usize {
         let skip = seq.saturating_sub(self.first);
         if skip == 0 {
-            return 0;
+            return self.start;
         }
-        memchr::memchr_iter(b'\n', &self.data)
+        let held = self.data.get(self.start..).unwrap_or_default();
+        memchr::memchr_iter(b'\n', held)
             .nth(usize::try_from(skip - 1).unwrap_or(usize::MAX))
-            .map_or(self.data.len(), |i| i + 1)
+            .map_or(self.data.len(), |i| self.start + i + 1)
     }
 }
 
@@ -79,24 +91,24 @@ impl Ring {
                 self.bytes = 0;
                 return;
             };
-            let cost = front.data.len() + CHUNK_COST;
-            if cost <= excess || alone && front.data.len() <= excess {
+            let cost = front.len() + CHUNK_COST;
+            if cost <= excess || alone && front.len() <= excess {
                 self.bytes -= cost.min(self.bytes);
                 self.chunks.pop_front();
                 continue;
             }
-            // Part of it: its first lines, up to a line's end past `excess`.
-            let want = excess.min(front.data.len());
-            let cut = front
-                .data
+            // Part of it: its first lines, up to a line's end past `excess`
+            // (skipped, not moved).
+            let held = front.data.get(front.start..).unwrap_or_default();
+            let want = excess.min(held.len());
+            let cut = held
                 .get(want.saturating_sub(1)..)
                 .and_then(|t| memchr::memchr(b'\n', t))
-                .map_or(front.data.len(), |i| want.saturating_sub(1) + i + 1);
-            let gone = front
-                .data
+                .map_or(held.len(), |i| want.saturating_sub(1) + i + 1);
+            let gone = held
                 .get(..cut)
                 .map_or(0, |d| memchr::memchr_iter(b'\n', d).count()) as u64;
-            front.data.drain(..cut);
+            front.start += cut;
             front.first += gone;
             front.lines -= gone.min(front.lines);
             self.bytes -= cut.min(self.bytes);
@@ -198,7 +210,13 @@ impl Logs {
         let chunk = match ring.chunks.back_mut() {
             // Nothing came anywhere since this ring's last chunk: one more
             // piece of it.
-            Some(c) if Some(c.order) == latest && c.stream == stream => c,
+            Some(c)
+                if Some(c.order) == latest
+                    && c.stream == stream
+                    && c.data.len() + data.len() <= CHUNK_JOIN =>
+            {
+                c
+            }
             _ => {
                 ring.chunks.push_back(Chunk {
                     order: self.order,
@@ -206,6 +224,7 @@ impl Logs {
                     lines: 0,
                     stream,
                     data: Vec::new(),
+                    start: 0,
                 });
                 ring.bytes += CHUNK_COST;
                 self.order += 1;
@@ -555,7 +574,7 @@ mod tests {
             last = line;
             let r = l.rings.get(&Some("web".to_string())).expect("ring");
             assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
-            let real: usize = r.chunks.iter().map(|c| c.data.len() + CHUNK_COST).sum();
+            let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
             assert_eq!(real, r.bytes);
             let lines: u64 = r.chunks.iter().map(|c| c.lines).sum();
             assert_eq!(lines, r.next - r.first());
