@@ -3,7 +3,7 @@
 //! reload function, the key-watch callback). Layer 4: the only place that
 //! sees every other module.
 
-use crate::cli::{parse, Args, Command, Parsed, USAGE};
+use crate::cli::{parse, usage, Args, Command, HelpTopic, Parsed};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
 use crate::error::{self, Diag};
@@ -83,8 +83,15 @@ fn dispatch() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args = match parse(argv, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Args(a)) => a,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
+        Ok(Parsed::Help(topic)) => {
+            match topic {
+                HelpTopic::Main => print!("{}", usage()),
+                HelpTopic::Ctl => print!("{}", crate::cli::ctl_usage()),
+            }
+            return error::EXIT_OK;
+        }
+        Ok(Parsed::Completion(shell)) => {
+            print!("{}", crate::cli::complete::script(shell));
             return error::EXIT_OK;
         }
         Ok(Parsed::Version) => {
@@ -92,7 +99,7 @@ fn dispatch() -> i32 {
             return error::EXIT_OK;
         }
         Err(msg) => {
-            eprintln!("mc-launcher: {msg}\n\n{USAGE}");
+            eprintln!("mc-launcher: {msg}\n\n{}", usage());
             return error::EXIT_USAGE;
         }
     };
@@ -458,7 +465,7 @@ fn run(
         services.push((Service::main(args.cmd.clone()), Role::Main));
     }
     if services.is_empty() && cfg.file.is_none() {
-        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
+        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{}", usage());
         return error::EXIT_USAGE;
     }
     let prepare = prepares(&cfg, args);

@@ -290,6 +290,27 @@ fn sbom_and_debs_name_every_crate_with_version_and_license() {
             std::fs::read(rel.binary(arch)).unwrap(),
             "{arch}: the .deb holds the release binary"
         );
+        // The man page and the completions, as help made them.
+        for file in [
+            "usr/share/man/man1/mc-launcher.1.gz",
+            "usr/share/doc/mc-launcher/README.rst.gz",
+            "usr/share/bash-completion/completions/mc-launcher",
+            "usr/share/zsh/vendor-completions/_mc-launcher",
+            "usr/share/fish/vendor_completions.d/mc-launcher.fish",
+        ] {
+            let line = contents
+                .lines()
+                .find(|l| l.ends_with(&format!("./{file}")))
+                .unwrap_or_else(|| panic!("{arch}: no /{file} in {contents}"));
+            assert!(line.starts_with("-rw-r--r-- root/root"), "{line}");
+        }
+        let bash =
+            std::fs::read_to_string(d.join("usr/share/bash-completion/completions/mc-launcher"))
+                .expect("bash completion");
+        assert!(
+            bash.contains("complete -F _mc_launcher mc-launcher"),
+            "{bash}"
+        );
         let copyright = std::fs::read_to_string(d.join("usr/share/doc/mc-launcher/copyright"))
             .expect("copyright");
         assert!(copyright.contains("License: BSD-3-Clause"), "{copyright}");
