@@ -261,9 +261,11 @@ services:
     assert_eq!(times.len(), 5, "first start + 4 retries\n{}", out.all());
     let delays: Vec<f64> = times.windows(2).map(|w| w[1] - w[0]).collect();
     for (i, d) in delays.iter().enumerate() {
+        // Lower bounds only: a loaded machine may start a retry late,
+        // never early.
         let base = 0.1 * f64::from(1u32 << i);
         assert!(
-            *d >= base * 0.5 - 0.01 && *d <= base + 0.25,
+            *d >= base * 0.5 - 0.01,
             "delay {i} = {d:.3}s, base {base}s: {delays:?}"
         );
     }

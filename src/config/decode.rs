@@ -57,18 +57,19 @@ impl<'a> Decoder<'a> {
                 continue;
             }
             if !allowed.is_empty() && !allowed.contains(&key) {
-                self.err(
-                    k.pos,
-                    format!(
-                        "{what}: unknown key `{key}` (expected one of: {})",
-                        allowed.join(", ")
-                    ),
-                );
+                self.err(k.pos, unknown_key(what, key, allowed));
                 continue;
             }
             out.push((key, v));
         }
         Some(out)
+    }
+
+    /// Report `key` of mapping `n` as unknown: the last arm of every match
+    /// over the keys of a section (whose table `allowed` is, so that a key
+    /// in the table and not in the match is an error, never another key).
+    pub fn unknown_key(&mut self, n: &Node, what: &str, key: &str, allowed: &[&str]) {
+        self.err(key_pos(n, key), unknown_key(what, key, allowed));
     }
 
     /// Any scalar as text (`port: 8080` is fine where a string is wanted).
@@ -319,6 +320,14 @@ impl<'a> Decoder<'a> {
     }
 }
 
+/// The message of a key a section does not accept.
+fn unknown_key(what: &str, key: &str, allowed: &[&str]) -> String {
+    format!(
+        "{what}: unknown key `{key}` (expected one of: {})",
+        allowed.join(", ")
+    )
+}
+
 /// Where `key` is written in mapping `n`.
 fn key_pos(n: &Node, key: &str) -> Pos {
     n.as_map()
@@ -424,27 +433,28 @@ pub const SERVICE: &[&str] = &[
     "watch",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
-pub const READY: &[&str] = &[
-    "tcp",
-    "http",
-    "cmd",
-    "file",
-    "notify",
-    "timeout",
-    "interval",
-    "period",
-    "failure_threshold",
-];
-pub const LIVE: &[&str] = &[
-    "tcp",
-    "http",
-    "cmd",
-    "file",
-    "period",
-    "timeout",
-    "failure_threshold",
-    "initial_delay",
-];
+/// `ready:`: one of the check kinds (config::model::probe), and these.
+const READY_OPTIONS: &[&str] = &["timeout", "interval", "period", "failure_threshold"];
+pub const READY: &[&str] =
+    &concat::<{ CHECK_KINDS.len() + READY_OPTIONS.len() }>(&CHECK_KINDS, READY_OPTIONS);
+/// `live:`: one of the probed kinds, and these.
+const LIVE_OPTIONS: &[&str] = &["period", "timeout", "failure_threshold", "initial_delay"];
+pub const LIVE: &[&str] =
+    &concat::<{ PROBE_KINDS.len() + LIVE_OPTIONS.len() }>(&PROBE_KINDS, LIVE_OPTIONS);
+
+/// `a` then `b`, when the crate is compiled (an index out of bounds, a
+/// wrong `N`, fails the build).
+#[allow(clippy::indexing_slicing)]
+const fn concat<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N, "N is the length of a and b");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 pub const PRE_STOP: &[&str] = &["cmd", "timeout"];
 pub const STREAM: &[&str] = &[
     "file",
@@ -499,7 +509,8 @@ pub fn paths(d: &mut Decoder, n: Option<&Node>, root: &Path, project: &str) -> P
             "project" => p.project = path,
             "pillar" => p.pillar = path,
             "volume" => p.volume = path,
-            _ => p.state = path,
+            "state" => p.state = path,
+            other => d.unknown_key(n, "paths", other, PATHS),
         }
     }
     p
@@ -521,12 +532,14 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             "circus" => circus(d, v, &mut cfg.circus),
             "services" => cfg.services = services(d, v),
             "shutdown" => {
-                for (k, v) in d.map(v, "shutdown", SHUTDOWN).unwrap_or_default() {
+                let section = v;
+                for (k, v) in d.map(section, "shutdown", SHUTDOWN).unwrap_or_default() {
                     let t = d.duration(v, &format!("shutdown.{k}"));
-                    match (t, k) {
-                        (Some(t), "timeout") => cfg.shutdown.timeout = t,
-                        (Some(t), _) => cfg.shutdown.drain = t,
-                        _ => {}
+                    match (k, t) {
+                        ("timeout", Some(t)) => cfg.shutdown.timeout = t,
+                        ("drain", Some(t)) => cfg.shutdown.drain = t,
+                        ("timeout" | "drain", None) => {}
+                        (other, _) => d.unknown_key(section, "shutdown", other, SHUTDOWN),
                     }
                 }
             }
@@ -540,17 +553,28 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             "log" => log(d, v, &mut cfg.log),
             "env_file" => cfg.env_file = inputs::env_files(d, v, "env_file"),
             "metrics" => {
-                for (_, v) in d.map(v, "metrics", METRICS).unwrap_or_default() {
-                    cfg.metrics.listen = listen_addr(d, v);
-                }
-            }
-            _ => {
-                for (_, v) in d.map(v, "control", CONTROL).unwrap_or_default() {
-                    if let Some(p) = d.path(v, "control.socket") {
-                        cfg.control.socket = p;
+                let section = v;
+                for (k, v) in d.map(section, "metrics", METRICS).unwrap_or_default() {
+                    match k {
+                        "listen" => cfg.metrics.listen = listen_addr(d, v),
+                        other => d.unknown_key(section, "metrics", other, METRICS),
                     }
                 }
             }
+            "control" => {
+                let section = v;
+                for (k, v) in d.map(section, "control", CONTROL).unwrap_or_default() {
+                    match k {
+                        "socket" => {
+                            if let Some(p) = d.path(v, "control.socket") {
+                                cfg.control.socket = p;
+                            }
+                        }
+                        other => d.unknown_key(section, "control", other, CONTROL),
+                    }
+                }
+            }
+            other => d.unknown_key(doc, "config", other, TOP),
         }
     }
     validate_services(d, &cfg.services);
@@ -592,7 +616,8 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
                 ),
                 None => {}
             },
-            _ => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
+            "rate_limit" => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
+            other => d.unknown_key(n, "log", other, LOG),
         }
     }
 }
@@ -622,12 +647,13 @@ fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
     for (k, v) in entries {
         match k {
             "lines" => lines = d.int(v, &format!("{what}.lines"), 1),
-            _ => match d.duration(v, &format!("{what}.per")) {
+            "per" => match d.duration(v, &format!("{what}.per")) {
                 Some(p) if p.is_zero() => {
                     d.err(v.pos, format!("{what}.per: must be longer than 0s"))
                 }
                 p => per = p,
             },
+            other => d.unknown_key(n, what, other, RATE_LIMIT),
         }
     }
     Some(RateLimit {
@@ -671,11 +697,12 @@ fn pillar(d: &mut Decoder, n: &Node, p: &mut PillarCfg) {
                     .path(v, "pillar.target")
                     .unwrap_or_else(|| p.target.clone())
             }
-            _ => match v.text() {
+            "on_invalid" => match v.text() {
                 Some("abort") => p.on_invalid = OnInvalid::Abort,
                 Some("keep-default") => p.on_invalid = OnInvalid::KeepDefault,
                 _ => d.err(v.pos, "pillar.on_invalid: expected abort or keep-default"),
             },
+            other => d.unknown_key(n, "pillar", other, PILLAR),
         }
     }
 }
@@ -705,11 +732,12 @@ fn ssh(d: &mut Decoder, n: &Node, s: &mut SshCfg) {
                 Some(Scalar::Str("always")) | Some(Scalar::Bool(true)) => s.sshd = SshdMode::Always,
                 _ => d.err(v.pos, "ssh.sshd: expected auto, never or always"),
             },
-            _ => {
+            "host_keys_dir" => {
                 s.host_keys_dir = d
                     .path(v, "ssh.host_keys_dir")
                     .unwrap_or_else(|| s.host_keys_dir.clone())
             }
+            other => d.unknown_key(n, "ssh", other, SSH),
         }
     }
 }
@@ -726,7 +754,7 @@ fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
                 r.skip_unchanged = d.bool(v, "reconfigure.skip_unchanged").unwrap_or(true)
             }
             "watch" => r.watch = d.bool(v, "reconfigure.watch").unwrap_or(false),
-            _ => {
+            "steps" => {
                 let Some(items) = v.as_seq() else {
                     if !v.is_null() {
                         d.err(
@@ -742,6 +770,7 @@ fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
                     }
                 }
             }
+            other => d.unknown_key(n, "reconfigure", other, RECONFIGURE),
         }
     }
 }
@@ -793,9 +822,13 @@ fn step(d: &mut Decoder, n: &Node, index: usize) -> Option<Step> {
                 owner: tget("owner").and_then(|o| d.owner(o, "template.owner")),
             }
         }
-        _ => StepKind::Command {
+        "command" => StepKind::Command {
             argv: d.argv(body, "command")?,
         },
+        other => {
+            d.unknown_key(n, "reconfigure step", other, STEP);
+            return None;
+        }
     };
     Some(Step {
         name: format!("{kind_name}-{index}"),
@@ -850,10 +883,14 @@ fn prepopulate(d: &mut Decoder, n: &Node) -> Vec<Prepopulate> {
 
 fn circus(d: &mut Decoder, n: &Node, c: &mut CircusCfg) {
     for (k, v) in d.map(n, "circus", CIRCUS).unwrap_or_default() {
-        if k == "config" {
-            c.config = d.path(v, "circus.config");
-        } else if let Some(globs) = d.strings(v, "circus.include") {
-            c.include = globs;
+        match k {
+            "config" => c.config = d.path(v, "circus.config"),
+            "include" => {
+                if let Some(globs) = d.strings(v, "circus.include") {
+                    c.include = globs;
+                }
+            }
+            other => d.unknown_key(n, "circus", other, CIRCUS),
         }
     }
 }
@@ -948,8 +985,9 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
                     let val = d.duration(bv, &format!("{w}.{bk}"));
                     match (bk, val) {
                         ("initial", Some(t)) => s.backoff.initial = t,
-                        (_, Some(t)) => s.backoff.max = t,
-                        _ => {}
+                        ("max", Some(t)) => s.backoff.max = t,
+                        ("initial" | "max", None) => {}
+                        (other, _) => d.unknown_key(v, &w, other, BACKOFF),
                     }
                 }
                 if s.backoff.max < s.backoff.initial {
@@ -983,7 +1021,8 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "liveness" => s.liveness_ignore = inputs::liveness(d, v, &w),
             "schedule" => schedule_node = Some(v),
             "watch" => s.watch = super::jobs::watch(d, v, &w),
-            _ => variance = d.duration(v, &w).unwrap_or_default(),
+            "max_age_variance" => variance = d.duration(v, &w).unwrap_or_default(),
+            other => d.unknown_key(n, &format!("service {name}"), other, SERVICE),
         }
     }
     if let Some((age, _)) = s.max_age {
@@ -1013,39 +1052,98 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
     }
 }
 
-/// The probe of a `ready:` or `live:` mapping: exactly one of tcp, http,
-/// cmd, file (or `notify: true` where allowed).
-fn probe_check(d: &mut Decoder, k: &str, v: &Node, kw: &str) -> Option<ReadyCheck> {
-    Some(match k {
-        "tcp" => {
-            let addr = d.string(v, kw)?;
-            let port_ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok {
-                d.err(v.pos, format!("{kw}: expected host:port, found `{addr}`"));
+/// What one check key of a `ready:` or `live:` mapping decoded to.
+enum Decoded {
+    Check(ReadyCheck),
+    /// `notify: false`: no check.
+    Off,
+    /// An error, reported.
+    Bad,
+}
+
+/// One check of a `ready:` or `live:` mapping (`kw` names it in messages).
+/// A new probe kind is one more arm here (config::model::probe).
+fn check(d: &mut Decoder, kind: CheckKind, v: &Node, kw: &str) -> Decoded {
+    let bad = |d: &mut Decoder, msg: String| {
+        d.err(v.pos, msg);
+        Decoded::Bad
+    };
+    let check = match kind {
+        CheckKind::Tcp => {
+            let Some(text) = d.string(v, kw) else {
+                return Decoded::Bad;
+            };
+            match HostPort::parse(&text, None) {
+                Ok(addr) => ReadyCheck::Tcp(addr),
+                Err(e) => {
+                    return bad(d, format!("{kw}: expected host:port, found `{text}` ({e}); write e.g. 127.0.0.1:8080 or [::1]:8080"))
+                }
             }
-            ReadyCheck::Tcp(addr)
         }
-        "http" => {
-            let url = d.string(v, kw)?;
-            if let Err(e) = crate::proc::probe::parse_http_url(&url) {
-                d.err(
-                    v.pos,
-                    format!("{kw}: {e}; write e.g. http://127.0.0.1:8080/health"),
-                );
+        CheckKind::Http => {
+            let Some(text) = d.string(v, kw) else {
+                return Decoded::Bad;
+            };
+            match HttpUrl::parse(&text) {
+                Ok(url) => ReadyCheck::Http(url),
+                Err(e) => {
+                    return bad(
+                        d,
+                        format!("{kw}: {e}; write e.g. http://127.0.0.1:8080/health"),
+                    )
+                }
             }
-            ReadyCheck::Http(url)
         }
-        "cmd" => ReadyCheck::Cmd(d.argv(v, kw)?),
-        "file" => ReadyCheck::File(d.path(v, kw)?),
-        _ => {
-            if !d.bool(v, kw)? {
-                return None;
-            }
-            ReadyCheck::Notify
+        CheckKind::Cmd => match d.argv(v, kw) {
+            Some(argv) => ReadyCheck::Cmd(argv),
+            None => return Decoded::Bad,
+        },
+        CheckKind::File => match d.path(v, kw) {
+            Some(p) => ReadyCheck::File(p),
+            None => return Decoded::Bad,
+        },
+        CheckKind::Notify => match d.bool(v, kw) {
+            Some(true) => ReadyCheck::Notify,
+            Some(false) => return Decoded::Off,
+            None => return Decoded::Bad,
+        },
+    };
+    Decoded::Check(check)
+}
+
+/// The checks of a `ready:` or `live:` mapping: exactly one is required
+/// (`kinds` lists the allowed ones). `None` when it is missing, doubled or
+/// bad (reported).
+fn one_check(
+    d: &mut Decoder,
+    n: &Node,
+    w: &str,
+    found: Vec<(CheckKind, &Node)>,
+    kinds: &[&str],
+) -> Option<ReadyCheck> {
+    let mut checks = Vec::new();
+    let mut bad = 0;
+    for (kind, v) in found {
+        match check(d, kind, v, &format!("{w}.{}", kind.name())) {
+            Decoded::Check(c) => checks.push(c),
+            Decoded::Off => {}
+            Decoded::Bad => bad += 1,
         }
-    })
+    }
+    if checks.len() + bad != 1 {
+        let list = kinds
+            .iter()
+            .map(|k| match CheckKind::from_name(k) {
+                Some(CheckKind::Notify) => "notify: true".to_string(),
+                _ => k.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        d.err(n.pos, format!("{w}: needs exactly one of {list}"));
+        return None;
+    }
+    // (None when the one check was bad: reported.)
+    checks.pop()
 }
 
 fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
@@ -1056,35 +1154,27 @@ fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
 fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
     let e = d.map(n, w, READY)?;
     let mut r = Ready {
-        check: ReadyCheck::File(PathBuf::new()),
+        check: ReadyCheck::Notify,
         timeout: Duration::from_secs(30),
         interval: Duration::from_millis(250),
         period: None,
         failure_threshold: 3,
     };
-    let mut checks = 0;
+    let mut found = Vec::new();
     for (k, v) in e {
         let kw = format!("{w}.{k}");
         match k {
-            "tcp" | "http" | "cmd" | "file" | "notify" => {
-                if let Some(c) = probe_check(d, k, v, &kw) {
-                    checks += 1;
-                    r.check = c;
-                }
-            }
             "timeout" => r.timeout = d.duration(v, &kw).unwrap_or(r.timeout),
+            "interval" => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
             "period" => r.period = d.duration(v, &kw),
             "failure_threshold" => r.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            _ => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
+            other => match CheckKind::from_name(other) {
+                Some(kind) => found.push((kind, v)),
+                None => d.unknown_key(n, w, other, READY),
+            },
         }
     }
-    if checks != 1 {
-        d.err(
-            n.pos,
-            format!("{w}: needs exactly one of tcp, http, cmd, file, notify: true"),
-        );
-        return None;
-    }
+    r.check = one_check(d, n, w, found, &CHECK_KINDS)?;
     let floor = Duration::from_millis(10);
     if r.interval < floor || r.period.is_some_and(|p| p < floor) {
         // A probe every few microseconds would be a busy loop.
@@ -1107,35 +1197,27 @@ fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
 fn live(d: &mut Decoder, n: &Node, w: &str) -> Option<Live> {
     let e = d.map(n, w, LIVE)?;
     let mut l = Live {
-        check: ReadyCheck::File(PathBuf::new()),
+        check: ReadyCheck::Notify,
         period: Duration::from_secs(10),
         timeout: Duration::from_secs(1),
         failure_threshold: 3,
         initial_delay: Duration::ZERO,
     };
-    let mut checks = 0;
+    let mut found = Vec::new();
     for (k, v) in e {
         let kw = format!("{w}.{k}");
         match k {
-            "tcp" | "http" | "cmd" | "file" => {
-                if let Some(c) = probe_check(d, k, v, &kw) {
-                    checks += 1;
-                    l.check = c;
-                }
-            }
             "period" => l.period = d.duration(v, &kw).unwrap_or(l.period),
             "timeout" => l.timeout = d.duration(v, &kw).unwrap_or(l.timeout),
             "failure_threshold" => l.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            _ => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
+            "initial_delay" => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
+            other => match CheckKind::from_name(other).filter(|k| k.probed()) {
+                Some(kind) => found.push((kind, v)),
+                None => d.unknown_key(n, w, other, LIVE),
+            },
         }
     }
-    if checks != 1 {
-        d.err(
-            n.pos,
-            format!("{w}: needs exactly one of tcp, http, cmd, file"),
-        );
-        return None;
-    }
+    l.check = one_check(d, n, w, found, &PROBE_KINDS)?;
     if l.period < Duration::from_millis(10) {
         d.err(n.pos, format!("{w}.period: must be at least 10ms"));
         return None;
@@ -1158,7 +1240,8 @@ fn pre_stop(d: &mut Decoder, n: &Node, w: &str) -> Option<PreStop> {
         let kw = format!("{w}.{k}");
         match k {
             "cmd" => argv = d.argv(v, &kw),
-            _ => timeout = d.duration(v, &kw).unwrap_or(default),
+            "timeout" => timeout = d.duration(v, &kw).unwrap_or(default),
+            other => d.unknown_key(n, w, other, PRE_STOP),
         }
     }
     match argv {
@@ -1206,7 +1289,8 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
             "max_bytes" => fs.max_bytes = d.size(v, &kw).unwrap_or(0),
             "backup_count" => fs.backup_count = d.int_in(v, &kw, 0, MAX_BACKUP_COUNT).unwrap_or(5),
             "time_format" => fs.time_format = d.string(v, &kw),
-            _ => fs.watched = d.bool(v, &kw).unwrap_or(false),
+            "watched" => fs.watched = d.bool(v, &kw).unwrap_or(false),
+            other => d.unknown_key(n, w, other, STREAM),
         }
     }
     if !has_file {
@@ -1216,7 +1300,26 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
     Some(Stream::File(fs))
 }
 
-/// `nofile`, `nproc`… and their `RLIMIT_*` resource.
+/// The names `rlimits:` accepts (its keys; [`rlimit_resource`] maps them).
+pub const RLIMITS: &[&str] = &[
+    "nofile",
+    "nproc",
+    "core",
+    "memlock",
+    "stack",
+    "as",
+    "fsize",
+    "cpu",
+    "data",
+    "rss",
+    "msgqueue",
+    "nice",
+    "rtprio",
+    "sigpending",
+    "locks",
+];
+
+/// `nofile`, `nproc`… (every name of [`RLIMITS`]) and their `RLIMIT_*` resource.
 pub fn rlimit_resource(name: &str) -> Option<Resource> {
     Some(match name {
         "nofile" => Resource::RLIMIT_NOFILE,
@@ -1242,7 +1345,10 @@ fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
     let mut out = Vec::new();
     for (k, v) in d.map(n, w, &[]).unwrap_or_default() {
         let Some(resource) = rlimit_resource(k) else {
-            d.err(key_pos(n, k), format!("{w}: unknown limit `{k}` (nofile, nproc, core, memlock, stack, as, fsize, cpu, data, rss, msgqueue, nice, rtprio, sigpending, locks)"));
+            d.err(
+                key_pos(n, k),
+                format!("{w}: unknown limit `{k}` ({})", RLIMITS.join(", ")),
+            );
             continue;
         };
         let value = match v.scalar() {

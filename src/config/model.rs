@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod probe;
+pub use probe::{CheckKind, Host, HostPort, HttpUrl, ReadyCheck, CHECK_KINDS, PROBE_KINDS};
+
 /// Where a definition came from, for messages (`file:line:col`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Origin {
@@ -182,18 +185,7 @@ pub struct CircusCfg {
     pub include: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReadyCheck {
-    /// `host:port` to connect to.
-    Tcp(String),
-    /// `http://host[:port]/path`: a GET answered 2xx or 3xx.
-    Http(String),
-    /// `notify: true`: the service says `READY=1` on its `NOTIFY_SOCKET`.
-    Notify,
-    Cmd(Vec<String>),
-    File(PathBuf),
-}
-
+/// `ready:`: a check that says when a started service is ready.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ready {
     pub check: ReadyCheck,

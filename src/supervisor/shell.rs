@@ -17,7 +17,7 @@ use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
-use crate::proc::probe::{Probes, Target, Verdict};
+use crate::proc::probe::{Probes, Started, Verdict};
 use crate::proc::record::Head;
 use crate::proc::watch::{DirWatch, FileWatch, PathsWatch};
 use crate::proc::{reap, spawn};

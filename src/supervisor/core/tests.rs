@@ -2,7 +2,7 @@
 //! that gives every spawn a pid and records what the core asked for.
 
 use super::*;
-use crate::config::model::{Ready, ReadyCheck};
+use crate::config::model::{HostPort, Ready, ReadyCheck};
 use crate::ctl::proto::{Command, Reply};
 use crate::proc::exit::Exit;
 use std::collections::BTreeSet;
@@ -632,7 +632,7 @@ fn ctl_commands_on_the_core() {
 
 fn probed(mut s: Service, period_ms: Option<u64>) -> Service {
     s.ready = Some(Ready {
-        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        check: ReadyCheck::Tcp(HostPort::parse("127.0.0.1:1", None).expect("addr")),
         timeout: Duration::from_secs(5),
         interval: Duration::from_millis(100),
         period: period_ms.map(Duration::from_millis),
@@ -689,7 +689,7 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
 fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     let mut web = svc("web");
     web.live = Some(crate::config::model::Live {
-        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        check: ReadyCheck::Tcp(HostPort::parse("127.0.0.1:1", None).expect("addr")),
         period: Duration::from_secs(1),
         timeout: Duration::from_millis(200),
         failure_threshold: 3,

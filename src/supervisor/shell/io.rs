@@ -190,23 +190,11 @@ impl Shell<'_> {
         check: &ReadyCheck,
         deadline: Instant,
     ) -> Option<Verdict> {
-        match check {
-            ReadyCheck::Tcp(a) => self
-                .probes
-                .start_net(probe.0, &Target::Tcp(a.clone()), deadline),
-            ReadyCheck::Http(u) => {
-                self.probes
-                    .start_net(probe.0, &Target::Http(u.clone()), deadline)
-            }
-            // The core never probes these: READY=1 comes on the socket.
-            ReadyCheck::Notify => Some(Verdict::Fail("notify is not probed".into())),
-            ReadyCheck::File(p) => Some(if p.exists() {
-                Verdict::Ok
-            } else {
-                Verdict::Fail(format!("{} does not exist", p.display()))
-            }),
-            ReadyCheck::Cmd(argv) => {
-                match self.spawn_helper(spec, argv.clone(), "probe", Stream::Null) {
+        match self.probes.start(probe.0, check, deadline) {
+            Started::Done(v) => Some(v),
+            Started::Pending => None,
+            Started::Spawn(argv) => {
+                match self.spawn_helper(spec, argv.to_vec(), "probe", Stream::Null) {
                     Ok(pid) => {
                         self.probes.start_cmd(probe.0, pid, deadline);
                         None
