@@ -143,6 +143,10 @@ fn dispatch() -> i32 {
         }
         Err(diags) => {
             error::report(&diags);
+            if args.command == Command::Check {
+                // Its verdict line in every case.
+                println!("{}", verdict(diags.len(), 0));
+            }
             return error::EXIT_CONFIG;
         }
     };
@@ -219,55 +223,9 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         out.push_str(&format!("  {k:<8} {}\n", v.display()));
     }
     out.push_str("prepare:\n");
-    let skipped = |s: PrepareStep| {
-        if args.skip.contains(&s) {
-            " (skipped)"
-        } else {
-            ""
-        }
-    };
-    out.push_str(&format!(
-        "  pillar       {} -> {}{}\n",
-        cfg.pillar.source.display(),
-        cfg.pillar.target.display(),
-        skipped(PrepareStep::Pillar)
-    ));
-    let dirs: Vec<String> = cfg
-        .ssh
-        .keys_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    out.push_str(&format!(
-        "  ssh          keys of {} from {}{}\n",
-        cfg.ssh.user,
-        dirs.join(", "),
-        skipped(PrepareStep::Ssh)
-    ));
-    out.push_str(&format!(
-        "  reconfigure  {} step(s){}{}\n",
-        cfg.reconfigure.steps.len(),
-        skipped(PrepareStep::Reconfigure),
-        if cfg.reconfigure.watch {
-            ", applied live (reconfigure.watch)"
-        } else {
-            ""
-        }
-    ));
-    for st in &cfg.reconfigure.steps {
-        out.push_str(&format!("    - {}\n", st.name));
-    }
-    out.push_str(&format!(
-        "  prepopulate  {} destination(s){}\n",
-        cfg.prepopulate.len(),
-        skipped(PrepareStep::Prepopulate)
-    ));
-    for p in &cfg.prepopulate {
-        out.push_str(&format!(
-            "    - {} -> {}\n",
-            p.src.display(),
-            p.dest.display()
-        ));
+    for step in PrepareStep::ALL {
+        let skipped = args.skip.contains(&step);
+        out.push_str(&crate::prepare::step::describe(step, cfg, skipped));
     }
     let services = services_with_main(cfg, &args.cmd);
     out.push_str("services (start order):\n");
@@ -305,7 +263,7 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     // The paths the prepare phase would write, tested as `run` tests them:
     // the same message, beforehand.
     if cfg.file.is_some() || cfg.project.is_some() {
-        let pf = crate::prepare::preflight::check(cfg, &args.skip);
+        let pf = crate::prepare::phase::preflight(cfg, &args.skip);
         for w in &pf.warnings {
             eprintln!("mc-launcher: warning: {w}");
         }
@@ -381,7 +339,7 @@ struct LoopJobs<'a> {
     last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 }
 
-impl crate::prepare::phase::Jobs for LoopJobs<'_> {
+impl crate::prepare::Jobs for LoopJobs<'_> {
     fn run(&mut self, cfg: &Config, job: crate::proc::Job) -> crate::proc::JobEnd {
         let name = job.name.clone();
         let (end, tail) = crate::supervisor::run_job(cfg, self.signals, job);

@@ -272,9 +272,11 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
             Some(step) if !args.skip.contains(&step) => args.skip.push(step),
             Some(_) => {}
             None => {
+                let names: Vec<&str> = PrepareStep::ALL.iter().map(|s| s.name()).collect();
                 return Err(format!(
-                    "unknown step to skip: {item} (pillar, ssh, reconfigure, prepopulate)"
-                ))
+                    "unknown step to skip: {item} ({})",
+                    names.join(", ")
+                ));
             }
         }
     }

@@ -394,6 +394,7 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
     ("MC_EXAMPLE_RECONFIGURE_WATCH", "true"),
     ("MC_EXAMPLE_SALT", "/etc/salt"),
     ("MC_EXAMPLE_DRAIN", "5s"),
+    ("MC_EXAMPLE_HTTP_LISTEN", ":9300"),
     ("REGISTRY_GC_SCHEDULE", "0 4 * * *"),
 ];
 

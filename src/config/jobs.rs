@@ -3,7 +3,7 @@
 //! its position, and the rules between services (what a job may pause,
 //! what may wait for a job).
 
-use super::decode::Decoder;
+use super::decoder::Decoder;
 use super::model::{OnChange, Schedule, Service, Watch, When};
 use crate::yaml::Node;
 use std::time::Duration;

@@ -28,14 +28,27 @@ pub enum PrepareStep {
 }
 
 impl PrepareStep {
-    pub fn parse(s: &str) -> Option<PrepareStep> {
-        match s.trim() {
-            "pillar" => Some(PrepareStep::Pillar),
-            "ssh" => Some(PrepareStep::Ssh),
-            "reconfigure" => Some(PrepareStep::Reconfigure),
-            "prepopulate" => Some(PrepareStep::Prepopulate),
-            _ => None,
+    /// Every step, in the order the phase runs them (`prepare::step` holds
+    /// what each one plans, does and checks).
+    pub const ALL: [PrepareStep; 4] = [
+        PrepareStep::Pillar,
+        PrepareStep::Ssh,
+        PrepareStep::Reconfigure,
+        PrepareStep::Prepopulate,
+    ];
+
+    /// Its name in `--skip`, `MC_SKIP` and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrepareStep::Pillar => "pillar",
+            PrepareStep::Ssh => "ssh",
+            PrepareStep::Reconfigure => "reconfigure",
+            PrepareStep::Prepopulate => "prepopulate",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<PrepareStep> {
+        Self::ALL.into_iter().find(|step| step.name() == s.trim())
     }
 }
 
@@ -522,7 +535,9 @@ impl Default for LogCfg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsCfg {
-    /// Serve `GET /metrics` there (`None`: only `ctl metrics`).
+    /// `http.listen` (or its older name `metrics.listen`): serve
+    /// `/metrics`, `/livez`, `/readyz` and `/status` there (`None`: only
+    /// `ctl`).
     pub listen: Option<std::net::SocketAddr>,
 }
 

@@ -896,3 +896,30 @@ fn bad_log_and_metrics_keys_name_their_position() {
         );
     }
 }
+
+#[test]
+fn every_prepare_step_is_in_all_once_and_named() {
+    // The enum as written in model.rs: a variant missing from ALL would
+    // never run, plan or check.
+    let src = include_str!("model.rs");
+    let body = src
+        .split("pub enum PrepareStep {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("the enum in model.rs");
+    let variants: Vec<&str> = body
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(variants.len(), PrepareStep::ALL.len(), "{variants:?}");
+    for (n, step) in PrepareStep::ALL.iter().enumerate() {
+        assert!(!PrepareStep::ALL[..n].contains(step), "{step:?} twice");
+        assert_eq!(PrepareStep::parse(step.name()), Some(*step));
+        assert_eq!(
+            PrepareStep::parse(&format!(" {} ", step.name())),
+            Some(*step)
+        );
+    }
+    assert_eq!(PrepareStep::parse("nothing"), None);
+}

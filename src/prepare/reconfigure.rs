@@ -3,7 +3,7 @@
 //! the step's name, under a timeout, and stopped (TERM, then KILL) when a
 //! stop signal arrives.
 
-use super::phase::Jobs;
+use super::Jobs;
 use crate::config::model::{Config, OnError, Step, StepKind};
 use crate::error::{Diag, EXIT_FAILURE};
 use crate::proc::exit::Exit;
@@ -38,15 +38,11 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
     if rc.steps.is_empty() {
         return Ok(());
     }
+    // The inputs as the steps find them (they may change some).
     let digest = inputs_digest(cfg);
-    let digest_file = cfg.paths.state.join("reconfigure.digest");
-    if rc.skip_unchanged {
-        if let Ok(old) = std::fs::read_to_string(&digest_file) {
-            if old.trim() == digest {
-                log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
-                return Ok(());
-            }
-        }
+    if rc.skip_unchanged && stored_digest(&cfg.paths.state).is_some_and(|d| d == digest) {
+        log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
+        return Ok(());
     }
     let mut all_ok = true;
     for step in &rc.steps {
@@ -86,6 +82,7 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
         }
     }
     if all_ok {
+        let digest_file = cfg.paths.state.join(DIGEST);
         let saved = std::fs::create_dir_all(&cfg.paths.state)
             .and_then(|()| std::fs::write(&digest_file, format!("{digest}\n")));
         if let Err(e) = saved {
@@ -113,6 +110,16 @@ pub fn salt_argv(states: &[String], config_dir: Option<&Path>) -> Vec<String> {
     argv
 }
 
+/// The child process of a `salt` or `command` step.
+fn job(cfg: &Config, step: &Step, argv: Vec<String>) -> Job {
+    Job {
+        name: step.name.clone(),
+        argv,
+        env: spawn::mc_env(cfg, &step.name),
+        timeout: step.timeout,
+    }
+}
+
 /// Run one argv step; the outer `Err` is a stop signal, the inner one a failure.
 fn run_argv(
     cfg: &Config,
@@ -120,12 +127,7 @@ fn run_argv(
     argv: &[String],
     jobs: &mut dyn Jobs,
 ) -> Result<Result<(), String>, Stop> {
-    let job = Job {
-        name: step.name.clone(),
-        argv: argv.to_vec(),
-        env: spawn::mc_env(cfg, &step.name),
-        timeout: step.timeout,
-    };
+    let job = job(cfg, step, argv.to_vec());
     let prog = argv.first().map(String::as_str).unwrap_or("");
     match jobs.run(cfg, job) {
         JobEnd::Exited(Exit::Code(0)) => Ok(Ok(())),
@@ -144,9 +146,15 @@ fn run_argv(
 /// Pillar data for templates: PILLAR.sample deep-merged with the effective
 /// init.sls (mappings merge, everything else is replaced), as makina does.
 pub fn pillar_data(cfg: &Config) -> serde_json::Value {
+    pillar_data_over(cfg, &cfg.pillar.target)
+}
+
+/// PILLAR.sample deep-merged with `effective` (an init.sls, or the
+/// override that the pillar step would install).
+fn pillar_data_over(cfg: &Config, effective: &Path) -> serde_json::Value {
     let mut data = serde_json::Value::Object(Default::default());
     let sample = cfg.paths.project.join(".salt/PILLAR.sample");
-    for file in [sample, cfg.pillar.target.clone()] {
+    for file in [sample, effective.to_path_buf()] {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
@@ -191,12 +199,16 @@ pub fn check_template(src: &Path) -> Option<Diag> {
 
 /// Render a template with the pillar and the usual context, in memory.
 pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
+    render_over(cfg, src, pillar_data(cfg))
+}
+
+fn render_over(cfg: &Config, src: &Path, pillar: serde_json::Value) -> Result<String, Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env
         .get_template(&name)
         .map_err(|e| crate::template::diag(src, &e))?;
     let ctx = minijinja::context! {
-        pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
+        pillar => minijinja::Value::from(minijinja::value::Serde(pillar)),
         ..cfg.template_context(crate::proc::cgroup::size())
     };
     crate::template::render_bounded(&tmpl, ctx).map_err(|f| f.diag(src))
@@ -324,18 +336,12 @@ fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOut
                 log::info!("reconfigure: {}: {} rendered", step.name, dest.display());
                 changed.push(step.name.clone());
             }
-            StepKind::Salt { states, config_dir } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: salt_argv(states, config_dir.as_deref()),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
-            StepKind::Command { argv } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: argv.clone(),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
+            StepKind::Salt { states, config_dir } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, salt_argv(states, config_dir.as_deref())))
+            }
+            StepKind::Command { argv } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, argv.clone()))
+            }
             StepKind::Salt { .. } | StepKind::Command { .. } => {}
         }
     }
@@ -360,6 +366,22 @@ pub fn live_inputs(cfg: &Config) -> Vec<PathBuf> {
 }
 
 // ----- skip_unchanged -------------------------------------------------
+
+/// The file in the state dir that keeps the digest of the last successful run.
+const DIGEST: &str = "reconfigure.digest";
+
+/// The inputs are those of the last successful run, whose digest `state`
+/// keeps: with `skip_unchanged`, the steps are skipped (and the preflight
+/// plans no write of theirs).
+pub fn unchanged(cfg: &Config, state: &Path) -> bool {
+    stored_digest(state).is_some_and(|d| d == inputs_digest(cfg))
+}
+
+/// The digest of the inputs of the last successful run.
+fn stored_digest(state: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state.join(DIGEST)).ok()?;
+    Some(text.trim().to_string())
+}
 
 /// A digest of everything the steps read: the effective pillar, PILLAR.sample,
 /// the step list, template sources and the salt trees the salt steps use.
@@ -428,9 +450,34 @@ pub fn inputs_digest(cfg: &Config) -> String {
 pub fn check(cfg: &Config) -> Vec<Diag> {
     let mut out = Vec::new();
     let cfg_file = cfg.file.clone().unwrap_or_default();
+    // The pillar the start would render with: the override when there is
+    // one that reads as a pillar (an invalid one is the pillar check's
+    // to report), else the installed one.
+    let effective = match std::fs::read_to_string(&cfg.pillar.source) {
+        Ok(t) if crate::prepare::pillar::validate(&cfg.pillar.source, &t).is_ok() => {
+            cfg.pillar.source.clone()
+        }
+        _ => cfg.pillar.target.clone(),
+    };
+    let mut pillar = None;
     for step in &cfg.reconfigure.steps {
         match &step.kind {
-            StepKind::Template { src, .. } => out.extend(check_template(src)),
+            StepKind::Template { src, .. } => match check_template(src) {
+                Some(d) => out.push(d),
+                // Rendered in memory, as the step would: an undefined
+                // value (a pillar key that is not there) is said now.
+                None => {
+                    let data = pillar
+                        .get_or_insert_with(|| pillar_data_over(cfg, &effective))
+                        .clone();
+                    if let Err(d) = render_over(cfg, src, data) {
+                        out.push(Diag {
+                            msg: format!("{} (pillar: {})", d.msg, effective.display()),
+                            ..d
+                        });
+                    }
+                }
+            },
             StepKind::Salt { .. } => {
                 if let Err(e) = which::which("salt-call") {
                     out.push(Diag::new(

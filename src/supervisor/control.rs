@@ -36,61 +36,13 @@ impl Core {
         let name = name.unwrap_or_default();
         let stopping = self.is_stopping();
         Some(match (cmd, target) {
-            (Command::Status, _) => Reply {
-                ok: true,
-                services: Some(self.status(now)),
-                reconfigure: self.reconf_last.clone(),
-                ..Reply::default()
-            },
+            (Command::Status, _) => self.status_reply(now),
             (Command::Metrics, _) => Reply {
                 ok: true,
                 metrics: Some(self.metrics_text()),
                 ..Reply::default()
             },
-            (Command::Health(Health::Live), _) => {
-                // A FAILED service will not come back by itself: a critical
-                // one, or an autostart one that does not say `liveness:
-                // ignore`, makes the container worth restarting.
-                let failed: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| matches!(s.status, Status::Failed(_)))
-                    .filter(|s| {
-                        s.spec.critical
-                            || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if failed.is_empty() {
-                    Reply::ok("alive")
-                } else {
-                    Reply::error(format!(
-                        "FAILED, will not come back by itself: {}",
-                        failed.join(", ")
-                    ))
-                }
-            }
-            (Command::Health(_), _) => {
-                let bad: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| {
-                        s.spec.autostart
-                            && s.status != Status::Retired
-                            && s.role != Role::Step
-                            && s.job.is_none()
-                            && !s.is_up()
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if stopping {
-                    Reply::error("stopping")
-                } else if bad.is_empty() {
-                    Reply::ok("healthy")
-                } else {
-                    Reply::error(format!("not running or not ready: {}", bad.join(", ")))
-                }
-            }
+            (Command::Health(h), _) => self.health(h),
             (Command::Quit, _) => {
                 log::info!("quit requested on the control socket: stopping");
                 self.begin_stop(None, Cause::Requested("ctl quit".into()), now, fx);
@@ -212,6 +164,63 @@ impl Core {
             }
             (cmd, _) => Reply::error(format!("cannot {} now", cmd.to_request().cmd)),
         })
+    }
+
+    /// The answer to `ctl status` (and HTTP `/status`).
+    pub fn status_reply(&self, now: Instant) -> Reply {
+        Reply {
+            ok: true,
+            services: Some(self.status(now)),
+            reconfigure: self.reconf_last.clone(),
+            ..Reply::default()
+        }
+    }
+
+    /// The answer to `ctl health [--live|--ready]` (and HTTP `/livez`,
+    /// `/readyz`): ok with a word, or an error with the one-line reason.
+    pub fn health(&self, which: Health) -> Reply {
+        if which == Health::Live {
+            // A FAILED service will not come back by itself: a critical
+            // one, or an autostart one that does not say `liveness:
+            // ignore`, makes the container worth restarting.
+            let failed: Vec<String> = self
+                .svcs
+                .values()
+                .filter(|s| matches!(s.status, Status::Failed(_)))
+                .filter(|s| {
+                    s.spec.critical
+                        || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
+                })
+                .map(|s| s.name().to_string())
+                .collect();
+            return if failed.is_empty() {
+                Reply::ok("alive")
+            } else {
+                Reply::error(format!(
+                    "FAILED, will not come back by itself: {}",
+                    failed.join(", ")
+                ))
+            };
+        }
+        let bad: Vec<String> = self
+            .svcs
+            .values()
+            .filter(|s| {
+                s.spec.autostart
+                    && s.status != Status::Retired
+                    && s.role != Role::Step
+                    && s.job.is_none()
+                    && !s.is_up()
+            })
+            .map(|s| s.name().to_string())
+            .collect();
+        if self.is_stopping() {
+            Reply::error("stopping")
+        } else if bad.is_empty() {
+            Reply::ok("healthy")
+        } else {
+            Reply::error(format!("not running or not ready: {}", bad.join(", ")))
+        }
     }
 
     /// The rows of `ctl status`.

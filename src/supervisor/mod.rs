@@ -115,15 +115,15 @@ pub fn run(
         .as_ref()
         .and_then(crate::proc::cgroup::oom_kills)
         .unwrap_or(0);
-    // A metrics endpoint that cannot be had is no reason not to run the
-    // services: said, and `ctl metrics` still answers.
+    // An HTTP endpoint that cannot be had is no reason not to run the
+    // services: said, and `ctl` still answers.
     let http = cfg.metrics.listen.and_then(|addr| {
         crate::ctl::http::HttpServer::bind(addr)
-            .map_err(|e| log::error!("metrics.listen {addr}: {e}: no metrics endpoint"))
+            .map_err(|e| log::error!("http.listen {addr}: {e}: no HTTP endpoints (/metrics, /livez, /readyz, /status)"))
             .ok()
     });
     if let Some(h) = &http {
-        log::debug!("metrics: http://{}/metrics", h.addr);
+        log::debug!("http: http://{}/ (metrics, livez, readyz, status)", h.addr);
     }
     let groups = shell::watch_groups(&cfg);
     let svc_watch = if groups.is_empty() {

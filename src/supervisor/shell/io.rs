@@ -3,6 +3,8 @@
 //! metrics connections), then the end of the run. Part of `shell.rs`.
 
 use super::*;
+use crate::ctl::http::Page;
+use crate::ctl::proto::Health;
 
 /// Why a spawn did not happen.
 pub(super) struct NotStarted {
@@ -417,15 +419,36 @@ impl Shell<'_> {
         if ev.contains(PollFlags::POLLIN) {
             // Read before a hang-up: a client may send its request and
             // close its side at once.
-            if let Some(Ask::Metrics(id)) = h.read(id) {
+            if let Some(Ask { id, page }) = h.read(id) {
                 // A read of the core's state, not a command: no input.
-                let text = self.core.metrics_text();
-                h.respond(
-                    id,
-                    200,
-                    crate::supervisor::metrics::CONTENT_TYPE,
-                    text.as_bytes(),
-                );
+                let health = |which| {
+                    let r = self.core.health(which);
+                    match (r.ok, r.message, r.error) {
+                        (true, m, _) => (200, m.unwrap_or_default() + "\n"),
+                        (false, _, e) => (503, e.unwrap_or_default() + "\n"),
+                    }
+                };
+                let (status, ctype, body) = match page {
+                    Page::Metrics => (
+                        200,
+                        crate::supervisor::metrics::CONTENT_TYPE,
+                        self.core.metrics_text(),
+                    ),
+                    Page::Live => {
+                        let (st, b) = health(Health::Live);
+                        (st, "text/plain; charset=utf-8", b)
+                    }
+                    Page::Ready => {
+                        let (st, b) = health(Health::Ready);
+                        (st, "text/plain; charset=utf-8", b)
+                    }
+                    Page::Status => {
+                        let r = self.core.status_reply(Instant::now());
+                        let json = serde_json::to_string(&r).unwrap_or_default();
+                        (200, "application/json", json + "\n")
+                    }
+                };
+                h.respond(id, status, ctype, body.as_bytes());
             }
         } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
             h.drop_conn(id);
