@@ -28,7 +28,6 @@ const PENDING_CYCLES: &[&[&str]] = &[
         "src/supervisor/mod.rs",
         "src/supervisor/shell.rs",
     ],
-    &["src/proc/frame.rs", "src/proc/record.rs"],
 ];
 
 /// The layer of a module path such as `config::model` or `proc::spawn`:
