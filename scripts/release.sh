@@ -208,6 +208,7 @@ for a in "${arches[@]}"; do
         "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
     gzip -9n < doc/mc-launcher.1 > "$root/usr/share/man/man1/mc-launcher.1.gz"
     gzip -9n < README.rst > "$root/usr/share/doc/mc-launcher/README.rst.gz"
+    install -m 0644 schema/mc-launcher.schema.json "$root/usr/share/doc/mc-launcher/"
     "$host_bin" completion bash > "$root/usr/share/bash-completion/completions/mc-launcher"
     "$host_bin" completion zsh > "$root/usr/share/zsh/vendor-completions/_mc-launcher"
     "$host_bin" completion fish > "$root/usr/share/fish/vendor_completions.d/mc-launcher.fish"

@@ -294,6 +294,7 @@ fn sbom_and_debs_name_every_crate_with_version_and_license() {
         for file in [
             "usr/share/man/man1/mc-launcher.1.gz",
             "usr/share/doc/mc-launcher/README.rst.gz",
+            "usr/share/doc/mc-launcher/mc-launcher.schema.json",
             "usr/share/bash-completion/completions/mc-launcher",
             "usr/share/zsh/vendor-completions/_mc-launcher",
             "usr/share/fish/vendor_completions.d/mc-launcher.fish",

@@ -22,96 +22,13 @@ impl Shell {
     }
 }
 
-/// One ctl verb as help and completion present it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CtlVerb {
-    pub verb: &'static str,
-    /// Its arguments' synopsis (`NAME SIG`), empty for none.
-    pub args: &'static str,
-    pub help: &'static str,
-    /// Its first argument is a service name (completed from the launcher).
-    pub takes_name: bool,
-    /// Flags of its own (`health --live`), completed after the verb.
-    pub flags: &'static [&'static str],
-}
+pub use crate::ctl::proto::CtlVerb;
 
-/// Every ctl verb, in the order help lists them.
+/// Every ctl verb, in the order help lists them (kept beside the
+/// `Command` enum, which a test holds it equal to).
 pub fn ctl_verbs() -> &'static [CtlVerb] {
-    VERBS
+    crate::ctl::proto::VERBS
 }
-
-const fn verb(
-    verb: &'static str,
-    args: &'static str,
-    takes_name: bool,
-    help: &'static str,
-) -> CtlVerb {
-    CtlVerb {
-        verb,
-        args,
-        help,
-        takes_name,
-        flags: &[],
-    }
-}
-
-const VERBS: &[CtlVerb] = &[
-    verb(
-        "status",
-        "",
-        false,
-        "every service: state, pids, uptime, restarts, last exit, why",
-    ),
-    CtlVerb {
-        flags: &["--live", "--ready"],
-        ..verb(
-            "health",
-            "[--live|--ready]",
-            false,
-            "0 when healthy (--live: nothing FAILED; --ready: all ready)",
-        )
-    },
-    verb("metrics", "", false, "the Prometheus text of /metrics"),
-    verb(
-        "start",
-        "NAME",
-        true,
-        "start a stopped service (or run a job now)",
-    ),
-    verb("stop", "NAME", true, "stop a service, it stays stopped"),
-    verb("restart", "NAME", true, "stop then start a service"),
-    verb(
-        "signal",
-        "NAME SIG",
-        true,
-        "send SIG (HUP, USR1, 15, ...) to a service's processes",
-    ),
-    verb(
-        "incr",
-        "NAME",
-        true,
-        "one more process of a service (numprocesses)",
-    ),
-    verb("decr", "NAME", true, "one process fewer"),
-    verb(
-        "reload",
-        "",
-        false,
-        "re-read the config file and apply what changed (as SIGHUP)",
-    ),
-    verb(
-        "reconfigure",
-        "",
-        false,
-        "re-run the pillar and reconfigure steps live",
-    ),
-    verb(
-        "quit",
-        "",
-        false,
-        "stop every service and exit (as SIGTERM)",
-    ),
-];
 
 /// The subcommands, as completion offers them.
 pub const SUBCOMMANDS: &[&str] = &[

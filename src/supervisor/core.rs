@@ -264,7 +264,9 @@ impl Core {
             Input::Exited { pid, exit, oom } => {
                 if let Some(id) = self.pids.remove(&pid) {
                     self.note_exit(id, exit, oom, now, &mut fx);
+                    let was_running = self.slot_of(id).is_some_and(|m| m.is_running());
                     self.proc_event(id, Event::Exited(exit), now, &mut fx);
+                    self.note_crash(id, was_running);
                 }
             }
             Input::Spawned { proc, pid } => {

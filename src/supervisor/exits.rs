@@ -30,6 +30,33 @@ impl Core {
         }
     }
 
+    /// The machine of process `id`.
+    pub(super) fn slot_of(&self, id: ProcId) -> Option<&super::machine::Proc> {
+        let &(s, i) = self.where_is.get(&id)?;
+        self.svcs.get(&s)?.procs.get(i).map(|p| &p.m)
+    }
+
+    /// A running process ended by itself and is being started again: the
+    /// service's restart reason is `crash` (README "Control socket").
+    pub(super) fn note_crash(&mut self, id: ProcId, was_running: bool) {
+        let restarting = self.slot_of(id).is_some_and(|m| {
+            matches!(
+                m.state,
+                super::machine::State::Backoff { .. } | super::machine::State::Starting
+            )
+        });
+        if !(was_running && restarting) {
+            return;
+        }
+        if let Some(svc) = self
+            .where_is
+            .get(&id)
+            .and_then(|(s, _)| self.svcs.get_mut(s))
+        {
+            svc.facts.restart_reason = Some("crash".into());
+        }
+    }
+
     pub(super) fn apply(
         &mut self,
         s: u32,

@@ -56,7 +56,13 @@ impl Core {
         }
         for spec in set.services {
             if d.added.contains(&spec.name) || d.changed.contains(&spec.name) {
+                let changed = d.changed.contains(&spec.name);
+                let name = spec.name.clone();
                 self.add(spec, Role::Config);
+                // Its new definition replaces the old one's processes.
+                if let Some(svc) = self.find(&name).and_then(|s| self.svcs.get_mut(&s)) {
+                    svc.facts.restart_reason = changed.then(|| "reload".to_string());
+                }
             }
         }
         if let Some(want) = set.sshd {

@@ -294,7 +294,13 @@ impl Shell<'_> {
                 self.probe_names.remove(&p.0);
                 self.probes.cancel(p.0);
             }
-            Effect::Reply { conn, reply } => {
+            Effect::Reply { conn, mut reply } => {
+                // `ctl status NAME`: the stderr tail is the shell's.
+                for row in reply.services.iter_mut().flatten() {
+                    if let (Some(d), Some(t)) = (&mut row.detail, self.tails.get(&row.name)) {
+                        d.stderr_tail = t.borrow().lines();
+                    }
+                }
                 if let Some(ctl) = &mut self.ctl {
                     ctl.reply(conn, &reply);
                 }

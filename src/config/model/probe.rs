@@ -37,6 +37,21 @@ impl ReadyCheck {
     }
 }
 
+/// A check in a few words, its key first (`tcp 127.0.0.1:8080`,
+/// `notify`): as `ctl status NAME` shows it.
+impl fmt::Display for ReadyCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.kind().name();
+        match self {
+            ReadyCheck::Tcp(a) => write!(f, "{key} {a}"),
+            ReadyCheck::Http(u) => write!(f, "{key} {u}"),
+            ReadyCheck::Notify => f.write_str(key),
+            ReadyCheck::Cmd(argv) => write!(f, "{key} {}", argv.join(" ")),
+            ReadyCheck::File(p) => write!(f, "{key} {}", p.display()),
+        }
+    }
+}
+
 /// The kinds of check, by their key in `ready:` and `live:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {

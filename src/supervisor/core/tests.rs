@@ -462,7 +462,9 @@ fn reload_keeps_the_unchanged_and_the_launchers_own_sshd() {
 fn incr_then_reload_of_the_same_file_restarts_nothing() {
     let worker = svc("worker");
     let mut sim = Sim::config(std::slice::from_ref(&worker));
-    let r = sim.ctl(Command::Incr("worker".into()));
+    let r = sim.ctl(Command::Incr {
+        name: "worker".into(),
+    });
     assert_eq!(r.numprocesses, Some(2));
     assert_eq!(sim.spawned.len(), 2);
     sim.feed(Input::Reloaded {
@@ -485,7 +487,10 @@ fn incr_then_reload_of_the_same_file_restarts_nothing() {
         sim.signals
     );
     assert_eq!(
-        sim.ctl(Command::Decr("worker".into())).numprocesses,
+        sim.ctl(Command::Decr {
+            name: "worker".into()
+        })
+        .numprocesses,
         Some(1)
     );
     assert_eq!(sim.signals.len(), 1, "the extra process stops");
@@ -588,11 +593,18 @@ fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
         bad.max_retry = Some(2);
         bad.liveness_ignore = ignore;
         let mut sim = Sim::config(&[bad, svc("web")]);
-        assert!(sim.ctl(Command::Health(Health::Live)).ok);
+        assert!(
+            sim.ctl(Command::Health {
+                check: Health::Live
+            })
+            .ok
+        );
         bad_until_failed(&mut sim);
         assert_eq!(sim.state("web"), StateName::Running);
         assert_eq!(sim.exit, None, "web runs on");
-        let r = sim.ctl(Command::Health(Health::Live));
+        let r = sim.ctl(Command::Health {
+            check: Health::Live,
+        });
         assert_eq!(r.ok, ignore, "liveness: ignore = {ignore}: {r:?}");
         if !ignore {
             assert!(
@@ -600,33 +612,45 @@ fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
                 "{r:?}"
             );
         }
-        assert!(!sim.ctl(Command::Health(Health::All)).ok, "never healthy");
+        assert!(
+            !sim.ctl(Command::Health { check: Health::All }).ok,
+            "never healthy"
+        );
     }
 }
 
 #[test]
 fn ctl_commands_on_the_core() {
     let mut sim = Sim::config(&[svc("web")]);
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
-    let r = sim.ctl(Command::Stop("ghost".into()));
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
+    let r = sim.ctl(Command::Stop {
+        name: "ghost".into(),
+    });
     assert_eq!(r.error.as_deref(), Some("no such service: ghost"));
-    let r = sim.ctl(Command::Start("web".into()));
+    let r = sim.ctl(Command::Start { name: "web".into() });
     assert_eq!(r.error.as_deref(), Some("web is already running"));
-    sim.ctl(Command::Stop("web".into()));
+    sim.ctl(Command::Stop { name: "web".into() });
     sim.exited("web", Exit::Signal(15));
     assert_eq!(sim.state("web"), StateName::Stopped);
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::All));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::All,
+    });
     assert!(!r.ok && r.error.expect("error").contains("web"));
-    sim.ctl(Command::Start("web".into()));
+    sim.ctl(Command::Start { name: "web".into() });
     assert_eq!(sim.state("web"), StateName::Running);
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reload,
+        cmd: Command::Reload {},
     });
     assert_eq!(sim.reloads, 1, "the shell is asked to read the config");
-    let r = sim.ctl(Command::Quit);
+    let r = sim.ctl(Command::Quit {});
     assert_eq!(r.message.as_deref(), Some("stopping"));
-    let r = sim.ctl(Command::Restart("web".into()));
+    let r = sim.ctl(Command::Restart { name: "web".into() });
     assert_eq!(r.error.as_deref(), Some("the launcher is stopping"));
 }
 
@@ -653,7 +677,12 @@ impl Sim {
 fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted() {
     let mut sim = Sim::config(&[probed(svc("web"), Some(1000))]);
     sim.answer(true);
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
     let pid = sim.pid("web");
     // Probed again every period.
     assert_eq!(
@@ -663,16 +692,24 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
     sim.at(1000);
     sim.answer(false);
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok,
         "one failure is not enough"
     );
     sim.at(2000);
     sim.answer(false);
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::Ready,
+    });
     assert!(!r.ok, "two failures in a row: not ready");
     assert_eq!(sim.state("web"), StateName::Starting, "shown as not ready");
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok,
         "still alive"
     );
     assert_eq!(sim.pid("web"), pid, "not restarted");
@@ -680,7 +717,10 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
     sim.at(3000);
     sim.answer(true);
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok,
         "ready again"
     );
 }
@@ -721,7 +761,12 @@ fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     sim.now = due;
     sim.feed(Input::Tick);
     assert_ne!(sim.pid("web"), pid, "a new process");
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -731,7 +776,7 @@ fn an_unreadable_secret_is_a_failed_start_retried_with_backoff() {
     let mut sim = Sim::config(&[web]);
     // The secret goes missing; a restart cannot read it.
     sim.unreadable = vec!["web".into()];
-    assert!(sim.ctl(Command::Restart("web".into())).ok);
+    assert!(sim.ctl(Command::Restart { name: "web".into() }).ok);
     sim.exited("web", Exit::Signal(15));
     sim.replies.clear();
     let st = sim.core.status(sim.now);
@@ -770,9 +815,16 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
     sim.feed(Input::Signal(Signal::SIGTERM));
     assert_eq!(sim.hooks.len(), 1, "pre_stop runs first");
     assert!(sim.signals.is_empty(), "nothing stops while a hook runs");
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::Ready,
+    });
     assert!(!r.ok, "not ready while draining");
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok
+    );
     sim.now = t0 + Duration::from_secs(1);
     let (hook, _) = sim.hooks[0].clone();
     sim.feed(Input::ProbeDone {
@@ -961,7 +1013,7 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
     let before = sim.spawned.clone();
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     assert_eq!(sim.reconfigures, [false], "the shell's part is asked for");
     assert!(sim.replies.is_empty(), "the answer waits for the outcome");
@@ -997,7 +1049,10 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
             invalid: 0
         }
     );
-    let status = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let status = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(status.last, "ok");
 }
 
@@ -1007,7 +1062,10 @@ fn nothing_changed_touches_nothing() {
     sim.feed(Input::InputsChanged);
     prepared(&mut sim, ready(&[], Vec::new()));
     assert!(sim.signals.is_empty(), "{:?}", sim.signals);
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "ok");
     assert!(
         st.message.unwrap_or_default().contains("nothing changed"),
@@ -1023,19 +1081,28 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
     let err = "/v/configuration/pillar.sls:3:1: YAML syntax error";
     prepared(&mut sim, Prepared::Invalid(err.into()));
     assert!(sim.signals.is_empty());
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(
         (st.last.as_str(), st.error.as_deref()),
         ("invalid", Some(err))
     );
     // Still shown by a later status, until the next reconfigure.
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "invalid");
     sim.feed(Input::InputsChanged);
     assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
     prepared(&mut sim, ready(&["template-1"], Vec::new()));
     assert_eq!(
-        sim.ctl(Command::Status).reconfigure.expect("shown").last,
+        sim.ctl(Command::Status { name: None })
+            .reconfigure
+            .expect("shown")
+            .last,
         "ok"
     );
     assert_eq!(
@@ -1064,7 +1131,10 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
     assert_eq!(steps(&sim), ["salt-1", "command-2"]);
     sim.exited("command-2", Exit::Code(3));
     assert!(sim.signals.is_empty(), "a failed step touches no service");
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("command-2"));
     assert!(
@@ -1106,7 +1176,10 @@ fn a_step_past_its_timeout_is_stopped_and_fails() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
     sim.exited("command-1", Exit::Signal(15));
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("timed out"));
     assert_eq!(sim.signalled(Signal::SIGUSR2), Vec::<String>::new());
@@ -1120,7 +1193,7 @@ fn changes_during_a_reconfigure_make_one_more() {
     sim.feed(Input::InputsChanged);
     sim.feed(Input::Ctl {
         conn: 7,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     assert_eq!(sim.reconfigures, [false], "one at a time");
     prepared(&mut sim, ready(&[], Vec::new()));
@@ -1139,7 +1212,7 @@ fn a_stop_abandons_a_reconfigure_and_its_step() {
     let mut sim = live_sim();
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     prepared(&mut sim, ready(&[], vec![job("command-1", None)]));
     sim.feed(Input::Signal(Signal::SIGTERM));
@@ -1160,7 +1233,7 @@ fn without_a_prepare_phase_there_is_no_reconfigure() {
             ..options(Duration::ZERO, false)
         },
     );
-    let r = sim.ctl(Command::Reconfigure);
+    let r = sim.ctl(Command::Reconfigure {});
     assert!(!r.ok && r.error.unwrap_or_default().contains("no live reconfigure"));
     sim.feed(Input::InputsChanged);
     assert!(sim.reconfigures.is_empty());
@@ -1171,7 +1244,7 @@ fn metrics_follow_restarts_and_name_every_family() {
     let mut s = Sim::config(&[svc("web"), with_ready(svc("db\"x"), 60_000)]);
     s.core.reconfigure_counts.failed = 2;
     s.core.start_time_unix = 1_790_000_000.5;
-    let text = |s: &mut Sim| s.ctl(Command::Metrics).metrics.unwrap_or_default();
+    let text = |s: &mut Sim| s.ctl(Command::Metrics {}).metrics.unwrap_or_default();
     let first = text(&mut s);
     for family in [
         "# TYPE mc_service_up gauge",
@@ -1311,7 +1384,12 @@ fn a_job_runs_at_its_rate_pauses_around_each_run_and_never_overlaps() {
         assert!(m.contains(line), "{line} in\n{m}");
     }
     // Jobs are not services that should be up.
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -1335,9 +1413,19 @@ fn a_run_past_its_timeout_is_stopped_then_killed_and_counted() {
     assert_eq!(j.next_run, None, "@reboot runs once");
     assert_eq!(sim.state("slow"), StateName::Stopped);
     // `ctl start` runs it again now; a second one while it runs is refused.
-    assert!(sim.ctl(Command::Start("slow".into())).ok);
+    assert!(
+        sim.ctl(Command::Start {
+            name: "slow".into()
+        })
+        .ok
+    );
     assert_eq!(sim.names_spawned(), ["slow", "slow"]);
-    assert!(!sim.ctl(Command::Start("slow".into())).ok);
+    assert!(
+        !sim.ctl(Command::Start {
+            name: "slow".into()
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -1466,7 +1554,7 @@ fn a_run_stopped_or_removed_while_its_pause_waits_brings_the_service_back() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["web"]);
     // Stopped by hand while web is still stopping: no run, web comes back.
-    assert!(sim.ctl(Command::Stop("gc".into())).ok);
+    assert!(sim.ctl(Command::Stop { name: "gc".into() }).ok);
     sim.exited("web", Exit::Code(0));
     assert_eq!(sim.names_spawned(), ["web", "web"], "gc never ran");
     let j = sim.job("gc");
