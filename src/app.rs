@@ -432,8 +432,10 @@ fn run(
     }
     let state_dir = cfg.paths.state.clone();
     // The key directories are watched before the prepare phase reads
-    // them: a key dropped meanwhile is seen as a change.
-    let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
+    // them: a key dropped meanwhile is seen as a change. A step that
+    // cannot work here (not root, another user's keys) watches nothing.
+    let ssh_in_use =
+        prepare && !args.skip.contains(&PrepareStep::Ssh) && crate::prepare::ssh::usable(&cfg.ssh);
     let keys_watch = (ssh_in_use && cfg.ssh.watch)
         .then(|| {
             crate::proc::watch::DirWatch::new(&cfg.ssh.keys_dirs)

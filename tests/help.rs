@@ -49,6 +49,17 @@ fn verbs() -> Vec<Vec<String>> {
     list
 }
 
+/// The subcommands every help lists.
+const SUBCOMMANDS: [&str; 7] = [
+    "run",
+    "prepare",
+    "check",
+    "render",
+    "ctl",
+    "help",
+    "completion",
+];
+
 #[test]
 fn every_help_lists_every_verb_the_launcher_accepts() {
     let ctl_help = stdout_of(&["help", "ctl"]);
@@ -87,15 +98,7 @@ fn every_help_lists_every_verb_the_launcher_accepts() {
         assert_eq!(code, Some(3), "{refs:?}: {err}");
         assert!(err.contains("no launcher"), "{refs:?}: {err}");
     }
-    for sub in [
-        "run",
-        "prepare",
-        "check",
-        "render",
-        "ctl",
-        "help",
-        "completion",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(
             main_help.contains(&format!("\n  {sub} ")),
             "--help lacks {sub}"
@@ -114,7 +117,7 @@ fn every_help_lists_every_verb_the_launcher_accepts() {
 /// A launcher with services `web` and `worker`; completion runs inside its
 /// mount namespace (its socket is in its private /run).
 fn launcher(d: &TempDir) -> Running {
-    let cfg = config_in(
+    let cfg = config(
         d,
         "services:\n  web:\n    cmd: [sleep, '1000']\n  worker:\n    cmd: [sleep, '1000']\n",
     );
@@ -209,11 +212,7 @@ tag=signals; words=(mc-launcher ctl signal web ''); CURRENT=5; _mc_launcher
 tag=config; words=(mc-launcher -c ''); CURRENT=3; _mc_launcher
 "#;
     let out = shell_in(&run, &d, "zsh", zsh);
-    let verbs = answers(&out, "verb");
-    for v in verbs_of_help() {
-        assert!(verbs.contains(&v), "zsh lacks {v}: {out}");
-    }
-    assert_eq!(answers(&out, "names"), ["web", "worker"], "{out}");
+    assert_verbs_and_names(&out, "zsh");
     assert!(
         answers(&out, "signals").contains(&"HUP".to_string()),
         "{out}"
@@ -227,12 +226,18 @@ echo "names:" (complete -C 'mc-launcher ctl restart ' | string replace -r '\t.*'
 echo "health:" (complete -C 'mc-launcher ctl health --' | string replace -r '\t.*' '')
 "#;
     let out = shell_in(&run, &d, "fish", fish);
-    let verbs = answers(&out, "verb");
-    for v in verbs_of_help() {
-        assert!(verbs.contains(&v), "fish lacks {v}: {out}");
-    }
-    assert_eq!(answers(&out, "names"), ["web", "worker"], "{out}");
+    assert_verbs_and_names(&out, "fish");
     assert_eq!(answers(&out, "health"), ["--live", "--ready"], "{out}");
+}
+
+/// `shell` completed every verb of the help, and the service names.
+#[track_caller]
+fn assert_verbs_and_names(out: &str, shell: &str) {
+    let verbs = answers(out, "verb");
+    for v in verbs_of_help() {
+        assert!(verbs.contains(&v), "{shell} lacks {v}: {out}");
+    }
+    assert_eq!(answers(out, "names"), ["web", "worker"], "{out}");
 }
 
 fn verbs_of_help() -> Vec<String> {
@@ -267,15 +272,7 @@ fn the_man_page_names_every_verb_and_option_and_formats_cleanly() {
     {
         assert!(plain.contains(opt), "the man page lacks {opt}");
     }
-    for sub in [
-        "run",
-        "prepare",
-        "check",
-        "render",
-        "ctl",
-        "help",
-        "completion",
-    ] {
+    for sub in SUBCOMMANDS {
         assert!(
             plain.contains(&format!("\n.B {sub}"))
                 || plain.contains(&format!("\n.BR {sub}"))

@@ -7,28 +7,10 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
 use std::time::Duration;
 
-/// One HTTP/1.1 exchange: the status line's code, the head, the body.
-fn http(addr: &str, request: &str) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the answer");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status");
-    (code, head.to_string(), body.to_string())
-}
-
 fn get(addr: &str, path: &str) -> (u16, String, String) {
-    http(
+    http_exchange(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: kube-probe/1.30\r\n\r\n"),
     )
@@ -80,11 +62,10 @@ fn probe_agrees(run: &Running, addr: &str, path: &str, args: &[&str], code: u16)
 #[test]
 fn livez_and_readyz_follow_the_services_with_their_reason() {
     let d = TempDir::new("http-health");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let ready = d.join("ready");
     let fail = d.join("fail");
-    let cfg = config_in(
+    let cfg = config(
         &d,
         &format!(
             "http: {{listen: \"{addr}\"}}
@@ -134,13 +115,12 @@ services:
     assert_eq!(why, "not running or not ready: bad");
 
     // HEAD: the same head, no body.
-    let (code, head, body) = http(&addr, "HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (code, head, body) = http_exchange(&addr, "HEAD /livez HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(code, 503, "{head}");
     assert!(head.contains("Content-Length: 42"), "{head}");
     assert_eq!(body, "");
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
 }
 
 /// `ctl --json status` without what changes between two reads.
@@ -158,10 +138,9 @@ fn steady(mut v: serde_json::Value) -> serde_json::Value {
 #[test]
 fn status_is_the_json_of_ctl_status_and_head_has_no_body() {
     let d = TempDir::new("http-status");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     // The older name serves every page too.
-    let cfg = config_in(
+    let cfg = config(
         &d,
         &format!(
             "metrics: {{listen: \"{addr}\"}}
@@ -194,7 +173,7 @@ services:
     assert_eq!(steady(got.clone()), steady(want), "{body}");
     assert_eq!(got["services"][0]["pids"].as_array().map(Vec::len), Some(2));
 
-    let (code, head, body) = http(&addr, "HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (code, head, body) = http_exchange(&addr, "HEAD /status HTTP/1.1\r\nHost: x\r\n\r\n");
     assert_eq!(code, 200, "{head}");
     let len: usize = head
         .lines()
@@ -217,17 +196,15 @@ services:
     let (code, _, body) = get(&addr, "/nope");
     assert_eq!(code, 404);
     assert!(body.contains("/livez"), "{body}");
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
 }
 
 #[test]
 fn a_request_head_over_8_kib_gets_431() {
     let d = TempDir::new("http-431");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let cfg = config_in(
+    let addr = free_addr();
+    let cfg = config(
         &d,
         &format!("http: {{listen: \"{addr}\"}}\nservices:\n  web:\n    cmd: [sleep, \"1000\"]\n"),
     );
@@ -243,24 +220,23 @@ fn a_request_head_over_8_kib_gets_431() {
         let pad = size - start.len() - 4;
         format!("{start}{}\r\n\r\n", "a".repeat(pad))
     };
-    let (code, _, body) = http(&addr, &head(8 * 1024));
+    let (code, _, body) = http_exchange(&addr, &head(8 * 1024));
     assert_eq!((code, body.as_str()), (200, "healthy\n"));
-    let (code, head_, body) = http(&addr, &head(8 * 1024 + 1));
+    let (code, head_, body) = http_exchange(&addr, &head(8 * 1024 + 1));
     assert_eq!(code, 431, "{head_}");
     assert_eq!(body, "request too large\n");
-    let (code, _, _) = http(&addr, &head(16 * 1024));
+    let (code, _, _) = http_exchange(&addr, &head(16 * 1024));
     assert_eq!(code, 431);
     // The loop goes on.
     assert_eq!(get(&addr, "/livez").0, 200);
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
 }
 
 #[test]
 fn http_listen_and_its_older_name_metrics_listen_not_both() {
     let d = TempDir::new("http-alias");
-    let both = config_in(
+    let both = config(
         &d,
         "http: {listen: \"127.0.0.1:9300\"}\nmetrics: {listen: \"127.0.0.1:9301\"}\nservices:\n  web:\n    cmd: [sleep, \"1\"]\n",
     );

@@ -950,13 +950,7 @@ fn site_name(app_json: &Path) -> String {
 fn the_example_launcher_reads_the_statefulset_layout() {
     let t = TempDir::new("k8s-prepare");
     let srv = t.join("srv");
-    let st = Command::new(repo().join("layout/install"))
-        .arg(&srv)
-        .arg("example")
-        .arg(repo().join("example-project"))
-        .status()
-        .expect("layout/install");
-    assert!(st.success());
+    install_example(&srv);
     let state = t.join("state");
     let image_default =
         std::fs::read_to_string(srv.join("projects/example/pillar/init.sls")).expect("init.sls");

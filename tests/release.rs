@@ -441,7 +441,7 @@ fn armv7_passes_exit_statuses_through_and_stops_cleanly_under_qemu() {
     let out = Launch::new(&["--", "sh", "-c", "kill -TERM $$"])
         .program(&prog)
         .run();
-    assert_eq!(out.code, Some(143), "{}", out.all());
+    out.assert_code(143);
     let started = d.join("started");
     let cfg = d.join("mc-launcher.yml");
     write(
@@ -455,8 +455,8 @@ fn armv7_passes_exit_statuses_through_and_stops_cleanly_under_qemu() {
     wait_file(&started, "up");
     send(pid1_of(&r), nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("svc: stopped"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stderr("svc: stopped");
 }
 
 #[test]
@@ -480,7 +480,7 @@ fn aarch64_forwards_signals_and_reaps_orphans_under_qemu() {
     wait_file(&log, "usr1");
     send(pid, nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(42), "{}", out.all());
+    out.assert_code(42);
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         "ready\nusr1\nterm\n"
@@ -497,8 +497,8 @@ fn aarch64_forwards_signals_and_reaps_orphans_under_qemu() {
     let out = Launch::new(&["--", "sh", "-c", &script])
         .program(&prog)
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("reaped"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("reaped");
 }
 
 #[test]
@@ -546,7 +546,7 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
             ])
             .arg(release().binary("aarch64"))
             .args(["ctl", "status"])
-            .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+            .env("MC_ROOT", &r.root)
             .env_remove("MC_LAUNCHER_CONFIG")
             .output()
             .expect("nsenter");
@@ -557,6 +557,6 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
     assert!(status.contains("flappy"), "{status}");
     send(pid, nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(&bye).unwrap_or_default(), "bye\n");
 }

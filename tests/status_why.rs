@@ -6,20 +6,9 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(20);
-
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
-fn status_json(run: &Running) -> serde_json::Value {
-    serde_json::from_str(ctl(run, &["--json", "status"]).stdout.trim()).unwrap_or_default()
-}
 
 fn service(v: &serde_json::Value, name: &str) -> serde_json::Value {
     v["services"]
@@ -37,12 +26,6 @@ fn line_of(text: &str, name: &str) -> String {
         .to_string()
 }
 
-fn python_notify(message: &str) -> String {
-    format!(
-        "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'{message}', '\\\\0' + a[1:] if a.startswith('@') else a)"
-    )
-}
-
 #[test]
 fn the_status_table_says_why() {
     let d = TempDir::new("why");
@@ -56,9 +39,7 @@ fn the_status_table_says_why() {
     let once = d.join("hog-once");
     let alive = d.join("alive");
     std::fs::write(&alive, "").expect("flag");
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  \
              hog:\n    cmd: [\"sh\", \"-c\", \"if [ -e {once} ]; then exec sleep 1000; fi; touch {once}; printf 'oom 1\\\\noom_kill 1\\\\n' > {cg}/memory.events; kill -9 $$\"]\n  \
              web:\n    cmd: [\"sleep\", \"1000\"]\n    min_uptime: 10ms\n    live:\n      file: {alive}\n      period: 50ms\n      failure_threshold: 2\n  \
@@ -68,10 +49,8 @@ fn the_status_table_says_why() {
             cg = cg.display(),
             alive = alive.display(),
             py = python_notify("READY=1\\\\nSTATUS=serving 3 requests"),
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+        );
+    let run = launch_in(&d, &yml, &[])
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .spawn();
     let up = |v: &serde_json::Value| {
@@ -95,7 +74,7 @@ fn the_status_table_says_why() {
         status_json(&run)
     );
     let out = ctl(&run, &["status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = out.stdout;
     let hog_row = text
         .lines()
@@ -123,19 +102,14 @@ fn the_status_table_says_why() {
         broken.starts_with("broken: FAILED: ") && broken.contains("exit 3"),
         "{text}"
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
 fn a_backoff_says_when_it_restarts() {
     let d = TempDir::new("why-backoff");
-    let cfg = config(
-        &d,
-        "services:\n  flappy:\n    cmd: [\"sh\", \"-c\", \"exit 1\"]\n    min_uptime: 10s\n    backoff:\n      initial: 30s\n      max: 30s\n  web:\n    cmd: [\"sleep\", \"1000\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(&d, "services:\n  flappy:\n    cmd: [\"sh\", \"-c\", \"exit 1\"]\n    min_uptime: 10s\n    backoff:\n      initial: 30s\n      max: 30s\n  web:\n    cmd: [\"sleep\", \"1000\"]\n", &[]).spawn();
     assert!(
         wait_until(LONG, || service(&status_json(&run), "flappy")["state"]
             == "backoff"),
@@ -151,8 +125,7 @@ fn a_backoff_says_when_it_restarts() {
         "{text}"
     );
     assert!(line_of(&text, "web").is_empty(), "nothing to say: {text}");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 #[test]
@@ -164,16 +137,13 @@ fn status_name_shows_one_service_in_full() {
     write(&secret, "hunter2-not-shown");
     let flag = d.join("ready-flag");
     std::fs::write(&flag, "").expect("flag");
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo first complaint >&2; echo second complaint >&2; exec sleep 1000\"]\n    stderr: prefix\n    env_file: [{env}]\n    secrets:\n      DB_PASSWORD: {secret}\n    ready:\n      file: {flag}\n      timeout: 20s\n      interval: 20ms\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
             env = env_file.display(),
             secret = secret.display(),
             flag = flag.display(),
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        );
+    let run = launch_in(&d, &yml, &[]).spawn();
     let tail_seen = || {
         let v: serde_json::Value =
             serde_json::from_str(ctl(&run, &["--json", "status", "web"]).stdout.trim())
@@ -189,7 +159,7 @@ fn status_name_shows_one_service_in_full() {
         ctl(&run, &["--json", "status", "web"]).stdout
     );
     let out = ctl(&run, &["status", "web"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = out.stdout;
     assert!(text.contains("\nweb "), "its row: {text}");
     assert!(!text.contains("other"), "that service only: {text}");
@@ -206,45 +176,20 @@ fn status_name_shows_one_service_in_full() {
     let json = ctl(&run, &["--json", "status", "web"]).stdout;
     assert!(!json.contains("hunter2"), "{json}");
     let out = ctl(&run, &["status", "ghost"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("no such service: ghost"),
-        "{}",
-        out.all()
-    );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    out.assert_code(1);
+    out.assert_stderr("no such service: ghost");
+    run.stop().assert_code(0);
 }
 
 /// `ctl` as root, in the launcher's mount namespace (as `docker exec`),
 /// with `env`.
 fn root_ctl(run: &Running, env: &[(&str, &str)], uid: Option<u32>, args: &[&str]) -> Output {
-    let mut c = Command::new("nsenter");
-    c.args(["--mount", "--target", &run.launcher_pid().to_string(), "--"]);
-    if let Some(uid) = uid {
-        c.args([
-            "setpriv",
-            &format!("--reuid={uid}"),
-            &format!("--regid={uid}"),
-            "--clear-groups",
-            "--",
-        ]);
-    }
-    c.arg(bin()).arg("ctl").args(args);
-    c.env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
-        .env_remove("MC_LAUNCHER_CONFIG")
-        .env_remove("TMPDIR")
-        .env_remove("XDG_RUNTIME_DIR");
+    let mut c = ctl_command(run, uid, args);
+    c.env_remove("TMPDIR").env_remove("XDG_RUNTIME_DIR");
     for (k, v) in env {
         c.env(k, v);
     }
-    let out = c.output().expect("run ctl");
-    Output {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Duration::ZERO,
-    }
+    run_command(c)
 }
 
 #[test]
@@ -296,11 +241,12 @@ fn root_ctl_finds_a_launcher_run_as_another_uid() {
     }
     // The socket still refuses any other uid.
     let out = root_ctl(&run, &[("TMPDIR", &tmp)], Some(65534), &["status"]);
-    assert_eq!(out.code, Some(3), "nobody cannot connect\n{}", out.all());
+    // nobody cannot connect
+    out.assert_code(3);
     let out = root_ctl(&run, &[], None, &["quit"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
@@ -327,7 +273,7 @@ fn a_restart_asked_for_says_who_asked() {
         "services:\n  web:\n    cmd: [\"sleep\", \"1002\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let v = status_json(&run);
     assert_eq!(service(&v, "web")["restart_reason"], "reload", "{v}");
     assert!(service(&v, "other")["restart_reason"].is_null(), "{v}");
@@ -336,6 +282,5 @@ fn a_restart_asked_for_says_who_asked() {
         "{}",
         ctl(&run, &["status"]).stdout
     );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }

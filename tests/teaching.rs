@@ -91,7 +91,7 @@ fn check_renders_templates_against_the_pillar_and_names_a_missing_key() {
     write(&src, APP_TEMPLATE);
     // The image pillar has the key: OK.
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(last_line(&out.stdout), "check: OK", "{}", out.all());
 
     // An override (valid YAML) without `data`: named, with the template's

@@ -378,7 +378,11 @@ fn pillar(d: &mut Decoder, n: &Node, p: &mut PillarCfg) {
             "on_invalid" => match v.text() {
                 Some("abort") => p.on_invalid = OnInvalid::Abort,
                 Some("keep-default") => p.on_invalid = OnInvalid::KeepDefault,
-                _ => d.err(v.pos, "pillar.on_invalid: expected abort or keep-default"),
+                Some("last-good") => p.on_invalid = OnInvalid::LastGood,
+                _ => d.err(
+                    v.pos,
+                    "pillar.on_invalid: expected abort, keep-default or last-good",
+                ),
             },
             other => d.unknown_key(n, "pillar", other, PILLAR),
         }

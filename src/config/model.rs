@@ -105,6 +105,8 @@ impl Paths {
 pub enum OnInvalid {
     Abort,
     KeepDefault,
+    /// Start on the last valid override, kept in the state dir.
+    LastGood,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -283,7 +283,7 @@ fn each_bad_input_names_its_line_and_column() {
             "pillar:\n  on_invalid: explode\n",
             2,
             15,
-            "abort or keep-default",
+            "abort, keep-default or last-good",
         ),
         ("ssh:\n  sshd: sometimes\n", 2, 9, "auto, never or always"),
         (

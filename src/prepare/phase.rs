@@ -106,23 +106,9 @@ fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), Failure> {
     }
 }
 
-/// Apply the key directories again while running (`ssh.watch`): only the
-/// managed block changes. Returns what sshd should now be: with `sshd:
-/// auto` it runs while there is a valid key (README "SSH keys").
+/// Apply the key directories again while running (`ssh.watch`).
 pub fn resync_keys(cfg: &Config) -> Option<Service> {
-    let set = step::collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
-        Ok(_) => {}
-        Err(e) => log::error!("ssh: {e}"),
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    super::ssh::sshd_service(cfg, !set.keys.is_empty())
-        .map_err(|e| log::error!("sshd: {e}"))
-        .ok()
-        .flatten()
+    super::ssh::resync(cfg)
 }
 
 /// Everything `check` validates of the prepare inputs, writing nothing.

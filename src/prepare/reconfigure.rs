@@ -152,13 +152,25 @@ pub fn pillar_data(cfg: &Config) -> serde_json::Value {
 /// PILLAR.sample deep-merged with `effective` (an init.sls, or the
 /// override that the pillar step would install).
 fn pillar_data_over(cfg: &Config, effective: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(effective).ok();
+    pillar_data_from(cfg, effective, text.as_deref())
+}
+
+/// [`pillar_data`] with `target` as the text of init.sls (`None`: none).
+pub fn pillar_data_with(cfg: &Config, target: Option<&str>) -> serde_json::Value {
+    pillar_data_from(cfg, &cfg.pillar.target, target)
+}
+
+/// PILLAR.sample deep-merged with `text`, read from `name`.
+fn pillar_data_from(cfg: &Config, name: &Path, text: Option<&str>) -> serde_json::Value {
     let mut data = serde_json::Value::Object(Default::default());
     let sample = cfg.paths.project.join(".salt/PILLAR.sample");
-    for file in [sample, effective.to_path_buf()] {
-        let Ok(text) = std::fs::read_to_string(&file) else {
+    let sample_text = std::fs::read_to_string(&sample).ok();
+    for (file, text) in [(sample.as_path(), sample_text.as_deref()), (name, text)] {
+        let Some(text) = text else {
             continue;
         };
-        match crate::prepare::pillar::validate(&file, &text) {
+        match crate::prepare::pillar::validate(file, text) {
             Ok(v) => deep_merge(&mut data, v),
             Err(d) => log::warn!("{d} (ignored for templates)"),
         }
@@ -199,10 +211,19 @@ pub fn check_template(src: &Path) -> Option<Diag> {
 
 /// Render a template with the pillar and the usual context, in memory.
 pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
-    render_over(cfg, src, pillar_data(cfg))
+    render_text_with(cfg, src, &pillar_data(cfg))
 }
 
 fn render_over(cfg: &Config, src: &Path, pillar: serde_json::Value) -> Result<String, Diag> {
+    render_text_with(cfg, src, &pillar)
+}
+
+/// [`render_text`] against the pillar data `pillar`.
+pub fn render_text_with(
+    cfg: &Config,
+    src: &Path,
+    pillar: &serde_json::Value,
+) -> Result<String, Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env
         .get_template(&name)
@@ -278,53 +299,111 @@ pub struct LiveOutcome {
     pub jobs: Vec<Job>,
 }
 
-/// The inline part of a live reconfigure (README "Live reconfigure"):
-/// validate the override first (an invalid one changes nothing, whatever
-/// `on_invalid` says), install it as the prepare phase does (same
-/// beneath-the-volume reads, budgets and atomic install), render every
-/// `template` step and write those whose output differs from what is
-/// installed. The `salt`/`command` steps are returned, never run here:
-/// the caller's loop runs them as its own children.
+/// The inline part of a live reconfigure (README "Live reconfigure"), all
+/// or nothing: validate the override first (an invalid one changes
+/// nothing, whatever `on_invalid` says), render every `template` step
+/// against the pillar it would install — a valid pillar of the wrong shape
+/// for a template changes nothing either — then install it as the prepare
+/// phase does (same beneath-the-volume reads, budgets and atomic install)
+/// and write the renderings that differ from what is installed. The
+/// `salt`/`command` steps are returned, never run here: the caller's loop
+/// runs them as its own children.
 pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome, LiveError> {
-    use super::pillar::{self, Outcome, PillarError};
+    use super::pillar::{self, Outcome, PillarError, Plan};
     if !with_pillar {
         // `--skip pillar`: the templates still follow their sources.
-        return live_steps(cfg, retry, false);
+        let data = pillar_data(cfg);
+        let rendered = render_all(cfg, &data).map_err(LiveError::Failed)?;
+        return live_steps(cfg, retry, false, rendered);
     }
-    let problems = pillar::check(cfg);
-    if !problems.is_empty() {
-        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(LiveError::Invalid(text.join("; ")));
-    }
-    let pillar_changed = match pillar::apply(cfg) {
+    let plan = match pillar::plan(cfg) {
+        Ok(Plan::Invalid(d)) => return Err(LiveError::Invalid(d.to_string())),
+        Ok(p) => p,
+        Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
+    };
+    let next = pillar::text_after(cfg, &plan);
+    let new_pillar = next != std::fs::read_to_string(&cfg.pillar.target).ok();
+    let data = pillar_data_with(cfg, next.as_deref());
+    let rendered = match render_all(cfg, &data) {
+        Ok(r) => r,
+        // The new pillar does not fit a template: it is not installed.
+        Err(e) if new_pillar => {
+            return Err(LiveError::Invalid(format!(
+                "{e} (with the new pillar {}: not installed)",
+                cfg.pillar.source.display()
+            )))
+        }
+        Err(e) => return Err(LiveError::Failed(e)),
+    };
+    let pillar_changed = match pillar::install(cfg, plan) {
         Ok(o @ (Outcome::Installed(_) | Outcome::Restored)) => {
             log::info!("reconfigure: pillar: {o}");
             true
         }
         Ok(_) => false,
-        // Changed again between the check and the install.
         Err(PillarError::Invalid(d, installed)) => {
             return Err(LiveError::Invalid(format!("{d}; {installed}")))
         }
         Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
     };
-    live_steps(cfg, retry, pillar_changed)
+    live_steps(cfg, retry, pillar_changed, rendered)
 }
 
-/// The steps of a live reconfigure, once the pillar is in place.
-fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOutcome, LiveError> {
+/// The pillar step's plan at start. With `on_invalid: last-good`, an
+/// override that a `template` step does not render with counts as invalid
+/// too (all or nothing, as a live update): the start goes on with the last
+/// valid one instead of failing in the reconfigure step.
+pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
+    use super::pillar::Plan;
+    let plan = super::pillar::plan(cfg)?;
+    if cfg.pillar.on_invalid != crate::config::model::OnInvalid::LastGood {
+        return Ok(plan);
+    }
+    if let Plan::Override(text) = &plan {
+        if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
+            return Ok(Plan::Invalid(Diag::file(
+                &cfg.pillar.source,
+                format!("does not fit the templates: {e}"),
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+/// Every `template` step rendered in memory against `data`, in order: its
+/// name and text; the first that fails, as `step: file:line:col: …`.
+fn render_all(cfg: &Config, data: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for step in &cfg.reconfigure.steps {
+        if let StepKind::Template { src, .. } = &step.kind {
+            let text =
+                render_text_with(cfg, src, data).map_err(|d| format!("{}: {d}", step.name))?;
+            out.push((step.name.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// The steps of a live reconfigure, once the pillar is in place: the
+/// renderings (`rendered`, by step name) written where they differ.
+fn live_steps(
+    cfg: &Config,
+    retry: bool,
+    pillar_changed: bool,
+    rendered: Vec<(String, String)>,
+) -> Result<LiveOutcome, LiveError> {
     let mut changed = Vec::new();
     let mut jobs = Vec::new();
+    let mut rendered = rendered.into_iter();
     for step in &cfg.reconfigure.steps {
         match &step.kind {
             StepKind::Template {
-                src,
-                dest,
-                mode,
-                owner,
+                dest, mode, owner, ..
             } => {
                 let fail = |d: Diag| LiveError::Failed(format!("{}: {d}", step.name));
-                let text = render_text(cfg, src).map_err(fail)?;
+                let Some((_, text)) = rendered.next() else {
+                    continue;
+                };
                 let root = crate::fsutil::under(dest, &cfg.paths.volume)
                     .is_some()
                     .then_some(cfg.paths.volume.as_path());

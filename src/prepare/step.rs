@@ -13,7 +13,7 @@
 
 use super::preflight::{self, Ctx, Report};
 use super::Jobs;
-use crate::config::model::{Config, OnInvalid, PrepareStep as Step, Service, SshdMode};
+use crate::config::model::{Config, OnInvalid, PrepareStep as Step, Service};
 use crate::error::{self, Diag, Failure};
 
 /// Add to `r` every path `step` is going to write that cannot be written.
@@ -96,8 +96,8 @@ pub fn describe(step: Step, cfg: &Config, skipped: bool) -> String {
 }
 
 fn pillar(cfg: &Config) -> Result<(), Failure> {
-    use super::pillar::{apply, PillarError};
-    match apply(cfg) {
+    use super::pillar::{apply_plan, PillarError};
+    match apply_plan(cfg, || super::reconfigure::start_plan(cfg)) {
         Ok(outcome) => {
             log::info!("pillar: {outcome}");
             Ok(())
@@ -113,57 +113,24 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
                 log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
                 Ok(())
             }
+            // Loudly: one record naming the error and the copy started on.
+            OnInvalid::LastGood if matches!(installed, super::pillar::Installed::LastGood(_)) => {
+                log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
+                Ok(())
+            }
+            OnInvalid::LastGood => Err(Failure::new(
+                error::EXIT_CONFIG,
+                "pillar",
+                format!("{d}; {installed}; stopping (on_invalid: last-good)"),
+            )),
         },
         Err(e) => Err(Failure::new(error::EXIT_FAILURE, "pillar", e.to_string())),
     }
 }
 
-/// Read the key directories, logging every skipped line and refused file.
-pub(super) fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
-    let set = super::ssh::collect_in(&cfg.ssh, Some(&cfg.paths.volume));
-    for d in &set.problems {
-        log::warn!("ssh: {d} (line skipped)");
-    }
-    for d in &set.refused {
-        log::error!("ssh: {d}");
-    }
-    set
-}
-
+/// The SSH step itself is `ssh::step` (README "SSH keys").
 fn ssh(cfg: &Config) -> Result<Option<Service>, Failure> {
-    let set = collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(outcome) if outcome.count == 0 && !outcome.changed => {
-            log::info!("ssh: no keys in {}", key_dirs(cfg))
-        }
-        Ok(outcome) => log::info!("ssh: {outcome}"),
-        Err(e) if !nix::unistd::Uid::effective().is_root() => {
-            log::warn!("ssh: skipped, not running as root: {e}");
-            if cfg.ssh.sshd != SshdMode::Never {
-                log::warn!("sshd: skipped, not running as root");
-            }
-            return Ok(None);
-        }
-        Err(e) => return Err(Failure::new(error::EXIT_FAILURE, "ssh", e.to_string())),
-    }
-    if !nix::unistd::Uid::effective().is_root() && cfg.ssh.sshd != SshdMode::Never {
-        log::warn!(
-            "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
-        );
-        return Ok(None);
-    }
-    let have_keys = !set.keys.is_empty();
-    if !have_keys && cfg.ssh.watch && cfg.ssh.sshd == SshdMode::Auto {
-        // sshd starts with the first key dropped while running: have its
-        // host keys ready now, so that nothing slow runs in the loop then.
-        if super::ssh::sshd_available() {
-            if let Err(e) = super::ssh::host_keys(cfg) {
-                log::warn!("sshd: cannot prepare host keys for later: {e}");
-            }
-        }
-    }
-    super::ssh::sshd_service(cfg, have_keys)
-        .map_err(|e| Failure::new(error::EXIT_FAILURE, "sshd", e))
+    super::ssh::step(cfg).map_err(|e| Failure::new(error::EXIT_FAILURE, e.step, e.msg))
 }
 
 /// The key directories, for messages.

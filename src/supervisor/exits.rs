@@ -75,11 +75,24 @@ impl Core {
                 spec: svc.spec.clone(),
                 index: i,
             }),
-            Action::Signal(pid, signal) => fx.push(Effect::Signal {
-                pid,
-                signal,
-                group: true,
-            }),
+            Action::Signal(pid, signal) => {
+                // An interactive main (a shell on a terminal) gets SIGHUP
+                // first, as a closing terminal would: bash ignores TERM
+                // but ends on HUP. Its stop signal follows (a server run
+                // with -ti may take HUP as "reload").
+                if svc.spec.main && self.main_on_tty && signal != Signal::SIGHUP {
+                    fx.push(Effect::Signal {
+                        pid,
+                        signal: Signal::SIGHUP,
+                        group: true,
+                    });
+                }
+                fx.push(Effect::Signal {
+                    pid,
+                    signal,
+                    group: true,
+                })
+            }
             Action::Kill(pid) => fx.push(Effect::Signal {
                 pid,
                 signal: Signal::SIGKILL,

@@ -102,6 +102,8 @@ pub fn run(
         },
     );
     core.start_time_unix = crate::proc::output::unix_now();
+    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
+    core.main_on_tty = stdin_tty;
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
@@ -144,7 +146,7 @@ pub fn run(
         keys_due: None,
         reloader: opts.reloader,
         on_keys_changed: opts.on_keys_changed,
-        stdin_tty: nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false),
+        stdin_tty,
         is_pid1,
         inputs: VecDeque::new(),
         exit: None,

@@ -32,9 +32,9 @@ impl Core {
         let set = match result {
             Ok(set) => set,
             Err(text) => {
-                for line in text.lines() {
-                    log::error!("reload refused: {line}");
-                }
+                // One record, however many errors (a collector sees one event).
+                let one: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                log::error!("reload refused, nothing changed: {}", one.join("; "));
                 return Reply::error(format!("invalid config, nothing changed:\n{text}"));
             }
         };

@@ -288,6 +288,62 @@ fn stop_rule_dependents_first_others_at_once() {
     assert_eq!(sim.exit, Some(137));
 }
 
+/// A main command on a terminal (`docker run -ti IMAGE bash`): a stop
+/// sends it SIGHUP first, then its stop signal; other services only theirs.
+/// bash ends on the HUP: the launcher exits at once with its status. One
+/// that ignores both is killed at the deadline, HUP before TERM before KILL.
+#[test]
+fn a_main_on_a_terminal_gets_sighup_first() {
+    let services = || {
+        vec![
+            (svc("web"), Role::Config),
+            (Service::main(vec!["bash".into()]), Role::Main),
+        ]
+    };
+    for tty in [false, true] {
+        let mut core = Core::new(services(), options(Duration::ZERO, false));
+        core.main_on_tty = tty;
+        let mut sim = Sim::started(core, Instant::now());
+        sim.now = sim.t0 + Duration::from_secs(1);
+        sim.feed(Input::Signal(Signal::SIGTERM));
+        let main = sim.pid("main");
+        let to_main: Vec<Signal> = sim
+            .signals
+            .iter()
+            .filter(|(p, _)| *p == main)
+            .map(|(_, s)| *s)
+            .collect();
+        if !tty {
+            assert_eq!(to_main, [Signal::SIGTERM]);
+            continue;
+        }
+        assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM]);
+        assert_eq!(sim.signalled(Signal::SIGHUP), ["main"], "only the main");
+        sim.exited("web", Exit::Code(0));
+        sim.exited("main", Exit::Signal(1));
+        assert_eq!(sim.exit, Some(129), "bash's own status, at once");
+        assert!(sim.signalled(Signal::SIGKILL).is_empty());
+    }
+    // A main that ignores HUP and TERM: KILL at the deadline, last.
+    let mut core = Core::new(services(), options(Duration::ZERO, false));
+    core.main_on_tty = true;
+    let mut sim = Sim::started(core, Instant::now());
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    sim.exited("web", Exit::Code(0));
+    sim.now += Duration::from_secs(9);
+    sim.feed(Input::Tick);
+    let main = sim.pid("main");
+    let to_main: Vec<Signal> = sim
+        .signals
+        .iter()
+        .filter(|(p, _)| *p == main)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL]);
+    sim.exited("main", Exit::Signal(9));
+    assert_eq!(sim.exit, Some(137));
+}
+
 #[test]
 fn priorities_stop_last_but_never_wait_for_the_main_command() {
     let mut high = svc("high");
