@@ -7,6 +7,7 @@ use crate::cli::{parse, usage, Args, Command, HelpTopic, Parsed};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
 use crate::error::{self, Diag};
+use crate::proc::record::Framing;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -29,7 +30,20 @@ fn init_logging(verbosity: i32) {
         // json`, split at `log.max_line` like a service's lines.
         let mut out = Vec::with_capacity(128);
         let msg = rec.args().to_string();
-        crate::proc::record::launcher_line(rec.level(), None, &msg, &mut out);
+        let framing = crate::proc::output::writer().launcher_framing();
+        crate::proc::record::launcher_line(framing, rec.level(), None, &msg, &mut out);
+        // `ctl logs` reads the text form, whatever the log's format.
+        let text = Framing {
+            format: crate::config::model::LogFormat::Text,
+            ..framing
+        };
+        if framing == text {
+            crate::proc::output::logs().push_launcher(&out);
+        } else {
+            let mut line = Vec::with_capacity(msg.len() + 32);
+            crate::proc::record::launcher_line(text, rec.level(), None, &msg, &mut line);
+            crate::proc::output::logs().push_launcher(&line);
+        }
         f.write_all(&out)
     });
     // Through the output writer: never blocking the loop, never
@@ -38,6 +52,13 @@ fn init_logging(verbosity: i32) {
         crate::proc::output::QueueWriter(crate::proc::output::Dest::Stderr),
     )));
     let _ = b.try_init();
+}
+
+/// The launcher's own lines take `log`'s framing from now on, and `ctl
+/// logs` keeps `log.buffer` bytes per source (at the start, at each reload).
+fn use_log_config(log: &crate::config::model::LogCfg) {
+    crate::proc::output::writer().set_launcher_framing(Framing::of(log));
+    crate::proc::output::logs().set_capacity(log.buffer);
 }
 
 /// What is queued for the launcher's output is written before it exits,
@@ -132,8 +153,7 @@ fn dispatch() -> i32 {
     if matches!(args.command, Command::Run | Command::Prepare) {
         // From here on, the launcher's lines and the services' take the
         // configured form (before, the config's own errors were text).
-        let log = &loaded.config.log;
-        crate::proc::record::configure(log.format, log.max_line);
+        use_log_config(&loaded.config.log);
     }
     match args.command {
         Command::Render => render(&loaded),
@@ -469,7 +489,7 @@ fn run(
             })?;
             l.config.paths.state = state_dir.clone();
             // A reload may change the log format too (the next records).
-            crate::proc::record::configure(l.config.log.format, l.config.log.max_line);
+            use_log_config(&l.config.log);
             let sshd = if ssh_in_use && l.config.ssh != ssh {
                 ssh = l.config.ssh.clone();
                 Some(crate::prepare::phase::resync_keys(&l.config))

@@ -10,7 +10,7 @@
 //! the schema is ours, and so is the vocabulary it needs).
 
 use mc_launcher::config::decode::{REFERENCE, RLIMITS};
-use mc_launcher::config::model::{CgroupSize, Paths, CHECK_KINDS, PROBE_KINDS};
+use mc_launcher::config::model::{CgroupSize, LogFormat, Paths, CHECK_KINDS, PROBE_KINDS};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -149,6 +149,11 @@ fn the_schema_has_the_decoders_names() {
             .collect();
         assert_eq!(required, kinds, "{def}");
     }
+    let formats = root
+        .pointer("/properties/log/properties/format/enum")
+        .expect("log.format names");
+    let names: Vec<&str> = LogFormat::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(strings(formats), names, "log.format");
 }
 
 // ----- a validator of the schema's vocabulary --------------------------------

@@ -123,7 +123,7 @@ pub const STREAM: &[&str] = &[
 ];
 pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
-pub const LOG: &[&str] = &["format", "max_line", "rate_limit"];
+pub const LOG: &[&str] = &["format", "max_line", "rate_limit", "buffer"];
 pub const RATE_LIMIT: &[&str] = &["lines", "per"];
 pub const HTTP: &[&str] = &["listen"];
 /// `metrics.listen`: the older name of `http.listen`.
@@ -262,12 +262,17 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
 fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
     for (k, v) in d.map(n, "log", LOG).unwrap_or_default() {
         match k {
-            "format" => match d.string(v, "log.format").as_deref() {
-                Some("text") => l.format = LogFormat::Text,
-                Some("json") => l.format = LogFormat::Json,
-                Some(other) => d.err(v.pos, format!("log.format: `{other}` is not text or json")),
-                None => {}
-            },
+            "format" => {
+                if let Some(name) = d.string(v, "log.format") {
+                    match LogFormat::from_name(&name) {
+                        Some(f) => l.format = f,
+                        None => d.err(
+                            v.pos,
+                            format!("log.format: `{name}` is not {}", log_format_names()),
+                        ),
+                    }
+                }
+            }
             "max_line" => match d.size(v, "log.max_line") {
                 Some(b) if (MIN_MAX_LINE as u64..=MAX_MAX_LINE as u64).contains(&b) => {
                     l.max_line = b as usize;
@@ -281,9 +286,27 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
                 ),
                 None => {}
             },
+            "buffer" => match d.size(v, "log.buffer") {
+                Some(b) if b <= MAX_LOG_BUFFER as u64 => l.buffer = b as usize,
+                Some(b) => d.err(
+                    v.pos,
+                    format!("log.buffer: {b} bytes is over {MAX_LOG_BUFFER} (64M)"),
+                ),
+                None => {}
+            },
             "rate_limit" => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
             other => d.unknown_key(n, "log", other, LOG),
         }
+    }
+}
+
+/// `text or json`: the names `log.format` takes.
+fn log_format_names() -> String {
+    let names: Vec<&str> = LogFormat::ALL.iter().map(|f| f.name()).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

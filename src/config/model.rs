@@ -465,12 +465,31 @@ pub struct ControlCfg {
     pub socket: PathBuf,
 }
 
-/// How a record is written: `web | text`, or one JSON object per line.
+/// How a record is written: `web | text`, or one JSON object per line
+/// (`proc::record` writes each; README "Where a new feature goes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     #[default]
     Text,
     Json,
+}
+
+impl LogFormat {
+    /// Every format, in the order the docs list them.
+    pub const ALL: [LogFormat; 2] = [LogFormat::Text, LogFormat::Json];
+
+    /// The name `log.format` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// The format `log.format` names.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        LogFormat::ALL.into_iter().find(|f| f.name() == name)
+    }
 }
 
 /// At most `lines` lines of one service per `per`; the rest are dropped
@@ -489,6 +508,9 @@ pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
 pub const MIN_MAX_LINE: usize = 1024;
 /// The largest `log.max_line` (a longer record helps no log driver).
 pub const MAX_MAX_LINE: usize = 1 << 20;
+/// `log.buffer`'s default, and its largest value.
+pub const DEFAULT_LOG_BUFFER: usize = 64 * 1024;
+pub const MAX_LOG_BUFFER: usize = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LogCfg {
@@ -497,6 +519,9 @@ pub struct LogCfg {
     pub max_line: usize,
     /// Per service, each separately (`None`: no limit).
     pub rate_limit: Option<RateLimit>,
+    /// The bytes of output kept per service (and of the launcher's own
+    /// lines) for `ctl logs`; 0: none.
+    pub buffer: usize,
 }
 
 impl Default for LogCfg {
@@ -505,6 +530,7 @@ impl Default for LogCfg {
             format: LogFormat::Text,
             max_line: DEFAULT_MAX_LINE,
             rate_limit: None,
+            buffer: DEFAULT_LOG_BUFFER,
         }
     }
 }

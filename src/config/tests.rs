@@ -818,6 +818,36 @@ fn a_service_may_have_its_own_rate_limit_or_none() {
 }
 
 #[test]
+fn log_buffer_decodes_sizes_and_refuses_too_big() {
+    // (config, Ok(bytes) or Err(part of the error))
+    let rows: &[(&str, Result<usize, &str>)] = &[
+        ("{}\n", Ok(64 * 1024)),
+        ("log: {buffer: 0}\n", Ok(0)),
+        ("log: {buffer: 1M}\n", Ok(1 << 20)),
+        ("log: {buffer: 64M}\n", Ok(64 << 20)),
+        (
+            "log: {buffer: 65M}\n",
+            Err("log.buffer: 68157440 bytes is over"),
+        ),
+        ("log: {buffer: lots}\n", Err("bad size")),
+    ];
+    for (text, want) in rows {
+        match (load_text(text), want) {
+            (Ok(l), Ok(bytes)) => assert_eq!(l.config.log.buffer, *bytes, "{text}"),
+            (Err(e), Err(part)) => {
+                let all = e
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                assert!(all.contains(part), "{text}: {all}");
+            }
+            (got, _) => panic!("{text}: {:?}", got.map(|l| l.config.log.buffer)),
+        }
+    }
+}
+
+#[test]
 fn bad_log_and_metrics_keys_name_their_position() {
     let rows: &[(&str, usize, usize, &str)] = &[
         ("log: {colour: red}\n", 1, 7, "unknown key `colour`"),

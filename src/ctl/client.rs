@@ -224,6 +224,98 @@ fn take_timeout(args: &[String]) -> Result<(Option<Duration>, Vec<String>), Stri
     Ok((timeout, out))
 }
 
+/// `ctl logs`: the request to the first launcher that takes it, then its
+/// replies as they come, each one's `log` text printed as it is, until the
+/// launcher ends the answer (with `-f`: until it stops, or Ctrl-C). The
+/// first reply comes within `timeout`; a follower then waits as long as it
+/// takes. A closed stdout (`| head`) ends it quietly.
+fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, json: bool) -> i32 {
+    let deadline = Instant::now() + timeout;
+    let mut tried: Vec<String> = Vec::new();
+    let mut found = None;
+    for p in paths {
+        match connect(p, deadline) {
+            Ok(s) => {
+                found = Some((p, s));
+                break;
+            }
+            Err(e) => tried.push(format!("{}: {}", p.display(), io_text(&e))),
+        }
+    }
+    let Some((path, mut s)) = found else {
+        eprintln!(
+            "mc-launcher ctl: no launcher is listening (tried {})",
+            tried.join("; ")
+        );
+        return CTL_NO_LAUNCHER;
+    };
+    let late = || {
+        eprintln!(
+            "mc-launcher ctl: the launcher at {} did not answer within {}",
+            path.display(),
+            humantime::format_duration(timeout)
+        );
+        CTL_NO_LAUNCHER
+    };
+    let mut line = req.to_string();
+    line.push('\n');
+    let _ = s.set_write_timeout(Some(timeout));
+    let _ = s.set_read_timeout(Some(timeout));
+    if s.write_all(line.as_bytes()).is_err() {
+        return late();
+    }
+    let mut reader = io::BufReader::new(s);
+    let stdout = io::stdout();
+    let mut first = true;
+    loop {
+        let mut answer = String::new();
+        match io::BufRead::read_line(&mut reader, &mut answer) {
+            Ok(0) => return CTL_OK,
+            Ok(_) => {}
+            Err(_) if first => return late(),
+            Err(e) => {
+                eprintln!("mc-launcher ctl: {}: {}", path.display(), io_text(&e));
+                return CTL_FAILED;
+            }
+        }
+        if first && follow {
+            // Lines come when the services write them.
+            let _ = reader.get_ref().set_read_timeout(None);
+        }
+        first = false;
+        let reply: Reply = match serde_json::from_str(&answer) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("mc-launcher ctl: {}: bad answer: {e}", path.display());
+                return CTL_FAILED;
+            }
+        };
+        let mut out = stdout.lock();
+        let written = if json {
+            out.write_all(answer.as_bytes())
+        } else {
+            let text = reply.log.as_deref().or(reply.message.as_deref());
+            match text {
+                Some(t) if reply.log.is_some() => out.write_all(t.as_bytes()),
+                Some(t) => writeln!(out, "{t}"),
+                None => Ok(()),
+            }
+        };
+        if written.and_then(|()| out.flush()).is_err() {
+            return CTL_OK;
+        }
+        if !reply.ok {
+            if !json {
+                eprintln!(
+                    "mc-launcher ctl: {}",
+                    reply.error.as_deref().unwrap_or("logs failed")
+                );
+            }
+            return CTL_FAILED;
+        }
+    }
+}
+
 /// An I/O error as the C library words it, without `(os error N)`.
 fn io_text(e: &io::Error) -> String {
     match e.raw_os_error() {
@@ -268,6 +360,10 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
     } else {
         DEFAULT_TIMEOUT
     });
+    if let Command::Logs { follow, .. } = cmd {
+        // Several replies, as the lines come.
+        return stream_logs(&client_paths(cfg), &req, timeout, follow, json_out);
+    }
     let answer = match call(&client_paths(cfg), &req, timeout) {
         Ok(a) => a,
         Err(e) if e.starts_with("the launcher at") => {

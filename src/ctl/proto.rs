@@ -77,10 +77,33 @@ pub enum Command {
     Decr {
         name: String,
     },
+    /// The last `lines` of a service's captured output, or of every one's
+    /// and the launcher's; with `follow`, new lines as they come (README
+    /// "Reading the output: ctl logs"). Answered by several replies, each
+    /// with `log`, until the launcher closes the connection.
+    Logs {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+        #[serde(default, skip_serializing_if = "is_false")]
+        follow: bool,
+        #[serde(default = "default_log_lines")]
+        lines: usize,
+    },
     Reload {},
     /// A live reconfigure now (README "Live reconfigure").
     Reconfigure {},
     Quit {},
+}
+
+/// `ctl logs` without `-n`.
+pub const DEFAULT_LOG_LINES: usize = 100;
+
+fn default_log_lines() -> usize {
+    DEFAULT_LOG_LINES
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn signal_out<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
@@ -119,7 +142,7 @@ impl Command {
             | Command::Signal { name, .. }
             | Command::Incr { name }
             | Command::Decr { name } => Some(name),
-            Command::Status { name } => name.as_deref(),
+            Command::Status { name } | Command::Logs { name, .. } => name.as_deref(),
             Command::Health { .. }
             | Command::Metrics {}
             | Command::Reload {}
@@ -130,22 +153,32 @@ impl Command {
 
     /// `ctl`'s words (`signal web HUP`, `health --live`) as a command: the
     /// first plain word is the verb, the next ones fill `name` then
-    /// `signal`, `--live`/`--ready` fill `check`; then the same decoding as
-    /// a request, so the CLI accepts exactly what the wire does.
+    /// `signal`, `--live`/`--ready` fill `check`, `-f` `follow` and `-n N`
+    /// `lines`; then the same decoding as a request, so the CLI accepts
+    /// exactly what the wire does.
     pub fn from_words(words: &[String]) -> Result<Command, Refusal> {
         let mut req = serde_json::Map::new();
         let mut verb: Option<&str> = None;
         let mut positional = POSITIONAL.iter();
-        for w in words {
+        let mut words = words.iter();
+        while let Some(w) = words.next() {
             let w = w.as_str();
-            let (key, value) = match w {
-                "--live" | "--ready" => ("check", w.trim_start_matches('-')),
+            let (key, value): (&str, serde_json::Value) = match w {
+                "--live" | "--ready" => ("check", w.trim_start_matches('-').into()),
+                "-f" | "--follow" => ("follow", true.into()),
+                "-n" | "--lines" => {
+                    let n = words.next().and_then(|n| n.parse::<usize>().ok());
+                    match n {
+                        Some(n) => ("lines", n.into()),
+                        None => return Err(Refusal::Usage(format!("{w} needs a number of lines"))),
+                    }
+                }
                 _ if w.len() > 1 && w.starts_with('-') => {
                     return Err(Refusal::Usage(format!("unknown option {w}")))
                 }
-                _ if verb.is_none() => ("cmd", w),
+                _ if verb.is_none() => ("cmd", w.into()),
                 _ => match positional.next() {
-                    Some(key) => (*key, w),
+                    Some(key) => (*key, w.into()),
                     None => {
                         return Err(Refusal::Usage(format!(
                             "{}: too many arguments",
@@ -157,7 +190,7 @@ impl Command {
             if key == "cmd" {
                 verb = Some(w);
             }
-            if req.insert(key.into(), value.into()).is_some() {
+            if req.insert(key.into(), value).is_some() {
                 return Err(Refusal::Usage(format!("{w}: given twice")));
             }
         }
@@ -236,6 +269,15 @@ pub const VERBS: &[CtlVerb] = &[
         "one more process of a service (numprocesses)",
     ),
     verb("decr", "NAME", true, "one process fewer"),
+    CtlVerb {
+        flags: &["-f", "-n"],
+        ..verb(
+            "logs",
+            "[NAME] [-f] [-n N]",
+            true,
+            "the last N (100) lines of a service's output, or everyone's; -f: follow",
+        )
+    },
     verb(
         "reload",
         "",
@@ -512,6 +554,10 @@ pub struct Reply {
     /// `metrics`: the exposition text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,
+    /// `logs`: lines of captured output, as they are (several replies
+    /// follow one another, README "Reading the output: ctl logs").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 impl Reply {
@@ -650,6 +696,35 @@ mod tests {
                 }),
             ),
             (&["health"], Ok(Command::Health { check: Health::All })),
+            (
+                &["logs"],
+                Ok(Command::Logs {
+                    name: None,
+                    follow: false,
+                    lines: 100,
+                }),
+            ),
+            (
+                &["logs", "-f", "web", "-n", "5"],
+                Ok(Command::Logs {
+                    name: Some(name()),
+                    follow: true,
+                    lines: 5,
+                }),
+            ),
+            (
+                &["logs", "--lines", "0", "--follow"],
+                Ok(Command::Logs {
+                    name: None,
+                    follow: true,
+                    lines: 0,
+                }),
+            ),
+            (&["logs", "-n", "many"], Err("-n needs a number of lines")),
+            (&["logs", "-n"], Err("-n needs a number of lines")),
+            (&["logs", "-f", "-f"], Err("-f: given twice")),
+            (&["logs", "web", "db"], Err("logs takes no signal name")),
+            (&["stop", "web", "-f"], Err("stop takes no `follow`")),
             (&[], Err("a command is needed: status, health")),
             (
                 &["explode"],
@@ -736,6 +811,16 @@ mod tests {
             Command::Incr { name: name() },
             Command::Decr { name: name() },
             Command::Reload {},
+            Command::Logs {
+                name: None,
+                follow: false,
+                lines: DEFAULT_LOG_LINES,
+            },
+            Command::Logs {
+                name: Some("a".into()),
+                follow: true,
+                lines: 0,
+            },
             Command::Reconfigure {},
             Command::Quit {},
         ];

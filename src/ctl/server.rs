@@ -8,6 +8,7 @@
 
 use super::proto::{candidate_paths, parse_request, Command, Reply, MAX_LINE};
 use crate::config::model::Config;
+use crate::proc::output::{logs, Follower};
 use nix::poll::PollFlags;
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -31,7 +32,14 @@ pub struct Conn {
     last: Instant,
     /// Close once the queued replies are written.
     closing: bool,
+    /// `ctl logs -f`: where it is in the rings; it is sent more as it
+    /// reads, never more than `FOLLOW_CHUNK` waiting for it.
+    follow: Option<Follower>,
 }
+
+/// What a follower is sent at once, at most (of log text, before JSON
+/// escaping): it gets more when it has read that.
+const FOLLOW_CHUNK: usize = 64 * 1024;
 
 pub struct Server {
     listener: UnixListener,
@@ -138,7 +146,7 @@ impl Server {
             if !c.closing {
                 ev |= PollFlags::POLLIN;
             }
-            if !c.outbuf.is_empty() {
+            if !c.outbuf.is_empty() || c.follow.as_ref().is_some_and(|f| logs().has_news(f)) {
                 ev |= PollFlags::POLLOUT;
             }
             (c.stream.as_fd(), ev)
@@ -147,12 +155,18 @@ impl Server {
 
     /// When the next idle connection is due to be closed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().map(|c| c.last + IDLE).min()
+        self.conns
+            .values()
+            .filter(|c| c.follow.is_none())
+            .map(|c| c.last + IDLE)
+            .min()
     }
 
-    /// Close connections idle past `IDLE`.
+    /// Close connections idle past `IDLE` (a follower is not idle: it
+    /// waits for lines).
     pub fn expire(&mut self, now: Instant) {
-        self.conns.retain(|_, c| c.last + IDLE > now);
+        self.conns
+            .retain(|_, c| c.follow.is_some() || c.last + IDLE > now);
     }
 
     /// Accept pending connections from our own user (or root); their ids.
@@ -177,6 +191,7 @@ impl Server {
                 outbuf: Vec::new(),
                 last: now,
                 closing: false,
+                follow: None,
             };
             // Make room: the connection idle the longest goes.
             fresh.push(self.conns.admit(MAX_CONNS, |c| c.last, conn));
@@ -237,11 +252,28 @@ impl Server {
         self.write(id);
     }
 
-    /// Write queued replies of `id` (the socket polled writable).
+    /// From now on, send `id` the lines `follower` has not read, as they
+    /// come and as fast as it reads them (`ctl logs -f`).
+    pub fn follow(&mut self, id: u64, follower: Follower) {
+        if let Some(conn) = self.conns.get_mut(&id) {
+            conn.follow = Some(follower);
+        }
+        self.write(id);
+    }
+
+    /// Write queued replies of `id` (the socket polled writable); a
+    /// follower whose replies are all written gets its next lines.
     pub fn write(&mut self, id: u64) {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if conn.outbuf.is_empty() && !conn.closing {
+            if let Some(f) = &mut conn.follow {
+                // A reader that does not follow is done once it has read
+                // what was there when it asked.
+                conn.closing = follow_lines(f, &mut conn.outbuf);
+            }
+        }
         if write_queued(&mut conn.stream, &mut conn.outbuf) == Written::Failed {
             self.conns.remove(&id);
             return;
@@ -263,6 +295,20 @@ impl Server {
     pub fn drop_conn(&mut self, id: u64) {
         self.conns.remove(&id);
     }
+}
+
+/// A follower's next lines, as one reply `{"ok":true,"log":"…"}` (none
+/// when it has read everything); `true` when it will read no more.
+fn follow_lines(f: &mut Follower, out: &mut Vec<u8>) -> bool {
+    let mut text = Vec::new();
+    let done = logs().read(f, &mut text, FOLLOW_CHUNK);
+    if text.is_empty() {
+        return done;
+    }
+    out.extend_from_slice(b"{\"ok\":true,\"log\":\"");
+    crate::proc::frame::escape_json(&text, out);
+    out.extend_from_slice(b"\"}\n");
+    done
 }
 
 /// The open connections of a listener, by id.

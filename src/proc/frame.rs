@@ -7,8 +7,10 @@
 //! then its text) — that was most of the relay's own CPU time. Here a
 //! copy moves 16 bytes a step and covers an odd length with one last,
 //! overlapping step; JSON escaping checks and copies the same 16 bytes in
-//! one pass. Only what `record` says a record is comes out: the tests
-//! compare both against `record::Head::write`. Layer 2.
+//! one pass. JSON string escaping of arbitrary bytes lives here too, the
+//! general way and the fast one for ASCII. Only what `record` says a record
+//! is comes out: `record`'s tests compare these loops against
+//! `record::Head::write` (this file imports nothing of `record`). Layer 2.
 
 use std::ptr;
 
@@ -114,7 +116,12 @@ pub fn text_lines(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -
 
 /// `text_lines` a line at a time, with `memchr`.
 #[cfg(any(test, not(target_arch = "x86_64")))]
-fn text_lines_portable(prefix: &[u8], whole: usize, data: &[u8], out: &mut Vec<u8>) -> usize {
+pub(super) fn text_lines_portable(
+    prefix: &[u8],
+    whole: usize,
+    data: &[u8],
+    out: &mut Vec<u8>,
+) -> usize {
     let mut pos = 0usize;
     for i in memchr::memchr_iter(b'\n', data) {
         let Some(line) = data.get(pos..=i) else { break };
@@ -145,7 +152,7 @@ pub fn json_lines(start: &[u8], whole: usize, max: usize, data: &[u8], out: &mut
 
 /// `json_lines` a line at a time, with `memchr`.
 #[cfg(any(test, not(target_arch = "x86_64")))]
-fn json_lines_portable(
+pub(super) fn json_lines_portable(
     start: &[u8],
     whole: usize,
     max: usize,
@@ -167,7 +174,7 @@ fn json_lines_portable(
 /// stays as it was and `false`.
 fn json_record(start: &[u8], line: &[u8], max: usize, out: &mut Vec<u8>) -> bool {
     let mark = out.len();
-    super::record::Head::write_json_line(start, line, out);
+    write_json_line(start, line, out);
     if out.len() - mark > max {
         out.truncate(mark);
         return false;
@@ -343,7 +350,7 @@ mod sse2 {
                         }
                     }
                     let mut esc = [0u8; 6];
-                    let e = super::super::record::escape_of(b, &mut esc);
+                    let e = super::escape_of(b, &mut esc);
                     copy(base.add(o), e.as_ptr(), e.len());
                     o += e.len();
                     i += 1;
@@ -437,7 +444,7 @@ pub fn escape_ascii(s: &[u8], out: &mut Vec<u8>) -> bool {
 /// the word-at-a-time tests of "Bit Twiddling Hacks" (exact as a yes/no
 /// for the whole word).
 #[inline]
-pub(super) fn needs_escape8(x: u64) -> bool {
+fn needs_escape8(x: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
@@ -454,7 +461,7 @@ fn escape_bytes(block: &[u8], out: &mut Vec<u8>, left: usize) -> bool {
             0x80.. => return false,
             b'"' | b'\\' | 0..=0x1f => {
                 let mut esc = [0u8; 6];
-                let e = super::record::escape_of(b, &mut esc);
+                let e = escape_of(b, &mut esc);
                 room(out, e.len() + left - k);
                 put(out, &[e]);
             }
@@ -467,27 +474,99 @@ fn escape_bytes(block: &[u8], out: &mut Vec<u8>, left: usize) -> bool {
     true
 }
 
+/// A whole line as one JSON record after `start` (`record::Head::json_start`):
+/// the line escaped, `"}` and a newline.
+pub fn write_json_line(start: &[u8], payload: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(start);
+    escape_json(payload, out);
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// What a byte becomes inside a JSON string: 0 = itself, else the length
+/// of its escape.
+#[inline]
+pub(super) fn escape_len(b: u8) -> usize {
+    match b {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
+        0..=0x1f => 6, // \u00XX
+        _ => 0,
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+/// U+FFFD, what an invalid byte sequence becomes.
+pub(super) const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+
+/// The escape of `b` (one that needs one).
+fn push_escape(b: u8, out: &mut Vec<u8>) {
+    let mut buf = [0u8; 6];
+    out.extend_from_slice(escape_of(b, &mut buf));
+}
+
+/// The escape of `b` (one that needs one), written into `buf`.
+fn escape_of(b: u8, buf: &mut [u8; 6]) -> &[u8] {
+    let two = |c: u8, buf: &mut [u8; 6]| {
+        buf[0] = b'\\';
+        buf[1] = c;
+        2
+    };
+    let n = match b {
+        b'\n' => two(b'n', buf),
+        b'\r' => two(b'r', buf),
+        b'\t' => two(b't', buf),
+        b'"' => two(b'"', buf),
+        b'\\' => two(b'\\', buf),
+        _ => {
+            let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
+            *buf = [b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)];
+            6
+        }
+    };
+    buf.get(..n).unwrap_or_default()
+}
+
+/// `s` (valid UTF-8) escaped into `out`.
+fn escape_str(s: &[u8], out: &mut Vec<u8>) {
+    let mut start = 0;
+    let mut i = 0;
+    while i < s.len() {
+        if let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
+            if !needs_escape8(u64::from_le_bytes(word)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = s.get(i).copied().unwrap_or(b' ');
+        i += 1;
+        if escape_len(b) == 0 {
+            continue;
+        }
+        out.extend_from_slice(s.get(start..i - 1).unwrap_or_default());
+        push_escape(b, out);
+        start = i;
+    }
+    out.extend_from_slice(s.get(start..).unwrap_or_default());
+}
+
+/// Any bytes as the inside of a JSON string: invalid UTF-8 becomes U+FFFD
+/// (one per invalid sequence), control characters are escaped.
+pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
+    let mark = out.len();
+    if escape_ascii(bytes, out) {
+        return;
+    }
+    out.truncate(mark);
+    for chunk in bytes.utf8_chunks() {
+        escape_str(chunk.valid().as_bytes(), out);
+        if !chunk.invalid().is_empty() {
+            out.extend_from_slice(REPLACEMENT);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proc::record::{escape_json, timestamp, Head};
-
-    /// `before`, then what `Head::write` makes of each whole line of
-    /// `framed`: the records the loops must write.
-    fn head_records(
-        head: &Head,
-        json: bool,
-        ts: &[u8; 24],
-        before: &[u8],
-        framed: &[u8],
-    ) -> Vec<u8> {
-        let mut want = before.to_vec();
-        for line in framed.split_inclusive(|&b| b == b'\n') {
-            let line = line.strip_suffix(b"\n").expect("whole line");
-            head.write(json, ts, line, None, true, &mut want);
-        }
-        want
-    }
 
     #[test]
     fn copies_of_every_small_length_are_exact() {
@@ -500,73 +579,6 @@ mod tests {
                 assert_eq!(out.get(offset..), src.get(offset..offset + n), "n={n}");
                 assert!(out.iter().take(offset).all(|&b| b == 0xAA));
             }
-        }
-    }
-
-    #[test]
-    fn text_lines_are_the_records_head_writes() {
-        let head = Head::service("web", "stdout", '|');
-        // (data, whole, consumed)
-        let rows: &[(&[u8], usize, usize)] = &[
-            (b"", 100, 0),
-            (b"no newline yet", 100, 0),
-            (b"a\nbb\n", 100, 5),
-            (b"a\nbb\nccc", 100, 5),
-            (b"\n\n\n", 100, 3),
-            (b"short\nthis one is too long\nnext\n", 10, 6),
-            (b"exactly ten\n", 11, 12),
-            (b"exactly ten\n", 10, 0),
-        ];
-        for (data, whole, consumed) in rows {
-            let mut out = b"before".to_vec();
-            let n = text_lines(&head.prefix, *whole, data, &mut out);
-            assert_eq!(n, *consumed, "{data:?}");
-            assert_eq!(
-                out,
-                head_records(&head, false, &[0; 24], b"before", &data[..n]),
-                "{data:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn json_lines_are_the_records_head_writes() {
-        let head = Head::service("w\"0", "stderr", '!');
-        let ts = timestamp();
-        let start = head.json_start(&ts);
-        let long = "x".repeat(100);
-        let rows: &[(&[u8], bool)] = &[
-            (b"", true),
-            (b"plain", true),
-            (long.as_bytes(), true),
-            (b"0123456789abcdef", true),
-            (b"0123456789abcde\"", true),
-            (
-                b"tab\there, quote \" and \\ and \x01 and \x7f, past sixteen",
-                true,
-            ),
-            (
-                b"\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f",
-                true,
-            ),
-            ("caf\u{e9} au lait, longer than a block".as_bytes(), false),
-            (b"0123456789abcdefghij\xff", false),
-        ];
-        for (line, ascii) in rows {
-            // The fast escaper takes exactly the ASCII lines.
-            assert_eq!(escape_ascii(line, &mut Vec::new()), *ascii, "{line:?}");
-            // Each line, as a batch of one, is the record Head::write makes.
-            let data = [*line, b"\n"].concat();
-            let mut out = b"[".to_vec();
-            let n = json_lines(&start, 1000, 2000, &data, &mut out);
-            assert_eq!(n, data.len(), "{line:?}");
-            let mut want = b"[".to_vec();
-            head.write(true, &ts, line, None, true, &mut want);
-            assert_eq!(out, want, "{line:?}");
-            let v: serde_json::Value =
-                serde_json::from_slice(out.get(1..).expect("record")).expect("JSON");
-            let msg = v["msg"].as_str().expect("msg");
-            assert_eq!(msg, String::from_utf8_lossy(line), "{line:?}");
         }
     }
 
@@ -589,68 +601,6 @@ mod tests {
             let mut general = Vec::new();
             escape_json(&bytes, &mut general);
             assert_eq!(fast, general, "{bytes:?}");
-        }
-    }
-
-    /// Random batches of lines (ASCII, escapes, UTF-8, invalid bytes,
-    /// long lines, a partial last line): the 16-byte loops frame exactly
-    /// what the line-at-a-time ones do, stop at the same line, and each
-    /// record is what `Head::write` makes of its line.
-    #[test]
-    fn batch_loops_agree_with_the_line_at_a_time_ones() {
-        let mut next = crate::proc::xorshift(0x1234_5678_9abc_def1);
-        let head = Head::service("svc", "stdout", '|');
-        let ts = timestamp();
-        let start = head.json_start(&ts);
-        for round in 0..3000 {
-            let mut data = Vec::new();
-            for _ in 0..(next() % 8) {
-                let len = match next() % 10 {
-                    0 => (next() % 400) as usize,
-                    _ => (next() % 40) as usize,
-                };
-                for _ in 0..len {
-                    data.push(match next() % 40 {
-                        0 => (next() % 0x20) as u8,
-                        1 => b'"',
-                        2 => b'\\',
-                        3 => 0xc3,
-                        4 => 0xa9,
-                        5 => 0xff,
-                        _ => b'a' + (next() % 26) as u8,
-                    });
-                }
-                data.retain(|&b| b != b'\n');
-                data.push(b'\n');
-            }
-            // A line not ended yet, sometimes.
-            data.extend(std::iter::repeat_n(b'z', (next() % 3) as usize));
-            let whole = [5usize, 17, 64, 100, 1000][round % 5];
-            let max = whole + start.len() + 3;
-            let mut fast = b"x".to_vec();
-            let mut slow = b"x".to_vec();
-            let a = text_lines(&head.prefix, whole, &data, &mut fast);
-            let b = text_lines_portable(&head.prefix, whole, &data, &mut slow);
-            assert_eq!((a, &fast), (b, &slow), "text {data:?} {whole}");
-            assert_eq!(fast, head_records(&head, false, &ts, b"x", &data[..a]));
-            let mut fast = b"x".to_vec();
-            let mut slow = b"x".to_vec();
-            let a = json_lines(&start, whole, max, &data, &mut fast);
-            let b = json_lines_portable(&start, whole, max, &data, &mut slow);
-            assert_eq!((a, &fast), (b, &slow), "json {data:?} {whole}");
-            assert_eq!(fast, head_records(&head, true, &ts, b"x", &data[..a]));
-            // What stopped the loop: the end, a partial line, or a line
-            // too long for one record.
-            let rest = data.get(a..).expect("rest");
-            if let Some(nl) = memchr::memchr(b'\n', rest) {
-                let line = rest.get(..nl).expect("line");
-                let mut esc = Vec::new();
-                crate::proc::record::escape_json(line, &mut esc);
-                assert!(
-                    esc.len() > whole || start.len() + esc.len() + 3 > max,
-                    "{rest:?}"
-                );
-            }
         }
     }
 }

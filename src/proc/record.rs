@@ -1,35 +1,61 @@
 //! How one record of output is written (README "Logging and metrics"):
 //! the text framing (`web | line`, continuations `web+ | line`) or one JSON
-//! object per line, the RFC 3339 time stamp, JSON string escaping of
-//! arbitrary bytes, and where a line too long for `log.max_line` is cut.
+//! object per line, the RFC 3339 time stamp, and where a line too long for
+//! `log.max_line` is cut. Each place where the formats differ is a `match`
+//! on `LogFormat` here (and the relay's fast path in `output::relay`): a
+//! new format is a variant of `LogFormat`, and the compiler names the rest.
 //! Layer 2.
 
-use crate::config::model::{LogFormat, DEFAULT_MAX_LINE};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use super::frame::{escape_json, escape_len, REPLACEMENT};
+use crate::config::model::{LogCfg, LogFormat, DEFAULT_MAX_LINE};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-static JSON: AtomicBool = AtomicBool::new(false);
-static MAX_LINE: AtomicUsize = AtomicUsize::new(DEFAULT_MAX_LINE);
+/// How records are written: the format, and the longest record
+/// (`log.format`, `log.max_line`). A value, passed to whoever frames: the
+/// loop takes it from the config it runs on, the launcher's logger from
+/// what the app last set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    pub format: LogFormat,
+    pub max_line: usize,
+}
+
+impl Framing {
+    /// Before the config is read: text, 16 KiB.
+    pub const DEFAULT: Framing = Framing {
+        format: LogFormat::Text,
+        max_line: DEFAULT_MAX_LINE,
+    };
+
+    pub fn of(log: &LogCfg) -> Framing {
+        Framing {
+            format: log.format,
+            max_line: log.max_line,
+        }
+    }
+}
+
+impl Default for Framing {
+    fn default() -> Framing {
+        Framing::DEFAULT
+    }
+}
+
 /// Numbers the split lines of the whole process: with `service` and
 /// `stream`, a `partial_id` names one line.
 static PARTIAL: AtomicU64 = AtomicU64::new(1);
 
-/// Set the format and record limit for every later record (once the
-/// config is read; before, text and 16 KiB).
-pub fn configure(format: LogFormat, max_line: usize) {
-    JSON.store(format == LogFormat::Json, Ordering::Relaxed);
-    MAX_LINE.store(max_line, Ordering::Relaxed);
-}
-
-pub fn json() -> bool {
-    JSON.load(Ordering::Relaxed)
-}
-
-pub fn max_line() -> usize {
-    MAX_LINE.load(Ordering::Relaxed)
-}
-
 pub fn next_partial_id() -> u64 {
     PARTIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The time stamp a batch of records in `format` carries: `None` for a
+/// format without one (no clock read).
+pub fn batch_timestamp(format: LogFormat) -> [u8; 24] {
+    match format {
+        LogFormat::Text => [0u8; 24],
+        LogFormat::Json => timestamp(),
+    }
 }
 
 /// `2026-12-02T12:00:00.123Z` for now (UTC, milliseconds): always 24 bytes.
@@ -79,96 +105,22 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
-/// What a byte becomes inside a JSON string: 0 = itself, else the length
-/// of its escape.
-#[inline]
-fn escape_len(b: u8) -> usize {
-    match b {
-        b'"' | b'\\' | b'\n' | b'\r' | b'\t' => 2,
-        0..=0x1f => 6, // \u00XX
-        _ => 0,
-    }
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-/// U+FFFD, what an invalid byte sequence becomes.
-const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
-
-/// The escape of `b` (one that needs one).
-fn push_escape(b: u8, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 6];
-    out.extend_from_slice(escape_of(b, &mut buf));
-}
-
-/// The escape of `b` (one that needs one), written into `buf`.
-pub(super) fn escape_of(b: u8, buf: &mut [u8; 6]) -> &[u8] {
-    let two = |c: u8, buf: &mut [u8; 6]| {
-        buf[0] = b'\\';
-        buf[1] = c;
-        2
-    };
-    let n = match b {
-        b'\n' => two(b'n', buf),
-        b'\r' => two(b'r', buf),
-        b'\t' => two(b't', buf),
-        b'"' => two(b'"', buf),
-        b'\\' => two(b'\\', buf),
-        _ => {
-            let hex = |n: u8| HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0');
-            *buf = [b'\\', b'u', b'0', b'0', hex(b >> 4), hex(b)];
-            6
-        }
-    };
-    buf.get(..n).unwrap_or_default()
-}
-
-/// `s` (valid UTF-8) escaped into `out`.
-fn escape_str(s: &[u8], out: &mut Vec<u8>) {
-    let mut start = 0;
-    let mut i = 0;
-    while i < s.len() {
-        if let Some(word) = s.get(i..i + 8).and_then(|w| <[u8; 8]>::try_from(w).ok()) {
-            if !super::frame::needs_escape8(u64::from_le_bytes(word)) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = s.get(i).copied().unwrap_or(b' ');
-        i += 1;
-        if escape_len(b) == 0 {
-            continue;
-        }
-        out.extend_from_slice(s.get(start..i - 1).unwrap_or_default());
-        push_escape(b, out);
-        start = i;
-    }
-    out.extend_from_slice(s.get(start..).unwrap_or_default());
-}
-
-/// Any bytes as the inside of a JSON string: invalid UTF-8 becomes U+FFFD
-/// (one per invalid sequence), control characters are escaped.
-pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
-    let mark = out.len();
-    if super::frame::escape_ascii(bytes, out) {
-        return;
-    }
-    out.truncate(mark);
-    for chunk in bytes.utf8_chunks() {
-        escape_str(chunk.valid().as_bytes(), out);
-        if !chunk.invalid().is_empty() {
-            out.extend_from_slice(REPLACEMENT);
-        }
-    }
-}
-
 /// How many bytes of `data` go into a piece whose payload may take at
 /// most `budget` bytes once written, cutting between characters (a
 /// multi-byte character is never split, so each piece stays valid UTF-8
 /// and the pieces join back exactly). With `ends`, `data` is the rest of
 /// a line: an incomplete sequence at its end is invalid, not to wait for.
 /// Never 0 for a non-empty `data` with `ends` and `budget >= 6`.
-pub fn cut(json: bool, data: &[u8], budget: usize, ends: bool) -> usize {
-    if !json {
+pub fn cut(format: LogFormat, data: &[u8], budget: usize, ends: bool) -> usize {
+    match format {
+        LogFormat::Text => cut_text(data, budget),
+        LogFormat::Json => cut_json(data, budget, ends),
+    }
+}
+
+/// `cut` for text: bytes as they are.
+fn cut_text(data: &[u8], budget: usize) -> usize {
+    {
         if data.len() <= budget {
             return data.len();
         }
@@ -181,8 +133,16 @@ pub fn cut(json: bool, data: &[u8], budget: usize, ends: bool) -> usize {
             backed += 1;
         }
         let whole = n > 0 && data.get(n).is_some_and(|b| b & 0xC0 != 0x80);
-        return if whole { n } else { budget };
+        if whole {
+            n
+        } else {
+            budget
+        }
     }
+}
+
+/// `cut` for JSON: what each character takes once escaped.
+fn cut_json(data: &[u8], budget: usize, ends: bool) -> usize {
     let mut used = 0usize;
     let mut pos = 0usize;
     for chunk in data.utf8_chunks() {
@@ -267,15 +227,13 @@ impl Head {
 
     /// The payload one record may carry: a whole line (`split` false), or
     /// a piece of a split line (`first`: the first piece).
-    pub fn budget(&self, json: bool, max_line: usize, split: bool, first: bool) -> usize {
-        let overhead = if json {
-            JSON_FIXED + self.json.len() + if split { JSON_PARTIAL } else { 0 }
-        } else if first {
-            self.prefix.len() + 1
-        } else {
-            self.cont.len() + 1
+    pub fn budget(&self, framing: Framing, split: bool, first: bool) -> usize {
+        let overhead = match framing.format {
+            LogFormat::Json => JSON_FIXED + self.json.len() + if split { JSON_PARTIAL } else { 0 },
+            LogFormat::Text if first => self.prefix.len() + 1,
+            LogFormat::Text => self.cont.len() + 1,
         };
-        max_line.saturating_sub(overhead).max(MIN_PAYLOAD)
+        framing.max_line.saturating_sub(overhead).max(MIN_PAYLOAD)
     }
 
     /// `{"ts":"…` and the rest of the envelope before the message: the
@@ -288,30 +246,34 @@ impl Head {
         v
     }
 
-    /// A whole line as one JSON record, after `json_start`: the hot path.
-    pub fn write_json_line(start: &[u8], payload: &[u8], out: &mut Vec<u8>) {
-        out.extend_from_slice(start);
-        escape_json(payload, out);
-        out.extend_from_slice(b"\"}\n");
-    }
-
     /// One record of `payload` into `out`. `partial`: the line's id, and
     /// whether this is its last piece; `first`: the first piece.
     pub fn write(
         &self,
-        json: bool,
+        format: LogFormat,
         ts: &[u8; 24],
         payload: &[u8],
         partial: Option<(u64, bool)>,
         first: bool,
         out: &mut Vec<u8>,
     ) {
-        if !json {
-            out.extend_from_slice(if first { &self.prefix } else { &self.cont });
-            out.extend_from_slice(payload);
-            out.push(b'\n');
-            return;
+        match format {
+            LogFormat::Text => {
+                out.extend_from_slice(if first { &self.prefix } else { &self.cont });
+                out.extend_from_slice(payload);
+                out.push(b'\n');
+            }
+            LogFormat::Json => self.write_json(ts, payload, partial, out),
         }
+    }
+
+    fn write_json(
+        &self,
+        ts: &[u8; 24],
+        payload: &[u8],
+        partial: Option<(u64, bool)>,
+        out: &mut Vec<u8>,
+    ) {
         out.extend_from_slice(b"{\"ts\":\"");
         out.extend_from_slice(ts);
         out.extend_from_slice(&self.json);
@@ -334,9 +296,13 @@ impl Head {
 /// record with `level`; `service` is `mc-launcher` unless the line is
 /// about one service (a rate-limit note). Split like a service's line
 /// when longer than `log.max_line`.
-pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &mut Vec<u8>) {
-    let json = json();
-    let max = max_line();
+pub fn launcher_line(
+    framing: Framing,
+    level: log::Level,
+    service: Option<&str>,
+    msg: &str,
+    out: &mut Vec<u8>,
+) {
     let lvl = match level {
         log::Level::Error => "error",
         log::Level::Warn => "warn",
@@ -344,41 +310,41 @@ pub fn launcher_line(level: log::Level, service: Option<&str>, msg: &str, out: &
         log::Level::Debug => "debug",
         log::Level::Trace => "trace",
     };
-    let head = if json {
-        let mut j = b"\",\"service\":\"".to_vec();
-        escape_json(service.unwrap_or("mc-launcher").as_bytes(), &mut j);
-        j.extend_from_slice(b"\",\"stream\":\"launcher\",\"level\":\"");
-        j.extend_from_slice(lvl.as_bytes());
-        j.extend_from_slice(b"\",\"msg\":\"");
-        Head {
-            prefix: Vec::new(),
-            cont: Vec::new(),
-            json: j,
-        }
-    } else {
-        let tag = match level {
-            log::Level::Error => "error: ",
-            log::Level::Warn => "warning: ",
-            log::Level::Info => "",
-            log::Level::Debug => "debug: ",
-            log::Level::Trace => "trace: ",
-        };
-        let about = service.map(|s| format!("{s}: ")).unwrap_or_default();
-        Head {
-            prefix: format!("mc-launcher: {tag}{about}").into_bytes(),
-            cont: format!("mc-launcher+: {tag}{about}").into_bytes(),
-            json: Vec::new(),
-        }
-    };
-    let ts = if json { timestamp() } else { [0u8; 24] };
+    let ts = batch_timestamp(framing.format);
     // A message of several lines is one record: its newlines escaped in
     // JSON, kept in text (as before: a multi-line error stays readable).
     let payload = msg.as_bytes();
-    if json {
-        split(&head, json, max, &ts, payload, out);
-    } else {
-        let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
-        split(&head, json, max, &ts, &escape_text(payload), out);
+    match framing.format {
+        LogFormat::Json => {
+            let mut j = b"\",\"service\":\"".to_vec();
+            escape_json(service.unwrap_or("mc-launcher").as_bytes(), &mut j);
+            j.extend_from_slice(b"\",\"stream\":\"launcher\",\"level\":\"");
+            j.extend_from_slice(lvl.as_bytes());
+            j.extend_from_slice(b"\",\"msg\":\"");
+            let head = Head {
+                prefix: Vec::new(),
+                cont: Vec::new(),
+                json: j,
+            };
+            split(&head, framing, &ts, payload, out);
+        }
+        LogFormat::Text => {
+            let tag = match level {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                log::Level::Info => "",
+                log::Level::Debug => "debug: ",
+                log::Level::Trace => "trace: ",
+            };
+            let about = service.map(|s| format!("{s}: ")).unwrap_or_default();
+            let head = Head {
+                prefix: format!("mc-launcher: {tag}{about}").into_bytes(),
+                cont: format!("mc-launcher+: {tag}{about}").into_bytes(),
+                json: Vec::new(),
+            };
+            let payload = payload.strip_suffix(b"\n").unwrap_or(payload);
+            split(&head, framing, &ts, &escape_text(payload), out);
+        }
     }
 }
 
@@ -423,17 +389,11 @@ pub fn escape_text(msg: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// `payload` (a whole line) as one record, or as pieces when too long.
-pub fn split(
-    head: &Head,
-    json: bool,
-    max: usize,
-    ts: &[u8; 24],
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) {
-    let whole = head.budget(json, max, false, true);
-    if cut(json, payload, whole, true) == payload.len() {
-        head.write(json, ts, payload, None, true, out);
+pub fn split(head: &Head, framing: Framing, ts: &[u8; 24], payload: &[u8], out: &mut Vec<u8>) {
+    let format = framing.format;
+    let whole = head.budget(framing, false, true);
+    if cut(format, payload, whole, true) == payload.len() {
+        head.write(format, ts, payload, None, true, out);
         return;
     }
     let id = next_partial_id();
@@ -441,10 +401,10 @@ pub fn split(
     let mut first = true;
     loop {
         let rest = payload.get(pos..).unwrap_or_default();
-        let n = cut(json, rest, head.budget(json, max, true, first), true);
+        let n = cut(format, rest, head.budget(framing, true, first), true);
         let last = n >= rest.len();
         head.write(
-            json,
+            format,
             ts,
             rest.get(..n).unwrap_or_default(),
             Some((id, last)),
@@ -552,10 +512,14 @@ mod tests {
             // What cut counts is what escaping writes.
             let mut esc = Vec::new();
             escape_json(&bytes, &mut esc);
-            assert_eq!(cut(true, &bytes, esc.len(), true), bytes.len(), "{bytes:?}");
+            assert_eq!(
+                cut(LogFormat::Json, &bytes, esc.len(), true),
+                bytes.len(),
+                "{bytes:?}"
+            );
             if !bytes.is_empty() {
                 assert!(
-                    cut(true, &bytes, esc.len() - 1, true) < bytes.len(),
+                    cut(LogFormat::Json, &bytes, esc.len() - 1, true) < bytes.len(),
                     "{bytes:?}"
                 );
             }
@@ -564,26 +528,26 @@ mod tests {
 
     #[test]
     fn cuts_fit_the_budget_and_keep_characters_whole() {
-        // (json, data, budget, ends, want)
-        let rows: &[(bool, &[u8], usize, bool, usize)] = &[
-            (false, b"abcdef", 4, false, 4),
-            (false, b"abcdef", 10, true, 6),
-            (false, "aé".as_bytes(), 2, true, 1),
-            (false, "a😀".as_bytes(), 4, true, 1),
-            (false, b"\x80\x80\x80\x80\x80", 4, true, 4),
-            (true, b"ab\"cd", 3, true, 2),
-            (true, b"a\x01b", 6, true, 1),
-            (true, b"a\x01b", 7, true, 2),
-            (true, "a€".as_bytes(), 3, true, 1),
-            (true, b"ab\xe2\x82", 10, false, 2),
-            (true, b"ab\xe2\x82", 10, true, 4),
-            (true, b"ab\xffcd", 5, true, 3),
+        // (format, data, budget, ends, want)
+        let rows: &[(LogFormat, &[u8], usize, bool, usize)] = &[
+            (LogFormat::Text, b"abcdef", 4, false, 4),
+            (LogFormat::Text, b"abcdef", 10, true, 6),
+            (LogFormat::Text, "aé".as_bytes(), 2, true, 1),
+            (LogFormat::Text, "a😀".as_bytes(), 4, true, 1),
+            (LogFormat::Text, b"\x80\x80\x80\x80\x80", 4, true, 4),
+            (LogFormat::Json, b"ab\"cd", 3, true, 2),
+            (LogFormat::Json, b"a\x01b", 6, true, 1),
+            (LogFormat::Json, b"a\x01b", 7, true, 2),
+            (LogFormat::Json, "a€".as_bytes(), 3, true, 1),
+            (LogFormat::Json, b"ab\xe2\x82", 10, false, 2),
+            (LogFormat::Json, b"ab\xe2\x82", 10, true, 4),
+            (LogFormat::Json, b"ab\xffcd", 5, true, 3),
         ];
-        for (json, data, budget, ends, want) in rows {
+        for (format, data, budget, ends, want) in rows {
             assert_eq!(
-                cut(*json, data, *budget, *ends),
+                cut(*format, data, *budget, *ends),
                 *want,
-                "{json} {data:?} {budget} {ends}"
+                "{format:?} {data:?} {budget} {ends}"
             );
         }
     }
@@ -598,9 +562,14 @@ mod tests {
                 _ => b'a' + (i % 26) as u8,
             })
             .collect();
-        for json in [false, true] {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let json = format == LogFormat::Json;
+            let framing = Framing {
+                format,
+                max_line: 1024,
+            };
             let mut out = Vec::new();
-            split(&head, json, 1024, &timestamp(), &line, &mut out);
+            split(&head, framing, &timestamp(), &line, &mut out);
             let mut joined = Vec::new();
             for rec in out.split_inclusive(|&b| b == b'\n') {
                 assert!(rec.len() <= 1024, "{} > 1024", rec.len());
@@ -616,6 +585,167 @@ mod tests {
                 }
             }
             assert_eq!(joined, line, "json {json}");
+        }
+    }
+
+    /// The relay's fast loops (`frame`) write exactly the records `Head`
+    /// says a record is.
+    mod fast_paths {
+        use super::super::*;
+        use crate::proc::frame::{
+            escape_ascii, json_lines, json_lines_portable, text_lines, text_lines_portable,
+        };
+
+        /// `before`, then what `Head::write` makes of each whole line of
+        /// `framed`: the records the loops must write.
+        fn head_records(
+            head: &Head,
+            format: LogFormat,
+            ts: &[u8; 24],
+            before: &[u8],
+            framed: &[u8],
+        ) -> Vec<u8> {
+            let mut want = before.to_vec();
+            for line in framed.split_inclusive(|&b| b == b'\n') {
+                let line = line.strip_suffix(b"\n").expect("whole line");
+                head.write(format, ts, line, None, true, &mut want);
+            }
+            want
+        }
+
+        #[test]
+        fn text_lines_are_the_records_head_writes() {
+            let head = Head::service("web", "stdout", '|');
+            // (data, whole, consumed)
+            let rows: &[(&[u8], usize, usize)] = &[
+                (b"", 100, 0),
+                (b"no newline yet", 100, 0),
+                (b"a\nbb\n", 100, 5),
+                (b"a\nbb\nccc", 100, 5),
+                (b"\n\n\n", 100, 3),
+                (b"short\nthis one is too long\nnext\n", 10, 6),
+                (b"exactly ten\n", 11, 12),
+                (b"exactly ten\n", 10, 0),
+            ];
+            for (data, whole, consumed) in rows {
+                let mut out = b"before".to_vec();
+                let n = text_lines(&head.prefix, *whole, data, &mut out);
+                assert_eq!(n, *consumed, "{data:?}");
+                assert_eq!(
+                    out,
+                    head_records(&head, LogFormat::Text, &[0; 24], b"before", &data[..n]),
+                    "{data:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn json_lines_are_the_records_head_writes() {
+            let head = Head::service("w\"0", "stderr", '!');
+            let ts = timestamp();
+            let start = head.json_start(&ts);
+            let long = "x".repeat(100);
+            let rows: &[(&[u8], bool)] = &[
+                (b"", true),
+                (b"plain", true),
+                (long.as_bytes(), true),
+                (b"0123456789abcdef", true),
+                (b"0123456789abcde\"", true),
+                (
+                    b"tab\there, quote \" and \\ and \x01 and \x7f, past sixteen",
+                    true,
+                ),
+                (
+                    b"\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f\x1f",
+                    true,
+                ),
+                ("caf\u{e9} au lait, longer than a block".as_bytes(), false),
+                (b"0123456789abcdefghij\xff", false),
+            ];
+            for (line, ascii) in rows {
+                // The fast escaper takes exactly the ASCII lines.
+                assert_eq!(escape_ascii(line, &mut Vec::new()), *ascii, "{line:?}");
+                // Each line, as a batch of one, is the record Head::write makes.
+                let data = [*line, b"\n"].concat();
+                let mut out = b"[".to_vec();
+                let n = json_lines(&start, 1000, 2000, &data, &mut out);
+                assert_eq!(n, data.len(), "{line:?}");
+                let mut want = b"[".to_vec();
+                head.write(LogFormat::Json, &ts, line, None, true, &mut want);
+                assert_eq!(out, want, "{line:?}");
+                let v: serde_json::Value =
+                    serde_json::from_slice(out.get(1..).expect("record")).expect("JSON");
+                let msg = v["msg"].as_str().expect("msg");
+                assert_eq!(msg, String::from_utf8_lossy(line), "{line:?}");
+            }
+        }
+
+        /// Random batches of lines (ASCII, escapes, UTF-8, invalid bytes,
+        /// long lines, a partial last line): the 16-byte loops frame exactly
+        /// what the line-at-a-time ones do, stop at the same line, and each
+        /// record is what `Head::write` makes of its line.
+        #[test]
+        fn batch_loops_agree_with_the_line_at_a_time_ones() {
+            let mut next = crate::proc::xorshift(0x1234_5678_9abc_def1);
+            let head = Head::service("svc", "stdout", '|');
+            let ts = timestamp();
+            let start = head.json_start(&ts);
+            for round in 0..3000 {
+                let mut data = Vec::new();
+                for _ in 0..(next() % 8) {
+                    let len = match next() % 10 {
+                        0 => (next() % 400) as usize,
+                        _ => (next() % 40) as usize,
+                    };
+                    for _ in 0..len {
+                        data.push(match next() % 40 {
+                            0 => (next() % 0x20) as u8,
+                            1 => b'"',
+                            2 => b'\\',
+                            3 => 0xc3,
+                            4 => 0xa9,
+                            5 => 0xff,
+                            _ => b'a' + (next() % 26) as u8,
+                        });
+                    }
+                    data.retain(|&b| b != b'\n');
+                    data.push(b'\n');
+                }
+                // A line not ended yet, sometimes.
+                data.extend(std::iter::repeat_n(b'z', (next() % 3) as usize));
+                let whole = [5usize, 17, 64, 100, 1000][round % 5];
+                let max = whole + start.len() + 3;
+                let mut fast = b"x".to_vec();
+                let mut slow = b"x".to_vec();
+                let a = text_lines(&head.prefix, whole, &data, &mut fast);
+                let b = text_lines_portable(&head.prefix, whole, &data, &mut slow);
+                assert_eq!((a, &fast), (b, &slow), "text {data:?} {whole}");
+                assert_eq!(
+                    fast,
+                    head_records(&head, LogFormat::Text, &ts, b"x", &data[..a])
+                );
+                let mut fast = b"x".to_vec();
+                let mut slow = b"x".to_vec();
+                let a = json_lines(&start, whole, max, &data, &mut fast);
+                let b = json_lines_portable(&start, whole, max, &data, &mut slow);
+                assert_eq!((a, &fast), (b, &slow), "json {data:?} {whole}");
+                assert_eq!(
+                    fast,
+                    head_records(&head, LogFormat::Json, &ts, b"x", &data[..a])
+                );
+                // What stopped the loop: the end, a partial line, or a line
+                // too long for one record.
+                let rest = data.get(a..).expect("rest");
+                if let Some(nl) = memchr::memchr(b'\n', rest) {
+                    let line = rest.get(..nl).expect("line");
+                    let mut esc = Vec::new();
+                    escape_json(line, &mut esc);
+                    assert!(
+                        esc.len() > whole || start.len() + esc.len() + 3 > max,
+                        "{rest:?}"
+                    );
+                }
+            }
         }
     }
 }

@@ -44,6 +44,23 @@ impl Core {
                 ),
                 ..Reply::default()
             },
+            (
+                Command::Logs {
+                    name,
+                    follow,
+                    lines,
+                },
+                _,
+            ) => {
+                // The shell's rings, not the core's state: read there.
+                fx.push(Effect::ReadLogs {
+                    conn,
+                    service: name,
+                    lines,
+                    follow,
+                });
+                return None;
+            }
             (Command::Metrics {}, _) => Reply {
                 ok: true,
                 metrics: Some(self.metrics_text()),
@@ -439,6 +456,7 @@ fn answered_while_stopping(cmd: &Command) -> bool {
         Command::Status { .. }
         | Command::Health { .. }
         | Command::Metrics {}
+        | Command::Logs { .. }
         | Command::Reload {}
         | Command::Quit {} => true,
         Command::Start { .. }

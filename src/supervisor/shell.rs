@@ -106,6 +106,37 @@ pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Optio
 }
 
 /// What each service's `watch` lists, by service name.
+/// `ctl logs` on connection `conn`: an acknowledgement, then the lines (a
+/// reader that does not follow is closed once it has read them); or what
+/// to say instead.
+fn serve_logs(
+    ctl: &mut Server,
+    cfg: &Config,
+    conn: u64,
+    service: Option<&str>,
+    lines: usize,
+    follow: bool,
+) {
+    use crate::ctl::proto::Reply;
+    match output::answer(cfg, service, lines, follow) {
+        output::Answer::Read(reader) => {
+            ctl.reply(
+                conn,
+                &Reply {
+                    ok: true,
+                    ..Reply::default()
+                },
+            );
+            ctl.follow(conn, reader);
+        }
+        output::Answer::Say(text) => {
+            ctl.reply(conn, &Reply::ok(text));
+            ctl.close_after_replies(conn);
+        }
+        output::Answer::Refuse(text) => ctl.reply(conn, &Reply::error(text)),
+    }
+}
+
 pub(super) fn watch_groups(cfg: &Config) -> Vec<(String, Vec<std::path::PathBuf>)> {
     cfg.services
         .iter()
@@ -303,6 +334,16 @@ impl Shell<'_> {
                 }
                 if let Some(ctl) = &mut self.ctl {
                     ctl.reply(conn, &reply);
+                }
+            }
+            Effect::ReadLogs {
+                conn,
+                service,
+                lines,
+                follow,
+            } => {
+                if let Some(ctl) = &mut self.ctl {
+                    serve_logs(ctl, &self.cfg, conn, service.as_deref(), lines, follow);
                 }
             }
             Effect::Reload { conn } => {
@@ -557,8 +598,9 @@ impl Shell<'_> {
         if let Some(h) = &mut self.http {
             h.expire(now);
         }
+        let framing = crate::proc::record::Framing::of(&self.cfg.log);
         for l in self.limiters.values() {
-            l.borrow_mut().report_if_due(now);
+            l.borrow_mut().report_if_due(now, framing);
         }
         if job_deadline.is_some_and(|d| d <= now) {
             if let Some(j) = &mut self.job {

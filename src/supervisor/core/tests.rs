@@ -18,6 +18,8 @@ struct Sim {
     signals: Vec<(i32, Signal)>,
     probes: Vec<(ProbeId, String)>,
     replies: Vec<Reply>,
+    /// `ctl logs` reads asked of the shell, by service.
+    log_reads: Vec<Option<String>>,
     reloads: usize,
     /// The `retry` of each `Effect::Reconfigure`.
     reconfigures: Vec<bool>,
@@ -82,6 +84,7 @@ impl Sim {
             signals: Vec::new(),
             probes: Vec::new(),
             replies: Vec::new(),
+            log_reads: Vec::new(),
             reloads: 0,
             reconfigures: Vec::new(),
             exit: None,
@@ -126,6 +129,7 @@ impl Sim {
                     Effect::Hook { probe, spec, .. } => self.hooks.push((probe, spec.name.clone())),
                     Effect::Notify(m) => self.notes.push(m),
                     Effect::Reply { reply, .. } => self.replies.push(reply),
+                    Effect::ReadLogs { service, .. } => self.log_reads.push(service),
                     Effect::Reload { .. } => self.reloads += 1,
                     Effect::Reconfigure { retry, .. } => self.reconfigures.push(retry),
                     Effect::Exit(code) => self.exit = Some(code),
@@ -1695,4 +1699,41 @@ fn a_cron_run_handled_a_hair_before_its_wall_time_runs_once() {
     );
     sim.at(30_300);
     assert_eq!(sim.names_spawned(), ["tick"]);
+}
+
+#[test]
+fn logs_are_read_by_the_shell_for_a_known_service_or_everyone_even_while_stopping() {
+    let mut sim = Sim::config(&[svc("web")]);
+    let logs = |name: Option<&str>| Command::Logs {
+        name: name.map(str::to_string),
+        follow: true,
+        lines: 10,
+    };
+    let r = sim.ctl(logs(Some("nosuch")));
+    assert_eq!(r.error.as_deref(), Some("no such service: nosuch"));
+    assert!(sim.log_reads.is_empty());
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: logs(Some("web")),
+    });
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: logs(None),
+    });
+    assert_eq!(sim.log_reads, vec![Some("web".to_string()), None]);
+    assert!(
+        sim.replies.is_empty(),
+        "the shell answers: {:?}",
+        sim.replies
+    );
+    sim.ctl(Command::Quit {});
+    sim.feed(Input::Ctl {
+        conn: 1,
+        cmd: logs(None),
+    });
+    assert_eq!(
+        sim.log_reads.len(),
+        3,
+        "a stopping launcher still shows its logs"
+    );
 }

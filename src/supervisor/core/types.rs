@@ -175,6 +175,16 @@ pub enum Effect {
         conn: ConnId,
         reply: Reply,
     },
+    /// `ctl logs`: answer `conn` from the rings of captured output (the
+    /// last `lines` of `service`'s, or of every one's), then, with
+    /// `follow`, send it new lines as they come. No answer to the core: a
+    /// read of the shell's buffers, not a decision.
+    ReadLogs {
+        conn: ConnId,
+        service: Option<String>,
+        lines: usize,
+        follow: bool,
+    },
     /// Read the configuration again; answer with `Reloaded`.
     Reload {
         conn: Option<ConnId>,

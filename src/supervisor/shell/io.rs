@@ -53,7 +53,12 @@ impl Shell<'_> {
             };
             let framed = head.is_some();
             let (r, w) = output::pipe()?;
-            let mut reader = output::reader(r, dest, head);
+            let which = if err {
+                output::Stream::Stderr
+            } else {
+                output::Stream::Stdout
+            };
+            let mut reader = output::reader(r, dest, head).with_ring(&spec.name, which);
             if err {
                 let tail = tails.entry(spec.name.clone()).or_default().clone();
                 reader = reader.with_tail(tail);
@@ -374,7 +379,8 @@ impl Shell<'_> {
         let Some(r) = slot else {
             return output::Drained::Closed;
         };
-        let state = output::drain_into(r, budget, round);
+        let framing = crate::proc::record::Framing::of(&self.cfg.log);
+        let state = output::drain_into(r, budget, round, framing);
         if matches!(state, output::Drained::Closed) {
             *slot = None;
         }
@@ -543,7 +549,8 @@ impl Shell<'_> {
             }
         }
         for l in self.limiters.values() {
-            l.borrow_mut().report();
+            l.borrow_mut()
+                .report(crate::proc::record::Framing::of(&self.cfg.log));
         }
         if let Some(out) = &mut self.notify_target {
             out.give_up();

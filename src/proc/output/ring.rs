@@ -1,0 +1,601 @@
+//! `ctl logs` (README "Reading a service's output"): the last lines of
+//! each service's captured output (`prefix` and `file` streams) and of the
+//! launcher's own, each source in a ring bounded in bytes (`log.buffer`),
+//! and followers that read on at their own pace. A follower is a cursor
+//! into the rings, not a queue: a line is stored once however many follow,
+//! and one that reads slowly is not waited for — the lines that left the
+//! ring before it read them come back as one `… N lines skipped` line.
+//! Lines are kept as the service wrote them (no framing, no time stamp):
+//! the rings hold what the log holds, nothing more. Part of `output`.
+
+use crate::config::model::{self, Config, DEFAULT_LOG_BUFFER};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+/// What a chunk costs besides its bytes (counted against the bound, so
+/// that many one-line chunks do not grow memory past it).
+const CHUNK_COST: usize = 64;
+/// Lines pushed one after the other join the same chunk up to this size:
+/// fewer chunks, and a chunk is never grown large (nor copied when its
+/// first lines go: those are only skipped, `Chunk::start`).
+const CHUNK_JOIN: usize = 16 * 1024;
+
+/// Which output of its source a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// A line of the launcher's own, as its text log writes it.
+    Launcher,
+}
+
+/// Lines pushed together (one drain of one pipe): whole lines, each
+/// ending with a newline.
+struct Chunk {
+    /// Across every ring: the order in which chunks came.
+    order: u64,
+    /// The number of its first line in its ring.
+    first: u64,
+    lines: u64,
+    stream: Stream,
+    /// Its lines from `start` on (before: lines trimmed away).
+    data: Vec<u8>,
+    start: usize,
+}
+
+impl Chunk {
+    /// The bytes of the lines it holds.
+    fn len(&self) -> usize {
+        self.data.len() - self.start
+    }
+
+    /// Where line `seq` (of this chunk) starts in `data`.
+    fn offset(&self, seq: u64) -> usize {
+        let skip = seq.saturating_sub(self.first);
+        if skip == 0 {
+            return self.start;
+        }
+        let held = self.data.get(self.start..).unwrap_or_default();
+        memchr::memchr_iter(b'\n', held)
+            .nth(usize::try_from(skip - 1).unwrap_or(usize::MAX))
+            .map_or(self.data.len(), |i| self.start + i + 1)
+    }
+}
+
+#[derive(Default)]
+struct Ring {
+    chunks: VecDeque<Chunk>,
+    bytes: usize,
+    /// The number the next line will take.
+    next: u64,
+}
+
+impl Ring {
+    /// The number of the oldest line kept.
+    fn first(&self) -> u64 {
+        self.chunks.front().map_or(self.next, |c| c.first)
+    }
+
+    /// The chunk that holds line `seq`.
+    fn chunk_of(&self, seq: u64) -> Option<&Chunk> {
+        let i = self.chunks.partition_point(|c| c.first + c.lines <= seq);
+        self.chunks.get(i).filter(|c| c.first <= seq)
+    }
+
+    /// Drop the oldest lines until the ring holds at most `cap` bytes.
+    fn trim(&mut self, cap: usize) {
+        while self.bytes > cap {
+            let excess = self.bytes - cap;
+            let alone = self.chunks.len() == 1;
+            let Some(front) = self.chunks.front_mut() else {
+                self.bytes = 0;
+                return;
+            };
+            let cost = front.len() + CHUNK_COST;
+            if cost <= excess || alone && front.len() <= excess {
+                self.bytes -= cost.min(self.bytes);
+                self.chunks.pop_front();
+                continue;
+            }
+            // Part of it: its first lines, up to a line's end past `excess`
+            // (skipped, not moved).
+            let held = front.data.get(front.start..).unwrap_or_default();
+            let want = excess.min(held.len());
+            let cut = held
+                .get(want.saturating_sub(1)..)
+                .and_then(|t| memchr::memchr(b'\n', t))
+                .map_or(held.len(), |i| want.saturating_sub(1) + i + 1);
+            let gone = held
+                .get(..cut)
+                .map_or(0, |d| memchr::memchr_iter(b'\n', d).count()) as u64;
+            front.start += cut;
+            front.first += gone;
+            front.lines -= gone.min(front.lines);
+            self.bytes -= cut.min(self.bytes);
+            if front.lines == 0 {
+                self.bytes -= CHUNK_COST.min(self.bytes);
+                self.chunks.pop_front();
+            }
+        }
+    }
+}
+
+/// A ring's source: a service by name, or the launcher (`None`: any
+/// string may name a service).
+type Source = Option<String>;
+
+/// Every ring of the process.
+pub struct Logs {
+    /// Bytes kept per source (`log.buffer`); 0: none kept.
+    cap: usize,
+    rings: BTreeMap<Source, Ring>,
+    /// The order the next chunk takes.
+    order: u64,
+    /// Bumped at each push: a follower that saw it has nothing new.
+    version: u64,
+}
+
+static LOGS: OnceLock<Mutex<Logs>> = OnceLock::new();
+
+/// The rings of the process: the relay (the loop) and the launcher's
+/// logger (any thread) push into them, the control socket reads them.
+pub fn logs() -> MutexGuard<'static, Logs> {
+    LOGS.get_or_init(|| Mutex::new(Logs::new(DEFAULT_LOG_BUFFER)))
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
+impl Logs {
+    pub fn new(cap: usize) -> Logs {
+        Logs {
+            cap,
+            rings: BTreeMap::new(),
+            order: 0,
+            version: 0,
+        }
+    }
+
+    /// Keep at most `cap` bytes per source from now on (`log.buffer`, at
+    /// the start and at each reload); 0 drops every ring.
+    pub fn set_capacity(&mut self, cap: usize) {
+        self.cap = cap;
+        if cap == 0 {
+            self.rings.clear();
+        }
+        for r in self.rings.values_mut() {
+            r.trim(cap);
+        }
+    }
+
+    /// Are lines kept at all (`log.buffer` is not 0)?
+    pub fn enabled(&self) -> bool {
+        self.cap > 0
+    }
+
+    /// Keep a line of the launcher's own (as its text log writes it).
+    pub fn push_launcher(&mut self, line: &[u8]) {
+        self.push_to(None, Stream::Launcher, line);
+    }
+
+    /// Keep `data` (lines read from service `name`'s `stream`; a last line
+    /// without its newline is taken as ended there).
+    pub fn push(&mut self, name: &str, stream: Stream, data: &[u8]) {
+        self.push_to(Some(name), stream, data);
+    }
+
+    fn push_to(&mut self, name: Option<&str>, stream: Stream, data: &[u8]) {
+        if self.cap == 0 || data.is_empty() {
+            return;
+        }
+        // Only what the ring can hold: the last lines of `data` (or the
+        // end of one line too long for it).
+        let room = self.cap.saturating_sub(CHUNK_COST + 1);
+        let mut data = data;
+        if data.len() > room {
+            let from = data.len() - room;
+            let start = data
+                .get(from..)
+                .and_then(|t| memchr::memchr(b'\n', t))
+                .map_or(from, |i| from + i + 1);
+            data = data.get(start..).unwrap_or_default();
+            if data.is_empty() {
+                return;
+            }
+        }
+        let lines = memchr::memchr_iter(b'\n', data).count() as u64
+            + u64::from(data.last() != Some(&b'\n'));
+        let key = name.map(str::to_string);
+        let ring = self.rings.entry(key).or_default();
+        let latest = self.order.checked_sub(1);
+        let chunk = match ring.chunks.back_mut() {
+            // Nothing came anywhere since this ring's last chunk: one more
+            // piece of it.
+            Some(c)
+                if Some(c.order) == latest
+                    && c.stream == stream
+                    && c.data.len() + data.len() <= CHUNK_JOIN =>
+            {
+                c
+            }
+            _ => {
+                ring.chunks.push_back(Chunk {
+                    order: self.order,
+                    first: ring.next,
+                    lines: 0,
+                    stream,
+                    data: Vec::new(),
+                    start: 0,
+                });
+                ring.bytes += CHUNK_COST;
+                self.order += 1;
+                match ring.chunks.back_mut() {
+                    Some(c) => c,
+                    None => return,
+                }
+            }
+        };
+        chunk.data.extend_from_slice(data);
+        if data.last() != Some(&b'\n') {
+            chunk.data.push(b'\n');
+        }
+        chunk.lines += lines;
+        ring.next += lines;
+        ring.bytes += data.len() + usize::from(data.last() != Some(&b'\n'));
+        ring.trim(self.cap);
+        self.version += 1;
+    }
+
+    /// A reader of service `name`'s lines (every service's and the
+    /// launcher's with `None`), placed before the last `n` of them; with
+    /// `follow`, it reads on as lines come, else up to what is there now.
+    pub fn follower(&self, name: Option<&str>, n: usize, follow: bool) -> Follower {
+        let mut cursors = HashMap::new();
+        let n = n as u64;
+        match name {
+            Some(name) => {
+                let key = Some(name.to_string());
+                if let Some(r) = self.rings.get(&key) {
+                    cursors.insert(key, r.next.saturating_sub(n).max(r.first()));
+                }
+            }
+            None => {
+                // The newest `n` lines across the rings, by the order
+                // their chunks came in.
+                let mut chunks: Vec<(u64, &Source, u64, u64)> = self
+                    .rings
+                    .iter()
+                    .flat_map(|(name, r)| {
+                        cursors.insert(name.clone(), r.next);
+                        r.chunks
+                            .iter()
+                            .map(move |c| (c.order, name, c.first, c.lines))
+                    })
+                    .collect();
+                chunks.sort_unstable_by_key(|c| std::cmp::Reverse(c.0));
+                let mut left = n;
+                for (_, name, first, lines) in chunks {
+                    if left == 0 {
+                        break;
+                    }
+                    let take = left.min(lines);
+                    cursors.insert(name.clone(), first + lines - take);
+                    left -= take;
+                }
+            }
+        }
+        let until = (!follow).then(|| {
+            self.scope(name)
+                .map(|(source, r)| (source.clone(), r.next))
+                .collect()
+        });
+        Follower {
+            name: name.map(str::to_string),
+            until,
+            cursors,
+            seen: None,
+        }
+    }
+
+    /// Lines `f` has not read yet, `… N lines skipped` first when some
+    /// left the rings before it read them, into `out` until it holds
+    /// `max` bytes or more (a line is never cut). With a name, the lines as
+    /// they are; else each after its source's prefix (`web | `, `web ! `;
+    /// the launcher's lines as they are).
+    /// `true`: a follower that does not follow has read all it will.
+    pub fn read(&self, f: &mut Follower, out: &mut Vec<u8>, max: usize) -> bool {
+        f.seen = Some(self.version);
+        let mut skipped = 0u64;
+        let mut wrote_marker = false;
+        while out.len() < max {
+            // The next chunk `f` has lines of, the oldest across rings.
+            let mut next: Option<(&Source, &Chunk)> = None;
+            for (name, r) in self.scope(f.name.as_deref()) {
+                let cur = f.cursors.get(name).copied().unwrap_or_else(|| r.first());
+                let cur = if cur < r.first() {
+                    skipped += r.first() - cur;
+                    f.cursors.insert(name.clone(), r.first());
+                    r.first()
+                } else {
+                    cur
+                };
+                if cur >= f.end(name) {
+                    continue;
+                }
+                if let Some(c) = r.chunk_of(cur) {
+                    if next.is_none_or(|(_, n)| c.order < n.order) {
+                        next = Some((name, c));
+                    }
+                }
+            }
+            if skipped > 0 && !wrote_marker {
+                out.extend_from_slice(format!("… {skipped} lines skipped\n").as_bytes());
+                wrote_marker = true;
+            }
+            let Some((name, c)) = next else { break };
+            let cur = f.cursors.get(name).copied().unwrap_or(c.first).max(c.first);
+            let label = name.as_deref().unwrap_or("mc-launcher");
+            let prefix = match (&f.name, c.stream) {
+                (Some(_), _) | (None, Stream::Launcher) => Vec::new(),
+                (None, Stream::Stdout) => format!("{label} | ").into_bytes(),
+                (None, Stream::Stderr) => format!("{label} ! ").into_bytes(),
+            };
+            let mut at = c.offset(cur);
+            let mut seq = cur;
+            let stop = (c.first + c.lines).min(f.end(name));
+            while seq < stop && out.len() < max {
+                let rest = c.data.get(at..).unwrap_or_default();
+                let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+                out.extend_from_slice(&prefix);
+                out.extend_from_slice(rest.get(..end).unwrap_or_default());
+                at += end;
+                seq += 1;
+            }
+            f.cursors.insert(name.clone(), seq);
+        }
+        f.until.is_some()
+            && self
+                .scope(f.name.as_deref())
+                .all(|(name, r)| f.cursors.get(name).copied().unwrap_or(r.first()) >= f.end(name))
+    }
+
+    /// Has `f` lines to read (or skipped ones to hear of)?
+    pub fn has_news(&self, f: &Follower) -> bool {
+        f.seen != Some(self.version)
+    }
+
+    /// The rings a follower of `name` reads (every one for `None`).
+    fn scope<'a>(&'a self, name: Option<&'a str>) -> impl Iterator<Item = (&'a Source, &'a Ring)> {
+        self.rings
+            .iter()
+            .filter(move |(n, _)| name.is_none_or(|want| n.as_deref() == Some(want)))
+    }
+}
+
+/// What `ctl logs` answers.
+#[derive(Debug)]
+pub enum Answer {
+    /// The lines: what the follower reads (the last `-n`, then, with
+    /// `-f`, new ones as they come).
+    Read(Follower),
+    /// Nothing to read, and why (`inherit`: not through the launcher).
+    Say(String),
+    /// A request that cannot be served.
+    Refuse(String),
+}
+
+/// `ctl logs [NAME] [-n LINES] [-f]` on a launcher running `cfg`.
+pub fn answer(cfg: &Config, name: Option<&str>, lines: usize, follow: bool) -> Answer {
+    let logs = logs();
+    if let Some(name) = name {
+        let Some(spec) = cfg.services.iter().find(|s| s.name == name) else {
+            return Answer::Refuse(format!("no such service: {name}"));
+        };
+        let kept = |s: &model::Stream| matches!(s, model::Stream::Prefix | model::Stream::File(_));
+        if !kept(&spec.stdout) && !kept(&spec.stderr) {
+            let inherit = [&spec.stdout, &spec.stderr]
+                .iter()
+                .any(|s| matches!(s, model::Stream::Inherit));
+            return Answer::Say(if inherit {
+                format!(
+                    "{name}: its output goes straight to the container's stdout and \
+                     stderr (inherit), not through the launcher: see `docker logs`"
+                )
+            } else {
+                format!("{name}: its output is discarded (null)")
+            });
+        }
+    }
+    if !logs.enabled() {
+        return Answer::Say("no output is kept (log.buffer: 0)".into());
+    }
+    Answer::Read(logs.follower(name, lines, follow))
+}
+
+/// A reader of the rings (`ctl logs`, `ctl logs -f`): where it is in each.
+#[derive(Debug, Clone)]
+pub struct Follower {
+    /// One service, or every source.
+    name: Option<String>,
+    /// Not following: where each ring ended when it began (a ring not
+    /// there then is not read).
+    until: Option<HashMap<Source, u64>>,
+    /// The number of the next line to read, per ring (a ring not here yet
+    /// is read from its oldest line: it began after the follower).
+    cursors: HashMap<Source, u64>,
+    /// The version of the rings it last read.
+    seen: Option<u64>,
+}
+
+impl Follower {
+    /// The number of the line of `source` it stops before.
+    fn end(&self, source: &Source) -> u64 {
+        match &self.until {
+            None => u64::MAX,
+            Some(until) => until.get(source).copied().unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(logs: &Logs, f: &mut Follower) -> String {
+        let mut out = Vec::new();
+        logs.read(f, &mut out, usize::MAX);
+        String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn without_follow_a_reader_stops_at_what_was_there() {
+        let mut l = Logs::new(1024);
+        l.push("web", Stream::Stdout, b"a\nb\n");
+        let mut f = l.follower(Some("web"), 10, false);
+        l.push("web", Stream::Stdout, b"c\n");
+        l.push("db", Stream::Stdout, b"x\n");
+        let mut out = Vec::new();
+        assert!(l.read(&mut f, &mut out, usize::MAX));
+        assert_eq!(out, b"a\nb\n");
+        let mut f = l.follower(None, 10, false);
+        l.push("new", Stream::Stdout, b"late\n");
+        let mut out = Vec::new();
+        assert!(!l.read(&mut f, &mut out, 4), "stops at max first");
+        assert!(l.read(&mut f, &mut out, usize::MAX));
+        assert_eq!(out, b"web | a\nweb | b\nweb | c\ndb | x\n");
+        // Following, it is never done.
+        let mut f = l.follower(Some("web"), 1, true);
+        let mut out = Vec::new();
+        assert!(!l.read(&mut f, &mut out, usize::MAX));
+        assert_eq!(out, b"c\n");
+    }
+
+    #[test]
+    fn the_last_n_lines_of_one_source_as_they_were_written() {
+        let mut l = Logs::new(1024);
+        l.push("web", Stream::Stdout, b"one\ntwo\n");
+        l.push("db", Stream::Stdout, b"other\n");
+        l.push("web", Stream::Stderr, b"three\nfour");
+        // (n, want)
+        let rows: &[(usize, &str)] = &[
+            (0, ""),
+            (1, "four\n"),
+            (3, "two\nthree\nfour\n"),
+            (100, "one\ntwo\nthree\nfour\n"),
+        ];
+        for (n, want) in rows {
+            let mut f = l.follower(Some("web"), *n, true);
+            assert_eq!(read_all(&l, &mut f), *want, "n={n}");
+        }
+        let mut f = l.follower(Some("nobody"), 10, true);
+        assert_eq!(read_all(&l, &mut f), "");
+    }
+
+    #[test]
+    fn every_source_merges_in_arrival_order_with_prefixes() {
+        let mut l = Logs::new(1024);
+        l.push("web", Stream::Stdout, b"w1\n");
+        l.push_launcher(b"mc-launcher: note\n");
+        l.push("db", Stream::Stderr, b"d1\nd2\n");
+        l.push("web", Stream::Stdout, b"w2\n");
+        let mut f = l.follower(None, 100, true);
+        assert_eq!(
+            read_all(&l, &mut f),
+            "web | w1\nmc-launcher: note\ndb ! d1\ndb ! d2\nweb | w2\n"
+        );
+        let mut f = l.follower(None, 3, true);
+        assert_eq!(read_all(&l, &mut f), "db ! d1\ndb ! d2\nweb | w2\n");
+        let mut f = l.follower(None, 2, true);
+        assert_eq!(read_all(&l, &mut f), "db ! d2\nweb | w2\n");
+    }
+
+    #[test]
+    fn a_follower_reads_new_lines_once_and_hears_of_what_it_missed() {
+        let mut l = Logs::new(40 + CHUNK_COST);
+        l.push("web", Stream::Stdout, b"a\n");
+        let mut f = l.follower(Some("web"), 10, true);
+        assert!(l.has_news(&f));
+        assert_eq!(read_all(&l, &mut f), "a\n");
+        assert!(!l.has_news(&f));
+        assert_eq!(read_all(&l, &mut f), "");
+        l.push("web", Stream::Stdout, b"b\n");
+        assert!(l.has_news(&f));
+        assert_eq!(read_all(&l, &mut f), "b\n");
+        // 30 lines of 4 bytes while it does not read: the ring keeps 10.
+        for i in 0..30 {
+            l.push("web", Stream::Stdout, format!("{i:03}\n").as_bytes());
+        }
+        let got = read_all(&l, &mut f);
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.first().copied(), Some("… 20 lines skipped"), "{got}");
+        assert_eq!(lines.last().copied(), Some("029"), "{got}");
+        assert_eq!(lines.len(), 11, "{got}");
+    }
+
+    #[test]
+    fn reads_stop_near_max_between_lines() {
+        let mut l = Logs::new(1 << 20);
+        for i in 0..100 {
+            l.push("web", Stream::Stdout, format!("line {i:03}\n").as_bytes());
+        }
+        let mut f = l.follower(Some("web"), 1000, true);
+        let mut all = String::new();
+        loop {
+            let mut out = Vec::new();
+            l.read(&mut f, &mut out, 100);
+            if out.is_empty() {
+                break;
+            }
+            assert!(out.len() < 100 + 9, "{}", out.len());
+            assert!(out.ends_with(b"\n"));
+            all.push_str(std::str::from_utf8(&out).expect("utf-8"));
+        }
+        let want: String = (0..100).map(|i| format!("line {i:03}\n")).collect();
+        assert_eq!(all, want);
+    }
+
+    #[test]
+    fn rings_stay_within_their_bound() {
+        let mut next = crate::proc::xorshift(0x5eed_1234_abcd_0001);
+        let cap = 4096;
+        let mut l = Logs::new(cap);
+        let mut last = String::new();
+        for i in 0..2000 {
+            let n = (next() % 200) as usize;
+            let line = format!("{i}:{}\n", "x".repeat(n));
+            let stream = if next().is_multiple_of(2) {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            l.push("web", stream, line.as_bytes());
+            if next().is_multiple_of(7) {
+                l.push("db", Stream::Stdout, b"tick\n");
+            }
+            last = line;
+            let r = l.rings.get(&Some("web".to_string())).expect("ring");
+            assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
+            let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
+            assert_eq!(real, r.bytes);
+            let lines: u64 = r.chunks.iter().map(|c| c.lines).sum();
+            assert_eq!(lines, r.next - r.first());
+        }
+        let mut f = l.follower(Some("web"), 1, true);
+        assert_eq!(read_all(&l, &mut f), last);
+        // A line longer than the ring: its end is kept as a line.
+        l.push("web", Stream::Stdout, "y".repeat(10_000).as_bytes());
+        let mut f = l.follower(Some("web"), 1, true);
+        let got = read_all(&l, &mut f);
+        assert!(got.len() <= cap && got.ends_with("y\n"), "{}", got.len());
+    }
+
+    #[test]
+    fn a_zero_buffer_keeps_nothing() {
+        let mut l = Logs::new(1024);
+        l.push("web", Stream::Stdout, b"a\n");
+        l.set_capacity(0);
+        assert!(!l.enabled());
+        l.push("web", Stream::Stdout, b"b\n");
+        let mut f = l.follower(None, 10, true);
+        assert_eq!(read_all(&l, &mut f), "");
+    }
+}
