@@ -284,7 +284,7 @@ impl Core {
     pub fn summary(&self) -> Vec<String> {
         self.svcs
             .values()
-            .filter(|s| s.status != Status::Retired && s.role != Role::Job)
+            .filter(|s| s.status != Status::Retired)
             .map(summary_line)
             .collect()
     }

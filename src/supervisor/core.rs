@@ -98,6 +98,8 @@ pub(super) struct Svc {
     pub job: Option<super::jobs::Job>,
     /// A watched file changed: act then (`watch.debounce`).
     pub watch_due: Option<Instant>,
+    /// A step's timeout and end (`Role::Step`).
+    pub step: Option<super::steps::StepRun>,
 }
 
 impl Svc {
@@ -256,6 +258,24 @@ impl Core {
         core
     }
 
+    /// A core that runs one prepare step alone (README "The prepare
+    /// phase"): its end goes out as `Effect::StepEnded`, then `Exit`.
+    pub fn for_step(job: &crate::proc::Job) -> Core {
+        let mut core = Core::new(
+            Vec::new(),
+            CoreOptions {
+                shutdown_timeout: super::steps::STEP_GRACE,
+                can_reload: false,
+                seed: 1,
+                drain: Duration::ZERO,
+                notify_self: false,
+                can_reconfigure: false,
+            },
+        );
+        core.add_step(job, true);
+        core
+    }
+
     /// Handle one input; the effects are the shell's to carry out, in order.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
@@ -263,6 +283,7 @@ impl Core {
             Input::Tick => self.tick(now, &mut fx),
             Input::Exited { pid, exit, oom } => {
                 if let Some(id) = self.pids.remove(&pid) {
+                    self.step_exited(id, pid, &mut fx);
                     self.note_exit(id, exit, oom, now, &mut fx);
                     self.proc_event(id, Event::Exited(exit), now, &mut fx);
                 }
@@ -335,6 +356,7 @@ impl Core {
             consider(self.warmup_until);
             consider(self.probe_deadlines());
             consider(self.job_deadlines());
+            consider(self.step_deadlines());
         }
         if let Some(st) = &self.stopping {
             if !st.killed {
@@ -342,21 +364,7 @@ impl Core {
             }
         }
         consider(self.drain_deadline());
-        consider(self.reconf.as_ref().and_then(|r| r.deadline));
         at
-    }
-
-    /// Stop on the shell's own request (a job past its timeout): no
-    /// signal to report, the stop as in README "Stopping".
-    pub fn stop_now(&mut self, now: Instant) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        self.begin_stop(None, Cause::Requested("timeout".into()), now, &mut fx);
-        self.settle(now, &mut fx);
-        fx
-    }
-
-    pub(super) fn is_job(&self) -> bool {
-        self.svcs.values().any(|s| s.role == Role::Job)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -414,6 +422,7 @@ impl Core {
             stop_sent: false,
             job,
             watch_due: None,
+            step: None,
         };
         self.svcs.insert(id, svc);
     }
@@ -475,7 +484,9 @@ impl Core {
         if self.warmup_until.is_some_and(|w| w <= now) {
             self.warmup_until = None;
         }
-        self.step_timeouts(now, fx);
+        if self.stopping.is_none() {
+            self.step_timeouts(now, fx);
+        }
         let overdue = self
             .stopping
             .as_ref()
@@ -491,7 +502,8 @@ impl Core {
     pub(super) fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
         let short = crate::signals::short_name(sig);
         match sig {
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.is_job() => {
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.step_alone() => {
+                self.step_interrupted(sig);
                 if self.stopping.is_some() {
                     self.kill_all(now, fx); // a second signal: now
                 } else {

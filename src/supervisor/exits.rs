@@ -90,18 +90,8 @@ impl Core {
         if svc.status == Status::Retired {
             return;
         }
-        if svc.role == Role::Job {
-            self.main_exit = exit.map(Exit::status);
-            self.begin_stop(None, Cause::MainEnded, now, fx);
-            return;
-        }
         if svc.role == Role::Step {
-            let end = match exit {
-                Some(Exit::Code(0)) => Ok(()),
-                Some(e) => Err(e.to_string()),
-                None => Err("stopped".to_string()),
-            };
-            self.step_ended(s, end, now, fx);
+            self.step_ended(s, Ok(exit), now, fx);
             return;
         }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
@@ -133,11 +123,6 @@ impl Core {
         if svc.job.is_some() {
             log::error!("{}: the run could not start: {reason}", svc.name());
             self.job_ended(s, Err(reason), now, fx);
-            return;
-        }
-        if svc.role == Role::Job {
-            svc.status = Status::Failed(reason);
-            self.begin_stop(Some(EXIT_FAILURE), Cause::MainEnded, now, fx);
             return;
         }
         if svc.role == Role::Step {

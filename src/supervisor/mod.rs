@@ -3,7 +3,7 @@
 //!
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
-//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`,
+//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`, `steps`,
 //!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
 //!   service and the whole launcher, pure:
 //!   `Core::handle(Input, now) -> Vec<Effect>`.
@@ -23,6 +23,7 @@ mod reload;
 mod shell;
 pub(crate) mod start;
 
+mod steps;
 mod stop;
 
 use crate::config::model::{Config, Service};
@@ -149,7 +150,8 @@ pub fn run(
         inputs: VecDeque::new(),
         exit: None,
         probe_names: Default::default(),
-        job: None,
+        step_run: false,
+        step_end: None,
         tails: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
@@ -167,31 +169,11 @@ pub fn run(
     shell.run()
 }
 
-/// How long a prepare step's group gets between TERM and KILL (a live
-/// reconfigure's steps too).
-const STEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Run one prepare step through the same core and loop as the services:
 /// its own process group, output prefixed by its name, stopped (TERM, then
-/// KILL after a grace) at its timeout or when a stop signal arrives.
+/// KILL after `STEP_GRACE`) at its timeout or when a stop signal arrives
+/// (the core's `steps.rs`); what it left in its group is killed at its end.
 pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, Vec<String>) {
-    let mut spec = Service::new(&job.name, job.argv.clone());
-    spec.respawn = false;
-    spec.stdout = crate::config::model::Stream::Prefix;
-    spec.stderr = crate::config::model::Stream::Prefix;
-    spec.graceful_timeout = STEP_GRACE;
-    spec.env = job.env.iter().cloned().collect();
-    let core = core::Core::new(
-        vec![(spec, Role::Job)],
-        core::CoreOptions {
-            shutdown_timeout: STEP_GRACE,
-            can_reload: false,
-            seed: 1,
-            drain: std::time::Duration::ZERO,
-            notify_self: false,
-            can_reconfigure: false,
-        },
-    );
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
@@ -204,7 +186,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
     let mut shell = shell::Shell {
         http: None,
         ctl: None,
-        core,
+        core: core::Core::for_step(&job),
         cfg: cfg.clone(),
         signals,
         readers: Vec::new(),
@@ -218,11 +200,8 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         inputs: VecDeque::new(),
         exit: None,
         probe_names: Default::default(),
-        job: Some(shell::JobWatch {
-            name: job.name.clone(),
-            deadline: job.timeout.map(|t| std::time::Instant::now() + t),
-            ..Default::default()
-        }),
+        step_run: true,
+        step_end: None,
         tails: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
@@ -239,15 +218,14 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         svc_watch: None,
     };
     shell.run();
-    let Some(j) = shell.job.take() else {
-        return (JobEnd::NotStarted("lost".into()), Vec::new());
-    };
-    let end = match (j.timed_out, j.interrupted, j.not_started, j.exit) {
-        (true, _, _, _) => JobEnd::TimedOut,
-        (_, Some(sig), _, _) => JobEnd::Interrupted(sig),
-        (_, _, Some(why), _) => JobEnd::NotStarted(why),
-        (_, _, _, Some(exit)) => JobEnd::Exited(exit),
-        _ => JobEnd::NotStarted("ended without an exit status".into()),
-    };
-    (end, j.tail)
+    let end = shell
+        .step_end
+        .take()
+        .unwrap_or_else(|| JobEnd::NotStarted("ended without an exit status".into()));
+    let tail = shell
+        .tails
+        .get(&job.name)
+        .map(|t| t.borrow().lines())
+        .unwrap_or_default();
+    (end, tail)
 }

@@ -66,7 +66,9 @@ pub(super) struct Shell<'a> {
     /// The service of each probe in flight, for the log.
     pub probe_names: std::collections::HashMap<u64, String>,
     /// Running one prepare step rather than the services.
-    pub job: Option<JobWatch>,
+    pub step_run: bool,
+    /// How that step ended (`Effect::StepEnded`).
+    pub step_end: Option<crate::proc::JobEnd>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
     /// The rate limit of each service's output (`log.rate_limit`).
@@ -113,20 +115,6 @@ pub(super) fn watch_groups(cfg: &Config) -> Vec<(String, Vec<std::path::PathBuf>
         .collect()
 }
 
-/// What the shell follows of a job (a prepare step).
-#[derive(Default)]
-pub(super) struct JobWatch {
-    pub name: String,
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-    pub interrupted: Option<Signal>,
-    pub pid: Option<i32>,
-    pub exit: Option<Exit>,
-    pub not_started: Option<String>,
-    /// Its last stderr lines.
-    pub tail: Vec<String>,
-}
-
 /// After a job's end, how long its output may still come (a descendant in
 /// another process group may hold the pipe open).
 const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
@@ -168,7 +156,7 @@ impl Shell<'_> {
                 output::writer().start();
             }
             if let Some(code) = self.exit {
-                if self.job.is_some() {
+                if self.step_run {
                     self.finish_job();
                     return code;
                 }
@@ -183,7 +171,7 @@ impl Shell<'_> {
     /// spawn (one read), so a burst of thousands yields to SIGTERM between
     /// two spawns, not after all of them.
     fn stop_pending(&mut self) -> bool {
-        if self.job.is_some() {
+        if self.step_run {
             return false;
         }
         if self.stop_queued || self.core.is_stopping() {
@@ -245,23 +233,13 @@ impl Shell<'_> {
                     return;
                 }
                 let input = match self.spawn_service(&spec, index, None) {
-                    Ok(pid) => {
-                        if let Some(j) = &mut self.job {
-                            j.pid = Some(pid);
-                        }
-                        Input::Spawned { proc, pid }
-                    }
-                    Err(e) => {
-                        if let Some(j) = &mut self.job {
-                            j.not_started = Some(e.reason.clone());
-                        }
-                        Input::SpawnFailed {
-                            proc,
-                            reason: e.reason,
-                            status: e.status,
-                            retry: e.retry,
-                        }
-                    }
+                    Ok(pid) => Input::Spawned { proc, pid },
+                    Err(e) => Input::SpawnFailed {
+                        proc,
+                        reason: e.reason,
+                        status: e.status,
+                        retry: e.retry,
+                    },
                 };
                 self.inputs.push_back(input);
             }
@@ -337,6 +315,7 @@ impl Shell<'_> {
                 self.reconf_watch = None;
                 self.svc_watch = None;
             }
+            Effect::StepEnded { name: _, end } => self.step_end = Some(end),
             Effect::Exit(code) => self.exit = Some(code),
             Effect::Hook {
                 probe,
@@ -360,11 +339,6 @@ impl Shell<'_> {
 
     fn wait_and_gather(&mut self) {
         let now = Instant::now();
-        let job_deadline = self
-            .job
-            .as_ref()
-            .filter(|j| !j.timed_out && !self.core.is_stopping())
-            .and_then(|j| j.deadline);
         let hold = if self.readers.iter().any(Option::is_some) {
             output::writer().hold(now)
         } else {
@@ -377,7 +351,6 @@ impl Shell<'_> {
             self.reconf_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
             self.http.as_ref().and_then(HttpServer::next_deadline),
-            job_deadline,
             self.notify_target
                 .as_ref()
                 .and_then(crate::proc::notify::Outbox::next_deadline),
@@ -553,15 +526,6 @@ impl Shell<'_> {
         }
         for l in self.limiters.values() {
             l.borrow_mut().report_if_due(now);
-        }
-        if job_deadline.is_some_and(|d| d <= now) {
-            if let Some(j) = &mut self.job {
-                j.timed_out = true;
-                log::warn!("{}: timed out: stopping the step", j.name);
-            }
-            for e in self.core.stop_now(now) {
-                self.apply(e, now);
-            }
         }
         if self.keys_due.is_some_and(|t| t <= now) {
             self.keys_due = None;

@@ -118,6 +118,7 @@ impl Core {
         };
         svc.status = Status::Started;
         svc.ready = Core::arm_readiness(&svc.spec, now);
+        self.arm_step(s, now);
     }
 
     /// Start the idle processes of a started service, within `budget`.

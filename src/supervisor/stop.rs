@@ -37,7 +37,7 @@ impl Core {
         let with_hooks: Vec<(std::sync::Arc<Service>, Vec<String>, Duration)> = self
             .svcs
             .values()
-            .filter(|s| s.live() && s.status != Status::Retired && s.role != Role::Job)
+            .filter(|s| s.live() && s.status != Status::Retired && s.role != Role::Step)
             .filter_map(|s| {
                 let h = s.spec.pre_stop.as_ref()?;
                 Some((s.spec.clone(), h.argv.clone(), h.timeout))

@@ -25,12 +25,10 @@ pub enum Role {
     Main,
     /// The launcher's own sshd, derived from `ssh:` (README "SSH keys").
     Sshd,
-    /// A one-shot prepare step run through the same loop: its end ends
-    /// the run, quietly.
-    Job,
-    /// A `salt` or `command` step of a live reconfigure (README "Live
-    /// reconfigure"): a child of this loop, whose end moves the
-    /// reconfigure on.
+    /// A one-shot step (`steps.rs`): a prepare step run alone through
+    /// the same loop, whose end ends the run, or a `salt` or `command`
+    /// step of a live reconfigure (README "Live reconfigure"), whose end
+    /// moves the reconfigure on.
     Step,
 }
 
@@ -188,6 +186,11 @@ pub enum Effect {
     },
     /// A stop has begun (close watches; notify).
     StopBegan,
+    /// A step run alone (a prepare step) ended, and how: the run ends.
+    StepEnded {
+        name: String,
+        end: crate::proc::JobEnd,
+    },
     /// Everything has ended: the launcher exits with this status.
     Exit(i32),
 }
