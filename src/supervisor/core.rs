@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 /// signal arriving during a start of thousands is read between batches.
 pub const SPAWN_BATCH: usize = 64;
 
+mod state;
 mod types;
+pub(super) use self::state::*;
 pub use self::types::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,11 +97,11 @@ pub(super) struct Svc {
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
     /// A scheduled job's runs (README "Scheduled jobs").
-    pub job: Option<super::jobs::Job>,
+    pub job: Option<Job>,
     /// A watched file changed: act then (`watch.debounce`).
     pub watch_due: Option<Instant>,
     /// A step's timeout and end (`Role::Step`).
-    pub step: Option<super::steps::StepRun>,
+    pub step: Option<StepRun>,
 }
 
 impl Svc {
@@ -196,7 +198,7 @@ pub struct Core {
     /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
     pub(super) can_reconfigure: bool,
     /// The live reconfigure in progress.
-    pub(super) reconf: Option<super::live::Live>,
+    pub(super) reconf: Option<Live>,
     /// Asked again while one ran: the connections that wait for the next
     /// one, and whether one is due at all.
     pub(super) reconf_again: Option<Vec<ConnId>>,
@@ -264,7 +266,7 @@ impl Core {
         let mut core = Core::new(
             Vec::new(),
             CoreOptions {
-                shutdown_timeout: super::steps::STEP_GRACE,
+                shutdown_timeout: STEP_GRACE,
                 can_reload: false,
                 seed: 1,
                 drain: Duration::ZERO,
@@ -399,10 +401,10 @@ impl Core {
         for i in 0..scale {
             procs.push(self.new_slot(id, i));
         }
-        let job = spec.schedule.is_some().then(super::jobs::Job::default);
+        let job = spec.schedule.is_some().then(Job::default);
         let mut policy = Policy::from_service(&spec);
         if job.is_some() {
-            super::jobs::job_policy(&mut policy);
+            job_policy(&mut policy);
         }
         let svc = Svc {
             policy,

@@ -14,44 +14,7 @@ use crate::config::model::{OnChange, Service, When};
 use crate::ctl::proto::{JobRuns, JobState};
 use crate::proc::exit::Exit;
 use crate::units::fmt_duration;
-use std::time::{Duration, Instant};
-
-/// How runs of a job ended (`mc_job_runs_total{result}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunCounts {
-    pub ok: u64,
-    pub failed: u64,
-    pub timeout: u64,
-    pub skipped: u64,
-}
-
-/// The run in progress.
-#[derive(Debug, Clone)]
-pub(super) struct Run {
-    /// The services this run stopped, started again after it.
-    pub paused: Vec<String>,
-    /// The job's process was asked for (the paused ones are down).
-    pub spawned: bool,
-    pub started: Instant,
-    /// Stopped when still running then (`timeout`).
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-}
-
-/// What the core knows of a scheduled job.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Job {
-    /// The next run is worked out (at the first settle: it needs `now`).
-    pub armed: bool,
-    pub next_at: Option<Instant>,
-    /// The same on the wall clock (seconds since the epoch).
-    pub next_wall: Option<f64>,
-    pub run: Option<Run>,
-    pub last_run: Option<f64>,
-    pub last_exit: Option<String>,
-    pub last_result: Option<&'static str>,
-    pub counts: RunCounts,
-}
+use std::time::Instant;
 
 /// A wall clock that is off by more than this from where the monotonic
 /// deadline lands (a clock set back, a suspend) is believed.
@@ -533,11 +496,4 @@ impl Core {
             },
         })
     }
-}
-
-/// A job's process: never respawned by the machine (the schedule starts it).
-pub(super) fn job_policy(p: &mut super::machine::Policy) {
-    p.respawn = false;
-    p.max_retry = Some(0);
-    p.min_uptime = Duration::ZERO;
 }

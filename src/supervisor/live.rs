@@ -10,23 +10,9 @@ use super::core::*;
 use super::machine::Event;
 use crate::config::model::OnReconfigure;
 use crate::ctl::proto::{ReconfigureState, Reply};
-use crate::proc::Job;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::Instant;
-
-/// A live reconfigure in progress: its process steps.
-#[derive(Debug)]
-pub(super) struct Live {
-    pub conns: Vec<ConnId>,
-    pub changed: Vec<String>,
-    pub retry: bool,
-    pub steps: VecDeque<Job>,
-    /// The step that runs (a `Step` service of the core: its timeout and
-    /// end are `steps.rs`'s): its service id and name.
-    pub running: Option<(u32, String)>,
-    pub ran: Vec<String>,
-}
 
 impl Core {
     /// A reconfigure is asked for: now, or after the one that runs.

@@ -13,25 +13,6 @@ use crate::proc::{Job, JobEnd};
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 
-/// How long a step's group gets between TERM and KILL (a prepare step's
-/// and a live reconfigure's alike).
-pub const STEP_GRACE: Duration = Duration::from_secs(3);
-
-/// What the core follows of a running step.
-#[derive(Debug, Clone, Default)]
-pub(super) struct StepRun {
-    /// The step is the whole run (a prepare step): its end ends it and
-    /// goes out as `Effect::StepEnded`. Otherwise it belongs to the live
-    /// reconfigure in progress.
-    pub alone: bool,
-    pub timeout: Option<Duration>,
-    /// Stopped when it runs past this (armed when it starts).
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-    /// A stop signal arrived while it ran alone.
-    pub interrupted: Option<Signal>,
-}
-
 /// The service that runs a step: one process, never respawned, its output
 /// prefixed by the step's name.
 pub fn step_service(job: &Job) -> Service {

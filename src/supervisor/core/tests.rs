@@ -1566,7 +1566,6 @@ fn a_cron_run_handled_a_hair_before_its_wall_time_runs_once() {
 // ----- steps: a prepare step alone, a live reconfigure's step ---------------
 
 use crate::proc::JobEnd;
-use crate::supervisor::steps::STEP_GRACE;
 
 /// A core that runs `job` alone, as the prepare phase does.
 fn step_alone(job: &Job) -> Sim {
