@@ -77,7 +77,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     echo "build-static: installing ${need[*]} from Debian" >&2
     export DEBIAN_FRONTEND=noninteractive
     case " ${need[*]} " in
-        *":$debarch"*) dpkg --print-foreign-architectures | grep -qx "$debarch" || {
+        *":${debarch:-}"*) dpkg --print-foreign-architectures | grep -qx "$debarch" || {
             dpkg --add-architecture "$debarch"
             apt-get update -qq
         } ;;

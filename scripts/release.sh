@@ -194,6 +194,7 @@ EOF
         printf '\nFiles: crates/%s-%s/*\nCopyright: the %s authors\nLicense: %s\n' "$name" "$ver" "$name" "$lic"
     done < "$tmp/crates"
 }
+host_bin=$(bash scripts/build-static.sh)
 for a in "${arches[@]}"; do
     da=$(deb_arch "$a")
     root=$tmp/deb-$da
@@ -201,7 +202,17 @@ for a in "${arches[@]}"; do
     install -m 0755 "$dist/mc-launcher-$version-$a" "$root/usr/bin/mc-launcher"
     copyright > "$root/usr/share/doc/mc-launcher/copyright"
     chmod 0644 "$root/usr/share/doc/mc-launcher/copyright"
-    # Man page and completions go here once the console issue ships them.
+    # The man page, the README it points to, and the completion scripts
+    # (made by this machine's build: they are the same for every arch).
+    mkdir -p "$root/usr/share/man/man1" "$root/usr/share/bash-completion/completions" \
+        "$root/usr/share/zsh/vendor-completions" "$root/usr/share/fish/vendor_completions.d"
+    gzip -9n < doc/mc-launcher.1 > "$root/usr/share/man/man1/mc-launcher.1.gz"
+    gzip -9n < README.rst > "$root/usr/share/doc/mc-launcher/README.rst.gz"
+    install -m 0644 schema/mc-launcher.schema.json "$root/usr/share/doc/mc-launcher/"
+    "$host_bin" completion bash > "$root/usr/share/bash-completion/completions/mc-launcher"
+    "$host_bin" completion zsh > "$root/usr/share/zsh/vendor-completions/_mc-launcher"
+    "$host_bin" completion fish > "$root/usr/share/fish/vendor_completions.d/mc-launcher.fish"
+    find "$root/usr/share" -type f -exec chmod 0644 {} +
     size=$(du -k -s --apparent-size "$root/usr" | cut -f1)
     cat > "$root/DEBIAN/control" <<EOF
 Package: mc-launcher

@@ -34,6 +34,11 @@ have file || need_apt+=(file)
 have readelf || need_apt+=(binutils)
 have gpgv || need_apt+=(gpgv)
 have gpg || need_apt+=(gnupg)
+# tests/help.rs: the completions are loaded by the shells they are for, and
+# the man page is formatted by groff with warnings on.
+have zsh || need_apt+=(zsh)
+have fish || need_apt+=(fish)
+have groff || need_apt+=(groff-base)
 
 if [ "${#need_apt[@]}" -gt 0 ]; then
     pkgs=$(printf '%s\n' "${need_apt[@]}" | sort -u | tr '\n' ' ')

@@ -3,7 +3,7 @@
 //! reload function, the key-watch callback). Layer 4: the only place that
 //! sees every other module.
 
-use crate::cli::{parse, Args, Command, Parsed, USAGE};
+use crate::cli::{parse, usage, Args, Command, HelpTopic, Parsed};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
 use crate::error::{self, Diag};
@@ -62,8 +62,15 @@ fn dispatch() -> i32 {
     let argv: Vec<OsString> = std::env::args_os().skip(1).collect();
     let args = match parse(argv, &|k| std::env::var(k).ok()) {
         Ok(Parsed::Args(a)) => a,
-        Ok(Parsed::Help) => {
-            print!("{USAGE}");
+        Ok(Parsed::Help(topic)) => {
+            match topic {
+                HelpTopic::Main => print!("{}", usage()),
+                HelpTopic::Ctl => print!("{}", crate::cli::ctl_usage()),
+            }
+            return error::EXIT_OK;
+        }
+        Ok(Parsed::Completion(shell)) => {
+            print!("{}", crate::cli::complete::script(shell));
             return error::EXIT_OK;
         }
         Ok(Parsed::Version) => {
@@ -71,7 +78,7 @@ fn dispatch() -> i32 {
             return error::EXIT_OK;
         }
         Err(msg) => {
-            eprintln!("mc-launcher: {msg}\n\n{USAGE}");
+            eprintln!("mc-launcher: {msg}\n\n{}", usage());
             return error::EXIT_USAGE;
         }
     };
@@ -115,6 +122,10 @@ fn dispatch() -> i32 {
         }
         Err(diags) => {
             error::report(&diags);
+            if args.command == Command::Check {
+                // Its verdict line in every case.
+                println!("{}", verdict(diags.len(), 0));
+            }
             return error::EXIT_CONFIG;
         }
     };
@@ -192,55 +203,9 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         out.push_str(&format!("  {k:<8} {}\n", v.display()));
     }
     out.push_str("prepare:\n");
-    let skipped = |s: PrepareStep| {
-        if args.skip.contains(&s) {
-            " (skipped)"
-        } else {
-            ""
-        }
-    };
-    out.push_str(&format!(
-        "  pillar       {} -> {}{}\n",
-        cfg.pillar.source.display(),
-        cfg.pillar.target.display(),
-        skipped(PrepareStep::Pillar)
-    ));
-    let dirs: Vec<String> = cfg
-        .ssh
-        .keys_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect();
-    out.push_str(&format!(
-        "  ssh          keys of {} from {}{}\n",
-        cfg.ssh.user,
-        dirs.join(", "),
-        skipped(PrepareStep::Ssh)
-    ));
-    out.push_str(&format!(
-        "  reconfigure  {} step(s){}{}\n",
-        cfg.reconfigure.steps.len(),
-        skipped(PrepareStep::Reconfigure),
-        if cfg.reconfigure.watch {
-            ", applied live (reconfigure.watch)"
-        } else {
-            ""
-        }
-    ));
-    for st in &cfg.reconfigure.steps {
-        out.push_str(&format!("    - {}\n", st.name));
-    }
-    out.push_str(&format!(
-        "  prepopulate  {} destination(s){}\n",
-        cfg.prepopulate.len(),
-        skipped(PrepareStep::Prepopulate)
-    ));
-    for p in &cfg.prepopulate {
-        out.push_str(&format!(
-            "    - {} -> {}\n",
-            p.src.display(),
-            p.dest.display()
-        ));
+    for step in PrepareStep::ALL {
+        let skipped = args.skip.contains(&step);
+        out.push_str(&crate::prepare::step::describe(step, cfg, skipped));
     }
     let services = services_with_main(cfg, &args.cmd);
     out.push_str("services (start order):\n");
@@ -278,7 +243,7 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     // The paths the prepare phase would write, tested as `run` tests them:
     // the same message, beforehand.
     if cfg.file.is_some() || cfg.project.is_some() {
-        let pf = crate::prepare::preflight::check(cfg, &args.skip);
+        let pf = crate::prepare::phase::preflight(cfg, &args.skip);
         for w in &pf.warnings {
             eprintln!("mc-launcher: warning: {w}");
         }
@@ -354,7 +319,7 @@ struct LoopJobs<'a> {
     last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 }
 
-impl crate::prepare::phase::Jobs for LoopJobs<'_> {
+impl crate::prepare::Jobs for LoopJobs<'_> {
     fn run(&mut self, cfg: &Config, job: crate::proc::Job) -> crate::proc::JobEnd {
         let name = job.name.clone();
         let (end, tail) = crate::supervisor::run_job(cfg, self.signals, job);
@@ -438,7 +403,7 @@ fn run(
         services.push((Service::main(args.cmd.clone()), Role::Main));
     }
     if services.is_empty() && cfg.file.is_none() {
-        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{USAGE}");
+        eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{}", usage());
         return error::EXIT_USAGE;
     }
     let prepare = prepares(&cfg, args);
@@ -447,8 +412,10 @@ fn run(
     }
     let state_dir = cfg.paths.state.clone();
     // The key directories are watched before the prepare phase reads
-    // them: a key dropped meanwhile is seen as a change.
-    let ssh_in_use = prepare && !args.skip.contains(&PrepareStep::Ssh);
+    // them: a key dropped meanwhile is seen as a change. A step that
+    // cannot work here (not root, another user's keys) watches nothing.
+    let ssh_in_use =
+        prepare && !args.skip.contains(&PrepareStep::Ssh) && crate::prepare::ssh::usable(&cfg.ssh);
     let keys_watch = (ssh_in_use && cfg.ssh.watch)
         .then(|| {
             crate::proc::watch::DirWatch::new(&cfg.ssh.keys_dirs)

@@ -5,26 +5,35 @@ use crate::config::model::PrepareStep;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-pub const USAGE: &str = "\
+pub mod complete;
+pub use complete::Shell;
+
+/// The top of `--help`; the ctl verbs and the rest follow (`usage`).
+const USAGE_HEAD: &str = "\
 usage: mc-launcher [OPTIONS] [run] [key=value...] [--] [CMD [ARGS...]]
        mc-launcher [OPTIONS] prepare
        mc-launcher [OPTIONS] check
        mc-launcher [OPTIONS] render
-       mc-launcher [OPTIONS] ctl [--json] [--timeout D] COMMAND [NAME] [SIGNAL]
+       mc-launcher [OPTIONS] ctl [--json] [--timeout D] VERB [NAME] [ARGS]
+       mc-launcher help [ctl]
+       mc-launcher completion bash|zsh|fish
        mc-launcher --version | --help
 
 Prepare a makina-style container from its data volume, then supervise its
 services as PID 1 until it is stopped.
 
 commands:
-  run       prepare, then supervise (the default; CMD becomes the main service)
-  prepare   run the prepare phase only (pillar, ssh, reconfigure, prepopulate), then exit
-  check     validate the config and volume inputs, print the plan, change nothing
-  render    print the config after templating
-  ctl       talk to the running launcher: status, health [--live|--ready],
-            start NAME, stop NAME, restart NAME, signal NAME SIG, incr NAME,
-            decr NAME, reload, reconfigure, quit
-            (exit 0 ok, 1 the command failed, 3 no launcher listening)
+  run         prepare, then supervise (the default; CMD becomes the main service)
+  prepare     run the prepare phase only (pillar, ssh, reconfigure, prepopulate), then exit
+  check       validate the config and volume inputs, print the plan, change nothing
+  render      print the config after templating
+  ctl         talk to the running launcher (exit 0 ok, 1 the command failed,
+              3 no launcher listening); its verbs:
+";
+
+const USAGE_TAIL: &str = "\
+\x20 help        this help; `help ctl`: the ctl verbs in full
+  completion  print a completion script for bash, zsh or fish
 
 options:
   -c, --config FILE   config file (env MC_LAUNCHER_CONFIG)
@@ -40,7 +49,59 @@ options:
   -V, --version       the version, commit, target, build date and allocator
 
 The original launcher's arguments are accepted: ssh_config=True re_configure=True name=PROJECT.
+A main command named like a subcommand (run, help, ...) follows `--`.
+See mc-launcher(1).
 ";
+
+/// `mc-launcher --help`: every subcommand, every ctl verb, every option.
+pub fn usage() -> String {
+    let mut out = String::from(USAGE_HEAD);
+    let verbs: Vec<&str> = complete::ctl_verbs().iter().map(|v| v.verb).collect();
+    let mut line = String::from("             ");
+    for (i, v) in verbs.iter().enumerate() {
+        let word = if i + 1 < verbs.len() {
+            format!(" {v},")
+        } else {
+            format!(" {v}")
+        };
+        if line.len() + word.len() > 78 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from("             ");
+        }
+        line.push_str(&word);
+    }
+    out.push_str(&line);
+    out.push('\n');
+    out.push_str(USAGE_TAIL);
+    out
+}
+
+/// `mc-launcher help ctl`, `mc-launcher ctl --help`: each verb in full.
+pub fn ctl_usage() -> String {
+    let mut out = String::from(
+        "usage: mc-launcher [OPTIONS] ctl [--json] [--timeout D] VERB [NAME] [ARGS]\n\n\
+         Talk to the running launcher over its control socket.\n\n\
+         verbs:\n",
+    );
+    for v in complete::ctl_verbs() {
+        let synopsis = if v.args.is_empty() {
+            v.verb.to_string()
+        } else {
+            format!("{} {}", v.verb, v.args)
+        };
+        out.push_str(&format!("  {synopsis:<28}{}\n", v.help));
+    }
+    out.push_str(
+        "\noptions:\n\
+         \x20 --json                      the launcher's answer as one JSON object\n\
+         \x20 --timeout D                 how long to wait for the launcher (default 5s;\n\
+         \x20                             reconfigure: 1h), e.g. 500ms, 30s\n\n\
+         exit status: 0 ok, 1 the command failed, 2 bad command line,\n\
+         3 no launcher listening, 130/143/129 interrupted by INT/TERM/HUP.\n",
+    );
+    out
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
@@ -74,8 +135,19 @@ pub struct Args {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Parsed {
     Args(Args),
-    Help,
+    Help(HelpTopic),
     Version,
+    /// `completion bash|zsh|fish`: print that shell's completion script.
+    Completion(Shell),
+}
+
+/// What `help` (or `--help`) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelpTopic {
+    /// `--help`, `help`: the whole command line.
+    Main,
+    /// `help ctl`, `ctl --help`: the ctl verbs in full.
+    Ctl,
 }
 
 /// Parse `argv` (without the program name) with the environment `env`.
@@ -103,7 +175,7 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let mut re_configure: Option<bool> = None;
     while let Some(arg) = p.next().map_err(|e| e.to_string())? {
         match arg {
-            Short('h') | Long("help") => return Ok(Parsed::Help),
+            Short('h') | Long("help") => return Ok(Parsed::Help(HelpTopic::Main)),
             Short('V') | Long("version") => return Ok(Parsed::Version),
             Short('c') | Long("config") => {
                 args.config = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?))
@@ -127,6 +199,13 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                         "ctl" => Some(Command::Ctl),
                         _ => None,
                     };
+                    match text.as_str() {
+                        "help" => return help_topic(p.raw_args().map_err(|e| e.to_string())?),
+                        "completion" => {
+                            return completion(p.raw_args().map_err(|e| e.to_string())?)
+                        }
+                        _ => {}
+                    }
                     if let Some(c) = sub {
                         args.command = c;
                         subcommand_seen = true;
@@ -134,6 +213,14 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
                             // Everything after `ctl` is its own (`--json` too).
                             for raw in p.raw_args().map_err(|e| e.to_string())? {
                                 args.ctl.push(string(raw)?);
+                            }
+                            // `ctl --help`, `ctl -h`, `ctl help`: answered here,
+                            // with no launcher to ask.
+                            let first_verb = args.ctl.iter().find(|w| !w.starts_with('-'));
+                            if args.ctl.iter().any(|w| w == "--help" || w == "-h")
+                                || first_verb.is_some_and(|w| w == "help")
+                            {
+                                return Ok(Parsed::Help(HelpTopic::Ctl));
                             }
                         }
                         continue;
@@ -185,9 +272,11 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
             Some(step) if !args.skip.contains(&step) => args.skip.push(step),
             Some(_) => {}
             None => {
+                let names: Vec<&str> = PrepareStep::ALL.iter().map(|s| s.name()).collect();
                 return Err(format!(
-                    "unknown step to skip: {item} (pillar, ssh, reconfigure, prepopulate)"
-                ))
+                    "unknown step to skip: {item} ({})",
+                    names.join(", ")
+                ));
             }
         }
     }
@@ -205,6 +294,38 @@ pub fn parse(argv: Vec<OsString>, env: &dyn Fn(&str) -> Option<String>) -> Resul
         }
     }
     Ok(Parsed::Args(args))
+}
+
+/// The words after `help`: none (the whole command line), a subcommand,
+/// or `ctl` (its verbs in full).
+fn help_topic(rest: lexopt::RawArgs<'_>) -> Result<Parsed, String> {
+    let words: Vec<String> = rest.map(string).collect::<Result<_, _>>()?;
+    match words.as_slice() {
+        [] => Ok(Parsed::Help(HelpTopic::Main)),
+        [w] if w == "ctl" => Ok(Parsed::Help(HelpTopic::Ctl)),
+        [w] if matches!(
+            w.as_str(),
+            "run" | "prepare" | "check" | "render" | "help" | "completion"
+        ) =>
+        {
+            Ok(Parsed::Help(HelpTopic::Main))
+        }
+        [w] => Err(format!(
+            "no help on {w}: try `mc-launcher help` or `mc-launcher help ctl`"
+        )),
+        _ => Err("help takes one topic at most (`help ctl`)".into()),
+    }
+}
+
+/// The words after `completion`: exactly one shell.
+fn completion(rest: lexopt::RawArgs<'_>) -> Result<Parsed, String> {
+    let words: Vec<String> = rest.map(string).collect::<Result<_, _>>()?;
+    match words.as_slice() {
+        [w] => Shell::parse(w)
+            .map(Parsed::Completion)
+            .ok_or_else(|| format!("completion {w}: the shells are bash, zsh and fish")),
+        _ => Err("completion takes one shell: bash, zsh or fish".into()),
+    }
 }
 
 fn command_name(c: Command) -> &'static str {
@@ -421,7 +542,10 @@ mod tests {
                 "{bad:?} should be a usage error"
             );
         }
-        assert_eq!(parse_args(&["--help"], &[]), Ok(Parsed::Help));
+        assert_eq!(
+            parse_args(&["--help"], &[]),
+            Ok(Parsed::Help(HelpTopic::Main))
+        );
         assert_eq!(parse_args(&["-V"], &[]), Ok(Parsed::Version));
     }
 

@@ -18,7 +18,9 @@
 //! (`/usr/share/zoneinfo`, or `$TZDIR`) such as `Europe/Paris`, or a POSIX
 //! TZ string such as `CET-1CEST,M3.5.0,M10.5.0/3` (`zone.rs` reads them).
 
+mod civil;
 mod zone;
+use civil::{days_in_month, weekday, Civil};
 pub use zone::{Local, Zone};
 
 /// A parsed 5-field expression: one bit per allowed value.
@@ -370,81 +372,6 @@ fn gap_end(tz: &Zone, wall: i64, before: i32, after: i32) -> i64 {
 /// The lowest set bit of `bits` in `from..=hi`.
 fn next_bit(bits: u64, from: u32, hi: u32) -> Option<u32> {
     (from..=hi).find(|&i| bits & (1 << i) != 0)
-}
-
-/// A wall-clock minute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Civil {
-    y: i64,
-    mo: u32,
-    d: u32,
-    h: u32,
-    mi: u32,
-}
-
-impl Civil {
-    fn from_secs(s: i64) -> Civil {
-        let days = s.div_euclid(86_400);
-        let rem = s.rem_euclid(86_400);
-        let (y, mo, d) = civil_from_days(days);
-        Civil {
-            y,
-            mo,
-            d,
-            h: (rem / 3600) as u32,
-            mi: (rem % 3600 / 60) as u32,
-        }
-    }
-
-    fn to_secs(self) -> i64 {
-        days_from_civil(self.y, self.mo, self.d) * 86_400
-            + i64::from(self.h) * 3600
-            + i64::from(self.mi) * 60
-    }
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
-/// algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// 0 = Sunday.
-fn weekday(y: i64, m: u32, d: u32) -> u32 {
-    // 1970-01-01 was a Thursday.
-    (days_from_civil(y, m, d) + 4).rem_euclid(7) as u32
 }
 
 /// The time zone a job's times are in: the `TZ` it would see (see the

@@ -1193,4 +1193,6 @@ pub fn usable_state_dir(preferred: &Path) -> PathBuf {
 }
 
 #[cfg(test)]
+pub mod scratch;
+#[cfg(test)]
 mod tests;

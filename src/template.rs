@@ -7,7 +7,9 @@
 //! exhaust its memory.
 
 use crate::error::{Diag, Pos};
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 /// minijinja's fuel for one render: one unit per instruction run, and one
 /// per 64 bytes of data the template creates or outputs. Half a million
@@ -52,7 +54,17 @@ pub const MAX_RENDERED: usize = 4 << 20;
 #[derive(Debug)]
 pub enum Failure {
     Jinja(minijinja::Error),
-    TooBig { line: usize },
+    TooBig {
+        line: usize,
+    },
+    /// An undefined value, traced to the name the template looked up
+    /// (`env.MC_PORT`, `pillar.makina-projects.example.data`) and the
+    /// source line where the render stopped.
+    Undefined {
+        err: minijinja::Error,
+        name: String,
+        used: String,
+    },
 }
 
 impl Failure {
@@ -61,12 +73,24 @@ impl Failure {
         match self {
             Failure::Jinja(e) => is_budget(e),
             Failure::TooBig { .. } => true,
+            Failure::Undefined { .. } => false,
         }
     }
 
     pub fn diag(&self, file: &Path) -> Diag {
         match self {
             Failure::Jinja(e) => diag(file, e),
+            Failure::Undefined { err, name, used } => {
+                let what = match name.strip_prefix("pillar.") {
+                    Some(key) => format!("the pillar has no `{key}`"),
+                    None => format!("undefined variable `{name}`"),
+                };
+                Diag::new(
+                    file,
+                    Pos::new(err.line().unwrap_or(0), 0),
+                    format!("template error: {what} (used in `{used}`)"),
+                )
+            }
             Failure::TooBig { line } => Diag::new(
                 file,
                 Pos::new(*line, 0),
@@ -108,12 +132,21 @@ pub fn render_bounded(
         out: Vec::new(),
         over: false,
     };
-    let res = t.render_captured_to(ctx.into(), &mut w);
+    let ctx: Value = ctx.into();
+    let res = t.render_captured_to(ctx.clone(), &mut w);
     if w.over {
         let line = 1 + w.out.iter().filter(|&&b| b == b'\n').count();
         return Err(Failure::TooBig { line });
     }
-    res.map_err(Failure::Jinja)?;
+    match res {
+        Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => {
+            return Err(match trace_undefined(t, ctx, &e) {
+                Some((name, used)) => Failure::Undefined { err: e, name, used },
+                None => Failure::Jinja(e),
+            });
+        }
+        other => other.map_err(Failure::Jinja)?,
+    };
     // Rendered from UTF-8 text and values: always UTF-8.
     String::from_utf8(w.out).map_err(|e| {
         Failure::Jinja(minijinja::Error::new(
@@ -121,6 +154,127 @@ pub fn render_bounded(
             e.to_string(),
         ))
     })
+}
+
+/// A map of the context that remembers every key looked up and not found,
+/// by its path from the root (`env.MC_PORT`), nested maps wrapped in turn.
+/// Only for a second render of a template that failed on an undefined
+/// value, to name it: minijinja says where (the line), not what.
+#[derive(Debug)]
+struct Traced {
+    value: Value,
+    path: String,
+    misses: Arc<Mutex<Vec<String>>>,
+}
+
+impl Traced {
+    fn wrap(value: Value, path: String, misses: &Arc<Mutex<Vec<String>>>) -> Value {
+        if value.kind() != minijinja::value::ValueKind::Map {
+            return value;
+        }
+        Value::from_object(Traced {
+            value,
+            path,
+            misses: misses.clone(),
+        })
+    }
+}
+
+impl Object for Traced {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Map
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        let name = key.as_str().map_or_else(|| key.to_string(), str::to_string);
+        let path = if self.path.is_empty() {
+            name
+        } else {
+            format!("{}.{name}", self.path)
+        };
+        match self.value.get_item(key) {
+            Ok(v) if !v.is_undefined() => Some(Traced::wrap(v, path, &self.misses)),
+            _ => {
+                if let Ok(mut m) = self.misses.lock() {
+                    m.push(path);
+                }
+                None
+            }
+        }
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        match self.value.try_iter() {
+            Ok(keys) => Enumerator::Iter(Box::new(keys.collect::<Vec<_>>().into_iter())),
+            Err(_) => Enumerator::Empty,
+        }
+    }
+
+    fn call_method(
+        self: &Arc<Self>,
+        state: &mut minijinja::State<'_, '_>,
+        method: &str,
+        args: &[Value],
+    ) -> Result<Value, minijinja::Error> {
+        self.value.call_method(state, method, args)
+    }
+}
+
+/// The functions every environment has: looked up in the context first,
+/// so missed there, and not what is undefined.
+const BUILTINS: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "lipsum",
+    "cycler",
+    "joiner",
+    "debug",
+    "self",
+    "caller",
+    "varargs",
+    "kwargs",
+];
+
+/// Which name made `t` stop on `err` (an undefined value), and the source
+/// line it stopped on: the template is rendered again over a [`Traced`]
+/// context, and the last key it missed is the name (preferring one that
+/// the stopping line mentions). `None` when the second render does not
+/// stop the same way.
+fn trace_undefined(
+    t: &minijinja::Template<'_, '_>,
+    ctx: Value,
+    err: &minijinja::Error,
+) -> Option<(String, String)> {
+    let misses = Arc::new(Mutex::new(Vec::new()));
+    let traced = Traced::wrap(ctx, String::new(), &misses);
+    let mut sink = Bounded {
+        out: Vec::new(),
+        over: false,
+    };
+    let again = t.render_captured_to(traced, &mut sink).err()?;
+    if again.kind() != err.kind() || again.line() != err.line() {
+        return None;
+    }
+    let line = err.line()?;
+    let used = t.source().lines().nth(line.checked_sub(1)?)?.trim();
+    let misses = misses.lock().ok()?;
+    let real = |m: &&String| m.contains('.') || !BUILTINS.contains(&m.as_str());
+    let mentioned = |m: &&String| {
+        let last = m.rsplit('.').next().unwrap_or_default();
+        !last.is_empty() && used.contains(last)
+    };
+    let name = misses
+        .iter()
+        .rev()
+        .filter(real)
+        .find(mentioned)
+        .or_else(|| misses.iter().rev().find(real))?;
+    let mut used: String = used.chars().take(120).collect();
+    if used.len() < t.source().lines().nth(line - 1)?.trim().len() {
+        used.push('…');
+    }
+    Some((name.clone(), used))
 }
 
 /// Whether `e` is a budget running out (fuel or recursion), rather than a
@@ -173,6 +327,80 @@ pub fn render(
     render_bounded(&t, ctx).map_err(|f| f.diag(file))
 }
 
+/// Render `text` as [`render`] does, and on an undefined value go on:
+/// the `{{ … }}` of the line it stopped on are blanked and the text is
+/// rendered again, until it renders or stops on something else (a syntax
+/// error, a block tag, a budget). Every error met, and the text rendered
+/// (with the blanked lines, whose numbers are given) when it came to that:
+/// what `check` needs to go on to the errors after a template error.
+pub fn render_all(
+    file: &Path,
+    text: &str,
+    ctx: minijinja::Value,
+    strict: bool,
+) -> (Vec<Diag>, Option<(String, Vec<usize>)>) {
+    let mut errors: Vec<Diag> = Vec::new();
+    let mut blanked = Vec::new();
+    let mut cur = text.to_string();
+    // At most a few dozen: each round blanks one more line.
+    for _ in 0..64 {
+        let env = environment(strict);
+        let name = file.to_string_lossy();
+        let t = match env.template_from_named_str(&name, &cur) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(diag(file, &e));
+                return (errors, None);
+            }
+        };
+        let failure = match render_bounded(&t, ctx.clone()) {
+            Ok(out) => return (errors, Some((out, blanked))),
+            Err(f) => f,
+        };
+        let undefined = match &failure {
+            Failure::Undefined { err, .. } => err.line(),
+            Failure::Jinja(e) if e.kind() == minijinja::ErrorKind::UndefinedError => e.line(),
+            _ => None,
+        };
+        errors.push(failure.diag(file));
+        let Some(line) = undefined else {
+            return (errors, None);
+        };
+        match blank_expressions(&cur, line) {
+            Some(next) => {
+                cur = next;
+                blanked.push(line);
+            }
+            None => return (errors, None),
+        }
+    }
+    (errors, None)
+}
+
+/// `text` with the `{{ … }}` of line `line` (1-based) removed; `None`
+/// when that line has none.
+fn blank_expressions(text: &str, line: usize) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut changed = false;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 != line {
+            out.push_str(l);
+            continue;
+        }
+        let mut rest = l;
+        while let Some(start) = rest.find("{{") {
+            let Some(len) = rest.get(start..).and_then(|r| r.find("}}")) else {
+                break;
+            };
+            out.push_str(rest.get(..start).unwrap_or_default());
+            rest = rest.get(start + len + 2..).unwrap_or_default();
+            changed = true;
+        }
+        out.push_str(rest);
+    }
+    changed.then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,6 +441,87 @@ mod tests {
             assert_eq!(d.pos.line, *line, "{text:?}: {d}");
             assert!(d.msg.contains(part), "{text:?}: {d}");
             assert!(d.to_string().starts_with("t.j2:"), "{d}");
+        }
+    }
+
+    /// An undefined value is named, with the line that uses it.
+    #[test]
+    fn undefined_values_are_named_where_they_are_used() {
+        let ctx = minijinja::context! {
+            env => minijinja::context! { HOME => "/root" },
+            project => "example",
+            pillar => minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
+                "makina-projects.example": {"data": {"port": 8080}},
+                "other": {"x": 1},
+            }))),
+        };
+        // (template, line, message)
+        let rows: &[(&str, usize, &str)] = &[
+            (
+                "a: 1\nport: {{ env.MC_PORT }}\n",
+                2,
+                "template error: undefined variable `env.MC_PORT` (used in `port: {{ env.MC_PORT }}`)",
+            ),
+            (
+                "{{ nope }}\n",
+                1,
+                "template error: undefined variable `nope` (used in `{{ nope }}`)",
+            ),
+            (
+                "{{ nope.missing }}\n",
+                1,
+                "template error: undefined variable `nope` (used in `{{ nope.missing }}`)",
+            ),
+            (
+                "{%- set data = pillar['makina-projects.' ~ project]['data'] -%}\n{{ data.site_name }}\n",
+                2,
+                "template error: the pillar has no `makina-projects.example.data.site_name` (used in `{{ data.site_name }}`)",
+            ),
+            (
+                "{%- set data = pillar['makina-projects.' ~ project]['datta'] -%}\n{{ env.HOME | default(1) }}\n{{ data.port }}\n",
+                3,
+                "template error: the pillar has no `makina-projects.example.datta` (used in `{{ data.port }}`)",
+            ),
+            (
+                "{{ pillar.other.x }}{% for k in pillar.other %}{{ k }}{% endfor %}{{ pillar.other | length }}\n{{ pillar.other.z }}\n",
+                2,
+                "the pillar has no `other.z`",
+            ),
+            (
+                "{% for i in range(2) %}{{ i }}{% endfor %}{{ missing_after_range }}\n",
+                1,
+                "undefined variable `missing_after_range`",
+            ),
+        ];
+        for (text, line, msg) in rows {
+            let d = render(Path::new("t.j2"), text, ctx.clone(), true).expect_err(text);
+            assert_eq!(d.pos.line, *line, "{text:?}: {d}");
+            assert!(d.msg.contains(msg), "{text:?}:\n{}\nwant {msg}", d.msg);
+        }
+    }
+
+    #[test]
+    fn render_all_goes_on_past_undefined_values() {
+        let ctx = minijinja::context! { env => minijinja::context! { A => "a" } };
+        // (template, error lines, rendered or not)
+        let rows: &[(&str, &[usize], Option<&str>)] = &[
+            ("x: {{ env.A }}\n", &[], Some("x: a\n")),
+            (
+                "x: {{ env.B }}\ny: {{ env.A }}\nz: {{ nope }} {{ env.A }}\n",
+                &[1, 3],
+                Some("x: \ny: a\nz:  \n"),
+            ),
+            ("{% if nope.x %}\n{% endif %}\n{{ env.C }}\n", &[1], None),
+            ("{{ env.C }}\n{% if %}\n", &[2], None),
+        ];
+        for (text, lines, rendered) in rows {
+            let (errs, out) = render_all(Path::new("t.j2"), text, ctx.clone(), true);
+            let got: Vec<usize> = errs.iter().map(|d| d.pos.line).collect();
+            assert_eq!(&got, lines, "{text:?}: {errs:?}");
+            assert_eq!(out.as_ref().map(|(t, _)| t.as_str()), *rendered, "{text:?}");
+            if let Some((_, blanked)) = out {
+                assert_eq!(&blanked, lines, "{text:?}");
+            }
         }
     }
 

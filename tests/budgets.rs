@@ -5,7 +5,7 @@
 //! exhausted memory; a uid that does not fit 32 bits is an error, not root.
 
 mod common;
-use common::tree::{Tree, IMAGE_PILLAR};
+use common::tree::Tree;
 use common::*;
 
 /// The classic "billion laughs": nine levels of nine aliases, 10⁹ scalars
@@ -30,71 +30,54 @@ fn deep_nesting() -> String {
 const NESTED_LOOPS: &str =
     "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n";
 
+/// A tree (`config` in its mc-launcher.yml) whose pillar override is
+/// `text`.
+fn overridden(tag: &str, config: &str, text: &str) -> Tree {
+    let t = Tree::new(tag, config);
+    write(&t.source(), text);
+    t
+}
+
 #[test]
 fn pillar_alias_bomb_is_refused_and_the_default_stays() {
-    let t = Tree::new("bud-bomb", "");
     let bomb = alias_bomb();
     assert!(bomb.len() < 600, "{} bytes", bomb.len());
-    write(&t.source(), &bomb);
+    let t = overridden("bud-bomb", "", &bomb);
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(
-            "configuration/pillar.sls:5:4: YAML: alias expansion exceeds 100000 nodes (an alias bomb?)"
-        ),
-        "{}",
-        out.all()
+    out.assert_code(78);
+    out.assert_stderr(
+        "configuration/pillar.sls:5:4: YAML: alias expansion exceeds 100000 nodes (an alias bomb?)",
     );
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR,
-        "the image default is untouched"
-    );
+    // the image default is untouched
+    t.assert_image_pillar();
     // keep-default: a warning, and the container starts.
-    let t = Tree::new("bud-bomb-keep", "pillar:\n  on_invalid: keep-default\n");
-    write(&t.source(), &alias_bomb());
+    let t = overridden(
+        "bud-bomb-keep",
+        "pillar:\n  on_invalid: keep-default\n",
+        &alias_bomb(),
+    );
     let out = t.launch(&["--", "sh", "-c", "exit 5"]).run();
-    assert_eq!(out.code, Some(5), "{}", out.all());
-    assert!(
-        out.stderr.contains("alias expansion exceeds"),
-        "{}",
-        out.all()
-    );
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    out.assert_code(5);
+    out.assert_stderr("alias expansion exceeds");
+    t.assert_image_pillar();
 }
 
 #[test]
 fn pillar_deep_nesting_is_refused_not_a_signal() {
-    let t = Tree::new("bud-deep", "");
-    write(&t.source(), &deep_nesting());
+    let t = overridden("bud-deep", "", &deep_nesting());
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(
-            "configuration/pillar.sls:2:513: YAML: collections nested deeper than 256 levels"
-        ),
-        "{}",
-        out.all()
+    out.assert_code(78);
+    out.assert_stderr(
+        "configuration/pillar.sls:2:513: YAML: collections nested deeper than 256 levels",
     );
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    t.assert_image_pillar();
     // Nested flow collections too.
-    let t = Tree::new("bud-flow", "");
     let flow = format!("a: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
-    write(&t.source(), &flow);
+    let t = overridden("bud-flow", "", &flow);
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains("configuration/pillar.sls:1:")
-            && out.stderr.contains("nested too deep"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(78);
+    out.assert_stderr("configuration/pillar.sls:1:");
+    out.assert_stderr("nested too deep");
 }
 
 #[test]
@@ -120,29 +103,28 @@ fn pillar_runaway_templates_are_refused() {
             "{tag}: {}",
             out.all()
         );
-        assert_eq!(
-            std::fs::read_to_string(t.pillar()).expect("pillar"),
-            IMAGE_PILLAR
-        );
+        t.assert_image_pillar();
+    }
+}
+
+/// `check` and a run both exit 78 and name `CONFIG:` then `at`.
+#[track_caller]
+fn refused_by_check_and_run(t: &Tree, at: &str) {
+    let want = format!("{}:{at}", t.config().display());
+    for args in [vec!["check"], vec!["--", "true"]] {
+        let out = t.launch(&args).run();
+        assert_eq!(out.code, Some(78), "{args:?}: {}", out.all());
+        assert!(out.stderr.contains(&want), "{args:?}: {}", out.all());
     }
 }
 
 #[test]
 fn config_with_nested_loops_is_refused_by_check_and_run() {
     let t = Tree::new("bud-cloops", NESTED_LOOPS);
-    let cfg = t.config();
-    for args in [vec!["check"], vec!["--", "true"]] {
-        let out = t.launch(&args).run();
-        assert_eq!(out.code, Some(78), "{args:?}: {}", out.all());
-        assert!(
-            out.stderr.contains(&format!(
-                "{}:5: template error: rendering stopped (out of fuel: the template does too much work, limit 500000)",
-                cfg.display()
-            )),
-            "{args:?}: {}",
-            out.all()
-        );
-    }
+    refused_by_check_and_run(
+        &t,
+        "5: template error: rendering stopped (out of fuel: the template does too much work, limit 500000)",
+    );
 }
 
 #[test]
@@ -179,18 +161,10 @@ fn uid_beyond_32_bits_is_refused_not_root() {
         "bud-uid",
         "services:\n  who:\n    cmd: [id, -u]\n    uid: 4294967296\n",
     );
-    for args in [vec!["check"], vec!["--", "true"]] {
-        let out = t.launch(&args).run();
-        assert_eq!(out.code, Some(78), "{args:?}: {}", out.all());
-        assert!(
-            out.stderr.contains(&format!(
-                "{}:8:10: who.uid: 4294967296 is above the maximum, 4294967294",
-                t.config().display()
-            )),
-            "{args:?}: {}",
-            out.all()
-        );
-    }
+    refused_by_check_and_run(
+        &t,
+        "8:10: who.uid: 4294967296 is above the maximum, 4294967294",
+    );
 }
 
 #[test]
@@ -220,10 +194,9 @@ fn reload_of_a_runaway_config_is_refused_and_the_launcher_answers() {
         assert!(out.all().contains(part), "{}", out.all());
         // Still supervising, with the old config in force.
         let out = ctl(&run, &["status"]);
-        assert_eq!(out.code, Some(0), "{}", out.all());
-        assert!(out.stdout.contains("running"), "{}", out.all());
+        out.assert_code(0);
+        out.assert_stdout("running");
     }
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }

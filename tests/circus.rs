@@ -25,15 +25,9 @@ fn with_circus(d: &TempDir, args: &[&str]) -> Launch {
         ))
 }
 
-#[test]
-fn a_makina_circus_tree_runs_unchanged() {
-    let d = TempDir::new("circus");
-    let script = format!(
-        "sleep 1; {bin} ctl status; echo ---; cat /var/log/circus/myapp-web.stdout.log; echo ---; cat /var/log/circus/myapp-web.stderr.log",
-        bin = bin().display()
-    );
-    let out = with_circus(&d, &["--", "sh", "-c", &script]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+/// `ctl status` (in the main command's output) shows every watcher running.
+#[track_caller]
+fn assert_all_running(out: &Output) {
     for name in ["ssh", "redis", "myapp-web"] {
         assert!(
             out.stdout
@@ -43,6 +37,18 @@ fn a_makina_circus_tree_runs_unchanged() {
             out.all()
         );
     }
+}
+
+#[test]
+fn a_makina_circus_tree_runs_unchanged() {
+    let d = TempDir::new("circus");
+    let script = format!(
+        "sleep 1; {bin} ctl status; echo ---; cat /var/log/circus/myapp-web.stdout.log; echo ---; cat /var/log/circus/myapp-web.stderr.log",
+        bin = bin().display()
+    );
+    let out = with_circus(&d, &["--", "sh", "-c", &script]).run();
+    out.assert_code(0);
+    assert_all_running(&out);
     let web_pids = out
         .stdout
         .lines()
@@ -104,16 +110,8 @@ fn original_launcher_arguments_run_the_same_processes() {
         &["ssh_config=True", "re_configure=True", "sh", "-c", &script],
     )
     .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    for name in ["ssh", "redis", "myapp-web"] {
-        assert!(
-            out.stdout
-                .lines()
-                .any(|l| l.starts_with(name) && l.contains("running")),
-            "{name}\n{}",
-            out.all()
-        );
-    }
+    out.assert_code(0);
+    assert_all_running(&out);
 }
 
 #[test]
@@ -121,45 +119,28 @@ fn unsupported_options_warn_at_run_and_fail_check() {
     let d = TempDir::new("unsupported");
     let ini = d.join("extra.ini");
     write(&ini, "[watcher:w]\ncmd = /bin/sleep 1000\nhooks.before_start = my.module.hook\n[socket:web]\nhost = 127.0.0.1\n");
-    let cfg = d.join("c.yml");
-    write(
-        &cfg,
+    let cfg = config(
+        &d,
         &format!("circus:\n  include: [\"{}\"]\n", ini.display()),
     );
-    let cfg = cfg.display().to_string();
     let out = Launch::new(&["-c", &cfg, "check"])
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:3: [watcher:w] option `hooks.before_start` is not supported",
-            ini.display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:4: section [socket:web] is not supported",
-            ini.display()
-        )),
-        "{}",
-        out.all()
-    );
+    out.assert_code(78);
+    out.assert_stderr(&format!(
+        "{}:3: [watcher:w] option `hooks.before_start` is not supported",
+        ini.display()
+    ));
+    out.assert_stderr(&format!(
+        "{}:4: section [socket:web] is not supported",
+        ini.display()
+    ));
     let out = Launch::new(&["-c", &cfg, "--", "true"])
         .root(d.path())
         .run();
-    assert_eq!(
-        out.code,
-        Some(0),
-        "run goes on with warnings\n{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains("warning:") && out.stderr.contains("hooks.before_start"),
-        "{}",
-        out.all()
-    );
+    // run goes on with warnings
+    out.assert_code(0);
+    out.assert_stderr("warning:");
+    out.assert_stderr("hooks.before_start");
 }

@@ -8,18 +8,8 @@ use common::*;
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-#[test]
-fn demo_runs_the_whole_life_of_a_container() {
-    let t = TempDir::new("demo");
-    let port = free_port();
-    let run = Launch::new(&[])
-        .program(&repo().join("scripts/demo.sh"))
-        .not_pid1()
-        .env("MC_DEMO_BIN", &bin().to_string_lossy())
-        .env("MC_DEMO_DIR", &t.path().to_string_lossy())
-        .env("MC_DEMO_PORT", &port.to_string())
-        .timeout(Duration::from_secs(60))
-        .spawn();
+/// The demo site's page on `port`, once it shows a worker's heartbeat.
+fn demo_page(port: u16) -> String {
     let addr = format!("127.0.0.1:{port}");
     let mut page = String::new();
     let up = wait_until(Duration::from_secs(30), || {
@@ -32,6 +22,22 @@ fn demo_runs_the_whole_life_of_a_container() {
         page.contains("<h1>Demo site, configured from the data volume</h1>"),
         "{page}"
     );
+    page
+}
+
+#[test]
+fn demo_runs_the_whole_life_of_a_container() {
+    let t = TempDir::new("demo");
+    let port = free_port();
+    let run = Launch::new(&[])
+        .program(&repo().join("scripts/demo.sh"))
+        .not_pid1()
+        .env("MC_DEMO_BIN", &bin().to_string_lossy())
+        .env("MC_DEMO_DIR", &t.path().to_string_lossy())
+        .env("MC_DEMO_PORT", &port.to_string())
+        .timeout(Duration::from_secs(60))
+        .spawn();
+    let page = demo_page(port);
     // PILLAR.sample's value for what the override leaves out.
     assert!(
         page.contains("Hello from the image&#x27;s default pillar"),
@@ -58,7 +64,7 @@ fn demo_runs_the_whole_life_of_a_container() {
 
     run.signal(nix::libc::SIGINT);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let all = out.all();
     for line in [
         "pillar: installed the override",
@@ -132,17 +138,7 @@ fn demo_runs_for_a_non_root_user() {
     .env("MC_DEMO_PORT", &port.to_string())
     .timeout(Duration::from_secs(60))
     .spawn();
-    let addr = format!("127.0.0.1:{port}");
-    let mut page = String::new();
-    let up = wait_until(Duration::from_secs(30), || {
-        page = http_get(&addr, "/").unwrap_or_default();
-        page.contains("heartbeat 1 of worker")
-    });
-    assert!(up, "the page never showed a heartbeat: {page:?}");
-    assert!(
-        page.contains("<h1>Demo site, configured from the data volume</h1>"),
-        "{page}"
-    );
+    demo_page(port);
     // setpriv and bash exec'd their way to the launcher, running as nobody.
     let pid = run.child.id() as i32;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
@@ -165,7 +161,7 @@ fn demo_runs_for_a_non_root_user() {
     )
     .expect("SIGINT");
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for line in ["summary: web: stopped", "summary: worker: stopped"] {
         assert!(
             out.stderr.contains(line),
@@ -234,13 +230,7 @@ fn example_salt_states_agree_with_the_native_template() {
     );
     let t = TempDir::new("example-salt");
     let srv = t.join("srv");
-    let st = std::process::Command::new(repo().join("layout/install"))
-        .arg(&srv)
-        .arg("example")
-        .arg(repo().join("example-project"))
-        .status()
-        .expect("layout/install");
-    assert!(st.success());
+    install_example(&srv);
     let r = t.path().display().to_string();
     write(
         &t.join("etc/salt/minion"),

@@ -4,12 +4,20 @@
 mod common;
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// A makina tree for project `demo` with the state dir inside the temp
 /// root (the control socket stays at its default, in the test's private
 /// /run); `config` is appended to mc-launcher.yml.
+/// The launcher over a `tree` in `d` (`-c` its config, then `args`).
+fn in_tree(d: &TempDir, config: &str, args: &[&str]) -> Launch {
+    let cfg = tree(d, config).to_string_lossy().into_owned();
+    let mut all = vec!["-c", cfg.as_str()];
+    all.extend_from_slice(args);
+    Launch::new(&all).root(d.path())
+}
+
 fn tree(d: &TempDir, config: &str) -> PathBuf {
     write(
         &d.join("projects/demo/pillar/init.sls"),
@@ -22,20 +30,6 @@ fn tree(d: &TempDir, config: &str) -> PathBuf {
         &format!("paths:\n  state: \"{{{{ root }}}}/state\"\n{config}"),
     );
     cfg
-}
-
-fn status_json(run: &Running) -> serde_json::Value {
-    let out = ctl(run, &["--json", "status"]);
-    serde_json::from_str(&out.stdout).unwrap_or(serde_json::Value::Null)
-}
-
-fn service_state(run: &Running, name: &str) -> String {
-    status_json(run)["services"]
-        .as_array()
-        .and_then(|a| a.iter().find(|s| s["name"] == name))
-        .and_then(|s| s["state"].as_str())
-        .unwrap_or("")
-        .to_string()
 }
 
 fn proc_fds(pid: i32) -> usize {
@@ -105,7 +99,7 @@ fn pillar_install_killed_anywhere_is_never_half_written() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read(&target).expect("target"), over.as_bytes());
 }
 
@@ -132,9 +126,9 @@ fn full_disk_during_pillar_install_keeps_the_default() {
         .before(&before)
         .after(&after)
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(out.stderr.contains("filesystem is full"), "{}", out.all());
-    assert!(out.stderr.contains("init.sls"), "{}", out.all());
+    out.assert_code(1);
+    out.assert_stderr("filesystem is full");
+    out.assert_stderr("init.sls");
     assert!(
         out.stdout.ends_with(default),
         "default damaged: {}",
@@ -149,22 +143,16 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
     let d = TempDir::new("hard-log-full");
     let logs = d.join("logs");
     std::fs::create_dir_all(&logs).expect("logs");
-    let cfg = tree(
-        &d,
-        &format!(
-            r#"services:
+    let yml = format!(
+        r#"services:
   chatty:
     cmd: ["sh", "-c", "while :; do echo 0123456789012345678901234567890123456789; done"]
     stdout: {{file: "{}/chatty.log", max_bytes: 20k, backup_count: 3}}
 "#,
-            logs.display()
-        ),
+        logs.display()
     );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .tmpfs_sized(&logs, "48k")
-        .spawn();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
+    let run = in_tree(&d, &yml, &[]).tmpfs_sized(&logs, "48k").spawn();
+    assert!(wait_until(Duration::from_secs(10), || state(
         &run, "chatty"
     ) == "running"));
     // The disk fills up; the service goes on writing and keeps running.
@@ -185,12 +173,11 @@ fn full_disk_during_log_rotation_does_not_stop_anything() {
             .unwrap_or(0)
     };
     assert!(wait_until(Duration::from_secs(10), || used() > 40 * 1024));
-    assert_eq!(service_state(&run, "chatty"), "running");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("cannot write log"), "{}", out.all());
-    assert!(out.stderr.contains("summary: chatty"), "{}", out.all());
+    assert_eq!(state(&run, "chatty"), "running");
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("cannot write log");
+    out.assert_stderr("summary: chatty");
 }
 
 /// `tree` with one prepopulate copy of a small seed into `{volume}/data`;
@@ -220,14 +207,12 @@ fn read_only_volume_is_a_clear_error() {
         .root(d.path())
         .before(&format!("mount --bind -o ro {v} {v}", v = vol.display()))
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let v = vol.display();
-    for part in [
+    out.assert_stderr_all(&[
         format!("{v}/data: cannot be created in {v}: read-only filesystem; needed to prepopulate"),
         format!("fix: the data volume {v} is mounted read-only: mount it read-write"),
-    ] {
-        assert!(out.stderr.contains(&part), "{part:?} in\n{}", out.all());
-    }
+    ]);
     assert!(!vol.join("data").exists(), "something was written");
 }
 
@@ -243,32 +228,19 @@ fn volume_owned_by_another_user_is_a_clear_error() {
     std::fs::create_dir_all(&scratch).expect("scratch");
     std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     let cfg = cfg.to_string_lossy().into_owned();
-    let bin = bin().to_string_lossy().into_owned();
-    let out = Launch::new(&[
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        &bin,
-        "-c",
-        &cfg,
-        "prepare",
-    ])
-    .program(Path::new("/usr/bin/setpriv"))
-    .env("TMPDIR", &scratch.to_string_lossy())
-    .root(d.path())
-    .not_pid1()
-    .run();
+    let out = as_nobody(&["-c", &cfg, "prepare"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .root(d.path())
+        .run();
     // The preflight stops before anything is written (78), with the owner
     // the volume needs and the command that gives it.
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let v = vol.display();
-    for part in [
+    out.assert_stderr_all(&[
         format!("{v}/data: cannot be created in {v}: owned by uid 0 with mode 0755, not writable by uid 65534"),
         "fix: give the data volume to uid 65534: `chown -R 65534` its directory on the host".to_string(),
         format!("--entrypoint chown IMAGE -R 65534 {v}`"),
-    ] {
-        assert!(out.stderr.contains(&part), "{part:?} in\n{}", out.all());
-    }
+    ]);
     assert!(!vol.join("data").exists(), "something was written");
 }
 
@@ -296,9 +268,8 @@ fn control_socket_falls_back_when_run_is_read_only() {
         .expect("ctl");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("running"), "{text}");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 /// A service whose binary is deleted while it runs: once it dies it cannot
@@ -308,32 +279,26 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
     let d = TempDir::new("hard-deleted");
     let bin_copy = d.join("mysleep");
     std::fs::copy("/bin/sleep", &bin_copy).expect("copy sleep");
-    let cfg = tree(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  doomed:\n    cmd: [\"{}\", \"1000\"]\n    max_retry: 2\n    backoff: {{initial: 10ms, max: 20ms}}\n  other:\n    cmd: [sleep, \"1000\"]\n",
             bin_copy.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .spawn();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
+        );
+    let run = in_tree(&d, &yml, &[]).spawn();
+    assert!(wait_until(Duration::from_secs(10), || state(
         &run, "doomed"
     ) == "running"));
     std::fs::remove_file(&bin_copy).expect("delete");
     let out = ctl(&run, &["signal", "doomed", "KILL"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
-        wait_until(Duration::from_secs(10), || service_state(&run, "doomed")
+        wait_until(Duration::from_secs(10), || state(&run, "doomed")
             == "failed"),
         "{}",
         ctl(&run, &["status"]).stdout
     );
-    assert_eq!(service_state(&run, "other"), "running");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert_eq!(state(&run, "other"), "running");
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 /// Services that fork a daemon and exit, or whose child calls setsid to
@@ -343,31 +308,24 @@ fn deleted_binary_ends_failed_without_harming_the_rest() {
 fn daemons_and_setsid_escapes_are_stopped() {
     let d = TempDir::new("hard-daemon");
     let marker = 700_000 + std::process::id() % 100_000;
-    let cfg = tree(
-        &d,
-        &format!(
-            r#"services:
+    let yml = format!(
+        r#"services:
   forker:
     cmd: ["sh", "-c", "sleep {marker} & exit 0"]
     respawn: false
   escaper:
     cmd: ["sh", "-c", "setsid sleep {marker} & exec sleep 1000"]
 "#
-        ),
     );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .not_pid1()
-        .spawn();
+    let run = in_tree(&d, &yml, &[]).not_pid1().spawn();
     let needle = format!("sleep {marker}");
     assert!(wait_until(Duration::from_secs(10), || pids_with_cmdline(
         &needle
     )
     .len()
         == 2));
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         pids_with_cmdline(&needle).is_empty(),
         "left running: {needle}"
@@ -407,8 +365,8 @@ echo "zombies=$z""#;
     let out = Launch::new(&["--", "sh", "-c", script])
         .timeout(Duration::from_secs(120))
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("zombies=0"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("zombies=0");
 }
 
 /// A storm of 1,000 mixed signals during start, run and stop: the launcher
@@ -436,8 +394,7 @@ fn signal_storm_loses_nothing() {
         }
     }
     assert!(
-        wait_until(Duration::from_secs(10), || service_state(&run, "s4")
-            == "running"),
+        wait_until(Duration::from_secs(10), || state(&run, "s4") == "running"),
         "{}",
         ctl(&run, &["status"]).stdout
     );
@@ -450,13 +407,9 @@ fn signal_storm_loses_nothing() {
         unsafe { nix::libc::kill(pid, storm[i % storm.len()]) };
     }
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     for i in 0..5 {
-        assert!(
-            out.stderr.contains(&format!("summary: s{i}:")),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr(&format!("summary: s{i}:"));
     }
 }
 
@@ -472,36 +425,24 @@ fn hundred_services_start_and_stop_within_the_deadline() {
     });
     assert!(all_up, "{}", ctl(&run, &["status"]).stdout);
     let t = Instant::now();
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(took < Duration::from_secs(5), "stop took {took:?}");
-    assert_eq!(
-        out.stderr.matches("summary: s").count(),
-        100,
-        "{}",
-        out.all()
-    );
-    assert!(!out.stderr.contains("SIGKILL after grace"), "{}", out.all());
+    out.assert_stderr_count("summary: s", 100);
+    out.assert_no_stderr("SIGKILL after grace");
 }
 
 /// 1,000 reloads in a row: no file descriptor and no memory growth.
 #[test]
 fn thousand_reloads_leak_nothing() {
     let d = TempDir::new("hard-reloads");
-    let cfg = tree(
-        &d,
-        "services:\n  a:\n    cmd: [sleep, \"1000\"]\n  b:\n    cmd: [sleep, \"1000\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
+    let two = "services:\n  a:\n    cmd: [sleep, \"1000\"]\n  b:\n    cmd: [sleep, \"1000\"]\n";
+    let run = in_tree(&d, two, &[])
         .timeout(Duration::from_secs(120))
         .spawn();
     let pid = run.wait_signals_blocked();
-    assert!(wait_until(Duration::from_secs(10), || service_state(
-        &run, "b"
-    ) == "running"));
+    assert!(wait_until(Duration::from_secs(10), || state(&run, "b") == "running"));
     // SIGHUP is the reload request. Each is sent once the launcher has read
     // the one before (it is no longer pending), so none coalesce.
     let hup_pending = || {
@@ -542,15 +483,14 @@ fn thousand_reloads_leak_nothing() {
     assert!(settled, "file descriptors grew from {fds} to {fds2}");
     let rss2 = proc_rss_kib(pid);
     assert_eq!(
-        service_state(&run, "a"),
+        state(&run, "a"),
         "running",
         "{}",
         ctl(&run, &["status"]).all()
     );
     assert!(rss2 <= rss + 256, "RSS grew from {rss} KiB to {rss2} KiB");
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Every SIGHUP was read before the next was sent: each one reloaded.
     let seen = out.stderr.matches("reload").count();
     assert!(seen >= 1050, "{seen} reloads handled of 1050");
@@ -567,18 +507,13 @@ fn ssh_files_are_never_world_readable() {
     std::fs::create_dir_all(&home).expect("home");
     let keys = d.join("projects/demo/data/ssh");
     std::fs::create_dir_all(&keys).expect("keys");
-    let cfg = tree(
-        &d,
-        &format!(
-            "ssh:\n  home: \"{}\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-            home.display()
-        ),
+    let yml = format!(
+        "ssh:\n  home: \"{}\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
+        home.display()
     );
     let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl";
     write(&keys.join("first.pub"), &format!("{line} first\n"));
-    let run = Launch::new(&["-c", &cfg.to_string_lossy()])
-        .root(d.path())
-        .spawn();
+    let run = in_tree(&d, &yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(10), || home
         .join(".ssh/authorized_keys")
         .exists()));
@@ -613,8 +548,7 @@ fn ssh_files_are_never_world_readable() {
     let (bad, looks) = seen.join().expect("watcher");
     assert!(looks > 100, "the watcher saw too little: {looks}");
     assert!(bad.is_empty(), "group/world bits seen: {bad:?}");
-    run.signal(nix::libc::SIGTERM);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// Links planted in the volume never make the launcher read or write
@@ -627,22 +561,18 @@ fn symlinks_in_the_volume_never_lead_outside() {
     let vol = d.join("projects/demo/data");
     let src = d.join("seed");
     write(&src.join("authorized_keys"), "ssh-rsa AAAA attacker\n");
-    let cfg = tree(
-        &d,
-        &format!(
+    let yml = format!(
             "pillar:\n  on_invalid: keep-default\nssh:\n  sshd: never\nprepopulate:\n  - src: \"{}\"\n    dest: \"{}/data\"\n",
             src.display(),
             vol.display()
-        ),
-    );
+        );
     std::fs::create_dir_all(vol.join("ssh")).expect("ssh");
     std::fs::create_dir_all(vol.join("configuration")).expect("conf");
     std::os::unix::fs::symlink("/etc/passwd", vol.join("ssh/passwd.pub")).expect("link");
     std::os::unix::fs::symlink("/etc/shadow", vol.join("configuration/pillar.sls")).expect("link");
     std::os::unix::fs::symlink("/root/.ssh", vol.join("data")).expect("link");
     // /root is a private tmpfs in the test (the host's is never touched).
-    let out = Launch::new(&["-c", &cfg.to_string_lossy(), "prepare"])
-        .root(d.path())
+    let out = in_tree(&d, &yml, &["prepare"])
         .before("mkdir -p /root/.ssh")
         .after("ls -A /root/.ssh; cat /root/.ssh/authorized_keys 2>/dev/null; true")
         .run();
@@ -684,11 +614,11 @@ fn a_panic_stops_everything_and_exits_70() {
             &d,
             &format!("services:\n  a:\n    cmd: [sleep, \"{marker}\"]\n  b:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; sleep {marker}\"]\n"),
         );
-        let mut l = Launch::new(&["-c", &cfg.to_string_lossy()])
+        let run = Launch::new(&["-c", &cfg.to_string_lossy()])
             .root(d.path())
-            .env("MC_FAULT", "panic-on-usr2");
-        l.pid1 = pid1;
-        let run = l.spawn();
+            .env("MC_FAULT", "panic-on-usr2")
+            .pid1(pid1)
+            .spawn();
         let needle = format!("sleep {marker}");
         assert!(wait_until(Duration::from_secs(10), || pids_with_cmdline(
             &needle
@@ -698,7 +628,7 @@ fn a_panic_stops_everything_and_exits_70() {
         run.signal(nix::libc::SIGUSR2);
         let out = run.wait();
         assert_eq!(out.code, Some(70), "pid1={pid1}: {}", out.all());
-        assert!(out.stderr.contains("internal error"), "{}", out.all());
+        out.assert_stderr("internal error");
         assert!(
             pids_with_cmdline(&needle).is_empty(),
             "pid1={pid1}: left running"

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::kubelet::kubelet_write;
+use common::kubelet::{http_get_probe, kubelet_write, ProbeResult};
 use common::*;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -288,6 +288,15 @@ fn mounts_of(c: &Value) -> BTreeMap<String, String> {
 }
 
 /// The pod volume whose `field` (configMap, secret, emptyDir) matches.
+/// The container port named `name`.
+fn named_port(c: &Value, name: &str) -> u64 {
+    c["ports"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|p| p["name"] == name))
+        .and_then(|p| p["containerPort"].as_u64())
+        .unwrap_or_else(|| panic!("no port named {name}"))
+}
+
 fn volume_with<'a>(pod: &'a Value, field: &str) -> Vec<&'a Value> {
     pod["volumes"]
         .as_array()
@@ -494,19 +503,23 @@ fn the_statefulset_keeps_the_launcher_contract() {
         Some("true")
     );
 
-    // Probes: exec of the launcher's own health command.
-    let probe = |p: &str| strs(&c[p]["exec"]["command"]);
+    // Probes: httpGet of the launcher's own endpoints, on its named port,
+    // which is where MC_EXAMPLE_HTTP_LISTEN (http.listen) has it listen on
+    // every address (the kubelet asks on the pod's IP).
+    let probe = |p: &str| {
+        let g = &c[p]["httpGet"];
+        assert!(c[p].get("exec").is_none(), "{p}: no process per probe");
+        (
+            g["path"].as_str().unwrap_or("").to_string(),
+            g["port"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(probe("livenessProbe"), ("/livez".into(), "health".into()));
+    assert_eq!(probe("readinessProbe"), ("/readyz".into(), "health".into()));
+    assert_eq!(probe("startupProbe"), ("/livez".into(), "health".into()));
     assert_eq!(
-        probe("livenessProbe"),
-        ["mc-launcher", "ctl", "health", "--live"]
-    );
-    assert_eq!(
-        probe("readinessProbe"),
-        ["mc-launcher", "ctl", "health", "--ready"]
-    );
-    assert_eq!(
-        probe("startupProbe"),
-        ["mc-launcher", "ctl", "health", "--live"]
+        env.get("MC_EXAMPLE_HTTP_LISTEN").map(String::as_str),
+        Some(format!(":{}", named_port(c, "health")).as_str())
     );
 
     // The termination report.
@@ -656,7 +669,14 @@ fn the_statefulset_keeps_the_launcher_contract() {
             )
         })
         .collect();
-    assert_eq!(named, [("http".into(), 8080), ("ssh".into(), 22)]);
+    assert_eq!(
+        named,
+        [
+            ("http".into(), 8080),
+            ("ssh".into(), 22),
+            ("health".into(), 9300)
+        ]
+    );
     assert_eq!(sts["spec"]["serviceName"], "example-headless");
     assert_eq!(
         find(&objects, "Service", "example-headless")["spec"]["clusterIP"],
@@ -930,13 +950,7 @@ fn site_name(app_json: &Path) -> String {
 fn the_example_launcher_reads_the_statefulset_layout() {
     let t = TempDir::new("k8s-prepare");
     let srv = t.join("srv");
-    let st = Command::new(repo().join("layout/install"))
-        .arg(&srv)
-        .arg("example")
-        .arg(repo().join("example-project"))
-        .status()
-        .expect("layout/install");
-    assert!(st.success());
+    install_example(&srv);
     let state = t.join("state");
     let image_default =
         std::fs::read_to_string(srv.join("projects/example/pillar/init.sls")).expect("init.sls");
@@ -1054,4 +1068,116 @@ fn the_example_launcher_reads_the_statefulset_layout() {
         image_default
     );
     assert_eq!(site_name(&app_json), "An example makina project");
+}
+
+/// The kubelet's httpGet probes, replayed against the example's launcher
+/// run as PID 1 with the StatefulSet's environment: the startup probe
+/// passes once the launcher is up, readiness once web is ready, liveness
+/// all along; from the first moment of a stop (the drain) readiness fails
+/// with the launcher's reason. The probe's address is the pod's: here a
+/// free port on 127.0.0.1 in place of the manifest's `:9300`.
+#[test]
+fn the_httpget_probes_follow_the_example_launcher() {
+    let t = TempDir::new("k8s-probes");
+    let srv = t.join("srv");
+    let st = Command::new(repo().join("layout/install"))
+        .arg(&srv)
+        .arg("example")
+        .arg(repo().join("example-project"))
+        .status()
+        .expect("layout/install");
+    assert!(st.success());
+    let objects = base_objects();
+    let sts = find(&objects, "StatefulSet", "example");
+    let pod = pod_spec(sts);
+    let c = container(pod, "example");
+    let mut env = env_of(c);
+    let mounts = mounts_of(c);
+    let cm_volume = volume_with(pod, "configMap")[0];
+    let cm = find(
+        &objects,
+        "ConfigMap",
+        cm_volume["configMap"]["name"].as_str().expect("cm"),
+    );
+    let cm_dir = in_tree(&srv, &mounts[cm_volume["name"].as_str().expect("name")]);
+    std::fs::create_dir_all(&cm_dir).expect("configmap mount point");
+    // web on a free port of its own (the pod's 8080 may be taken here).
+    let web_port = free_port();
+    let pillar = format!(
+        "{}    host: 127.0.0.1\n    port: {web_port}\n",
+        cm["data"]["pillar.sls"].as_str().expect("pillar.sls")
+    );
+    kubelet_write(&cm_dir, &[("pillar.sls", pillar.as_bytes(), 0o644)]).expect("configmap");
+
+    let health_port = free_port();
+    assert_eq!(
+        env.get("MC_EXAMPLE_HTTP_LISTEN").map(String::as_str),
+        Some(format!(":{}", named_port(c, "health")).as_str())
+    );
+    env.insert(
+        "MC_EXAMPLE_HTTP_LISTEN".into(),
+        format!("127.0.0.1:{health_port}"),
+    );
+    env.insert("MC_EXAMPLE_DRAIN".into(), "1s".into());
+    let state = t.join("state");
+    let mut l = Launch::new(&["--root", &srv.to_string_lossy()])
+        .env("MC_EXAMPLE_STATE", &state.to_string_lossy())
+        .env("MC_EXAMPLE_SSHD", "never")
+        .timeout(HANG_GUARD);
+    for (k, v) in &env {
+        let v = if v.starts_with("/srv/") {
+            in_tree(&srv, v).to_string_lossy().into_owned()
+        } else {
+            v.clone()
+        };
+        l = l.env(k, &v);
+    }
+    let run = l.spawn();
+    let addr = format!("127.0.0.1:{health_port}");
+    let probe = |name: &str| {
+        let p = &c[name];
+        let timeout = Duration::from_secs(p["timeoutSeconds"].as_u64().unwrap_or(1));
+        let path = p["httpGet"]["path"].as_str().expect("httpGet.path");
+        http_get_probe(&addr, path, timeout)
+    };
+    // The kubelet asks the startup probe until it passes (every
+    // periodSeconds; here as fast as it answers), then the others.
+    let mut last = ProbeResult::Failure(String::new());
+    let started = wait_until(Duration::from_secs(60), || {
+        last = probe("startupProbe");
+        matches!(last, ProbeResult::Success(_))
+    });
+    assert!(started, "the startup probe never passed: {last:?}");
+    assert_eq!(last, ProbeResult::Success("alive\n".into()));
+    let ready = wait_until(Duration::from_secs(60), || {
+        last = probe("readinessProbe");
+        matches!(last, ProbeResult::Success(_))
+    });
+    assert!(ready, "never ready: {last:?}");
+    assert_eq!(last, ProbeResult::Success("healthy\n".into()));
+    assert!(
+        http_get(&format!("127.0.0.1:{web_port}"), "/").is_some(),
+        "web serves"
+    );
+    assert_eq!(
+        probe("livenessProbe"),
+        ProbeResult::Success("alive\n".into())
+    );
+    // The stop: not ready at once (the drain keeps web serving), alive.
+    run.signal(15);
+    let draining = wait_until(Duration::from_secs(10), || {
+        last = probe("readinessProbe");
+        matches!(last, ProbeResult::Failure(_))
+    });
+    assert!(draining, "still ready while stopping: {last:?}");
+    assert_eq!(
+        last,
+        ProbeResult::Failure("HTTP probe failed with statuscode: 503: stopping\n".into())
+    );
+    assert_eq!(
+        probe("livenessProbe"),
+        ProbeResult::Success("alive\n".into())
+    );
+    let o = run.wait();
+    assert_eq!(o.code, Some(0), "{}", o.all());
 }

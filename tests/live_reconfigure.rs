@@ -665,3 +665,86 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     run.signal(15);
     assert_eq!(run.wait().code, Some(0));
 }
+
+/// All or nothing (README "Live reconfigure"): a valid YAML pillar of the
+/// wrong shape for the template is not installed — init.sls, the rendered
+/// file and the services stay as they were, one error record says why —
+/// and the next good one is applied. A refused reload (SIGHUP) is one
+/// record too.
+#[test]
+fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_record() {
+    let l = Live::new("live-shape", "");
+    l.kubelet(&pillar("one"));
+    let run = l.start();
+    let init = std::fs::read_to_string(l.t.pillar()).expect("init.sls");
+    assert_eq!(l.app_conf(), "site=one\n");
+    // `data` a string: valid YAML, a mapping at the top, but the template
+    // reads `data.site`.
+    l.kubelet("makina-projects.demo:\n  data: just-a-string\n");
+    assert!(
+        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
+        "{}",
+        status(&run)
+    );
+    let st = status(&run);
+    assert!(st.contains("not installed"), "{st}");
+    assert_eq!(
+        std::fs::read_to_string(l.t.pillar()).expect("init.sls"),
+        init,
+        "the pillar is not installed"
+    );
+    assert_eq!(l.app_conf(), "site=one\n");
+    assert!(l.lines("reloader.log").is_empty(), "nothing touched");
+    // The next good pillar is applied.
+    l.kubelet(&pillar("two"));
+    assert!(
+        wait_until(APPLIED, || l.lines("reloader.log").len() == 1),
+        "{}",
+        status(&run)
+    );
+    assert_eq!(l.app_conf(), "site=two\n");
+    // A config with two errors, refused by SIGHUP.
+    let cfg = l.t.config();
+    let good = std::fs::read_to_string(&cfg).expect("config");
+    let bad = good.replace(
+        "reconfigure:\n  watch: true\n",
+        "reconfigure:\n  watch: false\n",
+    ) + "bogus: 1\nworse: 2\n";
+    write(&cfg, &bad);
+    run.signal(1);
+    // Then `ctl reload`: its answer comes after the HUP was handled (the
+    // signal was pending first).
+    let reply = ctl(&run, &["reload"]);
+    assert_ne!(reply.code, Some(0), "{}{}", reply.stdout, reply.stderr);
+    run.signal(15);
+    let out = run.wait();
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    let invalid: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("reconfigure: invalid input"))
+        .collect();
+    assert!(
+        invalid
+            .first()
+            .is_some_and(|l| l.contains("not installed") && l.contains("configmap/pillar.sls")),
+        "{}",
+        out.all()
+    );
+    // SIGHUP and `ctl reload`: one record each, both errors in it.
+    let refused: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.contains("reload refused") || l.contains("SIGHUP") || l.starts_with("  "))
+        .collect();
+    assert_eq!(refused.len(), 2, "{}", out.all());
+    for r in refused {
+        assert!(
+            r.starts_with("mc-launcher: error: reload refused, nothing changed: ")
+                && r.contains("`bogus`")
+                && r.contains("`worse`"),
+            "{}",
+            out.all()
+        );
+    }
+}

@@ -26,23 +26,22 @@ fn failed_while_web_runs(liveness: &str) -> (Output, Output) {
     assert!(failed, "bad never became FAILED with web running: {last}");
     let live = ctl(&run, &["health", "--live"]);
     let health = ctl(&run, &["health"]);
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
     (live, health)
 }
 
 #[test]
 fn a_failed_autostart_service_fails_the_liveness_probe() {
     let (live, health) = failed_while_web_runs("");
-    assert_eq!(live.code, Some(1), "{}", live.all());
+    live.assert_code(1);
     assert!(live.all().contains("bad"), "names it: {}", live.all());
-    assert_eq!(health.code, Some(1), "{}", health.all());
+    health.assert_code(1);
 }
 
 #[test]
 fn liveness_ignore_keeps_the_probe_green() {
     let (live, health) = failed_while_web_runs("    liveness: ignore\n");
-    assert_eq!(live.code, Some(0), "{}", live.all());
+    live.assert_code(0);
     assert_eq!(health.code, Some(1), "still not healthy: {}", health.all());
 }

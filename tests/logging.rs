@@ -8,12 +8,6 @@ use common::*;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
 fn records(text: &str) -> Vec<serde_json::Value> {
     text.lines()
         .map(|l| {
@@ -43,15 +37,12 @@ fn json_records_parse_and_carry_their_fields() {
         &script,
         "printf 'plain\\n\"quoted\" back\\\\slash\\ttab\\001ctl\\n\\377bad\\n'\nprintf 'to stderr\\n' >&2\n",
     );
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "log: {{format: json}}\nservices:\n  web:\n    cmd: [\"sh\", \"{}\"]\n    stdout: prefix\n    stderr: prefix\n    respawn: false\n",
             script.display()
-        ),
-    );
-    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+        );
+    let out = launch_in(&d, &yml, &[]).run();
+    out.assert_code(0);
     let stdout = records(&out.stdout);
     let stderr = records(&out.stderr);
     for r in stdout.iter().chain(&stderr) {
@@ -194,29 +185,21 @@ fn long_lines_split_within_max_line_and_join_back_exactly() {
 fn the_launchers_own_long_lines_are_split_too() {
     let d = TempDir::new("log-own-long");
     let long = "n".repeat(3000);
-    let cfg = config(
-        &d,
-        "log: {format: text, max_line: 1K}\nservices:\n  web:\n    cmd: [\"true\"]\n    respawn: false\n",
-    );
     // A command that does not exist: the launcher's error names it whole.
-    let out = Launch::new(&["-c", &cfg, "--", &long]).root(d.path()).run();
+    let out = launch_in(&d, "log: {format: text, max_line: 1K}\nservices:\n  web:\n    cmd: [\"true\"]\n    respawn: false\n", &["--", &long]).run();
     assert!(
         out.stderr.split_inclusive('\n').all(|l| l.len() <= 1024),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("\nmc-launcher+: "), "{}", out.stderr);
+    out.assert_stderr("\nmc-launcher+: ");
 }
 
 #[test]
 fn rate_limit_drops_and_says_how_many() {
     let d = TempDir::new("log-rate");
-    let cfg = config(
-        &d,
-        "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n",
-    );
-    let out = Launch::new(&["-c", &cfg]).root(d.path()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = launch_in(&d, "log:\n  rate_limit: {lines: 100, per: 1s}\nservices:\n  chatty:\n    cmd: [\"seq\", \"1\", \"10000\"]\n    stdout: prefix\n    respawn: false\n  calm:\n    cmd: [\"seq\", \"1\", \"50\"]\n    stdout: prefix\n    respawn: false\n  free:\n    cmd: [\"seq\", \"1\", \"3000\"]\n    stdout: prefix\n    respawn: false\n    log_rate_limit: null\n", &[]).run();
+    out.assert_code(0);
     let shown = out
         .stdout
         .lines()
@@ -341,10 +324,9 @@ fn a_flood_of_output_never_stalls_the_loop() {
             after - before
         );
         let t = Instant::now();
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         let took = t.elapsed();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         eprintln!("{format}: stopped {took:?} after SIGTERM");
         assert!(
             took < Duration::from_secs(5),
@@ -393,10 +375,9 @@ fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
     let d = TempDir::new("log-stall-stop");
     let (run, _reader) = stalled_launch(&d);
     let t = Instant::now();
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     eprintln!("stalled stderr: stopped {took:?} after SIGTERM");
     assert!(took < Duration::from_secs(3 + 2 + 1), "{took:?}");
 
@@ -427,8 +408,7 @@ fn a_stalled_reader_of_our_stderr_blocks_nothing_and_hears_what_was_lost() {
         .unwrap_or_else(|| panic!("{note}"));
     assert!(dropped > 1000, "{note}");
     eprintln!("after the reader resumed: {note}");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// A reader of our output that is slow but keeps reading loses nothing:
@@ -502,8 +482,7 @@ fn a_slow_reader_of_our_output_gets_every_line_in_order() {
         .expect("the last line never came");
     assert_eq!(last, lines);
     assert!(clean, "lines lost, reordered, or dropped by the launcher");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// The writer thread starts with the services when their output is
@@ -531,11 +510,10 @@ fn the_writer_thread_exists_only_for_output_to_write() {
                 .is_ok_and(|v| !status_pids(&v, "talker").is_empty())
         }));
         assert_eq!(threads(pid), want, "captured output: {captured}");
-        run.signal(15);
-        let out = run.wait();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        let out = run.stop();
+        out.assert_code(0);
         let framed = out.stdout.contains("talker | hello");
         assert_eq!(framed, captured, "{}", out.all());
-        assert!(out.stdout.contains("hello"), "{}", out.all());
+        out.assert_stdout("hello");
     }
 }

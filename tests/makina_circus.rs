@@ -113,7 +113,7 @@ fn makinas_watcher_files_pass_check_in_priority_order() {
     };
     daemon_files(&d, &ports);
     let o = makina(&d, &["check"]).not_pid1().run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(o.stdout.contains("check: OK\n"), "no warning: {}", o.all());
     let order: Vec<&str> = o
         .stdout
@@ -233,7 +233,7 @@ fn send_hup_reloads_the_real_daemons_with_the_pid_kept() {
 
     set_version(&d, "v1", "v2");
     let o = ctl(&run, &["reconfigure"]);
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     // send_hup: nginx's master rereads its config on HUP, haproxy's
     // master (-Ws, master-worker) on its hup_signal USR2, sshd re-execs
     // itself on HUP: the new config served, the pid kept.
@@ -265,7 +265,6 @@ fn send_hup_reloads_the_real_daemons_with_the_pid_kept() {
             assert_eq!(pid(&v, w), *p, "{w} kept its pid");
         }
     }
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
 }

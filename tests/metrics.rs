@@ -187,25 +187,8 @@ fn ctl_metrics_is_valid_exposition_and_counters_only_grow() {
     assert_eq!(run.wait().code, Some(0));
 }
 
-/// One HTTP/1.1 exchange: the status line's code, the head, the body.
-fn http(addr: &str, request: &str) -> (u16, String, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("send");
-    let mut out = String::new();
-    s.read_to_string(&mut out).expect("read the answer");
-    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
-    let code = head
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("a status");
-    (code, head.to_string(), body.to_string())
-}
-
 fn get(addr: &str, path: &str) -> (u16, String, String) {
-    http(
+    http_exchange(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: test\r\n\r\n"),
     )
@@ -214,8 +197,7 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
 #[test]
 fn http_endpoint_serves_the_same_exposition() {
     let d = TempDir::new("metrics-http");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let cfg = config(
         &d,
         &format!(
@@ -255,13 +237,13 @@ fn http_endpoint_serves_the_same_exposition() {
     assert_eq!(code, 200);
     let (code, _, _) = get(&addr, "/");
     assert_eq!(code, 404);
-    let (code, head, _) = http(
+    let (code, head, _) = http_exchange(
         &addr,
         "POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(code, 405);
     assert!(head.contains("Allow: GET"), "{head}");
-    let (code, _, _) = http(
+    let (code, _, _) = http_exchange(
         &addr,
         &format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000)),
     );
@@ -292,8 +274,7 @@ fn tiny_window(addr: &str) -> std::net::TcpStream {
 #[test]
 fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
     let d = TempDir::new("metrics-hogs");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     // Many services with long names: an exposition of some 190 KiB, more
     // than a socket takes at once from a client with a tiny window.
     let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
@@ -368,8 +349,7 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
 #[test]
 fn scrape_latency_with_50_services() {
     let d = TempDir::new("metrics-50");
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = free_addr();
     let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
     for i in 0..50 {
         body.push_str(&format!(

@@ -9,32 +9,25 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
-fn config(d: &TempDir, body: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, body);
-    p.to_string_lossy().into_owned()
-}
-
-fn wait_running(run: &Running, name: &str) {
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(10), || {
-        let out = ctl(run, &["--json", "status"]);
-        last = out.all();
-        let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).unwrap_or_default();
-        v["services"].as_array().is_some_and(|a| {
-            a.iter()
-                .any(|s| s["name"] == name && s["state"] == "running")
-        })
-    });
-    assert!(ok, "{name} never ran: {last}");
+/// The launcher over one `web` service, once it runs.
+fn web_running(d: &TempDir) -> Running {
+    let run = launch_in(
+        d,
+        "services:
+  web:
+    cmd: [\"sleep\", \"1000\"]
+",
+        &[],
+    )
+    .spawn();
+    wait_state(&run, "web", "running", Duration::from_secs(10));
+    run
 }
 
 #[test]
 fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
     let d = TempDir::new("nb-pipeline");
-    let cfg = config(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_running(&run, "web");
+    let run = web_running(&d);
     // 30 clients each send thousands of requests and read nothing: their
     // replies pile up until the launcher drops them.
     let mut hogs = Vec::new();
@@ -46,58 +39,36 @@ fn clients_that_pipeline_and_never_read_do_not_stall_anyone() {
         hogs.push(s);
     }
     let out = ctl(&run, &["health"]);
-    assert_eq!(
-        out.code,
-        Some(0),
-        "health answered while 30 clients hog\n{}",
-        out.all()
-    );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    // health answered while 30 clients hog
+    out.assert_code(0);
+    let out = run.stop();
+    out.assert_code(0);
     drop(hogs);
 }
 
 #[test]
 fn idle_connections_never_lock_health_out() {
     let d = TempDir::new("nb-idle");
-    let cfg = config(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_running(&run, "web");
+    let run = web_running(&d);
     // More silent connections than the launcher serves at once.
     let idle: Vec<UnixStream> = (0..40)
         .map(|_| UnixStream::connect(socket_path(&run)).expect("connect"))
         .collect();
     for _ in 0..3 {
         let out = ctl(&run, &["health"]);
-        assert_eq!(
-            out.code,
-            Some(0),
-            "a HEALTHCHECK must not see a healthy launcher as gone\n{}",
-            out.all()
-        );
+        // a HEALTHCHECK must not see a healthy launcher as gone
+        out.assert_code(0);
     }
     drop(idle);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 #[test]
 fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     let d = TempDir::new("nb-dns");
-    // A DNS server that hears queries and never answers them.
-    let dns = std::net::UdpSocket::bind("127.0.0.77:53").expect("bind 127.0.0.77:53 (as root)");
-    let scratch = TempDir::new("nb-dns-etc");
-    let cfg = config(
-        &d,
-        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .overlay("/etc", scratch.path())
-        .before(
-            "printf 'nameserver 127.0.0.77\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
-        )
+    let (dns, scratch) = silent_dns("127.0.0.77");
+    let run = launch_in(&d, "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready:\n      tcp: \"db.example.test:5432\"\n      timeout: 60s\n", &[])
+        .nameserver("127.0.0.77", scratch.path())
         .timeout(Duration::from_secs(60))
         .spawn();
     // The probe's lookup has started: the query reached our silent server.
@@ -110,26 +81,16 @@ fn a_dns_server_that_never_answers_does_not_delay_ctl() {
     assert!(n > 12, "a DNS query");
     // While the resolver waits (30 s), the loop answers at once.
     let out = ctl(&run, &["--json", "status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.contains("\"state\":\"starting\""),
-        "{}",
-        out.stdout
-    );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("\"state\":\"starting\"");
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
 fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     let d = TempDir::new("nb-batch");
-    let cfg = config(
-        &d,
-        "shutdown:\n  timeout: 3s\nservices:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "shutdown:\n  timeout: 3s\nservices:\n  many:\n    cmd: [\"sleep\", \"1000\"]\n    numprocesses: 5000\n    stdout: null\n    stderr: null\n", &[])
         .env("MC_LOG", "debug")
         .timeout(Duration::from_secs(120))
         .spawn();
@@ -141,9 +102,8 @@ fn a_stop_during_a_start_of_thousands_is_served_between_batches() {
     assert!(wait_until(Duration::from_secs(20), || children_of(pid)
         .iter()
         .any(is_many)));
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     let spawned = out.stderr.matches(": started, pid").count();
     assert!(spawned > 0, "{}", out.all());
     assert!(

@@ -32,9 +32,9 @@ fn killed_by_signal_gives_128_plus_n() {
         ("TERM", 15),
     ] {
         for pid1 in [true, false] {
-            let mut l = Launch::new(&["--", "sh", "-c", &format!("kill -{name} $$")]);
-            l.pid1 = pid1;
-            let out = l.run();
+            let out = Launch::new(&["--", "sh", "-c", &format!("kill -{name} $$")])
+                .pid1(pid1)
+                .run();
             assert_eq!(out.code, Some(128 + n), "{name} pid1={pid1}\n{}", out.all());
         }
     }
@@ -46,26 +46,19 @@ fn not_found_and_not_executable() {
     let script = d.join("noexec.sh");
     write(&script, "#!/bin/sh\nexit 0\n");
     let out = Launch::new(&["--", "/nonexistent/cmd"]).run();
-    assert_eq!(out.code, Some(127), "{}", out.all());
-    assert!(
-        out.stderr.contains("/nonexistent/cmd") && out.stderr.contains("No such file"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(127);
+    out.assert_stderr("/nonexistent/cmd");
+    out.assert_stderr("No such file");
     let out = Launch::new(&["--", "definitely-not-a-command-xyz"])
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(127), "{}", out.all());
+    out.assert_code(127);
     let out = Launch::new(&["--", script.to_str().expect("utf8")]).run();
-    assert_eq!(out.code, Some(126), "{}", out.all());
-    assert!(out.stderr.contains("Permission denied"), "{}", out.all());
+    out.assert_code(126);
+    out.assert_stderr("Permission denied");
     let out = Launch::new(&["--", d.path().to_str().expect("utf8")]).run();
-    assert_eq!(
-        out.code,
-        Some(126),
-        "a directory is not executable\n{}",
-        out.all()
-    );
+    // a directory is not executable
+    out.assert_code(126);
 }
 
 #[test]
@@ -77,22 +70,16 @@ fn trapped_term_gives_cmds_own_code() {
             "trap 'exit 42' TERM; touch {}; while :; do sleep 0.05; done",
             ready.display()
         );
-        let mut l = Launch::new(&["--", "sh", "-c", &script]);
-        l.pid1 = pid1;
-        let run = l.spawn();
+        let run = Launch::new(&["--", "sh", "-c", &script]).pid1(pid1).spawn();
         assert!(
             wait_until(Duration::from_secs(5), || ready.exists()),
             "CMD never started"
         );
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(42), "pid1={pid1}\n{}", out.all());
-        assert!(out.stderr.contains("TERM received"), "{}", out.all());
-        assert!(
-            out.stderr.contains("summary: main: stopped in"),
-            "one summary line\n{}",
-            out.all()
-        );
+        out.assert_stderr("TERM received");
+        // one summary line
+        out.assert_stderr("summary: main: stopped in");
     }
 }
 
@@ -154,15 +141,16 @@ echo "zombies=$z children=$children""#
 #[test]
 fn thousand_orphans_leave_no_zombie() {
     for pid1 in [true, false] {
-        let mut l =
-            Launch::new(&["--", "sh", "-c", &orphan_script(1000)]).timeout(Duration::from_secs(60));
-        l.pid1 = pid1;
-        let out = l.run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        let out = Launch::new(&["--", "sh", "-c", &orphan_script(1000)])
+            .timeout(Duration::from_secs(60))
+            .pid1(pid1)
+            .run();
+        out.assert_code(0);
         // The only child of the launcher left is CMD itself.
+        let why = format!("pid1={pid1}");
         assert!(
             out.stdout.contains("zombies=0 children=1"),
-            "pid1={pid1}\n{}",
+            "{why}\n{}",
             out.all()
         );
     }
@@ -178,10 +166,8 @@ fn nothing_left_running_after_exit() {
         );
         // A daemon that escapes CMD's process group and session, then CMD exits.
         let script = format!("setsid sleep {marker} & sleep {marker} & sleep 0.2; exit 5");
-        let mut l = Launch::new(&["--", "sh", "-c", &script]);
-        l.pid1 = pid1;
-        let out = l.run();
-        assert_eq!(out.code, Some(5), "{}", out.all());
+        let out = Launch::new(&["--", "sh", "-c", &script]).pid1(pid1).run();
+        out.assert_code(5);
         assert!(
             wait_until(Duration::from_secs(2), || pids_with_cmdline(&format!(
                 "sleep {marker}"
@@ -203,8 +189,7 @@ fn term_right_after_start_is_never_lost() {
             .spawn();
         run.wait_signals_blocked();
         std::thread::sleep(Duration::from_micros((i * 7919) % 3000));
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(143), "round {i}\n{}", out.all());
     }
     // Not PID 1: the TERM may land even before signals are blocked, then it
@@ -215,8 +200,7 @@ fn term_right_after_start_is_never_lost() {
             .timeout(Duration::from_secs(10))
             .spawn();
         std::thread::sleep(Duration::from_micros((i * 3571) % 4000));
-        run.signal(15);
-        let out = run.wait();
+        let out = run.stop();
         assert_eq!(out.code, Some(143), "round {i}\n{}", out.all());
     }
 }
@@ -224,34 +208,28 @@ fn term_right_after_start_is_never_lost() {
 #[test]
 fn stop_deadline_kills_a_cmd_that_ignores_term() {
     let d = TempDir::new("deadline");
-    let cfg = d.join("c.yml");
-    write(&cfg, "shutdown:\n  timeout: 500ms\n");
+    let cfg = config(&d, "shutdown:\n  timeout: 500ms\n");
     let ready = d.join("ready");
     let script = format!(
         "trap '' TERM; touch {}; while :; do sleep 0.05; done",
         ready.display()
     );
-    let run = Launch::new(&["-c", cfg.to_str().expect("utf8"), "--", "sh", "-c", &script]).spawn();
+    let run = Launch::new(&["-c", &cfg, "--", "sh", "-c", &script]).spawn();
     assert!(
         wait_until(Duration::from_secs(5), || ready.exists()),
         "CMD never started"
     );
     let t = std::time::Instant::now();
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let took = t.elapsed();
-    assert_eq!(
-        out.code,
-        Some(137),
-        "killed by SIGKILL after the deadline\n{}",
-        out.all()
-    );
+    // killed by SIGKILL after the deadline
+    out.assert_code(137);
     assert!(
         took >= Duration::from_millis(450),
         "took {took:?}\n{}",
         out.all()
     );
-    assert!(out.stderr.contains("SIGKILL after grace"), "{}", out.all());
+    out.assert_stderr("SIGKILL after grace");
 }
 
 #[test]
@@ -260,18 +238,14 @@ fn plain_init_without_config() {
     let out = Launch::new(&["--", "sh", "-c", "echo hello; echo MC_SERVICE=$MC_SERVICE"])
         .root(d.path())
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.contains("hello\nMC_SERVICE=main"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("hello\nMC_SERVICE=main");
     // A first plain argument also starts CMD (docker run IMAGE bash).
     let out = Launch::new(&["sh", "-c", "exit 9"]).root(d.path()).run();
-    assert_eq!(out.code, Some(9), "{}", out.all());
+    out.assert_code(9);
     // Nothing at all to run is a usage error.
     let out = Launch::new(&[]).root(d.path()).run();
-    assert_eq!(out.code, Some(2), "{}", out.all());
+    out.assert_code(2);
 }
 
 #[test]
@@ -305,9 +279,10 @@ fn foreground_terminal_goes_to_cmd() {
         "{} -q -- sh -c 'if [ \"$(ps -o pgid= -p $$)\" = \"$(ps -o tpgid= -p $$)\" ]; then echo FOREGROUND; else echo BACKGROUND; fi'",
         bin().display()
     );
+    let root = TempDir::new("fg-root");
     let out = std::process::Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
-        .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+        .env("MC_ROOT", root.path())
         .output()
         .expect("script");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,7 +10,6 @@ mod common;
 use common::tree::{Tree, IMAGE_PILLAR};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 const OVERRIDE: &str = "makina-projects.demo:\n  data:\n    site: from-volume\n";
 const KEY: &str =
@@ -27,21 +26,6 @@ impl Tree {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
         }
     }
-    /// The same launch as uid 65534 (setpriv), with TMPDIR in the tree.
-    fn launch_as_nobody(&self, args: &[&str]) -> Launch {
-        let scratch = self.d.join("scratch");
-        std::fs::create_dir_all(&scratch).expect("scratch");
-        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-        let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
-        let bin = bin().to_string_lossy().into_owned();
-        argv.push(&bin);
-        argv.extend_from_slice(args);
-        Launch::new(&argv)
-            .program(Path::new("/usr/bin/setpriv"))
-            .env("TMPDIR", &scratch.to_string_lossy())
-            .root(self.root())
-            .not_pid1()
-    }
     /// Nothing the operator or the image had was changed.
     fn assert_untouched(&self, what: &str) {
         assert_eq!(
@@ -57,22 +41,6 @@ impl Tree {
             );
         }
     }
-}
-
-/// The preflight message in `stderr`: from its first line to the end of
-/// its indented lines.
-fn message(stderr: &str) -> String {
-    let Some(start) = stderr.find("cannot prepare this container") else {
-        return String::new();
-    };
-    let mut lines = stderr[start..].lines();
-    let mut out = vec![lines.next().unwrap_or("").to_string()];
-    out.extend(
-        lines
-            .take_while(|l| l.starts_with("  "))
-            .map(str::to_string),
-    );
-    out.join("\n")
 }
 
 fn assert_has(out: &Output, parts: &[String]) {
@@ -112,7 +80,10 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
     // `check` says the same, beforehand, and ends with its verdict.
     let chk = t.launch(&["check"]).before(&ro).run();
     assert_eq!(chk.code, Some(78), "{}", chk.all());
-    assert_eq!(message(&chk.stderr), message(&out.stderr));
+    assert_eq!(
+        preflight_message(&chk.stderr),
+        preflight_message(&out.stderr)
+    );
     assert_eq!(last_line(&chk.stdout), "check: 1 error(s)", "{}", chk.all());
     t.assert_untouched("check");
 }

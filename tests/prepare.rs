@@ -12,41 +12,30 @@ use std::time::Duration;
 fn pillar_override_is_installed_then_restored() {
     let t = Tree::new("pillar", "");
     let over = "makina-projects.demo:\n  data:\n    site: from-volume\n";
-    write(&t.volume().join("configuration/pillar.sls"), over);
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    write(&t.source(), over);
+    let out = t.prepare();
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(t.pillar()).expect("pillar"), over);
     assert_eq!(
         std::fs::read_to_string(t.root().join("state/image-pillar.sls")).expect("saved"),
         IMAGE_PILLAR
     );
-    assert!(
-        out.stderr.contains("pillar: installed the override"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("pillar: installed the override");
     // The override goes away: the image default comes back.
-    std::fs::remove_file(t.volume().join("configuration/pillar.sls")).expect("rm");
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
-    assert!(
-        out.stderr.contains("image default is back"),
-        "{}",
-        out.all()
-    );
+    std::fs::remove_file(t.source()).expect("rm");
+    let out = t.prepare();
+    out.assert_code(0);
+    t.assert_image_pillar();
+    out.assert_stderr("image default is back");
 }
 
 #[test]
 fn salt_jinja_pillar_is_accepted() {
     let t = Tree::new("saltjinja", "");
     let over = "#!jinja|yaml\n{% set pw = salt['mc_utils.generate_password']() %}\nmakina-projects.demo:\n  data:\n    password: {{ pw }}\n{% if grains['os'] == 'Debian' %}\n    os: debian\n{% endif %}\n";
-    write(&t.volume().join("configuration/pillar.sls"), over);
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    write(&t.source(), over);
+    let out = t.prepare();
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.pillar()).expect("pillar"),
         over,
@@ -57,19 +46,11 @@ fn salt_jinja_pillar_is_accepted() {
 #[test]
 fn invalid_pillar_keeps_the_default_and_names_the_line() {
     let t = Tree::new("badpillar", "");
-    write(
-        &t.volume().join("configuration/pillar.sls"),
-        "makina-projects.demo:\n  data: [1, 2\n",
-    );
+    write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr
-            .contains("configuration/pillar.sls:3:1: YAML syntax error"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(78);
+    out.assert_stderr("configuration/pillar.sls:3:1: YAML syntax error");
     assert_eq!(
         std::fs::read(t.pillar()).expect("pillar"),
         before,
@@ -82,20 +63,17 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
         "- not\n- a mapping\n",
     );
     let out = t2.launch(&["--", "sh", "-c", "exit 5"]).run();
-    assert_eq!(out.code, Some(5), "{}", out.all());
-    assert!(
-        out.stderr.contains("must be a mapping") && out.stderr.contains("keep-default"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(5);
+    out.assert_stderr("must be a mapping");
+    out.assert_stderr("keep-default");
     assert_eq!(
         std::fs::read_to_string(t2.pillar()).expect("pillar"),
         IMAGE_PILLAR
     );
     // check reports it too, and writes nothing.
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(out.stderr.contains("pillar.sls:3:1"), "{}", out.all());
+    out.assert_code(78);
+    out.assert_stderr("pillar.sls:3:1");
 }
 
 #[test]
@@ -109,8 +87,8 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     );
     std::os::unix::fs::symlink("..2024_01_01_00_00_00.1", conf.join("..data")).expect("link");
     std::os::unix::fs::symlink("..data/pillar.sls", conf.join("pillar.sls")).expect("link");
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = t.prepare();
+    out.assert_code(0);
     assert!(std::fs::read_to_string(t.pillar())
         .expect("pillar")
         .contains("configmap"));
@@ -119,23 +97,17 @@ fn kubernetes_configmap_links_are_followed_escapes_refused() {
     let secret = t.root().join("outside-secret.sls");
     write(&secret, "stolen: true\n");
     std::fs::create_dir_all(t.volume().join("configuration")).expect("mkdir");
-    std::os::unix::fs::symlink(&secret, t.volume().join("configuration/pillar.sls")).expect("link");
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(out.stderr.contains("outside the volume"), "{}", out.all());
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    std::os::unix::fs::symlink(&secret, t.source()).expect("link");
+    let out = t.prepare();
+    out.assert_code(78);
+    out.assert_stderr("outside the volume");
+    t.assert_image_pillar();
 }
-
-/// A real key pair made with ssh-keygen: (private key path, public line).
 
 #[test]
 fn ssh_keys_go_into_a_managed_block() {
     let t = Tree::new("keys", "ssh:\n  sshd: never\n");
     let keys = t.d.join("keys");
-    std::fs::create_dir_all(&keys).expect("mkdir");
     let (_, alice) = keypair(&keys, "alice");
     let (_, bob) = keypair(&keys, "bob");
     let (bad_private, _) = keypair(&keys, "mallory");
@@ -154,7 +126,7 @@ fn ssh_keys_go_into_a_managed_block() {
         t.d.join("projects/demo/project/.salt/mc-launcher.yml").display()
     );
     let out = Launch::new(&["--", "sh", "-c", &show]).root(t.root()).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let text = &out.stdout;
     assert!(text.contains("rc=0"), "{}", out.all());
     assert!(
@@ -169,17 +141,9 @@ fn ssh_keys_go_into_a_managed_block() {
     );
     assert!(text.contains("700 root\n600 root"), "{}", out.all());
     assert!(!text.contains("PRIVATE"), "{}", out.all());
-    assert!(
-        out.stderr.contains("bob.pub:3:1"),
-        "the bad line is named\n{}",
-        out.all()
-    );
-    assert!(
-        out.stderr
-            .contains("id_ed25519: refused: this is a PRIVATE key"),
-        "{}",
-        out.all()
-    );
+    // the bad line is named
+    out.assert_stderr("bob.pub:3:1");
+    out.assert_stderr("id_ed25519: refused: this is a PRIVATE key");
     // A key removed from the volume disappears from the block.
     std::fs::remove_file(ssh.join("bob.pub")).expect("rm");
     let show2 = format!(
@@ -268,20 +232,16 @@ fn prepopulate_fills_only_empty_destinations() {
     let dest = t.volume().join("data");
     // lost+found alone counts as empty.
     std::fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = t.prepare();
+    out.assert_code(0);
     std::fs::remove_dir(dest.join("lost+found")).expect("rm");
     same_tree(&src, &dest).expect("exact copy");
     // With data in it, the destination is left byte for byte.
     std::fs::write(dest.join("d1/f1.dat"), "the operator's data").expect("write");
     std::fs::remove_file(dest.join("d3/f3.dat")).expect("rm");
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("holds data: left as it is"),
-        "{}",
-        out.all()
-    );
+    let out = t.prepare();
+    out.assert_code(0);
+    out.assert_stderr("holds data: left as it is");
     assert_eq!(
         std::fs::read_to_string(dest.join("d1/f1.dat")).expect("read"),
         "the operator's data"
@@ -295,22 +255,28 @@ fn prepopulate_survives_kill_9_mid_copy() {
     let src = source_tree(t.root(), 3000, 4096);
     let dest = t.volume().join("data");
     let mut interrupted = 0;
-    for delay_ms in [3u64, 8, 15, 30, 60] {
+    let marker = dest.join(".mc-launcher-prepopulate-incomplete");
+    // Killed at several points of the copy: synced on the copy's own
+    // marker (a loaded machine starts late), then a little later each time.
+    for delay_ms in [0u64, 2, 5, 10, 20] {
         let _ = std::fs::remove_dir_all(&dest);
         let mut run = t.launch(&["prepare"]).spawn();
         let pid = run.launcher_pid();
+        wait_until(Duration::from_secs(20), || {
+            marker.exists() || !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        });
         std::thread::sleep(Duration::from_millis(delay_ms));
         unsafe_kill(pid, 9);
         run.kill_all();
         let _ = run.child.wait();
-        if dest.join(".mc-launcher-prepopulate-incomplete").exists() {
+        if marker.exists() {
             interrupted += 1;
         } else if dest.exists() && std::fs::read_dir(&dest).map(|r| r.count()).unwrap_or(0) > 0 {
             same_tree(&src, &dest).expect("no marker: the copy must be complete");
         }
         // The next start finishes the job: a complete, exact copy.
-        let out = t.launch(&["prepare"]).run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        let out = t.prepare();
+        out.assert_code(0);
         same_tree(&src, &dest)
             .unwrap_or_else(|e| panic!("after kill at {delay_ms}ms: {e}\n{}", out.all()));
     }
@@ -338,54 +304,35 @@ fn prepopulate_on_a_full_filesystem_fails_cleanly() {
         .tmpfs_sized(&dest, "1m")
         .after(&format!("echo entries=$(ls -A {} | wc -l)", dest.display()))
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("the filesystem is full"),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains(&dest.display().to_string()),
-        "the path is named\n{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.contains("entries=0"),
-        "nothing half-copied is left\n{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("the filesystem is full");
+    // the path is named
+    out.assert_stderr(&dest.display().to_string());
+    // nothing half-copied is left
+    out.assert_stdout("entries=0");
 }
 
 #[test]
 fn skip_steps_and_original_arguments() {
     let t = Tree::new("skip", PREPOP);
     source_tree(t.root(), 3, 10);
-    write(
-        &t.volume().join("configuration/pillar.sls"),
-        "makina-projects.demo: {data: {site: v}}\n",
-    );
+    write(&t.source(), "makina-projects.demo: {data: {site: v}}\n");
     let out = t.launch(&["--skip", "pillar,prepopulate", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert_eq!(
-        std::fs::read_to_string(t.pillar()).expect("pillar"),
-        IMAGE_PILLAR
-    );
+    out.assert_code(0);
+    t.assert_image_pillar();
     assert!(!t.volume().join("data").exists());
     let out = t.launch(&["prepare"]).env("MC_SKIP", "prepopulate").run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(std::fs::read_to_string(t.pillar())
         .expect("pillar")
         .contains("site: v"));
     assert!(!t.volume().join("data").exists());
 }
 
-/// A free loopback port.
-
 #[test]
 fn real_ssh_login_with_a_volume_key_and_live_key_changes() {
     let t = Tree::new("sshd", "ssh:\n  sshd: always\n");
     let keys = t.d.join("keys");
-    std::fs::create_dir_all(&keys).expect("mkdir");
     let (good, good_pub) = keypair(&keys, "good");
     let (late, late_pub) = keypair(&keys, "late");
     let (stranger, _) = keypair(&keys, "stranger");
@@ -425,39 +372,17 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
             .timeout(Duration::from_secs(60))
     };
     let out = launch(&script).run();
-    assert!(
-        out.stderr
-            .contains(&format!("Server listening on 127.0.0.1 port {port}")),
-        "{}",
-        out.all()
-    );
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.contains("good=logged-in-as-root"),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.contains("stranger=rc=255"),
-        "an unknown key is refused\n{}",
-        out.all()
-    );
-    assert!(out.stdout.contains("late-before=rc=255"), "{}", out.all());
-    assert!(
-        out.stdout.contains("late-after=logged-in-as-root"),
-        "a key added while running works\n{}",
-        out.all()
-    );
-    assert!(
-        out.stdout.contains("good-removed=rc=255"),
-        "a removed key stops working\n{}",
-        out.all()
-    );
-    assert!(
-        out.stderr.contains("summary: sshd: stopped in"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr(&format!("Server listening on 127.0.0.1 port {port}"));
+    out.assert_code(0);
+    out.assert_stdout("good=logged-in-as-root");
+    // an unknown key is refused
+    out.assert_stdout("stranger=rc=255");
+    out.assert_stdout("late-before=rc=255");
+    // a key added while running works
+    out.assert_stdout("late-after=logged-in-as-root");
+    // a removed key stops working
+    out.assert_stdout("good-removed=rc=255");
+    out.assert_stderr("summary: sshd: stopped in");
     // Host keys persist in the volume: the same key after a restart.
     let host_key = std::fs::read_to_string(
         t.volume()
@@ -469,6 +394,6 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
         t.volume().display()
     ))
     .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(out.stdout, host_key, "host keys are reused");
 }

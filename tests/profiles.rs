@@ -19,44 +19,28 @@ const SERVICES: &str = "services:
     profiles: [tools, debug]
 ";
 
-fn config(d: &TempDir, extra: &str) -> String {
-    let p = d.join("mc-launcher.yml");
-    write(&p, &format!("{SERVICES}{extra}"));
-    p.to_string_lossy().into_owned()
+/// mc-launcher.yml in `d`: the services above, then `extra`.
+fn with_services(d: &TempDir, extra: &str) -> String {
+    config(d, &format!("{SERVICES}{extra}"))
 }
 
-/// The state of every service once `web` runs.
+/// The state of every service once all settled (running, or stopped:
+/// never started).
 fn states(launch: Launch) -> Vec<(String, String)> {
     let run = launch.spawn();
-    let mut v = serde_json::Value::Null;
+    let mut rows = Vec::new();
     let ok = wait_until(Duration::from_secs(10), || {
-        let o = ctl(&run, &["--json", "status"]);
-        v = serde_json::from_str(o.stdout.trim()).unwrap_or_default();
-        let all = v["services"].as_array().cloned().unwrap_or_default();
-        // Settled: every service running or stopped (never started).
-        !all.is_empty()
-            && all
+        rows = status(&run).and_then(|r| r.services).unwrap_or_default();
+        !rows.is_empty()
+            && rows
                 .iter()
-                .all(|s| s["state"] == "running" || s["state"] == "stopped")
+                .all(|s| matches!(s.state.as_str(), "running" | "stopped"))
     });
-    assert!(ok, "never settled: {v}");
-    let out = v["services"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|s| {
-                    (
-                        s["name"].as_str().unwrap_or("").to_string(),
-                        s["state"].as_str().unwrap_or("").to_string(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
-    out
+    assert!(ok, "never settled: {rows:?}");
+    run.stop().assert_code(0);
+    rows.into_iter()
+        .map(|s| (s.name, s.state.as_str().to_string()))
+        .collect()
 }
 
 fn running(states: &[(String, String)]) -> Vec<&str> {
@@ -72,7 +56,7 @@ fn running(states: &[(String, String)]) -> Vec<&str> {
 #[test]
 fn only_the_active_profiles_start() {
     let d = TempDir::new("profiles");
-    let cfg = config(&d, "");
+    let cfg = with_services(&d, "");
     let none = states(Launch::new(&["-c", &cfg]));
     assert_eq!(running(&none), ["web"], "{none:?}");
     assert!(
@@ -97,7 +81,7 @@ fn only_the_active_profiles_start() {
 #[test]
 fn a_left_out_service_can_be_started_by_hand_and_is_not_health() {
     let d = TempDir::new("profiles-ctl");
-    let cfg = config(&d, "");
+    let cfg = with_services(&d, "");
     let run = Launch::new(&["-c", &cfg]).spawn();
     assert!(wait_until(Duration::from_secs(10), || ctl(
         &run,
@@ -106,54 +90,35 @@ fn a_left_out_service_can_be_started_by_hand_and_is_not_health() {
     .code
         == Some(0)));
     let o = ctl(&run, &["start", "debug"]);
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(
-        wait_until(Duration::from_secs(10), || pids_of(&run, "debug") > 0),
+        wait_until(Duration::from_secs(10), || !pids(&run, "debug").is_empty()),
         "debug never started"
     );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
-}
-
-fn pids_of(run: &Running, name: &str) -> usize {
-    let o = ctl(run, &["--json", "status"]);
-    let v: serde_json::Value = serde_json::from_str(o.stdout.trim()).unwrap_or_default();
-    status_pids(&v, name).len()
+    run.stop().assert_code(0);
 }
 
 #[test]
 fn check_prints_what_a_profile_set_starts() {
     let d = TempDir::new("profiles-check");
-    let cfg = config(&d, "");
+    let cfg = with_services(&d, "");
     let o = Launch::new(&["-c", &cfg, "check"]).not_pid1().run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
-    assert!(o.stdout.contains("  - web\n"), "{}", o.stdout);
-    assert!(
-        o.stdout
-            .contains("  - debug (not started: profiles debug; active: none)"),
-        "{}",
-        o.stdout
-    );
+    o.assert_code(0);
+    o.assert_stdout("  - web\n");
+    o.assert_stdout("  - debug (not started: profiles debug; active: none)");
     let o = Launch::new(&["-c", &cfg, "check", "--profile", "tools"])
         .not_pid1()
         .run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
-    assert!(o.stdout.contains("  - tools\n"), "{}", o.stdout);
-    assert!(
-        o.stdout
-            .contains("  - debug (not started: profiles debug; active: tools)"),
-        "{}",
-        o.stdout
-    );
+    o.assert_code(0);
+    o.assert_stdout("  - tools\n");
+    o.assert_stdout("  - debug (not started: profiles debug; active: tools)");
 }
 
 #[test]
 fn after_on_a_left_out_service_is_an_error_naming_both() {
     let d = TempDir::new("profiles-after");
-    let cfg = config(
-        &d,
-        "  app:\n    cmd: [sleep, \"1000\"]\n    after: [debug]\n",
-    );
+    let app_after_debug = "  app:\n    cmd: [sleep, \"1000\"]\n    after: [debug]\n";
+    let cfg = with_services(&d, app_after_debug);
     for args in [vec!["-c", &cfg, "check"], vec!["-c", &cfg]] {
         let o = Launch::new(&args).run();
         assert_eq!(o.code, Some(78), "{args:?}: {}", o.all());
@@ -167,5 +132,5 @@ fn after_on_a_left_out_service_is_an_error_naming_both() {
     let o = Launch::new(&["-c", &cfg, "--profile", "debug", "check"])
         .not_pid1()
         .run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
 }

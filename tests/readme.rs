@@ -67,3 +67,39 @@ fn the_image_pillar_copy_is_the_example_dockerfiles() {
     let shown: String = lines.iter().map(|l| format!("    {l}\n")).collect();
     assert!(text.contains(&shown), "README.rst does not show:\n{shown}");
 }
+
+/// Whether Rust source `text` names the host's temp dir itself.
+fn names_the_temp_dir(text: &str) -> bool {
+    text.contains(&["std::env::", "temp_dir()"].concat())
+}
+
+/// No test leaves files in the host's temp dir: in tests/ only the
+/// harness's `TempDir` (tests/common/mod.rs, removed on drop, so also when
+/// a test panics) names it; `scripts/test.sh` checks what the binaries
+/// themselves would leave.
+#[test]
+fn only_the_harness_names_the_temp_dir() {
+    assert!(names_the_temp_dir(
+        &["let p = std::env::", "temp_dir().join(\"x\");"].concat()
+    ));
+    let tests = concat!(env!("CARGO_MANIFEST_DIR"), "/tests");
+    let mut files = Vec::new();
+    for dir in [tests.to_string(), format!("{tests}/common")] {
+        for e in std::fs::read_dir(&dir).expect("tests dir").flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "rs") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() > 20, "{files:?}");
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|p| !p.ends_with("common/mod.rs"))
+        .filter(|p| names_the_temp_dir(&std::fs::read_to_string(p).unwrap_or_default()))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "use common::TempDir, not the temp dir itself: {offenders:?}"
+    );
+}

@@ -290,6 +290,28 @@ fn sbom_and_debs_name_every_crate_with_version_and_license() {
             std::fs::read(rel.binary(arch)).unwrap(),
             "{arch}: the .deb holds the release binary"
         );
+        // The man page and the completions, as help made them.
+        for file in [
+            "usr/share/man/man1/mc-launcher.1.gz",
+            "usr/share/doc/mc-launcher/README.rst.gz",
+            "usr/share/doc/mc-launcher/mc-launcher.schema.json",
+            "usr/share/bash-completion/completions/mc-launcher",
+            "usr/share/zsh/vendor-completions/_mc-launcher",
+            "usr/share/fish/vendor_completions.d/mc-launcher.fish",
+        ] {
+            let line = contents
+                .lines()
+                .find(|l| l.ends_with(&format!("./{file}")))
+                .unwrap_or_else(|| panic!("{arch}: no /{file} in {contents}"));
+            assert!(line.starts_with("-rw-r--r-- root/root"), "{line}");
+        }
+        let bash =
+            std::fs::read_to_string(d.join("usr/share/bash-completion/completions/mc-launcher"))
+                .expect("bash completion");
+        assert!(
+            bash.contains("complete -F _mc_launcher mc-launcher"),
+            "{bash}"
+        );
         let copyright = std::fs::read_to_string(d.join("usr/share/doc/mc-launcher/copyright"))
             .expect("copyright");
         assert!(copyright.contains("License: BSD-3-Clause"), "{copyright}");
@@ -419,7 +441,7 @@ fn armv7_passes_exit_statuses_through_and_stops_cleanly_under_qemu() {
     let out = Launch::new(&["--", "sh", "-c", "kill -TERM $$"])
         .program(&prog)
         .run();
-    assert_eq!(out.code, Some(143), "{}", out.all());
+    out.assert_code(143);
     let started = d.join("started");
     let cfg = d.join("mc-launcher.yml");
     write(
@@ -433,8 +455,8 @@ fn armv7_passes_exit_statuses_through_and_stops_cleanly_under_qemu() {
     wait_file(&started, "up");
     send(pid1_of(&r), nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("svc: stopped"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stderr("svc: stopped");
 }
 
 #[test]
@@ -458,7 +480,7 @@ fn aarch64_forwards_signals_and_reaps_orphans_under_qemu() {
     wait_file(&log, "usr1");
     send(pid, nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(42), "{}", out.all());
+    out.assert_code(42);
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
         "ready\nusr1\nterm\n"
@@ -475,8 +497,8 @@ fn aarch64_forwards_signals_and_reaps_orphans_under_qemu() {
     let out = Launch::new(&["--", "sh", "-c", &script])
         .program(&prog)
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("reaped"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("reaped");
 }
 
 #[test]
@@ -524,7 +546,7 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
             ])
             .arg(release().binary("aarch64"))
             .args(["ctl", "status"])
-            .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+            .env("MC_ROOT", &r.root)
             .env_remove("MC_LAUNCHER_CONFIG")
             .output()
             .expect("nsenter");
@@ -535,6 +557,6 @@ fn aarch64_supervises_restarts_answers_ctl_and_stops_cleanly_under_qemu() {
     assert!(status.contains("flappy"), "{status}");
     send(pid, nix::sys::signal::Signal::SIGTERM);
     let out = r.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(std::fs::read_to_string(&bye).unwrap_or_default(), "bye\n");
 }

@@ -37,7 +37,7 @@ fn status_when(
 
 /// The launcher, PID 1, over `body`.
 fn launch(d: &TempDir, body: &str, limit: Duration) -> Running {
-    let cfg = config_in(d, body);
+    let cfg = config(d, body);
     Launch::new(&["-c", &cfg])
         .root(d.path())
         .timeout(limit)
@@ -51,19 +51,15 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     let other = d.join("other.pids");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   web:
-    cmd: ["sh", "-c", "trap 'echo web-stop >> {log}; exit 0' TERM; echo web-start >> {log}; while :; do sleep 0.05; done"]
+    cmd: ["sh", "-c", "trap 'echo web-stop >> @D@/events; exit 0' TERM; echo web-start >> @D@/events; while :; do sleep 0.05; done"]
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; exec sleep 1000"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other.pids; exec sleep 1000"]
   gc:
-    cmd: ["sh", "-c", "echo gc-start >> {log}; sleep 0.2; echo gc-end >> {log}"]
-    schedule: {{every: 2s, pause: [web]}}
+    cmd: ["sh", "-c", "echo gc-start >> @D@/events; sleep 0.2; echo gc-end >> @D@/events"]
+    schedule: {every: 2s, pause: [web]}
 "#,
-            log = log.display(),
-            other = other.display()
-        ),
         LONG,
     );
     let three_runs = || {
@@ -75,9 +71,8 @@ fn a_fixed_rate_job_runs_in_order_and_its_pause_brackets_each_run() {
     let status = status_json(&run);
     let metrics = ctl(&run, &["metrics"]).stdout;
     let text = ctl(&run, &["status"]).stdout;
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Every run: the paused service stops, the job runs, the service starts.
     let events = file_lines(&log);
     assert_eq!(events.first().map(String::as_str), Some("web-start"));
@@ -125,14 +120,11 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
     let log = d.join("events");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   slow:
-    cmd: ["sh", "-c", "echo start >> {log}; sleep 2.2; echo end >> {log}"]
-    schedule: {{every: 1s}}
+    cmd: ["sh", "-c", "echo start >> @D@/events; sleep 2.2; echo end >> @D@/events"]
+    schedule: {every: 1s}
 "#,
-            log = log.display()
-        ),
         LONG,
     );
     let skipped = |s: &serde_json::Value| job(s, "slow")["runs"]["skipped"].as_u64().unwrap_or(0);
@@ -140,9 +132,8 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
         skipped(status) >= 2 && job(status, "slow")["runs"]["ok"].as_u64() >= Some(1)
     });
     let metrics = ctl(&run, &["metrics"]).stdout;
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     // Never two at once: every start is followed by its end first.
     let events = file_lines(&log);
     for pair in events.windows(2) {
@@ -155,11 +146,7 @@ fn a_run_due_while_the_previous_one_runs_is_skipped_and_counted() {
             >= Some(2)),
         "{metrics}"
     );
-    assert!(
-        out.stderr.contains("slow: run due now skipped"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("slow: run due now skipped");
 }
 
 #[test]
@@ -168,29 +155,21 @@ fn a_run_past_its_timeout_is_stopped() {
     let log = d.join("events");
     let run = launch(
         &d,
-        &format!(
-            r#"services:
+        r#"services:
   stuck:
-    cmd: ["sh", "-c", "trap 'echo term >> {log}; exit 143' TERM; echo start >> {log}; while :; do sleep 0.05; done"]
-    schedule: {{cron: "@reboot", timeout: 300ms}}
+    cmd: ["sh", "-c", "trap 'echo term >> @D@/events; exit 143' TERM; echo start >> @D@/events; while :; do sleep 0.05; done"]
+    schedule: {cron: "@reboot", timeout: 300ms}
 "#,
-            log = log.display()
-        ),
         LONG,
     );
     let status = status_when(&run, LONG, |status| {
         job(status, "stuck")["runs"]["timeout"] == 1
     });
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(file_lines(&log), ["start", "term"], "{}", out.all());
     assert_eq!(job(&status, "stuck")["last_result"], "timeout");
     assert_eq!(job(&status, "stuck")["next_run"], serde_json::Value::Null);
-    assert!(
-        out.stderr.contains("stuck: run timed out after 300ms"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("stuck: run timed out after 300ms");
 }
 
 /// The job's cron names the next wall-clock minute in a zone 5:30 east
@@ -234,8 +213,7 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
         wait_until(Duration::from_secs(130), || !file_lines(&log).is_empty()),
         "never ran"
     );
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     let ran: i64 = file_lines(&log)[0].parse().expect("a time");
     assert!(
         ran >= target,
@@ -247,7 +225,7 @@ fn a_cron_job_runs_at_its_minute_in_its_time_zone() {
 #[test]
 fn check_names_a_bad_schedule_and_an_unknown_paused_service() {
     let d = TempDir::new("sched-check");
-    let cfg = config_in(
+    let cfg = config(
         &d,
         r#"services:
   a:
@@ -269,7 +247,7 @@ fn check_names_a_bad_schedule_and_an_unknown_paused_service() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     for want in [
         format!("{cfg}:4:15: a.schedule: minute: 61 is out of range 0-59"),
         "b.schedule.pause: unknown service `nope`".to_string(),

@@ -157,7 +157,7 @@ fn every_source_reaches_the_service_and_no_value_any_output() {
     write(&t.volume().join("secrets/db"), &format!("{ROTATED}\n"));
     std::fs::remove_file(&env_file).expect("rm env");
     let o = ctl(&run, &["restart", "app"]);
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(10), || env_file.exists()),
         "app never restarted"
@@ -167,9 +167,8 @@ fn every_source_reaches_the_service_and_no_value_any_output() {
         Some(ROTATED)
     );
 
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
     assert_clean("the launcher's stdout and stderr", &o.all());
     let report = std::fs::read_to_string(t.root().join("termination.log")).expect("report");
     assert!(report.contains("stopped on request"), "{report}");
@@ -194,7 +193,7 @@ fn bad_inputs_are_named_by_path_and_line_never_quoted() {
     std::os::unix::fs::symlink(&outside, vol.join("secrets/key")).expect("link");
 
     let o = launch(&t, &["check"]).not_pid1().run();
-    assert_eq!(o.code, Some(78), "{}", o.all());
+    o.assert_code(78);
     let app_env = vol.join("app.env");
     for want in [
         format!("env_file {}:2: a space around `=`", app_env.display()),
@@ -215,7 +214,7 @@ fn bad_inputs_are_named_by_path_and_line_never_quoted() {
     // until max_retry makes it FAILED), and the log says why, by path and
     // line.
     let o = launch(&t, &[]).run();
-    assert_eq!(o.code, Some(1), "{}", o.all());
+    o.assert_code(1);
     assert!(
         o.all()
             .contains(&format!("env_file {}:2", app_env.display())),
@@ -251,14 +250,14 @@ services:
     );
     write(&t.root().join("w.env.j2"), "A=1\n");
     let o = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     let absent = format!(
         "warning: env_file {} does not exist (yet)",
         t.volume().join("absent.env").display()
     );
-    assert!(o.stderr.contains(&absent), "{}", o.all());
-    assert!(!o.stderr.contains("rendered.env"), "{}", o.all());
-    assert!(o.stdout.contains("check: OK, 1 warning(s)"), "{}", o.all());
+    o.assert_stderr(&absent);
+    o.assert_no_stderr("rendered.env");
+    o.assert_stdout("check: OK, 1 warning(s)");
 }
 
 #[test]
@@ -307,9 +306,8 @@ fn a_secret_mounted_late_is_retried_then_the_service_starts() {
     );
     let json = ctl(&run, &["--json", "status"]).all();
     assert!(!json.contains("not started"), "{json}");
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
     assert!(
         o.all().contains(&format!(
             "late: not started: secret DB_PASSWORD: {}",
@@ -368,7 +366,7 @@ fn credentials_are_shared_by_processes_and_helpers_and_swapped_whole() {
     // A restart of the service makes a new copy, swapped in whole.
     write(&t.volume().join("secrets/key"), "rotated-key");
     let o = ctl(&run, &["restart", "pair"]);
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(10), || lines("procs").len() == 4),
         "{:?}",
@@ -384,7 +382,6 @@ fn credentials_are_shared_by_processes_and_helpers_and_swapped_whole() {
         "{:?}",
         lines("probes")
     );
-    run.signal(15);
-    let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    let o = run.stop();
+    o.assert_code(0);
 }

@@ -14,7 +14,7 @@ const APPLIED: Duration = Duration::from_secs(10);
 
 /// The launcher, PID 1, over `services` (the body of `services:`).
 fn launch(d: &TempDir, services: &str) -> Running {
-    let cfg = config_in(d, &format!("services:\n{services}"));
+    let cfg = config(d, &format!("services:\n{services}"));
     Launch::new(&["-c", &cfg])
         .root(d.path())
         .timeout(Duration::from_secs(30))
@@ -23,9 +23,8 @@ fn launch(d: &TempDir, services: &str) -> Running {
 
 /// Stop it: a clean exit.
 fn stop(run: Running) -> Output {
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     out
 }
 
@@ -38,18 +37,12 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
     let (pids, hups, other) = (d.join("nginx.pids"), d.join("nginx.hups"), d.join("other"));
     let run = launch(
         &d,
-        &format!(
-            r#"  nginx:
-    cmd: ["sh", "-c", "echo $$ >> {pids}; trap 'cat {tls}/cert.pem >> {hups}' HUP; while :; do sleep 0.05 & wait $!; done"]
-    watch: {{paths: ["{tls}/cert.pem"], on_change: reload, debounce: 200ms}}
+        r#"  nginx:
+    cmd: ["sh", "-c", "echo $$ >> @D@/nginx.pids; trap 'cat @D@/tls/cert.pem >> @D@/nginx.hups' HUP; while :; do sleep 0.05 & wait $!; done"]
+    watch: {paths: ["@D@/tls/cert.pem"], on_change: reload, debounce: 200ms}
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; trap 'echo hup >> {other}' HUP; while :; do sleep 1 & wait $!; done"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other; trap 'echo hup >> @D@/other' HUP; while :; do sleep 1 & wait $!; done"]
 "#,
-            pids = pids.display(),
-            hups = hups.display(),
-            other = other.display(),
-            tls = tls.display(),
-        ),
     );
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));
@@ -88,12 +81,7 @@ fn a_kubelet_secret_update_reloads_its_service_with_the_same_pid() {
         vec![file_lines(&pids)[0].parse::<i64>().expect("pid")]
     );
     assert_eq!(file_lines(&other).len(), 1, "the other service untouched");
-    assert!(
-        out.stderr
-            .contains("nginx: a watched file changed: reloading (HUP)"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("nginx: a watched file changed: reloading (HUP)");
 }
 
 #[test]
@@ -104,17 +92,12 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
     let (pids, other) = (d.join("app.pids"), d.join("other.pids"));
     let run = launch(
         &d,
-        &format!(
-            r#"  app:
-    cmd: ["sh", "-c", "echo $$ >> {pids}; exec sleep 1000"]
-    watch: {{paths: ["{conf}/app.conf"], debounce: 100ms}}
+        r#"  app:
+    cmd: ["sh", "-c", "echo $$ >> @D@/app.pids; exec sleep 1000"]
+    watch: {paths: ["@D@/conf/app.conf"], debounce: 100ms}
   other:
-    cmd: ["sh", "-c", "echo $$ >> {other}; exec sleep 1000"]
+    cmd: ["sh", "-c", "echo $$ >> @D@/other.pids; exec sleep 1000"]
 "#,
-            pids = pids.display(),
-            other = other.display(),
-            conf = conf.display(),
-        ),
     );
     assert!(wait_until(APPLIED, || file_lines(&pids).len() == 1
         && file_lines(&other).len() == 1));
@@ -145,14 +128,7 @@ fn a_rename_over_a_watched_file_restarts_its_service_only() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(row["restart_reason"], "watch", "{status}");
-    assert_eq!(
-        out.stderr
-            .matches("app: a watched file changed: restarting")
-            .count(),
-        2,
-        "{}",
-        out.all()
-    );
+    out.assert_stderr_count("app: a watched file changed: restarting", 2);
 }
 
 #[test]

@@ -7,8 +7,9 @@
 //! across files. Options we do not implement are reported with `file:line`,
 //! never dropped silently.
 
-use crate::config::decode::{rlimit_resource, MAX_BACKUP_COUNT, MAX_ID, MAX_NUMPROCESSES};
-use crate::config::{CircusCfg, FileStream, OnReconfigure, Origin, Rlimit, Service, Stream};
+use crate::config::decode::{rlimit_resource, MAX_BACKUP_COUNT, MAX_NUMPROCESSES};
+use crate::config::decoder::MAX_ID;
+use crate::config::model::{CircusCfg, FileStream, OnReconfigure, Origin, Rlimit, Service, Stream};
 use crate::error::{Diag, Pos};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};

@@ -1,355 +1,21 @@
 //! From the spanned YAML tree to the validated model, collecting every
 //! error with its position instead of stopping at the first.
 
+use super::decoder::{key_pos, user_exists, Decoder, MAX_ID};
 use super::inputs;
 use super::model::*;
-use crate::error::{Diag, Pos};
-use crate::units::{duration_from_secs, MAX_DURATION};
+use crate::error::Pos;
 use crate::yaml::{Node, Scalar, Value};
 use nix::sys::resource::Resource;
 use nix::sys::signal::Signal;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub struct Decoder<'a> {
-    pub file: &'a Path,
-    pub errors: Vec<Diag>,
-}
-
-type Entries<'n> = Vec<(&'n str, &'n Node)>;
-
-impl<'a> Decoder<'a> {
-    pub fn new(file: &'a Path) -> Decoder<'a> {
-        Decoder {
-            file,
-            errors: Vec::new(),
-        }
-    }
-
-    pub fn err(&mut self, pos: Pos, msg: impl Into<String>) {
-        self.errors.push(Diag::new(self.file, pos, msg));
-    }
-
-    /// A mapping whose keys must be in `allowed`; unknown and duplicate keys
-    /// are reported, and the known entries returned in order.
-    pub fn map<'n>(&mut self, n: &'n Node, what: &str, allowed: &[&str]) -> Option<Entries<'n>> {
-        if n.is_null() {
-            return Some(Vec::new());
-        }
-        let Some(entries) = n.as_map() else {
-            self.err(
-                n.pos,
-                format!("{what}: expected a mapping, found {}", n.kind()),
-            );
-            return None;
-        };
-        let mut out: Entries<'n> = Vec::new();
-        // A set: a mapping of many keys must not cost a scan per key.
-        let mut seen: HashSet<&'n str> = HashSet::new();
-        for (k, v) in entries {
-            let Some(key) = k.text().filter(|_| k.as_map().is_none()) else {
-                self.err(k.pos, format!("{what}: keys must be strings"));
-                continue;
-            };
-            if !seen.insert(key) {
-                self.err(k.pos, format!("{what}: duplicate key `{key}`"));
-                continue;
-            }
-            if !allowed.is_empty() && !allowed.contains(&key) {
-                self.err(
-                    k.pos,
-                    format!(
-                        "{what}: unknown key `{key}` (expected one of: {})",
-                        allowed.join(", ")
-                    ),
-                );
-                continue;
-            }
-            out.push((key, v));
-        }
-        Some(out)
-    }
-
-    /// Any scalar as text (`port: 8080` is fine where a string is wanted).
-    pub fn string(&mut self, n: &Node, what: &str) -> Option<String> {
-        match n.scalar() {
-            Some(Scalar::Null) | None => {
-                self.err(
-                    n.pos,
-                    format!("{what}: expected a string, found {}", n.kind()),
-                );
-                None
-            }
-            Some(_) => n.text().map(str::to_string),
-        }
-    }
-
-    pub fn path(&mut self, n: &Node, what: &str) -> Option<PathBuf> {
-        let s = self.string(n, what)?;
-        if s.is_empty() {
-            self.err(n.pos, format!("{what}: empty path"));
-            return None;
-        }
-        Some(PathBuf::from(s))
-    }
-
-    pub fn bool(&mut self, n: &Node, what: &str) -> Option<bool> {
-        match n.scalar() {
-            Some(Scalar::Bool(b)) => Some(b),
-            _ => {
-                self.err(
-                    n.pos,
-                    format!("{what}: expected true or false, found {}", n.kind()),
-                );
-                None
-            }
-        }
-    }
-
-    pub fn int(&mut self, n: &Node, what: &str, min: i64) -> Option<i64> {
-        match n.scalar() {
-            Some(Scalar::Int(i)) if i >= min => Some(i),
-            Some(Scalar::Int(i)) => {
-                self.err(n.pos, format!("{what}: {i} is below the minimum, {min}"));
-                None
-            }
-            _ => {
-                self.err(
-                    n.pos,
-                    format!("{what}: expected an integer, found {}", n.kind()),
-                );
-                None
-            }
-        }
-    }
-
-    /// An integer in `min..=max`, narrowed to `T` once it is known to fit:
-    /// a value out of range is an error, never truncated or clamped.
-    pub fn int_in<T: TryFrom<i64>>(
-        &mut self,
-        n: &Node,
-        what: &str,
-        min: i64,
-        max: i64,
-    ) -> Option<T> {
-        let i = self.int(n, what, min)?;
-        match T::try_from(i) {
-            Ok(v) if i <= max => Some(v),
-            _ => {
-                self.err(n.pos, format!("{what}: {i} is above the maximum, {max}"));
-                None
-            }
-        }
-    }
-
-    /// `500ms`, `30s`, `2m`, `1h 30m`; a bare number is seconds.
-    pub fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
-        let too_long = |d: Duration| d > MAX_DURATION;
-        match n.scalar() {
-            Some(Scalar::Int(i))
-                if u64::try_from(i).is_ok_and(|s| !too_long(Duration::from_secs(s))) =>
-            {
-                u64::try_from(i).ok().map(Duration::from_secs)
-            }
-            Some(Scalar::Float(f)) if duration_from_secs(f).is_some() => duration_from_secs(f),
-            Some(Scalar::Int(_) | Scalar::Float(_)) => {
-                self.err(
-                    n.pos,
-                    format!("{what}: a duration must be positive and at most 10 years"),
-                );
-                None
-            }
-            Some(Scalar::Str(s)) => match humantime::parse_duration(s.trim()) {
-                Ok(d) if too_long(d) => {
-                    self.err(n.pos, format!("{what}: `{s}` is longer than 10 years"));
-                    None
-                }
-                Ok(d) => Some(d),
-                Err(e) => {
-                    self.err(
-                        n.pos,
-                        format!("{what}: bad duration `{s}` ({e}); write e.g. 500ms, 30s, 2m"),
-                    );
-                    None
-                }
-            },
-            _ => {
-                self.err(
-                    n.pos,
-                    format!(
-                        "{what}: expected a duration such as 30s, found {}",
-                        n.kind()
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// Sizes: `10MB`, `512k`, `1G`; K/M/G are powers of 1024, like the
-    /// rotation sizes of logrotate; a bare number is bytes.
-    pub fn size(&mut self, n: &Node, what: &str) -> Option<u64> {
-        if let Some(Scalar::Int(i)) = n.scalar() {
-            if let Ok(bytes) = u64::try_from(i) {
-                return Some(bytes);
-            }
-        }
-        let text = n.text().unwrap_or_default().trim().to_ascii_uppercase();
-        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
-        let unit = text.get(digits.len()..).unwrap_or("").trim();
-        let mult: Option<u64> = match unit {
-            "" | "B" => Some(1),
-            "K" | "KB" | "KIB" => Some(1 << 10),
-            "M" | "MB" | "MIB" => Some(1 << 20),
-            "G" | "GB" | "GIB" => Some(1 << 30),
-            _ => None,
-        };
-        match (digits.parse::<u64>(), mult) {
-            (Ok(v), Some(m)) => Some(v.saturating_mul(m)),
-            _ => {
-                self.err(
-                    n.pos,
-                    format!(
-                        "{what}: bad size `{}`; write e.g. 10MB, 512K, 1G",
-                        n.text().unwrap_or("")
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    pub fn signal(&mut self, n: &Node, what: &str) -> Option<Signal> {
-        let text = n.text().unwrap_or_default();
-        match crate::signals::parse_signal(text) {
-            Some(s) if n.as_map().is_none() && n.as_seq().is_none() => Some(s),
-            _ => {
-                self.err(
-                    n.pos,
-                    format!("{what}: unknown signal `{text}`; write e.g. TERM, SIGINT or 15"),
-                );
-                None
-            }
-        }
-    }
-
-    /// A file mode: `"0640"` or 0640 (YAML 1.1 reads that as octal).
-    pub fn mode(&mut self, n: &Node, what: &str) -> Option<u32> {
-        let parsed = match (n.scalar(), n.text()) {
-            (Some(Scalar::Int(i)), Some(t)) if !t.starts_with('0') => {
-                // Written 640: the operator meant octal digits.
-                u32::from_str_radix(&i.to_string(), 8).ok()
-            }
-            (Some(Scalar::Int(i)), _) => u32::try_from(i).ok(),
-            (Some(Scalar::Str(s)), _) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
-            _ => None,
-        };
-        match parsed {
-            Some(m) if m <= 0o7777 => Some(m),
-            _ => {
-                self.err(
-                    n.pos,
-                    format!(
-                        "{what}: bad file mode `{}`; write e.g. \"0640\"",
-                        n.text().unwrap_or("")
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    /// A list of strings; a single string is a list of one.
-    pub fn strings(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
-        match &n.value {
-            Value::Seq(items) => {
-                let mut out = Vec::new();
-                for item in items {
-                    out.push(self.string(item, what)?);
-                }
-                Some(out)
-            }
-            _ if n.is_null() => Some(Vec::new()),
-            _ => self.string(n, what).map(|s| vec![s]),
-        }
-    }
-
-    /// A command: a list is the exact argv; a string is split like a shell
-    /// would, without running one.
-    pub fn argv(&mut self, n: &Node, what: &str) -> Option<Vec<String>> {
-        let argv = match &n.value {
-            Value::Seq(_) => self.strings(n, what)?,
-            _ => {
-                let s = self.string(n, what)?;
-                match shell_words::split(&s) {
-                    Ok(words) => words,
-                    Err(e) => {
-                        self.err(n.pos, format!("{what}: cannot split `{s}`: {e}"));
-                        return None;
-                    }
-                }
-            }
-        };
-        if argv.first().is_none_or(|a| a.is_empty()) {
-            self.err(n.pos, format!("{what}: empty command"));
-            return None;
-        }
-        Some(argv)
-    }
-
-    /// `user:group` or `user`; both must exist (names or numbers).
-    pub fn owner(&mut self, n: &Node, what: &str) -> Option<Owner> {
-        let s = self.string(n, what)?;
-        let (user, group) = match s.split_once(':') {
-            Some((u, g)) => (u.to_string(), Some(g.to_string())),
-            None => (s.clone(), None),
-        };
-        let mut ok = user_exists(&user);
-        if !ok {
-            self.err(n.pos, format!("{what}: no such user `{user}`"));
-        }
-        if let Some(g) = &group {
-            if !group_exists(g) {
-                self.err(n.pos, format!("{what}: no such group `{g}`"));
-                ok = false;
-            }
-        }
-        ok.then_some(Owner { user, group })
-    }
-}
-
-/// Where `key` is written in mapping `n`.
-fn key_pos(n: &Node, key: &str) -> Pos {
-    n.as_map()
-        .and_then(|m| m.iter().find(|(k, _)| k.text() == Some(key)))
-        .map(|(k, _)| k.pos)
-        .unwrap_or(n.pos)
-}
-
-/// The largest uid or gid: ids are 32-bit, and `u32::MAX` is `(uid_t)-1`,
-/// which `chown` and `setresuid` read as "leave unchanged".
-pub const MAX_ID: i64 = 4_294_967_294;
 /// The most processes one service may run.
 pub const MAX_NUMPROCESSES: i64 = 10_000;
 /// The most rotated files one log stream keeps.
 pub const MAX_BACKUP_COUNT: i64 = 1000;
-
-/// A numeric id in range (0 to [`MAX_ID`]); `None` when `name` is no number.
-fn numeric_id(name: &str) -> Option<bool> {
-    let n = name.parse::<i128>().ok()?;
-    Some((0..=i128::from(MAX_ID)).contains(&n))
-}
-
-/// A number, or a name in the container's /etc/passwd (crate::users).
-pub fn user_exists(name: &str) -> bool {
-    numeric_id(name).unwrap_or_else(|| matches!(crate::users::user_by_name(name), Ok(Some(_))))
-}
-
-/// A number, or a name in the container's /etc/group (crate::users).
-pub fn group_exists(name: &str) -> bool {
-    numeric_id(name).unwrap_or_else(|| matches!(crate::users::group_by_name(name), Ok(Some(_))))
-}
 
 pub const TOP: &[&str] = &[
     "project",
@@ -364,6 +30,7 @@ pub const TOP: &[&str] = &[
     "shutdown",
     "control",
     "log",
+    "http",
     "metrics",
     "termination_log",
     "env_file",
@@ -424,27 +91,28 @@ pub const SERVICE: &[&str] = &[
     "watch",
 ];
 pub const BACKOFF: &[&str] = &["initial", "max"];
-pub const READY: &[&str] = &[
-    "tcp",
-    "http",
-    "cmd",
-    "file",
-    "notify",
-    "timeout",
-    "interval",
-    "period",
-    "failure_threshold",
-];
-pub const LIVE: &[&str] = &[
-    "tcp",
-    "http",
-    "cmd",
-    "file",
-    "period",
-    "timeout",
-    "failure_threshold",
-    "initial_delay",
-];
+/// `ready:`: one of the check kinds (config::model::probe), and these.
+const READY_OPTIONS: &[&str] = &["timeout", "interval", "period", "failure_threshold"];
+pub const READY: &[&str] =
+    &concat::<{ CHECK_KINDS.len() + READY_OPTIONS.len() }>(&CHECK_KINDS, READY_OPTIONS);
+/// `live:`: one of the probed kinds, and these.
+const LIVE_OPTIONS: &[&str] = &["period", "timeout", "failure_threshold", "initial_delay"];
+pub const LIVE: &[&str] =
+    &concat::<{ PROBE_KINDS.len() + LIVE_OPTIONS.len() }>(&PROBE_KINDS, LIVE_OPTIONS);
+
+/// `a` then `b`, when the crate is compiled (an index out of bounds, a
+/// wrong `N`, fails the build).
+#[allow(clippy::indexing_slicing)]
+const fn concat<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N, "N is the length of a and b");
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 pub const PRE_STOP: &[&str] = &["cmd", "timeout"];
 pub const STREAM: &[&str] = &[
     "file",
@@ -457,6 +125,8 @@ pub const SHUTDOWN: &[&str] = &["timeout", "drain"];
 pub const CONTROL: &[&str] = &["socket"];
 pub const LOG: &[&str] = &["format", "max_line", "rate_limit"];
 pub const RATE_LIMIT: &[&str] = &["lines", "per"];
+pub const HTTP: &[&str] = &["listen"];
+/// `metrics.listen`: the older name of `http.listen`.
 pub const METRICS: &[&str] = &["listen"];
 
 /// Every option the config accepts, by section: the source of truth that
@@ -483,6 +153,7 @@ pub const REFERENCE: &[(&str, &[&str])] = &[
     ("control", CONTROL),
     ("log", LOG),
     ("log.rate_limit", RATE_LIMIT),
+    ("http", HTTP),
     ("metrics", METRICS),
 ];
 
@@ -499,7 +170,8 @@ pub fn paths(d: &mut Decoder, n: Option<&Node>, root: &Path, project: &str) -> P
             "project" => p.project = path,
             "pillar" => p.pillar = path,
             "volume" => p.volume = path,
-            _ => p.state = path,
+            "state" => p.state = path,
+            other => d.unknown_key(n, "paths", other, PATHS),
         }
     }
     p
@@ -511,6 +183,9 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
     let Some(top) = d.map(doc, "config", TOP) else {
         return cfg;
     };
+    let both_listen = ["http", "metrics"]
+        .iter()
+        .all(|s| top.iter().any(|(k, _)| k == s));
     for (k, v) in top {
         match k {
             "project" | "root" | "paths" => {} // read before rendering the defaults
@@ -521,12 +196,14 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             "circus" => circus(d, v, &mut cfg.circus),
             "services" => cfg.services = services(d, v),
             "shutdown" => {
-                for (k, v) in d.map(v, "shutdown", SHUTDOWN).unwrap_or_default() {
+                let section = v;
+                for (k, v) in d.map(section, "shutdown", SHUTDOWN).unwrap_or_default() {
                     let t = d.duration(v, &format!("shutdown.{k}"));
-                    match (t, k) {
-                        (Some(t), "timeout") => cfg.shutdown.timeout = t,
-                        (Some(t), _) => cfg.shutdown.drain = t,
-                        _ => {}
+                    match (k, t) {
+                        ("timeout", Some(t)) => cfg.shutdown.timeout = t,
+                        ("drain", Some(t)) => cfg.shutdown.drain = t,
+                        ("timeout" | "drain", None) => {}
+                        (other, _) => d.unknown_key(section, "shutdown", other, SHUTDOWN),
                     }
                 }
             }
@@ -539,18 +216,43 @@ pub fn config(d: &mut Decoder, doc: &Node, mut cfg: Config) -> Config {
             }
             "log" => log(d, v, &mut cfg.log),
             "env_file" => cfg.env_file = inputs::env_files(d, v, "env_file"),
-            "metrics" => {
-                for (_, v) in d.map(v, "metrics", METRICS).unwrap_or_default() {
-                    cfg.metrics.listen = listen_addr(d, v);
-                }
-            }
-            _ => {
-                for (_, v) in d.map(v, "control", CONTROL).unwrap_or_default() {
-                    if let Some(p) = d.path(v, "control.socket") {
-                        cfg.control.socket = p;
+            // `metrics.listen` is the older name of `http.listen`: one
+            // of them, not both.
+            "http" | "metrics" => {
+                let section = v;
+                let keys = if k == "http" { HTTP } else { METRICS };
+                for (key, v) in d.map(section, k, keys).unwrap_or_default() {
+                    match key {
+                        "listen" => {
+                            let what = format!("{k}.listen");
+                            cfg.metrics.listen = listen_addr(d, v, &what);
+                            if both_listen && k == "metrics" {
+                                d.err(
+                                    v.pos,
+                                    "http.listen and metrics.listen: both given; \
+                                     metrics.listen is the older name of http.listen, keep one"
+                                        .to_string(),
+                                );
+                            }
+                        }
+                        other => d.unknown_key(section, k, other, keys),
                     }
                 }
             }
+            "control" => {
+                let section = v;
+                for (k, v) in d.map(section, "control", CONTROL).unwrap_or_default() {
+                    match k {
+                        "socket" => {
+                            if let Some(p) = d.path(v, "control.socket") {
+                                cfg.control.socket = p;
+                            }
+                        }
+                        other => d.unknown_key(section, "control", other, CONTROL),
+                    }
+                }
+            }
+            other => d.unknown_key(doc, "config", other, TOP),
         }
     }
     validate_services(d, &cfg.services);
@@ -579,7 +281,8 @@ fn log(d: &mut Decoder, n: &Node, l: &mut LogCfg) {
                 ),
                 None => {}
             },
-            _ => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
+            "rate_limit" => l.rate_limit = rate_limit(d, v, "log.rate_limit"),
+            other => d.unknown_key(n, "log", other, LOG),
         }
     }
 }
@@ -599,12 +302,13 @@ fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
     for (k, v) in entries {
         match k {
             "lines" => lines = d.int(v, &format!("{what}.lines"), 1),
-            _ => match d.duration(v, &format!("{what}.per")) {
+            "per" => match d.duration(v, &format!("{what}.per")) {
                 Some(p) if p.is_zero() => {
                     d.err(v.pos, format!("{what}.per: must be longer than 0s"))
                 }
                 p => per = p,
             },
+            other => d.unknown_key(n, what, other, RATE_LIMIT),
         }
     }
     Some(RateLimit {
@@ -614,11 +318,11 @@ fn rate_limit(d: &mut Decoder, n: &Node, what: &str) -> Option<RateLimit> {
 }
 
 /// `127.0.0.1:9300`, `[::1]:9300`, or `:9300` for every address.
-fn listen_addr(d: &mut Decoder, n: &Node) -> Option<std::net::SocketAddr> {
+fn listen_addr(d: &mut Decoder, n: &Node, what: &str) -> Option<std::net::SocketAddr> {
     if n.is_null() {
         return None;
     }
-    let text = d.string(n, "metrics.listen")?;
+    let text = d.string(n, what)?;
     let full = match text.strip_prefix(':') {
         Some(port) => format!("0.0.0.0:{port}"),
         None => text.clone(),
@@ -628,7 +332,7 @@ fn listen_addr(d: &mut Decoder, n: &Node) -> Option<std::net::SocketAddr> {
         Err(_) => {
             d.err(
                 n.pos,
-                format!("metrics.listen: `{text}` is not ADDRESS:PORT (e.g. 127.0.0.1:9300)"),
+                format!("{what}: `{text}` is not ADDRESS:PORT (e.g. 127.0.0.1:9300)"),
             );
             None
         }
@@ -648,11 +352,16 @@ fn pillar(d: &mut Decoder, n: &Node, p: &mut PillarCfg) {
                     .path(v, "pillar.target")
                     .unwrap_or_else(|| p.target.clone())
             }
-            _ => match v.text() {
+            "on_invalid" => match v.text() {
                 Some("abort") => p.on_invalid = OnInvalid::Abort,
                 Some("keep-default") => p.on_invalid = OnInvalid::KeepDefault,
-                _ => d.err(v.pos, "pillar.on_invalid: expected abort or keep-default"),
+                Some("last-good") => p.on_invalid = OnInvalid::LastGood,
+                _ => d.err(
+                    v.pos,
+                    "pillar.on_invalid: expected abort, keep-default or last-good",
+                ),
             },
+            other => d.unknown_key(n, "pillar", other, PILLAR),
         }
     }
 }
@@ -682,11 +391,12 @@ fn ssh(d: &mut Decoder, n: &Node, s: &mut SshCfg) {
                 Some(Scalar::Str("always")) | Some(Scalar::Bool(true)) => s.sshd = SshdMode::Always,
                 _ => d.err(v.pos, "ssh.sshd: expected auto, never or always"),
             },
-            _ => {
+            "host_keys_dir" => {
                 s.host_keys_dir = d
                     .path(v, "ssh.host_keys_dir")
                     .unwrap_or_else(|| s.host_keys_dir.clone())
             }
+            other => d.unknown_key(n, "ssh", other, SSH),
         }
     }
 }
@@ -703,7 +413,7 @@ fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
                 r.skip_unchanged = d.bool(v, "reconfigure.skip_unchanged").unwrap_or(true)
             }
             "watch" => r.watch = d.bool(v, "reconfigure.watch").unwrap_or(false),
-            _ => {
+            "steps" => {
                 let Some(items) = v.as_seq() else {
                     if !v.is_null() {
                         d.err(
@@ -719,6 +429,7 @@ fn reconfigure(d: &mut Decoder, n: &Node, r: &mut ReconfigureCfg) {
                     }
                 }
             }
+            other => d.unknown_key(n, "reconfigure", other, RECONFIGURE),
         }
     }
 }
@@ -770,9 +481,13 @@ fn step(d: &mut Decoder, n: &Node, index: usize) -> Option<Step> {
                 owner: tget("owner").and_then(|o| d.owner(o, "template.owner")),
             }
         }
-        _ => StepKind::Command {
+        "command" => StepKind::Command {
             argv: d.argv(body, "command")?,
         },
+        other => {
+            d.unknown_key(n, "reconfigure step", other, STEP);
+            return None;
+        }
     };
     Some(Step {
         name: format!("{kind_name}-{index}"),
@@ -827,10 +542,14 @@ fn prepopulate(d: &mut Decoder, n: &Node) -> Vec<Prepopulate> {
 
 fn circus(d: &mut Decoder, n: &Node, c: &mut CircusCfg) {
     for (k, v) in d.map(n, "circus", CIRCUS).unwrap_or_default() {
-        if k == "config" {
-            c.config = d.path(v, "circus.config");
-        } else if let Some(globs) = d.strings(v, "circus.include") {
-            c.include = globs;
+        match k {
+            "config" => c.config = d.path(v, "circus.config"),
+            "include" => {
+                if let Some(globs) = d.strings(v, "circus.include") {
+                    c.include = globs;
+                }
+            }
+            other => d.unknown_key(n, "circus", other, CIRCUS),
         }
     }
 }
@@ -925,8 +644,9 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
                     let val = d.duration(bv, &format!("{w}.{bk}"));
                     match (bk, val) {
                         ("initial", Some(t)) => s.backoff.initial = t,
-                        (_, Some(t)) => s.backoff.max = t,
-                        _ => {}
+                        ("max", Some(t)) => s.backoff.max = t,
+                        ("initial" | "max", None) => {}
+                        (other, _) => d.unknown_key(v, &w, other, BACKOFF),
                     }
                 }
                 if s.backoff.max < s.backoff.initial {
@@ -960,7 +680,8 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
             "liveness" => s.liveness_ignore = inputs::liveness(d, v, &w),
             "schedule" => schedule_node = Some(v),
             "watch" => s.watch = super::jobs::watch(d, v, &w),
-            _ => variance = d.duration(v, &w).unwrap_or_default(),
+            "max_age_variance" => variance = d.duration(v, &w).unwrap_or_default(),
+            other => d.unknown_key(n, &format!("service {name}"), other, SERVICE),
         }
     }
     if let Some((age, _)) = s.max_age {
@@ -990,39 +711,98 @@ fn service(d: &mut Decoder, name: &str, key_pos: Pos, n: &Node) -> Option<Servic
     }
 }
 
-/// The probe of a `ready:` or `live:` mapping: exactly one of tcp, http,
-/// cmd, file (or `notify: true` where allowed).
-fn probe_check(d: &mut Decoder, k: &str, v: &Node, kw: &str) -> Option<ReadyCheck> {
-    Some(match k {
-        "tcp" => {
-            let addr = d.string(v, kw)?;
-            let port_ok = addr
-                .rsplit_once(':')
-                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
-            if !port_ok {
-                d.err(v.pos, format!("{kw}: expected host:port, found `{addr}`"));
+/// What one check key of a `ready:` or `live:` mapping decoded to.
+enum Decoded {
+    Check(ReadyCheck),
+    /// `notify: false`: no check.
+    Off,
+    /// An error, reported.
+    Bad,
+}
+
+/// One check of a `ready:` or `live:` mapping (`kw` names it in messages).
+/// A new probe kind is one more arm here (config::model::probe).
+fn check(d: &mut Decoder, kind: CheckKind, v: &Node, kw: &str) -> Decoded {
+    let bad = |d: &mut Decoder, msg: String| {
+        d.err(v.pos, msg);
+        Decoded::Bad
+    };
+    let check = match kind {
+        CheckKind::Tcp => {
+            let Some(text) = d.string(v, kw) else {
+                return Decoded::Bad;
+            };
+            match HostPort::parse(&text, None) {
+                Ok(addr) => ReadyCheck::Tcp(addr),
+                Err(e) => {
+                    return bad(d, format!("{kw}: expected host:port, found `{text}` ({e}); write e.g. 127.0.0.1:8080 or [::1]:8080"))
+                }
             }
-            ReadyCheck::Tcp(addr)
         }
-        "http" => {
-            let url = d.string(v, kw)?;
-            if let Err(e) = crate::proc::probe::parse_http_url(&url) {
-                d.err(
-                    v.pos,
-                    format!("{kw}: {e}; write e.g. http://127.0.0.1:8080/health"),
-                );
+        CheckKind::Http => {
+            let Some(text) = d.string(v, kw) else {
+                return Decoded::Bad;
+            };
+            match HttpUrl::parse(&text) {
+                Ok(url) => ReadyCheck::Http(url),
+                Err(e) => {
+                    return bad(
+                        d,
+                        format!("{kw}: {e}; write e.g. http://127.0.0.1:8080/health"),
+                    )
+                }
             }
-            ReadyCheck::Http(url)
         }
-        "cmd" => ReadyCheck::Cmd(d.argv(v, kw)?),
-        "file" => ReadyCheck::File(d.path(v, kw)?),
-        _ => {
-            if !d.bool(v, kw)? {
-                return None;
-            }
-            ReadyCheck::Notify
+        CheckKind::Cmd => match d.argv(v, kw) {
+            Some(argv) => ReadyCheck::Cmd(argv),
+            None => return Decoded::Bad,
+        },
+        CheckKind::File => match d.path(v, kw) {
+            Some(p) => ReadyCheck::File(p),
+            None => return Decoded::Bad,
+        },
+        CheckKind::Notify => match d.bool(v, kw) {
+            Some(true) => ReadyCheck::Notify,
+            Some(false) => return Decoded::Off,
+            None => return Decoded::Bad,
+        },
+    };
+    Decoded::Check(check)
+}
+
+/// The checks of a `ready:` or `live:` mapping: exactly one is required
+/// (`kinds` lists the allowed ones). `None` when it is missing, doubled or
+/// bad (reported).
+fn one_check(
+    d: &mut Decoder,
+    n: &Node,
+    w: &str,
+    found: Vec<(CheckKind, &Node)>,
+    kinds: &[&str],
+) -> Option<ReadyCheck> {
+    let mut checks = Vec::new();
+    let mut bad = 0;
+    for (kind, v) in found {
+        match check(d, kind, v, &format!("{w}.{}", kind.name())) {
+            Decoded::Check(c) => checks.push(c),
+            Decoded::Off => {}
+            Decoded::Bad => bad += 1,
         }
-    })
+    }
+    if checks.len() + bad != 1 {
+        let list = kinds
+            .iter()
+            .map(|k| match CheckKind::from_name(k) {
+                Some(CheckKind::Notify) => "notify: true".to_string(),
+                _ => k.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        d.err(n.pos, format!("{w}: needs exactly one of {list}"));
+        return None;
+    }
+    // (None when the one check was bad: reported.)
+    checks.pop()
 }
 
 fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
@@ -1033,35 +813,27 @@ fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
 fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
     let e = d.map(n, w, READY)?;
     let mut r = Ready {
-        check: ReadyCheck::File(PathBuf::new()),
+        check: ReadyCheck::Notify,
         timeout: Duration::from_secs(30),
         interval: Duration::from_millis(250),
         period: None,
         failure_threshold: 3,
     };
-    let mut checks = 0;
+    let mut found = Vec::new();
     for (k, v) in e {
         let kw = format!("{w}.{k}");
         match k {
-            "tcp" | "http" | "cmd" | "file" | "notify" => {
-                if let Some(c) = probe_check(d, k, v, &kw) {
-                    checks += 1;
-                    r.check = c;
-                }
-            }
             "timeout" => r.timeout = d.duration(v, &kw).unwrap_or(r.timeout),
+            "interval" => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
             "period" => r.period = d.duration(v, &kw),
             "failure_threshold" => r.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            _ => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
+            other => match CheckKind::from_name(other) {
+                Some(kind) => found.push((kind, v)),
+                None => d.unknown_key(n, w, other, READY),
+            },
         }
     }
-    if checks != 1 {
-        d.err(
-            n.pos,
-            format!("{w}: needs exactly one of tcp, http, cmd, file, notify: true"),
-        );
-        return None;
-    }
+    r.check = one_check(d, n, w, found, &CHECK_KINDS)?;
     let floor = Duration::from_millis(10);
     if r.interval < floor || r.period.is_some_and(|p| p < floor) {
         // A probe every few microseconds would be a busy loop.
@@ -1084,35 +856,27 @@ fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
 fn live(d: &mut Decoder, n: &Node, w: &str) -> Option<Live> {
     let e = d.map(n, w, LIVE)?;
     let mut l = Live {
-        check: ReadyCheck::File(PathBuf::new()),
+        check: ReadyCheck::Notify,
         period: Duration::from_secs(10),
         timeout: Duration::from_secs(1),
         failure_threshold: 3,
         initial_delay: Duration::ZERO,
     };
-    let mut checks = 0;
+    let mut found = Vec::new();
     for (k, v) in e {
         let kw = format!("{w}.{k}");
         match k {
-            "tcp" | "http" | "cmd" | "file" => {
-                if let Some(c) = probe_check(d, k, v, &kw) {
-                    checks += 1;
-                    l.check = c;
-                }
-            }
             "period" => l.period = d.duration(v, &kw).unwrap_or(l.period),
             "timeout" => l.timeout = d.duration(v, &kw).unwrap_or(l.timeout),
             "failure_threshold" => l.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            _ => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
+            "initial_delay" => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
+            other => match CheckKind::from_name(other).filter(|k| k.probed()) {
+                Some(kind) => found.push((kind, v)),
+                None => d.unknown_key(n, w, other, LIVE),
+            },
         }
     }
-    if checks != 1 {
-        d.err(
-            n.pos,
-            format!("{w}: needs exactly one of tcp, http, cmd, file"),
-        );
-        return None;
-    }
+    l.check = one_check(d, n, w, found, &PROBE_KINDS)?;
     if l.period < Duration::from_millis(10) {
         d.err(n.pos, format!("{w}.period: must be at least 10ms"));
         return None;
@@ -1135,7 +899,8 @@ fn pre_stop(d: &mut Decoder, n: &Node, w: &str) -> Option<PreStop> {
         let kw = format!("{w}.{k}");
         match k {
             "cmd" => argv = d.argv(v, &kw),
-            _ => timeout = d.duration(v, &kw).unwrap_or(default),
+            "timeout" => timeout = d.duration(v, &kw).unwrap_or(default),
+            other => d.unknown_key(n, w, other, PRE_STOP),
         }
     }
     match argv {
@@ -1183,7 +948,8 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
             "max_bytes" => fs.max_bytes = d.size(v, &kw).unwrap_or(0),
             "backup_count" => fs.backup_count = d.int_in(v, &kw, 0, MAX_BACKUP_COUNT).unwrap_or(5),
             "time_format" => fs.time_format = d.string(v, &kw),
-            _ => fs.watched = d.bool(v, &kw).unwrap_or(false),
+            "watched" => fs.watched = d.bool(v, &kw).unwrap_or(false),
+            other => d.unknown_key(n, w, other, STREAM),
         }
     }
     if !has_file {
@@ -1193,7 +959,26 @@ fn stream(d: &mut Decoder, n: &Node, w: &str) -> Option<Stream> {
     Some(Stream::File(fs))
 }
 
-/// `nofile`, `nproc`… and their `RLIMIT_*` resource.
+/// The names `rlimits:` accepts (its keys; [`rlimit_resource`] maps them).
+pub const RLIMITS: &[&str] = &[
+    "nofile",
+    "nproc",
+    "core",
+    "memlock",
+    "stack",
+    "as",
+    "fsize",
+    "cpu",
+    "data",
+    "rss",
+    "msgqueue",
+    "nice",
+    "rtprio",
+    "sigpending",
+    "locks",
+];
+
+/// `nofile`, `nproc`… (every name of [`RLIMITS`]) and their `RLIMIT_*` resource.
 pub fn rlimit_resource(name: &str) -> Option<Resource> {
     Some(match name {
         "nofile" => Resource::RLIMIT_NOFILE,
@@ -1219,7 +1004,10 @@ fn rlimits(d: &mut Decoder, n: &Node, w: &str) -> Vec<Rlimit> {
     let mut out = Vec::new();
     for (k, v) in d.map(n, w, &[]).unwrap_or_default() {
         let Some(resource) = rlimit_resource(k) else {
-            d.err(key_pos(n, k), format!("{w}: unknown limit `{k}` (nofile, nproc, core, memlock, stack, as, fsize, cpu, data, rss, msgqueue, nice, rtprio, sigpending, locks)"));
+            d.err(
+                key_pos(n, k),
+                format!("{w}: unknown limit `{k}` ({})", RLIMITS.join(", ")),
+            );
             continue;
         };
         let value = match v.scalar() {

@@ -3,7 +3,7 @@
 //! service), `secrets`, `credentials`, `profiles`, `liveness`; and the
 //! profile filter applied to a loaded config.
 
-use super::decode::Decoder;
+use super::decoder::Decoder;
 use super::model::*;
 use crate::error::Diag;
 use crate::yaml::Node;

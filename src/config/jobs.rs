@@ -3,7 +3,7 @@
 //! its position, and the rules between services (what a job may pause,
 //! what may wait for a job).
 
-use super::decode::Decoder;
+use super::decoder::Decoder;
 use super::model::{OnChange, Schedule, Service, Watch, When};
 use crate::yaml::Node;
 use std::time::Duration;
@@ -60,7 +60,8 @@ pub fn schedule(d: &mut Decoder, n: &Node, s: &Service) -> Option<Schedule> {
             }
             "run_on_start" => out.run_on_start = d.bool(v, &kw).unwrap_or(false),
             "pause" => out.pause = d.strings(v, &kw).unwrap_or_default(),
-            _ => out.timeout = d.duration(v, &kw),
+            "timeout" => out.timeout = d.duration(v, &kw),
+            other => d.unknown_key(n, &w, other, SCHEDULE),
         }
     }
     if whens != 1 {
@@ -128,7 +129,8 @@ pub fn watch(d: &mut Decoder, n: &Node, w: &str) -> Option<Watch> {
                 Some("restart") => out.on_change = OnChange::Restart,
                 _ => d.err(v.pos, format!("{kw}: expected reload or restart")),
             },
-            _ => out.debounce = d.duration(v, &kw).unwrap_or(out.debounce),
+            "debounce" => out.debounce = d.duration(v, &kw).unwrap_or(out.debounce),
+            other => d.unknown_key(n, w, other, WATCH),
         }
     }
     if out.paths.is_empty() {

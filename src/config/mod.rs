@@ -4,6 +4,7 @@
 
 pub mod circus;
 pub mod decode;
+pub mod decoder;
 pub mod inputs;
 pub mod jobs;
 pub mod model;
@@ -146,9 +147,10 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (rendered, doc, paths) = render_and_parse(file, text, &root, project.as_deref())?;
+        let (rendered, doc, paths) = render_and_parse(file, text, &root, project.as_deref())
+            .map_err(|diags| after_template_error(file, text, &root, project.as_deref(), diags))?;
         // The file may name its own project and root.
-        let mut d = decode::Decoder::new(file);
+        let mut d = decoder::Decoder::new(file);
         let file_root = doc.get("root").and_then(|n| d.path(n, "root"));
         let file_project = doc.get("project").and_then(|n| d.string(n, "project"));
         let new_root = opts
@@ -166,16 +168,7 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
             project = new_project.or_else(|| discover_project(&root));
             continue;
         }
-        let mut base = Config::plain(root.clone(), project.clone());
-        base.paths = paths;
-        base.pillar.source = base.paths.volume.join("configuration/pillar.sls");
-        base.pillar.target = base.paths.pillar.join("init.sls");
-        base.ssh.keys_dirs = vec![
-            base.paths.volume.join("ssh"),
-            base.paths.volume.join("ms_ssh"),
-        ];
-        base.ssh.host_keys_dir = base.paths.volume.join("configuration/ssh_host_keys");
-        base.file = Some(file.to_path_buf());
+        let base = base_config(file, &root, project.clone(), paths);
         let mut config = decode::config(&mut d, &doc, base);
         if let Err(e) = shutdown_from_env(&mut config) {
             d.errors.push(e);
@@ -185,6 +178,62 @@ pub fn load_text(file: &Path, text: &str, opts: &LoadOptions) -> Result<Loaded, 
         }
         return with_circus(config, Some(rendered), &opts.profiles);
     }
+}
+
+/// The defaults a config file is decoded over, for its root, project and
+/// `paths:`.
+fn base_config(file: &Path, root: &Path, project: Option<String>, paths: Paths) -> Config {
+    let mut base = Config::plain(root.to_path_buf(), project);
+    base.paths = paths;
+    base.pillar.source = base.paths.volume.join("configuration/pillar.sls");
+    base.pillar.target = base.paths.pillar.join("init.sls");
+    base.ssh.keys_dirs = vec![
+        base.paths.volume.join("ssh"),
+        base.paths.volume.join("ms_ssh"),
+    ];
+    base.ssh.host_keys_dir = base.paths.volume.join("configuration/ssh_host_keys");
+    base.file = Some(file.to_path_buf());
+    base
+}
+
+/// The config's errors after a template error, all at once: the template
+/// is rendered again past each undefined value (its `{{ … }}` blanked, see
+/// [`crate::template::render_all`]), and what then renders is parsed and
+/// decoded. An error on a blanked line is left out: it follows from the
+/// template error already said.
+fn after_template_error(
+    file: &Path,
+    text: &str,
+    root: &Path,
+    project: Option<&str>,
+    diags: Vec<Diag>,
+) -> Vec<Diag> {
+    let first_is_template = diags
+        .first()
+        .is_some_and(|d| d.msg.starts_with("template error:"));
+    if !first_is_template {
+        return diags;
+    }
+    let name = project.unwrap_or_default();
+    let defaults = Paths::defaults(root, name);
+    let (mut errors, out) =
+        crate::template::render_all(file, text, context(root, name, &defaults), true);
+    let Some((rendered, blanked)) = out else {
+        return if errors.is_empty() { diags } else { errors };
+    };
+    let keep = |d: &Diag| !blanked.contains(&d.pos.line);
+    match crate::yaml::parse(&rendered, file) {
+        Err(d) => errors.extend(Some(d).filter(keep)),
+        Ok(doc) => {
+            let mut d = decoder::Decoder::new(file);
+            let paths = decode::paths(&mut d, doc.get("paths"), root, name);
+            let base = base_config(file, root, project.map(str::to_string), paths);
+            let _ = decode::config(&mut d, &doc, base);
+            errors.extend(d.errors.into_iter().filter(keep));
+        }
+    }
+    errors.sort_by_key(|d| d.pos.line);
+    errors
 }
 
 /// `MC_SHUTDOWN_TIMEOUT` (a duration such as `25s`; a bare number is
@@ -245,7 +294,7 @@ fn with_circus(
             ));
         }
     }
-    let mut d = decode::Decoder::new(config.file.as_deref().unwrap_or(Path::new("circus")));
+    let mut d = decoder::Decoder::new(config.file.as_deref().unwrap_or(Path::new("circus")));
     config.services.extend(c.services);
     decode::validate_services(&mut d, &config.services);
     c.errors.extend(d.errors);
@@ -284,7 +333,7 @@ fn render_and_parse(
             ),
         )]);
     }
-    let mut d = decode::Decoder::new(file);
+    let mut d = decoder::Decoder::new(file);
     let paths = decode::paths(&mut d, doc.get("paths"), root, name);
     if !d.errors.is_empty() {
         return Err(d.errors);

@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod probe;
+pub use probe::{CheckKind, Host, HostPort, HttpUrl, ReadyCheck, CHECK_KINDS, PROBE_KINDS};
+
 /// Where a definition came from, for messages (`file:line:col`).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Origin {
@@ -25,14 +28,27 @@ pub enum PrepareStep {
 }
 
 impl PrepareStep {
-    pub fn parse(s: &str) -> Option<PrepareStep> {
-        match s.trim() {
-            "pillar" => Some(PrepareStep::Pillar),
-            "ssh" => Some(PrepareStep::Ssh),
-            "reconfigure" => Some(PrepareStep::Reconfigure),
-            "prepopulate" => Some(PrepareStep::Prepopulate),
-            _ => None,
+    /// Every step, in the order the phase runs them (`prepare::step` holds
+    /// what each one plans, does and checks).
+    pub const ALL: [PrepareStep; 4] = [
+        PrepareStep::Pillar,
+        PrepareStep::Ssh,
+        PrepareStep::Reconfigure,
+        PrepareStep::Prepopulate,
+    ];
+
+    /// Its name in `--skip`, `MC_SKIP` and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            PrepareStep::Pillar => "pillar",
+            PrepareStep::Ssh => "ssh",
+            PrepareStep::Reconfigure => "reconfigure",
+            PrepareStep::Prepopulate => "prepopulate",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<PrepareStep> {
+        Self::ALL.into_iter().find(|step| step.name() == s.trim())
     }
 }
 
@@ -89,6 +105,8 @@ impl Paths {
 pub enum OnInvalid {
     Abort,
     KeepDefault,
+    /// Start on the last valid override, kept in the state dir.
+    LastGood,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,18 +200,7 @@ pub struct CircusCfg {
     pub include: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReadyCheck {
-    /// `host:port` to connect to.
-    Tcp(String),
-    /// `http://host[:port]/path`: a GET answered 2xx or 3xx.
-    Http(String),
-    /// `notify: true`: the service says `READY=1` on its `NOTIFY_SOCKET`.
-    Notify,
-    Cmd(Vec<String>),
-    File(PathBuf),
-}
-
+/// `ready:`: a check that says when a started service is ready.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ready {
     pub check: ReadyCheck,
@@ -504,7 +511,9 @@ impl Default for LogCfg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct MetricsCfg {
-    /// Serve `GET /metrics` there (`None`: only `ctl metrics`).
+    /// `http.listen` (or its older name `metrics.listen`): serve
+    /// `/metrics`, `/livez`, `/readyz` and `/status` there (`None`: only
+    /// `ctl`).
     pub listen: Option<std::net::SocketAddr>,
 }
 

@@ -1,22 +1,7 @@
 use super::*;
 use std::time::Duration;
 
-struct Tmp(PathBuf);
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let p = std::env::temp_dir().join(format!("mcl-cfg-{tag}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("tmp");
-        Tmp(p)
-    }
-}
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::fsutil::scratch::Tmp;
 
 fn load_text(text: &str) -> Result<Loaded, Vec<Diag>> {
     let t = Tmp::new("load");
@@ -145,6 +130,50 @@ fn each_bad_input_names_its_line_and_column() {
             18,
             "expected host:port",
         ),
+        // One host:port parser (config::model::probe), for tcp and http.
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {tcp: '::1:80'}\n",
+            4,
+            18,
+            "IPv6 address goes in brackets",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    live: {tcp: 'h:0'}\n",
+            4,
+            17,
+            "`0` is not a port",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {http: 'http://web:80x/'}\n",
+            4,
+            19,
+            "`80x` is not a port",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {http: 'https://web/'}\n",
+            4,
+            19,
+            "only http:// URLs",
+        ),
+        // notify is a readiness check only.
+        (
+            "services:\n  a:\n    cmd: x\n    live: {notify: true}\n",
+            4,
+            12,
+            "unknown key `notify` (expected one of: tcp, http, cmd, file, period",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    live: {period: 1s}\n",
+            4,
+            11,
+            "needs exactly one of tcp, http, cmd, file",
+        ),
+        (
+            "services:\n  a:\n    cmd: x\n    ready: {notify: false}\n",
+            4,
+            12,
+            "needs exactly one of tcp, http, cmd, file, notify: true",
+        ),
         (
             "services:\n  a:\n    cmd: x\n    ready: {tcp: 'h:1', file: /x}\n",
             4,
@@ -254,7 +283,7 @@ fn each_bad_input_names_its_line_and_column() {
             "pillar:\n  on_invalid: explode\n",
             2,
             15,
-            "abort or keep-default",
+            "abort, keep-default or last-good",
         ),
         ("ssh:\n  sshd: sometimes\n", 2, 9, "auto, never or always"),
         (
@@ -311,6 +340,59 @@ fn each_bad_input_names_its_line_and_column() {
             "{text:?}: want {line}:{col} `{part}`, got {errs:?}"
         );
     }
+}
+
+/// A config with `keys` (all null) at `section` of the reference
+/// (`services.NAME.ready`, `reconfigure.steps[].template`), in flow style.
+fn section_config(section: &str, keys: &[&str]) -> String {
+    let mut text = format!(
+        "{{ {} }}",
+        keys.iter()
+            .map(|k| format!("{k}: null"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for part in section.rsplit('.').filter(|p| !p.is_empty()) {
+        let (name, list) = match part.strip_suffix("[]") {
+            Some(name) => (name, true),
+            None => (part, false),
+        };
+        let name = if name == "NAME" { "svc" } else { name };
+        text = if list {
+            format!("{{ {name}: [ {text} ] }}")
+        } else {
+            format!("{{ {name}: {text} }}")
+        };
+    }
+    text
+}
+
+/// Every key of the decoder's tables (the reference, the schema) reaches
+/// an arm of its section's match: a key in a table that no arm names is an
+/// "unknown key" error, never silently another key.
+#[test]
+fn every_key_of_every_section_is_decoded() {
+    assert_eq!(
+        section_config("services.NAME.ready", &["tcp", "timeout"]),
+        "{ services: { svc: { ready: { tcp: null, timeout: null } } } }"
+    );
+    for (section, keys) in decode::REFERENCE {
+        let text = section_config(section, keys);
+        let unknown: Vec<String> = errors(&text)
+            .into_iter()
+            .map(|e| e.2)
+            .filter(|m| m.contains("unknown key"))
+            .collect();
+        assert!(unknown.is_empty(), "{text}: {unknown:?}");
+    }
+    // The test sees the errors it looks for.
+    let text = section_config("services.NAME.ready", &["tcp", "tcpp"]);
+    assert!(
+        errors(&text)
+            .iter()
+            .any(|e| e.2.contains("unknown key `tcpp`")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -783,4 +865,31 @@ fn bad_log_and_metrics_keys_name_their_position() {
             "{text}: want {line}:{col} {part}, got {errs:?}"
         );
     }
+}
+
+#[test]
+fn every_prepare_step_is_in_all_once_and_named() {
+    // The enum as written in model.rs: a variant missing from ALL would
+    // never run, plan or check.
+    let src = include_str!("model.rs");
+    let body = src
+        .split("pub enum PrepareStep {")
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .expect("the enum in model.rs");
+    let variants: Vec<&str> = body
+        .lines()
+        .map(|l| l.trim().trim_end_matches(','))
+        .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with('#'))
+        .collect();
+    assert_eq!(variants.len(), PrepareStep::ALL.len(), "{variants:?}");
+    for (n, step) in PrepareStep::ALL.iter().enumerate() {
+        assert!(!PrepareStep::ALL[..n].contains(step), "{step:?} twice");
+        assert_eq!(PrepareStep::parse(step.name()), Some(*step));
+        assert_eq!(
+            PrepareStep::parse(&format!(" {} ", step.name())),
+            Some(*step)
+        );
+    }
+    assert_eq!(PrepareStep::parse("nothing"), None);
 }

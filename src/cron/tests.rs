@@ -1,3 +1,4 @@
+use super::civil::days_from_civil;
 use super::*;
 
 /// `2026-03-29T01:00:00Z` → seconds since the epoch.

@@ -263,7 +263,7 @@ impl Posix {
         let Some((dst, start, start_t, end, end_t)) = self.dst else {
             return self.std;
         };
-        let year = super::Civil::from_secs(t + i64::from(self.std)).y;
+        let year = super::civil::Civil::from_secs(t + i64::from(self.std)).y;
         // Both changes happen at a wall-clock time: the start in standard
         // time, the end in daylight saving time.
         let begins = start.date(year) * 86_400 + i64::from(start_t) - i64::from(self.std);
@@ -285,18 +285,18 @@ impl Posix {
 impl Day {
     /// Days since the epoch of this day in `year`.
     fn date(self, year: i64) -> i64 {
-        let jan1 = super::days_from_civil(year, 1, 1);
+        let jan1 = super::civil::days_from_civil(year, 1, 1);
         match self {
             Day::Julian(n) => {
-                let leap = super::is_leap(year) && n >= 60;
+                let leap = super::civil::is_leap(year) && n >= 60;
                 jan1 + i64::from(n) - 1 + i64::from(leap)
             }
             Day::Zero(n) => jan1 + i64::from(n),
             Day::Month(m, w, d) => {
-                let first = super::days_from_civil(year, m, 1);
+                let first = super::civil::days_from_civil(year, m, 1);
                 let wd_first = (first + 4).rem_euclid(7);
                 let mut day = (i64::from(d) - wd_first).rem_euclid(7) + 7 * (i64::from(w) - 1);
-                while day >= i64::from(super::days_in_month(year, m)) {
+                while day >= i64::from(super::civil::days_in_month(year, m)) {
                     day -= 7;
                 }
                 first + day

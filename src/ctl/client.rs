@@ -1,12 +1,12 @@
 //! `mc-launcher ctl`: the client of the control socket. Layer 4.
 
-use super::proto::{candidate_paths, Reply, Request, COMMANDS};
+use super::proto::{candidate_paths, Command, Refusal, Reply};
 use crate::config::model::Config;
 use crate::error::{CTL_FAILED, CTL_NO_LAUNCHER, CTL_OK};
 use serde_json::Value;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// How long `ctl` waits for a launcher by default (`--timeout`).
@@ -99,6 +99,94 @@ fn connect(path: &std::path::Path, deadline: Instant) -> io::Result<UnixStream> 
     }
 }
 
+/// Where `ctl` looks: the launcher's own candidates (as this user would
+/// bind them), then where a launcher run as another uid is: the control
+/// socket PID 1 listens on (readable by root only: `docker exec` as root
+/// into a `--user 1000` container), then each uid's fallback state dir
+/// under `$TMPDIR` that is its owner's alone. The socket itself still
+/// refuses any peer but its owner and root.
+pub fn client_paths(cfg: &Config) -> Vec<PathBuf> {
+    let mut out = candidate_paths(cfg);
+    out.extend(pid1_sockets(Path::new("/proc/1")));
+    out.extend(other_uids_fallbacks(&std::env::temp_dir()));
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    out
+}
+
+/// The paths of the listening stream sockets named `mc-launcher.sock` that
+/// the process at `proc_dir` holds (`/proc/PID/fd` against the socket
+/// table of its network namespace). Nothing when its fds are not ours to
+/// read.
+fn pid1_sockets(proc_dir: &Path) -> Vec<PathBuf> {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+        return Vec::new();
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            let inode = l.strip_prefix("socket:[")?.strip_suffix(']')?;
+            Some(inode.to_string())
+        })
+        .collect();
+    let table = std::fs::read_to_string(proc_dir.join("net/unix")).unwrap_or_default();
+    listening_paths(&table)
+        .into_iter()
+        .filter(|(inode, path)| inodes.contains(inode) && path.ends_with("/mc-launcher.sock"))
+        .map(|(_, path)| PathBuf::from(path))
+        .collect()
+}
+
+/// `(inode, path)` of each listening stream socket with a path in a
+/// `/proc/net/unix` table.
+fn listening_paths(table: &str) -> Vec<(String, String)> {
+    const ACCEPTING: u32 = 0x0001_0000;
+    const STREAM: u32 = 1;
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let flags = u32::from_str_radix(cols.get(3)?, 16).ok()?;
+            let kind = u32::from_str_radix(cols.get(4)?, 16).ok()?;
+            let inode = cols.get(6)?;
+            let path = cols.get(7..).map(|p| p.join(" "))?;
+            (flags & ACCEPTING != 0 && kind == STREAM && path.starts_with('/'))
+                .then(|| (inode.to_string(), path))
+        })
+        .collect()
+}
+
+/// `DIR/mc-launcher-UID/mc-launcher.sock` of every uid whose directory is
+/// a real one owned by that uid and writable by nobody else (as the
+/// launcher makes it), with a socket owned by the same uid.
+fn other_uids_fallbacks(tmp: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let uid: u32 = name.strip_prefix("mc-launcher-")?.parse().ok()?;
+            let dir = std::fs::symlink_metadata(e.path()).ok()?;
+            let sock_path = e.path().join("mc-launcher.sock");
+            let sock = std::fs::symlink_metadata(&sock_path).ok()?;
+            let ok = dir.file_type().is_dir()
+                && dir.uid() == uid
+                && dir.mode() & 0o022 == 0
+                && sock.file_type().is_socket()
+                && sock.uid() == uid;
+            ok.then_some(sock_path)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// `--timeout DURATION` / `--timeout=DURATION` out of the ctl words.
 fn take_timeout(args: &[String]) -> Result<(Option<Duration>, Vec<String>), String> {
     let mut out = Vec::new();
@@ -155,55 +243,32 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
             return crate::error::EXIT_USAGE;
         }
     };
-    let args = &args[..];
     let json_out = args.iter().any(|a| a == "--json");
-    let check = if args.iter().any(|a| a == "--live") {
-        Some("live".to_string())
-    } else if args.iter().any(|a| a == "--ready") {
-        Some("ready".to_string())
-    } else {
-        None
+    let words: Vec<String> = args.into_iter().filter(|a| a != "--json").collect();
+    let cmd = match Command::from_words(&words) {
+        Ok(c) => c,
+        Err(Refusal::Usage(e)) => {
+            eprintln!("mc-launcher ctl: {e}");
+            return crate::error::EXIT_USAGE;
+        }
+        Err(Refusal::Value(e)) => {
+            eprintln!("mc-launcher ctl: {e}");
+            return CTL_FAILED;
+        }
     };
-    let words: Vec<&str> = args
-        .iter()
-        .map(String::as_str)
-        .filter(|a| !matches!(*a, "--json" | "--live" | "--ready"))
-        .collect();
-    let Some((&cmd, rest)) = words.split_first() else {
-        eprintln!("mc-launcher ctl: a command is needed: {}", command_list());
-        return crate::error::EXIT_USAGE;
-    };
-    let Some(&(_, needs_name)) = COMMANDS.iter().find(|(c, _)| *c == cmd) else {
-        eprintln!("mc-launcher ctl: unknown command {cmd}: {}", command_list());
-        return crate::error::EXIT_USAGE;
-    };
-    let want = if cmd == "signal" {
-        2
-    } else {
-        usize::from(needs_name)
-    };
-    if rest.len() != want {
-        eprintln!("mc-launcher ctl: {cmd} takes {want} argument(s)");
-        return crate::error::EXIT_USAGE;
-    }
-    if check.is_some() && cmd != "health" {
-        eprintln!("mc-launcher ctl: --live and --ready go with health");
-        return crate::error::EXIT_USAGE;
-    }
-    let request = Request {
-        cmd: cmd.to_string(),
-        name: rest.first().map(|s| s.to_string()),
-        signal: rest.get(1).map(|s| s.to_string()),
-        check,
-    };
-    let req = serde_json::to_value(&request).unwrap_or_default();
+    let req = serde_json::to_value(&cmd).unwrap_or_default();
+    let verb = req
+        .get("cmd")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     // A live reconfigure answers once its steps have run.
-    let timeout = timeout.unwrap_or(if cmd == "reconfigure" {
+    let timeout = timeout.unwrap_or(if matches!(cmd, Command::Reconfigure {}) {
         RECONFIGURE_TIMEOUT
     } else {
         DEFAULT_TIMEOUT
     });
-    let answer = match call(&candidate_paths(cfg), &req, timeout) {
+    let answer = match call(&client_paths(cfg), &req, timeout) {
         Ok(a) => a,
         Err(e) if e.starts_with("the launcher at") => {
             eprintln!("mc-launcher ctl: {e}");
@@ -225,21 +290,13 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
             reply.error.as_deref().unwrap_or("failed")
         );
     } else {
-        print!("{}", human(cmd, &reply));
+        print!("{}", human(&verb, &reply));
     }
     if ok {
         CTL_OK
     } else {
         CTL_FAILED
     }
-}
-
-fn command_list() -> String {
-    COMMANDS
-        .iter()
-        .map(|(c, _)| *c)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// The readable form of an answer.
@@ -272,13 +329,23 @@ fn human(cmd: &str, answer: &Reply) -> String {
                 },
                 uptime,
                 s.restarts,
-                s.last_exit.as_deref().unwrap_or("-"),
+                match (s.last_exit.as_deref(), s.oom) {
+                    (Some(e), true) => format!("{e} (oom)"),
+                    (Some(e), false) => e.to_string(),
+                    (None, _) => "-".into(),
+                },
             ));
         }
     }
     for s in answer.services.iter().flatten() {
+        if let Some(line) = why_line(s) {
+            out.push_str(&line);
+        }
         if let Some(j) = &s.job {
             out.push_str(&job_line(&s.name, j));
+        }
+        if let Some(d) = &s.detail {
+            out.push_str(&detail_text(d));
         }
     }
     if let Some(r) = &answer.reconfigure {
@@ -294,6 +361,93 @@ fn human(cmd: &str, answer: &Reply) -> String {
     }
     if out.is_empty() {
         out.push_str(&format!("{cmd}: ok\n"));
+    }
+    out
+}
+
+/// What `ctl status` knows of why a service is as it is, on one line:
+/// `web: FAILED: …; restarted: liveness; status: …; restarting in 2s`.
+fn why_line(s: &super::proto::ServiceState) -> Option<String> {
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(r) = &s.reason {
+        if s.state == super::proto::StateName::Failed {
+            parts.push(format!("FAILED: {r}"));
+        } else {
+            parts.push(r.clone());
+        }
+    }
+    if let Some(r) = &s.restart_reason {
+        parts.push(format!("restarted: {r}"));
+    }
+    if s.oom_kills > 0 {
+        parts.push(format!("OOM kills: {}", s.oom_kills));
+    }
+    if let Some(t) = &s.status {
+        parts.push(format!("status: {t}"));
+    }
+    if let Some(d) = s.next_restart_s.and_then(crate::units::duration_from_secs) {
+        parts.push(format!("restarting in {}", crate::units::fmt_duration(d)));
+    }
+    if parts.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}: {}
+",
+        s.name,
+        parts.join("; ")
+    ))
+}
+
+/// `ctl status NAME`: the service in full, one fact a line.
+fn detail_text(d: &super::proto::ServiceDetail) -> String {
+    let mut out = String::new();
+    let mut line = |key: &str, value: &str| out.push_str(&format!("  {key:<12} {value}\n"));
+    line("command:", &d.command.join(" "));
+    if let Some(u) = &d.user {
+        line("user:", u);
+    }
+    if let Some(w) = &d.working_dir {
+        line("working dir:", w);
+    }
+    for p in &d.probes {
+        let state = match p.ok {
+            Some(true) => "passing".to_string(),
+            Some(false) => "not passing".to_string(),
+            None => String::new(),
+        };
+        let failures = match p.failures {
+            0 => String::new(),
+            n => format!("{n} failed in a row"),
+        };
+        let said: Vec<&str> = [state.as_str(), failures.as_str()]
+            .into_iter()
+            .filter(|x| !x.is_empty())
+            .collect();
+        let text = if said.is_empty() {
+            p.check.clone()
+        } else {
+            format!("{} ({})", p.check, said.join(", "))
+        };
+        line(&format!("{}:", p.kind), &text);
+    }
+    for f in &d.env_files {
+        line("env file:", f);
+    }
+    for f in &d.secrets {
+        line("secret:", f);
+    }
+    for f in &d.credentials {
+        line("credential:", f);
+    }
+    if !d.stderr_tail.is_empty() {
+        out.push_str(&format!(
+            "  last {} line(s) of stderr:\n",
+            d.stderr_tail.len()
+        ));
+        for l in &d.stderr_tail {
+            out.push_str(&format!("    {l}\n"));
+        }
     }
     out
 }
@@ -327,4 +481,110 @@ fn job_line(name: &str, j: &super::proto::JobState) -> String {
         r.ok, r.failed, r.timeout, r.skipped
     ));
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_why_line_of_a_row() {
+        use super::super::proto::{ServiceState, StateName};
+        let row = |f: &dyn Fn(&mut ServiceState)| {
+            let mut s = ServiceState {
+                name: "web".into(),
+                state: StateName::Running,
+                pids: vec![7],
+                uptime_s: Some(1.0),
+                restarts: 0,
+                last_exit: None,
+                numprocesses: 1,
+                reason: None,
+                restart_reason: None,
+                oom: false,
+                oom_kills: 0,
+                ready: true,
+                status: None,
+                job: None,
+                next_restart_s: None,
+                detail: None,
+            };
+            f(&mut s);
+            why_line(&s)
+        };
+        type Change<'a> = &'a dyn Fn(&mut ServiceState);
+        let rows: &[(Change, Option<&str>)] = &[
+            (&|_| {}, None),
+            (
+                &|s| {
+                    s.state = StateName::Failed;
+                    s.reason = Some("3 consecutive failed starts".into());
+                },
+                Some("web: FAILED: 3 consecutive failed starts\n"),
+            ),
+            (
+                &|s| {
+                    s.state = StateName::Backoff;
+                    s.reason = Some("not started: no such file".into());
+                    s.next_restart_s = Some(2.0);
+                },
+                Some("web: not started: no such file; restarting in 2.0s\n"),
+            ),
+            (
+                &|s| {
+                    s.restart_reason = Some("crash".into());
+                    s.oom = true;
+                    s.oom_kills = 2;
+                    s.status = Some("serving".into());
+                },
+                Some("web: restarted: crash; OOM kills: 2; status: serving\n"),
+            ),
+        ];
+        for (change, want) in rows {
+            assert_eq!(row(*change).as_deref(), *want);
+        }
+    }
+
+    #[test]
+    fn listening_sockets_of_a_socket_table() {
+        let table = "\
+Num       RefCount Protocol Flags    Type St Inode Path
+0000000000000000: 00000002 00000000 00010000 0001 01 111 /run/mc-launcher.sock
+0000000000000000: 00000002 00000000 00000000 0001 03 112 /run/mc-launcher.sock
+0000000000000000: 00000002 00000000 00010000 0002 01 113 /run/notify.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 114 @abstract
+0000000000000000: 00000002 00000000 00010000 0001 01 115 /tmp/a dir/mc-launcher.sock
+0000000000000000: 00000002 00000000 00010000 0001 01 116
+garbage
+";
+        assert_eq!(
+            listening_paths(table),
+            vec![
+                ("111".to_string(), "/run/mc-launcher.sock".to_string()),
+                ("115".to_string(), "/tmp/a dir/mc-launcher.sock".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fallback_dir_counts_only_when_its_uid_owns_it_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = crate::fsutil::scratch::Tmp::new("ctl-fallbacks");
+        let tmp = scratch.path();
+        let me = nix::unistd::Uid::effective().as_raw();
+        let mine = tmp.join(format!("mc-launcher-{me}"));
+        let other = tmp.join(format!("mc-launcher-{}", me.wrapping_add(1)));
+        let open = tmp.join("mc-launcher-open");
+        for d in [&mine, &other, &open] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            let _l =
+                std::os::unix::net::UnixListener::bind(d.join("mc-launcher.sock")).expect("bind");
+        }
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let found = other_uids_fallbacks(tmp);
+        // `other` is named for a uid that does not own it; `open` for none.
+        assert_eq!(found, vec![mine.join("mc-launcher.sock")]);
+        std::fs::set_permissions(&mine, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        assert!(other_uids_fallbacks(tmp).is_empty(), "writable by others");
+    }
 }

@@ -1,4 +1,5 @@
-//! `GET /metrics` over HTTP/1.1 (`metrics.listen`), inside the event loop
+//! `GET|HEAD /metrics`, `/livez`, `/readyz` and `/status` over HTTP/1.1
+//! (`http.listen`, alias `metrics.listen`), inside the event loop
 //! like the control socket: non-blocking sockets, a bounded number of
 //! connections, a bounded request, one deadline per connection (a client
 //! that sends nothing, or never reads the answer, is dropped when it
@@ -33,11 +34,36 @@ struct Conn {
     head_only: bool,
 }
 
-/// What a client asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ask {
-    /// `GET /metrics`: answer with `respond`.
-    Metrics(u64),
+/// What a client asked, of which connection: answer with `respond`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    pub id: u64,
+    pub page: Page,
+}
+
+/// The pages served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The Prometheus exposition.
+    Metrics,
+    /// 200 or 503 by the rules of `ctl health --live`.
+    Live,
+    /// 200 or 503 by the rules of `ctl health --ready`.
+    Ready,
+    /// The JSON of `ctl --json status`.
+    Status,
+}
+
+impl Page {
+    fn of(path: &[u8]) -> Option<Page> {
+        Some(match path {
+            b"/metrics" => Page::Metrics,
+            b"/livez" => Page::Live,
+            b"/readyz" => Page::Ready,
+            b"/status" => Page::Status,
+            _ => return None,
+        })
+    }
 }
 
 pub struct HttpServer {
@@ -119,7 +145,7 @@ impl HttpServer {
     }
 
     /// Read what `id` sent; a complete request head is answered here
-    /// (errors) or handed back (`Ask::Metrics`).
+    /// (errors) or handed back (a page to answer).
     pub fn read(&mut self, id: u64) -> Option<Ask> {
         let conn = self.conns.get_mut(&id)?;
         if conn.answered {
@@ -179,11 +205,18 @@ impl HttpServer {
                 self.respond(id, 505, "text/plain", b"HTTP/1.x only\n");
                 None
             }
-            (Some(b"GET"), Some(b"/metrics"), Some(_)) => Some(Ask::Metrics(id)),
-            (Some(b"GET"), Some(_), Some(_)) => {
-                self.respond(id, 404, "text/plain", b"not found: try /metrics\n");
-                None
-            }
+            (Some(b"GET"), Some(path), Some(_)) => match Page::of(path) {
+                Some(page) => Some(Ask { id, page }),
+                None => {
+                    self.respond(
+                        id,
+                        404,
+                        "text/plain",
+                        b"not found: try /metrics, /livez, /readyz or /status\n",
+                    );
+                    None
+                }
+            },
             (Some(_), Some(_), Some(_)) => {
                 self.respond(id, 405, "text/plain", b"only GET and HEAD\n");
                 None
@@ -206,6 +239,7 @@ impl HttpServer {
             404 => "Not Found",
             405 => "Method Not Allowed",
             431 => "Request Header Fields Too Large",
+            503 => "Service Unavailable",
             505 => "HTTP Version Not Supported",
             _ => "Error",
         };
@@ -266,5 +300,27 @@ impl HttpServer {
     /// A hang-up or error on `id`.
     pub fn drop_conn(&mut self, id: u64) {
         self.conns.remove(&id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_by_path() {
+        let rows: &[(&[u8], Option<Page>)] = &[
+            (b"/metrics", Some(Page::Metrics)),
+            (b"/livez", Some(Page::Live)),
+            (b"/readyz", Some(Page::Ready)),
+            (b"/status", Some(Page::Status)),
+            (b"/", None),
+            (b"/livez/", None),
+            (b"/LIVEZ", None),
+            (b"livez", None),
+        ];
+        for (path, page) in rows {
+            assert_eq!(Page::of(path), *page, "{}", String::from_utf8_lossy(path));
+        }
     }
 }

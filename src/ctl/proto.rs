@@ -11,148 +11,328 @@ use std::path::PathBuf;
 /// connection closed.
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// A request as it travels: `{"cmd": "signal", "name": "web", "signal": "HUP"}`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Request {
-    pub cmd: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub signal: Option<String>,
-    /// `health` only: `live` or `ready`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub check: Option<String>,
-}
-
 /// What `ctl health` asks (README "Health"): the default (every autostart
 /// service running and ready), `--live` (up, no critical or autostart
 /// service FAILED but those with `liveness: ignore`)
-/// or `--ready` (the default, and not draining).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// or `--ready` (the default, and not draining). On the wire: `"check":
+/// "live"|"ready"`, absent for the default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Health {
+    #[default]
     All,
     Live,
     Ready,
 }
 
-/// What a client may ask, checked: the supervisor only ever sees these.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Status,
-    Health(Health),
-    /// The Prometheus exposition (README "Metrics").
-    Metrics,
-    Start(String),
-    Stop(String),
-    Restart(String),
-    Signal(String, Signal),
-    Incr(String),
-    Decr(String),
-    Reload,
-    /// A live reconfigure now (README "Live reconfigure").
-    Reconfigure,
-    Quit,
+impl Health {
+    fn is_all(&self) -> bool {
+        *self == Health::All
+    }
 }
 
-/// The commands a request may name, and whether each takes a service name.
-pub const COMMANDS: &[(&str, bool)] = &[
-    ("status", false),
-    ("health", false),
-    ("metrics", false),
-    ("start", true),
-    ("stop", true),
-    ("restart", true),
-    ("signal", true),
-    ("incr", true),
-    ("decr", true),
-    ("reload", false),
-    ("reconfigure", false),
-    ("quit", false),
-];
+/// What a client may ask: the request itself, one JSON object per line,
+/// tagged by `cmd` (`{"cmd": "signal", "name": "web", "signal": "HUP"}`).
+/// Client and server share it; the supervisor only ever sees these. A verb
+/// without arguments is an empty struct variant so that an unknown key is
+/// refused there too (serde ignores extra keys beside a unit variant).
+///
+/// A new verb is a variant here; the compiler then names every place to
+/// change (README "Where a new feature goes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Command {
+    /// Every service, or one in full (`ctl status NAME`).
+    Status {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    Health {
+        #[serde(
+            default,
+            skip_serializing_if = "Health::is_all",
+            deserialize_with = "health_check"
+        )]
+        check: Health,
+    },
+    /// The Prometheus exposition (README "Metrics").
+    Metrics {},
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+    },
+    Restart {
+        name: String,
+    },
+    Signal {
+        name: String,
+        #[serde(serialize_with = "signal_out", deserialize_with = "signal_in")]
+        signal: Signal,
+    },
+    Incr {
+        name: String,
+    },
+    Decr {
+        name: String,
+    },
+    Reload {},
+    /// A live reconfigure now (README "Live reconfigure").
+    Reconfigure {},
+    Quit {},
+}
+
+fn signal_out<S: serde::Serializer>(sig: &Signal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(crate::signals::short_name(*sig))
+}
+
+fn signal_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Signal, D::Error> {
+    let text = String::deserialize(d)?;
+    crate::signals::parse_signal(&text)
+        .ok_or_else(|| serde::de::Error::custom(format!("unknown signal: {text}")))
+}
+
+fn health_check<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Health, D::Error> {
+    let text = String::deserialize(d)?;
+    match text.as_str() {
+        "live" => Ok(Health::Live),
+        "ready" => Ok(Health::Ready),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown health check: {other} (live or ready)"
+        ))),
+    }
+}
+
+/// The positional words of `ctl VERB WORD...`, in order: which key of the
+/// request each one fills.
+const POSITIONAL: &[&str] = &["name", "signal"];
 
 impl Command {
-    /// Check a request: a known command, with the arguments it needs.
-    pub fn from_request(req: Request) -> Result<Command, String> {
-        let needs_name = match COMMANDS.iter().find(|(c, _)| *c == req.cmd) {
-            None => return Err(format!("unknown command: {}", req.cmd)),
-            Some((_, n)) => *n,
-        };
-        let name = match (needs_name, req.name) {
-            (true, None) => return Err(format!("{} needs a service name", req.cmd)),
-            (_, name) => name.unwrap_or_default(),
-        };
-        Ok(match req.cmd.as_str() {
-            "status" => Command::Status,
-            "health" => Command::Health(match req.check.as_deref() {
-                None => Health::All,
-                Some("live") => Health::Live,
-                Some("ready") => Health::Ready,
-                Some(other) => {
-                    return Err(format!("unknown health check: {other} (live or ready)"))
-                }
-            }),
-            "metrics" => Command::Metrics,
-            "start" => Command::Start(name),
-            "stop" => Command::Stop(name),
-            "restart" => Command::Restart(name),
-            "signal" => {
-                let text = req.signal.ok_or("signal needs a signal name")?;
-                let sig = crate::signals::parse_signal(&text)
-                    .ok_or_else(|| format!("unknown signal: {text}"))?;
-                Command::Signal(name, sig)
-            }
-            "incr" => Command::Incr(name),
-            "decr" => Command::Decr(name),
-            "reload" => Command::Reload,
-            "reconfigure" => Command::Reconfigure,
-            _ => Command::Quit,
-        })
+    /// The service a command is about, if any: the supervisor answers "no
+    /// such service" for an unknown one before anything else.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Command::Start { name }
+            | Command::Stop { name }
+            | Command::Restart { name }
+            | Command::Signal { name, .. }
+            | Command::Incr { name }
+            | Command::Decr { name } => Some(name),
+            Command::Status { name } => name.as_deref(),
+            Command::Health { .. }
+            | Command::Metrics {}
+            | Command::Reload {}
+            | Command::Reconfigure {}
+            | Command::Quit {} => None,
+        }
     }
 
-    /// The request that asks for this command.
-    pub fn to_request(&self) -> Request {
-        let named = |cmd: &str, name: &str| Request {
-            cmd: cmd.into(),
-            name: Some(name.into()),
-            signal: None,
-            check: None,
-        };
-        let plain = |cmd: &str| Request {
-            cmd: cmd.into(),
-            ..Request::default()
-        };
-        match self {
-            Command::Status => plain("status"),
-            Command::Health(h) => Request {
-                check: match h {
-                    Health::All => None,
-                    Health::Live => Some("live".into()),
-                    Health::Ready => Some("ready".into()),
+    /// `ctl`'s words (`signal web HUP`, `health --live`) as a command: the
+    /// first plain word is the verb, the next ones fill `name` then
+    /// `signal`, `--live`/`--ready` fill `check`; then the same decoding as
+    /// a request, so the CLI accepts exactly what the wire does.
+    pub fn from_words(words: &[String]) -> Result<Command, Refusal> {
+        let mut req = serde_json::Map::new();
+        let mut verb: Option<&str> = None;
+        let mut positional = POSITIONAL.iter();
+        for w in words {
+            let w = w.as_str();
+            let (key, value) = match w {
+                "--live" | "--ready" => ("check", w.trim_start_matches('-')),
+                _ if w.len() > 1 && w.starts_with('-') => {
+                    return Err(Refusal::Usage(format!("unknown option {w}")))
+                }
+                _ if verb.is_none() => ("cmd", w),
+                _ => match positional.next() {
+                    Some(key) => (*key, w),
+                    None => {
+                        return Err(Refusal::Usage(format!(
+                            "{}: too many arguments",
+                            verb.unwrap_or_default()
+                        )))
+                    }
                 },
-                ..plain("health")
-            },
-            Command::Metrics => plain("metrics"),
-            Command::Start(n) => named("start", n),
-            Command::Stop(n) => named("stop", n),
-            Command::Restart(n) => named("restart", n),
-            Command::Signal(n, s) => Request {
-                signal: Some(crate::signals::short_name(*s).into()),
-                ..named("signal", n)
-            },
-            Command::Incr(n) => named("incr", n),
-            Command::Decr(n) => named("decr", n),
-            Command::Reload => plain("reload"),
-            Command::Reconfigure => plain("reconfigure"),
-            Command::Quit => plain("quit"),
+            };
+            if key == "cmd" {
+                verb = Some(w);
+            }
+            if req.insert(key.into(), value.into()).is_some() {
+                return Err(Refusal::Usage(format!("{w}: given twice")));
+            }
+        }
+        let Some(verb) = verb else {
+            return Err(Refusal::Usage(format!("a command is needed: {}", verbs())));
+        };
+        Command::deserialize(serde_json::Value::Object(req)).map_err(|e| explain(verb, &e))
+    }
+}
+
+/// One ctl verb as help and completion present it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtlVerb {
+    pub verb: &'static str,
+    /// Its arguments' synopsis (`NAME SIG`), empty for none.
+    pub args: &'static str,
+    pub help: &'static str,
+    /// Its first argument is a service name (completed from the launcher).
+    pub takes_name: bool,
+    /// Flags of its own (`health --live`), completed after the verb.
+    pub flags: &'static [&'static str],
+}
+
+const fn verb(
+    verb: &'static str,
+    args: &'static str,
+    takes_name: bool,
+    help: &'static str,
+) -> CtlVerb {
+    CtlVerb {
+        verb,
+        args,
+        help,
+        takes_name,
+        flags: &[],
+    }
+}
+
+/// Every verb as help and completion present it, in the order of the
+/// `Command` enum (a test holds the two equal).
+pub const VERBS: &[CtlVerb] = &[
+    verb(
+        "status",
+        "[NAME]",
+        true,
+        "every service: state, pids, uptime, restarts, last exit, why; NAME: one in full",
+    ),
+    CtlVerb {
+        flags: &["--live", "--ready"],
+        ..verb(
+            "health",
+            "[--live|--ready]",
+            false,
+            "0 when healthy (--live: nothing FAILED; --ready: all ready)",
+        )
+    },
+    verb("metrics", "", false, "the Prometheus text of /metrics"),
+    verb(
+        "start",
+        "NAME",
+        true,
+        "start a stopped service (or run a job now)",
+    ),
+    verb("stop", "NAME", true, "stop a service, it stays stopped"),
+    verb("restart", "NAME", true, "stop then start a service"),
+    verb(
+        "signal",
+        "NAME SIG",
+        true,
+        "send SIG (HUP, USR1, 15, ...) to a service's processes",
+    ),
+    verb(
+        "incr",
+        "NAME",
+        true,
+        "one more process of a service (numprocesses)",
+    ),
+    verb("decr", "NAME", true, "one process fewer"),
+    verb(
+        "reload",
+        "",
+        false,
+        "re-read the config file and apply what changed (as SIGHUP)",
+    ),
+    verb(
+        "reconfigure",
+        "",
+        false,
+        "re-run the pillar and reconfigure steps live",
+    ),
+    verb(
+        "quit",
+        "",
+        false,
+        "stop every service and exit (as SIGTERM)",
+    ),
+];
+
+/// Every verb, as the enum's tags: `status, health, …` (serde's own list,
+/// so it cannot drift from the enum).
+pub fn verbs() -> String {
+    let probe = serde_json::json!({ "cmd": "" });
+    match Command::deserialize(probe) {
+        Err(e) => e
+            .to_string()
+            .split_once("expected one of ")
+            .map(|(_, list)| list.replace('`', ""))
+            .unwrap_or_default(),
+        Ok(_) => String::new(),
+    }
+}
+
+/// Why `ctl`'s words or a request line are not a command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a command's shape: an unknown verb or option, an argument
+    /// missing or one too many (`ctl` exits 2).
+    Usage(String),
+    /// A value the verb does not take: an unknown signal (`ctl` exits 1,
+    /// as when the launcher refuses it).
+    Value(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Usage(t) | Refusal::Value(t) => f.write_str(t),
         }
     }
 }
 
+/// A decoding error of a `verb` request in the operator's words.
+fn explain(verb: &str, e: &serde_json::Error) -> Refusal {
+    let text = e.to_string();
+    let quoted = |prefix: &str| -> Option<String> {
+        let rest = text.strip_prefix(prefix)?.strip_prefix('`')?;
+        rest.split_once('`').map(|(f, _)| f.to_string())
+    };
+    let what = |field: &str| match field {
+        "name" => "a service name".to_string(),
+        "signal" => "a signal name".to_string(),
+        "check" => "--live or --ready".to_string(),
+        other => format!("`{other}`"),
+    };
+    if quoted("unknown variant ").is_some() {
+        return Refusal::Usage(format!("unknown command {verb} (commands: {})", verbs()));
+    }
+    if let Some(field) = quoted("missing field ") {
+        if field == "cmd" {
+            return Refusal::Usage("bad request: no \"cmd\"".into());
+        }
+        return Refusal::Usage(format!("{verb} needs {}", what(&field)));
+    }
+    if let Some(field) = quoted("unknown field ") {
+        return Refusal::Usage(format!(
+            "{verb} takes no {}",
+            what(&field).trim_start_matches("a ")
+        ));
+    }
+    Refusal::Value(text)
+}
+
 /// Parse and check one request line.
 pub fn parse_request(line: &[u8]) -> Result<Command, String> {
-    let req: Request = serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
-    Command::from_request(req)
+    let req: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("bad request: {e}"))?;
+    let verb = req
+        .get("cmd")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("request")
+        .to_string();
+    Command::deserialize(req).map_err(|e| match explain(&verb, &e) {
+        Refusal::Usage(t) => t,
+        Refusal::Value(t) => format!("bad request: {t}"),
+    })
 }
 
 /// The state of a service, as `ctl status` names it.
@@ -216,6 +396,52 @@ pub struct ServiceState {
     /// A scheduled job's runs (README "Scheduled jobs").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobState>,
+    /// Waiting to start again: in this many seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_restart_s: Option<f64>,
+    /// `ctl status NAME`: the service in full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<ServiceDetail>,
+}
+
+/// What `ctl status NAME` adds: how the service is defined and probed, and
+/// what it said last. Paths of its inputs, never their values.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ServiceDetail {
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub probes: Vec<ProbeState>,
+    /// `env_file` paths, in order.
+    #[serde(default)]
+    pub env_files: Vec<String>,
+    /// `secrets`: `VAR: path`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// `credentials`: `NAME: path`.
+    #[serde(default)]
+    pub credentials: Vec<String>,
+    /// The last lines of its stderr (when captured).
+    #[serde(default)]
+    pub stderr_tail: Vec<String>,
+}
+
+/// One probe of a service, as `ctl status NAME` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ProbeState {
+    /// `ready` or `live`.
+    pub kind: String,
+    /// `tcp 127.0.0.1:8080`, `http http://…/health`, `cmd …`, `file …`,
+    /// `notify`.
+    pub check: String,
+    /// Failed probes in a row now.
+    pub failures: u32,
+    /// `ready`: whether it passes now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
 }
 
 /// How a scheduled job's runs ended, by result.
@@ -337,24 +563,55 @@ pub fn candidate_paths(cfg: &Config) -> Vec<PathBuf> {
 mod tests {
     use super::*;
 
+    fn name() -> String {
+        "web".to_string()
+    }
+
     #[test]
     fn request_parsing() {
-        let web = || "web".to_string();
         let rows: &[(&str, Result<Command, &str>)] = &[
-            (r#"{"cmd":"status"}"#, Ok(Command::Status)),
-            (r#"{"cmd":"stop","name":"web"}"#, Ok(Command::Stop(web()))),
+            (r#"{"cmd":"status"}"#, Ok(Command::Status { name: None })),
+            (
+                r#"{"cmd":"stop","name":"web"}"#,
+                Ok(Command::Stop { name: name() }),
+            ),
             (
                 r#"{"cmd":"signal","name":"web","signal":"HUP"}"#,
-                Ok(Command::Signal(web(), Signal::SIGHUP)),
+                Ok(Command::Signal {
+                    name: name(),
+                    signal: Signal::SIGHUP,
+                }),
             ),
-            (r#"{"cmd":"stop"}"#, Err("needs a service name")),
-            (r#"{"cmd":"signal","name":"web"}"#, Err("needs a signal")),
+            (
+                r#"{"cmd":"health","check":"live"}"#,
+                Ok(Command::Health {
+                    check: Health::Live,
+                }),
+            ),
+            (r#"{"cmd":"stop"}"#, Err("stop needs a service name")),
+            (
+                r#"{"cmd":"signal","name":"web"}"#,
+                Err("signal needs a signal name"),
+            ),
             (
                 r#"{"cmd":"signal","name":"web","signal":"NOPE"}"#,
                 Err("unknown signal: NOPE"),
             ),
-            (r#"{"cmd":"explode"}"#, Err("unknown command")),
-            (r#"{"cmd":"status","extra":1}"#, Err("unknown field")),
+            (
+                r#"{"cmd":"health","check":"deep"}"#,
+                Err("unknown health check: deep"),
+            ),
+            // An unknown verb is an error naming it, never another verb.
+            (r#"{"cmd":"explode"}"#, Err("unknown command explode")),
+            (
+                r#"{"cmd":"status","extra":1}"#,
+                Err("status takes no `extra`"),
+            ),
+            (
+                r#"{"cmd":"quit","name":"web"}"#,
+                Err("quit takes no service name"),
+            ),
+            (r#"{"name":"web"}"#, Err("no \"cmd\"")),
             (r#"{"cmd":"#, Err("bad request")),
             ("[1,2]", Err("bad request")),
             ("", Err("bad request")),
@@ -369,27 +626,136 @@ mod tests {
     }
 
     #[test]
+    fn words_of_the_command_line() {
+        let rows: &[(&[&str], Result<Command, &str>)] = &[
+            (&["status"], Ok(Command::Status { name: None })),
+            (&["stop", "web"], Ok(Command::Stop { name: name() })),
+            (
+                &["signal", "web", "usr1"],
+                Ok(Command::Signal {
+                    name: name(),
+                    signal: Signal::SIGUSR1,
+                }),
+            ),
+            (
+                &["health", "--ready"],
+                Ok(Command::Health {
+                    check: Health::Ready,
+                }),
+            ),
+            (
+                &["--live", "health"],
+                Ok(Command::Health {
+                    check: Health::Live,
+                }),
+            ),
+            (&["health"], Ok(Command::Health { check: Health::All })),
+            (&[], Err("a command is needed: status, health")),
+            (
+                &["explode"],
+                Err("unknown command explode (commands: status"),
+            ),
+            (&["stop"], Err("stop needs a service name")),
+            (
+                &["status", "web"],
+                Ok(Command::Status { name: Some(name()) }),
+            ),
+            (
+                &["status", "web", "HUP"],
+                Err("status takes no signal name"),
+            ),
+            (&["stop", "web", "HUP"], Err("stop takes no signal name")),
+            (
+                &["signal", "web", "HUP", "x"],
+                Err("signal: too many arguments"),
+            ),
+            (
+                &["stop", "--live", "web"],
+                Err("stop takes no --live or --ready"),
+            ),
+            (
+                &["health", "--live", "--ready"],
+                Err("--ready: given twice"),
+            ),
+            (&["status", "--bogus"], Err("unknown option --bogus")),
+            (&["signal", "web", "BOGUS"], Err("unknown signal: BOGUS")),
+        ];
+        for (words, want) in rows {
+            let words: Vec<String> = words.iter().map(|w| w.to_string()).collect();
+            match (Command::from_words(&words), want) {
+                (Ok(c), Ok(w)) => assert_eq!(&c, w, "{words:?}"),
+                (Err(e), Err(part)) => {
+                    let usage = !part.starts_with("unknown signal");
+                    assert_eq!(matches!(e, Refusal::Usage(_)), usage, "{words:?}: {e:?}");
+                    assert!(e.to_string().contains(part), "{words:?}: {e}");
+                }
+                (got, want) => panic!("{words:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn help_lists_every_verb_of_the_enum_in_its_order() {
+        let listed: Vec<&str> = VERBS.iter().map(|v| v.verb).collect();
+        assert_eq!(listed.join(", "), verbs());
+        for v in VERBS {
+            let alone = Command::from_words(&[v.verb.to_string()]);
+            let needs_name = alone
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("needs a service name"));
+            assert!(!needs_name || v.takes_name, "{}: {alone:?}", v.verb);
+        }
+    }
+
+    #[test]
+    fn verbs_are_the_enum_tags() {
+        let list = verbs();
+        assert!(list.starts_with("status, health, metrics, start"), "{list}");
+        assert!(list.ends_with("reload, reconfigure, quit"), "{list}");
+    }
+
+    #[test]
     fn commands_round_trip_through_the_wire() {
         let all = [
-            Command::Status,
-            Command::Health(Health::All),
-            Command::Health(Health::Live),
-            Command::Health(Health::Ready),
-            Command::Metrics,
-            Command::Start("a".into()),
-            Command::Stop("a".into()),
-            Command::Restart("a".into()),
-            Command::Signal("a".into(), Signal::SIGUSR1),
-            Command::Incr("a".into()),
-            Command::Decr("a".into()),
-            Command::Reload,
-            Command::Reconfigure,
-            Command::Quit,
+            Command::Status { name: None },
+            Command::Health { check: Health::All },
+            Command::Health {
+                check: Health::Live,
+            },
+            Command::Health {
+                check: Health::Ready,
+            },
+            Command::Metrics {},
+            Command::Start { name: name() },
+            Command::Stop { name: name() },
+            Command::Restart { name: name() },
+            Command::Signal {
+                name: name(),
+                signal: Signal::SIGUSR1,
+            },
+            Command::Incr { name: name() },
+            Command::Decr { name: name() },
+            Command::Reload {},
+            Command::Reconfigure {},
+            Command::Quit {},
         ];
         for c in all {
-            let line = serde_json::to_string(&c.to_request()).expect("encode");
+            let line = serde_json::to_string(&c).expect("encode");
             assert_eq!(parse_request(line.as_bytes()), Ok(c.clone()), "{line}");
         }
+        // The wire form of older clients and scripts.
+        assert_eq!(
+            serde_json::to_string(&Command::Signal {
+                name: name(),
+                signal: Signal::SIGHUP
+            })
+            .expect("encode"),
+            r#"{"cmd":"signal","name":"web","signal":"HUP"}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Command::Health { check: Health::All }).expect("encode"),
+            r#"{"cmd":"health"}"#
+        );
         let r = Reply::error("no such service: x");
         assert_eq!(
             r.to_line(),

@@ -1,23 +1,10 @@
 use super::*;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 
-/// A temp dir removed on drop.
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use super::scratch::Tmp;
+
 fn tmp(tag: &str) -> Tmp {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let p = std::env::temp_dir().join(format!(
-        "mcl-fsutil-{tag}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("tmp");
-    Tmp(p)
+    Tmp::new(&format!("fsutil-{tag}"))
 }
 
 fn mkfifo(p: &Path) {

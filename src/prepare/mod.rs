@@ -1,5 +1,10 @@
 //! The prepare phase (README "The prepare phase"): each step computes what to do from the
 //! volume and the config, and writes through `fsutil`.
+//!
+//! `step` is the one list of steps and every facet of one (plan, run,
+//! check); `phase` runs them in order, after the preflight (`preflight`:
+//! what they would write, tested beforehand); `pillar`, `ssh`,
+//! `reconfigure` and `prepopulate` are the steps themselves.
 
 pub mod phase;
 pub mod pillar;
@@ -7,3 +12,19 @@ pub mod preflight;
 pub mod prepopulate;
 pub mod reconfigure;
 pub mod ssh;
+pub mod step;
+
+use crate::config::model::Config;
+use crate::proc::{Job, JobEnd};
+use nix::sys::signal::Signal;
+
+/// How the phase runs its child processes (the `salt` and `command` steps)
+/// and hears of stop signals: through the launcher's one loop, which `app`
+/// wires in.
+pub trait Jobs {
+    /// Run a step's child to its end.
+    fn run(&mut self, cfg: &Config, job: Job) -> JobEnd;
+    /// A stop signal that arrived since the last look, if any (children
+    /// that ended meanwhile are reaped).
+    fn stop_requested(&mut self) -> Option<Signal>;
+}

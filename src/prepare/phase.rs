@@ -1,29 +1,19 @@
-//! The prepare phase (README "Prepare phase"), in order: pillar, SSH keys, reconfigure,
-//! prepopulate. A stop signal is looked for between steps and honoured
-//! inside the reconfigure steps: the launcher then exits 128+N.
+//! The prepare phase (README "Prepare phase"): the steps of
+//! `PrepareStep::ALL` in order (`step` holds what each one plans, does and
+//! checks), after the preflight of every one. A stop signal is looked for
+//! between steps and honoured inside the reconfigure steps: the launcher
+//! then exits 128+N.
 
-use crate::config::model::PrepareStep as SkipStep;
-use crate::config::model::{Config, OnInvalid, Service};
+use super::preflight::{self, Ctx, Report};
+use super::{step, Jobs};
+use crate::config::model::{Config, PrepareStep as Step, Service};
 use crate::error::{self, Diag, Failure};
-use crate::proc::{Job, JobEnd};
-use nix::sys::signal::Signal;
-
-/// How the phase runs its child processes (the `salt` and `command` steps)
-/// and hears of stop signals: through the launcher's one loop, which `app`
-/// wires in.
-pub trait Jobs {
-    /// Run a step's child to its end.
-    fn run(&mut self, cfg: &Config, job: Job) -> JobEnd;
-    /// A stop signal that arrived since the last look, if any (children
-    /// that ended meanwhile are reaped).
-    fn stop_requested(&mut self) -> Option<Signal>;
-}
 
 /// Run the phase. `Ok` holds services the phase adds (sshd); `Err` why it
 /// stopped, with the exit status the launcher must end with.
 pub fn run(
     cfg: &Config,
-    skip: &[SkipStep],
+    skip: &[Step],
     enabled: bool,
     jobs: &mut dyn Jobs,
 ) -> Result<Vec<Service>, Failure> {
@@ -34,66 +24,74 @@ pub fn run(
     if !enabled {
         return Ok(extra); // plain init: nothing to prepare
     }
-    if cfg.file.is_none() && !skip.contains(&SkipStep::Reconfigure) {
+    if cfg.file.is_none() && !skip.contains(&Step::Reconfigure) {
         log::info!("reconfigure: no mc-launcher.yml, so no steps: salt states run only when listed in reconfigure.steps");
     }
     // Every path the steps write is tested first: what cannot be written
     // stops the phase with one message before anything is (78).
-    let steps: Vec<SkipStep> = super::preflight::ALL
+    gate(cfg, &not_skipped(skip), true)?;
+    let mut written = false;
+    for step in Step::ALL {
+        if !skip.contains(&step) {
+            // What the steps before wrote can change what this one writes.
+            if written {
+                gate(cfg, &[step], false)?;
+            }
+            extra.extend(step::run(step, cfg, jobs)?);
+            written = true;
+        }
+        stop_requested(jobs)?;
+    }
+    Ok(extra)
+}
+
+fn not_skipped(skip: &[Step]) -> Vec<Step> {
+    Step::ALL
         .into_iter()
         .filter(|s| !skip.contains(s))
-        .collect();
-    super::preflight::gate(cfg, &steps, true)?;
-    if !skip.contains(&SkipStep::Pillar) {
-        pillar(cfg)?;
+        .collect()
+}
+
+/// The plan of `steps`: every path they are going to write that cannot be
+/// written. The one planner: `run` passes it before each step (`gate`),
+/// `check` prints it (`preflight`).
+fn plan(steps: &[Step], ctx: &Ctx, first: bool) -> Report {
+    let mut r = Report::new(ctx, first);
+    for &s in steps {
+        step::plan(s, ctx, &mut r);
     }
-    stop_requested(jobs)?;
-    if !skip.contains(&SkipStep::Ssh) {
-        super::preflight::gate(cfg, &[SkipStep::Ssh], false)?;
-        if let Some(sshd) = ssh(cfg)? {
-            extra.push(sshd);
+    if first {
+        preflight::control_socket(ctx, &mut r);
+    }
+    r
+}
+
+/// The gate `run` passes before a step: the plan of `steps`; on problems,
+/// the message is logged and the exit status is 78. `first`: no step has
+/// run yet (its warnings are logged then only).
+fn gate(cfg: &Config, steps: &[Step], first: bool) -> Result<(), Failure> {
+    let report = plan(steps, &Ctx::for_run(cfg), first);
+    if first {
+        for w in &report.warnings {
+            log::warn!("{w}");
         }
     }
-    stop_requested(jobs)?;
-    if !skip.contains(&SkipStep::Reconfigure) {
-        super::preflight::gate(cfg, &[SkipStep::Reconfigure], false)?;
-        super::reconfigure::run(cfg, jobs).map_err(|s| {
-            let code = s.exit_status();
-            match s {
-                // The step said what failed, where it failed.
-                super::reconfigure::Stop::Failed(m) => Failure::new(code, "reconfigure", m).said(),
-                super::reconfigure::Stop::Signal(sig) => Failure::new(
-                    code,
-                    "",
-                    format!(
-                        "{} received during the prepare phase: exiting",
-                        crate::signals::short_name(sig)
-                    ),
-                )
-                .said(),
-            }
-        })?;
+    match report.message() {
+        Some(m) => Err(Failure::new(error::EXIT_CONFIG, "", m)),
+        None => Ok(()),
     }
-    stop_requested(jobs)?;
-    if !skip.contains(&SkipStep::Prepopulate) {
-        super::preflight::gate(cfg, &[SkipStep::Prepopulate], false)?;
-        match super::prepopulate::apply(&cfg.prepopulate, &cfg.paths.volume) {
-            Ok(outcomes) => {
-                for o in outcomes {
-                    log::info!("prepopulate: {o}");
-                }
-            }
-            Err(e) => {
-                return Err(Failure::new(
-                    error::EXIT_FAILURE,
-                    "prepopulate",
-                    e.to_string(),
-                ))
-            }
-        }
+}
+
+/// The preflight `check` runs: the plan of every step not skipped, from
+/// the configured state dir (and the fallback `run` would take), writing
+/// nothing.
+pub fn preflight(cfg: &Config, skip: &[Step]) -> Report {
+    let ctx = Ctx::for_check(cfg);
+    let mut report = plan(&not_skipped(skip), &ctx, true);
+    if let Some(w) = ctx.fallback_warning() {
+        report.warnings.insert(0, w);
     }
-    stop_requested(jobs)?;
-    Ok(extra)
+    report
 }
 
 /// A stop signal that arrived while a step ran ends the phase (128+N).
@@ -102,124 +100,22 @@ fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), Failure> {
         Some(sig) => Err(Failure::new(
             error::signal_exit(sig as i32),
             "",
-            format!(
-                "{} received during the prepare phase: exiting",
-                crate::signals::short_name(sig)
-            ),
+            step::stopped(sig),
         )),
         None => Ok(()),
     }
 }
 
-fn pillar(cfg: &Config) -> Result<(), Failure> {
-    use super::pillar::{apply, PillarError};
-    match apply(cfg) {
-        Ok(outcome) => {
-            log::info!("pillar: {outcome}");
-            Ok(())
-        }
-        // One line that says what is wrong and exactly what is installed.
-        Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
-            OnInvalid::Abort => Err(Failure::new(
-                error::EXIT_CONFIG,
-                "pillar",
-                format!("{d}; {installed}; stopping (on_invalid: abort)"),
-            )),
-            OnInvalid::KeepDefault => {
-                log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
-                Ok(())
-            }
-        },
-        Err(e) => Err(Failure::new(error::EXIT_FAILURE, "pillar", e.to_string())),
-    }
-}
-
-/// Read the key directories, logging every skipped line and refused file.
-fn collect_keys(cfg: &Config) -> super::ssh::KeySet {
-    let set = super::ssh::collect_in(&cfg.ssh, Some(&cfg.paths.volume));
-    for d in &set.problems {
-        log::warn!("ssh: {d} (line skipped)");
-    }
-    for d in &set.refused {
-        log::error!("ssh: {d}");
-    }
-    set
-}
-
-fn ssh(cfg: &Config) -> Result<Option<Service>, Failure> {
-    let set = collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(outcome) if outcome.count == 0 && !outcome.changed => {
-            log::info!("ssh: no keys in {}", key_dirs(cfg))
-        }
-        Ok(outcome) => log::info!("ssh: {outcome}"),
-        Err(e) if !nix::unistd::Uid::effective().is_root() => {
-            log::warn!("ssh: skipped, not running as root: {e}");
-            if cfg.ssh.sshd != crate::config::model::SshdMode::Never {
-                log::warn!("sshd: skipped, not running as root");
-            }
-            return Ok(None);
-        }
-        Err(e) => return Err(Failure::new(error::EXIT_FAILURE, "ssh", e.to_string())),
-    }
-    if !nix::unistd::Uid::effective().is_root()
-        && cfg.ssh.sshd != crate::config::model::SshdMode::Never
-    {
-        log::warn!(
-            "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
-        );
-        return Ok(None);
-    }
-    let have_keys = !set.keys.is_empty();
-    if !have_keys && cfg.ssh.watch && cfg.ssh.sshd == crate::config::model::SshdMode::Auto {
-        // sshd starts with the first key dropped while running: have its
-        // host keys ready now, so that nothing slow runs in the loop then.
-        if super::ssh::sshd_available() {
-            if let Err(e) = super::ssh::host_keys(cfg) {
-                log::warn!("sshd: cannot prepare host keys for later: {e}");
-            }
-        }
-    }
-    super::ssh::sshd_service(cfg, have_keys)
-        .map_err(|e| Failure::new(error::EXIT_FAILURE, "sshd", e))
-}
-
-/// The key directories, for messages.
-fn key_dirs(cfg: &Config) -> String {
-    cfg.ssh
-        .keys_dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Apply the key directories again while running (`ssh.watch`): only the
-/// managed block changes. Returns what sshd should now be: with `sshd:
-/// auto` it runs while there is a valid key (README "SSH keys").
+/// Apply the key directories again while running (`ssh.watch`).
 pub fn resync_keys(cfg: &Config) -> Option<Service> {
-    let set = collect_keys(cfg);
-    match super::ssh::sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
-        Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
-        Ok(_) => {}
-        Err(e) => log::error!("ssh: {e}"),
-    }
-    if !nix::unistd::Uid::effective().is_root() {
-        return None;
-    }
-    super::ssh::sshd_service(cfg, !set.keys.is_empty())
-        .map_err(|e| log::error!("sshd: {e}"))
-        .ok()
-        .flatten()
+    super::ssh::resync(cfg)
 }
 
 /// Everything `check` validates of the prepare inputs, writing nothing.
 pub fn check(cfg: &Config) -> Vec<Diag> {
     crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
-    let mut out = Vec::new();
-    out.extend(super::pillar::check(cfg));
-    out.extend(super::ssh::check_in(&cfg.ssh, Some(&cfg.paths.volume)));
-    out.extend(super::prepopulate::check(&cfg.prepopulate));
-    out.extend(super::reconfigure::check(cfg));
-    out
+    Step::ALL
+        .into_iter()
+        .flat_map(|s| step::check(s, cfg))
+        .collect()
 }

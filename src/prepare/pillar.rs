@@ -11,7 +11,7 @@
 //! mounts), non-blocking, checked to be a regular file on the fd, and read
 //! up to [`OVERRIDE_LIMIT`].
 
-use crate::config::model::Config;
+use crate::config::model::{Config, OnInvalid};
 use crate::error::{Diag, Pos};
 use crate::fsutil::{self, FsError, Refusal};
 use minijinja::value::{Object, Value};
@@ -57,6 +57,11 @@ pub enum Installed {
     /// No saved image default to restore (the state dir was lost): the
     /// target is left as it is.
     Unknown { saved: PathBuf, target: PathBuf },
+    /// `on_invalid: last-good`: the last valid override, from this copy.
+    LastGood(PathBuf),
+    /// `on_invalid: last-good` without a copy: the image default was
+    /// installed (or was already).
+    NoLastGood(PathBuf, Box<Installed>),
 }
 
 impl fmt::Display for Installed {
@@ -78,6 +83,16 @@ impl fmt::Display for Installed {
                 "the image default cannot be restored (no saved copy at {}): {} is left as it is",
                 saved.display(),
                 target.display()
+            ),
+            Installed::LastGood(copy) => write!(
+                f,
+                "the last valid override is installed (from {})",
+                copy.display()
+            ),
+            Installed::NoLastGood(copy, installed) => write!(
+                f,
+                "no last valid override to start on ({} does not exist); {installed}",
+                copy.display()
             ),
         }
     }
@@ -417,20 +432,84 @@ pub fn check(cfg: &Config) -> Vec<Diag> {
     }
 }
 
+/// The copy of the last valid override installed (`on_invalid:
+/// last-good` starts on it).
+pub fn last_good(cfg: &Config) -> PathBuf {
+    cfg.paths.state.join("pillar-last-good.sls")
+}
+
+/// What the step is going to install, read and validated once, before
+/// anything is written (a live reconfigure renders its templates against
+/// it first: README "Live reconfigure").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// A valid override: its text.
+    Override(String),
+    /// No override: the image default.
+    Default,
+    /// The override is invalid.
+    Invalid(Diag),
+}
+
+/// Read and validate the override, writing nothing.
+pub fn plan(cfg: &Config) -> Result<Plan, FsError> {
+    match read_override(cfg) {
+        Ok(None) => Ok(Plan::Default),
+        Ok(Some(text)) => Ok(match validate(&cfg.pillar.source, &text) {
+            Ok(_) => Plan::Override(text),
+            Err(d) => Plan::Invalid(d),
+        }),
+        Err(Refused::Invalid(d)) => Ok(Plan::Invalid(d)),
+        Err(Refused::Io(e)) => Err(e),
+    }
+}
+
+/// The text the target holds once `plan` is installed (`None`: no file);
+/// an invalid plan installs nothing live.
+pub fn text_after(cfg: &Config, plan: &Plan) -> Option<String> {
+    let current = || std::fs::read_to_string(&cfg.pillar.target).ok();
+    match plan {
+        Plan::Override(text) => Some(text.clone()),
+        Plan::Invalid(_) => current(),
+        Plan::Default => match std::fs::read_to_string(saved_default(cfg)) {
+            Ok(t) => Some(t),
+            Err(_) if saved_absent(cfg).exists() => None,
+            Err(_) => current(),
+        },
+    }
+}
+
 /// Run the step.
 pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
+    apply_plan(cfg, || plan(cfg))
+}
+
+/// Run the step with the plan `plan` makes (after the image default is
+/// saved, on the first start).
+pub fn apply_plan(
+    cfg: &Config,
+    plan: impl FnOnce() -> Result<Plan, FsError>,
+) -> Result<Outcome, PillarError> {
     let target = &cfg.pillar.target;
     let saved = saved_default(cfg);
     let absent = saved_absent(cfg);
-    let current = std::fs::read(target).ok();
     // First start: keep the image's own pillar (or that it had none), once.
     if !saved.exists() && !absent.exists() {
         fsutil::ensure_dir(&cfg.paths.state, 0o700, None)?;
-        match &current {
-            Some(bytes) => fsutil::write_atomic(&saved, bytes, 0o600, None)?,
+        match std::fs::read(target).ok() {
+            Some(bytes) => fsutil::write_atomic(&saved, &bytes, 0o600, None)?,
             None => fsutil::write_atomic(&absent, b"", 0o600, None)?,
         }
     }
+    install(cfg, plan()?)
+}
+
+/// Install what `plan` said: the override (its copy kept as the last good
+/// one), or the image default; an invalid one is never installed — the
+/// last good one is with `on_invalid: last-good`, else the image default.
+pub fn install(cfg: &Config, plan: Plan) -> Result<Outcome, PillarError> {
+    let target = &cfg.pillar.target;
+    let current = std::fs::read(target).ok();
     // The target keeps its own mode and owner: never the source's.
     let (mode, owner) = match std::fs::metadata(target) {
         Ok(md) => (
@@ -442,20 +521,24 @@ pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
         ),
         Err(_) => (0o640, None),
     };
-    let text = match read_override(cfg) {
-        Ok(t) => t,
-        Err(Refused::Io(e)) => return Err(PillarError::Io(e)),
-        Err(Refused::Invalid(d)) => {
-            let installed = restore_default(cfg, current.as_deref(), mode, owner)?;
-            return Err(PillarError::Invalid(d, installed));
+    match plan {
+        Plan::Invalid(d) => {
+            let installed = match cfg.pillar.on_invalid {
+                OnInvalid::LastGood => {
+                    match install_last_good(cfg, current.as_deref(), mode, owner)? {
+                        Some(i) => i,
+                        None => Installed::NoLastGood(
+                            last_good(cfg),
+                            Box::new(restore_default(cfg, current.as_deref(), mode, owner)?),
+                        ),
+                    }
+                }
+                _ => restore_default(cfg, current.as_deref(), mode, owner)?,
+            };
+            Err(PillarError::Invalid(d, installed))
         }
-    };
-    match text {
-        Some(text) => {
-            if let Err(d) = validate(&cfg.pillar.source, &text) {
-                let installed = restore_default(cfg, current.as_deref(), mode, owner)?;
-                return Err(PillarError::Invalid(d, installed));
-            }
+        Plan::Override(text) => {
+            keep_last_good(cfg, &text);
             if current.as_deref() == Some(text.as_bytes()) {
                 return Ok(Outcome::Unchanged);
             }
@@ -465,13 +548,51 @@ pub fn apply(cfg: &Config) -> Result<Outcome, PillarError> {
             fsutil::write_atomic(target, text.as_bytes(), mode, owner)?;
             Ok(Outcome::Installed(cfg.pillar.source.clone()))
         }
-        None => Ok(
+        Plan::Default => Ok(
             match restore_default(cfg, current.as_deref(), mode, owner)? {
                 Installed::Restored | Installed::RemovedOverride => Outcome::Restored,
                 _ => Outcome::NoOverride,
             },
         ),
     }
+}
+
+/// Keep `text` as the last valid override (with `on_invalid: last-good`
+/// only: nobody else reads it). A copy that cannot be written is said,
+/// and the start goes on.
+fn keep_last_good(cfg: &Config, text: &str) {
+    if cfg.pillar.on_invalid != OnInvalid::LastGood {
+        return;
+    }
+    let copy = last_good(cfg);
+    if std::fs::read(&copy).ok().as_deref() == Some(text.as_bytes()) {
+        return;
+    }
+    let kept = fsutil::ensure_dir(&cfg.paths.state, 0o700, None)
+        .and_then(|()| fsutil::write_atomic(&copy, text.as_bytes(), 0o600, None));
+    if let Err(e) = kept {
+        log::warn!("pillar: cannot keep the last valid override: {e}");
+    }
+}
+
+/// Install the last valid override's copy, when there is one still valid.
+fn install_last_good(
+    cfg: &Config,
+    current: Option<&[u8]>,
+    mode: u32,
+    owner: Option<(nix::unistd::Uid, nix::unistd::Gid)>,
+) -> Result<Option<Installed>, FsError> {
+    let copy = last_good(cfg);
+    let Ok(text) = std::fs::read_to_string(&copy) else {
+        return Ok(None);
+    };
+    if validate(&copy, &text).is_err() {
+        return Ok(None);
+    }
+    if current != Some(text.as_bytes()) {
+        fsutil::write_atomic(&cfg.pillar.target, text.as_bytes(), mode, owner)?;
+    }
+    Ok(Some(Installed::LastGood(copy)))
 }
 
 /// Make the target the image default again: the saved copy, or no file
@@ -552,6 +673,77 @@ mod tests {
             assert_eq!(d.pos.line, *line, "{text:?}: {d}");
             assert!(d.msg.contains(part), "{text:?}: {d}");
             assert!(d.to_string().starts_with("pillar.sls:"), "{d}");
+        }
+    }
+
+    /// What `plan` sees, what a live update would leave (`text_after`) and
+    /// what `install` does, by `on_invalid`, with and without a last good
+    /// copy: an invalid override is never what the target holds.
+    #[test]
+    fn plans_and_the_last_good_copy() {
+        use crate::fsutil::scratch::Tmp;
+        let good = "a:\n  site: one\n";
+        let bad = "a: [1, 2\n";
+        let default = "a:\n  site: image\n";
+        // (override, on_invalid, a copy first, target after, copy after, invalid)
+        type Row<'a> = (
+            Option<&'a str>,
+            OnInvalid,
+            bool,
+            &'a str,
+            Option<&'a str>,
+            bool,
+        );
+        let rows: &[Row] = &[
+            (Some(good), OnInvalid::Abort, false, good, None, false),
+            (
+                Some(good),
+                OnInvalid::LastGood,
+                false,
+                good,
+                Some(good),
+                false,
+            ),
+            (None, OnInvalid::LastGood, true, default, Some(good), false),
+            (Some(bad), OnInvalid::Abort, true, default, Some(good), true),
+            (
+                Some(bad),
+                OnInvalid::KeepDefault,
+                true,
+                default,
+                Some(good),
+                true,
+            ),
+            (Some(bad), OnInvalid::LastGood, true, good, Some(good), true),
+            (Some(bad), OnInvalid::LastGood, false, default, None, true),
+        ];
+        for (i, (over, policy, copy_first, after, copy_after, invalid)) in rows.iter().enumerate() {
+            let t = Tmp::new("pillar-plan");
+            let mut cfg = Config::plain(t.path().to_path_buf(), Some("p".into()));
+            cfg.paths.state = t.join("state");
+            cfg.pillar.on_invalid = *policy;
+            t.write("target/init.sls", default);
+            cfg.pillar.target = t.join("target/init.sls");
+            cfg.pillar.source = t.join("volume/pillar.sls");
+            cfg.paths.volume = t.join("volume");
+            std::fs::create_dir_all(&cfg.paths.volume).expect("volume");
+            if *copy_first {
+                t.write("state/pillar-last-good.sls", good);
+            }
+            if let Some(o) = over {
+                t.write("volume/pillar.sls", o);
+            }
+            let plan = plan(&cfg).expect("plan");
+            assert_eq!(matches!(plan, Plan::Invalid(_)), *invalid, "row {i}");
+            // A live update never installs an invalid override.
+            let live = text_after(&cfg, &plan);
+            assert_ne!(live.as_deref(), Some(bad), "row {i}");
+            let r = apply(&cfg);
+            assert_eq!(r.is_err(), *invalid, "row {i}: {r:?}");
+            let target = std::fs::read_to_string(&cfg.pillar.target).ok();
+            assert_eq!(target.as_deref(), Some(*after), "row {i}");
+            let copy = std::fs::read_to_string(last_good(&cfg)).ok();
+            assert_eq!(copy.as_deref(), *copy_after, "row {i}");
         }
     }
 

@@ -11,7 +11,9 @@
 //! work becomes one message that names every such path, what it needs there
 //! and the `docker run` flag or volume ownership that fixes it: `run` and
 //! `prepare` stop with it (exit 78, like `check`, before the step writes
-//! anything), `check` prints the very same text.
+//! anything), `check` prints the very same text. Each step's planner is
+//! here (`pillar`, `ssh`, `reconfigure`, `prepopulate`: what it writes),
+//! called through `step::plan`; `phase::plan` runs them for both.
 //!
 //! It also picks the state dir: when the configured one cannot be written
 //! (`--read-only`, a non-root `--user`), the fallback is seeded with the
@@ -19,7 +21,7 @@
 //! state dir at build time, so that a tmpfs over the pillar directory never
 //! loses the image default.
 
-use crate::config::model::{Config, PrepareStep, SshdMode, StepKind};
+use crate::config::model::{Config, SshdMode, StepKind};
 use crate::fsutil;
 use nix::unistd::{AccessFlags, Uid};
 use std::collections::HashSet;
@@ -122,9 +124,20 @@ pub struct Report {
     volume: PathBuf,
     /// No step has written anything yet.
     first: bool,
+    /// The pillar step of this plan is going to change the pillar.
+    pillar_changes: bool,
 }
 
 impl Report {
+    pub(super) fn new(ctx: &Ctx, first: bool) -> Report {
+        Report {
+            euid: ctx.euid.as_raw(),
+            volume: ctx.cfg.paths.volume.clone(),
+            first,
+            ..Report::default()
+        }
+    }
+
     fn add(&mut self, p: Problem) {
         if !self.problems.contains(&p) {
             self.problems.push(p);
@@ -215,63 +228,8 @@ fn why_text(why: &Why, euid: u32) -> String {
     }
 }
 
-/// The gate `prepare::phase::run` passes before a step: the preflight of
-/// `steps`; on problems, the message is logged and the exit status is 78.
-/// `first`: no step has run yet (its warnings are logged then only).
-pub fn gate(cfg: &Config, steps: &[PrepareStep], first: bool) -> Result<(), crate::error::Failure> {
-    let configured = CONFIGURED_STATE
-        .get()
-        .cloned()
-        .unwrap_or_else(|| cfg.paths.state.clone());
-    let state = probe(&existing(&cfg.paths.state))
-        .is_none()
-        .then(|| cfg.paths.state.clone());
-    let report = preflight(cfg, steps, &configured, state, first);
-    if first {
-        for w in &report.warnings {
-            log::warn!("{w}");
-        }
-    }
-    match report.message() {
-        Some(m) => Err(crate::error::Failure::new(crate::error::EXIT_CONFIG, "", m)),
-        None => Ok(()),
-    }
-}
-
-/// The preflight `check` runs: every step not skipped, from the configured
-/// state dir (and the fallback `run` would take), writing nothing.
-pub fn check(cfg: &Config, skip: &[PrepareStep]) -> Report {
-    let steps: Vec<PrepareStep> = ALL.iter().copied().filter(|s| !skip.contains(s)).collect();
-    let configured = cfg.paths.state.clone();
-    let mut candidates = vec![configured.clone()];
-    candidates.extend(fsutil::state_fallbacks());
-    let state = candidates
-        .into_iter()
-        .find(|c| probe(&existing(c)).is_none());
-    let mut report = preflight(cfg, &steps, &configured, state.clone(), true);
-    match &state {
-        Some(s) if *s != configured => report.warnings.insert(
-            0,
-            format!(
-                "state dir {} is not writable: {} would be used (what it keeps lasts only as long as it)",
-                configured.display(),
-                s.display()
-            ),
-        ),
-        _ => {}
-    }
-    report
-}
-
-pub const ALL: [PrepareStep; 4] = [
-    PrepareStep::Pillar,
-    PrepareStep::Ssh,
-    PrepareStep::Reconfigure,
-    PrepareStep::Prepopulate,
-];
-
 /// What the preflight works from.
-struct Ctx<'a> {
+pub struct Ctx<'a> {
     cfg: &'a Config,
     /// The state dir the config names (where an image keeps its copy).
     configured: PathBuf,
@@ -288,6 +246,51 @@ enum Copy {
 }
 
 impl Ctx<'_> {
+    /// As `run` plans: from the state dir in use (`use_state_dir`).
+    pub(super) fn for_run(cfg: &Config) -> Ctx<'_> {
+        let configured = CONFIGURED_STATE
+            .get()
+            .cloned()
+            .unwrap_or_else(|| cfg.paths.state.clone());
+        let state = probe(&existing(&cfg.paths.state))
+            .is_none()
+            .then(|| cfg.paths.state.clone());
+        Ctx::new(cfg, configured, state)
+    }
+
+    /// As `check` plans: from the configured state dir, or the fallback
+    /// `run` would take.
+    pub(super) fn for_check(cfg: &Config) -> Ctx<'_> {
+        let configured = cfg.paths.state.clone();
+        let mut candidates = vec![configured.clone()];
+        candidates.extend(fsutil::state_fallbacks());
+        let state = candidates
+            .into_iter()
+            .find(|c| probe(&existing(c)).is_none());
+        Ctx::new(cfg, configured, state)
+    }
+
+    fn new(cfg: &Config, configured: PathBuf, state: Option<PathBuf>) -> Ctx<'_> {
+        Ctx {
+            cfg,
+            configured,
+            state,
+            euid: Uid::effective(),
+        }
+    }
+
+    /// The state dir in use is a fallback: what it means.
+    pub(super) fn fallback_warning(&self) -> Option<String> {
+        match &self.state {
+            Some(s) if *s != self.configured => Some(format!(
+                "state dir {} is not writable: {} would be used (what it keeps lasts only as long as it)",
+                self.configured.display(),
+                s.display()
+            )),
+            _ => None,
+        }
+    }
+
     fn image_copy(&self) -> Copy {
         let mut places = vec![self.configured.join(IMAGE_PILLAR)];
         if let Some(s) = self.state.as_ref().filter(|s| **s != self.configured) {
@@ -344,6 +347,16 @@ impl Ctx<'_> {
         }
     }
 
+    /// The fix for a destination a step writes: in the data volume, or
+    /// outside it, where the image must make it writable.
+    fn dest_fix(&self, at: &Path, why: &Why) -> Fix {
+        if self.in_volume(at) {
+            self.volume_fix(why)
+        } else {
+            outside_fix(self, at, why)
+        }
+    }
+
     fn keep_copy_text(&self) -> String {
         format!(
             "keep a copy of the default pillar in the image, as its last build step: \
@@ -354,48 +367,10 @@ impl Ctx<'_> {
     }
 }
 
-fn preflight(
-    cfg: &Config,
-    steps: &[PrepareStep],
-    configured: &Path,
-    state: Option<PathBuf>,
-    first: bool,
-) -> Report {
-    let ctx = Ctx {
-        cfg,
-        configured: configured.to_path_buf(),
-        state,
-        euid: Uid::effective(),
-    };
-    let mut r = Report {
-        euid: ctx.euid.as_raw(),
-        volume: cfg.paths.volume.clone(),
-        first,
-        ..Report::default()
-    };
-    let mut pillar_changes = false;
-    if steps.contains(&PrepareStep::Pillar) {
-        pillar_changes = pillar(&ctx, &mut r);
-    }
-    if steps.contains(&PrepareStep::Ssh) {
-        ssh(&ctx, &mut r);
-    }
-    if steps.contains(&PrepareStep::Reconfigure) {
-        reconfigure(&ctx, &mut r, pillar_changes);
-    }
-    if steps.contains(&PrepareStep::Prepopulate) {
-        prepopulate(&ctx, &mut r);
-    }
-    if first {
-        control_socket(&ctx, &mut r);
-    }
-    r
-}
-
 /// The control socket falls back from path to path; with none usable the
 /// launcher still runs, but `ctl` (and a `HEALTHCHECK` using it) cannot
 /// reach it: a warning, with the fix.
-fn control_socket(ctx: &Ctx, r: &mut Report) {
+pub(super) fn control_socket(ctx: &Ctx, r: &mut Report) {
     let paths = crate::ctl::proto::candidate_paths(ctx.cfg);
     let usable = paths
         .iter()
@@ -431,8 +406,13 @@ fn need_state(ctx: &Ctx, r: &mut Report, needed: &str) {
     }
 }
 
-/// Step 1. Returns whether the pillar target is going to change.
-fn pillar(ctx: &Ctx, r: &mut Report) -> bool {
+/// Step 1: the pillar target's directory, when it is going to change.
+pub(super) fn pillar(ctx: &Ctx, r: &mut Report) {
+    r.pillar_changes = pillar_writes(ctx, r);
+}
+
+/// Whether the pillar target is going to change.
+fn pillar_writes(ctx: &Ctx, r: &mut Report) -> bool {
     let cfg = ctx.cfg;
     let target = &cfg.pillar.target;
     let Some(dir) = target.parent() else {
@@ -542,7 +522,7 @@ fn pillar(ctx: &Ctx, r: &mut Report) -> bool {
 
 /// Step 2: `~user/.ssh` when the managed block changes; for sshd, its host
 /// keys dir, the state dir (its config) and `/run/sshd`.
-fn ssh(ctx: &Ctx, r: &mut Report) {
+pub(super) fn ssh(ctx: &Ctx, r: &mut Report) {
     let cfg = ctx.cfg;
     let root = ctx.euid.is_root();
     let Some(user) = crate::users::user_by_name(&cfg.ssh.user).ok().flatten() else {
@@ -653,7 +633,7 @@ fn ssh(ctx: &Ctx, r: &mut Report) {
 
 /// Step 3: the template destinations, unless `skip_unchanged` will skip
 /// the phase (salt and command steps write where they like: not knowable).
-fn reconfigure(ctx: &Ctx, r: &mut Report, pillar_changes: bool) {
+pub(super) fn reconfigure(ctx: &Ctx, r: &mut Report) {
     let cfg = ctx.cfg;
     let rc = &cfg.reconfigure;
     let templates = rc
@@ -663,13 +643,9 @@ fn reconfigure(ctx: &Ctx, r: &mut Report, pillar_changes: bool) {
     if !templates {
         return;
     }
-    if rc.skip_unchanged && !pillar_changes {
-        if let Some(state) = &ctx.state {
-            let stored = std::fs::read_to_string(state.join("reconfigure.digest"));
-            if stored.is_ok_and(|d| d.trim() == super::reconfigure::inputs_digest(cfg)) {
-                return;
-            }
-        }
+    let unchanged = |state: &PathBuf| super::reconfigure::unchanged(cfg, state);
+    if rc.skip_unchanged && !r.pillar_changes && ctx.state.as_ref().is_some_and(unchanged) {
+        return;
     }
     for step in &rc.steps {
         let StepKind::Template { dest, .. } = &step.kind else {
@@ -680,11 +656,7 @@ fn reconfigure(ctx: &Ctx, r: &mut Report, pillar_changes: bool) {
         };
         let at = existing(parent);
         if let Some(why) = probe(&at) {
-            let fix = if ctx.in_volume(&at) {
-                ctx.volume_fix(&why)
-            } else {
-                outside_fix(ctx, &at, &why)
-            };
+            let fix = ctx.dest_fix(&at, &why);
             r.add(Problem {
                 path: parent.to_path_buf(),
                 at,
@@ -714,7 +686,7 @@ fn outside_fix(ctx: &Ctx, dir: &Path, why: &Why) -> Fix {
 }
 
 /// Step 4: every destination that is going to be filled.
-fn prepopulate(ctx: &Ctx, r: &mut Report) {
+pub(super) fn prepopulate(ctx: &Ctx, r: &mut Report) {
     use super::prepopulate::{dest_state, DestState};
     for item in &ctx.cfg.prepopulate {
         let dest = &item.dest;
@@ -736,11 +708,7 @@ fn prepopulate(ctx: &Ctx, r: &mut Report) {
             }
         }
         if let Some(why) = why {
-            let fix = if ctx.in_volume(&at) {
-                ctx.volume_fix(&why)
-            } else {
-                outside_fix(ctx, &at, &why)
-            };
+            let fix = ctx.dest_fix(&at, &why);
             r.add(Problem {
                 path: dest.clone(),
                 at,

@@ -3,7 +3,7 @@
 //! the step's name, under a timeout, and stopped (TERM, then KILL) when a
 //! stop signal arrives.
 
-use super::phase::Jobs;
+use super::Jobs;
 use crate::config::model::{Config, OnError, Step, StepKind};
 use crate::error::{Diag, EXIT_FAILURE};
 use crate::proc::exit::Exit;
@@ -38,15 +38,11 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
     if rc.steps.is_empty() {
         return Ok(());
     }
+    // The inputs as the steps find them (they may change some).
     let digest = inputs_digest(cfg);
-    let digest_file = cfg.paths.state.join("reconfigure.digest");
-    if rc.skip_unchanged {
-        if let Ok(old) = std::fs::read_to_string(&digest_file) {
-            if old.trim() == digest {
-                log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
-                return Ok(());
-            }
-        }
+    if rc.skip_unchanged && stored_digest(&cfg.paths.state).is_some_and(|d| d == digest) {
+        log::info!("reconfigure: inputs unchanged since the last successful run, skipping");
+        return Ok(());
     }
     let mut all_ok = true;
     for step in &rc.steps {
@@ -86,6 +82,7 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
         }
     }
     if all_ok {
+        let digest_file = cfg.paths.state.join(DIGEST);
         let saved = std::fs::create_dir_all(&cfg.paths.state)
             .and_then(|()| std::fs::write(&digest_file, format!("{digest}\n")));
         if let Err(e) = saved {
@@ -113,6 +110,16 @@ pub fn salt_argv(states: &[String], config_dir: Option<&Path>) -> Vec<String> {
     argv
 }
 
+/// The child process of a `salt` or `command` step.
+fn job(cfg: &Config, step: &Step, argv: Vec<String>) -> Job {
+    Job {
+        name: step.name.clone(),
+        argv,
+        env: spawn::mc_env(cfg, &step.name),
+        timeout: step.timeout,
+    }
+}
+
 /// Run one argv step; the outer `Err` is a stop signal, the inner one a failure.
 fn run_argv(
     cfg: &Config,
@@ -120,12 +127,7 @@ fn run_argv(
     argv: &[String],
     jobs: &mut dyn Jobs,
 ) -> Result<Result<(), String>, Stop> {
-    let job = Job {
-        name: step.name.clone(),
-        argv: argv.to_vec(),
-        env: spawn::mc_env(cfg, &step.name),
-        timeout: step.timeout,
-    };
+    let job = job(cfg, step, argv.to_vec());
     let prog = argv.first().map(String::as_str).unwrap_or("");
     match jobs.run(cfg, job) {
         JobEnd::Exited(Exit::Code(0)) => Ok(Ok(())),
@@ -144,13 +146,31 @@ fn run_argv(
 /// Pillar data for templates: PILLAR.sample deep-merged with the effective
 /// init.sls (mappings merge, everything else is replaced), as makina does.
 pub fn pillar_data(cfg: &Config) -> serde_json::Value {
+    pillar_data_over(cfg, &cfg.pillar.target)
+}
+
+/// PILLAR.sample deep-merged with `effective` (an init.sls, or the
+/// override that the pillar step would install).
+fn pillar_data_over(cfg: &Config, effective: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(effective).ok();
+    pillar_data_from(cfg, effective, text.as_deref())
+}
+
+/// [`pillar_data`] with `target` as the text of init.sls (`None`: none).
+pub fn pillar_data_with(cfg: &Config, target: Option<&str>) -> serde_json::Value {
+    pillar_data_from(cfg, &cfg.pillar.target, target)
+}
+
+/// PILLAR.sample deep-merged with `text`, read from `name`.
+fn pillar_data_from(cfg: &Config, name: &Path, text: Option<&str>) -> serde_json::Value {
     let mut data = serde_json::Value::Object(Default::default());
     let sample = cfg.paths.project.join(".salt/PILLAR.sample");
-    for file in [sample, cfg.pillar.target.clone()] {
-        let Ok(text) = std::fs::read_to_string(&file) else {
+    let sample_text = std::fs::read_to_string(&sample).ok();
+    for (file, text) in [(sample.as_path(), sample_text.as_deref()), (name, text)] {
+        let Some(text) = text else {
             continue;
         };
-        match crate::prepare::pillar::validate(&file, &text) {
+        match crate::prepare::pillar::validate(file, text) {
             Ok(v) => deep_merge(&mut data, v),
             Err(d) => log::warn!("{d} (ignored for templates)"),
         }
@@ -191,12 +211,25 @@ pub fn check_template(src: &Path) -> Option<Diag> {
 
 /// Render a template with the pillar and the usual context, in memory.
 pub fn render_text(cfg: &Config, src: &Path) -> Result<String, Diag> {
+    render_text_with(cfg, src, &pillar_data(cfg))
+}
+
+fn render_over(cfg: &Config, src: &Path, pillar: serde_json::Value) -> Result<String, Diag> {
+    render_text_with(cfg, src, &pillar)
+}
+
+/// [`render_text`] against the pillar data `pillar`.
+pub fn render_text_with(
+    cfg: &Config,
+    src: &Path,
+    pillar: &serde_json::Value,
+) -> Result<String, Diag> {
     let (env, name) = template_env(src)?;
     let tmpl = env
         .get_template(&name)
         .map_err(|e| crate::template::diag(src, &e))?;
     let ctx = minijinja::context! {
-        pillar => minijinja::Value::from(minijinja::value::Serde(pillar_data(cfg))),
+        pillar => minijinja::Value::from(minijinja::value::Serde(pillar)),
         ..cfg.template_context(crate::proc::cgroup::size())
     };
     crate::template::render_bounded(&tmpl, ctx).map_err(|f| f.diag(src))
@@ -266,53 +299,111 @@ pub struct LiveOutcome {
     pub jobs: Vec<Job>,
 }
 
-/// The inline part of a live reconfigure (README "Live reconfigure"):
-/// validate the override first (an invalid one changes nothing, whatever
-/// `on_invalid` says), install it as the prepare phase does (same
-/// beneath-the-volume reads, budgets and atomic install), render every
-/// `template` step and write those whose output differs from what is
-/// installed. The `salt`/`command` steps are returned, never run here:
-/// the caller's loop runs them as its own children.
+/// The inline part of a live reconfigure (README "Live reconfigure"), all
+/// or nothing: validate the override first (an invalid one changes
+/// nothing, whatever `on_invalid` says), render every `template` step
+/// against the pillar it would install — a valid pillar of the wrong shape
+/// for a template changes nothing either — then install it as the prepare
+/// phase does (same beneath-the-volume reads, budgets and atomic install)
+/// and write the renderings that differ from what is installed. The
+/// `salt`/`command` steps are returned, never run here: the caller's loop
+/// runs them as its own children.
 pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome, LiveError> {
-    use super::pillar::{self, Outcome, PillarError};
+    use super::pillar::{self, Outcome, PillarError, Plan};
     if !with_pillar {
         // `--skip pillar`: the templates still follow their sources.
-        return live_steps(cfg, retry, false);
+        let data = pillar_data(cfg);
+        let rendered = render_all(cfg, &data).map_err(LiveError::Failed)?;
+        return live_steps(cfg, retry, false, rendered);
     }
-    let problems = pillar::check(cfg);
-    if !problems.is_empty() {
-        let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(LiveError::Invalid(text.join("; ")));
-    }
-    let pillar_changed = match pillar::apply(cfg) {
+    let plan = match pillar::plan(cfg) {
+        Ok(Plan::Invalid(d)) => return Err(LiveError::Invalid(d.to_string())),
+        Ok(p) => p,
+        Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
+    };
+    let next = pillar::text_after(cfg, &plan);
+    let new_pillar = next != std::fs::read_to_string(&cfg.pillar.target).ok();
+    let data = pillar_data_with(cfg, next.as_deref());
+    let rendered = match render_all(cfg, &data) {
+        Ok(r) => r,
+        // The new pillar does not fit a template: it is not installed.
+        Err(e) if new_pillar => {
+            return Err(LiveError::Invalid(format!(
+                "{e} (with the new pillar {}: not installed)",
+                cfg.pillar.source.display()
+            )))
+        }
+        Err(e) => return Err(LiveError::Failed(e)),
+    };
+    let pillar_changed = match pillar::install(cfg, plan) {
         Ok(o @ (Outcome::Installed(_) | Outcome::Restored)) => {
             log::info!("reconfigure: pillar: {o}");
             true
         }
         Ok(_) => false,
-        // Changed again between the check and the install.
         Err(PillarError::Invalid(d, installed)) => {
             return Err(LiveError::Invalid(format!("{d}; {installed}")))
         }
         Err(e) => return Err(LiveError::Failed(format!("pillar: {e}"))),
     };
-    live_steps(cfg, retry, pillar_changed)
+    live_steps(cfg, retry, pillar_changed, rendered)
 }
 
-/// The steps of a live reconfigure, once the pillar is in place.
-fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOutcome, LiveError> {
+/// The pillar step's plan at start. With `on_invalid: last-good`, an
+/// override that a `template` step does not render with counts as invalid
+/// too (all or nothing, as a live update): the start goes on with the last
+/// valid one instead of failing in the reconfigure step.
+pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
+    use super::pillar::Plan;
+    let plan = super::pillar::plan(cfg)?;
+    if cfg.pillar.on_invalid != crate::config::model::OnInvalid::LastGood {
+        return Ok(plan);
+    }
+    if let Plan::Override(text) = &plan {
+        if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
+            return Ok(Plan::Invalid(Diag::file(
+                &cfg.pillar.source,
+                format!("does not fit the templates: {e}"),
+            )));
+        }
+    }
+    Ok(plan)
+}
+
+/// Every `template` step rendered in memory against `data`, in order: its
+/// name and text; the first that fails, as `step: file:line:col: …`.
+fn render_all(cfg: &Config, data: &serde_json::Value) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for step in &cfg.reconfigure.steps {
+        if let StepKind::Template { src, .. } = &step.kind {
+            let text =
+                render_text_with(cfg, src, data).map_err(|d| format!("{}: {d}", step.name))?;
+            out.push((step.name.clone(), text));
+        }
+    }
+    Ok(out)
+}
+
+/// The steps of a live reconfigure, once the pillar is in place: the
+/// renderings (`rendered`, by step name) written where they differ.
+fn live_steps(
+    cfg: &Config,
+    retry: bool,
+    pillar_changed: bool,
+    rendered: Vec<(String, String)>,
+) -> Result<LiveOutcome, LiveError> {
     let mut changed = Vec::new();
     let mut jobs = Vec::new();
+    let mut rendered = rendered.into_iter();
     for step in &cfg.reconfigure.steps {
         match &step.kind {
             StepKind::Template {
-                src,
-                dest,
-                mode,
-                owner,
+                dest, mode, owner, ..
             } => {
                 let fail = |d: Diag| LiveError::Failed(format!("{}: {d}", step.name));
-                let text = render_text(cfg, src).map_err(fail)?;
+                let Some((_, text)) = rendered.next() else {
+                    continue;
+                };
                 let root = crate::fsutil::under(dest, &cfg.paths.volume)
                     .is_some()
                     .then_some(cfg.paths.volume.as_path());
@@ -324,18 +415,12 @@ fn live_steps(cfg: &Config, retry: bool, pillar_changed: bool) -> Result<LiveOut
                 log::info!("reconfigure: {}: {} rendered", step.name, dest.display());
                 changed.push(step.name.clone());
             }
-            StepKind::Salt { states, config_dir } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: salt_argv(states, config_dir.as_deref()),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
-            StepKind::Command { argv } if pillar_changed || retry => jobs.push(Job {
-                name: step.name.clone(),
-                argv: argv.clone(),
-                env: spawn::mc_env(cfg, &step.name),
-                timeout: step.timeout,
-            }),
+            StepKind::Salt { states, config_dir } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, salt_argv(states, config_dir.as_deref())))
+            }
+            StepKind::Command { argv } if pillar_changed || retry => {
+                jobs.push(job(cfg, step, argv.clone()))
+            }
             StepKind::Salt { .. } | StepKind::Command { .. } => {}
         }
     }
@@ -360,6 +445,22 @@ pub fn live_inputs(cfg: &Config) -> Vec<PathBuf> {
 }
 
 // ----- skip_unchanged -------------------------------------------------
+
+/// The file in the state dir that keeps the digest of the last successful run.
+const DIGEST: &str = "reconfigure.digest";
+
+/// The inputs are those of the last successful run, whose digest `state`
+/// keeps: with `skip_unchanged`, the steps are skipped (and the preflight
+/// plans no write of theirs).
+pub fn unchanged(cfg: &Config, state: &Path) -> bool {
+    stored_digest(state).is_some_and(|d| d == inputs_digest(cfg))
+}
+
+/// The digest of the inputs of the last successful run.
+fn stored_digest(state: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(state.join(DIGEST)).ok()?;
+    Some(text.trim().to_string())
+}
 
 /// A digest of everything the steps read: the effective pillar, PILLAR.sample,
 /// the step list, template sources and the salt trees the salt steps use.
@@ -428,9 +529,34 @@ pub fn inputs_digest(cfg: &Config) -> String {
 pub fn check(cfg: &Config) -> Vec<Diag> {
     let mut out = Vec::new();
     let cfg_file = cfg.file.clone().unwrap_or_default();
+    // The pillar the start would render with: the override when there is
+    // one that reads as a pillar (an invalid one is the pillar check's
+    // to report), else the installed one.
+    let effective = match std::fs::read_to_string(&cfg.pillar.source) {
+        Ok(t) if crate::prepare::pillar::validate(&cfg.pillar.source, &t).is_ok() => {
+            cfg.pillar.source.clone()
+        }
+        _ => cfg.pillar.target.clone(),
+    };
+    let mut pillar = None;
     for step in &cfg.reconfigure.steps {
         match &step.kind {
-            StepKind::Template { src, .. } => out.extend(check_template(src)),
+            StepKind::Template { src, .. } => match check_template(src) {
+                Some(d) => out.push(d),
+                // Rendered in memory, as the step would: an undefined
+                // value (a pillar key that is not there) is said now.
+                None => {
+                    let data = pillar
+                        .get_or_insert_with(|| pillar_data_over(cfg, &effective))
+                        .clone();
+                    if let Err(d) = render_over(cfg, src, data) {
+                        out.push(Diag {
+                            msg: format!("{} (pillar: {})", d.msg, effective.display()),
+                            ..d
+                        });
+                    }
+                }
+            },
             StepKind::Salt { .. } => {
                 if let Err(e) = which::which("salt-call") {
                     out.push(Diag::new(

@@ -629,27 +629,133 @@ pub fn check_in(cfg: &SshCfg, volume: Option<&Path>) -> Vec<Diag> {
     set.problems.into_iter().chain(set.refused).collect()
 }
 
+/// Whether the SSH step can do its work in this process: as root, or as
+/// `ssh.user` itself (its own `authorized_keys`; sshd still needs root).
+/// Otherwise the step, the key watch and sshd are skipped with one line,
+/// and the key directories are not even read (README "SSH keys").
+pub fn usable(cfg: &SshCfg) -> bool {
+    let euid = Uid::effective();
+    euid.is_root()
+        || crate::users::user_by_name(&cfg.user)
+            .ok()
+            .flatten()
+            .is_some_and(|u| u.uid == euid.as_raw())
+}
+
+/// Whether the launcher's sshd would run with these keys, root permitting:
+/// `always`, or `auto` with a valid key and an sshd in the image.
+pub fn sshd_wanted(cfg: &SshCfg, have_keys: bool) -> bool {
+    match cfg.sshd {
+        SshdMode::Never => false,
+        SshdMode::Always => true,
+        SshdMode::Auto => have_keys && sshd_available(),
+    }
+}
+
+/// Read the key directories, logging every skipped line and refused file.
+fn collect_logged(cfg: &Config) -> KeySet {
+    let set = collect_in(&cfg.ssh, Some(&cfg.paths.volume));
+    for d in &set.problems {
+        log::warn!("ssh: {d} (line skipped)");
+    }
+    for d in &set.refused {
+        log::error!("ssh: {d}");
+    }
+    set
+}
+
+/// The key directories, for messages.
+fn key_dirs(cfg: &SshCfg) -> String {
+    cfg.keys_dirs
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Why the SSH step stopped the start: the step (`ssh` or `sshd`) and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub step: &'static str,
+    pub msg: String,
+}
+
+/// Step 2 of the prepare phase: the keys into the managed block, and the
+/// sshd service when one runs (`Ok(Some)`). Host keys are made only then.
+pub fn step(cfg: &Config) -> Result<Option<Service>, StepError> {
+    if !usable(&cfg.ssh) {
+        log::warn!("ssh: skipped, not running as root");
+        return Ok(None);
+    }
+    let root = Uid::effective().is_root();
+    let set = collect_logged(cfg);
+    match sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
+        Ok(o) if o.count == 0 && !o.changed => {
+            log::info!("ssh: no keys in {}", key_dirs(&cfg.ssh))
+        }
+        Ok(o) => log::info!("ssh: {o}"),
+        // Not root, the user's own home: what can work does.
+        Err(e) if !root => log::warn!("ssh: skipped: {e}"),
+        Err(e) => {
+            return Err(StepError {
+                step: "ssh",
+                msg: e.to_string(),
+            })
+        }
+    }
+    let have_keys = !set.keys.is_empty();
+    if !root {
+        if sshd_wanted(&cfg.ssh, have_keys) {
+            log::warn!(
+                "sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)"
+            );
+        }
+        return Ok(None);
+    }
+    sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })
+}
+
+/// Apply the key directories again while running (`ssh.watch`): only the
+/// managed block changes. Returns what sshd should now be: with `sshd:
+/// auto` it runs while there is a valid key (README "SSH keys").
+pub fn resync(cfg: &Config) -> Option<Service> {
+    if !usable(&cfg.ssh) {
+        return None;
+    }
+    let set = collect_logged(cfg);
+    match sync(&cfg.ssh.user, cfg.ssh.home.as_deref(), &set.keys) {
+        Ok(o) if o.changed => log::info!("ssh: keys changed: {o}"),
+        Ok(_) => {}
+        Err(e) => log::error!("ssh: {e}"),
+    }
+    if !Uid::effective().is_root() {
+        return None;
+    }
+    sshd_service(cfg, !set.keys.is_empty())
+        .map_err(|e| log::error!("sshd: {e}"))
+        .ok()
+        .flatten()
+}
+
 /// Host keys: kept in `ssh.host_keys_dir` (in the volume, so that a new
-/// container keeps its identity), generated once, and used by sshd from a
-/// private copy in the state dir (0600, root's), which nobody writing the
-/// volume can swap under sshd.
+/// container keeps its identity), generated once, when the launcher's sshd
+/// is first prepared (never ahead of it: no sshd, no host keys), and used
+/// by sshd from a private copy in the state dir (0600, root's), which
+/// nobody writing the volume can swap under sshd.
 ///
 /// The volume directory is created and opened without following links,
 /// its mode set on its fd; keys are read from it beneath its fd
 /// (non-blocking, bounded) and written into it atomically. When it cannot
 /// be used (a planted link, a read-only volume), the keys live in the
-/// state dir only, and the launcher says so.
+/// state dir only, and the launcher says so; a key already made there
+/// (sshd started earlier in this container) is used again.
 pub fn host_keys(cfg: &Config) -> Result<Vec<PathBuf>, String> {
     let work = cfg.paths.state.join("ssh_host_keys");
     fsutil::ensure_dir(&work, 0o700, None).map_err(|e| e.to_string())?;
     let work_fd = DirFd::open(&work).map_err(|e| e.to_string())?;
     let volume_dir = &cfg.ssh.host_keys_dir;
-    let not_kept = |e: &dyn fmt::Display| {
-        log::warn!(
-            "sshd: {e}; host keys are kept in {} only (they last as long as it)",
-            work.display()
-        )
-    };
+    // Why the volume cannot keep them: said with the keys it could not keep.
+    let mut not_kept: Option<String> = None;
     let persist = match fsutil::dir_for_write(volume_dir, Some(&cfg.paths.volume), 0o700) {
         Ok((d, _)) => {
             let mode = d.stat().map(|st| st.st_mode & 0o7777).unwrap_or(0);
@@ -661,11 +767,12 @@ pub fn host_keys(cfg: &Config) -> Result<Vec<PathBuf>, String> {
             Some(d)
         }
         Err(e) => {
-            not_kept(&e);
+            not_kept = Some(e.to_string());
             None
         }
     };
     let mut out = Vec::new();
+    let mut generated = Vec::new();
     // ed25519 and ECDSA are made in milliseconds and every client of the
     // last ten years takes one; an RSA key (slow to make) is used when the
     // volume already has one.
@@ -700,24 +807,47 @@ pub fn host_keys(cfg: &Config) -> Result<Vec<PathBuf>, String> {
             // An RSA key (slow to make) is used only when the volume
             // already has one.
             None if kind == "rsa" => continue,
+            // Made earlier in this container, the volume unable to keep it.
+            None if persist.is_none() && has_key_pair(&work_fd, &name, &pub_name) => {}
             None => {
                 generate_host_key(&work_fd, kind, &name, &pub_name)?;
-                let kept_in = match &persist {
-                    Some(d) => match copy_key(&work_fd, d, &name, &pub_name) {
-                        Ok(()) => volume_dir.join(&name),
-                        Err(e) => {
-                            not_kept(&e);
-                            work.join(&name)
-                        }
-                    },
-                    None => work.join(&name),
-                };
-                log::info!("sshd: generated host key {}", kept_in.display());
+                if let Some(d) = &persist {
+                    if let Err(e) = copy_key(&work_fd, d, &name, &pub_name) {
+                        not_kept = Some(e.to_string());
+                    }
+                }
+                generated.push(kind);
             }
         }
         out.push(work.join(&name));
     }
+    if !generated.is_empty() {
+        // One line for the keys made, after why the volume cannot keep them.
+        let kept_in = match not_kept {
+            Some(e) => {
+                log::warn!(
+                    "sshd: {e}; host keys are kept in {} only (they last as long as it)",
+                    work.display()
+                );
+                &work
+            }
+            None => volume_dir,
+        };
+        log::info!(
+            "sshd: generated host keys ({}) in {}",
+            generated.join(", "),
+            kept_in.display()
+        );
+    }
     Ok(out)
+}
+
+/// Whether the state dir holds a key pair `name` already.
+fn has_key_pair(work: &DirFd, name: &str, pub_name: &str) -> bool {
+    [name, pub_name].iter().all(|n| {
+        work.read(Path::new(n), Links::Refuse, HOST_KEY_LIMIT)
+            .is_ok()
+    })
 }
 
 fn sshd_path() -> Result<PathBuf, which::Error> {

@@ -4,12 +4,13 @@
 //! files checked with one `stat`. Each probe has a deadline; past it, it
 //! fails (a command probe's group is killed). Layer 2.
 
+use crate::config::model::{HostPort, ReadyCheck};
 use nix::errno::Errno;
 use nix::poll::PollFlags;
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6};
 use std::collections::HashMap;
 use std::io::Read;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::Instant;
@@ -23,13 +24,16 @@ pub enum Verdict {
     Fail(String),
 }
 
-/// What to probe, in a form the runner understands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// `host:port`.
-    Tcp(String),
-    /// `http://host[:port]/path`.
-    Http(String),
+/// What [`Probes::start`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Started<'c> {
+    /// The verdict, known at once.
+    Done(Verdict),
+    /// In flight: the verdict comes later.
+    Pending,
+    /// A command probe: the caller spawns this argv (as its service would
+    /// run it) and follows the pid with [`Probes::start_cmd`].
+    Spawn(&'c [String]),
 }
 
 enum Stage {
@@ -116,41 +120,53 @@ impl Probes {
         self.flights.is_empty()
     }
 
-    /// Start a network probe. A verdict known at once (a bad address) is
-    /// returned; otherwise it comes from `ready` or `expire`.
-    pub fn start_net(&mut self, id: u64, target: &Target, deadline: Instant) -> Option<Verdict> {
-        let (hostport, http) = match target {
-            Target::Tcp(a) => (a.clone(), None),
-            Target::Http(url) => match parse_http_url(url) {
-                Ok((hostport, path)) => {
-                    let host = hostport
-                        .rsplit_once(':')
-                        .map(|(h, _)| h)
-                        .unwrap_or(&hostport);
-                    let req = format!(
-                        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: mc-launcher\r\nConnection: close\r\n\r\n"
-                    );
-                    (hostport, Some(req.into_bytes()))
-                }
-                Err(e) => return Some(Verdict::Fail(e)),
-            },
+    /// Start probe `id` of `check`, whatever its kind, to end by
+    /// `deadline`: a verdict known at once (a file check), one to come
+    /// from `ready`, `resolved` or `expire`, or a command for the caller to
+    /// spawn in its service's environment and hand to [`Probes::start_cmd`].
+    pub fn start<'c>(&mut self, id: u64, check: &'c ReadyCheck, deadline: Instant) -> Started<'c> {
+        let verdict = match check {
+            ReadyCheck::Tcp(addr) => self.start_net(id, addr, None, deadline),
+            ReadyCheck::Http(url) => {
+                let req = format!(
+                    "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: mc-launcher\r\nConnection: close\r\n\r\n",
+                    url.path, url.addr.host
+                );
+                self.start_net(id, &url.addr, Some(req.into_bytes()), deadline)
+            }
+            ReadyCheck::Cmd(argv) => return Started::Spawn(argv),
+            ReadyCheck::File(p) => Some(if p.exists() {
+                Verdict::Ok
+            } else {
+                Verdict::Fail(format!("{} does not exist", p.display()))
+            }),
+            // The core never probes it: READY=1 comes on the socket.
+            ReadyCheck::Notify => Some(Verdict::Fail("notify is not probed".into())),
         };
-        let Some((host, port)) = split_host_port(&hostport) else {
-            return Some(Verdict::Fail(format!("`{hostport}` is not host:port")));
-        };
-        let literal = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-            .ok()
-            .or_else(|| (host == "localhost").then_some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
-        let stage = match literal {
+        match verdict {
+            Some(v) => Started::Done(v),
+            None => Started::Pending,
+        }
+    }
+
+    /// Connect to `addr` (then send `http`, a request, and read the
+    /// answer's status line).
+    fn start_net(
+        &mut self,
+        id: u64,
+        addr: &HostPort,
+        http: Option<Vec<u8>>,
+        deadline: Instant,
+    ) -> Option<Verdict> {
+        let port = addr.port;
+        let stage = match addr.host.literal() {
             Some(ip) => match connect_next(vec![SocketAddr::new(ip, port)]) {
                 Ok((sock, rest)) => Stage::Connecting { sock, rest, http },
                 Err(e) => return Some(Verdict::Fail(e)),
             },
             None => {
-                let host: &str = &host;
+                let host = addr.host.to_string();
+                let host = host.as_str();
                 let now = Instant::now();
                 match self.cache.get(host).filter(|(_, until)| *until > now) {
                     Some((res, _)) => match with_port(res.clone(), port).and_then(connect_next) {
@@ -488,36 +504,6 @@ fn connect_next(mut addrs: Vec<SocketAddr>) -> Result<(OwnedFd, Vec<SocketAddr>)
     Err(last)
 }
 
-/// `host:port` (IPv6 in brackets) into its parts.
-pub fn split_host_port(text: &str) -> Option<(String, u16)> {
-    let (host, port) = text.trim().rsplit_once(':')?;
-    let port = port.parse::<u16>().ok()?;
-    if host.is_empty() {
-        return None;
-    }
-    Some((host.to_string(), port))
-}
-
-/// `http://host[:port][/path]` into `host:port` and the path.
-pub fn parse_http_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("`{url}`: only http:// URLs can be probed"))?;
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (rest.get(..i).unwrap_or(""), rest.get(i..).unwrap_or("/")),
-        None => (rest, "/"),
-    };
-    if hostport.is_empty() {
-        return Err(format!("`{url}`: no host"));
-    }
-    let with_port = if split_host_port(hostport).is_some() {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    Ok((with_port, path.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,16 +511,7 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn urls_and_answers() {
-        assert_eq!(
-            parse_http_url("http://127.0.0.1:8080/health"),
-            Ok(("127.0.0.1:8080".into(), "/health".into()))
-        );
-        assert_eq!(
-            parse_http_url("http://web"),
-            Ok(("web:80".into(), "/".into()))
-        );
-        assert!(parse_http_url("https://x/").is_err());
+    fn http_answers() {
         let rows: &[(&[u8], bool)] = &[
             (b"HTTP/1.1 200 OK\r\n", true),
             (b"HTTP/1.0 302 Found\r\n", true),
@@ -550,8 +527,54 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
-        assert_eq!(split_host_port("[::1]:80"), Some(("[::1]".into(), 80)));
-        assert_eq!(split_host_port("nohost"), None);
+    }
+
+    fn tcp(addr: &str) -> ReadyCheck {
+        ReadyCheck::Tcp(HostPort::parse(addr, None).expect(addr))
+    }
+
+    fn http(url: &str) -> ReadyCheck {
+        ReadyCheck::Http(crate::config::model::HttpUrl::parse(url).expect(url))
+    }
+
+    /// The kinds known at once, and a command probe started through `start`.
+    #[test]
+    fn every_kind_starts_through_start() {
+        let far = Instant::now() + Duration::from_secs(30);
+        let mut p = Probes::new().expect("probes");
+        let rows: &[(ReadyCheck, Started)] = &[
+            (ReadyCheck::File("/".into()), Started::Done(Verdict::Ok)),
+            (
+                ReadyCheck::File("/nonexistent/x".into()),
+                Started::Done(Verdict::Fail("/nonexistent/x does not exist".into())),
+            ),
+            (
+                ReadyCheck::Notify,
+                Started::Done(Verdict::Fail("notify is not probed".into())),
+            ),
+            // Nobody listens on port 1; the verdict comes from the socket.
+            (tcp("127.0.0.1:1"), Started::Pending),
+        ];
+        for (i, (check, want)) in rows.iter().enumerate() {
+            assert_eq!(p.start(i as u64, check, far), *want, "{check:?}");
+        }
+        // Only the network probe is in flight.
+        assert_eq!(p.next_deadline(), Some(far));
+        p.cancel(3);
+        assert!(p.is_empty());
+        let cmd = ReadyCheck::Cmd(vec!["probe".into(), "-x".into()]);
+        assert_eq!(
+            p.start(10, &cmd, far),
+            Started::Spawn(&["probe".into(), "-x".into()])
+        );
+        assert!(
+            p.is_empty(),
+            "nothing to follow before the caller spawned it"
+        );
+        p.start_cmd(10, 4_000_000, far);
+        assert_eq!(p.cmd_pids(), vec![4_000_000]);
+        assert_eq!(p.exited(4_000_000, true, ""), Some(Some((10, Verdict::Ok))));
+        assert!(p.is_empty());
     }
 
     /// Drive probes the way the loop does: poll their fds, advance.
@@ -597,14 +620,14 @@ mod tests {
         let mut p = Probes::new().expect("probes");
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr").to_string();
-        assert_eq!(p.start_net(1, &Target::Tcp(addr.clone()), far), None);
+        assert_eq!(p.start(1, &tcp(&addr), far), Started::Pending);
         assert_eq!(drive(&mut p, 1), Verdict::Ok);
         // Nobody listens there any more.
         let closed = {
             let l2 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             l2.local_addr().expect("addr").to_string()
         };
-        p.start_net(2, &Target::Tcp(closed), far);
+        p.start(2, &tcp(&closed), far);
         assert!(matches!(drive(&mut p, 2), Verdict::Fail(_)));
         // HTTP: a server thread answering 503 then 200 (a fresh listener:
         // the TCP probe's connection waits in the first one's backlog).
@@ -619,14 +642,14 @@ mod tests {
             }
         });
         let url = format!("http://{addr}/health");
-        p.start_net(3, &Target::Http(url.clone()), far);
+        p.start(3, &http(&url), far);
         assert_eq!(drive(&mut p, 3), Verdict::Fail("HTTP status 503".into()));
-        p.start_net(4, &Target::Http(url), far);
+        p.start(4, &http(&url), far);
         assert_eq!(drive(&mut p, 4), Verdict::Ok);
         server.join().expect("server");
         // A host name goes through the resolver thread.
         let port = addr.rsplit_once(':').map(|(_, p)| p).unwrap_or("1");
-        p.start_net(5, &Target::Tcp(format!("localhost.:{port}")), far);
+        p.start(5, &tcp(&format!("localhost.:{port}")), far);
         assert!(matches!(drive(&mut p, 5), Verdict::Ok | Verdict::Fail(_)));
         assert!(p.is_empty());
     }

@@ -4,7 +4,9 @@
 
 use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use super::machine::{Event, State};
-use crate::ctl::proto::{Command, Health, Reply, ServiceState, StateName};
+use crate::ctl::proto::{
+    Command, Health, ProbeState, Reply, ServiceDetail, ServiceState, StateName,
+};
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -17,99 +19,55 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> Option<Reply> {
-        let name = match &cmd {
-            Command::Start(n)
-            | Command::Stop(n)
-            | Command::Restart(n)
-            | Command::Signal(n, _)
-            | Command::Incr(n)
-            | Command::Decr(n) => Some(n.clone()),
-            _ => None,
-        };
-        let target = match &name {
-            Some(n) => match self.find(n) {
-                Some(s) => Some(s),
-                None => return Some(Reply::error(format!("no such service: {n}"))),
-            },
+        // An unknown service is said first, whatever the verb.
+        let target = match cmd.service().map(|n| (n, self.find(n))) {
+            Some((n, None)) => return Some(Reply::error(format!("no such service: {n}"))),
+            Some((_, found)) => found,
             None => None,
         };
-        let name = name.unwrap_or_default();
-        let stopping = self.is_stopping();
+        if self.is_stopping() && !answered_while_stopping(&cmd) {
+            return Some(Reply::error("the launcher is stopping"));
+        }
         Some(match (cmd, target) {
-            (Command::Status, _) => Reply {
+            (Command::Status { name: None }, _) => self.status_reply(now),
+            (Command::Status { name: Some(_) }, s) => Reply {
                 ok: true,
-                services: Some(self.status(now)),
-                reconfigure: self.reconf_last.clone(),
+                services: Some(
+                    s.and_then(|s| self.svcs.get(&s))
+                        .map(|svc| {
+                            let mut row = self.row(svc, now);
+                            row.detail = Some(detail(svc));
+                            row
+                        })
+                        .into_iter()
+                        .collect(),
+                ),
                 ..Reply::default()
             },
-            (Command::Metrics, _) => Reply {
+            (Command::Metrics {}, _) => Reply {
                 ok: true,
                 metrics: Some(self.metrics_text()),
                 ..Reply::default()
             },
-            (Command::Health(Health::Live), _) => {
-                // A FAILED service will not come back by itself: a critical
-                // one, or an autostart one that does not say `liveness:
-                // ignore`, makes the container worth restarting.
-                let failed: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| matches!(s.status, Status::Failed(_)))
-                    .filter(|s| {
-                        s.spec.critical
-                            || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if failed.is_empty() {
-                    Reply::ok("alive")
-                } else {
-                    Reply::error(format!(
-                        "FAILED, will not come back by itself: {}",
-                        failed.join(", ")
-                    ))
-                }
-            }
-            (Command::Health(_), _) => {
-                let bad: Vec<String> = self
-                    .svcs
-                    .values()
-                    .filter(|s| {
-                        s.spec.autostart
-                            && s.status != Status::Retired
-                            && s.role != Role::Step
-                            && s.job.is_none()
-                            && !s.is_up()
-                    })
-                    .map(|s| s.name().to_string())
-                    .collect();
-                if stopping {
-                    Reply::error("stopping")
-                } else if bad.is_empty() {
-                    Reply::ok("healthy")
-                } else {
-                    Reply::error(format!("not running or not ready: {}", bad.join(", ")))
-                }
-            }
-            (Command::Quit, _) => {
+            (Command::Health { check }, _) => self.health(check),
+            (Command::Quit {}, _) => {
                 log::info!("quit requested on the control socket: stopping");
                 self.begin_stop(None, Cause::Requested("ctl quit".into()), now, fx);
                 Reply::ok("stopping")
             }
-            (Command::Reload, _) if !self.can_reload => Reply::error("no config file to reload"),
-            (Command::Reload, _) => {
+            (Command::Reload {}, _) if !self.can_reload => Reply::error("no config file to reload"),
+            (Command::Reload {}, _) => {
                 fx.push(Effect::Reload { conn: Some(conn) });
                 return None;
             }
-            (_, _) if stopping => Reply::error("the launcher is stopping"),
-            (Command::Reconfigure, _) if !self.can_reconfigure => {
+            (Command::Reconfigure {}, _) if !self.can_reconfigure => {
                 Reply::error("no live reconfigure: the launcher ran no prepare phase")
             }
-            (Command::Reconfigure, _) => {
+            (Command::Reconfigure {}, _) => {
                 self.request_reconfigure(Some(conn), fx);
                 return None;
             }
-            (Command::Start(_) | Command::Restart(_), Some(s))
+            (Command::Start { name } | Command::Restart { name }, Some(s))
                 if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
             {
                 match self.run_now(s, now, fx) {
@@ -117,7 +75,7 @@ impl Core {
                     Err(e) => Reply::error(format!("{name}: {e}")),
                 }
             }
-            (Command::Start(_), Some(s)) => {
+            (Command::Start { name }, Some(s)) => {
                 if self.svcs.get(&s).is_some_and(Svc::live) {
                     return Some(Reply::error(format!("{name} is already running")));
                 }
@@ -125,18 +83,23 @@ impl Core {
                 self.start_procs(s, now, fx);
                 Reply::ok(format!("{name} started"))
             }
-            (Command::Stop(_), Some(s)) if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) => {
+            (Command::Stop { name }, Some(s))
+                if self.svcs.get(&s).is_some_and(|x| x.job.is_some()) =>
+            {
                 self.stop_run(s, now, fx);
                 Reply::ok(format!("{name}: run stopping"))
             }
-            (Command::Stop(_), Some(s)) => {
+            (Command::Stop { name }, Some(s)) => {
                 if let Some(svc) = self.svcs.get_mut(&s) {
                     svc.status = Status::Manual;
                 }
                 self.svc_event(s, &Event::Stop, now, fx);
                 Reply::ok(format!("{name} stopping"))
             }
-            (Command::Restart(_), Some(s)) => {
+            (Command::Restart { name }, Some(s)) => {
+                if let Some(svc) = self.svcs.get_mut(&s) {
+                    svc.facts.restart_reason = Some("ctl".into());
+                }
                 let live = self.proc_ids(s, true, |p| p.is_live());
                 if live.is_empty() {
                     self.begin_service(s, now);
@@ -148,7 +111,7 @@ impl Core {
                 }
                 Reply::ok(format!("{name} restarting"))
             }
-            (Command::Signal(_, sig), Some(s)) => {
+            (Command::Signal { name, signal }, Some(s)) => {
                 let pids: Vec<i32> = self
                     .svcs
                     .get(&s)
@@ -157,17 +120,17 @@ impl Core {
                 for &pid in &pids {
                     fx.push(Effect::Signal {
                         pid,
-                        signal: sig,
+                        signal,
                         group: true,
                     });
                 }
                 Reply::ok(format!(
                     "{} sent to {} process(es) of {name}",
-                    crate::signals::short_name(sig),
+                    crate::signals::short_name(signal),
                     pids.len()
                 ))
             }
-            (Command::Incr(_), Some(s)) => {
+            (Command::Incr { name }, Some(s)) => {
                 // The runtime count moves; the definition stays as written,
                 // so a reload of an unchanged file restarts nothing.
                 let Some(n) = self.grow(s) else {
@@ -193,7 +156,7 @@ impl Core {
                     ..Reply::ok(format!("{name}: {n} process(es)"))
                 }
             }
-            (Command::Decr(_), Some(s)) => {
+            (Command::Decr { name }, Some(s)) => {
                 let Some(svc) = self.svcs.get_mut(&s) else {
                     return Some(Reply::error("gone"));
                 };
@@ -210,8 +173,74 @@ impl Core {
                     ..Reply::ok(format!("{name}: {n} process(es)"))
                 }
             }
-            (cmd, _) => Reply::error(format!("cannot {} now", cmd.to_request().cmd)),
+            // `service()` named it and `find` found it, above.
+            (
+                Command::Start { name }
+                | Command::Stop { name }
+                | Command::Restart { name }
+                | Command::Signal { name, .. }
+                | Command::Incr { name }
+                | Command::Decr { name },
+                None,
+            ) => Reply::error(format!("no such service: {name}")),
         })
+    }
+
+    /// The answer to `ctl status` (and HTTP `/status`).
+    pub fn status_reply(&self, now: Instant) -> Reply {
+        Reply {
+            ok: true,
+            services: Some(self.status(now)),
+            reconfigure: self.reconf_last.clone(),
+            ..Reply::default()
+        }
+    }
+
+    /// The answer to `ctl health [--live|--ready]` (and HTTP `/livez`,
+    /// `/readyz`): ok with a word, or an error with the one-line reason.
+    pub fn health(&self, which: Health) -> Reply {
+        if which == Health::Live {
+            // A FAILED service will not come back by itself: a critical
+            // one, or an autostart one that does not say `liveness:
+            // ignore`, makes the container worth restarting.
+            let failed: Vec<String> = self
+                .svcs
+                .values()
+                .filter(|s| matches!(s.status, Status::Failed(_)))
+                .filter(|s| {
+                    s.spec.critical
+                        || (s.spec.autostart && !s.spec.liveness_ignore && s.role != Role::Step)
+                })
+                .map(|s| s.name().to_string())
+                .collect();
+            return if failed.is_empty() {
+                Reply::ok("alive")
+            } else {
+                Reply::error(format!(
+                    "FAILED, will not come back by itself: {}",
+                    failed.join(", ")
+                ))
+            };
+        }
+        let bad: Vec<String> = self
+            .svcs
+            .values()
+            .filter(|s| {
+                s.spec.autostart
+                    && s.status != Status::Retired
+                    && s.role != Role::Step
+                    && s.job.is_none()
+                    && !s.is_up()
+            })
+            .map(|s| s.name().to_string())
+            .collect();
+        if self.is_stopping() {
+            Reply::error("stopping")
+        } else if bad.is_empty() {
+            Reply::ok("healthy")
+        } else {
+            Reply::error(format!("not running or not ready: {}", bad.join(", ")))
+        }
     }
 
     /// The rows of `ctl status`.
@@ -219,65 +248,77 @@ impl Core {
         self.svcs
             .values()
             .filter(|s| s.status != Status::Retired)
-            .map(|s| {
-                let procs: Vec<_> = s.active().map(|p| &p.m).collect();
-                let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
-                let since = procs
-                    .iter()
-                    .filter_map(|p| match p.state {
-                        State::Running { since, .. } => Some(since),
-                        _ => None,
-                    })
-                    .min();
-                let stopping = procs
-                    .iter()
-                    .any(|p| matches!(p.state, State::Stopping { .. }));
-                let backoff = procs
-                    .iter()
-                    .any(|p| matches!(p.state, State::Backoff { .. }));
-                let state = match &s.status {
-                    Status::Failed(_) => StateName::Failed,
-                    _ if stopping => StateName::Stopping,
-                    _ if !pids.is_empty() && !s.ready_ok() => StateName::Starting,
-                    _ if !pids.is_empty() => StateName::Running,
-                    _ if backoff => StateName::Backoff,
-                    Status::Pending => StateName::Pending,
-                    Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
-                        StateName::Scheduled
-                    }
-                    Status::Manual | Status::Retired => StateName::Stopped,
-                    Status::Started => StateName::Ended,
-                };
-                ServiceState {
-                    name: s.name().to_string(),
-                    state,
-                    pids,
-                    uptime_s: since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
-                    restarts: procs.iter().map(|p| p.restarts).sum(),
-                    last_exit: procs
-                        .iter()
-                        .filter_map(|p| p.last_exit)
-                        .next_back()
-                        .map(|e| e.to_string()),
-                    numprocesses: s.scale as u32,
-                    reason: match &s.status {
-                        Status::Failed(r) => Some(r.clone()),
-                        // Waiting to retry a start that could not happen.
-                        _ => procs
-                            .iter()
-                            .filter(|p| matches!(p.state, State::Backoff { .. }))
-                            .find_map(|p| p.not_started.clone())
-                            .map(|r| format!("not started: {r}")),
-                    },
-                    restart_reason: s.facts.restart_reason.clone(),
-                    oom: s.facts.last_oom,
-                    oom_kills: s.facts.oom_kills,
-                    ready: s.is_up(),
-                    status: s.facts.status_text.clone(),
-                    job: self.job_state(s),
-                }
-            })
+            .map(|s| self.row(s, now))
             .collect()
+    }
+
+    /// One row of `ctl status`.
+    fn row(&self, s: &Svc, now: Instant) -> ServiceState {
+        let procs: Vec<_> = s.active().map(|p| &p.m).collect();
+        let pids: Vec<i32> = procs.iter().filter_map(|p| p.pid()).collect();
+        let since = procs
+            .iter()
+            .filter_map(|p| match p.state {
+                State::Running { since, .. } => Some(since),
+                _ => None,
+            })
+            .min();
+        let stopping = procs
+            .iter()
+            .any(|p| matches!(p.state, State::Stopping { .. }));
+        let backoff = procs
+            .iter()
+            .any(|p| matches!(p.state, State::Backoff { .. }));
+        let state = match &s.status {
+            Status::Failed(_) => StateName::Failed,
+            _ if stopping => StateName::Stopping,
+            _ if !pids.is_empty() && !s.ready_ok() => StateName::Starting,
+            _ if !pids.is_empty() => StateName::Running,
+            _ if backoff => StateName::Backoff,
+            Status::Pending => StateName::Pending,
+            Status::Manual if s.job.as_ref().is_some_and(|j| j.next_at.is_some()) => {
+                StateName::Scheduled
+            }
+            Status::Manual | Status::Retired => StateName::Stopped,
+            Status::Started => StateName::Ended,
+        };
+        ServiceState {
+            name: s.name().to_string(),
+            state,
+            pids,
+            uptime_s: since.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            restarts: procs.iter().map(|p| p.restarts).sum(),
+            last_exit: procs
+                .iter()
+                .filter_map(|p| p.last_exit)
+                .next_back()
+                .map(|e| e.to_string()),
+            numprocesses: s.scale as u32,
+            reason: match &s.status {
+                Status::Failed(r) => Some(r.clone()),
+                // Waiting to retry a start that could not happen.
+                _ => procs
+                    .iter()
+                    .filter(|p| matches!(p.state, State::Backoff { .. }))
+                    .find_map(|p| p.not_started.clone())
+                    .map(|r| format!("not started: {r}")),
+            },
+            restart_reason: s.facts.restart_reason.clone(),
+            oom: s.facts.last_oom,
+            oom_kills: s.facts.oom_kills,
+            ready: s.is_up(),
+            status: s.facts.status_text.clone(),
+            job: self.job_state(s),
+            next_restart_s: procs
+                .iter()
+                .filter_map(|p| match p.state {
+                    State::Backoff { until } => Some(until),
+                    _ => None,
+                })
+                .min()
+                .map(|t| t.saturating_duration_since(now).as_secs_f64()),
+            detail: None,
+        }
     }
 
     /// One line per service: how it ended and how long its stop took.
@@ -341,6 +382,72 @@ impl Core {
         self.svcs
             .values()
             .any(|s| s.role == role && s.status != Status::Retired)
+    }
+}
+
+/// `ctl status NAME`'s view of a service: its definition's facts and its
+/// probes. Input paths only, never a value. The shell adds the stderr tail.
+fn detail(s: &Svc) -> ServiceDetail {
+    let spec = &s.spec;
+    let shown = |list: &[(String, std::path::PathBuf)]| -> Vec<String> {
+        list.iter()
+            .map(|(k, p)| format!("{k}: {}", p.display()))
+            .collect()
+    };
+    let mut probes = Vec::new();
+    if let Some(r) = &spec.ready {
+        let now = s.ready.as_ref();
+        probes.push(ProbeState {
+            kind: "ready".into(),
+            check: r.check.to_string(),
+            failures: now.map_or(0, |x| x.failures),
+            ok: Some(now.is_some_and(|x| x.ok)),
+        });
+    }
+    if let Some(l) = &spec.live {
+        probes.push(ProbeState {
+            kind: "live".into(),
+            check: l.check.to_string(),
+            failures: s.live.as_ref().map_or(0, |x| x.failures),
+            ok: None,
+        });
+    }
+    ServiceDetail {
+        command: spec.argv.clone(),
+        user: spec
+            .user
+            .clone()
+            .or_else(|| spec.uid.map(|u| u.to_string())),
+        working_dir: spec.working_dir.as_ref().map(|d| d.display().to_string()),
+        probes,
+        env_files: spec
+            .inputs
+            .env_file
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        secrets: shown(&spec.inputs.secrets),
+        credentials: shown(&spec.inputs.credentials),
+        stderr_tail: Vec::new(),
+    }
+}
+
+/// Whether a command is carried out once the launcher is stopping (the
+/// others are refused: "the launcher is stopping").
+fn answered_while_stopping(cmd: &Command) -> bool {
+    match cmd {
+        Command::Status { .. }
+        | Command::Health { .. }
+        | Command::Metrics {}
+        | Command::Reload {}
+        | Command::Quit {} => true,
+        Command::Start { .. }
+        | Command::Stop { .. }
+        | Command::Restart { .. }
+        | Command::Signal { .. }
+        | Command::Incr { .. }
+        | Command::Decr { .. }
+        | Command::Reconfigure {} => false,
     }
 }
 

@@ -208,6 +208,9 @@ pub struct Core {
     pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
     /// The wall clock at an instant (seconds since the epoch): cron times.
     pub(super) wall: Option<(Instant, f64)>,
+    /// The main command runs in the foreground of a terminal (stdin is a
+    /// tty): a stop sends it SIGHUP first, as a closing terminal would.
+    pub(super) main_on_tty: bool,
 }
 
 pub struct CoreOptions {
@@ -253,6 +256,7 @@ impl Core {
             reconf_retry: false,
             reconf_last: None,
             wall: None,
+            main_on_tty: false,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -287,7 +291,9 @@ impl Core {
                 if let Some(id) = self.pids.remove(&pid) {
                     self.step_exited(id, pid, &mut fx);
                     self.note_exit(id, exit, oom, now, &mut fx);
+                    let was_running = self.slot_of(id).is_some_and(|m| m.is_running());
                     self.proc_event(id, Event::Exited(exit), now, &mut fx);
+                    self.note_crash(id, was_running);
                 }
             }
             Input::Spawned { proc, pid } => {
@@ -322,10 +328,12 @@ impl Core {
                 let reply = self.reloaded(result, now, &mut fx);
                 match conn {
                     Some(conn) => fx.push(Effect::Reply { conn, reply }),
-                    None => log::info!(
-                        "SIGHUP: {}",
-                        reply.message.or(reply.error).unwrap_or_default()
-                    ),
+                    // A refused reload was said by `reloaded`, in one record.
+                    None => {
+                        if let Some(m) = reply.message.filter(|_| reply.error.is_none()) {
+                            log::info!("SIGHUP: {m}");
+                        }
+                    }
                 }
             }
             Input::Notify { service, message } => self.notified(&service, &message, now),

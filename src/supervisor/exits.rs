@@ -30,6 +30,33 @@ impl Core {
         }
     }
 
+    /// The machine of process `id`.
+    pub(super) fn slot_of(&self, id: ProcId) -> Option<&super::machine::Proc> {
+        let &(s, i) = self.where_is.get(&id)?;
+        self.svcs.get(&s)?.procs.get(i).map(|p| &p.m)
+    }
+
+    /// A running process ended by itself and is being started again: the
+    /// service's restart reason is `crash` (README "Control socket").
+    pub(super) fn note_crash(&mut self, id: ProcId, was_running: bool) {
+        let restarting = self.slot_of(id).is_some_and(|m| {
+            matches!(
+                m.state,
+                super::machine::State::Backoff { .. } | super::machine::State::Starting
+            )
+        });
+        if !(was_running && restarting) {
+            return;
+        }
+        if let Some(svc) = self
+            .where_is
+            .get(&id)
+            .and_then(|(s, _)| self.svcs.get_mut(s))
+        {
+            svc.facts.restart_reason = Some("crash".into());
+        }
+    }
+
     pub(super) fn apply(
         &mut self,
         s: u32,
@@ -48,11 +75,24 @@ impl Core {
                 spec: svc.spec.clone(),
                 index: i,
             }),
-            Action::Signal(pid, signal) => fx.push(Effect::Signal {
-                pid,
-                signal,
-                group: true,
-            }),
+            Action::Signal(pid, signal) => {
+                // An interactive main (a shell on a terminal) gets SIGHUP
+                // first, as a closing terminal would: bash ignores TERM
+                // but ends on HUP. Its stop signal follows (a server run
+                // with -ti may take HUP as "reload").
+                if svc.spec.main && self.main_on_tty && signal != Signal::SIGHUP {
+                    fx.push(Effect::Signal {
+                        pid,
+                        signal: Signal::SIGHUP,
+                        group: true,
+                    });
+                }
+                fx.push(Effect::Signal {
+                    pid,
+                    signal,
+                    group: true,
+                })
+            }
             Action::Kill(pid) => fx.push(Effect::Signal {
                 pid,
                 signal: Signal::SIGKILL,

@@ -222,6 +222,9 @@ impl Core {
                     if live.is_empty() {
                         continue;
                     }
+                    if let Some(svc) = self.svcs.get_mut(&s) {
+                        svc.facts.restart_reason = Some("reconfigure".into());
+                    }
                     for id in live {
                         self.proc_event(id, Event::Restart, now, fx);
                     }

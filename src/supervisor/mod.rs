@@ -103,6 +103,8 @@ pub fn run(
         },
     );
     core.start_time_unix = crate::proc::output::unix_now();
+    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
+    core.main_on_tty = stdin_tty;
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
@@ -116,15 +118,15 @@ pub fn run(
         .as_ref()
         .and_then(crate::proc::cgroup::oom_kills)
         .unwrap_or(0);
-    // A metrics endpoint that cannot be had is no reason not to run the
-    // services: said, and `ctl metrics` still answers.
+    // An HTTP endpoint that cannot be had is no reason not to run the
+    // services: said, and `ctl` still answers.
     let http = cfg.metrics.listen.and_then(|addr| {
         crate::ctl::http::HttpServer::bind(addr)
-            .map_err(|e| log::error!("metrics.listen {addr}: {e}: no metrics endpoint"))
+            .map_err(|e| log::error!("http.listen {addr}: {e}: no HTTP endpoints (/metrics, /livez, /readyz, /status)"))
             .ok()
     });
     if let Some(h) = &http {
-        log::debug!("metrics: http://{}/metrics", h.addr);
+        log::debug!("http: http://{}/ (metrics, livez, readyz, status)", h.addr);
     }
     let groups = shell::watch_groups(&cfg);
     let svc_watch = if groups.is_empty() {
@@ -145,7 +147,7 @@ pub fn run(
         keys_due: None,
         reloader: opts.reloader,
         on_keys_changed: opts.on_keys_changed,
-        stdin_tty: nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false),
+        stdin_tty,
         is_pid1,
         inputs: VecDeque::new(),
         exit: None,

@@ -32,9 +32,9 @@ impl Core {
         let set = match result {
             Ok(set) => set,
             Err(text) => {
-                for line in text.lines() {
-                    log::error!("reload refused: {line}");
-                }
+                // One record, however many errors (a collector sees one event).
+                let one: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                log::error!("reload refused, nothing changed: {}", one.join("; "));
                 return Reply::error(format!("invalid config, nothing changed:\n{text}"));
             }
         };
@@ -56,7 +56,13 @@ impl Core {
         }
         for spec in set.services {
             if d.added.contains(&spec.name) || d.changed.contains(&spec.name) {
+                let changed = d.changed.contains(&spec.name);
+                let name = spec.name.clone();
                 self.add(spec, Role::Config);
+                // Its new definition replaces the old one's processes.
+                if let Some(svc) = self.find(&name).and_then(|s| self.svcs.get_mut(&s)) {
+                    svc.facts.restart_reason = changed.then(|| "reload".to_string());
+                }
             }
         }
         if let Some(want) = set.sshd {

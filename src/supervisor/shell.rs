@@ -17,7 +17,7 @@ use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
-use crate::proc::probe::{Probes, Target, Verdict};
+use crate::proc::probe::{Probes, Started, Verdict};
 use crate::proc::record::Head;
 use crate::proc::watch::{DirWatch, FileWatch, PathsWatch};
 use crate::proc::{reap, spawn};
@@ -272,7 +272,13 @@ impl Shell<'_> {
                 self.probe_names.remove(&p.0);
                 self.probes.cancel(p.0);
             }
-            Effect::Reply { conn, reply } => {
+            Effect::Reply { conn, mut reply } => {
+                // `ctl status NAME`: the stderr tail is the shell's.
+                for row in reply.services.iter_mut().flatten() {
+                    if let (Some(d), Some(t)) = (&mut row.detail, self.tails.get(&row.name)) {
+                        d.stderr_tail = t.borrow().lines();
+                    }
+                }
                 if let Some(ctl) = &mut self.ctl {
                     ctl.reply(conn, &reply);
                 }

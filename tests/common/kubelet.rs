@@ -295,3 +295,58 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }
+
+/// What the kubelet's prober concludes from one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeResult {
+    Success(String),
+    Failure(String),
+}
+
+/// One `httpGet` probe as the kubelet's prober makes it: a plain HTTP/1.1
+/// GET of `path` on `addr` (the pod's IP and the probe's port) with its
+/// `User-Agent: kube-probe/MAJOR.MINOR` and `Accept: */*`, the whole
+/// exchange within `timeoutSeconds`; a status from 200 to 399 is success,
+/// anything else (or no answer in time) a failure. The kubelet keeps at
+/// most 10 KiB of the body as the probe's output (shown in the pod's
+/// events on a failure).
+pub fn http_get_probe(addr: &str, path: &str, timeout: std::time::Duration) -> ProbeResult {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let deadline = std::time::Instant::now() + timeout;
+    let Some(sock) = addr.to_socket_addrs().ok().and_then(|mut a| a.next()) else {
+        return ProbeResult::Failure(format!("bad address {addr}"));
+    };
+    let mut s = match TcpStream::connect_timeout(&sock, timeout) {
+        Ok(s) => s,
+        Err(e) => return ProbeResult::Failure(format!("Get \"http://{addr}{path}\": {e}")),
+    };
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    let left = left.max(std::time::Duration::from_millis(1));
+    let _ = s.set_read_timeout(Some(left));
+    let _ = s.set_write_timeout(Some(left));
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.30\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return ProbeResult::Failure(format!("Get \"http://{addr}{path}\": {e}"));
+    }
+    let mut answer = Vec::new();
+    if let Err(e) = s.take(64 * 1024).read_to_end(&mut answer) {
+        return ProbeResult::Failure(format!("Get \"http://{addr}{path}\": {e}"));
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return ProbeResult::Failure("malformed HTTP response".into());
+    };
+    let code: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body: String = body.chars().take(10 * 1024).collect();
+    if (200..400).contains(&code) {
+        ProbeResult::Success(body)
+    } else {
+        ProbeResult::Failure(format!("HTTP probe failed with statuscode: {code}: {body}"))
+    }
+}

@@ -35,7 +35,9 @@ pub fn bin() -> PathBuf {
     }
 }
 
-/// A temporary directory removed on drop.
+/// The tests' one temporary directory: unique per call, removed on drop,
+/// so also when the test panics (unwinding drops it). Nothing a test makes
+/// may live anywhere else in the host's temp dir.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -71,6 +73,56 @@ pub struct Output {
 impl Output {
     pub fn all(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+    /// The lines of stderr that hold `needle`.
+    pub fn stderr_lines_with(&self, needle: &str) -> Vec<&str> {
+        self.stderr.lines().filter(|l| l.contains(needle)).collect()
+    }
+    /// Assert the exit status (the whole output in the message).
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Output {
+        assert_eq!(self.code, Some(code), "{}", self.all());
+        self
+    }
+    /// Assert that stderr (the launcher's log) holds `needle`.
+    #[track_caller]
+    pub fn assert_stderr(&self, needle: &str) -> &Output {
+        self.assert_holds(&self.stderr, needle, true)
+    }
+    /// Assert that stderr holds every one of `parts`.
+    #[track_caller]
+    pub fn assert_stderr_all(&self, parts: &[String]) -> &Output {
+        for part in parts {
+            self.assert_stderr(part);
+        }
+        self
+    }
+    /// Assert that stderr holds `needle` exactly `n` times.
+    #[track_caller]
+    pub fn assert_stderr_count(&self, needle: &str, n: usize) -> &Output {
+        let got = self.stderr.matches(needle).count();
+        assert_eq!(got, n, "{needle:?} {got} times in\n{}", self.all());
+        self
+    }
+    /// Assert that stderr does not hold `needle`.
+    #[track_caller]
+    pub fn assert_no_stderr(&self, needle: &str) -> &Output {
+        self.assert_holds(&self.stderr, needle, false)
+    }
+    /// Assert that stdout holds `needle`.
+    #[track_caller]
+    pub fn assert_stdout(&self, needle: &str) -> &Output {
+        self.assert_holds(&self.stdout, needle, true)
+    }
+    #[track_caller]
+    fn assert_holds(&self, text: &str, needle: &str, want: bool) -> &Output {
+        let verb = if want { "no" } else { "unwanted" };
+        assert!(
+            text.contains(needle) == want,
+            "{verb} {needle:?} in\n{}",
+            self.all()
+        );
+        self
     }
 }
 
@@ -126,8 +178,12 @@ impl Launch {
         self.program = Some(program.to_path_buf());
         self
     }
-    pub fn not_pid1(mut self) -> Launch {
-        self.pid1 = false;
+    pub fn not_pid1(self) -> Launch {
+        self.pid1(false)
+    }
+    /// As PID 1 of a new pid namespace, or as a plain process.
+    pub fn pid1(mut self, pid1: bool) -> Launch {
+        self.pid1 = pid1;
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Launch {
@@ -157,6 +213,13 @@ impl Launch {
         ));
         self
     }
+    /// Names resolved only through DNS at `nameserver` (a private /etc,
+    /// its writes in `scratch`), with a 30 s resolver timeout.
+    pub fn nameserver(self, nameserver: &str, scratch: &Path) -> Launch {
+        self.overlay("/etc", scratch).before(&format!(
+            "printf 'nameserver {nameserver}\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf"
+        ))
+    }
     /// A tmpfs of `size` (e.g. `1m`) over `dir`.
     pub fn tmpfs_sized(mut self, dir: &Path, size: &str) -> Launch {
         self.tmpfs.push(format!("-o size={size} {}", dir.display()));
@@ -175,7 +238,8 @@ impl Launch {
         self
     }
 
-    pub fn command(&self) -> Command {
+    /// The command that runs the launcher with `MC_ROOT` = `root`.
+    fn command(&self, root: &Path) -> Command {
         // A private mount namespace, with tmpfs over /run (and whatever else
         // the test asks for), then exec: the pid we spawn becomes the
         // launcher itself, or the `unshare --fork` parent of PID 1.
@@ -219,15 +283,6 @@ impl Launch {
             .env_remove("MC_PROJECT")
             .env_remove("MC_SKIP")
             .env_remove("MC_LOG");
-        let fallback;
-        let root = match &self.root {
-            Some(r) => r.as_path(),
-            None => {
-                fallback = std::env::temp_dir().join("mcl-test-empty-root");
-                let _ = std::fs::create_dir_all(&fallback);
-                fallback.as_path()
-            }
-        };
         c.env("MC_ROOT", root);
         for (k, v) in &self.env {
             c.env(k, v);
@@ -239,7 +294,15 @@ impl Launch {
     }
 
     pub fn spawn(&self) -> Running {
-        let mut child = self.command().spawn().expect("spawn launcher");
+        // Without a root of its own, the launcher gets an empty one that
+        // lives as long as it runs: what it writes there (SSH host keys,
+        // state) goes with it.
+        let empty = self.root.is_none().then(|| TempDir::new("root"));
+        let root = match (&self.root, &empty) {
+            (Some(r), _) => r.clone(),
+            (None, e) => e.as_ref().map(|e| e.0.clone()).unwrap_or_default(),
+        };
+        let mut child = self.command(&root).spawn().expect("spawn launcher");
         // Drain the output while the launcher runs: a full pipe would block
         // its writes (and its whole event loop) long before `wait`.
         let collect = |mut r: Box<dyn Read + Send>| {
@@ -255,6 +318,8 @@ impl Launch {
             out,
             err,
             child,
+            root,
+            _empty_root: empty,
             pid1: self.pid1,
             started: Instant::now(),
             timeout: self.timeout,
@@ -269,6 +334,10 @@ impl Launch {
 
 pub struct Running {
     pub child: Child,
+    /// The launcher's `MC_ROOT`.
+    pub root: PathBuf,
+    /// The empty root made for it (removed after the launcher is gone).
+    _empty_root: Option<TempDir>,
     out: Option<std::thread::JoinHandle<String>>,
     err: Option<std::thread::JoinHandle<String>>,
     pub pid1: bool,
@@ -321,6 +390,12 @@ impl Running {
         unsafe {
             libc_kill(pid, sig);
         }
+    }
+
+    /// TERM the launcher and wait for its exit.
+    pub fn stop(self) -> Output {
+        self.signal(15);
+        self.wait()
     }
 
     /// Wait for the exit; on timeout kill the whole namespace and fail.
@@ -389,21 +464,22 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// Every pid in /proc.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .collect()
+}
+
 /// Direct children of `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if proc_ppid(child) == Some(pid) {
-            out.push(child);
-        }
-    }
-    out
+    all_pids()
+        .into_iter()
+        .filter(|&c| proc_ppid(c) == Some(pid))
+        .collect()
 }
 
 pub fn proc_ppid(pid: i32) -> Option<i32> {
@@ -429,22 +505,39 @@ fn sig_blocked(pid: i32, sig: u32) -> bool {
 
 /// Pids whose command line contains `needle` (to prove nothing is left).
 pub fn pids_with_cmdline(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+    all_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                text.contains(needle) && !text.contains("mc-launcher")
+            })
+        })
+        .collect()
+}
+
+/// A DNS server at `ip`:53 that hears queries and never answers them
+/// (binding port 53 needs root), and a scratch dir for a private /etc
+/// that names it (`Launch::nameserver`).
+pub fn silent_dns(ip: &str) -> (std::net::UdpSocket, TempDir) {
+    let dns = std::net::UdpSocket::bind(format!("{ip}:53")).expect("bind port 53 (as root)");
+    (dns, TempDir::new("dns-etc"))
+}
+
+/// The preflight message in a log: from its first line ("cannot prepare
+/// this container") to the end of its indented lines.
+pub fn preflight_message(log: &str) -> String {
+    let Some(start) = log.find("cannot prepare this container") else {
+        return String::new();
     };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let text = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if text.contains(needle) && !text.contains("mc-launcher") {
-                out.push(pid);
-            }
-        }
-    }
-    out
+    let mut lines = log[start..].lines();
+    let mut out = vec![lines.next().unwrap_or("").to_string()];
+    out.extend(
+        lines
+            .take_while(|l| l.starts_with("  "))
+            .map(str::to_string),
+    );
+    out.join("\n")
 }
 
 /// Wait until `f` holds or the limit passes.
@@ -469,6 +562,22 @@ pub fn write(path: &Path, text: &str) {
 /// Run `mc-launcher ctl ARGS` inside the launcher's mount namespace (where
 /// its private /run holds the socket), optionally as another user.
 pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
+    run_command(ctl_command(run, user, args))
+}
+
+/// The launcher as uid 65534 (nobody) through setpriv, not as PID 1;
+/// `args` its arguments.
+pub fn as_nobody(args: &[&str]) -> Launch {
+    let bin = bin().to_string_lossy().into_owned();
+    let mut argv = vec!["--reuid=65534", "--regid=65534", "--clear-groups", &bin];
+    argv.extend_from_slice(args);
+    Launch::new(&argv)
+        .program(Path::new("/usr/bin/setpriv"))
+        .not_pid1()
+}
+
+/// The command `ctl_as` runs, to adjust before running it.
+pub fn ctl_command(run: &Running, user: Option<u32>, args: &[&str]) -> Command {
     let pid = run.launcher_pid();
     let mut c = Command::new("nsenter");
     c.args(["--mount", "--target", &pid.to_string(), "--"]);
@@ -482,10 +591,15 @@ pub fn ctl_as(run: &Running, user: Option<u32>, args: &[&str]) -> Output {
         ]);
     }
     c.arg(bin()).arg("ctl").args(args);
-    c.env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"));
+    c.env("MC_ROOT", &run.root);
     c.env_remove("MC_LAUNCHER_CONFIG");
+    c
+}
+
+/// Run `c` to its end; its output.
+pub fn run_command(mut c: Command) -> Output {
     let started = Instant::now();
-    let out = c.output().expect("run ctl");
+    let out = c.output().expect("run a command");
     Output {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -511,12 +625,29 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `layout/install SRV example example-project`: the example project's
+/// tree under `srv`, as the image has it.
+pub fn install_example(srv: &Path) {
+    let st = Command::new(repo().join("layout/install"))
+        .arg(srv)
+        .arg("example")
+        .arg(repo().join("example-project"))
+        .status()
+        .expect("layout/install");
+    assert!(st.success(), "layout/install failed");
+}
+
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// `127.0.0.1:PORT` with a port nobody listens on right now.
+pub fn free_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
 }
 
 /// `GET path` over plain HTTP/1.0; the body, or `None` when nothing answers.
@@ -528,6 +659,31 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
     let mut out = String::new();
     s.read_to_string(&mut out).ok()?;
     out.split_once("\r\n\r\n").map(|(_, body)| body.to_string())
+}
+
+/// One HTTP/1.1 exchange: the status line's code, the head, the body.
+pub fn http_exchange(addr: &str, request: &str) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read the answer");
+    let (head, body) = out.split_once("\r\n\r\n").expect("a head");
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("a status");
+    (code, head.to_string(), body.to_string())
+}
+
+/// A python3 one-liner that sends `message` to $NOTIFY_SOCKET (sd_notify).
+pub fn python_notify(message: &str) -> String {
+    format!(
+        "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'{message}', '\\\\0' + a[1:] if a.startswith('@') else a)"
+    )
 }
 
 /// How often `pid` has gone to sleep and been woken (its voluntary context
@@ -561,11 +717,26 @@ pub fn wakeups_over(pid: i32, d: Duration) -> u64 {
     voluntary_switches(pid) - before
 }
 
-/// `mc-launcher.yml` in `d` with `body`; its path, for `-c`.
-pub fn config_in(d: &TempDir, body: &str) -> String {
+/// `mc-launcher.yml` in `d` with `body` (`@D@` in it stands for `d`);
+/// its path, for `-c`.
+pub fn config(d: &TempDir, body: &str) -> String {
     let p = d.join("mc-launcher.yml");
-    write(&p, body);
+    write(&p, &body.replace("@D@", &d.path().to_string_lossy()));
     p.to_string_lossy().into_owned()
+}
+
+/// The former name of `config`, kept for branches written before it.
+pub fn config_in(d: &TempDir, body: &str) -> String {
+    config(d, body)
+}
+
+/// The launcher on `mc-launcher.yml` = `body` in `d`, `d` its root
+/// (`-c CFG`, then `args`).
+pub fn launch_in(d: &TempDir, body: &str, args: &[&str]) -> Launch {
+    let cfg = config(d, body);
+    let mut all = vec!["-c", cfg.as_str()];
+    all.extend_from_slice(args);
+    Launch::new(&all).root(d.path())
 }
 
 /// The lines of a file (none when it does not exist yet).
@@ -575,6 +746,45 @@ pub fn file_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// The answers of `ctl`, typed: the one place that names the wire types
+/// (a rename in `ctl::proto` is a change here only).
+pub use mc_launcher::ctl::proto::{Reply, ServiceState};
+
+/// `ctl --json status`, typed; `None` while no launcher answers.
+pub fn status(run: &Running) -> Option<Reply> {
+    let out = ctl(run, &["--json", "status"]);
+    serde_json::from_str(out.stdout.trim()).ok()
+}
+
+/// Service `name`'s row of `status`; `None` while no launcher answers or
+/// it has no such service.
+pub fn service(run: &Running, name: &str) -> Option<ServiceState> {
+    status(run)?.services?.into_iter().find(|s| s.name == name)
+}
+
+/// The pids of service `name` (none while no launcher answers).
+pub fn pids(run: &Running, name: &str) -> Vec<i32> {
+    service(run, name).map(|s| s.pids).unwrap_or_default()
+}
+
+/// The state of service `name` (`""` while no launcher answers).
+pub fn state(run: &Running, name: &str) -> &'static str {
+    service(run, name).map_or("", |s| s.state.as_str())
+}
+
+/// Wait until service `name` is in `state` (e.g. `running`), and return
+/// its row; fail after `limit`.
+#[track_caller]
+pub fn wait_state(run: &Running, name: &str, want: &str, limit: Duration) -> ServiceState {
+    let mut last = None;
+    let ok = wait_until(limit, || {
+        last = service(run, name);
+        last.as_ref().is_some_and(|s| s.state.as_str() == want)
+    });
+    assert!(ok, "{name} never {want}: {last:?}");
+    last.expect("checked above")
 }
 
 /// `ctl --json status`, parsed.

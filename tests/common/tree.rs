@@ -2,7 +2,8 @@
 //! project `demo` with an image pillar, a data volume, and a config whose
 //! state dir (and, with `Tree::new`, control socket) are inside the root.
 
-use super::{write, Launch, TempDir};
+use super::{as_nobody, write, Launch, TempDir};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// The image's default pillar of every tree.
@@ -64,6 +65,39 @@ impl Tree {
     }
     pub fn state(&self) -> PathBuf {
         self.d.join("state")
+    }
+    /// Assert that the pillar is the image's default.
+    #[track_caller]
+    pub fn assert_image_pillar(&self) {
+        let now = std::fs::read_to_string(self.pillar()).expect("pillar");
+        assert_eq!(now, IMAGE_PILLAR, "the image default pillar");
+    }
+    /// The launcher over the tree as uid 65534 (setpriv, not PID 1), with
+    /// TMPDIR a world-writable `scratch` in the tree.
+    pub fn launch_as_nobody(&self, args: &[&str]) -> Launch {
+        let scratch = self.d.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        as_nobody(args)
+            .env("TMPDIR", &scratch.to_string_lossy())
+            .root(self.root())
+    }
+    /// The whole tree owned by uid 65534, with its `scratch` TMPDIR (for
+    /// `launch_as_nobody`).
+    pub fn give_to_nobody(&self) {
+        let scratch = self.d.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch");
+        std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        let st = std::process::Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(self.root())
+            .status()
+            .expect("chown");
+        assert!(st.success(), "chown -R 65534 {}", self.root().display());
+    }
+    /// `mc-launcher prepare` over the tree, to its end.
+    pub fn prepare(&self) -> super::Output {
+        self.launch(&["prepare"]).run()
     }
     pub fn launch(&self, args: &[&str]) -> Launch {
         Launch::new(args).root(self.root())

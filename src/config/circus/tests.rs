@@ -1,20 +1,22 @@
 use super::*;
 use std::time::Duration;
 
-struct Tmp(PathBuf);
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use crate::fsutil::scratch::Tmp;
+
 fn tmp(tag: &str) -> Tmp {
-    // Unique per call: tests run in parallel in one process.
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let p = std::env::temp_dir().join(format!("mcl-circus-{tag}-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).expect("tmp");
-    Tmp(p)
+    Tmp::new(&format!("circus-{tag}"))
+}
+/// Load `main` of a tree of `files` (path, text) written first.
+fn load_tree(tag: &str, files: &[(&str, &str)], main: &str) -> (CircusLoad, Tmp) {
+    let t = tmp(tag);
+    for (rel, text) in files {
+        t.write(rel, text);
+    }
+    let cfg = CircusCfg {
+        config: Some(t.join(main)),
+        include: vec![],
+    };
+    (load(&cfg, &env()), t)
 }
 fn env() -> BTreeMap<String, String> {
     [("HOME", "/home/op"), ("PATH", "/usr/bin:/bin")]
@@ -23,14 +25,9 @@ fn env() -> BTreeMap<String, String> {
         .collect()
 }
 fn load_one(text: &str) -> (CircusLoad, PathBuf, Tmp) {
-    let t = tmp("one");
-    let f = t.0.join("w.ini");
-    std::fs::write(&f, text).expect("write");
-    let cfg = CircusCfg {
-        config: Some(f.clone()),
-        include: vec![],
-    };
-    (load(&cfg, &env()), f, t)
+    let (l, t) = load_tree("one", &[("w.ini", text)], "w.ini");
+    let f = t.join("w.ini");
+    (l, f, t)
 }
 
 #[test]
@@ -89,24 +86,16 @@ fn the_makina_fixture_tree_loads() {
 
 #[test]
 fn first_value_wins_and_sections_merge_across_files() {
-    let t = tmp("merge");
-    std::fs::create_dir_all(t.0.join("d")).expect("mkdir");
-    std::fs::write(
-        t.0.join("main.ini"),
-        "[circus]\ninclude_dir = d\n[watcher:a]\ncmd = /bin/true\npriority = 1\npriority = 2\n",
-    )
-    .expect("w");
-    std::fs::write(
-        t.0.join("d/1.ini"),
-        "[watcher:a]\npriority = 3\nnumprocesses = 4\n",
-    )
-    .expect("w");
-    let l = load(
-        &CircusCfg {
-            config: Some(t.0.join("main.ini")),
-            include: vec![],
-        },
-        &env(),
+    let (l, _t) = load_tree(
+        "merge",
+        &[
+            (
+                "main.ini",
+                "[circus]\ninclude_dir = d\n[watcher:a]\ncmd = /bin/true\npriority = 1\npriority = 2\n",
+            ),
+            ("d/1.ini", "[watcher:a]\npriority = 3\nnumprocesses = 4\n"),
+        ],
+        "main.ini",
     );
     assert!(
         l.errors.is_empty() && l.unsupported.is_empty(),
@@ -179,31 +168,19 @@ fn unsupported_and_bad_values_name_their_line() {
             .iter()
             .any(|d| d.file == f && d.pos.line == line && d.msg.contains(part))
     };
-    assert!(
-        at(&l.unsupported, 3, "[circus] option `fancy`"),
-        "{:?}",
-        l.unsupported
-    );
-    assert!(
-        at(&l.unsupported, 6, "`hooks.before_start` is not supported"),
-        "{:?}",
-        l.unsupported
-    );
-    assert!(
-        at(&l.unsupported, 9, "`use_sockets`"),
-        "{:?}",
-        l.unsupported
-    );
-    assert!(
-        at(&l.unsupported, 10, "section [socket:web]"),
-        "{:?}",
-        l.unsupported
-    );
-    assert!(
-        at(&l.unsupported, 12, "section [plugin:statsd]"),
-        "{:?}",
-        l.unsupported
-    );
+    for (line, part) in [
+        (3, "[circus] option `fancy`"),
+        (6, "`hooks.before_start` is not supported"),
+        (9, "`use_sockets`"),
+        (10, "section [socket:web]"),
+        (12, "section [plugin:statsd]"),
+    ] {
+        assert!(
+            at(&l.unsupported, line, part),
+            "{line}: {:?}",
+            l.unsupported
+        );
+    }
     assert!(at(&l.errors, 7, "not an integer"), "{:?}", l.errors);
     assert!(at(&l.errors, 8, "unknown signal"), "{:?}", l.errors);
     assert_eq!(l.services.len(), 1, "the watcher itself still loads");
@@ -288,23 +265,13 @@ fn env_sections_apply_by_pattern() {
 
 #[test]
 fn include_loops_and_missing_files() {
-    let t = tmp("loop");
-    std::fs::write(
-        t.0.join("a.ini"),
-        "[circus]\ninclude = b.ini\n[watcher:a]\ncmd = x\n",
-    )
-    .expect("w");
-    std::fs::write(
-        t.0.join("b.ini"),
-        "[circus]\ninclude = a.ini\n[watcher:b]\ncmd = y\n",
-    )
-    .expect("w");
-    let l = load(
-        &CircusCfg {
-            config: Some(t.0.join("a.ini")),
-            include: vec![],
-        },
-        &env(),
+    let (l, t) = load_tree(
+        "loop",
+        &[
+            ("a.ini", "[circus]\ninclude = b.ini\n[watcher:a]\ncmd = x\n"),
+            ("b.ini", "[circus]\ninclude = a.ini\n[watcher:b]\ncmd = y\n"),
+        ],
+        "a.ini",
     );
     assert_eq!(l.services.len(), 2);
     let l = load(

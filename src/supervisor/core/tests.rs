@@ -2,7 +2,7 @@
 //! that gives every spawn a pid and records what the core asked for.
 
 use super::*;
-use crate::config::model::{Ready, ReadyCheck};
+use crate::config::model::{HostPort, Ready, ReadyCheck};
 use crate::ctl::proto::{Command, Reply};
 use crate::proc::exit::Exit;
 use std::collections::BTreeSet;
@@ -288,6 +288,62 @@ fn stop_rule_dependents_first_others_at_once() {
     assert_eq!(sim.exit, Some(137));
 }
 
+/// A main command on a terminal (`docker run -ti IMAGE bash`): a stop
+/// sends it SIGHUP first, then its stop signal; other services only theirs.
+/// bash ends on the HUP: the launcher exits at once with its status. One
+/// that ignores both is killed at the deadline, HUP before TERM before KILL.
+#[test]
+fn a_main_on_a_terminal_gets_sighup_first() {
+    let services = || {
+        vec![
+            (svc("web"), Role::Config),
+            (Service::main(vec!["bash".into()]), Role::Main),
+        ]
+    };
+    for tty in [false, true] {
+        let mut core = Core::new(services(), options(Duration::ZERO, false));
+        core.main_on_tty = tty;
+        let mut sim = Sim::started(core, Instant::now());
+        sim.now = sim.t0 + Duration::from_secs(1);
+        sim.feed(Input::Signal(Signal::SIGTERM));
+        let main = sim.pid("main");
+        let to_main: Vec<Signal> = sim
+            .signals
+            .iter()
+            .filter(|(p, _)| *p == main)
+            .map(|(_, s)| *s)
+            .collect();
+        if !tty {
+            assert_eq!(to_main, [Signal::SIGTERM]);
+            continue;
+        }
+        assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM]);
+        assert_eq!(sim.signalled(Signal::SIGHUP), ["main"], "only the main");
+        sim.exited("web", Exit::Code(0));
+        sim.exited("main", Exit::Signal(1));
+        assert_eq!(sim.exit, Some(129), "bash's own status, at once");
+        assert!(sim.signalled(Signal::SIGKILL).is_empty());
+    }
+    // A main that ignores HUP and TERM: KILL at the deadline, last.
+    let mut core = Core::new(services(), options(Duration::ZERO, false));
+    core.main_on_tty = true;
+    let mut sim = Sim::started(core, Instant::now());
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    sim.exited("web", Exit::Code(0));
+    sim.now += Duration::from_secs(9);
+    sim.feed(Input::Tick);
+    let main = sim.pid("main");
+    let to_main: Vec<Signal> = sim
+        .signals
+        .iter()
+        .filter(|(p, _)| *p == main)
+        .map(|(_, s)| *s)
+        .collect();
+    assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL]);
+    sim.exited("main", Exit::Signal(9));
+    assert_eq!(sim.exit, Some(137));
+}
+
 #[test]
 fn priorities_stop_last_but_never_wait_for_the_main_command() {
     let mut high = svc("high");
@@ -466,7 +522,9 @@ fn reload_keeps_the_unchanged_and_the_launchers_own_sshd() {
 fn incr_then_reload_of_the_same_file_restarts_nothing() {
     let worker = svc("worker");
     let mut sim = Sim::config(std::slice::from_ref(&worker));
-    let r = sim.ctl(Command::Incr("worker".into()));
+    let r = sim.ctl(Command::Incr {
+        name: "worker".into(),
+    });
     assert_eq!(r.numprocesses, Some(2));
     assert_eq!(sim.spawned.len(), 2);
     sim.feed(Input::Reloaded {
@@ -489,7 +547,10 @@ fn incr_then_reload_of_the_same_file_restarts_nothing() {
         sim.signals
     );
     assert_eq!(
-        sim.ctl(Command::Decr("worker".into())).numprocesses,
+        sim.ctl(Command::Decr {
+            name: "worker".into()
+        })
+        .numprocesses,
         Some(1)
     );
     assert_eq!(sim.signals.len(), 1, "the extra process stops");
@@ -592,11 +653,18 @@ fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
         bad.max_retry = Some(2);
         bad.liveness_ignore = ignore;
         let mut sim = Sim::config(&[bad, svc("web")]);
-        assert!(sim.ctl(Command::Health(Health::Live)).ok);
+        assert!(
+            sim.ctl(Command::Health {
+                check: Health::Live
+            })
+            .ok
+        );
         bad_until_failed(&mut sim);
         assert_eq!(sim.state("web"), StateName::Running);
         assert_eq!(sim.exit, None, "web runs on");
-        let r = sim.ctl(Command::Health(Health::Live));
+        let r = sim.ctl(Command::Health {
+            check: Health::Live,
+        });
         assert_eq!(r.ok, ignore, "liveness: ignore = {ignore}: {r:?}");
         if !ignore {
             assert!(
@@ -604,39 +672,51 @@ fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
                 "{r:?}"
             );
         }
-        assert!(!sim.ctl(Command::Health(Health::All)).ok, "never healthy");
+        assert!(
+            !sim.ctl(Command::Health { check: Health::All }).ok,
+            "never healthy"
+        );
     }
 }
 
 #[test]
 fn ctl_commands_on_the_core() {
     let mut sim = Sim::config(&[svc("web")]);
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
-    let r = sim.ctl(Command::Stop("ghost".into()));
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
+    let r = sim.ctl(Command::Stop {
+        name: "ghost".into(),
+    });
     assert_eq!(r.error.as_deref(), Some("no such service: ghost"));
-    let r = sim.ctl(Command::Start("web".into()));
+    let r = sim.ctl(Command::Start { name: "web".into() });
     assert_eq!(r.error.as_deref(), Some("web is already running"));
-    sim.ctl(Command::Stop("web".into()));
+    sim.ctl(Command::Stop { name: "web".into() });
     sim.exited("web", Exit::Signal(15));
     assert_eq!(sim.state("web"), StateName::Stopped);
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::All));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::All,
+    });
     assert!(!r.ok && r.error.expect("error").contains("web"));
-    sim.ctl(Command::Start("web".into()));
+    sim.ctl(Command::Start { name: "web".into() });
     assert_eq!(sim.state("web"), StateName::Running);
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reload,
+        cmd: Command::Reload {},
     });
     assert_eq!(sim.reloads, 1, "the shell is asked to read the config");
-    let r = sim.ctl(Command::Quit);
+    let r = sim.ctl(Command::Quit {});
     assert_eq!(r.message.as_deref(), Some("stopping"));
-    let r = sim.ctl(Command::Restart("web".into()));
+    let r = sim.ctl(Command::Restart { name: "web".into() });
     assert_eq!(r.error.as_deref(), Some("the launcher is stopping"));
 }
 
 fn probed(mut s: Service, period_ms: Option<u64>) -> Service {
     s.ready = Some(Ready {
-        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        check: ReadyCheck::Tcp(HostPort::parse("127.0.0.1:1", None).expect("addr")),
         timeout: Duration::from_secs(5),
         interval: Duration::from_millis(100),
         period: period_ms.map(Duration::from_millis),
@@ -657,7 +737,12 @@ impl Sim {
 fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted() {
     let mut sim = Sim::config(&[probed(svc("web"), Some(1000))]);
     sim.answer(true);
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
     let pid = sim.pid("web");
     // Probed again every period.
     assert_eq!(
@@ -667,16 +752,24 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
     sim.at(1000);
     sim.answer(false);
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok,
         "one failure is not enough"
     );
     sim.at(2000);
     sim.answer(false);
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::Ready,
+    });
     assert!(!r.ok, "two failures in a row: not ready");
     assert_eq!(sim.state("web"), StateName::Starting, "shown as not ready");
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok,
         "still alive"
     );
     assert_eq!(sim.pid("web"), pid, "not restarted");
@@ -684,7 +777,10 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
     sim.at(3000);
     sim.answer(true);
     assert!(
-        sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok,
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok,
         "ready again"
     );
 }
@@ -693,7 +789,7 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
 fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     let mut web = svc("web");
     web.live = Some(crate::config::model::Live {
-        check: ReadyCheck::Tcp("127.0.0.1:1".into()),
+        check: ReadyCheck::Tcp(HostPort::parse("127.0.0.1:1", None).expect("addr")),
         period: Duration::from_secs(1),
         timeout: Duration::from_millis(200),
         failure_threshold: 3,
@@ -725,7 +821,12 @@ fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     sim.now = due;
     sim.feed(Input::Tick);
     assert_ne!(sim.pid("web"), pid, "a new process");
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -735,7 +836,7 @@ fn an_unreadable_secret_is_a_failed_start_retried_with_backoff() {
     let mut sim = Sim::config(&[web]);
     // The secret goes missing; a restart cannot read it.
     sim.unreadable = vec!["web".into()];
-    assert!(sim.ctl(Command::Restart("web".into())).ok);
+    assert!(sim.ctl(Command::Restart { name: "web".into() }).ok);
     sim.exited("web", Exit::Signal(15));
     sim.replies.clear();
     let st = sim.core.status(sim.now);
@@ -774,9 +875,16 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
     sim.feed(Input::Signal(Signal::SIGTERM));
     assert_eq!(sim.hooks.len(), 1, "pre_stop runs first");
     assert!(sim.signals.is_empty(), "nothing stops while a hook runs");
-    let r = sim.ctl(Command::Health(crate::ctl::proto::Health::Ready));
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::Ready,
+    });
     assert!(!r.ok, "not ready while draining");
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::Live)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::Live
+        })
+        .ok
+    );
     sim.now = t0 + Duration::from_secs(1);
     let (hook, _) = sim.hooks[0].clone();
     sim.feed(Input::ProbeDone {
@@ -965,7 +1073,7 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
     let before = sim.spawned.clone();
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     assert_eq!(sim.reconfigures, [false], "the shell's part is asked for");
     assert!(sim.replies.is_empty(), "the answer waits for the outcome");
@@ -1001,7 +1109,10 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
             invalid: 0
         }
     );
-    let status = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let status = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(status.last, "ok");
 }
 
@@ -1011,7 +1122,10 @@ fn nothing_changed_touches_nothing() {
     sim.feed(Input::InputsChanged);
     prepared(&mut sim, ready(&[], Vec::new()));
     assert!(sim.signals.is_empty(), "{:?}", sim.signals);
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "ok");
     assert!(
         st.message.unwrap_or_default().contains("nothing changed"),
@@ -1027,19 +1141,28 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
     let err = "/v/configuration/pillar.sls:3:1: YAML syntax error";
     prepared(&mut sim, Prepared::Invalid(err.into()));
     assert!(sim.signals.is_empty());
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(
         (st.last.as_str(), st.error.as_deref()),
         ("invalid", Some(err))
     );
     // Still shown by a later status, until the next reconfigure.
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "invalid");
     sim.feed(Input::InputsChanged);
     assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
     prepared(&mut sim, ready(&["template-1"], Vec::new()));
     assert_eq!(
-        sim.ctl(Command::Status).reconfigure.expect("shown").last,
+        sim.ctl(Command::Status { name: None })
+            .reconfigure
+            .expect("shown")
+            .last,
         "ok"
     );
     assert_eq!(
@@ -1074,7 +1197,10 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
         "a failed step touches no service"
     );
     assert_eq!(sim.signals.len(), 2, "{:?}", sim.signals);
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("command-2"));
     assert!(
@@ -1116,7 +1242,10 @@ fn a_step_past_its_timeout_is_stopped_and_fails() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
     sim.exited("command-1", Exit::Signal(15));
-    let st = sim.ctl(Command::Status).reconfigure.expect("shown");
+    let st = sim
+        .ctl(Command::Status { name: None })
+        .reconfigure
+        .expect("shown");
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("timed out"));
     assert_eq!(sim.signalled(Signal::SIGUSR2), Vec::<String>::new());
@@ -1130,7 +1259,7 @@ fn changes_during_a_reconfigure_make_one_more() {
     sim.feed(Input::InputsChanged);
     sim.feed(Input::Ctl {
         conn: 7,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     assert_eq!(sim.reconfigures, [false], "one at a time");
     prepared(&mut sim, ready(&[], Vec::new()));
@@ -1149,7 +1278,7 @@ fn a_stop_abandons_a_reconfigure_and_its_step() {
     let mut sim = live_sim();
     sim.feed(Input::Ctl {
         conn: 1,
-        cmd: Command::Reconfigure,
+        cmd: Command::Reconfigure {},
     });
     prepared(&mut sim, ready(&[], vec![job("command-1", None)]));
     sim.feed(Input::Signal(Signal::SIGTERM));
@@ -1170,7 +1299,7 @@ fn without_a_prepare_phase_there_is_no_reconfigure() {
             ..options(Duration::ZERO, false)
         },
     );
-    let r = sim.ctl(Command::Reconfigure);
+    let r = sim.ctl(Command::Reconfigure {});
     assert!(!r.ok && r.error.unwrap_or_default().contains("no live reconfigure"));
     sim.feed(Input::InputsChanged);
     assert!(sim.reconfigures.is_empty());
@@ -1181,7 +1310,7 @@ fn metrics_follow_restarts_and_name_every_family() {
     let mut s = Sim::config(&[svc("web"), with_ready(svc("db\"x"), 60_000)]);
     s.core.reconfigure_counts.failed = 2;
     s.core.start_time_unix = 1_790_000_000.5;
-    let text = |s: &mut Sim| s.ctl(Command::Metrics).metrics.unwrap_or_default();
+    let text = |s: &mut Sim| s.ctl(Command::Metrics {}).metrics.unwrap_or_default();
     let first = text(&mut s);
     for family in [
         "# TYPE mc_service_up gauge",
@@ -1321,7 +1450,12 @@ fn a_job_runs_at_its_rate_pauses_around_each_run_and_never_overlaps() {
         assert!(m.contains(line), "{line} in\n{m}");
     }
     // Jobs are not services that should be up.
-    assert!(sim.ctl(Command::Health(crate::ctl::proto::Health::All)).ok);
+    assert!(
+        sim.ctl(Command::Health {
+            check: crate::ctl::proto::Health::All
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -1345,9 +1479,19 @@ fn a_run_past_its_timeout_is_stopped_then_killed_and_counted() {
     assert_eq!(j.next_run, None, "@reboot runs once");
     assert_eq!(sim.state("slow"), StateName::Stopped);
     // `ctl start` runs it again now; a second one while it runs is refused.
-    assert!(sim.ctl(Command::Start("slow".into())).ok);
+    assert!(
+        sim.ctl(Command::Start {
+            name: "slow".into()
+        })
+        .ok
+    );
     assert_eq!(sim.names_spawned(), ["slow", "slow"]);
-    assert!(!sim.ctl(Command::Start("slow".into())).ok);
+    assert!(
+        !sim.ctl(Command::Start {
+            name: "slow".into()
+        })
+        .ok
+    );
 }
 
 #[test]
@@ -1476,7 +1620,7 @@ fn a_run_stopped_or_removed_while_its_pause_waits_brings_the_service_back() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["web"]);
     // Stopped by hand while web is still stopping: no run, web comes back.
-    assert!(sim.ctl(Command::Stop("gc".into())).ok);
+    assert!(sim.ctl(Command::Stop { name: "gc".into() }).ok);
     sim.exited("web", Exit::Code(0));
     assert_eq!(sim.names_spawned(), ["web", "web"], "gc never ran");
     let j = sim.job("gc");

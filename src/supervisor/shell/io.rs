@@ -3,6 +3,8 @@
 //! metrics connections), then the end of the run. Part of `shell.rs`.
 
 use super::*;
+use crate::ctl::http::Page;
+use crate::ctl::proto::Health;
 
 /// Why a spawn did not happen.
 pub(super) struct NotStarted {
@@ -185,23 +187,11 @@ impl Shell<'_> {
         check: &ReadyCheck,
         deadline: Instant,
     ) -> Option<Verdict> {
-        match check {
-            ReadyCheck::Tcp(a) => self
-                .probes
-                .start_net(probe.0, &Target::Tcp(a.clone()), deadline),
-            ReadyCheck::Http(u) => {
-                self.probes
-                    .start_net(probe.0, &Target::Http(u.clone()), deadline)
-            }
-            // The core never probes these: READY=1 comes on the socket.
-            ReadyCheck::Notify => Some(Verdict::Fail("notify is not probed".into())),
-            ReadyCheck::File(p) => Some(if p.exists() {
-                Verdict::Ok
-            } else {
-                Verdict::Fail(format!("{} does not exist", p.display()))
-            }),
-            ReadyCheck::Cmd(argv) => {
-                match self.spawn_helper(spec, argv.clone(), "probe", Stream::Null) {
+        match self.probes.start(probe.0, check, deadline) {
+            Started::Done(v) => Some(v),
+            Started::Pending => None,
+            Started::Spawn(argv) => {
+                match self.spawn_helper(spec, argv.to_vec(), "probe", Stream::Null) {
                     Ok(pid) => {
                         self.probes.start_cmd(probe.0, pid, deadline);
                         None
@@ -411,15 +401,36 @@ impl Shell<'_> {
         if ev.contains(PollFlags::POLLIN) {
             // Read before a hang-up: a client may send its request and
             // close its side at once.
-            if let Some(Ask::Metrics(id)) = h.read(id) {
+            if let Some(Ask { id, page }) = h.read(id) {
                 // A read of the core's state, not a command: no input.
-                let text = self.core.metrics_text();
-                h.respond(
-                    id,
-                    200,
-                    crate::supervisor::metrics::CONTENT_TYPE,
-                    text.as_bytes(),
-                );
+                let health = |which| {
+                    let r = self.core.health(which);
+                    match (r.ok, r.message, r.error) {
+                        (true, m, _) => (200, m.unwrap_or_default() + "\n"),
+                        (false, _, e) => (503, e.unwrap_or_default() + "\n"),
+                    }
+                };
+                let (status, ctype, body) = match page {
+                    Page::Metrics => (
+                        200,
+                        crate::supervisor::metrics::CONTENT_TYPE,
+                        self.core.metrics_text(),
+                    ),
+                    Page::Live => {
+                        let (st, b) = health(Health::Live);
+                        (st, "text/plain; charset=utf-8", b)
+                    }
+                    Page::Ready => {
+                        let (st, b) = health(Health::Ready);
+                        (st, "text/plain; charset=utf-8", b)
+                    }
+                    Page::Status => {
+                        let r = self.core.status_reply(Instant::now());
+                        let json = serde_json::to_string(&r).unwrap_or_default();
+                        (200, "application/json", json + "\n")
+                    }
+                };
+                h.respond(id, status, ctype, body.as_bytes());
             }
         } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
             h.drop_conn(id);

@@ -73,7 +73,7 @@ fn the_main_command_keeps_the_callers_ignored_and_blocked_signals() {
     .program(&wrapper)
     .env("MC_TEST_LAUNCHER", &bin().to_string_lossy())
     .run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     let (ign, blk) = (mask(&o.stdout, "SigIgn:"), mask(&o.stdout, "SigBlk:"));
     for (sig, name) in [
         (nix_sig::TTOU, "SIGTTOU"),
@@ -114,7 +114,7 @@ fn the_main_command_keeps_the_callers_ignored_and_blocked_signals() {
 #[test]
 fn a_plain_caller_gives_a_clean_main_command() {
     let o = Launch::new(&["--", "cat", "/proc/self/status"]).run();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
     assert_eq!(mask(&o.stdout, "SigBlk:"), 0, "{}", o.stdout);
     assert_eq!(mask(&o.stdout, "SigIgn:") & !GLIBC, 0, "{}", o.stdout);
 }

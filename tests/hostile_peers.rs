@@ -40,24 +40,19 @@ fn item02_probes_run_as_the_service() {
     // What a process sees of itself: uid, gid, groups, cwd, one variable
     // of the service and one of the launcher's only, its open-files limit.
     let me = "echo $(id -u) $(id -g) $(id -G) $(pwd) ${PROBE_MARK:-none} ${LAUNCHER_ONLY:-none} $(ulimit -n)";
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  web:\n    cmd: [sh, -c, \"{me} > {w}/service.out; exec sleep 1000\"]\n    user: nobody\n    copy_env: false\n    working_dir: {w}\n    env: {{PROBE_MARK: svc}}\n    rlimits: {{nofile: 123}}\n    ready:\n      cmd: [sh, -c, \"{me} > {w}/ready.out\"]\n    live:\n      cmd: [sh, -c, \"{me} > {w}/live.out\"]\n      period: 200ms\n",
             w = work.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+        );
+    let run = launch_in(&d, &yml, &[])
         .env("LAUNCHER_ONLY", "leaked")
         .spawn();
     let service = wait_file(&work.join("service.out"));
     assert!(service.starts_with("65534 65534 65534 "), "{service}");
     assert_eq!(wait_file(&work.join("ready.out")), service, "ready.cmd");
     assert_eq!(wait_file(&work.join("live.out")), service, "live.cmd");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 #[test]
@@ -86,14 +81,11 @@ fn item03_a_notify_message_counts_only_from_the_service_it_names() {
     // A (root) waits for it, then says something itself: once the launcher
     // shows that, it has read B's message (one socket, in order).
     let status = "import os, socket; s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); a = os.environ['NOTIFY_SOCKET']; s.sendto(b'STATUS=checked', '\\\\0' + a[1:])";
-    let cfg = config(
-        &d,
-        &format!(
+    let yml = format!(
             "services:\n  a:\n    cmd: [sh, -c, \"echo $$ > {w}/a.pid; while [ ! -e {w}/sent ]; do sleep 0.02; done; python3 -c \\\"{status}\\\"; exec sleep 1000\"]\n    ready:\n      notify: true\n      timeout: 60s\n  b:\n    cmd: [python3, {attack}]\n    user: nobody\n",
             attack = d.join("attack.py").display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        );
+    let run = launch_in(&d, &yml, &[]).spawn();
     assert!(
         wait_until(Duration::from_secs(15), || service_json(&run, "a")
             .is_some_and(|a| a["status"] == "checked")),
@@ -107,9 +99,8 @@ fn item03_a_notify_message_counts_only_from_the_service_it_names() {
         "refused\n",
         "B could join A's process group"
     );
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 /// 50 bytes of template that stay within the fuel and render 15 MB.
@@ -184,12 +175,9 @@ fn item01_budgets_cover_what_a_template_renders() {
         let out = with_peak_rss(&d, t.launch(&["check"]).not_pid1())
             .timeout(Duration::from_secs(60))
             .run();
-        assert_eq!(out.code, Some(78), "{}", out.all());
-        assert!(
-            out.stderr.contains(line) && out.stderr.contains(what),
-            "{}",
-            out.all()
-        );
+        out.assert_code(78);
+        out.assert_stderr(line);
+        out.assert_stderr(what);
         assert!(peak_of(&out) < 64 * 1024, "{}", out.all());
     }
     // Live: the same override swapped in under a running PID 1 changes
@@ -209,21 +197,12 @@ fn item01_budgets_cover_what_a_template_renders() {
         &format!("makina-projects.demo:\n  data: {RENDER_BOMB}\n"),
     );
     let out = ctl(&run, &["reconfigure"]);
-    assert!(
-        out.stderr.contains("configuration/pillar.sls:2:")
-            && out.stderr.contains("output passed the limit of 4 MiB"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("configuration/pillar.sls:2:");
+    out.assert_stderr("output passed the limit of 4 MiB");
     let hwm = peak_rss_kib(run.launcher_pid());
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("invalid input, nothing changed"),
-        "{}",
-        out.all()
-    );
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("invalid input, nothing changed");
     assert!(hwm < 64 * 1024, "PID 1 peaked at {hwm} KiB\n{}", out.all());
 }
 
@@ -238,7 +217,7 @@ fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
     write(&outside.join("termination-log"), "precious\n");
     std::os::unix::fs::symlink(&outside, t.volume().join("logs")).expect("ln");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(outside.join("termination-log")).expect("read"),
         "precious\n",
@@ -248,7 +227,7 @@ fn item05_termination_log_through_a_planted_dir_link_stays_in_the_volume() {
     std::fs::remove_file(t.volume().join("logs")).expect("rm");
     std::fs::create_dir(t.volume().join("logs")).expect("mkdir");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let report = std::fs::read_to_string(t.volume().join("logs/termination-log")).expect("report");
     assert!(report.starts_with("exit 0: "), "{report}");
 }
@@ -259,24 +238,16 @@ fn item06_our_own_sigkill_after_an_earlier_oom_is_no_oom_kill() {
     let cg = d.join("cgroup");
     write(&cg.join("memory.events"), "oom 0\noom_kill 0\n");
     let up = d.join("up");
-    let cfg = config(
-        &d,
-        &format!(
-            "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > {up}; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n",
-            up = up.display()
-        ),
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let yml = "shutdown:\n  timeout: 20s\nservices:\n  stubborn:\n    cmd: [sh, -c, \"trap '' TERM; echo up > @D@/up; while :; do sleep 0.05; done\"]\n    critical: true\n    graceful_timeout: 500ms\n";
+    let run = launch_in(&d, yml, &[])
         .env("MC_CGROUP_ROOT", &cg.to_string_lossy())
         .spawn();
     wait_file(&up);
     // An OOM kill somewhere in the container, long before the stop.
     write(&cg.join("memory.events"), "oom 1\noom_kill 1\n");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stderr.contains("killed by KILL"), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("killed by KILL");
     assert!(
         !out.stderr.contains("out of memory") && !out.stderr.contains("OOM"),
         "our own SIGKILL was called an OOM kill\n{}",
@@ -303,9 +274,7 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     let path = d.join("outer.sock");
     let outer = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
     fill(&path);
-    let cfg = config(&d, "services:\n  s:\n    cmd: [sleep, \"1000\"]\n");
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let run = launch_in(&d, "services:\n  s:\n    cmd: [sleep, \"1000\"]\n", &[])
         .env("NOTIFY_SOCKET", &path.to_string_lossy())
         .spawn();
     // READY=1 is due at once, and the queue is full: the loop still serves.
@@ -328,22 +297,19 @@ fn item04_a_full_outer_notify_socket_never_blocks_the_launcher() {
     assert!(first.starts_with("READY=1"), "{first}");
     // Full again: SIGTERM is still honoured, STOPPING=1 counted as dropped.
     fill(&path);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("a message dropped") && out.stderr.contains("1 dropped so far"),
-        "{}",
-        out.all()
-    );
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("a message dropped");
+    out.assert_stderr("1 dropped so far");
 }
 
-/// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher).
-fn ctl_command(cfg: &str, args: &[&str]) -> std::process::Command {
+/// `mc-launcher -c CFG ctl ARGS`, run directly (a client, not a launcher),
+/// with `d` as its root.
+fn ctl_command(d: &TempDir, cfg: &str, args: &[&str]) -> std::process::Command {
     let mut c = std::process::Command::new(bin());
     c.args(["-c", cfg, "ctl"]).args(args);
     c.env_remove("MC_LAUNCHER_CONFIG")
-        .env("MC_ROOT", std::env::temp_dir().join("mcl-test-empty-root"))
+        .env("MC_ROOT", d.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
@@ -358,12 +324,11 @@ fn item08_ctl_is_a_well_behaved_client() {
     // A "launcher" that accepts and never answers.
     let _listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
     let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
-    let _ = std::fs::create_dir_all(std::env::temp_dir().join("mcl-test-empty-root"));
     for (args, within) in [
         (vec!["--timeout", "300ms", "status"], "300ms"),
         (vec!["status"], "5s"),
     ] {
-        let out = ctl_command(&cfg, &args).output().expect("ctl");
+        let out = ctl_command(&d, &cfg, &args).output().expect("ctl");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {stderr}");
         assert!(
@@ -383,7 +348,7 @@ fn item08_ctl_is_a_well_behaved_client() {
         let sock = d.join(&format!("ctl-{code}.sock"));
         let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
         let cfg = config(&d, &format!("control:\n  socket: {}\n", sock.display()));
-        let mut child = ctl_command(&cfg, &["--timeout", "1h", "status"])
+        let mut child = ctl_command(&d, &cfg, &["--timeout", "1h", "status"])
             .spawn()
             .expect("ctl");
         let (conn, _) = listener.accept().expect("accept");
@@ -416,7 +381,7 @@ fn item09_a_file_name_from_the_volume_cannot_forge_log_lines() {
     let name = "x\nmc-launcher: exit 0: forged\x1b[2J.pub";
     write(&keys.join(name), "not a key\n");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr.contains("forged"),
         "the file is named: {}",
@@ -429,22 +394,14 @@ fn item09_a_file_name_from_the_volume_cannot_forge_log_lines() {
         "a forged line\n{}",
         out.all()
     );
-    assert!(
-        !out.stderr.contains('\x1b'),
-        "a terminal escape\n{}",
-        out.all()
-    );
+    // a terminal escape
+    out.assert_no_stderr("\x1b");
 }
 
 #[test]
 fn item10_the_rate_limit_bounds_an_endless_line() {
     let d = TempDir::new("h2-rate");
-    let cfg = config(
-        &d,
-        "log:\n  rate_limit: {lines: 10, per: 1h}\nservices:\n  chatty:\n    cmd: [sh, -c, \"head -c 20000000 /dev/zero | tr '\\\\0' x; echo\"]\n    stdout: prefix\n    respawn: false\n    critical: true\n",
-    );
-    let out = Launch::new(&["-c", &cfg])
-        .root(d.path())
+    let out = launch_in(&d, "log:\n  rate_limit: {lines: 10, per: 1h}\nservices:\n  chatty:\n    cmd: [sh, -c, \"head -c 20000000 /dev/zero | tr '\\\\0' x; echo\"]\n    stdout: prefix\n    respawn: false\n    critical: true\n", &[])
         .timeout(Duration::from_secs(120))
         .run();
     assert_eq!(
@@ -460,11 +417,7 @@ fn item10_the_rate_limit_bounds_an_endless_line() {
         out.stdout.len()
     );
     assert!(out.stdout.len() >= 9 * 16 * 1000, "{}", out.stdout.len());
-    assert!(
-        out.stderr.contains("lines dropped (rate limit 10/1h)"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr("lines dropped (rate limit 10/1h)");
 }
 
 /// Send `request` on a fresh connection to `addr`, close our side at once,
@@ -485,11 +438,9 @@ fn ask_and_half_close(addr: &str, request: &[u8]) -> String {
 fn item11_http_exactly_as_documented() {
     let d = TempDir::new("h2-http");
     let addr = format!("127.0.0.1:{}", free_port());
-    let cfg = config(
-        &d,
-        &format!("metrics: {{listen: \"{addr}\"}}\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n"),
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let yml =
+        format!("metrics: {{listen: \"{addr}\"}}\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n");
+    let run = launch_in(&d, &yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(15), || http_get(
         &addr, "/metrics"
     )
@@ -530,8 +481,7 @@ fn item11_http_exactly_as_documented() {
     assert!(length(h) > 0);
     let (gh, gbody) = get.split_once("\r\n\r\n").expect("get");
     assert_eq!(length(gh), gbody.len());
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// `mc_probe_failures_total{probe=live,service=NAME}` from `ctl metrics`.
@@ -550,19 +500,9 @@ fn live_failures(run: &Running, name: &str) -> u64 {
 #[test]
 fn item07_threads_stay_constant_during_a_dns_outage() {
     let d = TempDir::new("h2-dns");
-    // A DNS server that hears queries and never answers them.
-    let _dns = std::net::UdpSocket::bind("127.0.0.78:53").expect("bind 127.0.0.78:53 (as root)");
-    let scratch = TempDir::new("h2-dns-etc");
-    let cfg = config(
-        &d,
-        "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n",
-    );
-    let run = Launch::new(&["-c", &cfg])
-        .root(d.path())
-        .overlay("/etc", scratch.path())
-        .before(
-            "printf 'nameserver 127.0.0.78\\noptions timeout:30 attempts:1\\n' > /etc/resolv.conf; printf 'hosts: dns\\n' > /etc/nsswitch.conf",
-        )
+    let (_dns, scratch) = silent_dns("127.0.0.78");
+    let run = launch_in(&d, "services:\n  web:\n    cmd: [sleep, \"1000\"]\n    live:\n      tcp: \"db.example.test:5432\"\n      period: 100ms\n      timeout: 100ms\n      failure_threshold: 1000000\n", &[])
+        .nameserver("127.0.0.78", scratch.path())
         .timeout(Duration::from_secs(120))
         .spawn();
     let pid = run.launcher_pid();
@@ -581,6 +521,5 @@ fn item07_threads_stay_constant_during_a_dns_outage() {
         "threads grew from {early} to {late} during the outage"
     );
     assert!(late <= 4, "{late} threads");
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }

@@ -41,6 +41,10 @@ impl Tree {
     }
 }
 
+/// Keys for a user with `@HOME@` as home, no sshd, one service.
+const KEYS_AND_A_SERVICE: &str =
+    "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n";
+
 /// A well-formed public key line (the blob embeds its type) with a
 /// distinct body for each `n`.
 fn key(n: u64, comment: &str) -> String {
@@ -110,6 +114,10 @@ struct Flipper {
 }
 
 impl Flipper {
+    /// Exchange `a` and `b` (RENAME_EXCHANGE) over and over.
+    fn exchanging(a: PathBuf, b: PathBuf) -> Flipper {
+        Flipper::start(move |_| exchange(&a, &b))
+    }
     fn start(mut flip: impl FnMut(u64) + Send + 'static) -> Flipper {
         let stop = Arc::new(AtomicBool::new(false));
         let flips = Arc::new(AtomicU64::new(0));
@@ -130,6 +138,11 @@ impl Flipper {
     }
     fn flips(&self) -> u64 {
         self.flips.load(Ordering::Relaxed)
+    }
+    /// Stop flipping, having flipped at least once.
+    #[track_caller]
+    fn stop(self) {
+        assert!(self.flips() > 0, "the flipper never ran");
     }
 }
 
@@ -236,10 +249,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
         symlink(Path::new("x").join(chain()).join(&name), keys.join(&name)).expect("link");
     }
     symlink(t.outside().join("x"), keys.join("x.swap")).expect("link");
-    let flipper = {
-        let (a, b) = (keys.join("x"), keys.join("x.swap"));
-        Flipper::start(move |_| exchange(&a, &b))
-    };
+    let flipper = Flipper::exchanging(keys.join("x"), keys.join("x.swap"));
     let mut refused = 0;
     for run in 0..40 {
         let out = t
@@ -261,8 +271,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
             refused += 1;
         }
     }
-    assert!(flipper.flips() > 0);
-    drop(flipper);
+    flipper.stop();
     assert!(refused > 0, "no run met the link: the test proved nothing");
 }
 
@@ -273,10 +282,7 @@ fn item03_key_file_flipped_to_an_outside_link_is_never_read() {
 /// and stops on SIGTERM.
 #[test]
 fn item04_key_file_swapped_for_a_fifo_never_blocks() {
-    let t = tree(
-        "item04",
-        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-    );
+    let t = tree("item04", KEYS_AND_A_SERVICE);
     // Each `*.pub` is a link into `x/c0/…/c59/`; `x` is swapped again and
     // again with `y`, the same tree of FIFOs: a check that says "regular
     // file" followed by an open by path then opens a FIFO nobody writes.
@@ -292,8 +298,7 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
         symlink(Path::new("x").join(chain()).join(&name), f).expect("link");
     }
     {
-        let (a, b) = (keys.join("x"), keys.join("y"));
-        let flipper = Flipper::start(move |_| exchange(&a, &b));
+        let flipper = Flipper::exchanging(keys.join("x"), keys.join("y"));
         for run in 0..40 {
             // A run that blocks in open() never ends: the harness's limit
             // then fails the test.
@@ -325,16 +330,10 @@ fn item04_key_file_swapped_for_a_fifo_never_blocks() {
         "the key added while FIFOs sit in the key dir was never installed"
     );
     let st = ctl(&run, &["status"]);
-    assert_eq!(st.code, Some(0), "{}", st.all());
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr
-            .contains("k0.pub: is a FIFO, not a regular file: refused"),
-        "{}",
-        out.all()
-    );
+    st.assert_code(0);
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("k0.pub: is a FIFO, not a regular file: refused");
 }
 
 /// Item 13: a 12 MB `.pub` is refused at its size (the limit is in the
@@ -360,13 +359,8 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
         .launch(&["prepare"])
         .timeout(Duration::from_secs(120))
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr
-            .contains("huge.pub: is larger than 256 KiB, the limit: refused"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stderr("huge.pub: is larger than 256 KiB, the limit: refused");
     let ak = std::fs::read_to_string(t.home().join(".ssh/authorized_keys")).expect("ak");
     assert_eq!(ak.matches(" dup\n").count(), 15_000);
     assert!(!ak.contains(" huge\n"));
@@ -377,10 +371,7 @@ fn item13_huge_pub_is_refused_and_keys_deduplicated() {
 /// prefix is ever read.
 #[test]
 fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
-    let t = tree(
-        "item14",
-        "ssh:\n  home: \"@HOME@\"\n  sshd: never\nservices:\n  s:\n    cmd: [sleep, \"1000\"]\n",
-    );
+    let t = tree("item14", KEYS_AND_A_SERVICE);
     let keys = t.volume().join("ssh");
     std::fs::create_dir_all(&keys).expect("keys");
     for name in ["sparse.pub", "sparse-no-ext"] {
@@ -402,19 +393,14 @@ fn item14_huge_sparse_file_in_the_key_dir_costs_no_memory() {
     )
     .code
         == Some(0)));
-    run.signal(nix::libc::SIGTERM);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         hwm_kib < 64 * 1024,
         "peak memory {hwm_kib} KiB: the sparse file was read whole\n{}",
         out.all()
     );
-    assert!(
-        out.stderr.contains("sparse.pub: is larger than 256 KiB"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("sparse.pub: is larger than 256 KiB");
 }
 
 /// Item 20: a rejected line is quoted at most ~100 bytes in the warning.
@@ -427,13 +413,9 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
         &t.volume().join("ssh/junk.pub"),
         &format!("{junk}\n{opts_junk}\n{}\n", key(2, "fine")),
     );
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    let lines: Vec<&str> = out
-        .stderr
-        .lines()
-        .filter(|l| l.contains("junk.pub:"))
-        .collect();
+    let out = t.prepare();
+    out.assert_code(0);
+    let lines: Vec<&str> = out.stderr_lines_with("junk.pub:");
     assert_eq!(lines.len(), 2, "{}", out.all());
     for l in &lines {
         assert!(l.len() < 400, "a {}-byte warning: {}…", l.len(), &l[..300]);
@@ -448,57 +430,33 @@ fn item20_rejected_key_line_is_quoted_at_most_100_bytes() {
 fn issue13_item11_ssh_messages_say_what_happened() {
     let t = tree("i13-11", "ssh:\n  home: \"@HOME@\"\n  sshd: never\n");
     // A first start without keys.
-    let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "ssh: no keys in {}, {}",
-            t.volume().join("ssh").display(),
-            t.volume().join("ms_ssh").display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(!out.stderr.contains("0 key(s)"), "{}", out.all());
+    let out = t.prepare();
+    out.assert_code(0);
+    out.assert_stderr(&format!(
+        "ssh: no keys in {}, {}",
+        t.volume().join("ssh").display(),
+        t.volume().join("ms_ssh").display()
+    ));
+    out.assert_no_stderr("0 key(s)");
     // A key and a line that is not one.
     write(
         &t.volume().join("ssh/a.pub"),
         &format!("{}\nthis is not a key\n", key(1, "alice")),
     );
-    let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: installed 1 key(s)"),
-        "{}",
-        out.all()
+    let out = t.prepare();
+    out.assert_stderr("ssh: installed 1 key(s)");
+    out.assert_stderr(
+        "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]",
     );
-    assert!(
-        out.stderr.contains(
-            "a.pub:2:1: not a public key line: expected [options] key-type base64 [comment]"
-        ),
-        "{}",
-        out.all()
-    );
-    assert!(
-        !out.stderr.contains("unknown key type `is`"),
-        "{}",
-        out.all()
-    );
+    out.assert_no_stderr("unknown key type `is`");
     // The same again: in place.
-    let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: already in place: 1 key(s)"),
-        "{}",
-        out.all()
-    );
+    let out = t.prepare();
+    out.assert_stderr("ssh: already in place: 1 key(s)");
     // Revoked.
     std::fs::remove_file(t.volume().join("ssh/a.pub")).expect("rm");
-    let out = t.launch(&["prepare"]).run();
-    assert!(
-        out.stderr.contains("ssh: removed 1 key(s)"),
-        "{}",
-        out.all()
-    );
-    assert!(!out.stderr.contains("installed 0 key(s)"), "{}", out.all());
+    let out = t.prepare();
+    out.assert_stderr("ssh: removed 1 key(s)");
+    out.assert_no_stderr("installed 0 key(s)");
 }
 
 /// Item 9: `ssh.host_keys_dir` planted as a link to a world-writable
@@ -565,10 +523,7 @@ fn item11_override_flipped_to_an_outside_link_is_never_installed() {
     )
     .expect("link");
     symlink(t.outside().join("x"), conf.join("x.swap")).expect("link");
-    let flipper = {
-        let (a, b) = (conf.join("x"), conf.join("x.swap"));
-        Flipper::start(move |_| exchange(&a, &b))
-    };
+    let flipper = Flipper::exchanging(conf.join("x"), conf.join("x.swap"));
     let mut installed = 0;
     for run in 0..150 {
         let out = t
@@ -595,8 +550,7 @@ fn item11_override_flipped_to_an_outside_link_is_never_installed() {
             installed += 1;
         }
     }
-    assert!(flipper.flips() > 0);
-    drop(flipper);
+    flipper.stop();
     assert!(installed > 0, "the good override was never installed");
 }
 
@@ -609,7 +563,7 @@ fn item21_non_utf8_or_huge_override_is_an_invalid_override() {
             &format!("item21-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
-        let over = t.volume().join("configuration/pillar.sls");
+        let over = t.source();
         std::fs::create_dir_all(over.parent().expect("dir")).expect("mkdir");
         std::fs::write(&over, b"a: 1\nb: caf\xe9\n").expect("write");
         let out = t
@@ -661,11 +615,11 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
             &format!("i13-07-{policy}"),
             &format!("pillar:\n  on_invalid: {policy}\n"),
         );
-        let over = t.volume().join("configuration/pillar.sls");
+        let over = t.source();
         let good = "makina-projects.demo:\n  data:\n    site: from-volume\n";
         write(&over, good);
         let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         assert_eq!(std::fs::read_to_string(t.pillar()).expect("p"), good);
         // Now a broken one.
         write(&over, "makina-projects.demo:\n  data: [1, 2\n");
@@ -690,12 +644,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
         // Again: the default is already there, and the message says that.
         let out = t.launch(&["--skip", "ssh", "prepare"]).run();
         assert_eq!(out.code, code, "{}", out.all());
-        assert!(
-            out.stderr
-                .contains("the image default is installed (it already was)"),
-            "{}",
-            out.all()
-        );
+        out.assert_stderr("the image default is installed (it already was)");
     }
 }
 
@@ -732,7 +681,7 @@ fn item02_prepopulate_marker_symlink_is_not_written_through() {
         "{}",
         out.all()
     );
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(dest.join("d1/f1.dat").exists(), "{}", out.all());
     assert!(std::fs::symlink_metadata(dest.join(".mc-launcher-prepopulate-incomplete")).is_err());
 }
@@ -814,7 +763,7 @@ fn item24_prepopulate_keeps_sparse_files_and_hardlinks() {
     std::fs::write(src.join("one"), "shared body\n").expect("w");
     std::fs::hard_link(src.join("one"), src.join("d0/two")).expect("hardlink");
     let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let dest = t.volume().join("data");
     let md = std::fs::metadata(dest.join("sparse.img")).expect("md");
     assert_eq!(md.len(), 64 << 20);
@@ -904,7 +853,7 @@ fn item08_template_dest_through_a_planted_dir_link_stays_in_the_volume() {
     // Without the link, the same step writes where it should.
     std::fs::remove_file(t.volume().join("configuration")).expect("rm");
     let out = t.launch(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(t.volume().join("configuration/app.json")).expect("r"),
         "{\"site\": \"demo\"}\n"
