@@ -32,26 +32,7 @@ use crate::signals::SignalSource;
 pub use core::{Prepared, ReconfigureCounts, ReloadSet, Role};
 use std::collections::VecDeque;
 
-/// Reloads the configuration (SIGHUP, `ctl reload`): the new config and
-/// what changes, or every error found, one per line.
-pub type Reloader = Box<dyn FnMut() -> Result<(Config, ReloadSet), String>>;
-
-/// Applies the key directories again after a change (`ssh.watch`) and
-/// says what sshd should now be (`None`: none).
-pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
-
-/// A live reconfigure's inline part (README "Live reconfigure"): validate
-/// the inputs, install the pillar, render the templates, and say which
-/// process steps the core runs next. `retry`: the last one failed, its
-/// steps run again. Never runs a child itself: the core does.
-pub type Reconfigurer = Box<dyn FnMut(bool) -> ReconfigureRun>;
-
-/// What a `Reconfigurer` did, and what the watch follows from now on.
-pub struct ReconfigureRun {
-    pub result: Prepared,
-    /// The files whose change triggers the next one (`reconfigure.watch`).
-    pub watch: Vec<std::path::PathBuf>,
-}
+pub use shell::{KeysChanged, ReconfigureRun, Reconfigurer, Reloader};
 
 /// What `run` needs beyond the services.
 pub struct RunOptions {

@@ -10,9 +10,8 @@
 //! output goes to the writer thread, probes and control replies are
 //! non-blocking, host names resolve on a helper thread.
 
-use super::core::{label, Core, Effect, Input, ProbeId};
-use super::{KeysChanged, Reconfigurer, Reloader};
-use crate::config::model::{Config, ReadyCheck, Stream};
+use super::core::{label, Core, Effect, Input, Prepared, ProbeId, ReloadSet};
+use crate::config::model::{Config, ReadyCheck, Service, Stream};
 use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
@@ -32,6 +31,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod io;
+
+/// Reloads the configuration (SIGHUP, `ctl reload`): the new config and
+/// what changes, or every error found, one per line.
+pub type Reloader = Box<dyn FnMut() -> Result<(Config, ReloadSet), String>>;
+
+/// Applies the key directories again after a change (`ssh.watch`) and
+/// says what sshd should now be (`None`: none).
+pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
+
+/// A live reconfigure's inline part (README "Live reconfigure"): validate
+/// the inputs, install the pillar, render the templates, and say which
+/// process steps the core runs next. `retry`: the last one failed, its
+/// steps run again. Never runs a child itself: the core does.
+pub type Reconfigurer = Box<dyn FnMut(bool) -> ReconfigureRun>;
+
+/// What a `Reconfigurer` did, and what the watch follows from now on.
+pub struct ReconfigureRun {
+    pub result: Prepared,
+    /// The files whose change triggers the next one (`reconfigure.watch`).
+    pub watch: Vec<std::path::PathBuf>,
+}
 
 /// Quiet time after a change in the key directories before they are read.
 const KEYS_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -301,7 +321,7 @@ impl Shell<'_> {
             }
             Effect::Reconfigure { conn, retry } => {
                 let result = match &mut self.reconfigurer {
-                    None => super::Prepared::Failed("no live reconfigure".into()),
+                    None => Prepared::Failed("no live reconfigure".into()),
                     Some(f) => {
                         let run = f(retry);
                         if let Some(w) = &mut self.reconf_watch {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// A live reconfigure in progress: its process steps.
 #[derive(Debug)]
-pub(in crate::supervisor) struct Live {
+pub(crate) struct Live {
     pub conns: Vec<ConnId>,
     pub changed: Vec<String>,
     pub retry: bool,
@@ -28,7 +28,7 @@ pub const STEP_GRACE: Duration = Duration::from_secs(3);
 
 /// What the core follows of a running step.
 #[derive(Debug, Clone, Default)]
-pub(in crate::supervisor) struct StepRun {
+pub(crate) struct StepRun {
     /// The step is the whole run (a prepare step): its end ends it and
     /// goes out as `Effect::StepEnded`. Otherwise it belongs to the live
     /// reconfigure in progress.
@@ -52,7 +52,7 @@ pub struct RunCounts {
 
 /// The run in progress.
 #[derive(Debug, Clone)]
-pub(in crate::supervisor) struct Run {
+pub(crate) struct Run {
     /// The services this run stopped, started again after it.
     pub paused: Vec<String>,
     /// The job's process was asked for (the paused ones are down).
@@ -65,7 +65,7 @@ pub(in crate::supervisor) struct Run {
 
 /// What the core knows of a scheduled job.
 #[derive(Debug, Clone, Default)]
-pub(in crate::supervisor) struct Job {
+pub(crate) struct Job {
     /// The next run is worked out (at the first settle: it needs `now`).
     pub armed: bool,
     pub next_at: Option<Instant>,
@@ -79,7 +79,7 @@ pub(in crate::supervisor) struct Job {
 }
 
 /// A job's process: never respawned by the machine (the schedule starts it).
-pub(in crate::supervisor) fn job_policy(p: &mut crate::supervisor::machine::Policy) {
+pub(crate) fn job_policy(p: &mut super::super::machine::Policy) {
     p.respawn = false;
     p.max_retry = Some(0);
     p.min_uptime = Duration::ZERO;
