@@ -76,7 +76,7 @@ impl Core {
                 }
             }
             (Command::Start { name }, Some(s)) => {
-                if self.svcs.get(&s).is_some_and(Svc::live) {
+                if self.svcs.get(&s).is_some_and(Svc::has_live_process) {
                     return Some(Reply::error(format!("{name} is already running")));
                 }
                 self.begin_service(s, now);

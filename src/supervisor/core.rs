@@ -109,7 +109,9 @@ impl Svc {
         &self.spec.name
     }
 
-    pub fn live(&self) -> bool {
+    /// A process of it is alive (starting, running or stopping): not to be
+    /// confused with its liveness probe (`live`).
+    pub fn has_live_process(&self) -> bool {
         self.procs.iter().any(|p| p.m.is_live())
     }
 

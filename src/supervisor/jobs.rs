@@ -209,7 +209,7 @@ impl Core {
             let waiting = run.paused.iter().any(|p| {
                 self.svcs
                     .values()
-                    .any(|s| s.name() == p.as_str() && s.live())
+                    .any(|s| s.name() == p.as_str() && s.has_live_process())
             });
             if waiting {
                 return;

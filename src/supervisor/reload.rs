@@ -143,7 +143,7 @@ impl Core {
         let ids: Vec<u32> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.status == Status::Retired && s.live())
+            .filter(|(_, s)| s.status == Status::Retired && s.has_live_process())
             .map(|(&id, _)| id)
             .collect();
         for id in ids {

@@ -23,7 +23,7 @@ impl Core {
         }
         // Forget retired services once they are down.
         self.svcs
-            .retain(|_, s| !(s.status == Status::Retired && !s.live() && !s.probe_running()));
+            .retain(|_, s| !(s.status == Status::Retired && !s.has_live_process() && !s.probe_running()));
         let live: std::collections::HashSet<u32> = self.svcs.keys().copied().collect();
         self.where_is.retain(|_, (s, _)| live.contains(s));
         if self.stopping.is_some() {
@@ -32,7 +32,7 @@ impl Core {
                 .stopping
                 .as_ref()
                 .is_some_and(|st| !st.hooks.is_empty());
-            let done = !hooks && !self.svcs.values().any(|s| s.live() || s.probe_running());
+            let done = !hooks && !self.svcs.values().any(|s| s.has_live_process() || s.probe_running());
             if done && !self.exited {
                 self.exited = true;
                 fx.push(Effect::Exit(self.exit_status()));
@@ -97,7 +97,7 @@ impl Core {
             let old_live = self
                 .svcs
                 .values()
-                .any(|o| o.status == Status::Retired && o.live() && o.name() == svc.name());
+                .any(|o| o.status == Status::Retired && o.has_live_process() && o.name() == svc.name());
             if !deps_up || old_live {
                 continue;
             }
@@ -165,7 +165,7 @@ impl Core {
 
     pub(super) fn check_all_done(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let waiting = self.svcs.values().any(|s| {
-            s.live()
+            s.has_live_process()
                 || s.probe_running()
                 || matches!(s.status, Status::Manual | Status::Pending)
                 || s.procs.iter().any(|p| {
