@@ -175,12 +175,12 @@ pub struct Core {
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
     pub start_time_unix: f64,
-    pub(super) svcs: BTreeMap<u32, Svc>,
-    pub(super) next_svc: u32,
+    pub(super) svcs: BTreeMap<SvcId, Svc>,
+    pub(super) next_svc: SvcId,
     pub(super) next_proc: u64,
     pub(super) next_probe: u64,
     pub(super) pids: HashMap<i32, ProcId>,
-    pub(super) where_is: HashMap<ProcId, (u32, usize)>,
+    pub(super) where_is: HashMap<ProcId, (SvcId, usize)>,
     pub(super) shutdown_timeout: Duration,
     pub(super) can_reload: bool,
     pub(super) stopping: Option<Stopping>,
@@ -235,7 +235,7 @@ impl Core {
             reconfigure_counts: ReconfigureCounts::default(),
             start_time_unix: 0.0,
             svcs: BTreeMap::new(),
-            next_svc: 0,
+            next_svc: SvcId(0),
             next_proc: 0,
             next_probe: 0,
             pids: HashMap::new(),
@@ -405,7 +405,7 @@ impl Core {
 
     pub(super) fn add(&mut self, spec: Service, role: Role) {
         let id = self.next_svc;
-        self.next_svc += 1;
+        self.next_svc = SvcId(id.0 + 1);
         let scale = spec.numprocesses.max(1) as usize;
         let mut procs = Vec::with_capacity(scale);
         for i in 0..scale {
@@ -439,14 +439,14 @@ impl Core {
         self.svcs.insert(id, svc);
     }
 
-    pub(super) fn new_slot(&mut self, svc: u32, index: usize) -> Slot {
+    pub(super) fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
         let id = ProcId(self.next_proc);
         self.next_proc += 1;
         self.where_is.insert(id, (svc, index));
         Slot { id, m: Proc::new() }
     }
 
-    pub(super) fn find(&self, name: &str) -> Option<u32> {
+    pub(super) fn find(&self, name: &str) -> Option<SvcId> {
         self.svcs
             .iter()
             .find(|(_, s)| s.name() == name && s.status != Status::Retired)

@@ -59,7 +59,7 @@ impl Core {
 
     pub(super) fn apply(
         &mut self,
-        s: u32,
+        s: SvcId,
         i: usize,
         id: ProcId,
         a: Action,
@@ -115,7 +115,7 @@ impl Core {
 
     pub(super) fn on_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         exit: Option<Exit>,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -156,7 +156,13 @@ impl Core {
         }
     }
 
-    pub(super) fn on_failed(&mut self, s: u32, reason: String, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn on_failed(
+        &mut self,
+        s: SvcId,
+        reason: String,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
@@ -196,7 +202,7 @@ impl Core {
     /// only those it should run now (not the extra ones after a `decr`).
     pub(super) fn proc_ids(
         &self,
-        s: u32,
+        s: SvcId,
         within_scale: bool,
         keep: impl Fn(&Proc) -> bool,
     ) -> Vec<ProcId> {
@@ -215,7 +221,7 @@ impl Core {
     }
 
     /// Send `ev` to every process of service `s`.
-    pub(super) fn svc_event(&mut self, s: u32, ev: &Event, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn svc_event(&mut self, s: SvcId, ev: &Event, now: Instant, fx: &mut Vec<Effect>) {
         for id in self.proc_ids(s, false, |_| true) {
             self.proc_event(id, ev.clone(), now, fx);
         }

@@ -75,7 +75,7 @@ impl Core {
             return;
         }
         let wall_now = self.wall_at(now);
-        let ids: Vec<u32> = self
+        let ids: Vec<SvcId> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.job.is_some())
@@ -97,7 +97,7 @@ impl Core {
         self.fire_watches(now, fx);
     }
 
-    fn settle_job(&mut self, id: u32, now: Instant, wall_now: f64, fx: &mut Vec<Effect>) {
+    fn settle_job(&mut self, id: SvcId, now: Instant, wall_now: f64, fx: &mut Vec<Effect>) {
         let Some(svc) = self.svcs.get_mut(&id) else {
             return;
         };
@@ -160,7 +160,7 @@ impl Core {
     }
 
     /// Start a run: stop the services it pauses; it spawns once they are down.
-    pub(super) fn begin_run(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn begin_run(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let Some(spec) = self.svcs.get(&id).map(|s| s.spec.clone()) else {
             return;
         };
@@ -197,7 +197,7 @@ impl Core {
     }
 
     /// Spawn the job once what it paused is down; stop it at its timeout.
-    fn advance_run(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn advance_run(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let Some(svc) = self.svcs.get(&id) else {
             return;
         };
@@ -257,7 +257,7 @@ impl Core {
     /// run, start again what it paused. True if `s` is a job.
     pub(super) fn job_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         end: Result<Option<Exit>, String>,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -319,7 +319,7 @@ impl Core {
 
     /// Start the processes of a paused service again; one still stopping
     /// (a run cancelled early) starts again once it has ended.
-    fn resume(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn resume(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let mut start = Vec::new();
         if let Some(svc) = self.svcs.get_mut(&id) {
             let n = svc.scale;
@@ -338,7 +338,7 @@ impl Core {
 
     /// End a run whose process was not spawned yet (the services it
     /// pauses still stopping): counted as failed, what it paused restarted.
-    fn cancel_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn cancel_run(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let waiting = self
             .svcs
             .get(&s)
@@ -352,7 +352,7 @@ impl Core {
 
     /// `ctl stop JOB`: the run in progress stops (its process, or the
     /// wait for what it pauses).
-    pub(super) fn stop_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn stop_run(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         self.cancel_run(s, now, fx);
         self.svc_event(s, &Event::Stop, now, fx);
     }
@@ -360,7 +360,7 @@ impl Core {
     /// `ctl start JOB` / `ctl restart JOB`: a run now, unless one is going.
     pub(super) fn run_now(
         &mut self,
-        s: u32,
+        s: SvcId,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> Result<(), String> {
@@ -409,7 +409,7 @@ impl Core {
     }
 
     fn fire_watches(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let due: Vec<u32> = self
+        let due: Vec<SvcId> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.watch_due.is_some_and(|d| d <= now))

@@ -88,7 +88,7 @@ impl Core {
     /// A step of the reconfigure ended: the next one, or the end.
     pub(super) fn reconfigure_step_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         end: Result<(), String>,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -200,7 +200,7 @@ impl Core {
     /// `on_reconfigure`; the launcher's sshd and the main command are
     /// never touched. Returns what was done, for the message.
     fn act_on_services(&mut self, now: Instant, fx: &mut Vec<Effect>) -> Vec<String> {
-        let targets: Vec<(u32, String, OnReconfigure, Signal)> = self
+        let targets: Vec<(SvcId, String, OnReconfigure, Signal)> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.role == Role::Config && s.status == Status::Started)

@@ -31,7 +31,7 @@ pub fn step_service(job: &Job) -> Service {
 impl Core {
     /// Add `job` as a step service (not started yet: `pump_starts` starts
     /// it, it has no dependency); its id.
-    pub(super) fn add_step(&mut self, job: &Job, alone: bool) -> u32 {
+    pub(super) fn add_step(&mut self, job: &Job, alone: bool) -> SvcId {
         let id = self.next_svc;
         self.add(step_service(job), Role::Step);
         if let Some(svc) = self.svcs.get_mut(&id) {
@@ -45,7 +45,7 @@ impl Core {
     }
 
     /// A step starts: its timeout runs from now.
-    pub(super) fn arm_step(&mut self, s: u32, now: Instant) {
+    pub(super) fn arm_step(&mut self, s: SvcId, now: Instant) {
         if let Some(st) = self.svcs.get_mut(&s).and_then(|x| x.step.as_mut()) {
             st.deadline = st.timeout.map(|t| now + t);
         }
@@ -77,7 +77,7 @@ impl Core {
 
     /// A step past its timeout is stopped (TERM, then KILL after a grace).
     pub(super) fn step_timeouts(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let due: Vec<(u32, String, bool)> = self
+        let due: Vec<(SvcId, String, bool)> = self
             .svcs
             .iter_mut()
             .filter_map(|(&id, s)| {
@@ -115,7 +115,7 @@ impl Core {
     /// start): alone, that ends the run; else the reconfigure moves on.
     pub(super) fn step_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         end: Result<Option<Exit>, String>,
         now: Instant,
         fx: &mut Vec<Effect>,

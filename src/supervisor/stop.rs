@@ -154,7 +154,7 @@ impl Core {
         if self.draining(now) {
             return;
         }
-        let ids: Vec<u32> = self.svcs.keys().copied().collect();
+        let ids: Vec<SvcId> = self.svcs.keys().copied().collect();
         let nodes: Vec<Node> = ids
             .iter()
             .filter_map(|id| self.svcs.get(id).map(|s| Node::of(&s.spec)))

@@ -3,7 +3,7 @@
 //! `live.rs`, `steps.rs` and `jobs.rs`, which import the core; the core
 //! imports none of them (no file-level cycle).
 
-use super::types::ConnId;
+use super::types::{ConnId, SvcId};
 use crate::proc::Job as StepJob;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
@@ -18,7 +18,7 @@ pub(crate) struct Live {
     pub steps: VecDeque<StepJob>,
     /// The step that runs (a `Step` service of the core: its timeout and
     /// end are `steps.rs`'s): its service id and name.
-    pub running: Option<(u32, String)>,
+    pub running: Option<(SvcId, String)>,
     pub ran: Vec<String>,
 }
 

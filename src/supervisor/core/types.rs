@@ -14,6 +14,11 @@ pub struct ProcId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProbeId(pub u64);
 
+/// A service of the core, numbered in the order it was added (never
+/// reused: a service replaced by a reload gets a new id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcId(pub(super) u32);
+
 /// A control connection, as the shell numbers them.
 pub type ConnId = u64;
 
