@@ -93,7 +93,7 @@ impl Core {
                 }
             }
             (Command::Start { name }, Some(s)) => {
-                if self.svcs.get(&s).is_some_and(Svc::live) {
+                if self.svcs.get(&s).is_some_and(Svc::has_live_process) {
                     return Some(Reply::error(format!("{name} is already running")));
                 }
                 self.begin_service(s, now);
@@ -342,7 +342,7 @@ impl Core {
     pub fn summary(&self) -> Vec<String> {
         self.svcs
             .values()
-            .filter(|s| s.status != Status::Retired && s.role != Role::Job)
+            .filter(|s| s.status != Status::Retired)
             .map(summary_line)
             .collect()
     }

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 /// signal arriving during a start of thousands is read between batches.
 pub const SPAWN_BATCH: usize = 64;
 
+mod state;
 mod types;
+pub(super) use self::state::*;
 pub use self::types::*;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -95,9 +97,11 @@ pub(super) struct Svc {
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
     /// A scheduled job's runs (README "Scheduled jobs").
-    pub job: Option<super::jobs::Job>,
+    pub job: Option<Job>,
     /// A watched file changed: act then (`watch.debounce`).
     pub watch_due: Option<Instant>,
+    /// A step's timeout and end (`Role::Step`).
+    pub step: Option<StepRun>,
 }
 
 impl Svc {
@@ -105,7 +109,9 @@ impl Svc {
         &self.spec.name
     }
 
-    pub fn live(&self) -> bool {
+    /// A process of it is alive (starting, running or stopping): not to be
+    /// confused with its liveness probe (`live`).
+    pub fn has_live_process(&self) -> bool {
         self.procs.iter().any(|p| p.m.is_live())
     }
 
@@ -169,12 +175,12 @@ pub struct Core {
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
     pub start_time_unix: f64,
-    pub(super) svcs: BTreeMap<u32, Svc>,
-    pub(super) next_svc: u32,
+    pub(super) svcs: BTreeMap<SvcId, Svc>,
+    pub(super) next_svc: SvcId,
     pub(super) next_proc: u64,
     pub(super) next_probe: u64,
     pub(super) pids: HashMap<i32, ProcId>,
-    pub(super) where_is: HashMap<ProcId, (u32, usize)>,
+    pub(super) where_is: HashMap<ProcId, (SvcId, usize)>,
     pub(super) shutdown_timeout: Duration,
     pub(super) can_reload: bool,
     pub(super) stopping: Option<Stopping>,
@@ -194,7 +200,7 @@ pub struct Core {
     /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
     pub(super) can_reconfigure: bool,
     /// The live reconfigure in progress.
-    pub(super) reconf: Option<super::live::Live>,
+    pub(super) reconf: Option<Live>,
     /// Asked again while one ran: the connections that wait for the next
     /// one, and whether one is due at all.
     pub(super) reconf_again: Option<Vec<ConnId>>,
@@ -229,7 +235,7 @@ impl Core {
             reconfigure_counts: ReconfigureCounts::default(),
             start_time_unix: 0.0,
             svcs: BTreeMap::new(),
-            next_svc: 0,
+            next_svc: SvcId(0),
             next_proc: 0,
             next_probe: 0,
             pids: HashMap::new(),
@@ -260,6 +266,24 @@ impl Core {
         core
     }
 
+    /// A core that runs one prepare step alone (README "The prepare
+    /// phase"): its end goes out as `Effect::StepEnded`, then `Exit`.
+    pub fn for_step(job: &crate::proc::Job) -> Core {
+        let mut core = Core::new(
+            Vec::new(),
+            CoreOptions {
+                shutdown_timeout: STEP_GRACE,
+                can_reload: false,
+                seed: 1,
+                drain: Duration::ZERO,
+                notify_self: false,
+                can_reconfigure: false,
+            },
+        );
+        core.add_step(job, true);
+        core
+    }
+
     /// Handle one input; the effects are the shell's to carry out, in order.
     pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
         let mut fx = Vec::new();
@@ -267,6 +291,7 @@ impl Core {
             Input::Tick => self.tick(now, &mut fx),
             Input::Exited { pid, exit, oom } => {
                 if let Some(id) = self.pids.remove(&pid) {
+                    self.step_exited(id, pid, &mut fx);
                     self.note_exit(id, exit, oom, now, &mut fx);
                     let was_running = self.slot_of(id).is_some_and(|m| m.is_running());
                     self.proc_event(id, Event::Exited(exit), now, &mut fx);
@@ -343,6 +368,7 @@ impl Core {
             consider(self.warmup_until);
             consider(self.probe_deadlines());
             consider(self.job_deadlines());
+            consider(self.step_deadlines());
         }
         if let Some(st) = &self.stopping {
             if !st.killed {
@@ -350,21 +376,7 @@ impl Core {
             }
         }
         consider(self.drain_deadline());
-        consider(self.reconf.as_ref().and_then(|r| r.deadline));
         at
-    }
-
-    /// Stop on the shell's own request (a job past its timeout): no
-    /// signal to report, the stop as in README "Stopping".
-    pub fn stop_now(&mut self, now: Instant) -> Vec<Effect> {
-        let mut fx = Vec::new();
-        self.begin_stop(None, Cause::Requested("timeout".into()), now, &mut fx);
-        self.settle(now, &mut fx);
-        fx
-    }
-
-    pub(super) fn is_job(&self) -> bool {
-        self.svcs.values().any(|s| s.role == Role::Job)
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -393,16 +405,16 @@ impl Core {
 
     pub(super) fn add(&mut self, spec: Service, role: Role) {
         let id = self.next_svc;
-        self.next_svc += 1;
+        self.next_svc = SvcId(id.0 + 1);
         let scale = spec.numprocesses.max(1) as usize;
         let mut procs = Vec::with_capacity(scale);
         for i in 0..scale {
             procs.push(self.new_slot(id, i));
         }
-        let job = spec.schedule.is_some().then(super::jobs::Job::default);
+        let job = spec.schedule.is_some().then(Job::default);
         let mut policy = Policy::from_service(&spec);
         if job.is_some() {
-            super::jobs::job_policy(&mut policy);
+            job_policy(&mut policy);
         }
         let svc = Svc {
             policy,
@@ -422,18 +434,19 @@ impl Core {
             stop_sent: false,
             job,
             watch_due: None,
+            step: None,
         };
         self.svcs.insert(id, svc);
     }
 
-    pub(super) fn new_slot(&mut self, svc: u32, index: usize) -> Slot {
+    pub(super) fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
         let id = ProcId(self.next_proc);
         self.next_proc += 1;
         self.where_is.insert(id, (svc, index));
         Slot { id, m: Proc::new() }
     }
 
-    pub(super) fn find(&self, name: &str) -> Option<u32> {
+    pub(super) fn find(&self, name: &str) -> Option<SvcId> {
         self.svcs
             .iter()
             .find(|(_, s)| s.name() == name && s.status != Status::Retired)
@@ -483,7 +496,9 @@ impl Core {
         if self.warmup_until.is_some_and(|w| w <= now) {
             self.warmup_until = None;
         }
-        self.step_timeouts(now, fx);
+        if self.stopping.is_none() {
+            self.step_timeouts(now, fx);
+        }
         let overdue = self
             .stopping
             .as_ref()
@@ -499,7 +514,8 @@ impl Core {
     pub(super) fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
         let short = crate::signals::short_name(sig);
         match sig {
-            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.is_job() => {
+            Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.step_alone() => {
+                self.step_interrupted(sig);
                 if self.stopping.is_some() {
                     self.kill_all(now, fx); // a second signal: now
                 } else {

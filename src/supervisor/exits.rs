@@ -59,7 +59,7 @@ impl Core {
 
     pub(super) fn apply(
         &mut self,
-        s: u32,
+        s: SvcId,
         i: usize,
         id: ProcId,
         a: Action,
@@ -115,7 +115,7 @@ impl Core {
 
     pub(super) fn on_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         exit: Option<Exit>,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -130,18 +130,8 @@ impl Core {
         if svc.status == Status::Retired {
             return;
         }
-        if svc.role == Role::Job {
-            self.main_exit = exit.map(Exit::status);
-            self.begin_stop(None, Cause::MainEnded, now, fx);
-            return;
-        }
         if svc.role == Role::Step {
-            let end = match exit {
-                Some(Exit::Code(0)) => Ok(()),
-                Some(e) => Err(e.to_string()),
-                None => Err("stopped".to_string()),
-            };
-            self.step_ended(s, end, now, fx);
+            self.step_ended(s, Ok(exit), now, fx);
             return;
         }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
@@ -166,18 +156,19 @@ impl Core {
         }
     }
 
-    pub(super) fn on_failed(&mut self, s: u32, reason: String, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn on_failed(
+        &mut self,
+        s: SvcId,
+        reason: String,
+        now: Instant,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
         if svc.job.is_some() {
             log::error!("{}: the run could not start: {reason}", svc.name());
             self.job_ended(s, Err(reason), now, fx);
-            return;
-        }
-        if svc.role == Role::Job {
-            svc.status = Status::Failed(reason);
-            self.begin_stop(Some(EXIT_FAILURE), Cause::MainEnded, now, fx);
             return;
         }
         if svc.role == Role::Step {
@@ -211,7 +202,7 @@ impl Core {
     /// only those it should run now (not the extra ones after a `decr`).
     pub(super) fn proc_ids(
         &self,
-        s: u32,
+        s: SvcId,
         within_scale: bool,
         keep: impl Fn(&Proc) -> bool,
     ) -> Vec<ProcId> {
@@ -230,7 +221,7 @@ impl Core {
     }
 
     /// Send `ev` to every process of service `s`.
-    pub(super) fn svc_event(&mut self, s: u32, ev: &Event, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn svc_event(&mut self, s: SvcId, ev: &Event, now: Instant, fx: &mut Vec<Effect>) {
         for id in self.proc_ids(s, false, |_| true) {
             self.proc_event(id, ev.clone(), now, fx);
         }

@@ -14,44 +14,7 @@ use crate::config::model::{OnChange, Service, When};
 use crate::ctl::proto::{JobRuns, JobState};
 use crate::proc::exit::Exit;
 use crate::units::fmt_duration;
-use std::time::{Duration, Instant};
-
-/// How runs of a job ended (`mc_job_runs_total{result}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunCounts {
-    pub ok: u64,
-    pub failed: u64,
-    pub timeout: u64,
-    pub skipped: u64,
-}
-
-/// The run in progress.
-#[derive(Debug, Clone)]
-pub(super) struct Run {
-    /// The services this run stopped, started again after it.
-    pub paused: Vec<String>,
-    /// The job's process was asked for (the paused ones are down).
-    pub spawned: bool,
-    pub started: Instant,
-    /// Stopped when still running then (`timeout`).
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-}
-
-/// What the core knows of a scheduled job.
-#[derive(Debug, Clone, Default)]
-pub(super) struct Job {
-    /// The next run is worked out (at the first settle: it needs `now`).
-    pub armed: bool,
-    pub next_at: Option<Instant>,
-    /// The same on the wall clock (seconds since the epoch).
-    pub next_wall: Option<f64>,
-    pub run: Option<Run>,
-    pub last_run: Option<f64>,
-    pub last_exit: Option<String>,
-    pub last_result: Option<&'static str>,
-    pub counts: RunCounts,
-}
+use std::time::Instant;
 
 /// A wall clock that is off by more than this from where the monotonic
 /// deadline lands (a clock set back, a suspend) is believed.
@@ -112,7 +75,7 @@ impl Core {
             return;
         }
         let wall_now = self.wall_at(now);
-        let ids: Vec<u32> = self
+        let ids: Vec<SvcId> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.job.is_some())
@@ -134,7 +97,7 @@ impl Core {
         self.fire_watches(now, fx);
     }
 
-    fn settle_job(&mut self, id: u32, now: Instant, wall_now: f64, fx: &mut Vec<Effect>) {
+    fn settle_job(&mut self, id: SvcId, now: Instant, wall_now: f64, fx: &mut Vec<Effect>) {
         let Some(svc) = self.svcs.get_mut(&id) else {
             return;
         };
@@ -197,7 +160,7 @@ impl Core {
     }
 
     /// Start a run: stop the services it pauses; it spawns once they are down.
-    pub(super) fn begin_run(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn begin_run(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let Some(spec) = self.svcs.get(&id).map(|s| s.spec.clone()) else {
             return;
         };
@@ -234,7 +197,7 @@ impl Core {
     }
 
     /// Spawn the job once what it paused is down; stop it at its timeout.
-    fn advance_run(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn advance_run(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let Some(svc) = self.svcs.get(&id) else {
             return;
         };
@@ -246,7 +209,7 @@ impl Core {
             let waiting = run.paused.iter().any(|p| {
                 self.svcs
                     .values()
-                    .any(|s| s.name() == p.as_str() && s.live())
+                    .any(|s| s.name() == p.as_str() && s.has_live_process())
             });
             if waiting {
                 return;
@@ -294,7 +257,7 @@ impl Core {
     /// run, start again what it paused. True if `s` is a job.
     pub(super) fn job_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         end: Result<Option<Exit>, String>,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -356,7 +319,7 @@ impl Core {
 
     /// Start the processes of a paused service again; one still stopping
     /// (a run cancelled early) starts again once it has ended.
-    fn resume(&mut self, id: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn resume(&mut self, id: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let mut start = Vec::new();
         if let Some(svc) = self.svcs.get_mut(&id) {
             let n = svc.scale;
@@ -375,7 +338,7 @@ impl Core {
 
     /// End a run whose process was not spawned yet (the services it
     /// pauses still stopping): counted as failed, what it paused restarted.
-    fn cancel_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    fn cancel_run(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         let waiting = self
             .svcs
             .get(&s)
@@ -389,7 +352,7 @@ impl Core {
 
     /// `ctl stop JOB`: the run in progress stops (its process, or the
     /// wait for what it pauses).
-    pub(super) fn stop_run(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn stop_run(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         self.cancel_run(s, now, fx);
         self.svc_event(s, &Event::Stop, now, fx);
     }
@@ -397,7 +360,7 @@ impl Core {
     /// `ctl start JOB` / `ctl restart JOB`: a run now, unless one is going.
     pub(super) fn run_now(
         &mut self,
-        s: u32,
+        s: SvcId,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) -> Result<(), String> {
@@ -446,7 +409,7 @@ impl Core {
     }
 
     fn fire_watches(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let due: Vec<u32> = self
+        let due: Vec<SvcId> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.watch_due.is_some_and(|d| d <= now))
@@ -533,11 +496,4 @@ impl Core {
             },
         })
     }
-}
-
-/// A job's process: never respawned by the machine (the schedule starts it).
-pub(super) fn job_policy(p: &mut super::machine::Policy) {
-    p.respawn = false;
-    p.max_retry = Some(0);
-    p.min_uptime = Duration::ZERO;
 }

@@ -8,43 +8,11 @@
 
 use super::core::*;
 use super::machine::Event;
-use crate::config::model::{OnReconfigure, Service, Stream};
+use crate::config::model::OnReconfigure;
 use crate::ctl::proto::{ReconfigureState, Reply};
-use crate::proc::Job;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
-
-/// A live reconfigure in progress: its process steps.
-#[derive(Debug)]
-pub(super) struct Live {
-    pub conns: Vec<ConnId>,
-    pub changed: Vec<String>,
-    pub retry: bool,
-    pub steps: VecDeque<Job>,
-    /// The step that runs: its service id, name and timeout.
-    pub running: Option<(u32, String, Option<Duration>)>,
-    /// When the running step is stopped for running too long.
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-    pub ran: Vec<String>,
-}
-
-/// The service that runs a step: one process, never respawned, its output
-/// prefixed by the step's name.
-pub fn step_service(job: &Job) -> Service {
-    let mut spec = Service::new(&job.name, job.argv.clone());
-    spec.respawn = false;
-    spec.max_retry = Some(0);
-    spec.min_uptime = Duration::ZERO;
-    spec.stdout = Stream::Prefix;
-    spec.stderr = Stream::Prefix;
-    // The same grace as a prepare step's.
-    spec.graceful_timeout = super::STEP_GRACE;
-    spec.env = job.env.iter().cloned().collect();
-    spec.on_reconfigure = OnReconfigure::None;
-    spec
-}
+use std::time::Instant;
 
 impl Core {
     /// A reconfigure is asked for: now, or after the one that runs.
@@ -71,8 +39,6 @@ impl Core {
             retry: self.reconf_retry,
             steps: VecDeque::new(),
             running: None,
-            deadline: None,
-            timed_out: false,
             ran: Vec::new(),
         });
         fx.push(Effect::Reconfigure {
@@ -112,44 +78,28 @@ impl Core {
             return;
         };
         log::info!("reconfigure: {} …", job.name);
-        let spec = step_service(&job);
-        let id = self.next_svc;
-        self.add(spec, Role::Step);
+        let id = self.add_step(&job, false);
         if let Some(r) = &mut self.reconf {
-            r.running = Some((id, job.name.clone(), job.timeout));
-            r.deadline = job.timeout.map(|t| now + t);
-            r.timed_out = false;
+            r.running = Some((id, job.name.clone()));
         }
         // pump_starts (in settle) starts it: it has no dependency.
     }
 
-    /// A step's process ended (or could not start).
-    pub(super) fn step_ended(
+    /// A step of the reconfigure ended: the next one, or the end.
+    pub(super) fn reconfigure_step_ended(
         &mut self,
-        s: u32,
+        s: SvcId,
         end: Result<(), String>,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        if let Some(svc) = self.svcs.get_mut(&s) {
-            svc.status = Status::Retired;
-        }
         let Some(r) = &mut self.reconf else { return };
         // Only the step that runs moves the reconfigure on.
-        if r.running.as_ref().is_none_or(|(id, _, _)| *id != s) {
+        if r.running.as_ref().is_none_or(|(id, _)| *id != s) {
             return;
         }
-        let Some((_, name, timeout)) = r.running.take() else {
+        let Some((_, name)) = r.running.take() else {
             return;
-        };
-        r.deadline = None;
-        let end = if r.timed_out {
-            Err(format!(
-                "timed out after {}",
-                crate::units::fmt_duration(timeout.unwrap_or_default())
-            ))
-        } else {
-            end
         };
         match end {
             Ok(()) => {
@@ -159,21 +109,6 @@ impl Core {
             }
             Err(why) => self.reconf_done(Err(("failed", format!("{name}: {why}"))), now, fx),
         }
-    }
-
-    /// A step past its timeout is stopped (TERM, then KILL after a grace).
-    pub(super) fn step_timeouts(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let Some(r) = &mut self.reconf else { return };
-        if r.deadline.is_none_or(|d| d > now) {
-            return;
-        }
-        r.deadline = None;
-        r.timed_out = true;
-        let Some((s, name, _)) = r.running.clone() else {
-            return;
-        };
-        log::warn!("reconfigure: {name}: timed out: stopping the step");
-        self.svc_event(s, &Event::Stop, now, fx);
     }
 
     /// The end of a reconfigure: count it, show it, act on the services
@@ -265,7 +200,7 @@ impl Core {
     /// `on_reconfigure`; the launcher's sshd and the main command are
     /// never touched. Returns what was done, for the message.
     fn act_on_services(&mut self, now: Instant, fx: &mut Vec<Effect>) -> Vec<String> {
-        let targets: Vec<(u32, String, OnReconfigure, Signal)> = self
+        let targets: Vec<(SvcId, String, OnReconfigure, Signal)> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.role == Role::Config && s.status == Status::Started)

@@ -84,7 +84,7 @@ impl Core {
             .values()
             // A prepare or live reconfigure step is not a service: the
             // reconfigure counters speak for it.
-            .filter(|s| s.status != Status::Retired && !matches!(s.role, Role::Job | Role::Step))
+            .filter(|s| s.status != Status::Retired && s.role != Role::Step)
             .collect();
         let mut out = String::with_capacity(512 + svcs.len() * 600);
         {

@@ -3,7 +3,7 @@
 //!
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
-//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`,
+//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`, `steps`,
 //!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
 //!   service and the whole launcher, pure:
 //!   `Core::handle(Input, now) -> Vec<Effect>`.
@@ -23,6 +23,7 @@ mod reload;
 mod shell;
 pub(crate) mod start;
 
+mod steps;
 mod stop;
 
 use crate::config::model::{Config, Service};
@@ -31,26 +32,7 @@ use crate::signals::SignalSource;
 pub use core::{Prepared, ReconfigureCounts, ReloadSet, Role};
 use std::collections::VecDeque;
 
-/// Reloads the configuration (SIGHUP, `ctl reload`): the new config and
-/// what changes, or every error found, one per line.
-pub type Reloader = Box<dyn FnMut() -> Result<(Config, ReloadSet), String>>;
-
-/// Applies the key directories again after a change (`ssh.watch`) and
-/// says what sshd should now be (`None`: none).
-pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
-
-/// A live reconfigure's inline part (README "Live reconfigure"): validate
-/// the inputs, install the pillar, render the templates, and say which
-/// process steps the core runs next. `retry`: the last one failed, its
-/// steps run again. Never runs a child itself: the core does.
-pub type Reconfigurer = Box<dyn FnMut(bool) -> ReconfigureRun>;
-
-/// What a `Reconfigurer` did, and what the watch follows from now on.
-pub struct ReconfigureRun {
-    pub result: Prepared,
-    /// The files whose change triggers the next one (`reconfigure.watch`).
-    pub watch: Vec<std::path::PathBuf>,
-}
+pub use shell::{KeysChanged, ReconfigureRun, Reconfigurer, Reloader};
 
 /// What `run` needs beyond the services.
 pub struct RunOptions {
@@ -151,7 +133,8 @@ pub fn run(
         inputs: VecDeque::new(),
         exit: None,
         probe_names: Default::default(),
-        job: None,
+        step_run: false,
+        step_end: None,
         tails: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
@@ -169,31 +152,11 @@ pub fn run(
     shell.run()
 }
 
-/// How long a prepare step's group gets between TERM and KILL (a live
-/// reconfigure's steps too).
-const STEP_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// Run one prepare step through the same core and loop as the services:
 /// its own process group, output prefixed by its name, stopped (TERM, then
-/// KILL after a grace) at its timeout or when a stop signal arrives.
+/// KILL after `STEP_GRACE`) at its timeout or when a stop signal arrives
+/// (the core's `steps.rs`); what it left in its group is killed at its end.
 pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, Vec<String>) {
-    let mut spec = Service::new(&job.name, job.argv.clone());
-    spec.respawn = false;
-    spec.stdout = crate::config::model::Stream::Prefix;
-    spec.stderr = crate::config::model::Stream::Prefix;
-    spec.graceful_timeout = STEP_GRACE;
-    spec.env = job.env.iter().cloned().collect();
-    let core = core::Core::new(
-        vec![(spec, Role::Job)],
-        core::CoreOptions {
-            shutdown_timeout: STEP_GRACE,
-            can_reload: false,
-            seed: 1,
-            drain: std::time::Duration::ZERO,
-            notify_self: false,
-            can_reconfigure: false,
-        },
-    );
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
@@ -206,7 +169,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
     let mut shell = shell::Shell {
         http: None,
         ctl: None,
-        core,
+        core: core::Core::for_step(&job),
         cfg: cfg.clone(),
         signals,
         readers: Vec::new(),
@@ -220,11 +183,8 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         inputs: VecDeque::new(),
         exit: None,
         probe_names: Default::default(),
-        job: Some(shell::JobWatch {
-            name: job.name.clone(),
-            deadline: job.timeout.map(|t| std::time::Instant::now() + t),
-            ..Default::default()
-        }),
+        step_run: true,
+        step_end: None,
         tails: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
@@ -241,15 +201,14 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         svc_watch: None,
     };
     shell.run();
-    let Some(j) = shell.job.take() else {
-        return (JobEnd::NotStarted("lost".into()), Vec::new());
-    };
-    let end = match (j.timed_out, j.interrupted, j.not_started, j.exit) {
-        (true, _, _, _) => JobEnd::TimedOut,
-        (_, Some(sig), _, _) => JobEnd::Interrupted(sig),
-        (_, _, Some(why), _) => JobEnd::NotStarted(why),
-        (_, _, _, Some(exit)) => JobEnd::Exited(exit),
-        _ => JobEnd::NotStarted("ended without an exit status".into()),
-    };
-    (end, j.tail)
+    let end = shell
+        .step_end
+        .take()
+        .unwrap_or_else(|| JobEnd::NotStarted("ended without an exit status".into()));
+    let tail = shell
+        .tails
+        .get(&job.name)
+        .map(|t| t.borrow().lines())
+        .unwrap_or_default();
+    (end, tail)
 }

@@ -184,7 +184,7 @@ impl Core {
         }
     }
 
-    fn ready_verdict(&mut self, s: u32, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn ready_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
         let stopping = self.stopping.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
@@ -236,7 +236,7 @@ impl Core {
         r.next_at = check.period.map(|p| now + p);
     }
 
-    fn live_verdict(&mut self, s: u32, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
+    fn live_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
         let stopping = self.stopping.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 impl Core {
     /// Retire service `s`: it stops, and is forgotten once down.
-    pub(super) fn retire(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn retire(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         if let Some(svc) = self.svcs.get_mut(&s) {
             svc.status = Status::Retired;
             if let Some(r) = &mut svc.ready {
@@ -41,7 +41,7 @@ impl Core {
         if self.stopping.is_some() {
             return Reply::error("the launcher is stopping");
         }
-        let old: Vec<(u32, Arc<Service>)> = self
+        let old: Vec<(SvcId, Arc<Service>)> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.role == Role::Config && s.status != Status::Retired)
@@ -140,10 +140,10 @@ impl Core {
 
     /// Send the stop to retired services that still run.
     pub(super) fn stop_retired(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let ids: Vec<u32> = self
+        let ids: Vec<SvcId> = self
             .svcs
             .iter()
-            .filter(|(_, s)| s.status == Status::Retired && s.live())
+            .filter(|(_, s)| s.status == Status::Retired && s.has_live_process())
             .map(|(&id, _)| id)
             .collect();
         for id in ids {

@@ -10,9 +10,8 @@
 //! output goes to the writer thread, probes and control replies are
 //! non-blocking, host names resolve on a helper thread.
 
-use super::core::{label, Core, Effect, Input, ProbeId};
-use super::{KeysChanged, Reconfigurer, Reloader};
-use crate::config::model::{Config, ReadyCheck, Stream};
+use super::core::{label, Core, Effect, Input, Prepared, ProbeId, ReloadSet};
+use crate::config::model::{Config, ReadyCheck, Service, Stream};
 use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
 use crate::proc::exit::Exit;
@@ -32,6 +31,27 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod io;
+
+/// Reloads the configuration (SIGHUP, `ctl reload`): the new config and
+/// what changes, or every error found, one per line.
+pub type Reloader = Box<dyn FnMut() -> Result<(Config, ReloadSet), String>>;
+
+/// Applies the key directories again after a change (`ssh.watch`) and
+/// says what sshd should now be (`None`: none).
+pub type KeysChanged = Box<dyn FnMut(&Config) -> Option<Service>>;
+
+/// A live reconfigure's inline part (README "Live reconfigure"): validate
+/// the inputs, install the pillar, render the templates, and say which
+/// process steps the core runs next. `retry`: the last one failed, its
+/// steps run again. Never runs a child itself: the core does.
+pub type Reconfigurer = Box<dyn FnMut(bool) -> ReconfigureRun>;
+
+/// What a `Reconfigurer` did, and what the watch follows from now on.
+pub struct ReconfigureRun {
+    pub result: Prepared,
+    /// The files whose change triggers the next one (`reconfigure.watch`).
+    pub watch: Vec<std::path::PathBuf>,
+}
 
 /// Quiet time after a change in the key directories before they are read.
 const KEYS_DEBOUNCE: Duration = Duration::from_millis(300);
@@ -66,7 +86,9 @@ pub(super) struct Shell<'a> {
     /// The service of each probe in flight, for the log.
     pub probe_names: std::collections::HashMap<u64, String>,
     /// Running one prepare step rather than the services.
-    pub job: Option<JobWatch>,
+    pub step_run: bool,
+    /// How that step ended (`Effect::StepEnded`).
+    pub step_end: Option<crate::proc::JobEnd>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
     /// The rate limit of each service's output (`log.rate_limit`).
@@ -144,20 +166,6 @@ pub(super) fn watch_groups(cfg: &Config) -> Vec<(String, Vec<std::path::PathBuf>
         .collect()
 }
 
-/// What the shell follows of a job (a prepare step).
-#[derive(Default)]
-pub(super) struct JobWatch {
-    pub name: String,
-    pub deadline: Option<Instant>,
-    pub timed_out: bool,
-    pub interrupted: Option<Signal>,
-    pub pid: Option<i32>,
-    pub exit: Option<Exit>,
-    pub not_started: Option<String>,
-    /// Its last stderr lines.
-    pub tail: Vec<String>,
-}
-
 /// After a job's end, how long its output may still come (a descendant in
 /// another process group may hold the pipe open).
 const JOB_OUTPUT_GRACE: Duration = Duration::from_millis(200);
@@ -199,7 +207,7 @@ impl Shell<'_> {
                 output::writer().start();
             }
             if let Some(code) = self.exit {
-                if self.job.is_some() {
+                if self.step_run {
                     self.finish_job();
                     return code;
                 }
@@ -214,7 +222,7 @@ impl Shell<'_> {
     /// spawn (one read), so a burst of thousands yields to SIGTERM between
     /// two spawns, not after all of them.
     fn stop_pending(&mut self) -> bool {
-        if self.job.is_some() {
+        if self.step_run {
             return false;
         }
         if self.stop_queued || self.core.is_stopping() {
@@ -276,23 +284,13 @@ impl Shell<'_> {
                     return;
                 }
                 let input = match self.spawn_service(&spec, index, None) {
-                    Ok(pid) => {
-                        if let Some(j) = &mut self.job {
-                            j.pid = Some(pid);
-                        }
-                        Input::Spawned { proc, pid }
-                    }
-                    Err(e) => {
-                        if let Some(j) = &mut self.job {
-                            j.not_started = Some(e.reason.clone());
-                        }
-                        Input::SpawnFailed {
-                            proc,
-                            reason: e.reason,
-                            status: e.status,
-                            retry: e.retry,
-                        }
-                    }
+                    Ok(pid) => Input::Spawned { proc, pid },
+                    Err(e) => Input::SpawnFailed {
+                        proc,
+                        reason: e.reason,
+                        status: e.status,
+                        retry: e.retry,
+                    },
                 };
                 self.inputs.push_back(input);
             }
@@ -364,7 +362,7 @@ impl Shell<'_> {
             }
             Effect::Reconfigure { conn, retry } => {
                 let result = match &mut self.reconfigurer {
-                    None => super::Prepared::Failed("no live reconfigure".into()),
+                    None => Prepared::Failed("no live reconfigure".into()),
                     Some(f) => {
                         let run = f(retry);
                         if let Some(w) = &mut self.reconf_watch {
@@ -384,6 +382,7 @@ impl Shell<'_> {
                 self.reconf_watch = None;
                 self.svc_watch = None;
             }
+            Effect::StepEnded { name: _, end } => self.step_end = Some(end),
             Effect::Exit(code) => self.exit = Some(code),
             Effect::Hook {
                 probe,
@@ -407,11 +406,6 @@ impl Shell<'_> {
 
     fn wait_and_gather(&mut self) {
         let now = Instant::now();
-        let job_deadline = self
-            .job
-            .as_ref()
-            .filter(|j| !j.timed_out && !self.core.is_stopping())
-            .and_then(|j| j.deadline);
         let hold = if self.readers.iter().any(Option::is_some) {
             output::writer().hold(now)
         } else {
@@ -424,7 +418,6 @@ impl Shell<'_> {
             self.reconf_due,
             self.ctl.as_ref().and_then(Server::next_deadline),
             self.http.as_ref().and_then(HttpServer::next_deadline),
-            job_deadline,
             self.notify_target
                 .as_ref()
                 .and_then(crate::proc::notify::Outbox::next_deadline),
@@ -601,15 +594,6 @@ impl Shell<'_> {
         let framing = crate::proc::record::Framing::of(&self.cfg.log);
         for l in self.limiters.values() {
             l.borrow_mut().report_if_due(now, framing);
-        }
-        if job_deadline.is_some_and(|d| d <= now) {
-            if let Some(j) = &mut self.job {
-                j.timed_out = true;
-                log::warn!("{}: timed out: stopping the step", j.name);
-            }
-            for e in self.core.stop_now(now) {
-                self.apply(e, now);
-            }
         }
         if self.keys_due.is_some_and(|t| t <= now) {
             self.keys_due = None;

@@ -22,9 +22,10 @@ impl Core {
             self.maybe_tell_ready(fx);
         }
         // Forget retired services once they are down.
-        self.svcs
-            .retain(|_, s| !(s.status == Status::Retired && !s.live() && !s.probe_running()));
-        let live: std::collections::HashSet<u32> = self.svcs.keys().copied().collect();
+        self.svcs.retain(|_, s| {
+            !(s.status == Status::Retired && !s.has_live_process() && !s.probe_running())
+        });
+        let live: std::collections::HashSet<SvcId> = self.svcs.keys().copied().collect();
         self.where_is.retain(|_, (s, _)| live.contains(s));
         if self.stopping.is_some() {
             self.advance_stop(now, fx);
@@ -32,7 +33,11 @@ impl Core {
                 .stopping
                 .as_ref()
                 .is_some_and(|st| !st.hooks.is_empty());
-            let done = !hooks && !self.svcs.values().any(|s| s.live() || s.probe_running());
+            let done = !hooks
+                && !self
+                    .svcs
+                    .values()
+                    .any(|s| s.has_live_process() || s.probe_running());
             if done && !self.exited {
                 self.exited = true;
                 fx.push(Effect::Exit(self.exit_status()));
@@ -40,8 +45,8 @@ impl Core {
         }
     }
 
-    pub(super) fn start_order(&self) -> Vec<u32> {
-        let ids: Vec<u32> = self
+    pub(super) fn start_order(&self) -> Vec<SvcId> {
+        let ids: Vec<SvcId> = self
             .svcs
             .iter()
             .filter(|(_, s)| s.status != Status::Retired)
@@ -94,10 +99,9 @@ impl Core {
                     .is_none_or(Svc::is_up)
             });
             // A service replaced by a reload starts once its old self is down.
-            let old_live = self
-                .svcs
-                .values()
-                .any(|o| o.status == Status::Retired && o.live() && o.name() == svc.name());
+            let old_live = self.svcs.values().any(|o| {
+                o.status == Status::Retired && o.has_live_process() && o.name() == svc.name()
+            });
             if !deps_up || old_live {
                 continue;
             }
@@ -112,18 +116,19 @@ impl Core {
     }
 
     /// Mark a service started and arm its readiness check.
-    pub(super) fn begin_service(&mut self, s: u32, now: Instant) {
+    pub(super) fn begin_service(&mut self, s: SvcId, now: Instant) {
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
         svc.status = Status::Started;
         svc.ready = Core::arm_readiness(&svc.spec, now);
+        self.arm_step(s, now);
     }
 
     /// Start the idle processes of a started service, within `budget`.
     pub(super) fn fill(
         &mut self,
-        s: u32,
+        s: SvcId,
         mut budget: usize,
         now: Instant,
         fx: &mut Vec<Effect>,
@@ -141,14 +146,14 @@ impl Core {
 
     /// Restart processes that should run again (a `ctl start` of an ended
     /// service, an `incr` past a stopped slot).
-    pub(super) fn start_procs(&mut self, s: u32, now: Instant, fx: &mut Vec<Effect>) {
+    pub(super) fn start_procs(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         for id in self.proc_ids(s, true, |_| true) {
             self.proc_event(id, Event::Start, now, fx);
         }
     }
 
     /// One more process (`ctl incr`), up to the config's own limit.
-    pub(super) fn grow(&mut self, s: u32) -> Option<usize> {
+    pub(super) fn grow(&mut self, s: SvcId) -> Option<usize> {
         let (len, scale) = self.svcs.get(&s).map(|x| (x.procs.len(), x.scale))?;
         if scale >= MAX_PROCESSES {
             return None;
@@ -164,7 +169,7 @@ impl Core {
 
     pub(super) fn check_all_done(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let waiting = self.svcs.values().any(|s| {
-            s.live()
+            s.has_live_process()
                 || s.probe_running()
                 || matches!(s.status, Status::Manual | Status::Pending)
                 || s.procs.iter().any(|p| {

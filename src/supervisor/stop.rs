@@ -37,7 +37,7 @@ impl Core {
         let with_hooks: Vec<(std::sync::Arc<Service>, Vec<String>, Duration)> = self
             .svcs
             .values()
-            .filter(|s| s.live() && s.status != Status::Retired && s.role != Role::Job)
+            .filter(|s| s.has_live_process() && s.status != Status::Retired && s.role != Role::Step)
             .filter_map(|s| {
                 let h = s.spec.pre_stop.as_ref()?;
                 Some((s.spec.clone(), h.argv.clone(), h.timeout))
@@ -154,14 +154,14 @@ impl Core {
         if self.draining(now) {
             return;
         }
-        let ids: Vec<u32> = self.svcs.keys().copied().collect();
+        let ids: Vec<SvcId> = self.svcs.keys().copied().collect();
         let nodes: Vec<Node> = ids
             .iter()
             .filter_map(|id| self.svcs.get(id).map(|s| Node::of(&s.spec)))
             .collect();
         let live: Vec<bool> = ids
             .iter()
-            .map(|id| self.svcs.get(id).is_some_and(Svc::live))
+            .map(|id| self.svcs.get(id).is_some_and(Svc::has_live_process))
             .collect();
         let mut ready_to_stop = Vec::new();
         for (i, id) in ids.iter().enumerate() {

@@ -28,6 +28,8 @@ struct Sim {
     notes: Vec<String>,
     /// Services whose inputs cannot be read: their spawns fail, to retry.
     unreadable: Vec<String>,
+    /// `Effect::StepEnded`: a step run alone ended.
+    step_ends: Vec<(String, crate::proc::JobEnd)>,
 }
 
 /// The core's options: a 9 s deadline, `drain`, sd_notify to our own
@@ -91,6 +93,7 @@ impl Sim {
             hooks: Vec::new(),
             notes: Vec::new(),
             unreadable: Vec::new(),
+            step_ends: Vec::new(),
         };
         sim.feed(Input::Tick);
         sim
@@ -132,6 +135,7 @@ impl Sim {
                     Effect::ReadLogs { service, .. } => self.log_reads.push(service),
                     Effect::Reload { .. } => self.reloads += 1,
                     Effect::Reconfigure { retry, .. } => self.reconfigures.push(retry),
+                    Effect::StepEnded { name, end } => self.step_ends.push((name, end)),
                     Effect::Exit(code) => self.exit = Some(code),
                 }
             }
@@ -1190,7 +1194,13 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
     sim.exited("salt-1", Exit::Code(0));
     assert_eq!(steps(&sim), ["salt-1", "command-2"]);
     sim.exited("command-2", Exit::Code(3));
-    assert!(sim.signals.is_empty(), "a failed step touches no service");
+    // Only the steps' own groups were killed at their ends.
+    assert_eq!(
+        sim.signalled(Signal::SIGKILL),
+        ["salt-1", "command-2"],
+        "a failed step touches no service"
+    );
+    assert_eq!(sim.signals.len(), 2, "{:?}", sim.signals);
     let st = sim
         .ctl(Command::Status { name: None })
         .reconfigure
@@ -1736,4 +1746,126 @@ fn logs_are_read_by_the_shell_for_a_known_service_or_everyone_even_while_stoppin
         3,
         "a stopping launcher still shows its logs"
     );
+}
+
+// ----- steps: a prepare step alone, a live reconfigure's step ---------------
+
+use crate::proc::JobEnd;
+
+/// A core that runs `job` alone, as the prepare phase does.
+fn step_alone(job: &Job) -> Sim {
+    Sim::started(Core::for_step(job), Instant::now())
+}
+
+#[test]
+fn a_step_alone_ends_the_run_with_its_end() {
+    // (how the step ends, what the run reports)
+    let cases: Vec<(Exit, JobEnd)> = vec![
+        (Exit::Code(0), JobEnd::Exited(Exit::Code(0))),
+        (Exit::Code(3), JobEnd::Exited(Exit::Code(3))),
+        (Exit::Signal(9), JobEnd::Exited(Exit::Signal(9))),
+    ];
+    for (exit, want) in cases {
+        let mut sim = step_alone(&job("salt-1", None));
+        assert_eq!(sim.names_spawned(), ["salt-1"]);
+        assert_eq!(sim.core.next_deadline(), None, "no timeout, no wake-up");
+        sim.exited("salt-1", exit);
+        assert_eq!(sim.step_ends, [("salt-1".to_string(), want)]);
+        assert!(sim.exit.is_some(), "the run ends with the step");
+    }
+}
+
+#[test]
+fn a_step_alone_past_its_timeout_is_stopped_and_timed_out() {
+    let mut sim = step_alone(&job("command-1", Some(1000)));
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_millis(1000)),
+        "the core owns the step's timeout"
+    );
+    sim.at(999);
+    assert!(sim.signals.is_empty(), "{:?}", sim.signals);
+    sim.at(1000);
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
+    assert_eq!(
+        sim.core.next_deadline(),
+        Some(sim.t0 + Duration::from_millis(1000) + STEP_GRACE),
+        "then KILL after the grace"
+    );
+    sim.at(1000 + STEP_GRACE.as_millis() as u64);
+    assert!(sim
+        .signalled(Signal::SIGKILL)
+        .contains(&"command-1".to_string()));
+    sim.exited("command-1", Exit::Signal(9));
+    assert_eq!(sim.step_ends, [("command-1".to_string(), JobEnd::TimedOut)]);
+    assert!(sim.exit.is_some());
+}
+
+#[test]
+fn a_stop_signal_interrupts_a_step_alone() {
+    let mut sim = step_alone(&job("salt-1", Some(60_000)));
+    sim.feed(Input::Signal(Signal::SIGINT));
+    assert_eq!(sim.signalled(Signal::SIGTERM), ["salt-1"]);
+    assert!(sim.step_ends.is_empty(), "not over before it ended");
+    sim.exited("salt-1", Exit::Signal(15));
+    assert_eq!(
+        sim.step_ends,
+        [("salt-1".to_string(), JobEnd::Interrupted(Signal::SIGINT))]
+    );
+}
+
+#[test]
+fn a_second_stop_signal_kills_a_step_alone_now() {
+    let mut sim = step_alone(&job("salt-1", None));
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    assert!(sim.signalled(Signal::SIGKILL).is_empty());
+    sim.feed(Input::Signal(Signal::SIGTERM));
+    assert_eq!(sim.signalled(Signal::SIGKILL), ["salt-1"]);
+}
+
+#[test]
+fn a_step_that_cannot_start_ends_not_started() {
+    let mut core = Core::for_step(&job("bad", None));
+    let now = Instant::now();
+    let proc = core
+        .handle(Input::Tick, now)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Spawn { proc, .. } => Some(proc),
+            _ => None,
+        })
+        .expect("a spawn");
+    let fx = core.handle(
+        Input::SpawnFailed {
+            proc,
+            reason: "bad: not found".into(),
+            status: 127,
+            retry: false,
+        },
+        now,
+    );
+    assert!(fx.contains(&Effect::StepEnded {
+        name: "bad".into(),
+        end: JobEnd::NotStarted("bad: not found".into()),
+    }));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Exit(_))));
+}
+
+#[test]
+fn every_step_leaves_nothing_in_its_group() {
+    // One rule for a prepare step and a live reconfigure's step alike:
+    // when its process ends, its group is killed (what it started there).
+    let mut alone = step_alone(&job("salt-1", None));
+    alone.exited("salt-1", Exit::Code(0));
+    assert_eq!(alone.signalled(Signal::SIGKILL), ["salt-1"]);
+
+    let mut sim = live_sim();
+    sim.feed(Input::InputsChanged);
+    prepared(&mut sim, ready(&[], vec![job("command-1", None)]));
+    sim.exited("command-1", Exit::Code(0));
+    assert_eq!(sim.signalled(Signal::SIGKILL), ["command-1"]);
+    // The services are not the step: a service's end kills nothing.
+    let mut svcs = Sim::config(&[svc("web")]);
+    svcs.exited("web", Exit::Code(0));
+    assert!(svcs.signalled(Signal::SIGKILL).is_empty());
 }

@@ -14,6 +14,11 @@ pub struct ProcId(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProbeId(pub u64);
 
+/// A service of the core, numbered in the order it was added (never
+/// reused: a service replaced by a reload gets a new id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcId(pub(super) u32);
+
 /// A control connection, as the shell numbers them.
 pub type ConnId = u64;
 
@@ -25,12 +30,10 @@ pub enum Role {
     Main,
     /// The launcher's own sshd, derived from `ssh:` (README "SSH keys").
     Sshd,
-    /// A one-shot prepare step run through the same loop: its end ends
-    /// the run, quietly.
-    Job,
-    /// A `salt` or `command` step of a live reconfigure (README "Live
-    /// reconfigure"): a child of this loop, whose end moves the
-    /// reconfigure on.
+    /// A one-shot step (`steps.rs`): a prepare step run alone through
+    /// the same loop, whose end ends the run, or a `salt` or `command`
+    /// step of a live reconfigure (README "Live reconfigure"), whose end
+    /// moves the reconfigure on.
     Step,
 }
 
@@ -198,6 +201,11 @@ pub enum Effect {
     },
     /// A stop has begun (close watches; notify).
     StopBegan,
+    /// A step run alone (a prepare step) ended, and how: the run ends.
+    StepEnded {
+        name: String,
+        end: crate::proc::JobEnd,
+    },
     /// Everything has ended: the launcher exits with this status.
     Exit(i32),
 }

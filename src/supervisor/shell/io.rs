@@ -236,12 +236,6 @@ impl Shell<'_> {
                 self.reap_into(&mut out);
                 continue;
             }
-            if let Some(j) = &mut self.job {
-                let stop = matches!(r.signal, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT);
-                if stop && j.interrupted.is_none() {
-                    j.interrupted = Some(r.signal);
-                }
-            }
             out.push(Input::Signal(r.signal));
         }
         out
@@ -249,7 +243,6 @@ impl Shell<'_> {
 
     pub(super) fn reap_into(&mut self, out: &mut Vec<Input>) {
         let probes = &mut self.probes;
-        let job = &mut self.job;
         let groups = &mut self.groups;
         let cgroup = &self.cgroup;
         let oom_seen = &mut self.oom_seen;
@@ -267,11 +260,6 @@ impl Shell<'_> {
                 }
                 Some(None) => {}
                 None => {
-                    if let Some(j) = job.as_mut().filter(|j| j.pid == Some(pid)) {
-                        j.exit = Some(exit);
-                        // Nothing the step started in its group outlives it.
-                        spawn::signal_group(pid, Signal::SIGKILL);
-                    }
                     if groups.remove(&pid).is_none() {
                         // An orphan re-parented to us: reaped, nothing to tell.
                         return;
@@ -492,11 +480,6 @@ impl Shell<'_> {
         }
         // What a descendant still holds open is not waited for.
         self.readers.clear();
-        if let Some(j) = &mut self.job {
-            if let Some(t) = self.tails.get(&j.name) {
-                j.tail = t.borrow().lines();
-            }
-        }
     }
 
     /// Everything has stopped: make sure nothing outlives us, collect the

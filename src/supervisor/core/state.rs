@@ -1,0 +1,86 @@
+//! The core's per-concern state that `Core` holds: a live reconfigure in
+//! progress, a step's run, a scheduled job's runs. Their behaviour is in
+//! `live.rs`, `steps.rs` and `jobs.rs`, which import the core; the core
+//! imports none of them (no file-level cycle).
+
+use super::types::{ConnId, SvcId};
+use crate::proc::Job as StepJob;
+use nix::sys::signal::Signal;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+/// A live reconfigure in progress: its process steps.
+#[derive(Debug)]
+pub(crate) struct Live {
+    pub conns: Vec<ConnId>,
+    pub changed: Vec<String>,
+    pub retry: bool,
+    pub steps: VecDeque<StepJob>,
+    /// The step that runs (a `Step` service of the core: its timeout and
+    /// end are `steps.rs`'s): its service id and name.
+    pub running: Option<(SvcId, String)>,
+    pub ran: Vec<String>,
+}
+
+/// How long a step's group gets between TERM and KILL (a prepare step's
+/// and a live reconfigure's alike).
+pub const STEP_GRACE: Duration = Duration::from_secs(3);
+
+/// What the core follows of a running step.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct StepRun {
+    /// The step is the whole run (a prepare step): its end ends it and
+    /// goes out as `Effect::StepEnded`. Otherwise it belongs to the live
+    /// reconfigure in progress.
+    pub alone: bool,
+    pub timeout: Option<Duration>,
+    /// Stopped when it runs past this (armed when it starts).
+    pub deadline: Option<Instant>,
+    pub timed_out: bool,
+    /// A stop signal arrived while it ran alone.
+    pub interrupted: Option<Signal>,
+}
+
+/// How runs of a job ended (`mc_job_runs_total{result}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCounts {
+    pub ok: u64,
+    pub failed: u64,
+    pub timeout: u64,
+    pub skipped: u64,
+}
+
+/// The run in progress.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    /// The services this run stopped, started again after it.
+    pub paused: Vec<String>,
+    /// The job's process was asked for (the paused ones are down).
+    pub spawned: bool,
+    pub started: Instant,
+    /// Stopped when still running then (`timeout`).
+    pub deadline: Option<Instant>,
+    pub timed_out: bool,
+}
+
+/// What the core knows of a scheduled job.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Job {
+    /// The next run is worked out (at the first settle: it needs `now`).
+    pub armed: bool,
+    pub next_at: Option<Instant>,
+    /// The same on the wall clock (seconds since the epoch).
+    pub next_wall: Option<f64>,
+    pub run: Option<Run>,
+    pub last_run: Option<f64>,
+    pub last_exit: Option<String>,
+    pub last_result: Option<&'static str>,
+    pub counts: RunCounts,
+}
+
+/// A job's process: never respawned by the machine (the schedule starts it).
+pub(crate) fn job_policy(p: &mut super::super::machine::Policy) {
+    p.respawn = false;
+    p.max_retry = Some(0);
+    p.min_uptime = Duration::ZERO;
+}
