@@ -33,7 +33,7 @@ def main(argv):
             f.write("%s heartbeat %d of worker %d\n" % (time.strftime("%H:%M:%S"), n, os.getpid()))
         if signal.sigtimedwait([signal.SIGTERM, signal.SIGINT], interval):
             break
-    print("worker stopping after %d heartbeats" % n, flush=True)
+    print("worker stopping after %d heartbeat%s" % (n, "" if n == 1 else "s"), flush=True)
     return 0
 
 
