@@ -59,6 +59,16 @@ fn not_root_the_step_is_one_line() {
         "{}",
         out.all()
     );
+    // `check` run the same way says the same: no key read, none refused.
+    let out = t.launch_as_nobody(&["check"]).run();
+    let all = out.all();
+    assert!(
+        all.contains("ssh          skipped, not running as root"),
+        "{all}"
+    );
+    for bad in ["keys of root", "secret.pub", "check the owner"] {
+        assert!(!all.contains(bad), "{bad:?} in\n{all}");
+    }
 }
 
 /// Not root, but `ssh.user` is the user the launcher runs as (the demo):

@@ -41,6 +41,8 @@ pub fn run(step: Step, cfg: &Config, jobs: &mut dyn Jobs) -> Result<Option<Servi
 pub fn check(step: Step, cfg: &Config) -> Vec<Diag> {
     match step {
         Step::Pillar => super::pillar::check(cfg),
+        // A start that cannot use SSH does not read the keys either.
+        Step::Ssh if !super::ssh::usable(&cfg.ssh) => Vec::new(),
         Step::Ssh => super::ssh::check_in(&cfg.ssh, Some(&cfg.paths.volume)),
         Step::Reconfigure => super::reconfigure::check(cfg),
         Step::Prepopulate => super::prepopulate::check(&cfg.prepopulate),
@@ -60,6 +62,9 @@ pub fn describe(step: Step, cfg: &Config, skipped: bool) -> String {
             ),
             Vec::new(),
         ),
+        Step::Ssh if skipped.is_empty() && !super::ssh::usable(&cfg.ssh) => {
+            ("skipped, not running as root".to_string(), Vec::new())
+        }
         Step::Ssh => (
             format!("keys of {} from {}{skipped}", cfg.ssh.user, key_dirs(cfg)),
             Vec::new(),
