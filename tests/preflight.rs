@@ -140,7 +140,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
         &[
             "using /run/mc-launcher".into(),
             format!(
-                "pillar: the image default is the copy the image keeps in {}/image-pillar.sls",
+                "pillar: the image default pillar comes from the copy the image keeps in {}/image-pillar.sls",
                 t.state().display()
             ),
         ],

@@ -58,7 +58,7 @@ fn seed_image_pillar(configured: &Path, used: &Path) {
     match std::fs::read(&from) {
         Ok(bytes) => match fsutil::write_atomic(&to, &bytes, 0o600, None) {
             Ok(()) => log::info!(
-                "pillar: the image default is the copy the image keeps in {}",
+                "pillar: the image default pillar comes from the copy the image keeps in {}",
                 from.display()
             ),
             Err(e) => log::warn!("pillar: cannot copy the image default pillar: {e}"),
