@@ -6,7 +6,7 @@
 use crate::cli::{parse, usage, Args, Command, HelpTopic, Parsed};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
-use crate::error::{self, Diag};
+use crate::error::{self, Diag, Outcome};
 use crate::proc::record::Framing;
 use std::ffi::OsString;
 use std::io::Write;
@@ -88,19 +88,19 @@ fn dispatch() -> i32 {
                 HelpTopic::Main => print!("{}", usage()),
                 HelpTopic::Ctl => print!("{}", crate::cli::ctl_usage()),
             }
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Ok(Parsed::Completion(shell)) => {
             print!("{}", crate::cli::complete::script(shell));
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Ok(Parsed::Version) => {
             print!("{}", crate::cli::version());
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Err(msg) => {
             eprintln!("mc-launcher: {msg}\n\n{}", usage());
-            return error::EXIT_USAGE;
+            return Outcome::Usage.exit_code();
         }
     };
     init_logging(args.verbosity);
@@ -134,12 +134,12 @@ fn dispatch() -> i32 {
                 reason: "invalid input".into(),
                 subject: first.map(|d| d.file.display().to_string()),
                 how: first.map(ToString::to_string),
-                status: error::EXIT_CONFIG,
+                status: Outcome::InvalidInput.exit_code(),
                 ..Default::default()
             };
             let path = std::path::Path::new(config::DEFAULT_TERMINATION_LOG);
             crate::fsutil::write_termination_log(path, None, &report);
-            return error::EXIT_CONFIG;
+            return Outcome::InvalidInput.exit_code();
         }
         Err(diags) => {
             error::report(&diags);
@@ -147,7 +147,7 @@ fn dispatch() -> i32 {
                 // Its verdict line in every case.
                 println!("{}", verdict(diags.len(), 0));
             }
-            return error::EXIT_CONFIG;
+            return Outcome::InvalidInput.exit_code();
         }
     };
     if matches!(args.command, Command::Run | Command::Prepare) {
@@ -160,7 +160,7 @@ fn dispatch() -> i32 {
         Command::Check => check(&loaded.config, &loaded.warnings, &args),
         Command::Run => run(loaded.config, &loaded.warnings, &args, opts, notify_socket),
         Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
-        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl),
+        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl).exit_code(),
     }
 }
 
@@ -174,7 +174,7 @@ fn render(loaded: &config::Loaded) -> i32 {
         }
         None => eprintln!("mc-launcher: no config file found: nothing to render"),
     }
-    error::EXIT_OK
+    Outcome::Done.exit_code()
 }
 
 /// Commands of services that cannot be found on PATH or are not executable.
@@ -282,9 +282,9 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
     println!("{}", verdict(errors, warnings));
     if errors == 0 {
-        error::EXIT_OK
+        Outcome::Done.exit_code()
     } else {
-        error::EXIT_CONFIG
+        Outcome::InvalidInput.exit_code()
     }
 }
 
@@ -320,7 +320,7 @@ fn signal_source() -> Result<crate::signals::SignalSource, i32> {
     // they are read, never lost.
     crate::signals::SignalSource::new().map_err(|e| {
         eprintln!("mc-launcher: cannot read signals: {e}");
-        error::EXIT_FAILURE
+        Outcome::Failed.exit_code()
     })
 }
 
@@ -390,7 +390,7 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         last: None,
     };
     match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut jobs) {
-        Ok(_) => error::EXIT_OK,
+        Ok(_) => Outcome::Done.exit_code(),
         Err(f) => {
             f.log();
             f.exit_code()
@@ -424,7 +424,7 @@ fn run(
     }
     if services.is_empty() && cfg.file.is_none() {
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{}", usage());
-        return error::EXIT_USAGE;
+        return Outcome::Usage.exit_code();
     }
     let prepare = prepares(&cfg, args);
     if prepare {
@@ -585,9 +585,9 @@ fn prepare_report(
 ) -> error::Termination {
     use crate::proc::JobEnd;
     let code = f.exit_code();
-    let reason = match code {
-        error::EXIT_CONFIG => "invalid input".to_string(),
-        c if c > 128 => "stopped on request during the prepare phase".to_string(),
+    let reason = match f.outcome {
+        Outcome::InvalidInput => "invalid input".to_string(),
+        Outcome::Signaled(_) => "stopped on request during the prepare phase".to_string(),
         _ => "a prepare step failed".to_string(),
     };
     let mut t = error::Termination {
