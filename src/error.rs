@@ -52,7 +52,7 @@ impl Outcome {
     }
 }
 
-/// How `mc-launcher ctl` ends (README "mc-launcher ctl"); `exit_code` is
+/// How `mc-launcher ctl` ends (README "Control socket and `ctl`"); `exit_code` is
 /// the only place its status number is chosen. A stop signal ends it as
 /// `Outcome::Signaled`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
