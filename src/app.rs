@@ -6,7 +6,7 @@
 use crate::cli::{parse, usage, Args, Command, HelpTopic, Parsed};
 use crate::config::model::PrepareStep;
 use crate::config::{self, Config, LoadOptions, Service};
-use crate::error::{self, Diag};
+use crate::error::{self, Diag, Outcome};
 use crate::proc::record::Framing;
 use std::ffi::OsString;
 use std::io::Write;
@@ -88,19 +88,19 @@ fn dispatch() -> i32 {
                 HelpTopic::Main => print!("{}", usage()),
                 HelpTopic::Ctl => print!("{}", crate::cli::ctl_usage()),
             }
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Ok(Parsed::Completion(shell)) => {
             print!("{}", crate::cli::complete::script(shell));
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Ok(Parsed::Version) => {
             print!("{}", crate::cli::version());
-            return error::EXIT_OK;
+            return Outcome::Done.exit_code();
         }
         Err(msg) => {
             eprintln!("mc-launcher: {msg}\n\n{}", usage());
-            return error::EXIT_USAGE;
+            return Outcome::Usage.exit_code();
         }
     };
     init_logging(args.verbosity);
@@ -134,12 +134,12 @@ fn dispatch() -> i32 {
                 reason: "invalid input".into(),
                 subject: first.map(|d| d.file.display().to_string()),
                 how: first.map(ToString::to_string),
-                status: error::EXIT_CONFIG,
+                status: Outcome::InvalidInput.exit_code(),
                 ..Default::default()
             };
             let path = std::path::Path::new(config::DEFAULT_TERMINATION_LOG);
             crate::fsutil::write_termination_log(path, None, &report);
-            return error::EXIT_CONFIG;
+            return Outcome::InvalidInput.exit_code();
         }
         Err(diags) => {
             error::report(&diags);
@@ -147,7 +147,7 @@ fn dispatch() -> i32 {
                 // Its verdict line in every case.
                 println!("{}", verdict(diags.len(), 0));
             }
-            return error::EXIT_CONFIG;
+            return Outcome::InvalidInput.exit_code();
         }
     };
     if matches!(args.command, Command::Run | Command::Prepare) {
@@ -155,16 +155,19 @@ fn dispatch() -> i32 {
         // configured form (before, the config's own errors were text).
         use_log_config(&loaded.config.log);
     }
+    // The only place the launcher's outcome becomes a number.
     match args.command {
-        Command::Render => render(&loaded),
-        Command::Check => check(&loaded.config, &loaded.warnings, &args),
-        Command::Run => run(loaded.config, &loaded.warnings, &args, opts, notify_socket),
-        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
-        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl),
+        Command::Render => render(&loaded).exit_code(),
+        Command::Check => check(&loaded.config, &loaded.warnings, &args).exit_code(),
+        Command::Run => {
+            run(loaded.config, &loaded.warnings, &args, opts, notify_socket).exit_code()
+        }
+        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args).exit_code(),
+        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl).exit_code(),
     }
 }
 
-fn render(loaded: &config::Loaded) -> i32 {
+fn render(loaded: &config::Loaded) -> Outcome {
     match &loaded.rendered {
         Some(text) => {
             print!("{text}");
@@ -174,7 +177,7 @@ fn render(loaded: &config::Loaded) -> i32 {
         }
         None => eprintln!("mc-launcher: no config file found: nothing to render"),
     }
-    error::EXIT_OK
+    Outcome::Done
 }
 
 /// Commands of services that cannot be found on PATH or are not executable.
@@ -194,7 +197,7 @@ fn command_problems(cfg: &Config) -> Vec<Diag> {
     out
 }
 
-fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
+fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> Outcome {
     let mut problems = command_problems(cfg);
     problems.extend(crate::prepare::phase::check(cfg));
     // What `run` would only warn about (unsupported circus options) fails
@@ -282,9 +285,9 @@ fn check(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
     }
     println!("{}", verdict(errors, warnings));
     if errors == 0 {
-        error::EXIT_OK
+        Outcome::Done
     } else {
-        error::EXIT_CONFIG
+        Outcome::InvalidInput
     }
 }
 
@@ -315,12 +318,12 @@ fn services_with_main(cfg: &Config, cmd: &[String]) -> Vec<Service> {
     services
 }
 
-fn signal_source() -> Result<crate::signals::SignalSource, i32> {
+fn signal_source() -> Result<crate::signals::SignalSource, Outcome> {
     // Signals have been blocked since the first instruction; from here on
     // they are read, never lost.
     crate::signals::SignalSource::new().map_err(|e| {
         eprintln!("mc-launcher: cannot read signals: {e}");
-        error::EXIT_FAILURE
+        Outcome::Failed
     })
 }
 
@@ -368,7 +371,7 @@ impl crate::prepare::Jobs for LoopJobs<'_> {
     }
 }
 
-fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
+fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> Outcome {
     for w in warnings {
         log::warn!("{w}");
     }
@@ -390,10 +393,10 @@ fn prepare_only(cfg: &Config, warnings: &[Diag], args: &Args) -> i32 {
         last: None,
     };
     match crate::prepare::phase::run(&cfg, &args.skip, enabled, &mut jobs) {
-        Ok(_) => error::EXIT_OK,
+        Ok(_) => Outcome::Done,
         Err(f) => {
             f.log();
-            f.exit_code()
+            f.outcome
         }
     }
 }
@@ -404,7 +407,7 @@ fn run(
     args: &Args,
     opts: LoadOptions,
     notify_socket: Option<String>,
-) -> i32 {
+) -> Outcome {
     use crate::supervisor::{ReloadSet, Role};
     for w in warnings {
         log::warn!("{w}");
@@ -424,7 +427,7 @@ fn run(
     }
     if services.is_empty() && cfg.file.is_none() {
         eprintln!("mc-launcher: nothing to run: give a command (mc-launcher -- CMD) or a config file\n\n{}", usage());
-        return error::EXIT_USAGE;
+        return Outcome::Usage;
     }
     let prepare = prepares(&cfg, args);
     if prepare {
@@ -469,7 +472,7 @@ fn run(
                 crate::fsutil::write_termination_log(path, Some(&cfg.paths.volume), &report);
             }
             log::info!("{}", report.summary());
-            return f.exit_code();
+            return f.outcome;
         }
     }
     let reconfigurer = prepare.then(|| live_reconfigurer(&cfg, &opts, &args.skip));
@@ -507,7 +510,8 @@ fn run(
     });
     let on_keys_changed = (ssh_in_use && cfg.ssh.watch)
         .then(|| Box::new(crate::prepare::phase::resync_keys) as crate::supervisor::KeysChanged);
-    crate::supervisor::run(
+    // The status supervision ended with: a service's, passed through.
+    Outcome::ServiceExit(crate::supervisor::run(
         cfg,
         services,
         &mut signals,
@@ -519,7 +523,7 @@ fn run(
             reconfigurer,
             reconfigure_watch,
         },
-    )
+    ))
 }
 
 /// The inline part of a live reconfigure (README "Live reconfigure"): the
@@ -585,9 +589,9 @@ fn prepare_report(
 ) -> error::Termination {
     use crate::proc::JobEnd;
     let code = f.exit_code();
-    let reason = match code {
-        error::EXIT_CONFIG => "invalid input".to_string(),
-        c if c > 128 => "stopped on request during the prepare phase".to_string(),
+    let reason = match f.outcome {
+        Outcome::InvalidInput => "invalid input".to_string(),
+        Outcome::Signaled(_) => "stopped on request during the prepare phase".to_string(),
         _ => "a prepare step failed".to_string(),
     };
     let mut t = error::Termination {

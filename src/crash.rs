@@ -2,7 +2,7 @@
 //! container with it in an unknown state; one that hangs keeps it alive with
 //! nobody reaping. On a panic (a bug: nothing users or the OS feed us should
 //! reach one) the hook says so, stops every process it can — all of them as
-//! PID 1, its own children otherwise — and exits with `EXIT_INTERNAL`.
+//! PID 1, its own children otherwise — and exits with `Outcome::Internal`.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -17,10 +17,10 @@ pub fn install() {
         default(info);
         eprintln!(
             "mc-launcher: internal error (please report it): stopping every process and exiting {}",
-            crate::error::EXIT_INTERNAL
+            crate::error::Outcome::Internal.exit_code()
         );
         stop_everything();
-        std::process::exit(crate::error::EXIT_INTERNAL);
+        std::process::exit(crate::error::Outcome::Internal.exit_code());
     }));
 }
 

@@ -3,30 +3,79 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Stopped on request and every service stopped.
-pub const EXIT_OK: i32 = 0;
-/// A prepare step failed (`on_error: abort`) or a critical service exhausted its retries.
-pub const EXIT_FAILURE: i32 = 1;
-/// Bad command line.
-pub const EXIT_USAGE: i32 = 2;
-/// Invalid config or invalid volume input (sysexits' EX_CONFIG).
-pub const EXIT_CONFIG: i32 = 78;
-/// CMD exists but cannot be executed.
-pub const EXIT_NOT_EXECUTABLE: i32 = 126;
-/// CMD not found.
-pub const EXIT_NOT_FOUND: i32 = 127;
-/// `mc-launcher ctl`: the command was done.
-pub const CTL_OK: i32 = 0;
-/// `mc-launcher ctl`: the launcher refused or failed the command.
-pub const CTL_FAILED: i32 = 1;
-/// `mc-launcher ctl`: no launcher answered on any socket path.
-pub const CTL_NO_LAUNCHER: i32 = 3;
-/// The launcher itself failed (a panic: a bug), after stopping everything.
-pub const EXIT_INTERNAL: i32 = 70;
+/// Why the launcher (or one of its commands) ends: the situations of
+/// README "Exit status", one per variant. `exit_code` is the only place a
+/// status number is chosen; everything else holds an `Outcome` (or a status
+/// a service gave, passed through).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Stopped on request and every service stopped; a command that did its work.
+    Done,
+    /// The main or a `critical` service ended with this status (passed through).
+    ServiceExit(i32),
+    /// Stopped (or a process killed) by signal N: 128+N, as shells report it.
+    Signaled(i32),
+    /// A prepare step failed (`on_error: abort`).
+    StepFailed,
+    /// A critical service exhausted its retries (FAILED).
+    CriticalGaveUp,
+    /// The launcher could not go on (no signalfd, no probes), the main
+    /// service could not be started for a reason other than its CMD, or
+    /// services FAILED when every one had ended.
+    Failed,
+    /// Bad command line.
+    Usage,
+    /// Invalid config or invalid volume input, or an unwritable path (sysexits' EX_CONFIG).
+    InvalidInput,
+    /// CMD exists but cannot be executed.
+    NotExecutable,
+    /// CMD not found.
+    NotFound,
+    /// The launcher itself failed (a panic: a bug), after stopping everything.
+    Internal,
+}
 
-/// Status for a process killed by signal `n`, as shells report it.
-pub fn signal_exit(n: i32) -> i32 {
-    128 + n
+impl Outcome {
+    /// The exit status: README "Exit status", the only place it is chosen.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::ServiceExit(code) => code,
+            Outcome::Signaled(n) => 128 + n,
+            Outcome::StepFailed | Outcome::CriticalGaveUp | Outcome::Failed => 1,
+            Outcome::Usage => 2,
+            Outcome::InvalidInput => 78,
+            Outcome::NotExecutable => 126,
+            Outcome::NotFound => 127,
+            Outcome::Internal => 70,
+        }
+    }
+}
+
+/// How `mc-launcher ctl` ends (README "Control socket and `ctl`"); `exit_code` is
+/// the only place its status number is chosen. A stop signal ends it as
+/// `Outcome::Signaled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtlOutcome {
+    /// The command was done.
+    Done,
+    /// The launcher refused or failed the command.
+    Failed,
+    /// Bad command line.
+    Usage,
+    /// No launcher answered on any socket path.
+    NoLauncher,
+}
+
+impl CtlOutcome {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            CtlOutcome::Done => 0,
+            CtlOutcome::Failed => 1,
+            CtlOutcome::Usage => Outcome::Usage.exit_code(),
+            CtlOutcome::NoLauncher => 3,
+        }
+    }
 }
 
 /// A position in a file: 1-based line, 1-based column. Line 0 means "the
@@ -99,7 +148,7 @@ pub fn report(diags: &[Diag]) {
 /// logs it once and ends with its `exit_code()`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    code: i32,
+    pub outcome: Outcome,
     /// The step, service or input concerned (`pillar`, `salt-1`); empty
     /// when the message names it.
     pub subject: String,
@@ -109,9 +158,13 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub fn new(code: i32, subject: impl Into<String>, message: impl Into<String>) -> Failure {
+    pub fn new(
+        outcome: Outcome,
+        subject: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Failure {
         Failure {
-            code,
+            outcome,
             subject: subject.into(),
             message: message.into(),
             said: false,
@@ -126,11 +179,11 @@ impl Failure {
 
     /// Stopped by a signal (128+N): a warning, not an error.
     pub fn is_stop(&self) -> bool {
-        self.code > 128
+        matches!(self.outcome, Outcome::Signaled(_))
     }
 
     pub fn exit_code(&self) -> i32 {
-        self.code
+        self.outcome.exit_code()
     }
 
     /// Log it once, at the top.
@@ -232,6 +285,46 @@ impl Termination {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// README "Exit status" and "mc-launcher ctl", row by row.
+    #[test]
+    fn exit_codes_are_the_readme_tables() {
+        let launcher = [
+            (Outcome::Done, 0),
+            (Outcome::ServiceExit(42), 42),
+            (Outcome::ServiceExit(0), 0),
+            (Outcome::Signaled(9), 137),
+            (Outcome::Signaled(15), 143),
+            (Outcome::StepFailed, 1),
+            (Outcome::CriticalGaveUp, 1),
+            (Outcome::Failed, 1),
+            (Outcome::Usage, 2),
+            (Outcome::InvalidInput, 78),
+            (Outcome::NotFound, 127),
+            (Outcome::NotExecutable, 126),
+            (Outcome::Internal, 70),
+        ];
+        for (o, code) in launcher {
+            assert_eq!(o.exit_code(), code, "{o:?}");
+        }
+        let ctl = [
+            (CtlOutcome::Done, 0),
+            (CtlOutcome::Failed, 1),
+            (CtlOutcome::Usage, 2),
+            (CtlOutcome::NoLauncher, 3),
+        ];
+        for (o, code) in ctl {
+            assert_eq!(o.exit_code(), code, "{o:?}");
+        }
+        // A ctl client ended by Ctrl-C, TERM, HUP.
+        for (sig, code) in [(2, 130), (15, 143), (1, 129)] {
+            assert_eq!(Outcome::Signaled(sig).exit_code(), code);
+        }
+        let stop = Failure::new(Outcome::Signaled(15), "", "stopped");
+        assert!(stop.is_stop());
+        assert_eq!(stop.exit_code(), 143);
+        assert!(!Failure::new(Outcome::StepFailed, "pillar", "x").is_stop());
+    }
 
     #[test]
     fn termination_report_fits_and_keeps_the_newest_lines() {

@@ -186,7 +186,7 @@ pub fn reset_for_child(caller: bool) -> std::io::Result<()> {
 pub fn exit_on_stop_signals() {
     extern "C" fn stop(sig: nix::libc::c_int) {
         // SAFETY: _exit is async-signal-safe.
-        unsafe { nix::libc::_exit(128 + sig) }
+        unsafe { nix::libc::_exit(crate::error::Outcome::Signaled(sig).exit_code()) }
     }
     let mut set = SigSet::empty();
     for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {

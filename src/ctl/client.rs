@@ -2,7 +2,7 @@
 
 use super::proto::{candidate_paths, Command, Refusal, Reply};
 use crate::config::model::Config;
-use crate::error::{CTL_FAILED, CTL_NO_LAUNCHER, CTL_OK};
+use crate::error::CtlOutcome;
 use serde_json::Value;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -229,7 +229,13 @@ fn take_timeout(args: &[String]) -> Result<(Option<Duration>, Vec<String>), Stri
 /// launcher ends the answer (with `-f`: until it stops, or Ctrl-C). The
 /// first reply comes within `timeout`; a follower then waits as long as it
 /// takes. A closed stdout (`| head`) ends it quietly.
-fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, json: bool) -> i32 {
+fn stream_logs(
+    paths: &[PathBuf],
+    req: &Value,
+    timeout: Duration,
+    follow: bool,
+    json: bool,
+) -> CtlOutcome {
     let deadline = Instant::now() + timeout;
     let mut tried: Vec<String> = Vec::new();
     let mut found = None;
@@ -247,7 +253,7 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
             "mc-launcher ctl: no launcher is listening (tried {})",
             tried.join("; ")
         );
-        return CTL_NO_LAUNCHER;
+        return CtlOutcome::NoLauncher;
     };
     let late = || {
         eprintln!(
@@ -255,7 +261,7 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
             path.display(),
             humantime::format_duration(timeout)
         );
-        CTL_NO_LAUNCHER
+        CtlOutcome::NoLauncher
     };
     let mut line = req.to_string();
     line.push('\n');
@@ -270,12 +276,12 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
     loop {
         let mut answer = String::new();
         match io::BufRead::read_line(&mut reader, &mut answer) {
-            Ok(0) => return CTL_OK,
+            Ok(0) => return CtlOutcome::Done,
             Ok(_) => {}
             Err(_) if first => return late(),
             Err(e) => {
                 eprintln!("mc-launcher ctl: {}: {}", path.display(), io_text(&e));
-                return CTL_FAILED;
+                return CtlOutcome::Failed;
             }
         }
         if first && follow {
@@ -287,7 +293,7 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
             Ok(r) => r,
             Err(e) => {
                 eprintln!("mc-launcher ctl: {}: bad answer: {e}", path.display());
-                return CTL_FAILED;
+                return CtlOutcome::Failed;
             }
         };
         let mut out = stdout.lock();
@@ -302,7 +308,7 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
             }
         };
         if written.and_then(|()| out.flush()).is_err() {
-            return CTL_OK;
+            return CtlOutcome::Done;
         }
         if !reply.ok {
             if !json {
@@ -311,7 +317,7 @@ fn stream_logs(paths: &[PathBuf], req: &Value, timeout: Duration, follow: bool, 
                     reply.error.as_deref().unwrap_or("logs failed")
                 );
             }
-            return CTL_FAILED;
+            return CtlOutcome::Failed;
         }
     }
 }
@@ -325,14 +331,14 @@ fn io_text(e: &io::Error) -> String {
 }
 
 /// `mc-launcher ctl [--json] [--timeout D] COMMAND [NAME] [SIGNAL]`.
-pub fn client(cfg: &Config, args: &[String]) -> i32 {
+pub fn client(cfg: &Config, args: &[String]) -> CtlOutcome {
     // A client, not PID 1: Ctrl-C and SIGTERM end it at once.
     crate::signals::exit_on_stop_signals();
     let (timeout, args) = match take_timeout(args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mc-launcher ctl: {e}");
-            return crate::error::EXIT_USAGE;
+            return CtlOutcome::Usage;
         }
     };
     let json_out = args.iter().any(|a| a == "--json");
@@ -341,11 +347,11 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         Ok(c) => c,
         Err(Refusal::Usage(e)) => {
             eprintln!("mc-launcher ctl: {e}");
-            return crate::error::EXIT_USAGE;
+            return CtlOutcome::Usage;
         }
         Err(Refusal::Value(e)) => {
             eprintln!("mc-launcher ctl: {e}");
-            return CTL_FAILED;
+            return CtlOutcome::Failed;
         }
     };
     let req = serde_json::to_value(&cmd).unwrap_or_default();
@@ -368,11 +374,11 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         Ok(a) => a,
         Err(e) if e.starts_with("the launcher at") => {
             eprintln!("mc-launcher ctl: {e}");
-            return CTL_NO_LAUNCHER;
+            return CtlOutcome::NoLauncher;
         }
         Err(e) => {
             eprintln!("mc-launcher ctl: no launcher is listening ({e})");
-            return CTL_NO_LAUNCHER;
+            return CtlOutcome::NoLauncher;
         }
     };
     let reply: Reply = serde_json::from_value(answer.clone())
@@ -389,9 +395,9 @@ pub fn client(cfg: &Config, args: &[String]) -> i32 {
         print!("{}", human(&verb, &reply));
     }
     if ok {
-        CTL_OK
+        CtlOutcome::Done
     } else {
-        CTL_FAILED
+        CtlOutcome::Failed
     }
 }
 

@@ -77,7 +77,7 @@ fn gate(cfg: &Config, steps: &[Step], first: bool) -> Result<(), Failure> {
         }
     }
     match report.message() {
-        Some(m) => Err(Failure::new(error::EXIT_CONFIG, "", m)),
+        Some(m) => Err(Failure::new(error::Outcome::InvalidInput, "", m)),
         None => Ok(()),
     }
 }
@@ -98,7 +98,7 @@ pub fn preflight(cfg: &Config, skip: &[Step]) -> Report {
 fn stop_requested(jobs: &mut dyn Jobs) -> Result<(), Failure> {
     match jobs.stop_requested() {
         Some(sig) => Err(Failure::new(
-            error::signal_exit(sig as i32),
+            error::Outcome::Signaled(sig as i32),
             "",
             step::stopped(sig),
         )),

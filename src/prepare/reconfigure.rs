@@ -5,7 +5,7 @@
 
 use super::Jobs;
 use crate::config::model::{Config, OnError, Step, StepKind};
-use crate::error::{Diag, EXIT_FAILURE};
+use crate::error::{Diag, Outcome};
 use crate::proc::exit::Exit;
 use crate::proc::{spawn, Job, JobEnd};
 use nix::sys::signal::Signal;
@@ -23,10 +23,10 @@ pub enum Stop {
 }
 
 impl Stop {
-    pub fn exit_status(&self) -> i32 {
+    pub fn outcome(&self) -> Outcome {
         match self {
-            Stop::Failed(_) => EXIT_FAILURE,
-            Stop::Signal(s) => crate::error::signal_exit(*s as i32),
+            Stop::Failed(_) => Outcome::StepFailed,
+            Stop::Signal(s) => Outcome::Signaled(*s as i32),
         }
     }
 }

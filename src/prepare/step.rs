@@ -110,7 +110,7 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
         // One line that says what is wrong and exactly what is installed.
         Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
             OnInvalid::Abort => Err(Failure::new(
-                error::EXIT_CONFIG,
+                error::Outcome::InvalidInput,
                 "pillar",
                 format!("{d}; {installed}; stopping (on_invalid: abort)"),
             )),
@@ -124,18 +124,22 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
                 Ok(())
             }
             OnInvalid::LastGood => Err(Failure::new(
-                error::EXIT_CONFIG,
+                error::Outcome::InvalidInput,
                 "pillar",
                 format!("{d}; {installed}; stopping (on_invalid: last-good)"),
             )),
         },
-        Err(e) => Err(Failure::new(error::EXIT_FAILURE, "pillar", e.to_string())),
+        Err(e) => Err(Failure::new(
+            error::Outcome::StepFailed,
+            "pillar",
+            e.to_string(),
+        )),
     }
 }
 
 /// The SSH step itself is `ssh::step` (README "SSH keys").
 fn ssh(cfg: &Config) -> Result<Option<Service>, Failure> {
-    super::ssh::step(cfg).map_err(|e| Failure::new(error::EXIT_FAILURE, e.step, e.msg))
+    super::ssh::step(cfg).map_err(|e| Failure::new(error::Outcome::StepFailed, e.step, e.msg))
 }
 
 /// The key directories, for messages.
@@ -151,7 +155,7 @@ fn key_dirs(cfg: &Config) -> String {
 fn reconfigure(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Failure> {
     use super::reconfigure::{run, Stop};
     run(cfg, jobs).map_err(|s| {
-        let code = s.exit_status();
+        let code = s.outcome();
         match s {
             // The step said what failed, where it failed.
             Stop::Failed(m) => Failure::new(code, "reconfigure", m).said(),
@@ -169,7 +173,7 @@ fn prepopulate(cfg: &Config) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) => Err(Failure::new(
-            error::EXIT_FAILURE,
+            error::Outcome::StepFailed,
             "prepopulate",
             e.to_string(),
         )),

@@ -16,7 +16,7 @@ impl Exit {
     pub fn status(self) -> i32 {
         match self {
             Exit::Code(c) => c,
-            Exit::Signal(n) => crate::error::signal_exit(n),
+            Exit::Signal(n) => crate::error::Outcome::Signaled(n).exit_code(),
         }
     }
 }

@@ -526,10 +526,10 @@ fn posix_spawn(opts: SpawnOpts<'_>) -> io::Result<i32> {
 }
 
 /// Exit status the launcher reports when CMD cannot be started, with why.
-pub fn exec_error_status(err: &io::Error) -> i32 {
+pub fn exec_error_status(err: &io::Error) -> crate::error::Outcome {
     match err.kind() {
-        io::ErrorKind::NotFound => crate::error::EXIT_NOT_FOUND,
-        _ => crate::error::EXIT_NOT_EXECUTABLE,
+        io::ErrorKind::NotFound => crate::error::Outcome::NotFound,
+        _ => crate::error::Outcome::NotExecutable,
     }
 }
 

@@ -387,7 +387,7 @@ impl Core {
     pub fn exit_status(&self) -> i32 {
         self.exit_code
             .or(self.main_exit)
-            .unwrap_or(crate::error::EXIT_OK)
+            .unwrap_or(crate::error::Outcome::Done.exit_code())
     }
 
     /// The pids of the main service, or with none of every service: where

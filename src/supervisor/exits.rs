@@ -5,7 +5,7 @@
 
 use super::core::*;
 use super::machine::{Action, Event, Proc};
-use crate::error::EXIT_FAILURE;
+use crate::error::Outcome;
 use crate::proc::exit::Exit;
 use crate::units::fmt_duration;
 use nix::sys::signal::Signal;
@@ -148,7 +148,7 @@ impl Core {
         } else if critical && self.stopping.is_none() {
             log::error!("{name}: critical service ended: stopping everything");
             self.begin_stop(
-                Some(exit.map(Exit::status).unwrap_or(EXIT_FAILURE)),
+                Some(exit.map_or(Outcome::CriticalGaveUp.exit_code(), Exit::status)),
                 Cause::CriticalEnded(name),
                 now,
                 fx,
@@ -186,11 +186,11 @@ impl Core {
             _ => String::new(),
         };
         if main {
-            self.main_exit.get_or_insert(EXIT_FAILURE);
+            self.main_exit.get_or_insert(Outcome::Failed.exit_code());
             self.begin_stop(None, Cause::MainEnded, now, fx);
         } else if critical {
             self.begin_stop(
-                Some(EXIT_FAILURE),
+                Some(Outcome::CriticalGaveUp.exit_code()),
                 Cause::CriticalFailed(name, why),
                 now,
                 fx,

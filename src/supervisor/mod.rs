@@ -90,7 +90,7 @@ pub fn run(
         Ok(p) => p,
         Err(e) => {
             log::error!("cannot set up probes: {e}");
-            return crate::error::EXIT_FAILURE;
+            return crate::error::Outcome::Failed.exit_code();
         }
     };
     let keys = opts.keys_watch;

@@ -4,7 +4,7 @@
 use super::core::*;
 use super::machine::{Event, State};
 use super::plan::{self, Node};
-use crate::error::EXIT_FAILURE;
+use crate::error::Outcome;
 use std::time::Instant;
 
 /// The most processes one service runs (as `numprocesses` allows).
@@ -192,9 +192,9 @@ impl Core {
             log::info!("every service has ended");
         }
         let code = if failed.is_empty() {
-            crate::error::EXIT_OK
+            Outcome::Done.exit_code()
         } else {
-            EXIT_FAILURE
+            Outcome::Failed.exit_code()
         };
         self.begin_stop(Some(code), Cause::AllEnded { failed }, now, fx);
     }

@@ -37,7 +37,7 @@ impl Shell<'_> {
         helper_of: Option<&str>,
     ) -> Result<i32, NotStarted> {
         let creds = spawn::resolve_creds(spec)
-            .map_err(|r| NotStarted::fatal(r, crate::error::EXIT_FAILURE))?;
+            .map_err(|r| NotStarted::fatal(r, crate::error::Outcome::Failed.exit_code()))?;
         let name = label(spec, index);
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
@@ -81,14 +81,14 @@ impl Shell<'_> {
         let (stdout, stderr) = pipes.map_err(|e| {
             NotStarted::fatal(
                 format!("cannot create output pipes: {e}"),
-                crate::error::EXIT_FAILURE,
+                crate::error::Outcome::Failed.exit_code(),
             )
         })?;
         // Read at each start: a rotated file applies at the next one. A
         // file not there yet (a secret mounted late) is retried.
         let missing = |reason: String| NotStarted {
             reason,
-            status: crate::error::EXIT_FAILURE,
+            status: crate::error::Outcome::Failed.exit_code(),
             retry: true,
         };
         let files = crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?;
@@ -143,7 +143,7 @@ impl Shell<'_> {
                 let prog = spec.argv.first().map(String::as_str).unwrap_or("");
                 Err(NotStarted::fatal(
                     format!("cannot run {prog}: {e}"),
-                    spawn::exec_error_status(&e),
+                    spawn::exec_error_status(&e).exit_code(),
                 ))
             }
         }
