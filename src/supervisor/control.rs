@@ -261,7 +261,7 @@ impl Core {
     }
 
     /// The rows of `ctl status`.
-    pub fn status(&self, now: Instant) -> Vec<ServiceState> {
+    pub(super) fn status(&self, now: Instant) -> Vec<ServiceState> {
         self.svcs
             .values()
             .filter(|s| s.status != Status::Retired)
@@ -392,13 +392,6 @@ impl Core {
         }
         t.subject = subject;
         t
-    }
-
-    /// Services by role, for the shell (which one is sshd, say).
-    pub fn has_role(&self, role: Role) -> bool {
-        self.svcs
-            .values()
-            .any(|s| s.role == role && s.status != Status::Retired)
     }
 }
 

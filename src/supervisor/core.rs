@@ -169,12 +169,15 @@ pub enum Cause {
     },
 }
 
+/// The shell sees only `handle`, `next_deadline`, `set_wall` (the clock)
+/// and the queries (`status_reply`, `health`, `metrics_text`, `summary`,
+/// `termination`, `is_stopping`); every field is the core's own.
 pub struct Core {
-    pub reconfigure_counts: ReconfigureCounts,
+    pub(super) reconfigure_counts: ReconfigureCounts,
     /// When the launcher started (seconds since the epoch), for
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
-    pub start_time_unix: f64,
+    pub(super) start_time_unix: f64,
     pub(super) svcs: BTreeMap<SvcId, Svc>,
     pub(super) next_svc: SvcId,
     pub(super) next_proc: u64,
@@ -227,13 +230,17 @@ pub struct CoreOptions {
     pub notify_self: bool,
     /// `ctl reconfigure` and the watch may ask for a live reconfigure.
     pub can_reconfigure: bool,
+    /// When the launcher started (seconds since the epoch).
+    pub start_time_unix: f64,
+    /// The main command runs in the foreground of a terminal.
+    pub main_on_tty: bool,
 }
 
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
             reconfigure_counts: ReconfigureCounts::default(),
-            start_time_unix: 0.0,
+            start_time_unix: opts.start_time_unix,
             svcs: BTreeMap::new(),
             next_svc: SvcId(0),
             next_proc: 0,
@@ -258,7 +265,7 @@ impl Core {
             reconf_retry: false,
             reconf_last: None,
             wall: None,
-            main_on_tty: false,
+            main_on_tty: opts.main_on_tty,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -278,6 +285,8 @@ impl Core {
                 drain: Duration::ZERO,
                 notify_self: false,
                 can_reconfigure: false,
+                start_time_unix: 0.0,
+                main_on_tty: false,
             },
         );
         core.add_step(job, true);
@@ -384,7 +393,7 @@ impl Core {
     }
 
     /// The launcher's exit status, once everything has ended.
-    pub fn exit_status(&self) -> i32 {
+    pub(super) fn exit_status(&self) -> i32 {
         self.exit_code
             .or(self.main_exit)
             .unwrap_or(crate::error::EXIT_OK)
@@ -392,7 +401,7 @@ impl Core {
 
     /// The pids of the main service, or with none of every service: where
     /// USR1 and friends go.
-    pub fn forward_targets(&self) -> Vec<i32> {
+    pub(super) fn forward_targets(&self) -> Vec<i32> {
         let has_main = self.svcs.values().any(|s| s.spec.main);
         self.svcs
             .values()

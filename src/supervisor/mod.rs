@@ -72,7 +72,8 @@ pub fn run(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x9e37_79b9)
         ^ (std::process::id() as u64).rotate_left(32);
-    let mut core = core::Core::new(
+    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
+    let core = core::Core::new(
         services,
         core::CoreOptions {
             shutdown_timeout: cfg.shutdown.timeout,
@@ -81,11 +82,10 @@ pub fn run(
             drain: cfg.shutdown.drain,
             notify_self: opts.notify_socket.is_some(),
             can_reconfigure: opts.reconfigurer.is_some(),
+            start_time_unix: crate::proc::output::unix_now(),
+            main_on_tty: stdin_tty,
         },
     );
-    core.start_time_unix = crate::proc::output::unix_now();
-    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
-    core.main_on_tty = stdin_tty;
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {

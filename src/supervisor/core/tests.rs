@@ -42,6 +42,8 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
         drain,
         notify_self,
         can_reconfigure: true,
+        start_time_unix: 0.0,
+        main_on_tty: false,
     }
 }
 
@@ -429,6 +431,8 @@ fn exit_status_rule() {
             drain: Duration::ZERO,
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let now = Instant::now();
@@ -598,6 +602,8 @@ fn big_starts_come_in_batches() {
             drain: Duration::ZERO,
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let mut core = core;
@@ -919,6 +925,8 @@ fn a_main_that_ends_does_not_drain() {
             drain: Duration::from_secs(5),
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let mut core = core;
