@@ -19,7 +19,17 @@ use std::time::{Duration, Instant};
 /// signal arriving during a start of thousands is read between batches.
 pub const SPAWN_BATCH: usize = 64;
 
+mod control;
+mod exits;
+mod jobs;
+mod live;
+pub(super) mod metrics;
+mod probes;
+mod reload;
+mod start;
 mod state;
+mod steps;
+mod stop;
 mod types;
 pub(super) use self::state::*;
 pub use self::types::*;

@@ -3,28 +3,19 @@
 //!
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
-//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`, `steps`,
-//!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
-//!   service and the whole launcher, pure:
-//!   `Core::handle(Input, now) -> Vec<Effect>`.
+//! - `core` (a sealed module: its vocabulary in `core/types.rs`, its
+//!   policy per concern in `core/{start,exits,steps,probes,stop,reload,
+//!   live,jobs,control,metrics}.rs`): every service and the whole
+//!   launcher, pure: `Core::handle(Input, now) -> Vec<Effect>`. Its state
+//!   is its own; the shell calls `handle`, `next_deadline`, `set_wall` and
+//!   the queries.
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
 //!   effects out and turns what happens into inputs.
 
-pub mod control;
 pub mod core;
-mod exits;
-mod jobs;
-mod live;
 pub mod machine;
-pub mod metrics;
 pub mod plan;
-mod probes;
-mod reload;
 mod shell;
-pub(crate) mod start;
-
-mod steps;
-mod stop;
 
 use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};

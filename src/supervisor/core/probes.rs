@@ -9,10 +9,10 @@
 //! usual backoff), with the reason `liveness`. Probes are effects: the
 //! shell runs them without blocking and answers with `ProbeDone`.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::{ReadyCheck, Service};
 use crate::proc::exit::Exit;
+use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
 use std::time::{Duration, Instant};
 

@@ -2,10 +2,10 @@
 //! service gets its stop signal once everything that runs after it has
 //! exited; SIGKILL for what is left at the deadline.
 
-use super::core::*;
-use super::machine::{Event, State};
-use super::plan::{self, Node};
+use super::*;
 use crate::config::model::Service;
+use crate::supervisor::machine::{Event, State};
+use crate::supervisor::plan::{self, Node};
 use crate::units::fmt_duration;
 use std::time::{Duration, Instant};
 

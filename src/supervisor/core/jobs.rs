@@ -8,11 +8,11 @@
 //! (`Input::PathsChanged`) is debounced here, then reloads or restarts
 //! that one service.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::{OnChange, Service, When};
 use crate::ctl::proto::{JobRuns, JobState};
 use crate::proc::exit::Exit;
+use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -324,7 +324,10 @@ impl Core {
         if let Some(svc) = self.svcs.get_mut(&id) {
             let n = svc.scale;
             for slot in svc.procs.iter_mut().take(n) {
-                if matches!(slot.m.state, super::machine::State::Stopping { .. }) {
+                if matches!(
+                    slot.m.state,
+                    crate::supervisor::machine::State::Stopping { .. }
+                ) {
                     slot.m.restart_on_end = true;
                 } else {
                     start.push(slot.id);

@@ -6,10 +6,10 @@
 //! reaper), each under its timeout; only when every step succeeded and
 //! something changed are the services touched, each by `on_reconfigure`.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::OnReconfigure;
 use crate::ctl::proto::{ReconfigureState, Reply};
+use crate::supervisor::machine::Event;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::Instant;

@@ -1,10 +1,10 @@
 //! Starting: who may start now (dependencies up, warm-up over), in
 //! batches; and noticing when nothing is left to supervise.
 
-use super::core::*;
-use super::machine::{Event, State};
-use super::plan::{self, Node};
+use super::*;
 use crate::error::EXIT_FAILURE;
+use crate::supervisor::machine::{Event, State};
+use crate::supervisor::plan::{self, Node};
 use std::time::Instant;
 
 /// The most processes one service runs (as `numprocesses` allows).

@@ -2,7 +2,7 @@
 //! `ctl metrics` and `GET /metrics` (README "Metrics"). Pure: built from
 //! what the core knows, the same text for both.
 
-use super::core::{Core, Role, Status};
+use super::{Core, Role, Status};
 use std::fmt::Write;
 
 /// What `Content-Type` the text is (Prometheus reads the version from it).

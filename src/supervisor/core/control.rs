@@ -2,11 +2,11 @@
 //! summary lines. Still pure: a command changes the core's state and comes
 //! back as a `Reply` (or as effects, for `reload`).
 
-use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
-use super::machine::{Event, State};
+use super::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use crate::ctl::proto::{
     Command, Health, ProbeState, Reply, ServiceDetail, ServiceState, StateName,
 };
+use crate::supervisor::machine::{Event, State};
 use crate::units::fmt_duration;
 use std::time::Instant;
 

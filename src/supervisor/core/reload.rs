@@ -1,11 +1,11 @@
 //! Reloads and the launcher's own sshd: what a new configuration
 //! changes, and sshd following the keys.
 
-use super::core::*;
-use super::machine::Event;
-use super::plan::{self};
+use super::*;
 use crate::config::model::Service;
 use crate::ctl::proto::Reply;
+use crate::supervisor::machine::Event;
+use crate::supervisor::plan::{self};
 use std::sync::Arc;
 use std::time::Instant;
 
