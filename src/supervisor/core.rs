@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// At most this many processes are spawned per round, so that a stop
 /// signal arriving during a start of thousands is read between batches.
-pub const SPAWN_BATCH: usize = 64;
+const SPAWN_BATCH: usize = 64;
 
 mod control;
 mod exits;
@@ -31,11 +31,11 @@ mod state;
 mod steps;
 mod stop;
 mod types;
-pub(super) use self::state::*;
+use self::state::*;
 pub use self::types::*;
 
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Status {
+enum Status {
     /// Waiting for its dependencies or its turn.
     Pending,
     /// `autostart: false`, or stopped with `ctl stop`: only started on request.
@@ -47,14 +47,14 @@ pub(super) enum Status {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Slot {
+struct Slot {
     pub id: ProcId,
     pub m: Proc,
 }
 
 /// The readiness check of a started service.
 #[derive(Debug, Clone)]
-pub(super) struct Readiness {
+struct Readiness {
     pub ok: bool,
     /// Ready once since it started: from then on a failing probe makes it
     /// not ready (no restart); before, the deadline makes it FAILED.
@@ -69,7 +69,7 @@ pub(super) struct Readiness {
 
 /// The liveness check of a running service.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Liveness {
+struct Liveness {
     pub next_at: Option<Instant>,
     pub running: Option<ProbeId>,
     /// Failed probes in a row.
@@ -79,7 +79,7 @@ pub(super) struct Liveness {
 /// What the core knows of a service beyond its processes: for `ctl
 /// status`, the summary, the termination report and the metrics.
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
+struct Facts {
     /// Why it was last restarted by the launcher (`liveness`).
     pub restart_reason: Option<String>,
     /// Processes the kernel killed for lack of memory.
@@ -93,7 +93,7 @@ pub struct Facts {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Svc {
+struct Svc {
     pub spec: Arc<Service>,
     pub role: Role,
     pub policy: Policy,
@@ -147,26 +147,26 @@ impl Svc {
             .map(|(_, p)| p)
     }
 
-    pub(super) fn probe_running(&self) -> bool {
+    fn probe_running(&self) -> bool {
         self.ready.as_ref().is_some_and(|r| r.running.is_some())
             || self.live.as_ref().is_some_and(|l| l.running.is_some())
     }
 }
 
-pub(super) struct Stopping {
-    pub(super) deadline: Instant,
-    pub(super) killed: bool,
+struct Stopping {
+    deadline: Instant,
+    killed: bool,
     /// Draining (README "Drain"): the pre_stop hooks still running, then
     /// the wait; nothing is stopped until both are over.
-    pub(super) hooks: std::collections::HashSet<ProbeId>,
-    pub(super) drain_for: Duration,
-    pub(super) drain_until: Option<Instant>,
-    pub(super) drained: bool,
+    hooks: std::collections::HashSet<ProbeId>,
+    drain_for: Duration,
+    drain_until: Option<Instant>,
+    drained: bool,
 }
 
 /// Why the launcher is stopping, for the termination report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
+enum Cause {
     /// A stop signal or `ctl quit` (the signal's name, or `ctl quit`).
     Requested(String),
     /// The main command ended.
@@ -183,49 +183,49 @@ pub enum Cause {
 /// and the queries (`status_reply`, `health`, `metrics_text`, `summary`,
 /// `termination`, `is_stopping`); every field is the core's own.
 pub struct Core {
-    pub(super) reconfigure_counts: ReconfigureCounts,
+    reconfigure_counts: ReconfigureCounts,
     /// When the launcher started (seconds since the epoch), for
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
-    pub(super) start_time_unix: f64,
-    pub(super) svcs: BTreeMap<SvcId, Svc>,
-    pub(super) next_svc: SvcId,
-    pub(super) next_proc: u64,
-    pub(super) next_probe: u64,
-    pub(super) pids: HashMap<i32, ProcId>,
-    pub(super) where_is: HashMap<ProcId, (SvcId, usize)>,
-    pub(super) shutdown_timeout: Duration,
-    pub(super) can_reload: bool,
-    pub(super) stopping: Option<Stopping>,
+    start_time_unix: f64,
+    svcs: BTreeMap<SvcId, Svc>,
+    next_svc: SvcId,
+    next_proc: u64,
+    next_probe: u64,
+    pids: HashMap<i32, ProcId>,
+    where_is: HashMap<ProcId, (SvcId, usize)>,
+    shutdown_timeout: Duration,
+    can_reload: bool,
+    stopping: Option<Stopping>,
     /// Set by the first cause of a stop that decides the exit status.
-    pub(super) exit_code: Option<i32>,
-    pub(super) main_exit: Option<i32>,
-    pub(super) warmup_until: Option<Instant>,
-    pub(super) rng: u64,
-    pub(super) exited: bool,
+    exit_code: Option<i32>,
+    main_exit: Option<i32>,
+    warmup_until: Option<Instant>,
+    rng: u64,
+    exited: bool,
     /// `shutdown.drain`.
-    pub(super) drain: Duration,
-    pub(super) cause: Option<Cause>,
+    drain: Duration,
+    cause: Option<Cause>,
     /// The launcher runs under a supervisor that takes sd_notify messages.
-    pub(super) notify_self: bool,
+    notify_self: bool,
     /// `READY=1` went out to it.
-    pub(super) told_ready: bool,
+    told_ready: bool,
     /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
-    pub(super) can_reconfigure: bool,
+    can_reconfigure: bool,
     /// The live reconfigure in progress.
-    pub(super) reconf: Option<Live>,
+    reconf: Option<Live>,
     /// Asked again while one ran: the connections that wait for the next
     /// one, and whether one is due at all.
-    pub(super) reconf_again: Option<Vec<ConnId>>,
+    reconf_again: Option<Vec<ConnId>>,
     /// The last reconfigure failed: the next one retries its steps.
-    pub(super) reconf_retry: bool,
+    reconf_retry: bool,
     /// What `ctl status` shows of the last reconfigure.
-    pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
+    reconf_last: Option<crate::ctl::proto::ReconfigureState>,
     /// The wall clock at an instant (seconds since the epoch): cron times.
-    pub(super) wall: Option<(Instant, f64)>,
+    wall: Option<(Instant, f64)>,
     /// The main command runs in the foreground of a terminal (stdin is a
     /// tty): a stop sends it SIGHUP first, as a closing terminal would.
-    pub(super) main_on_tty: bool,
+    main_on_tty: bool,
 }
 
 pub struct CoreOptions {
@@ -403,7 +403,7 @@ impl Core {
     }
 
     /// The launcher's exit status, once everything has ended.
-    pub(super) fn exit_status(&self) -> i32 {
+    fn exit_status(&self) -> i32 {
         self.exit_code
             .or(self.main_exit)
             .unwrap_or(crate::error::EXIT_OK)
@@ -411,7 +411,7 @@ impl Core {
 
     /// The pids of the main service, or with none of every service: where
     /// USR1 and friends go.
-    pub(super) fn forward_targets(&self) -> Vec<i32> {
+    fn forward_targets(&self) -> Vec<i32> {
         let has_main = self.svcs.values().any(|s| s.spec.main);
         self.svcs
             .values()
@@ -422,7 +422,7 @@ impl Core {
 
     // ----- bookkeeping ---------------------------------------------------
 
-    pub(super) fn add(&mut self, spec: Service, role: Role) {
+    fn add(&mut self, spec: Service, role: Role) {
         let id = self.next_svc;
         self.next_svc = SvcId(id.0 + 1);
         let scale = spec.numprocesses.max(1) as usize;
@@ -458,32 +458,32 @@ impl Core {
         self.svcs.insert(id, svc);
     }
 
-    pub(super) fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
+    fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
         let id = ProcId(self.next_proc);
         self.next_proc += 1;
         self.where_is.insert(id, (svc, index));
         Slot { id, m: Proc::new() }
     }
 
-    pub(super) fn find(&self, name: &str) -> Option<SvcId> {
+    fn find(&self, name: &str) -> Option<SvcId> {
         self.svcs
             .iter()
             .find(|(_, s)| s.name() == name && s.status != Status::Retired)
             .map(|(&id, _)| id)
     }
 
-    pub(super) fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
+    fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
         let (s, _) = self.where_is.get(&proc)?;
         self.svcs.get(s)
     }
 
-    pub(super) fn label_of(&self, proc: ProcId) -> Option<String> {
+    fn label_of(&self, proc: ProcId) -> Option<String> {
         let (s, i) = *self.where_is.get(&proc)?;
         let svc = self.svcs.get(&s)?;
         Some(label(&svc.spec, i))
     }
 
-    pub(super) fn ctx(&mut self, now: Instant) -> Ctx {
+    fn ctx(&mut self, now: Instant) -> Ctx {
         // xorshift64: jitter for backoff, no need for a crypto RNG.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -501,7 +501,7 @@ impl Core {
         }
     }
 
-    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let due: Vec<ProcId> = self
             .svcs
             .values()
@@ -530,7 +530,7 @@ impl Core {
 
     // ----- signals ---------------------------------------------------------
 
-    pub(super) fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
         let short = crate::signals::short_name(sig);
         match sig {
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.step_alone() => {

@@ -8,7 +8,7 @@ use crate::supervisor::plan::{self, Node};
 use std::time::Instant;
 
 /// The most processes one service runs (as `numprocesses` allows).
-pub const MAX_PROCESSES: usize = 10_000;
+pub(super) const MAX_PROCESSES: usize = 10_000;
 
 impl Core {
     /// After every input: continue the stop, or start what can start and
