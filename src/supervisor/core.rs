@@ -183,7 +183,6 @@ enum Cause {
 /// and the queries (`status_reply`, `health`, `metrics_text`, `summary`,
 /// `termination`, `is_stopping`); every field is the core's own.
 pub struct Core {
-    reconfigure_counts: ReconfigureCounts,
     /// When the launcher started (seconds since the epoch), for
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
@@ -210,17 +209,8 @@ pub struct Core {
     notify_self: bool,
     /// `READY=1` went out to it.
     told_ready: bool,
-    /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
-    can_reconfigure: bool,
-    /// The live reconfigure in progress.
-    reconf: Option<Live>,
-    /// Asked again while one ran: the connections that wait for the next
-    /// one, and whether one is due at all.
-    reconf_again: Option<Vec<ConnId>>,
-    /// The last reconfigure failed: the next one retries its steps.
-    reconf_retry: bool,
-    /// What `ctl status` shows of the last reconfigure.
-    reconf_last: Option<crate::ctl::proto::ReconfigureState>,
+    /// The live reconfigure (`live.rs`).
+    reconf: Reconf,
     /// The wall clock at an instant (seconds since the epoch): cron times.
     wall: Option<(Instant, f64)>,
     /// The main command runs in the foreground of a terminal (stdin is a
@@ -249,7 +239,6 @@ pub struct CoreOptions {
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
-            reconfigure_counts: ReconfigureCounts::default(),
             start_time_unix: opts.start_time_unix,
             svcs: BTreeMap::new(),
             next_svc: SvcId(0),
@@ -269,11 +258,10 @@ impl Core {
             cause: None,
             notify_self: opts.notify_self,
             told_ready: false,
-            can_reconfigure: opts.can_reconfigure,
-            reconf: None,
-            reconf_again: None,
-            reconf_retry: false,
-            reconf_last: None,
+            reconf: Reconf {
+                enabled: opts.can_reconfigure,
+                ..Reconf::default()
+            },
             wall: None,
             main_on_tty: opts.main_on_tty,
         };

@@ -77,7 +77,7 @@ impl Core {
                 fx.push(Effect::Reload { conn: Some(conn) });
                 return None;
             }
-            (Command::Reconfigure {}, _) if !self.can_reconfigure => {
+            (Command::Reconfigure {}, _) if !self.reconf.enabled => {
                 Reply::error("no live reconfigure: the launcher ran no prepare phase")
             }
             (Command::Reconfigure {}, _) => {
@@ -208,7 +208,7 @@ impl Core {
         Reply {
             ok: true,
             services: Some(self.status(now)),
-            reconfigure: self.reconf_last.clone(),
+            reconfigure: self.reconf.last.clone(),
             ..Reply::default()
         }
     }

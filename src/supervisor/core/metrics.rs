@@ -185,7 +185,7 @@ impl Core {
                 Kind::Counter,
                 "Live reconfigurations, by result.",
             );
-            let c = self.reconfigure_counts;
+            let c = self.reconf.counts;
             for (result, n) in [("ok", c.ok), ("failed", c.failed), ("invalid", c.invalid)] {
                 f.sample(name, &[("result", result)], n as f64);
             }

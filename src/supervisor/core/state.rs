@@ -9,9 +9,28 @@ use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The live reconfigure's state (README "Live reconfigure"; its
+/// behaviour is `live.rs`'s).
+#[derive(Debug, Default)]
+pub(super) struct Reconf {
+    /// It can be asked for (`ctl reconfigure`, the watch).
+    pub enabled: bool,
+    /// The one in progress.
+    pub run: Option<ReconfRun>,
+    /// Asked again while one ran: the connections that wait for the next
+    /// one, and whether one is due at all.
+    pub again: Option<Vec<ConnId>>,
+    /// The last one failed: the next one retries its steps.
+    pub retry: bool,
+    /// What `ctl status` shows of the last one.
+    pub last: Option<crate::ctl::proto::ReconfigureState>,
+    /// How they ended (`mc_reconfigure_total`).
+    pub counts: super::types::ReconfigureCounts,
+}
+
 /// A live reconfigure in progress: its process steps.
 #[derive(Debug)]
-pub(super) struct Live {
+pub(super) struct ReconfRun {
     pub conns: Vec<ConnId>,
     pub changed: Vec<String>,
     pub retry: bool,
