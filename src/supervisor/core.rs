@@ -153,7 +153,20 @@ impl Svc {
     }
 }
 
+/// The stop concern (README "Stopping", "Drain").
+struct Stop {
+    /// `shutdown.timeout`.
+    timeout: Duration,
+    /// `shutdown.drain`.
+    drain: Duration,
+    /// The stop in progress.
+    active: Option<Stopping>,
+}
+
+/// A stop in progress.
 struct Stopping {
+    /// Why: for the termination report.
+    cause: Cause,
     deadline: Instant,
     killed: bool,
     /// Draining (README "Drain"): the pre_stop hooks still running, then
@@ -193,18 +206,15 @@ pub struct Core {
     next_probe: u64,
     pids: HashMap<i32, ProcId>,
     where_is: HashMap<ProcId, (SvcId, usize)>,
-    shutdown_timeout: Duration,
+    /// How a stop goes, and the one in progress (`stop.rs`).
+    stop: Stop,
     can_reload: bool,
-    stopping: Option<Stopping>,
     /// Set by the first cause of a stop that decides the exit status.
     exit_code: Option<i32>,
     main_exit: Option<i32>,
     warmup_until: Option<Instant>,
     rng: u64,
     exited: bool,
-    /// `shutdown.drain`.
-    drain: Duration,
-    cause: Option<Cause>,
     /// The launcher runs under a supervisor that takes sd_notify messages.
     notify_self: bool,
     /// `READY=1` went out to it.
@@ -246,16 +256,17 @@ impl Core {
             next_probe: 0,
             pids: HashMap::new(),
             where_is: HashMap::new(),
-            shutdown_timeout: opts.shutdown_timeout,
+            stop: Stop {
+                timeout: opts.shutdown_timeout,
+                drain: opts.drain,
+                active: None,
+            },
             can_reload: opts.can_reload,
-            stopping: None,
             exit_code: None,
             main_exit: None,
             warmup_until: None,
             rng: opts.seed | 1,
             exited: false,
-            drain: opts.drain,
-            cause: None,
             notify_self: opts.notify_self,
             told_ready: false,
             reconf: Reconf {
@@ -371,13 +382,13 @@ impl Core {
                 consider(p.m.deadline());
             }
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             consider(self.warmup_until);
             consider(self.probe_deadlines());
             consider(self.job_deadlines());
             consider(self.step_deadlines());
         }
-        if let Some(st) = &self.stopping {
+        if let Some(st) = &self.stop.active {
             if !st.killed {
                 consider(Some(st.deadline));
             }
@@ -387,7 +398,7 @@ impl Core {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.is_some()
+        self.stop.active.is_some()
     }
 
     /// The launcher's exit status, once everything has ended.
@@ -477,14 +488,14 @@ impl Core {
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let jitter = 0.5 + (self.rng % 1000) as f64 / 2000.0;
-        let grace_cap = match &self.stopping {
+        let grace_cap = match &self.stop.active {
             Some(st) => st.deadline.saturating_duration_since(now),
-            None => self.shutdown_timeout,
+            None => self.stop.timeout,
         };
         Ctx {
             now,
             jitter,
-            shutting_down: self.stopping.is_some(),
+            shutting_down: self.stop.active.is_some(),
             grace_cap,
         }
     }
@@ -503,11 +514,12 @@ impl Core {
         if self.warmup_until.is_some_and(|w| w <= now) {
             self.warmup_until = None;
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             self.step_timeouts(now, fx);
         }
         let overdue = self
-            .stopping
+            .stop
+            .active
             .as_ref()
             .is_some_and(|st| !st.killed && st.deadline <= now);
         if overdue {
@@ -523,7 +535,7 @@ impl Core {
         match sig {
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.step_alone() => {
                 self.step_interrupted(sig);
-                if self.stopping.is_some() {
+                if self.stop.active.is_some() {
                     self.kill_all(now, fx); // a second signal: now
                 } else {
                     log::warn!("{short} received: stopping the step");
@@ -531,7 +543,7 @@ impl Core {
                 }
             }
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                if self.stopping.is_some() {
+                if self.stop.active.is_some() {
                     log::warn!("second {short} during stop: killing everything now");
                     self.kill_all(now, fx);
                 } else {

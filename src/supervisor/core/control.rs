@@ -354,7 +354,7 @@ impl Core {
                 .values()
                 .find(|s| s.name() == name && s.status != Status::Retired)
         };
-        let (reason, subject) = match &self.cause {
+        let (reason, subject) = match self.stop.active.as_ref().map(|st| &st.cause) {
             Some(Cause::Requested(by)) => (format!("stopped on request ({by})"), None),
             Some(Cause::MainEnded) => (
                 "the main command ended".to_string(),

@@ -136,7 +136,7 @@ impl Core {
             return;
         }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             if let Some(e) = exit {
                 log::info!("{name}: ended ({e})");
             }
@@ -146,7 +146,7 @@ impl Core {
                 self.main_exit = Some(e.status());
             }
             self.begin_stop(None, Cause::MainEnded, now, fx);
-        } else if critical && self.stopping.is_none() {
+        } else if critical && self.stop.active.is_none() {
             log::error!("{name}: critical service ended: stopping everything");
             self.begin_stop(
                 Some(exit.map(Exit::status).unwrap_or(EXIT_FAILURE)),

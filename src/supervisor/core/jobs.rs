@@ -71,7 +71,7 @@ impl Core {
     /// count them skipped), spawn a run whose paused services are down,
     /// stop a run past its timeout; act on debounced watch changes.
     pub(super) fn settle_jobs(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return;
         }
         let wall_now = self.wall_at(now);
@@ -299,7 +299,7 @@ impl Core {
             "ok" => log::info!("{name}: run ended ({how}) after {took}{next}"),
             _ => log::warn!("{name}: run {result} ({how}) after {took}{next}"),
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             for p in run.paused {
                 let Some(id) = self.find(&p) else { continue };
                 // Still as the run left it (not started by hand meanwhile).

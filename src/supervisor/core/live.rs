@@ -17,7 +17,7 @@ use std::time::Instant;
 impl Core {
     /// A reconfigure is asked for: now, or after the one that runs.
     pub(super) fn request_reconfigure(&mut self, conn: Option<ConnId>, fx: &mut Vec<Effect>) {
-        if !self.reconf.enabled || self.stopping.is_some() {
+        if !self.reconf.enabled || self.stop.active.is_some() {
             if let Some(conn) = conn {
                 fx.push(Effect::Reply {
                     conn,

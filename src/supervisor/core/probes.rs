@@ -185,7 +185,7 @@ impl Core {
     }
 
     fn ready_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stopping.is_some();
+        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
@@ -237,7 +237,7 @@ impl Core {
     }
 
     fn live_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stopping.is_some();
+        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
@@ -306,7 +306,7 @@ impl Core {
         let name = svc.spec.name.clone();
         log::error!("{name}: killed by the kernel: out of memory");
         // (The main command's end stops everything anyway, as its own.)
-        if svc.spec.critical && !svc.spec.main && self.stopping.is_none() {
+        if svc.spec.critical && !svc.spec.main && self.stop.active.is_none() {
             log::error!("{name}: critical service OOM-killed: stopping everything");
             self.begin_stop(Some(exit.status()), Cause::CriticalEnded(name), now, fx);
         }
@@ -344,7 +344,7 @@ impl Core {
 
     /// Tell our own supervisor we are ready, once every autostart service is.
     pub(super) fn maybe_tell_ready(&mut self, fx: &mut Vec<Effect>) {
-        if !self.notify_self || self.told_ready || self.stopping.is_some() {
+        if !self.notify_self || self.told_ready || self.stop.active.is_some() {
             return;
         }
         let ready = self

@@ -38,7 +38,7 @@ impl Core {
                 return Reply::error(format!("invalid config, nothing changed:\n{text}"));
             }
         };
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return Reply::error("the launcher is stopping");
         }
         let old: Vec<(SvcId, Arc<Service>)> = self
@@ -75,8 +75,8 @@ impl Core {
             // set_sshd retires without effects: stop what it retired now.
             self.stop_retired(now, fx);
         }
-        self.shutdown_timeout = set.shutdown_timeout;
-        self.drain = set.drain;
+        self.stop.timeout = set.shutdown_timeout;
+        self.stop.drain = set.drain;
         let list = |v: &[String]| {
             if v.is_empty() {
                 "none".to_string()
@@ -117,7 +117,7 @@ impl Core {
             (Some(_), None) => SshdChange::Removed,
             (Some(_), Some(_)) => SshdChange::Changed,
         };
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return SshdChange::None;
         }
         if let Some((id, _)) = current {
