@@ -153,6 +153,15 @@ impl Svc {
     }
 }
 
+/// The launcher's own readiness (README "Readiness notification"):
+/// `READY=1` to the supervisor that runs it, once, when everything is up.
+struct OwnReadiness {
+    /// It runs under a supervisor that takes sd_notify messages.
+    notify: bool,
+    /// `READY=1` went out to it.
+    told_ready: bool,
+}
+
 /// The stop concern (README "Stopping", "Drain").
 struct Stop {
     /// `shutdown.timeout`.
@@ -215,10 +224,8 @@ pub struct Core {
     warmup_until: Option<Instant>,
     rng: u64,
     exited: bool,
-    /// The launcher runs under a supervisor that takes sd_notify messages.
-    notify_self: bool,
-    /// `READY=1` went out to it.
-    told_ready: bool,
+    /// The launcher's own readiness, told to its supervisor (`probes.rs`).
+    own: OwnReadiness,
     /// The live reconfigure (`live.rs`).
     reconf: Reconf,
     /// The wall clock at an instant (seconds since the epoch): cron times.
@@ -267,8 +274,10 @@ impl Core {
             warmup_until: None,
             rng: opts.seed | 1,
             exited: false,
-            notify_self: opts.notify_self,
-            told_ready: false,
+            own: OwnReadiness {
+                notify: opts.notify_self,
+                told_ready: false,
+            },
             reconf: Reconf {
                 enabled: opts.can_reconfigure,
                 ..Reconf::default()

@@ -344,7 +344,7 @@ impl Core {
 
     /// Tell our own supervisor we are ready, once every autostart service is.
     pub(super) fn maybe_tell_ready(&mut self, fx: &mut Vec<Effect>) {
-        if !self.notify_self || self.told_ready || self.stop.active.is_some() {
+        if !self.own.notify || self.own.told_ready || self.stop.active.is_some() {
             return;
         }
         let ready = self
@@ -353,7 +353,7 @@ impl Core {
             .filter(|s| s.spec.autostart && s.status != Status::Retired)
             .all(Svc::is_up);
         if ready {
-            self.told_ready = true;
+            self.own.told_ready = true;
             fx.push(Effect::Notify(
                 "READY=1\nSTATUS=every service is ready".into(),
             ));

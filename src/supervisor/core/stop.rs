@@ -65,7 +65,7 @@ impl Core {
         });
         self.abandon_reconfigure(fx);
         fx.push(Effect::StopBegan);
-        if self.notify_self {
+        if self.own.notify {
             fx.push(Effect::Notify("STOPPING=1".into()));
         }
         // Nothing waiting for a restart comes back; no probe goes on.
