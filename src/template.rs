@@ -63,6 +63,9 @@ pub enum Failure {
     Undefined {
         err: minijinja::Error,
         name: String,
+        /// What the name holds when it is there but is no mapping
+        /// (`none`, `a number`): the template looked into it.
+        holds: Option<&'static str>,
         used: String,
     },
 }
@@ -80,10 +83,19 @@ impl Failure {
     pub fn diag(&self, file: &Path) -> Diag {
         match self {
             Failure::Jinja(e) => diag(file, e),
-            Failure::Undefined { err, name, used } => {
-                let what = match name.strip_prefix("pillar.") {
-                    Some(key) => format!("the pillar has no `{key}`"),
-                    None => format!("undefined variable `{name}`"),
+            Failure::Undefined {
+                err,
+                name,
+                holds,
+                used,
+            } => {
+                let what = match (name.strip_prefix("pillar."), holds) {
+                    (Some(key), None) => format!("the pillar has no `{key}`"),
+                    (Some(key), Some(h)) => {
+                        format!("the pillar's `{key}` is {h}, not a mapping")
+                    }
+                    (None, None) => format!("undefined variable `{name}`"),
+                    (None, Some(h)) => format!("`{name}` is {h}, not a mapping"),
                 };
                 Diag::new(
                     file,
@@ -141,7 +153,12 @@ pub fn render_bounded(
     match res {
         Err(e) if e.kind() == minijinja::ErrorKind::UndefinedError => {
             return Err(match trace_undefined(t, ctx, &e) {
-                Some((name, used)) => Failure::Undefined { err: e, name, used },
+                Some((name, holds, used)) => Failure::Undefined {
+                    err: e,
+                    name,
+                    holds,
+                    used,
+                },
                 None => Failure::Jinja(e),
             });
         }
@@ -164,11 +181,28 @@ pub fn render_bounded(
 struct Traced {
     value: Value,
     path: String,
-    misses: Arc<Mutex<Vec<String>>>,
+    misses: Arc<Mutex<Vec<Look>>>,
+}
+
+/// A key the traced render looked up: missing, or there but holding a
+/// value that is no mapping (what it holds, in words).
+type Look = (String, Option<&'static str>);
+
+/// A value that a template cannot look into, in words.
+fn scalar_words(v: &Value) -> Option<&'static str> {
+    use minijinja::value::ValueKind;
+    match v.kind() {
+        ValueKind::None => Some("none (null)"),
+        ValueKind::Bool => Some("a boolean"),
+        ValueKind::Number => Some("a number"),
+        ValueKind::String => Some("a string"),
+        ValueKind::Seq => Some("a list"),
+        _ => None,
+    }
 }
 
 impl Traced {
-    fn wrap(value: Value, path: String, misses: &Arc<Mutex<Vec<String>>>) -> Value {
+    fn wrap(value: Value, path: String, misses: &Arc<Mutex<Vec<Look>>>) -> Value {
         if value.kind() != minijinja::value::ValueKind::Map {
             return value;
         }
@@ -193,10 +227,15 @@ impl Object for Traced {
             format!("{}.{name}", self.path)
         };
         match self.value.get_item(key) {
-            Ok(v) if !v.is_undefined() => Some(Traced::wrap(v, path, &self.misses)),
+            Ok(v) if !v.is_undefined() => {
+                if let (Some(words), Ok(mut m)) = (scalar_words(&v), self.misses.lock()) {
+                    m.push((path.clone(), Some(words)));
+                }
+                Some(Traced::wrap(v, path, &self.misses))
+            }
             _ => {
                 if let Ok(mut m) = self.misses.lock() {
-                    m.push(path);
+                    m.push((path, None));
                 }
                 None
             }
@@ -245,7 +284,7 @@ fn trace_undefined(
     t: &minijinja::Template<'_, '_>,
     ctx: Value,
     err: &minijinja::Error,
-) -> Option<(String, String)> {
+) -> Option<(String, Option<&'static str>, String)> {
     let misses = Arc::new(Mutex::new(Vec::new()));
     let traced = Traced::wrap(ctx, String::new(), &misses);
     let mut sink = Bounded {
@@ -259,22 +298,28 @@ fn trace_undefined(
     let line = err.line()?;
     let used = t.source().lines().nth(line.checked_sub(1)?)?.trim();
     let misses = misses.lock().ok()?;
-    let real = |m: &&String| m.contains('.') || !BUILTINS.contains(&m.as_str());
-    let mentioned = |m: &&String| {
-        let last = m.rsplit('.').next().unwrap_or_default();
+    let real = |m: &&Look| m.0.contains('.') || !BUILTINS.contains(&m.0.as_str());
+    let mentioned = |m: &&Look| {
+        let last = m.0.rsplit('.').next().unwrap_or_default();
         !last.is_empty() && used.contains(last)
     };
-    let name = misses
+    let missing = |m: &&Look| m.1.is_none();
+    // A key missing on the line; else a value on the line the template
+    // looked into though it is no mapping (`data: null`); else the last
+    // key missing anywhere.
+    let (name, holds) = misses
         .iter()
         .rev()
         .filter(real)
+        .filter(missing)
         .find(mentioned)
-        .or_else(|| misses.iter().rev().find(real))?;
+        .or_else(|| misses.iter().rev().filter(|m| !missing(m)).find(mentioned))
+        .or_else(|| misses.iter().rev().filter(missing).find(real))?;
     let mut used: String = used.chars().take(120).collect();
     if used.len() < t.source().lines().nth(line - 1)?.trim().len() {
         used.push('…');
     }
-    Some((name.clone(), used))
+    Some((name.clone(), *holds, used))
 }
 
 /// Whether `e` is a budget running out (fuel or recursion), rather than a
@@ -453,6 +498,8 @@ mod tests {
             pillar => minijinja::Value::from(minijinja::value::Serde(serde_json::json!({
                 "makina-projects.example": {"data": {"port": 8080}},
                 "other": {"x": 1},
+                "nulled": {"data": null},
+                "numbered": {"data": 5},
             }))),
         };
         // (template, line, message)
@@ -486,6 +533,17 @@ mod tests {
                 "{{ pillar.other.x }}{% for k in pillar.other %}{{ k }}{% endfor %}{{ pillar.other | length }}\n{{ pillar.other.z }}\n",
                 2,
                 "the pillar has no `other.z`",
+            ),
+            // There, but no mapping: the pillar override said `data: null`.
+            (
+                "{%- set data = pillar.nulled.data -%}\nWORKER_INTERVAL={{ data.worker_interval }}\n",
+                2,
+                "template error: the pillar's `nulled.data` is none (null), not a mapping (used in `WORKER_INTERVAL={{ data.worker_interval }}`)",
+            ),
+            (
+                "{{ pillar.numbered.data.port }}\n",
+                1,
+                "the pillar's `numbered.data` is a number, not a mapping",
             ),
             (
                 "{% for i in range(2) %}{{ i }}{% endfor %}{{ missing_after_range }}\n",

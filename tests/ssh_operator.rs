@@ -90,7 +90,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
         ssh_lines(&out.stderr),
         [
             format!(
-                "ssh: installed 1 key(s): 1 key(s) in {}/home/.ssh/authorized_keys",
+                "ssh: installed 1 key(s) in {}/home/.ssh/authorized_keys",
                 t.root().display()
             ),
             "warning: sshd: skipped, not running as root (sshd needs root to switch to the logged-in user)".to_string(),

@@ -112,6 +112,20 @@ fn check_renders_templates_against_the_pillar_and_names_a_missing_key() {
     assert_eq!(last_line(&out.stdout), "check: 1 error(s)", "{all}");
     assert!(!t.volume().join("configuration/app.conf").exists());
 
+    // `data` there but null (an override that emptied it): said as such.
+    write(&t.source(), "makina-projects.demo:\n  data: null\n");
+    let out = t.launch(&["check"]).not_pid1().run();
+    let all = out.all();
+    assert_eq!(out.code, Some(78), "{all}");
+    assert!(
+        all.contains("the pillar's `makina-projects.demo.data` is none (null), not a mapping (used in `site={{ data.site }}`)"),
+        "{all}"
+    );
+    write(
+        &t.source(),
+        "makina-projects.demo:\n  dta:\n    site: typo\n",
+    );
+
     // The same at a start: the step fails naming the key.
     let run = t.launch(&["--", "echo", "must-not-start"]).run();
     let all = run.all();

@@ -475,9 +475,14 @@ impl fmt::Display for SyncOutcome {
         if parts.is_empty() {
             parts.push("rewrote the managed block".to_string());
         }
+        // "installed 1 key(s) in …" when that is all there is; otherwise
+        // what changed, then what the file holds now.
+        if self.removed == 0 && self.added == self.count {
+            return write!(f, "{} in {}", parts.join(", "), self.path.display());
+        }
         write!(
             f,
-            "{}: {} key(s) in {}",
+            "{}; now {} key(s) in {}",
             parts.join(", "),
             self.count,
             self.path.display()
@@ -1086,15 +1091,12 @@ mod tests {
         let k2 = key("ssh-rsa", "k2");
         let o = sync_into(&home, uid, gid, &[k.clone(), k2.clone()]).expect("two");
         assert_eq!((o.added, o.removed, o.count), (2, 0, 2));
-        assert!(
-            o.to_string()
-                .starts_with("installed 2 key(s): 2 key(s) in "),
-            "{o}"
-        );
+        assert!(o.to_string().starts_with("installed 2 key(s) in "), "{o}");
         let o = sync_into(&home, uid, gid, std::slice::from_ref(&k2)).expect("one");
         assert_eq!((o.added, o.removed), (0, 1));
         assert!(
-            o.to_string().starts_with("removed 1 key(s): 1 key(s) in "),
+            o.to_string()
+                .starts_with("removed 1 key(s); now 1 key(s) in "),
             "{o}"
         );
         let o = sync_into(&home, uid, gid, std::slice::from_ref(&k2)).expect("same");
