@@ -101,8 +101,8 @@ struct Svc {
     /// How many processes run now: `numprocesses`, moved by incr/decr.
     pub scale: usize,
     pub status: Status,
-    pub ready: Option<Readiness>,
-    pub live: Option<Liveness>,
+    pub readiness: Option<Readiness>,
+    pub liveness: Option<Liveness>,
     pub facts: Facts,
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
@@ -120,13 +120,13 @@ impl Svc {
     }
 
     /// A process of it is alive (starting, running or stopping): not to be
-    /// confused with its liveness probe (`live`).
+    /// confused with its liveness probe (`liveness`).
     pub fn has_live_process(&self) -> bool {
         self.procs.iter().any(|p| p.m.is_live())
     }
 
     pub fn ready_ok(&self) -> bool {
-        self.ready.as_ref().is_none_or(|r| r.ok)
+        self.readiness.as_ref().is_none_or(|r| r.ok)
     }
 
     /// Running, ready, with every process it should have.
@@ -148,8 +148,8 @@ impl Svc {
     }
 
     fn probe_running(&self) -> bool {
-        self.ready.as_ref().is_some_and(|r| r.running.is_some())
-            || self.live.as_ref().is_some_and(|l| l.running.is_some())
+        self.readiness.as_ref().is_some_and(|r| r.running.is_some())
+            || self.liveness.as_ref().is_some_and(|l| l.running.is_some())
     }
 }
 
@@ -455,8 +455,8 @@ impl Core {
             role,
             procs,
             scale,
-            ready: None,
-            live: None,
+            readiness: None,
+            liveness: None,
             facts: Facts::default(),
             stop_sent: false,
             job,

@@ -406,7 +406,7 @@ fn detail(s: &Svc) -> ServiceDetail {
     };
     let mut probes = Vec::new();
     if let Some(r) = &spec.ready {
-        let now = s.ready.as_ref();
+        let now = s.readiness.as_ref();
         probes.push(ProbeState {
             kind: "ready".into(),
             check: r.check.to_string(),
@@ -418,7 +418,7 @@ fn detail(s: &Svc) -> ServiceDetail {
         probes.push(ProbeState {
             kind: "live".into(),
             check: l.check.to_string(),
-            failures: s.live.as_ref().map_or(0, |x| x.failures),
+            failures: s.liveness.as_ref().map_or(0, |x| x.failures),
             ok: None,
         });
     }

@@ -14,7 +14,7 @@ impl Core {
     pub(super) fn retire(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         if let Some(svc) = self.svcs.get_mut(&s) {
             svc.status = Status::Retired;
-            if let Some(r) = &mut svc.ready {
+            if let Some(r) = &mut svc.readiness {
                 if let Some(p) = r.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }

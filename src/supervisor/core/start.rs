@@ -122,7 +122,7 @@ impl Core {
             return;
         };
         svc.status = Status::Started;
-        svc.ready = Core::arm_readiness(&svc.spec, now);
+        svc.readiness = Core::arm_readiness(&svc.spec, now);
         self.arm_step(s, now);
     }
 

@@ -135,13 +135,13 @@ impl Core {
 
     pub(super) fn cancel_probes(&mut self, fx: &mut Vec<Effect>) {
         for svc in self.svcs.values_mut() {
-            if let Some(r) = &mut svc.ready {
+            if let Some(r) = &mut svc.readiness {
                 if let Some(p) = r.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }
                 r.next_at = None;
             }
-            if let Some(l) = &mut svc.live {
+            if let Some(l) = &mut svc.liveness {
                 if let Some(p) = l.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }
