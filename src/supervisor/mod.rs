@@ -12,7 +12,7 @@
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
 //!   effects out and turns what happens into inputs.
 
-pub mod core;
+mod core;
 pub mod machine;
 pub mod plan;
 mod shell;
