@@ -106,6 +106,10 @@ fn drain_runs_pre_stop_then_waits_then_stops() {
     let yml = "shutdown:\n  timeout: 20s\n  drain: 600ms\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"trap 'echo stop web >> @D@/log; exit 0' TERM; echo start >> @D@/log; while :; do sleep 0.05; done\"]\n    pre_stop:\n      cmd: [\"sh\", \"-c\", \"echo pre_stop $MC_SERVICE >> @D@/log\"]\n      timeout: 5s\n";
     let run = launch_in(&d, yml, &[]).spawn();
     assert!(wait_until(Duration::from_secs(10), || health(&run, None)));
+    // Running is spawned: the shell has yet to write its first line.
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.starts_with("start\n"))
+    }));
     let t = Instant::now();
     run.signal(15);
     // While draining: not ready, still alive.
