@@ -50,12 +50,16 @@ impl Core {
                     follow,
                     lines,
                 },
-                _,
+                s,
             ) => {
                 // The shell's rings, not the core's state: read there.
+                let streams = s
+                    .and_then(|s| self.svcs.get(&s))
+                    .map(|svc| (svc.spec.stdout.clone(), svc.spec.stderr.clone()));
                 fx.push(Effect::ReadLogs {
                     conn,
                     service: name,
+                    streams,
                     lines,
                     follow,
                 });

@@ -131,16 +131,9 @@ pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Optio
 /// `ctl logs` on connection `conn`: an acknowledgement, then the lines (a
 /// reader that does not follow is closed once it has read them); or what
 /// to say instead.
-fn serve_logs(
-    ctl: &mut Server,
-    cfg: &Config,
-    conn: u64,
-    service: Option<&str>,
-    lines: usize,
-    follow: bool,
-) {
+fn serve_logs(ctl: &mut Server, conn: u64, asked: output::Asked<'_>) {
     use crate::ctl::proto::Reply;
-    match output::answer(cfg, service, lines, follow) {
+    match output::answer(asked) {
         output::Answer::Read(reader) => {
             ctl.reply(
                 conn,
@@ -337,11 +330,18 @@ impl Shell<'_> {
             Effect::ReadLogs {
                 conn,
                 service,
+                streams,
                 lines,
                 follow,
             } => {
                 if let Some(ctl) = &mut self.ctl {
-                    serve_logs(ctl, &self.cfg, conn, service.as_deref(), lines, follow);
+                    let asked = output::Asked {
+                        name: service.as_deref(),
+                        streams: streams.as_ref().map(|(o, e)| (o, e)),
+                        lines,
+                        follow,
+                    };
+                    serve_logs(ctl, conn, asked);
                 }
             }
             Effect::Reload { conn } => {
