@@ -279,8 +279,8 @@ fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
 }
 
 /// A service the launcher runs but no `services:` lists (the main
-/// command; the launcher's sshd alike) is one `ctl logs` knows: its
-/// output is not captured, and that is what it says.
+/// command; the launcher's sshd alike) is one `ctl logs` knows: the
+/// main command's output is not captured, and that is what it says.
 #[test]
 fn the_main_command_is_a_service_logs_knows() {
     let d = TempDir::new("logs-main");
