@@ -248,6 +248,19 @@ fn ssh_login(c: &Container, key: &Path) {
     assert!(logged_in, "ssh login failed: {said}\n{}", c.logs());
 }
 
+/// A preflight message as README.rst shows it: a literal block of the log
+/// lines, the first with the launcher's `mc-launcher: error: ` prefix.
+fn readme_block(message: &str) -> String {
+    message
+        .lines()
+        .enumerate()
+        .map(|(i, l)| match i {
+            0 => format!("    mc-launcher: error: {l}\n"),
+            _ => format!("    {l}\n"),
+        })
+        .collect()
+}
+
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.rst")).expect("README.rst")
 }
@@ -394,7 +407,7 @@ fn read_only_without_the_tmpfs_flags_says_which_to_add() {
         assert!(message.contains(part), "{part:?} in\n{message}");
     }
     // README.rst shows this very message.
-    let shown: String = message.lines().map(|l| format!("    {l}\n")).collect();
+    let shown = readme_block(&message);
     assert!(
         readme().contains(&shown),
         "README.rst does not show:\n{shown}"
@@ -459,7 +472,7 @@ fn non_root_on_a_root_owned_named_volume_says_how_to_give_it() {
     ] {
         assert!(message.contains(part), "{part:?} in\n{message}");
     }
-    let shown: String = message.lines().map(|l| format!("    {l}\n")).collect();
+    let shown = readme_block(&message);
     assert!(
         readme().contains(&shown),
         "README.rst does not show:\n{shown}"

@@ -939,6 +939,20 @@ pub fn sshd_service(cfg: &Config, have_keys: bool) -> Result<Option<Service>, St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::scratch::Tmp;
+
+    /// The keys found in `dirs` (for root; beneath `volume` when given).
+    fn scan(dirs: Vec<PathBuf>, volume: Option<&Path>) -> KeySet {
+        let cfg = SshCfg {
+            keys_dirs: dirs,
+            user: "root".into(),
+            home: None,
+            watch: false,
+            sshd: SshdMode::Never,
+            host_keys_dir: PathBuf::from("/nonexistent"),
+        };
+        collect_in(&cfg, volume)
+    }
 
     /// A public key line with a blob that embeds `kind`.
     fn key(kind: &str, comment: &str) -> String {
@@ -1028,8 +1042,8 @@ mod tests {
 
     #[test]
     fn sync_into_a_home() {
-        let home = std::env::temp_dir().join(format!("mcl-ssh-home-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&home);
+        let tmp = Tmp::new("ssh-home");
+        let home = tmp.0.clone();
         std::fs::create_dir_all(&home).expect("home");
         let k = key("ssh-ed25519", "k");
         let (uid, gid) = (Uid::effective(), Gid::effective());
@@ -1051,13 +1065,12 @@ mod tests {
                 .changed
         );
         assert!(fresh.join(".ssh/authorized_keys").is_file());
-        let _ = std::fs::remove_dir_all(&home);
     }
 
     #[test]
     fn sync_never_goes_through_links_or_second_names() {
-        let base = std::env::temp_dir().join(format!("mcl-ssh-links-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let tmp = Tmp::new("ssh-links");
+        let base = tmp.0.clone();
         let (home, outside) = (base.join("home"), base.join("outside"));
         std::fs::create_dir_all(&home).expect("home");
         std::fs::create_dir_all(&outside).expect("outside");
@@ -1109,7 +1122,6 @@ mod tests {
             o.to_string().starts_with("already in place: 1 key(s) in "),
             "{o}"
         );
-        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
@@ -1122,8 +1134,8 @@ mod tests {
             "{q}"
         );
         assert_eq!(quote_line("a\u{1b}[31mred"), "\"a\\u{1b}[31mred\"");
-        let d = std::env::temp_dir().join(format!("mcl-ssh-dedup-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let tmp = Tmp::new("ssh-dedup");
+        let d = tmp.0.clone();
         std::fs::create_dir_all(&d).expect("dir");
         let lines: String = (0..2000)
             .map(|i| format!("{}\n", key("ssh-ed25519", &format!("k{}", i % 500))))
@@ -1131,25 +1143,16 @@ mod tests {
         std::fs::write(d.join("a.pub"), &lines).expect("w");
         std::fs::write(d.join("b.pub"), &lines).expect("w");
         std::fs::write(d.join("big.pub"), vec![b'#'; PUB_LIMIT as usize + 1]).expect("w");
-        let cfg = SshCfg {
-            keys_dirs: vec![d.clone()],
-            user: "root".into(),
-            home: None,
-            watch: false,
-            sshd: SshdMode::Never,
-            host_keys_dir: d.join("hk"),
-        };
-        let set = collect(&cfg);
+        let set = scan(vec![d.clone()], None);
         assert_eq!(set.keys.len(), 500);
         assert_eq!(set.refused.len(), 1, "{:?}", set.refused);
         assert!(set.refused[0].msg.contains("larger than 256 KiB"));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn a_scan_reads_a_bounded_number_of_files_and_bytes() {
-        let d = std::env::temp_dir().join(format!("mcl-ssh-budget-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let tmp = Tmp::new("ssh-budget");
+        let d = tmp.0.clone();
         std::fs::create_dir_all(&d).expect("dir");
         let filler = vec![b'#'; 250 * 1024];
         for i in 0..40 {
@@ -1158,15 +1161,7 @@ mod tests {
         for i in 0..MAX_KEY_FILES {
             std::fs::write(d.join(format!("z{i:04}")), "").expect("w");
         }
-        let cfg = SshCfg {
-            keys_dirs: vec![d.clone()],
-            user: "root".into(),
-            home: None,
-            watch: false,
-            sshd: SshdMode::Never,
-            host_keys_dir: d.join("hk"),
-        };
-        let set = collect(&cfg);
+        let set = scan(vec![d.clone()], None);
         assert!(
             set.refused
                 .iter()
@@ -1181,13 +1176,12 @@ mod tests {
             .collect();
         assert_eq!(stopped.len(), 1, "{:?}", set.refused);
         assert!(stopped[0].file.ends_with("f33.pub"), "{:?}", stopped[0]);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn collect_refuses_private_keys_and_escaping_links() {
-        let d = std::env::temp_dir().join(format!("mcl-ssh-keys-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
+        let tmp = Tmp::new("ssh-keys");
+        let d = tmp.0.clone();
         std::fs::create_dir_all(&d).expect("dir");
         std::fs::write(
             d.join("a.pub"),
@@ -1201,15 +1195,7 @@ mod tests {
         .expect("w");
         std::os::unix::fs::symlink("/etc/passwd", d.join("evil.pub")).expect("link");
         std::fs::write(d.join("notes.txt"), "hello").expect("w");
-        let cfg = SshCfg {
-            keys_dirs: vec![d.clone()],
-            user: "root".into(),
-            home: None,
-            watch: false,
-            sshd: SshdMode::Never,
-            host_keys_dir: d.join("hk"),
-        };
-        let set = collect(&cfg);
+        let set = scan(vec![d.clone()], None);
         assert_eq!(set.keys.len(), 1);
         assert_eq!(set.problems.len(), 1, "{:?}", set.problems);
         assert_eq!(set.problems[0].pos.line, 2);
@@ -1219,7 +1205,6 @@ mod tests {
             .refused
             .iter()
             .any(|r| r.msg.contains("outside the key directory")));
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// A Kubernetes Secret volume: `NAME.pub -> ..data/NAME.pub`, `..data ->
@@ -1228,8 +1213,8 @@ mod tests {
     #[test]
     fn the_kubelet_layout_is_read_beneath_the_key_dir() {
         use std::os::unix::fs::PermissionsExt;
-        let base = std::env::temp_dir().join(format!("mcl-ssh-k8s-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&base);
+        let tmp = Tmp::new("ssh-k8s");
+        let base = tmp.0.clone();
         let d = base.join("ssh");
         let ts = d.join("..2026_12_02_12_00_00.42");
         std::fs::create_dir_all(&ts).expect("dir");
@@ -1250,15 +1235,7 @@ mod tests {
         std::fs::create_dir_all(&evil).expect("dir");
         std::os::unix::fs::symlink("../outside", evil.join("..data")).expect("ln");
         std::os::unix::fs::symlink("..data/b.pub", evil.join("b.pub")).expect("ln");
-        let cfg = SshCfg {
-            keys_dirs: vec![d.clone(), evil.clone()],
-            user: "root".into(),
-            home: None,
-            watch: false,
-            sshd: SshdMode::Never,
-            host_keys_dir: base.join("hk"),
-        };
-        let set = collect_in(&cfg, Some(&base));
+        let set = scan(vec![d.clone(), evil.clone()], Some(&base));
         assert_eq!(set.keys.len(), 1, "{:?}", set);
         assert!(set.keys[0].ends_with(" a"), "{:?}", set.keys);
         assert!(set.problems.is_empty(), "{:?}", set.problems);
@@ -1277,6 +1254,5 @@ mod tests {
             .refused
             .iter()
             .all(|r| r.msg.contains("outside the key directory")));
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

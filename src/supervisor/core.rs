@@ -17,15 +17,25 @@ use std::time::{Duration, Instant};
 
 /// At most this many processes are spawned per round, so that a stop
 /// signal arriving during a start of thousands is read between batches.
-pub const SPAWN_BATCH: usize = 64;
+const SPAWN_BATCH: usize = 64;
 
+mod control;
+mod exits;
+mod jobs;
+mod live;
+pub(super) mod metrics;
+mod probes;
+mod reload;
+mod start;
 mod state;
+mod steps;
+mod stop;
 mod types;
-pub(super) use self::state::*;
+use self::state::*;
 pub use self::types::*;
 
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Status {
+enum Status {
     /// Waiting for its dependencies or its turn.
     Pending,
     /// `autostart: false`, or stopped with `ctl stop`: only started on request.
@@ -37,14 +47,14 @@ pub(super) enum Status {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Slot {
+struct Slot {
     pub id: ProcId,
     pub m: Proc,
 }
 
 /// The readiness check of a started service.
 #[derive(Debug, Clone)]
-pub(super) struct Readiness {
+struct Readiness {
     pub ok: bool,
     /// Ready once since it started: from then on a failing probe makes it
     /// not ready (no restart); before, the deadline makes it FAILED.
@@ -59,7 +69,7 @@ pub(super) struct Readiness {
 
 /// The liveness check of a running service.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Liveness {
+struct Liveness {
     pub next_at: Option<Instant>,
     pub running: Option<ProbeId>,
     /// Failed probes in a row.
@@ -69,7 +79,7 @@ pub(super) struct Liveness {
 /// What the core knows of a service beyond its processes: for `ctl
 /// status`, the summary, the termination report and the metrics.
 #[derive(Debug, Clone, Default)]
-pub struct Facts {
+struct Facts {
     /// Why it was last restarted by the launcher (`liveness`).
     pub restart_reason: Option<String>,
     /// Processes the kernel killed for lack of memory.
@@ -83,7 +93,7 @@ pub struct Facts {
 }
 
 #[derive(Debug, Clone)]
-pub(super) struct Svc {
+struct Svc {
     pub spec: Arc<Service>,
     pub role: Role,
     pub policy: Policy,
@@ -91,8 +101,8 @@ pub(super) struct Svc {
     /// How many processes run now: `numprocesses`, moved by incr/decr.
     pub scale: usize,
     pub status: Status,
-    pub ready: Option<Readiness>,
-    pub live: Option<Liveness>,
+    pub readiness: Option<Readiness>,
+    pub liveness: Option<Liveness>,
     pub facts: Facts,
     /// The stop signal went out during the shutdown.
     pub stop_sent: bool,
@@ -110,13 +120,13 @@ impl Svc {
     }
 
     /// A process of it is alive (starting, running or stopping): not to be
-    /// confused with its liveness probe (`live`).
+    /// confused with its liveness probe (`liveness`).
     pub fn has_live_process(&self) -> bool {
         self.procs.iter().any(|p| p.m.is_live())
     }
 
     pub fn ready_ok(&self) -> bool {
-        self.ready.as_ref().is_none_or(|r| r.ok)
+        self.readiness.as_ref().is_none_or(|r| r.ok)
     }
 
     /// Running, ready, with every process it should have.
@@ -137,26 +147,48 @@ impl Svc {
             .map(|(_, p)| p)
     }
 
-    pub(super) fn probe_running(&self) -> bool {
-        self.ready.as_ref().is_some_and(|r| r.running.is_some())
-            || self.live.as_ref().is_some_and(|l| l.running.is_some())
+    fn probe_running(&self) -> bool {
+        self.readiness.as_ref().is_some_and(|r| r.running.is_some())
+            || self.liveness.as_ref().is_some_and(|l| l.running.is_some())
     }
 }
 
-pub(super) struct Stopping {
-    pub(super) deadline: Instant,
-    pub(super) killed: bool,
+/// The launcher's own readiness (README "Readiness notification"):
+/// `READY=1` to the supervisor that runs it, once, when everything is up.
+struct OwnReadiness {
+    /// It runs under a supervisor that takes sd_notify messages.
+    notify: bool,
+    /// `READY=1` went out to it.
+    told_ready: bool,
+}
+
+/// The stop concern (README "Stopping", "Drain").
+struct Stop {
+    /// `shutdown.timeout`.
+    timeout: Duration,
+    /// `shutdown.drain`.
+    drain: Duration,
+    /// The stop in progress.
+    active: Option<Stopping>,
+}
+
+/// A stop in progress.
+struct Stopping {
+    /// Why: for the termination report.
+    cause: Cause,
+    deadline: Instant,
+    killed: bool,
     /// Draining (README "Drain"): the pre_stop hooks still running, then
     /// the wait; nothing is stopped until both are over.
-    pub(super) hooks: std::collections::HashSet<ProbeId>,
-    pub(super) drain_for: Duration,
-    pub(super) drain_until: Option<Instant>,
-    pub(super) drained: bool,
+    hooks: std::collections::HashSet<ProbeId>,
+    drain_for: Duration,
+    drain_until: Option<Instant>,
+    drained: bool,
 }
 
 /// Why the launcher is stopping, for the termination report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cause {
+enum Cause {
     /// A stop signal or `ctl quit` (the signal's name, or `ctl quit`).
     Requested(String),
     /// The main command ended.
@@ -169,50 +201,38 @@ pub enum Cause {
     },
 }
 
+/// The shell sees only `handle`, `next_deadline`, `set_wall` (the clock)
+/// and the queries (`status_reply`, `health`, `metrics_text`, `summary`,
+/// `termination`, `is_stopping`); every field is the core's own.
 pub struct Core {
-    pub reconfigure_counts: ReconfigureCounts,
     /// When the launcher started (seconds since the epoch), for
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
     /// the core.
-    pub start_time_unix: f64,
-    pub(super) svcs: BTreeMap<SvcId, Svc>,
-    pub(super) next_svc: SvcId,
-    pub(super) next_proc: u64,
-    pub(super) next_probe: u64,
-    pub(super) pids: HashMap<i32, ProcId>,
-    pub(super) where_is: HashMap<ProcId, (SvcId, usize)>,
-    pub(super) shutdown_timeout: Duration,
-    pub(super) can_reload: bool,
-    pub(super) stopping: Option<Stopping>,
+    start_time_unix: f64,
+    svcs: BTreeMap<SvcId, Svc>,
+    next_svc: SvcId,
+    next_proc: u64,
+    next_probe: u64,
+    pids: HashMap<i32, ProcId>,
+    where_is: HashMap<ProcId, (SvcId, usize)>,
+    /// How a stop goes, and the one in progress (`stop.rs`).
+    stop: Stop,
+    can_reload: bool,
     /// Set by the first cause of a stop that decides the exit status.
-    pub(super) exit_code: Option<i32>,
-    pub(super) main_exit: Option<i32>,
-    pub(super) warmup_until: Option<Instant>,
-    pub(super) rng: u64,
-    pub(super) exited: bool,
-    /// `shutdown.drain`.
-    pub(super) drain: Duration,
-    pub(super) cause: Option<Cause>,
-    /// The launcher runs under a supervisor that takes sd_notify messages.
-    pub(super) notify_self: bool,
-    /// `READY=1` went out to it.
-    pub(super) told_ready: bool,
-    /// A live reconfigure can be asked for (`ctl reconfigure`, the watch).
-    pub(super) can_reconfigure: bool,
-    /// The live reconfigure in progress.
-    pub(super) reconf: Option<Live>,
-    /// Asked again while one ran: the connections that wait for the next
-    /// one, and whether one is due at all.
-    pub(super) reconf_again: Option<Vec<ConnId>>,
-    /// The last reconfigure failed: the next one retries its steps.
-    pub(super) reconf_retry: bool,
-    /// What `ctl status` shows of the last reconfigure.
-    pub(super) reconf_last: Option<crate::ctl::proto::ReconfigureState>,
+    exit_code: Option<i32>,
+    main_exit: Option<i32>,
+    warmup_until: Option<Instant>,
+    rng: u64,
+    exited: bool,
+    /// The launcher's own readiness, told to its supervisor (`probes.rs`).
+    own: OwnReadiness,
+    /// The live reconfigure (`live.rs`).
+    reconf: Reconf,
     /// The wall clock at an instant (seconds since the epoch): cron times.
-    pub(super) wall: Option<(Instant, f64)>,
+    wall: Option<(Instant, f64)>,
     /// The main command runs in the foreground of a terminal (stdin is a
     /// tty): a stop sends it SIGHUP first, as a closing terminal would.
-    pub(super) main_on_tty: bool,
+    main_on_tty: bool,
 }
 
 pub struct CoreOptions {
@@ -227,38 +247,43 @@ pub struct CoreOptions {
     pub notify_self: bool,
     /// `ctl reconfigure` and the watch may ask for a live reconfigure.
     pub can_reconfigure: bool,
+    /// When the launcher started (seconds since the epoch).
+    pub start_time_unix: f64,
+    /// The main command runs in the foreground of a terminal.
+    pub main_on_tty: bool,
 }
 
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
-            reconfigure_counts: ReconfigureCounts::default(),
-            start_time_unix: 0.0,
+            start_time_unix: opts.start_time_unix,
             svcs: BTreeMap::new(),
             next_svc: SvcId(0),
             next_proc: 0,
             next_probe: 0,
             pids: HashMap::new(),
             where_is: HashMap::new(),
-            shutdown_timeout: opts.shutdown_timeout,
+            stop: Stop {
+                timeout: opts.shutdown_timeout,
+                drain: opts.drain,
+                active: None,
+            },
             can_reload: opts.can_reload,
-            stopping: None,
             exit_code: None,
             main_exit: None,
             warmup_until: None,
             rng: opts.seed | 1,
             exited: false,
-            drain: opts.drain,
-            cause: None,
-            notify_self: opts.notify_self,
-            told_ready: false,
-            can_reconfigure: opts.can_reconfigure,
-            reconf: None,
-            reconf_again: None,
-            reconf_retry: false,
-            reconf_last: None,
+            own: OwnReadiness {
+                notify: opts.notify_self,
+                told_ready: false,
+            },
+            reconf: Reconf {
+                enabled: opts.can_reconfigure,
+                ..Reconf::default()
+            },
             wall: None,
-            main_on_tty: false,
+            main_on_tty: opts.main_on_tty,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -278,6 +303,8 @@ impl Core {
                 drain: Duration::ZERO,
                 notify_self: false,
                 can_reconfigure: false,
+                start_time_unix: 0.0,
+                main_on_tty: false,
             },
         );
         core.add_step(job, true);
@@ -364,13 +391,13 @@ impl Core {
                 consider(p.m.deadline());
             }
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             consider(self.warmup_until);
             consider(self.probe_deadlines());
             consider(self.job_deadlines());
             consider(self.step_deadlines());
         }
-        if let Some(st) = &self.stopping {
+        if let Some(st) = &self.stop.active {
             if !st.killed {
                 consider(Some(st.deadline));
             }
@@ -380,11 +407,11 @@ impl Core {
     }
 
     pub fn is_stopping(&self) -> bool {
-        self.stopping.is_some()
+        self.stop.active.is_some()
     }
 
     /// The launcher's exit status, once everything has ended.
-    pub fn exit_status(&self) -> i32 {
+    fn exit_status(&self) -> i32 {
         self.exit_code
             .or(self.main_exit)
             .unwrap_or(crate::error::Outcome::Done.exit_code())
@@ -392,7 +419,7 @@ impl Core {
 
     /// The pids of the main service, or with none of every service: where
     /// USR1 and friends go.
-    pub fn forward_targets(&self) -> Vec<i32> {
+    fn forward_targets(&self) -> Vec<i32> {
         let has_main = self.svcs.values().any(|s| s.spec.main);
         self.svcs
             .values()
@@ -403,7 +430,7 @@ impl Core {
 
     // ----- bookkeeping ---------------------------------------------------
 
-    pub(super) fn add(&mut self, spec: Service, role: Role) {
+    fn add(&mut self, spec: Service, role: Role) {
         let id = self.next_svc;
         self.next_svc = SvcId(id.0 + 1);
         let scale = spec.numprocesses.max(1) as usize;
@@ -428,8 +455,8 @@ impl Core {
             role,
             procs,
             scale,
-            ready: None,
-            live: None,
+            readiness: None,
+            liveness: None,
             facts: Facts::default(),
             stop_sent: false,
             job,
@@ -439,50 +466,50 @@ impl Core {
         self.svcs.insert(id, svc);
     }
 
-    pub(super) fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
+    fn new_slot(&mut self, svc: SvcId, index: usize) -> Slot {
         let id = ProcId(self.next_proc);
         self.next_proc += 1;
         self.where_is.insert(id, (svc, index));
         Slot { id, m: Proc::new() }
     }
 
-    pub(super) fn find(&self, name: &str) -> Option<SvcId> {
+    fn find(&self, name: &str) -> Option<SvcId> {
         self.svcs
             .iter()
             .find(|(_, s)| s.name() == name && s.status != Status::Retired)
             .map(|(&id, _)| id)
     }
 
-    pub(super) fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
+    fn svc_of(&self, proc: ProcId) -> Option<&Svc> {
         let (s, _) = self.where_is.get(&proc)?;
         self.svcs.get(s)
     }
 
-    pub(super) fn label_of(&self, proc: ProcId) -> Option<String> {
+    fn label_of(&self, proc: ProcId) -> Option<String> {
         let (s, i) = *self.where_is.get(&proc)?;
         let svc = self.svcs.get(&s)?;
         Some(label(&svc.spec, i))
     }
 
-    pub(super) fn ctx(&mut self, now: Instant) -> Ctx {
+    fn ctx(&mut self, now: Instant) -> Ctx {
         // xorshift64: jitter for backoff, no need for a crypto RNG.
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
         self.rng ^= self.rng << 17;
         let jitter = 0.5 + (self.rng % 1000) as f64 / 2000.0;
-        let grace_cap = match &self.stopping {
+        let grace_cap = match &self.stop.active {
             Some(st) => st.deadline.saturating_duration_since(now),
-            None => self.shutdown_timeout,
+            None => self.stop.timeout,
         };
         Ctx {
             now,
             jitter,
-            shutting_down: self.stopping.is_some(),
+            shutting_down: self.stop.active.is_some(),
             grace_cap,
         }
     }
 
-    pub(super) fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
+    fn tick(&mut self, now: Instant, fx: &mut Vec<Effect>) {
         let due: Vec<ProcId> = self
             .svcs
             .values()
@@ -496,11 +523,12 @@ impl Core {
         if self.warmup_until.is_some_and(|w| w <= now) {
             self.warmup_until = None;
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             self.step_timeouts(now, fx);
         }
         let overdue = self
-            .stopping
+            .stop
+            .active
             .as_ref()
             .is_some_and(|st| !st.killed && st.deadline <= now);
         if overdue {
@@ -511,12 +539,12 @@ impl Core {
 
     // ----- signals ---------------------------------------------------------
 
-    pub(super) fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
+    fn on_signal(&mut self, sig: Signal, now: Instant, fx: &mut Vec<Effect>) {
         let short = crate::signals::short_name(sig);
         match sig {
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT if self.step_alone() => {
                 self.step_interrupted(sig);
-                if self.stopping.is_some() {
+                if self.stop.active.is_some() {
                     self.kill_all(now, fx); // a second signal: now
                 } else {
                     log::warn!("{short} received: stopping the step");
@@ -524,7 +552,7 @@ impl Core {
                 }
             }
             Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT => {
-                if self.stopping.is_some() {
+                if self.stop.active.is_some() {
                     log::warn!("second {short} during stop: killing everything now");
                     self.kill_all(now, fx);
                 } else {

@@ -3,28 +3,19 @@
 //!
 //! - `machine`: the life of one process, a pure state machine.
 //! - `plan`: start order, stop order, reload diff — pure functions.
-//! - `core` (its vocabulary in `core/types.rs`; + `start`, `exits`, `steps`,
-//!   `probes`, `stop`, `reload`, `live`, `jobs`, `control`, `metrics`): every
-//!   service and the whole launcher, pure:
-//!   `Core::handle(Input, now) -> Vec<Effect>`.
+//! - `core` (a sealed module: its vocabulary in `core/types.rs`, its
+//!   policy per concern in `core/{start,exits,steps,probes,stop,reload,
+//!   live,jobs,control,metrics}.rs`): every service and the whole
+//!   launcher, pure: `Core::handle(Input, now) -> Vec<Effect>`. Its state
+//!   is its own; the shell calls `handle`, `next_deadline`, `set_wall` and
+//!   the queries.
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
 //!   effects out and turns what happens into inputs.
 
-pub mod control;
-pub mod core;
-mod exits;
-mod jobs;
-mod live;
+mod core;
 pub mod machine;
-pub mod metrics;
 pub mod plan;
-mod probes;
-mod reload;
 mod shell;
-pub(crate) mod start;
-
-mod steps;
-mod stop;
 
 use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};
@@ -72,7 +63,8 @@ pub fn run(
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0x9e37_79b9)
         ^ (std::process::id() as u64).rotate_left(32);
-    let mut core = core::Core::new(
+    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
+    let core = core::Core::new(
         services,
         core::CoreOptions {
             shutdown_timeout: cfg.shutdown.timeout,
@@ -81,11 +73,10 @@ pub fn run(
             drain: cfg.shutdown.drain,
             notify_self: opts.notify_socket.is_some(),
             can_reconfigure: opts.reconfigurer.is_some(),
+            start_time_unix: crate::proc::output::unix_now(),
+            main_on_tty: stdin_tty,
         },
     );
-    core.start_time_unix = crate::proc::output::unix_now();
-    let stdin_tty = nix::unistd::isatty(crate::proc::spawn::stdin_fd()).unwrap_or(false);
-    core.main_on_tty = stdin_tty;
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {

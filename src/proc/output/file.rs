@@ -211,32 +211,29 @@ fn strftime_now(fmt: &str) -> String {
     }
 }
 
+/// A log file at `path`, rotated past `max_bytes` (0: never) into
+/// `backup_count` older ones (the output's unit tests).
+#[cfg(test)]
+pub(super) fn test_stream(path: &std::path::Path, max_bytes: u64, backup_count: u32) -> FileStream {
+    FileStream {
+        path: path.to_path_buf(),
+        max_bytes,
+        backup_count,
+        time_format: None,
+        watched: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_stream as stream;
     use super::*;
-
-    /// A log file at `path`, rotated past `max_bytes` (0: never) into
-    /// `backup_count` older ones.
-    fn stream(path: &std::path::Path, max_bytes: u64, backup_count: u32) -> FileStream {
-        FileStream {
-            path: path.to_path_buf(),
-            max_bytes,
-            backup_count,
-            time_format: None,
-            watched: false,
-        }
-    }
-
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("mcl-file-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("tmpdir");
-        d
-    }
+    use crate::fsutil::scratch::Tmp;
 
     #[test]
     fn rotation_keeps_backup_count_files() {
-        let d = tmpdir("rot");
+        let tmp = Tmp::new("file-rot");
+        let d = tmp.path().to_path_buf();
         let path = d.join("svc.log");
         let mut f = FileOut::new(stream(&path, 100, 2));
         for i in 0..20 {
@@ -257,7 +254,6 @@ mod tests {
         for n in &names {
             assert!(std::fs::metadata(d.join(n)).expect("md").len() <= 100);
         }
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     /// One batch across several rotations: each file holds whole lines
@@ -265,7 +261,8 @@ mod tests {
     /// back oldest first, the files give the batch back.
     #[test]
     fn a_batch_is_cut_between_lines_at_each_rotation() {
-        let d = tmpdir("rot-batch");
+        let tmp = Tmp::new("file-rot-batch");
+        let d = tmp.path().to_path_buf();
         let path = d.join("svc.log");
         let mut f = FileOut::new(stream(&path, 50, 20));
         let mut batch = String::new();
@@ -293,6 +290,5 @@ mod tests {
         }
         assert_eq!(joined, format!("start\n{batch}"));
         assert!(files.len() >= 5, "{files:?}");
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -432,40 +432,22 @@ fn allowed(limiter: &Option<SharedLimiter>, b: &Batch) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::file::test_stream as stream;
     use super::*;
-    use crate::config::model::FileStream;
+    use crate::fsutil::scratch::Tmp;
     use std::io::Write;
-    use std::path::PathBuf;
     use std::sync::Arc;
     use std::time::Duration;
-
-    /// A log file at `path`, rotated past `max_bytes` (0: never) into
-    /// `backup_count` older ones.
-    fn stream(path: &std::path::Path, max_bytes: u64, backup_count: u32) -> FileStream {
-        FileStream {
-            path: path.to_path_buf(),
-            max_bytes,
-            backup_count,
-            time_format: None,
-            watched: false,
-        }
-    }
 
     /// A plain file destination, never rotated.
     fn file_dest(path: &std::path::Path) -> Dest {
         Dest::File(Arc::new(stream(path, 0, 0)))
     }
 
-    fn tmpdir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("mcl-out-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("tmpdir");
-        d
-    }
-
     #[test]
     fn a_long_line_cut_off_by_eof_is_split_and_ends() {
-        let d = tmpdir("split-eof");
+        let tmp = Tmp::new("out-split-eof");
+        let d = tmp.path().to_path_buf();
         let path = d.join("o.log");
         let dest = file_dest(&path);
         let framing = Framing {
@@ -492,12 +474,12 @@ mod tests {
             joined.push_str(body.expect("framed").trim_end_matches('\n'));
         }
         assert_eq!(joined, line);
-        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]
     fn drain_queues_whole_lines_and_flushes_partial_at_eof() {
-        let d = tmpdir("drain");
+        let tmp = Tmp::new("out-drain");
+        let d = tmp.path().to_path_buf();
         let path = d.join("o.log");
         let dest = file_dest(&path);
         let (r, w) = pipe().expect("pipe");
@@ -521,6 +503,5 @@ mod tests {
             std::fs::read_to_string(&path).expect("read"),
             "one\ntwo\nthree\n"
         );
-        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -9,9 +9,28 @@ use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+/// The live reconfigure's state (README "Live reconfigure"; its
+/// behaviour is `live.rs`'s).
+#[derive(Debug, Default)]
+pub(super) struct Reconf {
+    /// It can be asked for (`ctl reconfigure`, the watch).
+    pub enabled: bool,
+    /// The one in progress.
+    pub run: Option<ReconfRun>,
+    /// Asked again while one ran: the connections that wait for the next
+    /// one, and whether one is due at all.
+    pub again: Option<Vec<ConnId>>,
+    /// The last one failed: the next one retries its steps.
+    pub retry: bool,
+    /// What `ctl status` shows of the last one.
+    pub last: Option<crate::ctl::proto::ReconfigureState>,
+    /// How they ended (`mc_reconfigure_total`).
+    pub counts: super::types::ReconfigureCounts,
+}
+
 /// A live reconfigure in progress: its process steps.
 #[derive(Debug)]
-pub(crate) struct Live {
+pub(super) struct ReconfRun {
     pub conns: Vec<ConnId>,
     pub changed: Vec<String>,
     pub retry: bool,
@@ -24,11 +43,11 @@ pub(crate) struct Live {
 
 /// How long a step's group gets between TERM and KILL (a prepare step's
 /// and a live reconfigure's alike).
-pub const STEP_GRACE: Duration = Duration::from_secs(3);
+pub(super) const STEP_GRACE: Duration = Duration::from_secs(3);
 
 /// What the core follows of a running step.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct StepRun {
+pub(super) struct StepRun {
     /// The step is the whole run (a prepare step): its end ends it and
     /// goes out as `Effect::StepEnded`. Otherwise it belongs to the live
     /// reconfigure in progress.
@@ -43,7 +62,7 @@ pub(crate) struct StepRun {
 
 /// How runs of a job ended (`mc_job_runs_total{result}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RunCounts {
+pub(super) struct RunCounts {
     pub ok: u64,
     pub failed: u64,
     pub timeout: u64,
@@ -52,7 +71,7 @@ pub struct RunCounts {
 
 /// The run in progress.
 #[derive(Debug, Clone)]
-pub(crate) struct Run {
+pub(super) struct Run {
     /// The services this run stopped, started again after it.
     pub paused: Vec<String>,
     /// The job's process was asked for (the paused ones are down).
@@ -65,7 +84,7 @@ pub(crate) struct Run {
 
 /// What the core knows of a scheduled job.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Job {
+pub(super) struct Job {
     /// The next run is worked out (at the first settle: it needs `now`).
     pub armed: bool,
     pub next_at: Option<Instant>,
@@ -79,7 +98,7 @@ pub(crate) struct Job {
 }
 
 /// A job's process: never respawned by the machine (the schedule starts it).
-pub(crate) fn job_policy(p: &mut super::super::machine::Policy) {
+pub(super) fn job_policy(p: &mut super::super::machine::Policy) {
     p.respawn = false;
     p.max_retry = Some(0);
     p.min_uptime = Duration::ZERO;

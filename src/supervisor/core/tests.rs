@@ -42,6 +42,8 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
         drain,
         notify_self,
         can_reconfigure: true,
+        start_time_unix: 0.0,
+        main_on_tty: false,
     }
 }
 
@@ -429,6 +431,8 @@ fn exit_status_rule() {
             drain: Duration::ZERO,
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let now = Instant::now();
@@ -598,6 +602,8 @@ fn big_starts_come_in_batches() {
             drain: Duration::ZERO,
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let mut core = core;
@@ -919,6 +925,8 @@ fn a_main_that_ends_does_not_drain() {
             drain: Duration::from_secs(5),
             notify_self: false,
             can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
         },
     );
     let mut core = core;
@@ -1106,7 +1114,7 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
         "only the restart service is spawned again"
     );
     assert_eq!(
-        sim.core.reconfigure_counts,
+        sim.core.reconf.counts,
         ReconfigureCounts {
             ok: 1,
             failed: 0,
@@ -1135,7 +1143,7 @@ fn nothing_changed_touches_nothing() {
         st.message.unwrap_or_default().contains("nothing changed"),
         "the log and status say so"
     );
-    assert_eq!(sim.core.reconfigure_counts.ok, 1);
+    assert_eq!(sim.core.reconf.counts.ok, 1);
 }
 
 #[test]
@@ -1170,7 +1178,7 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
         "ok"
     );
     assert_eq!(
-        sim.core.reconfigure_counts,
+        sim.core.reconf.counts,
         ReconfigureCounts {
             ok: 1,
             failed: 0,
@@ -1222,7 +1230,7 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
     assert_eq!(sim.signalled(Signal::SIGUSR2), ["reload"]);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["restart"]);
     assert_eq!(
-        sim.core.reconfigure_counts,
+        sim.core.reconf.counts,
         ReconfigureCounts {
             ok: 1,
             failed: 1,
@@ -1274,7 +1282,7 @@ fn changes_during_a_reconfigure_make_one_more() {
     );
     prepared(&mut sim, ready(&[], Vec::new()));
     assert_eq!(sim.replies.len(), 1);
-    assert_eq!(sim.core.reconfigure_counts.ok, 2);
+    assert_eq!(sim.core.reconf.counts.ok, 2);
 }
 
 #[test]
@@ -1312,7 +1320,7 @@ fn without_a_prepare_phase_there_is_no_reconfigure() {
 #[test]
 fn metrics_follow_restarts_and_name_every_family() {
     let mut s = Sim::config(&[svc("web"), with_ready(svc("db\"x"), 60_000)]);
-    s.core.reconfigure_counts.failed = 2;
+    s.core.reconf.counts.failed = 2;
     s.core.start_time_unix = 1_790_000_000.5;
     let text = |s: &mut Sim| s.ctl(Command::Metrics {}).metrics.unwrap_or_default();
     let first = text(&mut s);

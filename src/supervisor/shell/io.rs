@@ -419,7 +419,7 @@ impl Shell<'_> {
                 let (status, ctype, body) = match page {
                     Page::Metrics => (
                         200,
-                        crate::supervisor::metrics::CONTENT_TYPE,
+                        crate::supervisor::core::metrics::CONTENT_TYPE,
                         self.core.metrics_text(),
                     ),
                     Page::Live => {

@@ -5,11 +5,11 @@
 //! `STEP_GRACE`) and its end (a `JobEnd`); when its process ends, whatever
 //! it left in its process group is killed.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::{OnReconfigure, Service, Stream};
 use crate::proc::exit::Exit;
 use crate::proc::{Job, JobEnd};
+use crate::supervisor::machine::Event;
 use nix::sys::signal::Signal;
 use std::time::{Duration, Instant};
 

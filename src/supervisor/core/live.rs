@@ -6,10 +6,10 @@
 //! reaper), each under its timeout; only when every step succeeded and
 //! something changed are the services touched, each by `on_reconfigure`.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::OnReconfigure;
 use crate::ctl::proto::{ReconfigureState, Reply};
+use crate::supervisor::machine::Event;
 use nix::sys::signal::Signal;
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -17,7 +17,7 @@ use std::time::Instant;
 impl Core {
     /// A reconfigure is asked for: now, or after the one that runs.
     pub(super) fn request_reconfigure(&mut self, conn: Option<ConnId>, fx: &mut Vec<Effect>) {
-        if !self.can_reconfigure || self.stopping.is_some() {
+        if !self.reconf.enabled || self.stop.active.is_some() {
             if let Some(conn) = conn {
                 fx.push(Effect::Reply {
                     conn,
@@ -26,24 +26,24 @@ impl Core {
             }
             return;
         }
-        if self.reconf.is_some() {
+        if self.reconf.run.is_some() {
             // Inputs changed again meanwhile: one more round afterwards
             // sees them (however many changes came).
-            let waiting = self.reconf_again.get_or_insert_with(Vec::new);
+            let waiting = self.reconf.again.get_or_insert_with(Vec::new);
             waiting.extend(conn);
             return;
         }
-        self.reconf = Some(Live {
+        self.reconf.run = Some(ReconfRun {
             conns: conn.into_iter().collect(),
             changed: Vec::new(),
-            retry: self.reconf_retry,
+            retry: self.reconf.retry,
             steps: VecDeque::new(),
             running: None,
             ran: Vec::new(),
         });
         fx.push(Effect::Reconfigure {
             conn,
-            retry: self.reconf_retry,
+            retry: self.reconf.retry,
         });
     }
 
@@ -55,14 +55,14 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        if self.reconf.is_none() {
+        if self.reconf.run.is_none() {
             return;
         }
         match result {
             Prepared::Invalid(e) => self.reconf_done(Err(("invalid", e)), now, fx),
             Prepared::Failed(e) => self.reconf_done(Err(("failed", e)), now, fx),
             Prepared::Ready { changed, steps } => {
-                if let Some(r) = &mut self.reconf {
+                if let Some(r) = &mut self.reconf.run {
                     r.changed = changed;
                     r.steps = steps.into();
                 }
@@ -73,13 +73,13 @@ impl Core {
 
     /// Start the next process step, or finish when none is left.
     fn next_step(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        let Some(job) = self.reconf.as_mut().and_then(|r| r.steps.pop_front()) else {
+        let Some(job) = self.reconf.run.as_mut().and_then(|r| r.steps.pop_front()) else {
             self.reconf_done(Ok(()), now, fx);
             return;
         };
         log::info!("reconfigure: {} …", job.name);
         let id = self.add_step(&job, false);
-        if let Some(r) = &mut self.reconf {
+        if let Some(r) = &mut self.reconf.run {
             r.running = Some((id, job.name.clone()));
         }
         // pump_starts (in settle) starts it: it has no dependency.
@@ -93,7 +93,9 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(r) = &mut self.reconf else { return };
+        let Some(r) = &mut self.reconf.run else {
+            return;
+        };
         // Only the step that runs moves the reconfigure on.
         if r.running.as_ref().is_none_or(|(id, _)| *id != s) {
             return;
@@ -119,16 +121,18 @@ impl Core {
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        let Some(r) = self.reconf.take() else { return };
+        let Some(r) = self.reconf.run.take() else {
+            return;
+        };
         let (state, reply) = match result {
             Err((kind, error)) => {
                 if kind == "invalid" {
-                    self.reconfigure_counts.invalid += 1;
+                    self.reconf.counts.invalid += 1;
                     log::error!("reconfigure: invalid input, nothing changed: {error}");
                 } else {
-                    self.reconfigure_counts.failed += 1;
+                    self.reconf.counts.failed += 1;
                     // Its steps run again at the next change.
-                    self.reconf_retry = true;
+                    self.reconf.retry = true;
                     log::error!(
                         "reconfigure: {error}; the services keep running as they are (retried at the next change)"
                     );
@@ -141,8 +145,8 @@ impl Core {
                 (state, Reply::error(format!("reconfigure {kind}: {error}")))
             }
             Ok(()) => {
-                self.reconfigure_counts.ok += 1;
-                self.reconf_retry = false;
+                self.reconf.counts.ok += 1;
+                self.reconf.retry = false;
                 // Only a step that changed an output touches the services:
                 // a pillar change that renders the same is no change.
                 let message = if r.changed.is_empty() && r.ran.is_empty() && !r.retry {
@@ -179,7 +183,7 @@ impl Core {
                 (state, Reply::ok(format!("reconfigured: {message}")))
             }
         };
-        self.reconf_last = Some(state);
+        self.reconf.last = Some(state);
         for conn in r.conns {
             fx.push(Effect::Reply {
                 conn,
@@ -187,10 +191,10 @@ impl Core {
             });
         }
         // Asked again while this one ran: once more, for everyone waiting.
-        if let Some(waiting) = self.reconf_again.take() {
+        if let Some(waiting) = self.reconf.again.take() {
             let mut first = waiting.first().copied();
             self.request_reconfigure(first.take(), fx);
-            if let Some(live) = &mut self.reconf {
+            if let Some(live) = &mut self.reconf.run {
                 live.conns.extend(waiting.into_iter().skip(1));
             }
         }
@@ -259,8 +263,8 @@ impl Core {
     /// A stop began: a reconfigure in progress is abandoned (its step is
     /// stopped with everything else).
     pub(super) fn abandon_reconfigure(&mut self, fx: &mut Vec<Effect>) {
-        self.reconf_again = None;
-        if let Some(r) = self.reconf.take() {
+        self.reconf.again = None;
+        if let Some(r) = self.reconf.run.take() {
             for conn in r.conns {
                 fx.push(Effect::Reply {
                     conn,

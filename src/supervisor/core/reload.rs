@@ -1,11 +1,11 @@
 //! Reloads and the launcher's own sshd: what a new configuration
 //! changes, and sshd following the keys.
 
-use super::core::*;
-use super::machine::Event;
-use super::plan::{self};
+use super::*;
 use crate::config::model::Service;
 use crate::ctl::proto::Reply;
+use crate::supervisor::machine::Event;
+use crate::supervisor::plan::{self};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,7 +14,7 @@ impl Core {
     pub(super) fn retire(&mut self, s: SvcId, now: Instant, fx: &mut Vec<Effect>) {
         if let Some(svc) = self.svcs.get_mut(&s) {
             svc.status = Status::Retired;
-            if let Some(r) = &mut svc.ready {
+            if let Some(r) = &mut svc.readiness {
                 if let Some(p) = r.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }
@@ -38,7 +38,7 @@ impl Core {
                 return Reply::error(format!("invalid config, nothing changed:\n{text}"));
             }
         };
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return Reply::error("the launcher is stopping");
         }
         let old: Vec<(SvcId, Arc<Service>)> = self
@@ -75,8 +75,8 @@ impl Core {
             // set_sshd retires without effects: stop what it retired now.
             self.stop_retired(now, fx);
         }
-        self.shutdown_timeout = set.shutdown_timeout;
-        self.drain = set.drain;
+        self.stop.timeout = set.shutdown_timeout;
+        self.stop.drain = set.drain;
         let list = |v: &[String]| {
             if v.is_empty() {
                 "none".to_string()
@@ -117,7 +117,7 @@ impl Core {
             (Some(_), None) => SshdChange::Removed,
             (Some(_), Some(_)) => SshdChange::Changed,
         };
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return SshdChange::None;
         }
         if let Some((id, _)) = current {

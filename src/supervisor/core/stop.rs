@@ -2,10 +2,10 @@
 //! service gets its stop signal once everything that runs after it has
 //! exited; SIGKILL for what is left at the deadline.
 
-use super::core::*;
-use super::machine::{Event, State};
-use super::plan::{self, Node};
+use super::*;
 use crate::config::model::Service;
+use crate::supervisor::machine::{Event, State};
+use crate::supervisor::plan::{self, Node};
 use crate::units::fmt_duration;
 use std::time::{Duration, Instant};
 
@@ -22,17 +22,16 @@ impl Core {
         if let Some(c) = code {
             self.exit_code.get_or_insert(c);
         }
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return;
         }
-        let deadline = now + self.shutdown_timeout;
+        let deadline = now + self.stop.timeout;
         // Only a stop asked from outside drains: a main command that ended
         // has nobody left to drain for.
         let drain_for = match cause {
-            Cause::Requested(_) => self.drain,
+            Cause::Requested(_) => self.stop.drain,
             _ => Duration::ZERO,
         };
-        self.cause = Some(cause);
         let mut hooks = std::collections::HashSet::new();
         let with_hooks: Vec<(std::sync::Arc<Service>, Vec<String>, Duration)> = self
             .svcs
@@ -52,10 +51,11 @@ impl Core {
                 probe,
                 spec,
                 argv,
-                timeout: timeout.min(self.shutdown_timeout),
+                timeout: timeout.min(self.stop.timeout),
             });
         }
-        self.stopping = Some(Stopping {
+        self.stop.active = Some(Stopping {
+            cause,
             deadline,
             killed: false,
             hooks,
@@ -65,7 +65,7 @@ impl Core {
         });
         self.abandon_reconfigure(fx);
         fx.push(Effect::StopBegan);
-        if self.notify_self {
+        if self.own.notify {
             fx.push(Effect::Notify("STOPPING=1".into()));
         }
         // Nothing waiting for a restart comes back; no probe goes on.
@@ -84,7 +84,7 @@ impl Core {
 
     /// A pre_stop hook ended (`probe` is its id): true if it was one.
     pub(super) fn hook_done(&mut self, probe: ProbeId, ok: bool, now: Instant) -> bool {
-        let Some(st) = self.stopping.as_mut() else {
+        let Some(st) = self.stop.active.as_mut() else {
             return false;
         };
         if !st.hooks.remove(&probe) {
@@ -99,7 +99,7 @@ impl Core {
 
     /// Still draining: pre_stop hooks running, or the drain wait not over.
     fn draining(&mut self, now: Instant) -> bool {
-        let Some(st) = self.stopping.as_mut() else {
+        let Some(st) = self.stop.active.as_mut() else {
             return false;
         };
         if st.killed {
@@ -126,7 +126,8 @@ impl Core {
 
     /// When the drain wait ends (a deadline for the loop).
     pub(super) fn drain_deadline(&self) -> Option<Instant> {
-        self.stopping
+        self.stop
+            .active
             .as_ref()
             .filter(|st| !st.killed && !st.drained && st.hooks.is_empty())
             .and_then(|st| st.drain_until)
@@ -134,13 +135,13 @@ impl Core {
 
     pub(super) fn cancel_probes(&mut self, fx: &mut Vec<Effect>) {
         for svc in self.svcs.values_mut() {
-            if let Some(r) = &mut svc.ready {
+            if let Some(r) = &mut svc.readiness {
                 if let Some(p) = r.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }
                 r.next_at = None;
             }
-            if let Some(l) = &mut svc.live {
+            if let Some(l) = &mut svc.liveness {
                 if let Some(p) = l.running.take() {
                     fx.push(Effect::CancelProbe(p));
                 }
@@ -187,7 +188,7 @@ impl Core {
     }
 
     pub(super) fn kill_all(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if let Some(st) = &mut self.stopping {
+        if let Some(st) = &mut self.stop.active {
             st.killed = true;
             for h in st.hooks.drain() {
                 fx.push(Effect::CancelProbe(h));

@@ -8,11 +8,11 @@
 //! (`Input::PathsChanged`) is debounced here, then reloads or restarts
 //! that one service.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::{OnChange, Service, When};
 use crate::ctl::proto::{JobRuns, JobState};
 use crate::proc::exit::Exit;
+use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -71,7 +71,7 @@ impl Core {
     /// count them skipped), spawn a run whose paused services are down,
     /// stop a run past its timeout; act on debounced watch changes.
     pub(super) fn settle_jobs(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             return;
         }
         let wall_now = self.wall_at(now);
@@ -301,7 +301,7 @@ impl Core {
             "ok" => log::info!("{name}: run ended ({how}) after {took}{next}"),
             _ => log::warn!("{name}: run {result} ({how}) after {took}{next}"),
         }
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             for p in run.paused {
                 let Some(id) = self.find(&p) else { continue };
                 // Still as the run left it (not started by hand meanwhile).
@@ -326,7 +326,10 @@ impl Core {
         if let Some(svc) = self.svcs.get_mut(&id) {
             let n = svc.scale;
             for slot in svc.procs.iter_mut().take(n) {
-                if matches!(slot.m.state, super::machine::State::Stopping { .. }) {
+                if matches!(
+                    slot.m.state,
+                    crate::supervisor::machine::State::Stopping { .. }
+                ) {
                     slot.m.restart_on_end = true;
                 } else {
                     start.push(slot.id);

@@ -9,10 +9,10 @@
 //! usual backoff), with the reason `liveness`. Probes are effects: the
 //! shell runs them without blocking and answers with `ProbeDone`.
 
-use super::core::*;
-use super::machine::Event;
+use super::*;
 use crate::config::model::{ReadyCheck, Service};
 use crate::proc::exit::Exit;
+use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ impl Core {
             return;
         };
         let first = now + l.initial_delay + l.period;
-        let live = svc.live.get_or_insert_with(Liveness::default);
+        let live = svc.liveness.get_or_insert_with(Liveness::default);
         live.failures = 0;
         if live.running.is_none() {
             live.next_at = Some(first);
@@ -68,7 +68,7 @@ impl Core {
             }
         };
         for s in self.svcs.values().filter(|s| s.status == Status::Started) {
-            if let Some(r) = &s.ready {
+            if let Some(r) = &s.readiness {
                 if r.running.is_none() {
                     consider(r.next_at);
                 }
@@ -76,7 +76,7 @@ impl Core {
                     consider(Some(r.deadline));
                 }
             }
-            if let Some(l) = &s.live {
+            if let Some(l) = &s.liveness {
                 if l.running.is_none() {
                     consider(l.next_at);
                 }
@@ -93,7 +93,7 @@ impl Core {
                 continue;
             }
             let spec = svc.spec.clone();
-            if let (Some(r), Some(check)) = (&mut svc.ready, spec.ready.as_ref()) {
+            if let (Some(r), Some(check)) = (&mut svc.readiness, spec.ready.as_ref()) {
                 if !r.ever && r.running.is_none() && now >= r.deadline {
                     // Never ready in time (a notify service that never said
                     // so, a probe that hung past it).
@@ -127,7 +127,7 @@ impl Core {
                 }
             }
             let all_running = svc.procs.iter().take(svc.scale).all(|p| p.m.is_running());
-            if let (Some(l), Some(check)) = (&mut svc.live, spec.live.as_ref()) {
+            if let (Some(l), Some(check)) = (&mut svc.liveness, spec.live.as_ref()) {
                 if l.running.is_none() && l.next_at.is_some_and(|t| t <= now) {
                     if !all_running {
                         // Between two runs: probed again once it runs.
@@ -167,9 +167,16 @@ impl Core {
             return;
         }
         let found = self.svcs.iter().find_map(|(&s, x)| {
-            if x.ready.as_ref().is_some_and(|r| r.running == Some(probe)) {
+            if x.readiness
+                .as_ref()
+                .is_some_and(|r| r.running == Some(probe))
+            {
                 Some((s, Kind::Ready))
-            } else if x.live.as_ref().is_some_and(|l| l.running == Some(probe)) {
+            } else if x
+                .liveness
+                .as_ref()
+                .is_some_and(|l| l.running == Some(probe))
+            {
                 Some((s, Kind::Live))
             } else {
                 None
@@ -185,11 +192,11 @@ impl Core {
     }
 
     fn ready_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stopping.is_some();
+        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
-        let Some(r) = svc.ready.as_mut() else {
+        let Some(r) = svc.readiness.as_mut() else {
             return;
         };
         r.running = None;
@@ -237,14 +244,14 @@ impl Core {
     }
 
     fn live_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stopping.is_some();
+        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
         let Some(check) = svc.spec.live.clone() else {
             return;
         };
-        let Some(l) = svc.live.as_mut() else {
+        let Some(l) = svc.liveness.as_mut() else {
             return;
         };
         l.running = None;
@@ -306,7 +313,7 @@ impl Core {
         let name = svc.spec.name.clone();
         log::error!("{name}: killed by the kernel: out of memory");
         // (The main command's end stops everything anyway, as its own.)
-        if svc.spec.critical && !svc.spec.main && self.stopping.is_none() {
+        if svc.spec.critical && !svc.spec.main && self.stop.active.is_none() {
             log::error!("{name}: critical service OOM-killed: stopping everything");
             self.begin_stop(Some(exit.status()), Cause::CriticalEnded(name), now, fx);
         }
@@ -324,7 +331,11 @@ impl Core {
             let (key, value) = line.split_once('=').unwrap_or((line, ""));
             match key {
                 "READY" if value == "1" => {
-                    if let Some(r) = svc.ready.as_mut().filter(|_| svc.status == Status::Started) {
+                    if let Some(r) = svc
+                        .readiness
+                        .as_mut()
+                        .filter(|_| svc.status == Status::Started)
+                    {
                         if !r.ok {
                             log::info!("{service}: ready (sd_notify)");
                         }
@@ -344,7 +355,7 @@ impl Core {
 
     /// Tell our own supervisor we are ready, once every autostart service is.
     pub(super) fn maybe_tell_ready(&mut self, fx: &mut Vec<Effect>) {
-        if !self.notify_self || self.told_ready || self.stopping.is_some() {
+        if !self.own.notify || self.own.told_ready || self.stop.active.is_some() {
             return;
         }
         let ready = self
@@ -353,7 +364,7 @@ impl Core {
             .filter(|s| s.spec.autostart && s.status != Status::Retired)
             .all(Svc::is_up);
         if ready {
-            self.told_ready = true;
+            self.own.told_ready = true;
             fx.push(Effect::Notify(
                 "READY=1\nSTATUS=every service is ready".into(),
             ));

@@ -2,11 +2,11 @@
 //! summary lines. Still pure: a command changes the core's state and comes
 //! back as a `Reply` (or as effects, for `reload`).
 
-use super::core::{Cause, ConnId, Core, Effect, Role, Status, Svc};
-use super::machine::{Event, State};
+use super::{Cause, ConnId, Core, Effect, Role, Status, Svc};
 use crate::ctl::proto::{
     Command, Health, ProbeState, Reply, ServiceDetail, ServiceState, StateName,
 };
+use crate::supervisor::machine::{Event, State};
 use crate::units::fmt_duration;
 use std::time::Instant;
 
@@ -81,7 +81,7 @@ impl Core {
                 fx.push(Effect::Reload { conn: Some(conn) });
                 return None;
             }
-            (Command::Reconfigure {}, _) if !self.can_reconfigure => {
+            (Command::Reconfigure {}, _) if !self.reconf.enabled => {
                 Reply::error("no live reconfigure: the launcher ran no prepare phase")
             }
             (Command::Reconfigure {}, _) => {
@@ -212,7 +212,7 @@ impl Core {
         Reply {
             ok: true,
             services: Some(self.status(now)),
-            reconfigure: self.reconf_last.clone(),
+            reconfigure: self.reconf.last.clone(),
             ..Reply::default()
         }
     }
@@ -265,7 +265,7 @@ impl Core {
     }
 
     /// The rows of `ctl status`.
-    pub fn status(&self, now: Instant) -> Vec<ServiceState> {
+    pub(super) fn status(&self, now: Instant) -> Vec<ServiceState> {
         self.svcs
             .values()
             .filter(|s| s.status != Status::Retired)
@@ -358,7 +358,7 @@ impl Core {
                 .values()
                 .find(|s| s.name() == name && s.status != Status::Retired)
         };
-        let (reason, subject) = match &self.cause {
+        let (reason, subject) = match self.stop.active.as_ref().map(|st| &st.cause) {
             Some(Cause::Requested(by)) => (format!("stopped on request ({by})"), None),
             Some(Cause::MainEnded) => (
                 "the main command ended".to_string(),
@@ -397,13 +397,6 @@ impl Core {
         t.subject = subject;
         t
     }
-
-    /// Services by role, for the shell (which one is sshd, say).
-    pub fn has_role(&self, role: Role) -> bool {
-        self.svcs
-            .values()
-            .any(|s| s.role == role && s.status != Status::Retired)
-    }
 }
 
 /// `ctl status NAME`'s view of a service: its definition's facts and its
@@ -417,7 +410,7 @@ fn detail(s: &Svc) -> ServiceDetail {
     };
     let mut probes = Vec::new();
     if let Some(r) = &spec.ready {
-        let now = s.ready.as_ref();
+        let now = s.readiness.as_ref();
         probes.push(ProbeState {
             kind: "ready".into(),
             check: r.check.to_string(),
@@ -429,7 +422,7 @@ fn detail(s: &Svc) -> ServiceDetail {
         probes.push(ProbeState {
             kind: "live".into(),
             check: l.check.to_string(),
-            failures: s.live.as_ref().map_or(0, |x| x.failures),
+            failures: s.liveness.as_ref().map_or(0, |x| x.failures),
             ok: None,
         });
     }

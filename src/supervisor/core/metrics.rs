@@ -2,7 +2,7 @@
 //! `ctl metrics` and `GET /metrics` (README "Metrics"). Pure: built from
 //! what the core knows, the same text for both.
 
-use super::core::{Core, Role, Status};
+use super::{Core, Role, Status};
 use std::fmt::Write;
 
 /// What `Content-Type` the text is (Prometheus reads the version from it).
@@ -185,7 +185,7 @@ impl Core {
                 Kind::Counter,
                 "Live reconfigurations, by result.",
             );
-            let c = self.reconfigure_counts;
+            let c = self.reconf.counts;
             for (result, n) in [("ok", c.ok), ("failed", c.failed), ("invalid", c.invalid)] {
                 f.sample(name, &[("result", result)], n as f64);
             }

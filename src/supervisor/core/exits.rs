@@ -3,10 +3,10 @@
 //! judged (respawn, backoff, FAILED, the critical rule). Part of the pure
 //! core (`core.rs`).
 
-use super::core::*;
-use super::machine::{Action, Event, Proc};
+use super::*;
 use crate::error::Outcome;
 use crate::proc::exit::Exit;
+use crate::supervisor::machine::{Action, Event, Proc};
 use crate::units::fmt_duration;
 use nix::sys::signal::Signal;
 use std::time::Instant;
@@ -31,7 +31,7 @@ impl Core {
     }
 
     /// The machine of process `id`.
-    pub(super) fn slot_of(&self, id: ProcId) -> Option<&super::machine::Proc> {
+    pub(super) fn slot_of(&self, id: ProcId) -> Option<&crate::supervisor::machine::Proc> {
         let &(s, i) = self.where_is.get(&id)?;
         self.svcs.get(&s)?.procs.get(i).map(|p| &p.m)
     }
@@ -42,7 +42,8 @@ impl Core {
         let restarting = self.slot_of(id).is_some_and(|m| {
             matches!(
                 m.state,
-                super::machine::State::Backoff { .. } | super::machine::State::Starting
+                crate::supervisor::machine::State::Backoff { .. }
+                    | crate::supervisor::machine::State::Starting
             )
         });
         if !(was_running && restarting) {
@@ -135,7 +136,7 @@ impl Core {
             return;
         }
         let (main, critical, name) = (svc.spec.main, svc.spec.critical, svc.name().to_string());
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             if let Some(e) = exit {
                 log::info!("{name}: ended ({e})");
             }
@@ -145,7 +146,7 @@ impl Core {
                 self.main_exit = Some(e.status());
             }
             self.begin_stop(None, Cause::MainEnded, now, fx);
-        } else if critical && self.stopping.is_none() {
+        } else if critical && self.stop.active.is_none() {
             log::error!("{name}: critical service ended: stopping everything");
             self.begin_stop(
                 Some(exit.map_or(Outcome::CriticalGaveUp.exit_code(), Exit::status)),

@@ -1,20 +1,20 @@
 //! Starting: who may start now (dependencies up, warm-up over), in
 //! batches; and noticing when nothing is left to supervise.
 
-use super::core::*;
-use super::machine::{Event, State};
-use super::plan::{self, Node};
+use super::*;
 use crate::error::Outcome;
+use crate::supervisor::machine::{Event, State};
+use crate::supervisor::plan::{self, Node};
 use std::time::Instant;
 
 /// The most processes one service runs (as `numprocesses` allows).
-pub const MAX_PROCESSES: usize = 10_000;
+pub(super) const MAX_PROCESSES: usize = 10_000;
 
 impl Core {
     /// After every input: continue the stop, or start what can start and
     /// notice when nothing is left to supervise.
     pub(super) fn settle(&mut self, now: Instant, fx: &mut Vec<Effect>) {
-        if self.stopping.is_none() {
+        if self.stop.active.is_none() {
             self.settle_jobs(now, fx);
             self.pump_starts(now, fx);
             self.start_due_probes(now, fx);
@@ -27,10 +27,11 @@ impl Core {
         });
         let live: std::collections::HashSet<SvcId> = self.svcs.keys().copied().collect();
         self.where_is.retain(|_, (s, _)| live.contains(s));
-        if self.stopping.is_some() {
+        if self.stop.active.is_some() {
             self.advance_stop(now, fx);
             let hooks = self
-                .stopping
+                .stop
+                .active
                 .as_ref()
                 .is_some_and(|st| !st.hooks.is_empty());
             let done = !hooks
@@ -68,7 +69,7 @@ impl Core {
         }
         let mut budget = SPAWN_BATCH;
         for s in self.start_order() {
-            if self.stopping.is_some() || budget == 0 {
+            if self.stop.active.is_some() || budget == 0 {
                 return;
             }
             let Some(svc) = self.svcs.get(&s) else {
@@ -121,7 +122,7 @@ impl Core {
             return;
         };
         svc.status = Status::Started;
-        svc.ready = Core::arm_readiness(&svc.spec, now);
+        svc.readiness = Core::arm_readiness(&svc.spec, now);
         self.arm_step(s, now);
     }
 
