@@ -572,8 +572,17 @@ impl Shell<'_> {
         if !output_ready.is_empty() {
             // Requests and signals are answered before the output is read:
             // under a flood, reading is most of a round's work, and a
-            // `ctl status` must not wait for it.
-            self.drain_inputs();
+            // `ctl status` must not wait for it. But an exit is told after
+            // what its process wrote before it ended (`flaky: exit 3`
+            // after that run's lines, not before them): with an exit to
+            // tell, one bounded read goes first.
+            if !self
+                .inputs
+                .iter()
+                .any(|i| matches!(i, Input::Exited { .. }))
+            {
+                self.drain_inputs();
+            }
             let budget = output::drain_budget(output_ready.len());
             let w = output::writer();
             let mut round = w.round();
