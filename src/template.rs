@@ -32,6 +32,26 @@ pub fn environment(strict: bool) -> minijinja::Environment<'static> {
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     if strict {
         env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        // minijinja's own `tojson` writes an undefined value as `null`,
+        // strict or not: `{{ data.port | tojson }}` over a pillar that
+        // says `data: null` rendered `"port": null` and went on. Strict,
+        // it is an undefined value like any other (the engine still
+        // charges fuel for what the filter returns).
+        env.add_filter(
+            "tojson",
+            |value: &Value,
+             indent: Option<Value>,
+             args: minijinja::value::Kwargs|
+             -> Result<Value, minijinja::Error> {
+                if value.is_undefined() {
+                    return Err(minijinja::Error::new(
+                        minijinja::ErrorKind::UndefinedError,
+                        "undefined value passed to tojson",
+                    ));
+                }
+                minijinja::filters::tojson(value, indent, args)
+            },
+        );
     }
     let mut syntax = minijinja::syntax::SyntaxConfig::builder();
     syntax.keep_trailing_newline(true);
@@ -541,6 +561,16 @@ mod tests {
                 "template error: the pillar's `nulled.data` is none (null), not a mapping (used in `WORKER_INTERVAL={{ data.worker_interval }}`)",
             ),
             (
+                "{{ pillar.nulled.data.site_name | tojson }}\n",
+                1,
+                "the pillar's `nulled.data` is none (null), not a mapping",
+            ),
+            (
+                "{{ pillar.other.missing | tojson }}\n",
+                1,
+                "the pillar has no `other.missing`",
+            ),
+            (
                 "{{ pillar.numbered.data.port }}\n",
                 1,
                 "the pillar's `numbered.data` is a number, not a mapping",
@@ -556,6 +586,15 @@ mod tests {
             assert_eq!(d.pos.line, *line, "{text:?}: {d}");
             assert!(d.msg.contains(msg), "{text:?}:\n{}\nwant {msg}", d.msg);
         }
+        // What is there still serializes, a null included, and `default`
+        // still fills in for what is not.
+        let ok = "{{ pillar.other | tojson }} {{ pillar.nulled.data | tojson }} {{ pillar.nope | default(1) | tojson }}\n";
+        assert_eq!(
+            render(Path::new("t.j2"), ok, ctx.clone(), true)
+                .as_deref()
+                .ok(),
+            Some("{\"x\": 1} null 1\n")
+        );
     }
 
     #[test]

@@ -277,3 +277,36 @@ fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
     let out = run.wait();
     assert_eq!(out.code, Some(0), "{}", out.all());
 }
+
+/// A service the launcher runs but no `services:` lists (the main
+/// command; the launcher's sshd alike) is one `ctl logs` knows: the
+/// main command's output is not captured, and that is what it says.
+#[test]
+fn the_main_command_is_a_service_logs_knows() {
+    let d = TempDir::new("logs-main");
+    let cfg = config_in(
+        &d,
+        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    stdout: prefix\n",
+    );
+    let run = Launch::new(&["-c", &cfg, "--", "sleep", "1000"])
+        .root(d.path())
+        .spawn();
+    assert!(
+        wait_until(Duration::from_secs(10), || ctl(&run, &["status"])
+            .stdout
+            .contains("\nmain ")),
+        "{}",
+        ctl(&run, &["status"]).all()
+    );
+    let out = ctl(&run, &["logs", "main"]);
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("main: its output goes straight to the container's stdout"),
+        "{}",
+        out.all()
+    );
+    let out = ctl(&run, &["logs", "nosuch"]);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    run.stop();
+}

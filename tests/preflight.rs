@@ -308,23 +308,31 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
         s = t.state().display(),
         x = scratch.display()
     );
-    let out = t
-        .launch(&["prepare"])
-        .env("TMPDIR", &scratch.to_string_lossy())
-        .env("XDG_RUNTIME_DIR", "")
-        .before(&before)
-        .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    let launch = |verb: &str| {
+        t.launch(&[verb])
+            .env("TMPDIR", &scratch.to_string_lossy())
+            .env("XDG_RUNTIME_DIR", "")
+            .before(&before)
+            .run()
+    };
     let s = t.state().display().to_string();
-    assert_has(
-        &out,
-        &[
+    let socket = format!("mc-launcher: warning: control socket: none of /run/mc-launcher.sock, {s}/mc-launcher.sock, /run/mc-launcher/mc-launcher.sock, {}/mc-launcher-0/mc-launcher.sock can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)\n", scratch.display());
+    for verb in ["prepare", "check"] {
+        let out = launch(verb);
+        assert_eq!(out.code, Some(78), "{verb}: {}", out.all());
+        let mut want = vec![
             format!("\n  {s}: not writable, and neither is any fallback ({s}, /run/mc-launcher, {}/mc-launcher-0); needed to keep a copy of the image's default pillar", scratch.display()),
             "\n  fix: add to docker run: --tmpfs /run\n".into(),
-            // Nor could the control socket go anywhere.
-            format!("mc-launcher: warning: control socket: none of /run/mc-launcher.sock, {s}/mc-launcher.sock, /run/mc-launcher/mc-launcher.sock, {}/mc-launcher-0/mc-launcher.sock can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)\n", scratch.display()),
-        ],
-    );
+        ];
+        if verb == "check" {
+            // Nor could the control socket go anywhere: `check` says so;
+            // a run says it once, when it binds (`prepare` binds none).
+            want.push(socket.clone());
+        } else {
+            assert!(!out.all().contains("control socket"), "{}", out.all());
+        }
+        assert_has(&out, &want);
+    }
     t.assert_untouched("state");
 }
 

@@ -372,7 +372,7 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
             .timeout(Duration::from_secs(60))
     };
     let out = launch(&script).run();
-    out.assert_stderr(&format!("Server listening on 127.0.0.1 port {port}"));
+    out.assert_stderr(&format!("sshd ! Server listening on 127.0.0.1 port {port}"));
     out.assert_code(0);
     out.assert_stdout("good=logged-in-as-root");
     // an unknown key is refused

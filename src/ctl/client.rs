@@ -478,7 +478,13 @@ fn why_line(s: &super::proto::ServiceState) -> Option<String> {
             parts.push(r.clone());
         }
     }
-    if let Some(r) = &s.restart_reason {
+    // A FAILED service is not restarted any more: its reason says why
+    // (`restarted: crash` after it read as if it came back).
+    if let Some(r) = s
+        .restart_reason
+        .as_ref()
+        .filter(|_| s.state != super::proto::StateName::Failed)
+    {
         parts.push(format!("restarted: {r}"));
     }
     if s.oom_kills > 0 {
@@ -621,6 +627,14 @@ mod tests {
                 &|s| {
                     s.state = StateName::Failed;
                     s.reason = Some("3 consecutive failed starts".into());
+                },
+                Some("web: FAILED: 3 consecutive failed starts\n"),
+            ),
+            (
+                &|s| {
+                    s.state = StateName::Failed;
+                    s.reason = Some("3 consecutive failed starts".into());
+                    s.restart_reason = Some("crash".into());
                 },
                 Some("web: FAILED: 3 consecutive failed starts\n"),
             ),

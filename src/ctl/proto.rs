@@ -197,6 +197,16 @@ impl Command {
         let Some(verb) = verb else {
             return Err(Refusal::Usage(format!("a command is needed: {}", verbs())));
         };
+        // A second word only `signal NAME SIG` takes: for any other verb it
+        // is one word too many (`logs web db`), not a signal it refuses.
+        let takes_name = VERBS.iter().any(|v| v.verb == verb && v.takes_name);
+        if verb != "signal" && takes_name {
+            if let Some(extra) = req.get("signal").and_then(|v| v.as_str()) {
+                return Err(Refusal::Usage(format!(
+                    "{verb}: too many arguments (`{extra}`: it takes one service name at most)"
+                )));
+            }
+        }
         Command::deserialize(serde_json::Value::Object(req)).map_err(|e| explain(verb, &e))
     }
 }
@@ -723,7 +733,10 @@ mod tests {
             (&["logs", "-n", "many"], Err("-n needs a number of lines")),
             (&["logs", "-n"], Err("-n needs a number of lines")),
             (&["logs", "-f", "-f"], Err("-f: given twice")),
-            (&["logs", "web", "db"], Err("logs takes no signal name")),
+            (
+                &["logs", "web", "db"],
+                Err("logs: too many arguments (`db`: it takes one service name at most)"),
+            ),
             (&["stop", "web", "-f"], Err("stop takes no `follow`")),
             (&[], Err("a command is needed: status, health")),
             (
@@ -737,9 +750,13 @@ mod tests {
             ),
             (
                 &["status", "web", "HUP"],
-                Err("status takes no signal name"),
+                Err("status: too many arguments (`HUP`"),
             ),
-            (&["stop", "web", "HUP"], Err("stop takes no signal name")),
+            (
+                &["stop", "web", "HUP"],
+                Err("stop: too many arguments (`HUP`"),
+            ),
+            (&["quit", "web", "x"], Err("quit takes no service name")),
             (
                 &["signal", "web", "HUP", "x"],
                 Err("signal: too many arguments"),

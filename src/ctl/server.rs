@@ -114,7 +114,8 @@ impl Server {
     /// listen and chmod: the directory is created, and a leftover socket
     /// probed and removed, only when bind says so.
     pub fn bind(cfg: &Config) -> Option<Server> {
-        for path in candidate_paths(cfg) {
+        let paths = candidate_paths(cfg);
+        for path in paths.iter().cloned() {
             match listen_at(&path) {
                 Ok(listener) => {
                     log::debug!("control socket: {}", path.display());
@@ -131,7 +132,12 @@ impl Server {
                 Err(e) => log::debug!("control socket {}: {e}", path.display()),
             }
         }
-        log::warn!("no control socket: none of the candidate paths was usable");
+        // The one line about it in a run (`check` says the same beforehand).
+        let tried: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        log::warn!(
+            "control socket: none of {} can be created: `mc-launcher ctl` and a HEALTHCHECK using it will not reach the launcher (add to docker run: --tmpfs /run)",
+            tried.join(", ")
+        );
         None
     }
 

@@ -60,9 +60,6 @@ fn plan(steps: &[Step], ctx: &Ctx, first: bool) -> Report {
     for &s in steps {
         step::plan(s, ctx, &mut r);
     }
-    if first {
-        preflight::control_socket(ctx, &mut r);
-    }
     r
 }
 
@@ -88,6 +85,8 @@ fn gate(cfg: &Config, steps: &[Step], first: bool) -> Result<(), Failure> {
 pub fn preflight(cfg: &Config, skip: &[Step]) -> Report {
     let ctx = Ctx::for_check(cfg);
     let mut report = plan(&not_skipped(skip), &ctx, true);
+    // A run says it when it binds the socket (one line, not two).
+    preflight::control_socket(&ctx, &mut report);
     if let Some(w) = ctx.fallback_warning() {
         report.warnings.insert(0, w);
     }

@@ -928,6 +928,11 @@ pub fn sshd_service(cfg: &Config, have_keys: bool) -> Result<Option<Service>, St
     ];
     let mut s = Service::new("sshd", argv);
     s.stop_signal = nix::sys::signal::Signal::SIGTERM;
+    // Its lines framed as every service's (`sshd ! Accepted publickey …`),
+    // JSON records too with `log.format: json`, and kept for `ctl logs
+    // sshd`: never bare lines among the launcher's.
+    s.stdout = crate::config::model::Stream::Prefix;
+    s.stderr = crate::config::model::Stream::Prefix;
     Ok(Some(s))
 }
 

@@ -131,16 +131,9 @@ pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Optio
 /// `ctl logs` on connection `conn`: an acknowledgement, then the lines (a
 /// reader that does not follow is closed once it has read them); or what
 /// to say instead.
-fn serve_logs(
-    ctl: &mut Server,
-    cfg: &Config,
-    conn: u64,
-    service: Option<&str>,
-    lines: usize,
-    follow: bool,
-) {
+fn serve_logs(ctl: &mut Server, conn: u64, asked: output::Asked<'_>) {
     use crate::ctl::proto::Reply;
-    match output::answer(cfg, service, lines, follow) {
+    match output::answer(asked) {
         output::Answer::Read(reader) => {
             ctl.reply(
                 conn,
@@ -337,11 +330,18 @@ impl Shell<'_> {
             Effect::ReadLogs {
                 conn,
                 service,
+                streams,
                 lines,
                 follow,
             } => {
                 if let Some(ctl) = &mut self.ctl {
-                    serve_logs(ctl, &self.cfg, conn, service.as_deref(), lines, follow);
+                    let asked = output::Asked {
+                        name: service.as_deref(),
+                        streams: streams.as_ref().map(|(o, e)| (o, e)),
+                        lines,
+                        follow,
+                    };
+                    serve_logs(ctl, conn, asked);
                 }
             }
             Effect::Reload { conn } => {
@@ -572,8 +572,17 @@ impl Shell<'_> {
         if !output_ready.is_empty() {
             // Requests and signals are answered before the output is read:
             // under a flood, reading is most of a round's work, and a
-            // `ctl status` must not wait for it.
-            self.drain_inputs();
+            // `ctl status` must not wait for it. But an exit is told after
+            // what its process wrote before it ended (`flaky: exit 3`
+            // after that run's lines, not before them): with an exit to
+            // tell, one bounded read goes first.
+            if !self
+                .inputs
+                .iter()
+                .any(|i| matches!(i, Input::Exited { .. }))
+            {
+                self.drain_inputs();
+            }
             let budget = output::drain_budget(output_ready.len());
             let w = output::writer();
             let mut round = w.round();

@@ -24,7 +24,7 @@ mod writer;
 pub use file::FileOut;
 pub use ratelimit::{Limiter, SharedLimiter};
 pub use relay::{drain, drain_budget, drain_into, pipe, reader, Drained, Reader, MAX_DRAIN};
-pub use ring::{answer, logs, Answer, Follower, Logs, Stream};
+pub use ring::{answer, logs, Answer, Asked, Follower, Logs, Stream};
 pub use tail::{SharedTail, Tail};
 pub use writer::{writer, Dest, QueueWriter, Round, Writer, QUEUE_BYTES, STALLED};
 

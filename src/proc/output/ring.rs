@@ -8,7 +8,7 @@
 //! Lines are kept as the service wrote them (no framing, no time stamp):
 //! the rings hold what the log holds, nothing more. Part of `output`.
 
-use crate::config::model::{self, Config, DEFAULT_LOG_BUFFER};
+use crate::config::model::{self, DEFAULT_LOG_BUFFER};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -383,16 +383,34 @@ pub enum Answer {
     Refuse(String),
 }
 
-/// `ctl logs [NAME] [-n LINES] [-f]` on a launcher running `cfg`.
-pub fn answer(cfg: &Config, name: Option<&str>, lines: usize, follow: bool) -> Answer {
+/// A `ctl logs [NAME] [-n LINES] [-f]` request, its service found by the
+/// supervisor (every service it runs: the configured ones, its sshd, the
+/// main command).
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    pub name: Option<&'a str>,
+    /// The named service's stdout and stderr (`None`: no such service).
+    pub streams: Option<(&'a model::Stream, &'a model::Stream)>,
+    pub lines: usize,
+    pub follow: bool,
+}
+
+/// What to answer `asked`.
+pub fn answer(asked: Asked<'_>) -> Answer {
+    let Asked {
+        name,
+        streams,
+        lines,
+        follow,
+    } = asked;
     let logs = logs();
     if let Some(name) = name {
-        let Some(spec) = cfg.services.iter().find(|s| s.name == name) else {
+        let Some((stdout, stderr)) = streams else {
             return Answer::Refuse(format!("no such service: {name}"));
         };
         let kept = |s: &model::Stream| matches!(s, model::Stream::Prefix | model::Stream::File(_));
-        if !kept(&spec.stdout) && !kept(&spec.stderr) {
-            let inherit = [&spec.stdout, &spec.stderr]
+        if !kept(stdout) && !kept(stderr) {
+            let inherit = [stdout, stderr]
                 .iter()
                 .any(|s| matches!(s, model::Stream::Inherit));
             return Answer::Say(if inherit {

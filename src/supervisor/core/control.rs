@@ -50,12 +50,16 @@ impl Core {
                     follow,
                     lines,
                 },
-                _,
+                s,
             ) => {
                 // The shell's rings, not the core's state: read there.
+                let streams = s
+                    .and_then(|s| self.svcs.get(&s))
+                    .map(|svc| (svc.spec.stdout.clone(), svc.spec.stderr.clone()));
                 fx.push(Effect::ReadLogs {
                     conn,
                     service: name,
+                    streams,
                     lines,
                     follow,
                 });
@@ -355,7 +359,18 @@ impl Core {
                 .find(|s| s.name() == name && s.status != Status::Retired)
         };
         let (reason, subject) = match self.stop.active.as_ref().map(|st| &st.cause) {
-            Some(Cause::Requested(by)) => (format!("stopped on request ({by})"), None),
+            // The status is then the main command's: named with how it
+            // ended (`exit 129: stopped on request (TERM) (main: killed
+            // by HUP)`), else a 129 after a TERM reads as a mistake.
+            Some(Cause::Requested(by)) => (
+                format!("stopped on request ({by})"),
+                self.exit_code
+                    .is_none()
+                    .then(|| self.svcs.values().find(|s| s.spec.main))
+                    .flatten()
+                    .filter(|_| self.main_exit.is_some())
+                    .map(|s| s.name().to_string()),
+            ),
             Some(Cause::MainEnded) => (
                 "the main command ended".to_string(),
                 Some("main".to_string()),

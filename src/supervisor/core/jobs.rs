@@ -120,7 +120,9 @@ impl Core {
                 let after = Core::following(&spec, now, now, wall_now, wall_now);
                 (job.next_at, job.next_wall) = (after.map(|a| a.0), after.map(|a| a.1));
             }
-            if let Some(w) = job.next_wall {
+            // A run due now says `run started` at once, and its end the
+            // next time (not `next run at` the very moment it starts).
+            if let Some(w) = job.next_wall.filter(|_| !first) {
                 log::info!("{name}: next run at {}", crate::cron::rfc3339(w as i64));
             }
         }

@@ -329,6 +329,11 @@ fn a_main_on_a_terminal_gets_sighup_first() {
         sim.exited("main", Exit::Signal(1));
         assert_eq!(sim.exit, Some(129), "bash's own status, at once");
         assert!(sim.signalled(Signal::SIGKILL).is_empty());
+        assert_eq!(
+            sim.core.termination().summary(),
+            "exit 129: stopped on request (TERM) (main: killed by HUP)",
+            "the status is the main's, and says so"
+        );
     }
     // A main that ignores HUP and TERM: KILL at the deadline, last.
     let mut core = Core::new(services(), options(Duration::ZERO, false));

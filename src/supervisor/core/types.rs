@@ -1,7 +1,7 @@
 //! The core's vocabulary: process, probe and connection ids, roles, and
 //! the `Input`s it is fed and the `Effect`s it asks for.
 
-use crate::config::model::{ReadyCheck, Service};
+use crate::config::model::{ReadyCheck, Service, Stream};
 use crate::ctl::proto::{Command, Reply};
 use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
@@ -185,6 +185,10 @@ pub enum Effect {
     ReadLogs {
         conn: ConnId,
         service: Option<String>,
+        /// The named service's stdout and stderr as the core runs it: the
+        /// launcher's own sshd and the main command are in no config's
+        /// `services:`.
+        streams: Option<(Stream, Stream)>,
         lines: usize,
         follow: bool,
     },
