@@ -33,6 +33,9 @@ time bash scripts/build-static.sh --target armv7 >/dev/null
 host_tmp=${TMPDIR:-/tmp}
 suite_tmp=$(mktemp -d "$host_tmp/mc-launcher-suite.XXXXXX")
 chmod 1777 "$suite_tmp" # like /tmp: services run as other users too
+# A run that stops early (a failing test) leaves no empty dir behind; one
+# that left files keeps them, for a look.
+trap 'rmdir "$suite_tmp" 2>/dev/null || true' EXIT
 ours() { find /tmp -maxdepth 1 \( -name 'mcl-*' -o -name 'mc-launcher-*' \) ! -path "$suite_tmp" | sort; }
 ours_before=$(ours)
 
