@@ -253,6 +253,24 @@ pub struct CoreOptions {
     pub main_on_tty: bool,
 }
 
+/// Nothing asked for: no stop deadline, no reload, no reconfigure, no
+/// drain, no sd_notify of our own, jitter seed 1. A prepare step's core
+/// and the tests start from it.
+impl Default for CoreOptions {
+    fn default() -> Self {
+        CoreOptions {
+            shutdown_timeout: Duration::ZERO,
+            can_reload: false,
+            seed: 1,
+            drain: Duration::ZERO,
+            notify_self: false,
+            can_reconfigure: false,
+            start_time_unix: 0.0,
+            main_on_tty: false,
+        }
+    }
+}
+
 impl Core {
     pub fn new(services: Vec<(Service, Role)>, opts: CoreOptions) -> Core {
         let mut core = Core {
@@ -298,13 +316,7 @@ impl Core {
             Vec::new(),
             CoreOptions {
                 shutdown_timeout: STEP_GRACE,
-                can_reload: false,
-                seed: 1,
-                drain: Duration::ZERO,
-                notify_self: false,
-                can_reconfigure: false,
-                start_time_unix: 0.0,
-                main_on_tty: false,
+                ..CoreOptions::default()
             },
         );
         core.add_step(job, true);

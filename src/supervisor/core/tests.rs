@@ -47,6 +47,17 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
     }
 }
 
+/// The process the core's first tick spawns.
+fn first_spawn(core: &mut Core, now: Instant) -> ProcId {
+    core.handle(Input::Tick, now)
+        .into_iter()
+        .find_map(|e| match e {
+            Effect::Spawn { proc, .. } => Some(proc),
+            _ => None,
+        })
+        .expect("a spawn")
+}
+
 fn svc(name: &str) -> Service {
     Service::new(name, vec!["x".into()])
 }
@@ -431,24 +442,11 @@ fn exit_status_rule() {
         vec![main("ghost")],
         CoreOptions {
             shutdown_timeout: Duration::from_secs(9),
-            can_reload: false,
-            seed: 1,
-            drain: Duration::ZERO,
-            notify_self: false,
-            can_reconfigure: false,
-            start_time_unix: 0.0,
-            main_on_tty: false,
+            ..CoreOptions::default()
         },
     );
     let now = Instant::now();
-    let proc = core
-        .handle(Input::Tick, now)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Spawn { proc, .. } => Some(proc),
-            _ => None,
-        })
-        .expect("a spawn");
+    let proc = first_spawn(&mut core, now);
     let fx = core.handle(
         Input::SpawnFailed {
             proc,
@@ -602,13 +600,7 @@ fn big_starts_come_in_batches() {
         vec![(many, Role::Config)],
         CoreOptions {
             shutdown_timeout: Duration::from_secs(9),
-            can_reload: false,
-            seed: 1,
-            drain: Duration::ZERO,
-            notify_self: false,
-            can_reconfigure: false,
-            start_time_unix: 0.0,
-            main_on_tty: false,
+            ..CoreOptions::default()
         },
     );
     let mut core = core;
@@ -925,13 +917,8 @@ fn a_main_that_ends_does_not_drain() {
         vec![(Service::main(vec!["true".into()]), Role::Main)],
         CoreOptions {
             shutdown_timeout: Duration::from_secs(20),
-            can_reload: false,
-            seed: 1,
             drain: Duration::from_secs(5),
-            notify_self: false,
-            can_reconfigure: false,
-            start_time_unix: 0.0,
-            main_on_tty: false,
+            ..CoreOptions::default()
         },
     );
     let mut core = core;
@@ -1840,14 +1827,7 @@ fn a_second_stop_signal_kills_a_step_alone_now() {
 fn a_step_that_cannot_start_ends_not_started() {
     let mut core = Core::for_step(&job("bad", None));
     let now = Instant::now();
-    let proc = core
-        .handle(Input::Tick, now)
-        .into_iter()
-        .find_map(|e| match e {
-            Effect::Spawn { proc, .. } => Some(proc),
-            _ => None,
-        })
-        .expect("a spawn");
+    let proc = first_spawn(&mut core, now);
     let fx = core.handle(
         Input::SpawnFailed {
             proc,
