@@ -303,13 +303,8 @@ fn help_topic(rest: lexopt::RawArgs<'_>) -> Result<Parsed, String> {
     match words.as_slice() {
         [] => Ok(Parsed::Help(HelpTopic::Main)),
         [w] if w == "ctl" => Ok(Parsed::Help(HelpTopic::Ctl)),
-        [w] if matches!(
-            w.as_str(),
-            "run" | "prepare" | "check" | "render" | "help" | "completion"
-        ) =>
-        {
-            Ok(Parsed::Help(HelpTopic::Main))
-        }
+        // Any other subcommand: the whole help (`ctl` is matched above).
+        [w] if complete::SUBCOMMANDS.contains(&w.as_str()) => Ok(Parsed::Help(HelpTopic::Main)),
         [w] => Err(format!(
             "no help on {w}: try `mc-launcher help` or `mc-launcher help ctl`"
         )),
