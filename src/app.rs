@@ -134,7 +134,7 @@ fn dispatch() -> i32 {
                 reason: "invalid input".into(),
                 subject: first.map(|d| d.file.display().to_string()),
                 how: first.map(ToString::to_string),
-                status: Outcome::InvalidInput.exit_code(),
+                status: Outcome::InvalidInput,
                 ..Default::default()
             };
             let path = std::path::Path::new(config::DEFAULT_TERMINATION_LOG);
@@ -510,8 +510,9 @@ fn run(
     });
     let on_keys_changed = (ssh_in_use && cfg.ssh.watch)
         .then(|| Box::new(crate::prepare::phase::resync_keys) as crate::supervisor::KeysChanged);
-    // The status supervision ended with: a service's, passed through.
-    Outcome::ServiceExit(crate::supervisor::run(
+    // How supervision ended: a service's status passed through, a
+    // signal's, a failure.
+    crate::supervisor::run(
         cfg,
         services,
         &mut signals,
@@ -523,7 +524,7 @@ fn run(
             reconfigurer,
             reconfigure_watch,
         },
-    ))
+    )
 }
 
 /// The inline part of a live reconfigure (README "Live reconfigure"): the
@@ -588,7 +589,6 @@ fn prepare_report(
     last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 ) -> error::Termination {
     use crate::proc::JobEnd;
-    let code = f.exit_code();
     let reason = match f.outcome {
         Outcome::InvalidInput => "invalid input".to_string(),
         Outcome::Signaled(_) => "stopped on request during the prepare phase".to_string(),
@@ -596,7 +596,7 @@ fn prepare_report(
     };
     let mut t = error::Termination {
         reason,
-        status: code,
+        status: f.outcome,
         subject: (!f.subject.is_empty()).then(|| f.subject.clone()),
         how: Some(f.message.chars().take(500).collect()),
         ..Default::default()

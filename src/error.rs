@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 /// README "Exit status", one per variant. `exit_code` is the only place a
 /// status number is chosen; everything else holds an `Outcome` (or a status
 /// a service gave, passed through).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
     /// Stopped on request and every service stopped; a command that did its work.
+    #[default]
     Done,
     /// The main or a `critical` service ended with this status (passed through).
     ServiceExit(i32),
@@ -223,7 +224,8 @@ pub struct Termination {
     pub how: Option<String>,
     pub oom: bool,
     pub restarts: u32,
-    pub status: i32,
+    /// The launcher's outcome: its exit status.
+    pub status: Outcome,
     /// Its last stderr lines.
     pub tail: Vec<String>,
 }
@@ -237,7 +239,7 @@ pub const TERMINATION_MAX: usize = 4096;
 impl Termination {
     /// One line: what the launcher prints last.
     pub fn summary(&self) -> String {
-        let mut s = format!("exit {}: {}", self.status, self.reason);
+        let mut s = format!("exit {}: {}", self.status.exit_code(), self.reason);
         if let Some(subj) = &self.subject {
             s.push_str(&format!(" ({subj}"));
             if let Some(how) = &self.how {
@@ -334,7 +336,7 @@ mod tests {
             how: Some("killed by SIGKILL".into()),
             oom: true,
             restarts: 2,
-            status: 137,
+            status: Outcome::Signaled(9),
             tail: (0..500)
                 .map(|i| format!("line {i} {}", "x".repeat(40)))
                 .collect(),
