@@ -356,11 +356,11 @@ impl Core {
             Input::SpawnFailed {
                 proc,
                 reason,
-                status,
+                outcome,
                 retry,
             } => {
                 if !retry && self.svc_of(proc).is_some_and(|s| s.spec.main) {
-                    self.main_exit = Some(status);
+                    self.main_exit = Some(outcome);
                 }
                 let ev = Event::SpawnFailed { reason, retry };
                 self.proc_event(proc, ev, now, &mut fx);

@@ -286,7 +286,7 @@ impl Shell<'_> {
                     Err(e) => Input::SpawnFailed {
                         proc,
                         reason: e.reason,
-                        status: e.status,
+                        outcome: e.outcome,
                         retry: e.retry,
                     },
                 };

@@ -142,7 +142,7 @@ impl Sim {
                         queue.push_back(Input::SpawnFailed {
                             proc,
                             reason: format!("secret PW: /run/secrets/{}: not found", spec.name),
-                            status: Outcome::Failed,
+                            outcome: Outcome::Failed,
                             retry: true,
                         });
                     }
@@ -501,7 +501,7 @@ fn exit_status_rule() {
         Input::SpawnFailed {
             proc,
             reason: "cannot run ghost: No such file or directory".into(),
-            status: Outcome::NotFound,
+            outcome: Outcome::NotFound,
             retry: false,
         },
         clock(now),
@@ -1892,7 +1892,7 @@ fn a_step_that_cannot_start_ends_not_started() {
         Input::SpawnFailed {
             proc,
             reason: "bad: not found".into(),
-            status: Outcome::NotFound,
+            outcome: Outcome::NotFound,
             retry: false,
         },
         clock(now),

@@ -105,7 +105,7 @@ pub enum Input {
         reason: String,
         /// What it makes of the launcher's end if it is the main
         /// service's: `NotFound`, `NotExecutable` or `Failed`.
-        status: Outcome,
+        outcome: Outcome,
         /// Worth trying again (an input file missing): see machine.rs.
         retry: bool,
     },

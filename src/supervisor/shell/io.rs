@@ -11,17 +11,17 @@ pub(super) struct NotStarted {
     pub reason: String,
     /// What it makes of the launcher's end for a main service
     /// (`NotFound`, `NotExecutable`, `Failed`).
-    pub status: Outcome,
+    pub outcome: Outcome,
     /// An env file, secret or credential could not be read: a failed
     /// start tried again under the service's backoff, not FAILED at once.
     pub retry: bool,
 }
 
 impl NotStarted {
-    fn fatal(reason: String, status: Outcome) -> NotStarted {
+    fn fatal(reason: String, outcome: Outcome) -> NotStarted {
         NotStarted {
             reason,
-            status,
+            outcome,
             retry: false,
         }
     }
@@ -86,7 +86,7 @@ impl Shell<'_> {
         // file not there yet (a secret mounted late) is retried.
         let missing = |reason: String| NotStarted {
             reason,
-            status: Outcome::Failed,
+            outcome: Outcome::Failed,
             retry: true,
         };
         let files = crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?;
