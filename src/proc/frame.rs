@@ -122,16 +122,10 @@ pub(super) fn text_lines_portable(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
-    let mut pos = 0usize;
-    for i in memchr::memchr_iter(b'\n', data) {
-        let Some(line) = data.get(pos..=i) else { break };
-        if line.len() - 1 > whole {
-            break;
-        }
-        put(out, &[prefix, line]);
-        pos = i + 1;
-    }
-    pos
+    lines_portable(data, whole, |line| {
+        put(out, &[prefix, line, b"\n"]);
+        true
+    })
 }
 
 /// JSON records for the whole lines at the start of `data`, each
@@ -159,10 +153,18 @@ pub(super) fn json_lines_portable(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
+    lines_portable(data, whole, |line| json_record(start, line, max, out))
+}
+
+/// The whole lines at the start of `data`, each of at most `whole` bytes,
+/// given to `frame` (without the newline) while it says it framed them:
+/// how many bytes of `data` were framed, newlines included.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn lines_portable(data: &[u8], whole: usize, mut frame: impl FnMut(&[u8]) -> bool) -> usize {
     let mut pos = 0usize;
     for i in memchr::memchr_iter(b'\n', data) {
         let Some(line) = data.get(pos..i) else { break };
-        if line.len() > whole || !json_record(start, line, max, out) {
+        if line.len() > whole || !frame(line) {
             break;
         }
         pos = i + 1;
