@@ -569,6 +569,8 @@ pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proc::random_bytes;
+    use crate::proc::Draw::{Byte, Control, Printable};
 
     #[test]
     fn copies_of_every_small_length_are_exact() {
@@ -589,15 +591,8 @@ mod tests {
         let mut next = crate::proc::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let len = (next() % 70) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| match next() % 12 {
-                    0 => (next() % 0x20) as u8,
-                    1 => b'"',
-                    2 => b'\\',
-                    3 => 0x7f,
-                    _ => b' ' + (next() % 95) as u8,
-                })
-                .collect();
+            let rare = [Control, Byte(b'"'), Byte(b'\\'), Byte(0x7f)];
+            let bytes = random_bytes(&mut next, len, &rare, 12, Printable);
             let mut fast = Vec::new();
             assert!(escape_ascii(&bytes, &mut fast), "{bytes:?}");
             let mut general = Vec::new();
