@@ -55,8 +55,8 @@ pub enum JobEnd {
     Interrupted(nix::sys::signal::Signal),
 }
 
-/// A small deterministic generator for the randomised tests of the
-/// output path (xorshift64): the same cases on every run.
+/// A small deterministic generator for the randomised tests (of the
+/// output path, of cron; xorshift64): the same cases on every run.
 #[cfg(test)]
 pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed;
