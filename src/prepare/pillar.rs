@@ -628,6 +628,7 @@ fn restore_default(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::tests::{assert_refusals, budget_attacks};
 
     fn v(text: &str) -> Result<serde_json::Value, Diag> {
         validate(Path::new("pillar.sls"), text)
@@ -658,22 +659,18 @@ mod tests {
 
     #[test]
     fn invalid_pillars_name_the_line() {
-        let rows: &[(&str, usize, &str)] = &[
-            ("a: 1\nb: [1, 2\n", 3, "YAML syntax error"),
-            ("- a\n- b\n", 1, "must be a mapping"),
-            ("just a string\n", 1, "must be a mapping"),
+        let rows: &[(&str, &str, usize, &str)] = &[
+            ("unclosed", "a: 1\nb: [1, 2\n", 3, "YAML syntax error"),
+            ("a list", "- a\n- b\n", 1, "must be a mapping"),
+            ("a string", "just a string\n", 1, "must be a mapping"),
             (
+                "after a tag",
                 "{% set os = grains['os'] %}\na: 1\n  bad: indent\n",
                 3,
                 "YAML syntax error",
             ),
         ];
-        for (text, line, part) in rows {
-            let d = v(text).expect_err(text);
-            assert_eq!(d.pos.line, *line, "{text:?}: {d}");
-            assert!(d.msg.contains(part), "{text:?}: {d}");
-            assert!(d.to_string().starts_with("pillar.sls:"), "{d}");
-        }
+        assert_refusals("pillar.sls", rows, v);
     }
 
     /// What `plan` sees, what a live update would leave (`text_after`) and
@@ -759,36 +756,15 @@ mod tests {
 
     #[test]
     fn pillar_validation_has_the_budgets() {
-        let bomb = crate::yaml::tests::alias_bomb();
-        let deep = format!("a:\n  {}x\n", "- ".repeat(100_000));
+        let mut rows = budget_attacks("a: 1");
+        rows.push((
+            "nested loops over salt",
+            "{% for x in range(100000) %}{% for y in range(100000) %}{{ salt['x.y'](y) }}{% endfor %}{% endfor %}\n".into(),
+            1,
+            "out of fuel",
+        ));
         let big = format!("a: 1\n#{}\n", "x".repeat(1 << 20));
-        let rows: &[(&str, &str, usize, &str)] = &[
-            (
-                "nested loops",
-                "a: 1\n{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
-                2,
-                "out of fuel: the template does too much work",
-            ),
-            (
-                "nested loops over salt",
-                "{% for x in range(100000) %}{% for y in range(100000) %}{{ salt['x.y'](y) }}{% endfor %}{% endfor %}\n",
-                1,
-                "out of fuel",
-            ),
-            (
-                "string repetition",
-                "{% for x in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\na: 1\n",
-                1,
-                "out of fuel",
-            ),
-            ("alias bomb", &bomb, 5, "alias expansion exceeds 100000 nodes"),
-            ("deep nesting", &deep, 2, "nested deeper than 256 levels"),
-            ("too big", &big, 0, "over the limit of 1 MiB"),
-        ];
-        for (what, text, line, part) in rows {
-            let d = validate(Path::new("pillar.sls"), text).expect_err(what);
-            assert_eq!(d.pos.line, *line, "{what}: {d}");
-            assert!(d.msg.contains(part), "{what}: {d}");
-        }
+        rows.push(("too big", big, 0, "over the limit of 1 MiB"));
+        assert_refusals("pillar.sls", &rows, v);
     }
 }
