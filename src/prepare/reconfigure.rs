@@ -340,22 +340,26 @@ pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome,
     live_steps(cfg, retry, pillar_changed, rendered)
 }
 
-/// The pillar step's plan at start. With `on_invalid: last-good`, an
-/// override that a `template` step does not render with counts as invalid
-/// too (all or nothing, as a live update): the start goes on with the last
-/// valid one instead of failing in the reconfigure step.
+/// The pillar step's plan at start. An override that a `template` step
+/// does not render with counts as invalid too, whatever `on_invalid` says
+/// (all or nothing, as a live update): it is not installed, and the start
+/// stops (78), goes on with the image default or the last valid one,
+/// instead of installing it and failing in the reconfigure step. A
+/// template that does not render with the pillar in place either is not
+/// the override's fault: that plan stands.
 pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
     use super::pillar::Plan;
     let plan = super::pillar::plan(cfg)?;
-    if cfg.pillar.on_invalid != crate::config::model::OnInvalid::LastGood {
-        return Ok(plan);
-    }
     if let Plan::Override(text) = &plan {
         if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
-            return Ok(Plan::Invalid(Diag::file(
-                &cfg.pillar.source,
-                format!("does not fit the templates: {e}"),
-            )));
+            if render_all(cfg, &pillar_data(cfg)).is_ok() {
+                return Ok(Plan::Invalid(Diag::file(
+                    &cfg.pillar.source,
+                    format!(
+                        "does not fit the templates: {e}; fix the override so that they render, or remove it"
+                    ),
+                )));
+            }
         }
     }
     Ok(plan)
