@@ -119,15 +119,18 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
                 Ok(())
             }
             // Loudly: one record naming the error and the copy started on.
-            OnInvalid::LastGood if matches!(installed, super::pillar::Installed::LastGood(_)) => {
-                log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
-                Ok(())
-            }
-            OnInvalid::LastGood => Err(Failure::new(
-                error::Outcome::InvalidInput,
-                "pillar",
-                format!("{d}; {installed}; stopping (on_invalid: last-good)"),
-            )),
+            OnInvalid::LastGood => match &installed {
+                super::pillar::Installed::LastGood(copy) => {
+                    log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
+                    super::pillar::note_last_good(copy, &d);
+                    Ok(())
+                }
+                _ => Err(Failure::new(
+                    error::Outcome::InvalidInput,
+                    "pillar",
+                    format!("{d}; {installed}; stopping (on_invalid: last-good)"),
+                )),
+            },
         },
         Err(e) => Err(Failure::new(
             error::Outcome::StepFailed,

@@ -75,6 +75,7 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
             start_time_unix: crate::proc::output::unix_now(),
             main_on_tty: stdin_tty,
+            pillar: crate::prepare::pillar::started_on_last_good(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
