@@ -66,7 +66,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     assert_eq!(
         pillar_lines,
         [format!(
-            "mc-launcher: warning: pillar: {}:3:1: YAML syntax error: {}; the last valid override is installed (from {}); going on (on_invalid: last-good)",
+            "mc-launcher: warning: pillar: {}:2:9: YAML syntax error: {}; the last valid override is installed (from {}); going on (on_invalid: last-good)",
             t.source().display(),
             yaml_error(&out.stderr),
             copy.display()
@@ -165,7 +165,7 @@ fn ctl_status_says_the_pillar_in_use_is_the_last_valid_one() {
     assert_eq!(v["pillar"]["in_use"], "last-good", "{v}");
     assert_eq!(v["pillar"]["copy"], copy.display().to_string(), "{v}");
     assert!(
-        error.starts_with(&format!("{}:3:1: YAML syntax error", t.source().display())),
+        error.starts_with(&format!("{}:2:9: YAML syntax error", t.source().display())),
         "{v}"
     );
     let out = ctl(&run, &["status"]);

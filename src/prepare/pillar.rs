@@ -683,7 +683,7 @@ mod tests {
     #[test]
     fn invalid_pillars_name_the_line() {
         let rows: &[(&str, usize, &str)] = &[
-            ("a: 1\nb: [1, 2\n", 3, "YAML syntax error"),
+            ("a: 1\nb: [1, 2\n", 2, "unclosed '[' opened at line 2 col 4"),
             ("- a\n- b\n", 1, "must be a mapping"),
             ("just a string\n", 1, "must be a mapping"),
             (
