@@ -84,17 +84,25 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
         }
     }
     if all_ok {
-        let digest_file = cfg.paths.state.join(DIGEST);
-        let saved = std::fs::create_dir_all(&cfg.paths.state)
-            .and_then(|()| std::fs::write(&digest_file, format!("{digest}\n")));
-        if let Err(e) = saved {
-            log::warn!(
-                "cannot record the reconfigure digest in {}: {e}",
-                digest_file.display()
-            );
-        }
+        record_digest(&cfg.paths.state, &digest);
     }
     Ok(())
+}
+
+/// Record the digest of the inputs of a successful run; one that cannot
+/// be is said with the path that must be writable and how (a
+/// `--read-only` container with no tmpfs: README "Read-only and non-root
+/// containers").
+fn record_digest(state: &Path, digest: &str) {
+    let file = state.join(DIGEST);
+    let saved = crate::fsutil::at(state, std::fs::create_dir_all(state))
+        .and_then(|()| crate::fsutil::at(&file, std::fs::write(&file, format!("{digest}\n"))));
+    if let Err(e) = saved {
+        log::warn!(
+            "reconfigure: cannot record the digest of its inputs: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+            s = state.display()
+        );
+    }
 }
 
 pub fn salt_argv(states: &[String], config_dir: Option<&Path>) -> Vec<String> {
