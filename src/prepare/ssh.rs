@@ -717,7 +717,15 @@ pub fn step(cfg: &Config) -> Result<Option<Service>, StepError> {
         }
         return Ok(None);
     }
-    sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })
+    let sshd = sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })?;
+    if sshd.is_some() {
+        // As when a key starts it while running (supervisor::core::reload).
+        match cfg.ssh.sshd {
+            SshdMode::Always => log::info!("sshd: starting (ssh.sshd: always)"),
+            _ => log::info!("sshd: starting (a valid key is installed)"),
+        }
+    }
+    Ok(sshd)
 }
 
 /// Apply the key directories again while running (`ssh.watch`): only the
