@@ -717,15 +717,16 @@ pub fn step(cfg: &Config) -> Result<Option<Service>, StepError> {
         }
         return Ok(None);
     }
-    let sshd = sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })?;
-    if sshd.is_some() {
-        // As when a key starts it while running (supervisor::core::reload).
-        match cfg.ssh.sshd {
-            SshdMode::Always => log::info!("sshd: starting (ssh.sshd: always)"),
-            _ => log::info!("sshd: starting (a valid key is installed)"),
-        }
+    sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })
+}
+
+/// The line that says sshd starts at launch, as when a key starts it
+/// while running (supervisor::core::reload).
+pub fn log_starting(cfg: &Config) {
+    match cfg.ssh.sshd {
+        SshdMode::Always => log::info!("sshd: starting (ssh.sshd: always)"),
+        _ => log::info!("sshd: starting (a valid key is installed)"),
     }
-    Ok(sshd)
 }
 
 /// Apply the key directories again while running (`ssh.watch`): only the
