@@ -181,4 +181,11 @@ fn a_start_refuses_an_override_that_does_not_fit_the_templates_as_check_does() {
         std::fs::read_to_string(&app).ok().as_deref(),
         Some("# app\nsite=one\n")
     );
+    // With `--skip reconfigure` no template reads it: it is installed.
+    let out = t.launch(&["--skip", "reconfigure", "--", "true"]).run();
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).ok().as_deref(),
+        Some("makina-projects.demo:\n  data: null\n")
+    );
 }

@@ -354,10 +354,17 @@ pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome,
 /// stops (78), goes on with the image default or the last valid one,
 /// instead of installing it and failing in the reconfigure step. A
 /// template that does not render with the pillar in place either is not
-/// the override's fault: that plan stands.
-pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
+/// the override's fault: that plan stands. `templates`: the reconfigure
+/// step runs (not `--skip reconfigure`).
+pub fn start_plan(
+    cfg: &Config,
+    templates: bool,
+) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
     use super::pillar::Plan;
     let plan = super::pillar::plan(cfg)?;
+    if !templates {
+        return Ok(plan);
+    }
     if let Plan::Override(text) = &plan {
         if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
             if render_all(cfg, &pillar_data(cfg)).is_ok() {
