@@ -465,3 +465,43 @@ fn a_digest_that_cannot_be_recorded_names_the_state_dir_and_the_fix_once() {
     ));
     t.assert_untouched("digest");
 }
+
+/// `on_invalid: last-good` with no writable state dir: the copy that
+/// cannot be kept is said once, with the fix, not at every live
+/// reconfigure that installs an override.
+#[test]
+fn a_last_good_copy_that_cannot_be_kept_is_said_once() {
+    let t = Tree::new("pf-lastgood", "pillar:\n  on_invalid: last-good\n");
+    t.keep_copy();
+    write(&t.source(), OVERRIDE);
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let run = t
+        .launch(&["--skip", "ssh", "--", "sleep", "1000"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .spawn();
+    wait_state(&run, "main", "running", std::time::Duration::from_secs(20));
+    for site in ["two", "three"] {
+        write(
+            &t.source(),
+            &format!("makina-projects.demo:\n  data:\n    site: {site}\n"),
+        );
+        ctl(&run, &["reconfigure"]).assert_code(0);
+    }
+    let out = run.stop();
+    let s = t.state().display().to_string();
+    out.assert_stderr_count("cannot keep the last valid override", 1);
+    out.assert_stderr(&format!(
+        "mc-launcher: warning: pillar: cannot keep the last valid override: {s}: Read-only file system (os error 30)"
+    ));
+    out.assert_stderr(&format!(
+        "; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})\n"
+    ));
+}

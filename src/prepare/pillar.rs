@@ -570,8 +570,16 @@ fn keep_last_good(cfg: &Config, text: &str) {
     }
     let kept = fsutil::ensure_dir(&cfg.paths.state, 0o700, None)
         .and_then(|()| fsutil::write_atomic(&copy, text.as_bytes(), 0o600, None));
+    // Said once (a live reconfigure tries again at every change), with
+    // what must be writable (`--read-only` without a tmpfs).
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Err(e) = kept {
-        log::warn!("pillar: cannot keep the last valid override: {e}");
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "pillar: cannot keep the last valid override: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+                s = cfg.paths.state.display()
+            );
+        }
     }
 }
 
