@@ -460,6 +460,7 @@ fn run(
         // sshd, when the phase asks for it, runs first among the services.
         Ok(extra) => {
             for s in extra.into_iter().rev() {
+                crate::prepare::ssh::log_starting(&cfg);
                 services.insert(0, (s, Role::Sshd));
             }
         }

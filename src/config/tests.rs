@@ -323,7 +323,12 @@ fn each_bad_input_names_its_line_and_column() {
             1,
             "expected a mapping at the top level",
         ),
-        ("services: [1, 2\n", 2, 1, "YAML syntax error"),
+        (
+            "services: [1, 2\n",
+            1,
+            11,
+            "unclosed '[' opened at line 1 col 11",
+        ),
         (
             "services:\n  a:\n    cmd: {{ nope }}\n",
             3,

@@ -450,6 +450,12 @@ fn human(cmd: &str, answer: &Reply) -> String {
             out.push_str(&detail_text(d));
         }
     }
+    if let Some(p) = &answer.pillar {
+        out.push_str(&format!(
+            "pillar: {}: the last valid override is in use (from {}): {}\n",
+            p.in_use, p.copy, p.error
+        ));
+    }
     if let Some(r) = &answer.reconfigure {
         out.push_str(&format!("reconfigure: {}", r.last));
         for part in [&r.error, &r.message].into_iter().flatten() {

@@ -570,9 +570,41 @@ fn keep_last_good(cfg: &Config, text: &str) {
     }
     let kept = fsutil::ensure_dir(&cfg.paths.state, 0o700, None)
         .and_then(|()| fsutil::write_atomic(&copy, text.as_bytes(), 0o600, None));
+    // Said once (a live reconfigure tries again at every change), with
+    // what must be writable (`--read-only` without a tmpfs).
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Err(e) = kept {
-        log::warn!("pillar: cannot keep the last valid override: {e}");
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "pillar: cannot keep the last valid override: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+                s = cfg.paths.state.display()
+            );
+        }
     }
+}
+
+/// Set when the start went on with the last valid override: what
+/// `ctl status` shows (the one fact of the prepare phase the supervisor
+/// needs, so kept here rather than passed through every step).
+static LAST_GOOD_IN_USE: std::sync::Mutex<Option<crate::ctl::proto::PillarState>> =
+    std::sync::Mutex::new(None);
+
+/// Say that the start goes on with the last valid override `copy`, the
+/// override being refused for `error`.
+pub fn note_last_good(copy: &Path, error: &Diag) {
+    if let Ok(mut n) = LAST_GOOD_IN_USE.lock() {
+        *n = Some(crate::ctl::proto::PillarState {
+            in_use: "last-good".into(),
+            copy: copy.display().to_string(),
+            error: error.to_string(),
+        });
+    }
+}
+
+/// What [`note_last_good`] said, if the start went on with the last
+/// valid override.
+pub fn started_on_last_good() -> Option<crate::ctl::proto::PillarState> {
+    LAST_GOOD_IN_USE.lock().ok().and_then(|n| n.clone())
 }
 
 /// Install the last valid override's copy, when there is one still valid.
@@ -660,7 +692,7 @@ mod tests {
     #[test]
     fn invalid_pillars_name_the_line() {
         let rows: &[(&str, &str, usize, &str)] = &[
-            ("unclosed", "a: 1\nb: [1, 2\n", 3, "YAML syntax error"),
+            ("unclosed", "a: 1\nb: [1, 2\n", 2, "unclosed '[' opened at line 2 col 4"),
             ("a list", "- a\n- b\n", 1, "must be a mapping"),
             ("a string", "just a string\n", 1, "must be a mapping"),
             (

@@ -239,6 +239,8 @@ pub struct Core {
     /// The main command runs in the foreground of a terminal (stdin is a
     /// tty): a stop sends it SIGHUP first, as a closing terminal would.
     main_on_tty: bool,
+    /// The pillar in use when it is the last valid override (`ctl status`).
+    pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 pub struct CoreOptions {
@@ -257,6 +259,8 @@ pub struct CoreOptions {
     pub start_time_unix: f64,
     /// The main command runs in the foreground of a terminal.
     pub main_on_tty: bool,
+    /// The start went on with the last valid pillar override.
+    pub pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 /// Nothing asked for: no stop deadline, no reload, no reconfigure, no
@@ -273,6 +277,7 @@ impl Default for CoreOptions {
             can_reconfigure: false,
             start_time_unix: 0.0,
             main_on_tty: false,
+            pillar: None,
         }
     }
 }
@@ -308,6 +313,7 @@ impl Core {
             },
             wall: None,
             main_on_tty: opts.main_on_tty,
+            pillar: opts.pillar,
         };
         for (spec, role) in services {
             core.add(spec, role);

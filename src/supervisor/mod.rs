@@ -75,6 +75,7 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
             start_time_unix: crate::proc::output::unix_now(),
             main_on_tty: stdin_tty,
+            pillar: crate::prepare::pillar::started_on_last_good(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
@@ -127,6 +128,7 @@ pub fn run(
         step_run: false,
         step_end: None,
         tails: Default::default(),
+        env_files: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
         notify: Vec::new(),
@@ -177,6 +179,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         step_run: true,
         step_end: None,
         tails: Default::default(),
+        env_files: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
         notify: Vec::new(),

@@ -93,6 +93,10 @@ pub(super) struct Shell<'a> {
     pub step_end: Option<crate::proc::JobEnd>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
+    /// The env files and secrets each service's last process started
+    /// with: its helpers (`cmd` probes, `pre_stop`) get the same, never a
+    /// read of their own (README "Env files and secrets").
+    pub env_files: std::collections::HashMap<String, std::rc::Rc<crate::proc::envfile::FileEnv>>,
     /// The rate limit of each service's output (`log.rate_limit`).
     pub limiters: std::collections::HashMap<String, output::SharedLimiter>,
     /// The service each process group belongs to (leader pid → name).

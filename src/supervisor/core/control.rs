@@ -213,6 +213,7 @@ impl Core {
             ok: true,
             services: Some(self.status(now)),
             reconfigure: self.reconf.last.clone(),
+            pillar: self.pillar.clone(),
             ..Reply::default()
         }
     }

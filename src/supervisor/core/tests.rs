@@ -47,6 +47,7 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
         can_reconfigure: true,
         start_time_unix: 0.0,
         main_on_tty: false,
+        pillar: None,
     }
 }
 

@@ -89,7 +89,18 @@ impl Shell<'_> {
             outcome: Outcome::Failed,
             retry: true,
         };
-        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?;
+        // A helper gets what its service's process started with.
+        let files = match helper_of.and_then(|s| self.env_files.get(s)) {
+            Some(files) => files.clone(),
+            None => {
+                let files =
+                    std::rc::Rc::new(crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?);
+                if helper_of.is_none() {
+                    self.env_files.insert(spec.name.clone(), files.clone());
+                }
+                files
+            }
+        };
         let owner = creds.as_ref().map_or_else(
             || (nix::unistd::geteuid(), nix::unistd::getegid()),
             |c| (c.uid, c.gid),
