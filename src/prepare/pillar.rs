@@ -692,7 +692,12 @@ mod tests {
     #[test]
     fn invalid_pillars_name_the_line() {
         let rows: &[(&str, &str, usize, &str)] = &[
-            ("unclosed", "a: 1\nb: [1, 2\n", 2, "unclosed '[' opened at line 2 col 4"),
+            (
+                "unclosed",
+                "a: 1\nb: [1, 2\n",
+                2,
+                "unclosed '[' opened at line 2 col 4",
+            ),
             ("a list", "- a\n- b\n", 1, "must be a mapping"),
             ("a string", "just a string\n", 1, "must be a mapping"),
             (
