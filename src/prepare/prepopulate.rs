@@ -589,9 +589,9 @@ mod tests {
 
     #[test]
     fn a_small_copy_is_synced_entry_by_entry_else_by_one_syncfs() {
-        let t = tmp("durable");
+        let t = Tmp::new("prepop-durable");
         let root = DirFd::open(&t.0).expect("open");
-        let copy = |durable| Copy {
+        let new = |durable| Copy {
             root: &root,
             owner: None,
             files: 0,
@@ -601,11 +601,11 @@ mod tests {
         };
         let entry = || (t.0.clone(), Entry::Dir(DirFd::open(&t.0).expect("open")));
         // A destination that was created on the way: one syncfs.
-        let mut created = copy(None);
+        let mut created = new(None);
         created.keep(Some(entry()));
         assert!(created.durable.is_none());
         // Files and directories, up to the bound: each kept to be synced.
-        let mut small = copy(Some(Vec::new()));
+        let mut small = new(Some(Vec::new()));
         for _ in 0..FSYNC_ENTRIES {
             small.keep(Some(entry()));
         }
@@ -616,7 +616,7 @@ mod tests {
         small.keep(Some(entry()));
         assert!(small.durable.is_none());
         // A link (symbolic or hard) cannot be synced alone: one syncfs.
-        let mut linked = copy(Some(Vec::new()));
+        let mut linked = new(Some(Vec::new()));
         linked.keep(Some(entry()));
         linked.keep(None);
         assert!(linked.durable.is_none());
