@@ -954,7 +954,8 @@ class Bench:
         env = dict(os.environ, MC_EXAMPLE_STATE=root + "/state", MC_EXAMPLE_SSH_USER="root",
                    MC_EXAMPLE_SSH_HOME=root + "/home", MC_EXAMPLE_SSHD="never", MC_LOG="warn", **env)
         # The copy just made must not be flushed inside the timed start
-        # (prepopulate ends with a syncfs): an image's files are not dirty.
+        # (prepopulate makes its copy durable, and a syncfs, as a big copy
+        # ends with, would write it all back): an image's files are not dirty.
         subprocess.run(["sync"])
         return root, env
 
