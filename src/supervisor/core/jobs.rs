@@ -217,12 +217,7 @@ impl Core {
                 return;
             }
             let timeout = spec.schedule.as_ref().and_then(|s| s.timeout);
-            if let Some(run) = self
-                .svcs
-                .get_mut(&id)
-                .and_then(|s| s.job.as_mut())
-                .and_then(|j| j.run.as_mut())
-            {
+            if let Some(run) = self.run_mut(id) {
                 run.spawned = true;
                 run.deadline = timeout.map(|t| now + t);
             }
@@ -233,12 +228,7 @@ impl Core {
             return;
         }
         if run.deadline.is_some_and(|d| d <= now) && !run.timed_out {
-            if let Some(run) = self
-                .svcs
-                .get_mut(&id)
-                .and_then(|s| s.job.as_mut())
-                .and_then(|j| j.run.as_mut())
-            {
+            if let Some(run) = self.run_mut(id) {
                 run.timed_out = true;
             }
             let t = spec
@@ -253,6 +243,12 @@ impl Core {
             );
             self.svc_event(id, &Event::Stop, now, fx);
         }
+    }
+
+    /// The run in progress of job `id`.
+    fn run_mut(&mut self, id: SvcId) -> Option<&mut Run> {
+        let job = self.svcs.get_mut(&id)?.job.as_mut()?;
+        job.run.as_mut()
     }
 
     /// A job's process ended (`Ok`) or could not start (`Err`): count the
