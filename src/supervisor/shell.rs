@@ -186,6 +186,20 @@ enum Src {
     Notify(usize),
 }
 
+/// A listening socket (polled for a connection to accept), then each of
+/// its connections (`conn(id)`, polled for what it waits for).
+fn push_listener(
+    srcs: &mut Vec<(Src, RawFd, PollFlags)>,
+    (src, fd): (Src, BorrowedFd<'_>),
+    conns: Vec<(u64, BorrowedFd<'_>, PollFlags)>,
+    conn: fn(u64) -> Src,
+) {
+    srcs.push((src, fd.as_raw_fd(), PollFlags::POLLIN));
+    for (id, fd, ev) in conns {
+        srcs.push((conn(id), fd.as_raw_fd(), ev));
+    }
+}
+
 impl Shell<'_> {
     pub fn run(&mut self) -> i32 {
         self.inputs.push_back(Input::Tick);
@@ -452,24 +466,12 @@ impl Shell<'_> {
             srcs.push((Src::SvcWatch, w.fd().as_raw_fd(), PollFlags::POLLIN));
         }
         if let Some(ctl) = &self.ctl {
-            srcs.push((
-                Src::Listener,
-                ctl.listener_fd().as_raw_fd(),
-                PollFlags::POLLIN,
-            ));
-            for (id, fd, ev) in ctl.poll_fds() {
-                srcs.push((Src::Conn(id), fd.as_raw_fd(), ev));
-            }
+            let listener = (Src::Listener, ctl.listener_fd());
+            push_listener(&mut srcs, listener, ctl.poll_fds(), Src::Conn);
         }
         if let Some(h) = &self.http {
-            srcs.push((
-                Src::HttpListener,
-                h.listener_fd().as_raw_fd(),
-                PollFlags::POLLIN,
-            ));
-            for (id, fd, ev) in h.poll_fds() {
-                srcs.push((Src::Http(id), fd.as_raw_fd(), ev));
-            }
+            let listener = (Src::HttpListener, h.listener_fd());
+            push_listener(&mut srcs, listener, h.poll_fds(), Src::Http);
         }
         for (id, fd, ev) in self.probes.poll_fds() {
             let src = id.map_or(Src::ProbeWake, Src::Probe);
