@@ -201,6 +201,16 @@ impl Sim {
             .collect()
     }
 
+    /// The signals `name`'s process got, in order.
+    fn signals_to(&self, name: &str) -> Vec<Signal> {
+        let pid = self.pid(name);
+        self.signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
     fn ctl(&mut self, cmd: Command) -> Reply {
         self.feed(Input::Ctl { conn: 1, cmd });
         self.replies.pop().expect("a reply")
@@ -343,13 +353,7 @@ fn a_main_on_a_terminal_gets_sighup_first() {
         let mut sim = Sim::started(core, Instant::now());
         sim.now = sim.t0 + Duration::from_secs(1);
         sim.feed(Input::Signal(Signal::SIGTERM));
-        let main = sim.pid("main");
-        let to_main: Vec<Signal> = sim
-            .signals
-            .iter()
-            .filter(|(p, _)| *p == main)
-            .map(|(_, s)| *s)
-            .collect();
+        let to_main = sim.signals_to("main");
         if !tty {
             assert_eq!(to_main, [Signal::SIGTERM]);
             continue;
@@ -374,13 +378,7 @@ fn a_main_on_a_terminal_gets_sighup_first() {
     sim.exited("web", Exit::Code(0));
     sim.now += Duration::from_secs(9);
     sim.feed(Input::Tick);
-    let main = sim.pid("main");
-    let to_main: Vec<Signal> = sim
-        .signals
-        .iter()
-        .filter(|(p, _)| *p == main)
-        .map(|(_, s)| *s)
-        .collect();
+    let to_main = sim.signals_to("main");
     assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL]);
     sim.exited("main", Exit::Signal(9));
     assert_eq!(sim.exit, Some(137));
