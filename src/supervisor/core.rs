@@ -409,11 +409,7 @@ impl Core {
             consider(self.job_deadlines());
             consider(self.step_deadlines());
         }
-        if let Some(st) = &self.stop.active {
-            if !st.killed {
-                consider(Some(st.deadline));
-            }
-        }
+        consider(self.kill_deadline());
         consider(self.drain_deadline());
         at
     }
@@ -538,12 +534,7 @@ impl Core {
         if self.stop.active.is_none() {
             self.step_timeouts(now, fx);
         }
-        let overdue = self
-            .stop
-            .active
-            .as_ref()
-            .is_some_and(|st| !st.killed && st.deadline <= now);
-        if overdue {
+        if self.kill_deadline().is_some_and(|d| d <= now) {
             log::warn!("shutdown deadline reached: killing what is left");
             self.kill_all(now, fx);
         }
