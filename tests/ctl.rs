@@ -66,12 +66,18 @@ services:
     )
 }
 
+/// The launcher on `two`, once `web` runs.
+fn start_two(d: &TempDir) -> Running {
+    let cfg = config(d, &two(d));
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "web", "running");
+    run
+}
+
 #[test]
 fn ctl_round_trips() {
     let d = TempDir::new("ctl");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     wait_state(&run, "worker", "running");
 
     let out = ctl(&run, &["status"]);
@@ -147,9 +153,7 @@ fn ctl_round_trips() {
 #[test]
 fn socket_is_private_to_its_owner() {
     let d = TempDir::new("perm");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     let md = std::fs::metadata(socket_path(&run)).expect("socket exists");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
@@ -165,9 +169,7 @@ fn socket_is_private_to_its_owner() {
 #[test]
 fn bad_requests_get_errors_and_change_nothing() {
     let d = TempDir::new("bad");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     let before = status_json(&run);
     let mut a = UnixStream::connect(socket_path(&run)).expect("connect");
     // A second client is served while the first stays connected.

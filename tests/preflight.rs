@@ -123,18 +123,23 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
     t.keep_copy();
     let state_ro = format!("mount --bind -o ro {s} {s}", s = t.state().display());
     let cat = format!("echo '--- pillar'; cat {}", t.pillar().display());
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{IMAGE_PILLAR}")),
-        "{}",
-        out.all()
-    );
+    // `prepare` under the tmpfs succeeds and leaves `pillar` installed.
+    let prepare_gives = |pillar: &str| {
+        let out = t
+            .launch(&["prepare"])
+            .tmpfs(&t.pillar_dir().to_string_lossy())
+            .before(&state_ro)
+            .after(&cat)
+            .run();
+        assert_eq!(out.code, Some(0), "{}", out.all());
+        assert!(
+            out.stdout.ends_with(&format!("--- pillar\n{pillar}")),
+            "{}",
+            out.all()
+        );
+        out
+    };
+    let out = prepare_gives(IMAGE_PILLAR);
     assert_has(
         &out,
         &[
@@ -146,18 +151,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
         ],
     );
     write(&t.source(), OVERRIDE);
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{OVERRIDE}")),
-        "{}",
-        out.all()
-    );
+    prepare_gives(OVERRIDE);
     t.assert_untouched("tmpfs");
 }
 
