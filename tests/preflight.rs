@@ -43,16 +43,6 @@ impl Tree {
     }
 }
 
-fn assert_has(out: &Output, parts: &[String]) {
-    for p in parts {
-        assert!(
-            out.stderr.contains(p.as_str()),
-            "{p:?} missing in\n{}",
-            out.all()
-        );
-    }
-}
-
 fn last_line(s: &str) -> &str {
     s.lines().last().unwrap_or("")
 }
@@ -64,10 +54,8 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 1 path(s) that the prepare phase must write cannot be written (nothing was written):".into(),
             format!("\n  {dir}: read-only filesystem; needed to install the pillar override {}", t.source().display()),
@@ -94,10 +82,8 @@ fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let (dir, state) = (t.pillar_dir(), t.state());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!("\n  {}: read-only filesystem; needed to install the pillar override", dir.display()),
             format!(
@@ -140,8 +126,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
         out
     };
     let out = prepare_gives(IMAGE_PILLAR);
-    assert_has(
-        &out,
+    out.assert_stderr_all(
         &[
             "using /run/mc-launcher".into(),
             format!(
@@ -164,9 +149,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
         .tmpfs(&dir.to_string_lossy())
         .after(&format!("echo entries=$(ls -A {} | wc -l)", dir.display()))
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!(
                 "\n  {}: a mount hides the image's init.sls, and the image keeps no copy of it in {}/image-pillar.sls; needed to keep the image's default pillar (it would be lost)",
@@ -199,14 +182,10 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(&before)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys")
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
-        &[
-            "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
-            "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
-        ],
-    );
+    out.assert_code(78).assert_stderr_all(&[
+        "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
+        "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
+    ]);
     assert!(
         out.stdout.ends_with(&format!("--- keys\n{kept}\n")),
         "the keys file changed: {}",
@@ -232,10 +211,8 @@ fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
     t.keep_copy();
     write(&t.source(), OVERRIDE);
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot be written by uid 65534 (nothing was written):".into(),
             format!("\n  {dir}: owned by uid 0 with mode 0755, not writable by uid 65534; needed to install the pillar override"),
@@ -259,10 +236,8 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     std::fs::create_dir_all(t.volume().join("configuration")).expect("dir");
     write(&t.volume().join("operator.txt"), "the operator's\n");
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let v = t.volume().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 2 path(s)".into(),
             format!("\n  {v}/configuration: owned by uid 0 with mode 0755, not writable by uid 65534; needed by template-1 to write {v}/configuration/app.json"),
@@ -325,7 +300,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
         } else {
             assert!(!out.all().contains("control socket"), "{}", out.all());
         }
-        assert_has(&out, &want);
+        out.assert_stderr_all(&want);
     }
     t.assert_untouched("state");
 }
@@ -397,8 +372,7 @@ fn read_only_home_without_keys_is_a_warning() {
         "{}",
         out.all()
     );
-    assert_has(
-        &out,
+    out.assert_stderr_all(
         &["mc-launcher: warning: ssh: /root/.ssh: cannot be created in /root: read-only filesystem: keys added to the volume while running will not be installed (add to docker run: --tmpfs /root/.ssh:mode=0700)\n".into()],
     );
     let out = t
