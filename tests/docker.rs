@@ -184,12 +184,7 @@ fn non_root_user_runs_what_it_can_and_says_what_it_skipped() {
         &vol.join("ssh/x.pub"),
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x\n",
     );
-    let st = Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(&vol)
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("1000:1000", &vol);
     let mount = format!("{}:{VOLUME_DIR}", vol.display());
     let c = Container::run("user", &["--user", "1000:1000", "-v", &mount], &[img]);
     c.page(8080, "heartbeat 1 of worker");

@@ -255,12 +255,7 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     t.assert_untouched("volume");
 
     // Given to the user, it works.
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534"])
-        .arg(t.volume())
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("65534", &t.volume());
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(t.volume().join("data/a.txt").exists(), "{}", out.all());

@@ -552,6 +552,16 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// `chown -R OWNER PATH`, which must succeed.
+pub fn chown_r(owner: &str, path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown -R {owner} {}", path.display());
+}
+
 pub fn write(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("mkdir");

@@ -2,7 +2,7 @@
 //! project `demo` with an image pillar, a data volume, and a config whose
 //! state dir (and, with `Tree::new`, control socket) are inside the root.
 
-use super::{as_nobody, write, Launch, TempDir};
+use super::{as_nobody, chown_r, write, Launch, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -88,12 +88,7 @@ impl Tree {
         let scratch = self.d.join("scratch");
         std::fs::create_dir_all(&scratch).expect("scratch");
         std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-        let st = std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(self.root())
-            .status()
-            .expect("chown");
-        assert!(st.success(), "chown -R 65534 {}", self.root().display());
+        chown_r("65534:65534", self.root());
     }
     /// `mc-launcher prepare` over the tree, to its end.
     pub fn prepare(&self) -> super::Output {
