@@ -4,10 +4,9 @@
 //! line, once; the README's recipe ends the open session of a revoked key.
 
 mod common;
-use common::tree::{keypair, Tree};
+use common::tree::{keypair, ssh_login, Tree};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 /// The launcher's lines about SSH (`ssh:` and `sshd:`), without its prefix.
@@ -235,13 +234,6 @@ fn a_revoked_keys_session_ends_with_the_readme_command() {
     write(&t.volume().join("ssh/alice.pub"), &format!("{alice_pub}\n"));
     write(&t.volume().join("ssh/bob.pub"), &format!("{bob_pub}\n"));
     let port = free_port();
-    let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
-    let ssh = |k: &Path| {
-        format!(
-            "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1",
-            k.display()
-        )
-    };
     let ctl = format!("{} -c {} ctl", bin().display(), t.config().display());
     let script = format!(
         r#"i=0; until {b} true >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
@@ -257,17 +249,12 @@ kill -0 $cli && echo still-open
 {pkill}; echo pkill=$?
 wait $cli; echo client-ended
 echo bob=$({b} echo yes 2>/dev/null)"#,
-        a = ssh(&alice),
-        b = ssh(&bob),
+        a = ssh_login(port, &alice),
+        b = ssh_login(port, &bob),
         vol = t.volume().display(),
         out = t.d.join("alice.out").display(),
     );
-    let out = t
-        .launch(&["--", "sh", "-c", &script])
-        .tmpfs("/etc/ssh")
-        .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
-        .timeout(Duration::from_secs(60))
-        .run();
+    let out = t.launch_with_sshd(port, &script).run();
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert_eq!(
         out.stdout,
