@@ -15,7 +15,7 @@ fn config(d: &TempDir, body: &str) -> String {
 
 fn status_json(run: &Running) -> serde_json::Value {
     let out = ctl(run, &["--json", "status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     serde_json::from_str(out.stdout.trim()).expect("json status")
 }
 
@@ -81,7 +81,7 @@ fn ctl_round_trips() {
     wait_state(&run, "worker", "running");
 
     let out = ctl(&run, &["status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("SERVICE")
             && out.stdout.contains("web")
@@ -94,7 +94,7 @@ fn ctl_round_trips() {
 
     let before = pids(&status_json(&run), "worker");
     let out = ctl(&run, &["restart", "worker"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let after = pids(&wait_state(&run, "worker", "running"), "worker");
     assert!(
         !after.is_empty() && after != before,
@@ -110,7 +110,7 @@ fn ctl_round_trips() {
         "a stopped autostart service is unhealthy\n{}",
         out.all()
     );
-    assert!(out.stderr.contains("worker"), "{}", out.all());
+    out.assert_stderr("worker");
     assert_eq!(ctl(&run, &["start", "worker"]).code, Some(0));
     wait_state(&run, "worker", "running");
 
@@ -125,7 +125,7 @@ fn ctl_round_trips() {
     assert!(workers_become(1));
 
     let out = ctl(&run, &["signal", "web", "USR1"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(5), || std::fs::read_to_string(
             d.join("usr1")
@@ -135,19 +135,15 @@ fn ctl_round_trips() {
     );
 
     let out = ctl(&run, &["stop", "nosuch"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("no such service: nosuch"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("no such service: nosuch");
     let out = ctl(&run, &["signal", "web", "BOGUS"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
 
     let out = ctl(&run, &["quit"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
@@ -224,12 +220,8 @@ fn ctl_without_launcher_exits_3() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(3), "{}", out.all());
-    assert!(
-        out.stderr.contains("no launcher is listening"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(3);
+    out.assert_stderr("no launcher is listening");
 }
 
 /// With nobody listening, `ctl` says every socket path it tried, in the
@@ -254,7 +246,7 @@ fn ctl_without_launcher_names_every_path_tried_in_order() {
         .env("TMPDIR", &tmp.to_string_lossy())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(3), "{}", out.all());
+    out.assert_code(3);
     let gone = "No such file or directory";
     let want = format!(
         "mc-launcher ctl: no launcher is listening (tried {}: Connection refused; \
@@ -300,7 +292,7 @@ services:
 "#,
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("new added") || out.stdout.contains("reloaded: new"),
         "{}",
@@ -337,12 +329,8 @@ services:
         "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n    bogus_key: 1\n",
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!("{cfg_path}:4:5")),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr(&format!("{cfg_path}:4:5"));
     let still = status_json(&run);
     assert_eq!(pids(&still, "new"), pids(&after, "new"));
     // SIGHUP reloads too.

@@ -1179,5 +1179,5 @@ fn the_httpget_probes_follow_the_example_launcher() {
         ProbeResult::Success("alive\n".into())
     );
     let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
 }

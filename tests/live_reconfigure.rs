@@ -214,8 +214,8 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
 
     // 5. `ctl reconfigure` on request: nothing to do, and it says so.
     let out = ctl(&run, &["reconfigure"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("nothing changed"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("nothing changed");
 
     // 6. A template source is watched too.
     write(
@@ -243,7 +243,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
         woke,
         out.all()
     );
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr
             .contains("reconfigure: invalid input, nothing changed"),
@@ -301,11 +301,11 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
 
     // Retried once: the next request, with nothing changed, runs nothing.
     let out = ctl(&run, &["reconfigure"]);
-    assert!(out.stdout.contains("nothing changed"), "{}", out.all());
+    out.assert_stdout("nothing changed");
     assert_eq!(l.lines("runs").len(), 3);
     run.signal(15);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("command-2 | ") || out.stderr.contains("command-2"),
         "{}",
@@ -389,13 +389,8 @@ fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() 
 fn check_accepts_the_live_reconfigure_keys() {
     let l = Live::new("live-check", "");
     let out = l.t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout
-            .contains("reconfigure  1 step(s), applied live (reconfigure.watch)"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("reconfigure  1 step(s), applied live (reconfigure.watch)");
 }
 
 /// mc-launcher.yml is watched and validated too: a broken edit changes
@@ -494,12 +489,8 @@ fn a_service_that_dies_during_a_step_is_respawned_meanwhile() {
     assert!(st.contains("ran: command-2"), "{st}");
     run.signal(15);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("steady: killed by KILL; restarting"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stderr("steady: killed by KILL; restarting");
 }
 
 /// A step past its `timeout` is stopped with its process group and fails
@@ -587,7 +578,7 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
     assert!(st.contains("ran: salt-2"), "{st}");
     run.signal(15);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("salt-2 | "),
         "salt's output is prefixed\n{}",
@@ -718,7 +709,7 @@ fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_recor
     assert_ne!(reply.code, Some(0), "{}{}", reply.stdout, reply.stderr);
     run.signal(15);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let invalid: Vec<&str> = out
         .stderr
         .lines()

@@ -118,7 +118,7 @@ fn wait_answers(run: &Running) {
 
 fn metrics(run: &Running) -> String {
     let out = ctl(run, &["metrics"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     out.stdout
 }
 
@@ -309,7 +309,7 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
         let t = Instant::now();
         let out = ctl(&run, &["status"]);
         times.push(t.elapsed());
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         let (code, _, b) = get(&addr, "/metrics");
         assert_eq!((code, b.len()), (200, size));
     }

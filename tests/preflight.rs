@@ -67,7 +67,7 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
 
     // `check` says the same, beforehand, and ends with its verdict.
     let chk = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(chk.code, Some(78), "{}", chk.all());
+    chk.assert_code(78);
     assert_eq!(
         preflight_message(&chk.stderr),
         preflight_message(&out.stderr)
@@ -117,7 +117,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
             .before(&state_ro)
             .after(&cat)
             .run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         assert!(
             out.stdout.ends_with(&format!("--- pillar\n{pillar}")),
             "{}",
@@ -164,7 +164,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
             ),
         ],
     );
-    assert!(out.stdout.contains("entries=0"), "{}", out.all());
+    out.assert_stdout("entries=0");
     t.assert_untouched("hidden");
 }
 
@@ -200,8 +200,8 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(fixed)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys; stat -c %a /root/.ssh")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains(KEY), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout(KEY);
     assert!(out.stdout.ends_with("700\n"), "{}", out.all());
 }
 
@@ -257,7 +257,7 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     // Given to the user, it works.
     chown_r("65534", &t.volume());
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(t.volume().join("data/a.txt").exists(), "{}", out.all());
 }
 
@@ -304,7 +304,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
 fn check_ends_with_one_verdict_line() {
     let t = Tree::default_socket("pf-verdict", "");
     let ok = t.launch(&["check"]).run();
-    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    ok.assert_code(0);
     assert_eq!(last_line(&ok.stdout), "check: OK", "{}", ok.all());
 
     // A state dir that falls back is a warning, counted.
@@ -313,7 +313,7 @@ fn check_ends_with_one_verdict_line() {
         s = t.state().display()
     );
     let warned = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(warned.code, Some(0), "{}", warned.all());
+    warned.assert_code(0);
     assert_eq!(
         last_line(&warned.stdout),
         "check: OK, 1 warning(s)",
@@ -330,7 +330,7 @@ fn check_ends_with_one_verdict_line() {
     // Errors are counted: an invalid override and a read-only pillar dir.
     write(&t.source(), "makina-projects.demo: [unclosed\n");
     let bad = t.launch(&["check"]).run();
-    assert_eq!(bad.code, Some(78), "{}", bad.all());
+    bad.assert_code(78);
     assert_eq!(last_line(&bad.stdout), "check: 1 error(s)", "{}", bad.all());
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
@@ -341,7 +341,7 @@ fn check_ends_with_one_verdict_line() {
             s = t.state().display()
         ))
         .run();
-    assert_eq!(two.code, Some(78), "{}", two.all());
+    two.assert_code(78);
     assert_eq!(
         last_line(&two.stdout),
         "check: 1 error(s), 1 warning(s)",
@@ -360,7 +360,7 @@ fn read_only_home_without_keys_is_a_warning() {
         .launch(&["check"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         last_line(&out.stdout),
         "check: OK, 1 warning(s)",
@@ -374,7 +374,7 @@ fn read_only_home_without_keys_is_a_warning() {
         .launch(&["prepare"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         out.stderr
             .matches("keys added to the volume while running")

@@ -43,7 +43,7 @@ fn not_root_the_step_is_one_line() {
     t.give_to_nobody();
     std::os::unix::fs::chown(ssh.join("secret.pub"), Some(0), Some(0)).expect("chown");
     let out = t.launch_as_nobody(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         ssh_lines(&out.stderr),
         ["warning: ssh: skipped, not running as root"],
@@ -84,7 +84,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
     t.give_to_nobody();
     let launch = || t.launch_as_nobody(&["--", "true"]);
     let out = launch().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines = ssh_lines(&out.stderr);
     assert_eq!(lines.len(), 1, "{}", out.all());
     assert!(lines[0].starts_with("ssh: no keys in "), "{}", out.all());
@@ -94,7 +94,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
     std::os::unix::fs::chown(t.volume().join("ssh/op.pub"), Some(65534), Some(65534))
         .expect("chown");
     let out = launch().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         ssh_lines(&out.stderr),
         [
@@ -151,7 +151,7 @@ grep -c ssh-ed25519 /root/.ssh/authorized_keys"#,
             ))
             .timeout(Duration::from_secs(30))
             .run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         assert_eq!(out.stdout.trim(), "2", "{}", out.all());
         let lines = ssh_lines(&out.stderr);
         let at = |part: &str| lines.iter().position(|l| l.contains(part));
@@ -204,7 +204,7 @@ grep -c ssh-ed25519 /root/.ssh/authorized_keys"#,
 fn no_sshd_no_host_keys() {
     let t = Tree::default_socket("hk-none", "");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines = ssh_lines(&out.stderr);
     assert_eq!(lines.len(), 1, "{}", out.all());
     assert!(lines[0].starts_with("ssh: no keys in "), "{}", out.all());
@@ -255,7 +255,7 @@ echo bob=$({b} echo yes 2>/dev/null)"#,
         out = t.d.join("alice.out").display(),
     );
     let out = t.launch_with_sshd(port, &script).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         out.stdout,
         "new-login=rc=255\nstill-open\npkill=0\nclient-ended\nbob=yes\n",
