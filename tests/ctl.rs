@@ -264,7 +264,7 @@ fn ctl_without_launcher_names_every_path_tried_in_order() {
 #[test]
 fn reload_adds_removes_changes_and_keeps_the_rest() {
     let d = TempDir::new("reload");
-    let cfg = config(
+    let run = launch_in(
         &d,
         r#"
 services:
@@ -275,8 +275,9 @@ services:
   drop:
     cmd: ["sleep", "1003"]
 "#,
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        &[],
+    )
+    .spawn();
     wait_state(&run, "drop", "running");
     let before = status_json(&run);
     config(

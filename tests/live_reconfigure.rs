@@ -234,8 +234,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
     // 7. Idle again: no wake-up while nothing changes.
     let pid = run.launcher_pid();
     let woke = wakeups_over(pid, Duration::from_secs(2));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(
         woke,
         0,
@@ -303,8 +302,7 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
     let out = ctl(&run, &["reconfigure"]);
     out.assert_stdout("nothing changed");
     assert_eq!(l.lines("runs").len(), 3);
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     assert!(
         out.stdout.contains("command-2 | ") || out.stderr.contains("command-2"),
@@ -369,8 +367,7 @@ fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() 
     // The scan that sees four.pub, made after evil.pub, has seen evil.pub.
     assert!(wait_until(APPLIED, || has("four")), "{}", installed());
     assert!(has("two") && !has("three"), "{}", installed());
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert!(
         out.stderr.contains("evil.pub") && out.stderr.contains("outside the key directory"),
         "{}",
@@ -426,8 +423,7 @@ fn an_invalid_config_edit_changes_nothing_until_fixed() {
     );
     assert_eq!(l.file("second.conf"), "site=one\n");
     assert!(status(&run).contains("reconfigure: ok"));
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// The steps of a live reconfigure are children of the one loop: a
@@ -487,8 +483,7 @@ fn a_service_that_dies_during_a_step_is_respawned_meanwhile() {
     );
     let st = status(&run);
     assert!(st.contains("ran: command-2"), "{st}");
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     out.assert_stderr("steady: killed by KILL; restarting");
 }
@@ -523,8 +518,7 @@ fn a_step_past_its_timeout_is_stopped_and_nothing_is_touched() {
     );
     assert!(l.lines("reloader.log").is_empty());
     assert_eq!(l.lines("restarter.pids").len(), 1);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 extern "C" {
@@ -576,8 +570,7 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
     assert_eq!(l.lines("reloader.log"), ["hup site=two"]);
     let st = status(&run);
     assert!(st.contains("ran: salt-2"), "{st}");
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     assert!(
         out.stdout.contains("salt-2 | "),
@@ -653,8 +646,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     assert!(status(&run).contains("out of fuel"), "{}", status(&run));
     assert_eq!(l.app_conf(), "site=two\n", "the last good rendering stays");
     assert_eq!(l.lines("reloader.log").len(), 1);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// All or nothing (README "Live reconfigure"): a valid YAML pillar of the
@@ -707,8 +699,7 @@ fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_recor
     // signal was pending first).
     let reply = ctl(&run, &["reload"]);
     assert_ne!(reply.code, Some(0), "{}{}", reply.stdout, reply.stderr);
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(0);
     let invalid: Vec<&str> = out
         .stderr

@@ -176,8 +176,7 @@ fn term_during_a_step_exits_143_promptly() {
         &format!("sleep {marker}")
     )
     .is_empty()));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     out.assert_code(143);
     assert!(!out.stdout.contains("must-not-start"));
     assert!(
