@@ -193,13 +193,7 @@ fn status_answers(run: &Running) {
 #[test]
 fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
     let d = TempDir::new("logs-slow");
-    let mut body = String::from("shutdown: {timeout: 5s}\nservices:\n");
-    for i in 0..4 {
-        body.push_str(&format!(
-            "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
-        ));
-    }
-    let run = launch(&d, &body);
+    let run = launch(&d, &flooders("shutdown: {timeout: 5s}\n"));
     // Following everyone, and never reading.
     let mut stuck = UnixStream::connect(socket_path(&run)).expect("connect");
     stuck

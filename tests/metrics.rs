@@ -273,13 +273,12 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
     let addr = free_addr();
     // Many services with long names: an exposition of some 190 KiB, more
     // than a socket takes at once from a client with a tiny window.
-    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
-    for i in 0..200 {
-        body.push_str(&format!(
+    let body = services_yml(&format!("metrics: {{listen: \"{addr}\"}}\n"), 200, |i| {
+        format!(
             "  s{i:03}-{}:\n    cmd: [\"sleep\", \"1000\"]\n",
             "n".repeat(200)
-        ));
-    }
+        )
+    });
     let cfg = config(&d, &body);
     let run = Launch::new(&["-c", &cfg])
         .root(d.path())
@@ -345,12 +344,9 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
 fn scrape_latency_with_50_services() {
     let d = TempDir::new("metrics-50");
     let addr = free_addr();
-    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
-    for i in 0..50 {
-        body.push_str(&format!(
-            "  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {{file: /\"}}\n"
-        ));
-    }
+    let body = services_yml(&format!("metrics: {{listen: \"{addr}\"}}\n"), 50, |i| {
+        format!("  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {{file: /\"}}\n")
+    });
     let run = launch_in(&d, &body, &[]).spawn();
     wait_answers(&run);
     let mut times = Vec::new();

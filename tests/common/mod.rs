@@ -740,6 +740,23 @@ pub fn config_in(d: &TempDir, body: &str) -> String {
     config(d, body)
 }
 
+/// A config: `head`, then `services:` with `n` services, the entry of
+/// service `i` (from its name line on) made by `service(i)`.
+pub fn services_yml(head: &str, n: usize, service: impl Fn(usize) -> String) -> String {
+    let entries: String = (0..n).map(service).collect();
+    format!("{head}services:\n{entries}")
+}
+
+/// A config: `head`, then four services `flood0`… that write to stdout and
+/// stderr as fast as they can, both captured (prefixed).
+pub fn flooders(head: &str) -> String {
+    services_yml(head, 4, |i| {
+        format!(
+        "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
+    )
+    })
+}
+
 /// The launcher on `mc-launcher.yml` = `body` in `d`, `d` its root
 /// (`-c CFG`, then `args`).
 pub fn launch_in(d: &TempDir, body: &str, args: &[&str]) -> Launch {
