@@ -264,33 +264,13 @@ fn ctl_without_launcher_names_every_path_tried_in_order() {
 #[test]
 fn reload_adds_removes_changes_and_keeps_the_rest() {
     let d = TempDir::new("reload");
-    let run = launch_in(
-        &d,
-        r#"
-services:
-  keep:
-    cmd: ["sleep", "1001"]
-  change:
-    cmd: ["sleep", "1002"]
-  drop:
-    cmd: ["sleep", "1003"]
-"#,
-        &[],
-    )
-    .spawn();
+    let first = sleepers(&[("keep", 1001), ("change", 1002), ("drop", 1003)]);
+    let run = launch_in(&d, &first, &[]).spawn();
     wait_state(&run, "drop", "running");
     let before = status_json(&run);
     config(
         &d,
-        r#"
-services:
-  keep:
-    cmd: ["sleep", "1001"]
-  change:
-    cmd: ["sleep", "1012"]
-  new:
-    cmd: ["sleep", "1004"]
-"#,
+        &sleepers(&[("keep", 1001), ("change", 1012), ("new", 1004)]),
     );
     let out = ctl(&run, &["reload"]);
     out.assert_code(0);
@@ -335,7 +315,7 @@ services:
     let still = status_json(&run);
     assert_eq!(pids(&still, "new"), pids(&after, "new"));
     // SIGHUP reloads too.
-    config(&d, "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n");
+    config(&d, &sleepers(&[("keep", 1001)]));
     run.signal(1);
     assert!(wait_until(Duration::from_secs(5), || {
         let v = status_json(&run);

@@ -747,6 +747,14 @@ pub fn services_yml(head: &str, n: usize, service: impl Fn(usize) -> String) -> 
     format!("{head}services:\n{entries}")
 }
 
+/// A config of services that only sleep, one `(name, seconds)` row each.
+pub fn sleepers(rows: &[(&str, u32)]) -> String {
+    services_yml("", rows.len(), |i| {
+        let (name, secs) = rows[i];
+        format!("  {name}:\n    cmd: [\"sleep\", \"{secs}\"]\n")
+    })
+}
+
 /// A config: `head`, then four services `flood0`… that write to stdout and
 /// stderr as fast as they can, both captured (prefixed).
 pub fn flooders(head: &str) -> String {
