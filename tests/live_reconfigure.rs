@@ -102,6 +102,17 @@ fn status(run: &Running) -> String {
     ctl(run, &["status"]).stdout
 }
 
+/// Wait until `ctl status` says `want`; fail after `APPLIED`.
+#[track_caller]
+fn wait_status(run: &Running, want: &str) {
+    let mut st = String::new();
+    let seen = wait_until(APPLIED, || {
+        st = status(run);
+        st.contains(want)
+    });
+    assert!(seen, "{want:?} never in\n{st}");
+}
+
 fn status_json(run: &Running) -> serde_json::Value {
     serde_json::from_str(&ctl(run, &["status", "--json"]).stdout).unwrap_or_default()
 }
@@ -164,11 +175,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
     //    until fixed.
     let init_before = std::fs::read_to_string(l.t.pillar()).expect("init.sls");
     l.kubelet("makina-projects.demo:\n  data: [1,\n");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     let source = l.configmap().join("pillar.sls");
     assert!(names_line_and_col(&st, &source), "{st}");
@@ -199,11 +206,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
 
     // 4. A pillar change that renders the same output touches nothing.
     l.kubelet(&format!("{}other: unused\n", pillar("three")));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("nothing changed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "nothing changed");
     assert_eq!(l.lines("reloader.log").len(), 2);
     assert!(wait_until(APPLIED, || l.lines("restarter.pids").len() == 3));
     assert_eq!(
@@ -265,11 +268,7 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
 
     write(&l.t.root().join("fail"), "");
     write(&source, &pillar("two"));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: failed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: failed");
     assert_eq!(
         l.lines("runs").len(),
         2,
@@ -286,11 +285,7 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
     let src = l.t.project().join(".salt/files/app.conf.j2");
     let same = std::fs::read_to_string(&src).expect("template");
     write(&src, &same);
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: ok")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: ok");
     let st = status(&run);
     assert!(st.contains("ran: command-2"), "{st}");
     assert!(st.contains("retried the last failed reconfigure"), "{st}");
@@ -401,11 +396,7 @@ fn an_invalid_config_edit_changes_nothing_until_fixed() {
     let cfg = l.t.config();
     let good = std::fs::read_to_string(&cfg).expect("config");
     write(&cfg, &format!("{good}bogus: 1\n"));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     assert!(names_line_and_col(&st, &cfg), "{st}");
     assert!(st.contains("unknown key `bogus`"), "{st}");
@@ -597,11 +588,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     write(&outside.join("pillar.sls"), &pillar("stolen"));
     std::os::unix::fs::symlink(&outside, cm.join("..data_tmp")).expect("ln");
     std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     assert!(
         status(&run).contains("outside the volume"),
         "{}",
@@ -619,11 +606,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     assert!(st.success());
     std::os::unix::fs::symlink("..fifo", cm.join("..data_tmp")).expect("ln");
     std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("not a regular file")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "not a regular file");
     assert_eq!(std::fs::read_to_string(l.t.pillar()).expect("init"), init);
     assert!(l.lines("reloader.log").is_empty(), "nothing touched");
 
@@ -638,11 +621,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
         &l.t.project().join(".salt/files/app.conf.j2"),
         "{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
     );
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: failed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: failed");
     assert!(status(&run).contains("out of fuel"), "{}", status(&run));
     assert_eq!(l.app_conf(), "site=two\n", "the last good rendering stays");
     assert_eq!(l.lines("reloader.log").len(), 1);
@@ -664,11 +643,7 @@ fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_recor
     // `data` a string: valid YAML, a mapping at the top, but the template
     // reads `data.site`.
     l.kubelet("makina-projects.demo:\n  data: just-a-string\n");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     assert!(st.contains("not installed"), "{st}");
     assert_eq!(
