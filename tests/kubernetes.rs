@@ -461,15 +461,7 @@ fn the_kustomization_lists_every_manifest() {
         .collect();
     assert_eq!(listed, on_disk);
     // The directory holds the base and its overlays, nothing loose.
-    let top: BTreeSet<String> = std::fs::read_dir(k8s_dir())
-        .expect("kubernetes/")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        top,
-        ["base", "non-root"].map(String::from).into_iter().collect()
-    );
+    assert_eq!(entries(&k8s_dir()), names(&["base", "non-root"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -695,6 +687,11 @@ fn entries(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The set of `list`, to compare with `entries`.
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
 fn link(p: &Path) -> PathBuf {
     std::fs::read_link(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -738,19 +735,23 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     let dir = t.join("configmap");
     std::fs::create_dir(&dir).expect("mount point");
 
+    // A write of `payload`: the directory ..data then names, and its name.
+    let update = |payload: &[(&str, &[u8], u32)], what: &str| {
+        kubelet_write(&dir, payload).expect(what);
+        let data = link(&dir.join("..data"));
+        let name = data.to_string_lossy().into_owned();
+        (data, name)
+    };
     let before = utc_date();
-    kubelet_write(
-        &dir,
+    let (first, first_name) = update(
         &[
             ("pillar.sls", b"a: 1\n", 0o644),
             ("extra.txt", b"gone soon\n", 0o644),
             ("operator.pub", b"key\n", 0o400),
         ],
-    )
-    .expect("first write");
+        "first write",
+    );
     let after = utc_date();
-    let first = link(&dir.join("..data"));
-    let first_name = first.to_string_lossy().into_owned();
     let stamp = stamp_of(&first_name).unwrap_or_else(|| panic!("{first_name}"));
     // The name carries the UTC time of the write, to the second.
     assert!(
@@ -763,16 +764,13 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     assert_eq!(mode(&dir.join(&first).join("operator.pub")), 0o400);
     assert_eq!(
         entries(&dir),
-        [
+        names(&[
             "..data",
-            first_name.as_str(),
+            &first_name,
             "extra.txt",
             "operator.pub",
             "pillar.sls"
-        ]
-        .map(String::from)
-        .into_iter()
-        .collect()
+        ])
     );
 
     // A reader that opened the file before the update.
@@ -782,33 +780,27 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     let mut held = std::fs::File::open(&user_path).expect("open");
 
     // Second update: pillar.sls changes, extra.txt leaves, new.txt arrives.
-    kubelet_write(
-        &dir,
+    let (second, second_name) = update(
         &[
             ("pillar.sls", b"a: 2\n", 0o644),
             ("operator.pub", b"key\n", 0o400),
             ("new.txt", b"new\n", 0o600),
         ],
-    )
-    .expect("second write");
-    let second = link(&dir.join("..data"));
-    let second_name = second.to_string_lossy().into_owned();
+        "second write",
+    );
     assert!(stamp_of(&second_name).is_some(), "{second_name}");
     assert_ne!(second, first);
     // Exactly the kubelet's layout: the new directory, ..data, one link per
     // name; the old directory, the removed name and ..data_tmp are gone.
     assert_eq!(
         entries(&dir),
-        [
+        names(&[
             "..data",
-            second_name.as_str(),
+            &second_name,
             "new.txt",
             "operator.pub",
             "pillar.sls"
-        ]
-        .map(String::from)
-        .into_iter()
-        .collect()
+        ])
     );
     assert!(!dir.join(&first).exists());
     for name in ["pillar.sls", "operator.pub", "new.txt"] {
@@ -816,10 +808,7 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     }
     assert_eq!(
         entries(&dir.join(&second)),
-        ["new.txt", "operator.pub", "pillar.sls"]
-            .map(String::from)
-            .into_iter()
-            .collect()
+        names(&["new.txt", "operator.pub", "pillar.sls"])
     );
     assert_eq!(mode(&dir.join(&second).join("new.txt")), 0o600);
 
