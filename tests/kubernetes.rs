@@ -304,6 +304,17 @@ fn volume_with<'a>(pod: &'a Value, field: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
+/// The pod's first volume of `field` (`configMap` or `secret`) and the
+/// ConfigMap or Secret among `objects` that it mounts.
+fn mounted<'a>(objects: &'a [Value], pod: &'a Value, field: &str) -> (&'a Value, &'a Value) {
+    let volume = volume_with(pod, field)[0];
+    let (kind, name) = match field {
+        "configMap" => ("ConfigMap", &volume["configMap"]["name"]),
+        _ => ("Secret", &volume["secret"]["secretName"]),
+    };
+    (volume, find(objects, kind, name.as_str().expect("name")))
+}
+
 fn duration(text: &str) -> Duration {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Duration::from_secs(text.parse().expect("seconds"));
@@ -602,7 +613,7 @@ fn the_statefulset_keeps_the_launcher_contract() {
     assert_eq!(secret_at, &format!("{data}/ssh"), "ssh.keys_dirs' default");
 
     // The override's path names the ConfigMap's key in its mount.
-    let cm_volume = volume_with(pod, "configMap")[0];
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
     let cm_at = &mounts[cm_volume["name"].as_str().expect("name")];
     let source = env
         .get("MC_EXAMPLE_PILLAR_SOURCE")
@@ -610,20 +621,8 @@ fn the_statefulset_keeps_the_launcher_contract() {
     let key = source
         .strip_prefix(&format!("{cm_at}/"))
         .unwrap_or_else(|| panic!("{source} is not in the ConfigMap mount {cm_at}"));
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
     assert!(cm["data"].get(key).is_some(), "the ConfigMap has no {key}");
-    let secret_volume = volume_with(pod, "secret")[0];
-    let secret = find(
-        &objects,
-        "Secret",
-        secret_volume["secret"]["secretName"]
-            .as_str()
-            .expect("name"),
-    );
+    let (_, secret) = mounted(&objects, pod, "secret");
     let keys = secret["stringData"].as_object().expect("stringData");
     assert!(
         !keys.is_empty() && keys.keys().all(|k| k.ends_with(".pub")),
@@ -953,20 +952,8 @@ fn the_example_launcher_reads_the_statefulset_layout() {
     let c = container(pod, "example");
     let env = env_of(c);
     let mounts = mounts_of(c);
-    let cm_volume = volume_with(pod, "configMap")[0];
-    let secret_volume = volume_with(pod, "secret")[0];
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
-    let secret = find(
-        &objects,
-        "Secret",
-        secret_volume["secret"]["secretName"]
-            .as_str()
-            .expect("name"),
-    );
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
+    let (secret_volume, secret) = mounted(&objects, pod, "secret");
     let cm_mode = cm_volume["configMap"]["defaultMode"]
         .as_u64()
         .unwrap_or(0o644) as u32;
@@ -1082,12 +1069,7 @@ fn the_httpget_probes_follow_the_example_launcher() {
     let c = container(pod, "example");
     let mut env = env_of(c);
     let mounts = mounts_of(c);
-    let cm_volume = volume_with(pod, "configMap")[0];
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
     let cm_dir = in_tree(&srv, &mounts[cm_volume["name"].as_str().expect("name")]);
     std::fs::create_dir_all(&cm_dir).expect("configmap mount point");
     // web on a free port of its own (the pod's 8080 may be taken here).
