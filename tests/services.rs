@@ -437,8 +437,8 @@ fn prefix_output_is_complete_and_unmixed() {
     let d = TempDir::new("prefix");
     let body = services_yml("", 4, |i| {
         format!(
-        "  s{i}:\n    cmd: [\"sh\", \"-c\", \"seq -f 's{i} line %g of a reasonably long log line' 1 20000\"]\n    stdout: prefix\n    respawn: false\n"
-    )
+            "  s{i}:\n    cmd: [\"sh\", \"-c\", \"seq -f 's{i} line %g of a reasonably long log line' 1 20000\"]\n    stdout: prefix\n    respawn: false\n"
+        )
     });
     let out = launch_in(&d, &body, &["-q"])
         .timeout(Duration::from_secs(60))

@@ -760,8 +760,8 @@ pub fn sleepers(rows: &[(&str, u32)]) -> String {
 pub fn flooders(head: &str) -> String {
     services_yml(head, 4, |i| {
         format!(
-        "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
-    )
+            "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
+        )
     })
 }
 
