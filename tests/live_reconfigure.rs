@@ -521,7 +521,6 @@ extern "C" {
 /// the services are acted on only after it succeeded.
 #[test]
 fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
-    let salt = common::salt::salt_call();
     let l = Live::new(
         "live-salt",
         "    - salt: [demo.200_reconfigure]\n      config_dir: \"{{ root }}/etc/salt\"\n      timeout: 2m\n",
@@ -530,16 +529,10 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
     let site = l.t.root().join("site.txt");
     write(
         &l.t.project().join(".salt/200_reconfigure.sls"),
-        &format!(
-            "site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n",
-            site.display()
-        ),
+        &common::salt::site_state(&site),
     );
     l.kubelet(&pillar("one"));
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let run = l.start_with(l.t.launch(&[]).env("PATH", &path), Duration::from_secs(180));
     let read = || std::fs::read_to_string(&site).unwrap_or_default();
     assert_eq!(read().trim(), "site=one", "salt ran in the prepare phase");

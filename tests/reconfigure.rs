@@ -239,23 +239,19 @@ fn salt_config(etc: &Path, extra: &str) -> String {
 
 #[test]
 fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
-    let salt = common::salt::salt_call();
     let t = Tree::new("salt", "");
     let etc = salt_tree(&t);
     write(&t.project().join(".salt/mc-launcher.yml"), &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{}", salt_config(&etc, "")));
     let out_file = t.root().join("site.txt");
     write(
         &t.project().join(".salt/200_reconfigure.sls"),
-        &format!("site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n", out_file.display()),
+        &common::salt::site_state(&out_file),
     );
     write(
         &t.volume().join("configuration/pillar.sls"),
         "makina-projects.demo:\n  data:\n    site: from-the-volume\n",
     );
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let out = t
         .launch(&["prepare"])
         .env("PATH", &path)
@@ -282,7 +278,6 @@ fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
 
 #[test]
 fn a_failing_salt_state_fails_the_phase() {
-    let salt = common::salt::salt_call();
     let t = Tree::new("saltfail", "");
     let etc = salt_tree(&t);
     write(
@@ -293,10 +288,7 @@ fn a_failing_salt_state_fails_the_phase() {
         &t.project().join(".salt/200_reconfigure.sls"),
         "broken:\n  cmd.run:\n    - name: exit 7\n",
     );
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let out = t
         .launch(&[])
         .env("PATH", &path)
