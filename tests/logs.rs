@@ -97,16 +97,35 @@ fn the_last_lines_of_a_service_as_written_and_of_everyone_merged() {
     out.assert_code(2);
 }
 
+/// With the rings off, `ctl logs` keeps nothing and says so, and where
+/// the last stderr lines still are: `ctl status NAME` shows the ones the
+/// termination report keeps (apart from the rings), as they are now.
 #[test]
 fn a_zero_buffer_keeps_nothing_and_says_so() {
     let d = TempDir::new("logs-off");
     let run = launch(
         &d,
-        "log: {buffer: 0}\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo hello; exec sleep 1000\"]\n    stdout: prefix\n",
+        "log: {buffer: 0}\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo hello; echo oops >&2; exec sleep 1000\"]\n    stdout: prefix\n    stderr: prefix\n",
+    );
+    let status = || ctl(&run, &["status", "web"]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(20), || status().contains("    oops\n")),
+        "{}",
+        status()
+    );
+    assert!(
+        status().contains("  last 1 line(s) of stderr:\n    oops\n"),
+        "{}",
+        status()
     );
     let out = ctl(&run, &["logs", "web"]);
     out.assert_code(0);
-    out.assert_stdout("log.buffer: 0");
+    assert_eq!(
+        out.stdout,
+        "no output is kept for `ctl logs` (log.buffer: 0); `ctl status web` shows its last stderr lines (the 10 the termination report keeps)\n",
+        "{}",
+        out.all()
+    );
     assert!(!out.stdout.contains("hello"), "{}", out.all());
 }
 

@@ -385,3 +385,86 @@ fn read_only_home_without_keys_is_a_warning() {
     );
     t.assert_untouched("no keys");
 }
+
+/// `docker run --read-only` without a tmpfs, the image keeping its
+/// pillar's copy: the start works, and the digest of the reconfigure's
+/// inputs, which cannot be recorded, is said once with the path that must
+/// be writable and how to make it so.
+#[test]
+fn a_digest_that_cannot_be_recorded_names_the_state_dir_and_the_fix_once() {
+    let t = Tree::default_socket(
+        "pf-digest",
+        "reconfigure:\n  steps:\n    - template:\n        src: \"{{ paths.project }}/.salt/files/app.conf.j2\"\n        dest: \"{{ paths.volume }}/configuration/app.conf\"\n",
+    );
+    write(
+        &t.project().join(".salt/files/app.conf.j2"),
+        "site={{ pillar['makina-projects.demo'].data.site }}\n",
+    );
+    t.keep_copy();
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let out = t
+        .launch(&["--skip", "ssh", "--", "true"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(t.volume().join("configuration/app.conf"))
+            .ok()
+            .as_deref(),
+        Some("site=image-default\n")
+    );
+    let s = t.state().display().to_string();
+    out.assert_stderr_count("reconfigure.digest", 1);
+    out.assert_stderr(&format!(
+        "mc-launcher: warning: reconfigure: cannot record the digest of its inputs: {s}/reconfigure.digest: Read-only file system (os error 30) (the filesystem is mounted read-only); the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})\n"
+    ));
+    t.assert_untouched("digest");
+}
+
+/// `on_invalid: last-good` with no writable state dir: the copy that
+/// cannot be kept is said once, with the fix, not at every live
+/// reconfigure that installs an override.
+#[test]
+fn a_last_good_copy_that_cannot_be_kept_is_said_once() {
+    let t = Tree::new("pf-lastgood", "pillar:\n  on_invalid: last-good\n");
+    t.keep_copy();
+    write(&t.source(), OVERRIDE);
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let run = t
+        .launch(&["--skip", "ssh", "--", "sleep", "1000"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .spawn();
+    wait_state(&run, "main", "running", std::time::Duration::from_secs(20));
+    for site in ["two", "three"] {
+        write(
+            &t.source(),
+            &format!("makina-projects.demo:\n  data:\n    site: {site}\n"),
+        );
+        ctl(&run, &["reconfigure"]).assert_code(0);
+    }
+    let out = run.stop();
+    let s = t.state().display().to_string();
+    out.assert_stderr_count("cannot keep the last valid override", 1);
+    out.assert_stderr(&format!(
+        "mc-launcher: warning: pillar: cannot keep the last valid override: {s}: Read-only file system (os error 30)"
+    ));
+    out.assert_stderr(&format!(
+        "; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})\n"
+    ));
+}

@@ -50,7 +50,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
-    out.assert_stderr("configuration/pillar.sls:3:1: YAML syntax error");
+    out.assert_stderr("configuration/pillar.sls:2:9: YAML syntax error");
     assert_eq!(
         std::fs::read(t.pillar()).expect("pillar"),
         before,
@@ -73,7 +73,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     // check reports it too, and writes nothing.
     let out = t.launch(&["check"]).not_pid1().run();
     out.assert_code(78);
-    out.assert_stderr("pillar.sls:3:1");
+    out.assert_stderr("pillar.sls:2:9");
 }
 
 #[test]

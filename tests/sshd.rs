@@ -55,6 +55,20 @@ echo after=$({login} 2>/dev/null)
     out.assert_stdout("after=logged-in");
     out.assert_stdout("same-sshd");
     out.assert_no_stderr("sshd removed");
+    // Started at launch, it says so as a live start does; once.
+    out.assert_stderr_count(
+        "mc-launcher: sshd: starting (a valid key is installed)\n",
+        1,
+    );
+}
+
+/// `ssh.sshd: always` starts sshd at launch with no key, and says so.
+#[test]
+fn sshd_always_says_it_starts() {
+    let t = tree("ft-always", "ssh:\n  sshd: always\n");
+    let out = t.launch_with_sshd(free_port(), "true").run();
+    out.assert_code(0);
+    out.assert_stderr_count("mc-launcher: sshd: starting (ssh.sshd: always)\n", 1);
 }
 
 #[test]
