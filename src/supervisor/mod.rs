@@ -21,7 +21,6 @@ use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};
 use crate::signals::SignalSource;
 pub use core::{Prepared, ReconfigureCounts, ReloadSet, Role};
-use std::collections::VecDeque;
 
 pub use shell::{KeysChanged, ReconfigureRun, Reconfigurer, Reloader};
 
@@ -107,40 +106,23 @@ pub fn run(
     } else {
         shell::new_watch(groups)
     };
+    let ctl = crate::ctl::server::Server::bind(&cfg);
     let mut shell = shell::Shell {
         svc_watch,
         http,
-        ctl: crate::ctl::server::Server::bind(&cfg),
-        core,
-        cfg,
-        signals,
-        readers: Vec::new(),
-        probes,
+        ctl,
         keys,
-        keys_due: None,
         reloader: opts.reloader,
         on_keys_changed: opts.on_keys_changed,
         stdin_tty,
         is_pid1,
-        inputs: VecDeque::new(),
-        exit: None,
-        probe_names: Default::default(),
-        step_run: false,
-        step_end: None,
-        tails: Default::default(),
-        env_files: Default::default(),
-        limiters: Default::default(),
-        groups: Default::default(),
-        notify: Vec::new(),
         notify_seed: seed,
         notify_target: opts.notify_socket.map(crate::proc::notify::Outbox::new),
         cgroup,
         oom_seen,
-        killed: Default::default(),
-        stop_queued: false,
         reconfigurer: opts.reconfigurer,
         reconf_watch: opts.reconfigure_watch,
-        reconf_due: None,
+        ..shell::Shell::new(core, cfg, signals, probes)
     };
     shell.run()
 }
@@ -159,40 +141,10 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
             )
         }
     };
+    let core = core::Core::for_step(&job);
     let mut shell = shell::Shell {
-        http: None,
-        ctl: None,
-        core: core::Core::for_step(&job),
-        cfg: cfg.clone(),
-        signals,
-        readers: Vec::new(),
-        probes,
-        keys: None,
-        keys_due: None,
-        reloader: None,
-        on_keys_changed: None,
-        stdin_tty: false,
-        is_pid1: false,
-        inputs: VecDeque::new(),
-        exit: None,
-        probe_names: Default::default(),
         step_run: true,
-        step_end: None,
-        tails: Default::default(),
-        env_files: Default::default(),
-        limiters: Default::default(),
-        groups: Default::default(),
-        notify: Vec::new(),
-        notify_seed: 1,
-        notify_target: None,
-        cgroup: None,
-        oom_seen: 0,
-        killed: Default::default(),
-        stop_queued: false,
-        reconfigurer: None,
-        reconf_watch: None,
-        reconf_due: None,
-        svc_watch: None,
+        ..shell::Shell::new(core, cfg.clone(), signals, probes)
     };
     shell.run();
     let end = shell

@@ -126,6 +126,49 @@ pub(super) struct Shell<'a> {
     pub svc_watch: Option<PathsWatch>,
 }
 
+impl<'a> Shell<'a> {
+    /// A shell for `core` with none of a run's own parts (listeners,
+    /// watches, reload, sd_notify, cgroup): `run` adds them, a prepare
+    /// step runs without.
+    pub fn new(core: Core, cfg: Config, signals: &'a mut SignalSource, probes: Probes) -> Self {
+        Shell {
+            core,
+            cfg,
+            signals,
+            ctl: None,
+            http: None,
+            readers: Vec::new(),
+            probes,
+            keys: None,
+            keys_due: None,
+            reloader: None,
+            on_keys_changed: None,
+            stdin_tty: false,
+            is_pid1: false,
+            inputs: VecDeque::new(),
+            exit: None,
+            probe_names: Default::default(),
+            step_run: false,
+            step_end: None,
+            tails: Default::default(),
+            env_files: Default::default(),
+            limiters: Default::default(),
+            groups: Default::default(),
+            notify: Vec::new(),
+            notify_seed: 1,
+            notify_target: None,
+            cgroup: None,
+            oom_seen: 0,
+            stop_queued: false,
+            killed: Default::default(),
+            reconfigurer: None,
+            reconf_watch: None,
+            reconf_due: None,
+            svc_watch: None,
+        }
+    }
+}
+
 /// The services' watch, or none (said) when it cannot be had.
 pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Option<PathsWatch> {
     PathsWatch::new(groups)
