@@ -68,6 +68,20 @@ fn first_spawn(core: &mut Core, now: Instant) -> ProcId {
         .expect("a spawn")
 }
 
+/// The effects of the core's first spawn failing for good: the program
+/// is not found (`reason`).
+fn first_spawn_not_found(core: &mut Core, reason: &str) -> Vec<Effect> {
+    let now = Instant::now();
+    let proc = first_spawn(core, now);
+    let failed = Input::SpawnFailed {
+        proc,
+        reason: reason.into(),
+        outcome: Outcome::NotFound,
+        retry: false,
+    };
+    core.handle(failed, clock(now))
+}
+
 fn svc(name: &str) -> Service {
     Service::new(name, vec!["x".into()])
 }
@@ -514,17 +528,7 @@ fn exit_status_rule() {
             ..CoreOptions::default()
         },
     );
-    let now = Instant::now();
-    let proc = first_spawn(&mut core, now);
-    let fx = core.handle(
-        Input::SpawnFailed {
-            proc,
-            reason: "cannot run ghost: No such file or directory".into(),
-            outcome: Outcome::NotFound,
-            retry: false,
-        },
-        clock(now),
-    );
+    let fx = first_spawn_not_found(&mut core, "cannot run ghost: No such file or directory");
     assert!(fx.contains(&Effect::Exit(Outcome::NotFound)), "{fx:?}");
 }
 
@@ -1799,17 +1803,7 @@ fn a_second_stop_signal_kills_a_step_alone_now() {
 #[test]
 fn a_step_that_cannot_start_ends_not_started() {
     let mut core = Core::for_step(&job("bad", None));
-    let now = Instant::now();
-    let proc = first_spawn(&mut core, now);
-    let fx = core.handle(
-        Input::SpawnFailed {
-            proc,
-            reason: "bad: not found".into(),
-            outcome: Outcome::NotFound,
-            retry: false,
-        },
-        clock(now),
-    );
+    let fx = first_spawn_not_found(&mut core, "bad: not found");
     assert!(fx.contains(&Effect::StepEnded {
         name: "bad".into(),
         end: JobEnd::NotStarted("bad: not found".into()),
