@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::config::model::{OnChange, Service, When};
-use crate::ctl::proto::{JobRuns, JobState};
+use crate::ctl::proto::JobState;
 use crate::proc::exit::Exit;
 use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
@@ -470,7 +470,6 @@ impl Core {
                 _ => text.clone(),
             },
         };
-        let c = job.counts;
         Some(JobState {
             schedule,
             running: job.run.is_some(),
@@ -485,12 +484,7 @@ impl Core {
                 .as_ref()
                 .map(|r| r.paused.clone())
                 .unwrap_or_default(),
-            runs: JobRuns {
-                ok: c.ok,
-                failed: c.failed,
-                timeout: c.timeout,
-                skipped: c.skipped,
-            },
+            runs: job.counts,
         })
     }
 }
