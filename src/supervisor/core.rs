@@ -512,10 +512,7 @@ impl Core {
     }
 
     fn ctx(&mut self, now: Instant) -> Ctx {
-        // xorshift64: jitter for backoff, no need for a crypto RNG.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
+        self.rng = crate::units::xorshift_step(self.rng);
         let jitter = 0.5 + (self.rng % 1000) as f64 / 2000.0;
         let grace_cap = match &self.stop.active {
             Some(st) => st.deadline.saturating_duration_since(now),

@@ -40,6 +40,9 @@ pub struct RunOptions {
     pub reconfigurer: Option<Reconfigurer>,
     /// The watch of the live reconfigure's inputs (`reconfigure.watch`).
     pub reconfigure_watch: Option<crate::proc::watch::FileWatch>,
+    /// The pillar in use when the prepare phase went on with the last
+    /// valid override (`ctl status` says so).
+    pub pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 /// Supervise `services` (the main service and sshd included, each with its
@@ -74,7 +77,7 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
             start_time_unix: crate::proc::output::unix_now(),
             main_on_tty: stdin_tty,
-            pillar: crate::prepare::pillar::started_on_last_good(),
+            pillar: opts.pillar.clone(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
