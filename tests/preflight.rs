@@ -43,16 +43,6 @@ impl Tree {
     }
 }
 
-fn assert_has(out: &Output, parts: &[String]) {
-    for p in parts {
-        assert!(
-            out.stderr.contains(p.as_str()),
-            "{p:?} missing in\n{}",
-            out.all()
-        );
-    }
-}
-
 fn last_line(s: &str) -> &str {
     s.lines().last().unwrap_or("")
 }
@@ -64,10 +54,8 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 1 path(s) that the prepare phase must write cannot be written (nothing was written):".into(),
             format!("\n  {dir}: read-only filesystem; needed to install the pillar override {}", t.source().display()),
@@ -79,7 +67,7 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
 
     // `check` says the same, beforehand, and ends with its verdict.
     let chk = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(chk.code, Some(78), "{}", chk.all());
+    chk.assert_code(78);
     assert_eq!(
         preflight_message(&chk.stderr),
         preflight_message(&out.stderr)
@@ -94,10 +82,8 @@ fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let (dir, state) = (t.pillar_dir(), t.state());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!("\n  {}: read-only filesystem; needed to install the pillar override", dir.display()),
             format!(
@@ -123,20 +109,24 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
     t.keep_copy();
     let state_ro = format!("mount --bind -o ro {s} {s}", s = t.state().display());
     let cat = format!("echo '--- pillar'; cat {}", t.pillar().display());
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{IMAGE_PILLAR}")),
-        "{}",
-        out.all()
-    );
-    assert_has(
-        &out,
+    // `prepare` under the tmpfs succeeds and leaves `pillar` installed.
+    let prepare_gives = |pillar: &str| {
+        let out = t
+            .launch(&["prepare"])
+            .tmpfs(&t.pillar_dir().to_string_lossy())
+            .before(&state_ro)
+            .after(&cat)
+            .run();
+        out.assert_code(0);
+        assert!(
+            out.stdout.ends_with(&format!("--- pillar\n{pillar}")),
+            "{}",
+            out.all()
+        );
+        out
+    };
+    let out = prepare_gives(IMAGE_PILLAR);
+    out.assert_stderr_all(
         &[
             "using /run/mc-launcher".into(),
             format!(
@@ -146,18 +136,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
         ],
     );
     write(&t.source(), OVERRIDE);
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{OVERRIDE}")),
-        "{}",
-        out.all()
-    );
+    prepare_gives(OVERRIDE);
     t.assert_untouched("tmpfs");
 }
 
@@ -170,9 +149,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
         .tmpfs(&dir.to_string_lossy())
         .after(&format!("echo entries=$(ls -A {} | wc -l)", dir.display()))
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!(
                 "\n  {}: a mount hides the image's init.sls, and the image keeps no copy of it in {}/image-pillar.sls; needed to keep the image's default pillar (it would be lost)",
@@ -187,7 +164,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
             ),
         ],
     );
-    assert!(out.stdout.contains("entries=0"), "{}", out.all());
+    out.assert_stdout("entries=0");
     t.assert_untouched("hidden");
 }
 
@@ -205,14 +182,10 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(&before)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys")
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
-        &[
-            "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
-            "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
-        ],
-    );
+    out.assert_code(78).assert_stderr_all(&[
+        "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
+        "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
+    ]);
     assert!(
         out.stdout.ends_with(&format!("--- keys\n{kept}\n")),
         "the keys file changed: {}",
@@ -227,8 +200,8 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(fixed)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys; stat -c %a /root/.ssh")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains(KEY), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout(KEY);
     assert!(out.stdout.ends_with("700\n"), "{}", out.all());
 }
 
@@ -238,10 +211,8 @@ fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
     t.keep_copy();
     write(&t.source(), OVERRIDE);
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot be written by uid 65534 (nothing was written):".into(),
             format!("\n  {dir}: owned by uid 0 with mode 0755, not writable by uid 65534; needed to install the pillar override"),
@@ -265,10 +236,8 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     std::fs::create_dir_all(t.volume().join("configuration")).expect("dir");
     write(&t.volume().join("operator.txt"), "the operator's\n");
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let v = t.volume().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 2 path(s)".into(),
             format!("\n  {v}/configuration: owned by uid 0 with mode 0755, not writable by uid 65534; needed by template-1 to write {v}/configuration/app.json"),
@@ -286,14 +255,9 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     t.assert_untouched("volume");
 
     // Given to the user, it works.
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534"])
-        .arg(t.volume())
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("65534", &t.volume());
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(t.volume().join("data/a.txt").exists(), "{}", out.all());
 }
 
@@ -331,7 +295,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
         } else {
             assert!(!out.all().contains("control socket"), "{}", out.all());
         }
-        assert_has(&out, &want);
+        out.assert_stderr_all(&want);
     }
     t.assert_untouched("state");
 }
@@ -340,7 +304,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
 fn check_ends_with_one_verdict_line() {
     let t = Tree::default_socket("pf-verdict", "");
     let ok = t.launch(&["check"]).run();
-    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    ok.assert_code(0);
     assert_eq!(last_line(&ok.stdout), "check: OK", "{}", ok.all());
 
     // A state dir that falls back is a warning, counted.
@@ -349,7 +313,7 @@ fn check_ends_with_one_verdict_line() {
         s = t.state().display()
     );
     let warned = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(warned.code, Some(0), "{}", warned.all());
+    warned.assert_code(0);
     assert_eq!(
         last_line(&warned.stdout),
         "check: OK, 1 warning(s)",
@@ -366,7 +330,7 @@ fn check_ends_with_one_verdict_line() {
     // Errors are counted: an invalid override and a read-only pillar dir.
     write(&t.source(), "makina-projects.demo: [unclosed\n");
     let bad = t.launch(&["check"]).run();
-    assert_eq!(bad.code, Some(78), "{}", bad.all());
+    bad.assert_code(78);
     assert_eq!(last_line(&bad.stdout), "check: 1 error(s)", "{}", bad.all());
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
@@ -377,7 +341,7 @@ fn check_ends_with_one_verdict_line() {
             s = t.state().display()
         ))
         .run();
-    assert_eq!(two.code, Some(78), "{}", two.all());
+    two.assert_code(78);
     assert_eq!(
         last_line(&two.stdout),
         "check: 1 error(s), 1 warning(s)",
@@ -396,22 +360,21 @@ fn read_only_home_without_keys_is_a_warning() {
         .launch(&["check"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         last_line(&out.stdout),
         "check: OK, 1 warning(s)",
         "{}",
         out.all()
     );
-    assert_has(
-        &out,
+    out.assert_stderr_all(
         &["mc-launcher: warning: ssh: /root/.ssh: cannot be created in /root: read-only filesystem: keys added to the volume while running will not be installed (add to docker run: --tmpfs /root/.ssh:mode=0700)\n".into()],
     );
     let out = t
         .launch(&["prepare"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         out.stderr
             .matches("keys added to the volume while running")
