@@ -30,6 +30,8 @@ fn utc_date(epoch: i64) -> String {
 fn main() {
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     println!("cargo:rerun-if-env-changed=MC_BUILD_COMMIT");
+    // scripts/build-static.sh links the code listed there together.
+    println!("cargo:rerun-if-changed=scripts/hot-sections.txt");
     // A new commit (or checkout) changes HEAD's reflog; in a worktree the
     // git dir is not .git itself.
     if let Some(dir) = git(&["rev-parse", "--git-dir"]) {

@@ -120,6 +120,15 @@ stub_c='/* mc-launcher: the unwinder symbols std names with panic=abort. */
 typedef int (*trace_fn)(void *, void *);
 int _Unwind_Backtrace(trace_fn f, void *arg) { (void)f; (void)arg; return 5; /* _URC_END_OF_STACK */ }
 unsigned long _Unwind_GetIP(void *ctx) { (void)ctx; return 0; }
+/* The personality routine, which gold keeps (GNU ld dropped it with the
+   unwind tables nothing reads), names these; it is never called. */
+unsigned long _Unwind_GetIPInfo(void *ctx, int *before) { (void)ctx; *before = 0; return 0; }
+void *_Unwind_GetLanguageSpecificData(void *ctx) { (void)ctx; return 0; }
+unsigned long _Unwind_GetRegionStart(void *ctx) { (void)ctx; return 0; }
+unsigned long _Unwind_GetTextRelBase(void *ctx) { (void)ctx; return 0; }
+unsigned long _Unwind_GetDataRelBase(void *ctx) { (void)ctx; return 0; }
+void _Unwind_SetGR(void *ctx, int i, unsigned long v) { (void)ctx; (void)i; (void)v; }
+void _Unwind_SetIP(void *ctx, unsigned long v) { (void)ctx; (void)v; }
 #ifdef __arm__
 /* ARM EHABI: the unwind tables name the personality routines; nothing unwinds. */
 void __aeabi_unwind_cpp_pr0(void) {}
@@ -145,6 +154,20 @@ fi
 # instead of the clone, ~/.cargo and Debian's std source; the target dir
 # holds nothing that is compiled in), and build.rs takes the build date from
 # SOURCE_DATE_EPOCH (default: the commit's date), never from the clock.
+#
+# Linked by gold (binutils' ld.gold, and the cross binutils' for aarch64 and
+# armv7: nothing more to install) for --section-ordering-file, which GNU ld
+# lacks: the code the launcher runs (scripts/hot-sections.txt, made by
+# scripts/hot-sections.sh) is laid out together, so the rest of the text --
+# help, completions, check, the ctl client, circus INI, cron, HTTP pages,
+# error paths -- is never read in: the kernel maps text in 64 KiB windows
+# around each page that faults (fault-around), and before this the code run
+# at start was spread over nearly every window (RSS 1.8 MiB with 5
+# services). A line of that file naming no section is ignored, so a stale
+# list still links; build.rs relinks when the file changes.
+# MC_LINK_MAP=FILE (for scripts/hot-sections.sh) also writes the link map.
+order="-C link-arg=-fuse-ld=gold -C link-arg=-Wl,--rosegment -C link-arg=-Wl,--section-ordering-file=$PWD/scripts/hot-sections.txt"
+[ -z "${MC_LINK_MAP:-}" ] || order="$order -C link-arg=-Wl,-Map=$MC_LINK_MAP"
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 remap="--remap-path-prefix=$PWD=/build/mc-launcher --remap-path-prefix=$cargo_home=/cargo --remap-path-prefix=$src=/rustc/src"
 tvar=$(echo "$target" | tr 'a-z-' 'A-Z_')
@@ -154,7 +177,7 @@ env -u RUSTUP_TOOLCHAIN -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
     RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 \
     CARGO_TARGET_DIR="$tdir" SOURCE_DATE_EPOCH="$sde" \
     "CARGO_TARGET_${tvar}_LINKER=$cc" \
-    "CARGO_TARGET_${tvar}_RUSTFLAGS=-C link-self-contained=no -C relocation-model=static -L native=$link $remap" \
+    "CARGO_TARGET_${tvar}_RUSTFLAGS=-C link-self-contained=no -C relocation-model=static -L native=$link $order $remap" \
     /usr/bin/cargo build --quiet --locked -j "${MC_BUILD_JOBS:-2}" \
     --profile static --target "$target" --bin mc-launcher "${features[@]}" \
     -Zbuild-std=std,panic_abort -Zbuild-std-features=optimize_for_size >&2
