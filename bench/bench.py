@@ -1258,14 +1258,17 @@ class Bench:
         L.append("""
 ## Where a target is missed, and why
 
-- **RSS ≤ 1.5 MiB with 5 services**: the static binary is at the bar
-  (1.50–1.51 MiB across runs; tini's own RSS is 1.53–1.57 MiB in the same
-  runs). What is left is the binary's text, all of it resident once the
-  start-up has run (faulted in by 64 KiB read-around: ~1.2 MiB), ~0.2 MiB
-  of its read-only data and ~0.12 MiB of heap and stack; the dynamic glibc
-  build is 4.2 MiB (libc, libm, libgcc_s and ld.so). Trimmed on the way:
-  dlmalloc for musl's allocator, std's 8 KiB stdin buffer never set up,
-  minijinja's debug feature and env_logger's colours (40 KiB of code).
+- **RSS ≤ 1.5 MiB with 5 services** (met since the link-time ordering):
+  the text is read from the file in 64 KiB windows around each page that
+  faults (fault-around), and the code run at start was spread over all of
+  it: 1.4 MiB resident, RSS 1.8 MiB. scripts/build-static.sh now links with
+  gold and lays out the code the launcher runs (scripts/hot-sections.txt,
+  from a valgrind trace of this scenario by scripts/hot-sections.sh) in one
+  run of ~10 windows: ~0.66 MiB of text resident, ~0.22 MiB of read-only
+  data, ~0.15 MiB of heap and stack. If this row creeps up again, the list
+  is stale: rerun scripts/hot-sections.sh. Trimmed before that: dlmalloc
+  for musl's allocator, std's 8 KiB stdin buffer never set up, minijinja's
+  debug feature and env_logger's colours (40 KiB of code).
 - **Stop with one child ≤ 1.5× tini**: it was 1.83× (~0.6 ms more than
   tini). `perf trace` of one stop showed ~25 `munmap` calls between the
   signal and `exit_group`, each a TLB shootdown (an inter-processor
