@@ -19,6 +19,9 @@ const CHUNK_COST: usize = 64;
 /// fewer chunks, and a chunk is never grown large (nor copied when its
 /// first lines go: those are only skipped, `Chunk::start`).
 const CHUNK_JOIN: usize = 16 * 1024;
+/// Lines of a read this large are kept in the reader's buffer itself
+/// (`Logs::push_taking`), not copied.
+const TAKE_MIN: usize = CHUNK_JOIN;
 
 /// Which output of its source a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,8 +85,9 @@ impl Ring {
         self.chunks.get(i).filter(|c| c.first <= seq)
     }
 
-    /// Drop the oldest lines until the ring holds at most `cap` bytes.
-    fn trim(&mut self, cap: usize) {
+    /// Drop the oldest lines until the ring holds at most `cap` bytes;
+    /// the largest buffer of the chunks dropped goes to `spare`.
+    fn trim(&mut self, cap: usize, spare: &mut Option<Vec<u8>>) {
         while self.bytes > cap {
             let excess = self.bytes - cap;
             let alone = self.chunks.len() == 1;
@@ -94,7 +98,9 @@ impl Ring {
             let cost = front.len() + CHUNK_COST;
             if cost <= excess || alone && front.len() <= excess {
                 self.bytes -= cost.min(self.bytes);
-                self.chunks.pop_front();
+                if let Some(c) = self.chunks.pop_front() {
+                    keep_larger(spare, c.data);
+                }
                 continue;
             }
             // Part of it: its first lines, up to a line's end past `excess`
@@ -114,10 +120,26 @@ impl Ring {
             self.bytes -= cut.min(self.bytes);
             if front.lines == 0 {
                 self.bytes -= CHUNK_COST.min(self.bytes);
-                self.chunks.pop_front();
+                if let Some(c) = self.chunks.pop_front() {
+                    keep_larger(spare, c.data);
+                }
             }
         }
     }
+}
+
+/// Keep in `spare` the larger of its buffer and `buf`.
+fn keep_larger(spare: &mut Option<Vec<u8>>, buf: Vec<u8>) {
+    if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
+        *spare = Some(buf);
+    }
+}
+
+/// Lines given to a ring: copied from the caller's buffer, or the buffer
+/// itself (`push_taking`), its lines from the offset on.
+enum Lines<'a> {
+    Copied(&'a [u8]),
+    Taken(Vec<u8>, usize),
 }
 
 /// A ring's source: a service by name, or the launcher (`None`: any
@@ -163,7 +185,7 @@ impl Logs {
             self.rings.clear();
         }
         for r in self.rings.values_mut() {
-            r.trim(cap);
+            r.trim(cap, &mut None);
         }
     }
 
@@ -183,65 +205,117 @@ impl Logs {
         self.push_to(Some(name), stream, data);
     }
 
+    /// Keep the lines `data[..end]` (read from service `name`'s
+    /// `stream`, as `push`), taking `data` itself when they are many: the
+    /// ring keeps the reader's buffer as a chunk (no copy of what a large
+    /// read brought in, most of which the next large read pushes out
+    /// again), and the reader reads on into the buffer of a chunk that
+    /// left the ring. What follows `end` (a line not ended yet) comes back
+    /// at the start of the buffer returned, for the next read.
+    pub fn push_taking(
+        &mut self,
+        name: &str,
+        stream: Stream,
+        mut data: Vec<u8>,
+        end: usize,
+    ) -> Vec<u8> {
+        let end = end.min(data.len());
+        if self.cap == 0 || end < TAKE_MIN {
+            self.push(name, stream, data.get(..end).unwrap_or_default());
+            data.drain(..end);
+            return data;
+        }
+        let start = self.kept_from(data.get(..end).unwrap_or_default());
+        if start >= end {
+            data.drain(..end);
+            return data;
+        }
+        // Room for the new chunk first: a buffer that leaves the ring is
+        // the one read into next (reads keep reusing the same buffers).
+        let mut spare = None;
+        if let Some(ring) = self.rings.get_mut(&Some(name.to_string())) {
+            let incoming = end - start + 1 + CHUNK_COST;
+            ring.trim(self.cap.saturating_sub(incoming), &mut spare);
+        }
+        let mut next = spare.unwrap_or_default();
+        next.clear();
+        next.extend_from_slice(data.get(end..).unwrap_or_default());
+        data.truncate(end);
+        self.add(Some(name), stream, Lines::Taken(data, start));
+        next
+    }
+
     fn push_to(&mut self, name: Option<&str>, stream: Stream, data: &[u8]) {
         if self.cap == 0 || data.is_empty() {
             return;
         }
-        // Only what the ring can hold: the last lines of `data` (or the
-        // end of one line too long for it).
-        let room = self.cap.saturating_sub(CHUNK_COST + 1);
-        let mut data = data;
-        if data.len() > room {
-            let from = data.len() - room;
-            let start = data
-                .get(from..)
-                .and_then(|t| memchr::memchr(b'\n', t))
-                .map_or(from, |i| from + i + 1);
-            data = data.get(start..).unwrap_or_default();
-            if data.is_empty() {
-                return;
-            }
+        let data = data.get(self.kept_from(data)..).unwrap_or_default();
+        if !data.is_empty() {
+            self.add(name, stream, Lines::Copied(data));
         }
-        let lines = memchr::memchr_iter(b'\n', data).count() as u64
-            + u64::from(data.last() != Some(&b'\n'));
-        let key = name.map(str::to_string);
-        let ring = self.rings.entry(key).or_default();
+    }
+
+    /// Where the part of `data` the ring can hold starts: its last lines
+    /// (or the end of one line too long for it).
+    fn kept_from(&self, data: &[u8]) -> usize {
+        let room = self.cap.saturating_sub(CHUNK_COST + 1);
+        if data.len() <= room {
+            return 0;
+        }
+        let from = data.len() - room;
+        data.get(from..)
+            .and_then(|t| memchr::memchr(b'\n', t))
+            .map_or(from, |i| from + i + 1)
+    }
+
+    /// Add `lines` (not empty) to `name`'s ring, then trim it to the bound.
+    fn add(&mut self, name: Option<&str>, stream: Stream, lines: Lines<'_>) {
+        let held = match &lines {
+            Lines::Copied(d) => *d,
+            Lines::Taken(d, start) => d.get(*start..).unwrap_or_default(),
+        };
+        let ends = held.last() == Some(&b'\n');
+        let count = memchr::memchr_iter(b'\n', held).count() as u64 + u64::from(!ends);
+        let len = held.len();
+        let bytes = len + usize::from(!ends);
+        let ring = self.rings.entry(name.map(str::to_string)).or_default();
         let latest = self.order.checked_sub(1);
-        let chunk = match ring.chunks.back_mut() {
+        let joins = |c: &Chunk| {
+            Some(c.order) == latest && c.stream == stream && c.data.len() + len <= CHUNK_JOIN
+        };
+        match (lines, ring.chunks.back_mut()) {
             // Nothing came anywhere since this ring's last chunk: one more
             // piece of it.
-            Some(c)
-                if Some(c.order) == latest
-                    && c.stream == stream
-                    && c.data.len() + data.len() <= CHUNK_JOIN =>
-            {
-                c
+            (Lines::Copied(d), Some(c)) if joins(c) => {
+                c.data.extend_from_slice(d);
+                if !ends {
+                    c.data.push(b'\n');
+                }
+                c.lines += count;
             }
-            _ => {
+            (lines, _) => {
+                let (mut data, start) = match lines {
+                    Lines::Copied(d) => (d.to_vec(), 0),
+                    Lines::Taken(d, start) => (d, start),
+                };
+                if !ends {
+                    data.push(b'\n');
+                }
                 ring.chunks.push_back(Chunk {
                     order: self.order,
                     first: ring.next,
-                    lines: 0,
+                    lines: count,
                     stream,
-                    data: Vec::new(),
-                    start: 0,
+                    data,
+                    start,
                 });
                 ring.bytes += CHUNK_COST;
                 self.order += 1;
-                match ring.chunks.back_mut() {
-                    Some(c) => c,
-                    None => return,
-                }
             }
-        };
-        chunk.data.extend_from_slice(data);
-        if data.last() != Some(&b'\n') {
-            chunk.data.push(b'\n');
         }
-        chunk.lines += lines;
-        ring.next += lines;
-        ring.bytes += data.len() + usize::from(data.last() != Some(&b'\n'));
-        ring.trim(self.cap);
+        ring.next += count;
+        ring.bytes += bytes;
+        ring.trim(self.cap, &mut None);
         self.version += 1;
     }
 
@@ -604,6 +678,48 @@ mod tests {
         let mut f = l.follower(Some("web"), 1, true);
         let got = read_all(&l, &mut f);
         assert!(got.len() <= cap && got.ends_with("y\n"), "{}", got.len());
+    }
+
+    #[test]
+    fn large_reads_are_kept_in_their_own_buffers() {
+        // Reads of random sizes, small (copied) and large (the buffer
+        // taken): the ring reads back the last lines of the stream, stays
+        // within its bound, and hands back each read's unfinished line.
+        let mut next = crate::proc::xorshift(0x5eed_1234_abcd_0002);
+        let cap = 64 * 1024;
+        let mut l = Logs::new(cap);
+        let mut stream = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut i = 0u64;
+        for _ in 0..200 {
+            let want = if next().is_multiple_of(2) {
+                200
+            } else {
+                90_000
+            };
+            while buf.len() < want {
+                let n = (next() % 120) as usize;
+                buf.extend_from_slice(format!("{i}:{}\n", "y".repeat(n)).as_bytes());
+                i += 1;
+            }
+            buf.extend_from_slice(b"partial");
+            let end = buf.len() - b"partial".len();
+            stream.extend_from_slice(&buf[..end]);
+            buf = l.push_taking("web", Stream::Stdout, buf, end);
+            assert_eq!(buf, b"partial");
+            buf.clear();
+            let r = l.rings.get(&Some("web".to_string())).expect("ring");
+            assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
+            let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
+            assert_eq!(real, r.bytes);
+            let lines: u64 = r.chunks.iter().map(|c| c.lines).sum();
+            assert_eq!(lines, r.next - r.first());
+        }
+        let mut f = l.follower(Some("web"), usize::MAX, true);
+        let got = read_all(&l, &mut f);
+        assert!(got.len() > cap / 2, "{}", got.len());
+        assert!(stream.ends_with(got.as_bytes()));
+        assert!(got.starts_with(|c: char| c.is_ascii_digit()));
     }
 
     #[test]
