@@ -10,7 +10,8 @@
 
 use crate::config::model::{self, DEFAULT_LOG_BUFFER};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// What a chunk costs besides its bytes (counted against the bound, so
 /// that many one-line chunks do not grow memory past it).
@@ -37,9 +38,11 @@ pub enum Stream {
 struct Chunk {
     /// Across every ring: the order in which chunks came.
     order: u64,
-    /// The number of its first line in its ring.
+    /// The number of its first line in its ring, and how many it holds:
+    /// only counted while someone reads the rings (`Logs::settle`).
     first: u64,
     lines: u64,
+    counted: bool,
     stream: Stream,
     /// Its lines from `start` on (before: lines trimmed away).
     data: Vec<u8>,
@@ -111,14 +114,17 @@ impl Ring {
                 .get(want.saturating_sub(1)..)
                 .and_then(|t| memchr::memchr(b'\n', t))
                 .map_or(held.len(), |i| want.saturating_sub(1) + i + 1);
-            let gone = held
-                .get(..cut)
-                .map_or(0, |d| memchr::memchr_iter(b'\n', d).count()) as u64;
+            if front.counted {
+                let gone = held
+                    .get(..cut)
+                    .map_or(0, |d| memchr::memchr_iter(b'\n', d).count())
+                    as u64;
+                front.first += gone;
+                front.lines -= gone.min(front.lines);
+            }
             front.start += cut;
-            front.first += gone;
-            front.lines -= gone.min(front.lines);
             self.bytes -= cut.min(self.bytes);
-            if front.lines == 0 {
+            if front.start >= front.data.len() {
                 self.bytes -= CHUNK_COST.min(self.bytes);
                 if let Some(c) = self.chunks.pop_front() {
                     keep_larger(spare, c.data);
@@ -155,6 +161,11 @@ pub struct Logs {
     order: u64,
     /// Bumped at each push: a follower that saw it has nothing new.
     version: u64,
+    /// Followers alive: while there are none, nobody holds a line number,
+    /// and lines pushed are not counted (counting every byte relayed was
+    /// most of what the rings cost the relay); `settle` counts them when
+    /// one is made.
+    followers: Arc<AtomicUsize>,
 }
 
 static LOGS: OnceLock<Mutex<Logs>> = OnceLock::new();
@@ -174,6 +185,7 @@ impl Logs {
             rings: BTreeMap::new(),
             order: 0,
             version: 0,
+            followers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -275,7 +287,12 @@ impl Logs {
             Lines::Taken(d, start) => d.get(*start..).unwrap_or_default(),
         };
         let ends = held.last() == Some(&b'\n');
-        let count = memchr::memchr_iter(b'\n', held).count() as u64 + u64::from(!ends);
+        let counted = self.followers.load(Ordering::Relaxed) > 0;
+        let count = if counted {
+            memchr::memchr_iter(b'\n', held).count() as u64 + u64::from(!ends)
+        } else {
+            0
+        };
         let len = held.len();
         let bytes = len + usize::from(!ends);
         let ring = self.rings.entry(name.map(str::to_string)).or_default();
@@ -292,6 +309,8 @@ impl Logs {
                     c.data.push(b'\n');
                 }
                 c.lines += count;
+                // Not counted: nobody follows, `settle` counts it all.
+                c.counted &= counted;
             }
             (lines, _) => {
                 let (mut data, start) = match lines {
@@ -305,6 +324,7 @@ impl Logs {
                     order: self.order,
                     first: ring.next,
                     lines: count,
+                    counted,
                     stream,
                     data,
                     start,
@@ -322,7 +342,10 @@ impl Logs {
     /// A reader of service `name`'s lines (every service's and the
     /// launcher's with `None`), placed before the last `n` of them; with
     /// `follow`, it reads on as lines come, else up to what is there now.
-    pub fn follower(&self, name: Option<&str>, n: usize, follow: bool) -> Follower {
+    pub fn follower(&mut self, name: Option<&str>, n: usize, follow: bool) -> Follower {
+        self.settle();
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        let alive = Alive(Arc::clone(&self.followers));
         let mut cursors = HashMap::new();
         let n = n as u64;
         match name {
@@ -367,6 +390,28 @@ impl Logs {
             until,
             cursors,
             seen: None,
+            _alive: alive,
+        }
+    }
+
+    /// Count the lines pushed while nobody followed, and number every
+    /// ring's lines on from its oldest (no follower holds a number then).
+    fn settle(&mut self) {
+        if self.followers.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        for r in self.rings.values_mut() {
+            let mut n = r.first();
+            for c in r.chunks.iter_mut() {
+                if !c.counted {
+                    let held = c.data.get(c.start..).unwrap_or_default();
+                    c.lines = memchr::memchr_iter(b'\n', held).count() as u64;
+                    c.counted = true;
+                }
+                c.first = n;
+                n += c.lines;
+            }
+            r.next = n;
         }
     }
 
@@ -477,7 +522,7 @@ pub fn answer(asked: Asked<'_>) -> Answer {
         lines,
         follow,
     } = asked;
-    let logs = logs();
+    let mut logs = logs();
     if let Some(name) = name {
         let Some((stdout, stderr)) = streams else {
             return Answer::Refuse(format!("no such service: {name}"));
@@ -516,6 +561,25 @@ pub struct Follower {
     cursors: HashMap<Source, u64>,
     /// The version of the rings it last read.
     seen: Option<u64>,
+    /// Counted among the followers while it lives.
+    _alive: Alive,
+}
+
+/// A follower's place in `Logs::followers`.
+#[derive(Debug)]
+struct Alive(Arc<AtomicUsize>);
+
+impl Clone for Alive {
+    fn clone(&self) -> Alive {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Alive(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Follower {
@@ -664,6 +728,7 @@ mod tests {
                 l.push("db", Stream::Stdout, b"tick\n");
             }
             last = line;
+            l.settle();
             let r = l.rings.get(&Some("web".to_string())).expect("ring");
             assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
             let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
@@ -678,6 +743,35 @@ mod tests {
         let mut f = l.follower(Some("web"), 1, true);
         let got = read_all(&l, &mut f);
         assert!(got.len() <= cap && got.ends_with("y\n"), "{}", got.len());
+    }
+
+    #[test]
+    fn lines_pushed_while_nobody_follows_are_counted_when_one_comes() {
+        let mut l = Logs::new(40 + CHUNK_COST);
+        for i in 0..30 {
+            l.push("web", Stream::Stdout, format!("{i:03}\n").as_bytes());
+        }
+        l.push("db", Stream::Stderr, b"d\n");
+        let mut f = l.follower(Some("web"), 3, false);
+        assert_eq!(read_all(&l, &mut f), "027\n028\n029\n");
+        let mut all = l.follower(None, 2, true);
+        assert_eq!(read_all(&l, &mut all), "web | 029\ndb ! d\n");
+        drop(f);
+        // Still followed (`all`, and a clone of it): counted as they come.
+        let mut again = all.clone();
+        drop(all);
+        for i in 30..45 {
+            l.push("web", Stream::Stdout, format!("{i:03}\n").as_bytes());
+        }
+        let got = read_all(&l, &mut again);
+        assert!(got.starts_with("… 5 lines skipped\nweb | 035\n"), "{got}");
+        assert!(got.ends_with("web | 044\n"), "{got}");
+        drop(again);
+        assert_eq!(l.followers.load(Ordering::Relaxed), 0);
+        // Nobody follows: pushed uncounted, counted by the next follower.
+        l.push("web", Stream::Stdout, b"045\n046\n");
+        let mut f = l.follower(Some("web"), 4, false);
+        assert_eq!(read_all(&l, &mut f), "043\n044\n045\n046\n");
     }
 
     #[test]
@@ -708,6 +802,7 @@ mod tests {
             buf = l.push_taking("web", Stream::Stdout, buf, end);
             assert_eq!(buf, b"partial");
             buf.clear();
+            l.settle();
             let r = l.rings.get(&Some("web".to_string())).expect("ring");
             assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
             let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
