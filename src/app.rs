@@ -65,14 +65,15 @@ fn use_log_config(log: &crate::config::model::LogCfg) {
 /// unless whoever reads it has stalled (then it is given up after a while).
 const FINAL_FLUSH: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Entry point of the binary: returns the exit status.
+/// Entry point of the binary: returns the exit status, the only place the
+/// outcome becomes a number.
 pub fn main() -> i32 {
-    let code = dispatch();
+    let outcome = dispatch();
     crate::proc::output::writer().flush(FINAL_FLUSH);
-    code
+    outcome.exit_code()
 }
 
-fn dispatch() -> i32 {
+fn dispatch() -> Outcome {
     // Our own supervisor's sd_notify socket is ours alone: children must
     // not see it (a notify service gets the launcher's socket instead).
     // Read before any thread exists, then removed.
@@ -88,19 +89,19 @@ fn dispatch() -> i32 {
                 HelpTopic::Main => print!("{}", usage()),
                 HelpTopic::Ctl => print!("{}", crate::cli::ctl_usage()),
             }
-            return Outcome::Done.exit_code();
+            return Outcome::Done;
         }
         Ok(Parsed::Completion(shell)) => {
             print!("{}", crate::cli::complete::script(shell));
-            return Outcome::Done.exit_code();
+            return Outcome::Done;
         }
         Ok(Parsed::Version) => {
             print!("{}", crate::cli::version());
-            return Outcome::Done.exit_code();
+            return Outcome::Done;
         }
         Err(msg) => {
             eprintln!("mc-launcher: {msg}\n\n{}", usage());
-            return Outcome::Usage.exit_code();
+            return Outcome::Usage;
         }
     };
     init_logging(args.verbosity);
@@ -134,12 +135,12 @@ fn dispatch() -> i32 {
                 reason: "invalid input".into(),
                 subject: first.map(|d| d.file.display().to_string()),
                 how: first.map(ToString::to_string),
-                status: Outcome::InvalidInput.exit_code(),
+                status: Outcome::InvalidInput,
                 ..Default::default()
             };
             let path = std::path::Path::new(config::DEFAULT_TERMINATION_LOG);
             crate::fsutil::write_termination_log(path, None, &report);
-            return Outcome::InvalidInput.exit_code();
+            return Outcome::InvalidInput;
         }
         Err(diags) => {
             error::report(&diags);
@@ -147,7 +148,7 @@ fn dispatch() -> i32 {
                 // Its verdict line in every case.
                 println!("{}", verdict(diags.len(), 0));
             }
-            return Outcome::InvalidInput.exit_code();
+            return Outcome::InvalidInput;
         }
     };
     if matches!(args.command, Command::Run | Command::Prepare) {
@@ -155,15 +156,12 @@ fn dispatch() -> i32 {
         // configured form (before, the config's own errors were text).
         use_log_config(&loaded.config.log);
     }
-    // The only place the launcher's outcome becomes a number.
     match args.command {
-        Command::Render => render(&loaded).exit_code(),
-        Command::Check => check(&loaded.config, &loaded.warnings, &args).exit_code(),
-        Command::Run => {
-            run(loaded.config, &loaded.warnings, &args, opts, notify_socket).exit_code()
-        }
-        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args).exit_code(),
-        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl).exit_code(),
+        Command::Render => render(&loaded),
+        Command::Check => check(&loaded.config, &loaded.warnings, &args),
+        Command::Run => run(loaded.config, &loaded.warnings, &args, opts, notify_socket),
+        Command::Prepare => prepare_only(&loaded.config, &loaded.warnings, &args),
+        Command::Ctl => crate::ctl::client::client(&loaded.config, &args.ctl),
     }
 }
 
@@ -462,6 +460,7 @@ fn run(
         // sshd, when the phase asks for it, runs first among the services.
         Ok(extra) => {
             for s in extra.into_iter().rev() {
+                crate::prepare::ssh::log_starting(&cfg);
                 services.insert(0, (s, Role::Sshd));
             }
         }
@@ -510,8 +509,9 @@ fn run(
     });
     let on_keys_changed = (ssh_in_use && cfg.ssh.watch)
         .then(|| Box::new(crate::prepare::phase::resync_keys) as crate::supervisor::KeysChanged);
-    // The status supervision ended with: a service's, passed through.
-    Outcome::ServiceExit(crate::supervisor::run(
+    // How supervision ended: a service's status passed through, a
+    // signal's, a failure.
+    crate::supervisor::run(
         cfg,
         services,
         &mut signals,
@@ -523,7 +523,7 @@ fn run(
             reconfigurer,
             reconfigure_watch,
         },
-    ))
+    )
 }
 
 /// The inline part of a live reconfigure (README "Live reconfigure"): the
@@ -588,7 +588,6 @@ fn prepare_report(
     last: Option<(String, crate::proc::JobEnd, Vec<String>)>,
 ) -> error::Termination {
     use crate::proc::JobEnd;
-    let code = f.exit_code();
     let reason = match f.outcome {
         Outcome::InvalidInput => "invalid input".to_string(),
         Outcome::Signaled(_) => "stopped on request during the prepare phase".to_string(),
@@ -596,7 +595,7 @@ fn prepare_report(
     };
     let mut t = error::Termination {
         reason,
-        status: code,
+        status: f.outcome,
         subject: (!f.subject.is_empty()).then(|| f.subject.clone()),
         how: Some(f.message.chars().take(500).collect()),
         ..Default::default()

@@ -251,15 +251,8 @@ impl Cron {
         } = c;
         let last_year = y + 10;
         while y <= last_year {
-            if self.months & (1 << mo) == 0 {
-                (d, h, mi) = (1, 0, 0);
-                mo += 1;
-                if mo > 12 {
-                    (y, mo) = (y + 1, 1);
-                }
-                continue;
-            }
-            if d > days_in_month(y, mo) {
+            // A month not in the set, or past its last day: the next one.
+            if self.months & (1 << mo) == 0 || d > days_in_month(y, mo) {
                 (d, h, mi) = (1, 0, 0);
                 mo += 1;
                 if mo > 12 {

@@ -3,13 +3,15 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Why the launcher (or one of its commands) ends: the situations of
-/// README "Exit status", one per variant. `exit_code` is the only place a
-/// status number is chosen; everything else holds an `Outcome` (or a status
-/// a service gave, passed through).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why the launcher (or one of its commands, `ctl` included) ends: the
+/// situations of README "Exit status" and "Control socket and `ctl`", one
+/// per variant. `exit_code` is the only place a status number is chosen;
+/// everything else holds an `Outcome` (or a status a service gave, passed
+/// through). A `ctl` client ended by a stop signal is `Signaled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Outcome {
     /// Stopped on request and every service stopped; a command that did its work.
+    #[default]
     Done,
     /// The main or a `critical` service ended with this status (passed through).
     ServiceExit(i32),
@@ -33,6 +35,10 @@ pub enum Outcome {
     NotFound,
     /// The launcher itself failed (a panic: a bug), after stopping everything.
     Internal,
+    /// `ctl`: the launcher refused or failed the command.
+    Refused,
+    /// `ctl`: no launcher answered on any socket path.
+    NoLauncher,
 }
 
 impl Outcome {
@@ -42,38 +48,13 @@ impl Outcome {
             Outcome::Done => 0,
             Outcome::ServiceExit(code) => code,
             Outcome::Signaled(n) => 128 + n,
-            Outcome::StepFailed | Outcome::CriticalGaveUp | Outcome::Failed => 1,
+            Outcome::StepFailed | Outcome::CriticalGaveUp | Outcome::Failed | Outcome::Refused => 1,
             Outcome::Usage => 2,
             Outcome::InvalidInput => 78,
             Outcome::NotExecutable => 126,
             Outcome::NotFound => 127,
             Outcome::Internal => 70,
-        }
-    }
-}
-
-/// How `mc-launcher ctl` ends (README "Control socket and `ctl`"); `exit_code` is
-/// the only place its status number is chosen. A stop signal ends it as
-/// `Outcome::Signaled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CtlOutcome {
-    /// The command was done.
-    Done,
-    /// The launcher refused or failed the command.
-    Failed,
-    /// Bad command line.
-    Usage,
-    /// No launcher answered on any socket path.
-    NoLauncher,
-}
-
-impl CtlOutcome {
-    pub fn exit_code(self) -> i32 {
-        match self {
-            CtlOutcome::Done => 0,
-            CtlOutcome::Failed => 1,
-            CtlOutcome::Usage => Outcome::Usage.exit_code(),
-            CtlOutcome::NoLauncher => 3,
+            Outcome::NoLauncher => 3,
         }
     }
 }
@@ -145,7 +126,7 @@ pub fn report(diags: &[Diag]) {
 
 /// Why the launcher could not go on: the exit status and what to say.
 /// Every module's errors end up as one of these at the top (`app`), which
-/// logs it once and ends with its `exit_code()`.
+/// logs it once and ends with its `outcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     pub outcome: Outcome,
@@ -180,10 +161,6 @@ impl Failure {
     /// Stopped by a signal (128+N): a warning, not an error.
     pub fn is_stop(&self) -> bool {
         matches!(self.outcome, Outcome::Signaled(_))
-    }
-
-    pub fn exit_code(&self) -> i32 {
-        self.outcome.exit_code()
     }
 
     /// Log it once, at the top.
@@ -223,7 +200,8 @@ pub struct Termination {
     pub how: Option<String>,
     pub oom: bool,
     pub restarts: u32,
-    pub status: i32,
+    /// The launcher's outcome: its exit status.
+    pub status: Outcome,
     /// Its last stderr lines.
     pub tail: Vec<String>,
 }
@@ -237,7 +215,7 @@ pub const TERMINATION_MAX: usize = 4096;
 impl Termination {
     /// One line: what the launcher prints last.
     pub fn summary(&self) -> String {
-        let mut s = format!("exit {}: {}", self.status, self.reason);
+        let mut s = format!("exit {}: {}", self.status.exit_code(), self.reason);
         if let Some(subj) = &self.subject {
             s.push_str(&format!(" ({subj}"));
             if let Some(how) = &self.how {
@@ -307,11 +285,12 @@ mod tests {
         for (o, code) in launcher {
             assert_eq!(o.exit_code(), code, "{o:?}");
         }
+        // `ctl`'s own.
         let ctl = [
-            (CtlOutcome::Done, 0),
-            (CtlOutcome::Failed, 1),
-            (CtlOutcome::Usage, 2),
-            (CtlOutcome::NoLauncher, 3),
+            (Outcome::Done, 0),
+            (Outcome::Refused, 1),
+            (Outcome::Usage, 2),
+            (Outcome::NoLauncher, 3),
         ];
         for (o, code) in ctl {
             assert_eq!(o.exit_code(), code, "{o:?}");
@@ -322,7 +301,7 @@ mod tests {
         }
         let stop = Failure::new(Outcome::Signaled(15), "", "stopped");
         assert!(stop.is_stop());
-        assert_eq!(stop.exit_code(), 143);
+        assert_eq!(stop.outcome.exit_code(), 143);
         assert!(!Failure::new(Outcome::StepFailed, "pillar", "x").is_stop());
     }
 
@@ -334,7 +313,7 @@ mod tests {
             how: Some("killed by SIGKILL".into()),
             oom: true,
             restarts: 2,
-            status: 137,
+            status: Outcome::Signaled(9),
             tail: (0..500)
                 .map(|i| format!("line {i} {}", "x".repeat(40)))
                 .collect(),

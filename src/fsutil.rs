@@ -906,18 +906,22 @@ pub fn open_dir_in(
     root: Option<&Path>,
     links: Links,
 ) -> Result<Option<DirFd>, FsError> {
-    let opened = match split(dir, root) {
-        Some((r, rel)) => DirFd::open(&r).and_then(|d| {
-            let mut sub = d.dir(&rel, links)?;
-            sub.path = dir.to_path_buf();
-            Ok(sub)
-        }),
-        None => DirFd::open(dir),
-    };
-    match opened {
+    match open_dir_at(dir, root, links) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
+    }
+}
+
+/// [`open_dir_in`], with a missing `dir` an error.
+fn open_dir_at(dir: &Path, root: Option<&Path>, links: Links) -> Result<DirFd, FsError> {
+    match split(dir, root) {
+        Some((r, rel)) => {
+            let mut sub = DirFd::open(&r)?.dir(&rel, links)?;
+            sub.path = dir.to_path_buf();
+            Ok(sub)
+        }
+        None => DirFd::open(dir),
     }
 }
 
@@ -994,15 +998,7 @@ pub fn write_atomic(
     owner: Option<(Uid, Gid)>,
 ) -> Result<(), FsError> {
     let (dir, name) = parent_and_name(path)?;
-    let d = match split(&dir, None) {
-        Some((r, rel)) => {
-            let mut d = DirFd::open(&r)?.dir(&rel, Links::Refuse)?;
-            d.path = dir;
-            d
-        }
-        None => DirFd::open(&dir)?,
-    };
-    d.write_atomic(&name, data, mode, owner)
+    open_dir_at(&dir, None, Links::Refuse)?.write_atomic(&name, data, mode, owner)
 }
 
 /// [`write_atomic`] for a `path` that may lie under the untrusted `root`;

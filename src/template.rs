@@ -467,46 +467,91 @@ fn blank_expressions(text: &str, line: usize) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn r(text: &str) -> Result<String, Diag> {
         render(Path::new("t.j2"), text, minijinja::context! {}, true)
     }
 
-    #[test]
-    fn budgets_refuse_runaway_templates() {
-        // (template, line of the refusal, part of the message)
-        let rows: &[(&str, usize, &str)] = &[
+    /// Every row `(what, text, line, part)`: `refuse` refuses `text` with a
+    /// diagnostic on `file` (its last components) at `line`, whose message
+    /// holds `part`.
+    pub(crate) fn assert_refusals<S: AsRef<str>, T: std::fmt::Debug>(
+        file: &str,
+        rows: &[(&str, S, usize, &str)],
+        refuse: impl Fn(&str) -> Result<T, Diag>,
+    ) {
+        for (what, text, line, part) in rows {
+            let d = refuse(text.as_ref()).expect_err(what);
+            assert_eq!(d.pos.line, *line, "{what}: {d}");
+            assert!(d.msg.contains(part), "{what}: {d}");
+            assert!(d.file.ends_with(file), "{what}: {d}");
+        }
+    }
+
+    /// What the renderer refuses as too much work, as rows for
+    /// `assert_refusals`; `valid` is a line the file may hold.
+    fn fuel_attacks(valid: &str) -> Vec<(&'static str, String, usize, &'static str)> {
+        let loops =
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}";
+        let repeat = "{% for a in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}";
+        vec![
             (
-                "a\n{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}\n",
+                "nested loops",
+                format!("{valid}\n{loops}\n"),
                 2,
                 "out of fuel: the template does too much work, limit 500000",
             ),
             (
-                "{% for a in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\n",
+                "string repetition",
+                format!("{repeat}\n{valid}\n"),
                 1,
                 "out of fuel",
             ),
-            ("{{ 'x' * 1000000000 }}\n", 1, "out of fuel"),
-            ("\n\n{{ 'x' * 90000000 }}\n", 3, "out of fuel"),
+        ]
+    }
+
+    /// What a file rendered then parsed as YAML (the config, a pillar)
+    /// must refuse on a budget: the renderer's and the parser's.
+    pub(crate) fn budget_attacks(valid: &str) -> Vec<(&'static str, String, usize, &'static str)> {
+        let mut rows = fuel_attacks(valid);
+        rows.push((
+            "alias bomb",
+            crate::yaml::tests::alias_bomb(),
+            5,
+            "alias expansion exceeds 100000 nodes",
+        ));
+        rows.push((
+            "deep nesting",
+            format!("x:\n  {}y\n", "- ".repeat(100_000)),
+            2,
+            "nested deeper than 256 levels",
+        ));
+        rows
+    }
+
+    #[test]
+    fn budgets_refuse_runaway_templates() {
+        let more: &[(&str, &str, usize, &str)] = &[
+            ("a long string", "{{ 'x' * 1000000000 }}\n", 1, "out of fuel"),
+            ("on line 3", "\n\n{{ 'x' * 90000000 }}\n", 3, "out of fuel"),
             (
+                "doubling",
                 "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}\n",
                 1,
                 "out of fuel",
             ),
             (
+                "recursion",
                 "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}\n{{ f(0) }}\n",
                 1,
                 "nested too deep, limit 200",
             ),
         ];
-        for (text, line, part) in rows {
-            let d = r(text).expect_err(text);
-            assert_eq!(d.pos.line, *line, "{text:?}: {d}");
-            assert!(d.msg.contains(part), "{text:?}: {d}");
-            assert!(d.to_string().starts_with("t.j2:"), "{d}");
-        }
+        let mut rows = fuel_attacks("a");
+        rows.extend(more.iter().map(|&(w, t, l, p)| (w, t.to_string(), l, p)));
+        assert_refusals("t.j2", &rows, r);
     }
 
     /// An undefined value is named, with the line that uses it.

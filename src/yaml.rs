@@ -338,11 +338,30 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
             Ok(pair) => pair,
             Err(e) => {
                 let m = e.marker();
+                let mut at = Pos::new(m.line(), m.col() + 1);
                 let mut msg = format!("YAML syntax error: {}", e.info());
                 if e.info().contains("recursion limit") {
                     msg.push_str(" (collections nested too deep)");
+                } else if let Some((open, p)) = open_flow(text, &stack) {
+                    // Where the collection opened is what the reader
+                    // looks for, not the end of the file.
+                    let tail = text.chars().skip(m.index()).collect::<String>();
+                    if ends_here(&tail) {
+                        msg = format!(
+                            "YAML syntax error: unclosed '{open}' opened at line {} col {}, still open at the end of the file ({})",
+                            p.line,
+                            p.col,
+                            e.info()
+                        );
+                        at = p;
+                    } else {
+                        msg.push_str(&format!(
+                            " (in the '{open}' opened at line {} col {})",
+                            p.line, p.col
+                        ));
+                    }
                 }
-                return Err(err(Pos::new(m.line(), m.col() + 1), msg));
+                return Err(err(at, msg));
             }
         };
         let pos = pos_of(&span);
@@ -465,6 +484,26 @@ pub fn parse(text: &str, file: &Path) -> Result<Node, Diag> {
     Ok(root.unwrap_or_else(|| Node::null(Pos::new(1, 1))))
 }
 
+/// The innermost collection open in `stack` when it is a flow one (`{`
+/// or `[`, read from `text` where it started): its bracket and position.
+fn open_flow(text: &str, stack: &[Frame]) -> Option<(char, Pos)> {
+    let p = stack.last()?.pos;
+    let c = text
+        .lines()
+        .nth(p.line.checked_sub(1)?)?
+        .chars()
+        .nth(p.col.checked_sub(1)?)?;
+    matches!(c, '{' | '[').then_some((c, p))
+}
+
+/// Nothing but blank lines and comments is left in `tail`.
+fn ends_here(tail: &str) -> bool {
+    tail.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#')
+    })
+}
+
 /// Apply YAML merge keys: `<<: *base` (or a list of them) adds the entries of
 /// the merged mappings that the mapping does not set itself.
 fn apply_merge(entries: Vec<(Node, Node)>) -> Vec<(Node, Node)> {
@@ -557,6 +596,45 @@ pub(crate) mod tests {
         assert_eq!(e.file, Path::new("f.yml"));
         assert!(e.pos.line >= 2, "{e}");
         assert!(e.msg.contains("YAML syntax error"), "{e}");
+    }
+
+    /// A flow collection left open at the end of the file is reported
+    /// where it opened, not at the last line; an error inside one that
+    /// is still open names where it opened.
+    #[test]
+    fn an_unclosed_flow_collection_is_named_where_it_opened() {
+        let rows: &[(&str, (usize, usize), &str)] = &[
+            (
+                "a: 1\nb:\n  c: {x: 1, y: 2\n\n# end\n",
+                (3, 6),
+                "YAML syntax error: unclosed '{' opened at line 3 col 6, still open at the end of the file (while parsing a flow mapping, did not find expected ',' or '}')",
+            ),
+            (
+                "a: 1\nb: [1, 2\n",
+                (2, 4),
+                "YAML syntax error: unclosed '[' opened at line 2 col 4, still open at the end of the file (while parsing a flow sequence, expected ',' or ']')",
+            ),
+            (
+                "a: [1, {b: 2\n",
+                (1, 8),
+                "unclosed '{' opened at line 1 col 8, still open at the end of the file",
+            ),
+            (
+                "a: {x: [1, 2]\nb: 3\nc: 4\n",
+                (2, 1),
+                "YAML syntax error: invalid indentation in flow construct (in the '{' opened at line 1 col 4)",
+            ),
+            // Not in a flow collection: as the parser says.
+            ("a: '\nb\n", (1, 4), "YAML syntax error: invalid indentation in quoted scalar"),
+        ];
+        for (text, (line, col), msg) in rows {
+            let e = parse(text, Path::new("f.yml")).expect_err(text);
+            assert_eq!((e.pos.line, e.pos.col), (*line, *col), "{text:?}: {e}");
+            assert!(
+                e.msg.starts_with(msg) || e.msg.contains(msg),
+                "{text:?}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ fn config(d: &TempDir, body: &str) -> String {
 
 fn status_json(run: &Running) -> serde_json::Value {
     let out = ctl(run, &["--json", "status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     serde_json::from_str(out.stdout.trim()).expect("json status")
 }
 
@@ -66,16 +66,22 @@ services:
     )
 }
 
+/// The launcher on `two`, once `web` runs.
+fn start_two(d: &TempDir) -> Running {
+    let cfg = config(d, &two(d));
+    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    wait_state(&run, "web", "running");
+    run
+}
+
 #[test]
 fn ctl_round_trips() {
     let d = TempDir::new("ctl");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     wait_state(&run, "worker", "running");
 
     let out = ctl(&run, &["status"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("SERVICE")
             && out.stdout.contains("web")
@@ -88,7 +94,7 @@ fn ctl_round_trips() {
 
     let before = pids(&status_json(&run), "worker");
     let out = ctl(&run, &["restart", "worker"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let after = pids(&wait_state(&run, "worker", "running"), "worker");
     assert!(
         !after.is_empty() && after != before,
@@ -104,7 +110,7 @@ fn ctl_round_trips() {
         "a stopped autostart service is unhealthy\n{}",
         out.all()
     );
-    assert!(out.stderr.contains("worker"), "{}", out.all());
+    out.assert_stderr("worker");
     assert_eq!(ctl(&run, &["start", "worker"]).code, Some(0));
     wait_state(&run, "worker", "running");
 
@@ -119,7 +125,7 @@ fn ctl_round_trips() {
     assert!(workers_become(1));
 
     let out = ctl(&run, &["signal", "web", "USR1"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         wait_until(Duration::from_secs(5), || std::fs::read_to_string(
             d.join("usr1")
@@ -129,27 +135,21 @@ fn ctl_round_trips() {
     );
 
     let out = ctl(&run, &["stop", "nosuch"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("no such service: nosuch"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("no such service: nosuch");
     let out = ctl(&run, &["signal", "web", "BOGUS"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
 
     let out = ctl(&run, &["quit"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
 }
 
 #[test]
 fn socket_is_private_to_its_owner() {
     let d = TempDir::new("perm");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     let md = std::fs::metadata(socket_path(&run)).expect("socket exists");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(md.permissions().mode() & 0o777, 0o600);
@@ -165,9 +165,7 @@ fn socket_is_private_to_its_owner() {
 #[test]
 fn bad_requests_get_errors_and_change_nothing() {
     let d = TempDir::new("bad");
-    let cfg = config(&d, &two(&d));
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
-    wait_state(&run, "web", "running");
+    let run = start_two(&d);
     let before = status_json(&run);
     let mut a = UnixStream::connect(socket_path(&run)).expect("connect");
     // A second client is served while the first stays connected.
@@ -222,12 +220,8 @@ fn ctl_without_launcher_exits_3() {
         .root(d.path())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(3), "{}", out.all());
-    assert!(
-        out.stderr.contains("no launcher is listening"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(3);
+    out.assert_stderr("no launcher is listening");
 }
 
 /// With nobody listening, `ctl` says every socket path it tried, in the
@@ -252,7 +246,7 @@ fn ctl_without_launcher_names_every_path_tried_in_order() {
         .env("TMPDIR", &tmp.to_string_lossy())
         .not_pid1()
         .run();
-    assert_eq!(out.code, Some(3), "{}", out.all());
+    out.assert_code(3);
     let gone = "No such file or directory";
     let want = format!(
         "mc-launcher ctl: no launcher is listening (tried {}: Connection refused; \
@@ -270,35 +264,16 @@ fn ctl_without_launcher_names_every_path_tried_in_order() {
 #[test]
 fn reload_adds_removes_changes_and_keeps_the_rest() {
     let d = TempDir::new("reload");
-    let cfg = config(
-        &d,
-        r#"
-services:
-  keep:
-    cmd: ["sleep", "1001"]
-  change:
-    cmd: ["sleep", "1002"]
-  drop:
-    cmd: ["sleep", "1003"]
-"#,
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let first = sleepers(&[("keep", 1001), ("change", 1002), ("drop", 1003)]);
+    let run = launch_in(&d, &first, &[]).spawn();
     wait_state(&run, "drop", "running");
     let before = status_json(&run);
     config(
         &d,
-        r#"
-services:
-  keep:
-    cmd: ["sleep", "1001"]
-  change:
-    cmd: ["sleep", "1012"]
-  new:
-    cmd: ["sleep", "1004"]
-"#,
+        &sleepers(&[("keep", 1001), ("change", 1012), ("new", 1004)]),
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stdout.contains("new added") || out.stdout.contains("reloaded: new"),
         "{}",
@@ -335,16 +310,12 @@ services:
         "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n    bogus_key: 1\n",
     );
     let out = ctl(&run, &["reload"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!("{cfg_path}:4:5")),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr(&format!("{cfg_path}:4:5"));
     let still = status_json(&run);
     assert_eq!(pids(&still, "new"), pids(&after, "new"));
     // SIGHUP reloads too.
-    config(&d, "services:\n  keep:\n    cmd: [\"sleep\", \"1001\"]\n");
+    config(&d, &sleepers(&[("keep", 1001)]));
     run.signal(1);
     assert!(wait_until(Duration::from_secs(5), || {
         let v = status_json(&run);

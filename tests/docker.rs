@@ -184,12 +184,7 @@ fn non_root_user_runs_what_it_can_and_says_what_it_skipped() {
         &vol.join("ssh/x.pub"),
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl x\n",
     );
-    let st = Command::new("chown")
-        .args(["-R", "1000:1000"])
-        .arg(&vol)
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("1000:1000", &vol);
     let mount = format!("{}:{VOLUME_DIR}", vol.display());
     let c = Container::run("user", &["--user", "1000:1000", "-v", &mount], &[img]);
     c.page(8080, "heartbeat 1 of worker");
@@ -263,6 +258,20 @@ fn readme_block(message: &str) -> String {
 
 fn readme() -> String {
     std::fs::read_to_string(repo().join("README.rst")).expect("README.rst")
+}
+
+/// The preflight `message` holds every one of `parts`, and README.rst
+/// shows this very message.
+#[track_caller]
+fn assert_message_shown(message: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(message.contains(part), "{part:?} in\n{message}");
+    }
+    let shown = readme_block(message);
+    assert!(
+        readme().contains(&shown),
+        "README.rst does not show:\n{shown}"
+    );
 }
 
 /// The commands of the first literal block under README.rst's section
@@ -399,18 +408,13 @@ fn read_only_without_the_tmpfs_flags_says_which_to_add() {
     assert_eq!(c.wait_exit(Duration::from_secs(30)), 78, "{}", c.logs());
     let message = preflight_message(&c.logs());
     assert_eq!(message, preflight_message(&chk.stderr));
-    for part in [
-        "\n  /srv/projects/example/pillar: read-only filesystem; needed to install the pillar override",
-        "\n  /root/.ssh: cannot be created in /root: read-only filesystem; needed to install 1 SSH key(s) for root",
-        "\n  fix: add to docker run: --tmpfs /srv/projects/example/pillar --tmpfs /root/.ssh:mode=0700\n",
-    ] {
-        assert!(message.contains(part), "{part:?} in\n{message}");
-    }
-    // README.rst shows this very message.
-    let shown = readme_block(&message);
-    assert!(
-        readme().contains(&shown),
-        "README.rst does not show:\n{shown}"
+    assert_message_shown(
+        &message,
+        &[
+            "\n  /srv/projects/example/pillar: read-only filesystem; needed to install the pillar override",
+            "\n  /root/.ssh: cannot be created in /root: read-only filesystem; needed to install 1 SSH key(s) for root",
+            "\n  fix: add to docker run: --tmpfs /srv/projects/example/pillar --tmpfs /root/.ssh:mode=0700\n",
+        ],
     );
 
     assert_eq!(
@@ -464,18 +468,14 @@ fn non_root_on_a_root_owned_named_volume_says_how_to_give_it() {
     let c = Container::run("user-root-vol", &["--user", "1000", "-v", &mount], &[img]);
     assert_eq!(c.wait_exit(Duration::from_secs(30)), 78, "{}", c.logs());
     let message = preflight_message(&c.logs());
-    for part in [
-        "cannot be written by uid 1000 (nothing was written):",
-        "\n  /srv/projects/example/data/configuration: owned by uid 0 with mode 0755, not writable by uid 1000; needed by template-1",
-        "\n  /srv/projects/example/data/data: owned by uid 0 with mode 0755, not writable by uid 1000; needed to prepopulate",
-        "\n  fix: give the data volume to uid 1000: `chown -R 1000` its directory on the host, or for a named volume `docker run --rm -v VOLUME:/srv/projects/example/data --entrypoint chown IMAGE -R 1000 /srv/projects/example/data`",
-    ] {
-        assert!(message.contains(part), "{part:?} in\n{message}");
-    }
-    let shown = readme_block(&message);
-    assert!(
-        readme().contains(&shown),
-        "README.rst does not show:\n{shown}"
+    assert_message_shown(
+        &message,
+        &[
+            "cannot be written by uid 1000 (nothing was written):",
+            "\n  /srv/projects/example/data/configuration: owned by uid 0 with mode 0755, not writable by uid 1000; needed by template-1",
+            "\n  /srv/projects/example/data/data: owned by uid 0 with mode 0755, not writable by uid 1000; needed to prepopulate",
+            "\n  fix: give the data volume to uid 1000: `chown -R 1000` its directory on the host, or for a named volume `docker run --rm -v VOLUME:/srv/projects/example/data --entrypoint chown IMAGE -R 1000 /srv/projects/example/data`",
+        ],
     );
     let chk = docker(&["run", "--rm", "--user", "1000", "-v", &mount, img, "check"]);
     assert_eq!(chk.code, Some(78), "{}{}", chk.stdout, chk.stderr);

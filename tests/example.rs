@@ -114,12 +114,7 @@ fn demo_runs_for_a_non_root_user() {
     for d in ["home", "tmp"] {
         std::fs::create_dir_all(t.join(d)).expect("mkdir");
     }
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(t.path())
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("65534:65534", t.path());
     let port = free_port();
     let demo = clone.join("scripts/demo.sh").to_string_lossy().into_owned();
     let run = Launch::new(&[

@@ -337,12 +337,11 @@ fn daemons_and_setsid_escapes_are_stopped() {
 /// A launcher over `n` services `s0`… that run `trap` then loop on
 /// `sleep 1`; `head` goes before the `services:` section.
 fn start_looping(d: &TempDir, head: &str, n: usize, trap: &str) -> Running {
-    let mut cfg = format!("{head}services:\n");
-    for i in 0..n {
-        cfg.push_str(&format!(
+    let cfg = services_yml(head, n, |i| {
+        format!(
             "  s{i}:\n    cmd: [\"sh\", \"-c\", \"{trap}; while :; do sleep 1 & wait; done\"]\n"
-        ));
-    }
+        )
+    });
     let cfg = tree(d, &cfg);
     Launch::new(&["-c", &cfg.to_string_lossy()])
         .root(d.path())

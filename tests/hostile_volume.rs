@@ -636,7 +636,7 @@ fn issue13_item07_invalid_override_after_a_good_one_restores_the_default() {
             .find(|l| l.contains("YAML syntax error"))
             .unwrap_or_else(|| panic!("{}", out.all()));
         assert!(
-            line.contains("configuration/pillar.sls:3:1: YAML syntax error")
+            line.contains("configuration/pillar.sls:2:9: YAML syntax error")
                 && line.contains("; the image default is installed (restored); ")
                 && line.ends_with(tail),
             "{policy}: {line}"

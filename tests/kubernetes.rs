@@ -304,6 +304,17 @@ fn volume_with<'a>(pod: &'a Value, field: &str) -> Vec<&'a Value> {
         .unwrap_or_default()
 }
 
+/// The pod's first volume of `field` (`configMap` or `secret`) and the
+/// ConfigMap or Secret among `objects` that it mounts.
+fn mounted<'a>(objects: &'a [Value], pod: &'a Value, field: &str) -> (&'a Value, &'a Value) {
+    let volume = volume_with(pod, field)[0];
+    let (kind, name) = match field {
+        "configMap" => ("ConfigMap", &volume["configMap"]["name"]),
+        _ => ("Secret", &volume["secret"]["secretName"]),
+    };
+    (volume, find(objects, kind, name.as_str().expect("name")))
+}
+
 fn duration(text: &str) -> Duration {
     if text.bytes().all(|b| b.is_ascii_digit()) {
         return Duration::from_secs(text.parse().expect("seconds"));
@@ -461,15 +472,7 @@ fn the_kustomization_lists_every_manifest() {
         .collect();
     assert_eq!(listed, on_disk);
     // The directory holds the base and its overlays, nothing loose.
-    let top: BTreeSet<String> = std::fs::read_dir(k8s_dir())
-        .expect("kubernetes/")
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(
-        top,
-        ["base", "non-root"].map(String::from).into_iter().collect()
-    );
+    assert_eq!(entries(&k8s_dir()), names(&["base", "non-root"]));
 }
 
 // ---------------------------------------------------------------------------
@@ -610,7 +613,7 @@ fn the_statefulset_keeps_the_launcher_contract() {
     assert_eq!(secret_at, &format!("{data}/ssh"), "ssh.keys_dirs' default");
 
     // The override's path names the ConfigMap's key in its mount.
-    let cm_volume = volume_with(pod, "configMap")[0];
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
     let cm_at = &mounts[cm_volume["name"].as_str().expect("name")];
     let source = env
         .get("MC_EXAMPLE_PILLAR_SOURCE")
@@ -618,20 +621,8 @@ fn the_statefulset_keeps_the_launcher_contract() {
     let key = source
         .strip_prefix(&format!("{cm_at}/"))
         .unwrap_or_else(|| panic!("{source} is not in the ConfigMap mount {cm_at}"));
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
     assert!(cm["data"].get(key).is_some(), "the ConfigMap has no {key}");
-    let secret_volume = volume_with(pod, "secret")[0];
-    let secret = find(
-        &objects,
-        "Secret",
-        secret_volume["secret"]["secretName"]
-            .as_str()
-            .expect("name"),
-    );
+    let (_, secret) = mounted(&objects, pod, "secret");
     let keys = secret["stringData"].as_object().expect("stringData");
     assert!(
         !keys.is_empty() && keys.keys().all(|k| k.ends_with(".pub")),
@@ -695,6 +686,11 @@ fn entries(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The set of `list`, to compare with `entries`.
+fn names(list: &[&str]) -> BTreeSet<String> {
+    list.iter().map(|n| n.to_string()).collect()
+}
+
 fn link(p: &Path) -> PathBuf {
     std::fs::read_link(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
@@ -738,19 +734,23 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     let dir = t.join("configmap");
     std::fs::create_dir(&dir).expect("mount point");
 
+    // A write of `payload`: the directory ..data then names, and its name.
+    let update = |payload: &[(&str, &[u8], u32)], what: &str| {
+        kubelet_write(&dir, payload).expect(what);
+        let data = link(&dir.join("..data"));
+        let name = data.to_string_lossy().into_owned();
+        (data, name)
+    };
     let before = utc_date();
-    kubelet_write(
-        &dir,
+    let (first, first_name) = update(
         &[
             ("pillar.sls", b"a: 1\n", 0o644),
             ("extra.txt", b"gone soon\n", 0o644),
             ("operator.pub", b"key\n", 0o400),
         ],
-    )
-    .expect("first write");
+        "first write",
+    );
     let after = utc_date();
-    let first = link(&dir.join("..data"));
-    let first_name = first.to_string_lossy().into_owned();
     let stamp = stamp_of(&first_name).unwrap_or_else(|| panic!("{first_name}"));
     // The name carries the UTC time of the write, to the second.
     assert!(
@@ -763,16 +763,13 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     assert_eq!(mode(&dir.join(&first).join("operator.pub")), 0o400);
     assert_eq!(
         entries(&dir),
-        [
+        names(&[
             "..data",
-            first_name.as_str(),
+            &first_name,
             "extra.txt",
             "operator.pub",
             "pillar.sls"
-        ]
-        .map(String::from)
-        .into_iter()
-        .collect()
+        ])
     );
 
     // A reader that opened the file before the update.
@@ -782,33 +779,27 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     let mut held = std::fs::File::open(&user_path).expect("open");
 
     // Second update: pillar.sls changes, extra.txt leaves, new.txt arrives.
-    kubelet_write(
-        &dir,
+    let (second, second_name) = update(
         &[
             ("pillar.sls", b"a: 2\n", 0o644),
             ("operator.pub", b"key\n", 0o400),
             ("new.txt", b"new\n", 0o600),
         ],
-    )
-    .expect("second write");
-    let second = link(&dir.join("..data"));
-    let second_name = second.to_string_lossy().into_owned();
+        "second write",
+    );
     assert!(stamp_of(&second_name).is_some(), "{second_name}");
     assert_ne!(second, first);
     // Exactly the kubelet's layout: the new directory, ..data, one link per
     // name; the old directory, the removed name and ..data_tmp are gone.
     assert_eq!(
         entries(&dir),
-        [
+        names(&[
             "..data",
-            second_name.as_str(),
+            &second_name,
             "new.txt",
             "operator.pub",
             "pillar.sls"
-        ]
-        .map(String::from)
-        .into_iter()
-        .collect()
+        ])
     );
     assert!(!dir.join(&first).exists());
     for name in ["pillar.sls", "operator.pub", "new.txt"] {
@@ -816,10 +807,7 @@ fn kubelet_writer_leaves_what_the_kubelet_leaves() {
     }
     assert_eq!(
         entries(&dir.join(&second)),
-        ["new.txt", "operator.pub", "pillar.sls"]
-            .map(String::from)
-            .into_iter()
-            .collect()
+        names(&["new.txt", "operator.pub", "pillar.sls"])
     );
     assert_eq!(mode(&dir.join(&second).join("new.txt")), 0o600);
 
@@ -964,20 +952,8 @@ fn the_example_launcher_reads_the_statefulset_layout() {
     let c = container(pod, "example");
     let env = env_of(c);
     let mounts = mounts_of(c);
-    let cm_volume = volume_with(pod, "configMap")[0];
-    let secret_volume = volume_with(pod, "secret")[0];
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
-    let secret = find(
-        &objects,
-        "Secret",
-        secret_volume["secret"]["secretName"]
-            .as_str()
-            .expect("name"),
-    );
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
+    let (secret_volume, secret) = mounted(&objects, pod, "secret");
     let cm_mode = cm_volume["configMap"]["defaultMode"]
         .as_u64()
         .unwrap_or(0o644) as u32;
@@ -1093,12 +1069,7 @@ fn the_httpget_probes_follow_the_example_launcher() {
     let c = container(pod, "example");
     let mut env = env_of(c);
     let mounts = mounts_of(c);
-    let cm_volume = volume_with(pod, "configMap")[0];
-    let cm = find(
-        &objects,
-        "ConfigMap",
-        cm_volume["configMap"]["name"].as_str().expect("cm"),
-    );
+    let (cm_volume, cm) = mounted(&objects, pod, "configMap");
     let cm_dir = in_tree(&srv, &mounts[cm_volume["name"].as_str().expect("name")]);
     std::fs::create_dir_all(&cm_dir).expect("configmap mount point");
     // web on a free port of its own (the pod's 8080 may be taken here).
@@ -1179,5 +1150,5 @@ fn the_httpget_probes_follow_the_example_launcher() {
         ProbeResult::Success("alive\n".into())
     );
     let o = run.wait();
-    assert_eq!(o.code, Some(0), "{}", o.all());
+    o.assert_code(0);
 }

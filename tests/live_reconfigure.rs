@@ -102,6 +102,17 @@ fn status(run: &Running) -> String {
     ctl(run, &["status"]).stdout
 }
 
+/// Wait until `ctl status` says `want`; fail after `APPLIED`.
+#[track_caller]
+fn wait_status(run: &Running, want: &str) {
+    let mut st = String::new();
+    let seen = wait_until(APPLIED, || {
+        st = status(run);
+        st.contains(want)
+    });
+    assert!(seen, "{want:?} never in\n{st}");
+}
+
 fn status_json(run: &Running) -> serde_json::Value {
     serde_json::from_str(&ctl(run, &["status", "--json"]).stdout).unwrap_or_default()
 }
@@ -164,11 +175,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
     //    until fixed.
     let init_before = std::fs::read_to_string(l.t.pillar()).expect("init.sls");
     l.kubelet("makina-projects.demo:\n  data: [1,\n");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     let source = l.configmap().join("pillar.sls");
     assert!(names_line_and_col(&st, &source), "{st}");
@@ -199,11 +206,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
 
     // 4. A pillar change that renders the same output touches nothing.
     l.kubelet(&format!("{}other: unused\n", pillar("three")));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("nothing changed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "nothing changed");
     assert_eq!(l.lines("reloader.log").len(), 2);
     assert!(wait_until(APPLIED, || l.lines("restarter.pids").len() == 3));
     assert_eq!(
@@ -214,8 +217,8 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
 
     // 5. `ctl reconfigure` on request: nothing to do, and it says so.
     let out = ctl(&run, &["reconfigure"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("nothing changed"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("nothing changed");
 
     // 6. A template source is watched too.
     write(
@@ -234,8 +237,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
     // 7. Idle again: no wake-up while nothing changes.
     let pid = run.launcher_pid();
     let woke = wakeups_over(pid, Duration::from_secs(2));
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert_eq!(
         woke,
         0,
@@ -243,7 +245,7 @@ fn a_kubelet_configmap_update_is_applied_live_service_by_service() {
         woke,
         out.all()
     );
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(
         out.stderr
             .contains("reconfigure: invalid input, nothing changed"),
@@ -266,11 +268,7 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
 
     write(&l.t.root().join("fail"), "");
     write(&source, &pillar("two"));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: failed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: failed");
     assert_eq!(
         l.lines("runs").len(),
         2,
@@ -287,11 +285,7 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
     let src = l.t.project().join(".salt/files/app.conf.j2");
     let same = std::fs::read_to_string(&src).expect("template");
     write(&src, &same);
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: ok")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: ok");
     let st = status(&run);
     assert!(st.contains("ran: command-2"), "{st}");
     assert!(st.contains("retried the last failed reconfigure"), "{st}");
@@ -301,11 +295,10 @@ fn a_failing_command_step_touches_nothing_and_is_retried() {
 
     // Retried once: the next request, with nothing changed, runs nothing.
     let out = ctl(&run, &["reconfigure"]);
-    assert!(out.stdout.contains("nothing changed"), "{}", out.all());
+    out.assert_stdout("nothing changed");
     assert_eq!(l.lines("runs").len(), 3);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         out.stdout.contains("command-2 | ") || out.stderr.contains("command-2"),
         "{}",
@@ -369,8 +362,7 @@ fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() 
     // The scan that sees four.pub, made after evil.pub, has seen evil.pub.
     assert!(wait_until(APPLIED, || has("four")), "{}", installed());
     assert!(has("two") && !has("three"), "{}", installed());
-    run.signal(15);
-    let out = run.wait();
+    let out = run.stop();
     assert!(
         out.stderr.contains("evil.pub") && out.stderr.contains("outside the key directory"),
         "{}",
@@ -389,13 +381,8 @@ fn ssh_keys_from_a_secret_follow_the_kubelet_swap_and_never_leave_the_key_dir() 
 fn check_accepts_the_live_reconfigure_keys() {
     let l = Live::new("live-check", "");
     let out = l.t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout
-            .contains("reconfigure  1 step(s), applied live (reconfigure.watch)"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("reconfigure  1 step(s), applied live (reconfigure.watch)");
 }
 
 /// mc-launcher.yml is watched and validated too: a broken edit changes
@@ -409,11 +396,7 @@ fn an_invalid_config_edit_changes_nothing_until_fixed() {
     let cfg = l.t.config();
     let good = std::fs::read_to_string(&cfg).expect("config");
     write(&cfg, &format!("{good}bogus: 1\n"));
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     assert!(names_line_and_col(&st, &cfg), "{st}");
     assert!(st.contains("unknown key `bogus`"), "{st}");
@@ -431,8 +414,7 @@ fn an_invalid_config_edit_changes_nothing_until_fixed() {
     );
     assert_eq!(l.file("second.conf"), "site=one\n");
     assert!(status(&run).contains("reconfigure: ok"));
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// The steps of a live reconfigure are children of the one loop: a
@@ -492,14 +474,9 @@ fn a_service_that_dies_during_a_step_is_respawned_meanwhile() {
     );
     let st = status(&run);
     assert!(st.contains("ran: command-2"), "{st}");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stderr.contains("steady: killed by KILL; restarting"),
-        "{}",
-        out.all()
-    );
+    let out = run.stop();
+    out.assert_code(0);
+    out.assert_stderr("steady: killed by KILL; restarting");
 }
 
 /// A step past its `timeout` is stopped with its process group and fails
@@ -532,8 +509,7 @@ fn a_step_past_its_timeout_is_stopped_and_nothing_is_touched() {
     );
     assert!(l.lines("reloader.log").is_empty());
     assert_eq!(l.lines("restarter.pids").len(), 1);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 extern "C" {
@@ -545,7 +521,6 @@ extern "C" {
 /// the services are acted on only after it succeeded.
 #[test]
 fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
-    let salt = common::salt::salt_call();
     let l = Live::new(
         "live-salt",
         "    - salt: [demo.200_reconfigure]\n      config_dir: \"{{ root }}/etc/salt\"\n      timeout: 2m\n",
@@ -554,16 +529,10 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
     let site = l.t.root().join("site.txt");
     write(
         &l.t.project().join(".salt/200_reconfigure.sls"),
-        &format!(
-            "site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n",
-            site.display()
-        ),
+        &common::salt::site_state(&site),
     );
     l.kubelet(&pillar("one"));
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let run = l.start_with(l.t.launch(&[]).env("PATH", &path), Duration::from_secs(180));
     let read = || std::fs::read_to_string(&site).unwrap_or_default();
     assert_eq!(read().trim(), "site=one", "salt ran in the prepare phase");
@@ -585,9 +554,8 @@ fn a_salt_step_runs_live_with_the_new_pillar_before_the_services_are_touched() {
     assert_eq!(l.lines("reloader.log"), ["hup site=two"]);
     let st = status(&run);
     assert!(st.contains("ran: salt-2"), "{st}");
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     assert!(
         out.stdout.contains("salt-2 | "),
         "salt's output is prefixed\n{}",
@@ -613,11 +581,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     write(&outside.join("pillar.sls"), &pillar("stolen"));
     std::os::unix::fs::symlink(&outside, cm.join("..data_tmp")).expect("ln");
     std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     assert!(
         status(&run).contains("outside the volume"),
         "{}",
@@ -635,11 +599,7 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
     assert!(st.success());
     std::os::unix::fs::symlink("..fifo", cm.join("..data_tmp")).expect("ln");
     std::fs::rename(cm.join("..data_tmp"), cm.join("..data")).expect("mv");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("not a regular file")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "not a regular file");
     assert_eq!(std::fs::read_to_string(l.t.pillar()).expect("init"), init);
     assert!(l.lines("reloader.log").is_empty(), "nothing touched");
 
@@ -654,16 +614,11 @@ fn hostile_live_inputs_are_refused_without_blocking_the_loop() {
         &l.t.project().join(".salt/files/app.conf.j2"),
         "{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
     );
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: failed")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: failed");
     assert!(status(&run).contains("out of fuel"), "{}", status(&run));
     assert_eq!(l.app_conf(), "site=two\n", "the last good rendering stays");
     assert_eq!(l.lines("reloader.log").len(), 1);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// All or nothing (README "Live reconfigure"): a valid YAML pillar of the
@@ -681,11 +636,7 @@ fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_recor
     // `data` a string: valid YAML, a mapping at the top, but the template
     // reads `data.site`.
     l.kubelet("makina-projects.demo:\n  data: just-a-string\n");
-    assert!(
-        wait_until(APPLIED, || status(&run).contains("reconfigure: invalid")),
-        "{}",
-        status(&run)
-    );
+    wait_status(&run, "reconfigure: invalid");
     let st = status(&run);
     assert!(st.contains("not installed"), "{st}");
     assert_eq!(
@@ -716,9 +667,8 @@ fn a_pillar_of_the_wrong_shape_changes_nothing_and_a_refused_reload_is_one_recor
     // signal was pending first).
     let reply = ctl(&run, &["reload"]);
     assert_ne!(reply.code, Some(0), "{}{}", reply.stdout, reply.stderr);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
     let invalid: Vec<&str> = out
         .stderr
         .lines()

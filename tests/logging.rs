@@ -289,12 +289,9 @@ fn restarts_of(run: &Running, name: &str) -> u64 {
 fn a_flood_of_output_never_stalls_the_loop() {
     for format in ["text", "json"] {
         let d = TempDir::new(&format!("log-flood-{format}"));
-        let mut body = format!("log: {{format: {format}}}\nshutdown: {{timeout: 5s}}\nservices:\n");
-        for i in 0..4 {
-            body.push_str(&format!(
-                "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
-            ));
-        }
+        let mut body = flooders(&format!(
+            "log: {{format: {format}}}\nshutdown: {{timeout: 5s}}\n"
+        ));
         // Reaping goes on: a service that ends at once, restarted again and again.
         body.push_str("  crash:\n    cmd: [\"true\"]\n    max_retry: -1\n    min_uptime: 0s\n    backoff: {initial: 10ms, max: 10ms}\n");
         let cfg = config(&d, &body);

@@ -62,14 +62,14 @@ fn the_last_lines_of_a_service_as_written_and_of_everyone_merged() {
     );
     // 100 lines by default.
     let out = ctl(&run, &["logs", "web"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let got = lines(&out.stdout);
     assert_eq!(got.len(), 100, "{}", out.stdout);
     assert_eq!(got.first(), Some(&"line-52"));
     assert_eq!(got.last(), Some(&"oops"));
     // Everyone: each service's lines after its prefix, the launcher's own.
     let out = ctl(&run, &["logs", "-n", "1000"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let all = lines(&out.stdout);
     let at = |want: &str| all.iter().position(|l| *l == want);
     let (first, last, err) = (at("web | line-1"), at("web | line-150"), at("web ! oops"));
@@ -86,36 +86,46 @@ fn the_last_lines_of_a_service_as_written_and_of_everyone_merged() {
     assert!(!out.stdout.contains("{\"ts\""), "{}", out.stdout);
     // Not captured: said, not an error.
     let out = ctl(&run, &["logs", "plain"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout
-            .contains("goes straight to the container's stdout"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("goes straight to the container's stdout");
     let out = ctl(&run, &["logs", "quiet"]);
-    assert!(out.stdout.contains("discarded"), "{}", out.all());
+    out.assert_stdout("discarded");
     let out = ctl(&run, &["logs", "nosuch"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("no such service: nosuch"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("no such service: nosuch");
     let out = ctl(&run, &["logs", "web", "-n", "many"]);
-    assert_eq!(out.code, Some(2), "{}", out.all());
+    out.assert_code(2);
 }
 
+/// With the rings off, `ctl logs` keeps nothing and says so, and where
+/// the last stderr lines still are: `ctl status NAME` shows the ones the
+/// termination report keeps (apart from the rings), as they are now.
 #[test]
 fn a_zero_buffer_keeps_nothing_and_says_so() {
     let d = TempDir::new("logs-off");
     let run = launch(
         &d,
-        "log: {buffer: 0}\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo hello; exec sleep 1000\"]\n    stdout: prefix\n",
+        "log: {buffer: 0}\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo hello; echo oops >&2; exec sleep 1000\"]\n    stdout: prefix\n    stderr: prefix\n",
+    );
+    let status = || ctl(&run, &["status", "web"]).stdout;
+    assert!(
+        wait_until(Duration::from_secs(20), || status().contains("    oops\n")),
+        "{}",
+        status()
+    );
+    assert!(
+        status().contains("  last 1 line(s) of stderr:\n    oops\n"),
+        "{}",
+        status()
     );
     let out = ctl(&run, &["logs", "web"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("log.buffer: 0"), "{}", out.all());
+    out.assert_code(0);
+    assert_eq!(
+        out.stdout,
+        "no output is kept for `ctl logs` (log.buffer: 0); `ctl status web` shows its last stderr lines (the 10 the termination report keeps)\n",
+        "{}",
+        out.all()
+    );
     assert!(!out.stdout.contains("hello"), "{}", out.all());
 }
 
@@ -202,13 +212,7 @@ fn status_answers(run: &Running) {
 #[test]
 fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
     let d = TempDir::new("logs-slow");
-    let mut body = String::from("shutdown: {timeout: 5s}\nservices:\n");
-    for i in 0..4 {
-        body.push_str(&format!(
-            "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
-        ));
-    }
-    let run = launch(&d, &body);
+    let run = launch(&d, &flooders("shutdown: {timeout: 5s}\n"));
     // Following everyone, and never reading.
     let mut stuck = UnixStream::connect(socket_path(&run)).expect("connect");
     stuck
@@ -231,7 +235,7 @@ fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
     );
     // A `ctl logs` that does not follow ends, with the lines asked for.
     let out = ctl(&run, &["logs", "flood2", "-n", "5"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let got = lines(&out.stdout);
     assert_eq!(got.len(), 5, "{}", out.stdout);
     assert!(
@@ -273,9 +277,8 @@ fn a_follower_that_never_reads_is_skipped_and_never_slows_the_loop() {
     let mut rest = Vec::new();
     let _ = stuck.set_read_timeout(Some(Duration::from_millis(10)));
     let _ = stuck.read(&mut rest);
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(0);
 }
 
 /// A service the launcher runs but no `services:` lists (the main
@@ -299,14 +302,9 @@ fn the_main_command_is_a_service_logs_knows() {
         ctl(&run, &["status"]).all()
     );
     let out = ctl(&run, &["logs", "main"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout
-            .contains("main: its output goes straight to the container's stdout"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(0);
+    out.assert_stdout("main: its output goes straight to the container's stdout");
     let out = ctl(&run, &["logs", "nosuch"]);
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
     run.stop();
 }

@@ -30,34 +30,26 @@ struct Ports {
 fn daemon_files(d: &TempDir, p: &Ports) {
     let dir = d.path().display().to_string();
     std::fs::create_dir_all(d.join("redis")).expect("redis dir");
-    write(
-        &d.join("nginx.conf.j2"),
-        &format!(
+    for (file, text) in [
+        ("nginx.conf.j2", format!(
             "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{};\n    location / {{ return 200 \"VERSION\"; }}\n  }}\n}}\n",
             p.nginx
-        ),
-    );
-    write(
-        &d.join("haproxy.cfg.j2"),
-        &format!(
+        )),
+        ("haproxy.cfg.j2", format!(
             "global\n  pidfile {dir}/haproxy.pid\ndefaults\n  mode http\n  timeout connect 5s\n  timeout client 5s\n  timeout server 5s\nfrontend web\n  bind 127.0.0.1:{}\n  http-request return status 200 content-type text/plain string VERSION\n",
             p.haproxy
-        ),
-    );
-    write(
-        &d.join("redis.conf"),
-        &format!(
+        )),
+        ("redis.conf", format!(
             "bind 127.0.0.1\nport {}\ndaemonize no\ndir {dir}/redis\npidfile {dir}/redis.pid\nlogfile \"\"\nsave \"\"\n",
             p.redis
-        ),
-    );
-    write(
-        &d.join("sshd_config"),
-        &format!(
+        )),
+        ("sshd_config", format!(
             "Port {}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\nUsePAM no\n",
             p.ssh
-        ),
-    );
+        )),
+    ] {
+        write(&d.join(file), &text);
+    }
     let k = std::process::Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-f"])
         .arg(d.join("host_key"))

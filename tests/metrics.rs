@@ -118,18 +118,19 @@ fn wait_answers(run: &Running) {
 
 fn metrics(run: &Running) -> String {
     let out = ctl(run, &["metrics"]);
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     out.stdout
 }
 
 #[test]
 fn ctl_metrics_is_valid_exposition_and_counters_only_grow() {
     let d = TempDir::new("metrics-ctl");
-    let cfg = config(
+    let run = launch_in(
         &d,
         "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {file: /nonexistent, timeout: 60s, interval: 100ms}\n  crash:\n    cmd: [\"sh\", \"-c\", \"exit 3\"]\n    max_retry: -1\n    min_uptime: 0s\n    backoff: {initial: 50ms, max: 50ms}\n",
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+        &[],
+    )
+    .spawn();
     wait_answers(&run);
     let started = Instant::now();
     let mut last_restarts = -1.0;
@@ -183,8 +184,7 @@ fn ctl_metrics_is_valid_exposition_and_counters_only_grow() {
         start <= now && now - start < 60.0,
         "start {start}, now {now}"
     );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 fn get(addr: &str, path: &str) -> (u16, String, String) {
@@ -198,13 +198,10 @@ fn get(addr: &str, path: &str) -> (u16, String, String) {
 fn http_endpoint_serves_the_same_exposition() {
     let d = TempDir::new("metrics-http");
     let addr = free_addr();
-    let cfg = config(
-        &d,
-        &format!(
-            "metrics: {{listen: \"{addr}\"}}\nservices:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    live: {{cmd: [\"false\"], period: 1h, initial_delay: 1h}}\n"
-        ),
+    let yml = format!(
+        "metrics: {{listen: \"{addr}\"}}\nservices:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n    live: {{cmd: [\"false\"], period: 1h, initial_delay: 1h}}\n"
     );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(&d, &yml, &[]).spawn();
     wait_answers(&run);
     let (code, head, body) = get(&addr, "/metrics");
     assert_eq!(code, 200, "{head}");
@@ -248,8 +245,7 @@ fn http_endpoint_serves_the_same_exposition() {
         &format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000)),
     );
     assert_eq!(code, 431);
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 /// A TCP connection whose receive buffer is as small as the kernel allows:
@@ -277,13 +273,12 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
     let addr = free_addr();
     // Many services with long names: an exposition of some 190 KiB, more
     // than a socket takes at once from a client with a tiny window.
-    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
-    for i in 0..200 {
-        body.push_str(&format!(
+    let body = services_yml(&format!("metrics: {{listen: \"{addr}\"}}\n"), 200, |i| {
+        format!(
             "  s{i:03}-{}:\n    cmd: [\"sleep\", \"1000\"]\n",
             "n".repeat(200)
-        ));
-    }
+        )
+    });
     let cfg = config(&d, &body);
     let run = Launch::new(&["-c", &cfg])
         .root(d.path())
@@ -309,7 +304,7 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
         let t = Instant::now();
         let out = ctl(&run, &["status"]);
         times.push(t.elapsed());
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         let (code, _, b) = get(&addr, "/metrics");
         assert_eq!((code, b.len()), (200, size));
     }
@@ -342,22 +337,17 @@ fn silent_and_never_reading_scrapers_do_not_stall_the_loop() {
             "closed, nothing sent"
         );
     }
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }
 
 #[test]
 fn scrape_latency_with_50_services() {
     let d = TempDir::new("metrics-50");
     let addr = free_addr();
-    let mut body = format!("metrics: {{listen: \"{addr}\"}}\nservices:\n");
-    for i in 0..50 {
-        body.push_str(&format!(
-            "  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {{file: /\"}}\n"
-        ));
-    }
-    let cfg = config(&d, &body);
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let body = services_yml(&format!("metrics: {{listen: \"{addr}\"}}\n"), 50, |i| {
+        format!("  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n    ready: {{file: /\"}}\n")
+    });
+    let run = launch_in(&d, &body, &[]).spawn();
     wait_answers(&run);
     let mut times = Vec::new();
     for _ in 0..200 {
@@ -374,6 +364,5 @@ fn scrape_latency_with_50_services() {
         times[times.len() * 99 / 100],
         times[times.len() - 1]
     );
-    run.signal(15);
-    assert_eq!(run.wait().code, Some(0));
+    run.stop().assert_code(0);
 }

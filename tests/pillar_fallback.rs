@@ -66,7 +66,7 @@ fn an_invalid_override_starts_on_the_last_valid_one_loudly() {
     assert_eq!(
         pillar_lines,
         [format!(
-            "mc-launcher: warning: pillar: {}:3:1: YAML syntax error: {}; the last valid override is installed (from {}); going on (on_invalid: last-good)",
+            "mc-launcher: warning: pillar: {}:2:9: YAML syntax error: {}; the last valid override is installed (from {}); going on (on_invalid: last-good)",
             t.source().display(),
             yaml_error(&out.stderr),
             copy.display()
@@ -139,4 +139,51 @@ fn a_pillar_of_the_wrong_shape_starts_on_the_last_valid_one() {
         "{}",
         out.all()
     );
+}
+
+/// Started on the last valid override, the launcher says so in `ctl
+/// status` (one `pillar:` line with the copy and the error) and in its
+/// JSON (`pillar`, the same answer as HTTP `/status`), until a live
+/// reconfigure installs the volume's pillar.
+#[test]
+fn ctl_status_says_the_pillar_in_use_is_the_last_valid_one() {
+    let t = started_on_one("lastgood-status");
+    write(&t.source(), "makina-projects.demo:\n  data: [1, 2\n");
+    let run = t.launch(&["--", "sleep", "1000"]).spawn();
+    let copy = t.state().join("pillar-last-good.sls");
+    let json = || {
+        let out = ctl(&run, &["--json", "status"]);
+        serde_json::from_str::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    let limit = std::time::Duration::from_secs(20);
+    assert!(wait_until(limit, || json()["ok"] == true), "{}", json());
+    let v = json();
+    let error = v["pillar"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(v["pillar"]["in_use"], "last-good", "{v}");
+    assert_eq!(v["pillar"]["copy"], copy.display().to_string(), "{v}");
+    assert!(
+        error.starts_with(&format!("{}:2:9: YAML syntax error", t.source().display())),
+        "{v}"
+    );
+    let out = ctl(&run, &["status"]);
+    out.assert_code(0);
+    let line = format!(
+        "pillar: last-good: the last valid override is in use (from {}): {error}",
+        copy.display()
+    );
+    assert!(
+        out.stdout.lines().any(|l| l == line),
+        "want {line}\n{}",
+        out.all()
+    );
+
+    // A valid override installed live: the line goes.
+    write(&t.source(), &site("two"));
+    ctl(&run, &["reconfigure"]).assert_code(0);
+    assert!(json()["pillar"].is_null(), "{}", json());
+    assert!(!ctl(&run, &["status"]).stdout.contains("pillar:"));
+    run.stop();
 }

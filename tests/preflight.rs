@@ -43,16 +43,6 @@ impl Tree {
     }
 }
 
-fn assert_has(out: &Output, parts: &[String]) {
-    for p in parts {
-        assert!(
-            out.stderr.contains(p.as_str()),
-            "{p:?} missing in\n{}",
-            out.all()
-        );
-    }
-}
-
 fn last_line(s: &str) -> &str {
     s.lines().last().unwrap_or("")
 }
@@ -64,10 +54,8 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 1 path(s) that the prepare phase must write cannot be written (nothing was written):".into(),
             format!("\n  {dir}: read-only filesystem; needed to install the pillar override {}", t.source().display()),
@@ -79,7 +67,7 @@ fn read_only_pillar_dir_with_an_override_names_the_dir_and_the_tmpfs_flag() {
 
     // `check` says the same, beforehand, and ends with its verdict.
     let chk = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(chk.code, Some(78), "{}", chk.all());
+    chk.assert_code(78);
     assert_eq!(
         preflight_message(&chk.stderr),
         preflight_message(&out.stderr)
@@ -94,10 +82,8 @@ fn read_only_pillar_dir_without_an_image_copy_says_how_to_keep_one() {
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
     let out = t.launch(&["prepare"]).before(&ro).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let (dir, state) = (t.pillar_dir(), t.state());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!("\n  {}: read-only filesystem; needed to install the pillar override", dir.display()),
             format!(
@@ -123,20 +109,24 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
     t.keep_copy();
     let state_ro = format!("mount --bind -o ro {s} {s}", s = t.state().display());
     let cat = format!("echo '--- pillar'; cat {}", t.pillar().display());
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{IMAGE_PILLAR}")),
-        "{}",
-        out.all()
-    );
-    assert_has(
-        &out,
+    // `prepare` under the tmpfs succeeds and leaves `pillar` installed.
+    let prepare_gives = |pillar: &str| {
+        let out = t
+            .launch(&["prepare"])
+            .tmpfs(&t.pillar_dir().to_string_lossy())
+            .before(&state_ro)
+            .after(&cat)
+            .run();
+        out.assert_code(0);
+        assert!(
+            out.stdout.ends_with(&format!("--- pillar\n{pillar}")),
+            "{}",
+            out.all()
+        );
+        out
+    };
+    let out = prepare_gives(IMAGE_PILLAR);
+    out.assert_stderr_all(
         &[
             "using /run/mc-launcher".into(),
             format!(
@@ -146,18 +136,7 @@ fn a_tmpfs_over_the_pillar_dir_gets_the_image_default_back() {
         ],
     );
     write(&t.source(), OVERRIDE);
-    let out = t
-        .launch(&["prepare"])
-        .tmpfs(&t.pillar_dir().to_string_lossy())
-        .before(&state_ro)
-        .after(&cat)
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(
-        out.stdout.ends_with(&format!("--- pillar\n{OVERRIDE}")),
-        "{}",
-        out.all()
-    );
+    prepare_gives(OVERRIDE);
     t.assert_untouched("tmpfs");
 }
 
@@ -170,9 +149,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
         .tmpfs(&dir.to_string_lossy())
         .after(&format!("echo entries=$(ls -A {} | wc -l)", dir.display()))
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             format!(
                 "\n  {}: a mount hides the image's init.sls, and the image keeps no copy of it in {}/image-pillar.sls; needed to keep the image's default pillar (it would be lost)",
@@ -187,7 +164,7 @@ fn a_mount_hiding_the_image_pillar_without_a_copy_stops_the_start() {
             ),
         ],
     );
-    assert!(out.stdout.contains("entries=0"), "{}", out.all());
+    out.assert_stdout("entries=0");
     t.assert_untouched("hidden");
 }
 
@@ -205,14 +182,10 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(&before)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys")
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert_has(
-        &out,
-        &[
-            "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
-            "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
-        ],
-    );
+    out.assert_code(78).assert_stderr_all(&[
+        "\n  /root/.ssh: read-only filesystem; needed to install 1 SSH key(s) for root".into(),
+        "\n  fix: add to docker run: --tmpfs /root/.ssh:mode=0700\n".into(),
+    ]);
     assert!(
         out.stdout.ends_with(&format!("--- keys\n{kept}\n")),
         "the keys file changed: {}",
@@ -227,8 +200,8 @@ fn read_only_home_with_a_key_names_the_ssh_dir_and_the_tmpfs_flag() {
         .before(fixed)
         .after("echo '--- keys'; cat /root/.ssh/authorized_keys; stat -c %a /root/.ssh")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains(KEY), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout(KEY);
     assert!(out.stdout.ends_with("700\n"), "{}", out.all());
 }
 
@@ -238,10 +211,8 @@ fn pillar_dir_not_writable_by_the_user_names_the_owner_and_a_tmpfs_of_theirs() {
     t.keep_copy();
     write(&t.source(), OVERRIDE);
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let dir = t.pillar_dir().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot be written by uid 65534 (nothing was written):".into(),
             format!("\n  {dir}: owned by uid 0 with mode 0755, not writable by uid 65534; needed to install the pillar override"),
@@ -265,10 +236,8 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     std::fs::create_dir_all(t.volume().join("configuration")).expect("dir");
     write(&t.volume().join("operator.txt"), "the operator's\n");
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
     let v = t.volume().display().to_string();
-    assert_has(
-        &out,
+    out.assert_code(78).assert_stderr_all(
         &[
             "cannot prepare this container: 2 path(s)".into(),
             format!("\n  {v}/configuration: owned by uid 0 with mode 0755, not writable by uid 65534; needed by template-1 to write {v}/configuration/app.json"),
@@ -286,14 +255,9 @@ fn volume_owned_by_root_names_every_path_and_one_chown() {
     t.assert_untouched("volume");
 
     // Given to the user, it works.
-    let st = std::process::Command::new("chown")
-        .args(["-R", "65534"])
-        .arg(t.volume())
-        .status()
-        .expect("chown");
-    assert!(st.success());
+    chown_r("65534", &t.volume());
     let out = t.launch_as_nobody(&["--skip", "ssh", "prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(t.volume().join("data/a.txt").exists(), "{}", out.all());
 }
 
@@ -331,7 +295,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
         } else {
             assert!(!out.all().contains("control socket"), "{}", out.all());
         }
-        assert_has(&out, &want);
+        out.assert_stderr_all(&want);
     }
     t.assert_untouched("state");
 }
@@ -340,7 +304,7 @@ fn no_writable_state_dir_anywhere_says_tmpfs_run() {
 fn check_ends_with_one_verdict_line() {
     let t = Tree::default_socket("pf-verdict", "");
     let ok = t.launch(&["check"]).run();
-    assert_eq!(ok.code, Some(0), "{}", ok.all());
+    ok.assert_code(0);
     assert_eq!(last_line(&ok.stdout), "check: OK", "{}", ok.all());
 
     // A state dir that falls back is a warning, counted.
@@ -349,7 +313,7 @@ fn check_ends_with_one_verdict_line() {
         s = t.state().display()
     );
     let warned = t.launch(&["check"]).before(&ro).run();
-    assert_eq!(warned.code, Some(0), "{}", warned.all());
+    warned.assert_code(0);
     assert_eq!(
         last_line(&warned.stdout),
         "check: OK, 1 warning(s)",
@@ -366,7 +330,7 @@ fn check_ends_with_one_verdict_line() {
     // Errors are counted: an invalid override and a read-only pillar dir.
     write(&t.source(), "makina-projects.demo: [unclosed\n");
     let bad = t.launch(&["check"]).run();
-    assert_eq!(bad.code, Some(78), "{}", bad.all());
+    bad.assert_code(78);
     assert_eq!(last_line(&bad.stdout), "check: 1 error(s)", "{}", bad.all());
     write(&t.source(), OVERRIDE);
     let ro = format!("mount --bind -o ro {d} {d}", d = t.pillar_dir().display());
@@ -377,7 +341,7 @@ fn check_ends_with_one_verdict_line() {
             s = t.state().display()
         ))
         .run();
-    assert_eq!(two.code, Some(78), "{}", two.all());
+    two.assert_code(78);
     assert_eq!(
         last_line(&two.stdout),
         "check: 1 error(s), 1 warning(s)",
@@ -396,22 +360,21 @@ fn read_only_home_without_keys_is_a_warning() {
         .launch(&["check"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         last_line(&out.stdout),
         "check: OK, 1 warning(s)",
         "{}",
         out.all()
     );
-    assert_has(
-        &out,
+    out.assert_stderr_all(
         &["mc-launcher: warning: ssh: /root/.ssh: cannot be created in /root: read-only filesystem: keys added to the volume while running will not be installed (add to docker run: --tmpfs /root/.ssh:mode=0700)\n".into()],
     );
     let out = t
         .launch(&["prepare"])
         .before("mount -o remount,ro /root")
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         out.stderr
             .matches("keys added to the volume while running")
@@ -421,4 +384,87 @@ fn read_only_home_without_keys_is_a_warning() {
         out.all()
     );
     t.assert_untouched("no keys");
+}
+
+/// `docker run --read-only` without a tmpfs, the image keeping its
+/// pillar's copy: the start works, and the digest of the reconfigure's
+/// inputs, which cannot be recorded, is said once with the path that must
+/// be writable and how to make it so.
+#[test]
+fn a_digest_that_cannot_be_recorded_names_the_state_dir_and_the_fix_once() {
+    let t = Tree::default_socket(
+        "pf-digest",
+        "reconfigure:\n  steps:\n    - template:\n        src: \"{{ paths.project }}/.salt/files/app.conf.j2\"\n        dest: \"{{ paths.volume }}/configuration/app.conf\"\n",
+    );
+    write(
+        &t.project().join(".salt/files/app.conf.j2"),
+        "site={{ pillar['makina-projects.demo'].data.site }}\n",
+    );
+    t.keep_copy();
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let out = t
+        .launch(&["--skip", "ssh", "--", "true"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .run();
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(t.volume().join("configuration/app.conf"))
+            .ok()
+            .as_deref(),
+        Some("site=image-default\n")
+    );
+    let s = t.state().display().to_string();
+    out.assert_stderr_count("reconfigure.digest", 1);
+    out.assert_stderr(&format!(
+        "mc-launcher: warning: reconfigure: cannot record the digest of its inputs: {s}/reconfigure.digest: Read-only file system (os error 30) (the filesystem is mounted read-only); the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})\n"
+    ));
+    t.assert_untouched("digest");
+}
+
+/// `on_invalid: last-good` with no writable state dir: the copy that
+/// cannot be kept is said once, with the fix, not at every live
+/// reconfigure that installs an override.
+#[test]
+fn a_last_good_copy_that_cannot_be_kept_is_said_once() {
+    let t = Tree::new("pf-lastgood", "pillar:\n  on_invalid: last-good\n");
+    t.keep_copy();
+    write(&t.source(), OVERRIDE);
+    let scratch = t.root().join("scratch");
+    std::fs::create_dir_all(&scratch).expect("scratch");
+    let before = format!(
+        "mount --bind -o ro {s} {s} && mount --bind -o ro {x} {x} && mount -o remount,ro /run",
+        s = t.state().display(),
+        x = scratch.display()
+    );
+    let run = t
+        .launch(&["--skip", "ssh", "--", "sleep", "1000"])
+        .env("TMPDIR", &scratch.to_string_lossy())
+        .env("XDG_RUNTIME_DIR", "")
+        .before(&before)
+        .spawn();
+    wait_state(&run, "main", "running", std::time::Duration::from_secs(20));
+    for site in ["two", "three"] {
+        write(
+            &t.source(),
+            &format!("makina-projects.demo:\n  data:\n    site: {site}\n"),
+        );
+        ctl(&run, &["reconfigure"]).assert_code(0);
+    }
+    let out = run.stop();
+    let s = t.state().display().to_string();
+    out.assert_stderr_count("cannot keep the last valid override", 1);
+    out.assert_stderr(&format!(
+        "mc-launcher: warning: pillar: cannot keep the last valid override: {s}: Read-only file system (os error 30)"
+    ));
+    out.assert_stderr(&format!(
+        "; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})\n"
+    ));
 }

@@ -3,7 +3,7 @@
 //! hide /root behind a tmpfs so the host's keys are never touched.
 
 mod common;
-use common::tree::{keypair, Tree, IMAGE_PILLAR};
+use common::tree::{keypair, ssh_login, Tree, IMAGE_PILLAR};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     let before = std::fs::read(t.pillar()).expect("pillar");
     let out = t.launch(&["--", "true"]).run();
     out.assert_code(78);
-    out.assert_stderr("configuration/pillar.sls:3:1: YAML syntax error");
+    out.assert_stderr("configuration/pillar.sls:2:9: YAML syntax error");
     assert_eq!(
         std::fs::read(t.pillar()).expect("pillar"),
         before,
@@ -73,7 +73,7 @@ fn invalid_pillar_keeps_the_default_and_names_the_line() {
     // check reports it too, and writes nothing.
     let out = t.launch(&["check"]).not_pid1().run();
     out.assert_code(78);
-    out.assert_stderr("pillar.sls:3:1");
+    out.assert_stderr("pillar.sls:2:9");
 }
 
 #[test]
@@ -338,14 +338,7 @@ fn real_ssh_login_with_a_volume_key_and_live_key_changes() {
     let (stranger, _) = keypair(&keys, "stranger");
     write(&t.volume().join("ssh/good.pub"), &format!("{good_pub}\n"));
     let port = free_port();
-    // The image's sshd_config, in a private /etc/ssh.
-    let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
-    let ssh = |key: &Path| {
-        format!(
-            "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1 echo logged-in-as-$(id -un)",
-            key.display()
-        )
-    };
+    let ssh = |key: &Path| format!("{} echo logged-in-as-$(id -un)", ssh_login(port, key));
     let script = format!(
         r#"i=0; until {ok} >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
 echo good=$({ok} 2>/dev/null)
@@ -365,12 +358,7 @@ cat {vol}/configuration/ssh_host_keys/ssh_host_ed25519_key.pub"#,
         vol = t.volume().display(),
     );
     let _ = late_pub;
-    let launch = |script: &str| {
-        t.launch(&["--", "sh", "-c", script])
-            .tmpfs("/etc/ssh")
-            .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
-            .timeout(Duration::from_secs(60))
-    };
+    let launch = |script: &str| t.launch_with_sshd(port, script);
     let out = launch(&script).run();
     out.assert_stderr(&format!("sshd ! Server listening on 127.0.0.1 port {port}"));
     out.assert_code(0);

@@ -60,7 +60,7 @@ fn template_sees_pillar_sample_and_override() {
         "makina-projects.demo:\n  data:\n    site: operator-site\n",
     );
     let out = t.launch(&["prepare"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let conf = t.root().join("etc/app.conf");
     // PILLAR.sample gives greeting, the volume's override gives site; the
     // image's own port (9090) was replaced with the override as a whole.
@@ -73,11 +73,7 @@ fn template_sees_pillar_sample_and_override() {
         std::fs::metadata(&conf).expect("md").permissions().mode() & 0o777,
         0o640
     );
-    assert!(
-        out.stderr.contains("reconfigure: template-1 done"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("reconfigure: template-1 done");
 }
 
 #[test]
@@ -88,15 +84,11 @@ fn template_errors_name_the_file_and_line() {
     write(&src, "line one\nvalue={{ nope.missing }}\n");
     write(&t.root().join("etc/app.conf"), "previous content\n");
     let out = t.launch(&["--", "echo", "must-not-start"]).run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:2: template error: undefined variable",
-            src.display()
-        )),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr(&format!(
+        "{}:2: template error: undefined variable",
+        src.display()
+    ));
     assert!(
         !out.stdout.contains("must-not-start"),
         "no service started\n{}",
@@ -110,13 +102,8 @@ fn template_errors_name_the_file_and_line() {
     // A syntax error is found by check, before anything runs.
     write(&src, "ok\n{% if %}\n");
     let out = t.launch(&["check"]).not_pid1().run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
-    assert!(
-        out.stderr
-            .contains(&format!("{}:2: template error", src.display())),
-        "{}",
-        out.all()
-    );
+    out.assert_code(78);
+    out.assert_stderr(&format!("{}:2: template error", src.display()));
 }
 
 #[test]
@@ -127,48 +114,35 @@ fn check_reports_missing_commands_and_salt_call() {
         .not_pid1()
         .env("PATH", "/usr/bin:/bin")
         .run();
-    assert_eq!(out.code, Some(78), "{}", out.all());
+    out.assert_code(78);
     let cfg = t.project().join(".salt/mc-launcher.yml");
-    assert!(
-        out.stderr.contains(&format!(
-            "{}:7:7: command-1: /nonexistent/migrate",
-            cfg.display()
-        )),
-        "{}",
-        out.all()
-    );
-    assert!(
-        out.stderr
-            .contains(&format!("{}:8:7: salt-2: salt-call", cfg.display())),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr(&format!(
+        "{}:7:7: command-1: /nonexistent/migrate",
+        cfg.display()
+    ));
+    out.assert_stderr(&format!("{}:8:7: salt-2: salt-call", cfg.display()));
 }
 
 #[test]
 fn a_failing_step_stops_before_any_service() {
     let t = Tree::new("fail", "reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"echo migrating; exit 3\"]\nservices:\n  web:\n    cmd: [\"sh\", \"-c\", \"echo web-started; sleep 10\"]\n");
     let out = t.launch(&[]).run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
     assert!(
         out.stdout.contains("command-1 | migrating"),
         "output prefixed by the step name\n{}",
         out.all()
     );
     assert!(!out.stdout.contains("web-started"), "{}", out.all());
-    assert!(
-        out.stderr.contains("command-1: sh failed (exit 3)"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("command-1: sh failed (exit 3)");
     // on_error: continue goes on.
     let t = Tree::new(
         "continue",
         "reconfigure:\n  on_error: continue\n  steps:\n    - command: [\"false\"]\n",
     );
     let out = t.launch(&["--", "echo", "main-ran"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
-    assert!(out.stdout.contains("main-ran"), "{}", out.all());
+    out.assert_code(0);
+    out.assert_stdout("main-ran");
 }
 
 #[test]
@@ -177,17 +151,13 @@ fn a_hanging_step_is_stopped_by_its_timeout() {
     let t = Tree::new("timeout", &format!("reconfigure:\n  steps:\n    - command: [\"sh\", \"-c\", \"sleep {marker} & sleep {marker}\"]\n      timeout: 500ms\n"));
     let started = Instant::now();
     let out = t.launch(&["--", "echo", "must-not-start"]).not_pid1().run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
+    out.assert_code(1);
     assert!(
         started.elapsed() >= Duration::from_millis(500),
         "stopped by its timeout, not before: {:?}",
         started.elapsed()
     );
-    assert!(
-        out.stderr.contains("command-1: timed out after 500ms"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("command-1: timed out after 500ms");
     assert!(
         pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
         "the step's whole group is gone"
@@ -206,9 +176,8 @@ fn term_during_a_step_exits_143_promptly() {
         &format!("sleep {marker}")
     )
     .is_empty()));
-    run.signal(15);
-    let out = run.wait();
-    assert_eq!(out.code, Some(143), "{}", out.all());
+    let out = run.stop();
+    out.assert_code(143);
     assert!(!out.stdout.contains("must-not-start"));
     assert!(
         pids_with_cmdline(&format!("sleep {marker}")).is_empty(),
@@ -237,12 +206,7 @@ fn unchanged_inputs_skip_the_phase() {
         "second start with nothing changed: skipped\n{}",
         out.all()
     );
-    assert!(
-        out.stderr
-            .contains("inputs unchanged since the last successful run, skipping"),
-        "{}",
-        out.all()
-    );
+    out.assert_stderr("inputs unchanged since the last successful run, skipping");
     // A new pillar override changes the inputs.
     write(
         &t.volume().join("configuration/pillar.sls"),
@@ -275,29 +239,25 @@ fn salt_config(etc: &Path, extra: &str) -> String {
 
 #[test]
 fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
-    let salt = common::salt::salt_call();
     let t = Tree::new("salt", "");
     let etc = salt_tree(&t);
     write(&t.project().join(".salt/mc-launcher.yml"), &format!("paths:\n  state: \"{{{{ root }}}}/state\"\ncontrol:\n  socket: \"{{{{ root }}}}/ctl.sock\"\n{}", salt_config(&etc, "")));
     let out_file = t.root().join("site.txt");
     write(
         &t.project().join(".salt/200_reconfigure.sls"),
-        &format!("site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n", out_file.display()),
+        &common::salt::site_state(&out_file),
     );
     write(
         &t.volume().join("configuration/pillar.sls"),
         "makina-projects.demo:\n  data:\n    site: from-the-volume\n",
     );
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let out = t
         .launch(&["prepare"])
         .env("PATH", &path)
         .timeout(Duration::from_secs(180))
         .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         std::fs::read_to_string(&out_file)
             .expect("salt wrote it")
@@ -312,13 +272,12 @@ fn salt_state_uses_the_volume_pillar_then_is_skipped_when_unchanged() {
     // Nothing changed: no salt-call at all the second time.
     std::fs::remove_file(&out_file).expect("rm");
     let out = t.launch(&["prepare"]).env("PATH", &path).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert!(!out_file.exists(), "salt did not run");
 }
 
 #[test]
 fn a_failing_salt_state_fails_the_phase() {
-    let salt = common::salt::salt_call();
     let t = Tree::new("saltfail", "");
     let etc = salt_tree(&t);
     write(
@@ -329,21 +288,14 @@ fn a_failing_salt_state_fails_the_phase() {
         &t.project().join(".salt/200_reconfigure.sls"),
         "broken:\n  cmd.run:\n    - name: exit 7\n",
     );
-    let path = format!(
-        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
-        salt.parent().expect("bin").display()
-    );
+    let path = common::salt::path_with_salt();
     let out = t
         .launch(&[])
         .env("PATH", &path)
         .timeout(Duration::from_secs(180))
         .run();
-    assert_eq!(out.code, Some(1), "{}", out.all());
-    assert!(
-        out.stderr.contains("salt-1: salt-call failed"),
-        "{}",
-        out.all()
-    );
+    out.assert_code(1);
+    out.assert_stderr("salt-1: salt-call failed");
     assert!(
         !out.stdout.contains("web-started"),
         "no service started\n{}",

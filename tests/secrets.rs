@@ -385,3 +385,83 @@ fn credentials_are_shared_by_processes_and_helpers_and_swapped_whole() {
     let o = run.stop();
     o.assert_code(0);
 }
+
+/// A `cmd` probe gets the env files and secrets its service started with:
+/// read once per start of the service, not at every probe run (an edit
+/// or a file gone while it runs changes nothing until the next start),
+/// and never a value in the launcher's output.
+#[test]
+fn probes_use_the_env_files_read_at_the_start_of_their_service() {
+    let t = Tree::default_socket(
+        "secrets-probe-env",
+        r#"services:
+  web:
+    cmd: ["/bin/sh", "-c", "echo \"$TOKEN $DB_PASSWORD\" >> {{ root }}/out/procs; exec sleep 1000"]
+    env_file: ["{{ paths.volume }}/web.env"]
+    secrets: {DB_PASSWORD: "{{ paths.volume }}/secrets/db"}
+    live:
+      cmd: ["/bin/sh", "-c", "echo \"$TOKEN $DB_PASSWORD\" >> {{ root }}/out/probes"]
+      period: 100ms
+"#,
+    );
+    write(
+        &t.volume().join("web.env"),
+        &format!("TOKEN={ENV_SECRET}\n"),
+    );
+    write(&t.volume().join("secrets/db"), PLANTED);
+    let out = t.root().join("out");
+    std::fs::create_dir_all(&out).expect("out");
+    let run = t.launch(&[]).spawn();
+    let lines = |f: &str| -> Vec<String> {
+        std::fs::read_to_string(out.join(f))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let first = format!("{ENV_SECRET} {PLANTED}");
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("probes").len() >= 2),
+        "{:?}",
+        lines("probes")
+    );
+    // Edited, then gone, while the service runs: its probes go on with
+    // what it started with.
+    write(&t.volume().join("web.env"), "TOKEN=edited\n");
+    std::fs::remove_file(t.volume().join("secrets/db")).expect("rm");
+    let seen = lines("probes").len();
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("probes").len()
+            >= seen + 3),
+        "{:?}",
+        lines("probes")
+    );
+    assert!(
+        lines("probes").iter().all(|l| *l == first),
+        "{:?}",
+        lines("probes")
+    );
+    assert_eq!(
+        service_json(&run, "web").map(|s| s["restarts"].clone()),
+        Some(0.into())
+    );
+    // The next start reads them again, for the service and its probes.
+    write(&t.volume().join("secrets/db"), ROTATED);
+    ctl(&run, &["restart", "web"]).assert_code(0);
+    let now = format!("edited {ROTATED}");
+    assert!(
+        wait_until(Duration::from_secs(10), || lines("probes").last()
+            == Some(&now)),
+        "{:?}",
+        lines("probes")
+    );
+    assert_eq!(lines("procs"), [first, now]);
+    assert_clean("ctl status web", &ctl(&run, &["status", "web"]).all());
+    assert_clean(
+        "ctl status web --json",
+        &ctl(&run, &["--json", "status", "web"]).all(),
+    );
+    let o = run.stop();
+    o.assert_code(0);
+    assert_clean("the launcher's output", &o.all());
+}

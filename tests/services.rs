@@ -163,15 +163,13 @@ services:
 #[test]
 fn one_global_deadline_for_several_slow_services() {
     let d = TempDir::new("deadline");
-    let mut body = String::from("shutdown:\n  timeout: 800ms\nservices:\n");
-    for i in 0..4 {
-        body.push_str(&format!(
-            "  slow{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n    graceful_timeout: 30s\n"
-        ));
-        if i > 0 {
-            body.push_str(&format!("    after: [slow{}]\n", i - 1));
-        }
-    }
+    let body = services_yml("shutdown:\n  timeout: 800ms\n", 4, |i| {
+        let after = match i {
+            0 => String::new(),
+            _ => format!("    after: [slow{}]\n", i - 1),
+        };
+        format!("  slow{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n    graceful_timeout: 30s\n{after}")
+    });
     let run = launch_in(&d, &body, &[]).spawn();
     // All four run (the last one starts after the other three).
     assert!(wait_until(Duration::from_secs(10), || {
@@ -437,12 +435,11 @@ fn nix_user(name: &str) -> (u32, u32, String) {
 #[test]
 fn prefix_output_is_complete_and_unmixed() {
     let d = TempDir::new("prefix");
-    let mut body = String::from("services:\n");
-    for i in 0..4 {
-        body.push_str(&format!(
+    let body = services_yml("", 4, |i| {
+        format!(
             "  s{i}:\n    cmd: [\"sh\", \"-c\", \"seq -f 's{i} line %g of a reasonably long log line' 1 20000\"]\n    stdout: prefix\n    respawn: false\n"
-        ));
-    }
+        )
+    });
     let out = launch_in(&d, &body, &["-q"])
         .timeout(Duration::from_secs(60))
         .run();
@@ -496,10 +493,9 @@ fn file_output_rotates() {
 #[test]
 fn idle_launcher_does_not_wake_up() {
     let d = TempDir::new("idle");
-    let mut body = String::from("services:\n");
-    for i in 0..5 {
-        body.push_str(&format!("  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n"));
-    }
+    let body = services_yml("", 5, |i| {
+        format!("  s{i}:\n    cmd: [\"sleep\", \"1000\"]\n")
+    });
     let run = launch_in(&d, &body, &[]).spawn();
     let pid = run.launcher_pid();
     std::thread::sleep(Duration::from_millis(800));

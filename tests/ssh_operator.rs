@@ -4,10 +4,9 @@
 //! line, once; the README's recipe ends the open session of a revoked key.
 
 mod common;
-use common::tree::{keypair, Tree};
+use common::tree::{keypair, ssh_login, Tree};
 use common::*;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 use std::time::Duration;
 
 /// The launcher's lines about SSH (`ssh:` and `sshd:`), without its prefix.
@@ -44,7 +43,7 @@ fn not_root_the_step_is_one_line() {
     t.give_to_nobody();
     std::os::unix::fs::chown(ssh.join("secret.pub"), Some(0), Some(0)).expect("chown");
     let out = t.launch_as_nobody(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         ssh_lines(&out.stderr),
         ["warning: ssh: skipped, not running as root"],
@@ -85,7 +84,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
     t.give_to_nobody();
     let launch = || t.launch_as_nobody(&["--", "true"]);
     let out = launch().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines = ssh_lines(&out.stderr);
     assert_eq!(lines.len(), 1, "{}", out.all());
     assert!(lines[0].starts_with("ssh: no keys in "), "{}", out.all());
@@ -95,7 +94,7 @@ fn not_root_its_own_keys_work_and_an_idle_sshd_is_not_mentioned() {
     std::os::unix::fs::chown(t.volume().join("ssh/op.pub"), Some(65534), Some(65534))
         .expect("chown");
     let out = launch().run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     assert_eq!(
         ssh_lines(&out.stderr),
         [
@@ -152,7 +151,7 @@ grep -c ssh-ed25519 /root/.ssh/authorized_keys"#,
             ))
             .timeout(Duration::from_secs(30))
             .run();
-        assert_eq!(out.code, Some(0), "{}", out.all());
+        out.assert_code(0);
         assert_eq!(out.stdout.trim(), "2", "{}", out.all());
         let lines = ssh_lines(&out.stderr);
         let at = |part: &str| lines.iter().position(|l| l.contains(part));
@@ -205,7 +204,7 @@ grep -c ssh-ed25519 /root/.ssh/authorized_keys"#,
 fn no_sshd_no_host_keys() {
     let t = Tree::default_socket("hk-none", "");
     let out = t.launch(&["--", "true"]).run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    out.assert_code(0);
     let lines = ssh_lines(&out.stderr);
     assert_eq!(lines.len(), 1, "{}", out.all());
     assert!(lines[0].starts_with("ssh: no keys in "), "{}", out.all());
@@ -235,13 +234,6 @@ fn a_revoked_keys_session_ends_with_the_readme_command() {
     write(&t.volume().join("ssh/alice.pub"), &format!("{alice_pub}\n"));
     write(&t.volume().join("ssh/bob.pub"), &format!("{bob_pub}\n"));
     let port = free_port();
-    let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
-    let ssh = |k: &Path| {
-        format!(
-            "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1",
-            k.display()
-        )
-    };
     let ctl = format!("{} -c {} ctl", bin().display(), t.config().display());
     let script = format!(
         r#"i=0; until {b} true >/dev/null 2>&1 || [ $i -ge 100 ]; do sleep 0.1; i=$((i+1)); done
@@ -257,18 +249,13 @@ kill -0 $cli && echo still-open
 {pkill}; echo pkill=$?
 wait $cli; echo client-ended
 echo bob=$({b} echo yes 2>/dev/null)"#,
-        a = ssh(&alice),
-        b = ssh(&bob),
+        a = ssh_login(port, &alice),
+        b = ssh_login(port, &bob),
         vol = t.volume().display(),
         out = t.d.join("alice.out").display(),
     );
-    let out = t
-        .launch(&["--", "sh", "-c", &script])
-        .tmpfs("/etc/ssh")
-        .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
-        .timeout(Duration::from_secs(60))
-        .run();
-    assert_eq!(out.code, Some(0), "{}", out.all());
+    let out = t.launch_with_sshd(port, &script).run();
+    out.assert_code(0);
     assert_eq!(
         out.stdout,
         "new-login=rc=255\nstill-open\npkill=0\nclient-ended\nbob=yes\n",

@@ -4,7 +4,7 @@
 //! key watch goes idle after a change and reports once per change.
 
 mod common;
-use common::tree::{keypair, Tree};
+use common::tree::{keypair, ssh_login, Tree};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,30 +16,9 @@ fn tree(tag: &str, config: &str) -> Tree {
     t
 }
 
-/// The image's sshd_config for a test sshd on a free loopback port, and the
-/// shell command that logs in with `key` and says as whom.
-fn sshd_setup(port: u16) -> String {
-    format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n")
-}
-
-/// Run `script` as the main command over `t`, the image's sshd_config for
-/// `port` in a private /etc/ssh.
-fn run_with_sshd(t: &Tree, port: u16, script: &str) -> Output {
-    t.launch(&["--", "sh", "-c", script])
-        .tmpfs("/etc/ssh")
-        .before(&format!(
-            "printf '{}' > /etc/ssh/sshd_config",
-            sshd_setup(port)
-        ))
-        .timeout(Duration::from_secs(60))
-        .run()
-}
-
+/// The shell command that logs in with `key` and says so.
 fn ssh_cmd(port: u16, key: &Path) -> String {
-    format!(
-        "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1 echo logged-in",
-        key.display()
-    )
+    format!("{} echo logged-in", ssh_login(port, key))
 }
 
 /// Shell: retry `cmd` until it prints `want`, at most `tries` × 0.1 s.
@@ -67,7 +46,7 @@ echo after=$({login} 2>/dev/null)
         wait = until(&login, "logged-in", 100),
         bin = bin.display(),
     );
-    let out = run_with_sshd(&t, port, &script);
+    let out = t.launch_with_sshd(port, &script).run();
     out.assert_code(0);
     out.assert_stdout("before=logged-in");
     // an unchanged reload changes nothing, sshd included
@@ -76,6 +55,20 @@ echo after=$({login} 2>/dev/null)
     out.assert_stdout("after=logged-in");
     out.assert_stdout("same-sshd");
     out.assert_no_stderr("sshd removed");
+    // Started at launch, it says so as a live start does; once.
+    out.assert_stderr_count(
+        "mc-launcher: sshd: starting (a valid key is installed)\n",
+        1,
+    );
+}
+
+/// `ssh.sshd: always` starts sshd at launch with no key, and says so.
+#[test]
+fn sshd_always_says_it_starts() {
+    let t = tree("ft-always", "ssh:\n  sshd: always\n");
+    let out = t.launch_with_sshd(free_port(), "true").run();
+    out.assert_code(0);
+    out.assert_stderr_count("mc-launcher: sshd: starting (ssh.sshd: always)\n", 1);
 }
 
 #[test]
@@ -96,7 +89,7 @@ echo without=$({login} >/dev/null 2>&1; echo rc=$?)"#,
         vol = t.volume().display(),
         wait = until(&login, "logged-in", 100),
     );
-    let out = run_with_sshd(&t, port, &script);
+    let out = t.launch_with_sshd(port, &script).run();
     out.assert_code(0);
     // no sshd without keys
     out.assert_stdout("before=rc=255");

@@ -252,11 +252,7 @@ fn root_ctl_finds_a_launcher_run_as_another_uid() {
 #[test]
 fn a_restart_asked_for_says_who_asked() {
     let d = TempDir::new("why-asked");
-    let cfg = config(
-        &d,
-        "services:\n  web:\n    cmd: [\"sleep\", \"1000\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
-    );
-    let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
+    let run = launch_in(&d, &sleepers(&[("web", 1000), ("other", 1001)]), &[]).spawn();
     let running = |name: &str| service(&status_json(&run), name)["state"] == "running";
     assert!(wait_until(LONG, || running("web") && running("other")));
     assert!(service(&status_json(&run), "web")["restart_reason"].is_null());
@@ -268,10 +264,7 @@ fn a_restart_asked_for_says_who_asked() {
         status_json(&run)
     );
     // A changed definition replaces its processes: `reload`.
-    write(
-        std::path::Path::new(&cfg),
-        "services:\n  web:\n    cmd: [\"sleep\", \"1002\"]\n  other:\n    cmd: [\"sleep\", \"1001\"]\n",
-    );
+    config(&d, &sleepers(&[("web", 1002), ("other", 1001)]));
     let out = ctl(&run, &["reload"]);
     out.assert_code(0);
     let v = status_json(&run);

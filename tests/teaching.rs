@@ -136,3 +136,56 @@ fn check_renders_templates_against_the_pillar_and_names_a_missing_key() {
     );
     assert!(!run.stdout.contains("must-not-start"), "{all}");
 }
+
+/// A valid override of the wrong shape (`data: null`) at a start with
+/// `on_invalid: abort` gets `check`'s verdict: 78, the template's
+/// file:line, the fix, and nothing installed (all or nothing): the
+/// pillar an earlier start installed is replaced by the image default,
+/// as for any invalid override, never by the refused one.
+#[test]
+fn a_start_refuses_an_override_that_does_not_fit_the_templates_as_check_does() {
+    let t = Tree::new(
+        "teach-fit",
+        &format!("pillar:\n  on_invalid: abort\n{TEMPLATE_CFG}"),
+    );
+    let src = t.project().join(".salt/files/app.conf.j2");
+    write(&src, APP_TEMPLATE);
+    write(
+        &t.source(),
+        "makina-projects.demo:\n  data:\n    site: one\n",
+    );
+    t.launch(&["--", "true"]).run().assert_code(0);
+    let app = t.volume().join("configuration/app.conf");
+    assert_eq!(
+        std::fs::read_to_string(&app).ok().as_deref(),
+        Some("# app\nsite=one\n")
+    );
+
+    write(&t.source(), "makina-projects.demo:\n  data: null\n");
+    let check = t.launch(&["check"]).not_pid1().run();
+    check.assert_code(78);
+    let why = "the pillar's `makina-projects.demo.data` is none (null), not a mapping (used in `site={{ data.site }}`)";
+    check.assert_stderr(&format!("{}:3: template error: {why}", src.display()));
+
+    let out = t.launch(&["--", "echo", "must-not-start"]).run();
+    out.assert_code(78);
+    out.assert_stderr(&format!(
+        "mc-launcher: error: pillar: {}: does not fit the templates: template-1: {}:3: template error: {why}; fix the override so that they render, or remove it; the image default is installed (restored); stopping (on_invalid: abort)",
+        t.source().display(),
+        src.display()
+    ));
+    assert!(!out.stdout.contains("must-not-start"), "{}", out.all());
+    t.assert_image_pillar();
+    // The reconfigure did not run: what the last good start wrote stays.
+    assert_eq!(
+        std::fs::read_to_string(&app).ok().as_deref(),
+        Some("# app\nsite=one\n")
+    );
+    // With `--skip reconfigure` no template reads it: it is installed.
+    let out = t.launch(&["--skip", "reconfigure", "--", "true"]).run();
+    out.assert_code(0);
+    assert_eq!(
+        std::fs::read_to_string(t.pillar()).ok().as_deref(),
+        Some("makina-projects.demo:\n  data: null\n")
+    );
+}

@@ -828,13 +828,37 @@ fn one_check(
     checks.pop()
 }
 
+/// A `ready:` or `live:` mapping `n`, whose keys are `keys`: each option
+/// goes to `option` (`k`, its value and its full name; `false`: not an
+/// option), the one check among the others (`kinds`, their names) is
+/// decoded. `None` when `n` is not a mapping or the check is missing,
+/// doubled or bad (reported).
+fn check_and_options(
+    d: &mut Decoder,
+    n: &Node,
+    w: &str,
+    (kinds, keys): (&[&str], &[&str]),
+    mut option: impl FnMut(&mut Decoder, &str, &Node, &str) -> bool,
+) -> Option<ReadyCheck> {
+    let mut found = Vec::new();
+    for (k, v) in d.map(n, w, keys)? {
+        if option(d, k, v, &format!("{w}.{k}")) {
+            continue;
+        }
+        match CheckKind::from_name(k).filter(|c| kinds.contains(&c.name())) {
+            Some(kind) => found.push((kind, v)),
+            None => d.unknown_key(n, w, k, keys),
+        }
+    }
+    one_check(d, n, w, found, kinds)
+}
+
 fn threshold(d: &mut Decoder, v: &Node, kw: &str) -> Option<u32> {
     d.int(v, kw, 1)
         .map(|i| u32::try_from(i.min(1_000_000)).unwrap_or(1))
 }
 
 fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
-    let e = d.map(n, w, READY)?;
     let mut r = Ready {
         check: ReadyCheck::Notify,
         timeout: Duration::from_secs(30),
@@ -842,21 +866,16 @@ fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
         period: None,
         failure_threshold: 3,
     };
-    let mut found = Vec::new();
-    for (k, v) in e {
-        let kw = format!("{w}.{k}");
+    r.check = check_and_options(d, n, w, (&CHECK_KINDS, READY), |d, k, v, kw| {
         match k {
-            "timeout" => r.timeout = d.duration(v, &kw).unwrap_or(r.timeout),
-            "interval" => r.interval = d.duration(v, &kw).unwrap_or(r.interval),
-            "period" => r.period = d.duration(v, &kw),
-            "failure_threshold" => r.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            other => match CheckKind::from_name(other) {
-                Some(kind) => found.push((kind, v)),
-                None => d.unknown_key(n, w, other, READY),
-            },
+            "timeout" => r.timeout = d.duration(v, kw).unwrap_or(r.timeout),
+            "interval" => r.interval = d.duration(v, kw).unwrap_or(r.interval),
+            "period" => r.period = d.duration(v, kw),
+            "failure_threshold" => r.failure_threshold = threshold(d, v, kw).unwrap_or(3),
+            _ => return false,
         }
-    }
-    r.check = one_check(d, n, w, found, &CHECK_KINDS)?;
+        true
+    })?;
     let floor = Duration::from_millis(10);
     if r.interval < floor || r.period.is_some_and(|p| p < floor) {
         // A probe every few microseconds would be a busy loop.
@@ -877,7 +896,6 @@ fn ready(d: &mut Decoder, n: &Node, w: &str) -> Option<Ready> {
 }
 
 fn live(d: &mut Decoder, n: &Node, w: &str) -> Option<Live> {
-    let e = d.map(n, w, LIVE)?;
     let mut l = Live {
         check: ReadyCheck::Notify,
         period: Duration::from_secs(10),
@@ -885,21 +903,16 @@ fn live(d: &mut Decoder, n: &Node, w: &str) -> Option<Live> {
         failure_threshold: 3,
         initial_delay: Duration::ZERO,
     };
-    let mut found = Vec::new();
-    for (k, v) in e {
-        let kw = format!("{w}.{k}");
+    l.check = check_and_options(d, n, w, (&PROBE_KINDS, LIVE), |d, k, v, kw| {
         match k {
-            "period" => l.period = d.duration(v, &kw).unwrap_or(l.period),
-            "timeout" => l.timeout = d.duration(v, &kw).unwrap_or(l.timeout),
-            "failure_threshold" => l.failure_threshold = threshold(d, v, &kw).unwrap_or(3),
-            "initial_delay" => l.initial_delay = d.duration(v, &kw).unwrap_or_default(),
-            other => match CheckKind::from_name(other).filter(|k| k.probed()) {
-                Some(kind) => found.push((kind, v)),
-                None => d.unknown_key(n, w, other, LIVE),
-            },
+            "period" => l.period = d.duration(v, kw).unwrap_or(l.period),
+            "timeout" => l.timeout = d.duration(v, kw).unwrap_or(l.timeout),
+            "failure_threshold" => l.failure_threshold = threshold(d, v, kw).unwrap_or(3),
+            "initial_delay" => l.initial_delay = d.duration(v, kw).unwrap_or_default(),
+            _ => return false,
         }
-    }
-    l.check = one_check(d, n, w, found, &PROBE_KINDS)?;
+        true
+    })?;
     if l.period < Duration::from_millis(10) {
         d.err(n.pos, format!("{w}.period: must be at least 10ms"));
         return None;

@@ -2,7 +2,7 @@
 
 use super::proto::{candidate_paths, Command, Refusal, Reply};
 use crate::config::model::Config;
-use crate::error::CtlOutcome;
+use crate::error::Outcome;
 use serde_json::Value;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
@@ -235,7 +235,7 @@ fn stream_logs(
     timeout: Duration,
     follow: bool,
     json: bool,
-) -> CtlOutcome {
+) -> Outcome {
     let deadline = Instant::now() + timeout;
     let mut tried: Vec<String> = Vec::new();
     let mut found = None;
@@ -253,7 +253,7 @@ fn stream_logs(
             "mc-launcher ctl: no launcher is listening (tried {})",
             tried.join("; ")
         );
-        return CtlOutcome::NoLauncher;
+        return Outcome::NoLauncher;
     };
     let late = || {
         eprintln!(
@@ -261,7 +261,7 @@ fn stream_logs(
             path.display(),
             humantime::format_duration(timeout)
         );
-        CtlOutcome::NoLauncher
+        Outcome::NoLauncher
     };
     let mut line = req.to_string();
     line.push('\n');
@@ -276,12 +276,12 @@ fn stream_logs(
     loop {
         let mut answer = String::new();
         match io::BufRead::read_line(&mut reader, &mut answer) {
-            Ok(0) => return CtlOutcome::Done,
+            Ok(0) => return Outcome::Done,
             Ok(_) => {}
             Err(_) if first => return late(),
             Err(e) => {
                 eprintln!("mc-launcher ctl: {}: {}", path.display(), io_text(&e));
-                return CtlOutcome::Failed;
+                return Outcome::Refused;
             }
         }
         if first && follow {
@@ -293,7 +293,7 @@ fn stream_logs(
             Ok(r) => r,
             Err(e) => {
                 eprintln!("mc-launcher ctl: {}: bad answer: {e}", path.display());
-                return CtlOutcome::Failed;
+                return Outcome::Refused;
             }
         };
         let mut out = stdout.lock();
@@ -308,7 +308,7 @@ fn stream_logs(
             }
         };
         if written.and_then(|()| out.flush()).is_err() {
-            return CtlOutcome::Done;
+            return Outcome::Done;
         }
         if !reply.ok {
             if !json {
@@ -317,7 +317,7 @@ fn stream_logs(
                     reply.error.as_deref().unwrap_or("logs failed")
                 );
             }
-            return CtlOutcome::Failed;
+            return Outcome::Refused;
         }
     }
 }
@@ -331,14 +331,14 @@ fn io_text(e: &io::Error) -> String {
 }
 
 /// `mc-launcher ctl [--json] [--timeout D] COMMAND [NAME] [SIGNAL]`.
-pub fn client(cfg: &Config, args: &[String]) -> CtlOutcome {
+pub fn client(cfg: &Config, args: &[String]) -> Outcome {
     // A client, not PID 1: Ctrl-C and SIGTERM end it at once.
     crate::signals::exit_on_stop_signals();
     let (timeout, args) = match take_timeout(args) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mc-launcher ctl: {e}");
-            return CtlOutcome::Usage;
+            return Outcome::Usage;
         }
     };
     let json_out = args.iter().any(|a| a == "--json");
@@ -347,11 +347,11 @@ pub fn client(cfg: &Config, args: &[String]) -> CtlOutcome {
         Ok(c) => c,
         Err(Refusal::Usage(e)) => {
             eprintln!("mc-launcher ctl: {e}");
-            return CtlOutcome::Usage;
+            return Outcome::Usage;
         }
         Err(Refusal::Value(e)) => {
             eprintln!("mc-launcher ctl: {e}");
-            return CtlOutcome::Failed;
+            return Outcome::Refused;
         }
     };
     let req = serde_json::to_value(&cmd).unwrap_or_default();
@@ -374,11 +374,11 @@ pub fn client(cfg: &Config, args: &[String]) -> CtlOutcome {
         Ok(a) => a,
         Err(e) if e.starts_with("the launcher at") => {
             eprintln!("mc-launcher ctl: {e}");
-            return CtlOutcome::NoLauncher;
+            return Outcome::NoLauncher;
         }
         Err(e) => {
             eprintln!("mc-launcher ctl: no launcher is listening ({e})");
-            return CtlOutcome::NoLauncher;
+            return Outcome::NoLauncher;
         }
     };
     let reply: Reply = serde_json::from_value(answer.clone())
@@ -395,9 +395,9 @@ pub fn client(cfg: &Config, args: &[String]) -> CtlOutcome {
         print!("{}", human(&verb, &reply));
     }
     if ok {
-        CtlOutcome::Done
+        Outcome::Done
     } else {
-        CtlOutcome::Failed
+        Outcome::Refused
     }
 }
 
@@ -449,6 +449,12 @@ fn human(cmd: &str, answer: &Reply) -> String {
         if let Some(d) = &s.detail {
             out.push_str(&detail_text(d));
         }
+    }
+    if let Some(p) = &answer.pillar {
+        out.push_str(&format!(
+            "pillar: {}: the last valid override is in use (from {}): {}\n",
+            p.in_use, p.copy, p.error
+        ));
     }
     if let Some(r) = &answer.reconfigure {
         out.push_str(&format!("reconfigure: {}", r.last));

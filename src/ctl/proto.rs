@@ -540,6 +540,20 @@ pub struct ReconfigureState {
     pub message: Option<String>,
 }
 
+/// The pillar the services run with, when it is not what the volume
+/// says: `on_invalid: last-good` started on the last valid override
+/// (README "The prepare phase"). Shown until a live reconfigure installs
+/// a pillar.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PillarState {
+    /// `last-good`.
+    pub in_use: String,
+    /// The copy installed (`pillar-last-good.sls` in the state dir).
+    pub copy: String,
+    /// Why the override was not used (`file:line:col: ...`).
+    pub error: String,
+}
+
 /// The answer to a request, one JSON line.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Reply {
@@ -561,6 +575,9 @@ pub struct Reply {
     /// `status`: the last live reconfigure, if any ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconfigure: Option<ReconfigureState>,
+    /// `status`: the pillar in use, when it is the last valid override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pillar: Option<PillarState>,
     /// `metrics`: the exposition text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<String>,

@@ -37,7 +37,7 @@ pub fn run(
             if written {
                 gate(cfg, &[step], false)?;
             }
-            extra.extend(step::run(step, cfg, jobs)?);
+            extra.extend(step::run(step, cfg, skip, jobs)?);
             written = true;
         }
         stop_requested(jobs)?;

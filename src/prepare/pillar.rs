@@ -570,9 +570,41 @@ fn keep_last_good(cfg: &Config, text: &str) {
     }
     let kept = fsutil::ensure_dir(&cfg.paths.state, 0o700, None)
         .and_then(|()| fsutil::write_atomic(&copy, text.as_bytes(), 0o600, None));
+    // Said once (a live reconfigure tries again at every change), with
+    // what must be writable (`--read-only` without a tmpfs).
+    static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if let Err(e) = kept {
-        log::warn!("pillar: cannot keep the last valid override: {e}");
+        if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            log::warn!(
+                "pillar: cannot keep the last valid override: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+                s = cfg.paths.state.display()
+            );
+        }
     }
+}
+
+/// Set when the start went on with the last valid override: what
+/// `ctl status` shows (the one fact of the prepare phase the supervisor
+/// needs, so kept here rather than passed through every step).
+static LAST_GOOD_IN_USE: std::sync::Mutex<Option<crate::ctl::proto::PillarState>> =
+    std::sync::Mutex::new(None);
+
+/// Say that the start goes on with the last valid override `copy`, the
+/// override being refused for `error`.
+pub fn note_last_good(copy: &Path, error: &Diag) {
+    if let Ok(mut n) = LAST_GOOD_IN_USE.lock() {
+        *n = Some(crate::ctl::proto::PillarState {
+            in_use: "last-good".into(),
+            copy: copy.display().to_string(),
+            error: error.to_string(),
+        });
+    }
+}
+
+/// What [`note_last_good`] said, if the start went on with the last
+/// valid override.
+pub fn started_on_last_good() -> Option<crate::ctl::proto::PillarState> {
+    LAST_GOOD_IN_USE.lock().ok().and_then(|n| n.clone())
 }
 
 /// Install the last valid override's copy, when there is one still valid.
@@ -628,6 +660,7 @@ fn restore_default(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::template::tests::{assert_refusals, budget_attacks};
 
     fn v(text: &str) -> Result<serde_json::Value, Diag> {
         validate(Path::new("pillar.sls"), text)
@@ -658,22 +691,23 @@ mod tests {
 
     #[test]
     fn invalid_pillars_name_the_line() {
-        let rows: &[(&str, usize, &str)] = &[
-            ("a: 1\nb: [1, 2\n", 3, "YAML syntax error"),
-            ("- a\n- b\n", 1, "must be a mapping"),
-            ("just a string\n", 1, "must be a mapping"),
+        let rows: &[(&str, &str, usize, &str)] = &[
             (
+                "unclosed",
+                "a: 1\nb: [1, 2\n",
+                2,
+                "unclosed '[' opened at line 2 col 4",
+            ),
+            ("a list", "- a\n- b\n", 1, "must be a mapping"),
+            ("a string", "just a string\n", 1, "must be a mapping"),
+            (
+                "after a tag",
                 "{% set os = grains['os'] %}\na: 1\n  bad: indent\n",
                 3,
                 "YAML syntax error",
             ),
         ];
-        for (text, line, part) in rows {
-            let d = v(text).expect_err(text);
-            assert_eq!(d.pos.line, *line, "{text:?}: {d}");
-            assert!(d.msg.contains(part), "{text:?}: {d}");
-            assert!(d.to_string().starts_with("pillar.sls:"), "{d}");
-        }
+        assert_refusals("pillar.sls", rows, v);
     }
 
     /// What `plan` sees, what a live update would leave (`text_after`) and
@@ -759,36 +793,15 @@ mod tests {
 
     #[test]
     fn pillar_validation_has_the_budgets() {
-        let bomb = crate::yaml::tests::alias_bomb();
-        let deep = format!("a:\n  {}x\n", "- ".repeat(100_000));
+        let mut rows = budget_attacks("a: 1");
+        rows.push((
+            "nested loops over salt",
+            "{% for x in range(100000) %}{% for y in range(100000) %}{{ salt['x.y'](y) }}{% endfor %}{% endfor %}\n".into(),
+            1,
+            "out of fuel",
+        ));
         let big = format!("a: 1\n#{}\n", "x".repeat(1 << 20));
-        let rows: &[(&str, &str, usize, &str)] = &[
-            (
-                "nested loops",
-                "a: 1\n{% for x in range(100000) %}{% for y in range(100000) %}{% endfor %}{% endfor %}\n",
-                2,
-                "out of fuel: the template does too much work",
-            ),
-            (
-                "nested loops over salt",
-                "{% for x in range(100000) %}{% for y in range(100000) %}{{ salt['x.y'](y) }}{% endfor %}{% endfor %}\n",
-                1,
-                "out of fuel",
-            ),
-            (
-                "string repetition",
-                "{% for x in range(100000) %}{% set s = 'x' * 99999999 %}{% endfor %}\na: 1\n",
-                1,
-                "out of fuel",
-            ),
-            ("alias bomb", &bomb, 5, "alias expansion exceeds 100000 nodes"),
-            ("deep nesting", &deep, 2, "nested deeper than 256 levels"),
-            ("too big", &big, 0, "over the limit of 1 MiB"),
-        ];
-        for (what, text, line, part) in rows {
-            let d = validate(Path::new("pillar.sls"), text).expect_err(what);
-            assert_eq!(d.pos.line, *line, "{what}: {d}");
-            assert!(d.msg.contains(part), "{what}: {d}");
-        }
+        rows.push(("too big", big, 0, "over the limit of 1 MiB"));
+        assert_refusals("pillar.sls", &rows, v);
     }
 }

@@ -496,22 +496,11 @@ pub fn check(items: &[Prepopulate]) -> Vec<Diag> {
 mod tests {
     use super::*;
     use crate::config::model::Origin;
+    use crate::fsutil::scratch::Tmp;
     use nix::sys::stat::utimensat;
     use std::fs;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
-    struct Tmp(PathBuf);
-    impl Drop for Tmp {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-    fn tmp(tag: &str) -> Tmp {
-        let p = std::env::temp_dir().join(format!("mcl-prepop-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&p);
-        fs::create_dir_all(&p).expect("tmp");
-        Tmp(p)
-    }
     fn item(src: &Path, dest: &Path) -> Prepopulate {
         Prepopulate {
             src: src.to_path_buf(),
@@ -533,10 +522,22 @@ mod tests {
             .expect("chmod");
         src
     }
+    /// A scratch dir with the `source` tree in it, and where a destination
+    /// beside it goes (not made).
+    fn source_and_dest(tag: &str) -> (Tmp, PathBuf, PathBuf) {
+        let t = Tmp::new(tag);
+        let src = source(&t.0);
+        let dest = t.join("dest");
+        (t, src, dest)
+    }
+    /// Prepopulate `dest` from `src`, outside any volume.
+    fn copy(src: &Path, dest: &Path) -> Result<Vec<Outcome>, FsError> {
+        apply(&[item(src, dest)], Path::new("/nonexistent-volume"))
+    }
 
     #[test]
     fn empty_destinations_are_filled_exactly() {
-        let t = tmp("fill");
+        let t = Tmp::new("prepop-fill");
         let src = source(&t.0);
         let old = TimeSpec::new(1_000_000_000, 0);
         utimensat(
@@ -555,7 +556,7 @@ mod tests {
             if prepare == 2 {
                 fs::create_dir_all(dest.join("lost+found")).expect("mkdir");
             }
-            let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+            let out = copy(&src, &dest).expect("copy");
             assert!(
                 matches!(out[0], Outcome::Copied { files: 2, .. }),
                 "{name}: {:?}",
@@ -589,12 +590,10 @@ mod tests {
 
     #[test]
     fn destinations_with_data_are_untouched() {
-        let t = tmp("keep");
-        let src = source(&t.0);
-        let dest = t.0.join("dest");
+        let (_t, src, dest) = source_and_dest("prepop-keep");
         fs::create_dir_all(&dest).expect("mkdir");
         fs::write(dest.join("mine.db"), "precious").expect("w");
-        let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("ok");
+        let out = copy(&src, &dest).expect("ok");
         assert_eq!(out[0], Outcome::Kept(dest.clone()));
         assert_eq!(fs::read_dir(&dest).expect("ls").count(), 1);
         assert_eq!(
@@ -605,14 +604,12 @@ mod tests {
 
     #[test]
     fn an_interrupted_copy_is_wiped_and_redone() {
-        let t = tmp("interrupted");
-        let src = source(&t.0);
-        let dest = t.0.join("dest");
+        let (_t, src, dest) = source_and_dest("prepop-interrupted");
         fs::create_dir_all(dest.join("sub")).expect("mkdir");
         fs::write(dest.join(MARKER), "").expect("w");
         fs::write(dest.join("sub/half-written"), "xx").expect("w");
         assert_eq!(dest_state(&dest).expect("state"), DestState::Interrupted);
-        apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+        copy(&src, &dest).expect("copy");
         assert!(!dest.join("sub/half-written").exists());
         assert_eq!(fs::read_to_string(dest.join("a.txt")).expect("r"), "alpha");
         assert_eq!(dest_state(&dest).expect("state"), DestState::HasData);
@@ -620,13 +617,9 @@ mod tests {
 
     #[test]
     fn a_missing_source_is_an_error_that_leaves_nothing() {
-        let t = tmp("nosrc");
+        let t = Tmp::new("prepop-nosrc");
         let dest = t.0.join("dest");
-        let err = apply(
-            &[item(&t.0.join("nope"), &dest)],
-            Path::new("/nonexistent-volume"),
-        )
-        .expect_err("missing source");
+        let err = copy(&t.0.join("nope"), &dest).expect_err("missing source");
         assert!(err.to_string().contains("nope"), "{err}");
         assert!(!dest.exists(), "nothing created");
         assert_eq!(check(&[item(&t.0.join("nope"), &dest)]).len(), 1);
@@ -634,7 +627,7 @@ mod tests {
 
     #[test]
     fn links_in_the_volume_are_refused() {
-        let t = tmp("links");
+        let t = Tmp::new("prepop-links");
         let src = source(&t.0);
         let vol = t.0.join("vol");
         fs::create_dir_all(vol.join("real")).expect("mkdir");
@@ -667,7 +660,7 @@ mod tests {
 
     #[test]
     fn sparse_files_and_hard_links_are_kept() {
-        let t = tmp("sparse");
+        let t = Tmp::new("prepop-sparse");
         let src = t.0.join("src");
         fs::create_dir_all(src.join("sub")).expect("mkdir");
         {
@@ -682,7 +675,7 @@ mod tests {
         fs::hard_link(src.join("one"), src.join("sub/two")).expect("hardlink");
         fs::hard_link(src.join("one"), src.join("three")).expect("hardlink");
         let dest = t.0.join("dest");
-        let out = apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+        let out = copy(&src, &dest).expect("copy");
         assert!(
             matches!(out[0], Outcome::Copied { files: 4, .. }),
             "{out:?}"
@@ -702,14 +695,12 @@ mod tests {
 
     #[test]
     fn a_planted_marker_link_is_replaced_not_written_through() {
-        let t = tmp("marker");
-        let src = source(&t.0);
-        let dest = t.0.join("dest");
+        let (t, src, dest) = source_and_dest("prepop-marker");
         fs::create_dir_all(&dest).expect("mkdir");
         fs::write(t.0.join("victim"), "precious").expect("w");
         std::os::unix::fs::symlink(t.0.join("victim"), dest.join(MARKER)).expect("link");
         assert_eq!(dest_state(&dest).expect("state"), DestState::Interrupted);
-        apply(&[item(&src, &dest)], Path::new("/nonexistent-volume")).expect("copy");
+        copy(&src, &dest).expect("copy");
         assert_eq!(
             fs::read_to_string(t.0.join("victim")).expect("r"),
             "precious"

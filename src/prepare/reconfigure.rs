@@ -84,17 +84,25 @@ pub fn run(cfg: &Config, jobs: &mut dyn Jobs) -> Result<(), Stop> {
         }
     }
     if all_ok {
-        let digest_file = cfg.paths.state.join(DIGEST);
-        let saved = std::fs::create_dir_all(&cfg.paths.state)
-            .and_then(|()| std::fs::write(&digest_file, format!("{digest}\n")));
-        if let Err(e) = saved {
-            log::warn!(
-                "cannot record the reconfigure digest in {}: {e}",
-                digest_file.display()
-            );
-        }
+        record_digest(&cfg.paths.state, &digest);
     }
     Ok(())
+}
+
+/// Record the digest of the inputs of a successful run; one that cannot
+/// be is said with the path that must be writable and how (a
+/// `--read-only` container with no tmpfs: README "Read-only and non-root
+/// containers").
+fn record_digest(state: &Path, digest: &str) {
+    let file = state.join(DIGEST);
+    let saved = crate::fsutil::at(state, std::fs::create_dir_all(state))
+        .and_then(|()| crate::fsutil::at(&file, std::fs::write(&file, format!("{digest}\n"))));
+    if let Err(e) = saved {
+        log::warn!(
+            "reconfigure: cannot record the digest of its inputs: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+            s = state.display()
+        );
+    }
 }
 
 pub fn salt_argv(states: &[String], config_dir: Option<&Path>) -> Vec<String> {
@@ -340,22 +348,33 @@ pub fn live(cfg: &Config, retry: bool, with_pillar: bool) -> Result<LiveOutcome,
     live_steps(cfg, retry, pillar_changed, rendered)
 }
 
-/// The pillar step's plan at start. With `on_invalid: last-good`, an
-/// override that a `template` step does not render with counts as invalid
-/// too (all or nothing, as a live update): the start goes on with the last
-/// valid one instead of failing in the reconfigure step.
-pub fn start_plan(cfg: &Config) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
+/// The pillar step's plan at start. An override that a `template` step
+/// does not render with counts as invalid too, whatever `on_invalid` says
+/// (all or nothing, as a live update): it is not installed, and the start
+/// stops (78), goes on with the image default or the last valid one,
+/// instead of installing it and failing in the reconfigure step. A
+/// template that does not render with the pillar in place either is not
+/// the override's fault: that plan stands. `templates`: the reconfigure
+/// step runs (not `--skip reconfigure`).
+pub fn start_plan(
+    cfg: &Config,
+    templates: bool,
+) -> Result<super::pillar::Plan, crate::fsutil::FsError> {
     use super::pillar::Plan;
     let plan = super::pillar::plan(cfg)?;
-    if cfg.pillar.on_invalid != crate::config::model::OnInvalid::LastGood {
+    if !templates {
         return Ok(plan);
     }
     if let Plan::Override(text) = &plan {
         if let Err(e) = render_all(cfg, &pillar_data_with(cfg, Some(text))) {
-            return Ok(Plan::Invalid(Diag::file(
-                &cfg.pillar.source,
-                format!("does not fit the templates: {e}"),
-            )));
+            if render_all(cfg, &pillar_data(cfg)).is_ok() {
+                return Ok(Plan::Invalid(Diag::file(
+                    &cfg.pillar.source,
+                    format!(
+                        "does not fit the templates: {e}; fix the override so that they render, or remove it"
+                    ),
+                )));
+            }
         }
     }
     Ok(plan)

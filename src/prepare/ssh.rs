@@ -720,6 +720,15 @@ pub fn step(cfg: &Config) -> Result<Option<Service>, StepError> {
     sshd_service(cfg, have_keys).map_err(|msg| StepError { step: "sshd", msg })
 }
 
+/// The line that says sshd starts at launch, as when a key starts it
+/// while running (supervisor::core::reload).
+pub fn log_starting(cfg: &Config) {
+    match cfg.ssh.sshd {
+        SshdMode::Always => log::info!("sshd: starting (ssh.sshd: always)"),
+        _ => log::info!("sshd: starting (a valid key is installed)"),
+    }
+}
+
 /// Apply the key directories again while running (`ssh.watch`): only the
 /// managed block changes. Returns what sshd should now be: with `sshd:
 /// auto` it runs while there is a valid key (README "SSH keys").

@@ -26,11 +26,17 @@ pub fn plan(step: Step, ctx: &Ctx, r: &mut Report) {
     }
 }
 
-/// Run `step`. `Ok` holds the service it adds (sshd); `Err` why the phase
-/// stops, with the exit status the launcher must end with.
-pub fn run(step: Step, cfg: &Config, jobs: &mut dyn Jobs) -> Result<Option<Service>, Failure> {
+/// Run `step` (`skip`: the steps the phase skips). `Ok` holds the service
+/// it adds (sshd); `Err` why the phase stops, with the exit status the
+/// launcher must end with.
+pub fn run(
+    step: Step,
+    cfg: &Config,
+    skip: &[Step],
+    jobs: &mut dyn Jobs,
+) -> Result<Option<Service>, Failure> {
     match step {
-        Step::Pillar => pillar(cfg).map(|()| None),
+        Step::Pillar => pillar(cfg, !skip.contains(&Step::Reconfigure)).map(|()| None),
         Step::Ssh => ssh(cfg),
         Step::Reconfigure => reconfigure(cfg, jobs).map(|()| None),
         Step::Prepopulate => prepopulate(cfg).map(|()| None),
@@ -100,9 +106,11 @@ pub fn describe(step: Step, cfg: &Config, skipped: bool) -> String {
     out
 }
 
-fn pillar(cfg: &Config) -> Result<(), Failure> {
+/// `templates`: the reconfigure step runs, so the override must fit its
+/// templates.
+fn pillar(cfg: &Config, templates: bool) -> Result<(), Failure> {
     use super::pillar::{apply_plan, PillarError};
-    match apply_plan(cfg, || super::reconfigure::start_plan(cfg)) {
+    match apply_plan(cfg, || super::reconfigure::start_plan(cfg, templates)) {
         Ok(outcome) => {
             log::info!("pillar: {outcome}");
             Ok(())
@@ -119,15 +127,18 @@ fn pillar(cfg: &Config) -> Result<(), Failure> {
                 Ok(())
             }
             // Loudly: one record naming the error and the copy started on.
-            OnInvalid::LastGood if matches!(installed, super::pillar::Installed::LastGood(_)) => {
-                log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
-                Ok(())
-            }
-            OnInvalid::LastGood => Err(Failure::new(
-                error::Outcome::InvalidInput,
-                "pillar",
-                format!("{d}; {installed}; stopping (on_invalid: last-good)"),
-            )),
+            OnInvalid::LastGood => match &installed {
+                super::pillar::Installed::LastGood(copy) => {
+                    log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
+                    super::pillar::note_last_good(copy, &d);
+                    Ok(())
+                }
+                _ => Err(Failure::new(
+                    error::Outcome::InvalidInput,
+                    "pillar",
+                    format!("{d}; {installed}; stopping (on_invalid: last-good)"),
+                )),
+            },
         },
         Err(e) => Err(Failure::new(
             error::Outcome::StepFailed,

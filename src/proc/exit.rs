@@ -1,6 +1,7 @@
 //! How a child ended: the one place that decodes `waitpid` statuses.
 //! Layer 2.
 
+use crate::error::Outcome;
 use nix::sys::signal::Signal;
 use nix::sys::wait::WaitStatus;
 
@@ -12,12 +13,18 @@ pub enum Exit {
 }
 
 impl Exit {
+    /// This end passed through as the launcher's (the main or a critical
+    /// service's): its code, or killed by signal N.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Exit::Code(c) => Outcome::ServiceExit(c),
+            Exit::Signal(n) => Outcome::Signaled(n),
+        }
+    }
+
     /// The shell convention: the code, or 128+N for signal N.
     pub fn status(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(n) => crate::error::Outcome::Signaled(n).exit_code(),
-        }
+        self.outcome().exit_code()
     }
 }
 

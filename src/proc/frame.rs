@@ -122,16 +122,10 @@ pub(super) fn text_lines_portable(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
-    let mut pos = 0usize;
-    for i in memchr::memchr_iter(b'\n', data) {
-        let Some(line) = data.get(pos..=i) else { break };
-        if line.len() - 1 > whole {
-            break;
-        }
-        put(out, &[prefix, line]);
-        pos = i + 1;
-    }
-    pos
+    lines_portable(data, whole, |line| {
+        put(out, &[prefix, line, b"\n"]);
+        true
+    })
 }
 
 /// JSON records for the whole lines at the start of `data`, each
@@ -159,10 +153,18 @@ pub(super) fn json_lines_portable(
     data: &[u8],
     out: &mut Vec<u8>,
 ) -> usize {
+    lines_portable(data, whole, |line| json_record(start, line, max, out))
+}
+
+/// The whole lines at the start of `data`, each of at most `whole` bytes,
+/// given to `frame` (without the newline) while it says it framed them:
+/// how many bytes of `data` were framed, newlines included.
+#[cfg(any(test, not(target_arch = "x86_64")))]
+fn lines_portable(data: &[u8], whole: usize, mut frame: impl FnMut(&[u8]) -> bool) -> usize {
     let mut pos = 0usize;
     for i in memchr::memchr_iter(b'\n', data) {
         let Some(line) = data.get(pos..i) else { break };
-        if line.len() > whole || !json_record(start, line, max, out) {
+        if line.len() > whole || !frame(line) {
             break;
         }
         pos = i + 1;
@@ -567,6 +569,8 @@ pub fn escape_json(bytes: &[u8], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proc::random_bytes;
+    use crate::proc::Draw::{Byte, Control, Printable};
 
     #[test]
     fn copies_of_every_small_length_are_exact() {
@@ -587,15 +591,8 @@ mod tests {
         let mut next = crate::proc::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let len = (next() % 70) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| match next() % 12 {
-                    0 => (next() % 0x20) as u8,
-                    1 => b'"',
-                    2 => b'\\',
-                    3 => 0x7f,
-                    _ => b' ' + (next() % 95) as u8,
-                })
-                .collect();
+            let rare = [Control, Byte(b'"'), Byte(b'\\'), Byte(0x7f)];
+            let bytes = random_bytes(&mut next, len, &rare, 12, Printable);
             let mut fast = Vec::new();
             assert!(escape_ascii(&bytes, &mut fast), "{bytes:?}");
             let mut general = Vec::new();

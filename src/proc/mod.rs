@@ -55,8 +55,8 @@ pub enum JobEnd {
     Interrupted(nix::sys::signal::Signal),
 }
 
-/// A small deterministic generator for the randomised tests of the
-/// output path (xorshift64): the same cases on every run.
+/// A small deterministic generator for the randomised tests (of the
+/// output path, of cron; xorshift64): the same cases on every run.
 #[cfg(test)]
 pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
     let mut x = seed;
@@ -66,4 +66,45 @@ pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
         x ^= x << 17;
         x
     }
+}
+
+/// What a byte of `random_bytes` is drawn as.
+#[cfg(test)]
+#[derive(Clone, Copy)]
+pub(crate) enum Draw {
+    /// This byte.
+    Byte(u8),
+    /// Any byte, 0-255.
+    Any,
+    /// A control byte, 0x00-0x1f.
+    Control,
+    /// A printable ASCII byte, ` ` to `~`.
+    Printable,
+    /// A lowercase letter.
+    Lower,
+}
+
+/// `len` random bytes from `next` (a `xorshift`) for the escaping and
+/// framing tests: each is one of `rare`, each of them one time in `one_in`,
+/// else `common`.
+#[cfg(test)]
+pub(crate) fn random_bytes(
+    next: &mut impl FnMut() -> u64,
+    len: usize,
+    rare: &[Draw],
+    one_in: u64,
+    common: Draw,
+) -> Vec<u8> {
+    (0..len)
+        .map(|_| {
+            let k = usize::try_from(next() % one_in).unwrap_or(usize::MAX);
+            match rare.get(k).copied().unwrap_or(common) {
+                Draw::Byte(b) => b,
+                Draw::Any => (next() % 256) as u8,
+                Draw::Control => (next() % 0x20) as u8,
+                Draw::Printable => b' ' + (next() % 95) as u8,
+                Draw::Lower => b'a' + (next() % 26) as u8,
+            }
+        })
+        .collect()
 }

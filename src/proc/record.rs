@@ -422,6 +422,8 @@ pub fn split(head: &Head, framing: Framing, ts: &[u8; 24], payload: &[u8], out: 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proc::random_bytes;
+    use crate::proc::Draw::{Any, Byte, Control, Lower};
 
     #[test]
     fn text_messages_cannot_forge_lines_or_drive_the_terminal() {
@@ -495,15 +497,8 @@ mod tests {
         for _ in 0..3000 {
             let len = (next() % 40) as usize;
             // Mostly ASCII, some of everything else.
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| match next() % 10 {
-                    0 => (next() % 256) as u8,
-                    1 => (next() % 0x20) as u8,
-                    2 => b'"',
-                    3 => b'\\',
-                    _ => b'a' + (next() % 26) as u8,
-                })
-                .collect();
+            let rare = [Any, Control, Byte(b'"'), Byte(b'\\')];
+            let bytes = random_bytes(&mut next, len, &rare, 10, Lower);
             let mut out = b"\"".to_vec();
             escape_json(&bytes, &mut out);
             out.push(b'"');
@@ -595,6 +590,8 @@ mod tests {
         use crate::proc::frame::{
             escape_ascii, json_lines, json_lines_portable, text_lines, text_lines_portable,
         };
+        use crate::proc::random_bytes;
+        use crate::proc::Draw::{Byte, Control, Lower};
 
         /// `before`, then what `Head::write` makes of each whole line of
         /// `framed`: the records the loops must write.
@@ -697,17 +694,15 @@ mod tests {
                         0 => (next() % 400) as usize,
                         _ => (next() % 40) as usize,
                     };
-                    for _ in 0..len {
-                        data.push(match next() % 40 {
-                            0 => (next() % 0x20) as u8,
-                            1 => b'"',
-                            2 => b'\\',
-                            3 => 0xc3,
-                            4 => 0xa9,
-                            5 => 0xff,
-                            _ => b'a' + (next() % 26) as u8,
-                        });
-                    }
+                    let rare = [
+                        Control,
+                        Byte(b'"'),
+                        Byte(b'\\'),
+                        Byte(0xc3),
+                        Byte(0xa9),
+                        Byte(0xff),
+                    ];
+                    data.extend(random_bytes(&mut next, len, &rare, 40, Lower));
                     data.retain(|&b| b != b'\n');
                     data.push(b'\n');
                 }

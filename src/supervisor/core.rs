@@ -3,13 +3,15 @@
 //! The core owns every decision — what starts when, who stops when, what
 //! the exit status is, what a reload changes — and performs no I/O: the
 //! shell (`shell.rs`) carries the effects out and feeds what happened back
-//! as the next inputs, never from inside `handle`. Time comes in as `now`;
-//! the core says when it next needs to be woken (`next_deadline`) and the
-//! shell then sends `Input::Tick`. Processes have stable ids (`ProcId`),
-//! never reused, so a late event about an old process cannot touch a new one.
+//! as the next inputs, never from inside `handle`. Time comes in as `now`
+//! (`Now`: the monotonic clock and the wall clock's reading); the core
+//! says when it next needs to be woken (`next_deadline`) and the shell
+//! then sends `Input::Tick`. Processes have stable ids (`ProcId`), never
+//! reused, so a late event about an old process cannot touch a new one.
 
 use super::machine::{Ctx, Event, Policy, Proc};
 use crate::config::model::Service;
+use crate::error::Outcome;
 use nix::sys::signal::Signal;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -201,9 +203,10 @@ enum Cause {
     },
 }
 
-/// The shell sees only `handle`, `next_deadline`, `set_wall` (the clock)
-/// and the queries (`status_reply`, `health`, `metrics_text`, `summary`,
-/// `termination`, `is_stopping`); every field is the core's own.
+/// The shell sees only `handle` (an input, and the clocks as `Now`),
+/// `next_deadline` and the queries (`status_reply`, `health`,
+/// `metrics_text`, `summary`, `termination`, `is_stopping`); every field
+/// is the core's own.
 pub struct Core {
     /// When the launcher started (seconds since the epoch), for
     /// `mc_launcher_start_time_seconds`: the shell reads the clock, not
@@ -219,8 +222,10 @@ pub struct Core {
     stop: Stop,
     can_reload: bool,
     /// Set by the first cause of a stop that decides the exit status.
-    exit_code: Option<i32>,
-    main_exit: Option<i32>,
+    decided: Option<Outcome>,
+    /// How the main service ended (or could not start): the exit status
+    /// when no cause decided it.
+    main_exit: Option<Outcome>,
     warmup_until: Option<Instant>,
     rng: u64,
     exited: bool,
@@ -228,11 +233,14 @@ pub struct Core {
     own: OwnReadiness,
     /// The live reconfigure (`live.rs`).
     reconf: Reconf,
-    /// The wall clock at an instant (seconds since the epoch): cron times.
+    /// The wall clock at an instant (seconds since the epoch), from the
+    /// last input's `Now`: cron times.
     wall: Option<(Instant, f64)>,
     /// The main command runs in the foreground of a terminal (stdin is a
     /// tty): a stop sends it SIGHUP first, as a closing terminal would.
     main_on_tty: bool,
+    /// The pillar in use when it is the last valid override (`ctl status`).
+    pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 pub struct CoreOptions {
@@ -251,6 +259,8 @@ pub struct CoreOptions {
     pub start_time_unix: f64,
     /// The main command runs in the foreground of a terminal.
     pub main_on_tty: bool,
+    /// The start went on with the last valid pillar override.
+    pub pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 /// Nothing asked for: no stop deadline, no reload, no reconfigure, no
@@ -267,6 +277,7 @@ impl Default for CoreOptions {
             can_reconfigure: false,
             start_time_unix: 0.0,
             main_on_tty: false,
+            pillar: None,
         }
     }
 }
@@ -287,7 +298,7 @@ impl Core {
                 active: None,
             },
             can_reload: opts.can_reload,
-            exit_code: None,
+            decided: None,
             main_exit: None,
             warmup_until: None,
             rng: opts.seed | 1,
@@ -302,6 +313,7 @@ impl Core {
             },
             wall: None,
             main_on_tty: opts.main_on_tty,
+            pillar: opts.pillar,
         };
         for (spec, role) in services {
             core.add(spec, role);
@@ -324,7 +336,9 @@ impl Core {
     }
 
     /// Handle one input; the effects are the shell's to carry out, in order.
-    pub fn handle(&mut self, input: Input, now: Instant) -> Vec<Effect> {
+    pub fn handle(&mut self, input: Input, now: Now) -> Vec<Effect> {
+        self.wall = Some((now.mono, now.unix));
+        let now = now.mono;
         let mut fx = Vec::new();
         match input {
             Input::Tick => self.tick(now, &mut fx),
@@ -348,11 +362,11 @@ impl Core {
             Input::SpawnFailed {
                 proc,
                 reason,
-                status,
+                outcome,
                 retry,
             } => {
                 if !retry && self.svc_of(proc).is_some_and(|s| s.spec.main) {
-                    self.main_exit = Some(status);
+                    self.main_exit = Some(outcome);
                 }
                 let ev = Event::SpawnFailed { reason, retry };
                 self.proc_event(proc, ev, now, &mut fx);
@@ -422,11 +436,9 @@ impl Core {
         self.stop.active.is_some()
     }
 
-    /// The launcher's exit status, once everything has ended.
-    fn exit_status(&self) -> i32 {
-        self.exit_code
-            .or(self.main_exit)
-            .unwrap_or(crate::error::Outcome::Done.exit_code())
+    /// How the launcher ends (its exit status), once everything has ended.
+    fn outcome(&self) -> Outcome {
+        self.decided.or(self.main_exit).unwrap_or(Outcome::Done)
     }
 
     /// The pids of the main service, or with none of every service: where

@@ -7,8 +7,8 @@
 //!   policy per concern in `core/{start,exits,steps,probes,stop,reload,
 //!   live,jobs,control,metrics}.rs`): every service and the whole
 //!   launcher, pure: `Core::handle(Input, now) -> Vec<Effect>`. Its state
-//!   is its own; the shell calls `handle`, `next_deadline`, `set_wall` and
-//!   the queries.
+//!   is its own; the shell calls `handle`, `next_deadline` and the
+//!   read-only queries.
 //! - `shell` (+ `shell/io.rs`): the one event loop, which carries the
 //!   effects out and turns what happens into inputs.
 
@@ -44,13 +44,13 @@ pub struct RunOptions {
 }
 
 /// Supervise `services` (the main service and sshd included, each with its
-/// role) until everything has ended; return the launcher's exit status.
+/// role) until everything has ended; return how the launcher ends.
 pub fn run(
     cfg: Config,
     services: Vec<(Service, Role)>,
     signals: &mut SignalSource,
     opts: RunOptions,
-) -> i32 {
+) -> crate::error::Outcome {
     let is_pid1 = std::process::id() == 1;
     if !is_pid1 {
         // Orphans of our services are re-parented to us, so we reap them.
@@ -75,13 +75,14 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
             start_time_unix: crate::proc::output::unix_now(),
             main_on_tty: stdin_tty,
+            pillar: crate::prepare::pillar::started_on_last_good(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
         Ok(p) => p,
         Err(e) => {
             log::error!("cannot set up probes: {e}");
-            return crate::error::Outcome::Failed.exit_code();
+            return crate::error::Outcome::Failed;
         }
     };
     let keys = opts.keys_watch;
@@ -127,6 +128,7 @@ pub fn run(
         step_run: false,
         step_end: None,
         tails: Default::default(),
+        env_files: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
         notify: Vec::new(),
@@ -177,6 +179,7 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
         step_run: true,
         step_end: None,
         tails: Default::default(),
+        env_files: Default::default(),
         limiters: Default::default(),
         groups: Default::default(),
         notify: Vec::new(),

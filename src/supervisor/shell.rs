@@ -10,10 +10,11 @@
 //! output goes to the writer thread, probes and control replies are
 //! non-blocking, host names resolve on a helper thread.
 
-use super::core::{label, Core, Effect, Input, Prepared, ProbeId, ReloadSet};
+use super::core::{label, Core, Effect, Input, Now, Prepared, ProbeId, ReloadSet};
 use crate::config::model::{Config, ReadyCheck, Service, Stream};
 use crate::ctl::http::{Ask, HttpServer};
 use crate::ctl::server::{Incoming, Server};
+use crate::error::Outcome;
 use crate::proc::exit::Exit;
 use crate::proc::output::{self, Dest, Reader};
 use crate::proc::probe::{Probes, Started, Verdict};
@@ -82,7 +83,8 @@ pub(super) struct Shell<'a> {
     pub stdin_tty: bool,
     pub is_pid1: bool,
     pub inputs: VecDeque<Input>,
-    pub exit: Option<i32>,
+    /// How the launcher ends (`Effect::Exit`): the loop's end.
+    pub exit: Option<Outcome>,
     /// The service of each probe in flight, for the log.
     pub probe_names: std::collections::HashMap<u64, String>,
     /// Running one prepare step rather than the services.
@@ -91,6 +93,10 @@ pub(super) struct Shell<'a> {
     pub step_end: Option<crate::proc::JobEnd>,
     /// The last stderr lines of each service, for the termination report.
     pub tails: std::collections::HashMap<String, output::SharedTail>,
+    /// The env files and secrets each service's last process started
+    /// with: its helpers (`cmd` probes, `pre_stop`) get the same, never a
+    /// read of their own (README "Env files and secrets").
+    pub env_files: std::collections::HashMap<String, std::rc::Rc<crate::proc::envfile::FileEnv>>,
     /// The rate limit of each service's output (`log.rate_limit`).
     pub limiters: std::collections::HashMap<String, output::SharedLimiter>,
     /// The service each process group belongs to (leader pid → name).
@@ -187,7 +193,7 @@ enum Src {
 }
 
 impl Shell<'_> {
-    pub fn run(&mut self) -> i32 {
+    pub fn run(&mut self) -> Outcome {
         self.inputs.push_back(Input::Tick);
         let mut first = true;
         loop {
@@ -199,12 +205,12 @@ impl Shell<'_> {
                 // its own starts it; with none at all, there is no thread.)
                 output::writer().start();
             }
-            if let Some(code) = self.exit {
+            if let Some(outcome) = self.exit {
                 if self.step_run {
                     self.finish_job();
-                    return code;
+                    return outcome;
                 }
-                return self.finish(code);
+                return self.finish(outcome);
             }
             self.wait_and_gather();
         }
@@ -244,8 +250,11 @@ impl Shell<'_> {
         let mut handled = 0usize;
         while let Some(input) = self.inputs.pop_front() {
             let now = Instant::now();
-            self.core.set_wall(now, output::unix_now());
-            for e in self.core.handle(input, now) {
+            let clocks = Now {
+                mono: now,
+                unix: output::unix_now(),
+            };
+            for e in self.core.handle(input, clocks) {
                 self.apply(e, now);
             }
             handled += 1;
@@ -281,7 +290,7 @@ impl Shell<'_> {
                     Err(e) => Input::SpawnFailed {
                         proc,
                         reason: e.reason,
-                        status: e.status,
+                        outcome: e.outcome,
                         retry: e.retry,
                     },
                 };
@@ -383,7 +392,7 @@ impl Shell<'_> {
                 self.svc_watch = None;
             }
             Effect::StepEnded { name: _, end } => self.step_end = Some(end),
-            Effect::Exit(code) => self.exit = Some(code),
+            Effect::Exit(outcome) => self.exit = Some(outcome),
             Effect::Hook {
                 probe,
                 spec,

@@ -169,14 +169,20 @@ pub fn build_image(script: &str, tag: &str) {
     }
 }
 
+/// The image `script` builds, tagged `test_tag(name)`: built at the first
+/// call, kept in `cell` for the rest of the test binary.
+pub fn image_once(cell: &'static OnceLock<String>, name: &str, script: &str) -> &'static str {
+    cell.get_or_init(|| {
+        let tag = test_tag(name);
+        build_image(script, &tag);
+        tag
+    })
+}
+
 /// The example image (example-project/), built once per test binary.
 pub fn example_image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let tag = test_tag("example");
-        build_image("scripts/docker-image.sh", &tag);
-        tag
-    })
+    image_once(&IMAGE, "example", "scripts/docker-image.sh")
 }
 
 // ----- containers, volumes ---------------------------------------------

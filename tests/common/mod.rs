@@ -552,6 +552,16 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// `chown -R OWNER PATH`, which must succeed.
+pub fn chown_r(owner: &str, path: &Path) {
+    let st = Command::new("chown")
+        .args(["-R", owner])
+        .arg(path)
+        .status()
+        .expect("chown");
+    assert!(st.success(), "chown -R {owner} {}", path.display());
+}
+
 pub fn write(path: &Path, text: &str) {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).expect("mkdir");
@@ -728,6 +738,31 @@ pub fn config(d: &TempDir, body: &str) -> String {
 /// The former name of `config`, kept for branches written before it.
 pub fn config_in(d: &TempDir, body: &str) -> String {
     config(d, body)
+}
+
+/// A config: `head`, then `services:` with `n` services, the entry of
+/// service `i` (from its name line on) made by `service(i)`.
+pub fn services_yml(head: &str, n: usize, service: impl Fn(usize) -> String) -> String {
+    let entries: String = (0..n).map(service).collect();
+    format!("{head}services:\n{entries}")
+}
+
+/// A config of services that only sleep, one `(name, seconds)` row each.
+pub fn sleepers(rows: &[(&str, u32)]) -> String {
+    services_yml("", rows.len(), |i| {
+        let (name, secs) = rows[i];
+        format!("  {name}:\n    cmd: [\"sleep\", \"{secs}\"]\n")
+    })
+}
+
+/// A config: `head`, then four services `flood0`… that write to stdout and
+/// stderr as fast as they can, both captured (prefixed).
+pub fn flooders(head: &str) -> String {
+    services_yml(head, 4, |i| {
+        format!(
+            "  flood{i}:\n    cmd: [\"sh\", \"-c\", \"yes flood{i}-stderr-line >&2 & exec yes flood{i}-stdout-line\"]\n    stdout: prefix\n    stderr: prefix\n"
+        )
+    })
 }
 
 /// The launcher on `mc-launcher.yml` = `body` in `d`, `d` its root

@@ -16,7 +16,7 @@
 //! reg.login(&docker_config_dir);              // docker login with a private DOCKER_CONFIG
 //! ```
 
-use super::docker::{build_image, docker, must, test_name, test_tag, Container, Volume};
+use super::docker::{docker, image_once, must, test_name, Container, Volume};
 use super::{free_port, wait_until, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,11 +35,7 @@ pub const HOST_ADDR: &str = "172.17.0.1";
 /// the test binary exits.
 pub fn image() -> &'static str {
     static IMAGE: OnceLock<String> = OnceLock::new();
-    IMAGE.get_or_init(|| {
-        let tag = test_tag("registry");
-        build_image("scripts/registry-image.sh", &tag);
-        tag
-    })
+    image_once(&IMAGE, "registry", "scripts/registry-image.sh")
 }
 
 /// A running registry container on a fresh volume.

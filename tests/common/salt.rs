@@ -20,6 +20,24 @@ pub fn salt_call() -> PathBuf {
     p
 }
 
+/// `PATH` for a launcher that runs salt: the test venv's bin (salt-call)
+/// first, then the system's directories.
+pub fn path_with_salt() -> String {
+    format!(
+        "{}:/usr/sbin:/usr/bin:/sbin:/bin",
+        salt_call().parent().expect("bin").display()
+    )
+}
+
+/// A salt state that writes `site=` and the pillar's
+/// `makina-projects.demo:data:site` to `out`.
+pub fn site_state(out: &Path) -> String {
+    format!(
+        "site-file:\n  file.managed:\n    - name: {}\n    - contents: \"site={{{{ salt['pillar.get']('makina-projects.demo:data:site', 'none') }}}}\"\n",
+        out.display()
+    )
+}
+
 /// A masterless minion config inside the tree: file_roots hold a link
 /// `demo` -> the project's .salt, pillar_roots the makina layering.
 pub fn salt_tree(r: &Path, project: &Path) -> PathBuf {

@@ -2,9 +2,10 @@
 //! project `demo` with an image pillar, a data volume, and a config whose
 //! state dir (and, with `Tree::new`, control socket) are inside the root.
 
-use super::{as_nobody, write, Launch, TempDir};
+use super::{as_nobody, chown_r, write, Launch, TempDir};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// The image's default pillar of every tree.
 pub const IMAGE_PILLAR: &str = "makina-projects.demo:\n  data:\n    site: image-default\n";
@@ -88,12 +89,7 @@ impl Tree {
         let scratch = self.d.join("scratch");
         std::fs::create_dir_all(&scratch).expect("scratch");
         std::fs::set_permissions(&scratch, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
-        let st = std::process::Command::new("chown")
-            .args(["-R", "65534:65534"])
-            .arg(self.root())
-            .status()
-            .expect("chown");
-        assert!(st.success(), "chown -R 65534 {}", self.root().display());
+        chown_r("65534:65534", self.root());
     }
     /// `mc-launcher prepare` over the tree, to its end.
     pub fn prepare(&self) -> super::Output {
@@ -102,6 +98,25 @@ impl Tree {
     pub fn launch(&self, args: &[&str]) -> Launch {
         Launch::new(args).root(self.root())
     }
+    /// `script` as the main command over the tree, with the image's
+    /// sshd_config for a test sshd on loopback `port` in a private
+    /// /etc/ssh.
+    pub fn launch_with_sshd(&self, port: u16, script: &str) -> Launch {
+        let sshd_conf = format!("Port {port}\nListenAddress 127.0.0.1\nPermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n");
+        self.launch(&["--", "sh", "-c", script])
+            .tmpfs("/etc/ssh")
+            .before(&format!("printf '{sshd_conf}' > /etc/ssh/sshd_config"))
+            .timeout(Duration::from_secs(60))
+    }
+}
+
+/// The shell command that logs in as root on loopback `port` with `key`,
+/// without a prompt; the remote command (if any) follows it.
+pub fn ssh_login(port: u16, key: &Path) -> String {
+    format!(
+        "ssh -p {port} -i {} -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@127.0.0.1",
+        key.display()
+    )
 }
 
 /// A fresh ed25519 key pair `name` in `dir`: the private key's path and the

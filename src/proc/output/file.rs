@@ -230,17 +230,24 @@ mod tests {
     use super::*;
     use crate::fsutil::scratch::Tmp;
 
+    /// `svc.log` in a scratch dir, rotated at `max_bytes` and keeping
+    /// `backup_count` older files: the dir, that file, its output.
+    fn rotated(tag: &str, max_bytes: u64, backup_count: u32) -> (Tmp, PathBuf, FileOut) {
+        let tmp = Tmp::new(tag);
+        let path = tmp.join("svc.log");
+        let f = FileOut::new(stream(&path, max_bytes, backup_count));
+        (tmp, path, f)
+    }
+
     #[test]
     fn rotation_keeps_backup_count_files() {
-        let tmp = Tmp::new("file-rot");
-        let d = tmp.path().to_path_buf();
-        let path = d.join("svc.log");
-        let mut f = FileOut::new(stream(&path, 100, 2));
+        let (tmp, path, mut f) = rotated("file-rot", 100, 2);
+        let d = tmp.path();
         for i in 0..20 {
             f.write(format!("line {i:02} ........................\n").as_bytes())
                 .expect("write");
         }
-        let mut names: Vec<String> = std::fs::read_dir(&d)
+        let mut names: Vec<String> = std::fs::read_dir(d)
             .expect("read_dir")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
@@ -261,10 +268,7 @@ mod tests {
     /// back oldest first, the files give the batch back.
     #[test]
     fn a_batch_is_cut_between_lines_at_each_rotation() {
-        let tmp = Tmp::new("file-rot-batch");
-        let d = tmp.path().to_path_buf();
-        let path = d.join("svc.log");
-        let mut f = FileOut::new(stream(&path, 50, 20));
+        let (_tmp, path, mut f) = rotated("file-rot-batch", 50, 20);
         let mut batch = String::new();
         for (i, len) in [10usize, 30, 5, 70, 20, 20, 9, 49, 2].iter().enumerate() {
             batch.push_str(&format!("{i}{}\n", "x".repeat(len - 2)));

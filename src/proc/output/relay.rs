@@ -440,24 +440,25 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// A plain file destination, never rotated.
-    fn file_dest(path: &std::path::Path) -> Dest {
-        Dest::File(Arc::new(stream(path, 0, 0)))
+    /// A reader of a new pipe that relays, framed by `head`, to `o.log`
+    /// (never rotated) in a scratch dir: the dir, that file, the reader
+    /// and the pipe's write end.
+    fn piped_to_file(tag: &str, head: Option<Head>) -> (Tmp, std::path::PathBuf, Reader, File) {
+        let tmp = Tmp::new(tag);
+        let path = tmp.join("o.log");
+        let dest = Dest::File(Arc::new(stream(&path, 0, 0)));
+        let (r, w) = pipe().expect("pipe");
+        (tmp, path, reader(r, dest, head), File::from(w))
     }
 
     #[test]
     fn a_long_line_cut_off_by_eof_is_split_and_ends() {
-        let tmp = Tmp::new("out-split-eof");
-        let d = tmp.path().to_path_buf();
-        let path = d.join("o.log");
-        let dest = file_dest(&path);
+        let head = Head::service("t", "stdout", '|');
+        let (_tmp, path, mut rd, mut wf) = piped_to_file("out-split-eof", Some(head));
         let framing = Framing {
             format: LogFormat::Text,
             max_line: 1024,
         };
-        let (r, w) = pipe().expect("pipe");
-        let mut rd = reader(r, dest, Some(Head::service("t", "stdout", '|')));
-        let mut wf = File::from(w);
         let line = "é".repeat(1500);
         wf.write_all(line.as_bytes()).expect("write");
         assert!(matches!(drain(&mut rd, MAX_DRAIN, framing), Drained::Open));
@@ -479,14 +480,8 @@ mod tests {
 
     #[test]
     fn drain_queues_whole_lines_and_flushes_partial_at_eof() {
-        let tmp = Tmp::new("out-drain");
-        let d = tmp.path().to_path_buf();
-        let path = d.join("o.log");
-        let dest = file_dest(&path);
-        let (r, w) = pipe().expect("pipe");
-        let mut rd = reader(r, dest, None);
+        let (_tmp, path, mut rd, mut wf) = piped_to_file("out-drain", None);
         let framing = Framing::DEFAULT;
-        let mut wf = File::from(w);
         wf.write_all(b"one\ntw").expect("write");
         assert!(matches!(drain(&mut rd, MAX_DRAIN, framing), Drained::Open));
         assert!(writer().flush(Duration::from_secs(10)));

@@ -523,11 +523,11 @@ pub fn answer(asked: Asked<'_>) -> Answer {
         follow,
     } = asked;
     let mut logs = logs();
+    let kept = |s: &model::Stream| matches!(s, model::Stream::Prefix | model::Stream::File(_));
     if let Some(name) = name {
         let Some((stdout, stderr)) = streams else {
             return Answer::Refuse(format!("no such service: {name}"));
         };
-        let kept = |s: &model::Stream| matches!(s, model::Stream::Prefix | model::Stream::File(_));
         if !kept(stdout) && !kept(stderr) {
             let inherit = [stdout, stderr]
                 .iter()
@@ -543,7 +543,18 @@ pub fn answer(asked: Asked<'_>) -> Answer {
         }
     }
     if !logs.enabled() {
-        return Answer::Say("no output is kept (log.buffer: 0)".into());
+        // The termination report's last stderr lines are kept apart from
+        // the rings: where to see them.
+        let tail = match (name, streams) {
+            (Some(name), Some((_, stderr))) if kept(stderr) => format!(
+                "; `ctl status {name}` shows its last stderr lines (the 10 the termination report keeps)"
+            ),
+            (Some(_), _) => String::new(),
+            (None, _) => "; `ctl status NAME` shows a service's last stderr lines (the 10 the termination report keeps)".into(),
+        };
+        return Answer::Say(format!(
+            "no output is kept for `ctl logs` (log.buffer: 0){tail}"
+        ));
     }
     Answer::Read(logs.follower(name, lines, follow))
 }

@@ -213,6 +213,7 @@ impl Core {
             ok: true,
             services: Some(self.status(now)),
             reconfigure: self.reconf.last.clone(),
+            pillar: self.pillar.clone(),
             ..Reply::default()
         }
     }
@@ -364,7 +365,7 @@ impl Core {
             // by HUP)`), else a 129 after a TERM reads as a mistake.
             Some(Cause::Requested(by)) => (
                 format!("stopped on request ({by})"),
-                self.exit_code
+                self.decided
                     .is_none()
                     .then(|| self.svcs.values().find(|s| s.spec.main))
                     .flatten()
@@ -392,7 +393,7 @@ impl Core {
         };
         let mut t = crate::error::Termination {
             reason,
-            status: self.exit_status(),
+            status: self.outcome(),
             ..Default::default()
         };
         if let Some(s) = subject.as_deref().and_then(svc) {

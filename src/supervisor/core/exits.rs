@@ -143,13 +143,13 @@ impl Core {
         }
         if main {
             if let Some(e) = exit {
-                self.main_exit = Some(e.status());
+                self.main_exit = Some(e.outcome());
             }
             self.begin_stop(None, Cause::MainEnded, now, fx);
         } else if critical && self.stop.active.is_none() {
             log::error!("{name}: critical service ended: stopping everything");
             self.begin_stop(
-                Some(exit.map_or(Outcome::CriticalGaveUp.exit_code(), Exit::status)),
+                Some(exit.map_or(Outcome::CriticalGaveUp, Exit::outcome)),
                 Cause::CriticalEnded(name),
                 now,
                 fx,
@@ -187,11 +187,11 @@ impl Core {
             _ => String::new(),
         };
         if main {
-            self.main_exit.get_or_insert(Outcome::Failed.exit_code());
+            self.main_exit.get_or_insert(Outcome::Failed);
             self.begin_stop(None, Cause::MainEnded, now, fx);
         } else if critical {
             self.begin_stop(
-                Some(Outcome::CriticalGaveUp.exit_code()),
+                Some(Outcome::CriticalGaveUp),
                 Cause::CriticalFailed(name, why),
                 now,
                 fx,

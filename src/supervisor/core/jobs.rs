@@ -21,12 +21,8 @@ use std::time::Instant;
 const CLOCK_SLACK: f64 = 0.5;
 
 impl Core {
-    /// Anchor the wall clock: `unix` (seconds since the epoch) is `now`.
-    /// The shell calls it before each input; cron times are wall times.
-    pub fn set_wall(&mut self, now: Instant, unix: f64) {
-        self.wall = Some((now, unix));
-    }
-
+    /// The wall clock at `now` (seconds since the epoch), from the anchor
+    /// the last input's `Now` gave; cron times are wall times.
     pub(super) fn wall_at(&self, now: Instant) -> f64 {
         match self.wall {
             Some((at, unix)) if now >= at => unix + now.duration_since(at).as_secs_f64(),

@@ -62,6 +62,8 @@ impl Core {
             Prepared::Invalid(e) => self.reconf_done(Err(("invalid", e)), now, fx),
             Prepared::Failed(e) => self.reconf_done(Err(("failed", e)), now, fx),
             Prepared::Ready { changed, steps } => {
+                // The pillar the volume says is installed now.
+                self.pillar = None;
                 if let Some(r) = &mut self.reconf.run {
                     r.changed = changed;
                     r.steps = steps.into();

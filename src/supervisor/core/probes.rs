@@ -315,7 +315,7 @@ impl Core {
         // (The main command's end stops everything anyway, as its own.)
         if svc.spec.critical && !svc.spec.main && self.stop.active.is_none() {
             log::error!("{name}: critical service OOM-killed: stopping everything");
-            self.begin_stop(Some(exit.status()), Cause::CriticalEnded(name), now, fx);
+            self.begin_stop(Some(exit.outcome()), Cause::CriticalEnded(name), now, fx);
         }
     }
 

@@ -41,7 +41,7 @@ impl Core {
                     .any(|s| s.has_live_process() || s.probe_running());
             if done && !self.exited {
                 self.exited = true;
-                fx.push(Effect::Exit(self.exit_status()));
+                fx.push(Effect::Exit(self.outcome()));
             }
         }
     }
@@ -192,11 +192,11 @@ impl Core {
         } else {
             log::info!("every service has ended");
         }
-        let code = if failed.is_empty() {
-            Outcome::Done.exit_code()
+        let outcome = if failed.is_empty() {
+            Outcome::Done
         } else {
-            Outcome::Failed.exit_code()
+            Outcome::Failed
         };
-        self.begin_stop(Some(code), Cause::AllEnded { failed }, now, fx);
+        self.begin_stop(Some(outcome), Cause::AllEnded { failed }, now, fx);
     }
 }

@@ -10,17 +10,17 @@ use crate::units::fmt_duration;
 use std::time::{Duration, Instant};
 
 impl Core {
-    /// Start the graceful stop, for `cause`. `code` decides the exit
+    /// Start the graceful stop, for `cause`. `outcome` decides the exit
     /// status unless an earlier cause already did.
     pub(super) fn begin_stop(
         &mut self,
-        code: Option<i32>,
+        outcome: Option<Outcome>,
         cause: Cause,
         now: Instant,
         fx: &mut Vec<Effect>,
     ) {
-        if let Some(c) = code {
-            self.exit_code.get_or_insert(c);
+        if let Some(o) = outcome {
+            self.decided.get_or_insert(o);
         }
         if self.stop.active.is_some() {
             return;

@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::model::{HostPort, Ready, ReadyCheck};
 use crate::ctl::proto::{Command, Reply};
+use crate::error::Outcome;
 use crate::proc::exit::Exit;
 use std::collections::BTreeSet;
 
@@ -12,6 +13,8 @@ struct Sim {
     core: Core,
     t0: Instant,
     now: Instant,
+    /// The fake wall clock: it reads `.1` (seconds since the epoch) at `.0`.
+    wall: (Instant, f64),
     next_pid: i32,
     /// name → pids, in spawn order.
     spawned: Vec<(String, i32)>,
@@ -23,7 +26,7 @@ struct Sim {
     reloads: usize,
     /// The `retry` of each `Effect::Reconfigure`.
     reconfigures: Vec<bool>,
-    exit: Option<i32>,
+    exit: Option<Outcome>,
     hooks: Vec<(ProbeId, String)>,
     notes: Vec<String>,
     /// Services whose inputs cannot be read: their spawns fail, to retry.
@@ -44,12 +47,19 @@ fn options(drain: Duration, notify_self: bool) -> CoreOptions {
         can_reconfigure: true,
         start_time_unix: 0.0,
         main_on_tty: false,
+        pillar: None,
     }
+}
+
+/// The clocks at `t`, for a core fed directly: no wall clock to speak of
+/// (it reads 0).
+fn clock(t: Instant) -> Now {
+    Now { mono: t, unix: 0.0 }
 }
 
 /// The process the core's first tick spawns.
 fn first_spawn(core: &mut Core, now: Instant) -> ProcId {
-    core.handle(Input::Tick, now)
+    core.handle(Input::Tick, clock(now))
         .into_iter()
         .find_map(|e| match e {
             Effect::Spawn { proc, .. } => Some(proc),
@@ -90,10 +100,16 @@ impl Sim {
 
     /// The stand-in around `core`, its clock at `t0`, after the first tick.
     fn started(core: Core, t0: Instant) -> Sim {
+        Sim::started_at_wall(core, t0, 0.0)
+    }
+
+    /// The same, the wall clock at `unix` at `t0`.
+    fn started_at_wall(core: Core, t0: Instant, unix: f64) -> Sim {
         let mut sim = Sim {
             core,
             t0,
             now: t0,
+            wall: (t0, unix),
             next_pid: 100,
             spawned: Vec::new(),
             signals: Vec::new(),
@@ -121,13 +137,13 @@ impl Sim {
     fn feed(&mut self, input: Input) {
         let mut queue = std::collections::VecDeque::from([input]);
         while let Some(i) = queue.pop_front() {
-            for e in self.core.handle(i, self.now) {
+            for e in self.core.handle(i, self.clocks()) {
                 match e {
                     Effect::Spawn { proc, spec, .. } if self.unreadable.contains(&spec.name) => {
                         queue.push_back(Input::SpawnFailed {
                             proc,
                             reason: format!("secret PW: /run/secrets/{}: not found", spec.name),
-                            status: 1,
+                            outcome: Outcome::Failed,
                             retry: true,
                         });
                     }
@@ -153,6 +169,25 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// The clocks now, as the shell reads them before each input.
+    fn clocks(&self) -> Now {
+        let (at, unix) = self.wall;
+        let unix = if self.now >= at {
+            unix + self.now.duration_since(at).as_secs_f64()
+        } else {
+            unix - at.duration_since(self.now).as_secs_f64()
+        };
+        Now {
+            mono: self.now,
+            unix,
+        }
+    }
+
+    /// The wall clock is set (or jumps): it reads `unix` at `at`.
+    fn set_wall(&mut self, at: Instant, unix: f64) {
+        self.wall = (at, unix);
     }
 
     fn at(&mut self, ms: u64) {
@@ -256,7 +291,11 @@ fn not_ready_in_time_fails_and_a_critical_one_stops_everything() {
     assert_eq!(stopped, ["db", "other"]);
     sim.exited("db", Exit::Signal(15));
     sim.exited("other", Exit::Signal(15));
-    assert_eq!(sim.exit, Some(1), "a critical service FAILED");
+    assert_eq!(
+        sim.exit,
+        Some(Outcome::CriticalGaveUp),
+        "a critical service FAILED"
+    );
 }
 
 #[test]
@@ -302,7 +341,7 @@ fn stop_rule_dependents_first_others_at_once() {
     sim.feed(Input::Tick);
     assert_eq!(sim.signalled(Signal::SIGKILL), ["main"]);
     sim.exited("main", Exit::Signal(9));
-    assert_eq!(sim.exit, Some(137));
+    assert_eq!(sim.exit, Some(Outcome::Signaled(9)));
 }
 
 /// A main command on a terminal (`docker run -ti IMAGE bash`): a stop
@@ -338,7 +377,11 @@ fn a_main_on_a_terminal_gets_sighup_first() {
         assert_eq!(sim.signalled(Signal::SIGHUP), ["main"], "only the main");
         sim.exited("web", Exit::Code(0));
         sim.exited("main", Exit::Signal(1));
-        assert_eq!(sim.exit, Some(129), "bash's own status, at once");
+        assert_eq!(
+            sim.exit,
+            Some(Outcome::Signaled(1)),
+            "bash's own status, at once"
+        );
         assert!(sim.signalled(Signal::SIGKILL).is_empty());
         assert_eq!(
             sim.core.termination().summary(),
@@ -363,7 +406,7 @@ fn a_main_on_a_terminal_gets_sighup_first() {
         .collect();
     assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL]);
     sim.exited("main", Exit::Signal(9));
-    assert_eq!(sim.exit, Some(137));
+    assert_eq!(sim.exit, Some(Outcome::Signaled(9)));
 }
 
 #[test]
@@ -385,9 +428,9 @@ fn priorities_stop_last_but_never_wait_for_the_main_command() {
 
 #[test]
 fn exit_status_rule() {
-    // (services, what happens, expected status)
+    // (services, what happens, expected outcome)
     type Step = fn(&mut Sim);
-    type Row = (Vec<(Service, Role)>, Step, i32);
+    type Row = (Vec<(Service, Role)>, Step, Outcome);
     let main = |argv: &str| (Service::main(vec![argv.into()]), Role::Main);
     let critical = || {
         let mut s = svc("c");
@@ -396,15 +439,23 @@ fn exit_status_rule() {
         (s, Role::Config)
     };
     let rows: Vec<Row> = vec![
-        (vec![main("sh")], |s| s.exited("main", Exit::Code(42)), 42),
-        (vec![main("sh")], |s| s.exited("main", Exit::Signal(9)), 137),
+        (
+            vec![main("sh")],
+            |s| s.exited("main", Exit::Code(42)),
+            Outcome::ServiceExit(42),
+        ),
+        (
+            vec![main("sh")],
+            |s| s.exited("main", Exit::Signal(9)),
+            Outcome::Signaled(9),
+        ),
         (
             vec![main("sh")],
             |s| {
                 s.feed(Input::Signal(Signal::SIGTERM));
                 s.exited("main", Exit::Code(3));
             },
-            3,
+            Outcome::ServiceExit(3),
         ),
         (
             vec![critical(), (svc("other"), Role::Config)],
@@ -412,7 +463,7 @@ fn exit_status_rule() {
                 s.exited("c", Exit::Code(4));
                 s.exited("other", Exit::Signal(15));
             },
-            4,
+            Outcome::ServiceExit(4),
         ),
         (
             vec![(svc("a"), Role::Config)],
@@ -420,7 +471,7 @@ fn exit_status_rule() {
                 s.feed(Input::Signal(Signal::SIGINT));
                 s.exited("a", Exit::Signal(2));
             },
-            0,
+            Outcome::Done,
         ),
         (
             vec![{
@@ -429,7 +480,7 @@ fn exit_status_rule() {
                 (s, Role::Config)
             }],
             |s| s.exited("once", Exit::Code(0)),
-            0,
+            Outcome::Done,
         ),
     ];
     for (i, (services, step, want)) in rows.into_iter().enumerate() {
@@ -451,12 +502,12 @@ fn exit_status_rule() {
         Input::SpawnFailed {
             proc,
             reason: "cannot run ghost: No such file or directory".into(),
-            status: 127,
+            outcome: Outcome::NotFound,
             retry: false,
         },
-        now,
+        clock(now),
     );
-    assert!(fx.contains(&Effect::Exit(127)), "{fx:?}");
+    assert!(fx.contains(&Effect::Exit(Outcome::NotFound)), "{fx:?}");
 }
 
 #[test]
@@ -605,7 +656,7 @@ fn big_starts_come_in_batches() {
     );
     let mut core = core;
     let now = Instant::now();
-    let fx = core.handle(Input::Tick, now);
+    let fx = core.handle(Input::Tick, clock(now));
     let spawns = fx
         .iter()
         .filter(|e| matches!(e, Effect::Spawn { .. }))
@@ -615,7 +666,7 @@ fn big_starts_come_in_batches() {
         "a stop signal can come in between batches"
     );
     // A stop between batches: nothing more is spawned.
-    let fx = core.handle(Input::Signal(Signal::SIGTERM), now);
+    let fx = core.handle(Input::Signal(Signal::SIGTERM), clock(now));
     assert!(!fx.iter().any(|e| matches!(e, Effect::Spawn { .. })));
 }
 
@@ -635,7 +686,11 @@ fn crash_loop_backs_off_on_the_clock() {
     }
     sim.exited("crashy", Exit::Code(1));
     assert_eq!(sim.state("crashy"), StateName::Failed);
-    assert_eq!(sim.exit, Some(1), "nothing left to supervise, one FAILED");
+    assert_eq!(
+        sim.exit,
+        Some(Outcome::Failed),
+        "nothing left to supervise, one FAILED"
+    );
 }
 
 /// Let `bad` crash on each start until it is FAILED.
@@ -906,7 +961,7 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
     assert_eq!(got, ["db", "web"], "then the stop");
     sim.exited("web", Exit::Signal(15));
     sim.exited("db", Exit::Signal(15));
-    assert_eq!(sim.exit, Some(0));
+    assert_eq!(sim.exit, Some(Outcome::Done));
     let t = sim.core.termination();
     assert_eq!(t.summary(), "exit 0: stopped on request (TERM)");
 }
@@ -925,23 +980,26 @@ fn a_main_that_ends_does_not_drain() {
     let now = Instant::now();
     let pid = 7;
     let proc = core
-        .handle(Input::Tick, now)
+        .handle(Input::Tick, clock(now))
         .into_iter()
         .find_map(|e| match e {
             Effect::Spawn { proc, .. } => Some(proc),
             _ => None,
         })
         .expect("spawn");
-    core.handle(Input::Spawned { proc, pid }, now);
+    core.handle(Input::Spawned { proc, pid }, clock(now));
     let fx = core.handle(
         Input::Exited {
             pid,
             exit: Exit::Code(3),
             oom: false,
         },
-        now,
+        clock(now),
     );
-    assert!(fx.contains(&Effect::Exit(3)), "{fx:?}");
+    assert!(
+        fx.contains(&Effect::Exit(Outcome::ServiceExit(3))),
+        "{fx:?}"
+    );
 }
 
 #[test]
@@ -959,7 +1017,11 @@ fn oom_kills_are_told_apart_and_reported() {
     let w = st.iter().find(|s| s.name == "worker").expect("worker");
     assert!(w.oom && w.oom_kills == 1);
     sim.exited("web", Exit::Signal(15));
-    assert_eq!(sim.exit, Some(137), "a critical service killed so: 137");
+    assert_eq!(
+        sim.exit,
+        Some(Outcome::Signaled(9)),
+        "a critical service killed so: 137"
+    );
     let t = sim.core.termination();
     assert_eq!(
         t.summary(),
@@ -1370,7 +1432,7 @@ impl Sim {
     /// Services of the config, with the wall clock at `unix` at the start.
     fn at_wall(services: &[Service], unix: i64) -> Sim {
         let t0 = Instant::now();
-        let mut core = Core::new(
+        let core = Core::new(
             services
                 .iter()
                 .cloned()
@@ -1378,8 +1440,7 @@ impl Sim {
                 .collect(),
             options(Duration::ZERO, false),
         );
-        core.set_wall(t0, unix as f64);
-        Sim::started(core, t0)
+        Sim::started_at_wall(core, t0, unix as f64)
     }
 
     fn job(&self, name: &str) -> crate::ctl::proto::JobState {
@@ -1539,7 +1600,7 @@ fn a_cron_job_wakes_the_loop_at_its_wall_clock_time_in_its_zone() {
     );
     // The wall clock set back by a minute while the loop slept: the run
     // waits for the wall clock, not the monotonic one.
-    sim.core.set_wall(
+    sim.set_wall(
         sim.t0 + Duration::from_millis(30_000),
         (start + 30 - 60) as f64,
     );
@@ -1563,7 +1624,7 @@ fn a_cron_job_wakes_the_loop_at_its_wall_clock_time_in_its_zone() {
     // The wall clock jumps an hour ahead (a host resumed): the next input
     // finds the run due, whatever the monotonic deadline says.
     let t = sim.t0 + Duration::from_millis(30_000 + 32 * 60_000);
-    sim.core.set_wall(t, 1_774_755_000.0);
+    sim.set_wall(t, 1_774_755_000.0);
     sim.at(30_000 + 32 * 60_000);
     assert_eq!(sim.names_spawned(), ["skipped-time", "hourly", "hourly"]);
 }
@@ -1654,7 +1715,7 @@ fn a_stop_during_a_burst_spawns_nothing_more() {
     let mut core = Core::new(vec![(many, Role::Config)], options(Duration::ZERO, false));
     let now = Instant::now();
     let procs: Vec<ProcId> = core
-        .handle(Input::Tick, now)
+        .handle(Input::Tick, clock(now))
         .into_iter()
         .filter_map(|e| match e {
             Effect::Spawn { proc, .. } => Some(proc),
@@ -1663,20 +1724,20 @@ fn a_stop_during_a_burst_spawns_nothing_more() {
         .collect();
     assert_eq!(procs.len(), SPAWN_BATCH);
     // The stop comes while the batch's outcomes are still to be told.
-    let mut later = core.handle(Input::Signal(Signal::SIGTERM), now);
+    let mut later = core.handle(Input::Signal(Signal::SIGTERM), clock(now));
     for (i, proc) in procs.into_iter().enumerate() {
         let pid = 1000 + i as i32;
-        later.extend(core.handle(Input::Spawned { proc, pid }, now));
+        later.extend(core.handle(Input::Spawned { proc, pid }, clock(now)));
         later.extend(core.handle(
             Input::Exited {
                 pid,
                 exit: Exit::Signal(Signal::SIGTERM as i32),
                 oom: false,
             },
-            now,
+            clock(now),
         ));
     }
-    later.extend(core.handle(Input::Tick, now + Duration::from_millis(10)));
+    later.extend(core.handle(Input::Tick, clock(now + Duration::from_millis(10))));
     let spawns = later
         .iter()
         .filter(|e| matches!(e, Effect::Spawn { .. }))
@@ -1698,7 +1759,7 @@ fn a_cron_run_handled_a_hair_before_its_wall_time_runs_once() {
     assert_eq!(sim.core.next_deadline().map(|d| sim.ms(d)), Some(30_000));
     // The wall clock runs 0.2 s behind the monotonic one by then.
     let t = sim.t0 + Duration::from_millis(30_000);
-    sim.core.set_wall(t, (start + 30) as f64 - 0.2);
+    sim.set_wall(t, (start + 30) as f64 - 0.2);
     sim.at(30_000);
     assert_eq!(sim.names_spawned(), ["tick"]);
     sim.exited("tick", Exit::Code(0));
@@ -1832,10 +1893,10 @@ fn a_step_that_cannot_start_ends_not_started() {
         Input::SpawnFailed {
             proc,
             reason: "bad: not found".into(),
-            status: 127,
+            outcome: Outcome::NotFound,
             retry: false,
         },
-        now,
+        clock(now),
     );
     assert!(fx.contains(&Effect::StepEnded {
         name: "bad".into(),

@@ -3,10 +3,11 @@
 
 use crate::config::model::{ReadyCheck, Service, Stream};
 use crate::ctl::proto::{Command, Reply};
+use crate::error::Outcome;
 use crate::proc::exit::Exit;
 use nix::sys::signal::Signal;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcId(pub u64);
@@ -75,6 +76,16 @@ pub struct ReloadSet {
     pub drain: Duration,
 }
 
+/// When an input is handled, as the shell reads the clocks just before:
+/// the monotonic one, that every deadline is on, and the wall clock
+/// (seconds since the epoch), that cron times are on. The core keeps the
+/// last one as its anchor of the wall clock.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Now {
+    pub mono: Instant,
+    pub unix: f64,
+}
+
 #[derive(Debug, Clone)]
 pub enum Input {
     /// Time has passed: act on whatever is due.
@@ -92,8 +103,9 @@ pub enum Input {
     SpawnFailed {
         proc: ProcId,
         reason: String,
-        /// For the main service: 127 (not found) or 126.
-        status: i32,
+        /// What it makes of the launcher's end if it is the main
+        /// service's: `NotFound`, `NotExecutable` or `Failed`.
+        outcome: Outcome,
         /// Worth trying again (an input file missing): see machine.rs.
         retry: bool,
     },
@@ -210,6 +222,7 @@ pub enum Effect {
         name: String,
         end: crate::proc::JobEnd,
     },
-    /// Everything has ended: the launcher exits with this status.
-    Exit(i32),
+    /// Everything has ended: the launcher ends so (its exit status is
+    /// `Outcome::exit_code`'s).
+    Exit(Outcome),
 }

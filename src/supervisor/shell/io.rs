@@ -9,18 +9,19 @@ use crate::ctl::proto::Health;
 /// Why a spawn did not happen.
 pub(super) struct NotStarted {
     pub reason: String,
-    /// The status a main service gives (127: not found, 126).
-    pub status: i32,
+    /// What it makes of the launcher's end for a main service
+    /// (`NotFound`, `NotExecutable`, `Failed`).
+    pub outcome: Outcome,
     /// An env file, secret or credential could not be read: a failed
     /// start tried again under the service's backoff, not FAILED at once.
     pub retry: bool,
 }
 
 impl NotStarted {
-    fn fatal(reason: String, status: i32) -> NotStarted {
+    fn fatal(reason: String, outcome: Outcome) -> NotStarted {
         NotStarted {
             reason,
-            status,
+            outcome,
             retry: false,
         }
     }
@@ -36,8 +37,8 @@ impl Shell<'_> {
         index: usize,
         helper_of: Option<&str>,
     ) -> Result<i32, NotStarted> {
-        let creds = spawn::resolve_creds(spec)
-            .map_err(|r| NotStarted::fatal(r, crate::error::Outcome::Failed.exit_code()))?;
+        let creds =
+            spawn::resolve_creds(spec).map_err(|r| NotStarted::fatal(r, Outcome::Failed))?;
         let name = label(spec, index);
         let mut new_readers = Vec::new();
         let tails = &mut self.tails;
@@ -79,19 +80,27 @@ impl Shell<'_> {
         };
         let pipes = out(&spec.stdout, false).and_then(|o| Ok((o, out(&spec.stderr, true)?)));
         let (stdout, stderr) = pipes.map_err(|e| {
-            NotStarted::fatal(
-                format!("cannot create output pipes: {e}"),
-                crate::error::Outcome::Failed.exit_code(),
-            )
+            NotStarted::fatal(format!("cannot create output pipes: {e}"), Outcome::Failed)
         })?;
         // Read at each start: a rotated file applies at the next one. A
         // file not there yet (a secret mounted late) is retried.
         let missing = |reason: String| NotStarted {
             reason,
-            status: crate::error::Outcome::Failed.exit_code(),
+            outcome: Outcome::Failed,
             retry: true,
         };
-        let files = crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?;
+        // A helper gets what its service's process started with.
+        let files = match helper_of.and_then(|s| self.env_files.get(s)) {
+            Some(files) => files.clone(),
+            None => {
+                let files =
+                    std::rc::Rc::new(crate::proc::envfile::load(&self.cfg, spec).map_err(missing)?);
+                if helper_of.is_none() {
+                    self.env_files.insert(spec.name.clone(), files.clone());
+                }
+                files
+            }
+        };
         let owner = creds.as_ref().map_or_else(
             || (nix::unistd::geteuid(), nix::unistd::getegid()),
             |c| (c.uid, c.gid),
@@ -143,7 +152,7 @@ impl Shell<'_> {
                 let prog = spec.argv.first().map(String::as_str).unwrap_or("");
                 Err(NotStarted::fatal(
                     format!("cannot run {prog}: {e}"),
-                    spawn::exec_error_status(&e).exit_code(),
+                    spawn::exec_error_status(&e),
                 ))
             }
         }
@@ -483,8 +492,8 @@ impl Shell<'_> {
     }
 
     /// Everything has stopped: make sure nothing outlives us, collect the
-    /// last output, print the summary, and return the exit status.
-    pub(super) fn finish(&mut self, code: i32) -> i32 {
+    /// last output, print the summary, and return how the launcher ends.
+    pub(super) fn finish(&mut self, outcome: Outcome) -> Outcome {
         let left = if self.is_pid1 {
             // As PID 1, whatever is left in the container dies with us.
             let _ = nix::sys::signal::kill(Pid::from_raw(-1), Signal::SIGKILL);
@@ -549,6 +558,6 @@ impl Shell<'_> {
             crate::fsutil::write_termination_log(path, Some(&self.cfg.paths.volume), &report);
         }
         log::info!("{}", report.summary());
-        code
+        outcome
     }
 }
