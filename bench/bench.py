@@ -1257,13 +1257,21 @@ class Bench:
         L.append("""
 ## Where a target is missed, and why
 
-- **RSS ≤ 1.5 MiB with 5 services**: the static binary is at the bar
-  (1.50–1.51 MiB across runs; tini's own RSS is 1.53–1.57 MiB in the same
-  runs). What is left is the binary's text, all of it resident once the
-  start-up has run (faulted in by 64 KiB read-around: ~1.2 MiB), ~0.2 MiB
-  of its read-only data and ~0.12 MiB of heap and stack; the dynamic glibc
-  build is 4.2 MiB (libc, libm, libgcc_s and ld.so). Trimmed on the way:
-  dlmalloc for musl's allocator, std's 8 KiB stdin buffer never set up,
+- **RSS ≤ 1.5 MiB with 5 services**: 1.50–1.51 MiB before `ctl logs`,
+  the HTTP endpoints and the completions grew the static binary from 1.81
+  to 1.99 MB; ~1.76 MiB since. /proc/PID/smaps of the launcher with 5
+  `sleep` services: the text segment (1424 KiB) is 1404 KiB resident,
+  every 64 KiB fault-around window of it holding some code the start-up
+  or the loop runs; read-only data 236 KiB of 512 (`.rodata` and the
+  window it shares with `.eh_frame_hdr`; `.eh_frame` itself is never
+  touched); `.data`/`.bss` 8 KiB (4 KiB dirty: the binary is a plain
+  static executable, relocation-model=static, so no relocated page is
+  dirtied at start); heap and stack ~0.14 MiB. So the regression is the
+  binary's text, all of it faulted in: what would take it under the bar
+  again is less code, or the code that runs laid out in fewer 64 KiB
+  windows (a link order file), not done yet. The dynamic glibc build is
+  4.6 MiB (libc, libm, libgcc_s and ld.so). Trimmed on the way: dlmalloc
+  for musl's allocator, std's 8 KiB stdin buffer never set up,
   minijinja's debug feature and env_logger's colours (40 KiB of code).
 - **Stop with one child ≤ 1.5× tini**: it was 1.83× (~0.6 ms more than
   tini). `perf trace` of one stop showed ~25 `munmap` calls between the
@@ -1286,7 +1294,12 @@ class Bench:
   0.66–0.74× across runs on tmpfs and meets the ext4 bar; it was 0.26×
   before (musl's `memcpy` and a `memchr` call per 100-byte line, a lock
   and a wake-up per pipe per round, a second read per pipe to hear
-  `EAGAIN`).
+  `EAGAIN`). The `ctl logs` rings cost the relay nothing measurable: a
+  large read is kept in the reader's own buffer (no copy) and lines are
+  only counted while someone follows (launcher CPU for the 200 MiB,
+  `prefix`: 185 ms with the rings as first written, 171 ms now, 171 ms
+  with `log.buffer: 0`). This machine's neighbours move the ratios by
+  more than that (0.4–0.7× across runs of one build on a busy machine).
   `file` streams append the same bytes unframed, 5–7× what supervisord
   and circusd sustain here.
 """)
