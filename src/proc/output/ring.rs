@@ -20,8 +20,8 @@ const CHUNK_COST: usize = 64;
 /// fewer chunks, and a chunk is never grown large (nor copied when its
 /// first lines go: those are only skipped, `Chunk::start`).
 const CHUNK_JOIN: usize = 16 * 1024;
-/// Lines of a read this large are kept in the reader's buffer itself
-/// (`Logs::push_taking`), not copied.
+/// Lines of a read kept this large (and filling half its buffer) stay in
+/// the reader's buffer itself (`Logs::push_taking`), not copied.
 const TAKE_MIN: usize = CHUNK_JOIN;
 
 /// Which output of its source a line came from.
@@ -218,12 +218,13 @@ impl Logs {
     }
 
     /// Keep the lines `data[..end]` (read from service `name`'s
-    /// `stream`, as `push`), taking `data` itself when they are many: the
-    /// ring keeps the reader's buffer as a chunk (no copy of what a large
-    /// read brought in, most of which the next large read pushes out
-    /// again), and the reader reads on into the buffer of a chunk that
-    /// left the ring. What follows `end` (a line not ended yet) comes back
-    /// at the start of the buffer returned, for the next read.
+    /// `stream`, as `push`), taking `data` itself when what the ring keeps
+    /// of them is large and fills at least half of the buffer (so that the
+    /// memory held stays within twice the bytes kept, as with copied
+    /// chunks): the ring keeps the reader's buffer as a chunk, no copy,
+    /// and the reader reads on into the buffer of a chunk that left the
+    /// ring. What follows `end` (a line not ended yet) comes back at the
+    /// start of the buffer returned, for the next read.
     pub fn push_taking(
         &mut self,
         name: &str,
@@ -232,13 +233,10 @@ impl Logs {
         end: usize,
     ) -> Vec<u8> {
         let end = end.min(data.len());
-        if self.cap == 0 || end < TAKE_MIN {
-            self.push(name, stream, data.get(..end).unwrap_or_default());
-            data.drain(..end);
-            return data;
-        }
         let start = self.kept_from(data.get(..end).unwrap_or_default());
-        if start >= end {
+        let kept = end.saturating_sub(start);
+        if self.cap == 0 || kept < TAKE_MIN || kept * 2 < data.capacity() {
+            self.push(name, stream, data.get(..end).unwrap_or_default());
             data.drain(..end);
             return data;
         }
@@ -810,11 +808,21 @@ mod tests {
             buf.extend_from_slice(b"partial");
             let end = buf.len() - b"partial".len();
             stream.extend_from_slice(&buf[..end]);
+            // A full buffer is taken; one mostly empty is copied from.
+            let roomy = next().is_multiple_of(3);
+            if roomy {
+                buf.reserve(4 * buf.len());
+            } else {
+                buf.shrink_to_fit();
+            }
+            let large = want > 200;
             buf = l.push_taking("web", Stream::Stdout, buf, end);
             assert_eq!(buf, b"partial");
             buf.clear();
             l.settle();
             let r = l.rings.get(&Some("web".to_string())).expect("ring");
+            let taken = r.chunks.back().is_some_and(|c| c.start > 0);
+            assert_eq!(taken, large && !roomy);
             assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
             let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
             assert_eq!(real, r.bytes);
