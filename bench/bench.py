@@ -1259,7 +1259,7 @@ class Bench:
 
 - **RSS ≤ 1.5 MiB with 5 services**: 1.50–1.51 MiB before `ctl logs`,
   the HTTP endpoints and the completions grew the static binary from 1.81
-  to 1.99 MB; ~1.76 MiB since. /proc/PID/smaps of the launcher with 5
+  to 2.0 MB; 1.76–1.78 MiB since. /proc/PID/smaps of the launcher with 5
   `sleep` services: the text segment (1424 KiB) is 1404 KiB resident,
   every 64 KiB fault-around window of it holding some code the start-up
   or the loop runs; read-only data 236 KiB of 512 (`.rodata` and the
@@ -1270,7 +1270,7 @@ class Bench:
   binary's text, all of it faulted in: what would take it under the bar
   again is less code, or the code that runs laid out in fewer 64 KiB
   windows (a link order file), not done yet. The dynamic glibc build is
-  4.6 MiB (libc, libm, libgcc_s and ld.so). Trimmed on the way: dlmalloc
+  4.5–4.6 MiB (libc, libm, libgcc_s and ld.so). Trimmed on the way: dlmalloc
   for musl's allocator, std's 8 KiB stdin buffer never set up,
   minijinja's debug feature and env_logger's colours (40 KiB of code).
 - **Stop with one child ≤ 1.5× tini**: it was 1.83× (~0.6 ms more than
@@ -1294,12 +1294,13 @@ class Bench:
   0.66–0.74× across runs on tmpfs and meets the ext4 bar; it was 0.26×
   before (musl's `memcpy` and a `memchr` call per 100-byte line, a lock
   and a wake-up per pipe per round, a second read per pipe to hear
-  `EAGAIN`). The `ctl logs` rings cost the relay nothing measurable: a
-  large read is kept in the reader's own buffer (no copy) and lines are
-  only counted while someone follows (launcher CPU for the 200 MiB,
-  `prefix`: 185 ms with the rings as first written, 171 ms now, 171 ms
-  with `log.buffer: 0`). This machine's neighbours move the ratios by
-  more than that (0.4–0.7× across runs of one build on a busy machine).
+  `EAGAIN`). The `ctl logs` rings cost the relay ~3 % of its CPU: lines
+  are only counted while someone follows, and a large read that fills
+  its buffer is kept as it is, not copied (launcher CPU for the 200 MiB,
+  `prefix`, medians of 21 alternated runs: 169 ms with the rings as first
+  written, 159 ms now, 155 ms with `log.buffer: 0`). This machine's
+  neighbours move the ratios by more than that (0.45–0.71× across runs of
+  one build).
   `file` streams append the same bytes unframed, 5–7× what supervisord
   and circusd sustain here.
 """)
