@@ -788,7 +788,7 @@ mod tests {
         // Reads of random sizes, small (copied) and large (the buffer
         // taken): the ring reads back the last lines of the stream, stays
         // within its bound, and hands back each read's unfinished line.
-        let mut next = crate::proc::xorshift(0x5eed_1234_abcd_0002);
+        let mut next = crate::units::xorshift(0x5eed_1234_abcd_0002);
         let cap = 64 * 1024;
         let mut l = Logs::new(cap);
         let mut stream = Vec::new();
