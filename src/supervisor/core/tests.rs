@@ -508,6 +508,11 @@ fn exit_status_rule() {
         clock(now),
     );
     assert!(fx.contains(&Effect::Exit(Outcome::NotFound)), "{fx:?}");
+    // The last line says why, not only who: `docker run IMAGE typo`.
+    assert_eq!(
+        core.termination().summary(),
+        "exit 127: the main command ended (main: cannot run ghost: No such file or directory)"
+    );
 }
 
 #[test]
