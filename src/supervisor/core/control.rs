@@ -256,7 +256,9 @@ impl Core {
             })
             .map(|s| s.name().to_string())
             .collect();
-        if self.is_stopping() {
+        // Only readiness fails on a drain or stop: plain `ctl health` (a
+        // Docker HEALTHCHECK) says whether the services run and are ready.
+        if which == Health::Ready && self.is_stopping() {
             Reply::error("stopping")
         } else if bad.is_empty() {
             Reply::ok("healthy")

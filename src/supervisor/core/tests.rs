@@ -952,6 +952,12 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
         })
         .ok
     );
+    // Plain `ctl health` (a Docker HEALTHCHECK) keeps its meaning: every
+    // autostart service running and ready; only --ready fails on a drain.
+    let r = sim.ctl(Command::Health {
+        check: crate::ctl::proto::Health::All,
+    });
+    assert!(r.ok, "healthy while the services still run: {r:?}");
     sim.now = t0 + Duration::from_secs(1);
     let (hook, _) = sim.hooks[0].clone();
     sim.feed(Input::ProbeDone {
