@@ -172,8 +172,9 @@ fn a_run_past_its_timeout_is_stopped() {
     out.assert_stderr("stuck: run timed out after 300ms");
 }
 
-/// A run cut short by the launcher's own stop is said as such, at info:
-/// not a failed run with a next run that will never come.
+/// A run started by `ctl start` says `run started` once (the ctl line is
+/// that one); a run cut short by the launcher's own stop is said as such,
+/// at info: not a failed run with a next run that will never come.
 #[test]
 fn a_run_stopped_with_the_launcher_is_not_a_failure() {
     let d = TempDir::new("sched-stop");
@@ -183,9 +184,13 @@ fn a_run_stopped_with_the_launcher_is_not_a_failure() {
         r#"services:
   long:
     cmd: ["sh", "-c", "echo start >> @D@/events; exec sleep 100"]
-    schedule: {cron: "@hourly", run_on_start: true}
+    schedule: {cron: "@yearly"}
 "#,
         LONG,
+    );
+    assert!(
+        wait_until(LONG, || ctl(&run, &["start", "long"]).code == Some(0)),
+        "ctl start long"
     );
     assert!(
         wait_until(LONG, || file_lines(&log) == ["start"]),
@@ -202,6 +207,7 @@ fn a_run_stopped_with_the_launcher_is_not_a_failure() {
         out.all()
     );
     out.assert_no_stderr("long: run failed");
+    out.assert_stderr_count("long: run started", 1);
     assert!(!said.iter().any(|l| l.contains("next run at")), "{said:?}");
 }
 

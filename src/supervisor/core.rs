@@ -376,16 +376,17 @@ impl Core {
             Input::Signal(sig) => self.on_signal(sig, now, &mut fx),
             Input::Ctl { conn, cmd } => {
                 // What an operator did by hand shows in the log (`docker
-                // logs`), as a SIGHUP's reload does.
-                let acts = matches!(
-                    cmd,
-                    crate::ctl::proto::Command::Start { .. }
-                        | crate::ctl::proto::Command::Stop { .. }
-                        | crate::ctl::proto::Command::Restart { .. }
-                        | crate::ctl::proto::Command::Signal { .. }
-                        | crate::ctl::proto::Command::Incr { .. }
-                        | crate::ctl::proto::Command::Decr { .. }
-                );
+                // logs`), as a SIGHUP's reload does; a job's run started
+                // so says `run started` itself.
+                use crate::ctl::proto::Command as C;
+                let acts = match &cmd {
+                    C::Start { name } | C::Restart { name } => !self
+                        .find(name)
+                        .and_then(|s| self.svcs.get(&s))
+                        .is_some_and(|s| s.job.is_some()),
+                    C::Stop { .. } | C::Signal { .. } | C::Incr { .. } | C::Decr { .. } => true,
+                    _ => false,
+                };
                 if let Some(reply) = self.command(conn, cmd, now, &mut fx) {
                     if let Some(m) = reply.message.as_deref().filter(|_| acts && reply.ok) {
                         log::info!("ctl: {m}");
