@@ -380,10 +380,10 @@ impl Core {
                 // so says `run started` itself.
                 use crate::ctl::proto::Command as C;
                 let acts = match &cmd {
-                    C::Start { name } | C::Restart { name } => !self
+                    C::Start { name } | C::Restart { name } => self
                         .find(name)
                         .and_then(|s| self.svcs.get(&s))
-                        .is_some_and(|s| s.job.is_some()),
+                        .is_none_or(|s| s.job.is_none()),
                     C::Stop { .. } | C::Signal { .. } | C::Incr { .. } | C::Decr { .. } => true,
                     _ => false,
                 };
