@@ -456,13 +456,14 @@ fn run(
         signals: &mut signals,
         last: None,
     };
-    match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut jobs) {
+    let pillar = match crate::prepare::phase::run(&cfg, &args.skip, prepare, &mut jobs) {
         // sshd, when the phase asks for it, runs first among the services.
-        Ok(extra) => {
-            for s in extra.into_iter().rev() {
+        Ok(prepared) => {
+            for s in prepared.services.into_iter().rev() {
                 crate::prepare::ssh::log_starting(&cfg);
                 services.insert(0, (s, Role::Sshd));
             }
+            prepared.pillar
         }
         Err(f) => {
             f.log();
@@ -473,7 +474,7 @@ fn run(
             log::info!("{}", report.summary());
             return f.outcome;
         }
-    }
+    };
     let reconfigurer = prepare.then(|| live_reconfigurer(&cfg, &opts, &args.skip));
     // SIGHUP / `ctl reload` re-read the same file the launcher started
     // from. sshd is the launcher's own: it changes only with `ssh:`.
@@ -522,6 +523,7 @@ fn run(
             notify_socket,
             reconfigurer,
             reconfigure_watch,
+            pillar,
         },
     )
 }

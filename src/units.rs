@@ -1,4 +1,5 @@
-//! Units the operator writes and reads: durations and yes/no words.
+//! Units the operator writes and reads: durations and yes/no words; and
+//! the one pseudo-random sequence.
 //! Pure functions, no I/O (layer 0).
 
 use std::time::Duration;
@@ -32,6 +33,27 @@ pub fn parse_bool(text: &str) -> Option<bool> {
         "true" | "yes" | "on" | "1" | "y" => Some(true),
         "false" | "no" | "off" | "0" | "n" | "" => Some(false),
         _ => None,
+    }
+}
+
+/// One step of xorshift64, the launcher's one pseudo-random sequence: the
+/// jitter of restart backoff (no need for a crypto RNG) and, in tests, the
+/// randomised cases (the same on every run).
+pub fn xorshift_step(mut x: u64) -> u64 {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    x
+}
+
+/// A deterministic generator for the randomised tests (of the output
+/// path, of cron): the same cases on every run.
+#[cfg(test)]
+pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+    let mut x = seed;
+    move || {
+        x = xorshift_step(x);
+        x
     }
 }
 

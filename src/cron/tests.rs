@@ -349,7 +349,7 @@ fn agrees_with_a_minute_by_minute_scan_in_utc() {
         "59 23 28-31 * *",
     ];
     let tz = Zone::utc();
-    let mut next = crate::proc::xorshift(0x2545_f491_4f6c_dd1d);
+    let mut next = crate::units::xorshift(0x2545_f491_4f6c_dd1d);
     for expr in exprs {
         let cron = Cron::parse(expr).expect(expr);
         for _ in 0..20 {

@@ -6,7 +6,7 @@
 //! passes), and `Connection: close` after each answer. The body is the
 //! shell's to supply (the core builds it). Layer 2.
 
-use super::server::{read_available, write_queued, Conns, Drained, Written};
+use super::server::{read_available, write_queued, Conn, Conns, Drained, Written};
 use nix::poll::PollFlags;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,10 +22,8 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// The longest answer queued (the exposition of thousands of services).
 const MAX_ANSWER: usize = 8 << 20;
 
-struct Conn {
-    stream: TcpStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
+/// What the server follows of an exchange, beyond its bytes.
+struct Exchange {
     deadline: Instant,
     /// The request was read: now only writing.
     answered: bool,
@@ -68,7 +66,7 @@ impl Page {
 pub struct HttpServer {
     listener: TcpListener,
     pub addr: SocketAddr,
-    conns: Conns<Conn>,
+    conns: Conns<Conn<TcpStream, Exchange>>,
 }
 
 impl HttpServer {
@@ -90,7 +88,7 @@ impl HttpServer {
     /// The connections to poll, with what to wait for.
     pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
         self.conns.poll_fds(|c| {
-            let ev = if c.answered {
+            let ev = if c.state.answered {
                 PollFlags::POLLOUT
             } else {
                 PollFlags::POLLIN
@@ -100,12 +98,12 @@ impl HttpServer {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().map(|c| c.deadline).min()
+        self.conns.values().map(|c| c.state.deadline).min()
     }
 
     /// Drop the connections past their deadline.
     pub fn expire(&mut self, now: Instant) {
-        self.conns.retain(|_, c| c.deadline > now);
+        self.conns.retain(|_, c| c.state.deadline > now);
     }
 
     pub fn accept(&mut self, now: Instant) {
@@ -117,18 +115,15 @@ impl HttpServer {
                 // took it, or no fd left (EMFILE): try again next round.
                 Err(_) => break,
             };
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let conn = Conn {
-                stream,
-                inbuf: Vec::new(),
-                outbuf: Vec::new(),
+            let exchange = Exchange {
                 deadline: now + DEADLINE,
                 answered: false,
                 head_only: false,
             };
-            self.conns.admit(MAX_CONNS, |c| c.deadline, conn);
+            let Some(conn) = Conn::accepted(stream, exchange) else {
+                continue;
+            };
+            self.conns.admit(MAX_CONNS, |c| c.state.deadline, conn);
         }
     }
 
@@ -136,7 +131,7 @@ impl HttpServer {
     /// (errors) or handed back (a page to answer).
     pub fn read(&mut self, id: u64) -> Option<Ask> {
         let conn = self.conns.get_mut(&id)?;
-        if conn.answered {
+        if conn.state.answered {
             return None;
         }
         // Ended: the client closed its side, so what it sent is all there
@@ -167,8 +162,8 @@ impl HttpServer {
         let mut words = line.split(|&b| b == b' ');
         let (method, target, version) = (words.next(), words.next(), words.next());
         let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
-        conn.head_only = method == Some(b"HEAD".as_slice());
-        let method = if conn.head_only {
+        conn.state.head_only = method == Some(b"HEAD".as_slice());
+        let method = if conn.state.head_only {
             Some(b"GET".as_slice())
         } else {
             method
@@ -232,10 +227,10 @@ impl HttpServer {
         conn.inbuf = Vec::new();
         conn.outbuf.clear();
         conn.outbuf.extend_from_slice(head.as_bytes());
-        if !conn.head_only {
+        if !conn.state.head_only {
             conn.outbuf.extend_from_slice(body);
         }
-        conn.answered = true;
+        conn.state.answered = true;
         self.write(id);
     }
 

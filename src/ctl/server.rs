@@ -25,10 +25,8 @@ pub const IDLE: Duration = Duration::from_secs(10);
 /// Replies a client has not read, at most; beyond, it is dropped.
 const MAX_UNREAD: usize = 1 << 20;
 
-pub struct Conn {
-    stream: UnixStream,
-    inbuf: Vec<u8>,
-    outbuf: Vec<u8>,
+/// What the server follows of a client, beyond its bytes.
+struct Session {
     last: Instant,
     /// Close once the queued replies are written.
     closing: bool,
@@ -44,7 +42,7 @@ const FOLLOW_CHUNK: usize = 64 * 1024;
 pub struct Server {
     listener: UnixListener,
     pub path: PathBuf,
-    conns: Conns<Conn>,
+    conns: Conns<Conn<UnixStream, Session>>,
 }
 
 impl Drop for Server {
@@ -149,10 +147,10 @@ impl Server {
     pub fn poll_fds(&self) -> Vec<(u64, BorrowedFd<'_>, PollFlags)> {
         self.conns.poll_fds(|c| {
             let mut ev = PollFlags::empty();
-            if !c.closing {
+            if !c.state.closing {
                 ev |= PollFlags::POLLIN;
             }
-            if !c.outbuf.is_empty() || c.follow.as_ref().is_some_and(|f| logs().has_news(f)) {
+            if !c.outbuf.is_empty() || c.state.follow.as_ref().is_some_and(|f| logs().has_news(f)) {
                 ev |= PollFlags::POLLOUT;
             }
             (c.stream.as_fd(), ev)
@@ -163,8 +161,8 @@ impl Server {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.conns
             .values()
-            .filter(|c| c.follow.is_none())
-            .map(|c| c.last + IDLE)
+            .filter(|c| c.state.follow.is_none())
+            .map(|c| c.state.last + IDLE)
             .min()
     }
 
@@ -172,7 +170,7 @@ impl Server {
     /// waits for lines).
     pub fn expire(&mut self, now: Instant) {
         self.conns
-            .retain(|_, c| c.follow.is_some() || c.last + IDLE > now);
+            .retain(|_, c| c.state.follow.is_some() || c.state.last + IDLE > now);
     }
 
     /// Accept pending connections from our own user (or root); their ids.
@@ -188,19 +186,16 @@ impl Server {
                 log::warn!("control socket: refused a connection from uid {peer}");
                 continue;
             }
-            if stream.set_nonblocking(true).is_err() {
-                continue;
-            }
-            let conn = Conn {
-                stream,
-                inbuf: Vec::new(),
-                outbuf: Vec::new(),
+            let session = Session {
                 last: now,
                 closing: false,
                 follow: None,
             };
+            let Some(conn) = Conn::accepted(stream, session) else {
+                continue;
+            };
             // Make room: the connection idle the longest goes.
-            fresh.push(self.conns.admit(MAX_CONNS, |c| c.last, conn));
+            fresh.push(self.conns.admit(MAX_CONNS, |c| c.state.last, conn));
         }
         fresh
     }
@@ -215,7 +210,7 @@ impl Server {
         let before = conn.inbuf.len();
         let closed = read_available(&mut conn.stream, &mut conn.inbuf, MAX_LINE) != Drained::Open;
         if conn.inbuf.len() > before {
-            conn.last = now;
+            conn.state.last = now;
         }
         let mut start = 0;
         while let Some(nl) = memchr::memchr(b'\n', conn.inbuf.get(start..).unwrap_or_default()) {
@@ -238,7 +233,7 @@ impl Server {
             if out.is_empty() && conn.outbuf.is_empty() {
                 self.conns.remove(&id);
             } else {
-                conn.closing = true;
+                conn.state.closing = true;
             }
         }
         out
@@ -262,7 +257,7 @@ impl Server {
     /// come and as fast as it reads them (`ctl logs -f`).
     pub fn follow(&mut self, id: u64, follower: Follower) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.follow = Some(follower);
+            conn.state.follow = Some(follower);
         }
         self.write(id);
     }
@@ -273,18 +268,18 @@ impl Server {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
-        if conn.outbuf.is_empty() && !conn.closing {
-            if let Some(f) = &mut conn.follow {
+        if conn.outbuf.is_empty() && !conn.state.closing {
+            if let Some(f) = &mut conn.state.follow {
                 // A reader that does not follow is done once it has read
                 // what was there when it asked.
-                conn.closing = follow_lines(f, &mut conn.outbuf);
+                conn.state.closing = follow_lines(f, &mut conn.outbuf);
             }
         }
         if write_queued(&mut conn.stream, &mut conn.outbuf) == Written::Failed {
             self.conns.remove(&id);
             return;
         }
-        if conn.outbuf.is_empty() && conn.closing {
+        if conn.outbuf.is_empty() && conn.state.closing {
             self.conns.remove(&id);
         }
     }
@@ -292,7 +287,7 @@ impl Server {
     /// Close `id` once what is queued for it is written.
     pub fn close_after_replies(&mut self, id: u64) {
         if let Some(conn) = self.conns.get_mut(&id) {
-            conn.closing = true;
+            conn.state.closing = true;
         }
         self.write(id);
     }
@@ -315,6 +310,46 @@ fn follow_lines(f: &mut Follower, out: &mut Vec<u8>) -> bool {
     crate::proc::frame::escape_json(&text, out);
     out.extend_from_slice(b"\"}\n");
     done
+}
+
+/// An accepted connection of a listener: the bytes it sent not yet used,
+/// those queued for it, and what the listener follows of it (`state`).
+pub(crate) struct Conn<S, T> {
+    pub(crate) stream: S,
+    pub(crate) inbuf: Vec<u8>,
+    pub(crate) outbuf: Vec<u8>,
+    pub(crate) state: T,
+}
+
+/// A stream a listener accepts (Unix or TCP).
+pub(crate) trait Stream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+}
+
+impl Stream for UnixStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        UnixStream::set_nonblocking(self, on)
+    }
+}
+
+impl Stream for std::net::TcpStream {
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        std::net::TcpStream::set_nonblocking(self, on)
+    }
+}
+
+impl<S: Stream, T> Conn<S, T> {
+    /// A `stream` just accepted, made non-blocking; `None` (it is closed)
+    /// when it cannot be.
+    pub(crate) fn accepted(stream: S, state: T) -> Option<Self> {
+        stream.set_nonblocking(true).ok()?;
+        Some(Conn {
+            stream,
+            inbuf: Vec::new(),
+            outbuf: Vec::new(),
+            state,
+        })
+    }
 }
 
 /// The open connections of a listener, by id.

@@ -14,7 +14,8 @@ pub mod reconfigure;
 pub mod ssh;
 pub mod step;
 
-use crate::config::model::Config;
+use crate::config::model::{Config, Service};
+use crate::ctl::proto::PillarState;
 use crate::proc::{Job, JobEnd};
 use nix::sys::signal::Signal;
 
@@ -27,4 +28,13 @@ pub trait Jobs {
     /// A stop signal that arrived since the last look, if any (children
     /// that ended meanwhile are reaped).
     fn stop_requested(&mut self) -> Option<Signal>;
+}
+
+/// What the phase leaves for the supervisor: the services it adds (sshd)
+/// and, when the start went on with the last valid override, that fact
+/// (`ctl status` and `/status` show it).
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub services: Vec<Service>,
+    pub pillar: Option<PillarState>,
 }

@@ -5,24 +5,26 @@
 //! then exits 128+N.
 
 use super::preflight::{self, Ctx, Report};
-use super::{step, Jobs};
+use super::{step, Jobs, Prepared};
 use crate::config::model::{Config, PrepareStep as Step, Service};
 use crate::error::{self, Diag, Failure};
 
-/// Run the phase. `Ok` holds services the phase adds (sshd); `Err` why it
-/// stopped, with the exit status the launcher must end with.
+/// Run the phase. `Ok` holds what it leaves for the supervisor (the
+/// services it adds, sshd; the pillar in use when it is the last valid
+/// copy); `Err` why it stopped, with the exit status the launcher must end
+/// with.
 pub fn run(
     cfg: &Config,
     skip: &[Step],
     enabled: bool,
     jobs: &mut dyn Jobs,
-) -> Result<Vec<Service>, Failure> {
-    let mut extra = Vec::new();
+) -> Result<Prepared, Failure> {
+    let mut out = Prepared::default();
     // The volume is written by others: whatever lies under it is opened
     // beneath it, links refused for writes (log files included).
     crate::fsutil::set_untrusted_roots(std::slice::from_ref(&cfg.paths.volume));
     if !enabled {
-        return Ok(extra); // plain init: nothing to prepare
+        return Ok(out); // plain init: nothing to prepare
     }
     if cfg.file.is_none() && !skip.contains(&Step::Reconfigure) {
         log::info!("reconfigure: no mc-launcher.yml, so no steps: salt states run only when listed in reconfigure.steps");
@@ -37,12 +39,12 @@ pub fn run(
             if written {
                 gate(cfg, &[step], false)?;
             }
-            extra.extend(step::run(step, cfg, skip, jobs)?);
+            step::run(step, cfg, skip, jobs, &mut out)?;
             written = true;
         }
         stop_requested(jobs)?;
     }
-    Ok(extra)
+    Ok(out)
 }
 
 fn not_skipped(skip: &[Step]) -> Vec<Step> {

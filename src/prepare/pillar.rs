@@ -583,30 +583,6 @@ fn keep_last_good(cfg: &Config, text: &str) {
     }
 }
 
-/// Set when the start went on with the last valid override: what
-/// `ctl status` shows (the one fact of the prepare phase the supervisor
-/// needs, so kept here rather than passed through every step).
-static LAST_GOOD_IN_USE: std::sync::Mutex<Option<crate::ctl::proto::PillarState>> =
-    std::sync::Mutex::new(None);
-
-/// Say that the start goes on with the last valid override `copy`, the
-/// override being refused for `error`.
-pub fn note_last_good(copy: &Path, error: &Diag) {
-    if let Ok(mut n) = LAST_GOOD_IN_USE.lock() {
-        *n = Some(crate::ctl::proto::PillarState {
-            in_use: "last-good".into(),
-            copy: copy.display().to_string(),
-            error: error.to_string(),
-        });
-    }
-}
-
-/// What [`note_last_good`] said, if the start went on with the last
-/// valid override.
-pub fn started_on_last_good() -> Option<crate::ctl::proto::PillarState> {
-    LAST_GOOD_IN_USE.lock().ok().and_then(|n| n.clone())
-}
-
 /// Install the last valid override's copy, when there is one still valid.
 fn install_last_good(
     cfg: &Config,

@@ -157,6 +157,10 @@ pub fn apply(items: &[Prepopulate], volume: &Path) -> Result<Vec<Outcome>, FsErr
 fn apply_one(item: &Prepopulate, volume: &Path) -> Result<Outcome, FsError> {
     let dest = &item.dest;
     let existing = open_dest(dest, Some(volume))?;
+    // An empty destination that was already there: no directory on the
+    // way to it is created, so a small copy can be made durable entry by
+    // entry (see `Copy::durable`).
+    let mut in_place = false;
     if let Some(d) = &existing {
         match state_of(d)? {
             DestState::HasData => return Ok(Outcome::Kept(dest.clone())),
@@ -167,7 +171,7 @@ fn apply_one(item: &Prepopulate, volume: &Path) -> Result<Outcome, FsError> {
                 );
                 wipe(d)?;
             }
-            DestState::Empty => {}
+            DestState::Empty => in_place = true,
         }
     }
     let owner = match &item.owner {
@@ -192,7 +196,7 @@ fn apply_one(item: &Prepopulate, volume: &Path) -> Result<Outcome, FsError> {
             (d, created.then_some(p))
         }
     };
-    let result = copy_marked(&src, &src_st, &d, owner, dest);
+    let result = copy_marked(&src, &src_st, &d, owner, dest, in_place);
     if result.is_err() {
         // Leave the destination as it was: missing, or empty.
         let _ = wipe(&d);
@@ -231,6 +235,20 @@ fn apply_meta(fd: BorrowedFd<'_>, st: &FileStat, owner: Option<(Uid, Gid)>) -> i
     nix::sys::stat::futimens(fd, &atime, &mtime).map_err(errno_io)
 }
 
+/// The most entries (files and directories) a copy makes durable one by
+/// one, with an fsync each; a bigger copy is made durable by one `syncfs`.
+/// A `syncfs` also writes back whatever else is waiting on that filesystem
+/// (on a shared disk, every other writer's data): for the few files of a
+/// typical default-data directory it cost more than the copy, and the most
+/// of the start's time when others were writing.
+const FSYNC_ENTRIES: usize = 64;
+
+/// A file or directory of the copy, kept open to be made durable.
+enum Entry {
+    File(File),
+    Dir(DirFd),
+}
+
 /// What a copy counts, and the hard links it has seen.
 struct Copy<'a> {
     /// The destination's top directory: hard links are made from it.
@@ -242,6 +260,21 @@ struct Copy<'a> {
     /// (device, inode) of a multiply-linked source → where its first copy is
     /// (relative to `root`).
     linked: HashMap<(u64, u64), PathBuf>,
+    /// Every file and directory made so far, while the copy is small and
+    /// holds only those (in an existing destination); `None` once it is
+    /// not, and a `syncfs` makes it durable instead.
+    durable: Option<Vec<(PathBuf, Entry)>>,
+}
+
+impl Copy<'_> {
+    /// Keep `entry` to be made durable, or give up on entry-by-entry
+    /// durability (`None`: a link, or too many entries).
+    fn keep(&mut self, entry: Option<(PathBuf, Entry)>) {
+        match (entry, self.durable.as_mut()) {
+            (Some(e), Some(v)) if v.len() < FSYNC_ENTRIES => v.push(e),
+            _ => self.durable = None,
+        }
+    }
 }
 
 fn copy_marked(
@@ -250,6 +283,7 @@ fn copy_marked(
     d: &DirFd,
     owner: Option<(Uid, Gid)>,
     dest: &Path,
+    in_place: bool,
 ) -> Result<Outcome, FsError> {
     let marker = OsStr::new(MARKER);
     let marker_path = dest.join(MARKER);
@@ -270,14 +304,27 @@ fn copy_marked(
         files: 0,
         bytes: 0,
         linked: HashMap::new(),
+        durable: in_place.then(Vec::new),
     };
     copy_dir(src, d, Path::new(""), &mut copy)?;
     // The root of the copy takes the source's mode, owner and times too.
     at(dest, apply_meta(d.as_fd(), src_st, owner))?;
 
-    // One sync of the whole filesystem instead of an fsync per file: the
-    // data is durable before the marker goes.
-    at(dest, nix::unistd::syncfs(d.as_fd()).map_err(errno_io))?;
+    // The data is durable before the marker goes: a small copy by an fsync
+    // of each file and directory it made and of the destination, a big one
+    // by one sync of the whole filesystem instead of an fsync per file.
+    match copy.durable.take() {
+        Some(entries) => {
+            for (path, e) in entries {
+                match e {
+                    Entry::File(f) => at(&path, f.sync_all())?,
+                    Entry::Dir(sub) => sub.sync()?,
+                }
+            }
+            d.sync()?;
+        }
+        None => at(dest, nix::unistd::syncfs(d.as_fd()).map_err(errno_io))?,
+    }
     d.remove(marker, false)?;
     d.sync()?;
     // Removing the marker changed dest's mtime: put the source's back.
@@ -318,7 +365,10 @@ fn copy_dir(src: &DirFd, dst: &DirFd, rel: &Path, copy: &mut Copy<'_>) -> Result
             let sub_src = src.dir(Path::new(&name), Links::Refuse)?;
             copy_dir(&sub_src, &sub, &to_rel, copy)?;
             at(&to, apply_meta(sub.as_fd(), &st, copy.owner))?;
+            copy.keep(Some((to, Entry::Dir(sub))));
         } else if fsutil::is_symlink(&st) {
+            // A link cannot be fsynced on its own: the copy is synced whole.
+            copy.keep(None);
             let target = at(
                 &src.path().join(&name),
                 nix::fcntl::readlinkat(src.as_fd(), name.as_os_str()).map_err(errno_io),
@@ -395,6 +445,7 @@ fn copy_file(
                 )
                 .map_err(errno_io),
             )?;
+            copy.keep(None);
             copy.files += 1;
             return Ok(());
         }
@@ -407,6 +458,7 @@ fn copy_file(
     if st.st_nlink > 1 {
         copy.linked.insert(key, to_rel.to_path_buf());
     }
+    copy.keep(Some((to, Entry::File(out))));
     copy.files += 1;
     copy.bytes += len;
     Ok(())
@@ -533,6 +585,41 @@ mod tests {
     /// Prepopulate `dest` from `src`, outside any volume.
     fn copy(src: &Path, dest: &Path) -> Result<Vec<Outcome>, FsError> {
         apply(&[item(src, dest)], Path::new("/nonexistent-volume"))
+    }
+
+    #[test]
+    fn a_small_copy_is_synced_entry_by_entry_else_by_one_syncfs() {
+        let t = Tmp::new("prepop-durable");
+        let root = DirFd::open(&t.0).expect("open");
+        let new = |durable| Copy {
+            root: &root,
+            owner: None,
+            files: 0,
+            bytes: 0,
+            linked: HashMap::new(),
+            durable,
+        };
+        let entry = || (t.0.clone(), Entry::Dir(DirFd::open(&t.0).expect("open")));
+        // A destination that was created on the way: one syncfs.
+        let mut created = new(None);
+        created.keep(Some(entry()));
+        assert!(created.durable.is_none());
+        // Files and directories, up to the bound: each kept to be synced.
+        let mut small = new(Some(Vec::new()));
+        for _ in 0..FSYNC_ENTRIES {
+            small.keep(Some(entry()));
+        }
+        assert_eq!(small.durable.as_ref().map(Vec::len), Some(FSYNC_ENTRIES));
+        // One more: the whole copy goes to one syncfs.
+        small.keep(Some(entry()));
+        assert!(small.durable.is_none());
+        small.keep(Some(entry()));
+        assert!(small.durable.is_none());
+        // A link (symbolic or hard) cannot be synced alone: one syncfs.
+        let mut linked = new(Some(Vec::new()));
+        linked.keep(Some(entry()));
+        linked.keep(None);
+        assert!(linked.durable.is_none());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 use super::preflight::{self, Ctx, Report};
 use super::Jobs;
 use crate::config::model::{Config, OnInvalid, PrepareStep as Step, Service};
+use crate::ctl::proto::PillarState;
 use crate::error::{self, Diag, Failure};
 
 /// Add to `r` every path `step` is going to write that cannot be written.
@@ -26,21 +27,24 @@ pub fn plan(step: Step, ctx: &Ctx, r: &mut Report) {
     }
 }
 
-/// Run `step` (`skip`: the steps the phase skips). `Ok` holds the service
-/// it adds (sshd); `Err` why the phase stops, with the exit status the
-/// launcher must end with.
+/// Run `step` (`skip`: the steps the phase skips), adding to `out` what
+/// it leaves for the supervisor (sshd; the last-good pillar in use);
+/// `Err` why the phase stops, with the exit status the launcher must end
+/// with.
 pub fn run(
     step: Step,
     cfg: &Config,
     skip: &[Step],
     jobs: &mut dyn Jobs,
-) -> Result<Option<Service>, Failure> {
+    out: &mut super::Prepared,
+) -> Result<(), Failure> {
     match step {
-        Step::Pillar => pillar(cfg, !skip.contains(&Step::Reconfigure)).map(|()| None),
-        Step::Ssh => ssh(cfg),
-        Step::Reconfigure => reconfigure(cfg, jobs).map(|()| None),
-        Step::Prepopulate => prepopulate(cfg).map(|()| None),
+        Step::Pillar => out.pillar = pillar(cfg, !skip.contains(&Step::Reconfigure))?,
+        Step::Ssh => out.services.extend(ssh(cfg)?),
+        Step::Reconfigure => reconfigure(cfg, jobs)?,
+        Step::Prepopulate => prepopulate(cfg)?,
     }
+    Ok(())
 }
 
 /// What `check` finds wrong in the inputs of `step`, writing nothing.
@@ -107,13 +111,13 @@ pub fn describe(step: Step, cfg: &Config, skipped: bool) -> String {
 }
 
 /// `templates`: the reconfigure step runs, so the override must fit its
-/// templates.
-fn pillar(cfg: &Config, templates: bool) -> Result<(), Failure> {
+/// templates. `Some` when the start goes on with the last valid override.
+fn pillar(cfg: &Config, templates: bool) -> Result<Option<PillarState>, Failure> {
     use super::pillar::{apply_plan, PillarError};
     match apply_plan(cfg, || super::reconfigure::start_plan(cfg, templates)) {
         Ok(outcome) => {
             log::info!("pillar: {outcome}");
-            Ok(())
+            Ok(None)
         }
         // One line that says what is wrong and exactly what is installed.
         Err(PillarError::Invalid(d, installed)) => match cfg.pillar.on_invalid {
@@ -124,14 +128,17 @@ fn pillar(cfg: &Config, templates: bool) -> Result<(), Failure> {
             )),
             OnInvalid::KeepDefault => {
                 log::warn!("pillar: {d}; {installed}; going on (on_invalid: keep-default)");
-                Ok(())
+                Ok(None)
             }
             // Loudly: one record naming the error and the copy started on.
             OnInvalid::LastGood => match &installed {
                 super::pillar::Installed::LastGood(copy) => {
                     log::warn!("pillar: {d}; {installed}; going on (on_invalid: last-good)");
-                    super::pillar::note_last_good(copy, &d);
-                    Ok(())
+                    Ok(Some(PillarState {
+                        in_use: "last-good".into(),
+                        copy: copy.display().to_string(),
+                        error: d.to_string(),
+                    }))
                 }
                 _ => Err(Failure::new(
                     error::Outcome::InvalidInput,

@@ -588,7 +588,7 @@ mod tests {
 
     #[test]
     fn ascii_escaping_agrees_with_the_general_escaper() {
-        let mut next = crate::proc::xorshift(0x9e37_79b9_7f4a_7c15);
+        let mut next = crate::units::xorshift(0x9e37_79b9_7f4a_7c15);
         for _ in 0..5000 {
             let len = (next() % 70) as usize;
             let rare = [Control, Byte(b'"'), Byte(b'\\'), Byte(0x7f)];

@@ -55,19 +55,6 @@ pub enum JobEnd {
     Interrupted(nix::sys::signal::Signal),
 }
 
-/// A small deterministic generator for the randomised tests (of the
-/// output path, of cron; xorshift64): the same cases on every run.
-#[cfg(test)]
-pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
-    let mut x = seed;
-    move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    }
-}
-
 /// What a byte of `random_bytes` is drawn as.
 #[cfg(test)]
 #[derive(Clone, Copy)]

@@ -493,7 +493,7 @@ mod tests {
 
     #[test]
     fn escaping_random_bytes_gives_json_that_reads_back_lossily() {
-        let mut next = crate::proc::xorshift(0x2545_f491_4f6c_dd1d);
+        let mut next = crate::units::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..3000 {
             let len = (next() % 40) as usize;
             // Mostly ASCII, some of everything else.
@@ -683,7 +683,7 @@ mod tests {
         /// record is what `Head::write` makes of its line.
         #[test]
         fn batch_loops_agree_with_the_line_at_a_time_ones() {
-            let mut next = crate::proc::xorshift(0x1234_5678_9abc_def1);
+            let mut next = crate::units::xorshift(0x1234_5678_9abc_def1);
             let head = Head::service("svc", "stdout", '|');
             let ts = timestamp();
             let start = head.json_start(&ts);

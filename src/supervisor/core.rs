@@ -443,11 +443,7 @@ impl Core {
             consider(self.job_deadlines());
             consider(self.step_deadlines());
         }
-        if let Some(st) = &self.stop.active {
-            if !st.killed {
-                consider(Some(st.deadline));
-            }
-        }
+        consider(self.kill_deadline());
         consider(self.drain_deadline());
         at
     }
@@ -536,10 +532,7 @@ impl Core {
     }
 
     fn ctx(&mut self, now: Instant) -> Ctx {
-        // xorshift64: jitter for backoff, no need for a crypto RNG.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
+        self.rng = crate::units::xorshift_step(self.rng);
         let jitter = 0.5 + (self.rng % 1000) as f64 / 2000.0;
         let grace_cap = match &self.stop.active {
             Some(st) => st.deadline.saturating_duration_since(now),
@@ -570,12 +563,7 @@ impl Core {
         if self.stop.active.is_none() {
             self.step_timeouts(now, fx);
         }
-        let overdue = self
-            .stop
-            .active
-            .as_ref()
-            .is_some_and(|st| !st.killed && st.deadline <= now);
-        if overdue {
+        if self.kill_deadline().is_some_and(|d| d <= now) {
             log::warn!("shutdown deadline reached: killing what is left");
             self.kill_all(now, fx);
         }

@@ -21,7 +21,6 @@ use crate::config::model::{Config, Service};
 use crate::proc::{Job, JobEnd};
 use crate::signals::SignalSource;
 pub use core::{Prepared, ReconfigureCounts, ReloadSet, Role};
-use std::collections::VecDeque;
 
 pub use shell::{KeysChanged, ReconfigureRun, Reconfigurer, Reloader};
 
@@ -41,6 +40,9 @@ pub struct RunOptions {
     pub reconfigurer: Option<Reconfigurer>,
     /// The watch of the live reconfigure's inputs (`reconfigure.watch`).
     pub reconfigure_watch: Option<crate::proc::watch::FileWatch>,
+    /// The pillar in use when the prepare phase went on with the last
+    /// valid override (`ctl status` says so).
+    pub pillar: Option<crate::ctl::proto::PillarState>,
 }
 
 /// Supervise `services` (the main service and sshd included, each with its
@@ -75,7 +77,7 @@ pub fn run(
             can_reconfigure: opts.reconfigurer.is_some(),
             start_time_unix: crate::proc::output::unix_now(),
             main_on_tty: stdin_tty,
-            pillar: crate::prepare::pillar::started_on_last_good(),
+            pillar: opts.pillar.clone(),
         },
     );
     let probes = match crate::proc::probe::Probes::new() {
@@ -107,40 +109,23 @@ pub fn run(
     } else {
         shell::new_watch(groups)
     };
+    let ctl = crate::ctl::server::Server::bind(&cfg);
     let mut shell = shell::Shell {
         svc_watch,
         http,
-        ctl: crate::ctl::server::Server::bind(&cfg),
-        core,
-        cfg,
-        signals,
-        readers: Vec::new(),
-        probes,
+        ctl,
         keys,
-        keys_due: None,
         reloader: opts.reloader,
         on_keys_changed: opts.on_keys_changed,
         stdin_tty,
         is_pid1,
-        inputs: VecDeque::new(),
-        exit: None,
-        probe_names: Default::default(),
-        step_run: false,
-        step_end: None,
-        tails: Default::default(),
-        env_files: Default::default(),
-        limiters: Default::default(),
-        groups: Default::default(),
-        notify: Vec::new(),
         notify_seed: seed,
         notify_target: opts.notify_socket.map(crate::proc::notify::Outbox::new),
         cgroup,
         oom_seen,
-        killed: Default::default(),
-        stop_queued: false,
         reconfigurer: opts.reconfigurer,
         reconf_watch: opts.reconfigure_watch,
-        reconf_due: None,
+        ..shell::Shell::new(core, cfg, signals, probes)
     };
     shell.run()
 }
@@ -159,40 +144,10 @@ pub fn run_job(cfg: &Config, signals: &mut SignalSource, job: Job) -> (JobEnd, V
             )
         }
     };
+    let core = core::Core::for_step(&job);
     let mut shell = shell::Shell {
-        http: None,
-        ctl: None,
-        core: core::Core::for_step(&job),
-        cfg: cfg.clone(),
-        signals,
-        readers: Vec::new(),
-        probes,
-        keys: None,
-        keys_due: None,
-        reloader: None,
-        on_keys_changed: None,
-        stdin_tty: false,
-        is_pid1: false,
-        inputs: VecDeque::new(),
-        exit: None,
-        probe_names: Default::default(),
         step_run: true,
-        step_end: None,
-        tails: Default::default(),
-        env_files: Default::default(),
-        limiters: Default::default(),
-        groups: Default::default(),
-        notify: Vec::new(),
-        notify_seed: 1,
-        notify_target: None,
-        cgroup: None,
-        oom_seen: 0,
-        killed: Default::default(),
-        stop_queued: false,
-        reconfigurer: None,
-        reconf_watch: None,
-        reconf_due: None,
-        svc_watch: None,
+        ..shell::Shell::new(core, cfg.clone(), signals, probes)
     };
     shell.run();
     let end = shell

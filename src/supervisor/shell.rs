@@ -126,6 +126,49 @@ pub(super) struct Shell<'a> {
     pub svc_watch: Option<PathsWatch>,
 }
 
+impl<'a> Shell<'a> {
+    /// A shell for `core` with none of a run's own parts (listeners,
+    /// watches, reload, sd_notify, cgroup): `run` adds them, a prepare
+    /// step runs without.
+    pub fn new(core: Core, cfg: Config, signals: &'a mut SignalSource, probes: Probes) -> Self {
+        Shell {
+            core,
+            cfg,
+            signals,
+            ctl: None,
+            http: None,
+            readers: Vec::new(),
+            probes,
+            keys: None,
+            keys_due: None,
+            reloader: None,
+            on_keys_changed: None,
+            stdin_tty: false,
+            is_pid1: false,
+            inputs: VecDeque::new(),
+            exit: None,
+            probe_names: Default::default(),
+            step_run: false,
+            step_end: None,
+            tails: Default::default(),
+            env_files: Default::default(),
+            limiters: Default::default(),
+            groups: Default::default(),
+            notify: Vec::new(),
+            notify_seed: 1,
+            notify_target: None,
+            cgroup: None,
+            oom_seen: 0,
+            stop_queued: false,
+            killed: Default::default(),
+            reconfigurer: None,
+            reconf_watch: None,
+            reconf_due: None,
+            svc_watch: None,
+        }
+    }
+}
+
 /// The services' watch, or none (said) when it cannot be had.
 pub(super) fn new_watch(groups: Vec<(String, Vec<std::path::PathBuf>)>) -> Option<PathsWatch> {
     PathsWatch::new(groups)
@@ -190,6 +233,20 @@ enum Src {
     /// The writer's queue has room again (readers held, see below).
     OutputRoom,
     Notify(usize),
+}
+
+/// A listening socket (polled for a connection to accept), then each of
+/// its connections (`conn(id)`, polled for what it waits for).
+fn push_listener(
+    srcs: &mut Vec<(Src, RawFd, PollFlags)>,
+    (src, fd): (Src, BorrowedFd<'_>),
+    conns: Vec<(u64, BorrowedFd<'_>, PollFlags)>,
+    conn: fn(u64) -> Src,
+) {
+    srcs.push((src, fd.as_raw_fd(), PollFlags::POLLIN));
+    for (id, fd, ev) in conns {
+        srcs.push((conn(id), fd.as_raw_fd(), ev));
+    }
 }
 
 impl Shell<'_> {
@@ -461,24 +518,12 @@ impl Shell<'_> {
             srcs.push((Src::SvcWatch, w.fd().as_raw_fd(), PollFlags::POLLIN));
         }
         if let Some(ctl) = &self.ctl {
-            srcs.push((
-                Src::Listener,
-                ctl.listener_fd().as_raw_fd(),
-                PollFlags::POLLIN,
-            ));
-            for (id, fd, ev) in ctl.poll_fds() {
-                srcs.push((Src::Conn(id), fd.as_raw_fd(), ev));
-            }
+            let listener = (Src::Listener, ctl.listener_fd());
+            push_listener(&mut srcs, listener, ctl.poll_fds(), Src::Conn);
         }
         if let Some(h) = &self.http {
-            srcs.push((
-                Src::HttpListener,
-                h.listener_fd().as_raw_fd(),
-                PollFlags::POLLIN,
-            ));
-            for (id, fd, ev) in h.poll_fds() {
-                srcs.push((Src::Http(id), fd.as_raw_fd(), ev));
-            }
+            let listener = (Src::HttpListener, h.listener_fd());
+            push_listener(&mut srcs, listener, h.poll_fds(), Src::Http);
         }
         for (id, fd, ev) in self.probes.poll_fds() {
             let src = id.map_or(Src::ProbeWake, Src::Probe);

@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn rings_stay_within_their_bound() {
-        let mut next = crate::proc::xorshift(0x5eed_1234_abcd_0001);
+        let mut next = crate::units::xorshift(0x5eed_1234_abcd_0001);
         let cap = 4096;
         let mut l = Logs::new(cap);
         let mut last = String::new();

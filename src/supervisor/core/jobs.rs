@@ -10,7 +10,7 @@
 
 use super::*;
 use crate::config::model::{OnChange, Service, When};
-use crate::ctl::proto::{JobRuns, JobState};
+use crate::ctl::proto::JobState;
 use crate::proc::exit::Exit;
 use crate::supervisor::machine::Event;
 use crate::units::fmt_duration;
@@ -213,12 +213,7 @@ impl Core {
                 return;
             }
             let timeout = spec.schedule.as_ref().and_then(|s| s.timeout);
-            if let Some(run) = self
-                .svcs
-                .get_mut(&id)
-                .and_then(|s| s.job.as_mut())
-                .and_then(|j| j.run.as_mut())
-            {
+            if let Some(run) = self.run_mut(id) {
                 run.spawned = true;
                 run.deadline = timeout.map(|t| now + t);
             }
@@ -229,12 +224,7 @@ impl Core {
             return;
         }
         if run.deadline.is_some_and(|d| d <= now) && !run.timed_out {
-            if let Some(run) = self
-                .svcs
-                .get_mut(&id)
-                .and_then(|s| s.job.as_mut())
-                .and_then(|j| j.run.as_mut())
-            {
+            if let Some(run) = self.run_mut(id) {
                 run.timed_out = true;
             }
             let t = spec
@@ -249,6 +239,12 @@ impl Core {
             );
             self.svc_event(id, &Event::Stop, now, fx);
         }
+    }
+
+    /// The run in progress of job `id`.
+    fn run_mut(&mut self, id: SvcId) -> Option<&mut Run> {
+        let job = self.svcs.get_mut(&id)?.job.as_mut()?;
+        job.run.as_mut()
     }
 
     /// A job's process ended (`Ok`) or could not start (`Err`): count the
@@ -479,7 +475,6 @@ impl Core {
                 _ => text.clone(),
             },
         };
-        let c = job.counts;
         Some(JobState {
             schedule,
             running: job.run.is_some(),
@@ -494,12 +489,7 @@ impl Core {
                 .as_ref()
                 .map(|r| r.paused.clone())
                 .unwrap_or_default(),
-            runs: JobRuns {
-                ok: c.ok,
-                failed: c.failed,
-                timeout: c.timeout,
-                skipped: c.skipped,
-            },
+            runs: job.counts,
         })
     }
 }

@@ -2,7 +2,7 @@
 //! `ctl metrics` and `GET /metrics` (README "Metrics"). Pure: built from
 //! what the core knows, the same text for both.
 
-use super::{Core, Role, Status};
+use super::{Core, Job, Role, Status, Svc};
 use std::fmt::Write;
 
 /// What `Content-Type` the text is (Prometheus reads the version from it).
@@ -16,10 +16,11 @@ enum Kind {
 /// One metric family: its HELP and TYPE lines, then its samples.
 struct Family<'a> {
     out: &'a mut String,
+    name: &'a str,
 }
 
 impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &str, kind: Kind, help: &str) -> Family<'a> {
+    fn new(out: &'a mut String, name: &'a str, kind: Kind, help: &str) -> Family<'a> {
         // HELP escapes backslash and newline; our texts have neither, but
         // the rule is kept in one place in case one ever does.
         let help = help.replace('\\', "\\\\").replace('\n', "\\n");
@@ -28,11 +29,11 @@ impl<'a> Family<'a> {
             Kind::Counter => "counter",
         };
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        Family { out }
+        Family { out, name }
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        self.out.push_str(name);
+    fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(self.name);
         if !labels.is_empty() {
             self.out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
@@ -76,6 +77,67 @@ fn push_value(v: f64, out: &mut String) {
     }
 }
 
+/// A family with one sample per service, where it has a value.
+type PerService = (&'static str, Kind, &'static str, fn(&Svc) -> Option<f64>);
+
+const PER_SERVICE: [PerService; 5] = [
+    (
+        "mc_service_up",
+        Kind::Gauge,
+        "1 when at least one process of the service is running.",
+        |s| Some(one_if(s.procs.iter().any(|p| p.m.is_running()))),
+    ),
+    (
+        "mc_service_ready",
+        Kind::Gauge,
+        "1 when the service runs every process it should and is ready.",
+        |s| Some(one_if(s.is_up())),
+    ),
+    (
+        "mc_service_restarts_total",
+        Kind::Counter,
+        "Restarts of the service's processes by the launcher.",
+        // Every slot, not only those within the scale: a `decr` must not
+        // make the counter go down.
+        |s| Some(s.procs.iter().map(|p| u64::from(p.m.restarts)).sum::<u64>() as f64),
+    ),
+    (
+        "mc_service_last_exit_code",
+        Kind::Gauge,
+        "How the service's last process ended: its exit code, or 128+N for signal N.",
+        |s| {
+            let last = s.procs.iter().filter_map(|p| p.m.last_exit).next_back();
+            last.map(|e| f64::from(e.status()))
+        },
+    ),
+    (
+        "mc_service_oom_kills_total",
+        Kind::Counter,
+        "Processes of the service the kernel killed for lack of memory.",
+        |s| Some(f64::from(s.facts.oom_kills)),
+    ),
+];
+
+/// A family with one sample per scheduled job, where it has a value.
+type PerJob = (&'static str, &'static str, fn(&Job) -> Option<f64>);
+
+const JOB_TIMES: [PerJob; 2] = [
+    (
+        "mc_job_last_run_timestamp_seconds",
+        "When the last run of a scheduled job started, in seconds since the Unix epoch.",
+        |j| j.last_run,
+    ),
+    (
+        "mc_job_next_run_timestamp_seconds",
+        "When a scheduled job runs next, in seconds since the Unix epoch.",
+        |j| j.next_wall,
+    ),
+];
+
+fn one_if(b: bool) -> f64 {
+    f64::from(u8::from(b))
+}
+
 impl Core {
     /// The whole exposition, one family after the other.
     pub fn metrics_text(&self) -> String {
@@ -87,107 +149,42 @@ impl Core {
             .filter(|s| s.status != Status::Retired && s.role != Role::Step)
             .collect();
         let mut out = String::with_capacity(512 + svcs.len() * 600);
-        {
-            let name = "mc_service_up";
-            let mut f = Family::new(
-                &mut out,
-                name,
-                Kind::Gauge,
-                "1 when at least one process of the service is running.",
-            );
+        for (name, kind, help, value) in PER_SERVICE {
+            let mut f = Family::new(&mut out, name, kind, help);
             for s in &svcs {
-                let up = s.procs.iter().any(|p| p.m.is_running());
-                f.sample(name, &[("service", s.name())], f64::from(u8::from(up)));
-            }
-        }
-        {
-            let name = "mc_service_ready";
-            let mut f = Family::new(
-                &mut out,
-                name,
-                Kind::Gauge,
-                "1 when the service runs every process it should and is ready.",
-            );
-            for s in &svcs {
-                f.sample(
-                    name,
-                    &[("service", s.name())],
-                    f64::from(u8::from(s.is_up())),
-                );
-            }
-        }
-        {
-            let name = "mc_service_restarts_total";
-            let mut f = Family::new(
-                &mut out,
-                name,
-                Kind::Counter,
-                "Restarts of the service's processes by the launcher.",
-            );
-            for s in &svcs {
-                // Every slot, not only those within the scale: a `decr`
-                // must not make the counter go down.
-                let n: u64 = s.procs.iter().map(|p| u64::from(p.m.restarts)).sum();
-                f.sample(name, &[("service", s.name())], n as f64);
-            }
-        }
-        {
-            let name = "mc_service_last_exit_code";
-            let mut f = Family::new(
-                &mut out,
-                name,
-                Kind::Gauge,
-                "How the service's last process ended: its exit code, or 128+N for signal N.",
-            );
-            for s in &svcs {
-                let last = s.procs.iter().filter_map(|p| p.m.last_exit).next_back();
-                if let Some(e) = last {
-                    f.sample(name, &[("service", s.name())], f64::from(e.status()));
+                if let Some(v) = value(s) {
+                    f.sample(&[("service", s.name())], v);
                 }
             }
         }
         {
-            let name = "mc_service_oom_kills_total";
             let mut f = Family::new(
                 &mut out,
-                name,
-                Kind::Counter,
-                "Processes of the service the kernel killed for lack of memory.",
-            );
-            for s in &svcs {
-                f.sample(name, &[("service", s.name())], f64::from(s.facts.oom_kills));
-            }
-        }
-        {
-            let name = "mc_probe_failures_total";
-            let mut f = Family::new(
-                &mut out,
-                name,
+                "mc_probe_failures_total",
                 Kind::Counter,
                 "Failed readiness (probe=ready) and liveness (probe=live) checks.",
             );
             for s in &svcs {
                 if s.spec.ready.is_some() {
                     let n = s.facts.ready_probe_failures;
-                    f.sample(name, &[("service", s.name()), ("probe", "ready")], n as f64);
+                    f.sample(&[("service", s.name()), ("probe", "ready")], n as f64);
                 }
                 if s.spec.live.is_some() {
                     let n = s.facts.live_probe_failures;
-                    f.sample(name, &[("service", s.name()), ("probe", "live")], n as f64);
+                    f.sample(&[("service", s.name()), ("probe", "live")], n as f64);
                 }
             }
         }
         {
-            let name = "mc_reconfigure_total";
             let mut f = Family::new(
                 &mut out,
-                name,
+                "mc_reconfigure_total",
                 Kind::Counter,
                 "Live reconfigurations, by result.",
             );
             let c = self.reconf.counts;
             for (result, n) in [("ok", c.ok), ("failed", c.failed), ("invalid", c.invalid)] {
-                f.sample(name, &[("result", result)], n as f64);
+                f.sample(&[("result", result)], n as f64);
             }
         }
         let jobs: Vec<_> = svcs
@@ -195,65 +192,39 @@ impl Core {
             .filter_map(|s| Some((s.name(), s.job.as_ref()?)))
             .collect();
         if !jobs.is_empty() {
-            {
-                let name = "mc_job_runs_total";
-                let mut f = Family::new(
-                    &mut out,
-                    name,
-                    Kind::Counter,
-                    "Runs of a scheduled job, by result (ok, failed, timeout; skipped: due while the previous one ran).",
-                );
-                for (svc, j) in &jobs {
-                    let c = j.counts;
-                    for (result, n) in [
-                        ("ok", c.ok),
-                        ("failed", c.failed),
-                        ("timeout", c.timeout),
-                        ("skipped", c.skipped),
-                    ] {
-                        f.sample(name, &[("service", svc), ("result", result)], n as f64);
-                    }
-                }
-            }
-            {
-                let name = "mc_job_last_run_timestamp_seconds";
-                let mut f = Family::new(
-                    &mut out,
-                    name,
-                    Kind::Gauge,
-                    "When the last run of a scheduled job started, in seconds since the Unix epoch.",
-                );
-                for (svc, j) in &jobs {
-                    if let Some(t) = j.last_run {
-                        f.sample(name, &[("service", svc)], t);
-                    }
-                }
-            }
-            {
-                let name = "mc_job_next_run_timestamp_seconds";
-                let mut f = Family::new(
-                    &mut out,
-                    name,
-                    Kind::Gauge,
-                    "When a scheduled job runs next, in seconds since the Unix epoch.",
-                );
-                for (svc, j) in &jobs {
-                    if let Some(t) = j.next_wall {
-                        f.sample(name, &[("service", svc)], t);
-                    }
-                }
-            }
-        }
-        {
-            let name = "mc_launcher_start_time_seconds";
             let mut f = Family::new(
                 &mut out,
-                name,
-                Kind::Gauge,
-                "When the launcher started, in seconds since the Unix epoch.",
+                "mc_job_runs_total",
+                Kind::Counter,
+                "Runs of a scheduled job, by result (ok, failed, timeout; skipped: due while the previous one ran).",
             );
-            f.sample(name, &[], self.start_time_unix);
+            for (svc, j) in &jobs {
+                let c = j.counts;
+                for (result, n) in [
+                    ("ok", c.ok),
+                    ("failed", c.failed),
+                    ("timeout", c.timeout),
+                    ("skipped", c.skipped),
+                ] {
+                    f.sample(&[("service", svc), ("result", result)], n as f64);
+                }
+            }
+            for (name, help, value) in JOB_TIMES {
+                let mut f = Family::new(&mut out, name, Kind::Gauge, help);
+                for (svc, j) in &jobs {
+                    if let Some(t) = value(j) {
+                        f.sample(&[("service", svc)], t);
+                    }
+                }
+            }
         }
+        Family::new(
+            &mut out,
+            "mc_launcher_start_time_seconds",
+            Kind::Gauge,
+            "When the launcher started, in seconds since the Unix epoch.",
+        )
+        .sample(&[], self.start_time_unix);
         out
     }
 }

@@ -166,23 +166,22 @@ impl Core {
         if self.hook_done(probe, ok, now) {
             return;
         }
-        let found = self.svcs.iter().find_map(|(&s, x)| {
-            if x.readiness
-                .as_ref()
-                .is_some_and(|r| r.running == Some(probe))
-            {
-                Some((s, Kind::Ready))
-            } else if x
-                .liveness
-                .as_ref()
-                .is_some_and(|l| l.running == Some(probe))
-            {
-                Some((s, Kind::Live))
+        // The probe no longer runs; its verdict counts only while the
+        // service is started and no stop is on.
+        let stopping = self.stop.active.is_some();
+        let found = self.svcs.iter_mut().find_map(|(&s, x)| {
+            let counts = !stopping && x.status == Status::Started;
+            if let Some(r) = x.readiness.as_mut().filter(|r| r.running == Some(probe)) {
+                r.running = None;
+                Some((s, Kind::Ready, counts))
+            } else if let Some(l) = x.liveness.as_mut().filter(|l| l.running == Some(probe)) {
+                l.running = None;
+                Some((s, Kind::Live, counts))
             } else {
                 None
             }
         });
-        let Some((s, kind)) = found else {
+        let Some((s, kind, true)) = found else {
             return;
         };
         match kind {
@@ -192,17 +191,12 @@ impl Core {
     }
 
     fn ready_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
         let Some(r) = svc.readiness.as_mut() else {
             return;
         };
-        r.running = None;
-        if stopping || svc.status != Status::Started {
-            return;
-        }
         let Some(check) = svc.spec.ready.clone() else {
             return;
         };
@@ -244,7 +238,6 @@ impl Core {
     }
 
     fn live_verdict(&mut self, s: SvcId, ok: bool, now: Instant, fx: &mut Vec<Effect>) {
-        let stopping = self.stop.active.is_some();
         let Some(svc) = self.svcs.get_mut(&s) else {
             return;
         };
@@ -254,10 +247,6 @@ impl Core {
         let Some(l) = svc.liveness.as_mut() else {
             return;
         };
-        l.running = None;
-        if stopping || svc.status != Status::Started {
-            return;
-        }
         l.next_at = Some(now + check.period);
         if ok {
             l.failures = 0;

@@ -60,15 +60,6 @@ pub(super) struct StepRun {
     pub interrupted: Option<Signal>,
 }
 
-/// How runs of a job ended (`mc_job_runs_total{result}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct RunCounts {
-    pub ok: u64,
-    pub failed: u64,
-    pub timeout: u64,
-    pub skipped: u64,
-}
-
 /// The run in progress.
 #[derive(Debug, Clone)]
 pub(super) struct Run {
@@ -94,7 +85,8 @@ pub(super) struct Job {
     pub last_run: Option<f64>,
     pub last_exit: Option<String>,
     pub last_result: Option<&'static str>,
-    pub counts: RunCounts,
+    /// How its runs ended (`mc_job_runs_total{result}`, `ctl status`).
+    pub counts: crate::ctl::proto::JobRuns,
 }
 
 /// A job's process: never respawned by the machine (the schedule starts it).

@@ -133,6 +133,15 @@ impl Core {
             .and_then(|st| st.drain_until)
     }
 
+    /// When what is left is killed: the stop's deadline, until it is.
+    pub(super) fn kill_deadline(&self) -> Option<Instant> {
+        self.stop
+            .active
+            .as_ref()
+            .filter(|st| !st.killed)
+            .map(|st| st.deadline)
+    }
+
     pub(super) fn cancel_probes(&mut self, fx: &mut Vec<Effect>) {
         for svc in self.svcs.values_mut() {
             if let Some(r) = &mut svc.readiness {

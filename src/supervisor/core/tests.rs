@@ -68,6 +68,20 @@ fn first_spawn(core: &mut Core, now: Instant) -> ProcId {
         .expect("a spawn")
 }
 
+/// The effects of the core's first spawn failing for good: the program
+/// is not found (`reason`).
+fn first_spawn_not_found(core: &mut Core, reason: &str) -> Vec<Effect> {
+    let now = Instant::now();
+    let proc = first_spawn(core, now);
+    let failed = Input::SpawnFailed {
+        proc,
+        reason: reason.into(),
+        outcome: Outcome::NotFound,
+        retry: false,
+    };
+    core.handle(failed, clock(now))
+}
+
 fn svc(name: &str) -> Service {
     Service::new(name, vec!["x".into()])
 }
@@ -78,9 +92,14 @@ fn after(name: &str, deps: &[&str]) -> Service {
     s
 }
 
-fn with_ready(mut s: Service, timeout_ms: u64) -> Service {
+fn with_ready(s: Service, timeout_ms: u64) -> Service {
+    with_check(s, ReadyCheck::File("/nonexistent".into()), timeout_ms)
+}
+
+/// `s` ready once `check` passes, within `timeout_ms`.
+fn with_check(mut s: Service, check: ReadyCheck, timeout_ms: u64) -> Service {
     s.ready = Some(Ready {
-        check: ReadyCheck::File("/nonexistent".into()),
+        check,
         timeout: Duration::from_millis(timeout_ms),
         interval: Duration::from_millis(100),
         period: None,
@@ -231,22 +250,47 @@ impl Sim {
             .collect()
     }
 
+    /// The signals `name`'s process got, in order.
+    fn signals_to(&self, name: &str) -> Vec<Signal> {
+        let pid = self.pid(name);
+        self.signals
+            .iter()
+            .filter(|(p, _)| *p == pid)
+            .map(|(_, s)| *s)
+            .collect()
+    }
+
     fn ctl(&mut self, cmd: Command) -> Reply {
         self.feed(Input::Ctl { conn: 1, cmd });
         self.replies.pop().expect("a reply")
     }
 
-    fn state(&self, name: &str) -> StateName {
+    fn health(&mut self, check: Health) -> Reply {
+        self.ctl(Command::Health { check })
+    }
+
+    /// The last live reconfigure, as `ctl status` shows it.
+    fn reconfigure_state(&mut self) -> crate::ctl::proto::ReconfigureState {
+        self.ctl(Command::Status { name: None })
+            .reconfigure
+            .expect("shown")
+    }
+
+    /// `name`'s row of `ctl status`.
+    fn row(&self, name: &str) -> crate::ctl::proto::ServiceState {
         self.core
             .status(self.now)
             .into_iter()
             .find(|s| s.name == name)
-            .map(|s| s.state)
             .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn state(&self, name: &str) -> StateName {
+        self.row(name).state
     }
 }
 
-use crate::ctl::proto::StateName;
+use crate::ctl::proto::{Health, StateName};
 
 #[test]
 fn dependents_wait_for_readiness() {
@@ -362,13 +406,7 @@ fn a_main_on_a_terminal_gets_sighup_first() {
         let mut sim = Sim::started(core, Instant::now());
         sim.now = sim.t0 + Duration::from_secs(1);
         sim.feed(Input::Signal(Signal::SIGTERM));
-        let main = sim.pid("main");
-        let to_main: Vec<Signal> = sim
-            .signals
-            .iter()
-            .filter(|(p, _)| *p == main)
-            .map(|(_, s)| *s)
-            .collect();
+        let to_main = sim.signals_to("main");
         if !tty {
             assert_eq!(to_main, [Signal::SIGTERM]);
             continue;
@@ -397,13 +435,7 @@ fn a_main_on_a_terminal_gets_sighup_first() {
     sim.exited("web", Exit::Code(0));
     sim.now += Duration::from_secs(9);
     sim.feed(Input::Tick);
-    let main = sim.pid("main");
-    let to_main: Vec<Signal> = sim
-        .signals
-        .iter()
-        .filter(|(p, _)| *p == main)
-        .map(|(_, s)| *s)
-        .collect();
+    let to_main = sim.signals_to("main");
     assert_eq!(to_main, [Signal::SIGHUP, Signal::SIGTERM, Signal::SIGKILL]);
     sim.exited("main", Exit::Signal(9));
     assert_eq!(sim.exit, Some(Outcome::Signaled(9)));
@@ -496,17 +528,7 @@ fn exit_status_rule() {
             ..CoreOptions::default()
         },
     );
-    let now = Instant::now();
-    let proc = first_spawn(&mut core, now);
-    let fx = core.handle(
-        Input::SpawnFailed {
-            proc,
-            reason: "cannot run ghost: No such file or directory".into(),
-            outcome: Outcome::NotFound,
-            retry: false,
-        },
-        clock(now),
-    );
+    let fx = first_spawn_not_found(&mut core, "cannot run ghost: No such file or directory");
     assert!(fx.contains(&Effect::Exit(Outcome::NotFound)), "{fx:?}");
     // The last line says why, not only who: `docker run IMAGE typo`.
     assert_eq!(
@@ -714,24 +736,16 @@ fn bad_until_failed(sim: &mut Sim) {
 
 #[test]
 fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
-    use crate::ctl::proto::Health;
     for ignore in [false, true] {
         let mut bad = svc("bad");
         bad.max_retry = Some(2);
         bad.liveness_ignore = ignore;
         let mut sim = Sim::config(&[bad, svc("web")]);
-        assert!(
-            sim.ctl(Command::Health {
-                check: Health::Live
-            })
-            .ok
-        );
+        assert!(sim.health(Health::Live).ok);
         bad_until_failed(&mut sim);
         assert_eq!(sim.state("web"), StateName::Running);
         assert_eq!(sim.exit, None, "web runs on");
-        let r = sim.ctl(Command::Health {
-            check: Health::Live,
-        });
+        let r = sim.health(Health::Live);
         assert_eq!(r.ok, ignore, "liveness: ignore = {ignore}: {r:?}");
         if !ignore {
             assert!(
@@ -739,22 +753,14 @@ fn a_failed_autostart_service_fails_liveness_unless_it_says_ignore() {
                 "{r:?}"
             );
         }
-        assert!(
-            !sim.ctl(Command::Health { check: Health::All }).ok,
-            "never healthy"
-        );
+        assert!(!sim.health(Health::All).ok, "never healthy");
     }
 }
 
 #[test]
 fn ctl_commands_on_the_core() {
     let mut sim = Sim::config(&[svc("web")]);
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::All
-        })
-        .ok
-    );
+    assert!(sim.health(Health::All).ok);
     let r = sim.ctl(Command::Stop {
         name: "ghost".into(),
     });
@@ -764,9 +770,7 @@ fn ctl_commands_on_the_core() {
     sim.ctl(Command::Stop { name: "web".into() });
     sim.exited("web", Exit::Signal(15));
     assert_eq!(sim.state("web"), StateName::Stopped);
-    let r = sim.ctl(Command::Health {
-        check: crate::ctl::proto::Health::All,
-    });
+    let r = sim.health(Health::All);
     assert!(!r.ok && r.error.expect("error").contains("web"));
     sim.ctl(Command::Start { name: "web".into() });
     assert_eq!(sim.state("web"), StateName::Running);
@@ -804,12 +808,7 @@ impl Sim {
 fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted() {
     let mut sim = Sim::config(&[probed(svc("web"), Some(1000))]);
     sim.answer(true);
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::All
-        })
-        .ok
-    );
+    assert!(sim.health(Health::All).ok);
     let pid = sim.pid("web");
     // Probed again every period.
     assert_eq!(
@@ -818,38 +817,18 @@ fn a_ready_service_that_fails_its_period_probes_is_not_ready_but_not_restarted()
     );
     sim.at(1000);
     sim.answer(false);
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::All
-        })
-        .ok,
-        "one failure is not enough"
-    );
+    assert!(sim.health(Health::All).ok, "one failure is not enough");
     sim.at(2000);
     sim.answer(false);
-    let r = sim.ctl(Command::Health {
-        check: crate::ctl::proto::Health::Ready,
-    });
+    let r = sim.health(Health::Ready);
     assert!(!r.ok, "two failures in a row: not ready");
     assert_eq!(sim.state("web"), StateName::Starting, "shown as not ready");
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::Live
-        })
-        .ok,
-        "still alive"
-    );
+    assert!(sim.health(Health::Live).ok, "still alive");
     assert_eq!(sim.pid("web"), pid, "not restarted");
     assert!(sim.signals.is_empty());
     sim.at(3000);
     sim.answer(true);
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::All
-        })
-        .ok,
-        "ready again"
-    );
+    assert!(sim.health(Health::All).ok, "ready again");
 }
 
 #[test]
@@ -888,12 +867,7 @@ fn a_failing_liveness_probe_restarts_with_backoff_and_says_why() {
     sim.now = due;
     sim.feed(Input::Tick);
     assert_ne!(sim.pid("web"), pid, "a new process");
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::Live
-        })
-        .ok
-    );
+    assert!(sim.health(Health::Live).ok);
 }
 
 #[test]
@@ -942,21 +916,12 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
     sim.feed(Input::Signal(Signal::SIGTERM));
     assert_eq!(sim.hooks.len(), 1, "pre_stop runs first");
     assert!(sim.signals.is_empty(), "nothing stops while a hook runs");
-    let r = sim.ctl(Command::Health {
-        check: crate::ctl::proto::Health::Ready,
-    });
+    let r = sim.health(Health::Ready);
     assert!(!r.ok, "not ready while draining");
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::Live
-        })
-        .ok
-    );
+    assert!(sim.health(Health::Live).ok);
     // Plain `ctl health` (a Docker HEALTHCHECK) keeps its meaning: every
     // autostart service running and ready; only --ready fails on a drain.
-    let r = sim.ctl(Command::Health {
-        check: crate::ctl::proto::Health::All,
-    });
+    let r = sim.health(Health::All);
     assert!(r.ok, "healthy while the services still run: {r:?}");
     sim.now = t0 + Duration::from_secs(1);
     let (hook, _) = sim.hooks[0].clone();
@@ -1051,14 +1016,7 @@ fn oom_kills_are_told_apart_and_reported() {
 
 #[test]
 fn sd_notify_both_ways() {
-    let mut web = svc("web");
-    web.ready = Some(Ready {
-        check: ReadyCheck::Notify,
-        timeout: Duration::from_secs(5),
-        interval: Duration::from_millis(100),
-        period: None,
-        failure_threshold: 3,
-    });
+    let web = with_check(svc("web"), ReadyCheck::Notify, 5000);
     let mut sim = Sim::with(vec![(web, Role::Config)], options(Duration::ZERO, true));
     assert!(sim.probes.is_empty(), "a notify service is not probed");
     assert!(sim.notes.is_empty(), "not ready yet");
@@ -1083,14 +1041,7 @@ fn sd_notify_both_ways() {
     sim.feed(Input::Signal(Signal::SIGTERM));
     assert!(sim.notes.iter().any(|n| n == "STOPPING=1"));
     // Never saying READY=1 within the timeout is a failure.
-    let mut late = svc("late");
-    late.ready = Some(Ready {
-        check: ReadyCheck::Notify,
-        timeout: Duration::from_millis(500),
-        interval: Duration::from_millis(100),
-        period: None,
-        failure_threshold: 3,
-    });
+    let late = with_check(svc("late"), ReadyCheck::Notify, 500);
     let mut sim = Sim::config(&[late]);
     assert_eq!(
         sim.core.next_deadline(),
@@ -1186,10 +1137,7 @@ fn a_change_reloads_restarts_or_leaves_each_service_as_it_says() {
             invalid: 0
         }
     );
-    let status = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let status = sim.reconfigure_state();
     assert_eq!(status.last, "ok");
 }
 
@@ -1199,10 +1147,7 @@ fn nothing_changed_touches_nothing() {
     sim.feed(Input::InputsChanged);
     prepared(&mut sim, ready(&[], Vec::new()));
     assert!(sim.signals.is_empty(), "{:?}", sim.signals);
-    let st = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let st = sim.reconfigure_state();
     assert_eq!(st.last, "ok");
     assert!(
         st.message.unwrap_or_default().contains("nothing changed"),
@@ -1218,30 +1163,18 @@ fn an_invalid_input_changes_nothing_and_stays_shown_until_fixed() {
     let err = "/v/configuration/pillar.sls:3:1: YAML syntax error";
     prepared(&mut sim, Prepared::Invalid(err.into()));
     assert!(sim.signals.is_empty());
-    let st = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let st = sim.reconfigure_state();
     assert_eq!(
         (st.last.as_str(), st.error.as_deref()),
         ("invalid", Some(err))
     );
     // Still shown by a later status, until the next reconfigure.
-    let st = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let st = sim.reconfigure_state();
     assert_eq!(st.last, "invalid");
     sim.feed(Input::InputsChanged);
     assert_eq!(sim.reconfigures, [false, false], "invalid is not a retry");
     prepared(&mut sim, ready(&["template-1"], Vec::new()));
-    assert_eq!(
-        sim.ctl(Command::Status { name: None })
-            .reconfigure
-            .expect("shown")
-            .last,
-        "ok"
-    );
+    assert_eq!(sim.reconfigure_state().last, "ok");
     assert_eq!(
         sim.core.reconf.counts,
         ReconfigureCounts {
@@ -1274,10 +1207,7 @@ fn process_steps_run_one_after_the_other_and_a_failure_is_retried() {
         "a failed step touches no service"
     );
     assert_eq!(sim.signals.len(), 2, "{:?}", sim.signals);
-    let st = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let st = sim.reconfigure_state();
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("command-2"));
     assert!(
@@ -1319,10 +1249,7 @@ fn a_step_past_its_timeout_is_stopped_and_fails() {
     sim.at(1000);
     assert_eq!(sim.signalled(Signal::SIGTERM), ["command-1"]);
     sim.exited("command-1", Exit::Signal(15));
-    let st = sim
-        .ctl(Command::Status { name: None })
-        .reconfigure
-        .expect("shown");
+    let st = sim.reconfigure_state();
     assert_eq!(st.last, "failed");
     assert!(st.error.unwrap_or_default().contains("timed out"));
     assert_eq!(sim.signalled(Signal::SIGUSR2), Vec::<String>::new());
@@ -1455,11 +1382,8 @@ impl Sim {
     }
 
     fn job(&self, name: &str) -> crate::ctl::proto::JobState {
-        self.core
-            .status(self.now)
-            .into_iter()
-            .find(|s| s.name == name)
-            .and_then(|s| s.job)
+        self.row(name)
+            .job
             .unwrap_or_else(|| panic!("{name} is no job"))
     }
 
@@ -1526,12 +1450,7 @@ fn a_job_runs_at_its_rate_pauses_around_each_run_and_never_overlaps() {
         assert!(m.contains(line), "{line} in\n{m}");
     }
     // Jobs are not services that should be up.
-    assert!(
-        sim.ctl(Command::Health {
-            check: crate::ctl::proto::Health::All
-        })
-        .ok
-    );
+    assert!(sim.health(Health::All).ok);
 }
 
 #[test]
@@ -1680,12 +1599,7 @@ fn a_watched_change_is_debounced_then_reloads_or_restarts_that_service_only() {
     sim.exited("app", Exit::Code(0));
     assert_ne!(sim.pid("app"), app, "restarted: a new pid");
     assert_eq!((sim.pid("nginx"), sim.pid("other")), (nginx, other));
-    let row = sim
-        .core
-        .status(sim.now)
-        .into_iter()
-        .find(|s| s.name == "app")
-        .expect("app");
+    let row = sim.row("app");
     assert_eq!(row.restart_reason.as_deref(), Some("watch"));
 }
 
@@ -1898,17 +1812,7 @@ fn a_second_stop_signal_kills_a_step_alone_now() {
 #[test]
 fn a_step_that_cannot_start_ends_not_started() {
     let mut core = Core::for_step(&job("bad", None));
-    let now = Instant::now();
-    let proc = first_spawn(&mut core, now);
-    let fx = core.handle(
-        Input::SpawnFailed {
-            proc,
-            reason: "bad: not found".into(),
-            outcome: Outcome::NotFound,
-            retry: false,
-        },
-        clock(now),
-    );
+    let fx = first_spawn_not_found(&mut core, "bad: not found");
     assert!(fx.contains(&Effect::StepEnded {
         name: "bad".into(),
         end: JobEnd::NotStarted("bad: not found".into()),

@@ -30,6 +30,14 @@ fn running(pid: i32, since: Instant) -> State {
     }
 }
 
+/// A process in `state`, the rest as new.
+fn proc_in(state: State) -> Proc {
+    Proc {
+        state,
+        ..Proc::new()
+    }
+}
+
 #[test]
 fn transition_table() {
     let t0 = Instant::now();
@@ -169,10 +177,7 @@ fn transition_table() {
         (State::Idle, Event::Stop, t1, State::Idle, vec![]),
     ];
     for (i, (from, ev, now, want_state, want_actions)) in rows.into_iter().enumerate() {
-        let mut p = Proc {
-            state: from.clone(),
-            ..Proc::new()
-        };
+        let mut p = proc_in(from.clone());
         let actions = p.next(ev.clone(), &pol(), ctx(now));
         assert_eq!(p.state, want_state, "row {i}: {from:?} + {ev:?}");
         assert_eq!(actions, want_actions, "row {i}: {from:?} + {ev:?}");
@@ -182,10 +187,7 @@ fn transition_table() {
 #[test]
 fn crash_loop_backs_off_then_fails() {
     let t0 = Instant::now();
-    let mut p = Proc {
-        state: running(1, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(1, t0));
     let mut delays = Vec::new();
     let mut now = t0;
     for pid in 2..10 {
@@ -282,18 +284,12 @@ fn no_respawn_or_shutdown_ends() {
     let t0 = Instant::now();
     let mut no_respawn = pol();
     no_respawn.respawn = false;
-    let mut p = Proc {
-        state: running(1, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(1, t0));
     assert_eq!(
         p.next(Event::Exited(Exit::Code(4)), &no_respawn, ctx(t0)),
         vec![Action::Ended(Some(Exit::Code(4)))]
     );
-    let mut p = Proc {
-        state: running(1, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(1, t0));
     let mut c = ctx(t0);
     c.shutting_down = true;
     assert_eq!(
@@ -305,10 +301,7 @@ fn no_respawn_or_shutdown_ends() {
 #[test]
 fn restart_stops_then_spawns_again() {
     let t0 = Instant::now();
-    let mut p = Proc {
-        state: running(1, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(1, t0));
     assert_eq!(
         p.next(Event::Restart, &pol(), ctx(t0)),
         vec![Action::Signal(1, Signal::SIGTERM)]
@@ -332,10 +325,7 @@ fn restart_stops_then_spawns_again() {
 #[test]
 fn unhealthy_counts_as_a_failed_run() {
     let t0 = Instant::now();
-    let mut p = Proc {
-        state: running(1, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(1, t0));
     let t = t0 + Duration::from_secs(3600);
     assert_eq!(
         p.next(Event::Unhealthy, &pol(), ctx(t)),
@@ -358,10 +348,7 @@ fn max_age_restarts_when_due() {
     let t0 = Instant::now();
     let mut pol = pol();
     pol.max_age = Some((Duration::from_secs(60), Duration::from_secs(10)));
-    let mut p = Proc {
-        state: State::Starting,
-        ..Proc::new()
-    };
+    let mut p = proc_in(State::Starting);
     let mut c = ctx(t0);
     c.jitter = 0.75; // half of the variance
     p.next(Event::Spawned { pid: 3 }, &pol, c);
@@ -381,10 +368,7 @@ fn max_age_restarts_when_due() {
 #[test]
 fn stop_during_spawn_stops_once_spawned() {
     let t0 = Instant::now();
-    let mut p = Proc {
-        state: State::Starting,
-        ..Proc::new()
-    };
+    let mut p = proc_in(State::Starting);
     assert_eq!(p.next(Event::Stop, &pol(), ctx(t0)), vec![]);
     assert_eq!(
         p.next(Event::Spawned { pid: 9 }, &pol(), ctx(t0)),
@@ -409,10 +393,7 @@ fn backoff_is_capped_and_jittered() {
 #[test]
 fn grace_capped_by_deadline() {
     let t0 = Instant::now();
-    let mut p = Proc {
-        state: running(5, t0),
-        ..Proc::new()
-    };
+    let mut p = proc_in(running(5, t0));
     let mut c = ctx(t0);
     c.grace_cap = Duration::from_millis(300);
     p.next(Event::Stop, &pol(), c);
