@@ -140,10 +140,34 @@ fn ctl_round_trips() {
     let out = ctl(&run, &["signal", "web", "BOGUS"]);
     out.assert_code(1);
 
+    let out = ctl(&run, &["reload"]);
+    out.assert_code(0);
+
     let out = ctl(&run, &["quit"]);
     out.assert_code(0);
     let out = run.wait();
     out.assert_code(0);
+    // What was done by hand is in the launcher's log, in order; what was
+    // refused, or only read, is not.
+    let said = out.stderr_lines_with("mc-launcher: ctl");
+    let said: Vec<&str> = said
+        .iter()
+        .map(|l| l.split("mc-launcher: ").nth(1).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "ctl: worker restarting",
+            "ctl: worker stopping",
+            "ctl: worker started",
+            "ctl: worker: 2 process(es)",
+            "ctl: worker: 1 process(es)",
+            "ctl: USR1 sent to 1 process(es) of web",
+            "ctl reload: reloaded: none added, none removed, none changed",
+        ],
+        "{}",
+        out.all()
+    );
 }
 
 #[test]
