@@ -1258,17 +1258,21 @@ class Bench:
         L.append("""
 ## Where a target is missed, and why
 
-- **RSS ≤ 1.5 MiB with 5 services** (met since the link-time ordering):
-  the text is read from the file in 64 KiB windows around each page that
-  faults (fault-around), and the code run at start was spread over all of
-  it: 1.4 MiB resident, RSS 1.8 MiB. scripts/build-static.sh now links with
-  gold and lays out the code the launcher runs (scripts/hot-sections.txt,
-  from a valgrind trace of this scenario by scripts/hot-sections.sh) in one
-  run of ~10 windows: ~0.66 MiB of text resident, ~0.22 MiB of read-only
-  data, ~0.15 MiB of heap and stack. If this row creeps up again, the list
-  is stale: rerun scripts/hot-sections.sh. Trimmed before that: dlmalloc
-  for musl's allocator, std's 8 KiB stdin buffer never set up, minijinja's
-  debug feature and env_logger's colours (40 KiB of code).
+- **RSS ≤ 1.5 MiB with 5 services** (met again since the link-time
+  ordering): 1.50–1.51 MiB before `ctl logs`, the HTTP endpoints and the
+  completions grew the static binary from 1.81 to 2.0 MB; 1.76–1.78 MiB
+  then, because every 64 KiB fault-around window of the text (1404 of 1424
+  KiB resident) held some code the start-up or the loop runs.
+  scripts/build-static.sh now links with gold and lays out the code the
+  launcher runs (scripts/hot-sections.txt, from a valgrind trace of this
+  scenario by scripts/hot-sections.sh) in ~10 consecutive windows: ~0.66
+  MiB of text resident, ~0.22 MiB of read-only data (`.eh_frame` is never
+  touched), `.data`/`.bss` 8 KiB, heap and stack ~0.15 MiB. If this row
+  creeps up again, the list is stale: rerun scripts/hot-sections.sh. The
+  dynamic glibc build is 4.5–4.6 MiB (libc, libm, libgcc_s and ld.so).
+  Trimmed before that: dlmalloc for musl's allocator, std's 8 KiB stdin
+  buffer never set up, minijinja's debug feature and env_logger's colours
+  (40 KiB of code).
 - **Stop with one child ≤ 1.5× tini**: it was 1.83× (~0.6 ms more than
   tini). `perf trace` of one stop showed ~25 `munmap` calls between the
   signal and `exit_group`, each a TLB shootdown (an inter-processor
@@ -1290,7 +1294,13 @@ class Bench:
   0.66–0.74× across runs on tmpfs and meets the ext4 bar; it was 0.26×
   before (musl's `memcpy` and a `memchr` call per 100-byte line, a lock
   and a wake-up per pipe per round, a second read per pipe to hear
-  `EAGAIN`).
+  `EAGAIN`). The `ctl logs` rings cost the relay ~3 % of its CPU: lines
+  are only counted while someone follows, and a large read that fills
+  its buffer is kept as it is, not copied (launcher CPU for the 200 MiB,
+  `prefix`, medians of 21 alternated runs: 169 ms with the rings as first
+  written, 159 ms now, 155 ms with `log.buffer: 0`). This machine's
+  neighbours move the ratios by more than that (0.45–0.71× across runs of
+  one build).
   `file` streams append the same bytes unframed, 5–7× what supervisord
   and circusd sustain here.
 """)

@@ -584,6 +584,15 @@ fn live_reconfigurer(
     })
 }
 
+/// At most `max` characters of `text`, the cut said with a `…`: the last
+/// line repeats the error logged whole just above it.
+fn cut(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
 /// The termination report of a prepare phase that stopped the start.
 fn prepare_report(
     f: &error::Failure,
@@ -599,7 +608,7 @@ fn prepare_report(
         reason,
         status: f.outcome,
         subject: (!f.subject.is_empty()).then(|| f.subject.clone()),
-        how: Some(f.message.chars().take(500).collect()),
+        how: Some(cut(&f.message, 500)),
         ..Default::default()
     };
     // The step that ran last, when it is the one that failed.
@@ -632,5 +641,25 @@ mod tests {
         assert_eq!(verdict(0, 2), "check: OK, 2 warning(s)");
         assert_eq!(verdict(3, 0), "check: 3 error(s)");
         assert_eq!(verdict(1, 1), "check: 1 error(s), 1 warning(s)");
+    }
+
+    /// The last line repeats a long error cut short, and says it is cut
+    /// (an on_invalid: last-good refusal that names a template runs past
+    /// 500 characters); a short one is whole.
+    #[test]
+    fn a_long_prepare_error_is_cut_visibly() {
+        let long = format!(
+            "pillar: {}; stopping (on_invalid: last-good)",
+            "x".repeat(600)
+        );
+        let f = error::Failure::new(Outcome::InvalidInput, "pillar", long);
+        let line = prepare_report(&f, None).summary();
+        assert!(line.ends_with("xxx…)"), "{line}");
+        assert!(line.chars().count() < 600, "{line}");
+        let f = error::Failure::new(Outcome::InvalidInput, "pillar", "pillar: short");
+        assert_eq!(
+            prepare_report(&f, None).summary(),
+            "exit 78: invalid input (pillar: pillar: short)"
+        );
     }
 }

@@ -52,25 +52,32 @@ fn wait_state(run: &Running, name: &str, state: &str) -> serde_json::Value {
     last
 }
 
-/// Two services; `web` appends a line to `DIR/usr1` on SIGUSR1.
+/// Two services; `web` appends a line to `DIR/usr1` on SIGUSR1 (and makes
+/// `DIR/web-up` once its trap is set).
 fn two(d: &TempDir) -> String {
     format!(
         r#"
 services:
   web:
-    cmd: ["sh", "-c", "trap 'echo usr1 >> {}' USR1; while :; do sleep 0.05; done"]
+    cmd: ["sh", "-c", "trap 'echo usr1 >> {}' USR1; touch {}; while :; do sleep 0.05; done"]
   worker:
     cmd: ["sleep", "1000"]
 "#,
-        d.join("usr1").display()
+        d.join("usr1").display(),
+        d.join("web-up").display()
     )
 }
 
-/// The launcher on `two`, once `web` runs.
+/// The launcher on `two`, once `web` runs with its trap set (a signal
+/// sent when it is merely spawned could end it).
 fn start_two(d: &TempDir) -> Running {
     let cfg = config(d, &two(d));
     let run = Launch::new(&["-c", &cfg]).root(d.path()).spawn();
     wait_state(&run, "web", "running");
+    assert!(
+        wait_until(Duration::from_secs(10), || d.join("web-up").exists()),
+        "web set its trap"
+    );
     run
 }
 
@@ -140,10 +147,34 @@ fn ctl_round_trips() {
     let out = ctl(&run, &["signal", "web", "BOGUS"]);
     out.assert_code(1);
 
+    let out = ctl(&run, &["reload"]);
+    out.assert_code(0);
+
     let out = ctl(&run, &["quit"]);
     out.assert_code(0);
     let out = run.wait();
     out.assert_code(0);
+    // What was done by hand is in the launcher's log, in order; what was
+    // refused, or only read, is not.
+    let said = out.stderr_lines_with("mc-launcher: ctl");
+    let said: Vec<&str> = said
+        .iter()
+        .map(|l| l.split("mc-launcher: ").nth(1).unwrap_or(l))
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "ctl: worker restarting",
+            "ctl: worker stopping",
+            "ctl: worker started",
+            "ctl: worker: 2 process(es)",
+            "ctl: worker: 1 process(es)",
+            "ctl: USR1 sent to 1 process(es) of web",
+            "ctl reload: reloaded: none added, none removed, none changed",
+        ],
+        "{}",
+        out.all()
+    );
 }
 
 #[test]

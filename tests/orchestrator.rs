@@ -133,11 +133,14 @@ fn drain_runs_pre_stop_then_waits_then_stops() {
 #[test]
 fn mc_shutdown_timeout_overrides_the_config() {
     let d = TempDir::new("orch-env");
-    let stubborn = "shutdown:\n  timeout: 10m\nservices:\n  stubborn:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n";
+    let stubborn = "shutdown:\n  timeout: 10m\nservices:\n  stubborn:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; touch @D@/up; while :; do sleep 0.05; done\"]\n";
     let run = launch_in(&d, stubborn, &[])
         .env("MC_SHUTDOWN_TIMEOUT", "500ms")
         .spawn();
-    assert!(wait_until(Duration::from_secs(10), || health(&run, None)));
+    // Stopped once it ignores TERM (its trap set), not merely spawned.
+    assert!(wait_until(Duration::from_secs(10), || d
+        .join("up")
+        .exists()));
     let out = run.stop();
     out.assert_stderr("SIGKILL after grace");
     // check warns about a timeout docker's default kill would cut, unless

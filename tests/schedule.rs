@@ -172,6 +172,45 @@ fn a_run_past_its_timeout_is_stopped() {
     out.assert_stderr("stuck: run timed out after 300ms");
 }
 
+/// A run started by `ctl start` says `run started` once (the ctl line is
+/// that one); a run cut short by the launcher's own stop is said as such,
+/// at info: not a failed run with a next run that will never come.
+#[test]
+fn a_run_stopped_with_the_launcher_is_not_a_failure() {
+    let d = TempDir::new("sched-stop");
+    let log = d.join("events");
+    let run = launch(
+        &d,
+        r#"services:
+  long:
+    cmd: ["sh", "-c", "echo start >> @D@/events; exec sleep 100"]
+    schedule: {cron: "@yearly"}
+"#,
+        LONG,
+    );
+    assert!(
+        wait_until(LONG, || ctl(&run, &["start", "long"]).code == Some(0)),
+        "ctl start long"
+    );
+    assert!(
+        wait_until(LONG, || file_lines(&log) == ["start"]),
+        "the run never started"
+    );
+    let out = run.stop();
+    out.assert_code(0);
+    let said = out.stderr_lines_with("long: run");
+    assert!(
+        said.iter()
+            .any(|l| l.contains("long: run stopped (killed by TERM) after ")
+                && l.ends_with(": the launcher is stopping")),
+        "{}",
+        out.all()
+    );
+    out.assert_no_stderr("long: run failed");
+    out.assert_stderr_count("long: run started", 1);
+    assert!(!said.iter().any(|l| l.contains("next run at")), "{said:?}");
+}
+
 /// The job's cron names the next wall-clock minute in a zone 5:30 east
 /// of UTC (a POSIX TZ string: no zoneinfo needed): it runs then.
 #[test]

@@ -168,16 +168,13 @@ fn one_global_deadline_for_several_slow_services() {
             0 => String::new(),
             _ => format!("    after: [slow{}]\n", i - 1),
         };
-        format!("  slow{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; while :; do sleep 0.05; done\"]\n    graceful_timeout: 30s\n{after}")
+        format!("  slow{i}:\n    cmd: [\"sh\", \"-c\", \"trap '' TERM; touch @D@/up{i}; while :; do sleep 0.05; done\"]\n    graceful_timeout: 30s\n{after}")
     });
     let run = launch_in(&d, &body, &[]).spawn();
-    // All four run (the last one starts after the other three).
+    // All four run and ignore TERM (the last one starts after the other
+    // three): each says so once its trap is set, not merely spawned.
     assert!(wait_until(Duration::from_secs(10), || {
-        ctl(&run, &["--json", "status"])
-            .stdout
-            .matches("\"running\"")
-            .count()
-            == 4
+        (0..4).all(|i| d.join(&format!("up{i}")).exists())
     }));
     run.signal(15);
     // Each would get 30 s of grace: the run ends within the harness's 20 s

@@ -212,10 +212,14 @@ fn take_timeout(args: &[String]) -> Result<(Option<Duration>, Vec<String>), Stri
                             .ok()
                             .and_then(crate::units::duration_from_secs)
                     })
-                    .filter(|d| !d.is_zero())
                     .ok_or_else(|| {
                         format!("--timeout: `{v}` is not a duration (e.g. 500ms, 5s)")
                     })?;
+                if d.is_zero() {
+                    return Err(format!(
+                        "--timeout: `{v}` is no time at all: give more than 0 (e.g. 500ms, 5s)"
+                    ));
+                }
                 timeout = Some(d);
             }
             None => out.push(a.clone()),
@@ -665,6 +669,29 @@ mod tests {
         for (change, want) in rows {
             assert_eq!(row(*change).as_deref(), *want);
         }
+    }
+
+    #[test]
+    fn a_timeout_of_zero_is_told_as_such() {
+        let words = |v: &str| vec!["--timeout".to_string(), v.to_string(), "health".to_string()];
+        let (t, rest) = take_timeout(&words("1.5")).expect("1.5");
+        assert_eq!(
+            (t, rest),
+            (
+                Some(Duration::from_millis(1500)),
+                vec!["health".to_string()]
+            )
+        );
+        for zero in ["0", "0s"] {
+            assert_eq!(
+                take_timeout(&words(zero)).expect_err(zero),
+                format!("--timeout: `{zero}` is no time at all: give more than 0 (e.g. 500ms, 5s)")
+            );
+        }
+        assert_eq!(
+            take_timeout(&words("soon")).expect_err("soon"),
+            "--timeout: `soon` is not a duration (e.g. 500ms, 5s)"
+        );
     }
 
     #[test]

@@ -375,14 +375,34 @@ impl Core {
             Input::ProbeDone { probe, ok } => self.probe_done(probe, ok, now, &mut fx),
             Input::Signal(sig) => self.on_signal(sig, now, &mut fx),
             Input::Ctl { conn, cmd } => {
+                // What an operator did by hand shows in the log (`docker
+                // logs`), as a SIGHUP's reload does; a job's run started
+                // so says `run started` itself.
+                use crate::ctl::proto::Command as C;
+                let acts = match &cmd {
+                    C::Start { name } | C::Restart { name } => self
+                        .find(name)
+                        .and_then(|s| self.svcs.get(&s))
+                        .is_none_or(|s| s.job.is_none()),
+                    C::Stop { .. } | C::Signal { .. } | C::Incr { .. } | C::Decr { .. } => true,
+                    _ => false,
+                };
                 if let Some(reply) = self.command(conn, cmd, now, &mut fx) {
+                    if let Some(m) = reply.message.as_deref().filter(|_| acts && reply.ok) {
+                        log::info!("ctl: {m}");
+                    }
                     fx.push(Effect::Reply { conn, reply });
                 }
             }
             Input::Reloaded { conn, result } => {
                 let reply = self.reloaded(result, now, &mut fx);
                 match conn {
-                    Some(conn) => fx.push(Effect::Reply { conn, reply }),
+                    Some(conn) => {
+                        if let Some(m) = reply.message.as_deref().filter(|_| reply.ok) {
+                            log::info!("ctl reload: {m}");
+                        }
+                        fx.push(Effect::Reply { conn, reply });
+                    }
                     // A refused reload was said by `reloaded`, in one record.
                     None => {
                         if let Some(m) = reply.message.filter(|_| reply.error.is_none()) {

@@ -108,15 +108,20 @@ impl Reader {
         self
     }
 
-    /// What it read and is done with (whole lines, or the pieces of a
-    /// long one): to the tail and the ring, if it keeps them.
-    fn keep(&self, lines: &[u8]) {
+    /// What it read and is done with, `data[..end]` (whole lines, or the
+    /// pieces of a long one): to the tail and the ring, if it keeps them.
+    /// What follows `end` comes back, for the next read (the ring may keep
+    /// `data` itself and give back another buffer).
+    fn keep(&self, mut data: Vec<u8>, end: usize) -> Vec<u8> {
+        let end = end.min(data.len());
         if let Some(t) = &self.tail {
-            t.borrow_mut().push(lines);
+            t.borrow_mut().push(data.get(..end).unwrap_or_default());
         }
         if let Some((name, stream)) = &self.ring {
-            logs().push(name, *stream, lines);
+            return logs().push_taking(name, *stream, data, end);
         }
+        data.drain(..end);
+        data
     }
 
     /// Keep the last lines read in `tail` too.
@@ -236,9 +241,9 @@ fn drain_raw(r: &mut Reader, closed: bool, round: &mut Round) {
     };
     if cut > 0 {
         let lines = r.pending.get(..cut).unwrap_or_default();
-        r.keep(lines);
         round.out(&r.dest).extend_from_slice(lines);
-        r.pending.drain(..cut);
+        let data = std::mem::take(&mut r.pending);
+        r.pending = r.keep(data, cut);
     }
 }
 
@@ -272,9 +277,7 @@ fn drain_framed(r: &mut Reader, closed: bool, round: &mut Round, framing: Framin
         if let Some(end) = memchr::memrchr(b'\n', &data) {
             let lines = memchr::memchr_iter(b'\n', data.get(..=end).unwrap_or_default()).count();
             writer().count_dropped(lines as u64, end as u64 + 1);
-            r.keep(data.get(..=end).unwrap_or_default());
-            r.pending = data;
-            r.pending.drain(..=end);
+            r.pending = r.keep(data, end + 1);
             return;
         }
     }
@@ -313,9 +316,7 @@ fn drain_framed(r: &mut Reader, closed: bool, round: &mut Round, framing: Framin
     } else {
         pos += emit(r, &b, rest, false, out);
     }
-    r.keep(data.get(..pos).unwrap_or_default());
-    r.pending = data;
-    r.pending.drain(..pos);
+    r.pending = r.keep(data, pos);
 }
 
 /// Frame `data`, the rest of a line (`ends`) or its start so far; how many

@@ -10,7 +10,8 @@
 
 use crate::config::model::{self, DEFAULT_LOG_BUFFER};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 /// What a chunk costs besides its bytes (counted against the bound, so
 /// that many one-line chunks do not grow memory past it).
@@ -19,6 +20,9 @@ const CHUNK_COST: usize = 64;
 /// fewer chunks, and a chunk is never grown large (nor copied when its
 /// first lines go: those are only skipped, `Chunk::start`).
 const CHUNK_JOIN: usize = 16 * 1024;
+/// Lines of a read kept this large (and filling half its buffer) stay in
+/// the reader's buffer itself (`Logs::push_taking`), not copied.
+const TAKE_MIN: usize = CHUNK_JOIN;
 
 /// Which output of its source a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +38,11 @@ pub enum Stream {
 struct Chunk {
     /// Across every ring: the order in which chunks came.
     order: u64,
-    /// The number of its first line in its ring.
+    /// The number of its first line in its ring, and how many it holds:
+    /// only counted while someone reads the rings (`Logs::settle`).
     first: u64,
     lines: u64,
+    counted: bool,
     stream: Stream,
     /// Its lines from `start` on (before: lines trimmed away).
     data: Vec<u8>,
@@ -82,8 +88,9 @@ impl Ring {
         self.chunks.get(i).filter(|c| c.first <= seq)
     }
 
-    /// Drop the oldest lines until the ring holds at most `cap` bytes.
-    fn trim(&mut self, cap: usize) {
+    /// Drop the oldest lines until the ring holds at most `cap` bytes;
+    /// the largest buffer of the chunks dropped goes to `spare`.
+    fn trim(&mut self, cap: usize, spare: &mut Option<Vec<u8>>) {
         while self.bytes > cap {
             let excess = self.bytes - cap;
             let alone = self.chunks.len() == 1;
@@ -94,7 +101,9 @@ impl Ring {
             let cost = front.len() + CHUNK_COST;
             if cost <= excess || alone && front.len() <= excess {
                 self.bytes -= cost.min(self.bytes);
-                self.chunks.pop_front();
+                if let Some(c) = self.chunks.pop_front() {
+                    keep_larger(spare, c.data);
+                }
                 continue;
             }
             // Part of it: its first lines, up to a line's end past `excess`
@@ -105,19 +114,38 @@ impl Ring {
                 .get(want.saturating_sub(1)..)
                 .and_then(|t| memchr::memchr(b'\n', t))
                 .map_or(held.len(), |i| want.saturating_sub(1) + i + 1);
-            let gone = held
-                .get(..cut)
-                .map_or(0, |d| memchr::memchr_iter(b'\n', d).count()) as u64;
+            if front.counted {
+                let gone = held
+                    .get(..cut)
+                    .map_or(0, |d| memchr::memchr_iter(b'\n', d).count())
+                    as u64;
+                front.first += gone;
+                front.lines -= gone.min(front.lines);
+            }
             front.start += cut;
-            front.first += gone;
-            front.lines -= gone.min(front.lines);
             self.bytes -= cut.min(self.bytes);
-            if front.lines == 0 {
+            if front.start >= front.data.len() {
                 self.bytes -= CHUNK_COST.min(self.bytes);
-                self.chunks.pop_front();
+                if let Some(c) = self.chunks.pop_front() {
+                    keep_larger(spare, c.data);
+                }
             }
         }
     }
+}
+
+/// Keep in `spare` the larger of its buffer and `buf`.
+fn keep_larger(spare: &mut Option<Vec<u8>>, buf: Vec<u8>) {
+    if spare.as_ref().is_none_or(|s| s.capacity() < buf.capacity()) {
+        *spare = Some(buf);
+    }
+}
+
+/// Lines given to a ring: copied from the caller's buffer, or the buffer
+/// itself (`push_taking`), its lines from the offset on.
+enum Lines<'a> {
+    Copied(&'a [u8]),
+    Taken(Vec<u8>, usize),
 }
 
 /// A ring's source: a service by name, or the launcher (`None`: any
@@ -133,6 +161,11 @@ pub struct Logs {
     order: u64,
     /// Bumped at each push: a follower that saw it has nothing new.
     version: u64,
+    /// Followers alive: while there are none, nobody holds a line number,
+    /// and lines pushed are not counted (counting every byte relayed was
+    /// most of what the rings cost the relay); `settle` counts them when
+    /// one is made.
+    followers: Arc<AtomicUsize>,
 }
 
 static LOGS: OnceLock<Mutex<Logs>> = OnceLock::new();
@@ -152,6 +185,7 @@ impl Logs {
             rings: BTreeMap::new(),
             order: 0,
             version: 0,
+            followers: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -163,7 +197,7 @@ impl Logs {
             self.rings.clear();
         }
         for r in self.rings.values_mut() {
-            r.trim(cap);
+            r.trim(cap, &mut None);
         }
     }
 
@@ -183,72 +217,133 @@ impl Logs {
         self.push_to(Some(name), stream, data);
     }
 
+    /// Keep the lines `data[..end]` (read from service `name`'s
+    /// `stream`, as `push`), taking `data` itself when what the ring keeps
+    /// of them is large and fills at least half of the buffer (so that the
+    /// memory held stays within twice the bytes kept, as with copied
+    /// chunks): the ring keeps the reader's buffer as a chunk, no copy,
+    /// and the reader reads on into the buffer of a chunk that left the
+    /// ring. What follows `end` (a line not ended yet) comes back at the
+    /// start of the buffer returned, for the next read.
+    pub fn push_taking(
+        &mut self,
+        name: &str,
+        stream: Stream,
+        mut data: Vec<u8>,
+        end: usize,
+    ) -> Vec<u8> {
+        let end = end.min(data.len());
+        let start = self.kept_from(data.get(..end).unwrap_or_default());
+        let kept = end.saturating_sub(start);
+        if self.cap == 0 || kept < TAKE_MIN || kept * 2 < data.capacity() {
+            self.push(name, stream, data.get(..end).unwrap_or_default());
+            data.drain(..end);
+            return data;
+        }
+        // Room for the new chunk first: a buffer that leaves the ring is
+        // the one read into next (reads keep reusing the same buffers).
+        let mut spare = None;
+        if let Some(ring) = self.rings.get_mut(&Some(name.to_string())) {
+            let incoming = end - start + 1 + CHUNK_COST;
+            ring.trim(self.cap.saturating_sub(incoming), &mut spare);
+        }
+        let mut next = spare.unwrap_or_default();
+        next.clear();
+        next.extend_from_slice(data.get(end..).unwrap_or_default());
+        data.truncate(end);
+        self.add(Some(name), stream, Lines::Taken(data, start));
+        next
+    }
+
     fn push_to(&mut self, name: Option<&str>, stream: Stream, data: &[u8]) {
         if self.cap == 0 || data.is_empty() {
             return;
         }
-        // Only what the ring can hold: the last lines of `data` (or the
-        // end of one line too long for it).
-        let room = self.cap.saturating_sub(CHUNK_COST + 1);
-        let mut data = data;
-        if data.len() > room {
-            let from = data.len() - room;
-            let start = data
-                .get(from..)
-                .and_then(|t| memchr::memchr(b'\n', t))
-                .map_or(from, |i| from + i + 1);
-            data = data.get(start..).unwrap_or_default();
-            if data.is_empty() {
-                return;
-            }
+        let data = data.get(self.kept_from(data)..).unwrap_or_default();
+        if !data.is_empty() {
+            self.add(name, stream, Lines::Copied(data));
         }
-        let lines = memchr::memchr_iter(b'\n', data).count() as u64
-            + u64::from(data.last() != Some(&b'\n'));
-        let key = name.map(str::to_string);
-        let ring = self.rings.entry(key).or_default();
+    }
+
+    /// Where the part of `data` the ring can hold starts: its last lines
+    /// (or the end of one line too long for it).
+    fn kept_from(&self, data: &[u8]) -> usize {
+        let room = self.cap.saturating_sub(CHUNK_COST + 1);
+        if data.len() <= room {
+            return 0;
+        }
+        let from = data.len() - room;
+        data.get(from..)
+            .and_then(|t| memchr::memchr(b'\n', t))
+            .map_or(from, |i| from + i + 1)
+    }
+
+    /// Add `lines` (not empty) to `name`'s ring, then trim it to the bound.
+    fn add(&mut self, name: Option<&str>, stream: Stream, lines: Lines<'_>) {
+        let held = match &lines {
+            Lines::Copied(d) => *d,
+            Lines::Taken(d, start) => d.get(*start..).unwrap_or_default(),
+        };
+        let ends = held.last() == Some(&b'\n');
+        let counted = self.followers.load(Ordering::Relaxed) > 0;
+        let count = if counted {
+            memchr::memchr_iter(b'\n', held).count() as u64 + u64::from(!ends)
+        } else {
+            0
+        };
+        let len = held.len();
+        let bytes = len + usize::from(!ends);
+        let ring = self.rings.entry(name.map(str::to_string)).or_default();
         let latest = self.order.checked_sub(1);
-        let chunk = match ring.chunks.back_mut() {
+        let joins = |c: &Chunk| {
+            Some(c.order) == latest && c.stream == stream && c.data.len() + len <= CHUNK_JOIN
+        };
+        match (lines, ring.chunks.back_mut()) {
             // Nothing came anywhere since this ring's last chunk: one more
             // piece of it.
-            Some(c)
-                if Some(c.order) == latest
-                    && c.stream == stream
-                    && c.data.len() + data.len() <= CHUNK_JOIN =>
-            {
-                c
+            (Lines::Copied(d), Some(c)) if joins(c) => {
+                c.data.extend_from_slice(d);
+                if !ends {
+                    c.data.push(b'\n');
+                }
+                c.lines += count;
+                // Not counted: nobody follows, `settle` counts it all.
+                c.counted &= counted;
             }
-            _ => {
+            (lines, _) => {
+                let (mut data, start) = match lines {
+                    Lines::Copied(d) => (d.to_vec(), 0),
+                    Lines::Taken(d, start) => (d, start),
+                };
+                if !ends {
+                    data.push(b'\n');
+                }
                 ring.chunks.push_back(Chunk {
                     order: self.order,
                     first: ring.next,
-                    lines: 0,
+                    lines: count,
+                    counted,
                     stream,
-                    data: Vec::new(),
-                    start: 0,
+                    data,
+                    start,
                 });
                 ring.bytes += CHUNK_COST;
                 self.order += 1;
-                match ring.chunks.back_mut() {
-                    Some(c) => c,
-                    None => return,
-                }
             }
-        };
-        chunk.data.extend_from_slice(data);
-        if data.last() != Some(&b'\n') {
-            chunk.data.push(b'\n');
         }
-        chunk.lines += lines;
-        ring.next += lines;
-        ring.bytes += data.len() + usize::from(data.last() != Some(&b'\n'));
-        ring.trim(self.cap);
+        ring.next += count;
+        ring.bytes += bytes;
+        ring.trim(self.cap, &mut None);
         self.version += 1;
     }
 
     /// A reader of service `name`'s lines (every service's and the
     /// launcher's with `None`), placed before the last `n` of them; with
     /// `follow`, it reads on as lines come, else up to what is there now.
-    pub fn follower(&self, name: Option<&str>, n: usize, follow: bool) -> Follower {
+    pub fn follower(&mut self, name: Option<&str>, n: usize, follow: bool) -> Follower {
+        self.settle();
+        self.followers.fetch_add(1, Ordering::Relaxed);
+        let alive = Alive(Arc::clone(&self.followers));
         let mut cursors = HashMap::new();
         let n = n as u64;
         match name {
@@ -293,6 +388,28 @@ impl Logs {
             until,
             cursors,
             seen: None,
+            _alive: alive,
+        }
+    }
+
+    /// Count the lines pushed while nobody followed, and number every
+    /// ring's lines on from its oldest (no follower holds a number then).
+    fn settle(&mut self) {
+        if self.followers.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        for r in self.rings.values_mut() {
+            let mut n = r.first();
+            for c in r.chunks.iter_mut() {
+                if !c.counted {
+                    let held = c.data.get(c.start..).unwrap_or_default();
+                    c.lines = memchr::memchr_iter(b'\n', held).count() as u64;
+                    c.counted = true;
+                }
+                c.first = n;
+                n += c.lines;
+            }
+            r.next = n;
         }
     }
 
@@ -403,7 +520,7 @@ pub fn answer(asked: Asked<'_>) -> Answer {
         lines,
         follow,
     } = asked;
-    let logs = logs();
+    let mut logs = logs();
     let kept = |s: &model::Stream| matches!(s, model::Stream::Prefix | model::Stream::File(_));
     if let Some(name) = name {
         let Some((stdout, stderr)) = streams else {
@@ -453,6 +570,25 @@ pub struct Follower {
     cursors: HashMap<Source, u64>,
     /// The version of the rings it last read.
     seen: Option<u64>,
+    /// Counted among the followers while it lives.
+    _alive: Alive,
+}
+
+/// A follower's place in `Logs::followers`.
+#[derive(Debug)]
+struct Alive(Arc<AtomicUsize>);
+
+impl Clone for Alive {
+    fn clone(&self) -> Alive {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Alive(Arc::clone(&self.0))
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Follower {
@@ -601,6 +737,7 @@ mod tests {
                 l.push("db", Stream::Stdout, b"tick\n");
             }
             last = line;
+            l.settle();
             let r = l.rings.get(&Some("web".to_string())).expect("ring");
             assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
             let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
@@ -615,6 +752,88 @@ mod tests {
         let mut f = l.follower(Some("web"), 1, true);
         let got = read_all(&l, &mut f);
         assert!(got.len() <= cap && got.ends_with("y\n"), "{}", got.len());
+    }
+
+    #[test]
+    fn lines_pushed_while_nobody_follows_are_counted_when_one_comes() {
+        let mut l = Logs::new(40 + CHUNK_COST);
+        for i in 0..30 {
+            l.push("web", Stream::Stdout, format!("{i:03}\n").as_bytes());
+        }
+        l.push("db", Stream::Stderr, b"d\n");
+        let mut f = l.follower(Some("web"), 3, false);
+        assert_eq!(read_all(&l, &mut f), "027\n028\n029\n");
+        let mut all = l.follower(None, 2, true);
+        assert_eq!(read_all(&l, &mut all), "web | 029\ndb ! d\n");
+        drop(f);
+        // Still followed (`all`, and a clone of it): counted as they come.
+        let mut again = all.clone();
+        drop(all);
+        for i in 30..45 {
+            l.push("web", Stream::Stdout, format!("{i:03}\n").as_bytes());
+        }
+        let got = read_all(&l, &mut again);
+        assert!(got.starts_with("… 5 lines skipped\nweb | 035\n"), "{got}");
+        assert!(got.ends_with("web | 044\n"), "{got}");
+        drop(again);
+        assert_eq!(l.followers.load(Ordering::Relaxed), 0);
+        // Nobody follows: pushed uncounted, counted by the next follower.
+        l.push("web", Stream::Stdout, b"045\n046\n");
+        let mut f = l.follower(Some("web"), 4, false);
+        assert_eq!(read_all(&l, &mut f), "043\n044\n045\n046\n");
+    }
+
+    #[test]
+    fn large_reads_are_kept_in_their_own_buffers() {
+        // Reads of random sizes, small (copied) and large (the buffer
+        // taken): the ring reads back the last lines of the stream, stays
+        // within its bound, and hands back each read's unfinished line.
+        let mut next = crate::units::xorshift(0x5eed_1234_abcd_0002);
+        let cap = 64 * 1024;
+        let mut l = Logs::new(cap);
+        let mut stream = Vec::new();
+        let mut buf: Vec<u8> = Vec::new();
+        let mut i = 0u64;
+        for _ in 0..200 {
+            let want = if next().is_multiple_of(2) {
+                200
+            } else {
+                90_000
+            };
+            while buf.len() < want {
+                let n = (next() % 120) as usize;
+                buf.extend_from_slice(format!("{i}:{}\n", "y".repeat(n)).as_bytes());
+                i += 1;
+            }
+            buf.extend_from_slice(b"partial");
+            let end = buf.len() - b"partial".len();
+            stream.extend_from_slice(&buf[..end]);
+            // A full buffer is taken; one mostly empty is copied from.
+            let roomy = next().is_multiple_of(3);
+            if roomy {
+                buf.reserve(4 * buf.len());
+            } else {
+                buf.shrink_to_fit();
+            }
+            let large = want > 200;
+            buf = l.push_taking("web", Stream::Stdout, buf, end);
+            assert_eq!(buf, b"partial");
+            buf.clear();
+            l.settle();
+            let r = l.rings.get(&Some("web".to_string())).expect("ring");
+            let taken = r.chunks.back().is_some_and(|c| c.start > 0);
+            assert_eq!(taken, large && !roomy);
+            assert!(r.bytes <= cap, "{} > {cap}", r.bytes);
+            let real: usize = r.chunks.iter().map(|c| c.len() + CHUNK_COST).sum();
+            assert_eq!(real, r.bytes);
+            let lines: u64 = r.chunks.iter().map(|c| c.lines).sum();
+            assert_eq!(lines, r.next - r.first());
+        }
+        let mut f = l.follower(Some("web"), usize::MAX, true);
+        let got = read_all(&l, &mut f);
+        assert!(got.len() > cap / 2, "{}", got.len());
+        assert!(stream.ends_with(got.as_bytes()));
+        assert!(got.starts_with(|c: char| c.is_ascii_digit()));
     }
 
     #[test]

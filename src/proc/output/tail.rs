@@ -15,7 +15,14 @@ const TAIL_LINE_BYTES: usize = 300;
 
 impl Tail {
     pub(super) fn push(&mut self, lines: &[u8]) {
-        for line in lines.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        // Only the last lines of a large read can stay: those are found
+        // from its end, not every line made a string to be dropped.
+        let last: Vec<&[u8]> = lines
+            .rsplit(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .take(TAIL_LINES)
+            .collect();
+        for line in last.into_iter().rev() {
             let cut = line.get(..TAIL_LINE_BYTES).unwrap_or(line);
             if self.lines.len() == TAIL_LINES {
                 self.lines.pop_front();

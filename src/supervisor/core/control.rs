@@ -256,7 +256,9 @@ impl Core {
             })
             .map(|s| s.name().to_string())
             .collect();
-        if self.is_stopping() {
+        // Only readiness fails on a drain or stop: plain `ctl health` (a
+        // Docker HEALTHCHECK) says whether the services run and are ready.
+        if which == Health::Ready && self.is_stopping() {
             Reply::error("stopping")
         } else if bad.is_empty() {
             Reply::ok("healthy")
@@ -397,12 +399,24 @@ impl Core {
             ..Default::default()
         };
         if let Some(s) = subject.as_deref().and_then(svc) {
+            // How it ended, or why a main command never ran (`cannot run
+            // typo: …`; a FAILED critical service's reason is said above).
+            let main_ended = matches!(
+                self.stop.active.as_ref().map(|st| &st.cause),
+                Some(Cause::MainEnded)
+            );
             t.how = s
                 .procs
                 .iter()
                 .filter_map(|p| p.m.last_exit)
                 .next_back()
-                .map(|e| e.to_string());
+                .map(|e| e.to_string())
+                .or_else(|| {
+                    s.procs.iter().find_map(|p| match &p.m.state {
+                        State::Failed { reason } if main_ended => Some(reason.clone()),
+                        _ => None,
+                    })
+                });
             t.oom = s.facts.last_oom;
             t.restarts = s.procs.iter().map(|p| p.m.restarts).sum();
         }

@@ -291,6 +291,11 @@ impl Core {
         let how = how.unwrap_or_default();
         match result {
             "ok" => log::info!("{name}: run ended ({how}) after {took}{next}"),
+            // Cut short by the launcher's own stop: no failure of the job's,
+            // and no next run to promise.
+            _ if self.stop.active.is_some() => {
+                log::info!("{name}: run stopped ({how}) after {took}: the launcher is stopping")
+            }
             _ => log::warn!("{name}: run {result} ({how}) after {took}{next}"),
         }
         if self.stop.active.is_none() {

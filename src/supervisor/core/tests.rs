@@ -530,6 +530,11 @@ fn exit_status_rule() {
     );
     let fx = first_spawn_not_found(&mut core, "cannot run ghost: No such file or directory");
     assert!(fx.contains(&Effect::Exit(Outcome::NotFound)), "{fx:?}");
+    // The last line says why, not only who: `docker run IMAGE typo`.
+    assert_eq!(
+        core.termination().summary(),
+        "exit 127: the main command ended (main: cannot run ghost: No such file or directory)"
+    );
 }
 
 #[test]
@@ -914,6 +919,10 @@ fn drain_runs_the_hooks_then_waits_then_stops() {
     let r = sim.health(Health::Ready);
     assert!(!r.ok, "not ready while draining");
     assert!(sim.health(Health::Live).ok);
+    // Plain `ctl health` (a Docker HEALTHCHECK) keeps its meaning: every
+    // autostart service running and ready; only --ready fails on a drain.
+    let r = sim.health(Health::All);
+    assert!(r.ok, "healthy while the services still run: {r:?}");
     sim.now = t0 + Duration::from_secs(1);
     let (hook, _) = sim.hooks[0].clone();
     sim.feed(Input::ProbeDone {
