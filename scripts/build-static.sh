@@ -136,6 +136,10 @@ void __aeabi_unwind_cpp_pr1(void) {}
 /* ARM reads the IP through this one: register 15 is 0, as above. */
 int _Unwind_VRS_Get(void *ctx, int cls, unsigned reg, int rep, void *val) {
     (void)ctx; (void)cls; (void)reg; (void)rep; *(unsigned *)val = 0; return 0; }
+/* And the personality routine gold keeps names these two; never called. */
+int _Unwind_VRS_Set(void *ctx, int cls, unsigned reg, int rep, void *val) {
+    (void)ctx; (void)cls; (void)reg; (void)rep; (void)val; return 0; }
+int __gnu_unwind_frame(void *ucbp, void *ctx) { (void)ucbp; (void)ctx; return 9; /* _URC_FAILURE */ }
 #endif'
 if [ ! -f "$link/libunwind.a" ] || [ "$(cat "$link/unwind-stub.c" 2>/dev/null)" != "$stub_c" ]; then
     printf '%s' "$stub_c" > "$link/unwind-stub.c"
