@@ -340,13 +340,7 @@ fn credentials_are_shared_by_processes_and_helpers_and_swapped_whole() {
     let out = t.root().join("out");
     std::fs::create_dir_all(&out).expect("out");
     let run = t.launch(&[]).spawn();
-    let lines = |f: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join(f))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let lines = |f: &str| file_lines(&out.join(f));
     assert!(
         wait_until(Duration::from_secs(10), || lines("probes").len() >= 3
             && lines("procs").len() == 2),
@@ -412,13 +406,7 @@ fn probes_use_the_env_files_read_at_the_start_of_their_service() {
     let out = t.root().join("out");
     std::fs::create_dir_all(&out).expect("out");
     let run = t.launch(&[]).spawn();
-    let lines = |f: &str| -> Vec<String> {
-        std::fs::read_to_string(out.join(f))
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_string)
-            .collect()
-    };
+    let lines = |f: &str| file_lines(&out.join(f));
     let first = format!("{ENV_SECRET} {PLANTED}");
     assert!(
         wait_until(Duration::from_secs(10), || lines("probes").len() >= 2),
