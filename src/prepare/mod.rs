@@ -38,3 +38,14 @@ pub struct Prepared {
     pub services: Vec<Service>,
     pub pillar: Option<PillarState>,
 }
+
+/// What a write into the state dir that failed asks of the operator (a
+/// `--read-only` container with no tmpfs: README "Read-only and non-root
+/// containers"): the one wording of the digest's and the last-good copy's
+/// warnings.
+pub(crate) fn state_dir_hint(state: &std::path::Path) -> String {
+    format!(
+        "the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
+        s = state.display()
+    )
+}

@@ -576,8 +576,8 @@ fn keep_last_good(cfg: &Config, text: &str) {
     if let Err(e) = kept {
         if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
             log::warn!(
-                "pillar: cannot keep the last valid override: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
-                s = cfg.paths.state.display()
+                "pillar: cannot keep the last valid override: {e}; {}",
+                super::state_dir_hint(&cfg.paths.state)
             );
         }
     }

@@ -99,8 +99,8 @@ fn record_digest(state: &Path, digest: &str) {
         .and_then(|()| crate::fsutil::at(&file, std::fs::write(&file, format!("{digest}\n"))));
     if let Err(e) = saved {
         log::warn!(
-            "reconfigure: cannot record the digest of its inputs: {e}; the state dir {s} must be writable to keep it (add to docker run: --tmpfs /run, where the state dir falls back to /run/mc-launcher; or mount a volume on {s})",
-            s = state.display()
+            "reconfigure: cannot record the digest of its inputs: {e}; {}",
+            super::state_dir_hint(state)
         );
     }
 }
